@@ -1,0 +1,1 @@
+"""SAML trust: metadata loading, verification and refresh, federation aggregates."""

@@ -1,0 +1,156 @@
+"""The application factory: settings -> services -> blueprints -> error handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import logs
+from .clock import Clock
+from .errors import new_reference
+from .resources import resource_dir
+from .services import Services, build_services
+from .settings import load_settings
+
+log = logging.getLogger("idp.app")
+access = logging.getLogger("idp.access")
+
+# Paths whose clients are programs: errors there are JSON, never an HTML page.
+_JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")
+
+
+def services() -> Services:
+    from flask import current_app
+
+    return current_app.extensions["idp"]
+
+
+def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
+    settings = load_settings(overrides)
+    logs.configure(settings.logging.level, settings.logging.format)
+    svc = build_services(settings, clock)
+
+    app = Flask("idp", template_folder=str(resource_dir("templates")))
+    app.config.update(
+        SECRET_KEY=svc.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.issuer.startswith("https://"),
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["idp"] = svc
+    if settings.server.trusted_proxies:
+        n = settings.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    _install_request_hooks(app, settings.logging.access_log)
+    _install_error_handlers(app)
+
+    from .web.health import bp as health_bp
+    from .web.wellknown import bp as wellknown_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(wellknown_bp)
+
+    @app.context_processor
+    def _branding():
+        return {"branding": settings.branding, "request_id": getattr(g, "request_id", None)}
+
+    return app
+
+
+def _install_request_hooks(app: Flask, access_log: bool) -> None:
+    @app.before_request
+    def _start():
+        g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        if access_log:
+            took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            access.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.path,
+                response.status_code,
+                took,
+                extra={
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(took, 1),
+                },
+            )
+        return response
+
+
+def _wants_json() -> bool:
+    if request.path.startswith(_JSON_PREFIXES):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        ref = new_reference()
+        log.info(
+            "http error %s on %s",
+            exc.code,
+            request.path,
+            extra={"reference": ref, "request_id": g.get("request_id")},
+        )
+        if _wants_json():
+            return jsonify(
+                error=_slug(exc.code), error_description=exc.description, reference=ref
+            ), exc.code
+        return render_template(
+            "error.html", code=exc.code, title=exc.name, message=exc.description, reference=ref
+        ), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        ref = new_reference()
+        log.exception(
+            "unhandled error", extra={"reference": ref, "request_id": g.get("request_id")}
+        )
+        if _wants_json():
+            return jsonify(
+                error="server_error",
+                error_description="An unexpected error occurred.",
+                reference=ref,
+            ), 500
+        return render_template(
+            "error.html",
+            code=500,
+            title="Something went wrong",
+            message="An unexpected error occurred. Please try again later.",
+            reference=ref,
+        ), 500
+
+
+def _slug(code: int | None) -> str:
+    return {
+        400: "invalid_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        429: "too_many_requests",
+    }.get(code or 500, "server_error")

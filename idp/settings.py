@@ -1,0 +1,305 @@
+"""Settings: ``config/defaults.toml`` <- ``$IDP_CONFIG`` <- ``IDP_*`` env <- overrides.
+
+The defaults file is the schema: every key it has is a setting, its value's type is the
+setting's type, and anything else is refused. The result is validated once and frozen.
+This is the only module that reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import ConfigError
+from .resources import resource_dir
+
+# Environment variables that start with IDP_ but are not settings.
+_NOT_SETTINGS = re.compile(r"^IDP_(CONFIG|TEST_.*)$")
+_SECRET_NAMES = re.compile(r"(secret|password|encryption_key)", re.I)
+_URL_KEYS = {"database_url", "redis_url", "smtp_url", "sms_url"}
+
+
+def _load_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+def load_defaults() -> dict[str, Any]:
+    return _load_toml(resource_dir("config") / "defaults.toml", "defaults file")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+    }.get(type(value), type(value).__name__)
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    """Give ``value`` the type of ``default``; raise ConfigError naming the setting."""
+    kind = type(default)
+    if isinstance(value, str) and kind is not str:
+        value = _parse_env_text(name, kind, value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"setting {name} must be true or false, not {value!r}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"setting {name} must be an integer, not {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"setting {name} must be {_type_name(default)}, not {value!r}")
+    if kind is list:
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"setting {name} must be a list of strings")
+        value = tuple(value)
+    return value
+
+
+def _parse_env_text(name: str, kind: type, text: str) -> Any:
+    text = text.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"setting {name} must be true or false, not {text!r}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"setting {name} must be {_type_name(kind())}, not {text!r}"
+            ) from None
+    if kind is list:
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(f"setting {name} is not a valid JSON list") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def env_name(section: str | None, key: str) -> str:
+    return f"IDP_{section.upper()}_{key.upper()}" if section else f"IDP_{key.upper()}"
+
+
+def _env_map(defaults: dict[str, Any]) -> dict[str, tuple[str | None, str]]:
+    names: dict[str, tuple[str | None, str]] = {}
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            for sub in value:
+                names[env_name(key, sub)] = (key, sub)
+        else:
+            names[env_name(None, key)] = (None, key)
+    return names
+
+
+def _merge(
+    defaults: dict[str, Any], layer: Mapping[str, Any], origin: str, into: dict[str, Any]
+) -> None:
+    for key, value in layer.items():
+        if key not in defaults:
+            raise ConfigError(f"unknown setting {key!r} in {origin}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"setting [{key}] in {origin} must be a table")
+            for sub, subval in value.items():
+                if sub not in defaults[key]:
+                    raise ConfigError(f"unknown setting {key}.{sub} in {origin}")
+                into[key][sub] = _coerce(f"{key}.{sub}", defaults[key][sub], subval)
+        else:
+            into[key] = _coerce(key, defaults[key], value)
+
+
+class Section:
+    """A frozen table of settings with attribute access; secrets are redacted in its repr."""
+
+    __slots__ = ("_name", "_data")
+
+    def __init__(self, name: str, data: dict[str, Any]) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_data", MappingProxyType(data))
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self._data[item]
+        except KeyError:
+            raise AttributeError(f"no setting {self._name}{item}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("settings are frozen")
+
+    def __getitem__(self, item: str) -> Any:
+        return self._data[item]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.as_dict() if isinstance(v, Section) else v for k, v in self._data.items()}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={redact(k, v)!r}" for k, v in self._data.items())
+        return f"Settings({shown})" if not self._name else f"[{self._name.rstrip('.')}]({shown})"
+
+    __str__ = __repr__
+
+
+def redact(key: str, value: Any) -> Any:
+    """What may be shown of a setting: secrets become '***', URL passwords are masked."""
+    if isinstance(value, Section):
+        return value
+    if isinstance(value, str) and value:
+        if _SECRET_NAMES.search(key):
+            return "***"
+        if key.endswith("url") or key.endswith("urls"):
+            return redact_url(value)
+    if isinstance(value, tuple) and key.endswith("urls"):
+        return tuple(redact_url(v) for v in value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+Settings = Section
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Section:
+    """Build the frozen settings; raise ConfigError with one readable line on any problem."""
+    environ = os.environ if environ is None else environ
+    defaults = load_defaults()
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in defaults.items()}
+    for key, value in list(merged.items()):
+        if isinstance(value, dict):
+            merged[key] = {s: _coerce(f"{key}.{s}", v, v) for s, v in value.items()}
+        else:
+            merged[key] = _coerce(key, value, value)
+
+    config_file = environ.get("IDP_CONFIG")
+    if config_file:
+        _merge(defaults, _load_toml(Path(config_file), "config file"), config_file, merged)
+
+    names = _env_map(defaults)
+    env_layer: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith("IDP_") or _NOT_SETTINGS.match(name):
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown setting in environment variable {name}")
+        section, key = names[name]
+        if section:
+            env_layer.setdefault(section, {})[key] = text
+        else:
+            env_layer[key] = text
+    _merge(defaults, env_layer, "the environment", merged)
+
+    if overrides:
+        _merge(defaults, overrides, "overrides", merged)
+
+    _derive_and_validate(merged)
+    return Section(
+        "", {k: Section(f"{k}.", v) if isinstance(v, dict) else v for k, v in merged.items()}
+    )
+
+
+def _check_url(name: str, value: str, schemes: set[str]) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(schemes))
+        raise ConfigError(f"setting {name} must be a URL with scheme {allowed}, not {value!r}")
+    if parts.scheme in {"http", "https", "redis", "rediss", "smtp", "smtps"} and not parts.hostname:
+        raise ConfigError(f"setting {name} has no host: {redact_url(value)!r}")
+
+
+def _derive_and_validate(s: dict[str, Any]) -> None:
+    issuer = s["issuer"].rstrip("/")
+    _check_url("issuer", issuer, {"http", "https"})
+    parts = urlsplit(issuer)
+    if parts.query or parts.fragment:
+        raise ConfigError("setting issuer must not have a query or fragment")
+    s["issuer"] = issuer
+
+    instance = Path(s["instance_dir"]).expanduser()
+    s["instance_dir"] = str(instance.resolve())
+
+    if not s["database_url"]:
+        s["database_url"] = f"sqlite:///{Path(s['instance_dir']) / 'idp.db'}"
+    try:
+        url = make_url(s["database_url"])
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"setting database_url is not a database URL: {redact_url(s['database_url'])!r}"
+        ) from None
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise ConfigError("setting database_url must be a sqlite:// or postgresql+psycopg:// URL")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() not in {"psycopg"}:
+        raise ConfigError(
+            "setting database_url must use the psycopg 3 driver: postgresql+psycopg://..."
+        )
+
+    if s["redis_url"]:
+        _check_url("redis_url", s["redis_url"], {"redis", "rediss", "unix"})
+    if s["smtp_url"]:
+        _check_url("smtp_url", s["smtp_url"], {"smtp", "smtps"})
+    if s["sms_url"]:
+        _check_url("sms_url", s["sms_url"], {"http", "https"})
+
+    srv = s["server"]
+    if not 0 < srv["port"] < 65536:
+        raise ConfigError(f"setting server.port must be 1-65535, not {srv['port']}")
+    for key in ("workers", "trusted_proxies"):
+        if srv[key] < 0:
+            raise ConfigError(f"setting server.{key} must not be negative")
+    if srv["threads"] < 1:
+        raise ConfigError("setting server.threads must be at least 1")
+
+    log = s["logging"]
+    log["level"] = log["level"].upper()
+    if log["level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("setting logging.level must be DEBUG, INFO, WARNING or ERROR")
+    if log["format"] not in {"text", "json"}:
+        raise ConfigError('setting logging.format must be "text" or "json"')
+
+    keys = s["keys"]
+    if keys["rsa_bits"] < 2048:
+        raise ConfigError("setting keys.rsa_bits must be at least 2048")
+    if keys["encryption_key"] and len(keys["encryption_key"]) < 32:
+        raise ConfigError("setting keys.encryption_key must be at least 32 characters")
+    for key in ("rotation_overlap_days", "saml_cert_days"):
+        if keys[key] < 1:
+            raise ConfigError(f"setting keys.{key} must be at least 1")

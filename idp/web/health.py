@@ -1,0 +1,33 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("idp.health")
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    from ..app import services
+
+    svc = services()
+    checks: dict[str, str] = {}
+    for name, probe in (("database", svc.check_database), ("store", svc.store.ping)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means "not ready", with the reason
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            checks[name] = reason
+            log.warning("readiness check %s failed: %s", name, reason)
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
