@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-20 22:28:03.446076
 """
 from collections.abc import Sequence
 

@@ -1,0 +1,129 @@
+"""Shared fixtures.
+
+Tiers that need outside services read them from the environment:
+  IDP_TEST_DATABASE_URL  a PostgreSQL URL (postgresql+psycopg://...) the tests may create
+                         databases with; each test gets a fresh database that is dropped after.
+  IDP_TEST_REDIS_URL     a Redis URL; each test uses its own key prefix.
+Without them those tests skip with the reason printed; with CI=true a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a tier's dependency is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI needs this tier: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_environment() -> Iterator[None]:
+    """The developer's own IDP_* settings must not leak into tests."""
+    saved = {k: v for k, v in os.environ.items()
+             if k.startswith("IDP_") and not k.startswith("IDP_TEST_")}
+    for k in saved:
+        del os.environ[k]
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def instance_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "instance"
+    path.mkdir()
+    return path
+
+
+def base_overrides(instance: Path, **extra: Any) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"instance_dir": str(instance),
+                                 "logging": {"access_log": False}}
+    overrides.update(extra)
+    return overrides
+
+
+def init_database(overrides: dict[str, Any]) -> None:
+    """What `idp init` does to storage: migrate, then create signing keys and role templates."""
+    from idp.services import build_services
+    from idp.settings import load_settings
+    from idp.storage.migrate import upgrade
+    from idp.storage.seed import seed_role_templates
+
+    svc = build_services(load_settings(overrides))
+    upgrade(svc.engine)
+    svc.keys.ensure()
+    with svc.sessions.begin() as db:
+        seed_role_templates(db)
+    svc.engine.dispose()
+
+
+@pytest.fixture
+def make_app(instance_dir: Path) -> Callable[..., Any]:
+    """Build an initialised app: make_app(**overrides) -> Flask app."""
+    from idp.app import create_app
+
+    apps = []
+
+    def factory(clock=None, **extra: Any):
+        overrides = base_overrides(instance_dir, **extra)
+        init_database(overrides)
+        app = create_app(overrides, clock=clock)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["idp"].engine.dispose()
+
+
+@pytest.fixture
+def pg_admin_url() -> str:
+    url = os.environ.get("IDP_TEST_DATABASE_URL", "")
+    require(url.startswith("postgresql"), "IDP_TEST_DATABASE_URL (PostgreSQL) is not set")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"idp_test_{secrets.token_hex(6)}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the server is down or refuses: a missing tier
+        admin.dispose()
+        require(False, f"PostgreSQL at IDP_TEST_DATABASE_URL is not usable: {exc}")
+    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("IDP_TEST_REDIS_URL", "")
+    require(url.startswith("redis"), "IDP_TEST_REDIS_URL is not set")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        require(False, f"Redis at IDP_TEST_REDIS_URL is not reachable: {exc}")
+    return url
