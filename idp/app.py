@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 import uuid
@@ -20,6 +21,12 @@ from .settings import load_settings
 
 log = logging.getLogger("idp.app")
 access = logging.getLogger("idp.access")
+
+# Each module has a Blueprint named ``bp``; one line per surface.
+BLUEPRINTS = [
+    ".web.health",
+    ".web.wellknown",
+]
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.
 _JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")
@@ -53,11 +60,8 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     _install_request_hooks(app, settings.logging.access_log)
     _install_error_handlers(app)
 
-    from .web.health import bp as health_bp
-    from .web.wellknown import bp as wellknown_bp
-
-    app.register_blueprint(health_bp)
-    app.register_blueprint(wellknown_bp)
+    for module in BLUEPRINTS:
+        app.register_blueprint(importlib.import_module(module, __package__).bp)
 
     @app.context_processor
     def _branding():

@@ -32,8 +32,11 @@ def require(condition: bool, reason: str) -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _clean_environment() -> Iterator[None]:
     """The developer's own IDP_* settings must not leak into tests."""
-    saved = {k: v for k, v in os.environ.items()
-             if k.startswith("IDP_") and not k.startswith("IDP_TEST_")}
+    saved = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("IDP_") and not k.startswith("IDP_TEST_")
+    }
     for k in saved:
         del os.environ[k]
     yield
@@ -48,8 +51,7 @@ def instance_dir(tmp_path: Path) -> Path:
 
 
 def base_overrides(instance: Path, **extra: Any) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"instance_dir": str(instance),
-                                 "logging": {"access_log": False}}
+    overrides: dict[str, Any] = {"instance_dir": str(instance), "logging": {"access_log": False}}
     overrides.update(extra)
     return overrides
 

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Authentication Method Reference values (RFC 8176) and the acr levels we emit.
-AMR_PASSWORD = "pwd"
+AMR_PWD = "pwd"
 AMR_OTP = "otp"
 AMR_HARDWARE_KEY = "hwk"
 AMR_MFA = "mfa"
-ACR_PASSWORD = "urn:idp:acr:password"
+ACR_SINGLE = "urn:idp:acr:1fa"
 ACR_MFA = "urn:idp:acr:mfa"
-ACR_LEVELS = {ACR_PASSWORD: 1, ACR_MFA: 2}
+ACR_LEVELS = {ACR_SINGLE: 1, ACR_MFA: 2}
 
 
 @dataclass
@@ -73,8 +73,8 @@ class AuthnResult:
 
 
 def acr_for(amr: list[str]) -> str:
-    """The acr a set of methods reaches: two factors make ``mfa``, else ``password``."""
-    return ACR_MFA if AMR_MFA in amr or len(set(amr) - {AMR_MFA}) >= 2 else ACR_PASSWORD
+    """The acr a set of methods reaches: two factors make ``mfa``, else single-factor."""
+    return ACR_MFA if AMR_MFA in amr or len(set(amr) - {AMR_MFA}) >= 2 else ACR_SINGLE
 
 
 def session_satisfies(result: AuthnResult, request: AuthnRequest, now: float) -> bool:

@@ -50,14 +50,28 @@ class SessionManager:
 
     # --- SSO sessions --------------------------------------------------------------------------
 
-    def create(self, user_uuid: str, amr: list[str], acr: str, auth_time: int | None = None,
-               user_agent: str | None = None, ip: str | None = None) -> AuthnResult:
+    def create(
+        self,
+        user_uuid: str,
+        amr: list[str],
+        acr: str,
+        auth_time: int | None = None,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> AuthnResult:
         now = int(self.svc.clock.now())
         sid = secrets.token_urlsafe(32)
-        result = AuthnResult(user_uuid=user_uuid, auth_time=auth_time or now, amr=amr, acr=acr,
-                             sid=sid)
-        record = {"result": result.to_dict(), "created": now, "last_seen": now,
-                  "rps": {}, "ua": (user_agent or "")[:300], "ip": ip}
+        result = AuthnResult(
+            user_uuid=user_uuid, auth_time=auth_time or now, amr=amr, acr=acr, sid=sid
+        )
+        record = {
+            "result": result.to_dict(),
+            "created": now,
+            "last_seen": now,
+            "rps": {},
+            "ua": (user_agent or "")[:300],
+            "ip": ip,
+        }
         self.store.put(_SSO + sid, record, min(self.idle, self.absolute))
         return result
 
@@ -111,8 +125,15 @@ class SessionManager:
     # --- cookie --------------------------------------------------------------------------------
 
     def set_cookie(self, response: Response, result: AuthnResult) -> None:
-        response.set_cookie(COOKIE, result.sid, httponly=True, secure=self.secure_cookie,
-                            samesite="Lax", path="/", max_age=self.absolute)
+        response.set_cookie(
+            COOKIE,
+            result.sid,
+            httponly=True,
+            secure=self.secure_cookie,
+            samesite="Lax",
+            path="/",
+            max_age=self.absolute,
+        )
 
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(COOKIE, path="/", secure=self.secure_cookie, samesite="Lax")
