@@ -1,0 +1,43 @@
+"""The local password store: users whose password hash lives in our database."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+
+from ..core.credentials import Outcome, Verdict
+from ..services import Services
+from ..storage.models import User
+from .passwords import PasswordHasher
+
+
+class LocalPasswordBackend:
+    id = "local"
+
+    def __init__(self, svc: Services, hasher: PasswordHasher) -> None:
+        self.svc = svc
+        self.hasher = hasher
+
+    def handles(self, kind: str) -> bool:
+        return kind == "password"
+
+    def verify(self, login: str, secret: str) -> Verdict:
+        login = login.strip()
+        with self.svc.sessions() as db:
+            user = db.scalar(
+                select(User).where(
+                    or_(func.lower(User.username) == login.lower(), User.email == login.lower())
+                )
+            )
+            if user is None or user.source not in ("local", "scim"):
+                # Equal cost for unknown users: a hash is computed either way.
+                self.hasher.verify(secret, None)
+                return Verdict(Outcome.NOT_MINE)
+            if not secret:
+                return Verdict(Outcome.INVALID, user_id=user.id)
+            ok, new_hash = self.hasher.verify(secret, user.password_hash)
+            if not ok:
+                return Verdict(Outcome.INVALID, user_id=user.id)
+            if new_hash:  # imported pbkdf2/bcrypt hash, or old argon2 parameters
+                user.password_hash = new_hash
+                db.commit()
+            return Verdict(Outcome.VALID, user_id=user.id)
