@@ -55,10 +55,12 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _coerce(name: str, default: Any, value: Any) -> Any:
-    """Give ``value`` the type of ``default``; raise ConfigError naming the setting."""
+def _coerce(name: str, default: Any, value: Any, from_text: bool = False) -> Any:
+    """Give ``value`` the type of ``default``; raise ConfigError naming the setting.
+    Only environment variables (``from_text``) are parsed from strings: TOML has real types,
+    so ``port = "80"`` in a file is a mistake worth reporting."""
     kind = type(default)
-    if isinstance(value, str) and kind is not str:
+    if from_text and isinstance(value, str) and kind is not str:
         value = _parse_env_text(name, kind, value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -117,7 +119,11 @@ def _env_map(defaults: dict[str, Any]) -> dict[str, tuple[str | None, str]]:
 
 
 def _merge(
-    defaults: dict[str, Any], layer: Mapping[str, Any], origin: str, into: dict[str, Any]
+    defaults: dict[str, Any],
+    layer: Mapping[str, Any],
+    origin: str,
+    into: dict[str, Any],
+    from_text: bool = False,
 ) -> None:
     for key, value in layer.items():
         if key not in defaults:
@@ -128,9 +134,9 @@ def _merge(
             for sub, subval in value.items():
                 if sub not in defaults[key]:
                     raise ConfigError(f"unknown setting {key}.{sub} in {origin}")
-                into[key][sub] = _coerce(f"{key}.{sub}", defaults[key][sub], subval)
+                into[key][sub] = _coerce(f"{key}.{sub}", defaults[key][sub], subval, from_text)
         else:
-            into[key] = _coerce(key, defaults[key], value)
+            into[key] = _coerce(key, defaults[key], value, from_text)
 
 
 class Section:
@@ -226,7 +232,7 @@ def load_settings(
             env_layer.setdefault(section, {})[key] = text
         else:
             env_layer[key] = text
-    _merge(defaults, env_layer, "the environment", merged)
+    _merge(defaults, env_layer, "the environment", merged, from_text=True)
 
     if overrides:
         _merge(defaults, overrides, "overrides", merged)
@@ -267,6 +273,10 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
         ) from None
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigError("setting database_url must be a sqlite:// or postgresql+psycopg:// URL")
+    if url.drivername == "postgresql":
+        # A bare postgresql:// means psycopg 2 on SQLAlchemy 2.0; we ship psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
+        s["database_url"] = url.render_as_string(hide_password=False)
     if url.get_backend_name() == "postgresql" and url.get_driver_name() not in {"psycopg"}:
         raise ConfigError(
             "setting database_url must use the psycopg 3 driver: postgresql+psycopg://..."
@@ -303,3 +313,40 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
     for key in ("rotation_overlap_days", "saml_cert_days"):
         if keys[key] < 1:
             raise ConfigError(f"setting keys.{key} must be at least 1")
+
+    _validate_ldap(s["ldap"])
+
+
+def _validate_ldap(ldap: dict[str, Any]) -> None:
+    """The [ldap] section: server URLs, choices, positive sizes, group->role map entries."""
+    for url in ((ldap["url"],) if ldap["url"] else ()) + tuple(ldap["urls"]):
+        parts = urlsplit(url)
+        if parts.scheme not in {"ldap", "ldaps"} or not parts.hostname:
+            raise ConfigError(f"setting ldap.url(s) must be ldap:// or ldaps:// URLs, not {url!r}")
+    if ldap["enabled"] and not (ldap["url"] or ldap["urls"]):
+        raise ConfigError("setting ldap.enabled needs ldap.url or ldap.urls")
+    if ldap["enabled"] and not ldap["user_base_dn"]:
+        raise ConfigError("setting ldap.enabled needs ldap.user_base_dn")
+    if "{username}" not in ldap["user_filter"]:
+        raise ConfigError("setting ldap.user_filter must contain {username}")
+    if "{user_dn}" not in ldap["group_filter"]:
+        raise ConfigError("setting ldap.group_filter must contain {user_dn}")
+    choices = {
+        "group_membership": {"search", "memberof"},
+        "nested_groups": {"auto", "in_chain", "recursive", "off"},
+    }
+    for key, allowed in choices.items():
+        if ldap[key] not in allowed:
+            raise ConfigError(f"setting ldap.{key} must be one of {', '.join(sorted(allowed))}")
+    for key in ("connect_timeout", "receive_timeout", "pool_size", "sync_page_size"):
+        if ldap[key] < 1:
+            raise ConfigError(f"setting ldap.{key} must be at least 1")
+    for key in ("server_retry_seconds", "sync_interval_minutes", "full_sync_interval_minutes"):
+        if ldap[key] < 0:
+            raise ConfigError(f"setting ldap.{key} must not be negative")
+    if not 1 <= ldap["max_username_length"] <= 1024:
+        raise ConfigError("setting ldap.max_username_length must be 1-1024")
+    for item in ldap["group_role_map"]:
+        group, sep, role = item.partition("=")
+        if not sep or not group.strip() or not role.strip():
+            raise ConfigError(f"setting ldap.group_role_map entries are 'group=role', not {item!r}")
