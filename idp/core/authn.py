@@ -8,6 +8,8 @@ protocol engine picks the request up again. Neither side knows the other's proto
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,6 +72,13 @@ class AuthnResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthnResult:
         return cls(**data)
+
+
+def public_sid(session_id: str) -> str:
+    """The session id we publish (OIDC ``sid``, SAML SessionIndex): derived from the secret
+    cookie value, never the value itself."""
+    return base64.urlsafe_b64encode(
+        hashlib.sha256(b"sid:" + session_id.encode()).digest()[:18]).decode()
 
 
 def acr_for(amr: list[str]) -> str:

@@ -7,17 +7,22 @@ session (for logout propagation). Idle and absolute lifetimes come from ``[sessi
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, request
 
-from ..core.authn import AuthnRequest, AuthnResult
+from ..core.authn import AuthnRequest, AuthnResult, public_sid
 from ..services import Services
+
+log = logging.getLogger("idp.sso")
 
 COOKIE = "idp_session"
 _SSO = "sso:"
 _AUTHREQ = "authreq:"
+_PUBLIC = "sidmap:"
 AUTHREQ_TTL = 1800
 
 
@@ -33,7 +38,9 @@ class SessionManager:
     # --- pending authentication requests -------------------------------------------------------
 
     def save_request(self, req: AuthnRequest) -> str:
+        """Store a pending request; a ``{rid}`` in its resume_url becomes the request's id."""
         rid = secrets.token_urlsafe(24)
+        req.resume_url = req.resume_url.replace("{rid}", rid)
         self.store.put(_AUTHREQ + rid, req.to_dict(), AUTHREQ_TTL)
         return rid
 
@@ -73,6 +80,7 @@ class SessionManager:
             "ip": ip,
         }
         self.store.put(_SSO + sid, record, min(self.idle, self.absolute))
+        self.store.put(_PUBLIC + public_sid(sid), sid, self.absolute)
         return result
 
     def _record(self, sid: str | None) -> dict[str, Any] | None:
@@ -116,11 +124,34 @@ class SessionManager:
         rec = self._record(sid)
         return rec["rps"] if rec else {}
 
-    def destroy(self, sid: str | None) -> dict[str, Any] | None:
-        """End a session; return its record (for logout propagation) or None."""
+    def destroy(self, sid: str | None, propagate: bool = True) -> dict[str, Any] | None:
+        """End a session and return its record, or None. With ``propagate`` every registered
+        logout listener (OIDC back-channel, SAML SLO...) is told, whoever ended the session."""
         if not sid:
             return None
-        return self.store.take(_SSO + sid)
+        self.store.delete(_PUBLIC + public_sid(sid))
+        record = self.store.take(_SSO + sid)
+        if record is None:
+            return None
+        record["sid"] = sid
+        record["public_sid"] = public_sid(sid)
+        if propagate:
+            for listener in logout_listeners(self.svc):
+                try:
+                    listener(record)
+                except Exception:  # one failing protocol must not stop the others
+                    log.exception("logout listener failed")
+        return record
+
+    def by_public_sid(self, psid: str) -> str | None:
+        """The secret session id behind a published sid, if that session is still alive."""
+        if not psid or len(psid) > 64:
+            return None
+        sid = self.store.get(_PUBLIC + psid)
+        return sid if sid and self._record(sid) is not None else None
+
+    def alive(self, psid: str) -> bool:
+        return self.by_public_sid(psid) is not None
 
     # --- cookie --------------------------------------------------------------------------------
 
@@ -137,6 +168,12 @@ class SessionManager:
 
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(COOKIE, path="/", secure=self.secure_cookie, samesite="Lax")
+
+
+def logout_listeners(svc: Services) -> list[Callable[[dict[str, Any]], None]]:
+    """Callables told about every ended SSO session (register with ``.append`` at app set-up,
+    e.g. from a blueprint's ``record_once``)."""
+    return svc.extras.setdefault("logout_listeners", [])
 
 
 def sessions() -> SessionManager:

@@ -1,0 +1,217 @@
+"""Logout for OIDC relying parties.
+
+- RP-Initiated Logout 1.0 at ``/oauth2/logout`` (end_session_endpoint): redirects only to a
+  post_logout_redirect_uri registered for the client named by a valid id_token_hint; without a
+  hint the user confirms first (forced-logout CSRF, ASVS 10.6.2).
+- Back-Channel Logout 1.0: a signed logout token (``typ: logout+jwt``, events claim, sub and
+  sid, no nonce) POSTed to each RP of the ended session, from a background thread, with a
+  timeout and retries; failures are logged.
+- Front-Channel Logout 1.0: the signed-out page loads each RP's frontchannel_logout_uri with
+  iss and sid in an iframe.
+
+Every ended SSO session reaches ``propagate`` (a logout listener), whichever page ended it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+from flask import Blueprint, Response, redirect, render_template, request
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, SubmitField
+
+from ..app import services
+from ..errors import new_reference
+from ..services import Services
+from ..web.sso import COOKIE, logout_listeners, sessions
+from .clients import client_cache
+from .server import engine
+from .tokens import InvalidToken, new_jti
+
+bp = Blueprint("oidc_logout", __name__)
+log = logging.getLogger("idp.oidc.logout")
+
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+class LogoutForm(FlaskForm):
+    post_logout_redirect_uri = HiddenField()
+    state = HiddenField()
+    client_id = HiddenField()
+    confirm = SubmitField("Sign out")
+
+
+@bp.record_once
+def _register(state) -> None:
+    svc = state.app.extensions["idp"]
+    logout_listeners(svc).append(lambda record: propagate(svc, record))
+
+
+# --- propagation ---------------------------------------------------------------------------------
+
+def _executor(svc: Services) -> ThreadPoolExecutor:
+    pool = svc.extras.get("backchannel_pool")
+    if pool is None:
+        pool = svc.extras["backchannel_pool"] = ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="backchannel")
+    return pool
+
+
+def propagate(svc: Services, record: dict[str, Any]) -> None:
+    """An SSO session ended: revoke its online refresh tokens and tell each OIDC RP."""
+    eng = engine(svc)
+    psid = record.get("public_sid")
+    if psid:
+        eng.revoke_refresh_tokens(sid=psid)
+    for key, info in (record.get("rps") or {}).items():
+        if not key.startswith("oidc:"):
+            continue
+        client = client_cache(svc).get(info.get("client_id"))
+        uri = client.setting("backchannel_logout_uri") if client else None
+        if not uri:
+            continue
+        token = logout_token(svc, client.client_id, info.get("sub"), info.get("sid"))
+        _executor(svc).submit(deliver, svc, client.client_id, uri, token)
+
+
+def logout_token(svc: Services, client_id: str, sub: str | None, sid: str | None) -> str:
+    eng = engine(svc)
+    now = eng.now()
+    claims: dict[str, Any] = {"iss": eng.issuer, "aud": client_id, "iat": now,
+                              "exp": now + 120, "jti": new_jti(),
+                              "events": {BACKCHANNEL_EVENT: {}}}
+    if sub:
+        claims["sub"] = sub
+    if sid:
+        claims["sid"] = sid
+    client = client_cache(svc).get(client_id)
+    alg = client.setting("id_token_signed_response_alg", "RS256") if client else "RS256"
+    return eng.signer.sign(claims, alg, typ="logout+jwt")
+
+
+def deliver(svc: Services, client_id: str, uri: str, token: str) -> bool:
+    """POST the logout token; retry on network errors and 5xx with a growing pause."""
+    cfg = svc.settings.oidc
+    for attempt in range(1, cfg.backchannel_attempts + 1):
+        try:
+            resp = requests.post(uri, data={"logout_token": token},
+                                 timeout=cfg.backchannel_timeout, allow_redirects=False,
+                                 headers={"Cache-Control": "no-store"})
+            if resp.status_code in (200, 204):
+                log.info("back-channel logout delivered", extra={"client_id": client_id})
+                return True
+            reason = f"HTTP {resp.status_code}"
+            if resp.status_code < 500:
+                break  # the RP refused the token: retrying will not help
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+        if attempt < cfg.backchannel_attempts:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+    log.warning("back-channel logout failed: %s", reason,
+                extra={"client_id": client_id, "attempts": attempt})
+    return False
+
+
+# --- RP-initiated logout -------------------------------------------------------------------------
+
+def _page(template: str, status: int = 200, **context) -> Response:
+    resp = Response(render_template(template, **context), status=status)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _refuse(message: str) -> Response:
+    ref = new_reference()
+    log.info("logout request refused: %s", message, extra={"reference": ref})
+    return _page("error.html", 400, code=400, title="Sign-out request refused",
+                 message=message, reference=ref)
+
+
+@bp.route("/oauth2/logout", methods=["GET", "POST"])
+def end_session():
+    svc = services()
+    eng = engine(svc)
+    values = request.values
+    for key in values:
+        if len(values.getlist(key)) > 1:
+            return _refuse(f"The parameter {key!r} was sent more than once.")
+    form = LogoutForm()
+    if request.method == "POST" and "confirm" in request.form:
+        if not form.validate_on_submit():
+            return _refuse("The form expired. Please try again.")
+        return _logout(svc, None, None, None)
+
+    hint = values.get("id_token_hint")
+    client_id = values.get("client_id")
+    redirect_uri = values.get("post_logout_redirect_uri")
+    state = values.get("state")
+    hint_claims = None
+    if hint:
+        try:
+            hint_claims = eng.signer.verify(hint)
+        except InvalidToken:
+            return _refuse("The sign-out request carries an invalid ID token.")
+        aud = hint_claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if hint_claims.get("iss") != eng.issuer:
+            return _refuse("The sign-out request carries an ID token of another issuer.")
+        if client_id and client_id not in auds:
+            return _refuse("The ID token was not issued to this application.")
+        client_id = client_id or hint_claims.get("azp") or auds[0]
+    client = client_cache(svc).get(client_id) if client_id else None
+    if client_id and client is None:
+        return _refuse("The application that sent you here is not registered.")
+    if redirect_uri:
+        if client is None or redirect_uri not in client.setting("post_logout_redirect_uris",
+                                                                []):
+            return _refuse("The application asked to return to an address it has not "
+                           "registered.")
+    current = sessions().current()
+    hint_matches = hint_claims is not None and (
+        current is None or current.user_uuid == hint_claims.get("sub"))
+    if not hint_matches:
+        # Without proof that the RP knows this user's session, the user confirms (and no
+        # redirect is made unless the hint was valid).
+        form.client_id.data = client_id or ""
+        return _page("logout_confirm.html", form=form,
+                     client_name=client.name if client else None)
+    return _logout(svc, redirect_uri, state, client)
+
+
+def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) -> Response:
+    mgr = sessions()
+    sid = request.cookies.get(COOKIE)
+    record = mgr.destroy(sid) if sid else None
+    frames = []
+    for key, info in ((record or {}).get("rps") or {}).items():
+        if not key.startswith("oidc:"):
+            continue
+        rp = client_cache(svc).get(info.get("client_id"))
+        uri = rp.setting("frontchannel_logout_uri") if rp else None
+        if uri:
+            parts = urlsplit(uri)
+            query = parse_qsl(parts.query) + [("iss", svc.settings.issuer),
+                                              ("sid", info.get("sid", ""))]
+            frames.append(urlunsplit(parts._replace(query=urlencode(query))))
+    target = None
+    if redirect_uri:
+        parts = urlsplit(redirect_uri)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if state:
+            query.append(("state", state))
+        target = urlunsplit(parts._replace(query=urlencode(query)))
+    if target and not frames:
+        resp = redirect(target, 303)
+    else:
+        resp = _page("logged_out.html", frames=frames, target=target)
+    mgr.clear_cookie(resp)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+
