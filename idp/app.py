@@ -26,6 +26,9 @@ access = logging.getLogger("idp.access")
 BLUEPRINTS = [
     ".web.health",
     ".web.wellknown",
+    ".web.login",
+    ".web.password",
+    ".web.account",
 ]
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.

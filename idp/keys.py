@@ -160,6 +160,12 @@ class KeyManager:
                 "keys.encryption_key need a shared instance dir)"
             ) from None
 
+    def _check_readable(self, db: Session) -> None:
+        """Refuse to add keys with a key-encryption key that cannot open the existing ones:
+        a ring sealed under two different keys would break every node."""
+        for row in db.scalars(select(SigningKey).where(SigningKey.status != "retired")):
+            self._load_private(row)
+
     # --- creation and rotation -----------------------------------------------------------------
 
     def _new_row(self, kty: str, status: str) -> tuple[SigningKey, bytes]:
@@ -168,7 +174,9 @@ class KeyManager:
         jwk = _JOSE[kty].import_key(pem)
         kid = jwk.thumbprint()
         public = dict(jwk.as_dict(private=False))
-        public.update(kid=kid, use="sig", alg=_DEFAULT_ALG[kty])
+        public.update(kid=kid, use="sig")
+        if kty != "RSA":  # an RSA key signs both RS256 and PS256, so it names no single alg
+            public["alg"] = _DEFAULT_ALG[kty]
         now = self._clock.utcnow()
         cert = None
         if kty == "RSA":
@@ -191,6 +199,7 @@ class KeyManager:
         """Create an active key for each type that has none; return the kids created."""
         created = []
         with self._sessions.begin() as db:
+            self._check_readable(db)
             have = set(db.scalars(select(SigningKey.kty).where(SigningKey.status == "active")))
             for kty in KTYS:
                 if kty in have:
@@ -210,6 +219,7 @@ class KeyManager:
         overlap = timedelta(days=self._settings.keys.rotation_overlap_days)
         changes = []
         with self._sessions.begin() as db:
+            self._check_readable(db)
             for kty in ktys:
                 rows = db.scalars(
                     select(SigningKey).where(
@@ -251,7 +261,7 @@ class KeyManager:
             {
                 "kid": r.kid,
                 "kty": r.kty,
-                "alg": r.public_jwk.get("alg"),
+                "alg": r.public_jwk.get("alg", _DEFAULT_ALG[r.kty]),
                 "status": r.status,
                 "created_at": r.created_at.isoformat(),
                 "retire_at": r.retire_at.isoformat() if r.retire_at else None,
@@ -289,7 +299,7 @@ class KeyManager:
             for row in rows:
                 pem = self._load_private(row)
                 jwk = _JOSE[row.kty].import_key(
-                    pem, {"kid": row.kid, "use": "sig", "alg": row.public_jwk.get("alg")}
+                    pem, {"kid": row.kid, "use": "sig"}
                 )
                 keys.append(
                     RingKey(

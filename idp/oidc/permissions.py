@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from ..core import rbac
 from ..services import Services
 from ..storage.models import (
     ClientServiceRole,
@@ -22,6 +21,8 @@ from .clients import OAuthClient
 
 
 def service_account_grants(db, client_id: str) -> set[str]:
+    from ..core import rbac
+
     roots = list(db.scalars(select(ClientServiceRole.role_id).where(
         ClientServiceRole.client_id == client_id)))
     if not roots:
@@ -48,6 +49,8 @@ def service_account_grants(db, client_id: str) -> set[str]:
 
 def actor_may_hold_scope(svc: Services, client: OAuthClient, user_id: int | None,
                          scope: str) -> bool:
+    from ..core import rbac
+
     permission = f"oauth:scope:{scope}"
     with svc.sessions() as db:
         if user_id is not None:

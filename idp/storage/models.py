@@ -90,6 +90,8 @@ class Company(Timestamps, Base):
     name: Mapped[str] = mapped_column(String(200))
     # {"de": "...", "ru": "..."}: names in other languages, the plain name is the fallback.
     names: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # The tenant's control word for first-login magic links (password hash; None = disabled).
+    control_word_hash: Mapped[str | None] = mapped_column(String(500))
 
 
 class Department(Timestamps, Base):
@@ -452,3 +454,7 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Tables of other areas, kept in their own modules (imported so Alembic sees them).
+from . import models_auth as models_auth  # noqa: E402

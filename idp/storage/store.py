@@ -79,9 +79,14 @@ class SqlStore:
         now = self._clock.now()
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(_TABLE.c.value).where(_TABLE.c.key == key, _TABLE.c.expires_at > now)
+                select(_TABLE.c.value, _TABLE.c.counter).where(
+                    _TABLE.c.key == key, _TABLE.c.expires_at > now
+                )
             ).first()
-        return None if row is None or row.value is None else json.loads(row.value)
+        if row is None:
+            return None
+        # A counter made by incr() has no value: read it as its number, as Redis does.
+        return row.counter if row.value is None else json.loads(row.value)
 
     def take(self, key: str) -> Any | None:
         now = self._clock.now()
