@@ -1,0 +1,259 @@
+"""Login and password policy as data (design ideas 2 and 10): which steps a login runs, whether an
+account may sign in today, what a password must look like, and how failed logins are throttled.
+
+Standard library only. The web layer gathers facts (user row, settings, store counters) and asks
+these functions; nothing here reads a database or a request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+# --- password policy ----------------------------------------------------------------------------
+
+SPECIALS = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ ")
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    mode: str = "classic"  # "classic" | "nist"
+    min_length: int = 10
+    max_length: int = 128
+    require_upper: bool = True
+    require_lower: bool = True
+    require_digit: bool = True
+    require_special: bool = False
+    block_common: bool = True
+    block_personal: bool = True
+    max_age_days: int = 0
+    warn_days: int = 14
+    history: int = 5
+    min_age_minutes: int = 0
+
+    @classmethod
+    def from_settings(cls, section: Mapping[str, Any]) -> PasswordPolicy:
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+    @property
+    def nist(self) -> bool:
+        return self.mode == "nist"
+
+    @property
+    def effective_max_age_days(self) -> int:
+        # NIST SP 800-63B 5.1.1.2: no periodic change without evidence of compromise.
+        return 0 if self.nist else self.max_age_days
+
+    def describe(self) -> list[tuple[str, dict[str, Any]]]:
+        """The rules as (message id, params) for the form's help text, in display order."""
+        rules: list[tuple[str, dict[str, Any]]] = [("min_length", {"n": self.min_length})]
+        if not self.nist:
+            for flag in ("require_upper", "require_lower", "require_digit", "require_special"):
+                if getattr(self, flag):
+                    rules.append((flag, {}))
+        if self.block_personal:
+            rules.append(("personal", {}))
+        if self.block_common:
+            rules.append(("common", {}))
+        if self.history:
+            rules.append(("history", {"n": self.history}))
+        return rules
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken rule: ``code`` is stable (tests, translations), ``params`` fill the message."""
+
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The bundled list of the 20,000 most common passwords (see idp/data/README.md)."""
+    data = resources.files("idp.data").joinpath("common-passwords.txt.gz").read_bytes()
+    return frozenset(gzip.decompress(data).decode().split())
+
+
+def _normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def personal_tokens(
+    username: str | None, email: str | None, names: Iterable[str | None]
+) -> set[str]:
+    """Parts of the person's identity a password must not contain (3+ characters each)."""
+    tokens = {username or ""}
+    if email:
+        local = email.split("@", 1)[0]
+        tokens.add(local)
+        tokens.update(local.replace("_", ".").replace("-", ".").split("."))
+    tokens.update(n for n in names if n)
+    return {_normalize(t) for t in tokens if len(t) >= 3}
+
+
+def check_password(
+    policy: PasswordPolicy,
+    password: str,
+    *,
+    username: str | None = None,
+    email: str | None = None,
+    names: Iterable[str | None] = (),
+    in_history: Callable[[str], bool] | None = None,
+) -> list[Violation]:
+    """Every rule ``password`` breaks, cheapest first. ``in_history`` (password -> bool) is
+    called last and only when everything else passed, since it verifies slow hashes."""
+    out: list[Violation] = []
+    length = len(password)
+    if length < policy.min_length:
+        out.append(Violation("min_length", {"n": policy.min_length}))
+    if length > policy.max_length:
+        out.append(Violation("max_length", {"n": policy.max_length}))
+    if not policy.nist:
+        if policy.require_upper and not any(c.isupper() for c in password):
+            out.append(Violation("require_upper"))
+        if policy.require_lower and not any(c.islower() for c in password):
+            out.append(Violation("require_lower"))
+        if policy.require_digit and not any(c.isdigit() for c in password):
+            out.append(Violation("require_digit"))
+        if policy.require_special and not any(c in SPECIALS or not c.isalnum() for c in password):
+            out.append(Violation("require_special"))
+    folded = _normalize(password)
+    if policy.block_personal and any(t in folded for t in personal_tokens(username, email, names)):
+        out.append(Violation("personal"))
+    if policy.block_common and folded in common_passwords():
+        out.append(Violation("common"))
+    if not out and policy.history and in_history is not None and in_history(password):
+        out.append(Violation("history", {"n": policy.history}))
+    return out
+
+
+@dataclass(frozen=True)
+class PasswordAge:
+    expired: bool
+    days_left: int | None  # None = never expires
+    warn: bool
+
+
+def password_age(policy: PasswordPolicy, changed_at: datetime | None, now: datetime) -> PasswordAge:
+    """Has the password expired, or will it soon? A password never changed (imported, or set
+    before the policy existed) counts from ``now``: it is never expired on the first login."""
+    max_age = policy.effective_max_age_days
+    if not max_age or changed_at is None:
+        return PasswordAge(False, None, False)
+    expires = changed_at + timedelta(days=max_age)
+    left = (expires - now).total_seconds() / 86400
+    if left <= 0:
+        return PasswordAge(True, 0, False)
+    days = int(left) if left == int(left) else int(left) + 1
+    return PasswordAge(False, days, days <= policy.warn_days)
+
+
+def may_change_now(policy: PasswordPolicy, changed_at: datetime | None, now: datetime) -> bool:
+    if not policy.min_age_minutes or changed_at is None:
+        return True
+    return now - changed_at >= timedelta(minutes=policy.min_age_minutes)
+
+
+# --- account state ------------------------------------------------------------------------------
+
+ACCOUNT_OK = "ok"
+
+
+def account_state(status: str, start_date: date | None, end_date: date | None, today: date) -> str:
+    """Why this account may not sign in today, or ``"ok"``. Dates are checked on every login, so
+    accounts start and end on their own day without a scheduled job. ``end_date`` is the last
+    day the account works."""
+    if status != "active":
+        return status  # inactive | locked | pending | expired
+    if start_date is not None and today < start_date:
+        return "not_yet_active"
+    if end_date is not None and today > end_date:
+        return "expired"
+    return ACCOUNT_OK
+
+
+# --- which steps a login runs -------------------------------------------------------------------
+
+STEP_PASSWORD = "password"  # noqa: S105 - a step name
+STEP_MFA = "mfa"
+# forced change, expired password, or first login by magic link
+STEP_SET_PASSWORD = "set_password"  # noqa: S105 - a step name
+STEP_EXPIRY_NOTICE = "expiry_notice"
+
+
+@dataclass(frozen=True)
+class LoginFacts:
+    """What the policy needs to know about the person and the request after the first factor."""
+
+    require_mfa: bool  # the user, or a group/role rule, demands a second factor
+    enrolled_factors: tuple[str, ...]  # ids of second factors the user can use
+    must_change_password: bool
+    password_expired: bool
+    password_expiry_warning: bool
+    wanted_acr_level: int  # from acr_values / RequestedAuthnContext (0 = none)
+    local_password: bool  # the password lives here (a directory's password is changed there)
+    mfa_everyone: bool = False  # settings: every user must pass a second factor
+
+
+def plan_steps(facts: LoginFacts) -> list[str]:
+    """The steps that follow the first factor, in order. A forced password change comes after
+    the second factor: nobody sets a new password on the strength of the old one alone."""
+    steps: list[str] = []
+    wants_mfa = facts.require_mfa or facts.mfa_everyone or facts.wanted_acr_level >= 2
+    # An enrolled factor is always used: a password alone must not reach an account that has more.
+    if facts.enrolled_factors or wants_mfa:
+        steps.append(STEP_MFA)
+    if facts.local_password and (facts.must_change_password or facts.password_expired):
+        steps.append(STEP_SET_PASSWORD)
+    elif facts.local_password and facts.password_expiry_warning:
+        steps.append(STEP_EXPIRY_NOTICE)
+    return steps
+
+
+# --- brute-force protection ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_failures: int = 5
+    window_minutes: int = 15
+    lock_minutes: int = 15
+    notify_user: bool = True
+    ip_delay_after: int = 10
+    ip_delay_seconds: float = 0.5
+    ip_max_delay_seconds: float = 8.0
+    ip_max_failures: int = 100
+
+    @classmethod
+    def from_settings(cls, section: Mapping[str, Any]) -> LockoutPolicy:
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+    def ip_delay(self, failures: int) -> float:
+        """Seconds to hold a request from an IP with ``failures`` recent failures: nothing up to
+        ``ip_delay_after``, then doubling per failure, capped."""
+        over = failures - self.ip_delay_after
+        if over <= 0 or self.ip_delay_seconds <= 0:
+            return 0.0
+        return min(self.ip_max_delay_seconds, self.ip_delay_seconds * 2 ** min(over - 1, 16))
+
+    def ip_refused(self, failures: int) -> bool:
+        return self.ip_max_failures > 0 and failures >= self.ip_max_failures
+
+
+# --- security questions -------------------------------------------------------------------------
+
+
+def normalize_answer(answer: str) -> str:
+    """Answers match regardless of case, accents, punctuation and spacing ("St. Louis" ==
+    "st louis"), so people remember them; the hash is over this form."""
+    text = unicodedata.normalize("NFKD", answer)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = "".join(c if c.isalnum() else " " for c in text.casefold())
+    return " ".join(text.split())

@@ -1,0 +1,108 @@
+"""Login as a sequence of small steps (design idea 2).
+
+A pending login is a record in the short-lived store between steps. It names the user once the
+first factor passed, the methods proven so far (amr) and the steps still to run. Each step has
+``challenge()`` (what to show) and ``submit()`` (check the answer). The web layer owns the record;
+steps only read it and say how it went. Second factors (TOTP, WebAuthn, e-mail/SMS codes, backup
+codes) plug into the MFA step through ``register_factor``.
+
+Standard library only: concrete steps receive whatever they need through ``StepContext``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class PendingLogin:
+    """State between steps. Stored under a fresh random id after every step (so a replayed form
+    finds nothing) and bound to the browser by a secret held in its signed session cookie."""
+
+    user_id: int
+    user_uuid: str
+    rid: str | None  # the AuthnRequest being answered, if any
+    next_url: str | None  # where a login without a request goes (validated before storing)
+    steps: list[str]  # still to run, in order
+    amr: list[str] = field(default_factory=list)
+    auth_time: int = 0
+    browser: str = ""  # keyed hash of the browser-bound secret
+    failures: int = 0  # wrong answers at the current step
+    data: dict[str, Any] = field(default_factory=dict)  # per-step scratch (chosen factor...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingLogin:
+        return cls(**data)
+
+    @property
+    def current(self) -> str | None:
+        return self.steps[0] if self.steps else None
+
+
+@dataclass
+class StepResult:
+    ok: bool
+    error: str | None = None  # message id for the form, when not ok
+    amr: list[str] = field(default_factory=list)  # methods this step proved
+    abort: bool = False  # give up the whole login (too many wrong answers)
+    insert_steps: list[str] = field(default_factory=list)  # run these next (e.g. change now)
+    params: dict[str, Any] = field(default_factory=dict)  # for the error message
+
+
+@dataclass
+class StepContext:
+    """What a step may use: services, the user row, the pending login, the request's locale."""
+
+    svc: Any
+    db: Any  # the request's database session; the web layer commits after submit()
+    user: Any
+    pending: PendingLogin
+
+
+class Step(Protocol):
+    id: str
+    template: str
+    form_class: Any  # a FlaskForm class: the web layer validates it (CSRF included) first
+
+    def challenge(self, ctx: StepContext) -> dict[str, Any]:
+        """Template variables for the form (nothing is sent yet for most steps)."""
+
+    def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
+        """Check the answer; never raise for wrong input."""
+
+
+class Factor(Protocol):
+    """A second factor usable in the MFA step (form input ``code``, or its own template)."""
+
+    id: str  # "totp", "webauthn", "backup", "email", "sms"
+    amr: str  # RFC 8176 value, e.g. "otp", "hwk"
+    label: str  # shown in the factor chooser
+
+    def enrolled(self, svc: Any, user: Any) -> bool: ...
+
+    def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
+        """Send a code (e-mail/SMS) or make a WebAuthn challenge; template variables."""
+
+    def verify(self, svc: Any, user: Any, pending: PendingLogin, form: Mapping[str, str]) -> bool:
+        """Check the answer (and consume single-use codes)."""
+
+
+_FACTORS: dict[str, Factor] = {}
+
+
+def register_factor(factor: Factor) -> None:
+    """Make a second factor available to the MFA step (called once at import by its module)."""
+    _FACTORS[factor.id] = factor
+
+
+def factors() -> dict[str, Factor]:
+    return dict(_FACTORS)
+
+
+def enrolled_factors(svc: Any, user: Any) -> list[Factor]:
+    return [f for f in _FACTORS.values() if f.enrolled(svc, user)]

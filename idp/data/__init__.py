@@ -1,0 +1,1 @@
+"""Data files bundled with the IdP (see README.md here)."""

@@ -1,0 +1,424 @@
+"""What the login, password and account pages share: UI set-up (Babel, template overrides,
+branding), the signed-in user, safe return targets, one-time tokens, mail, audit rows, lockout
+counters, the per-user session index and setting a password under the policy."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, g, redirect, render_template, request, url_for
+from flask_babel import Babel, get_locale, lazy_gettext
+from jinja2 import ChoiceLoader, FileSystemLoader
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from ..backends.chain import password_hasher
+from ..core.policy import (
+    ACCOUNT_OK,
+    LockoutPolicy,
+    PasswordPolicy,
+    Violation,
+    account_state,
+    check_password,
+)
+from ..delivery.mail import Mailer, make_mailer
+from ..services import Services
+from ..storage.models import AuditEvent, User
+from ..storage.models_auth import PasswordHistory, SsoSessionIndex
+from .sso import sessions
+
+log = logging.getLogger("idp.login")
+
+TRANSLATIONS = Path(__file__).resolve().parent.parent / "translations"
+
+
+def svc() -> Services:
+    return current_app.extensions["idp"]
+
+
+# --- UI set-up ----------------------------------------------------------------------------------
+
+
+def _select_locale() -> str | None:
+    offered = list(svc().settings.branding.languages) or ["en"]
+    wanted = g.get("ui_locales") or []
+    for tag in wanted:
+        base = tag.split("-")[0].lower()
+        if base in offered:
+            return base
+    user_locale = g.get("user_locale")
+    if user_locale and user_locale.split("-")[0] in offered:
+        return user_locale.split("-")[0]
+    return request.accept_languages.best_match(offered) or offered[0]
+
+
+def init_ui(app: Flask) -> None:
+    """Called once per app when the login blueprint is registered."""
+    settings = app.extensions["idp"].settings
+    Babel(
+        app,
+        locale_selector=_select_locale,
+        default_translation_directories=str(TRANSLATIONS),
+    )
+    # Operators override any template by putting a file of the same name here.
+    override = Path(settings.instance_dir) / "templates"
+    app.jinja_loader = ChoiceLoader([FileSystemLoader(str(override)), app.jinja_loader])
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 3600)
+
+    @app.context_processor
+    def _ui() -> dict[str, Any]:
+        return {
+            "lang": str(get_locale() or "en"),
+            "signed_in": g.get("signed_in_user"),
+            "security_questions_enabled": settings.recovery.security_questions,
+        }
+
+
+# --- who is signed in ---------------------------------------------------------------------------
+
+
+def load_user(db: Session, user_id: int | None = None, uuid: str | None = None) -> User | None:
+    if user_id is not None:
+        return db.get(User, user_id)
+    return db.scalar(select(User).where(User.uuid == uuid)) if uuid else None
+
+
+def find_user(db: Session, login: str) -> User | None:
+    """A user by username (case-insensitive) or e-mail address."""
+    login = login.strip()
+    if not login or len(login) > 320:
+        return None
+    return db.scalar(
+        select(User).where(
+            or_(func.lower(User.username) == login.lower(), User.email == login.lower())
+        )
+    )
+
+
+def state_of(user: User) -> str:
+    return account_state(user.status, user.start_date, user.end_date, svc().clock.utcnow().date())
+
+
+def require_user(db: Session) -> User | Response:
+    """The signed-in user whose account may still be used, or a redirect to the login."""
+    result = sessions().current()
+    user = load_user(db, uuid=result.user_uuid) if result else None
+    if user is None or state_of(user) != ACCOUNT_OK:
+        return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+    g.signed_in_user = user
+    g.sid = result.sid
+    g.user_locale = user.locale
+    return user
+
+
+# --- return targets -----------------------------------------------------------------------------
+
+
+def safe_next(target: str | None) -> str | None:
+    """Accept a same-origin return target only: a path ("/account/x") or an absolute URL on the
+    issuer's origin. Everything else ("//evil", "https://evil", "/\\evil", "javascript:") is
+    dropped; relying parties' own URLs come back through their protocol's resume URL instead."""
+    if not target or len(target) > 2000:
+        return None
+    if any(c in target for c in "\\\r\n\t") or any(ord(c) < 32 for c in target):
+        return None
+    parts = urlsplit(target)
+    issuer = urlsplit(svc().settings.issuer)
+    if not parts.scheme and not parts.netloc:
+        return target if target.startswith("/") and not target.startswith("//") else None
+    if (parts.scheme, parts.netloc) == (issuer.scheme, issuer.netloc):
+        return target
+    return None
+
+
+# --- one-time tokens ----------------------------------------------------------------------------
+
+TOKEN_PURPOSES = ("reset", "magic", "verify", "approve")
+
+
+def issue_token(purpose: str, data: dict[str, Any], minutes: int | None = None) -> str:
+    """A single-use token for a mailed link. Only a keyed hash is stored, so a read of the store
+    does not give usable links; it expires on its own."""
+    token = secrets.token_urlsafe(32)
+    ttl = 60 * (minutes or svc().settings.recovery.token_minutes)
+    svc().store.put(f"ott:{purpose}:{svc().hasher.hash(token)}", data, ttl)
+    return token
+
+
+def peek_token(purpose: str, token: str) -> dict[str, Any] | None:
+    if not token or len(token) > 100:
+        return None
+    return svc().store.get(f"ott:{purpose}:{svc().hasher.hash(token)}")
+
+
+def take_token(purpose: str, token: str) -> dict[str, Any] | None:
+    """Consume the token: of two concurrent uses exactly one succeeds."""
+    if not token or len(token) > 100:
+        return None
+    return svc().store.take(f"ott:{purpose}:{svc().hasher.hash(token)}")
+
+
+def absolute(endpoint: str, **values: Any) -> str:
+    """A link for a mail: the configured issuer plus the route, never the request's Host."""
+    return svc().settings.issuer + url_for(endpoint, _external=False, **values)
+
+
+# --- mail ---------------------------------------------------------------------------------------
+
+
+def mailer() -> Mailer:
+    s = svc()
+    m = s.extras.get("mailer")
+    if m is None:
+        m = s.extras["mailer"] = make_mailer(s.settings)
+    return m
+
+
+def send_mail(to: str | None, name: str, subject: str, **context: Any) -> bool:
+    if not to:
+        return False
+    return mailer().send_template(render_template, to, name, str(subject), **context)
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def audit(
+    db: Session,
+    action: str,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    """Write an audit row in the caller's unit of work (committed with the change it records)."""
+    db.add(
+        AuditEvent(
+            at=svc().clock.utcnow(),
+            actor=actor,
+            action=action,
+            target=target,
+            ip=client_ip(),
+            request_id=g.get("request_id"),
+            details=details,
+        )
+    )
+
+
+# --- brute-force counters (shared store: every worker and node sees the same counts) -----------
+
+
+def lockout_policy() -> LockoutPolicy:
+    return LockoutPolicy.from_settings(svc().settings.lockout)
+
+
+def lock_key(user: User | None, login: str) -> str:
+    # Unknown names lock exactly like real ones, so a lockout says nothing about existence.
+    return f"u{user.id}" if user is not None else "n:" + login.strip().lower()[:200]
+
+
+def is_locked(key: str) -> bool:
+    return svc().store.get(f"lock:{key}") is not None
+
+
+def record_failure(key: str) -> bool:
+    """Count a failed login for an account key; True when this failure locked it."""
+    policy = lockout_policy()
+    store = svc().store
+    if policy.max_failures <= 0:
+        return False
+    n = store.incr(f"fail:{key}", policy.window_minutes * 60)
+    if n >= policy.max_failures:
+        store.put(f"lock:{key}", {"at": int(svc().clock.now())}, policy.lock_minutes * 60)
+        store.delete(f"fail:{key}")
+        return True
+    return False
+
+
+def clear_failures(key: str) -> None:
+    svc().store.delete(f"fail:{key}")
+
+
+def unlock(user_id: int) -> None:
+    """Lift a temporary lockout (admin action; also done by a completed password reset)."""
+    svc().store.delete(f"lock:u{user_id}")
+    svc().store.delete(f"fail:u{user_id}")
+
+
+def ip_failures(ip: str | None) -> int:
+    if not ip:
+        return 0
+    return int(svc().store.get(f"ipfails:{ip}") or 0)
+
+
+def record_ip_failure(ip: str | None) -> None:
+    if not ip:
+        return
+    window = lockout_policy().window_minutes * 60
+    n = svc().store.incr(f"ipfail:{ip}", window)
+    # Counters are not readable through get() on every backend; keep a readable copy.
+    svc().store.put(f"ipfails:{ip}", n, window)
+
+
+# --- the per-user SSO session index -------------------------------------------------------------
+
+
+def index_session(db: Session, user_id: int, sid: str, amr: list[str]) -> None:
+    db.add(
+        SsoSessionIndex(
+            sid=sid,
+            user_id=user_id,
+            created_at=svc().clock.utcnow(),
+            ip=client_ip(),
+            user_agent=(request.user_agent.string or "")[:300],
+            amr=" ".join(amr)[:100],
+        )
+    )
+
+
+@dataclass
+class SessionInfo:
+    sid: str
+    created_at: Any
+    ip: str | None
+    user_agent: str | None
+    amr: str | None
+    current: bool
+
+
+def list_sessions(db: Session, user_id: int, current_sid: str | None) -> list[SessionInfo]:
+    """Live sessions of a user; index rows whose session ended are pruned on the way."""
+    mgr = sessions()
+    out, dead = [], []
+    rows = db.scalars(
+        select(SsoSessionIndex)
+        .where(SsoSessionIndex.user_id == user_id)
+        .order_by(SsoSessionIndex.created_at.desc())
+    )
+    for row in rows:
+        if mgr._record(row.sid) is None:
+            dead.append(row.sid)
+            continue
+        out.append(
+            SessionInfo(
+                row.sid, row.created_at, row.ip, row.user_agent, row.amr, row.sid == current_sid
+            )
+        )
+    if dead:
+        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid.in_(dead)))
+    return out
+
+
+def end_user_sessions(db: Session, user_id: int, keep_sid: str | None = None) -> int:
+    """End every SSO session of the user except ``keep_sid``; returns how many ended."""
+    mgr = sessions()
+    sids = db.scalars(select(SsoSessionIndex.sid).where(SsoSessionIndex.user_id == user_id)).all()
+    ended = 0
+    for sid in sids:
+        if sid == keep_sid:
+            continue
+        if mgr.destroy(sid) is not None:
+            ended += 1
+        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
+    return ended
+
+
+# --- passwords ----------------------------------------------------------------------------------
+
+
+def password_policy() -> PasswordPolicy:
+    return PasswordPolicy.from_settings(svc().settings.password_policy)
+
+
+_MESSAGES = {
+    "min_length": lazy_gettext("Use at least %(n)s characters."),
+    "max_length": lazy_gettext("Use at most %(n)s characters."),
+    "require_upper": lazy_gettext("Include an upper-case letter."),
+    "require_lower": lazy_gettext("Include a lower-case letter."),
+    "require_digit": lazy_gettext("Include a digit."),
+    "require_special": lazy_gettext("Include a special character (for example ! ? # or %%)."),
+    "personal": lazy_gettext("Do not use your name, username or e-mail address."),
+    "common": lazy_gettext("This password is too common. Choose one that is harder to guess."),
+    "history": lazy_gettext("Do not reuse one of your last %(n)s passwords."),
+    "mismatch": lazy_gettext("The two passwords do not match."),
+    "too_soon": lazy_gettext("You changed your password very recently. Try again later."),
+}
+
+
+def violation_text(v: Violation) -> str:
+    return str(_MESSAGES[v.code]) % v.params if v.params else str(_MESSAGES[v.code])
+
+
+def policy_help() -> list[str]:
+    return [
+        violation_text(Violation(code, params))
+        for code, params in password_policy().describe()
+        if code in _MESSAGES
+    ]
+
+
+def _in_history(db: Session, user: User, n: int):
+    hasher = password_hasher(svc())
+
+    def check(password: str) -> bool:
+        hashes = [user.password_hash] if user.password_hash else []
+        hashes += db.scalars(
+            select(PasswordHistory.password_hash)
+            .where(PasswordHistory.user_id == user.id)
+            .order_by(PasswordHistory.created_at.desc(), PasswordHistory.id.desc())
+            .limit(max(n - 1, 0))
+        ).all()
+        return any(hasher.verify(password, h)[0] for h in hashes[:n])
+
+    return check
+
+
+def password_problems(db: Session, user: User, new: str) -> list[str]:
+    policy = password_policy()
+    violations = check_password(
+        policy,
+        new,
+        username=user.username,
+        email=user.email,
+        names=(user.given_name, user.family_name),
+        in_history=_in_history(db, user, policy.history) if policy.history else None,
+    )
+    return [violation_text(v) for v in violations]
+
+
+def set_password(db: Session, user: User, new: str, *, reason: str) -> None:
+    """Store a new (already checked) password: history kept, flags cleared, audited."""
+    policy = password_policy()
+    hasher = password_hasher(svc())
+    if user.password_hash and policy.history:
+        db.add(
+            PasswordHistory(
+                user_id=user.id, password_hash=user.password_hash, created_at=svc().clock.utcnow()
+            )
+        )
+        db.flush()
+        keep = db.scalars(
+            select(PasswordHistory.id)
+            .where(PasswordHistory.user_id == user.id)
+            .order_by(PasswordHistory.created_at.desc(), PasswordHistory.id.desc())
+            .limit(policy.history)
+        ).all()
+        db.execute(
+            delete(PasswordHistory).where(
+                PasswordHistory.user_id == user.id, PasswordHistory.id.not_in(keep)
+            )
+        )
+    user.password_hash = hasher.hash(new)
+    user.password_changed_at = svc().clock.utcnow()
+    user.must_change_password = False
+    audit(db, "password.change", actor=user.uuid, target=user.uuid, reason=reason)

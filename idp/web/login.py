@@ -1,0 +1,419 @@
+"""The hosted login (``/login``), its further steps (``/login/step``) and logout (``/logout``).
+
+The protocol engines store an ``AuthnRequest`` and send the browser to ``/login?r=<id>``; this
+module runs the steps the policy asks for, creates the SSO session, and sends the browser to the
+request's ``resume_url`` (the engine takes the request there). Without ``r`` a login ends on the
+``next`` page (same origin only) or ``/account/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from werkzeug.wrappers import Response
+
+from ..backends.chain import credential_chain
+from ..core.authn import AuthnRequest, acr_for, session_satisfies
+from ..core.credentials import Outcome
+from ..core.policy import (
+    ACCOUNT_OK,
+    LoginFacts,
+    password_age,
+    plan_steps,
+)
+from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..storage.models import User
+from ..storage.models_auth import SsoSessionIndex
+from . import authkit
+from .authkit import audit, svc
+from .forms import ConfirmForm, LoginForm
+from .login_steps import MAX_STEP_FAILURES, STEPS
+from .sso import COOKIE, sessions
+
+log = logging.getLogger("idp.login")
+
+bp = Blueprint("login", __name__)
+bp.record_once(lambda state: authkit.init_ui(state.app))
+
+PENDING_TTL = 600  # seconds a half-finished login waits for its next step
+_PENDING = "plogin:"
+
+BAD_CREDENTIALS = _l("The username or password is not correct.")
+LOCKED_OUT = _l(
+    "Too many failed sign-in attempts. Wait %(minutes)s minutes and try again, "
+    "or reset your password."
+)
+STATE_MESSAGES = {
+    "inactive": _l("This account is disabled. Please contact your administrator."),
+    "locked": _l("This account is locked. Please contact your administrator."),
+    "pending": _l(
+        "This account is not active yet: it waits for e-mail confirmation or an "
+        "administrator's approval."
+    ),
+    "expired": _l("This account has expired. Please contact your administrator."),
+    "not_yet_active": _l("This account is not active yet. Please try again on your start date."),
+}
+STEP_ERRORS = {
+    "bad_code": _l("That code is not correct. Please try again."),
+    "mismatch": _l("The two passwords do not match."),
+    "policy": _l("Please choose another password."),
+    "mfa_not_enrolled": _l(
+        "Your account needs a second factor, but none is set up. Please contact your administrator."
+    ),
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _request_of(rid: str | None) -> AuthnRequest | None:
+    req = sessions().load_request(rid) if rid else None
+    if req is not None:
+        g.ui_locales = req.ui_locales
+    return req
+
+
+def _expired_request() -> tuple[str, int]:
+    return render_template(
+        "message.html",
+        title=_("This sign-in link has expired"),
+        message=_(
+            "The sign-in took too long or the link was already used. Go back to the "
+            "application and start again."
+        ),
+    ), 400
+
+
+def _login_page(form: LoginForm, error: str | None = None, status: int = 200):
+    settings = svc().settings
+    return render_template(
+        "login.html",
+        form=form,
+        error=error,
+        registration=settings.registration.enabled,
+    ), status
+
+
+def _save_pending(pending: PendingLogin) -> None:
+    """Store under a fresh id; the browser's signed session cookie carries the id and the
+    secret the record is bound to, so the record is useless anywhere else and once only."""
+    pid = secrets.token_urlsafe(24)
+    secret = session.get("login_b") or secrets.token_urlsafe(24)
+    pending.browser = svc().hasher.hash(secret)
+    svc().store.put(_PENDING + pid, pending.to_dict(), PENDING_TTL)
+    session["login_p"] = pid
+    session["login_b"] = secret
+
+
+def _pending(take: bool) -> PendingLogin | None:
+    pid, secret = session.get("login_p"), session.get("login_b")
+    if not pid or not secret:
+        return None
+    store = svc().store
+    data = store.take(_PENDING + pid) if take else store.get(_PENDING + pid)
+    if not data:
+        return None
+    pending = PendingLogin.from_dict(data)
+    if not svc().hasher.verify(secret, pending.browser):
+        return None
+    return pending
+
+
+def _drop_pending() -> None:
+    pid = session.pop("login_p", None)
+    session.pop("login_b", None)
+    if pid:
+        svc().store.delete(_PENDING + pid)
+
+
+def start_pending(
+    db: Any,
+    user: User,
+    amr: list[str],
+    *,
+    rid: str | None,
+    next_url: str | None,
+    local_password: bool,
+    change_reason: str | None = None,
+) -> Response:
+    """After the first factor: plan the remaining steps and run them (or finish at once)."""
+    req = _request_of(rid)
+    age = password_age(authkit.password_policy(), user.password_changed_at, svc().clock.utcnow())
+    facts = LoginFacts(
+        require_mfa=user.require_mfa,
+        enrolled_factors=tuple(f.id for f in enrolled_factors(svc(), user)),
+        must_change_password=user.must_change_password or change_reason is not None,
+        password_expired=age.expired,
+        password_expiry_warning=age.warn,
+        wanted_acr_level=req.wanted_acr_level() if req else 0,
+        local_password=local_password,
+    )
+    pending = PendingLogin(
+        user_id=user.id,
+        user_uuid=user.uuid,
+        rid=rid,
+        next_url=next_url,
+        steps=plan_steps(facts),
+        amr=list(amr),
+        auth_time=int(svc().clock.now()),
+    )
+    if age.warn and user.email and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400):
+        authkit.send_mail(
+            user.email,
+            "password_expiry",
+            _("Your password expires in %(days)s days", days=age.days_left),
+            user=user,
+            days=age.days_left,
+            change_url=authkit.absolute("account.password"),
+        )
+    if change_reason:
+        pending.data["change_reason"] = change_reason
+    elif age.expired:
+        pending.data["change_reason"] = "expired"
+    if not pending.steps:
+        return _finish(db, pending, user)
+    _save_pending(pending)
+    db.commit()
+    return redirect(url_for("login.step"))
+
+
+def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
+    """Every step passed: a new SSO session (a fresh id on every login), then back to the
+    relying party's resume point or the requested page."""
+    mgr = sessions()
+    old = end_sso_session(request.cookies.get(COOKIE), db=db)
+    result = mgr.create(
+        user.uuid,
+        pending.amr,
+        acr_for(pending.amr),
+        auth_time=pending.auth_time,
+        user_agent=request.user_agent.string,
+        ip=authkit.client_ip(),
+    )
+    if old and old.get("result", {}).get("user_uuid") == user.uuid:
+        # The same person signed in again: relying parties of the old session still get logout.
+        for key, info in (old.get("rps") or {}).items():
+            mgr.add_relying_party(result.sid, key, info)
+    authkit.index_session(db, user.id, result.sid, pending.amr)
+    user.last_login_at = svc().clock.utcnow()
+    audit(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
+    db.commit()
+    req = _request_of(pending.rid)
+    target = req.resume_url if req else (pending.next_url or url_for("account.index"))
+    session.clear()
+    resp = redirect(target)
+    mgr.set_cookie(resp, result)
+    return resp
+
+
+def end_sso_session(sid: str | None, db: Any = None) -> dict[str, Any] | None:
+    """End one SSO session and drop it from its user's index. Returns the session record (with
+    ``rps``: the relying parties to notify) or None when there was none. For RP-initiated logout."""
+    if not sid or len(sid) > 64:
+        return None
+    record = sessions().destroy(sid)
+    from sqlalchemy import delete
+
+    if db is None:
+        with svc().sessions.begin() as own:
+            own.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
+    else:
+        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
+    return record
+
+
+# --- /login -------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    rid = request.values.get("r") or None
+    req = _request_of(rid)
+    if rid and req is None:
+        return _expired_request()
+    next_url = authkit.safe_next(request.values.get("next"))
+
+    if request.method == "GET":
+        current = sessions().current()
+        if current is not None:
+            if req is not None and session_satisfies(current, req, svc().clock.now()):
+                return redirect(req.resume_url)
+            if req is None and request.args.get("prompt") != "login":
+                return redirect(next_url or url_for("account.index"))
+        form = LoginForm(formdata=None, r=rid or "", next=next_url or "")
+        if req and req.login_hint:
+            form.username.data = req.login_hint
+        return _login_page(form)
+
+    form = LoginForm()
+    if not form.validate():
+        return _login_page(form, _("Please fill in both fields and try again."), 400)
+    return _check_password(form, rid, next_url)
+
+
+def _check_password(form: LoginForm, rid: str | None, next_url: str | None):
+    policy = authkit.lockout_policy()
+    ip = authkit.client_ip()
+    fails = authkit.ip_failures(ip)
+    if policy.ip_refused(fails):
+        return _login_page(form, _("Too many attempts from your network. Try again later."), 429)
+    delay = policy.ip_delay(fails)
+    if delay:
+        time.sleep(delay)  # progressive delay: cheap for people, expensive for a guessing script
+
+    login_name = form.username.data.strip()
+    with svc().sessions() as db:
+        user = authkit.find_user(db, login_name)
+        key = authkit.lock_key(user, login_name)
+        if authkit.is_locked(key):
+            audit(db, "login.locked", target=user.uuid if user else None)
+            db.commit()
+            return _login_page(form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
+
+        verdict = credential_chain(svc()).verify(login_name, form.password.data)
+        if verdict.outcome is Outcome.UNAVAILABLE:
+            return _login_page(
+                form, _("Sign-in is temporarily unavailable. Please try again in a moment."), 503
+            )
+        if verdict.outcome is Outcome.VALID and verdict.user_id is not None:
+            user = db.get(User, verdict.user_id)
+        if verdict.outcome is not Outcome.VALID or user is None:
+            return _failed(db, form, user, key, login_name)
+
+        state = authkit.state_of(user)
+        if state != ACCOUNT_OK:
+            # Only someone who knows the password gets here, so naming the state reveals nothing.
+            audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
+            db.commit()
+            return _login_page(form, str(STATE_MESSAGES[state]), 403)
+        authkit.clear_failures(key)
+        return start_pending(
+            db,
+            user,
+            [verdict.amr or "pwd"],
+            rid=rid,
+            next_url=next_url,
+            local_password=verdict.backend == "local",
+        )
+
+
+def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: str):
+    authkit.record_ip_failure(authkit.client_ip())
+    locked_now = authkit.record_failure(key)
+    audit(db, "login.failure", target=user.uuid if user else None, login=login_name[:100])
+    if locked_now:
+        policy = authkit.lockout_policy()
+        audit(db, "login.lockout", target=user.uuid if user else None, minutes=policy.lock_minutes)
+        if user is not None and policy.notify_user:
+            authkit.send_mail(
+                user.email,
+                "lockout",
+                _("Your account was locked after failed sign-in attempts"),
+                user=user,
+                minutes=policy.lock_minutes,
+                reset_url=authkit.absolute("password.reset_request"),
+            )
+    db.commit()
+    form.password.data = ""
+    return _login_page(form, str(BAD_CREDENTIALS), 401)
+
+
+# --- /login/step --------------------------------------------------------------------------------
+
+
+@bp.route("/login/step", methods=["GET", "POST"])
+def step():
+    pending = _pending(take=request.method == "POST")
+    if pending is None or pending.current not in STEPS:
+        session.pop("login_p", None)
+        return _expired_request()
+    handler = STEPS[pending.current]
+    with svc().sessions() as db:
+        user = db.get(User, pending.user_id)
+        if user is None or authkit.state_of(user) != ACCOUNT_OK:
+            _drop_pending()
+            return _expired_request()
+        g.user_locale = user.locale
+        _request_of(pending.rid)
+        ctx = StepContext(svc=svc(), db=db, user=user, pending=pending)
+        if request.method == "GET":
+            return _render_step(handler, ctx, handler.form_class(formdata=None))
+
+        form = handler.form_class()
+        if not form.validate():
+            _save_pending(pending)
+            return _render_step(
+                handler, ctx, form, _("Please fill in the form and try again."), 400
+            )
+        result = handler.submit(ctx, request.form)
+        if not result.ok:
+            db.rollback()  # a failed step changes nothing but the audit trail
+            pending.failures += 1
+            audit(db, f"login.step_failed.{handler.id}", target=user.uuid, reason=result.error)
+            db.commit()
+            if result.abort or pending.failures >= MAX_STEP_FAILURES:
+                session.pop("login_p", None)
+                form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
+                message = STEP_ERRORS.get(result.error or "", BAD_CREDENTIALS)
+                return _login_page(form, str(message), 401)
+            _save_pending(pending)
+            message = str(STEP_ERRORS.get(result.error or "", BAD_CREDENTIALS))
+            return _render_step(handler, ctx, form, message, 400, result.params)
+
+        pending.steps.pop(0)
+        pending.steps[0:0] = result.insert_steps
+        pending.amr += [m for m in result.amr if m not in pending.amr]
+        pending.failures = 0
+        if not pending.steps:
+            return _finish(db, pending, user)
+        db.commit()
+        _save_pending(pending)
+        return redirect(url_for("login.step"))
+
+
+def _render_step(handler, ctx, form, error=None, status=200, params=None):
+    return render_template(
+        handler.template,
+        form=form,
+        error=error,
+        problems=(params or {}).get("problems", []),
+        **handler.challenge(ctx),
+    ), status
+
+
+# --- /logout ------------------------------------------------------------------------------------
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    current = sessions().current()
+    next_url = authkit.safe_next(request.values.get("next"))
+    form = ConfirmForm()
+    if request.method == "GET" or current is None:
+        if current is None:
+            return render_template("logged_out.html", next_url=next_url)
+        return render_template("logout.html", form=form, next_url=next_url)
+    if not form.validate():
+        return render_template(
+            "logout.html",
+            form=form,
+            next_url=next_url,
+            error=_("The form expired. Please confirm again."),
+        ), 400
+    with svc().sessions.begin() as db:
+        end_sso_session(current.sid, db=db)
+        audit(db, "logout", actor=current.user_uuid, target=current.user_uuid)
+    session.clear()
+    resp = (
+        redirect(next_url)
+        if next_url
+        else Response(render_template("logged_out.html", next_url=None), mimetype="text/html")
+    )
+    sessions().clear_cookie(resp)
+    return resp

@@ -1,0 +1,415 @@
+"""Recovery and onboarding by e-mail: password reset, first-login magic link (e-mail plus the
+tenant's control word), e-mail verification, self-registration with optional approval.
+
+Every mailed link carries a single-use token stored only as a keyed hash, expiring after
+``[recovery] token_minutes``. Request forms answer the same whether or not an account exists.
+A mailed link is opened with GET (harmless: mail scanners fetch links) and used by a POST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from ..backends.chain import password_hasher
+from ..core.policy import ACCOUNT_OK, normalize_answer
+from ..errors import Conflict, ValidationError
+from ..storage.directory import Directory, NewUser
+from ..storage.models import Company, User
+from ..storage.models_auth import SecurityAnswer
+from . import authkit
+from .authkit import audit, svc
+from .forms import ApprovalForm, ConfirmForm, EmailForm, FirstLoginForm, RegisterForm
+from .login import start_pending
+
+bp = Blueprint("password", __name__)
+
+# Mails per address and hour for reset / magic links (stops mail bombing through our forms).
+MAILS_PER_HOUR = 5
+# Wrong security answers before a reset link is burnt.
+MAX_ANSWER_FAILURES = 3
+
+
+def _message(title: str, message: str, status: int = 200):
+    return render_template("message.html", title=title, message=message), status
+
+
+def _link_expired():
+    return _message(
+        _("This link has expired"),
+        _(
+            "The link is no longer valid: it was used already or is too old. "
+            "Please ask for a new one."
+        ),
+        400,
+    )
+
+
+def _mail_allowed(address: str) -> bool:
+    return svc().store.incr(f"mailrate:{address.lower()}", 3600) <= MAILS_PER_HOUR
+
+
+def _password_version(user: User) -> str:
+    """Ties a reset token to the password it replaces: once the password changes, older reset
+    links stop working even if they were never used."""
+    return svc().hasher.hash(f"pw:{user.id}:{user.password_hash or ''}")[-16:]
+
+
+# --- password reset -----------------------------------------------------------------------------
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+def reset_request():
+    form = EmailForm()
+    if request.method == "GET" or not form.validate():
+        status = 400 if request.method == "POST" else 200
+        return render_template("password_reset_request.html", form=form), status
+    address = form.email.data.strip().lower()
+    with svc().sessions() as db:
+        user = db.scalar(select(User).where(User.email == address))
+        if (
+            user is not None
+            and user.source in ("local", "scim")
+            and authkit.state_of(user) == ACCOUNT_OK
+            and _mail_allowed(address)
+        ):
+            token = authkit.issue_token("reset", {"uid": user.id, "pv": _password_version(user)})
+            authkit.send_mail(
+                user.email,
+                "reset",
+                _("Reset your password"),
+                user=user,
+                link=authkit.absolute("password.reset_confirm", token=token),
+                minutes=svc().settings.recovery.token_minutes,
+            )
+            audit(db, "password.reset_requested", target=user.uuid)
+            db.commit()
+    return _message(
+        _("Check your e-mail"),
+        _(
+            "If an account uses this address, we have sent it a link to reset the password. "
+            "The link is valid for %(minutes)s minutes.",
+            minutes=svc().settings.recovery.token_minutes,
+        ),
+    )
+
+
+def _questions_for(db: Any, user: User) -> list[SecurityAnswer]:
+    if not svc().settings.recovery.security_questions:
+        return []
+    return list(db.scalars(select(SecurityAnswer).where(SecurityAnswer.user_id == user.id)))
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset_confirm(token: str):
+    from .forms import NewPasswordForm
+
+    data = authkit.peek_token("reset", token)
+    if not data:
+        return _link_expired()
+    form = NewPasswordForm()
+    with svc().sessions() as db:
+        user = db.get(User, data["uid"])
+        if user is None or data.get("pv") != _password_version(user):
+            return _link_expired()
+        questions = _questions_for(db, user)
+        page = {"form": form, "questions": questions, "rules": authkit.policy_help()}
+        if request.method == "GET":
+            return render_template("password_reset_confirm.html", **page)
+        if not form.validate():
+            return render_template(
+                "password_reset_confirm.html", error=_("Please fill in the form."), **page
+            ), 400
+        hasher = password_hasher(svc())
+        for i, q in enumerate(questions):
+            answer = normalize_answer(request.form.get(f"answer_{i}", ""))
+            if not hasher.verify(answer, q.answer_hash)[0]:
+                if svc().store.incr(f"answerfail:{token[:16]}", 3600) >= MAX_ANSWER_FAILURES:
+                    authkit.take_token("reset", token)
+                audit(db, "password.reset_answer_failed", target=user.uuid)
+                db.commit()
+                return render_template(
+                    "password_reset_confirm.html",
+                    error=_("The answers to the security questions are not correct."),
+                    **page,
+                ), 400
+        new = form.new_password.data
+        if new != form.confirm.data:
+            return render_template(
+                "password_reset_confirm.html",
+                problems=[_("The two passwords do not match.")],
+                **page,
+            ), 400
+        problems = authkit.password_problems(db, user, new)
+        if problems:
+            return render_template("password_reset_confirm.html", problems=problems, **page), 400
+        if authkit.take_token("reset", token) is None:  # used meanwhile by another request
+            return _link_expired()
+        authkit.set_password(db, user, new, reason="reset")
+        user.email_verified = True  # they read a mail sent to it
+        authkit.end_user_sessions(db, user.id)
+        authkit.unlock(user.id)
+        db.commit()
+    flash(_("Your password was changed. Please sign in with the new password."), "success")
+    return redirect(url_for("login.login"))
+
+
+# --- first login by magic link ------------------------------------------------------------------
+
+
+@bp.route("/login/first", methods=["GET", "POST"])
+def first_login():
+    form = FirstLoginForm()
+    if request.method == "GET" or not form.validate():
+        status = 400 if request.method == "POST" else 200
+        return render_template("first_login.html", form=form), status
+    address = form.email.data.strip().lower()
+    hasher = password_hasher(svc())
+    with svc().sessions() as db:
+        user = db.scalar(select(User).where(User.email == address))
+        company = db.get(Company, user.company_id) if user and user.company_id else None
+        stored = company.control_word_hash if company else None
+        # One hash either way, so the answer time does not tell which case applies.
+        word_ok = hasher.verify(normalize_answer(form.control_word.data), stored)[0]
+        eligible = (
+            word_ok
+            and user is not None
+            and user.password_hash is None
+            and user.source == "local"
+            and authkit.state_of(user) == ACCOUNT_OK
+        )
+        if not word_ok:
+            authkit.record_ip_failure(authkit.client_ip())
+        if eligible and _mail_allowed(address):
+            token = authkit.issue_token("magic", {"uid": user.id})
+            authkit.send_mail(
+                user.email,
+                "magic_link",
+                _("Your sign-in link"),
+                user=user,
+                link=authkit.absolute("password.magic", token=token),
+                minutes=svc().settings.recovery.token_minutes,
+            )
+            audit(db, "login.magic_link_sent", target=user.uuid)
+            db.commit()
+    return _message(
+        _("Check your e-mail"),
+        _(
+            "If the address and the control word match a new account, we have sent a sign-in "
+            "link to that address."
+        ),
+    )
+
+
+@bp.route("/login/magic/<token>", methods=["GET", "POST"])
+def magic(token: str):
+    if not authkit.peek_token("magic", token):
+        return _link_expired()
+    form = ConfirmForm()
+    if request.method == "GET" or not form.validate():
+        return render_template("magic_confirm.html", form=form)
+    data = authkit.take_token("magic", token)
+    if not data:
+        return _link_expired()
+    with svc().sessions() as db:
+        user = db.get(User, data["uid"])
+        if user is None or authkit.state_of(user) != ACCOUNT_OK:
+            return _link_expired()
+        user.email_verified = True
+        audit(db, "login.magic_link_used", actor=user.uuid, target=user.uuid)
+        return start_pending(
+            db,
+            user,
+            ["otp"],  # a one-time secret delivered to the mailbox (RFC 8176 "otp")
+            rid=None,
+            next_url=None,
+            local_password=True,
+            change_reason="first_login",
+        )
+
+
+def set_control_word(db: Any, company: Company, word: str | None) -> None:
+    """Set (or clear, with None) a tenant's control word; it is stored as a password hash."""
+    company.control_word_hash = (
+        password_hasher(svc()).hash(normalize_answer(word)) if word else None
+    )
+
+
+# --- e-mail verification ------------------------------------------------------------------------
+
+
+def send_verification(user: User) -> bool:
+    token = authkit.issue_token("verify", {"uid": user.id, "email": user.email})
+    return authkit.send_mail(
+        user.email,
+        "verify_email",
+        _("Confirm your e-mail address"),
+        user=user,
+        link=authkit.absolute("password.verify_email", token=token),
+        minutes=svc().settings.recovery.token_minutes,
+    )
+
+
+@bp.route("/verify-email/<token>", methods=["GET", "POST"])
+def verify_email(token: str):
+    if not authkit.peek_token("verify", token):
+        return _link_expired()
+    form = ConfirmForm()
+    if request.method == "GET" or not form.validate():
+        return render_template("verify_email.html", form=form)
+    data = authkit.take_token("verify", token)
+    if not data:
+        return _link_expired()
+    with svc().sessions() as db:
+        user = db.get(User, data["uid"])
+        if user is None or user.email != data.get("email"):
+            return _link_expired()
+        user.email_verified = True
+        audit(db, "email.verified", actor=user.uuid, target=user.uuid)
+        reg = svc().settings.registration
+        title, message = _("E-mail address confirmed"), _("Thank you. You can now sign in.")
+        if user.status == "pending" and user.custom.get("registration") == "awaiting_email":
+            if reg.require_approval:
+                user.custom = {**user.custom, "registration": "awaiting_approval"}
+                _notify_admins(user)
+                message = _("Thank you. An administrator will review your account soon.")
+            else:
+                user.status = "active"
+                user.custom = {k: v for k, v in user.custom.items() if k != "registration"}
+        db.commit()
+    return _message(title, message)
+
+
+# --- self-registration --------------------------------------------------------------------------
+
+
+def _notify_admins(user: User) -> None:
+    reg = svc().settings.registration
+    minutes = svc().settings.recovery.approval_token_minutes
+    for admin in reg.admin_emails:
+        token = authkit.issue_token("approve", {"uid": user.id}, minutes=minutes)
+        authkit.send_mail(
+            admin,
+            "approval_request",
+            _("New account waiting for approval: %(username)s", username=user.username),
+            user=user,
+            link=authkit.absolute("password.approve", token=token),
+        )
+
+
+def decide_registration(db: Any, user: User, approved: bool, actor: str | None = None) -> None:
+    """Approve (active) or reject (inactive) a pending registration and tell the person."""
+    user.status = "active" if approved else "inactive"
+    user.custom = {k: v for k, v in (user.custom or {}).items() if k != "registration"}
+    audit(
+        db,
+        "registration.approved" if approved else "registration.rejected",
+        actor=actor,
+        target=user.uuid,
+    )
+    authkit.send_mail(
+        user.email,
+        "approval",
+        _("Your account was approved") if approved else _("Your account request was declined"),
+        user=user,
+        approved=approved,
+        login_url=authkit.absolute("login.login"),
+    )
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    reg = svc().settings.registration
+    if not reg.enabled:
+        abort(404)
+    form = RegisterForm()
+    page: dict[str, Any] = {"form": form, "rules": authkit.policy_help()}
+    if request.method == "GET":
+        return render_template("register.html", **page)
+    if not form.validate():
+        return render_template("register.html", **page), 400
+    address = form.email.data.strip().lower()
+    domain = address.rpartition("@")[2]
+    if reg.allowed_domains and domain not in {d.lower() for d in reg.allowed_domains}:
+        form.email.errors = [_("Accounts cannot be registered with this e-mail domain.")]
+        return render_template("register.html", **page), 400
+    candidate = User(
+        username=form.username.data,
+        email=address,
+        given_name=form.given_name.data,
+        family_name=form.family_name.data,
+    )
+    with svc().sessions() as db:
+        problems = (
+            [_("The two passwords do not match.")]
+            if form.new_password.data != form.confirm.data
+            else authkit.password_problems(db, candidate, form.new_password.data)
+        )
+        if problems:
+            return render_template("register.html", problems=problems, **page), 400
+        waiting = (
+            "awaiting_email"
+            if reg.require_email_verification
+            else ("awaiting_approval" if reg.require_approval else None)
+        )
+        try:
+            user = Directory(db).create_user(
+                NewUser(
+                    username=form.username.data,
+                    email=address,
+                    password_hash=password_hasher(svc()).hash(form.new_password.data),
+                    given_name=form.given_name.data or None,
+                    family_name=form.family_name.data or None,
+                )
+            )
+        except (Conflict, ValidationError):
+            db.rollback()
+            return render_template(
+                "register.html",
+                error=_(
+                    "This username or e-mail address cannot be used. If you already have an "
+                    "account, sign in or reset your password."
+                ),
+                **page,
+            ), 400
+        user.password_changed_at = svc().clock.utcnow()
+        if waiting:
+            user.status = "pending"
+            user.custom = {"registration": waiting}
+        audit(db, "registration.created", actor=user.uuid, target=user.uuid)
+        db.commit()
+        if waiting == "awaiting_email":
+            send_verification(user)
+            message = _("We have sent you an e-mail. Please confirm your address to continue.")
+        elif waiting == "awaiting_approval":
+            _notify_admins(user)
+            message = _("Your account was created. An administrator will review it soon.")
+        else:
+            message = _("Your account was created. You can now sign in.")
+    return _message(_("Account created"), message)
+
+
+@bp.route("/register/approve/<token>", methods=["GET", "POST"])
+def approve(token: str):
+    data = authkit.peek_token("approve", token)
+    if not data:
+        return _link_expired()
+    with svc().sessions() as db:
+        user = db.get(User, data["uid"])
+        if user is None or user.status != "pending":
+            return _link_expired()
+        form = ApprovalForm()
+        if request.method == "GET" or not form.validate():
+            return render_template("approve.html", form=form, user=user)
+        if authkit.take_token("approve", token) is None:
+            return _link_expired()
+        approved = bool(form.approve.data)
+        decide_registration(db, user, approved, actor="approval-link")
+        db.commit()
+    return _message(
+        _("Done"),
+        _("The account was approved.") if approved else _("The account request was declined."),
+    )
