@@ -511,5 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+from .cli_ldap import ldap as ldap_commands  # noqa: E402
+
+cli.add_command(ldap_commands)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

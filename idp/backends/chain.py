@@ -16,8 +16,14 @@ def _local(svc: Services) -> CredentialBackend:
     return LocalPasswordBackend(svc, password_hasher(svc))
 
 
-# Backend id -> factory. Another backend registers here (e.g. "ldap").
-FACTORIES: dict[str, Callable[[Services], CredentialBackend]] = {"local": _local}
+def _ldap(svc: Services) -> CredentialBackend:
+    from .ldap import ldap_backend
+
+    return ldap_backend(svc)
+
+
+# Backend id -> factory. Another backend registers here.
+FACTORIES: dict[str, Callable[[Services], CredentialBackend]] = {"local": _local, "ldap": _ldap}
 
 
 def password_hasher(svc: Services) -> PasswordHasher:

@@ -1,0 +1,1 @@
+"""LDAP tier: tests against a real slapd."""
