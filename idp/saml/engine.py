@@ -1,0 +1,505 @@
+"""The SAML 2.0 IdP engine on pysaml2: one ``Server`` per worker, built from settings, the
+active RSA key and the registered SPs, rebuilt only when keys or SPs change.
+
+Signing goes through ``InProcessBackend`` (the key parsed once). SP metadata is parsed once
+per SP and kept until the SP row changes, so onboarding a federation does not re-parse every
+partner on every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml
+from saml2.attribute_converter import ac_factory
+from saml2.config import IdPConfig
+from saml2.mdstore import InMemoryMetaData, MetadataStore
+from saml2.metadata import entity_descriptor, sign_entity_descriptor
+from saml2.saml import NameID
+from saml2.server import Server
+from saml2.sigver import get_xmlsec_binary
+from saml2.time_util import in_a_while, instant
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+from sqlalchemy import func, select
+
+from ..services import Services
+from ..storage.models import SamlServiceProvider
+from .crypto import AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
+from .registry import NAME_ID_FORMATS
+from .subject import Attr, IssuedNameId
+
+log = logging.getLogger("idp.saml")
+
+ENC_ALGORITHMS = {"aes128-gcm": AES128_GCM, "aes256-gcm": AES256_GCM, "aes256-cbc": AES256_CBC}
+
+# What the assertion under construction carries beside pysaml2's defaults (one per thread).
+_EXTRA: contextvars.ContextVar[tuple[saml.AuthnStatement, list[Attr]]] = contextvars.ContextVar(
+    "saml_assertion_extra"
+)
+
+
+class _IdpServer(Server):
+    """pysaml2's Server with our AuthnStatement and attributes, and no in-memory assertion
+    store (pysaml2 keeps every assertion forever for AssertionIDRequest, which we don't serve)."""
+
+    def support_AssertionIDRequest(self) -> bool:  # noqa: N802 (pysaml2's name)
+        return False
+
+    def support_AuthnQuery(self) -> bool:  # noqa: N802
+        return False
+
+    def setup_assertion(
+        self,
+        authn,
+        sp_entity_id,
+        in_response_to,
+        consumer_url,
+        name_id,
+        policy,
+        _issuer,
+        authn_statement,
+        identity,
+        best_effort,
+        sign_response,
+        farg=None,
+        session_not_on_or_after=None,
+        **kwargs,
+    ):
+        statement, attrs = _EXTRA.get()
+        assertion = super().setup_assertion(
+            None,
+            sp_entity_id,
+            in_response_to,
+            consumer_url,
+            name_id,
+            policy,
+            _issuer,
+            None,
+            {},
+            best_effort,
+            sign_response,
+            farg=farg,
+            **kwargs,
+        )
+        assertion.authn_statement = [statement]
+        if attrs:
+            assertion.attribute_statement = [
+                saml.AttributeStatement(attribute=[_attribute(a) for a in attrs])
+            ]
+        return assertion
+
+
+def _attribute(a: Attr) -> saml.Attribute:
+    values = []
+    for v in a.values:
+        av = saml.AttributeValue()
+        av.set_text(v)
+        values.append(av)
+    return saml.Attribute(
+        name=a.name,
+        name_format=a.name_format,
+        friendly_name=a.friendly_name,
+        attribute_value=values,
+    )
+
+
+@dataclass
+class SpInfo:
+    entity_id: str
+    name: str | None
+    settings: dict[str, Any]
+    enabled: bool
+    md: InMemoryMetaData
+    stamp: str
+
+
+@dataclass
+class Engine:
+    """What one worker built: the pysaml2 server and what it needs beside it."""
+
+    server: _IdpServer
+    key_generation: str
+    signing_key: Any  # cryptography RSA private key, for HTTP-Redirect query signatures
+    sps: dict[str, SpInfo] = field(default_factory=dict)
+    sp_generation: Any = None
+    checked: float = 0.0
+    metadata_xml: str | None = None
+    metadata_expires: float = 0.0
+
+
+class SamlIdp:
+    """Per-worker holder of the engine; ``svc.extras["saml"]``."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.cfg = svc.settings.saml
+        self.entity_id = f"{svc.settings.issuer}/saml/metadata"
+        self.sso_url = f"{svc.settings.issuer}/saml/sso"
+        self.slo_url = f"{svc.settings.issuer}/saml/slo"
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._xmlsec = get_xmlsec_binary(["/usr/bin", "/usr/local/bin"])
+
+    # --- building --------------------------------------------------------------------------------
+
+    def engine(self) -> Engine:
+        ring = self.svc.keys.ring()
+        eng = self._engine
+        if eng is None or eng.key_generation != ring.generation:
+            with self._lock:
+                eng = self._engine
+                if eng is None or eng.key_generation != ring.generation:
+                    eng = self._build(ring)
+                    self._engine = eng
+        now = self.svc.clock.now()
+        if now - eng.checked >= self.svc.settings.keys.cache_seconds:
+            with self._lock:
+                self._refresh_sps(eng)
+                eng.checked = now
+        return eng
+
+    def _build(self, ring) -> Engine:
+        active = ring.signing_key("RS256")
+        pem = active.jwk.as_pem(private=True)
+        cert = active.certificate_pem.encode()
+        cert_file = self._write_public(f"idp-{active.kid}.crt", cert)
+        conf = IdPConfig()
+        conf.load(self._config(cert_file))
+        server = _IdpServer(config=conf)
+        mds = MetadataStore(ac_factory(), conf, disable_ssl_certificate_validation=False)
+        server.metadata = mds
+        server.config.metadata = mds
+        server.sec.metadata = mds
+        server.sec.only_use_keys_in_metadata = True
+        backend = InProcessBackend(self._xmlsec, pem, cert)
+        backend.block_algorithm = ENC_ALGORITHMS.get(self.cfg.encryption_algorithm, AES128_GCM)
+        server.sec.crypto = backend
+        signing_key = serialization.load_pem_private_key(pem, password=None)
+        eng = Engine(server=server, key_generation=ring.generation, signing_key=signing_key)
+        self._refresh_sps(eng)
+        eng.checked = self.svc.clock.now()
+        return eng
+
+    def _write_public(self, name: str, data: bytes) -> str:
+        """pysaml2 reads our certificate from a file; it is public, so a plain file is fine."""
+        folder = Path(self.svc.settings.instance_dir) / "saml"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        if not path.exists() or path.read_bytes() != data:
+            tmp = folder / f".{name}.{os.getpid()}"
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return str(path)
+
+    def _config(self, cert_file: str) -> dict[str, Any]:
+        cfg = self.cfg
+        formats = list(NAME_ID_FORMATS.values())
+        conf: dict[str, Any] = {
+            "entityid": self.entity_id,
+            "xmlsec_binary": self._xmlsec,
+            "cert_file": cert_file,
+            "delete_tmpfiles": True,
+            "accepted_time_diff": cfg.clock_skew,
+            "only_use_keys_in_metadata": True,
+            "signing_algorithm": SIG_RSA_SHA256,
+            "digest_algorithm": DIGEST_SHA256,
+            "service": {
+                "idp": {
+                    "name": self.svc.settings.branding.product_name,
+                    "endpoints": {
+                        "single_sign_on_service": [
+                            (self.sso_url, BINDING_HTTP_REDIRECT),
+                            (self.sso_url, BINDING_HTTP_POST),
+                        ],
+                        "single_logout_service": [
+                            (self.slo_url, BINDING_HTTP_REDIRECT),
+                            (self.slo_url, BINDING_HTTP_POST),
+                        ],
+                    },
+                    "name_id_format": formats,
+                    "want_authn_requests_signed": False,
+                    "policy": {
+                        "default": {
+                            "lifetime": {"seconds": cfg.assertion_lifetime},
+                            "name_form": "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
+                        }
+                    },
+                }
+            },
+        }
+        if cfg.organization_name:
+            conf["organization"] = {
+                "name": cfg.organization_name,
+                "display_name": cfg.organization_display_name
+                or self.svc.settings.branding.product_name,
+                "url": cfg.organization_url or self.svc.settings.issuer,
+            }
+        if cfg.contact_email:
+            given, _, sur = cfg.contact_name.partition(" ")
+            person = {"contact_type": "technical", "email_address": [cfg.contact_email]}
+            if given:
+                person["given_name"] = given
+            if sur:
+                person["sur_name"] = sur
+            conf["contact_person"] = [person]
+        return conf
+
+    def _refresh_sps(self, eng: Engine) -> None:
+        with self.svc.sessions() as db:
+            gen = db.execute(select(func.count(), func.max(SamlServiceProvider.updated_at))).one()
+            gen = tuple(gen)
+            if gen == eng.sp_generation:
+                return
+            rows = db.execute(
+                select(
+                    SamlServiceProvider.entity_id,
+                    SamlServiceProvider.updated_at,
+                    SamlServiceProvider.name,
+                    SamlServiceProvider.enabled,
+                    SamlServiceProvider.settings,
+                )
+            ).all()
+            fresh: dict[str, SpInfo] = {}
+            for entity_id, updated, name, enabled, settings in rows:
+                stamp = updated.isoformat() if updated else ""
+                old = eng.sps.get(entity_id)
+                if old is not None and old.stamp == stamp:
+                    fresh[entity_id] = old
+                    continue
+                xml = db.scalar(
+                    select(SamlServiceProvider.metadata_xml).where(
+                        SamlServiceProvider.entity_id == entity_id
+                    )
+                )
+                md = InMemoryMetaData(ac_factory(), xml)
+                try:
+                    md.load()
+                except Exception:  # one bad row must not take down every SP
+                    log.exception("metadata of SP %s cannot be loaded", entity_id)
+                    continue
+                if entity_id not in md.entity:
+                    log.warning("metadata of SP %s has expired (validUntil)", entity_id)
+                    continue
+                fresh[entity_id] = SpInfo(entity_id, name, dict(settings or {}), enabled, md, stamp)
+        eng.sps = fresh
+        # Disabled SPs stay out of pysaml2's view: their requests fail as "unknown issuer".
+        eng.server.metadata.metadata = {k: v.md for k, v in fresh.items() if v.enabled}
+        eng.sp_generation = gen
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def sp(self, entity_id: str | None) -> SpInfo | None:
+        if not entity_id:
+            return None
+        eng = self.engine()
+        info = eng.sps.get(entity_id)
+        if info is None:
+            # Just registered in another process? One cheap generation query tells.
+            with self._lock:
+                self._refresh_sps(eng)
+            info = eng.sps.get(entity_id)
+        return info if info is not None and info.enabled else None
+
+    def sp_setting(self, sp: SpInfo, key: str) -> Any:
+        if key in sp.settings:
+            return sp.settings[key]
+        return getattr(self.cfg, key)
+
+    def acs_endpoints(self, sp: SpInfo) -> list[dict[str, Any]]:
+        out = []
+        for desc in sp.md[sp.entity_id].get("spsso_descriptor", []):
+            out.extend(desc.get("assertion_consumer_service", []))
+        return out
+
+    def slo_endpoints(self, sp: SpInfo) -> list[dict[str, Any]]:
+        out = []
+        for desc in sp.md[sp.entity_id].get("spsso_descriptor", []):
+            out.extend(desc.get("single_logout_service", []))
+        return out
+
+    def sp_wants_signed_requests(self, sp: SpInfo) -> bool:
+        if sp.settings.get("want_authn_requests_signed") is not None:
+            return (
+                bool(sp.settings["want_authn_requests_signed"])
+                or self.cfg.want_authn_requests_signed
+            )
+        descs = sp.md[sp.entity_id].get("spsso_descriptor", [])
+        declared = any(str(d.get("authn_requests_signed", "")).lower() == "true" for d in descs)
+        return declared or self.cfg.want_authn_requests_signed
+
+    def sp_name_id_formats(self, sp: SpInfo) -> list[str]:
+        out = []
+        for desc in sp.md[sp.entity_id].get("spsso_descriptor", []):
+            out.extend(n["text"].strip() for n in desc.get("name_id_format", []))
+        return out
+
+    def signing_certs(self, entity_id: str) -> list[str]:
+        eng = self.engine()
+        try:
+            return [c for _, c in eng.server.metadata.certs(entity_id, "spsso", "signing")]
+        except KeyError:
+            return []
+
+    def has_encryption_cert(self, sp: SpInfo) -> bool:
+        try:
+            return bool(sp.md.certs(sp.entity_id, "spsso", "encryption"))
+        except KeyError:
+            return False
+
+    # --- responses -------------------------------------------------------------------------------
+
+    def authn_response(
+        self,
+        *,
+        sp: SpInfo,
+        in_response_to: str | None,
+        acs_url: str,
+        name_id: IssuedNameId,
+        statement: saml.AuthnStatement,
+        attributes: list[Attr],
+    ) -> str:
+        """A signed (and, where configured, encrypted) Response carrying one assertion."""
+        eng = self.engine()
+        nid = NameID(
+            format=name_id.format_uri,
+            text=name_id.value,
+            name_qualifier=name_id.name_qualifier,
+            sp_name_qualifier=name_id.sp_name_qualifier,
+        )
+        encrypt = bool(sp.settings.get("encrypt_assertion", self.cfg.encrypt_assertions))
+        encrypt = encrypt and self.has_encryption_cert(sp)
+        token = _EXTRA.set((statement, attributes))
+        try:
+            resp = eng.server.create_authn_response(
+                identity={},
+                in_response_to=in_response_to,
+                destination=acs_url,
+                sp_entity_id=sp.entity_id,
+                name_id=nid,
+                sign_response=bool(self.sp_setting(sp, "sign_response")),
+                sign_assertion=bool(self.sp_setting(sp, "sign_assertion")),
+                encrypt_assertion=encrypt,
+                encrypt_assertion_self_contained=True,
+                sign_alg=SIG_RSA_SHA256,
+                digest_alg=DIGEST_SHA256,
+            )
+        finally:
+            _EXTRA.reset(token)
+        return str(resp)
+
+    def error_response(
+        self,
+        in_response_to: str | None,
+        acs_url: str,
+        status: str,
+        sub_status: str | None,
+        message: str,
+        sp: SpInfo,
+    ) -> str:
+        from saml2.samlp import Status, StatusCode, StatusMessage
+
+        eng = self.engine()
+        code = StatusCode(value=status)
+        if sub_status:
+            code.status_code = StatusCode(value=sub_status)
+        st = Status(status_code=code, status_message=StatusMessage(text=message))
+        resp = eng.server._response(
+            in_response_to,
+            acs_url,
+            status=st,
+            sign=bool(self.sp_setting(sp, "sign_response")),
+            sp_entity_id=sp.entity_id,
+            sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256,
+        )
+        return str(resp)
+
+    # --- our metadata ----------------------------------------------------------------------------
+
+    def metadata(self) -> str:
+        eng = self.engine()
+        now = self.svc.clock.now()
+        if eng.metadata_xml and now < eng.metadata_expires:
+            return eng.metadata_xml
+        with self._lock:
+            if eng.metadata_xml and now < eng.metadata_expires:
+                return eng.metadata_xml
+            xml = self._signed_metadata(eng)
+            # Re-sign well before validUntil so caches never hold an expired document.
+            eng.metadata_xml = xml
+            eng.metadata_expires = now + min(3600, self.cfg.metadata_valid_seconds / 10)
+            return xml
+
+    def _signed_metadata(self, eng: Engine) -> str:
+        from saml2 import md
+        from saml2.xmldsig import KeyInfo, X509Certificate, X509Data
+
+        conf = eng.server.config
+        entd = entity_descriptor(conf)
+        entd.valid_until = in_a_while(seconds=self.cfg.metadata_valid_seconds)
+        entd.cache_duration = f"PT{max(60, self.cfg.metadata_valid_seconds // 10)}S"
+        ring = self.svc.keys.ring()
+        certs = [
+            k.certificate_pem
+            for k in ring.published(self.svc.clock.utcnow())
+            if k.kty == "RSA" and k.certificate_pem and k.status in ("next", "active", "previous")
+        ]
+        kds = []
+        for use in ("signing", "encryption"):
+            for pem in certs:
+                body = "".join(
+                    line for line in pem.strip().splitlines() if "CERTIFICATE" not in line
+                )
+                kds.append(
+                    md.KeyDescriptor(
+                        use=use,
+                        key_info=KeyInfo(
+                            x509_data=X509Data(x509_certificate=X509Certificate(text=body))
+                        ),
+                    )
+                )
+        entd.idpsso_descriptor.key_descriptor = kds
+        # pysaml2 would advertise every algorithm xmlsec1 knows, SHA-1 included; we sign with
+        # RSA-SHA256 and say nothing else.
+        entd.extensions = None
+        entd.idpsso_descriptor.want_authn_requests_signed = (
+            "true" if self.cfg.want_authn_requests_signed else "false"
+        )
+        _, xml = sign_entity_descriptor(
+            entd, None, eng.server.sec, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
+        )
+        return xml
+
+
+def authn_statement(
+    *, auth_time: int, class_ref: str, session_index: str, not_on_or_after: int
+) -> saml.AuthnStatement:
+    import time
+
+    return saml.AuthnStatement(
+        authn_instant=instant(time_stamp=auth_time),
+        session_index=session_index,
+        session_not_on_or_after=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_on_or_after)),
+        authn_context=saml.AuthnContext(
+            authn_context_class_ref=saml.AuthnContextClassRef(text=class_ref)
+        ),
+    )
+
+
+def b64(xml: str) -> str:
+    return base64.b64encode(xml.encode("utf-8")).decode()
+
+
+def saml_idp(svc: Services) -> SamlIdp:
+    idp = svc.extras.get("saml")
+    if idp is None:
+        idp = svc.extras["saml"] = SamlIdp(svc)
+    return idp

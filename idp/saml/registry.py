@@ -1,0 +1,212 @@
+"""Registered service providers: metadata checked and stored, per-SP settings.
+
+An SP is an ``EntityDescriptor`` with an ``SPSSODescriptor`` for SAML 2.0 (saml-metadata 2.4.4).
+The metadata is stored as received (it is what signatures are checked against); per-SP
+choices live in ``settings`` beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, NotFound, ValidationError
+from ..storage.models import SamlServiceProvider
+from .crypto import DSIG_NS, safe_parser
+
+MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
+PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+NAME_ID_FORMATS = {
+    "persistent": "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+    "transient": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
+    "email": "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+    "unspecified": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+}
+FORMAT_NAMES = {v: k for k, v in NAME_ID_FORMATS.items()}
+
+# Per-SP settings and their types; absent keys fall back to the [saml] settings.
+SP_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "name_id_format": str,
+    "sign_response": bool,
+    "sign_assertion": bool,
+    "encrypt_assertion": bool,
+    "want_authn_requests_signed": bool,
+    "want_logout_signed": bool,
+    # Names (friendly or URI) of the attributes released; absent = all the mapper gives.
+    "attributes": list,
+    # Where IdP-initiated SSO lands at the SP (RelayState), and the launcher's label.
+    "default_relay_state": str,
+    "display_name": str,
+}
+
+
+def parse_entity(xml: bytes | str) -> etree._Element:
+    """Parse one SP EntityDescriptor safely; ValidationError with a readable reason."""
+    data = xml.encode() if isinstance(xml, str) else xml
+    if b"<!DOCTYPE" in data.upper():
+        raise ValidationError("metadata with a DTD is not accepted")
+    try:
+        root = etree.fromstring(data, safe_parser())
+    except etree.XMLSyntaxError as exc:
+        raise ValidationError(f"metadata is not well-formed XML: {exc}") from None
+    if root.tag == f"{{{MD_NS}}}EntitiesDescriptor":
+        entities = root.findall(f"{{{MD_NS}}}EntityDescriptor")
+        if len(entities) != 1:
+            raise ValidationError(
+                "metadata holds several entities: add them as a federation aggregate"
+            )
+        root = entities[0]
+    if root.tag != f"{{{MD_NS}}}EntityDescriptor":
+        raise ValidationError("metadata is not a SAML 2.0 EntityDescriptor")
+    return root
+
+
+def sp_descriptor(entity: etree._Element) -> etree._Element | None:
+    for sp in entity.findall(f"{{{MD_NS}}}SPSSODescriptor"):
+        if PROTOCOL in (sp.get("protocolSupportEnumeration") or "").split():
+            return sp
+    return None
+
+
+def check_sp(entity: etree._Element) -> str:
+    """The entityID of a usable SP entity, or ValidationError."""
+    entity_id = (entity.get("entityID") or "").strip()
+    if not entity_id or len(entity_id) > 1000:
+        raise ValidationError("metadata has no entityID (or one longer than 1000 characters)")
+    sp = sp_descriptor(entity)
+    if sp is None:
+        raise ValidationError(f"{entity_id} has no SAML 2.0 SPSSODescriptor")
+    if sp.find(f"{{{MD_NS}}}AssertionConsumerService") is None:
+        raise ValidationError(f"{entity_id} has no AssertionConsumerService")
+    return entity_id
+
+
+def standalone_xml(entity: etree._Element) -> str:
+    """The entity as its own document (namespaces carried over from an aggregate)."""
+    clone = copy.deepcopy(entity)
+    return etree.tostring(clone, encoding="unicode")
+
+
+def has_encryption_cert(entity: etree._Element) -> bool:
+    sp = sp_descriptor(entity)
+    if sp is None:
+        return False
+    for kd in sp.findall(f"{{{MD_NS}}}KeyDescriptor"):
+        if (
+            kd.get("use") in (None, "", "encryption")
+            and kd.find(f".//{{{DSIG_NS}}}X509Certificate") is not None
+        ):
+            return True
+    return False
+
+
+def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        kind = SP_SETTINGS.get(key)
+        if kind is None:
+            raise ValidationError(f"unknown SP setting {key!r}")
+        if not isinstance(value, kind):
+            raise ValidationError(f"SP setting {key} must be {kind.__name__}")  # type: ignore[union-attr]
+        if key == "name_id_format" and value not in NAME_ID_FORMATS:
+            raise ValidationError(
+                "name_id_format must be one of " + ", ".join(sorted(NAME_ID_FORMATS))
+            )
+        out[key] = value
+    return out
+
+
+@dataclass
+class SpSummary:
+    entity_id: str
+    name: str | None
+    origin: str
+    enabled: bool
+
+
+class SpRegistry:
+    """CRUD for service providers in the caller's session (the caller commits)."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def add(
+        self,
+        metadata_xml: bytes | str,
+        *,
+        origin: str = "manual",
+        settings: dict[str, Any] | None = None,
+        replace: bool = False,
+    ) -> SamlServiceProvider:
+        entity = parse_entity(metadata_xml)
+        entity_id = check_sp(entity)
+        _check_with_pysaml2(standalone_xml(entity))
+        row = self.db.get(SamlServiceProvider, entity_id)
+        if row is not None and not replace:
+            raise Conflict(f"service provider {entity_id} is already registered")
+        name = _display_name(entity)
+        if row is None:
+            row = SamlServiceProvider(entity_id=entity_id, settings={})
+            self.db.add(row)
+        row.metadata_xml = standalone_xml(entity)
+        row.name = name
+        row.origin = origin
+        row.enabled = True
+        if settings:
+            row.settings = {**(row.settings or {}), **validate_settings(settings)}
+        self.db.flush()
+        return row
+
+    def get(self, entity_id: str) -> SamlServiceProvider:
+        row = self.db.get(SamlServiceProvider, entity_id)
+        if row is None:
+            raise NotFound(f"no service provider {entity_id}")
+        return row
+
+    def remove(self, entity_id: str) -> None:
+        self.db.delete(self.get(entity_id))
+        self.db.flush()
+
+    def update_settings(self, entity_id: str, values: dict[str, Any]) -> SamlServiceProvider:
+        row = self.get(entity_id)
+        row.settings = {**(row.settings or {}), **validate_settings(values)}
+        self.db.flush()
+        return row
+
+    def list(self) -> list[SpSummary]:
+        rows = self.db.scalars(
+            select(SamlServiceProvider).order_by(SamlServiceProvider.entity_id)
+        ).all()
+        return [SpSummary(r.entity_id, r.name, r.origin, r.enabled) for r in rows]
+
+
+def _display_name(entity: etree._Element) -> str | None:
+    for path in (
+        ".//{urn:oasis:names:tc:SAML:metadata:ui}DisplayName",
+        f".//{{{MD_NS}}}ServiceName",
+        f".//{{{MD_NS}}}OrganizationDisplayName",
+    ):
+        el = entity.find(path)
+        if el is not None and el.text and el.text.strip():
+            return el.text.strip()[:200]
+    return None
+
+
+def _check_with_pysaml2(xml: str) -> None:
+    """pysaml2 must be able to use it (schema-valid, not expired)."""
+    from saml2.attribute_converter import ac_factory
+    from saml2.mdstore import InMemoryMetaData
+
+    md = InMemoryMetaData(ac_factory(), xml)
+    try:
+        md.load()
+    except Exception as exc:  # pysaml2 raises many unrelated types for bad metadata
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValidationError(f"metadata is not usable: {reason[:200]}") from None
+    if not md.entity:
+        raise ValidationError("metadata is not usable (expired validUntil?)")

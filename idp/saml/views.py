@@ -1,0 +1,733 @@
+"""SAML 2.0 web endpoints: metadata, Web SSO (saml-profiles 4.1), Single Logout (4.4).
+
+Inbound requests pass the checks of ``_check_authn_request`` in order; any failure before
+the ACS URL is trusted gives an error page (never a message to an unverified URL), failures
+after it a SAML error status to that ACS. Nothing is written (replay cache, sessions) until
+every check passed.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, g, redirect, render_template, request
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.saml import NameID
+from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
+from saml2.time_util import str_to_time
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+from sqlalchemy import select
+
+from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
+from ..errors import new_reference
+from ..storage.models import User
+from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
+from .acr import NoAuthnContext, class_ref_for, wanted_acr
+from .bindings import (
+    RedirectSignatureError,
+    has_redirect_signature,
+    redirect_url,
+    verify_redirect_signature,
+)
+from .engine import SamlIdp, SpInfo, authn_statement, b64, saml_idp
+from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect
+from .registry import FORMAT_NAMES, NAME_ID_FORMATS
+from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
+
+bp = Blueprint("saml", __name__)
+log = logging.getLogger("idp.saml")
+
+ST_REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
+ST_RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
+ST_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+ST_NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
+ST_INVALID_NAMEID = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
+ST_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
+MAX_RELAY_STATE = 1024
+SLO_TTL = 600
+
+
+@bp.record_once
+def _exempt_from_csrf(state) -> None:
+    """SAML messages are cross-site POSTs by design; they carry their own integrity checks."""
+    csrf = state.app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(bp)
+
+
+def _idp() -> SamlIdp:
+    from ..app import services
+
+    return saml_idp(services())
+
+
+def _svc():
+    from ..app import services
+
+    return services()
+
+
+def _error_page(code: int, message: str, cause: str | None = None) -> tuple[str, int]:
+    ref = new_reference()
+    log.info(
+        "saml request refused: %s",
+        cause or message,
+        extra={"reference": ref, "request_id": g.get("request_id")},
+    )
+    title = "The sign-in request was refused" if code < 500 else "Something went wrong"
+    return render_template(
+        "error.html", code=code, title=title, message=message, reference=ref
+    ), code
+
+
+def _post_form(action: str, field: str, xml: str, relay_state: str | None) -> Response:
+    html = render_template(
+        "saml_post.html", action=action, field=field, value=b64(xml), relay_state=relay_state
+    )
+    resp = Response(html, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    # The form posts to the SP's origin; allow exactly that.
+    resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return resp
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+
+@bp.get("/saml/metadata")
+def metadata() -> Response:
+    xml = _idp().metadata()
+    resp = Response(xml, mimetype="application/samlmetadata+xml")
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+# --- Web SSO -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    sp: SpInfo
+    request_id: str
+    acs_url: str
+    name_id_format: str | None
+    acr_classes: list[str]
+    comparison: str | None
+    force_authn: bool
+    is_passive: bool
+
+
+class _StatusError(Exception):
+    """A valid request we cannot satisfy: answered with a SAML status at a trusted ACS."""
+
+    def __init__(self, checked: _Checked, status: str, message: str) -> None:
+        super().__init__(message)
+        self.checked = checked
+        self.status = status
+
+
+def _read_binding(field: str) -> tuple[str, str | None, bytes]:
+    """(binding, RelayState, XML) of the message in this request."""
+    if request.method == "GET":
+        encoded = request.args.get(field)
+        relay = request.args.get("RelayState")
+        if not encoded:
+            raise BadMessage(f"no {field} in the request")
+        xml = decode_redirect(encoded)
+        binding = BINDING_HTTP_REDIRECT
+    else:
+        encoded = request.form.get(field)
+        relay = request.form.get("RelayState")
+        if not encoded:
+            raise BadMessage(f"no {field} in the request")
+        xml = decode_post(encoded)
+        binding = BINDING_HTTP_POST
+    if relay is not None and len(relay) > MAX_RELAY_STATE:
+        raise BadMessage("RelayState is too long")
+    return binding, relay, xml
+
+
+def _check_signature(
+    idp: SamlIdp, sp: SpInfo, binding: str, field: str, xml_signed: bool, required: bool
+) -> None:
+    if binding == BINDING_HTTP_REDIRECT and has_redirect_signature(request.query_string):
+        try:
+            verify_redirect_signature(request.query_string, field, idp.signing_certs(sp.entity_id))
+        except RedirectSignatureError as exc:
+            raise BadMessage(f"the request signature is not valid: {exc}") from None
+        return
+    if required and not xml_signed:
+        raise BadMessage("this service provider must sign its requests, and this one is not signed")
+
+
+def _check_time(idp: SamlIdp, msg: Inbound) -> None:
+    if not msg.issue_instant:
+        raise BadMessage("the request has no IssueInstant")
+    try:
+        issued = float(calendar.timegm(str_to_time(msg.issue_instant)))
+    except (ValueError, TypeError, OverflowError):
+        raise BadMessage("the request's IssueInstant is not a valid time") from None
+    now = idp.svc.clock.now()
+    skew = idp.cfg.clock_skew
+    if issued > now + skew:
+        raise BadMessage("the request is issued in the future (check the clocks)")
+    if issued < now - idp.cfg.request_max_age - skew:
+        raise BadMessage("the request has expired")
+
+
+def _remember_id(idp: SamlIdp, msg: Inbound, kind: str) -> None:
+    """Refuse a message ID seen before within its validity (replay)."""
+    if not msg.id or len(msg.id) > 256:
+        raise BadMessage("the request has no usable ID")
+    digest = hashlib.sha256(f"{msg.issuer}\n{msg.id}".encode()).hexdigest()
+    ttl = idp.cfg.request_max_age + 2 * idp.cfg.clock_skew
+    if not idp.svc.store.add(f"saml:{kind}:{digest}", 1, ttl):
+        raise BadMessage("this request was already used (replay)")
+
+
+def _choose_acs(idp: SamlIdp, sp: SpInfo, req) -> str:
+    endpoints = idp.acs_endpoints(sp)
+    posts = [e for e in endpoints if e.get("binding") == BINDING_HTTP_POST]
+    if req.protocol_binding and req.protocol_binding != BINDING_HTTP_POST:
+        raise BadMessage("only the HTTP-POST binding is offered for responses")
+    if req.assertion_consumer_service_url:
+        url = req.assertion_consumer_service_url.strip()
+        if not any(e.get("location") == url for e in posts):
+            raise BadMessage(
+                "the AssertionConsumerServiceURL is not in the service provider's metadata"
+            )
+        return url
+    if req.assertion_consumer_service_index is not None:
+        for e in posts:
+            if str(e.get("index")) == str(req.assertion_consumer_service_index).strip():
+                return e["location"]
+        raise BadMessage(
+            "the AssertionConsumerServiceIndex is not in the service provider's metadata"
+        )
+    if not posts:
+        raise BadMessage("the service provider has no HTTP-POST AssertionConsumerService")
+    default = [e for e in posts if str(e.get("is_default", "")).lower() == "true"]
+    return (default or posts)[0]["location"]
+
+
+def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
+    """The validation pipeline for an AuthnRequest, in order."""
+    if msg.root_tag != "AuthnRequest":
+        raise BadMessage("the message is not an AuthnRequest")
+    sp = idp.sp(msg.issuer)
+    if sp is None:
+        raise BadMessage("the request comes from an unknown service provider")
+    try:
+        parsed = idp.engine().server.parse_authn_request(b64(msg.xml.decode()), BINDING_HTTP_POST)
+    except Exception as exc:  # pysaml2 raises many types for bad input; all mean "refused"
+        raise BadMessage(f"the request is not valid ({type(exc).__name__})") from None
+    if parsed is None:
+        raise BadMessage("the request is not valid")
+    req = parsed.message
+    if req.id != msg.id or (req.issuer is None or req.issuer.text.strip() != sp.entity_id):
+        raise BadMessage("the request is not consistent")
+    _check_signature(
+        idp, sp, binding, "SAMLRequest", req.signature is not None, idp.sp_wants_signed_requests(sp)
+    )
+    _check_time(idp, msg)
+    if req.destination and req.destination != idp.sso_url:
+        raise BadMessage("the request is addressed to another destination")
+    acs_url = _choose_acs(idp, sp, req)
+    checked = _Checked(
+        sp=sp,
+        request_id=req.id,
+        acs_url=acs_url,
+        name_id_format=None,
+        acr_classes=[],
+        comparison=None,
+        force_authn=str(req.force_authn).lower() == "true",
+        is_passive=str(req.is_passive).lower() == "true",
+    )
+    policy = req.name_id_policy
+    if policy is not None and policy.format and policy.format != NAME_ID_FORMATS["unspecified"]:
+        short = FORMAT_NAMES.get(policy.format.strip())
+        if short is None:
+            raise _StatusError(
+                checked, ST_INVALID_NAMEID, "the requested NameID format is not offered"
+            )
+        checked.name_id_format = short
+    rac = req.requested_authn_context
+    if rac is not None:
+        checked.acr_classes = [c.text.strip() for c in rac.authn_context_class_ref if c.text]
+        checked.comparison = rac.comparison
+        try:
+            wanted_acr(checked.acr_classes, checked.comparison)
+        except NoAuthnContext as exc:
+            raise _StatusError(checked, ST_NO_AUTHN_CONTEXT, str(exc)) from None
+    _remember_id(idp, msg, "authn")
+    return checked
+
+
+@bp.route("/saml/sso", methods=["GET", "POST"])
+def sso():
+    idp = _idp()
+    try:
+        binding, relay, xml = _read_binding("SAMLRequest")
+        msg = inspect(xml)
+        checked = _check_authn_request(idp, binding, msg)
+    except BadMessage as exc:
+        return _error_page(400, str(exc))
+    except _StatusError as exc:
+        return _status_to_acs(idp, exc.checked, exc.status, str(exc), _relay_state())
+    params = {
+        "sp": checked.sp.entity_id,
+        "request_id": checked.request_id,
+        "acs_url": checked.acs_url,
+        "relay_state": relay,
+        "name_id_format": checked.name_id_format,
+        "acr_classes": checked.acr_classes,
+        "comparison": checked.comparison,
+    }
+    areq = AuthnRequest(
+        protocol="saml",
+        resume_url="",
+        client_id=checked.sp.entity_id,
+        client_name=checked.sp.name or checked.sp.settings.get("display_name"),
+        acr_values=wanted_acr(checked.acr_classes, checked.comparison),
+        force_authn=checked.force_authn,
+        is_passive=checked.is_passive,
+        params=params,
+    )
+    return _authenticate(idp, areq, checked)
+
+
+def _relay_state() -> str | None:
+    relay = request.values.get("RelayState")
+    return relay if relay and len(relay) <= MAX_RELAY_STATE else None
+
+
+def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
+    mgr = sessions()
+    current = mgr.current()
+    now = idp.svc.clock.now()
+    if current is not None and session_satisfies(current, areq, now):
+        return _respond(idp, areq.params, current)
+    if areq.is_passive and checked is not None:
+        return _status_to_acs(
+            idp, checked, ST_NO_PASSIVE, "the user is not signed in", areq.params["relay_state"]
+        )
+    rid = mgr.save_request(areq)
+    # The login sends the browser to resume_url, which must name the request it resumes.
+    areq.resume_url = f"/saml/resume?r={rid}"
+    mgr.store.put(_AUTHREQ + rid, areq.to_dict(), AUTHREQ_TTL)
+    return redirect(f"/login?r={rid}")
+
+
+@bp.get("/saml/resume")
+def resume():
+    idp = _idp()
+    rid = request.args.get("r", "")
+    mgr = sessions()
+    areq = mgr.finish_request(rid) if rid and len(rid) <= 64 else None
+    if areq is None or areq.protocol != "saml":
+        return _error_page(400, "This sign-in request is unknown or was already completed.")
+    current = mgr.current()
+    if current is None or not session_satisfies(
+        current, _without_fresh_login(areq), idp.svc.clock.now()
+    ):
+        return _error_page(400, "The sign-in did not complete. Start again from the application.")
+    if areq.force_authn and idp.svc.clock.now() - current.auth_time > AUTHREQ_TTL:
+        return _error_page(400, "The sign-in did not complete. Start again from the application.")
+    return _respond(idp, areq.params, current)
+
+
+def _without_fresh_login(areq: AuthnRequest) -> AuthnRequest:
+    """After the login ran, ForceAuthn is met by the login itself; only the level is left."""
+    return AuthnRequest(
+        protocol=areq.protocol, resume_url=areq.resume_url, acr_values=areq.acr_values
+    )
+
+
+def _choose_format(idp: SamlIdp, sp: SpInfo, requested: str | None) -> str:
+    if requested:
+        return requested
+    if sp.settings.get("name_id_format"):
+        return sp.settings["name_id_format"]
+    for uri in idp.sp_name_id_formats(sp):
+        short = FORMAT_NAMES.get(uri)
+        if short and short != "unspecified":
+            return short
+    return idp.cfg.default_name_id_format
+
+
+def _status_to_acs(
+    idp: SamlIdp, checked: _Checked, status: str, message: str, relay_state: str | None
+) -> Response:
+    xml = idp.error_response(
+        checked.request_id,
+        checked.acs_url,
+        ST_RESPONDER if status in (ST_NO_PASSIVE, ST_NO_AUTHN_CONTEXT) else ST_REQUESTER,
+        status,
+        message,
+        checked.sp,
+    )
+    return _post_form(checked.acs_url, "SAMLResponse", xml, relay_state)
+
+
+def _respond(idp: SamlIdp, params: dict[str, Any], result: AuthnResult):
+    sp = idp.sp(params["sp"])
+    if sp is None:
+        return _error_page(400, "The application is no longer registered.")
+    svc = idp.svc
+    fmt = _choose_format(idp, sp, params.get("name_id_format"))
+    checked = _Checked(sp, params.get("request_id"), params["acs_url"], fmt, [], None, False, False)
+    with svc.sessions.begin() as db:
+        user = db.scalar(select(User).where(User.uuid == result.user_uuid))
+        if user is None or user.status != "active":
+            return _status_to_acs(
+                idp,
+                checked,
+                ST_REQUEST_DENIED,
+                "the account is not active",
+                params.get("relay_state"),
+            )
+        try:
+            nid = issue_name_id(db, user, fmt, idp.entity_id, sp.entity_id)
+        except NameIdUnavailable as exc:
+            return _status_to_acs(
+                idp, checked, ST_INVALID_NAMEID, str(exc), params.get("relay_state")
+            )
+        attrs = release_filter(
+            user_attributes(db, user, sp.entity_id, svc.clock.utcnow()),
+            sp.settings.get("attributes"),
+        )
+    mgr = sessions()
+    key = f"saml:{sp.entity_id}"
+    known = mgr.relying_parties(result.sid).get(key) or {}
+    session_index = known.get("session_index") or "_" + secrets.token_hex(16)
+    class_ref = class_ref_for(result.acr, params.get("acr_classes") or [], params.get("comparison"))
+    rec_end = result.auth_time + svc.settings.session.max_hours * 3600
+    statement = authn_statement(
+        auth_time=result.auth_time,
+        class_ref=class_ref,
+        session_index=session_index,
+        not_on_or_after=rec_end,
+    )
+    xml = idp.authn_response(
+        sp=sp,
+        in_response_to=params.get("request_id"),
+        acs_url=params["acs_url"],
+        name_id=nid,
+        statement=statement,
+        attributes=attrs,
+    )
+    mgr.add_relying_party(
+        result.sid, key, {"session_index": session_index, "name_id": nid.to_dict()}
+    )
+    return _post_form(params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
+
+
+@bp.get("/saml/init")
+def idp_initiated():
+    """IdP-initiated SSO to one SP (the app launcher's links): /saml/init?sp=<entityID>."""
+    idp = _idp()
+    sp = idp.sp(request.args.get("sp"))
+    if sp is None:
+        return _error_page(404, "This application is not registered.")
+    relay = request.args.get("RelayState") or sp.settings.get("default_relay_state")
+    if relay and len(relay) > MAX_RELAY_STATE:
+        return _error_page(400, "RelayState is too long.")
+
+    class _NoRequest:
+        protocol_binding = None
+        assertion_consumer_service_url = None
+        assertion_consumer_service_index = None
+
+    try:
+        acs_url = _choose_acs(idp, sp, _NoRequest())
+    except BadMessage as exc:
+        return _error_page(400, str(exc))
+    params = {
+        "sp": sp.entity_id,
+        "request_id": None,
+        "acs_url": acs_url,
+        "relay_state": relay,
+        "name_id_format": None,
+        "acr_classes": [],
+        "comparison": None,
+    }
+    areq = AuthnRequest(
+        protocol="saml",
+        resume_url="",
+        client_id=sp.entity_id,
+        client_name=sp.name or sp.settings.get("display_name"),
+        params=params,
+    )
+    return _authenticate(idp, areq, None)
+
+
+# --- Single Logout -------------------------------------------------------------------------------
+
+
+@bp.route("/saml/slo", methods=["GET", "POST"])
+def slo():
+    idp = _idp()
+    field = "SAMLRequest" if "SAMLRequest" in request.values else "SAMLResponse"
+    try:
+        binding, relay, xml = _read_binding(field)
+        msg = inspect(xml)
+        if field == "SAMLRequest":
+            return _logout_request(idp, binding, relay, msg)
+        return _logout_response(idp, binding, relay, msg)
+    except BadMessage as exc:
+        return _error_page(400, str(exc))
+
+
+def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
+    if msg.root_tag != "LogoutRequest":
+        raise BadMessage("the message is not a LogoutRequest")
+    sp = idp.sp(msg.issuer)
+    if sp is None:
+        raise BadMessage("the request comes from an unknown service provider")
+    try:
+        parsed = idp.engine().server.parse_logout_request(b64(msg.xml.decode()), BINDING_HTTP_POST)
+    except Exception as exc:  # pysaml2 raises many types for bad input
+        raise BadMessage(f"the logout request is not valid ({type(exc).__name__})") from None
+    if parsed is None:
+        raise BadMessage("the logout request is not valid")
+    req = parsed.message
+    _check_signature(
+        idp,
+        sp,
+        binding,
+        "SAMLRequest",
+        req.signature is not None,
+        bool(idp.sp_setting(sp, "want_logout_signed")),
+    )
+    _check_time(idp, msg)
+    if req.destination and req.destination != idp.slo_url:
+        raise BadMessage("the request is addressed to another destination")
+    name_id = req.name_id.text.strip() if req.name_id is not None and req.name_id.text else None
+    if name_id is None:
+        raise BadMessage("the logout request has no NameID")
+    _remember_id(idp, msg, "logout")
+    indexes = [s.text.strip() for s in req.session_index if s.text]
+    mgr = sessions()
+    current = mgr.current()
+    others: list[list[Any]] = []
+    ended = False
+    if current is not None:
+        entry = mgr.relying_parties(current.sid).get(f"saml:{sp.entity_id}")
+        if (
+            entry
+            and entry["name_id"]["value"] == name_id
+            and (not indexes or entry["session_index"] in indexes)
+        ):
+            record = mgr.destroy(current.sid)
+            ended = True
+            others = _other_saml_parties(record, sp.entity_id)
+            _propagate_oidc(record)
+    state = {
+        "pending": others,
+        "partial": False,
+        "initiator": {
+            "sp": sp.entity_id,
+            "request_id": req.id,
+            "relay_state": relay,
+            "binding": binding,
+        },
+    }
+    resp = _continue_logout(idp, state)
+    if ended:
+        mgr.clear_cookie(resp)
+    return resp
+
+
+def _other_saml_parties(record: dict[str, Any] | None, skip: str | None) -> list[list[Any]]:
+    if not record:
+        return []
+    return [
+        [key[5:], info]
+        for key, info in record.get("rps", {}).items()
+        if key.startswith("saml:") and key[5:] != skip
+    ]
+
+
+def _propagate_oidc(record: dict[str, Any] | None) -> None:
+    """OIDC back-channel logout belongs to the OIDC area; call its hook when it is installed."""
+    if not record:
+        return
+    try:
+        from ..oidc import logout as oidc_logout
+    except ImportError:
+        return
+    try:
+        oidc_logout.propagate(record)
+    except Exception:  # a failing RP must not stop the user's logout
+        log.exception("OIDC logout propagation failed")
+
+
+def _slo_location(idp: SamlIdp, sp: SpInfo) -> tuple[str, str, str] | None:
+    """(binding, request location, response location) of an SP's SLO endpoint."""
+    eps = idp.slo_endpoints(sp)
+    for binding in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST):
+        for e in eps:
+            if e.get("binding") == binding:
+                return binding, e["location"], e.get("response_location") or e["location"]
+    return None
+
+
+def _send(
+    idp: SamlIdp, binding: str, location: str, field: str, xml: str, relay: str | None
+) -> Response:
+    if binding == BINDING_HTTP_REDIRECT:
+        resp = redirect(redirect_url(location, field, xml, relay, idp.engine().signing_key))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+    return _post_form(location, field, xml, relay)
+
+
+def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
+    """Send a LogoutRequest to the next SP of the session, or finish (saml-profiles 4.4.3.3)."""
+    eng = idp.engine()
+    while state["pending"]:
+        entity_id, info = state["pending"].pop(0)
+        sp = idp.sp(entity_id)
+        where = _slo_location(idp, sp) if sp else None
+        if where is None:
+            state["partial"] = True
+            continue
+        binding, location, _ = where
+        nid = info["name_id"]
+        req_id, req = eng.server.create_logout_request(
+            location,
+            entity_id,
+            name_id=NameID(
+                format=NAME_ID_FORMATS[nid["format"]],
+                text=nid["value"],
+                name_qualifier=nid.get("nq"),
+                sp_name_qualifier=nid.get("spnq"),
+            ),
+            session_indexes=[info["session_index"]],
+            sign=binding == BINDING_HTTP_POST,
+            sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256,
+        )
+        state["awaiting"] = {"id": req_id, "sp": entity_id}
+        state_id = secrets.token_urlsafe(24)
+        idp.svc.store.put(f"saml:slo:{state_id}", state, SLO_TTL)
+        return _send(idp, binding, location, "SAMLRequest", str(req), state_id)
+    return _finish_logout(idp, state)
+
+
+def _finish_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
+    init = state.get("initiator")
+    sp = idp.sp(init["sp"]) if init else None
+    where = _slo_location(idp, sp) if sp else None
+    if not init or where is None:
+        return Response(
+            render_template("saml_logout.html", done=True, partial=state["partial"]),
+            mimetype="text/html",
+        )
+    binding = (
+        init["binding"]
+        if any(e.get("binding") == init["binding"] for e in idp.slo_endpoints(sp))
+        else where[0]
+    )
+    location = next(
+        (e.get("response_location") or e["location"])
+        for e in idp.slo_endpoints(sp)
+        if e.get("binding") == binding
+    )
+    code = StatusCode(value=STATUS_SUCCESS)
+    if state["partial"]:
+        code.status_code = StatusCode(value=STATUS_PARTIAL_LOGOUT)
+    from saml2.samlp import LogoutResponse
+
+    eng = idp.engine()
+    resp = eng.server._status_response(
+        LogoutResponse,
+        eng.server._issuer(),
+        Status(status_code=code),
+        sign=binding == BINDING_HTTP_POST,
+        sign_alg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+        in_response_to=init["request_id"],
+        destination=location,
+    )
+    return _send(idp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
+
+
+def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
+    if msg.root_tag != "LogoutResponse":
+        raise BadMessage("the message is not a LogoutResponse")
+    if not relay or len(relay) > 64:
+        raise BadMessage("the logout response does not belong to a logout in progress")
+    key = f"saml:slo:{relay}"
+    state = idp.svc.store.get(key)
+    if state is None or msg.issuer != state.get("awaiting", {}).get("sp"):
+        raise BadMessage("the logout response does not belong to a logout in progress")
+    sp = idp.sp(msg.issuer)
+    if sp is None:
+        raise BadMessage("the response comes from an unknown service provider")
+    try:
+        parsed = idp.engine().server.parse_logout_request_response(
+            b64(msg.xml.decode()), BINDING_HTTP_POST
+        )
+    except Exception as exc:  # pysaml2 raises many types for bad input
+        raise BadMessage(f"the logout response is not valid ({type(exc).__name__})") from None
+    if parsed is None:
+        raise BadMessage("the logout response is not valid")
+    resp = parsed.response
+    _check_signature(
+        idp,
+        sp,
+        binding,
+        "SAMLResponse",
+        resp.signature is not None,
+        bool(idp.sp_setting(sp, "want_logout_signed")),
+    )
+    if resp.in_response_to != state["awaiting"]["id"]:
+        raise BadMessage("the logout response answers another request")
+    idp.svc.store.delete(key)
+    if resp.status.status_code.value != STATUS_SUCCESS:
+        state["partial"] = True
+    state.pop("awaiting", None)
+    return _continue_logout(idp, state)
+
+
+def _logout_token(sid: str) -> str:
+    key = _svc().secret_key.encode()
+    return hmac.new(key, f"saml-logout:{sid}".encode(), hashlib.sha256).hexdigest()
+
+
+@bp.route("/saml/logout", methods=["GET", "POST"])
+def logout():
+    """IdP-initiated Single Logout: ends the SSO session and every SP and OIDC client in it.
+    GET asks for confirmation (a link must not sign anyone out); POST does it."""
+    idp = _idp()
+    mgr = sessions()
+    current = mgr.current()
+    if request.method == "GET":
+        if current is None:
+            return Response(render_template("saml_logout.html", done=True, partial=False))
+        return Response(
+            render_template("saml_logout.html", done=False, token=_logout_token(current.sid))
+        )
+    if current is None:
+        return Response(render_template("saml_logout.html", done=True, partial=False))
+    if not hmac.compare_digest(request.form.get("token", ""), _logout_token(current.sid)):
+        return _error_page(400, "The sign-out form has expired. Please try again.")
+    record = mgr.destroy(current.sid)
+    _propagate_oidc(record)
+    state = {"pending": _other_saml_parties(record, None), "partial": False, "initiator": None}
+    resp = _continue_logout(idp, state)
+    mgr.clear_cookie(resp)
+    return resp
+
+
+def launcher_url(entity_id: str) -> str:
+    """The IdP-initiated SSO link for the account page's app launcher."""
+    return "/saml/init?" + urlencode({"sp": entity_id})
