@@ -82,11 +82,6 @@ def upgrade() -> None:
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_initial_access_tokens'))
     )
-    op.create_table('rbac_state',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('generation', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_rbac_state'))
-    )
     op.create_table('kv_store',
     sa.Column('key', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=True),
@@ -161,7 +156,7 @@ def upgrade() -> None:
     sa.Column('parent_id', sa.Integer(), nullable=True),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('names', sa.JSON(), nullable=False),
-    sa.Column('path', sa.String(length=1000).with_variant(sa.String(length=1000, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('path', sa.String(length=1000), nullable=False),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['companies.id'], name=op.f('fk_departments_company_id_companies'), ondelete='CASCADE'),
@@ -497,7 +492,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_kv_store_expires_at'))
 
     op.drop_table('kv_store')
-    op.drop_table('rbac_state')
     op.drop_table('initial_access_tokens')
     op.drop_table('custom_fields')
     op.drop_table('companies')
