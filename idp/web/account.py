@@ -242,8 +242,8 @@ def password():
             problems = authkit.password_problems(db, user, form.new_password.data)
         if problems:
             return _page("account/password.html", user, 400, problems=problems, **page)
-        authkit.set_password(db, user, form.new_password.data, reason="self-service")
         ended = authkit.end_user_sessions(db, user.id, keep_sid=g.sid)
+        authkit.set_password(db, user, form.new_password.data, reason="self-service")
         db.commit()
     flash(
         _("Your password was changed. %(n)s other session(s) were signed out.", n=ended), "success"
@@ -268,15 +268,14 @@ def sessions_page():
             if not form.validate():
                 abort(400, _("The form expired. Please try again."))
             wanted = request.form.get("session", "")
-            everyone = wanted == "others"
-            for info in live:
-                if info.current:
-                    continue
-                if everyone or _handle(info.sid) == wanted:
-                    from .login import end_sso_session
-
-                    end_sso_session(info.sid, db=db)
-                    audit(db, "session.revoked", actor=user.uuid, target=user.uuid)
+            chosen = {
+                i.sid
+                for i in live
+                if not i.current and (wanted == "others" or _handle(i.sid) == wanted)
+            }
+            db.commit()  # pruned index rows; the store is written next
+            ended = authkit.end_user_sessions(db, user.id, keep_sid=g.sid, only=chosen)
+            audit(db, "session.revoked", actor=user.uuid, target=user.uuid, count=ended)
             db.commit()
             flash(_("The session was signed out."), "success")
             return redirect(url_for("account.sessions_page"))

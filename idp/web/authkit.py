@@ -319,17 +319,18 @@ def list_sessions(db: Session, user_id: int, current_sid: str | None) -> list[Se
     return out
 
 
-def end_user_sessions(db: Session, user_id: int, keep_sid: str | None = None) -> int:
-    """End every SSO session of the user except ``keep_sid``; returns how many ended."""
+def end_user_sessions(
+    db: Session, user_id: int, keep_sid: str | None = None, only: set[str] | None = None
+) -> int:
+    """End every SSO session of the user except ``keep_sid`` (or only those in ``only``);
+    returns how many ended. Call it before changing rows in ``db``."""
     mgr = sessions()
     sids = db.scalars(select(SsoSessionIndex.sid).where(SsoSessionIndex.user_id == user_id)).all()
-    ended = 0
-    for sid in sids:
-        if sid == keep_sid:
-            continue
-        if mgr.destroy(sid) is not None:
-            ended += 1
-        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
+    gone = [sid for sid in sids if sid != keep_sid and (only is None or sid in only)]
+    # Store first, index rows after: no store write while this session holds a write lock.
+    ended = sum(1 for sid in gone if mgr.destroy(sid) is not None)
+    if gone:
+        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid.in_(gone)))
     return ended
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import delete
 from werkzeug.wrappers import Response
 
 from ..backends.chain import credential_chain
@@ -143,6 +144,9 @@ def start_pending(
     change_reason: str | None = None,
 ) -> Response:
     """After the first factor: plan the remaining steps and run them (or finish at once)."""
+    # Store writes below use their own connection: on SQLite an open write transaction here
+    # would block them, so whatever the caller changed is committed first.
+    db.commit()
     req = _request_of(rid)
     age = password_age(authkit.password_policy(), user.password_changed_at, svc().clock.utcnow())
     facts = LoginFacts(
@@ -179,15 +183,16 @@ def start_pending(
     if not pending.steps:
         return _finish(db, pending, user)
     _save_pending(pending)
-    db.commit()
     return redirect(url_for("login.step"))
 
 
 def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     """Every step passed: a new SSO session (a fresh id on every login), then back to the
     relying party's resume point or the requested page."""
+    db.commit()  # release SQLite's write lock before the store writes (see start_pending)
     mgr = sessions()
-    old = end_sso_session(request.cookies.get(COOKIE), db=db)
+    old_sid = request.cookies.get(COOKIE)
+    old = mgr.destroy(old_sid) if old_sid and len(old_sid) <= 64 else None
     result = mgr.create(
         user.uuid,
         pending.amr,
@@ -200,6 +205,8 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         # The same person signed in again: relying parties of the old session still get logout.
         for key, info in (old.get("rps") or {}).items():
             mgr.add_relying_party(result.sid, key, info)
+    if old_sid:
+        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == old_sid))
     authkit.index_session(db, user.id, result.sid, pending.amr)
     user.last_login_at = svc().clock.utcnow()
     audit(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
@@ -218,8 +225,6 @@ def end_sso_session(sid: str | None, db: Any = None) -> dict[str, Any] | None:
     if not sid or len(sid) > 64:
         return None
     record = sessions().destroy(sid)
-    from sqlalchemy import delete
-
     if db is None:
         with svc().sessions.begin() as own:
             own.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))

@@ -148,10 +148,10 @@ def reset_confirm(token: str):
             return render_template("password_reset_confirm.html", problems=problems, **page), 400
         if authkit.take_token("reset", token) is None:  # used meanwhile by another request
             return _link_expired()
+        authkit.unlock(user.id)
+        authkit.end_user_sessions(db, user.id)
         authkit.set_password(db, user, new, reason="reset")
         user.email_verified = True  # they read a mail sent to it
-        authkit.end_user_sessions(db, user.id)
-        authkit.unlock(user.id)
         db.commit()
     flash(_("Your password was changed. Please sign in with the new password."), "success")
     return redirect(url_for("login.login"))
@@ -271,15 +271,18 @@ def verify_email(token: str):
         audit(db, "email.verified", actor=user.uuid, target=user.uuid)
         reg = svc().settings.registration
         title, message = _("E-mail address confirmed"), _("Thank you. You can now sign in.")
+        notify = False
         if user.status == "pending" and user.custom.get("registration") == "awaiting_email":
             if reg.require_approval:
                 user.custom = {**user.custom, "registration": "awaiting_approval"}
-                _notify_admins(user)
+                notify = True
                 message = _("Thank you. An administrator will review your account soon.")
             else:
                 user.status = "active"
                 user.custom = {k: v for k, v in user.custom.items() if k != "registration"}
         db.commit()
+        if notify:
+            _notify_admins(user)
     return _message(title, message)
 
 
