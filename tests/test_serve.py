@@ -1,0 +1,302 @@
+"""The installed product, served for real (slow tier, one server for the module).
+
+A wheel is built from the checkout and installed into a fresh venv; ``idp`` must import from that
+wheel (templates, config and migrations bundled), run from a directory outside the repository.
+Then ``idp init`` and ``idp serve --workers 2``: readiness, discovery, JWKS; a second server on
+the same port fails in one line; ``/readyz`` follows a Redis outage and recovers without restart.
+``gunicorn wsgi:app`` from the checkout still serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import site
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(extra)
+    return env
+
+
+def wait_for(url: str, status: int = 200, timeout: float = 60.0) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            resp = requests.get(url, timeout=3)
+            if resp.status_code == status:
+                return resp
+            last = f"{resp.status_code} {resp.text[:200]}"
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.25)
+    raise AssertionError(f"{url} did not answer {status} within {timeout}s: {last}")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process this test started, by its PID (and its own process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+class Redis:
+    """A private redis-server on a free port, so the test may stop and restart it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(workdir: Path) -> Path:
+    """A venv with only the built wheel installed; dependencies are seen through a .pth file
+    pointing at the project venv's site-packages (saves the download, not the proof)."""
+    dist = workdir / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("idp-*.whl")
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (purelib,) = venv.glob("lib/python*/site-packages")
+    # The .pth adds the project's site-packages as a plain path: its own .pth files (the
+    # editable install of this checkout) are not processed, so `idp` can only come from here.
+    (purelib / "_project_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index"]
+        + ["--no-compile", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+        timeout=300,
+    )
+    return venv
+
+
+@pytest.fixture(scope="module")
+def redis_server(workdir: Path) -> Iterator[Redis]:
+    r = Redis(workdir)
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def server(wheel_venv: Path, workdir: Path, redis_server: Redis) -> Iterator[dict]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(
+        IDP_INSTANCE_DIR=str(workdir / "instance"),
+        IDP_ISSUER=base,
+        IDP_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+        IDP_DATABASE_CONNECT_TIMEOUT="2",
+    )
+    idp = str(wheel_venv / "bin" / "idp")
+    init = subprocess.run(
+        [idp, "init", "--json"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert init.returncode == 0, init.stderr
+    log = (workdir / "server.log").open("w+")
+    proc = subprocess.Popen(
+        [idp, "serve", "--workers", "2", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"{base}/readyz", 200, 60)
+        yield {"base": base, "port": port, "env": env, "idp": idp, "proc": proc, "log": log}
+    finally:
+        stop(proc, signal.SIGINT)
+        log.close()
+
+
+def test_idp_imports_from_the_wheel_not_the_checkout(wheel_venv: Path, workdir: Path):
+    code = (
+        "import json, idp, idp.resources as r;"
+        "print(json.dumps([idp.__file__, str(r.resource_dir('templates')),"
+        " str(r.resource_dir('migrations')), str(r.resource_dir('config'))]))"
+    )
+    out = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-c", code],
+        cwd=workdir,
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    paths = [Path(p) for p in json.loads(out)]
+    for p in paths:
+        assert p.is_relative_to(wheel_venv), p
+        assert not p.is_relative_to(REPO), p
+    assert paths[1].parts[-2:] == ("_bundled", "templates")
+    assert (paths[1] / "error.html").is_file()
+    assert list((paths[2] / "versions").glob("0001_*.py"))
+    assert (paths[3] / "defaults.toml").is_file()
+
+
+def test_served_readiness_discovery_and_jwks(server):
+    base = server["base"]
+    ready = requests.get(f"{base}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "store": "ok"}}
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    doc = requests.get(f"{base}/.well-known/openid-configuration", timeout=5).json()
+    assert doc["issuer"] == base and doc["jwks_uri"] == f"{base}/jwks"
+    jwks = requests.get(doc["jwks_uri"], timeout=5).json()
+    assert {k["kty"] for k in jwks["keys"]} >= {"RSA", "EC"}
+
+
+def test_two_worker_processes_serve(server):
+    """--workers 2 really starts two worker processes under the granian main process."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(server["proc"].pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert len(out.split()) == 2, out
+
+
+def test_startup_output_names_the_urls(server):
+    server["log"].flush()
+    text = Path(server["log"].name).read_text()
+    assert f"IdP listening on http://127.0.0.1:{server['port']} (2 workers)" in text
+    assert f"{server['base']}/.well-known/openid-configuration" in text
+
+
+def test_access_log_lines_from_the_workers(server):
+    requests.get(f"{server['base']}/healthz?password=never-in-logs", timeout=5)
+    time.sleep(0.3)
+    server["log"].flush()
+    text = Path(server["log"].name).read_text()
+    assert any("idp.access GET /healthz 200" in line for line in text.splitlines())
+    assert "never-in-logs" not in text
+
+
+def test_port_in_use_is_one_line_and_exit_1(server):
+    proc = subprocess.run(
+        [server["idp"], "serve", "--port", str(server["port"])],
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"idp: port {server['port']} on 127.0.0.1 is already in use"
+    ]
+    assert requests.get(f"{server['base']}/healthz", timeout=5).status_code == 200
+
+
+def test_readyz_follows_a_store_outage_without_restart(server, redis_server: Redis):
+    base = server["base"]
+    redis_server.stop()
+    try:
+        down = wait_for(f"{base}/readyz", 503, 30)
+        body = down.json()
+        assert body["status"] == "unavailable"
+        assert body["checks"]["database"] == "ok"
+        assert body["checks"]["store"] != "ok" and body["checks"]["store"]
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200  # alive, not ready
+    finally:
+        redis_server.start()
+    up = wait_for(f"{base}/readyz", 200, 30)
+    assert up.json()["checks"] == {"database": "ok", "store": "ok"}
+    assert server["proc"].poll() is None  # the same server, never restarted
+
+
+def test_serve_refuses_an_uninitialised_database(wheel_venv: Path, workdir: Path):
+    env = clean_env(IDP_INSTANCE_DIR=str(workdir / "empty-instance"))
+    proc = subprocess.run(
+        [str(wheel_venv / "bin" / "idp"), "serve", "--port", str(free_port())],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1 and "run `idp init`" in proc.stderr
+
+
+def test_gunicorn_serves_wsgi_app_from_the_checkout(workdir: Path):
+    instance = workdir / "gunicorn-instance"
+    env = clean_env(IDP_INSTANCE_DIR=str(instance))
+    idp = Path(sys.executable).with_name("idp")
+    subprocess.run([str(idp), "init"], env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "--workers", "1"]
+        + ["--bind", f"127.0.0.1:{port}", "wsgi:app"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(f"http://127.0.0.1:{port}/healthz", 200, 60).json() == {"status": "ok"}
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    finally:
+        stop(proc)
