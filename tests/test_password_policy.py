@@ -121,7 +121,7 @@ def test_ip_delay_is_progressive_and_capped():
     p = LockoutPolicy(
         ip_delay_after=3, ip_delay_seconds=0.5, ip_max_delay_seconds=4, ip_max_failures=10
     )
-    assert [p.ip_delay(n) for n in (0, 3, 4, 5, 6, 7, 9)] == [0, 0, 0.5, 1.0, 2.0, 4, 4]
+    assert [p.ip_delay(n) for n in (0, 3, 4, 5, 6, 7, 9)] == [0, 0.5, 1.0, 2.0, 4, 4, 4]
     assert not p.ip_refused(9) and p.ip_refused(10)
 
 

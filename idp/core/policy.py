@@ -237,11 +237,11 @@ class LockoutPolicy:
 
     def ip_delay(self, failures: int) -> float:
         """Seconds to hold a request from an IP with ``failures`` recent failures: nothing up to
-        ``ip_delay_after``, then doubling per failure, capped."""
+        ``ip_delay_after``, then doubling per further failure, capped."""
         over = failures - self.ip_delay_after
-        if over <= 0 or self.ip_delay_seconds <= 0:
+        if over < 0 or self.ip_delay_after <= 0 or self.ip_delay_seconds <= 0:
             return 0.0
-        return min(self.ip_max_delay_seconds, self.ip_delay_seconds * 2 ** min(over - 1, 16))
+        return min(self.ip_max_delay_seconds, self.ip_delay_seconds * 2 ** min(over, 16))
 
     def ip_refused(self, failures: int) -> bool:
         return self.ip_max_failures > 0 and failures >= self.ip_max_failures
