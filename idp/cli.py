@@ -515,5 +515,9 @@ from .cli_ldap import ldap as ldap_commands  # noqa: E402
 
 cli.add_command(ldap_commands)
 
+from .cli_identity import register as register_identity  # noqa: E402
+
+register_identity(cli, users, groups, roles)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
