@@ -23,7 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPCommunicationError, LDAPException
+from ldap3.core.exceptions import (
+    LDAPCertificateError,
+    LDAPCommunicationError,
+    LDAPException,
+    LDAPStartTLSError,
+)
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -221,11 +226,18 @@ class LdapConnector:
                 if self.cfg.start_tls and not server.ssl:
                     conn.start_tls()
                 ok = conn.bind()
-            except LDAPException as exc:
+            except (LDAPCommunicationError, LDAPStartTLSError, LDAPCertificateError) as exc:
                 self._mark_down(index)
                 conn.unbind()
                 reasons.append(f"{server.host}:{server.port}: {exc}")
                 continue
+            except LDAPException as exc:
+                # ldap3 refused the credentials themselves (not the server's fault): a failed
+                # bind, never a reason to mark a server down on a user's input.
+                conn.unbind()
+                conn.result = {"result": 49, "description": "invalidCredentials", "message": ""}
+                log.info("ldap: bind refused by the client library: %s", type(exc).__name__)
+                return conn, False
             if not ok and conn.result.get("result") in _BUSY_RESULTS:
                 self._mark_down(index)
                 conn.unbind()
@@ -498,7 +510,7 @@ class LdapBackend:
         from .ldap_sync import local_user_id, provision
 
         clean = self._clean_login(login)
-        if clean is None or not secret or len(secret) > MAX_SECRET_LENGTH:
+        if clean is None or not secret or len(secret) > MAX_SECRET_LENGTH or "\x00" in secret:
             # Refused before any search or bind: empty passwords would be anonymous binds
             # (RFC 4513 §5.1.2), control characters and huge input have no business here.
             return Verdict(Outcome.INVALID, message=None)
