@@ -39,6 +39,7 @@ PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
 LDAPADD = shutil.which("ldapadd") or "/usr/bin/ldapadd"
+LDAPWHOAMI = shutil.which("ldapwhoami") or "/usr/bin/ldapwhoami"
 
 
 def available() -> bool:
@@ -158,7 +159,7 @@ olcArgsFile: {d}/slapd.args
 olcTLSCACertificateFile: {pki.ca_file}
 olcTLSCertificateFile: {pki.cert_file}
 olcTLSCertificateKeyFile: {pki.key_file}
-olcAllows: bind_anon_cred
+olcAllows: bind_anon_dn
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
@@ -334,7 +335,8 @@ class Slapd:
             )
 
     def start(self) -> None:
-        urls = f"{self.url}/ {self.ldaps_url}/"
+        # 127.0.0.2 is loopback too but not in the certificate: the host-name check must fail.
+        urls = f"{self.url}/ {self.ldaps_url}/ ldaps://127.0.0.2:{self.tls_port}/"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [SLAPD, "-d", "0", "-F", str(self.dir / "slapd.d"), "-h", urls],
