@@ -100,7 +100,13 @@ def reset_request():
 def _questions_for(db: Any, user: User) -> list[SecurityAnswer]:
     if not svc().settings.recovery.security_questions:
         return []
-    return list(db.scalars(select(SecurityAnswer).where(SecurityAnswer.user_id == user.id)))
+    return list(
+        db.scalars(
+            select(SecurityAnswer)
+            .where(SecurityAnswer.user_id == user.id)
+            .order_by(SecurityAnswer.question)
+        )
+    )
 
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
@@ -210,7 +216,9 @@ def magic(token: str):
         return _link_expired()
     form = ConfirmForm()
     if request.method == "GET" or not form.validate():
-        return render_template("magic_confirm.html", form=form)
+        return render_template(
+            "magic_confirm.html", form=form
+        ), 400 if request.method == "POST" else 200
     data = authkit.take_token("magic", token)
     if not data:
         return _link_expired()
@@ -259,7 +267,9 @@ def verify_email(token: str):
         return _link_expired()
     form = ConfirmForm()
     if request.method == "GET" or not form.validate():
-        return render_template("verify_email.html", form=form)
+        return render_template(
+            "verify_email.html", form=form
+        ), 400 if request.method == "POST" else 200
     data = authkit.take_token("verify", token)
     if not data:
         return _link_expired()
@@ -406,7 +416,8 @@ def approve(token: str):
             return _link_expired()
         form = ApprovalForm()
         if request.method == "GET" or not form.validate():
-            return render_template("approve.html", form=form, user=user)
+            status = 400 if request.method == "POST" else 200
+            return render_template("approve.html", form=form, user=user), status
         if authkit.take_token("approve", token) is None:
             return _link_expired()
         approved = bool(form.approve.data)
