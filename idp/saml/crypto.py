@@ -13,6 +13,7 @@ certificate file pysaml2 passes (taken from the peer's metadata).
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from functools import lru_cache
@@ -150,6 +151,10 @@ class InProcessBackend(CryptoBackendXmlSec1):
         if holder is None or len(holder) != 1:
             raise xmlsec.Error("no EncryptedAssertion with one Assertion to encrypt")
         assertion = holder[0]
+        # The plaintext must be a document of its own: serialize a copy (which declares every
+        # in-scope namespace, keeping the prefixes) so the exclusive-c14n digest of the
+        # assertion's signature is the same before encryption and after decryption.
+        plaintext = etree.tostring(copy.deepcopy(assertion))
         transform, key_data, bits = _BLOCK[self.block_algorithm]
         enc_data = xmlsec.template.encrypted_data_create(
             root, transform, type=xmlsec.constants.TypeEncElement, ns="xenc"
@@ -165,7 +170,6 @@ class InProcessBackend(CryptoBackendXmlSec1):
             )
         ctx = xmlsec.EncryptionContext(manager)
         ctx.key = xmlsec.Key.generate(key_data, bits, xmlsec.constants.KeyDataTypeSession)
-        encrypted = ctx.encrypt_xml(enc_data, assertion)
-        if encrypted.getparent() is not holder:
-            raise xmlsec.Error("encrypted data landed outside EncryptedAssertion")
+        encrypted = ctx.encrypt_binary(enc_data, plaintext)
+        holder.replace(assertion, encrypted)
         return etree.tostring(root, encoding="unicode")

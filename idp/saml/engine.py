@@ -387,7 +387,7 @@ class SamlIdp:
                 sign_response=bool(self.sp_setting(sp, "sign_response")),
                 sign_assertion=bool(self.sp_setting(sp, "sign_assertion")),
                 encrypt_assertion=encrypt,
-                encrypt_assertion_self_contained=True,
+                encrypt_assertion_self_contained=False,
                 sign_alg=SIG_RSA_SHA256,
                 digest_alg=DIGEST_SHA256,
             )

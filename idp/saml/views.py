@@ -564,7 +564,7 @@ def _propagate_oidc(record: dict[str, Any] | None) -> None:
     except ImportError:
         return
     try:
-        oidc_logout.propagate(record)
+        oidc_logout.propagate(_svc(), record)
     except Exception:  # a failing RP must not stop the user's logout
         log.exception("OIDC logout propagation failed")
 
