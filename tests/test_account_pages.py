@@ -5,7 +5,7 @@ import io
 import json
 
 import pytest
-from login_kit import GOOD, counts, csrf, login, make_user, post_form, user_row
+from login_kit import GOOD, counts, csrf, login, make_user, user_row
 from PIL import Image
 
 from idp.web.sso import COOKIE
