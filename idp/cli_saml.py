@@ -1,0 +1,260 @@
+"""``idp saml ...``: service providers and federation metadata sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import CliFailure, _out, _require_migrated, _services
+
+
+@click.group()
+def saml() -> None:
+    """SAML 2.0 service providers and federations."""
+
+
+@saml.group()
+def sp() -> None:
+    """Service providers."""
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliFailure(f"--setting must be KEY=VALUE, not {pair!r}", 2)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@sp.command("add")
+@click.option("--metadata", "metadata_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--url", default=None, help="Fetch the SP's metadata from this URL.")
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    help="Per-SP setting KEY=VALUE (JSON values), e.g. name_id_format=email; repeatable.",
+)
+@click.option("--replace", is_flag=True, help="Replace the metadata of an SP already registered.")
+@click.option("--json", "as_json", is_flag=True)
+def sp_add(metadata_file, url, settings, replace, as_json) -> None:
+    """Register an SP from its metadata file or URL."""
+    from federation.aggregate import AggregateError, fetch
+
+    from .saml.registry import SpRegistry
+
+    if bool(metadata_file) == bool(url):
+        raise CliFailure("give exactly one of --metadata FILE or --url URL", 2)
+    svc = _services()
+    _require_migrated(svc)
+    cfg = svc.settings.saml
+    if metadata_file:
+        path = Path(metadata_file)
+        try:
+            if path.stat().st_size > cfg.max_metadata_bytes:
+                raise CliFailure(f"{path} is larger than {cfg.max_metadata_bytes} bytes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CliFailure(f"{path} does not exist") from None
+        origin = "manual"
+    else:
+        try:
+            data = fetch(url, max_bytes=cfg.max_metadata_bytes, timeout=cfg.fetch_timeout)
+        except AggregateError as exc:
+            raise CliFailure(str(exc)) from None
+        origin = f"url:{url}"[:300]
+    with svc.sessions.begin() as db:
+        row = SpRegistry(db).add(
+            data, origin=origin, settings=_parse_settings(settings), replace=replace
+        )
+        entity_id = row.entity_id
+    _out(as_json, {"entity_id": entity_id}, f"registered service provider {entity_id}")
+
+
+@sp.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def sp_list(as_json) -> None:
+    from .saml.registry import SpRegistry
+
+    svc = _services()
+    _require_migrated(svc)
+    with svc.sessions() as db:
+        rows = SpRegistry(db).list()
+    items = [
+        {"entity_id": r.entity_id, "name": r.name, "origin": r.origin, "enabled": r.enabled}
+        for r in rows
+    ]
+    _out(
+        as_json,
+        {"service_providers": items},
+        "\n".join(
+            f"{i['entity_id']}  {i['origin']}" + ("" if i["enabled"] else "  (disabled)")
+            for i in items
+        )
+        or "no service providers",
+    )
+
+
+@sp.command("remove")
+@click.argument("entity_id")
+@click.option("--json", "as_json", is_flag=True)
+def sp_remove(entity_id, as_json) -> None:
+    from .saml.registry import SpRegistry
+
+    svc = _services()
+    _require_migrated(svc)
+    with svc.sessions.begin() as db:
+        SpRegistry(db).remove(entity_id)
+    _out(as_json, {"entity_id": entity_id, "removed": True}, f"removed {entity_id}")
+
+
+@sp.command("set")
+@click.argument("entity_id")
+@click.option("--setting", "settings", multiple=True, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def sp_set(entity_id, settings, as_json) -> None:
+    """Change per-SP settings (attribute release, NameID format, signing, encryption)."""
+    from .saml.registry import SpRegistry
+
+    svc = _services()
+    _require_migrated(svc)
+    with svc.sessions.begin() as db:
+        row = SpRegistry(db).update_settings(entity_id, _parse_settings(settings))
+        out = {"entity_id": row.entity_id, "settings": dict(row.settings)}
+    _out(as_json, out, json.dumps(out["settings"]))
+
+
+@saml.group()
+def federation() -> None:
+    """Federation metadata aggregates."""
+
+
+@federation.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="Where the signed aggregate is published.")
+@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--include", multiple=True, help="entityID or /regex/ to accept; repeatable.")
+@click.option("--exclude", multiple=True, help="entityID or /regex/ to refuse; repeatable.")
+@click.option("--registration-authority", "authorities", multiple=True)
+@click.option("--entity-category", "categories", multiple=True)
+@click.option("--refresh-seconds", type=click.IntRange(60, None), default=3600, show_default=True)
+@click.option("--no-refresh", is_flag=True, help="Do not fetch it now.")
+@click.option("--json", "as_json", is_flag=True)
+def federation_add(
+    name,
+    url,
+    cert_file,
+    include,
+    exclude,
+    authorities,
+    categories,
+    refresh_seconds,
+    no_refresh,
+    as_json,
+) -> None:
+    """Add a federation and import its SPs."""
+    from .storage.models_saml import SamlFederation
+
+    svc = _services()
+    _require_migrated(svc)
+    try:
+        cert = Path(cert_file).read_text()
+    except FileNotFoundError:
+        raise CliFailure(f"{cert_file} does not exist") from None
+    if "BEGIN CERTIFICATE" not in cert:
+        raise CliFailure(f"{cert_file} is not a PEM certificate")
+    with svc.sessions.begin() as db:
+        if db.get(SamlFederation, name) is not None:
+            raise CliFailure(f"federation {name!r} already exists")
+        db.add(
+            SamlFederation(
+                name=name,
+                url=url,
+                cert_pem=cert,
+                filters={
+                    "include": list(include),
+                    "exclude": list(exclude),
+                    "registration_authority": list(authorities),
+                    "entity_category": list(categories),
+                },
+                refresh_seconds=refresh_seconds,
+            )
+        )
+    result: dict[str, Any] = {"federation": name}
+    if not no_refresh:
+        result = _refresh_one(svc, name)
+    _out(as_json, result, json.dumps(result))
+
+
+def _refresh_one(svc, name: str) -> dict[str, Any]:
+    from federation.aggregate import AggregateError, refresh
+
+    cfg = svc.settings.saml
+    try:
+        return refresh(
+            svc.sessions,
+            name,
+            svc.clock.utcnow(),
+            max_bytes=cfg.max_metadata_bytes,
+            timeout=cfg.fetch_timeout,
+            min_refresh=cfg.min_refresh_seconds,
+        )
+    except AggregateError as exc:
+        raise CliFailure(f"federation {name}: {exc}") from None
+
+
+@federation.command("refresh")
+@click.argument("name", required=False)
+@click.option("--due", "only_due", is_flag=True, help="Only those whose refresh time has come.")
+@click.option("--json", "as_json", is_flag=True)
+def federation_refresh(name, only_due, as_json) -> None:
+    """Re-fetch and re-verify one federation, or every one (run it from cron/systemd)."""
+    from federation.aggregate import due
+
+    from .storage.models_saml import SamlFederation
+
+    svc = _services()
+    _require_migrated(svc)
+    if name:
+        names = [name]
+    elif only_due:
+        names = due(svc.sessions, svc.clock.utcnow())
+    else:
+        with svc.sessions() as db:
+            names = [f.name for f in db.query(SamlFederation).all()]
+    results = [_refresh_one(svc, n) for n in names]
+    _out(
+        as_json,
+        {"refreshed": results},
+        "\n".join(json.dumps(r) for r in results) or "nothing to do",
+    )
+
+
+@federation.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def federation_list(as_json) -> None:
+    from .storage.models_saml import SamlFederation
+
+    svc = _services()
+    _require_migrated(svc)
+    with svc.sessions() as db:
+        items = [
+            {
+                "name": f.name,
+                "url": f.url,
+                "entities": f.entity_count,
+                "valid_until": f.valid_until.isoformat() if f.valid_until else None,
+                "next_refresh": f.next_refresh.isoformat() if f.next_refresh else None,
+                "last_error": f.last_error,
+            }
+            for f in db.query(SamlFederation).order_by(SamlFederation.name)
+        ]
+    _out(as_json, {"federations": items}, "\n".join(json.dumps(i) for i in items) or "none")
