@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import warnings
 from datetime import date
 from typing import Any
 
@@ -178,7 +179,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     workers = workers or settings.server.workers or default_workers()
     if not 0 < port < 65536:
         raise CliFailure(f"--port must be 1-65535, not {port}", 2)
-    svc = build_services(settings)
+    # Build the whole app once here, as each worker will: a broken install, a missing module
+    # or template, an unreachable database or an unreadable key then fails in one line before
+    # any worker starts, instead of as a traceback in every worker.
+    from .app import create_app
+
+    svc = create_app().extensions["idp"]
     svc.check_database()
     _require_migrated(svc)
     svc.keys.ring()
@@ -190,6 +196,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     click.echo(f"  JWKS:      {issuer}/jwks")
     click.echo(f"  Readiness: {issuer}/readyz")
     sys.stdout.flush()
+    # Worker processes start fresh interpreters: the same quiet default for them.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     Granian(
         target="idp.app:create_app",
         factory=True,
@@ -470,6 +478,10 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Libraries' deprecation warnings are for developers (who pass -W / PYTHONWARNINGS), not for
+    # operators: every command promises one line on stderr when it fails.
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
     try:
         cli.main(args=argv, prog_name="idp", standalone_mode=False)
         return 0
