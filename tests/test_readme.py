@@ -233,7 +233,8 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
             assert admin and len(admin.group(1)) >= 12, text[-3000:]
             assert re.search(r"^Demo user: demo / \S+$", text, re.M)
             assert f"http://127.0.0.1:{port}/.well-known/openid-configuration" in text
-            doc = requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration").json()
+            discovery = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+            doc = requests.get(discovery, timeout=5).json()
             assert doc["issuer"] == f"http://127.0.0.1:{port}"
             python = checkout / ".venv" / "bin" / "python"
             where = subprocess.run(
