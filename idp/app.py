@@ -29,6 +29,7 @@ BLUEPRINTS = [
     ".web.login",
     ".web.password",
     ".web.account",
+    ".saml.views",
 ]
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.

@@ -94,6 +94,12 @@ def init(
         demo_out = (
             seed_demo(db, svc, hasher, svc.settings.demo.user_password or None) if demo else None
         )
+        if demo:
+            from .saml.demo import seed_demo_sp
+
+            demo_sp = seed_demo_sp(db, svc)
+            if demo_sp:
+                demo_out["saml_sp"] = demo_sp
     result = {
         "issuer": svc.settings.issuer,
         "database": _safe_db(svc),
@@ -128,6 +134,8 @@ def init(
                 f"Demo OIDC client: {c['client_id']} / {c['client_secret']} "
                 f"(redirect {c['redirect_uri']})"
             )
+        if "saml_sp" in demo_out:
+            click.echo(f"Demo SAML SP: {demo_out['saml_sp']['entity_id']}")
     elif demo:
         click.echo("Demo realm already present.")
 
@@ -530,6 +538,10 @@ cli.add_command(ldap_commands)
 from .cli_identity import register as register_identity  # noqa: E402
 
 register_identity(cli, users, groups, roles)
+
+from .cli_saml import saml as saml_commands  # noqa: E402
+
+cli.add_command(saml_commands)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

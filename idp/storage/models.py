@@ -458,3 +458,4 @@ class AuditEvent(Base):
 
 # Tables of other areas, kept in their own modules (imported so Alembic sees them).
 from . import models_auth as models_auth  # noqa: E402
+from . import models_saml as models_saml  # noqa: E402
