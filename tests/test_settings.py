@@ -179,6 +179,13 @@ def test_secrets_are_redacted_in_repr_and_str():
     assert "encryption_key='***'" in repr(s.keys)
 
 
+def test_ldap_bind_password_is_redacted():
+    s = load_settings(environ={"IDP_LDAP_BIND_PASSWORD": "ldap-bind-pw-value"})
+    assert s.ldap.bind_password == "ldap-bind-pw-value"
+    assert "ldap-bind-pw-value" not in repr(s) and "ldap-bind-pw-value" not in str(s.ldap)
+    assert "bind_password='***'" in repr(s.ldap)
+
+
 def test_every_password_like_key_is_redacted():
     """Any setting whose name says secret/password (e.g. ldap.bind_password) is hidden."""
     from idp.settings import redact

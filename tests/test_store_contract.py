@@ -132,6 +132,15 @@ def test_add_first_caller_wins(store):
 def test_incr_counts(store):
     assert [store.incr("rate:ip", 60) for _ in range(5)] == [1, 2, 3, 4, 5]
     assert store.incr("rate:other", 60) == 1
+    assert store.get("rate:ip") == 5  # a counter reads back as its number
+
+
+def test_take_and_delete_leave_other_keys_alone(store):
+    store.put("a", 1, 60)
+    store.put("b", 2, 60)
+    store.take("a")
+    store.delete("zzz")
+    assert store.get("b") == 2
 
 
 def test_ping(store):
