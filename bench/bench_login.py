@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-PASSWORD = "Tr0ub4dor-Horse-Battery"
+PASSWORD = "Tr0ub4dor-Horse-Battery"  # noqa: S105 - the benchmark user's password
 
 
 def build_app(instance: Path):

@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('slug', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('names', sa.JSON(), nullable=False),
+    sa.Column('control_word_hash', sa.String(length=500), nullable=True),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_companies')),
@@ -92,6 +93,15 @@ def upgrade() -> None:
     with op.batch_alter_table('kv_store', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_kv_store_expires_at'), ['expires_at'], unique=False)
 
+    op.create_table('ldap_sync_state',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('high_water', sa.String(length=64), nullable=True),
+    sa.Column('last_full_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('last_incremental_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ldap_sync_state')),
+    sa.UniqueConstraint('name', name=op.f('uq_ldap_sync_state_name'))
+    )
     op.create_table('permission_groups',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -101,6 +111,25 @@ def upgrade() -> None:
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_permission_groups')),
     sa.UniqueConstraint('name', name=op.f('uq_permission_groups_name'))
+    )
+    op.create_table('rbac_state',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('generation', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rbac_state'))
+    )
+    op.create_table('saml_federations',
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('url', sa.String(length=2000), nullable=False),
+    sa.Column('cert_pem', sa.Text(), nullable=False),
+    sa.Column('filters', sa.JSON(), nullable=False),
+    sa.Column('refresh_seconds', sa.Integer(), nullable=False),
+    sa.Column('last_refresh', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('valid_until', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('next_refresh', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('entity_count', sa.Integer(), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_saml_federations'))
     )
     op.create_table('saml_service_providers',
     sa.Column('entity_id', sa.String(length=1000), nullable=False),
@@ -156,7 +185,7 @@ def upgrade() -> None:
     sa.Column('parent_id', sa.Integer(), nullable=True),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('names', sa.JSON(), nullable=False),
-    sa.Column('path', sa.String(length=1000), nullable=False),
+    sa.Column('path', sa.String(length=1000).with_variant(sa.String(length=1000, collation='C'), 'postgresql'), nullable=False),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['companies.id'], name=op.f('fk_departments_company_id_companies'), ondelete='CASCADE'),
@@ -234,6 +263,14 @@ def upgrade() -> None:
     with op.batch_alter_table('group_roles', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_group_roles_role_id'), ['role_id'], unique=False)
 
+    op.create_table('ldap_groups',
+    sa.Column('group_id', sa.Integer(), nullable=False),
+    sa.Column('dn', sa.String(length=1000), nullable=False),
+    sa.Column('synced_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['group_id'], ['groups.id'], name=op.f('fk_ldap_groups_group_id_groups'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('group_id', name=op.f('pk_ldap_groups')),
+    sa.UniqueConstraint('dn', name=op.f('uq_ldap_groups_dn'))
+    )
     op.create_table('role_composites',
     sa.Column('role_id', sa.Integer(), nullable=False),
     sa.Column('child_id', sa.Integer(), nullable=False),
@@ -345,6 +382,13 @@ def upgrade() -> None:
     with op.batch_alter_table('group_members', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_group_members_user_id'), ['user_id'], unique=False)
 
+    op.create_table('ldap_accounts',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('deactivated', sa.Boolean(), nullable=False),
+    sa.Column('last_seen_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_ldap_accounts_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_ldap_accounts'))
+    )
     op.create_table('oauth_consents',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -388,6 +432,52 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_oauth_refresh_tokens_sid'), ['sid'], unique=False)
         batch_op.create_index(batch_op.f('ix_oauth_refresh_tokens_user_id'), ['user_id'], unique=False)
 
+    op.create_table('password_history',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('password_hash', sa.String(length=500), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_password_history_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_password_history'))
+    )
+    with op.batch_alter_table('password_history', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_password_history_user_id'), ['user_id'], unique=False)
+
+    op.create_table('saml_persistent_ids',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sp_entity_id', sa.String(length=1000), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('value', sa.String(length=128), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_saml_persistent_ids_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_saml_persistent_ids')),
+    sa.UniqueConstraint('sp_entity_id', 'user_id', name=op.f('uq_saml_persistent_ids_sp_entity_id_user_id')),
+    sa.UniqueConstraint('sp_entity_id', 'value', name=op.f('uq_saml_persistent_ids_sp_entity_id_value'))
+    )
+    with op.batch_alter_table('saml_persistent_ids', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_saml_persistent_ids_user_id'), ['user_id'], unique=False)
+
+    op.create_table('security_answers',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('question', sa.String(length=300), nullable=False),
+    sa.Column('answer_hash', sa.String(length=500), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_security_answers_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'question', name=op.f('pk_security_answers'))
+    )
+    op.create_table('sso_session_index',
+    sa.Column('sid', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.Column('user_agent', sa.String(length=300), nullable=True),
+    sa.Column('amr', sa.String(length=100), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sso_session_index_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('sid', name=op.f('pk_sso_session_index'))
+    )
+    with op.batch_alter_table('sso_session_index', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sso_session_index_user_id'), ['user_id'], unique=False)
+
     op.create_table('user_roles',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -409,49 +499,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_user_roles_role_id'), ['role_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_user_roles_user_id'), ['user_id'], unique=False)
 
-    op.create_table('saml_federations',
-    sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('url', sa.String(length=2000), nullable=False),
-    sa.Column('cert_pem', sa.Text(), nullable=False),
-    sa.Column('filters', sa.JSON(), nullable=False),
-    sa.Column('refresh_seconds', sa.Integer(), nullable=False),
-    sa.Column('last_refresh', idp.storage.db.UTCDateTime(), nullable=True),
-    sa.Column('valid_until', idp.storage.db.UTCDateTime(), nullable=True),
-    sa.Column('next_refresh', idp.storage.db.UTCDateTime(), nullable=True),
-    sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('entity_count', sa.Integer(), nullable=False),
-    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('name', name=op.f('pk_saml_federations'))
-    )
-    op.create_table('saml_persistent_ids',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('sp_entity_id', sa.String(length=1000), nullable=False),
-    sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('value', sa.String(length=128), nullable=False),
-    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_saml_persistent_ids_user_id_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_saml_persistent_ids')),
-    sa.UniqueConstraint('sp_entity_id', 'user_id', name=op.f('uq_saml_persistent_ids_sp_entity_id_user_id')),
-    sa.UniqueConstraint('sp_entity_id', 'value', name=op.f('uq_saml_persistent_ids_sp_entity_id_value'))
-    )
-    with op.batch_alter_table('saml_persistent_ids', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_saml_persistent_ids_user_id'), ['user_id'], unique=False)
-
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('saml_persistent_ids', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_saml_persistent_ids_user_id'))
-
-    op.drop_table('saml_persistent_ids')
-    op.drop_table('saml_federations')
     with op.batch_alter_table('user_roles', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_roles_user_id'))
         batch_op.drop_index(batch_op.f('ix_user_roles_role_id'))
 
     op.drop_table('user_roles')
+    with op.batch_alter_table('sso_session_index', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sso_session_index_user_id'))
+
+    op.drop_table('sso_session_index')
+    op.drop_table('security_answers')
+    with op.batch_alter_table('saml_persistent_ids', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_saml_persistent_ids_user_id'))
+
+    op.drop_table('saml_persistent_ids')
+    with op.batch_alter_table('password_history', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_password_history_user_id'))
+
+    op.drop_table('password_history')
     with op.batch_alter_table('oauth_refresh_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_oauth_refresh_tokens_user_id'))
         batch_op.drop_index(batch_op.f('ix_oauth_refresh_tokens_sid'))
@@ -464,6 +534,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_oauth_consents_client_id'))
 
     op.drop_table('oauth_consents')
+    op.drop_table('ldap_accounts')
     with op.batch_alter_table('group_members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_group_members_user_id'))
 
@@ -486,6 +557,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_role_composites_child_id'))
 
     op.drop_table('role_composites')
+    op.drop_table('ldap_groups')
     with op.batch_alter_table('group_roles', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_group_roles_role_id'))
 
@@ -520,7 +592,10 @@ def downgrade() -> None:
 
     op.drop_table('signing_keys')
     op.drop_table('saml_service_providers')
+    op.drop_table('saml_federations')
+    op.drop_table('rbac_state')
     op.drop_table('permission_groups')
+    op.drop_table('ldap_sync_state')
     with op.batch_alter_table('kv_store', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_kv_store_expires_at'))
 
