@@ -25,7 +25,8 @@ def ensure_instance_dir(path: str) -> Path:
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write-test"
+        # A name of its own per process: several workers start at once and probe together.
+        probe = p / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -43,12 +44,18 @@ def load_secret_key(settings: Section) -> str:
     except FileNotFoundError:
         pass
     key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race
-        return path.read_text().strip()
+    # Written under a private name, then linked into place: link() fails if another worker
+    # got there first, and no worker can ever read a created-but-not-yet-written file.
+    tmp = path.with_name(f".secret_key-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another worker won the race: everyone uses its key
+        return path.read_text().strip()
+    finally:
+        tmp.unlink()
     return key
 
 
