@@ -423,9 +423,9 @@ def _respond(idp: SamlIdp, params: dict[str, Any], result: AuthnResult):
         statement=statement,
         attributes=attrs,
     )
-    mgr.add_relying_party(
-        result.sid, key, {"session_index": session_index, "name_id": nid.to_dict()}
-    )
+    entry = {"session_index": session_index, "name_id": nid.to_dict()}
+    if entry != known:  # a repeat SSO to the same SP changes nothing: skip the write
+        mgr.add_relying_party(result.sid, key, entry)
     return _post_form(params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
 
 
