@@ -223,6 +223,7 @@ def federation_refresh(name, only_due, as_json) -> None:
 
     svc = _services()
     _require_migrated(svc)
+    _sync_configured_sources(svc)
     if name:
         names = [name]
     elif only_due:
@@ -236,6 +237,29 @@ def federation_refresh(name, only_due, as_json) -> None:
         {"refreshed": results},
         "\n".join(json.dumps(r) for r in results) or "nothing to do",
     )
+
+
+def _sync_configured_sources(svc) -> None:
+    """Federations listed in saml.federation_sources ("NAME URL CERT_FILE [REFRESH_SECONDS]")
+    are created or updated in the table before a refresh."""
+    from .storage.models_saml import SamlFederation
+
+    for entry in svc.settings.saml.federation_sources:
+        parts = entry.split()
+        if len(parts) not in (3, 4) or (len(parts) == 4 and not parts[3].isdigit()):
+            raise CliFailure(f"saml.federation_sources entry {entry!r} is not NAME URL CERT_FILE")
+        try:
+            cert = Path(parts[2]).read_text()
+        except OSError:
+            raise CliFailure(f"saml.federation_sources: cannot read {parts[2]}") from None
+        with svc.sessions.begin() as db:
+            fed = db.get(SamlFederation, parts[0])
+            if fed is None:
+                fed = SamlFederation(name=parts[0], filters={})
+                db.add(fed)
+            fed.url = parts[1]
+            fed.cert_pem = cert
+            fed.refresh_seconds = int(parts[3]) if len(parts) == 4 else 3600
 
 
 @federation.command("list")

@@ -298,3 +298,26 @@ def test_init_demo_registers_the_demo_sp(cli_env, capsys):
     assert main(["saml", "sp", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr()[0])["service_providers"]
     assert [s["entity_id"] for s in listed] == [sp["entity_id"]]
+
+
+def test_cli_refreshes_federations_from_settings(monkeypatch, cli_env, tmp_path, capsys):
+    key, cert = keypair(tmp_path, "conf")
+    agg = tmp_path / "agg.xml"
+    agg.write_bytes(
+        aggregate(
+            [sp_entity("https://conf.example/sp")],
+            key,
+            cert,
+            valid_until=datetime.now(UTC) + timedelta(days=1),
+        )
+    )
+    monkeypatch.setenv("IDP_SAML_FEDERATION_SOURCES", json.dumps([f"conf file://{agg} {cert}"]))
+    assert main(["saml", "federation", "refresh", "--json"]) == 0
+    out = json.loads(capsys.readouterr()[0])
+    assert out["refreshed"][0]["federation"] == "conf"
+    assert out["refreshed"][0]["added"] == 1
+    assert main(["saml", "sp", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr()[0])["service_providers"]
+    assert [(s["entity_id"], s["origin"]) for s in listed] == [
+        ("https://conf.example/sp", "federation:conf")
+    ]
