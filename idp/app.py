@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -29,8 +30,15 @@ BLUEPRINTS = [
     ".web.login",
     ".web.password",
     ".web.account",
+    ".oidc.discovery",
+    ".oidc.authorize",
+    ".oidc.endpoints",
+    ".oidc.logout",
+    ".oidc.registration",
     ".saml.views",
 ]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.
 _JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")
@@ -77,7 +85,10 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 def _install_request_hooks(app: Flask, access_log: bool) -> None:
     @app.before_request
     def _start():
-        g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        # A proxy's id is kept so log lines can be joined across hops, but only when it is a
+        # plain token: it is echoed in a header and written to every log line.
+        given = request.headers.get("X-Request-ID", "")[:64]
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

@@ -7,19 +7,40 @@ leaves committing to the caller (one unit of work per command or request).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, delete, func, literal, select, update
 from sqlalchemy.orm import Session
 
+from ..clock import Clock
+from ..core import rbac
 from ..errors import Conflict, NotFound, ValidationError
-from .models import Group, GroupMember, Role, RolePermission, User, UserRole
+from .models import (
+    AccessRequest,
+    ClientServiceRole,
+    Company,
+    CustomField,
+    Department,
+    Group,
+    GroupMember,
+    GroupRole,
+    PermissionGroup,
+    Position,
+    Role,
+    RoleComposite,
+    RolePermission,
+    RolePermissionGroup,
+    User,
+    UserRole,
+)
+from .rbac import Authorizer, bump_generation, subtree_range
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 # module:feature:action, each part a name or "*"; shorter forms ("users:*") allowed.
-PERMISSION_RE = re.compile(r"^(\*|[a-z][a-z0-9_-]*)(:(\*|[a-z][a-z0-9_-]*)){0,2}$")
+PERMISSION_RE = rbac.GRANT_RE
 GROUP_NAME_RE = re.compile(r"^[^/\x00-\x1f]{1,200}$")
 
 
@@ -37,16 +58,71 @@ class NewUser:
 
 
 def validate_permission(permission: str) -> str:
-    if not PERMISSION_RE.match(permission):
-        raise ValidationError(
-            f"permission {permission!r} is not of the form module:feature:action (parts may be '*')"
-        )
+    try:
+        rbac.normalize_grant(permission)
+    except rbac.PermissionError_ as exc:
+        raise ValidationError(str(exc)) from None
     return permission
 
 
+class RoleInUse(Conflict):
+    """Deleting a role that is still used; ``usage`` says by whom."""
+
+    def __init__(self, message: str, usage: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass
+class Usage:
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    composites: list[str] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list]:
+        return {
+            "users": self.users,
+            "groups": self.groups,
+            "included_by_roles": self.composites,
+            "client_service_accounts": self.clients,
+            "pending_requests": self.requests,
+        }
+
+    def __bool__(self) -> bool:
+        return any(self.as_dict().values())
+
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+FIELD_TYPES = ("string", "integer", "boolean", "date", "email", "url", "choice")
+URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or name.strip() != name:
+        raise ValidationError(f"{what} must be 1-200 characters without surrounding spaces")
+    if any(c < " " for c in name):
+        raise ValidationError(f"{what} must not contain control characters")
+    return name
+
+
+def _check_names(names: dict[str, str] | None) -> dict[str, str]:
+    """Translations keyed by language tag ({"de": "Vertrieb", "pt-BR": "Vendas"})."""
+    out: dict[str, str] = {}
+    for tag, value in (names or {}).items():
+        if not LOCALE_RE.match(tag):
+            raise ValidationError(f"{tag!r} is not a language tag")
+        out[tag.replace("_", "-")] = _check_name(value, f"name ({tag})")
+    return out
+
+
 class Directory:
-    def __init__(self, db: Session) -> None:
+    def __init__(self, db: Session, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock = clock or Clock()
 
     # --- users ---------------------------------------------------------------------------------
 
@@ -168,3 +244,744 @@ class Directory:
             self.db.add(RolePermission(role_id=role.id, permission=p))
         self.db.flush()
         return role
+
+    def role_ref(self, ref: str) -> Role:
+        """A global role by name, or a client role as ``client_id/name``."""
+        if "/" in ref:
+            client_id, _, name = ref.partition("/")
+            try:
+                return self.role_by_name(name, client_id)
+            except NotFound:
+                pass  # a global role whose name contains "/"
+        return self.role_by_name(ref)
+
+    def add_permission(self, role: Role, permission: str) -> bool:
+        validate_permission(permission)
+        if self.db.get(RolePermission, (role.id, permission)) is not None:
+            return False
+        self.db.add(RolePermission(role_id=role.id, permission=permission))
+        self.db.flush()
+        return True
+
+    def remove_permission(self, role: Role, permission: str) -> bool:
+        row = self.db.get(RolePermission, (role.id, permission))
+        if row is None:
+            return False
+        self.db.delete(row)
+        self.db.flush()
+        return True
+
+    def role_permissions(self, role: Role) -> list[str]:
+        return sorted(
+            self.db.scalars(
+                select(RolePermission.permission).where(RolePermission.role_id == role.id)
+            )
+        )
+
+    def _composite_edges(self) -> dict[int, list[int]]:
+        edges: dict[int, list[int]] = {}
+        for parent, child in self.db.execute(select(RoleComposite.role_id, RoleComposite.child_id)):
+            edges.setdefault(parent, []).append(child)
+        return edges
+
+    def add_composite(self, role: Role, child: Role) -> bool:
+        """``role`` now includes ``child``; refused when ``child`` already includes ``role``."""
+        if self.db.get(RoleComposite, (role.id, child.id)) is not None:
+            return False
+        names = {r.id: r.name for r in self.db.execute(select(Role.id, Role.name))}
+        try:
+            rbac.check_new_edge(role.id, child.id, self._composite_edges(), names)
+        except rbac.CycleError as exc:
+            raise Conflict(f"role composition refused: {exc}") from None
+        self.db.add(RoleComposite(role_id=role.id, child_id=child.id))
+        self.db.flush()
+        return True
+
+    def remove_composite(self, role: Role, child: Role) -> bool:
+        row = self.db.get(RoleComposite, (role.id, child.id))
+        if row is None:
+            return False
+        self.db.delete(row)
+        self.db.flush()
+        return True
+
+    def create_permission_group(
+        self, name: str, permissions: list[str], description: str | None = None
+    ) -> PermissionGroup:
+        _check_name(name, "permission group name")
+        perms = sorted({validate_permission(p) for p in permissions})
+        if self.db.scalar(select(PermissionGroup.id).where(PermissionGroup.name == name)):
+            raise Conflict(f"permission group {name!r} already exists")
+        pg = PermissionGroup(name=name, permissions=perms, description=description)
+        self.db.add(pg)
+        self.db.flush()
+        return pg
+
+    def permission_group(self, name: str) -> PermissionGroup:
+        pg = self.db.scalar(select(PermissionGroup).where(PermissionGroup.name == name))
+        if pg is None:
+            raise NotFound(f"no permission group {name!r}")
+        return pg
+
+    def add_permission_group(self, role: Role, pg: PermissionGroup) -> bool:
+        if self.db.get(RolePermissionGroup, (role.id, pg.id)) is not None:
+            return False
+        self.db.add(RolePermissionGroup(role_id=role.id, permission_group_id=pg.id))
+        self.db.flush()
+        return True
+
+    def role_usage(self, role: Role) -> Usage:
+        db = self.db
+        usage = Usage()
+        usage.users = sorted(
+            db.scalars(
+                select(User.username)
+                .join(UserRole, UserRole.user_id == User.id)
+                .where(UserRole.role_id == role.id)
+                .distinct()
+            )
+        )
+        usage.groups = sorted(
+            db.scalars(
+                select(Group.path)
+                .join(GroupRole, GroupRole.group_id == Group.id)
+                .where(GroupRole.role_id == role.id)
+            )
+        )
+        usage.composites = sorted(
+            db.scalars(
+                select(Role.name)
+                .join(RoleComposite, RoleComposite.role_id == Role.id)
+                .where(RoleComposite.child_id == role.id)
+            )
+        )
+        usage.clients = sorted(
+            db.scalars(
+                select(ClientServiceRole.client_id).where(ClientServiceRole.role_id == role.id)
+            )
+        )
+        usage.requests = sorted(
+            db.scalars(
+                select(AccessRequest.id).where(
+                    AccessRequest.kind == "role",
+                    AccessRequest.target_id == role.id,
+                    AccessRequest.status == "pending",
+                )
+            )
+        )
+        return usage
+
+    def delete_role(self, role: Role, force: bool = False) -> Usage:
+        """Delete a role. While anything uses it the deletion is refused with what uses it,
+        unless ``force`` (then the assignments go with it)."""
+        usage = self.role_usage(role)
+        if usage and not force:
+            parts = [f"{k}: {', '.join(map(str, v))}" for k, v in usage.as_dict().items() if v]
+            raise RoleInUse(f"role {role.name!r} is in use ({'; '.join(parts)})", usage.as_dict())
+        if usage.requests:
+            self.db.execute(
+                update(AccessRequest)
+                .where(AccessRequest.id.in_(usage.requests))
+                .values(status="cancelled")
+            )
+        self.db.delete(role)
+        self.db.flush()
+        return usage
+
+    # --- assignments ---------------------------------------------------------------------------
+
+    def _future(self, expires_at: datetime | None) -> datetime | None:
+        if expires_at is None:
+            return None
+        if expires_at.tzinfo is None:
+            raise ValidationError("expiry must carry a time zone")
+        if expires_at <= self.clock.utcnow():
+            raise ValidationError("expiry is in the past")
+        return expires_at
+
+    def assign_role(
+        self,
+        user: User,
+        role: Role,
+        *,
+        scope_company: Company | None = None,
+        scope_department: Department | None = None,
+        expires_at: datetime | None = None,
+        granted_by: int | None = None,
+    ) -> UserRole:
+        """Give ``user`` the role, everywhere or only over a company / department subtree
+        (delegated administration), permanently or until ``expires_at``. Assigning again
+        updates the expiry."""
+        if scope_company is not None and scope_department is not None:
+            raise ValidationError("scope is a company or a department, not both")
+        if role.client_id is not None and (scope_company or scope_department):
+            raise ValidationError("client roles are not scoped")
+        expires_at = self._future(expires_at)
+        existing = self.db.scalar(
+            select(UserRole).where(
+                UserRole.user_id == user.id,
+                UserRole.role_id == role.id,
+                _is(UserRole.scope_company_id, scope_company.id if scope_company else None),
+                _is(
+                    UserRole.scope_department_id,
+                    scope_department.id if scope_department else None,
+                ),
+            )
+        )
+        if existing is not None:
+            existing.expires_at = expires_at
+            existing.granted_by = granted_by
+            self.db.flush()
+            return existing
+        row = UserRole(
+            user_id=user.id,
+            role_id=role.id,
+            scope_company_id=scope_company.id if scope_company else None,
+            scope_department_id=scope_department.id if scope_department else None,
+            expires_at=expires_at,
+            granted_by=granted_by,
+        )
+        self.db.add(row)
+        self.db.flush()
+        return row
+
+    def unassign_role(self, user: User, role: Role) -> int:
+        """Remove every assignment of the role to the user (all scopes); how many went."""
+        rows = self.db.scalars(
+            select(UserRole).where(UserRole.user_id == user.id, UserRole.role_id == role.id)
+        ).all()
+        for r in rows:
+            self.db.delete(r)
+        self.db.flush()
+        return len(rows)
+
+    def add_member(
+        self,
+        group: Group,
+        user: User,
+        *,
+        expires_at: datetime | None = None,
+        granted_by: int | None = None,
+    ) -> GroupMember:
+        expires_at = self._future(expires_at)
+        row = self.db.get(GroupMember, (group.id, user.id))
+        if row is not None:
+            row.expires_at = expires_at
+            row.granted_by = granted_by
+        else:
+            row = GroupMember(
+                group_id=group.id, user_id=user.id, expires_at=expires_at, granted_by=granted_by
+            )
+            self.db.add(row)
+        self.db.flush()
+        return row
+
+    def remove_member(self, group: Group, user: User) -> bool:
+        row = self.db.get(GroupMember, (group.id, user.id))
+        if row is None:
+            return False
+        self.db.delete(row)
+        self.db.flush()
+        return True
+
+    def assign_group_role(self, group: Group, role: Role) -> bool:
+        if self.db.get(GroupRole, (group.id, role.id)) is not None:
+            return False
+        self.db.add(GroupRole(group_id=group.id, role_id=role.id))
+        self.db.flush()
+        return True
+
+    def unassign_group_role(self, group: Group, role: Role) -> bool:
+        row = self.db.get(GroupRole, (group.id, role.id))
+        if row is None:
+            return False
+        self.db.delete(row)
+        self.db.flush()
+        return True
+
+    def purge_expired(self) -> int:
+        """Delete grants whose expiry passed (they already grant nothing; this tidies up)."""
+        now = self.clock.utcnow()
+        n = self.db.execute(
+            delete(UserRole).where(UserRole.expires_at.is_not(None), UserRole.expires_at <= now)
+        ).rowcount
+        n += self.db.execute(
+            delete(GroupMember).where(
+                GroupMember.expires_at.is_not(None), GroupMember.expires_at <= now
+            )
+        ).rowcount
+        return n
+
+    # --- nested groups -------------------------------------------------------------------------
+
+    def group_children(self, group: Group) -> list[Group]:
+        return list(
+            self.db.scalars(select(Group).where(Group.parent_id == group.id).order_by(Group.name))
+        )
+
+    def move_group(self, group: Group, new_parent: Group | None) -> Group:
+        """Re-parent a group (None = top level). Moving a group under itself or one of its
+        own subgroups would make a cycle and is refused."""
+        if new_parent is not None:
+            if new_parent.id == group.id or new_parent.path.startswith(group.path + "/"):
+                raise Conflict(
+                    f"moving group {group.path!r} under {new_parent.path!r} would create a cycle"
+                )
+        new_path = f"{new_parent.path}/{group.name}" if new_parent else group.name
+        if new_path == group.path:
+            return group
+        if self.db.scalar(select(Group.id).where(Group.path == new_path)):
+            raise Conflict(f"group {new_path!r} already exists")
+        self._repath_groups(group.path, new_path)
+        group.parent_id = new_parent.id if new_parent else None
+        self.db.flush()
+        self.db.refresh(group)
+        return group
+
+    def rename_group(self, group: Group, name: str) -> Group:
+        if not GROUP_NAME_RE.match(name) or name.strip() != name:
+            raise ValidationError("group name must not contain '/' or control characters")
+        parent, _, _ = group.path.rpartition("/")
+        new_path = f"{parent}/{name}" if parent else name
+        if new_path != group.path and self.db.scalar(
+            select(Group.id).where(Group.path == new_path)
+        ):
+            raise Conflict(f"group {new_path!r} already exists")
+        self._repath_groups(group.path, new_path)
+        group.name = name
+        self.db.flush()
+        self.db.refresh(group)
+        return group
+
+    def _repath_groups(self, old: str, new: str) -> None:
+        # The group and its subtree: "old" itself and every "old/..." path.
+        self.db.execute(
+            update(Group)
+            .where((Group.path == old) | (Group.path.startswith(old + "/", autoescape=True)))
+            .values(path=literal(new) + func.substr(Group.path, len(old) + 1))
+            .execution_options(synchronize_session=False)
+        )
+
+    def delete_group(self, group: Group) -> None:
+        if self.db.scalar(select(Group.id).where(Group.parent_id == group.id).limit(1)):
+            raise Conflict(f"group {group.path!r} has subgroups; move or delete them first")
+        self.db.delete(group)
+        self.db.flush()
+
+    def group_members(self, group: Group, *, include_subgroups: bool = False) -> list[User]:
+        cond = GroupMember.group_id == group.id
+        if include_subgroups:
+            sub = select(Group.id).where(
+                (Group.id == group.id) | Group.path.startswith(group.path + "/", autoescape=True)
+            )
+            cond = GroupMember.group_id.in_(sub)
+        return list(
+            self.db.scalars(
+                select(User)
+                .join(GroupMember, GroupMember.user_id == User.id)
+                .where(cond)
+                .distinct()
+                .order_by(User.username)
+            )
+        )
+
+    # --- organization --------------------------------------------------------------------------
+
+    def create_company(self, slug: str, name: str, names: dict[str, str] | None = None) -> Company:
+        if not SLUG_RE.match(slug):
+            raise ValidationError("company slug must be 1-64 lowercase letters, digits or '-'")
+        _check_name(name, "company name")
+        if self.db.scalar(select(Company.id).where(Company.slug == slug)):
+            raise Conflict(f"company {slug!r} already exists")
+        company = Company(slug=slug, name=name, names=_check_names(names))
+        self.db.add(company)
+        self.db.flush()
+        return company
+
+    def company(self, ref: str | int) -> Company:
+        row = (
+            self.db.get(Company, int(ref))
+            if str(ref).isdigit()
+            else self.db.scalar(select(Company).where(Company.slug == ref))
+        )
+        if row is None:
+            raise NotFound(f"no company {ref!r}")
+        return row
+
+    def create_department(
+        self,
+        company: Company,
+        name: str,
+        parent: Department | None = None,
+        names: dict[str, str] | None = None,
+    ) -> Department:
+        _check_name(name, "department name")
+        if parent is not None and parent.company_id != company.id:
+            raise ValidationError("a department's parent must be in the same company")
+        if self.db.scalar(
+            select(Department.id).where(
+                Department.company_id == company.id,
+                _is(Department.parent_id, parent.id if parent else None),
+                Department.name == name,
+            )
+        ):
+            raise Conflict(f"department {name!r} already exists there")
+        dept = Department(
+            company_id=company.id,
+            parent_id=parent.id if parent else None,
+            name=name,
+            names=_check_names(names),
+            path="",
+        )
+        self.db.add(dept)
+        self.db.flush()
+        dept.path = f"{parent.path if parent else '/'}{dept.id}/"
+        self.db.flush()
+        return dept
+
+    def department(self, ref: str | int) -> Department:
+        """By id, or by ``company-slug/Name/Sub name``."""
+        if str(ref).isdigit():
+            row = self.db.get(Department, int(ref))
+            if row is None:
+                raise NotFound(f"no department {ref!r}")
+            return row
+        slug, _, rest = str(ref).strip("/").partition("/")
+        company = self.company(slug)
+        row = None
+        for part in [p for p in rest.split("/") if p]:
+            row = self.db.scalar(
+                select(Department).where(
+                    Department.company_id == company.id,
+                    _is(Department.parent_id, row.id if row else None),
+                    Department.name == part,
+                )
+            )
+            if row is None:
+                break
+        if row is None:
+            raise NotFound(f"no department {ref!r}")
+        return row
+
+    def move_department(self, dept: Department, new_parent: Department | None) -> Department:
+        """Re-parent a department with its subtree; one UPDATE rewrites the subtree's paths.
+        Moving it under itself or its own subtree would make a cycle and is refused."""
+        if new_parent is not None:
+            if new_parent.company_id != dept.company_id:
+                raise ValidationError("departments move within their company only")
+            if new_parent.path.startswith(dept.path):
+                raise Conflict(
+                    f"moving department {dept.name!r} under {new_parent.name!r} would create "
+                    "a cycle (the new parent is inside its subtree)"
+                )
+        if self.db.scalar(
+            select(Department.id).where(
+                Department.company_id == dept.company_id,
+                _is(Department.parent_id, new_parent.id if new_parent else None),
+                Department.name == dept.name,
+                Department.id != dept.id,
+            )
+        ):
+            raise Conflict(f"department {dept.name!r} already exists there")
+        old = dept.path
+        new = f"{new_parent.path if new_parent else '/'}{dept.id}/"
+        lo, hi = subtree_range(old)
+        self.db.execute(
+            update(Department)
+            .where(Department.path >= lo, Department.path < hi)
+            .values(path=literal(new) + func.substr(Department.path, len(old) + 1))
+            .execution_options(synchronize_session=False)
+        )
+        dept.parent_id = new_parent.id if new_parent else None
+        self.db.flush()
+        self.db.refresh(dept)
+        # Scoped role assignments resolve through paths: cached decisions must not outlive this.
+        bump_generation(self.db)
+        return dept
+
+    def subtree_ids(self, dept: Department) -> Select:
+        lo, hi = subtree_range(dept.path)
+        return select(Department.id).where(Department.path >= lo, Department.path < hi)
+
+    def subtree_users(self, dept: Department, *, limit: int | None = None, offset: int = 0):
+        """Users of the department and every department below it (an index range scan)."""
+        lo, hi = subtree_range(dept.path)
+        stmt = (
+            select(User)
+            .join(Department, Department.id == User.department_id)
+            .where(Department.path >= lo, Department.path < hi)
+            .order_by(User.username)
+            .offset(offset)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return list(self.db.scalars(stmt))
+
+    def subtree_user_count(self, dept: Department) -> int:
+        lo, hi = subtree_range(dept.path)
+        return int(
+            self.db.scalar(
+                select(func.count(User.id))
+                .join(Department, Department.id == User.department_id)
+                .where(Department.path >= lo, Department.path < hi)
+            )
+        )
+
+    def department_chain(self, dept: Department) -> list[Department]:
+        """Root first, down to ``dept``, from the ids in its path (one query)."""
+        ids = [int(x) for x in dept.path.strip("/").split("/") if x]
+        rows = {d.id: d for d in self.db.scalars(select(Department).where(Department.id.in_(ids)))}
+        return [rows[i] for i in ids if i in rows]
+
+    def delete_department(self, dept: Department) -> None:
+        if self.db.scalar(select(Department.id).where(Department.parent_id == dept.id).limit(1)):
+            raise Conflict(f"department {dept.name!r} has sub-departments")
+        if self.db.scalar(select(User.id).where(User.department_id == dept.id).limit(1)):
+            raise Conflict(f"department {dept.name!r} still has users")
+        self.db.delete(dept)
+        self.db.flush()
+
+    def create_position(
+        self, company: Company, name: str, names: dict[str, str] | None = None
+    ) -> Position:
+        _check_name(name, "position name")
+        if self.db.scalar(
+            select(Position.id).where(Position.company_id == company.id, Position.name == name)
+        ):
+            raise Conflict(f"position {name!r} already exists in {company.slug}")
+        pos = Position(company_id=company.id, name=name, names=_check_names(names))
+        self.db.add(pos)
+        self.db.flush()
+        return pos
+
+    def position(self, company: Company, name: str) -> Position:
+        row = self.db.scalar(
+            select(Position).where(Position.company_id == company.id, Position.name == name)
+        )
+        if row is None:
+            raise NotFound(f"no position {name!r} in {company.slug}")
+        return row
+
+    def place_user(
+        self,
+        user: User,
+        *,
+        company: Company | None = None,
+        department: Department | None = None,
+        position: Position | None = None,
+        manager: User | None = None,
+    ) -> User:
+        """Put a user in the organization; the department and position decide the company."""
+        company_id = company.id if company else None
+        for thing in (department, position):
+            if thing is not None:
+                if company_id is not None and thing.company_id != company_id:
+                    raise ValidationError("department, position and company do not match")
+                company_id = thing.company_id
+        if manager is not None and manager.id == user.id:
+            raise ValidationError("a user cannot be their own manager")
+        if manager is not None:
+            seen, m = {user.id}, manager
+            while m is not None:
+                if m.id in seen:
+                    raise Conflict("that manager chain would loop back to this user")
+                seen.add(m.id)
+                m = self.db.get(User, m.manager_id) if m.manager_id else None
+        user.company_id = company_id
+        user.department_id = department.id if department else None
+        user.position_id = position.id if position else None
+        user.manager_id = manager.id if manager else None
+        self.db.flush()
+        return user
+
+    # --- custom fields -------------------------------------------------------------------------
+
+    def define_field(
+        self,
+        name: str,
+        label: str,
+        *,
+        type: str = "string",
+        required: bool = False,
+        pattern: str | None = None,
+        choices: list[str] | None = None,
+        visible_to_user: bool = True,
+        editable_by_user: bool = False,
+        labels: dict[str, str] | None = None,
+    ) -> CustomField:
+        if not FIELD_NAME_RE.match(name):
+            raise ValidationError("field name must be lowercase letters, digits and _")
+        if type not in FIELD_TYPES:
+            raise ValidationError(f"field type must be one of {FIELD_TYPES}")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValidationError(f"pattern is not a regular expression: {exc}") from None
+        if type == "choice" and not choices:
+            raise ValidationError("a choice field needs choices")
+        if self.db.scalar(select(CustomField.id).where(CustomField.name == name)):
+            raise Conflict(f"custom field {name!r} already exists")
+        row = CustomField(
+            name=name,
+            label=_check_name(label, "label"),
+            labels=_check_names(labels),
+            type=type,
+            required=required,
+            pattern=pattern,
+            choices=list(choices or []),
+            visible_to_user=visible_to_user,
+            editable_by_user=editable_by_user,
+        )
+        self.db.add(row)
+        self.db.flush()
+        return row
+
+    def fields(self) -> list[CustomField]:
+        return list(
+            self.db.scalars(select(CustomField).order_by(CustomField.sort_order, CustomField.name))
+        )
+
+    def set_custom(self, user: User, values: dict[str, Any], *, by_user: bool = False) -> User:
+        """Validate ``values`` against the schema and merge them into the user's custom
+        fields (None clears a field). ``by_user``: only fields the user may edit."""
+        schema = {f.name: f for f in self.fields()}
+        merged = dict(user.custom or {})
+        for name, value in values.items():
+            f = schema.get(name)
+            if f is None:
+                raise ValidationError(f"there is no custom field {name!r}")
+            if by_user and not (f.editable_by_user and f.visible_to_user):
+                raise ValidationError(f"{f.label} cannot be changed here")
+            if value is None or value == "":
+                merged.pop(name, None)
+            else:
+                merged[name] = coerce_field(f, value)
+        missing = [f.label for f in schema.values() if f.required and merged.get(f.name) is None]
+        if missing:
+            raise ValidationError(f"required: {', '.join(missing)}")
+        user.custom = merged
+        self.db.flush()
+        return user
+
+    # --- temporary access with approval --------------------------------------------------------
+
+    def request_access(
+        self,
+        user: User,
+        *,
+        role: Role | None = None,
+        group: Group | None = None,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        requested_by: User | None = None,
+    ) -> AccessRequest:
+        if (role is None) == (group is None):
+            raise ValidationError("request a role or a group")
+        expires_at = self._future(expires_at)
+        kind, target = ("role", role.id) if role is not None else ("group", group.id)
+        if self.db.scalar(
+            select(AccessRequest.id).where(
+                AccessRequest.user_id == user.id,
+                AccessRequest.kind == kind,
+                AccessRequest.target_id == target,
+                AccessRequest.status == "pending",
+            )
+        ):
+            raise Conflict("the same request is already waiting for a decision")
+        req = AccessRequest(
+            user_id=user.id,
+            kind=kind,
+            target_id=target,
+            expires_at=expires_at,
+            reason=(reason or "")[:2000] or None,
+            requested_by=(requested_by or user).id,
+        )
+        self.db.add(req)
+        self.db.flush()
+        return req
+
+    def may_decide(self, req: AccessRequest, approver: User, store: Any) -> bool:
+        """The user's manager, or someone allowed users:access:approve over the user (and, for
+        a role, allowed to grant it). Nobody decides their own request."""
+        if approver.id in (req.user_id, req.requested_by) or approver.status != "active":
+            return False
+        user = self.db.get(User, req.user_id)
+        if user is not None and user.manager_id == approver.id:
+            return True
+        auth = Authorizer(self.db, store, self.clock)
+        if not auth.authorize(approver.id, "users:access:approve", req.user_id):
+            return False
+        return req.kind != "role" or auth.can_grant_role(approver.id, req.target_id, req.user_id)
+
+    def decide(
+        self, req: AccessRequest, approver: User, approve: bool, store: Any
+    ) -> AccessRequest:
+        if req.status != "pending":
+            raise Conflict(f"request {req.id} is already {req.status}")
+        if not self.may_decide(req, approver, store):
+            raise ValidationError("you may not decide this request")
+        user = self.db.get(User, req.user_id)
+        if approve:
+            if req.expires_at is not None and req.expires_at <= self.clock.utcnow():
+                raise ValidationError("the requested access would already have ended")
+            if req.kind == "role":
+                role = self.db.get(Role, req.target_id)
+                if role is None:
+                    raise NotFound("the requested role no longer exists")
+                self.assign_role(user, role, expires_at=req.expires_at, granted_by=approver.id)
+            else:
+                group = self.db.get(Group, req.target_id)
+                if group is None:
+                    raise NotFound("the requested group no longer exists")
+                self.add_member(group, user, expires_at=req.expires_at, granted_by=approver.id)
+        req.status = "approved" if approve else "rejected"
+        req.decided_by = approver.id
+        req.decided_at = self.clock.utcnow()
+        self.db.flush()
+        return req
+
+
+def _is(column, value):
+    """``column = value`` that also matches NULL when value is None."""
+    return column.is_(None) if value is None else column == value
+
+
+def coerce_field(f: CustomField, value: Any) -> Any:
+    """A custom field value in its schema type, or ValidationError."""
+    label = f.label
+    if f.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValidationError(f"{label} must be true or false")
+    if f.type == "integer":
+        if isinstance(value, bool):
+            raise ValidationError(f"{label} must be a whole number")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValidationError(f"{label} must be a whole number") from None
+        if f.pattern and not re.fullmatch(f.pattern, str(number)):
+            raise ValidationError(f"{label} does not have the expected form")
+        return number
+    text = str(value).strip()
+    if len(text) > 2000:
+        raise ValidationError(f"{label} is longer than 2000 characters")
+    if f.type == "date":
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise ValidationError(f"{label} must be a date YYYY-MM-DD") from None
+    if f.type == "email" and not EMAIL_RE.match(text):
+        raise ValidationError(f"{label} must be an e-mail address")
+    if f.type == "url" and not URL_RE.match(text):
+        raise ValidationError(f"{label} must be an http(s) URL")
+    if f.type == "choice" and text not in (f.choices or []):
+        raise ValidationError(f"{label} must be one of {', '.join(f.choices or [])}")
+    if f.pattern and not re.fullmatch(f.pattern, text):
+        raise ValidationError(f"{label} does not have the expected form")
+    return text

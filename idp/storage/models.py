@@ -108,7 +108,13 @@ class Department(Timestamps, Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     names: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
-    path: Mapped[str] = mapped_column(String(1000), index=True, default="")
+    # Byte order ("C") on PostgreSQL so the prefix range query uses the index under any
+    # database locale; SQLite compares bytes already.
+    path: Mapped[str] = mapped_column(
+        String(1000).with_variant(String(1000, collation="C"), "postgresql"),
+        index=True,
+        default="",
+    )
 
 
 class Position(Timestamps, Base):
@@ -357,6 +363,17 @@ class AccessRequest(Timestamps, Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class RbacState(Base):
+    """One row: a generation number bumped in the same transaction as every change to roles,
+    groups, memberships or permissions (see idp.storage.rbac). Cached effective permissions
+    are keyed by it, so every worker process sees a change at its next check."""
+
+    __tablename__ = "rbac_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 # --- relying parties ----------------------------------------------------------------------------
 
 
@@ -457,6 +474,7 @@ class AuditEvent(Base):
 
 
 # Tables of other areas, kept in their own modules (imported so Alembic sees them).
-from . import models_auth as models_auth  # noqa: E402
-from . import models_saml as models_saml  # noqa: E402
+from . import models_oauth as models_oauth  # noqa: E402
 from . import models_ldap as models_ldap  # noqa: E402
+from . import models_saml as models_saml  # noqa: E402
+from . import models_auth as models_auth  # noqa: E402

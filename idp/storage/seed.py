@@ -54,6 +54,13 @@ class InitReport:
 
 
 def seed_role_templates(db: Session) -> list[str]:
+    """Create the missing role templates (returned), and with them the rest of the identity
+    model's initial data: the RBAC generation row and the default claim rules."""
+    from .claims import seed_default_rules
+    from .rbac import ensure_state
+
+    ensure_state(db)
+    seed_default_rules(db)
     created = []
     directory = Directory(db)
     for name, (description, perms) in ROLE_TEMPLATES.items():

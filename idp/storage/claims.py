@@ -1,0 +1,293 @@
+"""The claims mapper on the database: loads the rules (realm defaults overridden per client or
+SP) and the user, then calls the pure mapper in ``idp.core.claims``. Also the permission entry
+points the protocol engines and admin surfaces use.
+
+Stable interface (the OIDC and SAML engines call these):
+    oidc_claims(db, user_id, *, client_id, scopes, claims_request=None) -> dict
+    saml_attributes(db, user_id, *, sp_entity_id) -> list[SamlAttribute]
+    effective_permissions(db, store, user_id) -> frozenset[str]
+    has_permission(db, store, user_id, permission) -> bool
+    explain(db, user_id, permission) -> list[str]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ..clock import Clock
+from ..core import claims as core
+from ..core import rbac
+from ..core.claims import SamlAttribute
+from ..errors import NotFound, ValidationError
+from .models import ClaimRule, Client, Company, Department, Position, SamlServiceProvider, User
+from .rbac import grants_for, load_graph
+
+__all__ = [
+    "SamlAttribute",
+    "delete_rule",
+    "effective_permissions",
+    "explain",
+    "has_permission",
+    "list_rules",
+    "load_subject",
+    "oidc_claims",
+    "saml_attributes",
+    "save_rule",
+    "seed_default_rules",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --- the subject -------------------------------------------------------------------------------
+
+
+def _attributes(user: User) -> dict[str, Any]:
+    full = " ".join(p for p in (user.given_name, user.middle_name, user.family_name) if p)
+    return {
+        "uuid": user.uuid,
+        "username": user.username,
+        "email": user.email,
+        "email_verified": bool(user.email_verified),
+        "given_name": user.given_name,
+        "middle_name": user.middle_name,
+        "family_name": user.family_name,
+        "display_name": user.display_name,
+        "name": user.display_name or full or None,
+        "phone": user.phone,
+        "phone_verified": bool(user.phone_verified),
+        "avatar": user.avatar,
+        "locale": user.locale,
+        "timezone": user.timezone,
+        "color": user.color,
+        "status": user.status,
+        "start_date": user.start_date,
+        "end_date": user.end_date,
+        "source": user.source,
+        "external_id": user.external_id,
+        "ldap_dn": user.ldap_dn,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
+
+
+def _org(row: Company | Department | Position | None) -> core.OrgName | None:
+    if row is None:
+        return None
+    return core.OrgName(row.name, dict(row.names or {}), getattr(row, "slug", None))
+
+
+def load_subject(db: Session, user_id: int, *, clock: Clock | None = None) -> core.Subject:
+    """The user, their live groups and roles and their place in the organization."""
+    user = db.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    now = (clock or Clock()).utcnow()
+    graph = load_graph(db, user_id)
+    subject = core.Subject(attributes=_attributes(user), custom=dict(user.custom or {}))
+    live_groups = {
+        m.group_id for m in graph.memberships if m.expires_at is None or m.expires_at > now
+    }
+    direct: set[str] = set()
+    for gid in live_groups:
+        path = graph.group_names.get(gid)
+        if path:
+            direct.add(path)
+            subject.groups.append((path.rsplit("/", 1)[-1], path))
+    ancestors = {
+        graph.group_names[a]
+        for gid in live_groups
+        for a in rbac.group_ancestors(gid, graph.group_parent)
+        if a in graph.group_names
+    }
+    subject.ancestor_groups = [(p.rsplit("/", 1)[-1], p) for p in sorted(ancestors - direct)]
+    for role_id in rbac.held_roles(graph, now):
+        name = graph.role_names.get(role_id)
+        client = graph.role_client.get(role_id)
+        if name is None:
+            continue
+        if client is None:
+            subject.roles.append(name)
+        else:
+            subject.client_roles.setdefault(client, []).append(name)
+    subject.company = _org(user.company)
+    subject.position = _org(user.position)
+    if user.department is not None:
+        subject.department = _org(user.department)
+        ids = [int(x) for x in user.department.path.strip("/").split("/") if x]
+        rows = {d.id: d for d in db.scalars(select(Department).where(Department.id.in_(ids)))}
+        subject.department_path = [_org(rows[i]) for i in ids if i in rows]
+    return subject
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+def _parsed(rows: list[ClaimRule]) -> list[core.Rule]:
+    out = []
+    for row in rows:
+        try:
+            out.append(core.parse_rule(row.rule, scope=row.scope, enabled=row.enabled))
+        except core.ClaimRuleError as exc:
+            # Saved rules are validated; one edited behind our back must not break every login.
+            log.warning("claim rule %s is not usable and is skipped: %s", row.id, exc)
+    return out
+
+
+def _rules_for(
+    db: Session, *, client_id: str | None = None, sp_entity_id: str | None = None
+) -> list[core.Rule]:
+    realm = (ClaimRule.client_id.is_(None)) & (ClaimRule.sp_entity_id.is_(None))
+    own = (
+        ClaimRule.client_id == client_id
+        if client_id is not None
+        else ClaimRule.sp_entity_id == sp_entity_id
+        if sp_entity_id is not None
+        else None
+    )
+    cond = realm if own is None else or_(realm, own)
+    rows = db.scalars(select(ClaimRule).where(cond).order_by(ClaimRule.sort_order, ClaimRule.id))
+    defaults, overrides = [], []
+    for row in rows:
+        (defaults if row.client_id is None and row.sp_entity_id is None else overrides).append(row)
+    key = "target" if sp_entity_id is None else "saml_name"
+    return core.merge_rules(_parsed(defaults), _parsed(overrides), key)
+
+
+def oidc_claims(
+    db: Session,
+    user_id: int,
+    *,
+    client_id: str | None,
+    scopes: list[str],
+    claims_request: dict | None = None,
+    clock: Clock | None = None,
+) -> dict:
+    """Claims for an ID token or userinfo response. ``claims_request`` is the member of the
+    OIDC ``claims`` parameter for the token being built (its ``id_token`` or ``userinfo``
+    object, OIDC Core §5.5): the claims named there are released even without their scope.
+    Never returns ``sub`` or another registered claim: the token service sets those."""
+    rules = _rules_for(db, client_id=client_id)
+    subject = load_subject(db, user_id, clock=clock)
+    requested = list(claims_request) if isinstance(claims_request, dict) else []
+    return core.map_oidc(rules, subject, scopes=scopes, client_id=client_id, requested=requested)
+
+
+def saml_attributes(
+    db: Session, user_id: int, *, sp_entity_id: str, clock: Clock | None = None
+) -> list[SamlAttribute]:
+    """Attributes for a SAML assertion to ``sp_entity_id``: realm defaults, overridden per SP
+    (a per-SP rule replaces the default with the same ``saml_name``)."""
+    rules = _rules_for(db, sp_entity_id=sp_entity_id)
+    return core.map_saml(rules, load_subject(db, user_id, clock=clock))
+
+
+def save_rule(
+    db: Session,
+    rule: dict[str, Any],
+    *,
+    client_id: str | None = None,
+    sp_entity_id: str | None = None,
+    scope: str | None = None,
+    sort_order: int = 0,
+    enabled: bool = True,
+    rule_id: int | None = None,
+) -> ClaimRule:
+    """Create (or, with ``rule_id``, replace) a rule after validating it; raises
+    ValidationError with nothing written when the rule is refused."""
+    if client_id is not None and sp_entity_id is not None:
+        raise ValidationError("a rule belongs to one client or one SP, not both")
+    try:
+        core.parse_rule(rule, scope=scope, enabled=enabled)
+    except core.ClaimRuleError as exc:
+        raise ValidationError(str(exc)) from None
+    if client_id is not None and db.get(Client, client_id) is None:
+        raise NotFound(f"no client {client_id!r}")
+    if sp_entity_id is not None and db.get(SamlServiceProvider, sp_entity_id) is None:
+        raise NotFound(f"no service provider {sp_entity_id!r}")
+    row = db.get(ClaimRule, rule_id) if rule_id is not None else ClaimRule()
+    if row is None:
+        raise NotFound(f"no claim rule {rule_id}")
+    row.rule = dict(rule)
+    row.client_id = client_id
+    row.sp_entity_id = sp_entity_id
+    row.scope = scope
+    row.sort_order = sort_order
+    row.enabled = enabled
+    if rule_id is None:
+        db.add(row)
+    db.flush()
+    return row
+
+
+def delete_rule(db: Session, rule_id: int) -> None:
+    row = db.get(ClaimRule, rule_id)
+    if row is None:
+        raise NotFound(f"no claim rule {rule_id}")
+    db.delete(row)
+    db.flush()
+
+
+def list_rules(
+    db: Session, *, client_id: str | None = None, sp_entity_id: str | None = None
+) -> list[ClaimRule]:
+    """The realm rules (no arguments) or those of one client or SP."""
+    stmt = select(ClaimRule).where(
+        ClaimRule.client_id.is_(None) if client_id is None else ClaimRule.client_id == client_id,
+        ClaimRule.sp_entity_id.is_(None)
+        if sp_entity_id is None
+        else ClaimRule.sp_entity_id == sp_entity_id,
+    )
+    return list(db.scalars(stmt.order_by(ClaimRule.sort_order, ClaimRule.id)))
+
+
+def seed_default_rules(db: Session) -> list[str]:
+    """Add the default realm rules that are missing (by their ``seed`` name). An admin who
+    does not want one disables it; deleted ones come back at the next ``idp init``."""
+    present = {r.rule.get("seed") for r in list_rules(db) if isinstance(r.rule, dict)}
+    created = []
+    for order, (scope, rule) in enumerate(core.DEFAULT_RULES):
+        if rule["seed"] in present:
+            continue
+        save_rule(db, rule, scope=scope, sort_order=order * 10)
+        created.append(rule["seed"])
+    return created
+
+
+# --- permissions -------------------------------------------------------------------------------
+
+
+def effective_permissions(
+    db: Session, store: Any, user_id: int, *, clock: Clock | None = None
+) -> frozenset[str]:
+    """The permissions the user holds everywhere (normalized to three parts, wildcards kept),
+    through direct roles, groups and their parents, composites and permission groups.
+    Permissions held only in a company/department scope are checked with
+    ``idp.storage.rbac.Authorizer`` against a target user."""
+    return grants_for(db, store, user_id, clock=clock).everywhere
+
+
+def has_permission(
+    db: Session, store: Any, user_id: int, permission: str, *, clock: Clock | None = None
+) -> bool:
+    """Deny by default: True only when a live global grant allows the concrete permission."""
+    try:
+        rbac.check_form(permission)
+    except rbac.PermissionError_:
+        return False
+    return grants_for(db, store, user_id, clock=clock).allows(permission)
+
+
+def explain(db: Session, user_id: int, permission: str, *, clock: Clock | None = None) -> list[str]:
+    """Why the user has ``permission``: one line per path that grants it (empty: they don't)."""
+    try:
+        rbac.check_form(permission)
+    except rbac.PermissionError_ as exc:
+        raise ValidationError(str(exc)) from None
+    if db.get(User, user_id) is None:
+        raise NotFound(f"no user with id {user_id}")
+    return rbac.explain(load_graph(db, user_id), permission, (clock or Clock()).utcnow())
