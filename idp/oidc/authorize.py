@@ -380,6 +380,40 @@ def consent():
     return resp
 
 
+@bp.record_once
+def _consent_source(state) -> None:
+    from ..web.account import CONSENT_SOURCES, register_consent_source
+
+    if (list_consents, withdraw_consent) not in CONSENT_SOURCES:
+        register_consent_source(list_consents, withdraw_consent)
+
+
+def list_consents(svc, user) -> list[dict[str, Any]]:
+    """For the account page: the clients this user consented to."""
+    from .clients import client_cache
+
+    with svc.sessions() as db:
+        rows = db.scalars(select(Consent).where(Consent.user_id == user.id)).all()
+    out = []
+    for row in rows:
+        client = client_cache(svc).get(row.client_id)
+        if client is not None:
+            out.append({"key": row.client_id, "name": client.name, "scopes": row.scopes,
+                        "logo_uri": client.setting("logo_uri")})
+    return out
+
+
+def withdraw_consent(svc, user, key: str) -> None:
+    """Withdrawing consent also ends what it allowed: the client's refresh tokens, offline
+    ones included."""
+    with svc.sessions.begin() as db:
+        row = db.scalar(select(Consent).where(Consent.user_id == user.id,
+                                              Consent.client_id == key))
+        if row is not None:
+            db.delete(row)
+    engine(svc).revoke_refresh_tokens(user_id=user.id, client_id=key, offline=True)
+
+
 def remember_consent(svc, user_id: int, client_id: str, scopes: list[str]) -> None:
     with svc.sessions.begin() as db:
         row = db.scalar(select(Consent).where(Consent.user_id == user_id,

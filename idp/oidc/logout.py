@@ -184,9 +184,10 @@ def end_session():
 
 
 def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) -> Response:
+    from ..web.login import end_sso_session
+
     mgr = sessions()
-    sid = request.cookies.get(COOKIE)
-    record = mgr.destroy(sid) if sid else None
+    record = end_sso_session(request.cookies.get(COOKIE))
     frames = []
     for key, info in ((record or {}).get("rps") or {}).items():
         if not key.startswith("oidc:"):

@@ -532,56 +532,64 @@ class Engine:
         client: OAuthClient = request.client
         token_hash = self.hash(value)
         now = self.svc.clock.utcnow()
+        replayed = None
         with self.svc.sessions.begin() as db:
             row = db.get(RefreshToken, token_hash)
             if row is None or row.revoked or row.client_id != client.client_id:
                 return None
             if row.used_at is not None:
-                log.warning("refresh token reused; revoking its family",
-                            extra={"client_id": row.client_id})
-                self._revoke_family(db, row.grant_id)
+                replayed = row.grant_id
+            elif row.expires_at <= now or self.svc.store.get(_GRANT_REVOKED + row.grant_id):
                 return None
-            if row.expires_at <= now or self.svc.store.get(_GRANT_REVOKED + row.grant_id):
+            elif row.offline and row.last_used_at + timedelta(
+                    days=self.settings.refresh_idle_days) <= now:
                 return None
-            if row.offline:
-                idle = timedelta(days=self.settings.refresh_idle_days)
-                if row.last_used_at + idle <= now:
-                    return None
-            elif not row.sid or not self.session_alive(row.sid):
+            elif not row.offline and (not row.sid or not self.session_alive(row.sid)):
                 return None  # an online token dies with its SSO session
-            if self.rotates(client):
+            elif self.rotates(client):
                 # Atomic: of two parallel uses exactly one wins; the other is a reuse.
                 done = db.execute(update(RefreshToken).where(
                     RefreshToken.token_hash == token_hash,
                     RefreshToken.used_at.is_(None)).values(used_at=now))
                 if done.rowcount != 1:
-                    self._revoke_family(db, row.grant_id)
-                    return None
+                    replayed = row.grant_id
             else:
                 row.last_used_at = now
-            db.expunge(row)
-            return row
+            if replayed is None:
+                db.expunge(row)
+        if replayed is not None:
+            log.warning("refresh token reused; revoking its family",
+                        extra={"client_id": client.client_id})
+            self.revoke_grant(replayed)
+            return None
+        return row
 
     def session_alive(self, public_sid: str) -> bool:
         from ..web.sso import sessions
 
         return sessions().alive(public_sid)
 
-    def _revoke_family(self, db, grant_id: str) -> None:
-        db.execute(update(RefreshToken).where(RefreshToken.grant_id == grant_id)
-                   .values(revoked=True))
+    def revoke_grants(self, grant_ids: set[str]) -> None:
+        """Revoke whole families: their refresh tokens, and (through a marker the token
+        checks read) every access token issued from them. The marker is written after the
+        database commit: on SQLite a store write inside the transaction would wait on itself."""
+        if not grant_ids:
+            return
+        with self.svc.sessions.begin() as db:
+            db.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids))
+                       .values(revoked=True))
         lifetime = max(self.settings.access_token_lifetime, 3600)
-        self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
+        for grant_id in grant_ids:
+            self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
 
     def revoke_grant(self, grant_id: str) -> None:
-        with self.svc.sessions.begin() as db:
-            self._revoke_family(db, grant_id)
+        self.revoke_grants({grant_id})
 
     def revoke_refresh_tokens(self, *, user_id: int | None = None, sid: str | None = None,
                               client_id: str | None = None, offline: bool = False) -> None:
         """Revoke refresh-token families of a user, a session or a client (logout, password
         change, consent withdrawal)."""
-        with self.svc.sessions.begin() as db:
+        with self.svc.sessions() as db:
             query = select(RefreshToken.grant_id).where(RefreshToken.revoked.is_(False))
             if user_id is not None:
                 query = query.where(RefreshToken.user_id == user_id)
@@ -591,8 +599,8 @@ class Engine:
                 query = query.where(RefreshToken.client_id == client_id)
             if not offline:
                 query = query.where(RefreshToken.offline.is_(False))
-            for grant_id in set(db.scalars(query)):
-                self._revoke_family(db, grant_id)
+            grant_ids = set(db.scalars(query))
+        self.revoke_grants(grant_ids)
 
     # --- validating access tokens (userinfo, introspection, our APIs) ------------------------
 
