@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import base_overrides, init_database
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -48,27 +49,6 @@ def instance_dir(tmp_path: Path) -> Path:
     path = tmp_path / "instance"
     path.mkdir()
     return path
-
-
-def base_overrides(instance: Path, **extra: Any) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"instance_dir": str(instance), "logging": {"access_log": False}}
-    overrides.update(extra)
-    return overrides
-
-
-def init_database(overrides: dict[str, Any]) -> None:
-    """What `idp init` does to storage: migrate, then create signing keys and role templates."""
-    from idp.services import build_services
-    from idp.settings import load_settings
-    from idp.storage.migrate import upgrade
-    from idp.storage.seed import seed_role_templates
-
-    svc = build_services(load_settings(overrides))
-    upgrade(svc.engine)
-    svc.keys.ensure()
-    with svc.sessions.begin() as db:
-        seed_role_templates(db)
-    svc.engine.dispose()
 
 
 @pytest.fixture

@@ -115,6 +115,19 @@ class _JWTClientAuth(JWTBearerClientAssertion):
         super().__init__(leeway=60)
         self.engine = engine
 
+    def __call__(self, query_client, request):
+        """Answer only for clients registered with this method, so that client_secret_jwt
+        and private_key_jwt do not refuse each other's assertions."""
+        data = request.form
+        if data.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE:
+            return None
+        _, claims = self.extract_assertion(data.get("client_assertion") or "")
+        sub = claims.get("sub")
+        client = query_client(sub) if isinstance(sub, str) else None
+        if client is not None and client.auth_method != self.CLIENT_AUTH_METHOD:
+            return None
+        return super().__call__(query_client, request)
+
     def get_audiences(self) -> list[str]:
         # FAPI 2.0 / RFC 7523: the issuer identifier, and the token endpoint URL.
         issuer = self.engine.issuer
@@ -131,6 +144,7 @@ class _JWTClientAuth(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=list(self.ALGORITHMS))
         except (JoseError, ValueError) as exc:
+            log.info("client assertion refused: %s", exc)
             raise InvalidClientError(description="Invalid client assertion.") from exc
         claims = token.claims
         now = self.engine.svc.clock.now()
@@ -375,6 +389,16 @@ class AuthorizationServer(_AuthorizationServer):
 
     def send_signal(self, name, *args, **kwargs) -> None:
         return None
+
+    def handle_error_response(self, request, error):
+        # A failed client authentication is always 401 with a challenge (RFC 6749 §5.2
+        # requires it for the Authorization header; we answer every method the same way).
+        if error.error == "invalid_client":
+            error.status_code = 401
+        response = super().handle_error_response(request, error)
+        if error.error == "invalid_client":
+            response.headers.setdefault("WWW-Authenticate", f'Basic realm="{self.engine.issuer}"')
+        return response
 
 
 class Engine:

@@ -57,8 +57,8 @@ def userinfo_response(svc: Services) -> Response:
 
     eng = engine(svc)
     token, error = extract_bearer()
-    if error == "missing_token":
-        return bearer_error("invalid_token", "No access token was sent.", 401)
+    if error == "missing_token":  # RFC 6750 §3.1: no error code when no credentials came
+        return bearer_error("missing_token", "No access token was sent.", 401)
     if error:
         return bearer_error("invalid_request", "Send the access token once, in the "
                                                "Authorization header or the form body.", 400)

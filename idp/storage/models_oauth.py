@@ -41,6 +41,13 @@ class RefreshToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
+    # What authlib's refresh grant asks of a token (RFC 6749 §6: bound to its client).
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
 
 class Consent(Base):
     """The scopes a user granted a client; asked again only for scopes beyond these."""

@@ -7,8 +7,8 @@ import threading
 
 import jwt as pyjwt
 import pytest
+from oidc_support import PASSWORD, RP, authorize, login, token
 from werkzeug.datastructures import MultiDict
-from oidc_support import PASSWORD, RP, authorize, env, login, query, token  # noqa: F401
 
 from idp.storage.models_oauth import RefreshToken
 
