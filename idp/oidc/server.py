@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import AuthorizationServer as _AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
@@ -50,10 +51,17 @@ _GRANT_REVOKED = "grantrevoked:"
 _AT_REVOKED = "atrevoked:"
 _OPAQUE = "at:"
 _JTI = "jti:"
+_CLAIMS_REQUEST = "claimsreq:"
 # Scopes that act on the IdP itself: granted only to holders of oauth:scope:<name>.
 PROTECTED_SCOPES = ("admin", "scim")
 STANDARD_SCOPES = ("openid", "profile", "email", "phone", "address", "offline_access",
                    "groups", "roles")
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 §2: the resource parameter is not an acceptable target."""
+
+    error = "invalid_target"
 
 
 @dataclass
@@ -343,8 +351,15 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=False):
+        resources = self.request.form.getlist("resource") if hasattr(
+            self.request.form, "getlist") else []
+        for value in resources:  # RFC 8707 §2: absolute URIs without a fragment
+            parts = urlsplit(value)
+            if not parts.scheme or not parts.netloc or "#" in value:
+                raise InvalidTargetError()
         return self.server.engine.issue(self.request.client, None, self.request.scope,
-                                        {"client_id": self.request.client.client_id},
+                                        {"client_id": self.request.client.client_id,
+                                         "resource": resources},
                                         include_refresh_token=False)
 
 
@@ -499,6 +514,12 @@ class Engine:
             access_token = self.signer.sign(claims, alg, typ="at+jwt")
         token = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
                  "scope": scope}
+        wanted = (ctx.get("claims") or {}).get("userinfo")
+        if wanted and ctx.get("grant_id"):
+            # OIDC Core §5.5: the userinfo member of the claims request outlives the code;
+            # userinfo finds it through the grant id its access tokens carry.
+            self.svc.store.put(_CLAIMS_REQUEST + ctx["grant_id"], wanted,
+                               self.settings.refresh_absolute_days * 86400)
         if include_refresh_token and user is not None and ctx.get("grant_id"):
             token["refresh_token"] = self._new_refresh_token(client, user, scope, ctx)
         return token
@@ -655,6 +676,10 @@ class Engine:
                 and not self.session_alive(claims["sid"]):
             return None
         return claims
+
+    def userinfo_claims_request(self, token_claims: dict[str, Any]) -> dict | None:
+        gid = token_claims.get("gid")
+        return self.svc.store.get(_CLAIMS_REQUEST + gid) if gid else None
 
     def revoke_access_token(self, value: str) -> bool:
         claims = self.validate_access_token(value)

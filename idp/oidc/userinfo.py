@@ -74,7 +74,8 @@ def userinfo_response(svc: Services) -> Response:
         if user is None or user.status != "active":
             return bearer_error("invalid_token", "The user is no longer active.", 401)
         user_id = user.id
-    body = user_claims(svc, user_id, claims["client_id"], scopes, None)
+    body = user_claims(svc, user_id, claims["client_id"], scopes,
+                       eng.userinfo_claims_request(claims))
     body["sub"] = claims["sub"]
     from .clients import client_cache
 

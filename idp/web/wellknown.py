@@ -14,9 +14,19 @@ from flask import Blueprint, Response, request
 bp = Blueprint("wellknown", __name__)
 
 
-def _cacheable(doc: dict, max_age: int) -> Response:
-    body = json.dumps(doc, separators=(",", ":"), sort_keys=True)
-    etag = hashlib.sha256(body.encode()).hexdigest()[:32]
+def _cacheable(key: tuple, build, max_age: int) -> Response:
+    """Serve a JSON document serialized once per worker for each ``key`` (its ETag with it):
+    these are the most requested URLs and change only with configuration or keys."""
+    from ..app import services
+
+    cache = services().extras.setdefault("wellknown_cache", {})
+    hit = cache.get(key)
+    if hit is None:
+        body = json.dumps(build(), separators=(",", ":"), sort_keys=True)
+        if len(cache) > 32:
+            cache.clear()
+        hit = cache[key] = (body, hashlib.sha256(body.encode()).hexdigest()[:32])
+    body, etag = hit
     resp = Response(body, mimetype="application/json")
     resp.set_etag(etag)
     resp.headers["Cache-Control"] = f"public, max-age={max_age}"
@@ -41,16 +51,22 @@ def metadata() -> dict:
 
 @bp.get("/.well-known/openid-configuration")
 def openid_configuration():
-    return _cacheable(metadata(), 3600)
+    return _cacheable(("discovery",), metadata, 3600)
 
 
 @bp.get("/.well-known/oauth-authorization-server")
 def oauth_authorization_server():
-    return _cacheable(metadata(), 3600)
+    return _cacheable(("discovery",), metadata, 3600)
 
 
 @bp.get("/jwks")
 def jwks():
     from ..app import services
 
-    return _cacheable(services().keys.jwks(), 300)
+    svc = services()
+    ring = svc.keys.ring()
+    published = ring.published(svc.clock.utcnow())
+    # Keyed by the published kids: a rotation, or a previous key passing its overlap,
+    # changes the document (and its ETag) at once.
+    return _cacheable(("jwks", *(k.kid for k in published)),
+                      lambda: {"keys": [k.public for k in published]}, 300)
