@@ -543,5 +543,9 @@ from .cli_saml import saml as saml_commands  # noqa: E402
 
 cli.add_command(saml_commands)
 
+from .cli_oidc import register as register_oidc  # noqa: E402
+
+register_oidc(clients)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

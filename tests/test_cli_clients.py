@@ -1,0 +1,42 @@
+"""`idp clients update / show / list`: per-client OIDC settings, refused input changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from test_cli import fails, ok_json, run, snapshot
+
+
+@pytest.fixture
+def idp_env(monkeypatch, instance_dir):
+    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance_dir))
+    return instance_dir
+
+
+def test_update_show_and_list(idp_env, capsys):
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    updated = ok_json(capsys, "clients", "update", "demo-app", "--access-token-format",
+                      "opaque", "--no-refresh-rotation", "--id-token-alg", "ES256",
+                      "--userinfo-alg", "RS256", "--access-token-lifetime", "120",
+                      "--first-party")
+    assert updated["access_token_format"] == "opaque"
+    assert updated["refresh_token_rotation"] is False
+    assert updated["id_token_signed_response_alg"] == "ES256"
+    assert updated["userinfo_signed_response_alg"] == "RS256"
+    assert updated["access_token_lifetime"] == 120 and updated["first_party"] is True
+    shown = ok_json(capsys, "clients", "show", "demo-app")
+    assert shown == updated
+    assert not {"client_secret", "secret_hash", "secret_enc"} & set(shown)
+    plain = ok_json(capsys, "clients", "update", "demo-app", "--userinfo-alg", "none")
+    assert "userinfo_signed_response_alg" not in plain
+    listed = ok_json(capsys, "clients", "list")
+    assert [c["client_id"] for c in listed["clients"]] == ["demo-app"]
+
+
+def test_refused_updates_change_nothing(idp_env, capsys):
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    before = snapshot(idp_env)
+    assert "no client" in fails(capsys, "clients", "update", "nope", "--name", "x", code=1)
+    assert "nothing to change" in fails(capsys, "clients", "update", "demo-app", code=1)
+    fails(capsys, "clients", "update", "demo-app", "--id-token-alg", "none", code=2)
+    fails(capsys, "clients", "update", "demo-app", "--access-token-lifetime", "5", code=2)
+    assert snapshot(idp_env) == before
