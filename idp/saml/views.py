@@ -527,8 +527,8 @@ def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound)
         ):
             record = mgr.destroy(current.sid)
             ended = True
+            # destroy() has told the other protocols (OIDC back-channel logout).
             others = _other_saml_parties(record, sp.entity_id)
-            _propagate_oidc(record)
     state = {
         "pending": others,
         "partial": False,
@@ -553,20 +553,6 @@ def _other_saml_parties(record: dict[str, Any] | None, skip: str | None) -> list
         for key, info in record.get("rps", {}).items()
         if key.startswith("saml:") and key[5:] != skip
     ]
-
-
-def _propagate_oidc(record: dict[str, Any] | None) -> None:
-    """OIDC back-channel logout belongs to the OIDC area; call its hook when it is installed."""
-    if not record:
-        return
-    try:
-        from ..oidc import logout as oidc_logout
-    except ImportError:
-        return
-    try:
-        oidc_logout.propagate(_svc(), record)
-    except Exception:  # a failing RP must not stop the user's logout
-        log.exception("OIDC logout propagation failed")
 
 
 def _slo_location(idp: SamlIdp, sp: SpInfo) -> tuple[str, str, str] | None:
@@ -720,8 +706,7 @@ def logout():
         return Response(render_template("saml_logout.html", done=True, partial=False))
     if not hmac.compare_digest(request.form.get("token", ""), _logout_token(current.sid)):
         return _error_page(400, "The sign-out form has expired. Please try again.")
-    record = mgr.destroy(current.sid)
-    _propagate_oidc(record)
+    record = mgr.destroy(current.sid)  # tells OIDC clients too (logout listeners)
     state = {"pending": _other_saml_parties(record, None), "partial": False, "initiator": None}
     resp = _continue_logout(idp, state)
     mgr.clear_cookie(resp)
