@@ -11,14 +11,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, g, redirect, render_template, request, url_for
-from flask_babel import Babel, get_locale, lazy_gettext
+from flask import (
+    Flask,
+    current_app,
+    g,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import Babel, force_locale, get_locale, lazy_gettext, refresh
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from ..backends.chain import password_hasher
+from ..core.authn import AuthnResult
 from ..core.policy import (
     ACCOUNT_OK,
     LockoutPolicy,
@@ -31,7 +41,7 @@ from ..delivery.mail import Mailer, make_mailer
 from ..services import Services
 from ..storage.models import AuditEvent, User
 from ..storage.models_auth import PasswordHistory, SsoSessionIndex
-from .sso import sessions
+from .sso import COOKIE, sessions
 
 log = logging.getLogger("idp.login")
 
@@ -45,26 +55,80 @@ def svc() -> Services:
 # --- UI set-up ----------------------------------------------------------------------------------
 
 
-def _select_locale() -> str | None:
-    offered = list(svc().settings.branding.languages) or ["en"]
-    wanted = g.get("ui_locales") or []
-    for tag in wanted:
-        base = tag.split("-")[0].lower()
-        if base in offered:
-            return base
-    user_locale = g.get("user_locale")
-    if user_locale and user_locale.split("-")[0] in offered:
-        return user_locale.split("-")[0]
+def offered_languages() -> list[str]:
+    """The configured UI languages ([branding] languages); the first is the default."""
+    return list(svc().settings.branding.languages) or ["en"]
+
+
+def _offered(tag: str | None, offered: list[str]) -> str | None:
+    """``tag`` ("de-CH", "de_AT", "DE") reduced to an offered language, or None."""
+    if not tag:
+        return None
+    tag = tag.replace("_", "-").strip()
+    if tag in offered:
+        return tag
+    base = tag.split("-")[0].lower()
+    return base if base in offered else None
+
+
+def _session_user_locale() -> str | None:
+    """The profile language of the browser's signed-in user on pages that did not load the user
+    themselves (consent, logout, the login page while signed in). Reads the session record
+    without refreshing its idle timer: choosing a language is not activity."""
+    sid = request.cookies.get(COOKIE)
+    rec = sessions()._record(sid) if sid else None
+    if rec is None:
+        return None
+    uuid = AuthnResult.from_dict(rec["result"]).user_uuid
+    with svc().sessions() as db:
+        return db.scalar(select(User.locale).where(User.uuid == uuid))
+
+
+def _select_locale() -> str:
+    """The page language, as Keycloak users expect it: the signed-in user's profile language,
+    else the relying party's ``ui_locales`` of the pending request (OIDC Core 3.1.2.1, in order
+    of preference), else the browser's Accept-Language, else the first configured language.
+    Only configured languages are ever chosen."""
+    offered = offered_languages()
+    if not has_request_context():  # a mail rendered from the CLI: the caller forces a language
+        return offered[0]
+    user_locale = g.user_locale if "user_locale" in g else _session_user_locale()
+    chosen = _offered(user_locale, offered)
+    if chosen:
+        return chosen
+    for tag in g.get("ui_locales") or []:
+        chosen = _offered(tag, offered)
+        if chosen:
+            return chosen
     return request.accept_languages.best_match(offered) or offered[0]
+
+
+def locale_hints(*, user_locale: str | None = None, ui_locales: list[str] | None = None) -> None:
+    """Tell the selector what this request learnt (the user, the pending request) and drop a
+    language chosen earlier in the request, so the page renders in the right one."""
+    if user_locale is not None:
+        g.user_locale = user_locale
+    if ui_locales is not None:
+        g.ui_locales = ui_locales
+    refresh()
+
+
+def html_lang() -> str:
+    """The selected language as a BCP 47 tag for ``<html lang>`` ("de", "pt-BR")."""
+    locale = get_locale()
+    return str(locale).replace("_", "-") if locale else "en"
 
 
 def init_ui(app: Flask) -> None:
     """Called once per app when the login blueprint is registered."""
     settings = app.extensions["idp"].settings
+    # Bundled catalogs first, then the instance's own: an operator adds a language (or rewords
+    # a message) with <instance>/translations/<lang>/LC_MESSAGES/messages.mo, no fork needed.
+    own = Path(settings.instance_dir) / "translations"
     Babel(
         app,
         locale_selector=_select_locale,
-        default_translation_directories=str(TRANSLATIONS),
+        default_translation_directories=f"{TRANSLATIONS};{own}",
     )
     # Operators override any template by putting a file of the same name here.
     override = Path(settings.instance_dir) / "templates"
@@ -74,7 +138,7 @@ def init_ui(app: Flask) -> None:
     @app.context_processor
     def _ui() -> dict[str, Any]:
         return {
-            "lang": str(get_locale() or "en"),
+            "lang": html_lang(),
             "signed_in": g.get("signed_in_user"),
             "security_questions_enabled": settings.recovery.security_questions,
         }
@@ -113,7 +177,7 @@ def require_user(db: Session) -> User | Response:
         return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
     g.signed_in_user = user
     g.sid = result.sid
-    g.user_locale = user.locale
+    locale_hints(user_locale=user.locale or "")
     return user
 
 
@@ -180,10 +244,29 @@ def mailer() -> Mailer:
     return m
 
 
-def send_mail(to: str | None, name: str, subject: str, **context: Any) -> bool:
+def mail_locale(to: str, recipient: User | None = None) -> str:
+    """The language a mail to ``to`` is written in: the recipient's profile language; for a
+    recipient without one, the page's language when they are the person at the browser (the
+    ``recipient`` passed in, e.g. someone registering), else the default language (an
+    administrator notified about someone else's request)."""
+    offered = offered_languages()
+    if recipient is None or (recipient.email or "").lower() != to.lower():
+        with svc().sessions() as db:
+            known = db.scalar(select(User.locale).where(User.email == to.lower()))
+        return _offered(known, offered) or offered[0]
+    return _offered(recipient.locale, offered) or str(get_locale() or offered[0])
+
+
+def send_mail(
+    to: str | None, name: str, subject: str, *, locale: str | None = None, **context: Any
+) -> bool:
+    """Render ``templates/mail/<name>.txt|.html`` and send them, in the recipient's language
+    (``locale``, else :func:`mail_locale` for ``to`` and the ``user`` in ``context``). Pass the
+    subject as a lazy string (``lazy_gettext``) so it is translated in that language too."""
     if not to:
         return False
-    return mailer().send_template(render_template, to, name, str(subject), **context)
+    with force_locale(locale or mail_locale(to, context.get("user"))):
+        return mailer().send_template(render_template, to, name, str(subject), **context)
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -357,7 +440,8 @@ _MESSAGES = {
 
 
 def violation_text(v: Violation) -> str:
-    return str(_MESSAGES[v.code]) % v.params if v.params else str(_MESSAGES[v.code])
+    # Always %-format (also without parameters) so a literal "%%" in a message shows as "%".
+    return str(_MESSAGES[v.code]) % (v.params or {})
 
 
 def policy_help() -> list[str]:

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete
@@ -76,7 +76,7 @@ STEP_ERRORS = {
 def _request_of(rid: str | None) -> AuthnRequest | None:
     req = sessions().load_request(rid) if rid else None
     if req is not None:
-        g.ui_locales = req.ui_locales
+        authkit.locale_hints(ui_locales=req.ui_locales)
     return req
 
 
@@ -171,7 +171,7 @@ def start_pending(
         authkit.send_mail(
             user.email,
             "password_expiry",
-            _("Your password expires in %(days)s days", days=age.days_left),
+            _l("Your password expires in %(days)s days", days=age.days_left),
             user=user,
             days=age.days_left,
             change_url=authkit.absolute("account.password"),
@@ -319,7 +319,7 @@ def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: s
             authkit.send_mail(
                 user.email,
                 "lockout",
-                _("Your account was locked after failed sign-in attempts"),
+                _l("Your account was locked after failed sign-in attempts"),
                 user=user,
                 minutes=policy.lock_minutes,
                 reset_url=authkit.absolute("password.reset_request"),
@@ -344,7 +344,7 @@ def step():
         if user is None or authkit.state_of(user) != ACCOUNT_OK:
             _drop_pending()
             return _expired_request()
-        g.user_locale = user.locale
+        authkit.locale_hints(user_locale=user.locale or "")
         _request_of(pending.rid)
         ctx = StepContext(svc=svc(), db=db, user=user, pending=pending)
         if request.method == "GET":

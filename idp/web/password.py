@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from ..backends.chain import password_hasher
@@ -80,7 +81,7 @@ def reset_request():
             authkit.send_mail(
                 user.email,
                 "reset",
-                _("Reset your password"),
+                _l("Reset your password"),
                 user=user,
                 link=authkit.absolute("password.reset_confirm", token=token),
                 minutes=svc().settings.recovery.token_minutes,
@@ -194,7 +195,7 @@ def first_login():
             authkit.send_mail(
                 user.email,
                 "magic_link",
-                _("Your sign-in link"),
+                _l("Your sign-in link"),
                 user=user,
                 link=authkit.absolute("password.magic", token=token),
                 minutes=svc().settings.recovery.token_minutes,
@@ -254,7 +255,7 @@ def send_verification(user: User) -> bool:
     return authkit.send_mail(
         user.email,
         "verify_email",
-        _("Confirm your e-mail address"),
+        _l("Confirm your e-mail address"),
         user=user,
         link=authkit.absolute("password.verify_email", token=token),
         minutes=svc().settings.recovery.token_minutes,
@@ -307,7 +308,7 @@ def _notify_admins(user: User) -> None:
         authkit.send_mail(
             admin,
             "approval_request",
-            _("New account waiting for approval: %(username)s", username=user.username),
+            _l("New account waiting for approval: %(username)s", username=user.username),
             user=user,
             link=authkit.absolute("password.approve", token=token),
         )
@@ -326,7 +327,7 @@ def decide_registration(db: Any, user: User, approved: bool, actor: str | None =
     authkit.send_mail(
         user.email,
         "approval",
-        _("Your account was approved") if approved else _("Your account request was declined"),
+        _l("Your account was approved") if approved else _l("Your account request was declined"),
         user=user,
         approved=approved,
         login_url=authkit.absolute("login.login"),
@@ -389,6 +390,8 @@ def register():
                 **page,
             ), 400
         user.password_changed_at = svc().clock.utcnow()
+        # The language they registered in, so later mails (approval) reach them in it.
+        user.locale = authkit.html_lang()
         if waiting:
             user.status = "pending"
             user.custom = {"registration": waiting}
