@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 from identity_support import realm_fixture, sqlite_realm_fixture  # noqa: F401
+from sqlalchemy import event, update
 
 from idp.core import claims as core
 from idp.errors import ValidationError
@@ -380,3 +381,110 @@ def test_default_rules_are_seeded_once(sqlite_realm):
     with sqlite_realm.session() as db:
         assert api.seed_default_rules(db) == []
     assert sqlite_realm.count(ClaimRule) == before
+
+
+# --- the per-worker rule cache -----------------------------------------------------------------
+
+
+def _statements(svc):
+    """SQL statements run on this worker's engine (to see whether rules were loaded again)."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", record)
+    return seen
+
+
+def _names(svc, uid) -> dict[str, list[str]]:
+    with svc.sessions() as db:
+        return {a.name: a.values for a in api.saml_attributes(db, uid, sp_entity_id=SP)}
+
+
+def test_rule_changes_made_by_another_worker_are_seen_at_once(realm):
+    """Worker A caches the parsed rules; every change committed by worker B (create, edit,
+    disable, delete, and the cascade of an SP's deletion) is visible to A's next request."""
+    with realm.session() as db:
+        uid = _user(db, realm.clock)
+    worker_a, worker_b = realm.svc, realm.another_process()
+    try:
+        before = _names(worker_a, uid)
+        assert "department" not in before
+        seen = _statements(worker_a)
+        assert _names(worker_a, uid) == before
+        assert not [s for s in seen if "claim_rules" in s], "rules were not served from the cache"
+
+        with worker_b.sessions.begin() as db:
+            rule = api.save_rule(
+                db, {"saml_name": "department", "source": {"type": "department"}}, sp_entity_id=SP
+            )
+            rule_id = rule.id
+        assert _names(worker_a, uid)["department"] == ["Platform"]
+
+        with worker_b.sessions.begin() as db:
+            api.save_rule(
+                db,
+                {"saml_name": "department", "source": {"type": "static", "value": "R&D"}},
+                sp_entity_id=SP,
+                rule_id=rule_id,
+            )
+        assert _names(worker_a, uid)["department"] == ["R&D"]
+
+        with worker_b.sessions.begin() as db:  # an ORM edit outside save_rule
+            db.get(ClaimRule, rule_id).enabled = False
+        assert "department" not in _names(worker_a, uid)
+
+        with worker_b.sessions.begin() as db:
+            db.get(ClaimRule, rule_id).enabled = True
+        assert _names(worker_a, uid)["department"] == ["R&D"]
+
+        with worker_b.sessions.begin() as db:
+            api.delete_rule(db, rule_id)
+        assert _names(worker_a, uid) == before
+
+        # The SP's rules go with it by ON DELETE CASCADE; an SP registered again under the same
+        # entityID must not get them back from a cache.
+        with worker_b.sessions.begin() as db:
+            api.save_rule(
+                db, {"saml_name": "department", "source": {"type": "department"}}, sp_entity_id=SP
+            )
+        assert "department" in _names(worker_a, uid)
+        with worker_b.sessions.begin() as db:
+            db.delete(db.get(SamlServiceProvider, SP))
+        with worker_b.sessions.begin() as db:
+            db.add(SamlServiceProvider(entity_id=SP, metadata_xml="<md/>"))
+        assert _names(worker_a, uid) == before
+    finally:
+        worker_b.engine.dispose()
+
+
+def test_bulk_statements_on_rules_invalidate_the_cache(sqlite_realm):
+    with sqlite_realm.session() as db:
+        uid = _user(db, sqlite_realm.clock)
+    worker_a, worker_b = sqlite_realm.svc, sqlite_realm.another_process()
+    try:
+        assert "urn:oid:0.9.2342.19200300.100.1.3" in _names(worker_a, uid)
+        with worker_b.sessions.begin() as db:
+            db.execute(update(ClaimRule).values(enabled=False))
+        assert _names(worker_a, uid) == {}
+    finally:
+        worker_b.engine.dispose()
+
+
+def test_an_uncommitted_rule_change_never_reaches_the_cache(sqlite_realm):
+    with sqlite_realm.session() as db:
+        uid = _user(db, sqlite_realm.clock)
+    svc = sqlite_realm.svc
+    before = _names(svc, uid)
+    gen = None
+    with svc.sessions() as db:
+        gen = api.claims_generation(db)
+        api.save_rule(db, {"saml_name": "x", "source": {"type": "static", "value": "v"}})
+        # The transaction sees its own rule...
+        assert "x" in {a.name for a in api.saml_attributes(db, uid, sp_entity_id=SP)}
+        db.rollback()
+    # ...but after the rollback neither the database nor any cache holds it.
+    with svc.sessions() as db:
+        assert api.claims_generation(db) == gen
+    assert _names(svc, uid) == before

@@ -13,9 +13,12 @@ Stable interface (the OIDC and SAML engines call these):
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..clock import Clock
@@ -23,7 +26,16 @@ from ..core import claims as core
 from ..core import rbac
 from ..core.claims import SamlAttribute
 from ..errors import NotFound, ValidationError
-from .models import ClaimRule, Client, Company, Department, Position, SamlServiceProvider, User
+from .models import (
+    ClaimRule,
+    Client,
+    Company,
+    Department,
+    Position,
+    RbacState,
+    SamlServiceProvider,
+    User,
+)
 from .rbac import grants_for, load_graph
 
 __all__ = [
@@ -33,6 +45,7 @@ __all__ = [
     "explain",
     "has_permission",
     "list_rules",
+    "claims_generation",
     "load_subject",
     "oidc_claims",
     "saml_attributes",
@@ -126,6 +139,69 @@ def load_subject(db: Session, user_id: int, *, clock: Clock | None = None) -> co
 
 # --- rules -------------------------------------------------------------------------------------
 
+# Parsed rules are cached per worker process and per database engine, keyed by a generation
+# number kept in row CLAIMS_STATE_ID of ``rbac_state`` (row 1 is the RBAC generation). Every
+# change to claim rules -- and every deletion of a client or SP, whose rules the database
+# deletes by cascade -- bumps it in the same transaction (ORM events below), so another worker
+# sees the change at its next request: one single-row read instead of loading and parsing every
+# rule on every sign-in.
+CLAIMS_STATE_ID = 2
+_CACHE_MAX = 2048  # (client or SP) entries per engine before the cache starts over
+_DIRTY = "claim_rules_changed_in_transaction"
+_RULE_OWNERS = (ClaimRule, Client, SamlServiceProvider)
+
+
+class _RuleCache:
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.rules: dict[tuple[str, str | None], list[core.Rule]] = {}
+
+
+_caches: weakref.WeakKeyDictionary[Engine, _RuleCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def bump_claims_generation(session: Session) -> None:
+    """Make every worker's cached rules stale once this transaction commits."""
+    session.info[_DIRTY] = True
+    done = session.execute(
+        update(RbacState)
+        .where(RbacState.id == CLAIMS_STATE_ID)
+        .values(generation=RbacState.generation + 1)
+    )
+    if done.rowcount == 0:
+        session.add(RbacState(id=CLAIMS_STATE_ID, generation=1))
+
+
+def claims_generation(db: Session) -> int:
+    return int(db.scalar(select(RbacState.generation).where(RbacState.id == CLAIMS_STATE_ID)) or 0)
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_on_flush(session: Session, _ctx: Any, _instances: Any) -> None:
+    changed = chain(session.new, (o for o in session.dirty if session.is_modified(o)))
+    if any(isinstance(o, ClaimRule) for o in changed) or any(
+        isinstance(o, _RULE_OWNERS) for o in session.deleted
+    ):
+        bump_claims_generation(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _bump_on_bulk(state: Any) -> None:
+    if not (state.is_update or state.is_delete or state.is_insert):
+        return
+    name = getattr(getattr(state.statement, "table", None), "name", None)
+    if name == ClaimRule.__tablename__ or (
+        state.is_delete and name in (Client.__tablename__, SamlServiceProvider.__tablename__)
+    ):
+        bump_claims_generation(state.session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _clear_flag(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_DIRTY, None)
+
 
 def _parsed(rows: list[ClaimRule]) -> list[core.Rule]:
     out = []
@@ -138,9 +214,7 @@ def _parsed(rows: list[ClaimRule]) -> list[core.Rule]:
     return out
 
 
-def _rules_for(
-    db: Session, *, client_id: str | None = None, sp_entity_id: str | None = None
-) -> list[core.Rule]:
+def _load_rules(db: Session, client_id: str | None, sp_entity_id: str | None) -> list[core.Rule]:
     realm = (ClaimRule.client_id.is_(None)) & (ClaimRule.sp_entity_id.is_(None))
     own = (
         ClaimRule.client_id == client_id
@@ -156,6 +230,39 @@ def _rules_for(
         (defaults if row.client_id is None and row.sp_entity_id is None else overrides).append(row)
     key = "target" if sp_entity_id is None else "saml_name"
     return core.merge_rules(_parsed(defaults), _parsed(overrides), key)
+
+
+def _rules_for(
+    db: Session, *, client_id: str | None = None, sp_entity_id: str | None = None
+) -> list[core.Rule]:
+    """The merged rules for a client or SP, from this worker's cache when the generation in the
+    database has not moved since they were loaded."""
+    if db.info.get(_DIRTY):
+        # This transaction changed rules it has not committed: neither trust nor fill the cache.
+        return _load_rules(db, client_id, sp_entity_id)
+    engine = db.get_bind()
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = _RuleCache()
+    # The generation is read before the rules: rules loaded after a concurrent change are
+    # newer than the generation they are stored under, never older.
+    gen = claims_generation(db)
+    key = ("client", client_id) if client_id is not None else ("sp", sp_entity_id)
+    with _caches_lock:
+        if cache.generation != gen:
+            cache.generation = gen
+            cache.rules = {}
+        found = cache.rules.get(key)
+    if found is not None:
+        return list(found)
+    rules = _load_rules(db, client_id, sp_entity_id)
+    with _caches_lock:
+        if cache.generation == gen:
+            if len(cache.rules) >= _CACHE_MAX:
+                cache.rules = {}
+            cache.rules[key] = rules
+    return list(rules)
 
 
 def oidc_claims(
