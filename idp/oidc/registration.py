@@ -15,7 +15,12 @@ from sqlalchemy import select, update
 from ..app import services
 from ..crypto import new_token
 from ..errors import Conflict, ValidationError
-from ..storage.clients import AUTH_METHODS, ClientRegistry, validate_redirect_uri
+from ..storage.clients import (
+    AUTH_METHODS,
+    ClientRegistry,
+    is_loopback_host,
+    validate_redirect_uri,
+)
 from ..storage.models import Client, InitialAccessToken
 from .clients import client_cache
 from .server import STANDARD_SCOPES
@@ -52,8 +57,11 @@ def _bearer() -> str | None:
 
 
 def _https_url(name: str, value: Any) -> None:
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http") \
-            or not urlsplit(value).netloc:
+    """https, or http on a loopback host (development)."""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or not parts.netloc or not (
+            parts.scheme == "https"
+            or (parts.scheme == "http" and is_loopback_host(parts.hostname))):
         raise MetadataError("invalid_client_metadata", f"{name} must be an https URL")
 
 

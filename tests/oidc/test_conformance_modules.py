@@ -214,3 +214,50 @@ def test_key_rotation_new_key_signs_old_key_still_published(env):
     new_kid = pyjwt.get_unverified_header(after)["kid"]
     kids = {k["kid"] for k in c.get("/jwks").json["keys"]}
     assert new_kid != old_kid and {old_kid, new_kid} <= kids
+
+
+def test_consent_page_shows_registered_logo_policy_and_terms(env):
+    """oidcc-registration-logo-uri / -policy-uri / -tos-uri"""
+    with env.svc.sessions.begin() as db:
+        row = db.get(Client, "web2")
+        row.meta = dict(row.meta, logo_uri="https://other.example.org/logo.png",
+                        policy_uri="https://other.example.org/privacy",
+                        tos_uri="https://other.example.org/terms")
+    from idp.oidc.clients import client_cache
+
+    client_cache(env.svc).bump()
+    c = env.client()
+    login(c, "bob")
+    resp = c.get("/oauth2/authorize", query_string={
+        "response_type": "code", "client_id": "web2", "scope": "openid profile",
+        "redirect_uri": "https://other.example.org/cb"})
+    page = c.get(resp.headers["Location"])
+    html = page.get_data(as_text=True)
+    for uri in ("logo.png", "/privacy", "/terms"):
+        assert f"https://other.example.org{'/' if uri == 'logo.png' else ''}{uri}" in html
+    # The consent and authorization pages cannot be framed (RFC 9700 §4.16).
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("listed,status", [(True, 201), (False, 400)])
+def test_sector_identifier_uri_must_list_the_redirect_uris(env, listed, status):
+    """oidcc-registration-sector-uri / -sector-bad"""
+    uris = ["https://sector.example.org/cb"]
+    _Keys.body = json.dumps(uris + ["https://sector.example.org/other"] if listed
+                            else ["https://sector.example.org/other"]).encode()
+    server = HTTPServer(("127.0.0.1", 0), _Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from idp.storage.clients import ClientRegistry
+
+        with env.svc.sessions.begin() as db:
+            iat = ClientRegistry(db, env.svc.hasher, env.svc.sealer).new_initial_access_token(
+                env.svc.clock.utcnow(), 600)
+        resp = env.client().post("/oauth2/register", headers={"Authorization": f"Bearer {iat}"},
+                                 json={"redirect_uris": uris, "sector_identifier_uri":
+                                       f"http://127.0.0.1:{server.server_address[1]}/s.json"})
+        assert resp.status_code == status, resp.json
+    finally:
+        server.shutdown()

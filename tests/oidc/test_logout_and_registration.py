@@ -202,6 +202,8 @@ def test_registration_needs_an_initial_access_token_used_once(env):
       "id_token_signed_response_alg": "none"}, "invalid_client_metadata"),
     ({"redirect_uris": ["https://dyn.example.org/cb"], "token_endpoint_auth_method": "x"},
      "invalid_client_metadata"),
+    ({"redirect_uris": ["https://dyn.example.org/cb"], "logo_uri": "http://dyn.example.org/l"},
+     "invalid_client_metadata"),
     ({"redirect_uris": ["https://dyn.example.org/cb"], "jwks": {"keys": []},
       "jwks_uri": "https://dyn.example.org/jwks"}, "invalid_client_metadata"),
 ])
