@@ -261,3 +261,24 @@ def test_sector_identifier_uri_must_list_the_redirect_uris(env, listed, status):
         assert resp.status_code == status, resp.json
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
+def test_id_token_algorithm_per_client_verifies_with_pyjwt(env, alg):
+    with env.svc.sessions.begin() as db:
+        row = db.get(Client, "fapi")
+        row.meta = dict(row.meta, id_token_signed_response_alg=alg)
+    from idp.oidc.clients import client_cache
+
+    client_cache(env.svc).bump()
+    c = env.client()
+    got = authorize(c, client_id="fapi")
+    body = token(c, {"grant_type": "authorization_code", "code": got["code"],
+                     "redirect_uri": RP}, auth=("fapi", env.secrets["fapi"])).json
+    header = pyjwt.get_unverified_header(body["id_token"])
+    assert header["alg"] == alg
+    jwks = c.get("/jwks").json
+    key = pyjwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == header["kid"])).key
+    claims = pyjwt.decode(body["id_token"], key, algorithms=[alg], audience="fapi",
+                          issuer="http://127.0.0.1:5000")
+    assert claims["azp"] == "fapi"
