@@ -121,6 +121,8 @@ def profile():
             db, "account.profile_updated", actor=user.uuid, target=user.uuid, fields=sorted(changed)
         )
         db.commit()
+        # A new profile language applies to this confirmation already.
+        authkit.locale_hints(user_locale=user.locale or "")
     flash(_("Your profile was saved."), "success")
     return redirect(url_for("account.index"))
 
