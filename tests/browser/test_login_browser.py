@@ -4,72 +4,23 @@ password change. Screenshots go to artifacts/browser/."""
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import base_overrides, init_database, require  # noqa: E402
+from browser_kit import (  # noqa: E402, F401 (fixtures)
+    browser_fixture,
+    page_fixture,
+    serve_fixture,
+    server_fixture,
+    shot,
+)
 from login_kit import GOOD, link_in, make_user, outbox, user_row  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 NEW = "Fresh-Cactus-Lamp-42"
-
-
-@pytest.fixture
-def server(instance_dir):
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance_dir, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    app.extensions["idp"].engine.dispose()
-
-
-@pytest.fixture
-def page():
-    require(
-        os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install chromium)"
-    )
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser.new_page()
-        browser.close()
-
-
-def shot(page, name):
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_sign_in_edit_profile_sign_out(server, page):

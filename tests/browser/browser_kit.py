@@ -1,0 +1,89 @@
+"""What the browser tests share: a real threaded HTTP server around the app (with settings
+overrides), Debian's Chromium driven by Playwright, screenshots into artifacts/browser/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from conftest import base_overrides, init_database, require  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# Fixtures carry a name= so test modules can import them without shadowing their parameters.
+@pytest.fixture(name="serve")
+def serve_fixture(instance_dir) -> Iterator[Callable[..., tuple[Any, str]]]:
+    """serve(**overrides) -> (app, base URL): the app on a loopback port, issuer = that URL."""
+    from werkzeug.serving import make_server
+
+    from idp.app import create_app
+
+    running = []
+
+    def start(**extra: Any) -> tuple[Any, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        overrides = base_overrides(instance_dir, issuer=f"http://127.0.0.1:{port}", **extra)
+        init_database(overrides)
+        app = create_app(overrides)
+        httpd = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        running.append((httpd, app))
+        return app, f"http://127.0.0.1:{port}"
+
+    yield start
+    for httpd, app in running:
+        httpd.shutdown()
+        app.extensions["idp"].engine.dispose()
+
+
+@pytest.fixture(name="server")
+def server_fixture(serve):
+    return serve()
+
+
+@pytest.fixture(name="browser")
+def browser_fixture():
+    require(
+        os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install chromium)"
+    )
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(name="page")
+def page_fixture(browser):
+    """A page in an English-speaking browser (Accept-Language: en-US)."""
+    context = browser.new_context(locale="en-US")
+    yield context.new_page()
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
