@@ -335,3 +335,51 @@ def test_lockout_mail_in_the_users_language(make_app):
     (mail,) = outbox(svc)
     assert mail["Subject"] == "Ihr Konto wurde nach fehlgeschlagenen Anmeldeversuchen gesperrt"
     assert "Passwort zurücksetzen" in mail.get_body(preferencelist=("html",)).get_content()
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_compiled_catalogs(tmp_path):
+    """`pip install .` gets working catalogs where the app looks for them (idp/translations
+    beside idp/web/authkit.py); no build-time compile step is needed."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from babel.support import Translations
+
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("idp-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    unpacked = tmp_path / "unpacked" / "idp"
+    assert (unpacked / "web" / "authkit.py").is_file()
+    for lang in LANGUAGES:
+        mo = unpacked / "translations" / lang / "LC_MESSAGES" / "messages.mo"
+        assert mo.read_bytes() == (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.mo").read_bytes()
+    german = Translations.load(str(unpacked / "translations"), ["de"])
+    assert german.gettext("Sign in") == "Anmelden"
+
+
+def test_operator_adds_a_language_in_the_instance_dir(make_app, instance_dir):
+    """A compiled catalog in <instance>/translations adds a language without a package change;
+    messages it does not cover stay English."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    catalog = Catalog(locale="fr")
+    catalog.add("Sign in", "Se connecter")
+    target = instance_dir / "translations" / "fr" / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    with open(target / "messages.mo", "wb") as f:
+        write_mo(f, catalog)
+    app = make_app(branding={"languages": ["en", "de", "fr"]})
+    html = app.test_client().get("/login", headers={"Accept-Language": "fr"}).get_data(True)
+    assert _lang(html) == "fr" and "Se connecter" in html and "Forgot password?" in html
+    html = app.test_client().get("/login", headers={"Accept-Language": "de"}).get_data(True)
+    assert "Anmelden" in html and "Se connecter" not in html
