@@ -129,47 +129,56 @@ class InProcessBackend(CryptoBackendXmlSec1):
             log.info("signature check failed: %s", exc)
             return False
 
+    def sign_node(self, node: etree._Element) -> None:
+        """Enveloped signature of ``node`` (an element with an ``ID`` and an Issuer) in its own
+        tree: RSA-SHA256, SHA-256 digest, exclusive c14n, placed right after the Issuer as the
+        SAML schemas require, with our certificate in KeyInfo."""
+        c = xmlsec.constants
+        signature = xmlsec.template.create(node, c.TransformExclC14N, c.TransformRsaSha256, ns="ds")
+        issuer = node.find(f"{{{SAML_NS}}}Issuer")
+        if issuer is None:
+            raise xmlsec.Error("the element to sign has no Issuer")
+        issuer.addnext(signature)
+        ref = xmlsec.template.add_reference(signature, c.TransformSha256, uri="#" + node.get("ID"))
+        xmlsec.template.add_transform(ref, c.TransformEnveloped)
+        xmlsec.template.add_transform(ref, c.TransformExclC14N)
+        x509 = xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
+        xmlsec.template.x509_data_add_certificate(x509)
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key
+        ctx.register_id(node, "ID")
+        ctx.sign(signature)
+
     # --- encryption ------------------------------------------------------------------------------
 
-    def encrypt_assertion(
-        self, statement, enc_key, template, key_type="des-192", node_xpath=None, node_id=None
-    ):
-        """Encrypt the Assertion inside EncryptedAssertion with AES-GCM and RSA-OAEP.
-        ``enc_key`` names a PEM certificate file of the recipient (from its metadata)."""
+    def encrypt_node(self, node: etree._Element, cert_pem: bytes) -> None:
+        """Replace ``node`` in its tree by its XML-Enc EncryptedData for the holder of
+        ``cert_pem``: ``block_algorithm`` (AES-GCM by default) with an RSA-OAEP transported key.
+        A libxmlsec1 without AES-GCM gets AES-256-CBC rather than no encryption."""
         try:
-            text = statement if isinstance(statement, (str, bytes)) else str(statement)
-            return self._encrypt_in_process(text, enc_key)
+            self._encrypt(node, cert_pem, self.block_algorithm)
         except xmlsec.Error as exc:
-            log.warning("in-process encryption failed (%s); using xmlsec1", exc)
-            return super().encrypt_assertion(
-                statement, enc_key, template, key_type="aes256-cbc", node_xpath=node_xpath
-            )
+            if self.block_algorithm == AES256_CBC:
+                raise
+            log.warning("%s encryption failed (%s); using AES-256-CBC", self.block_algorithm, exc)
+            self._encrypt(node, cert_pem, AES256_CBC)
 
-    def _encrypt_in_process(self, statement: str | bytes, cert_file: str) -> str:
-        root = _parse(statement)
-        holder = root.find(f"{{{SAML_NS}}}EncryptedAssertion")
-        if holder is None or len(holder) != 1:
-            raise xmlsec.Error("no EncryptedAssertion with one Assertion to encrypt")
-        assertion = holder[0]
+    def _encrypt(self, node: etree._Element, cert_pem: bytes, algorithm: str) -> None:
         # The plaintext must be a document of its own: serialize a copy (which declares every
         # in-scope namespace, keeping the prefixes) so the exclusive-c14n digest of the
         # assertion's signature is the same before encryption and after decryption.
-        plaintext = etree.tostring(copy.deepcopy(assertion))
-        transform, key_data, bits = _BLOCK[self.block_algorithm]
+        plaintext = etree.tostring(copy.deepcopy(node))
+        transform, key_data, bits = _BLOCK[algorithm]
         enc_data = xmlsec.template.encrypted_data_create(
-            root, transform, type=xmlsec.constants.TypeEncElement, ns="xenc"
+            node.getroottree().getroot(), transform, type=xmlsec.constants.TypeEncElement, ns="xenc"
         )
         xmlsec.template.encrypted_data_ensure_cipher_value(enc_data)
         key_info = xmlsec.template.encrypted_data_ensure_key_info(enc_data, ns="dsig")
         enc_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
         xmlsec.template.encrypted_data_ensure_cipher_value(enc_key)
         manager = xmlsec.KeysManager()
-        with open(cert_file, "rb") as fh:
-            manager.add_key(
-                xmlsec.Key.from_memory(fh.read(), xmlsec.constants.KeyDataFormatCertPem)
-            )
+        manager.add_key(_cert_key(cert_pem))
         ctx = xmlsec.EncryptionContext(manager)
         ctx.key = xmlsec.Key.generate(key_data, bits, xmlsec.constants.KeyDataTypeSession)
         encrypted = ctx.encrypt_binary(enc_data, plaintext)
-        holder.replace(assertion, encrypted)
-        return etree.tostring(root, encoding="unicode")
+        node.getparent().replace(node, encrypted)

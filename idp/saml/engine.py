@@ -9,7 +9,6 @@ partner on every request.
 from __future__ import annotations
 
 import base64
-import contextvars
 import logging
 import os
 import threading
@@ -18,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.attribute_converter import ac_factory
 from saml2.config import IdPConfig
 from saml2.mdstore import InMemoryMetaData, MetadataStore
 from saml2.metadata import entity_descriptor, sign_entity_descriptor
-from saml2.saml import NameID
 from saml2.server import Server
-from saml2.sigver import get_xmlsec_binary
-from saml2.time_util import in_a_while, instant
+from saml2.sigver import get_pem_wrapped_unwrapped, get_xmlsec_binary
+from saml2.time_util import in_a_while
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import func, select
 
@@ -34,81 +32,24 @@ from ..services import Services
 from ..storage.models import SamlServiceProvider
 from .crypto import AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
 from .registry import NAME_ID_FORMATS
+from .response import Statement, build_response
 from .subject import Attr, IssuedNameId
 
 log = logging.getLogger("idp.saml")
 
 ENC_ALGORITHMS = {"aes128-gcm": AES128_GCM, "aes256-gcm": AES256_GCM, "aes256-cbc": AES256_CBC}
 
-# What the assertion under construction carries beside pysaml2's defaults (one per thread).
-_EXTRA: contextvars.ContextVar[tuple[saml.AuthnStatement, list[Attr]]] = contextvars.ContextVar(
-    "saml_assertion_extra"
-)
-
 
 class _IdpServer(Server):
-    """pysaml2's Server with our AuthnStatement and attributes, and no in-memory assertion
-    store (pysaml2 keeps every assertion forever for AssertionIDRequest, which we don't serve)."""
+    """pysaml2's Server without the in-memory assertion store (pysaml2 keeps every assertion
+    forever for AssertionIDRequest, which we don't serve). Web SSO responses are built by
+    ``idp.saml.response``; this server parses requests and builds logout and error messages."""
 
     def support_AssertionIDRequest(self) -> bool:  # noqa: N802 (pysaml2's name)
         return False
 
     def support_AuthnQuery(self) -> bool:  # noqa: N802
         return False
-
-    def setup_assertion(
-        self,
-        authn,
-        sp_entity_id,
-        in_response_to,
-        consumer_url,
-        name_id,
-        policy,
-        _issuer,
-        authn_statement,
-        identity,
-        best_effort,
-        sign_response,
-        farg=None,
-        session_not_on_or_after=None,
-        **kwargs,
-    ):
-        statement, attrs = _EXTRA.get()
-        assertion = super().setup_assertion(
-            None,
-            sp_entity_id,
-            in_response_to,
-            consumer_url,
-            name_id,
-            policy,
-            _issuer,
-            None,
-            {},
-            best_effort,
-            sign_response,
-            farg=farg,
-            **kwargs,
-        )
-        assertion.authn_statement = [statement]
-        if attrs:
-            assertion.attribute_statement = [
-                saml.AttributeStatement(attribute=[_attribute(a) for a in attrs])
-            ]
-        return assertion
-
-
-def _attribute(a: Attr) -> saml.Attribute:
-    values = []
-    for v in a.values:
-        av = saml.AttributeValue()
-        av.set_text(v)
-        values.append(av)
-    return saml.Attribute(
-        name=a.name,
-        name_format=a.name_format,
-        friendly_name=a.friendly_name,
-        attribute_value=values,
-    )
 
 
 @dataclass
@@ -119,6 +60,8 @@ class SpInfo:
     enabled: bool
     md: InMemoryMetaData
     stamp: str
+    # The first encryption certificate in the SP's metadata (PEM), if any.
+    encryption_cert: bytes | None = None
 
 
 @dataclass
@@ -288,7 +231,15 @@ class SamlIdp:
                 if entity_id not in md.entity:
                     log.warning("metadata of SP %s has expired (validUntil)", entity_id)
                     continue
-                fresh[entity_id] = SpInfo(entity_id, name, dict(settings or {}), enabled, md, stamp)
+                fresh[entity_id] = SpInfo(
+                    entity_id,
+                    name,
+                    dict(settings or {}),
+                    enabled,
+                    md,
+                    stamp,
+                    _encryption_cert(md, entity_id),
+                )
         eng.sps = fresh
         # Disabled SPs stay out of pysaml2's view: their requests fail as "unknown issuer".
         eng.server.metadata.metadata = {k: v.md for k, v in fresh.items() if v.enabled}
@@ -349,10 +300,7 @@ class SamlIdp:
             return []
 
     def has_encryption_cert(self, sp: SpInfo) -> bool:
-        try:
-            return bool(sp.md.certs(sp.entity_id, "spsso", "encryption"))
-        except KeyError:
-            return False
+        return sp.encryption_cert is not None
 
     # --- responses -------------------------------------------------------------------------------
 
@@ -363,37 +311,27 @@ class SamlIdp:
         in_response_to: str | None,
         acs_url: str,
         name_id: IssuedNameId,
-        statement: saml.AuthnStatement,
+        statement: Statement,
         attributes: list[Attr],
-    ) -> str:
+    ) -> bytes:
         """A signed (and, where configured, encrypted) Response carrying one assertion."""
         eng = self.engine()
-        nid = NameID(
-            format=name_id.format_uri,
-            text=name_id.value,
-            name_qualifier=name_id.name_qualifier,
-            sp_name_qualifier=name_id.sp_name_qualifier,
-        )
         encrypt = bool(sp.settings.get("encrypt_assertion", self.cfg.encrypt_assertions))
-        encrypt = encrypt and self.has_encryption_cert(sp)
-        token = _EXTRA.set((statement, attributes))
-        try:
-            resp = eng.server.create_authn_response(
-                identity={},
-                in_response_to=in_response_to,
-                destination=acs_url,
-                sp_entity_id=sp.entity_id,
-                name_id=nid,
-                sign_response=bool(self.sp_setting(sp, "sign_response")),
-                sign_assertion=bool(self.sp_setting(sp, "sign_assertion")),
-                encrypt_assertion=encrypt,
-                encrypt_assertion_self_contained=False,
-                sign_alg=SIG_RSA_SHA256,
-                digest_alg=DIGEST_SHA256,
-            )
-        finally:
-            _EXTRA.reset(token)
-        return str(resp)
+        return build_response(
+            signer=eng.server.sec.crypto,
+            issuer=self.entity_id,
+            audience=sp.entity_id,
+            acs_url=acs_url,
+            in_response_to=in_response_to,
+            name_id=name_id,
+            statement=statement,
+            attributes=attributes,
+            now=self.svc.clock.now(),
+            lifetime=self.cfg.assertion_lifetime,
+            sign_response=bool(self.sp_setting(sp, "sign_response")),
+            sign_assertion=bool(self.sp_setting(sp, "sign_assertion")),
+            encrypt_for=sp.encryption_cert if encrypt else None,
+        )
 
     def error_response(
         self,
@@ -479,23 +417,19 @@ class SamlIdp:
         return xml
 
 
-def authn_statement(
-    *, auth_time: int, class_ref: str, session_index: str, not_on_or_after: int
-) -> saml.AuthnStatement:
-    import time
-
-    return saml.AuthnStatement(
-        authn_instant=instant(time_stamp=auth_time),
-        session_index=session_index,
-        session_not_on_or_after=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_on_or_after)),
-        authn_context=saml.AuthnContext(
-            authn_context_class_ref=saml.AuthnContextClassRef(text=class_ref)
-        ),
-    )
+def _encryption_cert(md: InMemoryMetaData, entity_id: str) -> bytes | None:
+    try:
+        certs = md.certs(entity_id, "spsso", "encryption")
+    except KeyError:
+        return None
+    if not certs:
+        return None
+    wrapped, _ = get_pem_wrapped_unwrapped(certs[0][1])
+    return wrapped.encode("ascii")
 
 
-def b64(xml: str) -> str:
-    return base64.b64encode(xml.encode("utf-8")).decode()
+def b64(xml: str | bytes) -> str:
+    return base64.b64encode(xml.encode("utf-8") if isinstance(xml, str) else xml).decode()
 
 
 def saml_idp(svc: Services) -> SamlIdp:

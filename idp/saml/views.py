@@ -28,6 +28,7 @@ from sqlalchemy import select
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
+from ..web.authkit import locale_hints
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
 from .bindings import (
@@ -36,9 +37,10 @@ from .bindings import (
     redirect_url,
     verify_redirect_signature,
 )
-from .engine import SamlIdp, SpInfo, authn_statement, b64, saml_idp
+from .engine import SamlIdp, SpInfo, b64, saml_idp
 from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect
 from .registry import FORMAT_NAMES, NAME_ID_FORMATS
+from .response import Statement
 from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
 
 bp = Blueprint("saml", __name__)
@@ -403,13 +405,16 @@ def _respond(idp: SamlIdp, params: dict[str, Any], result: AuthnResult):
             user_attributes(db, user, sp.entity_id, svc.clock.utcnow()),
             sp.settings.get("attributes"),
         )
+        # The POST form page is in the user's language; we hold the user already, so the
+        # language selector need not read the session and the user again.
+        locale_hints(user_locale=user.locale or "")
     mgr = sessions()
     key = f"saml:{sp.entity_id}"
     known = mgr.relying_parties(result.sid).get(key) or {}
     session_index = known.get("session_index") or "_" + secrets.token_hex(16)
     class_ref = class_ref_for(result.acr, params.get("acr_classes") or [], params.get("comparison"))
     rec_end = result.auth_time + svc.settings.session.max_hours * 3600
-    statement = authn_statement(
+    statement = Statement(
         auth_time=result.auth_time,
         class_ref=class_ref,
         session_index=session_index,
