@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, redirect, render_template, request
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SubmitField
@@ -91,7 +92,7 @@ def _respond(redirect_uri: str, params: dict[str, str], response_mode: str | Non
 def _error_page(message: str, status: int = 400) -> Response:
     ref = new_reference()
     log.info("authorization request refused: %s", message, extra={"reference": ref})
-    resp = Response(render_template("error.html", code=status, title="Sign-in request refused",
+    resp = Response(render_template("error.html", code=status, title=_("Sign-in request refused"),
                                     message=message, reference=ref), status=status)
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -105,9 +106,9 @@ def _single_valued(values) -> dict[str, str]:
     for key in values:
         items = values.getlist(key)
         if len(items) > 1:
-            raise ErrorPage(f"The parameter {key!r} was sent more than once.")
+            raise ErrorPage(_("The parameter %(name)s was sent more than once.", name=key))
         if len(items[0]) > 4096:
-            raise ErrorPage(f"The parameter {key!r} is too long.")
+            raise ErrorPage(_("The parameter %(name)s is too long.", name=key))
         params[key] = items[0]
     return params
 
@@ -205,8 +206,8 @@ def resume():
     rid = request.args.get("r", "")
     req = sessions().finish_request(rid)
     if req is None or req.protocol != "oidc":
-        return _error_page("This sign-in request has expired or was already used. "
-                           "Go back to the application and start again.")
+        return _error_page(_("This sign-in request has expired or was already used. "
+                           "Go back to the application and start again."))
     return process(req.params, accepted_auth_time=req.params.get("_created", 0))
 
 
@@ -242,10 +243,12 @@ def process(params: dict[str, Any], accepted_auth_time: int | None = None,
 
 def _page_message(exc: OAuth2Error) -> str:
     if exc.error == "invalid_client":
-        return "The application that sent you here is not registered with this sign-in service."
+        return _("The application that sent you here is not registered with this sign-in "
+                 "service.")
     if exc.error == "invalid_request" and "redirect" in (exc.description or "").lower():
-        return "The application sent you to an address it has not registered."
-    return f"The sign-in request is not valid ({exc.error}): {exc.description}"
+        return _("The application sent you to an address it has not registered.")
+    return _("The sign-in request is not valid (%(error)s): %(description)s",
+             error=exc.error, description=exc.description)
 
 
 def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,
@@ -344,27 +347,27 @@ def consent():
     req = mgr.load_request(rid)
     result = mgr.current()
     if req is None or req.protocol != "oidc":
-        return _error_page("This consent request has expired or was already answered. "
-                           "Go back to the application and start again.")
+        return _error_page(_("This consent request has expired or was already answered. "
+                           "Go back to the application and start again."))
     if result is None:
-        return _error_page("Your session has ended. Go back to the application and sign in "
-                           "again.", 401)
+        return _error_page(_("Your session has ended. Go back to the application and sign in "
+                           "again."), 401)
     client = engine(svc).server.query_client(req.client_id)
     user = _active_user(svc, result)
     if client is None or user is None:
-        return _error_page("This consent request is no longer valid.")
+        return _error_page(_("This consent request is no longer valid."))
     scope = engine(svc).permitted_scope(client, user.user_id, req.params.get("scope"))
     form = ConsentForm()
     if request.method == "POST":
         if not form.validate_on_submit():
-            return _error_page("The form expired. Go back to the application and start again.")
+            return _error_page(_("The form expired. Go back to the application and start again."))
         req = mgr.finish_request(rid)
         if req is None:
-            return _error_page("This consent request was already answered.")
+            return _error_page(_("This consent request was already answered."))
         if form.deny.data:
             redirect_uri = req.params.get("redirect_uri") or client.get_default_redirect_uri()
             if not redirect_uri or not client.check_redirect_uri(redirect_uri):
-                return _error_page("You declined the request.")
+                return _error_page(_("You declined the request."))
             return _respond(redirect_uri, {"error": "access_denied",
                                            "error_description": "The user declined.",
                                            "state": req.params.get("state")},

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from flask import Blueprint, Response, redirect, render_template, request
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
@@ -128,7 +129,7 @@ def _page(template: str, status: int = 200, **context) -> Response:
 def _refuse(message: str) -> Response:
     ref = new_reference()
     log.info("logout request refused: %s", message, extra={"reference": ref})
-    return _page("error.html", 400, code=400, title="Sign-out request refused",
+    return _page("error.html", 400, code=400, title=_("Sign-out request refused"),
                  message=message, reference=ref)
 
 
@@ -139,11 +140,11 @@ def end_session():
     values = request.values
     for key in values:
         if len(values.getlist(key)) > 1:
-            return _refuse(f"The parameter {key!r} was sent more than once.")
+            return _refuse(_("The parameter %(name)s was sent more than once.", name=key))
     form = LogoutForm()
     if request.method == "POST" and "confirm" in request.form:
         if not form.validate_on_submit():
-            return _refuse("The form expired. Please try again.")
+            return _refuse(_("The form expired. Please try again."))
         return _logout(svc, None, None, None)
 
     hint = values.get("id_token_hint")
@@ -155,22 +156,22 @@ def end_session():
         try:
             hint_claims = eng.signer.verify(hint)
         except InvalidToken:
-            return _refuse("The sign-out request carries an invalid ID token.")
+            return _refuse(_("The sign-out request carries an invalid ID token."))
         aud = hint_claims.get("aud")
         auds = aud if isinstance(aud, list) else [aud]
         if hint_claims.get("iss") != eng.issuer:
-            return _refuse("The sign-out request carries an ID token of another issuer.")
+            return _refuse(_("The sign-out request carries an ID token of another issuer."))
         if client_id and client_id not in auds:
-            return _refuse("The ID token was not issued to this application.")
+            return _refuse(_("The ID token was not issued to this application."))
         client_id = client_id or hint_claims.get("azp") or auds[0]
     client = client_cache(svc).get(client_id) if client_id else None
     if client_id and client is None:
-        return _refuse("The application that sent you here is not registered.")
+        return _refuse(_("The application that sent you here is not registered."))
     if redirect_uri:
         if client is None or redirect_uri not in client.setting("post_logout_redirect_uris",
                                                                 []):
-            return _refuse("The application asked to return to an address it has not "
-                           "registered.")
+            return _refuse(_("The application asked to return to an address it has not "
+                           "registered."))
     current = sessions().current()
     hint_matches = hint_claims is not None and (
         current is None or current.user_uuid == hint_claims.get("sub"))

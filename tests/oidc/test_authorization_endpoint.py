@@ -197,3 +197,12 @@ def test_pkce_downgrade_verifier_without_challenge_is_refused(env):
                      "redirect_uri": RP, "code_verifier": pkce()[0]},
                  auth=("web", env.secrets["web"]))
     assert resp.status_code == 400 and resp.json["error"] == "invalid_request"
+
+
+def test_error_pages_speak_the_browser_language(env):
+    c = env.client()
+    resp = c.get("/oauth2/authorize", query_string=dict(BASE, client_id="nope"),
+                 headers={"Accept-Language": "de-DE,de;q=0.9"})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    assert "Anmeldeanfrage abgelehnt" in html and "nicht registriert" in html
