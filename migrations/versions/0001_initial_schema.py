@@ -389,6 +389,58 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_ldap_accounts_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', name=op.f('pk_ldap_accounts'))
     )
+    op.create_table('mfa_backup_codes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('code_hash', sa.String(length=100), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('used_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_mfa_backup_codes_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mfa_backup_codes'))
+    )
+    with op.batch_alter_table('mfa_backup_codes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mfa_backup_codes_user_id'), ['user_id'], unique=False)
+
+    op.create_table('mfa_otp_channels',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('destination', sa.String(length=320), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_mfa_otp_channels_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mfa_otp_channels')),
+    sa.UniqueConstraint('user_id', 'kind', name=op.f('uq_mfa_otp_channels_user_id_kind'))
+    )
+    with op.batch_alter_table('mfa_otp_channels', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mfa_otp_channels_user_id'), ['user_id'], unique=False)
+
+    op.create_table('mfa_remembered_devices',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=100), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('last_used_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('user_agent', sa.String(length=300), nullable=True),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_mfa_remembered_devices_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mfa_remembered_devices')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_mfa_remembered_devices_token_hash'))
+    )
+    with op.batch_alter_table('mfa_remembered_devices', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mfa_remembered_devices_user_id'), ['user_id'], unique=False)
+
+    op.create_table('mfa_totp',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('secret_sealed', sa.Text(), nullable=False),
+    sa.Column('digits', sa.Integer(), nullable=False),
+    sa.Column('period', sa.Integer(), nullable=False),
+    sa.Column('last_step', sa.BigInteger(), nullable=True),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('last_used_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_mfa_totp_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_mfa_totp'))
+    )
     op.create_table('oauth_consents',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -534,6 +586,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_oauth_consents_client_id'))
 
     op.drop_table('oauth_consents')
+    op.drop_table('mfa_totp')
+    with op.batch_alter_table('mfa_remembered_devices', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mfa_remembered_devices_user_id'))
+
+    op.drop_table('mfa_remembered_devices')
+    with op.batch_alter_table('mfa_otp_channels', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mfa_otp_channels_user_id'))
+
+    op.drop_table('mfa_otp_channels')
+    with op.batch_alter_table('mfa_backup_codes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mfa_backup_codes_user_id'))
+
+    op.drop_table('mfa_backup_codes')
     op.drop_table('ldap_accounts')
     with op.batch_alter_table('group_members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_group_members_user_id'))
