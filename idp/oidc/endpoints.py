@@ -56,26 +56,32 @@ def userinfo():
     return userinfo_response(services())
 
 
-def _authenticated_client(endpoint: str):
-    eng = engine(services())
-    oauth_req = eng.server.create_oauth2_request(request)
-    return eng.server.authenticate_client(oauth_req, CONFIDENTIAL, endpoint)
-
-
-@bp.post("/oauth2/introspect")
-def introspect():
+def _client_and_token(endpoint: str):
+    """Introspection and revocation start alike: a form POST from an authenticated confidential
+    client naming a ``token``. Returns (client, token) or an error Response."""
     bad = _precheck()
     if bad is not None:
         return bad
-    svc = services()
-    eng = engine(svc)
+    eng = engine(services())
     try:
-        client = _authenticated_client("introspection")
+        client = eng.server.authenticate_client(eng.server.create_oauth2_request(request),
+                                                CONFIDENTIAL, endpoint)
     except OAuth2Error as exc:
         return eng.server.handle_error_response(None, exc)
     value = request.form.get("token")
     if not value:
         return _oauth_error("invalid_request", "Missing 'token'.")
+    return client, value
+
+
+@bp.post("/oauth2/introspect")
+def introspect():
+    got = _client_and_token("introspection")
+    if isinstance(got, Response):
+        return got
+    client, value = got
+    svc = services()
+    eng = engine(svc)
     inactive = jsonify(active=False)
     inactive.headers["Cache-Control"] = "no-store"
     hint = request.form.get("token_type_hint")
@@ -123,18 +129,11 @@ def _may_introspect(svc, client, token_client: str | None, aud) -> bool:
 
 @bp.post("/oauth2/revoke")
 def revoke():
-    bad = _precheck()
-    if bad is not None:
-        return bad
-    svc = services()
-    eng = engine(svc)
-    try:
-        client = _authenticated_client("revocation")
-    except OAuth2Error as exc:
-        return eng.server.handle_error_response(None, exc)
-    value = request.form.get("token")
-    if not value:
-        return _oauth_error("invalid_request", "Missing 'token'.")
+    got = _client_and_token("revocation")
+    if isinstance(got, Response):
+        return got
+    client, value = got
+    eng = engine(services())
     hint = request.form.get("token_type_hint")
     if hint not in (None, "access_token", "refresh_token"):
         return _oauth_error("unsupported_token_type", "Unknown token_type_hint.")

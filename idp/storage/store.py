@@ -40,38 +40,29 @@ class SqlStore:
         with self._engine.begin() as conn:
             conn.execute(delete(_TABLE).where(_TABLE.c.expires_at <= now))
 
-    def _upsert(self, key: str, value: str | None, expires: float):
-        return self._insert(_TABLE).values(key=key, value=value, counter=0, expires_at=expires)
+    def _upsert(self, key: str, value: Any, ttl: float, now: float, **conflict):
+        """INSERT, or overwrite on a key clash (``conflict``: e.g. a ``where`` limiting which
+        existing rows may be overwritten)."""
+        self._maybe_purge(now)
+        stmt = self._insert(_TABLE).values(key=key, value=_dumps(value), counter=0,
+                                           expires_at=now + ttl)
+        return stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"value": stmt.excluded.value, "counter": 0,
+                  "expires_at": stmt.excluded.expires_at},
+            **conflict,
+        )
 
     def put(self, key: str, value: Any, ttl: float) -> None:
-        now = self._clock.now()
-        self._maybe_purge(now)
-        stmt = self._upsert(key, _dumps(value), now + ttl)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "value": stmt.excluded.value,
-                "counter": 0,
-                "expires_at": stmt.excluded.expires_at,
-            },
-        )
+        stmt = self._upsert(key, value, ttl, self._clock.now())
         with self._engine.begin() as conn:
             conn.execute(stmt)
 
     def add(self, key: str, value: Any, ttl: float) -> bool:
         now = self._clock.now()
-        self._maybe_purge(now)
-        stmt = self._upsert(key, _dumps(value), now + ttl)
         # Replace only an expired entry; a live one makes the statement update nothing.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "value": stmt.excluded.value,
-                "counter": 0,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=_TABLE.c.expires_at <= now,
-        ).returning(_TABLE.c.key)
+        stmt = self._upsert(key, value, ttl, now,
+                            where=_TABLE.c.expires_at <= now).returning(_TABLE.c.key)
         with self._engine.begin() as conn:
             return conn.execute(stmt).first() is not None
 

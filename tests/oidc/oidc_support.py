@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -96,3 +101,36 @@ def token(client, data: dict[str, str], auth: tuple[str, str] | None = None):
         raw = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {raw}"
     return client.post("/oauth2/token", data=data, headers=headers)
+
+
+def initial_access_token(env) -> str:
+    """A one-use RFC 7591 initial access token, as `idp clients initial-access-token` makes."""
+    from idp.storage.clients import ClientRegistry
+
+    with env.svc.sessions.begin() as db:
+        return ClientRegistry(db, env.svc.hasher, env.svc.sealer).new_initial_access_token(
+            env.svc.clock.utcnow(), 600)
+
+
+@contextmanager
+def serve_json(document: object) -> Iterator[str]:
+    """A real HTTP server on loopback answering GETs with ``document``; yields its base URL."""
+    body = json.dumps(document).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+

@@ -5,12 +5,10 @@ docs/conformance.md)."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import jwt as pyjwt
 import pytest
-from oidc_support import RP, authorize, login, query, token
+from oidc_support import RP, authorize, initial_access_token, login, query, serve_json, token
 
 from idp.storage.models import Client
 
@@ -146,19 +144,6 @@ def test_resource_indicator_sets_the_audience(env):
     assert bad.status_code == 400 and bad.json["error"] == "invalid_target"
 
 
-class _Keys(BaseHTTPRequestHandler):
-    body = b"{}"
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(type(self).body)
-
-    def log_message(self, *args):
-        return
-
-
 def test_registration_with_jwks_uri_then_private_key_jwt(env):
     """oidcc-registration-jwks-uri: the client's keys are fetched from its jwks_uri."""
     import time
@@ -168,20 +153,13 @@ def test_registration_with_jwks_uri_then_private_key_jwt(env):
     from joserfc.jwk import ECKey
 
     key = ECKey.generate_key("P-256", parameters={"kid": "dyn-1"})
-    _Keys.body = json.dumps({"keys": [key.as_dict(private=False)]}).encode()
-    server = HTTPServer(("127.0.0.1", 0), _Keys)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        from idp.storage.clients import ClientRegistry
-
-        with env.svc.sessions.begin() as db:
-            iat = ClientRegistry(db, env.svc.hasher, env.svc.sealer).new_initial_access_token(
-                env.svc.clock.utcnow(), 600)
+    with serve_json({"keys": [key.as_dict(private=False)]}) as base:
         c = env.client()
-        doc = c.post("/oauth2/register", headers={"Authorization": f"Bearer {iat}"}, json={
-            "grant_types": ["client_credentials"], "response_types": [],
-            "token_endpoint_auth_method": "private_key_jwt", "scope": "openid",
-            "jwks_uri": f"http://127.0.0.1:{server.server_address[1]}/jwks"}).json
+        doc = c.post("/oauth2/register",
+                     headers={"Authorization": f"Bearer {initial_access_token(env)}"}, json={
+                         "grant_types": ["client_credentials"], "response_types": [],
+                         "token_endpoint_auth_method": "private_key_jwt", "scope": "openid",
+                         "jwks_uri": f"{base}/jwks"}).json
         now = int(time.time())
         assertion = jose_jwt.encode(
             {"alg": "ES256", "kid": "dyn-1"},
@@ -192,8 +170,6 @@ def test_registration_with_jwks_uri_then_private_key_jwt(env):
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             "client_assertion": assertion})
         assert resp.status_code == 200, resp.json
-    finally:
-        server.shutdown()
 
 
 def test_open_registration_by_setting(make_app):
@@ -245,22 +221,13 @@ def test_consent_page_shows_registered_logo_policy_and_terms(env):
 def test_sector_identifier_uri_must_list_the_redirect_uris(env, listed, status):
     """oidcc-registration-sector-uri / -sector-bad"""
     uris = ["https://sector.example.org/cb"]
-    _Keys.body = json.dumps(uris + ["https://sector.example.org/other"] if listed
-                            else ["https://sector.example.org/other"]).encode()
-    server = HTTPServer(("127.0.0.1", 0), _Keys)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        from idp.storage.clients import ClientRegistry
-
-        with env.svc.sessions.begin() as db:
-            iat = ClientRegistry(db, env.svc.hasher, env.svc.sealer).new_initial_access_token(
-                env.svc.clock.utcnow(), 600)
-        resp = env.client().post("/oauth2/register", headers={"Authorization": f"Bearer {iat}"},
-                                 json={"redirect_uris": uris, "sector_identifier_uri":
-                                       f"http://127.0.0.1:{server.server_address[1]}/s.json"})
+    listed_uris = uris + ["https://sector.example.org/other"] if listed else [
+        "https://sector.example.org/other"]
+    with serve_json(listed_uris) as base:
+        resp = env.client().post(
+            "/oauth2/register", headers={"Authorization": f"Bearer {initial_access_token(env)}"},
+            json={"redirect_uris": uris, "sector_identifier_uri": f"{base}/s.json"})
         assert resp.status_code == status, resp.json
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
@@ -282,3 +249,4 @@ def test_id_token_algorithm_per_client_verifies_with_pyjwt(env, alg):
     claims = pyjwt.decode(body["id_token"], key, algorithms=[alg], audience="fapi",
                           issuer="http://127.0.0.1:5000")
     assert claims["azp"] == "fapi"
+

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 import jwt as pyjwt
 import pytest
-from oidc_support import RP, authorize, login, query, token
+from oidc_support import RP, authorize, initial_access_token, login, query, token
 
 from idp.storage.models import Client
 
@@ -148,21 +148,13 @@ def test_backchannel_and_frontchannel_logout(env):
 
 # --- registration --------------------------------------------------------------------------
 
-def _iat(env) -> str:
-    from idp.storage.clients import ClientRegistry
-
-    with env.svc.sessions.begin() as db:
-        return ClientRegistry(db, env.svc.hasher, env.svc.sealer).new_initial_access_token(
-            env.svc.clock.utcnow(), 600)
-
-
 def test_registration_needs_an_initial_access_token_used_once(env):
     c = env.client()
     meta = {"redirect_uris": ["https://dyn.example.org/cb"], "client_name": "Dyn"}
     with env.svc.sessions() as db:
         before = db.query(Client).count()
     assert c.post("/oauth2/register", json=meta).status_code == 401
-    iat = _iat(env)
+    iat = initial_access_token(env)
     created = c.post("/oauth2/register", json=meta, headers={"Authorization": f"Bearer {iat}"})
     assert created.status_code == 201
     doc = created.json
@@ -212,7 +204,7 @@ def test_bad_registration_metadata_is_refused_and_creates_nothing(env, meta, err
     with env.svc.sessions() as db:
         before = db.query(Client).count()
     resp = c.post("/oauth2/register", json=meta,
-                  headers={"Authorization": f"Bearer {_iat(env)}"})
+                  headers={"Authorization": f"Bearer {initial_access_token(env)}"})
     assert resp.status_code == 400 and resp.json["error"] == error
     with env.svc.sessions() as db:
         assert db.query(Client).count() == before
