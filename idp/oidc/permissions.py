@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from ..core import rbac
 from ..services import Services
+from ..storage.claims import has_permission
 from ..storage.models import (
     ClientServiceRole,
     PermissionGroup,
@@ -21,8 +23,6 @@ from .clients import OAuthClient
 
 
 def service_account_grants(db, client_id: str) -> set[str]:
-    from ..core import rbac
-
     roots = list(db.scalars(select(ClientServiceRole.role_id).where(
         ClientServiceRole.client_id == client_id)))
     if not roots:
@@ -49,12 +49,8 @@ def service_account_grants(db, client_id: str) -> set[str]:
 
 def actor_may_hold_scope(svc: Services, client: OAuthClient, user_id: int | None,
                          scope: str) -> bool:
-    from ..core import rbac
-
     permission = f"oauth:scope:{scope}"
     with svc.sessions() as db:
         if user_id is not None:
-            from ..storage.claims import has_permission
-
             return has_permission(db, svc.store, user_id, permission)
         return rbac.allows(service_account_grants(db, client.client_id), permission)
