@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, has_request_context, request
 
 from ..core.authn import AuthnRequest, AuthnResult, public_sid
 from ..services import Services
@@ -86,13 +86,19 @@ class SessionManager:
     def _record(self, sid: str | None) -> dict[str, Any] | None:
         if not sid or len(sid) > 64:
             return None
+        # One store read per session and request: a sign-in reads the session, then its
+        # relying parties, then adds one; this request's own writes keep the copy current.
+        memo = _request_memo()
+        if memo is not None and sid in memo:
+            return memo[sid]
         rec = self.store.get(_SSO + sid)
-        if rec is None:
-            return None
-        now = self.svc.clock.now()
-        if now - rec["created"] > self.absolute or now - rec["last_seen"] > self.idle:
-            self.store.delete(_SSO + sid)
-            return None
+        if rec is not None:
+            now = self.svc.clock.now()
+            if now - rec["created"] > self.absolute or now - rec["last_seen"] > self.idle:
+                self.store.delete(_SSO + sid)
+                rec = None
+        if memo is not None:
+            memo[sid] = rec
         return rec
 
     def current(self) -> AuthnResult | None:
@@ -112,6 +118,9 @@ class SessionManager:
         left = min(self.idle, self.absolute - (now - rec["created"]))
         if left > 0:
             self.store.put(_SSO + sid, rec, left)
+        memo = _request_memo()
+        if memo is not None:
+            memo[sid] = rec if left > 0 else None
 
     def add_relying_party(self, sid: str, key: str, info: dict[str, Any]) -> None:
         """Remember that ``key`` (e.g. "oidc:<client_id>") was served in this session."""
@@ -131,6 +140,9 @@ class SessionManager:
             return None
         self.store.delete(_PUBLIC + public_sid(sid))
         record = self.store.take(_SSO + sid)
+        memo = _request_memo()
+        if memo is not None:
+            memo[sid] = None
         if record is None:
             return None
         record["sid"] = sid
@@ -168,6 +180,16 @@ class SessionManager:
 
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(COOKIE, path="/", secure=self.secure_cookie, samesite="Lax")
+
+
+def _request_memo() -> dict[str, Any] | None:
+    """Session records read or written during this request (None outside a request)."""
+    if not has_request_context():
+        return None
+    memo = g.get("_sso_records")
+    if memo is None:
+        memo = g._sso_records = {}
+    return memo
 
 
 def logout_listeners(svc: Services) -> list[Callable[[dict[str, Any]], None]]:
