@@ -30,6 +30,8 @@ BLUEPRINTS = [
     ".web.login",
     ".web.password",
     ".web.account",
+    ".web.mfa",
+    ".web.webauthn",
     ".oidc.discovery",
     ".oidc.authorize",
     ".oidc.endpoints",

@@ -547,5 +547,9 @@ from .cli_oidc import register as register_oidc  # noqa: E402
 
 register_oidc(clients)
 
+from .cli_mfa import register as register_mfa  # noqa: E402
+
+register_mfa(users)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

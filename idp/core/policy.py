@@ -186,6 +186,8 @@ STEP_MFA = "mfa"
 # forced change, expired password, or first login by magic link
 STEP_SET_PASSWORD = "set_password"  # noqa: S105 - a step name
 STEP_EXPIRY_NOTICE = "expiry_notice"
+STEP_MFA_ENROLL = "mfa_enroll"  # set up TOTP during the login (policy demands MFA, none set up)
+STEP_BACKUP_CODES = "backup_codes"  # show the backup codes made by that enrolment, once
 
 
 @dataclass(frozen=True)
@@ -200,21 +202,167 @@ class LoginFacts:
     wanted_acr_level: int  # from acr_values / RequestedAuthnContext (0 = none)
     local_password: bool  # the password lives here (a directory's password is changed there)
     mfa_everyone: bool = False  # settings: every user must pass a second factor
+    # From ``mfa_requirement``: the methods the matching policies allow (None = any), and
+    # whether a user without a factor is still inside the grace period.
+    mfa_methods: tuple[str, ...] | None = None
+    mfa_grace: bool = False
+    enroll_at_login: bool = False  # a user who must but cannot do MFA sets up TOTP now
+    device_remembered: bool = False  # this browser passed MFA for the user recently
 
 
 def plan_steps(facts: LoginFacts) -> list[str]:
     """The steps that follow the first factor, in order. A forced password change comes after
     the second factor: nobody sets a new password on the strength of the old one alone."""
     steps: list[str] = []
-    wants_mfa = facts.require_mfa or facts.mfa_everyone or facts.wanted_acr_level >= 2
-    # An enrolled factor is always used: a password alone must not reach an account that has more.
-    if facts.enrolled_factors or wants_mfa:
+    step_up = facts.wanted_acr_level >= 2
+    wants_mfa = facts.require_mfa or facts.mfa_everyone or step_up
+    allowed = facts.mfa_methods
+    usable = [f for f in facts.enrolled_factors if allowed is None or f in allowed]
+    if facts.device_remembered and not step_up:
+        pass  # the device stands in for the second factor, except when a client asks for more
+    elif usable or (facts.enrolled_factors and not wants_mfa):
+        # An enrolled factor is always used: a password alone must not reach an account that
+        # has more.
         steps.append(STEP_MFA)
+    elif wants_mfa and not (facts.mfa_grace and not step_up):
+        can_enroll = facts.enroll_at_login and (allowed is None or "totp" in allowed)
+        steps.append(STEP_MFA_ENROLL if can_enroll else STEP_MFA)
     if facts.local_password and (facts.must_change_password or facts.password_expired):
         steps.append(STEP_SET_PASSWORD)
     elif facts.local_password and facts.password_expiry_warning:
         steps.append(STEP_EXPIRY_NOTICE)
     return steps
+
+
+# --- MFA policy ---------------------------------------------------------------------------------
+
+MFA_RULE_KINDS = ("everyone", "group", "role", "client", "sp", "user")
+
+
+@dataclass(frozen=True)
+class MfaRule:
+    """One line of ``[mfa] policies``: "KIND:TARGET [methods=a,b] [grace_days=N]"."""
+
+    kind: str
+    target: str = ""
+    methods: tuple[str, ...] = ()  # empty = whatever the global list allows
+    grace_days: int | None = None  # None = the global grace period
+
+    @classmethod
+    def parse(cls, text: str) -> MfaRule:
+        """Parse a rule; ValueError with a readable reason when it is malformed."""
+        words = text.split()
+        if not words:
+            raise ValueError("an MFA policy must not be empty")
+        kind, _sep, target = words[0].partition(":")
+        if kind not in MFA_RULE_KINDS:
+            raise ValueError(f"MFA policy {text!r}: unknown kind {kind!r}")
+        if (kind == "everyone") != (not target):
+            raise ValueError(f"MFA policy {text!r}: 'everyone' takes no target, others need one")
+        methods: tuple[str, ...] = ()
+        grace: int | None = None
+        for word in words[1:]:
+            key, sep, value = word.partition("=")
+            if key == "methods" and sep and value:
+                methods = tuple(m for m in value.split(",") if m)
+            elif key == "grace_days" and sep and value.isdigit():
+                grace = int(value)
+            else:
+                raise ValueError(f"MFA policy {text!r}: cannot read {word!r}")
+        return cls(kind, target, methods, grace)
+
+    def matches(self, subject: MfaSubject) -> bool:
+        if self.kind == "everyone":
+            return True
+        if self.kind == "user":
+            return subject.username.lower() == self.target.lower()
+        if self.kind == "group":
+            want = self.target.strip("/")
+            # A member of a subgroup is a member of its parents (paths "a/b" are under "a").
+            return any(g == want or g.startswith(want + "/") or g.rsplit("/", 1)[-1] == want
+                       for g in (p.strip("/") for p in subject.groups))
+        if self.kind == "role":
+            return self.target in subject.roles
+        if self.kind == "client":
+            return subject.protocol == "oidc" and subject.client_id == self.target
+        return subject.protocol == "saml" and subject.client_id == self.target  # sp
+
+
+@dataclass(frozen=True)
+class MfaPolicy:
+    required: bool = False
+    grace_days: int = 0
+    allowed_methods: tuple[str, ...] = ("totp", "backup", "email", "sms", "webauthn")
+    rules: tuple[MfaRule, ...] = ()
+    enroll_at_login: bool = False
+    remember_days: int = 0
+
+    @classmethod
+    def from_settings(cls, section: Mapping[str, Any]) -> MfaPolicy:
+        """Build from ``[mfa]``; ValueError names the bad policy line."""
+        section = {k: section[k] for k in section}  # a settings Section or a plain mapping
+        return cls(
+            required=bool(section.get("required", False)),
+            grace_days=int(section.get("grace_days", 0)),
+            allowed_methods=tuple(section.get("allowed_methods", cls.allowed_methods)),
+            rules=tuple(MfaRule.parse(line) for line in section.get("policies", ())),
+            enroll_at_login=bool(section.get("enroll_at_login", False)),
+            remember_days=int(section.get("remember_days", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class MfaSubject:
+    """Who signs in, for which relying party, and when their account was made."""
+
+    username: str
+    groups: tuple[str, ...] = ()  # group paths
+    roles: tuple[str, ...] = ()  # effective role names
+    protocol: str | None = None  # "oidc" | "saml" | None (the account pages)
+    client_id: str | None = None  # OIDC client_id or SAML SP entityID
+    user_required: bool = False  # an administrator set "require MFA" on the account
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MfaRequirement:
+    required: bool
+    methods: tuple[str, ...]  # the second factors this login may use
+    grace: bool  # required, but a user without a factor may still pass without one
+    reasons: tuple[str, ...] = ()  # "user", "everyone", "group:admins"... for the audit trail
+
+
+def mfa_requirement(policy: MfaPolicy, subject: MfaSubject, now: datetime) -> MfaRequirement:
+    """Does this login need a second factor, with which methods, and is the user still in the
+    grace period? Every matching rule applies: the methods are those allowed by all of them
+    (when that leaves nothing, the last matching rule's own list wins, so a contradictory
+    configuration still demands a factor), the grace period the shortest of them."""
+    reasons: list[str] = []
+    graces: list[int] = []
+    methods = list(policy.allowed_methods)
+    if subject.user_required:
+        reasons.append("user")
+        graces.append(policy.grace_days)
+    if policy.required:
+        reasons.append("everyone")
+        graces.append(policy.grace_days)
+    for rule in policy.rules:
+        if not rule.matches(subject):
+            continue
+        reasons.append(f"{rule.kind}:{rule.target}" if rule.target else rule.kind)
+        graces.append(policy.grace_days if rule.grace_days is None else rule.grace_days)
+        if rule.methods:
+            narrowed = [m for m in methods if m in rule.methods]
+            methods = narrowed or list(rule.methods)
+    if not reasons:
+        return MfaRequirement(False, tuple(methods), False)
+    grace_days = min(graces)
+    grace = bool(
+        grace_days
+        and subject.created_at is not None
+        and now < subject.created_at + timedelta(days=grace_days)
+    )
+    return MfaRequirement(True, tuple(methods), grace, tuple(reasons))
 
 
 # --- brute-force protection ---------------------------------------------------------------------

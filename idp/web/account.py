@@ -29,12 +29,13 @@ from sqlalchemy import or_, select
 
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
-from ..core.steps import enrolled_factors, factors
+from ..core.steps import enrolled_factors
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SecurityAnswer
 from . import authkit
 from .authkit import audit, svc
 from .forms import AvatarForm, ChangePasswordForm, ConfirmForm, ProfileForm
+from .mfa import overview as mfa_overview
 
 bp = Blueprint("account", __name__)
 
@@ -332,8 +333,7 @@ def mfa():
         user = authkit.require_user(db)
         if not isinstance(user, User):
             return user
-        enrolled = {f.id for f in enrolled_factors(svc(), user)}
-        return _page("account/mfa.html", user, factors=list(factors().values()), enrolled=enrolled)
+        return _page("account/mfa.html", user, **mfa_overview(db, user))
 
 
 @bp.route("/account/security-questions", methods=["GET", "POST"])

@@ -20,10 +20,12 @@ from sqlalchemy import delete
 from werkzeug.wrappers import Response
 
 from ..backends.chain import credential_chain
-from ..core.authn import AuthnRequest, acr_for, session_satisfies
+from ..core.authn import AMR_MFA, AuthnRequest, acr_for, session_satisfies
 from ..core.credentials import Outcome
 from ..core.policy import (
     ACCOUNT_OK,
+    STEP_MFA,
+    STEP_MFA_ENROLL,
     LoginFacts,
     password_age,
     plan_steps,
@@ -31,7 +33,7 @@ from ..core.policy import (
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import authkit
+from . import authkit, mfa
 from .authkit import audit, svc
 from .forms import ConfirmForm, LoginForm
 from .login_steps import MAX_STEP_FAILURES, STEPS
@@ -149,21 +151,25 @@ def start_pending(
     db.commit()
     req = _request_of(rid)
     age = password_age(authkit.password_policy(), user.password_changed_at, svc().clock.utcnow())
+    mfa_facts, need = mfa.login_facts(db, user, req)
+    db.commit()  # the remembered device's last use
     facts = LoginFacts(
-        require_mfa=user.require_mfa,
         enrolled_factors=tuple(f.id for f in enrolled_factors(svc(), user)),
         must_change_password=user.must_change_password or change_reason is not None,
         password_expired=age.expired,
         password_expiry_warning=age.warn,
         wanted_acr_level=req.wanted_acr_level() if req else 0,
         local_password=local_password,
+        **mfa_facts,
     )
     pending = PendingLogin(
         user_id=user.id,
         user_uuid=user.uuid,
         rid=rid,
         next_url=next_url,
-        steps=plan_steps(facts),
+        # A first factor that is already multi-factor (a passkey with user verification, see
+        # docs/webauthn.md) needs no second-factor step.
+        steps=[s for s in plan_steps(facts) if not (s == STEP_MFA and AMR_MFA in amr)],
         amr=list(amr),
         auth_time=int(svc().clock.now()),
     )
@@ -176,6 +182,8 @@ def start_pending(
             days=age.days_left,
             change_url=authkit.absolute("account.password"),
         )
+    if need.required:
+        pending.data["methods"] = list(need.methods)
     if change_reason:
         pending.data["change_reason"] = change_reason
     elif age.expired:
@@ -216,6 +224,9 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     session.clear()
     resp = redirect(target)
     mgr.set_cookie(resp, result)
+    if pending.data.get("remember"):
+        mfa.remember_device(db, user, resp)
+        db.commit()
     return resp
 
 
@@ -348,7 +359,22 @@ def step():
         _request_of(pending.rid)
         ctx = StepContext(svc=svc(), db=db, user=user, pending=pending)
         if request.method == "GET":
+            # The MFA page's "use another method" and "send a new code" links.
+            if request.args.get("factor"):
+                pending.data["factor"] = request.args["factor"][:32]
+            if request.args.get("resend"):
+                pending.data["resend"] = True
             return _render_step(handler, ctx, handler.form_class(formdata=None))
+        guarded = handler.id in (STEP_MFA, STEP_MFA_ENROLL)
+        lock = authkit.lock_key(user, user.username)
+        if guarded and authkit.is_locked(lock):
+            # Codes are guessed like passwords: the same account lockout covers both.
+            _drop_pending()
+            audit(db, "login.locked", target=user.uuid, step=handler.id)
+            db.commit()
+            policy = authkit.lockout_policy()
+            form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
+            return _login_page(form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 401)
 
         form = handler.form_class()
         if not form.validate():
@@ -361,7 +387,16 @@ def step():
             db.rollback()  # a failed step changes nothing but the audit trail
             pending.failures += 1
             audit(db, f"login.step_failed.{handler.id}", target=user.uuid, reason=result.error)
+            locked_now = guarded and not result.abort and mfa.record_code_failure(lock)
+            if locked_now:
+                audit(db, "login.lockout", target=user.uuid,
+                      minutes=authkit.lockout_policy().lock_minutes, step=handler.id)
             db.commit()
+            if locked_now:
+                session.pop("login_p", None)
+                form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
+                minutes = authkit.lockout_policy().lock_minutes
+                return _login_page(form, str(LOCKED_OUT) % {"minutes": minutes}, 401)
             if result.abort or pending.failures >= MAX_STEP_FAILURES:
                 session.pop("login_p", None)
                 form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
@@ -371,6 +406,8 @@ def step():
             message = str(STEP_ERRORS.get(result.error or "", BAD_CREDENTIALS))
             return _render_step(handler, ctx, form, message, 400, result.params)
 
+        if guarded:
+            mfa.clear_code_failures(lock)
         pending.steps.pop(0)
         pending.steps[0:0] = result.insert_steps
         pending.amr += [m for m in result.amr if m not in pending.amr]

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..backends import backup_codes, totp
+from ..core.authn import AMR_OTP
 from ..core.policy import (
+    STEP_BACKUP_CODES,
     STEP_EXPIRY_NOTICE,
     STEP_MFA,
+    STEP_MFA_ENROLL,
     STEP_SET_PASSWORD,
     password_age,
 )
@@ -29,7 +33,12 @@ class MfaStep:
     form_class = CodeForm
 
     def _chosen(self, ctx: StepContext, wanted: str | None = None):
-        usable = {f.id: f for f in enrolled_factors(ctx.svc, ctx.user)}
+        allowed = ctx.pending.data.get("methods")  # None: the policy does not narrow them
+        usable = {
+            f.id: f
+            for f in enrolled_factors(ctx.svc, ctx.user)
+            if allowed is None or f.id in allowed
+        }
         key = wanted if wanted in usable else ctx.pending.data.get("factor")
         if key not in usable:
             key = next(iter(usable), None)
@@ -45,6 +54,7 @@ class MfaStep:
             "factors": list(usable.values()),
             "not_enrolled": factor is None,
             "known_factors": list(factors()),
+            "remember_days": ctx.svc.settings.mfa.remember_days,
             **extra,
         }
 
@@ -53,8 +63,80 @@ class MfaStep:
         if factor is None:
             return StepResult(False, "mfa_not_enrolled", abort=True)
         if factor.verify(ctx.svc, ctx.user, ctx.pending, form):
-            return StepResult(True, amr=[factor.amr])
+            if form.get("remember") and ctx.svc.settings.mfa.remember_days > 0:
+                ctx.pending.data["remember"] = True
+            # A factor whose method depends on the authenticator used (WebAuthn: hwk or swk)
+            # names it in pending.data["factor_amr"].
+            amr = ctx.pending.data.pop("factor_amr", None) or factor.amr
+            return StepResult(True, amr=[amr])
         return StepResult(False, "bad_code")
+
+
+def _enrol_key(ctx: StepContext) -> str:
+    return f"totpenrol:login:{ctx.user.id}:{ctx.pending.browser}"
+
+
+class MfaEnrollStep:
+    """A policy demands a second factor and the user has none (past the grace period): set up
+    an authenticator app now, as Keycloak's "Configure OTP" required action does. The seed waits
+    in the short-lived store, sealed and bound to this browser's pending login."""
+
+    id = STEP_MFA_ENROLL
+    template = "login_mfa_enroll.html"
+    form_class = CodeForm
+
+    def _secret(self, ctx: StepContext) -> str:
+        key = _enrol_key(ctx)
+        sealed = ctx.svc.store.get(key)
+        if sealed is None:
+            secret = totp.new_secret()
+            ctx.svc.store.put(key, ctx.svc.sealer.seal(secret.encode(), key), 600)
+            return secret
+        return ctx.svc.sealer.open(sealed, key).decode()
+
+    def challenge(self, ctx: StepContext) -> dict[str, Any]:
+        secret = self._secret(ctx)
+        uri = totp.provisioning_uri(ctx.svc, ctx.user.email or ctx.user.username, secret)
+        grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+        return {"qr": totp.qr_svg(uri), "secret": secret, "grouped": grouped, "uri": uri}
+
+    def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
+        secret = self._secret(ctx)
+        p = totp.params(ctx.svc)
+        step = totp.matching_step(secret, form.get("code", ""), p.digits, p.period,
+                                  ctx.svc.clock.now())
+        if step is None:
+            return StepResult(False, "bad_code")
+        ctx.svc.store.delete(_enrol_key(ctx))
+        totp.save(ctx.svc, ctx.db, ctx.user.id, secret, first_step=step)
+        authkit.audit(ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid,
+                      at_login=True)
+        more: list[str] = []
+        if ctx.svc.settings.mfa.backup_codes > 0:
+            codes = backup_codes.regenerate(ctx.svc, ctx.db, ctx.user.id)
+            ctx.pending.data["backup_codes"] = ctx.svc.sealer.seal(
+                "\n".join(codes).encode(), f"codes:{ctx.pending.browser}")
+            more = [STEP_BACKUP_CODES]
+        return StepResult(True, amr=[AMR_OTP], insert_steps=more)
+
+
+class BackupCodesStep:
+    """Shows the backup codes made at a login enrolment, once."""
+
+    id = STEP_BACKUP_CODES
+    template = "login_backup_codes.html"
+    form_class = ContinueForm
+
+    def challenge(self, ctx: StepContext) -> dict[str, Any]:
+        sealed = ctx.pending.data.get("backup_codes")
+        if not sealed:
+            return {"codes": []}
+        raw = ctx.svc.sealer.open(sealed, f"codes:{ctx.pending.browser}").decode()
+        return {"codes": raw.split("\n")}
+
+    def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
+        ctx.pending.data.pop("backup_codes", None)
+        return StepResult(True)
 
 
 class SetPasswordStep:
@@ -104,4 +186,13 @@ class ExpiryNoticeStep:
         return StepResult(True)
 
 
-STEPS: dict[str, Any] = {s.id: s for s in (MfaStep(), SetPasswordStep(), ExpiryNoticeStep())}
+STEPS: dict[str, Any] = {
+    s.id: s
+    for s in (
+        MfaStep(),
+        MfaEnrollStep(),
+        BackupCodesStep(),
+        SetPasswordStep(),
+        ExpiryNoticeStep(),
+    )
+}

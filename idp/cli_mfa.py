@@ -1,0 +1,103 @@
+"""``idp users mfa ...``: administrators enrol a user's authenticator app or reset all of the
+user's second factors (audited; the user is told by e-mail)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from sqlalchemy import func, or_, select
+
+from .errors import IdPError, NotFound
+
+
+def _app():
+    from .app import create_app
+    from .storage.migrate import current_revision, head_revision
+
+    app = create_app()
+    svc = app.extensions["idp"]
+    svc.check_database()
+    if current_revision(svc.engine) != head_revision():
+        raise IdPError("the database is not initialised or not up to date: run `idp init`")
+    return app, svc
+
+
+def _find(db, login: str):
+    from .storage.models import User
+
+    login = login.strip()
+    user = db.scalar(
+        select(User).where(
+            or_(
+                func.lower(User.username) == login.lower(),
+                User.email == login.lower(),
+                User.uuid == login,
+            )
+        )
+    )
+    if user is None:
+        raise NotFound(f"no user {login!r}")
+    return user
+
+
+@click.group("mfa")
+def mfa() -> None:
+    """Second factors of a user."""
+
+
+@mfa.command("enroll-totp")
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True)
+def enroll_totp(user: str, as_json: bool) -> None:
+    """Give USER (username, e-mail or id) a new authenticator app seed and a new set of backup
+    codes; prints the seed, its otpauth:// URI and the codes (shown this once)."""
+    from .backends import backup_codes, totp
+    from .web.authkit import audit
+
+    app, svc = _app()
+    with app.test_request_context(), svc.sessions() as db:
+        row = _find(db, user)
+        secret = totp.new_secret()
+        totp.save(svc, db, row.id, secret)
+        codes = backup_codes.regenerate(svc, db, row.id) if svc.settings.mfa.backup_codes else []
+        audit(db, "mfa.totp_enrolled", actor="cli", target=row.uuid, by_admin=True)
+        uri = totp.provisioning_uri(svc, row.email or row.username, secret)
+        db.commit()
+    result = {"secret": secret, "otpauth_uri": uri, "backup_codes": codes}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"secret: {secret}\notpauth_uri: {uri}")
+        for code in codes:
+            click.echo(f"backup code: {code}")
+
+
+@mfa.command("reset")
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True)
+def reset(user: str, as_json: bool) -> None:
+    """Remove every second factor and remembered device of USER (after identity proofing,
+    when the user lost them); the user sets up new ones at the next login."""
+    from flask_babel import lazy_gettext as _l
+
+    from .web.authkit import audit, send_mail
+    from .web.mfa import reset_user_mfa
+
+    app, svc = _app()
+    with app.test_request_context(), svc.sessions() as db:
+        row = _find(db, user)
+        removed = reset_user_mfa(svc, db, row, actor="cli")
+        audit(db, "mfa.reset", actor="cli", target=row.uuid, removed=removed)
+        db.commit()
+        mailed = send_mail(row.email, "mfa_reset", _l("Your second factors were reset"), user=row)
+        username = row.username
+    result = {"username": username, "removed": removed, "mailed": bool(mailed)}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"reset the second factors of {username}: " + (", ".join(removed) or "none"))
+
+
+def register(users: click.Group) -> None:
+    users.add_command(mfa)
