@@ -36,6 +36,8 @@ SSP_METADATA = "http://127.0.0.1:3902/simplesaml/saml2/idp/metadata.php"
 SP_ENTITY = "http://127.0.0.1:3903/sp"
 SP_ACS = "http://127.0.0.1:3903/acs/post"
 USER, PASSWORD = "student", "studentpass"
+# php-fpm and nginx masters started by the peer's setup.sh (their workers are their children).
+SSP_PIDFILES = ["/run/php/ssp-bench-fpm.pid", "/run/nginx-ssp-bench.pid"]
 
 INPUT_RE = re.compile(r"<input\b[^>]*>", re.I | re.S)
 ATTR_RE = re.compile(r'([a-zA-Z_:-]+)\s*=\s*"([^"]*)"', re.S)
@@ -116,6 +118,7 @@ def worker(args):
         time.sleep(0.001)
     count = errors = 0
     samples = []
+    cpu0 = time.process_time()
     while time.time() < deadline and count < max_flows:
         reqid, info = client.prepare_for_authenticate(
             entityid=idp_entity, relay_state="bench", binding=BINDING_HTTP_REDIRECT
@@ -128,10 +131,53 @@ def worker(args):
         count += 1
         if len(samples) < keep:
             samples.append((reqid, fields["SAMLResponse"]))
-    return {"count": count, "errors": errors, "samples": samples}
+    return {
+        "count": count,
+        "errors": errors,
+        "samples": samples,
+        "cpu": time.process_time() - cpu0,
+    }
 
 
-def run_window(target, md_file, idp_entity, cookies, duration, concurrency, max_flows, keep):
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``roots`` and their
+    descendants, from /proc (Linux): the server's cost, whatever else runs on the machine."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    wanted = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in wanted and pid not in wanted:
+                wanted.add(pid)
+                grew = True
+    return sum(ticks.get(pid, 0) for pid in wanted) / os.sysconf("SC_CLK_TCK")
+
+
+def ssp_pids(pidfiles: list[str]) -> list[int]:
+    out = []
+    for f in pidfiles:
+        try:
+            out.append(int(Path(f).read_text().strip()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def run_window(
+    target, md_file, idp_entity, cookies, duration, concurrency, max_flows, keep, server_pids
+):
     start_at = time.time() + 8.0  # every worker has logged in / set up before the clock starts
     deadline = start_at + duration
     jobs = [
@@ -148,7 +194,13 @@ def run_window(target, md_file, idp_entity, cookies, duration, concurrency, max_
         for i in range(concurrency)
     ]
     with mp.Pool(concurrency) as pool:
-        results = pool.map(worker, jobs)
+        pending = pool.map_async(worker, jobs)
+        # Server CPU is sampled over the timed window only (not the workers' set-up).
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu_start = tree_cpu(server_pids) if server_pids else None
+        time.sleep(max(0.0, deadline - time.time()))
+        cpu_end = tree_cpu(server_pids) if server_pids else None
+        results = pending.get()
     count = sum(r["count"] for r in results)
     errors = sum(r["errors"] for r in results)
     samples = [s for r in results for s in r["samples"]]
@@ -160,6 +212,12 @@ def run_window(target, md_file, idp_entity, cookies, duration, concurrency, max_
         "errors": errors,
         "validated": validated,
         "sampled": len(samples),
+        "server_cpu_ms_per_response": round((cpu_end - cpu_start) * 1000 / count, 2)
+        if count and cpu_start is not None
+        else None,
+        "client_cpu_ms_per_response": round(sum(r["cpu"] for r in results) * 1000 / count, 2)
+        if count
+        else None,
     }
 
 
@@ -270,6 +328,11 @@ def make_sessions(env, n):
     return json.loads(out)
 
 
+def _median(values) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=15)
@@ -279,10 +342,17 @@ def main() -> None:
     ap.add_argument("--validate", type=int, default=10, help="responses kept per worker")
     ap.add_argument("--port", type=int, default=5077)
     ap.add_argument("--ssp-metadata", default=SSP_METADATA)
+    ap.add_argument(
+        "--ssp-pidfile",
+        action="append",
+        default=None,
+        help="pid files of SimpleSAMLphp's server masters (for its CPU per response)",
+    )
     ap.add_argument("--skip-ssp", action="store_true")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
 
+    ssp_pidfiles = args.ssp_pidfile or SSP_PIDFILES
     with tempfile.TemporaryDirectory(prefix="bench-saml-") as tmp:
         folder = Path(tmp)
         server, env = start_idp(folder, args.port)
@@ -292,12 +362,12 @@ def main() -> None:
             theirs = None if args.skip_ssp else fetch_metadata(args.ssp_metadata, folder, "ssp")
             runs = []
             for rnd in range(args.rounds):
-                targets = [("idp", ours, cookies)]
+                targets = [("idp", ours, cookies, [server.pid])]
                 if theirs:
-                    targets.append(("simplesamlphp", theirs, None))
+                    targets.append(("simplesamlphp", theirs, None, ssp_pids(ssp_pidfiles)))
                 if rnd % 2:
                     targets.reverse()
-                for name, (md_file, entity), cks in targets:
+                for name, (md_file, entity), cks, pids in targets:
                     res = run_window(
                         name,
                         md_file,
@@ -307,6 +377,7 @@ def main() -> None:
                         args.concurrency,
                         args.max_flows,
                         args.validate,
+                        pids,
                     )
                     res["round"] = rnd
                     runs.append(res)
@@ -324,6 +395,12 @@ def main() -> None:
             "median_responses_per_s": statistics.median(rates),
             "rounds": rates,
             "errors": sum(r["errors"] for r in runs if r["target"] == name),
+            "median_server_cpu_ms_per_response": _median(
+                r["server_cpu_ms_per_response"] for r in runs if r["target"] == name
+            ),
+            "median_client_cpu_ms_per_response": _median(
+                r["client_cpu_ms_per_response"] for r in runs if r["target"] == name
+            ),
             "validated": f"{sum(r['validated'] for r in runs if r['target'] == name)}/"
             f"{sum(r['sampled'] for r in runs if r['target'] == name)}",
         }

@@ -1,0 +1,134 @@
+"""The Web SSO Response built and signed in one tree (idp.saml.response): each signature
+verifies with libxmlsec1 (an implementation independent of our signer) against our
+certificate only, covers exactly the element it references, breaks when any signed byte
+changes, and survives encryption (saml-core 5.4, 6.1; xmldsig-core enveloped signatures)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import xmlsec
+from lxml import etree
+
+from idp.saml.crypto import InProcessBackend
+from idp.saml.response import Statement, build_response
+from idp.saml.subject import Attr, IssuedNameId
+
+sys.path.insert(0, str(Path(__file__).parent / "flows"))
+from saml_support import make_keypair  # noqa: E402
+
+NS = {
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+    "xenc": "http://www.w3.org/2001/04/xmlenc#",
+}
+URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+
+
+@pytest.fixture(name="keys")
+def keys_fixture(tmp_path):
+    idp_key, idp_cert = make_keypair(tmp_path, "idp")
+    sp_key, sp_cert = make_keypair(tmp_path, "sp")
+    signer = InProcessBackend("/usr/bin/xmlsec1", idp_key.read_bytes(), idp_cert.read_bytes())
+    return signer, idp_cert, sp_key, sp_cert
+
+
+def _build(signer, **extra) -> bytes:
+    args = {
+        "signer": signer,
+        "issuer": "https://idp.example/saml/metadata",
+        "audience": "https://sp.example/metadata",
+        "acs_url": "https://sp.example/acs",
+        "in_response_to": "_req1",
+        "name_id": IssuedNameId("transient", "_abc", "https://idp.example", "https://sp.example"),
+        "statement": Statement(1_900_000_000, "urn:ac:pwd", "_s1", 1_900_036_000),
+        "attributes": [
+            Attr("urn:oid:0.9.2342.19200300.100.1.3", URI, "mail", ["ann@example.org"]),
+            Attr("urn:oid:2.5.4.42", URI, "givenName", ["Ann\x01 <b>&"]),
+        ],
+        "now": 1_900_000_100.0,
+        "lifetime": 300,
+        "sign_response": True,
+        "sign_assertion": True,
+    }
+    args.update(extra)
+    return build_response(**args)
+
+
+def _verify(root: etree._Element, element: etree._Element, cert: Path) -> None:
+    """Raises xmlsec.Error unless ``element``'s own enveloped signature verifies."""
+    xmlsec.tree.add_ids(root, ["ID"])
+    signature = element.find("ds:Signature", NS)
+    assert signature is not None
+    ref = signature.find("ds:SignedInfo/ds:Reference", NS)
+    assert ref.get("URI") == "#" + element.get("ID")
+    ctx = xmlsec.SignatureContext()
+    ctx.key = xmlsec.Key.from_file(str(cert), xmlsec.constants.KeyDataFormatCertPem)
+    ctx.verify(signature)
+
+
+def test_response_and_assertion_signatures_verify_with_libxmlsec1(keys):
+    signer, idp_cert, _, sp_cert = keys
+    root = etree.fromstring(_build(signer))
+    assertion = root.find("saml:Assertion", NS)
+    _verify(root, assertion, idp_cert)
+    _verify(root, root, idp_cert)
+    # Schema order: the Signature follows the Issuer in both (saml-core 2.3.3, 3.2.1).
+    assert [etree.QName(c).localname for c in root][:3] == ["Issuer", "Signature", "Status"]
+    assert [etree.QName(c).localname for c in assertion][:3] == ["Issuer", "Signature", "Subject"]
+    assert assertion.findtext("saml:Conditions/saml:AudienceRestriction/saml:Audience", None, NS)
+    # A control character is dropped rather than producing XML no parser accepts.
+    values = [v.text for v in assertion.iterfind(".//saml:AttributeValue", NS)]
+    assert values == ["ann@example.org", "Ann <b>&"]
+    # Another certificate does not verify it.
+    other = etree.fromstring(_build(signer))
+    with pytest.raises(xmlsec.Error):
+        _verify(other, other, sp_cert)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda r: r.find(".//saml:AttributeValue", NS).__setattr__("text", "eve@example.org"),
+        lambda r: r.find(".//saml:Audience", NS).__setattr__("text", "https://evil.example"),
+        lambda r: r.find(".//saml:NameID", NS).set("Format", "x"),
+    ],
+)
+def test_any_change_to_signed_content_breaks_both_signatures(keys, tamper):
+    signer, idp_cert, _, _ = keys
+    root = etree.fromstring(_build(signer))
+    tamper(root)
+    with pytest.raises(xmlsec.Error):
+        _verify(root, root.find("saml:Assertion", NS), idp_cert)
+    with pytest.raises(xmlsec.Error):
+        _verify(root, root, idp_cert)
+
+
+def test_unsigned_parts_are_left_out_when_the_sp_does_not_want_them(keys):
+    signer, idp_cert, _, _ = keys
+    root = etree.fromstring(_build(signer, sign_response=False))
+    assert root.find("ds:Signature", NS) is None
+    _verify(root, root.find("saml:Assertion", NS), idp_cert)
+    root = etree.fromstring(_build(signer, sign_assertion=False))
+    assert root.find("saml:Assertion/ds:Signature", NS) is None
+    _verify(root, root, idp_cert)
+
+
+def test_encrypted_assertion_decrypts_and_keeps_its_signature(keys):
+    signer, idp_cert, sp_key, sp_cert = keys
+    root = etree.fromstring(_build(signer, encrypt_for=sp_cert.read_bytes()))
+    assert root.find("saml:Assertion", NS) is None
+    assert b"ann@example.org" not in etree.tostring(root)
+    _verify(root, root, idp_cert)  # the Response signature covers the ciphertext
+    enc = root.find("saml:EncryptedAssertion/xenc:EncryptedData", NS)
+    method = enc.find("xenc:EncryptionMethod", NS).get("Algorithm")
+    assert method == "http://www.w3.org/2009/xmlenc11#aes128-gcm"
+    manager = xmlsec.KeysManager()
+    manager.add_key(xmlsec.Key.from_file(str(sp_key), xmlsec.constants.KeyDataFormatPem))
+    assertion = xmlsec.EncryptionContext(manager).decrypt(enc)
+    doc = etree.fromstring(etree.tostring(assertion))
+    _verify(doc, doc, idp_cert)
+    assert doc.findtext(".//saml:AttributeValue", None, NS) == "ann@example.org"
