@@ -41,7 +41,8 @@ class MfaStep:
         }
         key = wanted if wanted in usable else ctx.pending.data.get("factor")
         if key not in usable:
-            key = next(iter(usable), None)
+            # Backup codes are for when the usual factor is lost: never the one offered first.
+            key = next((k for k in usable if k != "backup"), next(iter(usable), None))
         return usable, (usable.get(key) if key else None)
 
     def challenge(self, ctx: StepContext) -> dict[str, Any]:
