@@ -12,8 +12,8 @@ from login_kit import GOOD, csrf, login, outbox, text_of
 from sqlalchemy import func, select
 
 from idp.storage.models import AuditEvent, KVEntry
-from idp.storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaRememberedDevice, MfaTotp
 from idp.storage.models_auth import SsoSessionIndex
+from idp.storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaRememberedDevice, MfaTotp
 
 
 def enrol_totp(svc, user_id: int) -> pyotp.TOTP:

@@ -407,6 +407,7 @@ def step():
             return _render_step(handler, ctx, form, message, 400, result.params)
 
         if guarded:
+            db.commit()  # the step's rows first: no store write inside a SQLite write transaction
             mfa.clear_code_failures(lock)
         pending.steps.pop(0)
         pending.steps[0:0] = result.insert_steps
