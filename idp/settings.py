@@ -315,6 +315,29 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
             raise ConfigError(f"setting keys.{key} must be at least 1")
 
     _validate_ldap(s["ldap"])
+    _validate_mfa(s["mfa"])
+
+
+def _validate_mfa(mfa: dict[str, Any]) -> None:
+    """The [mfa] section: policy lines parse, sizes are sane (RFC 6238 codes of 6-8 digits)."""
+    from .core.policy import MfaRule
+
+    for line in mfa["policies"]:
+        try:
+            MfaRule.parse(line)
+        except ValueError as exc:
+            raise ConfigError(f"setting mfa.policies: {exc}") from None
+    if mfa["totp_digits"] not in (6, 7, 8):
+        raise ConfigError("setting mfa.totp_digits must be 6, 7 or 8")
+    if not 15 <= mfa["totp_period"] <= 120:
+        raise ConfigError("setting mfa.totp_period must be 15-120 seconds")
+    if not 0 <= mfa["backup_codes"] <= 50:
+        raise ConfigError("setting mfa.backup_codes must be 0-50")
+    if not 60 <= mfa["code_ttl_seconds"] <= 600:
+        raise ConfigError("setting mfa.code_ttl_seconds must be 60-600 (ASVS: at most 10 minutes)")
+    for key in ("grace_days", "remember_days", "max_sends", "reauth_minutes"):
+        if mfa[key] < 0:
+            raise ConfigError(f"setting mfa.{key} must not be negative")
 
 
 def _validate_ldap(ldap: dict[str, Any]) -> None:

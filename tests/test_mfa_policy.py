@@ -294,3 +294,15 @@ def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_
     resp = _follow_to_rp(client, submit_code(client, code_at(t, clock)))
     claims = _id_token(app, "wiki", secret, resp.headers["Location"])
     assert claims["amr"] == ["pwd", "otp"] and claims["acr"] == "urn:idp:acr:mfa"
+
+
+@pytest.mark.parametrize("bad", [
+    {"policies": ["team:x"]}, {"totp_digits": 5}, {"code_ttl_seconds": 3600},
+    {"backup_codes": -1}, {"remember_days": -1},
+])
+def test_bad_mfa_settings_are_refused_at_start(bad):
+    from idp.errors import ConfigError
+    from idp.settings import load_settings
+
+    with pytest.raises(ConfigError, match="mfa"):
+        load_settings({"mfa": bad}, environ={})
