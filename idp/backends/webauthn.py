@@ -13,6 +13,7 @@ No Flask here: the web layer (``idp.web.webauthn``) turns errors into pages and 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import secrets
@@ -116,6 +117,13 @@ class RelyingParty:
             )
         if cfg.attestation not in ("none", "direct"):
             raise ConfigError('setting webauthn.attestation must be "none" or "direct"')
+        if cfg.enabled and _is_ip(issuer.hostname):
+            # Not fatal: the default issuer is an address and everything else works with it.
+            log.warning(
+                "webauthn: the issuer's host %s is an IP address; browsers refuse it as an RP ID, "
+                "so security keys and passkeys only work once the issuer has a host name",
+                issuer.hostname,
+            )
         for key in ("timeout_ms", "challenge_seconds", "max_credentials", "reauth_minutes"):
             if cfg[key] <= 0:
                 raise ConfigError(f"setting webauthn.{key} must be positive")
@@ -135,6 +143,14 @@ class RelyingParty:
             passwordless=cfg.enabled and cfg.passwordless,
             enabled=cfg.enabled,
         )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def relying_party(svc: Any) -> RelyingParty:
