@@ -488,3 +488,15 @@ def test_an_uncommitted_rule_change_never_reaches_the_cache(sqlite_realm):
     with svc.sessions() as db:
         assert api.claims_generation(db) == gen
     assert _names(svc, uid) == before
+
+
+def test_a_pending_unflushed_rule_never_reaches_the_cache(sqlite_realm):
+    with sqlite_realm.session() as db:
+        uid = _user(db, sqlite_realm.clock)
+    svc = sqlite_realm.svc
+    before = _names(svc, uid)
+    with svc.sessions() as db:
+        db.add(ClaimRule(rule={"saml_name": "x", "source": {"type": "static", "value": "v"}}))
+        assert "x" in {a.name for a in api.saml_attributes(db, uid, sp_entity_id=SP)}
+        db.rollback()
+    assert _names(svc, uid) == before

@@ -173,8 +173,14 @@ def bump_claims_generation(session: Session) -> None:
         session.add(RbacState(id=CLAIMS_STATE_ID, generation=1))
 
 
+# A Core statement on the session's connection: this runs on every sign-in, and the ORM
+# execution path costs several times the query itself.
+_STATE = RbacState.__table__
+_GENERATION = select(_STATE.c.generation).where(_STATE.c.id == CLAIMS_STATE_ID)
+
+
 def claims_generation(db: Session) -> int:
-    return int(db.scalar(select(RbacState.generation).where(RbacState.id == CLAIMS_STATE_ID)) or 0)
+    return int(db.connection().execute(_GENERATION).scalar() or 0)
 
 
 @event.listens_for(Session, "before_flush")
@@ -237,6 +243,10 @@ def _rules_for(
 ) -> list[core.Rule]:
     """The merged rules for a client or SP, from this worker's cache when the generation in the
     database has not moved since they were loaded."""
+    if db.autoflush:
+        # What the ORM queries below would flush anyway, flushed before the generation is read,
+        # so that a rule pending in this transaction marks it as changed first.
+        db.flush()
     if db.info.get(_DIRTY):
         # This transaction changed rules it has not committed: neither trust nor fill the cache.
         return _load_rules(db, client_id, sp_entity_id)
