@@ -32,8 +32,11 @@ def code_at(t: pyotp.TOTP, clock, offset_steps: int = 0) -> str:
 
 def add_channel(svc, user_id: int, kind: str, destination: str) -> None:
     with svc.sessions.begin() as db:
-        db.add(MfaOtpChannel(user_id=user_id, kind=kind, destination=destination,
-                             created_at=svc.clock.utcnow()))
+        db.add(
+            MfaOtpChannel(
+                user_id=user_id, kind=kind, destination=destination, created_at=svc.clock.utcnow()
+            )
+        )
 
 
 def step_page(client, **query) -> str:
@@ -42,8 +45,9 @@ def step_page(client, **query) -> str:
     return resp.get_data(as_text=True)
 
 
-def submit_code(client, code: str, factor: str | None = None, remember: bool = False,
-                page: str | None = None):
+def submit_code(
+    client, code: str, factor: str | None = None, remember: bool = False, page: str | None = None
+):
     html = page or step_page(client)
     data = {"csrf_token": csrf(html), "code": code}
     m = re.search(r'name="factor" value="([^"]+)"', html)
@@ -76,8 +80,10 @@ def sms_files(svc) -> list[dict]:
 
 def mfa_counts(svc) -> dict[str, int]:
     with svc.sessions() as db:
+
         def n(model, *where):
             return db.scalar(select(func.count()).select_from(model).where(*where))
+
         return {
             "sessions": n(SsoSessionIndex),
             "totp": n(MfaTotp),

@@ -111,8 +111,10 @@ def test_recovery_with_a_backup_code_then_reenrol(app, svc, clock):
     import pyotp
 
     secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', page).group(1).replace(" ", "")
-    resp = client.post("/account/mfa/totp", data={"csrf_token": csrf(page),
-                                                  "code": pyotp.TOTP(secret).at(clock.now())})
+    resp = client.post(
+        "/account/mfa/totp",
+        data={"csrf_token": csrf(page), "code": pyotp.TOTP(secret).at(clock.now())},
+    )
     assert resp.status_code == 302  # codes remained: none shown again
     clock.advance(30)
     other = app.test_client()
@@ -143,7 +145,8 @@ def test_email_code_login_expiry_and_attempts(app, svc, clock):
     assert submit_code(client, wrong, page=page).status_code == 400
     assert submit_code(client, code, page=page).status_code == 302 and signed_in(client)
     assert not kv_keys(svc, f"mfacode:email:{uid}:") or all(
-        k.endswith(":fails") for k in kv_keys(svc, f"mfacode:email:{uid}:"))
+        k.endswith(":fails") for k in kv_keys(svc, f"mfacode:email:{uid}:")
+    )
 
 
 def test_a_code_is_bound_to_its_login(app, svc, clock):
@@ -240,8 +243,16 @@ def test_sms_through_the_webhook_and_gateway_failure(make_app, clock, receiver):
 
 def test_twilio_shaped_sender(make_app, clock, receiver):
     url, rec = receiver
-    app = make_app(clock=clock, sms_url=url, mfa={"sms_sender": "twilio", "sms_username": "AC1",
-                                                  "sms_password": "tok", "sms_from": "+100"})
+    app = make_app(
+        clock=clock,
+        sms_url=url,
+        mfa={
+            "sms_sender": "twilio",
+            "sms_username": "AC1",
+            "sms_password": "tok",
+            "sms_from": "+100",
+        },
+    )
     svc = app.extensions["idp"]
     uid = make_user(svc, "ann")
     add_channel(svc, uid, "sms", "+491701234567")
@@ -260,18 +271,28 @@ def test_sms_enrolment_on_the_account_page(app, svc, clock):
     page = client.get("/account/mfa/sms").get_data(as_text=True)
     client.post("/account/mfa/reauth", data={"csrf_token": csrf(page), "password": GOOD})
     page = client.get("/account/mfa/sms").get_data(as_text=True)
-    resp = client.post("/account/mfa/sms", data={"csrf_token": csrf(page), "action": "send",
-                                                 "phone": "12345"})
+    resp = client.post(
+        "/account/mfa/sms", data={"csrf_token": csrf(page), "action": "send", "phone": "12345"}
+    )
     assert resp.status_code == 400 and sms_files(svc) == []
-    resp = client.post("/account/mfa/sms", data={"csrf_token": csrf(page), "action": "send",
-                                                 "phone": "+49 170 1234567"})
+    resp = client.post(
+        "/account/mfa/sms",
+        data={"csrf_token": csrf(page), "action": "send", "phone": "+49 170 1234567"},
+    )
     assert resp.status_code == 200 and sms_files(svc)[-1]["to"] == "+491701234567"
     code = re.search(r"\b(\d{6})\b", sms_files(svc)[-1]["text"]).group(1)
-    resp = client.post("/account/mfa/sms", data={"csrf_token": csrf(page), "action": "confirm",
-                                                 "code": "000000" if code != "000000" else "1"})
+    resp = client.post(
+        "/account/mfa/sms",
+        data={
+            "csrf_token": csrf(page),
+            "action": "confirm",
+            "code": "000000" if code != "000000" else "1",
+        },
+    )
     assert resp.status_code == 400 and mfa_counts(svc)["channels"] == 0
-    resp = client.post("/account/mfa/sms", data={"csrf_token": csrf(page), "action": "confirm",
-                                                 "code": code})
+    resp = client.post(
+        "/account/mfa/sms", data={"csrf_token": csrf(page), "action": "confirm", "code": code}
+    )
     assert resp.status_code == 302 and mfa_counts(svc)["channels"] == 1
     assert audits(svc, "mfa.sms_enrolled") and uid
 
@@ -288,16 +309,29 @@ def test_admin_reset_is_audited_and_mailed(make_app, instance_dir):
     enrol_totp(svc, uid)
     _codes(svc, uid)
     add_channel(svc, uid, "email", "ann@example.org")
-    env = {**os.environ, "IDP_INSTANCE_DIR": str(instance_dir),
-           "IDP_DATABASE_URL": svc.settings.database_url}
+    env = {
+        **os.environ,
+        "IDP_INSTANCE_DIR": str(instance_dir),
+        "IDP_DATABASE_URL": svc.settings.database_url,
+    }
     idp = str(Path(sys.executable).parent / "idp")
-    run = subprocess.run([idp, "users", "mfa", "reset", "ann", "--json"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [idp, "users", "mfa", "reset", "ann", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["removed"] == ["backup", "email", "totp"] and out["mailed"]
-    assert mfa_counts(svc) | {"sessions": 0} == {"sessions": 0, "totp": 0, "backup_unused": 0,
-                                                  "channels": 0, "devices": 0}
+    assert mfa_counts(svc) | {"sessions": 0} == {
+        "sessions": 0,
+        "totp": 0,
+        "backup_unused": 0,
+        "channels": 0,
+        "devices": 0,
+    }
     event = audits(svc, "mfa.reset")[-1]
     assert event.actor == "cli" and event.details["removed"] == ["backup", "email", "totp"]
     mail = outbox(svc)[-1]

@@ -43,22 +43,37 @@ def _client_app(svc, client_id="payroll"):
 
     with svc.sessions.begin() as db:
         _, secret = ClientRegistry(db, svc.hasher, svc.sealer).create(
-            client_id, name="Payroll", redirect_uris=[RP],
-            grant_types=["authorization_code"], scope="openid profile", first_party=True)
+            client_id,
+            name="Payroll",
+            redirect_uris=[RP],
+            grant_types=["authorization_code"],
+            scope="openid profile",
+            first_party=True,
+        )
     return secret
 
 
 def _authorize(client, client_id, **extra):
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": RP,
-              "scope": "openid", "state": "s1", "nonce": "n1", **extra}
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": RP,
+        "scope": "openid",
+        "state": "s1",
+        "nonce": "n1",
+        **extra,
+    }
     return client.get("/oauth2/authorize", query_string=params)
 
 
 def _follow_to_rp(client, resp):
     for _ in range(6):
         loc = resp.headers.get("Location", "")
-        if resp.status_code in (302, 303) and loc.startswith("/") and not loc.startswith(
-                "/login/step"):
+        if (
+            resp.status_code in (302, 303)
+            and loc.startswith("/")
+            and not loc.startswith("/login/step")
+        ):
             resp = client.get(loc)
             continue
         break
@@ -68,16 +83,24 @@ def _follow_to_rp(client, resp):
 def _id_token(app, client_id, secret, location):
     code = parse_qs(urlsplit(location).query)["code"][0]
     c = app.test_client()
-    tok = c.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": RP}, auth=(client_id, secret))
+    tok = c.post(
+        "/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": RP},
+        auth=(client_id, secret),
+    )
     assert tok.status_code == 200, tok.get_data(as_text=True)
     conf = c.get("/.well-known/openid-configuration").get_json()
     jwks = c.get(urlsplit(conf["jwks_uri"]).path).get_json()
     raw = tok.get_json()["id_token"]
     kid = jwt.get_unverified_header(raw)["kid"]
     key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == kid)
-    return jwt.decode(raw, key.key, algorithms=[key.algorithm_name], audience=client_id,
-                      options={"verify_iat": False, "verify_exp": False, "verify_nbf": False})
+    return jwt.decode(
+        raw,
+        key.key,
+        algorithms=[key.algorithm_name],
+        audience=client_id,
+        options={"verify_iat": False, "verify_exp": False, "verify_nbf": False},
+    )
 
 
 # --- the policy itself -----------------------------------------------------------------------
@@ -86,18 +109,26 @@ def _id_token(app, client_id, secret, location):
 def test_rules_parse_and_bad_ones_are_refused():
     rule = MfaRule.parse("group:staff/admins methods=totp,webauthn grace_days=3")
     assert (rule.kind, rule.target, rule.methods, rule.grace_days) == (
-        "group", "staff/admins", ("totp", "webauthn"), 3)
+        "group",
+        "staff/admins",
+        ("totp", "webauthn"),
+        3,
+    )
     for bad in ("", "team:x", "everyone:x", "group:", "role:a color=red", "sp:x grace_days=-1"):
         with pytest.raises(ValueError):
             MfaRule.parse(bad)
 
 
 def test_matching_rules_narrow_methods_and_take_the_shortest_grace(clock):
-    pol = MfaPolicy(grace_days=10, rules=(
-        MfaRule.parse("group:admins methods=totp,webauthn"),
-        MfaRule.parse("role:auditor methods=webauthn,sms grace_days=2"),
-        MfaRule.parse("client:payroll"), MfaRule.parse("sp:https://sp.example/md"),
-    ))
+    pol = MfaPolicy(
+        grace_days=10,
+        rules=(
+            MfaRule.parse("group:admins methods=totp,webauthn"),
+            MfaRule.parse("role:auditor methods=webauthn,sms grace_days=2"),
+            MfaRule.parse("client:payroll"),
+            MfaRule.parse("sp:https://sp.example/md"),
+        ),
+    )
     now = clock.utcnow()
     made = now - timedelta(days=1)
     none = mfa_requirement(pol, MfaSubject("ann", created_at=made), now)
@@ -106,12 +137,13 @@ def test_matching_rules_narrow_methods_and_take_the_shortest_grace(clock):
     need = mfa_requirement(pol, sub, now)
     assert need.required and need.methods == ("webauthn",) and need.grace
     assert not mfa_requirement(pol, sub, now + timedelta(days=2)).grace
-    assert mfa_requirement(pol, MfaSubject("x", protocol="oidc", client_id="payroll"),
-                           now).required
-    assert not mfa_requirement(pol, MfaSubject("x", protocol="saml", client_id="payroll"),
-                               now).required
-    assert mfa_requirement(pol, MfaSubject("x", protocol="saml",
-                                           client_id="https://sp.example/md"), now).required
+    assert mfa_requirement(pol, MfaSubject("x", protocol="oidc", client_id="payroll"), now).required
+    assert not mfa_requirement(
+        pol, MfaSubject("x", protocol="saml", client_id="payroll"), now
+    ).required
+    assert mfa_requirement(
+        pol, MfaSubject("x", protocol="saml", client_id="https://sp.example/md"), now
+    ).required
 
 
 # --- over HTTP ---------------------------------------------------------------------------------
@@ -188,8 +220,9 @@ def test_role_policy(make_app, clock):
 
 
 def test_grace_period_then_enrolment_at_login(make_app, clock):
-    app, svc = _app(make_app, clock, required=True, grace_days=7, enroll_at_login=True,
-                    backup_codes=4)
+    app, svc = _app(
+        make_app, clock, required=True, grace_days=7, enroll_at_login=True, backup_codes=4
+    )
     uid = make_user(svc, "ann")
     with svc.sessions.begin() as db:
         db.get(User, uid).created_at = clock.utcnow()
@@ -207,8 +240,9 @@ def test_grace_period_then_enrolment_at_login(make_app, clock):
     secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', page).group(1).replace(" ", "")
     resp = client.post("/login/step", data={"csrf_token": csrf(page), "code": "000000"})
     assert resp.status_code == 400 and mfa_counts(svc)["totp"] == 0 and not signed_in(client)
-    resp = client.post("/login/step", data={"csrf_token": csrf(page),
-                                            "code": pyotp.TOTP(secret).at(clock.now())})
+    resp = client.post(
+        "/login/step", data={"csrf_token": csrf(page), "code": pyotp.TOTP(secret).at(clock.now())}
+    )
     assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
     assert resp.headers["Location"] == "/login/step" and not signed_in(client)
     page = step_page(client)
@@ -227,8 +261,7 @@ def test_remember_this_device(make_app, clock):
     password_then_step(client, "ann")
     assert submit_code(client, code_at(t, clock), remember=True).status_code == 302
     assert mfa_counts(svc)["devices"] == 1
-    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(
-        as_text=True))})
+    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(as_text=True))})
     assert not signed_in(client)
     # Same browser: the password is enough, and the session says so (no otp in amr).
     assert password_then_step(client, "ann").headers["Location"] == "/account/"
@@ -237,8 +270,9 @@ def test_remember_this_device(make_app, clock):
     assert password_then_step(other, "ann").headers["Location"] == "/login/step"
     clock.advance(31 * 86400)
     fresh = app.test_client()
-    fresh.set_cookie("idp_mfa_device", client.get_cookie("idp_mfa_device", path="/login").value,
-                     path="/login")
+    fresh.set_cookie(
+        "idp_mfa_device", client.get_cookie("idp_mfa_device", path="/login").value, path="/login"
+    )
     assert password_then_step(fresh, "ann").headers["Location"] == "/login/step"
 
 
@@ -279,8 +313,7 @@ def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_
     client = app.test_client()
     password_then_step(client, "ann")
     submit_code(client, code_at(t, clock), remember=True)
-    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(
-        as_text=True))})
+    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(as_text=True))})
     resp = _authorize(client, "wiki")
     rid = parse_qs(urlsplit(resp.headers["Location"]).query)["r"][0]
     resp = _follow_to_rp(client, password_then_step(client, "ann", r=rid))
@@ -296,13 +329,43 @@ def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_
     assert claims["amr"] == ["pwd", "otp"] and claims["acr"] == "urn:idp:acr:mfa"
 
 
-@pytest.mark.parametrize("bad", [
-    {"policies": ["team:x"]}, {"totp_digits": 5}, {"code_ttl_seconds": 3600},
-    {"backup_codes": -1}, {"remember_days": -1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"policies": ["team:x"]},
+        {"totp_digits": 5},
+        {"code_ttl_seconds": 3600},
+        {"backup_codes": -1},
+        {"remember_days": -1},
+    ],
+)
 def test_bad_mfa_settings_are_refused_at_start(bad):
     from idp.errors import ConfigError
     from idp.settings import load_settings
 
     with pytest.raises(ConfigError, match="mfa"):
         load_settings({"mfa": bad}, environ={})
+
+
+def test_required_acr_values_for_session_reuse_by_the_engines(make_app, clock):
+    from idp.core.authn import AuthnRequest
+    from idp.web.mfa import required_acr_values
+
+    app, svc = _app(make_app, clock, policies=["client:payroll", "sp:https://sp.example/md"])
+    make_user(svc, "ann")
+    uuid = svc.sessions().scalar(select(User.uuid).where(User.username == "ann"))
+    with app.test_request_context():
+
+        def acr(protocol, client_id):
+            req = AuthnRequest(protocol=protocol, resume_url="/", client_id=client_id)
+            return required_acr_values(req, uuid)
+
+        assert acr("oidc", "payroll") == ["urn:idp:acr:mfa"]
+        assert acr("saml", "https://sp.example/md") == ["urn:idp:acr:mfa"]
+        assert acr("oidc", "wiki") == [] and acr("saml", "payroll") == []
+        assert (
+            required_acr_values(
+                AuthnRequest(protocol="oidc", resume_url="/", client_id="payroll"), "no-such-uuid"
+            )
+            == []
+        )

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
-from ..core.authn import AuthnRequest
+from ..core.authn import ACR_MFA, AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaPolicy, MfaRequirement, MfaSubject, mfa_requirement
 from ..core.steps import enrolled_factors, factors
@@ -107,6 +107,23 @@ def requirement(db: Any, user: User, req: AuthnRequest | None) -> MfaRequirement
         created_at=user.created_at,
     )
     return mfa_requirement(policy(), subject, now)
+
+
+def required_acr_values(req: AuthnRequest, user_uuid: str) -> list[str]:
+    """For the protocol engines, before they reuse an SSO session for ``req``: ``[ACR_MFA]``
+    when an MFA policy covers this user at this client/SP (a single-factor session must then
+    not answer it; the login steps up), else ``[]``. Users in their grace period without a
+    factor get ``[]``, as at the login."""
+    with svc().sessions() as db:
+        user = db.scalar(select(User).where(User.uuid == user_uuid))
+        if user is None:
+            return []
+        need = requirement(db, user, req)
+        if not need.required:
+            return []
+        if need.grace and not enrolled_factors(svc(), user):
+            return []
+        return [ACR_MFA]
 
 
 def login_facts(db: Any, user: User, req: AuthnRequest | None) -> tuple[dict[str, Any], Any]:

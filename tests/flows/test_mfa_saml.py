@@ -34,9 +34,13 @@ def _user(idp, username: str, totp: bool) -> pyotp.TOTP | None:
 
     svc = idp.svc
     with svc.sessions.begin() as db:
-        user = Directory(db).create_user(NewUser(
-            username=username, email=f"{username}@example.org",
-            password_hash=password_hasher(svc).hash(PASSWORD)))
+        user = Directory(db).create_user(
+            NewUser(
+                username=username,
+                email=f"{username}@example.org",
+                password_hash=password_hasher(svc).hash(PASSWORD),
+            )
+        )
         uid = user.id
     if not totp:
         return None
@@ -49,8 +53,13 @@ def _user(idp, username: str, totp: bool) -> pyotp.TOTP | None:
 def _start(idp, client, browser, rac=None):
     kwargs = {"requested_authn_context": rac} if rac else {}
     reqid, info = client.prepare_for_authenticate(
-        entityid=idp.metadata_url, relay_state="/after", binding=BINDING_HTTP_REDIRECT,
-        sigalg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256, **kwargs)
+        entityid=idp.metadata_url,
+        relay_state="/after",
+        binding=BINDING_HTTP_REDIRECT,
+        sigalg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+        **kwargs,
+    )
     r = browser.get(dict(info["headers"])["Location"], allow_redirects=False, timeout=10)
     assert r.status_code == 302 and r.headers["Location"].startswith("/login?r=")
     return reqid, r.headers["Location"]
@@ -59,27 +68,38 @@ def _start(idp, client, browser, rac=None):
 def _password(idp, browser, login_url, username):
     page = browser.get(idp.url + login_url, timeout=10).text
     rid = login_url.split("r=", 1)[1]
-    return browser.post(idp.url + "/login", data={
-        "csrf_token": _csrf(page), "username": username, "password": PASSWORD, "r": rid},
-        allow_redirects=False, timeout=10)
+    return browser.post(
+        idp.url + "/login",
+        data={"csrf_token": _csrf(page), "username": username, "password": PASSWORD, "r": rid},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def _response(idp, client, browser, resp, reqid):
     while resp.status_code in (302, 303):
-        resp = browser.get(idp.url + resp.headers["Location"]
-                           if resp.headers["Location"].startswith("/")
-                           else resp.headers["Location"], allow_redirects=False, timeout=10)
+        resp = browser.get(
+            idp.url + resp.headers["Location"]
+            if resp.headers["Location"].startswith("/")
+            else resp.headers["Location"],
+            allow_redirects=False,
+            timeout=10,
+        )
     _, fields = form_with(resp.text, "SAMLResponse")
     parsed = client.parse_authn_request_response(
-        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={reqid: "/after"})
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={reqid: "/after"}
+    )
     return parsed.assertion.authn_statement[0].authn_context.authn_context_class_ref.text
 
 
 def _code_step(idp, browser, code):
     page = browser.get(idp.url + "/login/step", timeout=10).text
-    return browser.post(idp.url + "/login/step", data={
-        "csrf_token": _csrf(page), "code": code, "factor": "totp"},
-        allow_redirects=False, timeout=10)
+    return browser.post(
+        idp.url + "/login/step",
+        data={"csrf_token": _csrf(page), "code": code, "factor": "totp"},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 @pytest.fixture
@@ -89,8 +109,7 @@ def idp(instance_dir):
 
 
 def test_sp_policy_demands_the_second_factor(idp, tmp_path):
-    client, md = pysaml2_sp(tmp_path, requests.get(idp.metadata_url, timeout=10).text,
-                            entity_id=SP)
+    client, md = pysaml2_sp(tmp_path, requests.get(idp.metadata_url, timeout=10).text, entity_id=SP)
     idp.register_sp(md)
     t = _user(idp, "ann", totp=True)
     _user(idp, "bob", totp=False)
@@ -113,8 +132,9 @@ def test_sp_policy_demands_the_second_factor(idp, tmp_path):
 
 def test_requested_authn_context_steps_up(instance_dir, tmp_path):
     with live_idp(instance_dir) as idp:
-        client, md = pysaml2_sp(tmp_path, requests.get(idp.metadata_url, timeout=10).text,
-                                entity_id=SP)
+        client, md = pysaml2_sp(
+            tmp_path, requests.get(idp.metadata_url, timeout=10).text, entity_id=SP
+        )
         idp.register_sp(md)
         _user(idp, "carl", totp=False)
         t = _user(idp, "dora", totp=True)
@@ -125,7 +145,8 @@ def test_requested_authn_context_steps_up(instance_dir, tmp_path):
         assert _response(idp, client, browser, r, reqid) == PPT
         # The SP asks for MFA: carl's session does not answer it, and carl has no factor.
         rac = RequestedAuthnContext(
-            authn_context_class_ref=[AuthnContextClassRef(text=REFEDS_MFA)], comparison="exact")
+            authn_context_class_ref=[AuthnContextClassRef(text=REFEDS_MFA)], comparison="exact"
+        )
         reqid, login = _start(idp, client, browser, rac)
         r = _password(idp, browser, login, "carl")
         assert r.headers["Location"] == "/login/step"
