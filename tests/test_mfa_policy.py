@@ -369,3 +369,26 @@ def test_required_acr_values_for_session_reuse_by_the_engines(make_app, clock):
             )
             == []
         )
+
+
+def test_client_policy_is_not_bypassed_by_an_existing_single_factor_session(make_app, clock):
+    """A session that signed in with one factor (remembered device, at a client without a
+    policy) must not answer a client whose policy demands MFA: the login steps up."""
+    app, svc = _app(make_app, clock, policies=["client:payroll"], remember_days=30)
+    _client_app(svc, "payroll")
+    wiki_secret = _client_app(svc, "wiki")
+    uid = make_user(svc, "ann")
+    t = enrol_totp(svc, uid)
+    client = app.test_client()
+    password_then_step(client, "ann")
+    submit_code(client, code_at(t, clock), remember=True)
+    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(as_text=True))})
+    resp = _authorize(client, "wiki")
+    rid = parse_qs(urlsplit(resp.headers["Location"]).query)["r"][0]
+    resp = _follow_to_rp(client, password_then_step(client, "ann", r=rid))
+    claims = _id_token(app, "wiki", wiki_secret, resp.headers["Location"])
+    assert claims["acr"] == "urn:idp:acr:1fa"  # the session is single-factor
+    resp = _authorize(client, "payroll")
+    assert resp.headers["Location"].startswith("/login?r="), resp.headers["Location"]
+    silent = _authorize(client, "payroll", prompt="none")
+    assert "error=login_required" in silent.headers["Location"]

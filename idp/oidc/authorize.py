@@ -269,6 +269,14 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
         protocol="oidc", resume_url="", client_id=client.client_id, client_name=client.name,
         prompt=prompt, max_age=max_age, acr_values=params.get("acr_values", "").split(),
         login_hint=params.get("login_hint"), ui_locales=params.get("ui_locales", "").split())
+    if result is not None:
+        # An MFA policy for this user at this client (idp.web.mfa) raises the bar: a
+        # single-factor session must not answer the request; the login steps up instead.
+        from ..web.mfa import required_acr_values
+
+        for acr in required_acr_values(want, result.user_uuid):
+            if acr not in want.acr_values:
+                want.acr_values.append(acr)
     if accepted_auth_time is not None:
         ok = (result is not None and result.auth_time >= accepted_auth_time
               and ACR_LEVELS.get(result.acr, 0) >= want.wanted_acr_level())
