@@ -7,6 +7,11 @@ with the session cookie -> the IdP answers with its HTTP-POST form holding the s
 SAMLResponse. Both IdPs sign Response and Assertion with RSA-SHA256. After each window a sample
 of the responses is validated by pysaml2 (signatures, audience, InResponseTo), so a fast wrong
 answer does not count. Load is bounded in time (--duration) and count (--max-flows).
+Each window also reports the server's CPU time per response (its processes only, from /proc:
+for SimpleSAMLphp the php-fpm and nginx masters named by --ssp-pidfile and their workers) and
+the clients' CPU per flow, so a busy machine skews throughput, not those figures. Our IdP runs
+in the default embedded deployment (SQLite database and store); --redis-url puts its store on
+Redis.
 
     .venv/bin/python bench/bench_saml.py --duration 15 --rounds 3 --concurrency 8
 """
@@ -243,13 +248,16 @@ def fetch_metadata(url, folder, name):
     return str(path), re.search(r'entityID="([^"]+)"', r.text).group(1)
 
 
-def start_idp(folder: Path, port: int):
+def start_idp(folder: Path, port: int, redis_url: str = ""):
     env = dict(os.environ)
     env.update(
         IDP_INSTANCE_DIR=str(folder / "instance"),
         IDP_ISSUER=f"http://127.0.0.1:{port}",
         IDP_LOGGING_ACCESS_LOG="false",
         IDP_LOGGING_LEVEL="WARNING",
+        # Empty: the default embedded deployment (SQLite database and store).
+        IDP_REDIS_URL=redis_url,
+        IDP_STORE_REDIS_PREFIX=f"bench-saml-{os.getpid()}:",
     )
     idp = [str(ROOT / ".venv" / "bin" / "idp")]
     subprocess.run(
@@ -311,6 +319,16 @@ def start_idp(folder: Path, port: int):
     raise SystemExit("idp serve did not become ready")
 
 
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Remove what this run left in Redis (sessions live for hours)."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(match=prefix + "*", count=1000))
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i : i + 500])
+
+
 def make_sessions(env, n):
     """SSO sessions for the bench user, created through the IdP's own session manager."""
     code = (
@@ -348,14 +366,24 @@ def main() -> None:
         default=None,
         help="pid files of SimpleSAMLphp's server masters (for its CPU per response)",
     )
+    ap.add_argument(
+        "--redis-url",
+        default="",
+        help="run our IdP with its short-lived store on Redis (default: embedded, SQLite)",
+    )
     ap.add_argument("--skip-ssp", action="store_true")
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
 
     ssp_pidfiles = args.ssp_pidfile or SSP_PIDFILES
+    # Imported before the worker pools fork, so no window's set-up pays for it (the first
+    # window would otherwise compete with eight imports of pysaml2).
+    import saml2.client  # noqa: F401
+    import saml2.config  # noqa: F401
+
     with tempfile.TemporaryDirectory(prefix="bench-saml-") as tmp:
         folder = Path(tmp)
-        server, env = start_idp(folder, args.port)
+        server, env = start_idp(folder, args.port, args.redis_url)
         try:
             ours = fetch_metadata(f"http://127.0.0.1:{args.port}/saml/metadata", folder, "idp")
             cookies = make_sessions(env, args.concurrency)
@@ -388,6 +416,8 @@ def main() -> None:
                 server.wait(15)
             except subprocess.TimeoutExpired:
                 server.kill()
+            if args.redis_url:
+                drop_redis_keys(args.redis_url, env["IDP_STORE_REDIS_PREFIX"])
     summary = {}
     for name in {r["target"] for r in runs}:
         rates = [r["responses_per_s"] for r in runs if r["target"] == name]
