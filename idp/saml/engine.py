@@ -299,9 +299,6 @@ class SamlIdp:
         except KeyError:
             return []
 
-    def has_encryption_cert(self, sp: SpInfo) -> bool:
-        return sp.encryption_cert is not None
-
     # --- responses -------------------------------------------------------------------------------
 
     def authn_response(
