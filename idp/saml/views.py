@@ -29,6 +29,7 @@ from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
 from ..web.authkit import locale_hints
+from ..web.mfa import required_acr_values
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
 from .bindings import (
@@ -310,10 +311,21 @@ def _relay_state() -> str | None:
     return relay if relay and len(relay) <= MAX_RELAY_STATE else None
 
 
+def _with_mfa_policy(areq: AuthnRequest, current: AuthnResult | None) -> AuthnRequest:
+    """An MFA policy for this user at this SP (idp.web.mfa) raises the bar, so a single-factor
+    session does not answer the SP: the login steps up instead."""
+    if current is not None:
+        for acr in required_acr_values(areq, current.user_uuid):
+            if acr not in areq.acr_values:
+                areq.acr_values.append(acr)
+    return areq
+
+
 def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
     mgr = sessions()
     current = mgr.current()
     now = idp.svc.clock.now()
+    _with_mfa_policy(areq, current)
     if current is not None and session_satisfies(current, areq, now):
         return _respond(idp, areq.params, current)
     if areq.is_passive and checked is not None:
@@ -337,7 +349,7 @@ def resume():
         return _error_page(400, "This sign-in request is unknown or was already completed.")
     current = mgr.current()
     if current is None or not session_satisfies(
-        current, _without_fresh_login(areq), idp.svc.clock.now()
+        current, _with_mfa_policy(_without_fresh_login(areq), current), idp.svc.clock.now()
     ):
         return _error_page(400, "The sign-in did not complete. Start again from the application.")
     if areq.force_authn and idp.svc.clock.now() - current.auth_time > AUTHREQ_TTL:

@@ -156,3 +156,23 @@ def test_requested_authn_context_steps_up(instance_dir, tmp_path):
         _password(idp, browser, login, "dora")
         r = _code_step(idp, browser, t.now())
         assert _response(idp, client, browser, r, reqid) == REFEDS_MFA
+
+
+def test_sp_policy_binds_an_existing_single_factor_session(idp, tmp_path):
+    """A password-only session made at an SP without a policy must not answer the SP whose
+    policy demands MFA: the request goes to the login (which steps up) instead of getting a
+    PasswordProtectedTransport assertion."""
+    metadata = requests.get(idp.metadata_url, timeout=10).text
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    strict, md = pysaml2_sp(tmp_path / "a", metadata, entity_id=SP)
+    idp.register_sp(md)
+    relaxed, md = pysaml2_sp(tmp_path / "b", metadata, entity_id="https://wiki.example.org/md")
+    idp.register_sp(md)
+    _user(idp, "erin", totp=False)
+    browser = requests.Session()
+    reqid, login = _start(idp, relaxed, browser)
+    r = _password(idp, browser, login, "erin")
+    assert _response(idp, relaxed, browser, r, reqid) == PPT  # signed in, one factor
+    # The same browser at the strict SP: sent to the login, not answered from the session.
+    _start(idp, strict, browser)
