@@ -200,8 +200,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     _check_port(host, port)
     issuer = settings.issuer
     click.echo(f"IdP listening on http://{host}:{port} ({workers} workers), issuer {issuer}")
+    click.echo(f"  Sign in:   {issuer}/login   (account page: {issuer}/account/)")
     click.echo(f"  Discovery: {issuer}/.well-known/openid-configuration")
     click.echo(f"  JWKS:      {issuer}/jwks")
+    click.echo(f"  SAML:      {issuer}/saml/metadata")
     click.echo(f"  Readiness: {issuer}/readyz")
     sys.stdout.flush()
     # Worker processes start fresh interpreters: the same quiet default for them.

@@ -223,6 +223,8 @@ def test_startup_output_names_the_urls(server):
     text = Path(server["log"].name).read_text()
     assert f"IdP listening on http://127.0.0.1:{server['port']} (2 workers)" in text
     assert f"{server['base']}/.well-known/openid-configuration" in text
+    for path in ("/login", "/account/", "/saml/metadata", "/jwks"):
+        assert f"{server['base']}{path}" in text
 
 
 def test_access_log_lines_from_the_workers(server):
