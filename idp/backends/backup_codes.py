@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
@@ -94,11 +94,18 @@ class BackupCodeFactor:
     label = _l("Backup code")
     manage_endpoint = "mfa.backup"
 
-    def enrolled(self, svc: Any, user: Any) -> bool:
+    def enrolled_clause(self, svc: Any, user: Any) -> Any:
         if svc.settings.mfa.backup_codes <= 0:
+            return None
+        # Enrolled while at least one code is left: the last one spent ends the enrolment.
+        return exists().where(MfaBackupCode.user_id == user.id, MfaBackupCode.used_at.is_(None))
+
+    def enrolled(self, svc: Any, user: Any) -> bool:
+        clause = self.enrolled_clause(svc, user)
+        if clause is None:
             return False
         with svc.sessions() as db:
-            return remaining(db, user.id) > 0
+            return bool(db.scalar(select(clause)))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         return {"prompt": _l("Enter one of your backup codes (XXXX-XXXX). Each works once.")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 
 from ..core.credentials import Outcome, Verdict
 from ..services import Services
@@ -23,11 +23,12 @@ class LocalPasswordBackend:
     def verify(self, login: str, secret: str) -> Verdict:
         login = login.strip()
         with self.svc.sessions() as db:
-            user = db.scalar(
-                select(User).where(
+            # Three columns, not the whole user: the caller loads the user it needs itself.
+            user = db.execute(
+                select(User.id, User.source, User.password_hash).where(
                     or_(func.lower(User.username) == login.lower(), User.email == login.lower())
                 )
-            )
+            ).first()
             if user is None or user.source not in ("local", "scim"):
                 # Equal cost for unknown users: a hash is computed either way.
                 self.hasher.verify(secret, None)
@@ -38,6 +39,6 @@ class LocalPasswordBackend:
             if not ok:
                 return Verdict(Outcome.INVALID, user_id=user.id)
             if new_hash:  # imported pbkdf2/bcrypt hash, or old argon2 parameters
-                user.password_hash = new_hash
+                db.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
                 db.commit()
             return Verdict(Outcome.VALID, user_id=user.id)

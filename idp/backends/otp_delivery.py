@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
@@ -106,9 +106,12 @@ class CodeFactor:
         self.manage_endpoint = f"mfa.{kind}"
         self.deliver = deliver
 
+    def enrolled_clause(self, svc: Any, user: Any) -> Any:
+        return exists().where(MfaOtpChannel.user_id == user.id, MfaOtpChannel.kind == self.id)
+
     def enrolled(self, svc: Any, user: Any) -> bool:
         with svc.sessions() as db:
-            return channel(db, user.id, self.id) is not None
+            return bool(db.scalar(select(self.enrolled_clause(svc, user))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         with svc.sessions() as db:

@@ -18,7 +18,7 @@ from typing import Any
 import pyotp
 import segno
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import or_, update
+from sqlalchemy import exists, or_, select, update
 
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
@@ -145,9 +145,12 @@ class TotpFactor:
     label = _l("Authenticator app")
     manage_endpoint = "mfa.totp"
 
+    def enrolled_clause(self, svc: Any, user: Any) -> Any:
+        return exists().where(MfaTotp.user_id == user.id)
+
     def enrolled(self, svc: Any, user: Any) -> bool:
         with svc.sessions() as db:
-            return db.get(MfaTotp, user.id) is not None
+            return bool(db.scalar(select(self.enrolled_clause(svc, user))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         return {"prompt": _l("Enter the code shown in your authenticator app.")}

@@ -11,7 +11,7 @@ Standard library only: concrete steps receive whatever they need through ``StepC
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,11 @@ class Factor(Protocol):
 
     def enrolled(self, svc: Any, user: Any) -> bool: ...
 
+    # Optional: ``enrolled_clause(svc, user)`` returns the factor's own condition "this user has
+    # it" for one combined query (see ``set_enrolment_query``), or None when the factor is
+    # switched off. The factor's module keeps owning its data; the login asks once, not once per
+    # factor.
+
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         """Send a code (e-mail/SMS) or make a WebAuthn challenge; template variables."""
 
@@ -104,5 +109,32 @@ def factors() -> dict[str, Factor]:
     return dict(_FACTORS)
 
 
-def enrolled_factors(svc: Any, user: Any) -> list[Factor]:
-    return [f for f in _FACTORS.values() if f.enrolled(svc, user)]
+# (svc, db or None, {factor id: condition}) -> ids whose condition holds, in one round trip.
+EnrolmentQuery = Callable[[Any, Any, dict[str, Any]], set[str]]
+_QUERY: list[EnrolmentQuery] = []
+
+
+def set_enrolment_query(run: EnrolmentQuery) -> None:
+    """Install the function that evaluates the factors' ``enrolled_clause`` conditions together
+    (the storage layer's; this module stays free of SQL)."""
+    _QUERY[:] = [run]
+
+
+def enrolled_factors(svc: Any, user: Any, db: Any = None) -> list[Factor]:
+    """The registered factors this user has set up, in registration order. Factors with an
+    ``enrolled_clause`` are answered by one query (on ``db`` when given, so it sees the caller's
+    own unflushed changes and costs no extra connection); others are asked one by one."""
+    combined: dict[str, Any] = {}
+    asked: set[str] = set()
+    if _QUERY:
+        for f in _FACTORS.values():
+            clause_of = getattr(f, "enrolled_clause", None)
+            if clause_of is not None:
+                asked.add(f.id)
+                clause = clause_of(svc, user)
+                if clause is not None:
+                    combined[f.id] = clause
+    have = _QUERY[0](svc, db, combined) if combined else set()
+    return [
+        f for f in _FACTORS.values() if (f.id in have if f.id in asked else f.enrolled(svc, user))
+    ]

@@ -21,11 +21,12 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import Babel, force_locale, get_locale, lazy_gettext, refresh
+from flask_babel import Babel, Domain, force_locale, get_locale, lazy_gettext, refresh
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
+from wtforms.i18n import messages_path
 
 from ..backends.chain import password_hasher
 from ..core.authn import AuthnResult
@@ -119,6 +120,24 @@ def html_lang() -> str:
     return str(locale).replace("_", "-") if locale else "en"
 
 
+class WtformsMessages:
+    """wtforms' own validation messages ("This field is required.") in the page's language.
+
+    Flask-WTF looks for ``request.wtforms_translations`` and, when it is missing, loads and
+    parses wtforms' catalog from disk on every request. This object takes its place with
+    Flask-Babel's per-process catalog cache (a ``Domain``), asked at each message so a language
+    chosen later in the request (the user's profile, the client's ``ui_locales``) applies."""
+
+    def __init__(self) -> None:
+        self.domain = Domain(translation_directories=messages_path(), domain="wtforms")
+
+    def ugettext(self, string: str) -> str:
+        return self.domain.get_translations().ugettext(string)
+
+    def ungettext(self, singular: str, plural: str, n: int) -> str:
+        return self.domain.get_translations().ungettext(singular, plural, n)
+
+
 def init_ui(app: Flask) -> None:
     """Called once per app when the login blueprint is registered."""
     settings = app.extensions["idp"].settings
@@ -134,6 +153,11 @@ def init_ui(app: Flask) -> None:
     override = Path(settings.instance_dir) / "templates"
     app.jinja_loader = ChoiceLoader([FileSystemLoader(str(override)), app.jinja_loader])
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", 3600)
+    wtforms_messages = WtformsMessages()
+
+    @app.before_request
+    def _wtforms_catalog() -> None:
+        request.wtforms_translations = wtforms_messages  # read by flask_wtf.i18n
 
     @app.context_processor
     def _ui() -> dict[str, Any]:

@@ -135,6 +135,23 @@ def _drop_pending() -> None:
         svc().store.delete(_PENDING + pid)
 
 
+def release_write_lock(db: Any) -> None:
+    """Commit what ``db`` changed, so the store (its own connection) may write: SQLite has one
+    writer at a time, and a write transaction left open here would make the store wait for it.
+    A session that only read is left open: committing it would cost a round trip and a fresh
+    pooled connection for its next query, several times per login."""
+    if db.new or db.dirty or db.deleted:
+        db.commit()
+        return
+    if not db.in_transaction():
+        return
+    raw = db.connection().connection.dbapi_connection
+    # The sqlite3 driver opens a transaction only before a write, so its ``in_transaction`` says
+    # "holds the write lock". Other drivers have no such flag: commit, as for a write.
+    if getattr(raw, "in_transaction", True):
+        db.commit()
+
+
 def start_pending(
     db: Any,
     user: User,
@@ -148,13 +165,13 @@ def start_pending(
     """After the first factor: plan the remaining steps and run them (or finish at once)."""
     # Store writes below use their own connection: on SQLite an open write transaction here
     # would block them, so whatever the caller changed is committed first.
-    db.commit()
+    release_write_lock(db)
     req = _request_of(rid)
     age = password_age(authkit.password_policy(), user.password_changed_at, svc().clock.utcnow())
     mfa_facts, need = mfa.login_facts(db, user, req)
-    db.commit()  # the remembered device's last use
+    release_write_lock(db)  # the remembered device's last use
     facts = LoginFacts(
-        enrolled_factors=tuple(f.id for f in enrolled_factors(svc(), user)),
+        enrolled_factors=tuple(f.id for f in enrolled_factors(svc(), user, db)),
         must_change_password=user.must_change_password or change_reason is not None,
         password_expired=age.expired,
         password_expiry_warning=age.warn,
@@ -197,7 +214,7 @@ def start_pending(
 def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     """Every step passed: a new SSO session (a fresh id on every login), then back to the
     relying party's resume point or the requested page."""
-    db.commit()  # release SQLite's write lock before the store writes (see start_pending)
+    release_write_lock(db)  # before the store writes (see start_pending)
     mgr = sessions()
     old_sid = request.cookies.get(COOKIE)
     old = mgr.destroy(old_sid) if old_sid and len(old_sid) <= 64 else None

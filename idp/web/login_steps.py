@@ -36,7 +36,7 @@ class MfaStep:
         allowed = ctx.pending.data.get("methods")  # None: the policy does not narrow them
         usable = {
             f.id: f
-            for f in enrolled_factors(ctx.svc, ctx.user)
+            for f in enrolled_factors(ctx.svc, ctx.user, ctx.db)
             if allowed is None or f.id in allowed
         }
         key = wanted if wanted in usable else ctx.pending.data.get("factor")

@@ -34,7 +34,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from werkzeug.wrappers import Response
 from wtforms import StringField, SubmitField
 from wtforms.validators import DataRequired, Length
@@ -174,11 +174,17 @@ class WebAuthnFactor:
     template = "webauthn_mfa.html"
     manage_endpoint = "webauthn.manage"
 
-    def enrolled(self, svc: Any, user: Any) -> bool:
+    def enrolled_clause(self, svc: Any, user: Any) -> Any:
         if not relying_party(svc).enabled:
+            return None
+        return exists().where(WebAuthnCredential.user_id == user.id)
+
+    def enrolled(self, svc: Any, user: Any) -> bool:
+        clause = self.enrolled_clause(svc, user)
+        if clause is None:
             return False
         with svc.sessions() as db:
-            return count_credentials(db, user.id) > 0
+            return bool(db.scalar(select(clause)))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         rp = relying_party(svc)

@@ -1,0 +1,211 @@
+"""The login's fast paths give the same answers as the slow ones they replace.
+
+- Enrolled second factors come from one combined query; it agrees with every factor's own
+  check after each enrolment and removal, also when another worker (a second app on the same
+  database) made the change, and a user with any factor still gets the MFA step.
+- wtforms' validation messages come from a per-process catalog cache: German and English
+  requests served one after the other by the same worker each get their own language.
+- MFA policies without group or role rules read no memberships; with them, memberships apply.
+- The password check reads only the columns it needs and still upgrades old hashes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from login_kit import GOOD, csrf, login, make_user, user_row
+from mfa_kit import add_channel, enrol_totp, step_page
+from passlib.hash import pbkdf2_sha256
+from sqlalchemy import delete, event, select
+
+from idp.backends import backup_codes
+from idp.core.steps import enrolled_factors, factors
+from idp.storage.models import Group, GroupMember, User
+from idp.storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaTotp
+from idp.storage.models_webauthn import WebAuthnCredential
+
+
+def _ids(svc, user, db=None) -> list[str]:
+    return sorted(f.id for f in enrolled_factors(svc, user, db))
+
+
+def _one_by_one(svc, user) -> list[str]:
+    return sorted(f.id for f in factors().values() if f.enrolled(svc, user))
+
+
+class _Statements:
+    """SQL statements the engine runs while the block is open."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.seen = engine, []
+
+    def _hook(self, _conn, _cur, statement, *_rest) -> None:
+        self.seen.append(statement)
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._hook)
+        return self.seen
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._hook)
+
+
+@pytest.fixture
+def two_workers(make_app):
+    """Two apps (as two worker processes would be) on one database."""
+    return make_app(), make_app()
+
+
+def test_enrolled_factors_follow_enrolment_and_removal_made_by_another_worker(two_workers):
+    app_a, app_b = two_workers
+    a, b = app_a.extensions["idp"], app_b.extensions["idp"]
+    uid = make_user(a, "ann")
+    ann = user_row(a, "ann")
+    assert _ids(a, ann) == _one_by_one(a, ann) == []
+
+    enrol_totp(b, uid)
+    assert _ids(a, ann) == _one_by_one(a, ann) == ["totp"]
+
+    with b.sessions.begin() as db:
+        codes = backup_codes.regenerate(b, db, uid)
+    add_channel(b, uid, "email", "ann@example.org")
+    add_channel(b, uid, "sms", "+491701234567")
+    with b.sessions.begin() as db:
+        db.add(
+            WebAuthnCredential(
+                user_id=uid, credential_id="cred-1", public_key=b"k", name="Key",
+                created_at=b.clock.utcnow(),
+            )
+        )
+    every = ["backup", "email", "sms", "totp", "webauthn"]
+    assert _ids(a, ann) == _one_by_one(a, ann) == every
+
+    # Spending the last backup code ends that enrolment.
+    for code in codes:
+        assert backup_codes.spend(b, uid, code)
+    assert _ids(a, ann) == _one_by_one(a, ann) == ["email", "sms", "totp", "webauthn"]
+
+    with b.sessions.begin() as db:
+        db.execute(delete(MfaTotp).where(MfaTotp.user_id == uid))
+        db.execute(delete(MfaOtpChannel).where(MfaOtpChannel.kind == "sms"))
+        db.execute(delete(WebAuthnCredential).where(WebAuthnCredential.user_id == uid))
+    assert _ids(a, ann) == _one_by_one(a, ann) == ["email"]
+
+    with b.sessions.begin() as db:
+        db.execute(delete(MfaOtpChannel).where(MfaOtpChannel.user_id == uid))
+        db.execute(delete(MfaBackupCode).where(MfaBackupCode.user_id == uid))
+    assert _ids(a, ann) == _one_by_one(a, ann) == []
+
+
+def test_enrolled_factors_is_one_statement_and_sees_the_callers_unflushed_changes(make_app):
+    app = make_app()
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    with svc.sessions() as db:
+        ann = db.get(User, uid)
+        with _Statements(svc.engine) as seen:
+            assert _ids(svc, ann, db) == []
+        assert len(seen) == 1 and "mfa_totp" in seen[0] and "webauthn_credentials" in seen[0]
+        # Not yet flushed: the query autoflushes in the caller's transaction.
+        db.add(MfaOtpChannel(user_id=uid, kind="email", destination="a@example.org",
+                             created_at=svc.clock.utcnow()))
+        assert _ids(svc, ann, db) == ["email"]
+        db.rollback()
+    assert _ids(svc, user_row(svc, "ann")) == []
+
+
+def test_switched_off_factors_are_not_enrolled(make_app):
+    app = make_app(mfa={"backup_codes": 0}, webauthn={"enabled": False})
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    with svc.sessions.begin() as db:
+        db.add(MfaBackupCode(user_id=uid, code_hash="h", created_at=svc.clock.utcnow()))
+        db.add(
+            WebAuthnCredential(
+                user_id=uid, credential_id="cred-1", public_key=b"k", name="Key",
+                created_at=svc.clock.utcnow(),
+            )
+        )
+    ann = user_row(svc, "ann")
+    assert _ids(svc, ann) == _one_by_one(svc, ann) == []
+
+
+def test_a_factor_enrolled_by_another_worker_gets_the_mfa_step(two_workers):
+    app_a, app_b = two_workers
+    a, b = app_a.extensions["idp"], app_b.extensions["idp"]
+    uid = make_user(a, "ann")
+    client = app_a.test_client()
+    assert login(client, "ann", GOOD).headers["Location"] == "/account/"
+    client = app_a.test_client()
+
+    add_channel(b, uid, "email", "ann@example.org")
+    resp = login(client, "ann", GOOD)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/login/step")
+    assert not any(c.startswith("idp_session=") for c in resp.headers.getlist("Set-Cookie"))
+    assert "a***@example.org" in step_page(client)
+
+
+@pytest.mark.parametrize(
+    ("language", "required"),
+    [("de", "Dieses Feld wird benötigt."), ("en", "This field is required.")],
+)
+def test_wtforms_messages_in_the_page_language_from_one_worker(make_app, language, required):
+    app = make_app(branding={"languages": ["en", "de"]})
+    other = "en" if language == "de" else "de"
+    client = app.test_client()
+    for lang in (other, language):  # the other language first: its catalog is cached by then
+        page = client.get("/login", headers={"Accept-Language": lang}).get_data(as_text=True)
+        resp = client.post(
+            "/login",
+            data={"csrf_token": csrf(page), "username": "", "password": ""},
+            headers={"Accept-Language": lang},
+        )
+        assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert f'<html lang="{language}"' in html
+    assert re.search(r'class="field-error"[^>]*>' + re.escape(required), html)
+
+
+def test_group_policy_still_reads_memberships(make_app):
+    app = make_app(mfa={"policies": ["group:admins"]})
+    svc = app.extensions["idp"]
+    ann_id, bob_id = make_user(svc, "ann"), make_user(svc, "bob")
+    with svc.sessions.begin() as db:
+        group = Group(name="admins", path="admins")
+        db.add(group)
+        db.flush()
+        db.add(GroupMember(group_id=group.id, user_id=ann_id))
+    enrol_totp(svc, ann_id)
+    enrol_totp(svc, bob_id)
+    # Both have a factor; only the group member is required to use it.
+    from idp.web import mfa
+
+    with app.test_request_context("/login"), svc.sessions() as db:
+        assert mfa.requirement(db, db.get(User, ann_id), None).required
+        assert not mfa.requirement(db, db.get(User, bob_id), None).required
+
+
+def test_policy_without_group_or_role_rules_reads_no_memberships(make_app):
+    app = make_app(mfa={"policies": ["user:ann"]})
+    svc = app.extensions["idp"]
+    ann_id = make_user(svc, "ann")
+    from idp.web import mfa
+
+    with app.test_request_context("/login"), svc.sessions() as db:
+        ann = db.get(User, ann_id)
+        with _Statements(svc.engine) as seen:
+            assert mfa.requirement(db, ann, None).required
+        assert seen == []
+
+
+def test_imported_hash_upgraded_by_the_column_only_password_check(make_app):
+    app = make_app()
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann", password=None)
+    with svc.sessions.begin() as db:
+        db.get(User, uid).password_hash = pbkdf2_sha256.hash(GOOD)
+    assert login(app.test_client(), "ann", GOOD).headers["Location"] == "/account/"
+    with svc.sessions() as db:
+        stored = db.scalar(select(User.password_hash).where(User.id == uid))
+    assert stored.startswith("$argon2id$")
