@@ -1,27 +1,46 @@
 """Full login flows per second beside raw argon2id verifications per second, in one run.
 
 A login (GET /login, POST /login with CSRF, password check, SSO session, redirect) is bound by
-one argon2id verification; this shows how much the rest of the flow costs. Both are run with the
-same number of threads (default 2 = the cores here) against one app on SQLite, repeated, medians
-reported side by side.
+one argon2id verification; this shows how much the rest of the flow costs. Two modes, each
+repeated, medians reported side by side:
 
-    .venv/bin/python bench/bench_login.py [--n 60] [--threads 2] [--rounds 3]
+- ``inproc``: one app on SQLite driven through Flask's test client by ``--threads`` threads,
+  beside the same number of threads verifying hashes. Threads share one interpreter (the GIL):
+  argon2 releases it, the rest of the flow does not.
+- ``server``: the real thing. ``idp init``, users made with ``idp users create``, ``idp serve
+  --workers 2`` on a free loopback port, and a pool of ``requests.Session`` clients doing GET +
+  POST /login (a fresh session per login), beside raw verifications in two processes (one per
+  worker). The clients run on the same cores as the server, which the hash rate does not pay.
+  Bounded in count and time; the server is stopped by its PID.
+
+    .venv/bin/python bench/bench_login.py [--mode both|inproc|server] [--n 60] [--threads 2]
+        [--rounds 3] [--server-n 200] [--clients 4] [--time-limit 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
 
-PASSWORD = "Tr0ub4dor-Horse-Battery"  # noqa: S105 - the benchmark user's password
+PASSWORD = "Tr0ub4dor-Horse-Battery"  # noqa: S105 - the benchmark users' password
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+# --- in process ---------------------------------------------------------------------------------
 
 
 def build_app(instance: Path):
@@ -40,7 +59,7 @@ def build_app(instance: Path):
 def one_login(app) -> None:
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = CSRF.search(page).group(1)
     resp = client.post(
         "/login", data={"csrf_token": token, "username": "bench", "password": PASSWORD}
     )
@@ -55,13 +74,7 @@ def rate(fn, n: int, threads: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-
+def run_inproc(args) -> tuple[list[float], list[float]]:
     from idp.backends.chain import password_hasher
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,12 +88,199 @@ def main() -> None:
         for _ in range(args.rounds):
             hashes.append(rate(lambda: hasher.verify(PASSWORD, stored), args.n, args.threads))
             logins.append(rate(lambda: one_login(app), args.n, args.threads))
-        h, lg = statistics.median(hashes), statistics.median(logins)
-        print(f"threads={args.threads} n={args.n} rounds={args.rounds}")
-        print(f"raw argon2id verify : {h:7.1f} /s (median)")
-        print(f"full login flow     : {lg:7.1f} /s (median)")
-        print(f"login / hash ratio  : {lg / h:7.1%}")
         app.extensions["idp"].engine.dispose()
+    return hashes, logins
+
+
+# --- against the real server --------------------------------------------------------------------
+
+
+def _verify_many(count: int) -> None:
+    from idp.backends.passwords import PasswordHasher
+
+    hasher = PasswordHasher(1)
+    stored = hasher.hash(PASSWORD)
+    for _ in range(count):
+        hasher.verify(PASSWORD, stored)
+
+
+def process_hash_rate(pool: ProcessPoolExecutor, n: int, procs: int) -> float:
+    """Verifications per second by ``procs`` processes (one per server worker), no GIL shared."""
+    share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    started = time.perf_counter()
+    list(pool.map(_verify_many, share))
+    return n / (time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _idp(env: dict[str, str], cwd: Path, *argv: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("idp")), *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"idp {' '.join(argv[:2])} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("idp serve exited before it was ready")
+        try:
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"idp serve not ready within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server this script started, by its PID (its own process group: the workers)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def server_login_rate(base: str, users: list[str], n: int, clients: int, limit: float) -> float:
+    """GET + POST /login ``n`` times by ``clients`` threads, each login a fresh browser."""
+    import requests
+
+    deadline = time.monotonic() + limit
+
+    def one(i: int) -> bool:
+        if time.monotonic() > deadline:
+            return False
+        with requests.Session() as s:
+            page = s.get(f"{base}/login", timeout=30).text
+            resp = s.post(
+                f"{base}/login",
+                data={
+                    "csrf_token": CSRF.search(page).group(1),
+                    "username": users[i % len(users)],
+                    "password": PASSWORD,
+                },
+                allow_redirects=False,
+                timeout=30,
+            )
+        if resp.status_code != 302 or not resp.headers["Location"].endswith("/account/"):
+            raise SystemExit(f"login failed: {resp.status_code}")
+        return True
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(one, range(n)))
+    elapsed = time.perf_counter() - started
+    if done < n:
+        print(f"  (time limit: {done} of {n} logins)")
+    return done / elapsed
+
+
+def run_server(args) -> tuple[list[float], list[float], float]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_ISSUER=base)
+    users = [f"bench{i}" for i in range(args.clients)]
+    proc = None
+    try:
+        _idp(env, tmp, "init")
+        for name in users:
+            _idp(
+                env,
+                tmp,
+                "users",
+                "create",
+                "--username",
+                name,
+                "--email",
+                f"{name}@example.org",
+                "--password",
+                PASSWORD,
+            )
+        log = (tmp / "server.log").open("w")
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("idp")),
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_ready(base, proc)
+        server_login_rate(base, users, 2 * args.clients, args.clients, args.time_limit)  # warm
+        hashes, logins = [], []
+        cpu_before = time.process_time()
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_verify_many, [1, 1]))  # start both processes before timing
+            for _ in range(args.rounds):
+                hashes.append(process_hash_rate(pool, args.server_n, 2))
+                logins.append(
+                    server_login_rate(base, users, args.server_n, args.clients, args.time_limit)
+                )
+        client_ms = (time.process_time() - cpu_before) / (args.rounds * args.server_n) * 1000
+        return hashes, logins, client_ms
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["both", "inproc", "server"], default="both")
+    parser.add_argument("--n", type=int, default=60, help="logins per in-process round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server-n", type=int, default=200, help="logins per server round")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent server clients")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per round")
+    args = parser.parse_args()
+
+    rows = []
+    if args.mode in ("both", "inproc"):
+        hashes, logins = run_inproc(args)
+        rows.append((f"in process, {args.threads} threads, n={args.n}", hashes, logins, None))
+    if args.mode in ("both", "server"):
+        hashes, logins, client_ms = run_server(args)
+        label = f"idp serve --workers 2, {args.clients} clients, n={args.server_n}"
+        rows.append((label, hashes, logins, client_ms))
+
+    print(f"rounds={args.rounds}, medians")
+    print(f"{'mode':52s} {'argon2id/s':>10s} {'logins/s':>9s} {'ratio':>7s}")
+    for label, hashes, logins, client_ms in rows:
+        h, lg = statistics.median(hashes), statistics.median(logins)
+        print(f"{label:52s} {h:10.1f} {lg:9.1f} {lg / h:7.1%}")
+        if client_ms is not None:
+            print(f"{'':52s} (client CPU on the same cores: {client_ms:.1f} ms per login)")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,10 @@ def test_enrolled_factors_follow_enrolment_and_removal_made_by_another_worker(tw
     with b.sessions.begin() as db:
         db.add(
             WebAuthnCredential(
-                user_id=uid, credential_id="cred-1", public_key=b"k", name="Key",
+                user_id=uid,
+                credential_id="cred-1",
+                public_key=b"k",
+                name="Key",
                 created_at=b.clock.utcnow(),
             )
         )
@@ -108,8 +111,14 @@ def test_enrolled_factors_is_one_statement_and_sees_the_callers_unflushed_change
             assert _ids(svc, ann, db) == []
         assert len(seen) == 1 and "mfa_totp" in seen[0] and "webauthn_credentials" in seen[0]
         # Not yet flushed: the query autoflushes in the caller's transaction.
-        db.add(MfaOtpChannel(user_id=uid, kind="email", destination="a@example.org",
-                             created_at=svc.clock.utcnow()))
+        db.add(
+            MfaOtpChannel(
+                user_id=uid,
+                kind="email",
+                destination="a@example.org",
+                created_at=svc.clock.utcnow(),
+            )
+        )
         assert _ids(svc, ann, db) == ["email"]
         db.rollback()
     assert _ids(svc, user_row(svc, "ann")) == []
@@ -123,7 +132,10 @@ def test_switched_off_factors_are_not_enrolled(make_app):
         db.add(MfaBackupCode(user_id=uid, code_hash="h", created_at=svc.clock.utcnow()))
         db.add(
             WebAuthnCredential(
-                user_id=uid, credential_id="cred-1", public_key=b"k", name="Key",
+                user_id=uid,
+                credential_id="cred-1",
+                public_key=b"k",
+                name="Key",
                 created_at=svc.clock.utcnow(),
             )
         )
