@@ -51,10 +51,18 @@ class _Statements:
         event.remove(self.engine, "before_cursor_execute", self._hook)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> dict[str, str]:
+    """Overrides for the database under test (PostgreSQL from IDP_TEST_DATABASE_URL)."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("pg_url")}
+
+
 @pytest.fixture
-def two_workers(make_app):
+def two_workers(make_app, database):
     """Two apps (as two worker processes would be) on one database."""
-    return make_app(), make_app()
+    return make_app(**database), make_app(**database)
 
 
 def test_enrolled_factors_follow_enrolment_and_removal_made_by_another_worker(two_workers):
@@ -211,8 +219,8 @@ def test_policy_without_group_or_role_rules_reads_no_memberships(make_app):
         assert seen == []
 
 
-def test_imported_hash_upgraded_by_the_column_only_password_check(make_app):
-    app = make_app()
+def test_imported_hash_upgraded_by_the_column_only_password_check(make_app, database):
+    app = make_app(**database)
     svc = app.extensions["idp"]
     uid = make_user(svc, "ann", password=None)
     with svc.sessions.begin() as db:
@@ -221,3 +229,66 @@ def test_imported_hash_upgraded_by_the_column_only_password_check(make_app):
     with svc.sessions() as db:
         stored = db.scalar(select(User.password_hash).where(User.id == uid))
     assert stored.startswith("$argon2id$")
+
+
+def test_login_end_writes_index_audit_and_last_login(make_app, database):
+    from idp.clock import FrozenClock
+    from idp.storage.models import AuditEvent
+    from idp.storage.models_auth import SsoSessionIndex
+
+    clock = FrozenClock(1_800_000_000.0)
+    app = make_app(clock=clock, **database)
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    client = app.test_client()
+    resp = login(client, "ann", GOOD)
+    assert resp.headers["Location"] == "/account/"
+    sid = client.get_cookie("idp_session").value
+    with svc.sessions() as db:
+        row = db.get(SsoSessionIndex, sid)
+        assert (row.user_id, row.amr, row.ip) == (uid, "pwd", "127.0.0.1")
+        assert row.created_at == clock.utcnow()
+        ann = db.get(User, uid)
+        assert ann.last_login_at == clock.utcnow()
+        (event_row,) = db.scalars(
+            select(AuditEvent).where(AuditEvent.action == "login.success")
+        ).all()
+        assert (event_row.actor, event_row.target) == (ann.uuid, ann.uuid)
+        assert event_row.details == {"amr": ["pwd"]} and event_row.ip == "127.0.0.1"
+        assert event_row.request_id
+    # A second login of the same browser gets a fresh session id; the old one leaves the index.
+    page = client.get("/login?prompt=login").get_data(as_text=True)
+    resp = client.post(
+        "/login", data={"csrf_token": csrf(page), "username": "ann", "password": GOOD}
+    )
+    assert resp.headers["Location"] == "/account/"
+    new_sid = client.get_cookie("idp_session").value
+    assert new_sid != sid
+    with svc.sessions() as db:
+        assert db.get(SsoSessionIndex, sid) is None
+        assert db.get(SsoSessionIndex, new_sid) is not None
+
+
+@pytest.mark.parametrize("name", ["ann", "nobody"])
+def test_known_and_unknown_users_cost_one_hash(make_app, monkeypatch, name):
+    from idp.backends import passwords
+
+    app = make_app()
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    calls = []
+    real = passwords._CONTEXT
+
+    class Counting:
+        def verify(self, *a):
+            calls.append("verify")
+            return real.verify(*a)
+
+        def verify_and_update(self, *a):
+            calls.append("verify")
+            return real.verify_and_update(*a)
+
+    monkeypatch.setattr(passwords, "_CONTEXT", Counting())
+    resp = login(app.test_client(), name, "wrong-Password-1")
+    assert resp.status_code == 401
+    assert calls == ["verify"]

@@ -94,14 +94,14 @@ class BackupCodeFactor:
     label = _l("Backup code")
     manage_endpoint = "mfa.backup"
 
-    def enrolled_clause(self, svc: Any, user: Any) -> Any:
+    def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
         if svc.settings.mfa.backup_codes <= 0:
             return None
         # Enrolled while at least one code is left: the last one spent ends the enrolment.
-        return exists().where(MfaBackupCode.user_id == user.id, MfaBackupCode.used_at.is_(None))
+        return exists().where(MfaBackupCode.user_id == user_id, MfaBackupCode.used_at.is_(None))
 
     def enrolled(self, svc: Any, user: Any) -> bool:
-        clause = self.enrolled_clause(svc, user)
+        clause = self.enrolled_clause(svc, user.id)
         if clause is None:
             return False
         with svc.sessions() as db:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from ..core.credentials import Outcome, Verdict
 from ..services import Services
 from ..storage.models import User
 from .passwords import PasswordHasher
+
+_LOGIN = bindparam("login")
+# Three columns, not the whole user (the caller loads the user it needs itself), in a statement
+# built once: reusing it skips SQLAlchemy's per-statement build and cache-key work.
+_BY_LOGIN = select(User.id, User.source, User.password_hash).where(
+    or_(func.lower(User.username) == _LOGIN, User.email == _LOGIN)
+)
+_REHASH = (
+    update(User.__table__).where(User.id == bindparam("uid")).values(password_hash=bindparam("h"))
+)
 
 
 class LocalPasswordBackend:
@@ -22,23 +32,19 @@ class LocalPasswordBackend:
 
     def verify(self, login: str, secret: str) -> Verdict:
         login = login.strip()
-        with self.svc.sessions() as db:
-            # Three columns, not the whole user: the caller loads the user it needs itself.
-            user = db.execute(
-                select(User.id, User.source, User.password_hash).where(
-                    or_(func.lower(User.username) == login.lower(), User.email == login.lower())
-                )
-            ).first()
-            if user is None or user.source not in ("local", "scim"):
-                # Equal cost for unknown users: a hash is computed either way.
-                self.hasher.verify(secret, None)
-                return Verdict(Outcome.NOT_MINE)
-            if not secret:
-                return Verdict(Outcome.INVALID, user_id=user.id)
-            ok, new_hash = self.hasher.verify(secret, user.password_hash)
-            if not ok:
-                return Verdict(Outcome.INVALID, user_id=user.id)
-            if new_hash:  # imported pbkdf2/bcrypt hash, or old argon2 parameters
-                db.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
-                db.commit()
-            return Verdict(Outcome.VALID, user_id=user.id)
+        # A plain connection, released before the hash: no ORM session is needed for a read.
+        with self.svc.engine.connect() as conn:
+            user = conn.execute(_BY_LOGIN, {"login": login.lower()}).first()
+        if user is None or user.source not in ("local", "scim"):
+            # Equal cost for unknown users: a hash is computed either way.
+            self.hasher.verify(secret, None)
+            return Verdict(Outcome.NOT_MINE)
+        if not secret:
+            return Verdict(Outcome.INVALID, user_id=user.id)
+        ok, new_hash = self.hasher.verify(secret, user.password_hash)
+        if not ok:
+            return Verdict(Outcome.INVALID, user_id=user.id)
+        if new_hash:  # imported pbkdf2/bcrypt hash, or old argon2 parameters
+            with self.svc.engine.begin() as conn:
+                conn.execute(_REHASH, {"uid": user.id, "h": new_hash})
+        return Verdict(Outcome.VALID, user_id=user.id)

@@ -106,12 +106,12 @@ class CodeFactor:
         self.manage_endpoint = f"mfa.{kind}"
         self.deliver = deliver
 
-    def enrolled_clause(self, svc: Any, user: Any) -> Any:
-        return exists().where(MfaOtpChannel.user_id == user.id, MfaOtpChannel.kind == self.id)
+    def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
+        return exists().where(MfaOtpChannel.user_id == user_id, MfaOtpChannel.kind == self.id)
 
     def enrolled(self, svc: Any, user: Any) -> bool:
         with svc.sessions() as db:
-            return bool(db.scalar(select(self.enrolled_clause(svc, user))))
+            return bool(db.scalar(select(self.enrolled_clause(svc, user.id))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         with svc.sessions() as db:

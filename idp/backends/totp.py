@@ -145,12 +145,12 @@ class TotpFactor:
     label = _l("Authenticator app")
     manage_endpoint = "mfa.totp"
 
-    def enrolled_clause(self, svc: Any, user: Any) -> Any:
-        return exists().where(MfaTotp.user_id == user.id)
+    def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
+        return exists().where(MfaTotp.user_id == user_id)
 
     def enrolled(self, svc: Any, user: Any) -> bool:
         with svc.sessions() as db:
-            return bool(db.scalar(select(self.enrolled_clause(svc, user))))
+            return bool(db.scalar(select(self.enrolled_clause(svc, user.id))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         return {"prompt": _l("Enter the code shown in your authenticator app.")}

@@ -85,10 +85,10 @@ class Factor(Protocol):
 
     def enrolled(self, svc: Any, user: Any) -> bool: ...
 
-    # Optional: ``enrolled_clause(svc, user)`` returns the factor's own condition "this user has
-    # it" for one combined query (see ``set_enrolment_query``), or None when the factor is
-    # switched off. The factor's module keeps owning its data; the login asks once, not once per
-    # factor.
+    # Optional: ``enrolled_clause(svc, user_id)`` returns the factor's own condition "this user
+    # has it" (``user_id`` may be a query parameter) for one combined query (see
+    # ``set_enrolment_query``), or None when the factor is switched off. The factor's module
+    # keeps owning its data; the login asks once, not once per factor.
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         """Send a code (e-mail/SMS) or make a WebAuthn challenge; template variables."""
@@ -109,14 +109,15 @@ def factors() -> dict[str, Factor]:
     return dict(_FACTORS)
 
 
-# (svc, db or None, {factor id: condition}) -> ids whose condition holds, in one round trip.
-EnrolmentQuery = Callable[[Any, Any, dict[str, Any]], set[str]]
+# (svc, db or None, user id, factors with ``enrolled_clause``) -> ids of those the user has,
+# in one round trip.
+EnrolmentQuery = Callable[[Any, Any, int, list[Factor]], set[str]]
 _QUERY: list[EnrolmentQuery] = []
 
 
 def set_enrolment_query(run: EnrolmentQuery) -> None:
     """Install the function that evaluates the factors' ``enrolled_clause`` conditions together
-    (the storage layer's; this module stays free of SQL)."""
+    (the web layer's, on SQL; this module stays free of it)."""
     _QUERY[:] = [run]
 
 
@@ -124,17 +125,10 @@ def enrolled_factors(svc: Any, user: Any, db: Any = None) -> list[Factor]:
     """The registered factors this user has set up, in registration order. Factors with an
     ``enrolled_clause`` are answered by one query (on ``db`` when given, so it sees the caller's
     own unflushed changes and costs no extra connection); others are asked one by one."""
-    combined: dict[str, Any] = {}
-    asked: set[str] = set()
-    if _QUERY:
-        for f in _FACTORS.values():
-            clause_of = getattr(f, "enrolled_clause", None)
-            if clause_of is not None:
-                asked.add(f.id)
-                clause = clause_of(svc, user)
-                if clause is not None:
-                    combined[f.id] = clause
-    have = _QUERY[0](svc, db, combined) if combined else set()
+    combined = [f for f in _FACTORS.values() if hasattr(f, "enrolled_clause")] if _QUERY else []
+    have = _QUERY[0](svc, db, user.id, combined) if combined else set()
     return [
-        f for f in _FACTORS.values() if (f.id in have if f.id in asked else f.enrolled(svc, user))
+        f
+        for f in _FACTORS.values()
+        if (f.id in have if f in combined else f.enrolled(svc, user))
     ]

@@ -23,7 +23,7 @@ from flask import (
 )
 from flask_babel import Babel, Domain, force_locale, get_locale, lazy_gettext, refresh
 from jinja2 import ChoiceLoader, FileSystemLoader
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms.i18n import messages_path
@@ -177,16 +177,18 @@ def load_user(db: Session, user_id: int | None = None, uuid: str | None = None) 
     return db.scalar(select(User).where(User.uuid == uuid)) if uuid else None
 
 
+_LOGIN = bindparam("login")
+# Built once: SQLAlchemy memoizes a statement's cache key on the object, so a statement reused
+# with a parameter skips rebuilding and re-keying it on every login (half the query's cost).
+_USER_BY_LOGIN = select(User).where(or_(func.lower(User.username) == _LOGIN, User.email == _LOGIN))
+
+
 def find_user(db: Session, login: str) -> User | None:
     """A user by username (case-insensitive) or e-mail address."""
     login = login.strip()
     if not login or len(login) > 320:
         return None
-    return db.scalar(
-        select(User).where(
-            or_(func.lower(User.username) == login.lower(), User.email == login.lower())
-        )
-    )
+    return db.scalar(_USER_BY_LOGIN, {"login": login.lower()})
 
 
 def state_of(user: User) -> str:
@@ -309,17 +311,38 @@ def audit(
     **details: Any,
 ) -> None:
     """Write an audit row in the caller's unit of work (committed with the change it records)."""
-    db.add(
-        AuditEvent(
-            at=svc().clock.utcnow(),
-            actor=actor,
-            action=action,
-            target=target,
-            ip=client_ip(),
-            request_id=g.get("request_id"),
-            details=details,
-        )
-    )
+    db.add(AuditEvent(**_audit_values(action, actor, target, details)))
+
+
+_AUDIT_INSERT = insert(AuditEvent.__table__)
+
+
+def audit_now(
+    db: Session,
+    action: str,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    """:func:`audit` as a plain INSERT on the session's connection, sent at once: no unit of
+    work to flush at the commit (for hot paths). It takes SQLite's write lock, so call it when
+    the transaction is about to commit, after any store write."""
+    db.connection().execute(_AUDIT_INSERT, [_audit_values(action, actor, target, details)])
+
+
+def _audit_values(
+    action: str, actor: str | None, target: str | None, details: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "at": svc().clock.utcnow(),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "ip": client_ip(),
+        "request_id": g.get("request_id"),
+        "details": details,
+    }
 
 
 # --- brute-force counters (shared store: every worker and node sees the same counts) -----------
@@ -380,17 +403,22 @@ def record_ip_failure(ip: str | None) -> None:
 # --- the per-user SSO session index -------------------------------------------------------------
 
 
+_INDEX_INSERT = insert(SsoSessionIndex.__table__)
+
+
 def index_session(db: Session, user_id: int, sid: str, amr: list[str]) -> None:
-    db.add(
-        SsoSessionIndex(
-            sid=sid,
-            user_id=user_id,
-            created_at=svc().clock.utcnow(),
-            ip=client_ip(),
-            user_agent=(request.user_agent.string or "")[:300],
-            amr=" ".join(amr)[:100],
-        )
-    )
+    """Add a new SSO session to its user's index: a plain INSERT on the session's connection,
+    sent at once (every login runs it). It takes SQLite's write lock, so call it when the
+    transaction is about to commit, after any store write."""
+    row = {
+        "sid": sid,
+        "user_id": user_id,
+        "created_at": svc().clock.utcnow(),
+        "ip": client_ip(),
+        "user_agent": (request.user_agent.string or "")[:300],
+        "amr": " ".join(amr)[:100],
+    }
+    db.connection().execute(_INDEX_INSERT, [row])
 
 
 @dataclass

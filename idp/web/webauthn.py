@@ -174,13 +174,13 @@ class WebAuthnFactor:
     template = "webauthn_mfa.html"
     manage_endpoint = "webauthn.manage"
 
-    def enrolled_clause(self, svc: Any, user: Any) -> Any:
+    def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
         if not relying_party(svc).enabled:
             return None
-        return exists().where(WebAuthnCredential.user_id == user.id)
+        return exists().where(WebAuthnCredential.user_id == user_id)
 
     def enrolled(self, svc: Any, user: Any) -> bool:
-        clause = self.enrolled_clause(svc, user)
+        clause = self.enrolled_clause(svc, user.id)
         if clause is None:
             return False
         with svc.sessions() as db:
