@@ -292,3 +292,30 @@ def test_known_and_unknown_users_cost_one_hash(make_app, monkeypatch, name):
     resp = login(app.test_client(), name, "wrong-Password-1")
     assert resp.status_code == 401
     assert calls == ["verify"]
+
+
+def test_release_write_lock_commits_writes_and_leaves_reads_open(make_app, database):
+    from idp.storage.models import AuditEvent
+    from idp.web.login import release_write_lock
+
+    app = make_app(**database)
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    with svc.sessions() as db:
+        db.get(User, uid)
+        conn = db.connection()
+        release_write_lock(db)
+        # Only read: on SQLite the session keeps its connection (no commit, no new checkout).
+        assert (db.connection() is conn) == (not database)
+        db.add(AuditEvent(at=svc.clock.utcnow(), action="test.pending"))
+        release_write_lock(db)
+        db.execute(delete(AuditEvent).where(AuditEvent.action == "test.bulk"))
+        db.add(AuditEvent(at=svc.clock.utcnow(), action="test.bulk"))
+        db.flush()  # a write already sent: the driver's transaction is open
+        release_write_lock(db)
+        # Both writes are visible to another connection at once (the store's, say).
+        with svc.engine.connect() as other:
+            seen = other.execute(
+                select(AuditEvent.action).where(AuditEvent.action.like("test.%"))
+            ).scalars()
+            assert sorted(seen) == ["test.bulk", "test.pending"]
