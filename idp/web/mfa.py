@@ -158,7 +158,7 @@ def required_acr_values(req: AuthnRequest, user_uuid: str) -> list[str]:
         need = requirement(db, user, req)
         if not need.required:
             return []
-        if need.grace and not enrolled_factors(svc(), user):
+        if need.grace and not enrolled_factors(svc(), user, db):
             return []
         return [ACR_MFA]
 
@@ -257,7 +257,7 @@ def remember_device(db: Any, user: User, response: Response) -> None:
 def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None) -> list[str]:
     """Remove every second factor of ``user`` (each registered factor's ``reset``) and every
     remembered device; returns the factor ids that were enrolled. The caller commits."""
-    had = sorted(f.id for f in enrolled_factors(s, user))
+    had = sorted(f.id for f in enrolled_factors(s, user, db))
     for factor in factors().values():
         reset = getattr(factor, "reset", None)
         if reset is not None:
@@ -303,7 +303,7 @@ def overview(db: Any, user: User) -> dict[str, Any]:
     need = requirement(db, user, None)
     return {
         "factors": list(factors().values()),
-        "enrolled": {f.id for f in enrolled_factors(svc(), user)},
+        "enrolled": {f.id for f in enrolled_factors(svc(), user, db)},
         "backup_left": backup_codes.remaining(db, user.id),
         "backup_enabled": svc().settings.mfa.backup_codes > 0,
         "devices": devices,
@@ -328,7 +328,7 @@ def _may_remove(db: Any, user: User, factor_id: str) -> bool:
     """False when removing ``factor_id`` leaves a user who must use MFA without any factor."""
     if not requirement(db, user, None).required:
         return True
-    others = [f.id for f in enrolled_factors(svc(), user) if f.id not in (factor_id, "backup")]
+    others = [f.id for f in enrolled_factors(svc(), user, db) if f.id not in (factor_id, "backup")]
     return bool(others)
 
 
