@@ -319,3 +319,15 @@ def test_release_write_lock_commits_writes_and_leaves_reads_open(make_app, datab
                 select(AuditEvent.action).where(AuditEvent.action.like("test.%"))
             ).scalars()
             assert sorted(seen) == ["test.bulk", "test.pending"]
+
+
+def test_compiled_templates_are_reused_with_the_instance_override_loader(make_app, instance_dir):
+    (instance_dir / "templates").mkdir(exist_ok=True)
+    app = make_app()
+    client = app.test_client()
+    assert client.get("/login").status_code == 200
+    first = app.jinja_env.get_template("login.html")
+    assert client.get("/login").status_code == 200
+    # No per-request up-to-date check or recompilation: the same compiled template object.
+    assert app.jinja_env.auto_reload is False
+    assert app.jinja_env.get_template("login.html") is first
