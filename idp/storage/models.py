@@ -140,6 +140,9 @@ class User(Timestamps, Base):
         CheckConstraint(
             "status IN ('active','inactive','locked','pending','expired')", name="status"
         ),
+        # Logins match the username case-insensitively: this index serves that lookup (no
+        # table scan per login) and keeps "Ann" and "ann" from both existing.
+        Index("uq_users_username_lower", text("lower(username)"), unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -42,7 +42,7 @@ def _sign_in(page, base: str, username: str, password: str) -> None:
     page.goto(base + "/login")
     page.get_by_label("Username or e-mail").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def test_first_login_magic_link(server, page):
@@ -154,7 +154,7 @@ def test_pages_in_german_for_a_german_browser(server, browser):
     assert page.title().startswith("Anmelden")
     page.get_by_label("Benutzername oder E-Mail").fill("greta")
     page.get_by_label("Passwort").fill("falsch-falsch")
-    page.get_by_role("button", name="Anmelden").click()
+    page.get_by_role("button", name="Anmelden", exact=True).click()
     assert page.get_by_role("alert").inner_text() == "Benutzername oder Passwort ist nicht korrekt."
     shot(page, "30-login-german")
     page.get_by_role("link", name="Passwort vergessen?").click()
