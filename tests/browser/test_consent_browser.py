@@ -33,7 +33,8 @@ class RelyingParty:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
-                arrived.append(self.path)
+                if self.path.startswith("/callback"):  # not the browser's /favicon.ico
+                    arrived.append(self.path)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
                 self.end_headers()

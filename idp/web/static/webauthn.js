@@ -111,6 +111,7 @@
     };
     const error = box.querySelector("#passkey-login-error");
     let pending = null; // the conditional request, aborted when the button is used
+    let picked = false; // a credential was chosen (button, or from the autofill list)
 
     async function signIn(conditional) {
       const opts = await post(box.dataset.optionsUrl, box.dataset.csrf, {
@@ -125,6 +126,7 @@
         request.signal = pending.signal;
       }
       const cred = await navigator.credentials.get(request);
+      picked = true; // from here on the person acted: failures are theirs to see
       const done = await post(box.dataset.verifyUrl, box.dataset.csrf, {
         credential: credentialJSON(cred),
       });
@@ -142,6 +144,7 @@
 
     box.querySelector("#passkey-login-button").addEventListener("click", function () {
       error.hidden = true;
+      picked = false;
       if (pending) pending.abort();
       pending = null;
       signIn(false).catch(failed);
@@ -149,7 +152,9 @@
 
     if (PublicKeyCredential.isConditionalMediationAvailable) {
       PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
-        if (available) signIn(true).catch(failed);
+        // The autofill request waits in the background: until the person picks a passkey
+        // from it, its failures (no passkeys, an unusable RP ID...) are not theirs to see.
+        if (available) signIn(true).catch(function (e) { if (picked) failed(e); });
       });
     }
   }
