@@ -205,6 +205,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     click.echo(f"  JWKS:      {issuer}/jwks")
     click.echo(f"  SAML:      {issuer}/saml/metadata")
     click.echo(f"  Readiness: {issuer}/readyz")
+    from .backends.webauthn import ip_address_issuer
+
+    if ip_address_issuer(settings):
+        click.echo("  Note: security keys and passkeys need an issuer with a host name "
+                   "(browsers refuse an IP address); set IDP_ISSUER, e.g. http://localhost:PORT")
     sys.stdout.flush()
     # Worker processes start fresh interpreters: the same quiet default for them.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")

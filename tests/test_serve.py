@@ -225,6 +225,8 @@ def test_startup_output_names_the_urls(server):
     assert f"{server['base']}/.well-known/openid-configuration" in text
     for path in ("/login", "/account/", "/saml/metadata", "/jwks"):
         assert f"{server['base']}{path}" in text
+    # The issuer here is an IP address: the banner (not stderr) says passkeys need a host name.
+    assert "passkeys need an issuer with a host name" in text
 
 
 def test_access_log_lines_from_the_workers(server):

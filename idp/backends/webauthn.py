@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -49,8 +48,6 @@ from webauthn.helpers.structs import (
 
 from ..errors import ConfigError
 from ..storage.models_webauthn import WebAuthnCredential
-
-log = logging.getLogger("idp.webauthn")
 
 AMR_HARDWARE_KEY = "hwk"
 AMR_SOFTWARE_KEY = "swk"
@@ -117,13 +114,8 @@ class RelyingParty:
             )
         if cfg.attestation not in ("none", "direct"):
             raise ConfigError('setting webauthn.attestation must be "none" or "direct"')
-        if cfg.enabled and _is_ip(issuer.hostname):
-            # Not fatal: the default issuer is an address and everything else works with it.
-            log.warning(
-                "webauthn: the issuer's host %s is an IP address; browsers refuse it as an RP ID, "
-                "so security keys and passkeys only work once the issuer has a host name",
-                issuer.hostname,
-            )
+        # An IP-address issuer is not fatal (the default issuer is one and everything else works
+        # with it); `idp serve` says so in its banner (see ip_address_issuer).
         for key in ("timeout_ms", "challenge_seconds", "max_credentials", "reauth_minutes"):
             if cfg[key] <= 0:
                 raise ConfigError(f"setting webauthn.{key} must be positive")
@@ -143,6 +135,12 @@ class RelyingParty:
             passwordless=cfg.enabled and cfg.passwordless,
             enabled=cfg.enabled,
         )
+
+
+def ip_address_issuer(settings: Any) -> bool:
+    """WebAuthn is on but the issuer's host is an IP address, which browsers refuse as an RP ID:
+    security keys and passkeys will not work until the issuer has a host name."""
+    return bool(settings.webauthn.enabled and _is_ip(urlsplit(settings.issuer).hostname or ""))
 
 
 def _is_ip(host: str) -> bool:
