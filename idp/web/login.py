@@ -221,7 +221,12 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     release_write_lock(db)  # before the store writes (see start_pending)
     mgr = sessions()
     old_sid = request.cookies.get(COOKIE)
-    old = mgr.destroy(old_sid) if old_sid and len(old_sid) <= 64 else None
+    # The same person signing in again (prompt=login, max_age, a step-up) keeps the relying
+    # parties of the old session (carried over below): they must not be told it ended.
+    # Another person taking over the browser ends the old session with logout propagation.
+    previous = mgr.peek(old_sid) if old_sid and len(old_sid) <= 64 else None
+    same_person = bool(previous) and previous["result"]["user_uuid"] == user.uuid
+    old = mgr.destroy(old_sid, propagate=not same_person) if previous else None
     result = mgr.create(
         user.uuid,
         pending.amr,
@@ -230,7 +235,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         user_agent=request.user_agent.string,
         ip=authkit.client_ip(),
     )
-    if old and old.get("result", {}).get("user_uuid") == user.uuid:
+    if old and same_person:
         # The same person signed in again: relying parties of the old session still get logout.
         for key, info in (old.get("rps") or {}).items():
             mgr.add_relying_party(result.sid, key, info)

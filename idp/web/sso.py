@@ -101,6 +101,10 @@ class SessionManager:
             memo[sid] = rec
         return rec
 
+    def peek(self, sid: str | None) -> dict[str, Any] | None:
+        """The live record of a session, without touching its idle timer."""
+        return self._record(sid)
+
     def current(self) -> AuthnResult | None:
         """The session of this browser, refreshed (idle timer) when found."""
         sid = request.cookies.get(COOKIE)

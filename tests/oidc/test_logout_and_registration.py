@@ -228,3 +228,42 @@ def test_discovery_document(env):
     assert doc["authorization_response_iss_parameter_supported"] is True
     assert doc["backchannel_logout_session_supported"] is True
     assert doc == c.get("/.well-known/oauth-authorization-server").json
+
+
+def test_signing_in_again_as_the_same_person_does_not_log_the_rps_out(env):
+    """A new login by the same person (prompt=login, max_age, a step-up) replaces the session
+    id but keeps its relying parties: no back-channel logout for them. Another person signing
+    in on that browser does end the old session, and its RPs are told."""
+    _Receiver.tokens.clear()
+    _Receiver.fail_first = 0
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with env.svc.sessions.begin() as db:
+            row = db.get(Client, "web2")
+            row.meta = dict(row.meta, backchannel_logout_uri=(
+                f"http://127.0.0.1:{server.server_address[1]}/bcl"))
+        from idp.oidc.clients import client_cache
+
+        client_cache(env.svc).bump()
+        c = env.client()
+        first = _id_token(env, c, "web2", "https://other.example.org/cb")
+        again = authorize(c, client_id="web2", redirect_uri="https://other.example.org/cb",
+                          prompt="login")
+        assert "code" in again
+        time.sleep(1.5)
+        assert _Receiver.tokens == []  # alice is still alice: nobody was logged out
+        # Someone else takes over the browser through an RP's prompt=login.
+        resp = c.get("/oauth2/authorize", query_string={
+            "response_type": "code", "client_id": "web2", "scope": "openid",
+            "redirect_uri": "https://other.example.org/cb", "prompt": "login"})
+        assert login(c, "bob", rid=query(resp.headers["Location"])["r"]).status_code == 302
+        deadline = time.time() + 10
+        while not _Receiver.tokens and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(_Receiver.tokens) == 1
+        told = pyjwt.decode(_Receiver.tokens[0], options={"verify_signature": False})
+        assert told["sub"] == pyjwt.decode(first["id_token"],
+                                           options={"verify_signature": False})["sub"]
+    finally:
+        server.shutdown()
