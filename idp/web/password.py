@@ -77,17 +77,9 @@ def reset_request():
             and authkit.state_of(user) == ACCOUNT_OK
             and _mail_allowed(address)
         ):
-            token = authkit.issue_token("reset", {"uid": user.id, "pv": _password_version(user)})
-            authkit.send_mail(
-                user.email,
-                "reset",
-                _l("Reset your password"),
-                user=user,
-                link=authkit.absolute("password.reset_confirm", token=token),
-                minutes=svc().settings.recovery.token_minutes,
-            )
-            audit(db, "password.reset_requested", target=user.uuid)
-            db.commit()
+            _mail_link(db, user, "reset", {"uid": user.id, "pv": _password_version(user)},
+                       "password.reset_confirm", _l("Reset your password"),
+                       "password.reset_requested")
     return _message(
         _("Check your e-mail"),
         _(
@@ -191,17 +183,8 @@ def first_login():
         if not word_ok:
             authkit.record_ip_failure(authkit.client_ip())
         if eligible and _mail_allowed(address):
-            token = authkit.issue_token("magic", {"uid": user.id})
-            authkit.send_mail(
-                user.email,
-                "magic_link",
-                _l("Your sign-in link"),
-                user=user,
-                link=authkit.absolute("password.magic", token=token),
-                minutes=svc().settings.recovery.token_minutes,
-            )
-            audit(db, "login.magic_link_sent", target=user.uuid)
-            db.commit()
+            _mail_link(db, user, "magic", {"uid": user.id}, "password.magic",
+                       _l("Your sign-in link"), "login.magic_link_sent", template="magic_link")
     return _message(
         _("Check your e-mail"),
         _(
@@ -209,6 +192,17 @@ def first_login():
             "link to that address."
         ),
     )
+
+
+def _mail_link(db, user: User, purpose: str, claims: dict, endpoint: str, subject,
+               action: str, template: str | None = None) -> None:
+    """Mail ``user`` a single-use link of ``purpose`` to ``endpoint``, and audit it."""
+    token = authkit.issue_token(purpose, claims)
+    authkit.send_mail(user.email, template or purpose, subject, user=user,
+                      link=authkit.absolute(endpoint, token=token),
+                      minutes=svc().settings.recovery.token_minutes)
+    audit(db, action, target=user.uuid)
+    db.commit()
 
 
 @bp.route("/login/magic/<token>", methods=["GET", "POST"])
