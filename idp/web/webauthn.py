@@ -449,19 +449,31 @@ def remove(cred_id: int):
     return redirect(url_for("webauthn.manage"))
 
 
-@bp.route("/webauthn/register/options", methods=["POST"])
-def register_options():
+def _guard_registration() -> tuple[Response, int] | None:
     if not relying_party(svc()).enabled:
         abort(404)
-    refused = _guard()
+    return _guard()
+
+
+def _registrant(db) -> User | tuple[Response, int]:
+    """The signed-in user adding a key, signed in recently enough; else the error to answer."""
+    user = authkit.require_user(db)
+    if not isinstance(user, User):
+        return _error("signed_out", 401)
+    if not _recent_login():
+        return _error("reauth", 403, redirect=_reauth_url())
+    return user
+
+
+@bp.route("/webauthn/register/options", methods=["POST"])
+def register_options():
+    refused = _guard_registration()
     if refused:
         return refused
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = _registrant(db)
         if not isinstance(user, User):
-            return _error("signed_out", 401)
-        if not _recent_login():
-            return _error("reauth", 403, redirect=_reauth_url())
+            return user
         binding = {"user_id": user.id, "sid": svc().hasher.hash(g.sid)}
         try:
             options = registration_options(svc(), db, user, binding)
@@ -472,17 +484,13 @@ def register_options():
 
 @bp.route("/webauthn/register/verify", methods=["POST"])
 def register_verify():
-    if not relying_party(svc()).enabled:
-        abort(404)
-    refused = _guard()
+    refused = _guard_registration()
     if refused:
         return refused
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = _registrant(db)
         if not isinstance(user, User):
-            return _error("signed_out", 401)
-        if not _recent_login():
-            return _error("reauth", 403, redirect=_reauth_url())
+            return user
         body = _body()
         name = body.get("name") if isinstance(body.get("name"), str) else ""
         name = " ".join(name.split())[:100]
