@@ -220,20 +220,28 @@ def _choose_acs(idp: SamlIdp, sp: SpInfo, req) -> str:
     return (default or posts)[0]["location"]
 
 
-def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
-    """The validation pipeline for an AuthnRequest, in order."""
-    if msg.root_tag != "AuthnRequest":
-        raise BadMessage("the message is not an AuthnRequest")
+def _parse_from_sp(idp: SamlIdp, msg: Inbound, tag: str, kind: str, what: str):
+    """The first checks of every inbound request: its type, an issuer we know, and pysaml2's
+    parse. Returns (SP, parsed message) or raises BadMessage."""
+    if msg.root_tag != tag:
+        raise BadMessage(f"the message is not {kind}")
     sp = idp.sp(msg.issuer)
     if sp is None:
         raise BadMessage("the request comes from an unknown service provider")
+    server = idp.engine().server
+    parse = server.parse_authn_request if tag == "AuthnRequest" else server.parse_logout_request
     try:
-        parsed = idp.engine().server.parse_authn_request(b64(msg.xml.decode()), BINDING_HTTP_POST)
+        parsed = parse(b64(msg.xml.decode()), BINDING_HTTP_POST)
     except Exception as exc:  # pysaml2 raises many types for bad input; all mean "refused"
-        raise BadMessage(f"the request is not valid ({type(exc).__name__})") from None
+        raise BadMessage(f"{what} is not valid ({type(exc).__name__})") from None
     if parsed is None:
-        raise BadMessage("the request is not valid")
-    req = parsed.message
+        raise BadMessage(f"{what} is not valid")
+    return sp, parsed.message
+
+
+def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
+    """The validation pipeline for an AuthnRequest, in order."""
+    sp, req = _parse_from_sp(idp, msg, "AuthnRequest", "an AuthnRequest", "the request")
     if req.id != msg.id or (req.issuer is None or req.issuer.text.strip() != sp.entity_id):
         raise BadMessage("the request is not consistent")
     _check_signature(
@@ -503,18 +511,8 @@ def slo():
 
 
 def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
-    if msg.root_tag != "LogoutRequest":
-        raise BadMessage("the message is not a LogoutRequest")
-    sp = idp.sp(msg.issuer)
-    if sp is None:
-        raise BadMessage("the request comes from an unknown service provider")
-    try:
-        parsed = idp.engine().server.parse_logout_request(b64(msg.xml.decode()), BINDING_HTTP_POST)
-    except Exception as exc:  # pysaml2 raises many types for bad input
-        raise BadMessage(f"the logout request is not valid ({type(exc).__name__})") from None
-    if parsed is None:
-        raise BadMessage("the logout request is not valid")
-    req = parsed.message
+    sp, req = _parse_from_sp(idp, msg, "LogoutRequest", "a LogoutRequest",
+                             "the logout request")
     _check_signature(
         idp,
         sp,
