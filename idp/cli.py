@@ -159,6 +159,9 @@ def default_workers() -> int:
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the server itself binds: connections of a stopped server left in TIME_WAIT do
+        # not make the port "in use" (Linux still refuses the bind while anything listens).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -335,3 +335,25 @@ def test_row_counts_helper_sees_changes(initialised, capsys):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(text("groups"))).scalar() >= 1
     engine.dispose()
+
+
+def test_port_check_ignores_connections_left_in_time_wait():
+    """A server stopped a moment ago leaves its accepted connections in TIME_WAIT; restarting
+    on the same port must not fail as "in use". A listening socket still counts."""
+    import socket
+
+    from idp.cli import CliFailure, _check_port
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    with pytest.raises(CliFailure, match="already in use"):
+        _check_port("127.0.0.1", port)
+    accepted.close()  # the server side closes first: its end of the connection is in TIME_WAIT
+    client.close()
+    listener.close()
+    _check_port("127.0.0.1", port)  # free to serve again
