@@ -76,13 +76,24 @@ def persistent_value(db: Session, user_id: int, sp_entity_id: str) -> str:
 
 
 def issue_name_id(
-    db: Session, user: User, fmt: str, idp_entity_id: str, sp_entity_id: str
+    db: Session,
+    user: User,
+    fmt: str,
+    idp_entity_id: str,
+    sp_entity_id: str,
+    earlier: dict[str, Any] | None = None,
 ) -> IssuedNameId:
+    """The NameID for this response. ``earlier`` is the NameID this SSO session already gave
+    the SP (``IssuedNameId.to_dict``): a transient identifier lives as long as the session
+    (saml-core 8.3.8), so a repeat SSO to the same SP gets the same one, as it gets the same
+    SessionIndex; a new session gets a new one."""
     if fmt == "persistent":
         return IssuedNameId(
             "persistent", persistent_value(db, user.id, sp_entity_id), idp_entity_id, sp_entity_id
         )
     if fmt == "transient":
+        if earlier and earlier.get("format") == "transient" and earlier.get("value"):
+            return IssuedNameId("transient", earlier["value"], idp_entity_id, sp_entity_id)
         return IssuedNameId("transient", "_" + secrets.token_hex(20), idp_entity_id, sp_entity_id)
     if fmt == "email":
         if not user.email:

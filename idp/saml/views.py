@@ -29,7 +29,7 @@ from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
 from ..web.authkit import locale_hints
-from ..web.mfa import required_acr_values
+from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
 from .bindings import (
@@ -319,11 +319,11 @@ def _relay_state() -> str | None:
     return relay if relay and len(relay) <= MAX_RELAY_STATE else None
 
 
-def _with_mfa_policy(areq: AuthnRequest, current: AuthnResult | None) -> AuthnRequest:
+def _with_mfa_policy(areq: AuthnRequest, db: Any, user: User | None) -> AuthnRequest:
     """An MFA policy for this user at this SP (idp.web.mfa) raises the bar, so a single-factor
     session does not answer the SP: the login steps up instead."""
-    if current is not None:
-        for acr in required_acr_values(areq, current.user_uuid):
+    if user is not None:
+        for acr in required_acr_for(db, user, areq):
             if acr not in areq.acr_values:
                 areq.acr_values.append(acr)
     return areq
@@ -332,10 +332,17 @@ def _with_mfa_policy(areq: AuthnRequest, current: AuthnResult | None) -> AuthnRe
 def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
     mgr = sessions()
     current = mgr.current()
-    now = idp.svc.clock.now()
-    _with_mfa_policy(areq, current)
-    if current is not None and session_satisfies(current, areq, now):
-        return _respond(idp, areq.params, current)
+    if current is not None:
+        # One database session for the policy check and, when the SSO session answers the
+        # request, the subject of the response.
+        with idp.svc.sessions.begin() as db:
+            user = _user(db, current)
+            _with_mfa_policy(areq, db, user)
+            subject = None
+            if session_satisfies(current, areq, idp.svc.clock.now()):
+                subject = _subject(idp, areq.params, current, db, user)
+        if subject is not None:
+            return _respond(idp, areq.params, current, subject)
     if areq.is_passive and checked is not None:
         return _status_to_acs(
             idp, checked, ST_NO_PASSIVE, "the user is not signed in", areq.params["relay_state"]
@@ -347,6 +354,10 @@ def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
     return redirect(f"/login?r={rid}")
 
 
+def _user(db: Any, result: AuthnResult) -> User | None:
+    return db.scalar(select(User).where(User.uuid == result.user_uuid))
+
+
 @bp.get("/saml/resume")
 def resume():
     idp = _idp()
@@ -356,13 +367,19 @@ def resume():
     if areq is None or areq.protocol != "saml":
         return _error_page(400, "This sign-in request is unknown or was already completed.")
     current = mgr.current()
-    if current is None or not session_satisfies(
-        current, _with_mfa_policy(_without_fresh_login(areq), current), idp.svc.clock.now()
-    ):
-        return _error_page(400, "The sign-in did not complete. Start again from the application.")
-    if areq.force_authn and idp.svc.clock.now() - current.auth_time > AUTHREQ_TTL:
-        return _error_page(400, "The sign-in did not complete. Start again from the application.")
-    return _respond(idp, areq.params, current)
+    failed = "The sign-in did not complete. Start again from the application."
+    if current is None:
+        return _error_page(400, failed)
+    now = idp.svc.clock.now()
+    with idp.svc.sessions.begin() as db:
+        user = _user(db, current)
+        wanted = _with_mfa_policy(_without_fresh_login(areq), db, user)
+        if not session_satisfies(current, wanted, now):
+            return _error_page(400, failed)
+        if areq.force_authn and now - current.auth_time > AUTHREQ_TTL:
+            return _error_page(400, failed)
+        subject = _subject(idp, areq.params, current, db, user)
+    return _respond(idp, areq.params, current, subject)
 
 
 def _without_fresh_login(areq: AuthnRequest) -> AuthnRequest:
@@ -398,36 +415,57 @@ def _status_to_acs(
     return _post_form(checked.acs_url, "SAMLResponse", xml, relay_state)
 
 
-def _respond(idp: SamlIdp, params: dict[str, Any], result: AuthnResult):
+@dataclass
+class _Subject:
+    """Who a response is about, read in the request's database session."""
+
+    sp: SpInfo
+    name_id: Any  # IssuedNameId
+    attributes: list[Any]
+
+
+def _subject(
+    idp: SamlIdp, params: dict[str, Any], result: AuthnResult, db: Any, user: User | None
+) -> _Subject | Response | tuple[str, int]:
+    """The SP, NameID and attributes for a response, or the answer that refuses it."""
     sp = idp.sp(params["sp"])
     if sp is None:
         return _error_page(400, "The application is no longer registered.")
-    svc = idp.svc
     fmt = _choose_format(idp, sp, params.get("name_id_format"))
     checked = _Checked(sp, params.get("request_id"), params["acs_url"], fmt, [], None, False, False)
-    with svc.sessions.begin() as db:
-        user = db.scalar(select(User).where(User.uuid == result.user_uuid))
-        if user is None or user.status != "active":
-            return _status_to_acs(
-                idp,
-                checked,
-                ST_REQUEST_DENIED,
-                "the account is not active",
-                params.get("relay_state"),
-            )
-        try:
-            nid = issue_name_id(db, user, fmt, idp.entity_id, sp.entity_id)
-        except NameIdUnavailable as exc:
-            return _status_to_acs(
-                idp, checked, ST_INVALID_NAMEID, str(exc), params.get("relay_state")
-            )
-        attrs = release_filter(
-            user_attributes(db, user, sp.entity_id, svc.clock.utcnow()),
-            sp.settings.get("attributes"),
-        )
-        # The POST form page is in the user's language; we hold the user already, so the
-        # language selector need not read the session and the user again.
-        locale_hints(user_locale=user.locale or "")
+    relay = params.get("relay_state")
+    if user is None or user.status != "active":
+        return _status_to_acs(idp, checked, ST_REQUEST_DENIED, "the account is not active", relay)
+    earlier = sessions().relying_parties(result.sid).get(f"saml:{sp.entity_id}") or {}
+    try:
+        nid = issue_name_id(db, user, fmt, idp.entity_id, sp.entity_id, earlier.get("name_id"))
+    except NameIdUnavailable as exc:
+        return _status_to_acs(idp, checked, ST_INVALID_NAMEID, str(exc), relay)
+    attrs = release_filter(
+        user_attributes(db, user, sp.entity_id, idp.svc.clock.utcnow()),
+        sp.settings.get("attributes"),
+    )
+    # The POST form page is in the user's language; we hold the user already, so the
+    # language selector need not read the session and the user again.
+    locale_hints(user_locale=user.locale or "")
+    return _Subject(sp, nid, attrs)
+
+
+def _respond(
+    idp: SamlIdp,
+    params: dict[str, Any],
+    result: AuthnResult,
+    subject: _Subject | Response | tuple[str, int] | None = None,
+):
+    """The signed response for ``result``; ``subject`` when the caller read it already (its
+    database transaction is over: no store write happens inside it)."""
+    if subject is None:
+        with idp.svc.sessions.begin() as db:
+            subject = _subject(idp, params, result, db, _user(db, result))
+    if not isinstance(subject, _Subject):
+        return subject
+    svc = idp.svc
+    sp, nid = subject.sp, subject.name_id
     mgr = sessions()
     key = f"saml:{sp.entity_id}"
     known = mgr.relying_parties(result.sid).get(key) or {}
@@ -446,7 +484,7 @@ def _respond(idp: SamlIdp, params: dict[str, Any], result: AuthnResult):
         acs_url=params["acs_url"],
         name_id=nid,
         statement=statement,
-        attributes=attrs,
+        attributes=subject.attributes,
     )
     entry = {"session_index": session_index, "name_id": nid.to_dict()}
     if entry != known:  # a repeat SSO to the same SP changes nothing: skip the write

@@ -120,8 +120,7 @@ def test_email_and_transient_formats(idp, tmp_path):
 
     from saml2.saml import NAMEID_FORMAT_TRANSIENT
 
-    values = set()
-    for _ in range(2):
+    def transient(browser) -> str:
         reqid, r = _sso(
             idp, client, browser, BINDING_HTTP_REDIRECT, nameid_format=NAMEID_FORMAT_TRANSIENT
         )
@@ -130,8 +129,15 @@ def test_email_and_transient_formats(idp, tmp_path):
             fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={reqid: "/"}
         )
         assert resp.assertion.subject.name_id.format == NAMEID_FORMAT_TRANSIENT
-        values.add(resp.assertion.subject.name_id.text)
-    assert len(values) == 2
+        return resp.assertion.subject.name_id.text
+
+    # A transient identifier lives as long as the SSO session (as its SessionIndex does):
+    # a repeat SSO to the same SP gets the same one, another session a new one.
+    first = transient(browser)
+    assert first != "carol@example.org" and transient(browser) == first
+    other = requests.Session()
+    idp.login(other, uuid)
+    assert transient(other) not in (first, "carol@example.org")
 
 
 def test_encrypted_assertion_aes_gcm_rsa_oaep(idp, tmp_path):
