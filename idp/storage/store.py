@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, select, text
+from sqlalchemy import Engine, bindparam, case, delete, null, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
@@ -22,92 +22,103 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+class _Sql:
+    """A statement compiled once for the engine's dialect and run from its SQL text: the store
+    sits on every request's path, and building and compiling (or finding in SQLAlchemy's
+    cache) the same statement each time cost several times more than running it."""
+
+    def __init__(self, engine: Engine, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self.text = str(compiled)
+        self._names = compiled.positiontup if compiled.positional else list(compiled.params)
+        self._positional = compiled.positional
+        self._fixed = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def args(self, params: dict[str, Any]) -> Any:
+        """The driver's parameters: in order (SQLite) or by name (PostgreSQL)."""
+        given = {**self._fixed, **params}
+        if self._positional:
+            return tuple(given[n] for n in self._names)
+        return {n: given[n] for n in self._names}
+
+
 class SqlStore:
     """Embedded store on the application's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine, clock: Clock, purge_interval: float = 60.0) -> None:
-        self._engine = engine
+        # Every operation is one statement, atomic by itself: on PostgreSQL it runs in
+        # autocommit, without the BEGIN and COMMIT round trips around it.
+        pg = engine.dialect.name == "postgresql"
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if pg else engine
         self._clock = clock
         self._purge_interval = purge_interval
         self._next_purge = 0.0
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
+        insert = (postgresql if pg else sqlite).insert
+        t = _TABLE.c
+        now, key, exp, value = (bindparam(n) for n in ("now", "key", "exp", "value"))
+
+        def upsert(counter: int, val: Any, **conflict: Any) -> Any:
+            stmt = insert(_TABLE).values(key=key, value=val, counter=counter, expires_at=exp)
+            return stmt.on_conflict_do_update(index_elements=["key"], **conflict)
+
+        overwrite = {"value": value, "counter": 0, "expires_at": exp}
+        expired = t.expires_at <= now
+        self._put = _Sql(engine, upsert(0, value, set_=overwrite))
+        # add: replace only an expired entry; a live one makes the statement update nothing.
+        self._add = _Sql(engine, upsert(0, value, set_=overwrite, where=expired).returning(t.key))
+        self._incr = _Sql(engine, upsert(1, null(), set_={
+            "counter": case((expired, 1), else_=t.counter + 1),
+            "expires_at": case((expired, exp), else_=t.expires_at),
+        }).returning(t.counter))
+        self._get = _Sql(engine, select(t.value, t.counter).where(t.key == key, t.expires_at > now))
+        self._take = _Sql(engine, delete(_TABLE).where(t.key == key)
+                          .returning(t.value, t.expires_at))
+        self._delete = _Sql(engine, delete(_TABLE).where(t.key == key))
+        self._purge = _Sql(engine, delete(_TABLE).where(expired))
+
+    def _run(self, sql: _Sql, now: float, **params: Any) -> Any:
+        """One statement in its own transaction; its first row, if it returns rows."""
+        if sql is not self._get:
+            self._maybe_purge(now)
+        with self._engine.begin() as conn:
+            result = conn.exec_driver_sql(sql.text, sql.args({"now": now, **params}))
+            return result.first() if result.returns_rows else None
 
     def _maybe_purge(self, now: float) -> None:
         if now < self._next_purge:
             return
         self._next_purge = now + self._purge_interval
-        with self._engine.begin() as conn:
-            conn.execute(delete(_TABLE).where(_TABLE.c.expires_at <= now))
-
-    def _upsert(self, key: str, value: Any, ttl: float, now: float, **conflict):
-        """INSERT, or overwrite on a key clash (``conflict``: e.g. a ``where`` limiting which
-        existing rows may be overwritten)."""
-        self._maybe_purge(now)
-        stmt = self._insert(_TABLE).values(key=key, value=_dumps(value), counter=0,
-                                           expires_at=now + ttl)
-        return stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"value": stmt.excluded.value, "counter": 0,
-                  "expires_at": stmt.excluded.expires_at},
-            **conflict,
-        )
+        self._run(self._purge, now)
 
     def put(self, key: str, value: Any, ttl: float) -> None:
-        stmt = self._upsert(key, value, ttl, self._clock.now())
-        with self._engine.begin() as conn:
-            conn.execute(stmt)
+        now = self._clock.now()
+        self._run(self._put, now, key=key, value=_dumps(value), exp=now + ttl)
 
     def add(self, key: str, value: Any, ttl: float) -> bool:
         now = self._clock.now()
-        # Replace only an expired entry; a live one makes the statement update nothing.
-        stmt = self._upsert(key, value, ttl, now,
-                            where=_TABLE.c.expires_at <= now).returning(_TABLE.c.key)
-        with self._engine.begin() as conn:
-            return conn.execute(stmt).first() is not None
+        return self._run(self._add, now, key=key, value=_dumps(value), exp=now + ttl) is not None
 
     def get(self, key: str) -> Any | None:
-        now = self._clock.now()
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(_TABLE.c.value, _TABLE.c.counter).where(
-                    _TABLE.c.key == key, _TABLE.c.expires_at > now
-                )
-            ).first()
+        row = self._run(self._get, self._clock.now(), key=key)
         if row is None:
             return None
+        value, counter = row
         # A counter made by incr() has no value: read it as its number, as Redis does.
-        return row.counter if row.value is None else json.loads(row.value)
+        return counter if value is None else json.loads(value)
 
     def take(self, key: str) -> Any | None:
         now = self._clock.now()
-        stmt = (
-            delete(_TABLE).where(_TABLE.c.key == key).returning(_TABLE.c.value, _TABLE.c.expires_at)
-        )
-        with self._engine.begin() as conn:
-            row = conn.execute(stmt).first()
-        if row is None or row.expires_at <= now or row.value is None:
+        row = self._run(self._take, now, key=key)
+        if row is None or row[1] <= now or row[0] is None:
             return None
-        return json.loads(row.value)
+        return json.loads(row[0])
 
     def delete(self, key: str) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(delete(_TABLE).where(_TABLE.c.key == key))
+        self._run(self._delete, self._clock.now(), key=key)
 
     def incr(self, key: str, ttl: float) -> int:
         now = self._clock.now()
-        self._maybe_purge(now)
-        stmt = self._insert(_TABLE).values(key=key, value=None, counter=1, expires_at=now + ttl)
-        expired = _TABLE.c.expires_at <= now
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "counter": case((expired, 1), else_=_TABLE.c.counter + 1),
-                "expires_at": case((expired, stmt.excluded.expires_at), else_=_TABLE.c.expires_at),
-            },
-        ).returning(_TABLE.c.counter)
-        with self._engine.begin() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        return int(self._run(self._incr, now, key=key, exp=now + ttl)[0])
 
     def ping(self) -> None:
         with self._engine.connect() as conn:
