@@ -500,3 +500,49 @@ def test_a_pending_unflushed_rule_never_reaches_the_cache(sqlite_realm):
         assert "x" in {a.name for a in api.saml_attributes(db, uid, sp_entity_id=SP)}
         db.rollback()
     assert _names(svc, uid) == before
+
+
+def test_membership_changes_by_another_worker_are_seen_at_once(realm):
+    """Worker A keeps each user's groups and roles (the RBAC graph) between sign-ins; every
+    membership or role change committed by worker B reaches A's next assertion, and an expired
+    membership drops out at its expiry without any change being committed."""
+    from datetime import timedelta
+
+    from idp.storage.models import GroupMember
+
+    with realm.session() as db:
+        uid = _user(db, realm.clock)
+    worker_a, worker_b = realm.svc, realm.another_process()
+    groups = "urn:oid:1.3.6.1.4.1.5923.1.5.1.1"
+    try:
+
+        def memberships() -> list[str]:
+            with worker_a.sessions() as db:
+                claims = api.oidc_claims(
+                    db, uid, client_id="app", scopes=["openid", "groups", "roles"],
+                    clock=realm.clock,
+                )
+            return sorted(claims.get("groups", [])) + sorted(claims.get("roles", []))
+
+        assert memberships() == ["it", "Auditor", "admin"]
+        seen = _statements(worker_a)
+        assert memberships() == ["it", "Auditor", "admin"]
+        assert not [s for s in seen if "group_members" in s], "graph not served from the cache"
+
+        with worker_b.sessions.begin() as db:
+            d = Directory(db, realm.clock)
+            user = d.user_by_username("ann")
+            d.add_member(d.create_group("vpn"), user, expires_at=realm.clock.utcnow()
+                         + timedelta(minutes=5))
+            d.assign_role(user, d.role_by_name("Administrator"))
+        assert memberships() == ["it", "vpn", "Administrator", "Auditor", "admin"]
+        assert groups in _names(worker_a, uid)
+
+        realm.clock.advance(6 * 60)  # the temporary membership ends; nothing is committed
+        assert memberships() == ["it", "Administrator", "Auditor", "admin"]
+
+        with worker_b.sessions.begin() as db:  # a bulk statement outside the Directory
+            db.execute(GroupMember.__table__.delete().where(GroupMember.user_id == uid))
+        assert memberships() == ["Administrator", "Auditor"]
+    finally:
+        worker_b.engine.dispose()

@@ -36,7 +36,7 @@ from .models import (
     SamlServiceProvider,
     User,
 )
-from .rbac import grants_for, load_graph
+from .rbac import cached_graph, grants_for, load_graph
 
 __all__ = [
     "SamlAttribute",
@@ -100,7 +100,7 @@ def load_subject(db: Session, user_id: int, *, clock: Clock | None = None) -> co
     if user is None:
         raise NotFound(f"no user with id {user_id}")
     now = (clock or Clock()).utcnow()
-    graph = load_graph(db, user_id)
+    graph = cached_graph(db, user_id)
     subject = core.Subject(attributes=_attributes(user), custom=dict(user.custom or {}))
     live_groups = {
         m.group_id for m in graph.memberships if m.expires_at is None or m.expires_at > now

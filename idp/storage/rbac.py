@@ -10,6 +10,8 @@ Temporary grants make a cached result stale at their expiry, which is stored wit
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -104,6 +106,52 @@ def _clear_flag(session: Session, transaction: Any) -> None:
 
 def generation(db: Session) -> int:
     return int(db.scalar(select(RbacState.generation).where(RbacState.id == 1)) or 0)
+
+
+# Read on every sign-in: a Core statement on the session's connection, built once.
+_GENERATION = select(RbacState.__table__.c.generation).where(RbacState.__table__.c.id == 1)
+
+
+class _GraphCache:
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.graphs: dict[int, core.Graph] = {}
+
+
+_GRAPHS_MAX = 10_000
+_graph_caches: weakref.WeakKeyDictionary[Any, _GraphCache] = weakref.WeakKeyDictionary()
+_graph_lock = threading.Lock()
+
+
+def cached_graph(db: Session, user_id: int) -> core.Graph:
+    """``load_graph`` from this worker's cache while the RBAC generation has not moved (every
+    change of roles, groups or memberships moves it in its own transaction). Expiry dates
+    stay in the graph and are judged when it is used, so a cached graph never outlives a
+    temporary grant. Callers treat the graph as read-only."""
+    if db.autoflush:
+        db.flush()  # a change pending in this transaction marks it dirty first
+    if db.info.get(_DIRTY):
+        return load_graph(db, user_id)
+    # Read before the graph: a graph loaded after a concurrent change is newer than the
+    # generation it is kept under, never older.
+    gen = int(db.connection().execute(_GENERATION).scalar() or 0)
+    engine = db.get_bind()
+    with _graph_lock:
+        cache = _graph_caches.get(engine)
+        if cache is None:
+            cache = _graph_caches[engine] = _GraphCache()
+        if cache.generation != gen:
+            cache.generation, cache.graphs = gen, {}
+        found = cache.graphs.get(user_id)
+    if found is not None:
+        return found
+    graph = load_graph(db, user_id)
+    with _graph_lock:
+        if cache.generation == gen:
+            if len(cache.graphs) >= _GRAPHS_MAX:
+                cache.graphs.pop(next(iter(cache.graphs)))  # the oldest entry
+            cache.graphs[user_id] = graph
+    return graph
 
 
 # --- loading the graph -------------------------------------------------------------------------
