@@ -251,3 +251,40 @@ def test_idp_initiated_sso(idp, tmp_path):
     resp = client.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST)
     assert resp.in_response_to is None
     assert resp.get_identity()["uid"] == ["heidi"]
+
+
+def test_post_page_escapes_values_and_speaks_each_users_language(idp, tmp_path):
+    """The auto-submitting form page is kept per language with the values put in: a hostile
+    RelayState comes back escaped and intact, a request without one has no RelayState field,
+    and a German-speaking user's page is German while the next English one is not."""
+    from idp.storage.directory import Directory
+
+    client, sp_md = pysaml2_sp(tmp_path, _metadata(idp))
+    idp.register_sp(sp_md)
+    anna, bob = idp.create_user("anna"), idp.create_user("bob")
+    with idp.svc.sessions.begin() as db:
+        Directory(db).user_by_username("anna").locale = "de"
+    hostile = "\"'><script>alert(1)</script>&amp;"
+
+    def sso(user_uuid: str, relay_state: str | None):
+        browser = requests.Session()
+        idp.login(browser, user_uuid)
+        reqid, info = client.prepare_for_authenticate(
+            entityid=idp.metadata_url, relay_state=relay_state, binding=BINDING_HTTP_REDIRECT
+        )
+        r = browser.get(dict(info["headers"])["Location"], allow_redirects=False, timeout=10)
+        assert r.status_code == 200, r.text[:300]
+        action, fields = form_with(r.text, "SAMLResponse")
+        parsed = client.parse_authn_request_response(
+            fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={reqid: "/"}
+        )
+        assert parsed.in_response_to == reqid and action == "https://sp.example.org/acs"
+        return r.text, fields
+
+    for _ in range(2):  # the second time from the kept page
+        page, fields = sso(anna, hostile)
+        assert fields["RelayState"] == hostile and "<script>alert" not in page
+        assert '<html lang="de">' in page and ">Weiter<" in page
+        page, fields = sso(bob, None)
+        assert "RelayState" not in fields
+        assert '<html lang="en">' in page and ">Continue<" in page
