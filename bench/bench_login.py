@@ -263,6 +263,8 @@ def run_server(args, modes: list[str]) -> tuple[list[float], dict[str, list[dict
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_ISSUER=base)
+    if args.server_threads:
+        env["IDP_SERVER_THREADS"] = str(args.server_threads)
     users = [f"bench{i}" for i in range(args.clients)]
     proc = None
     try:
@@ -286,7 +288,7 @@ def run_server(args, modes: list[str]) -> tuple[list[float], dict[str, list[dict
                 str(Path(sys.executable).with_name("idp")),
                 "serve",
                 "--workers",
-                "2",
+                str(args.workers),
                 "--port",
                 str(port),
             ],
@@ -341,6 +343,10 @@ def main() -> None:
         help="server mode's load generator (default: wrk when installed, else python)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk login window")
+    parser.add_argument("--workers", type=int, default=2, help="idp serve --workers")
+    parser.add_argument(
+        "--server-threads", type=int, default=0, help="server.threads (default: the IdP's own)"
+    )
     args = parser.parse_args()
 
     modes = client_modes(args.client) if args.mode in ("both", "server") else []

@@ -387,8 +387,10 @@ def fetch_metadata(url, folder, name):
     return str(path), re.search(r'entityID="([^"]+)"', r.text).group(1)
 
 
-def start_idp(folder: Path, port: int, redis_url: str = ""):
+def start_idp(folder: Path, port: int, redis_url: str = "", workers: int = 2, threads: int = 0):
     env = dict(os.environ)
+    if threads:
+        env["IDP_SERVER_THREADS"] = str(threads)
     env.update(
         IDP_INSTANCE_DIR=str(folder / "instance"),
         IDP_ISSUER=f"http://127.0.0.1:{port}",
@@ -442,7 +444,7 @@ def start_idp(folder: Path, port: int, redis_url: str = ""):
         capture_output=True,
     )
     server = subprocess.Popen(
-        [*idp, "serve", "--workers", "2", "--port", str(port)],
+        [*idp, "serve", "--workers", str(workers), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(folder / "serve.log").open("wb"),
@@ -589,6 +591,10 @@ def main() -> None:
         help="run our IdP with its short-lived store on Redis (default: embedded, SQLite)",
     )
     ap.add_argument("--skip-ssp", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="idp serve --workers")
+    ap.add_argument(
+        "--server-threads", type=int, default=0, help="server.threads (default: the IdP's own)"
+    )
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
 
@@ -606,7 +612,9 @@ def main() -> None:
     best_rate: dict[str, float] = {}  # per target, from wrk windows: sizes the next URL set
     with tempfile.TemporaryDirectory(prefix="bench-saml-") as tmp:
         folder = Path(tmp)
-        server, env = start_idp(folder, args.port, args.redis_url)
+        server, env = start_idp(
+            folder, args.port, args.redis_url, args.workers, args.server_threads
+        )
         try:
             ours = fetch_metadata(f"http://127.0.0.1:{args.port}/saml/metadata", folder, "idp")
             cookies = make_sessions(env, args.concurrency)

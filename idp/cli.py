@@ -156,6 +156,14 @@ def default_workers() -> int:
     return max(2, os.cpu_count() or 1)
 
 
+def server_threads(settings: Any) -> int:
+    """``server.threads``, or for 0 the automatic choice described in config/defaults.toml."""
+    if settings.server.threads:
+        return settings.server.threads
+    remote = settings.ldap.enabled or settings.smtp_url or settings.sms_url
+    return 4 if remote else 1
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -202,7 +210,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     svc.engine.dispose()
     _check_port(host, port)
     issuer = settings.issuer
-    click.echo(f"IdP listening on http://{host}:{port} ({workers} workers), issuer {issuer}")
+    threads = server_threads(settings)
+    click.echo(
+        f"IdP listening on http://{host}:{port} ({workers} workers, {threads} "
+        f"thread{'s' if threads > 1 else ''} each), issuer {issuer}"
+    )
     click.echo(f"  Sign in:   {issuer}/login   (account page: {issuer}/account/)")
     click.echo(f"  Discovery: {issuer}/.well-known/openid-configuration")
     click.echo(f"  JWKS:      {issuer}/jwks")
@@ -223,7 +235,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         address=host,
         port=port,
         workers=workers,
-        blocking_threads=settings.server.threads,
+        blocking_threads=threads,
         log_access=False,
         respawn_failed_workers=True,
     ).serve()

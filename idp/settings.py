@@ -292,11 +292,9 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
     srv = s["server"]
     if not 0 < srv["port"] < 65536:
         raise ConfigError(f"setting server.port must be 1-65535, not {srv['port']}")
-    for key in ("workers", "trusted_proxies"):
+    for key in ("workers", "threads", "trusted_proxies"):
         if srv[key] < 0:
             raise ConfigError(f"setting server.{key} must not be negative")
-    if srv["threads"] < 1:
-        raise ConfigError("setting server.threads must be at least 1")
 
     log = s["logging"]
     log["level"] = log["level"].upper()

@@ -221,7 +221,7 @@ def test_two_worker_processes_serve(server):
 def test_startup_output_names_the_urls(server):
     server["log"].flush()
     text = Path(server["log"].name).read_text()
-    assert f"IdP listening on http://127.0.0.1:{server['port']} (2 workers)" in text
+    assert f"IdP listening on http://127.0.0.1:{server['port']} (2 workers, 1 thread each)" in text
     assert f"{server['base']}/.well-known/openid-configuration" in text
     for path in ("/login", "/account/", "/saml/metadata", "/jwks"):
         assert f"{server['base']}{path}" in text

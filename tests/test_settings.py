@@ -90,7 +90,7 @@ def test_env_integers_and_lists():
         ({"IDP_KEYS_RSA_BITS": "1024"}, "keys.rsa_bits must be at least 2048"),
         ({"IDP_KEYS_ENCRYPTION_KEY": "short"}, "at least 32 characters"),
         ({"IDP_LOGGING_FORMAT": "xml"}, "logging.format"),
-        ({"IDP_SERVER_THREADS": "0"}, "server.threads must be at least 1"),
+        ({"IDP_SERVER_THREADS": "-1"}, "server.threads must not be negative"),
     ],
 )
 def test_bad_values_are_one_clear_line(environ, fragment):
@@ -248,3 +248,26 @@ def test_cli_bad_config_file_exits_2_via_console_script(tmp_path):
     assert proc.stderr.splitlines() == [
         f"idp: configuration error: unknown setting server.bogus in {config}"
     ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "threads"),
+    [
+        ({}, 1),  # everything local: one thread per worker
+        (
+            {
+                "IDP_LDAP_ENABLED": "true",
+                "IDP_LDAP_URL": "ldap://127.0.0.1:389",
+                "IDP_LDAP_USER_BASE_DN": "ou=people,dc=example,dc=org",
+            },
+            4,
+        ),
+        ({"IDP_SMTP_URL": "smtp://127.0.0.1:25"}, 4),
+        ({"IDP_SMS_URL": "https://sms.example.org/send"}, 4),
+        ({"IDP_SMTP_URL": "smtp://127.0.0.1:25", "IDP_SERVER_THREADS": "2"}, 2),  # explicit wins
+    ],
+)
+def test_server_threads_automatic_choice(environ, threads):
+    from idp.cli import server_threads
+
+    assert server_threads(load_settings(environ=environ)) == threads
