@@ -24,7 +24,7 @@ from flask import (
 from flask_babel import Babel, Domain, force_locale, get_locale, lazy_gettext, refresh
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import bindparam, delete, func, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from werkzeug.wrappers import Response
 from wtforms.i18n import messages_path
 
@@ -180,7 +180,13 @@ def load_user(db: Session, user_id: int | None = None, uuid: str | None = None) 
 _LOGIN = bindparam("login")
 # Built once: SQLAlchemy memoizes a statement's cache key on the object, so a statement reused
 # with a parameter skips rebuilding and re-keying it on every login (half the query's cost).
-_USER_BY_LOGIN = select(User).where(or_(func.lower(User.username) == _LOGIN, User.email == _LOGIN))
+# The login needs the user's own columns only: no joins to company, department and position
+# (loaded later, if ever, on first access).
+_USER_BY_LOGIN = (
+    select(User)
+    .where(or_(func.lower(User.username) == _LOGIN, User.email == _LOGIN))
+    .options(lazyload("*"))
+)
 
 
 def find_user(db: Session, login: str) -> User | None:
