@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, redirect, render_template, request
-from markupsafe import escape
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
@@ -29,7 +28,8 @@ from sqlalchemy import select
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
-from ..web.authkit import html_lang, locale_hints
+from ..web.authkit import locale_hints
+from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
@@ -92,37 +92,12 @@ def _error_page(code: int, message: str, cause: str | None = None) -> tuple[str,
 
 
 def _post_form(action: str, field: str, xml: str, relay_state: str | None) -> Response:
-    resp = Response(_post_page(action, field, b64(xml), relay_state), mimetype="text/html")
+    values = {"action": action, "field": field, "value": b64(xml), "relay_state": relay_state}
+    resp = Response(render_kept("saml_post.html", values, dict), mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
     # The form posts to the SP's origin; allow exactly that.
     resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     return resp
-
-
-def _mark(name: str) -> str:
-    return f"\x00{name}\x00"
-
-
-def _post_page(action: str, field: str, value: str, relay_state: str | None) -> str:
-    """The auto-submitting form page. It differs between responses only in its four values,
-    so the page is rendered once per language (with markers in their places) and the escaped
-    values are put in; a template override that does not use each value exactly once is
-    rendered every time instead."""
-    values = {"action": action, "field": field, "value": value, "relay_state": relay_state}
-    key = (html_lang(), relay_state is not None)
-    shells = _svc().extras.setdefault("saml_post_shells", {})
-    shell = shells.get(key)
-    if shell is None:
-        marked = {k: None if v is None else _mark(k) for k, v in values.items()}
-        page = render_template("saml_post.html", **marked)
-        usable = all(page.count(m) == 1 for m in marked.values() if m is not None)
-        shell = shells[key] = page if usable else ""
-    if not shell:
-        return render_template("saml_post.html", **values)
-    for name, v in values.items():
-        if v is not None:
-            shell = shell.replace(_mark(name), str(escape(v)))
-    return shell
 
 
 # --- metadata ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import bindparam, delete, update
 from werkzeug.wrappers import Response
 
@@ -36,6 +37,7 @@ from ..storage.models_auth import SsoSessionIndex
 from . import authkit, mfa
 from .authkit import audit, svc
 from .forms import ConfirmForm, LoginForm
+from .kept import render_kept
 from .login_steps import MAX_STEP_FAILURES, STEPS
 from .sso import COOKIE, sessions
 
@@ -104,7 +106,30 @@ def _login_page(form: LoginForm, error: str | None = None, status: int = 200):
         form=form,
         error=error,
         registration=settings.registration.enabled,
+        csrf_value=generate_csrf(),
     ), status
+
+
+def _fresh_login_page(rid: str | None, next_url: str | None, username: str | None) -> str:
+    """The login form as a first GET shows it, from the kept page (idp.web.kept), unless
+    messages flashed for this browser are waiting to be shown."""
+    if "_flashes" in session:
+        form = LoginForm(formdata=None, r=rid or "", next=next_url or "")
+        form.username.data = username
+        return _login_page(form)[0]
+    values = {"csrf_value": generate_csrf(), "r": rid, "next": next_url, "username": username}
+
+    def context(v: dict[str, str | None]) -> dict[str, Any]:
+        form = LoginForm(formdata=None, r=v["r"] or "", next=v["next"] or "", meta={"csrf": False})
+        form.username.data = v["username"]
+        return {
+            "form": form,
+            "error": None,
+            "registration": svc().settings.registration.enabled,
+            "csrf_value": v["csrf_value"],
+        }
+
+    return render_kept("login.html", values, context)
 
 
 def _save_pending(pending: PendingLogin) -> None:
@@ -290,10 +315,7 @@ def login():
                 return redirect(req.resume_url)
             if req is None and request.args.get("prompt") != "login":
                 return redirect(next_url or url_for("account.index"))
-        form = LoginForm(formdata=None, r=rid or "", next=next_url or "")
-        if req and req.login_hint:
-            form.username.data = req.login_hint
-        return _login_page(form)
+        return _fresh_login_page(rid, next_url, req.login_hint if req else None)
 
     form = LoginForm()
     if not form.validate():

@@ -1,0 +1,55 @@
+"""Pages kept rendered: for pages on every sign-in's path that differ between requests only in
+a few string values (a CSRF token, a request id, a SAML message), the template is rendered once
+per language and shape with markers where those values go, and each request puts its values in,
+HTML-escaped. Rendering the login page this way costs a fraction of rendering it (see
+docs/login.md, "Speed").
+
+A template, or an operator's override of it, that uses a value anywhere but in HTML text or an
+attribute value (a URL, JSON, a filter that changes it) leaves a marker broken or encoded; such
+a template is rendered every time instead, so an override never gets a wrong page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import render_template
+from markupsafe import escape
+
+from .authkit import html_lang, svc
+
+_MARKER = re.compile("\x00([a-z_]{1,32})\x00")
+# Markers that went through a URL or JSON encoder, or a filter: the shell would be wrong.
+_BROKEN = ("\x00", "%00", "\\u0000", "&#0;")
+
+
+def _mark(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def render_kept(
+    template: str,
+    values: dict[str, str | None],
+    context: Callable[[dict[str, str | None]], dict[str, Any]],
+    shape: tuple[Any, ...] = (),
+) -> str:
+    """The page for ``values`` (None = absent, which may change the page's shape). ``context``
+    builds the template's context from the values (or their markers); ``shape`` names anything
+    else the page depends on. Both must not hold per-request data beyond ``values``."""
+    kept = svc().extras.setdefault("kept_pages", {})
+    key = (template, html_lang(), shape, frozenset(k for k, v in values.items() if v is not None))
+    shell = kept.get(key)
+    if shell is None:
+        marked = {k: None if v is None else _mark(k) for k, v in values.items()}
+        page = render_template(template, **context(marked))
+        rest = _MARKER.sub("", page)
+        wanted = {k for k, v in marked.items() if v}
+        usable = set(_MARKER.findall(page)) == wanted and not any(b in rest for b in _BROKEN)
+        if len(kept) < 256:  # languages x shapes: a handful; the bound is only a safeguard
+            kept[key] = page if usable else ""
+        shell = page if usable else ""
+    if not shell:
+        return render_template(template, **context(values))
+    return _MARKER.sub(lambda m: str(escape(values[m.group(1)])), shell)
