@@ -102,6 +102,14 @@ def test_put_get_roundtrip_json_values(store):
     assert store.get("absent") is None
 
 
+def test_put_many_stores_every_item_with_its_own_ttl(store, backend, clock):
+    store.put("b", "old", 60)
+    store.put_many([("a", {"n": 1}, TTL), ("b", "new", 60)])
+    assert store.get("a") == {"n": 1} and store.get("b") == "new"
+    expire(backend, clock, PAST_TTL)
+    assert store.get("a") is None and store.get("b") == "new"
+
+
 def test_put_replaces(store):
     store.put("k", 1, 60)
     store.put("k", 2, 60)

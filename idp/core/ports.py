@@ -15,6 +15,10 @@ class ShortLivedStore(Protocol):
     def put(self, key: str, value: Any, ttl: float) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds, replacing what was there."""
 
+    def put_many(self, items: list[tuple[str, Any, float]]) -> None:
+        """``put`` of several (key, value, ttl) in one round trip and one transaction: all or
+        none are stored."""
+
     def add(self, key: str, value: Any, ttl: float) -> bool:
         """Store only if ``key`` is absent (or expired); True if this call stored it.
         Replay caches use this: the first caller wins."""

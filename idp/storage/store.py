@@ -50,6 +50,7 @@ class SqlStore:
         # autocommit, without the BEGIN and COMMIT round trips around it.
         pg = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if pg else engine
+        self._tx_engine = engine
         self._clock = clock
         self._purge_interval = purge_interval
         self._next_purge = 0.0
@@ -93,6 +94,14 @@ class SqlStore:
     def put(self, key: str, value: Any, ttl: float) -> None:
         now = self._clock.now()
         self._run(self._put, now, key=key, value=_dumps(value), exp=now + ttl)
+
+    def put_many(self, items: list[tuple[str, Any, float]]) -> None:
+        now = self._clock.now()
+        self._maybe_purge(now)
+        with self._tx_engine.begin() as conn:  # one transaction, also on PostgreSQL
+            for key, value, ttl in items:
+                args = {"now": now, "key": key, "value": _dumps(value), "exp": now + ttl}
+                conn.exec_driver_sql(self._put.text, self._put.args(args))
 
     def add(self, key: str, value: Any, ttl: float) -> bool:
         now = self._clock.now()
@@ -156,6 +165,12 @@ class RedisStore:
 
     def put(self, key: str, value: Any, ttl: float) -> None:
         self._redis.set(self._k(key), _dumps(value), px=self._ms(ttl))
+
+    def put_many(self, items: list[tuple[str, Any, float]]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for key, value, ttl in items:
+            pipe.set(self._k(key), _dumps(value), px=self._ms(ttl))
+        pipe.execute()
 
     def add(self, key: str, value: Any, ttl: float) -> bool:
         return bool(self._redis.set(self._k(key), _dumps(value), px=self._ms(ttl), nx=True))

@@ -382,7 +382,10 @@ def record_failure(key: str) -> bool:
 
 
 def clear_failures(key: str) -> None:
-    svc().store.delete(f"fail:{key}")
+    # Read first: most sign-ins follow no failure, and a read takes no write lock (SQLite).
+    store = svc().store
+    if store.get(f"fail:{key}") is not None:
+        store.delete(f"fail:{key}")
 
 
 def unlock(user_id: int) -> None:

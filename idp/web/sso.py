@@ -79,8 +79,12 @@ class SessionManager:
             "ua": (user_agent or "")[:300],
             "ip": ip,
         }
-        self.store.put(_SSO + sid, record, min(self.idle, self.absolute))
-        self.store.put(_PUBLIC + public_sid(sid), sid, self.absolute)
+        self.store.put_many(
+            [
+                (_SSO + sid, record, min(self.idle, self.absolute)),
+                (_PUBLIC + public_sid(sid), sid, self.absolute),
+            ]
+        )
         return result
 
     def _record(self, sid: str | None) -> dict[str, Any] | None:
