@@ -163,6 +163,29 @@ def test_missing_csrf_refused_and_nothing_changed(app, svc):
     assert counts(svc) == before
 
 
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"username": "ann", "password": GOOD, "csrf_token": "forged"}, "a forged CSRF token"),
+        ({"username": "ann", "password": "   "}, "a blank password"),
+        ({"username": "   ", "password": GOOD}, "a blank username"),
+        ({"username": "ann" + "x" * 320, "password": GOOD}, "a username over 320 characters"),
+        ({"username": "ann", "password": GOOD + "x" * 1024}, "a password over 1024 characters"),
+    ],
+)
+def test_malformed_login_posts_are_refused_and_change_nothing(app, svc, fields, why):
+    """Whatever skips the form's own validation on the common path must refuse exactly what
+    the form refuses: each of these is a 400 with the form's message, and no session."""
+    make_user(svc, "ann")
+    client = app.test_client()
+    token = csrf(client.get("/login").get_data(as_text=True))
+    before = counts(svc)
+    resp = client.post("/login", data={"csrf_token": token, **fields})
+    assert resp.status_code == 400, why
+    assert "Please fill in both fields" in resp.get_data(as_text=True)
+    assert _cookie(client) is None and counts(svc) == before
+
+
 def test_forced_change_step(app, svc):
     make_user(svc, "ann", must_change_password=True)
     client = app.test_client()

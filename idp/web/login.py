@@ -16,9 +16,10 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf.csrf import generate_csrf
+from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy import bindparam, delete, update
 from werkzeug.wrappers import Response
+from wtforms.validators import ValidationError
 
 from ..backends.chain import credential_chain
 from ..core.authn import AMR_MFA, AuthnRequest, acr_for, session_satisfies
@@ -317,47 +318,68 @@ def login():
                 return redirect(next_url or url_for("account.index"))
         return _fresh_login_page(rid, next_url, req.login_hint if req else None)
 
+    username, password = request.form.get("username", ""), request.form.get("password", "")
+    if _plainly_valid(username, password):
+        return _check_password(username, password, rid, next_url)
+    # Anything else takes the form's own validation, for its messages next to the fields.
     form = LoginForm()
     if not form.validate():
         return _login_page(form, _("Please fill in both fields and try again."), 400)
-    return _check_password(form, rid, next_url)
+    return _check_password(form.username.data, form.password.data, rid, next_url)
 
 
-def _check_password(form: LoginForm, rid: str | None, next_url: str | None):
+def _plainly_valid(username: str, password: str) -> bool:
+    """What LoginForm accepts, checked without building it (a login's hottest path): both
+    fields filled in and within their lengths, and the browser's CSRF token."""
+    if not (username.strip() and password.strip()) or len(username) > 320 or len(password) > 1024:
+        return False
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return False
+    return True
+
+
+def _check_password(username: str, password: str, rid: str | None, next_url: str | None):
+    def form() -> LoginForm:  # for a page that answers with a message
+        again = LoginForm(formdata=None, r=rid or "", next=next_url or "")
+        again.username.data = username
+        return again
+
     policy = authkit.lockout_policy()
     ip = authkit.client_ip()
     fails = authkit.ip_failures(ip)
     if policy.ip_refused(fails):
-        return _login_page(form, _("Too many attempts from your network. Try again later."), 429)
+        return _login_page(form(), _("Too many attempts from your network. Try again later."), 429)
     delay = policy.ip_delay(fails)
     if delay:
         time.sleep(delay)  # progressive delay: cheap for people, expensive for a guessing script
 
-    login_name = form.username.data.strip()
+    login_name = username.strip()
     with svc().sessions() as db:
         user = authkit.find_user(db, login_name)
         key = authkit.lock_key(user, login_name)
         if authkit.is_locked(key):
             audit(db, "login.locked", target=user.uuid if user else None)
             db.commit()
-            return _login_page(form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
+            return _login_page(form(), str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
 
-        verdict = credential_chain(svc()).verify(login_name, form.password.data)
+        verdict = credential_chain(svc()).verify(login_name, password)
         if verdict.outcome is Outcome.UNAVAILABLE:
             return _login_page(
-                form, _("Sign-in is temporarily unavailable. Please try again in a moment."), 503
+                form(), _("Sign-in is temporarily unavailable. Please try again in a moment."), 503
             )
         if verdict.outcome is Outcome.VALID and verdict.user_id is not None:
             user = db.get(User, verdict.user_id)
         if verdict.outcome is not Outcome.VALID or user is None:
-            return _failed(db, form, user, key, login_name)
+            return _failed(db, form(), user, key, login_name)
 
         state = authkit.state_of(user)
         if state != ACCOUNT_OK:
             # Only someone who knows the password gets here, so naming the state reveals nothing.
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
             db.commit()
-            return _login_page(form, str(STATE_MESSAGES[state]), 403)
+            return _login_page(form(), str(STATE_MESSAGES[state]), 403)
         authkit.clear_failures(key)
         return start_pending(
             db,
@@ -386,7 +408,6 @@ def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: s
                 reset_url=authkit.absolute("password.reset_request"),
             )
     db.commit()
-    form.password.data = ""
     return _login_page(form, str(BAD_CREDENTIALS), 401)
 
 
