@@ -111,3 +111,26 @@ def test_an_override_using_a_value_in_a_url_is_rendered_every_time(make_app, ins
     assert app.extensions["idp"].extras["kept_pages"] and not any(
         app.extensions["idp"].extras["kept_pages"].values()
     )
+
+
+def test_an_override_with_the_forms_own_token_field_still_signs_in(make_app, instance_dir):
+    """An operator's login.html written for ``{{ form.csrf_token }}`` (not ``csrf_value``) gets
+    each browser's own token in that field, from the kept page too."""
+    override = instance_dir / "templates"
+    override.mkdir(parents=True)
+    (override / "login.html").write_text(
+        '<form method="post">{{ form.csrf_token }}{{ form.r }}{{ form.next }}'
+        "{{ form.username }}{{ form.password }}</form>"
+    )
+    app = make_app()
+    make_user(app.extensions["idp"], "ann")
+    tokens = []
+    for _ in range(3):
+        client = app.test_client()
+        page = client.get("/login").get_data(as_text=True)
+        tokens.append(csrf(page))
+        resp = client.post(
+            "/login", data={"csrf_token": tokens[-1], "username": "ann", "password": GOOD}
+        )
+        assert resp.status_code == 302 and resp.headers["Location"] == "/account/"
+    assert len(set(tokens)) == 3

@@ -121,7 +121,9 @@ def _fresh_login_page(rid: str | None, next_url: str | None, username: str | Non
     values = {"csrf_value": generate_csrf(), "r": rid, "next": next_url, "username": username}
 
     def context(v: dict[str, str | None]) -> dict[str, Any]:
-        form = LoginForm(formdata=None, r=v["r"] or "", next=v["next"] or "", meta={"csrf": False})
+        form = LoginForm(formdata=None, r=v["r"] or "", next=v["next"] or "")
+        # An override written for {{ form.csrf_token }} gets the same value (or marker).
+        form.csrf_token.current_token = v["csrf_value"]
         form.username.data = v["username"]
         return {
             "form": form,
