@@ -110,6 +110,16 @@ def test_put_many_stores_every_item_with_its_own_ttl(store, backend, clock):
     assert store.get("a") is None and store.get("b") == "new"
 
 
+def test_get_many_in_the_order_asked(store, backend, clock):
+    store.put("a", {"n": 1}, 60)
+    store.put("short", 2, TTL)
+    assert store.incr("count", 60) == 1
+    assert store.get_many(["absent", "a", "count", "short"]) == [None, {"n": 1}, 1, 2]
+    assert store.get_many([]) == []
+    expire(backend, clock, PAST_TTL)
+    assert store.get_many(["short", "a"]) == [None, {"n": 1}]
+
+
 def test_put_replaces(store):
     store.put("k", 1, 60)
     store.put("k", 2, 60)

@@ -26,6 +26,9 @@ class ShortLivedStore(Protocol):
     def get(self, key: str) -> Any | None:
         """The value, or None when absent or expired."""
 
+    def get_many(self, keys: list[str]) -> list[Any | None]:
+        """``get`` of several keys in one round trip, in the order given."""
+
     def take(self, key: str) -> Any | None:
         """Get and delete in one step: of concurrent callers exactly one receives the value."""
 

@@ -76,6 +76,7 @@ class SqlStore:
                           .returning(t.value, t.expires_at))
         self._delete = _Sql(engine, delete(_TABLE).where(t.key == key))
         self._purge = _Sql(engine, delete(_TABLE).where(expired))
+        self._get_many: dict[int, _Sql] = {}
 
     def _run(self, sql: _Sql, now: float, **params: Any) -> Any:
         """One statement in its own transaction; its first row, if it returns rows."""
@@ -114,6 +115,24 @@ class SqlStore:
         value, counter = row
         # A counter made by incr() has no value: read it as its number, as Redis does.
         return counter if value is None else json.loads(value)
+
+    def get_many(self, keys: list[str]) -> list[Any | None]:
+        if not keys:
+            return []
+        sql = self._get_many.get(len(keys))
+        if sql is None:  # one statement per number of keys, built once (a handful in use)
+            t = _TABLE.c
+            names = [bindparam(f"k{i}") for i in range(len(keys))]
+            stmt = select(t.key, t.value, t.counter).where(
+                t.key.in_(names), t.expires_at > bindparam("now")
+            )
+            sql = self._get_many[len(keys)] = _Sql(self._tx_engine, stmt)
+        args = {f"k{i}": k for i, k in enumerate(keys)}
+        with self._engine.begin() as conn:
+            rows = conn.exec_driver_sql(sql.text, sql.args({"now": self._clock.now(), **args}))
+            found = {key: (counter if value is None else json.loads(value))
+                     for key, value, counter in rows}
+        return [found.get(k) for k in keys]
 
     def take(self, key: str) -> Any | None:
         now = self._clock.now()
@@ -178,6 +197,12 @@ class RedisStore:
     def get(self, key: str) -> Any | None:
         raw = self._redis.get(self._k(key))
         return None if raw is None else json.loads(raw)
+
+    def get_many(self, keys: list[str]) -> list[Any | None]:
+        if not keys:
+            return []
+        return [None if raw is None else json.loads(raw)
+                for raw in self._redis.mget([self._k(k) for k in keys])]
 
     def take(self, key: str) -> Any | None:
         raw = self._redis.getdel(self._k(key))

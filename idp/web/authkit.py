@@ -367,6 +367,12 @@ def is_locked(key: str) -> bool:
     return svc().store.get(f"lock:{key}") is not None
 
 
+def lock_state(key: str) -> tuple[bool, bool]:
+    """(locked, failures counted) for an account key, in one store round trip."""
+    lock, fails = svc().store.get_many([f"lock:{key}", f"fail:{key}"])
+    return lock is not None, fails is not None
+
+
 def record_failure(key: str) -> bool:
     """Count a failed login for an account key; True when this failure locked it."""
     policy = lockout_policy()
@@ -382,10 +388,7 @@ def record_failure(key: str) -> bool:
 
 
 def clear_failures(key: str) -> None:
-    # Read first: most sign-ins follow no failure, and a read takes no write lock (SQLite).
-    store = svc().store
-    if store.get(f"fail:{key}") is not None:
-        store.delete(f"fail:{key}")
+    svc().store.delete(f"fail:{key}")
 
 
 def unlock(user_id: int) -> None:

@@ -361,7 +361,8 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
     with svc().sessions() as db:
         user = authkit.find_user(db, login_name)
         key = authkit.lock_key(user, login_name)
-        if authkit.is_locked(key):
+        locked, failures_counted = authkit.lock_state(key)
+        if locked:
             audit(db, "login.locked", target=user.uuid if user else None)
             db.commit()
             return _login_page(form(), str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
@@ -382,7 +383,8 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
             db.commit()
             return _login_page(form(), str(STATE_MESSAGES[state]), 403)
-        authkit.clear_failures(key)
+        if failures_counted:  # most sign-ins follow none: no write then
+            authkit.clear_failures(key)
         return start_pending(
             db,
             user,
