@@ -331,3 +331,23 @@ def test_compiled_templates_are_reused_with_the_instance_override_loader(make_ap
     # No per-request up-to-date check or recompilation: the same compiled template object.
     assert app.jinja_env.auto_reload is False
     assert app.jinja_env.get_template("login.html") is first
+
+
+def test_a_login_reads_the_user_row_once_and_the_store_three_times(make_app, database):
+    """The password check takes the user the login found (no second lookup); the lockout state
+    (lock and failure counter) is one store read; with no failure counted nothing is deleted."""
+    app = make_app(**database)
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    client = app.test_client()
+    token = csrf(client.get("/login").get_data(as_text=True))
+    with _Statements(svc.engine) as seen:
+        resp = client.post("/login", data={"csrf_token": token, "username": "ann",
+                                           "password": GOOD})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/account/"
+    user_reads = [s for s in seen if s.lstrip().upper().startswith("SELECT") and "FROM users" in s]
+    assert len(user_reads) == 1, user_reads
+    store_reads = [s for s in seen if "FROM kv_store" in s and s.lstrip().startswith("SELECT")]
+    assert len(store_reads) == 2, store_reads  # the IP throttle, then lock + failure counter
+    deletes = [s for s in seen if s.lstrip().startswith("DELETE FROM kv_store")]
+    assert not [s for s in deletes if re.search(r'kv_store\."?key"? =', s)]  # (purges aside)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, func, or_, select, update
 
 from ..core.credentials import Outcome, Verdict
@@ -22,6 +24,7 @@ _REHASH = (
 
 class LocalPasswordBackend:
     id = "local"
+    takes_known_user = True  # the login's own lookup of the user spares ours
 
     def __init__(self, svc: Services, hasher: PasswordHasher) -> None:
         self.svc = svc
@@ -30,11 +33,13 @@ class LocalPasswordBackend:
     def handles(self, kind: str) -> bool:
         return kind == "password"
 
-    def verify(self, login: str, secret: str) -> Verdict:
+    def verify(self, login: str, secret: str, known: Any = None) -> Verdict:
         login = login.strip()
-        # A plain connection, released before the hash: no ORM session is needed for a read.
-        with self.svc.engine.connect() as conn:
-            user = conn.execute(_BY_LOGIN, {"login": login.lower()}).first()
+        user = known
+        if user is None:
+            # A plain connection, released before the hash: no ORM session for a read.
+            with self.svc.engine.connect() as conn:
+                user = conn.execute(_BY_LOGIN, {"login": login.lower()}).first()
         if user is None or user.source not in ("local", "scim"):
             # Equal cost for unknown users: a hash is computed either way.
             self.hasher.verify(secret, None)

@@ -42,18 +42,26 @@ class CredentialBackend(Protocol):
         """Kinds: "password" for now; OTP and WebAuthn steps have their own modules."""
 
     def verify(self, login: str, secret: str) -> Verdict:
-        """Return NOT_MINE when ``login`` is not an account this backend serves."""
+        """Return NOT_MINE when ``login`` is not an account this backend serves. A backend
+        with ``takes_known_user = True`` is called as ``verify(login, secret, known)``, where
+        ``known`` is the user row the caller already found for ``login`` (None: not looked
+        up), to use instead of reading the user again."""
 
 
 class CredentialChain:
     def __init__(self, backends: list[CredentialBackend]) -> None:
         self.backends = backends
 
-    def verify(self, login: str, secret: str, kind: str = "password") -> Verdict:
+    def verify(
+        self, login: str, secret: str, kind: str = "password", known: Any = None
+    ) -> Verdict:
         for backend in self.backends:
             if not backend.handles(kind):
                 continue
-            verdict = backend.verify(login, secret)
+            if getattr(backend, "takes_known_user", False):
+                verdict = backend.verify(login, secret, known)
+            else:
+                verdict = backend.verify(login, secret)
             if verdict.outcome is not Outcome.NOT_MINE:
                 verdict.backend = verdict.backend or backend.id
                 return verdict

@@ -367,7 +367,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
             db.commit()
             return _login_page(form(), str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
 
-        verdict = credential_chain(svc()).verify(login_name, password)
+        verdict = credential_chain(svc()).verify(login_name, password, known=user)
         if verdict.outcome is Outcome.UNAVAILABLE:
             return _login_page(
                 form(), _("Sign-in is temporarily unavailable. Please try again in a moment."), 503
