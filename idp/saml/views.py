@@ -454,13 +454,11 @@ def _respond(
     idp: SamlIdp,
     params: dict[str, Any],
     result: AuthnResult,
-    subject: _Subject | Response | tuple[str, int] | None = None,
+    subject: _Subject | Response | tuple[str, int],
 ):
-    """The signed response for ``result``; ``subject`` when the caller read it already (its
-    database transaction is over: no store write happens inside it)."""
-    if subject is None:
-        with idp.svc.sessions.begin() as db:
-            subject = _subject(idp, params, result, db, _user(db, result))
+    """The signed response for ``result`` about ``subject`` (read by the caller, whose database
+    transaction is over: the session write below must not happen inside it), or the refusal
+    ``_subject`` answered instead."""
     if not isinstance(subject, _Subject):
         return subject
     svc = idp.svc
