@@ -24,8 +24,8 @@ from wtforms import SubmitField
 from ..app import services
 from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
 from ..errors import new_reference
-from ..storage.models import User
 from ..storage.models_oauth import Consent
+from ..web.authkit import load_user
 from ..web.sso import sessions
 from .clients import OAuthClient
 from .server import DictRequest, Subject, engine
@@ -327,7 +327,7 @@ def _to_login(mgr, want: AuthnRequest, params: dict[str, Any], now: float) -> Re
 
 def _active_user(svc, result: AuthnResult) -> Subject | None:
     with svc.sessions() as db:
-        user = db.scalar(select(User).where(User.uuid == result.user_uuid))
+        user = load_user(db, uuid=result.user_uuid)
         if user is None or user.status != "active":
             return None
         return Subject(user.id, user.uuid)

@@ -23,12 +23,11 @@ from saml2.saml import NameID
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
 from saml2.time_util import str_to_time
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
-from sqlalchemy import select
 
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
-from ..web.authkit import locale_hints
+from ..web.authkit import load_user, locale_hints
 from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
@@ -354,7 +353,7 @@ def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
 
 
 def _user(db: Any, result: AuthnResult) -> User | None:
-    return db.scalar(select(User).where(User.uuid == result.user_uuid))
+    return load_user(db, uuid=result.user_uuid)
 
 
 @bp.get("/saml/resume")

@@ -171,10 +171,15 @@ def init_ui(app: Flask) -> None:
 # --- who is signed in ---------------------------------------------------------------------------
 
 
+# Built once: SQLAlchemy keeps a statement's cache key on the object, and building it anew on
+# every sign-in cost more than the query itself (0.27 -> 0.19 ms in a SAML sign-in).
+_USER_BY_UUID = select(User).where(User.uuid == bindparam("uuid"))
+
+
 def load_user(db: Session, user_id: int | None = None, uuid: str | None = None) -> User | None:
     if user_id is not None:
         return db.get(User, user_id)
-    return db.scalar(select(User).where(User.uuid == uuid)) if uuid else None
+    return db.scalar(_USER_BY_UUID, {"uuid": uuid}) if uuid else None
 
 
 _LOGIN = bindparam("login")

@@ -152,7 +152,7 @@ def required_acr_values(req: AuthnRequest, user_uuid: str) -> list[str]:
     not answer it; the login steps up), else ``[]``. Users in their grace period without a
     factor get ``[]``, as at the login."""
     with svc().sessions() as db:
-        user = db.scalar(select(User).where(User.uuid == user_uuid))
+        user = authkit.load_user(db, uuid=user_uuid)
         return required_acr_for(db, user, req) if user is not None else []
 
 
