@@ -16,18 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import base_overrides, init_database
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip (locally) or fail (in CI) when a tier's dependency is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI needs this tier: {reason}")
-    pytest.skip(reason)
+from support import base_overrides, init_database, require
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import base_overrides, init_database
 from sqlalchemy import func, select
+from support import base_overrides, init_database
 
 from idp.clock import FrozenClock
 from idp.services import Services, build_services

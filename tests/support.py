@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a tier's dependency is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI needs this tier: {reason}")
+    pytest.skip(reason)
 
 
 def base_overrides(instance: Path, **extra: Any) -> dict[str, Any]:

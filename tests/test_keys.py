@@ -14,10 +14,10 @@ from pathlib import Path
 
 import jwt as pyjwt
 import pytest
-from conftest import base_overrides, init_database
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt as jose_jwt
+from support import base_overrides, init_database
 
 from idp.cli import main
 from idp.clock import FrozenClock

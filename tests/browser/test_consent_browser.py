@@ -6,23 +6,12 @@ Screenshots go to artifacts/browser/."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from browser_kit import (  # noqa: E402, F401 (fixtures)
-    browser_fixture,
-    page_fixture,
-    serve_fixture,
-    server_fixture,
-    shot,
-)
-from login_kit import GOOD, make_user  # noqa: E402
+from browser_kit import shot
+from login_kit import GOOD, make_user
 
 
 class RelyingParty:

@@ -5,23 +5,12 @@ German-speaking browser. Screenshots go to artifacts/browser/."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from browser_kit import shot
+from login_kit import link_in, make_user, outbox, user_row
 
-from browser_kit import (  # noqa: E402, F401 (fixtures)
-    browser_fixture,
-    page_fixture,
-    serve_fixture,
-    server_fixture,
-    shot,
-)
-from login_kit import link_in, make_user, outbox, user_row  # noqa: E402
-
-from idp.storage.models import Company  # noqa: E402
+from idp.storage.models import Company
 
 NEW = "Fresh-Cactus-Lamp-42"
 

@@ -8,19 +8,13 @@ Screenshots go to artifacts/browser/."""
 from __future__ import annotations
 
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import pytest
+from browser_kit import shot
+from login_kit import GOOD, make_user
 from sqlalchemy import select
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from browser_kit import browser_fixture, page_fixture, shot  # noqa: E402, F401 (fixtures)
-from conftest import base_overrides, init_database  # noqa: E402
-from login_kit import GOOD, make_user  # noqa: E402
+from support import base_overrides, init_database
 
 
 @pytest.fixture

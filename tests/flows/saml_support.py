@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import base_overrides, init_database
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from support import base_overrides, init_database
 from werkzeug.serving import make_server
 
 FORM_RE = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.I | re.S)

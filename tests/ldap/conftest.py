@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import require
 from sqlalchemy import func, select
+from support import require
 
 from . import slapd_server as slapd_mod
 
