@@ -134,3 +134,14 @@ def test_an_override_with_the_forms_own_token_field_still_signs_in(make_app, ins
         )
         assert resp.status_code == 302 and resp.headers["Location"] == "/account/"
     assert len(set(tokens)) == 3
+
+
+def test_pages_are_kept_per_mount_point(make_app):
+    """Served under two prefixes (SCRIPT_NAME), each page links under its own."""
+    app = make_app()
+    for _ in range(2):
+        for root in ("", "/idp"):
+            page = app.test_client().get(
+                "/login", base_url=f"http://localhost{root}"
+            ).get_data(as_text=True)
+            assert f'href="{root}/login/first"' in page

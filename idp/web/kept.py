@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import render_template
+from flask import render_template, request
 from markupsafe import escape
 
 from .authkit import html_lang, svc
@@ -39,7 +39,9 @@ def render_kept(
     builds the template's context from the values (or their markers); ``shape`` names anything
     else the page depends on. Both must not hold per-request data beyond ``values``."""
     kept = svc().extras.setdefault("kept_pages", {})
-    key = (template, html_lang(), shape, frozenset(k for k, v in values.items() if v is not None))
+    # The mount point is in the key too: links are built under it.
+    present = frozenset(k for k, v in values.items() if v is not None)
+    key = (template, html_lang(), request.script_root, shape, present)
     shell = kept.get(key)
     if shell is None:
         marked = {k: None if v is None else _mark(k) for k, v in values.items()}
