@@ -18,6 +18,7 @@ from sqlalchemy import delete, exists, func, select, update
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
 from ..storage.models_mfa import MfaBackupCode
+from .enrolment import ClauseEnrolled
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 LENGTH = 8
@@ -88,7 +89,7 @@ def remove_all(db: Any, user_id: int) -> None:
     db.execute(delete(MfaBackupCode).where(MfaBackupCode.user_id == user_id))
 
 
-class BackupCodeFactor:
+class BackupCodeFactor(ClauseEnrolled):
     id = "backup"
     amr = AMR_OTP
     label = _l("Backup code")
@@ -99,13 +100,6 @@ class BackupCodeFactor:
             return None
         # Enrolled while at least one code is left: the last one spent ends the enrolment.
         return exists().where(MfaBackupCode.user_id == user_id, MfaBackupCode.used_at.is_(None))
-
-    def enrolled(self, svc: Any, user: Any) -> bool:
-        clause = self.enrolled_clause(svc, user.id)
-        if clause is None:
-            return False
-        with svc.sessions() as db:
-            return bool(db.scalar(select(clause)))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         return {"prompt": _l("Enter one of your backup codes (XXXX-XXXX). Each works once.")}

@@ -24,6 +24,7 @@ from sqlalchemy import exists, select
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
 from ..storage.models_mfa import MfaOtpChannel
+from .enrolment import ClauseEnrolled
 
 log = logging.getLogger("idp.mfa")
 
@@ -96,7 +97,7 @@ def mask(kind: str, destination: str) -> str:
     return "*" * max(len(destination) - 3, 0) + destination[-3:]
 
 
-class CodeFactor:
+class CodeFactor(ClauseEnrolled):
     """The e-mail (``kind="email"``) or SMS (``kind="sms"``) code factor."""
 
     def __init__(self, kind: str, deliver: Deliver) -> None:
@@ -108,10 +109,6 @@ class CodeFactor:
 
     def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
         return exists().where(MfaOtpChannel.user_id == user_id, MfaOtpChannel.kind == self.id)
-
-    def enrolled(self, svc: Any, user: Any) -> bool:
-        with svc.sessions() as db:
-            return bool(db.scalar(select(self.enrolled_clause(svc, user.id))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         with svc.sessions() as db:

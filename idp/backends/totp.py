@@ -18,11 +18,12 @@ from typing import Any
 import pyotp
 import segno
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, or_, update
 
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
 from ..storage.models_mfa import MfaTotp
+from .enrolment import ClauseEnrolled
 
 log = logging.getLogger("idp.mfa")
 
@@ -139,7 +140,7 @@ def remove(db: Any, user_id: int) -> bool:
     return True
 
 
-class TotpFactor:
+class TotpFactor(ClauseEnrolled):
     id = "totp"
     amr = AMR_OTP
     label = _l("Authenticator app")
@@ -147,10 +148,6 @@ class TotpFactor:
 
     def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
         return exists().where(MfaTotp.user_id == user_id)
-
-    def enrolled(self, svc: Any, user: Any) -> bool:
-        with svc.sessions() as db:
-            return bool(db.scalar(select(self.enrolled_clause(svc, user.id))))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         return {"prompt": _l("Enter the code shown in your authenticator app.")}

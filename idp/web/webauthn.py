@@ -40,6 +40,7 @@ from wtforms import StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 from wtforms.validators import ValidationError as WTFValidationError
 
+from ..backends.enrolment import ClauseEnrolled
 from ..backends.webauthn import (
     CounterRegression,
     WebAuthnError,
@@ -163,7 +164,7 @@ def _uuid_of(user_id: int) -> str | None:
 # --- the second factor --------------------------------------------------------------------------
 
 
-class WebAuthnFactor:
+class WebAuthnFactor(ClauseEnrolled):
     """A registered security key or passkey as the second factor. Its form posts the
     assertion (JSON) in ``credential`` beside the usual ``code`` (set to "webauthn") to the MFA
     step, so failures count and lock like wrong codes."""
@@ -178,13 +179,6 @@ class WebAuthnFactor:
         if not relying_party(svc).enabled:
             return None
         return exists().where(WebAuthnCredential.user_id == user_id)
-
-    def enrolled(self, svc: Any, user: Any) -> bool:
-        clause = self.enrolled_clause(svc, user.id)
-        if clause is None:
-            return False
-        with svc.sessions() as db:
-            return bool(db.scalar(select(clause)))
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
         rp = relying_party(svc)
