@@ -443,14 +443,14 @@ def remove(cred_id: int):
     return redirect(url_for("webauthn.manage"))
 
 
-def _guard_registration() -> tuple[Response, int] | None:
+def _registrant(db) -> User | tuple[Response, int]:
+    """The signed-in user adding a key, signed in recently enough; else the error to answer
+    (404 when security keys are switched off; the request guard's refusal)."""
     if not relying_party(svc()).enabled:
         abort(404)
-    return _guard()
-
-
-def _registrant(db) -> User | tuple[Response, int]:
-    """The signed-in user adding a key, signed in recently enough; else the error to answer."""
+    refused = _guard()
+    if refused:
+        return refused
     user = authkit.require_user(db)
     if not isinstance(user, User):
         return _error("signed_out", 401)
@@ -461,9 +461,6 @@ def _registrant(db) -> User | tuple[Response, int]:
 
 @bp.route("/webauthn/register/options", methods=["POST"])
 def register_options():
-    refused = _guard_registration()
-    if refused:
-        return refused
     with svc().sessions() as db:
         user = _registrant(db)
         if not isinstance(user, User):
@@ -478,9 +475,6 @@ def register_options():
 
 @bp.route("/webauthn/register/verify", methods=["POST"])
 def register_verify():
-    refused = _guard_registration()
-    if refused:
-        return refused
     with svc().sessions() as db:
         user = _registrant(db)
         if not isinstance(user, User):
