@@ -305,9 +305,10 @@ def test_client_policy_and_acr_step_up_in_the_id_token(make_app, clock):
     assert claims["amr"] == ["pwd", "otp"] and claims["acr"] == "urn:idp:acr:mfa"
 
 
-def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_app, clock):
-    app, svc = _app(make_app, clock, remember_days=30)
-    secret = _client_app(svc, "wiki")
+def _single_factor_session_at_wiki(app, svc, clock):
+    """Ann enrols TOTP and has this browser remembered, signs out, then signs in to "wiki" with
+    her password only (the remembered device skips the second factor). Returns (client, the
+    redirect to wiki, her TOTP secret)."""
     uid = make_user(svc, "ann")
     t = enrol_totp(svc, uid)
     client = app.test_client()
@@ -316,7 +317,13 @@ def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_
     client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(as_text=True))})
     resp = _authorize(client, "wiki")
     rid = parse_qs(urlsplit(resp.headers["Location"]).query)["r"][0]
-    resp = _follow_to_rp(client, password_then_step(client, "ann", r=rid))
+    return client, _follow_to_rp(client, password_then_step(client, "ann", r=rid)), t
+
+
+def test_step_up_by_acr_values_for_an_enrolled_user_with_remembered_device(make_app, clock):
+    app, svc = _app(make_app, clock, remember_days=30)
+    secret = _client_app(svc, "wiki")
+    client, resp, t = _single_factor_session_at_wiki(app, svc, clock)
     claims = _id_token(app, "wiki", secret, resp.headers["Location"])
     assert claims["amr"] == ["pwd"] and claims["acr"] == "urn:idp:acr:1fa"
     # The client asks for more: the remembered device does not stand in for it.
@@ -377,15 +384,7 @@ def test_client_policy_is_not_bypassed_by_an_existing_single_factor_session(make
     app, svc = _app(make_app, clock, policies=["client:payroll"], remember_days=30)
     _client_app(svc, "payroll")
     wiki_secret = _client_app(svc, "wiki")
-    uid = make_user(svc, "ann")
-    t = enrol_totp(svc, uid)
-    client = app.test_client()
-    password_then_step(client, "ann")
-    submit_code(client, code_at(t, clock), remember=True)
-    client.post("/logout", data={"csrf_token": csrf(client.get("/logout").get_data(as_text=True))})
-    resp = _authorize(client, "wiki")
-    rid = parse_qs(urlsplit(resp.headers["Location"]).query)["r"][0]
-    resp = _follow_to_rp(client, password_then_step(client, "ann", r=rid))
+    client, resp, _ = _single_factor_session_at_wiki(app, svc, clock)
     claims = _id_token(app, "wiki", wiki_secret, resp.headers["Location"])
     assert claims["acr"] == "urn:idp:acr:1fa"  # the session is single-factor
     resp = _authorize(client, "payroll")
