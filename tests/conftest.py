@@ -61,6 +61,25 @@ def make_app(instance_dir: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def clock():
+    """A frozen clock for tests that move time (a module may define its own)."""
+    from idp.clock import FrozenClock
+
+    return FrozenClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def app(make_app, clock):
+    """An initialised app on the frozen ``clock`` (a module may define its own)."""
+    return make_app(clock=clock)
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["idp"]
+
+
+@pytest.fixture
 def pg_admin_url() -> str:
     url = os.environ.get("IDP_TEST_DATABASE_URL", "")
     require(url.startswith("postgresql"), "IDP_TEST_DATABASE_URL (PostgreSQL) is not set")

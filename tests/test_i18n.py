@@ -114,11 +114,6 @@ def app(make_app):
     return make_app()
 
 
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
 @pytest.mark.parametrize(
     ("header", "lang", "words"),
     [

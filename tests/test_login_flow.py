@@ -15,11 +15,6 @@ def app(make_app):
     return make_app()
 
 
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
 def _save_request(app, **kw) -> str:
     with app.test_request_context():
         mgr = SessionManager(app.extensions["idp"])

@@ -24,22 +24,6 @@ from mfa_kit import (
 )
 
 from idp.backends import backup_codes
-from idp.clock import FrozenClock
-
-
-@pytest.fixture
-def clock():
-    return FrozenClock(1_800_000_000.0)
-
-
-@pytest.fixture
-def app(make_app, clock):
-    return make_app(clock=clock)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
 
 
 def _codes(svc, uid, n=None):

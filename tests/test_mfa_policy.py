@@ -20,17 +20,11 @@ from mfa_kit import (
 )
 from sqlalchemy import select
 
-from idp.clock import FrozenClock
 from idp.core.policy import MfaPolicy, MfaRule, MfaSubject, mfa_requirement
 from idp.storage.directory import Directory
 from idp.storage.models import User
 
 RP = "https://rp.example.org/cb"
-
-
-@pytest.fixture
-def clock():
-    return FrozenClock(1_800_000_000.0)
 
 
 def _app(make_app, clock, **mfa):

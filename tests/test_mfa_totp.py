@@ -21,24 +21,8 @@ from mfa_kit import (
 )
 from sqlalchemy import select
 
-from idp.clock import FrozenClock
 from idp.storage.models_mfa import MfaTotp
 from idp.web.sso import COOKIE, SessionManager
-
-
-@pytest.fixture
-def clock():
-    return FrozenClock(1_800_000_000.0)
-
-
-@pytest.fixture
-def app(make_app, clock):
-    return make_app(clock=clock)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
 
 
 def _session(app, client):

@@ -33,16 +33,6 @@ def clock():
 
 
 @pytest.fixture
-def app(make_app, clock):
-    return make_app(clock=clock)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
-@pytest.fixture
 def ann(app, svc):
     """Ann, signed in with her password just now (no second factor yet)."""
     make_user(svc, "ann", given_name="Ann")
