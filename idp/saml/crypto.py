@@ -66,7 +66,7 @@ def safe_parser() -> etree.XMLParser:
 _local = threading.local()
 
 
-def _parse(text: str | bytes) -> etree._Element:
+def parse_xml(text: str | bytes) -> etree._Element:
     parser = getattr(_local, "parser", None)
     if parser is None:
         parser = _local.parser = safe_parser()
@@ -114,7 +114,7 @@ class InProcessBackend(CryptoBackendXmlSec1):
     # --- signatures ------------------------------------------------------------------------------
 
     def sign_statement(self, statement, node_name, key_file, node_id):
-        root = _parse(statement if isinstance(statement, (str, bytes)) else str(statement))
+        root = parse_xml(statement if isinstance(statement, (str, bytes)) else str(statement))
         xmlsec.tree.add_ids(root, ["ID"])
         node = _find_by_id(root, node_name, node_id)
         signature = node.find(f"{{{DSIG_NS}}}Signature")
@@ -131,7 +131,7 @@ class InProcessBackend(CryptoBackendXmlSec1):
         with open(cert_file, "rb") as fh:
             cert = fh.read()
         try:
-            root = _parse(signedtext)
+            root = parse_xml(signedtext)
             xmlsec.tree.add_ids(root, ["ID"])
             node = _find_by_id(root, node_name, node_id)
             signature = node.find(f"{{{DSIG_NS}}}Signature")

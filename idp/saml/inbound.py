@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
-from .crypto import SAML_NS, safe_parser
+from .crypto import SAML_NS, parse_xml
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 # Largest encoded message accepted and largest XML after inflating; SAML requests are a few KiB.
@@ -34,6 +34,8 @@ class Inbound:
     issuer: str | None
     id: str | None
     issue_instant: str | None
+    # The checked document, for readers that need more than the above.
+    root: etree._Element | None = field(default=None, compare=False, repr=False)
 
 
 def _b64(data: str) -> bytes:
@@ -73,7 +75,7 @@ def inspect(xml: bytes) -> Inbound:
     if b"<!DOCTYPE" in xml.upper() or b"<!ENTITY" in xml.upper():
         raise BadMessage("the SAML message contains a DTD, which is not allowed")
     try:
-        root = etree.fromstring(xml, safe_parser())
+        root = parse_xml(xml)
     except etree.XMLSyntaxError:
         raise BadMessage("the SAML message is not well-formed XML") from None
     tree = root.getroottree()
@@ -98,4 +100,5 @@ def inspect(xml: bytes) -> Inbound:
         issuer=issuer,
         id=root.get("ID"),
         issue_instant=root.get("IssueInstant"),
+        root=root,
     )

@@ -32,6 +32,7 @@ from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
+from .authnrequest import AuthnRequestFields, from_pysaml2, has_xml_signature, read_unsigned
 from .bindings import (
     RedirectSignatureError,
     has_redirect_signature,
@@ -193,21 +194,29 @@ def _remember_id(idp: SamlIdp, msg: Inbound, kind: str) -> None:
         raise BadMessage("this request was already used (replay)")
 
 
-def _choose_acs(idp: SamlIdp, sp: SpInfo, req) -> str:
+def _choose_acs(
+    idp: SamlIdp,
+    sp: SpInfo,
+    protocol_binding: str | None = None,
+    acs_url: str | None = None,
+    acs_index: int | None = None,
+) -> str:
+    """The ACS the response goes to: the one the request names, which must be in the SP's
+    metadata, else the SP's default HTTP-POST ACS (saml-profiles 4.1.4.1)."""
     endpoints = idp.acs_endpoints(sp)
     posts = [e for e in endpoints if e.get("binding") == BINDING_HTTP_POST]
-    if req.protocol_binding and req.protocol_binding != BINDING_HTTP_POST:
+    if protocol_binding and protocol_binding != BINDING_HTTP_POST:
         raise BadMessage("only the HTTP-POST binding is offered for responses")
-    if req.assertion_consumer_service_url:
-        url = req.assertion_consumer_service_url.strip()
+    if acs_url:
+        url = acs_url.strip()
         if not any(e.get("location") == url for e in posts):
             raise BadMessage(
                 "the AssertionConsumerServiceURL is not in the service provider's metadata"
             )
         return url
-    if req.assertion_consumer_service_index is not None:
+    if acs_index is not None:
         for e in posts:
-            if str(e.get("index")) == str(req.assertion_consumer_service_index).strip():
+            if _as_index(e.get("index")) == acs_index:
                 return e["location"]
         raise BadMessage(
             "the AssertionConsumerServiceIndex is not in the service provider's metadata"
@@ -218,14 +227,17 @@ def _choose_acs(idp: SamlIdp, sp: SpInfo, req) -> str:
     return (default or posts)[0]["location"]
 
 
+def _as_index(value: Any) -> int | None:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
 def _parse_from_sp(idp: SamlIdp, msg: Inbound, tag: str, kind: str, what: str):
     """The first checks of every inbound request: its type, an issuer we know, and pysaml2's
-    parse. Returns (SP, parsed message) or raises BadMessage."""
-    if msg.root_tag != tag:
-        raise BadMessage(f"the message is not {kind}")
-    sp = idp.sp(msg.issuer)
-    if sp is None:
-        raise BadMessage("the request comes from an unknown service provider")
+    parse (which verifies an XML signature). Returns (SP, parsed message) or raises BadMessage."""
+    sp = _known_sender(idp, msg, tag, kind)
     server = idp.engine().server
     parse = server.parse_authn_request if tag == "AuthnRequest" else server.parse_logout_request
     try:
@@ -237,18 +249,35 @@ def _parse_from_sp(idp: SamlIdp, msg: Inbound, tag: str, kind: str, what: str):
     return sp, parsed.message
 
 
+def _known_sender(idp: SamlIdp, msg: Inbound, tag: str, kind: str) -> SpInfo:
+    if msg.root_tag != tag:
+        raise BadMessage(f"the message is not {kind}")
+    sp = idp.sp(msg.issuer)
+    if sp is None:
+        raise BadMessage("the request comes from an unknown service provider")
+    return sp
+
+
+def _authn_request_fields(idp: SamlIdp, msg: Inbound) -> tuple[SpInfo, AuthnRequestFields]:
+    """An unsigned request is read from the tree ``inspect`` checked; one with an XML
+    signature goes through pysaml2, which verifies it (``idp.saml.authnrequest``)."""
+    if msg.root is not None and not has_xml_signature(msg.root):
+        sp = _known_sender(idp, msg, "AuthnRequest", "an AuthnRequest")
+        return sp, read_unsigned(msg.root)
+    sp, req = _parse_from_sp(idp, msg, "AuthnRequest", "an AuthnRequest", "the request")
+    return sp, from_pysaml2(req)
+
+
 def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
     """The validation pipeline for an AuthnRequest, in order."""
-    sp, req = _parse_from_sp(idp, msg, "AuthnRequest", "an AuthnRequest", "the request")
-    if req.id != msg.id or (req.issuer is None or req.issuer.text.strip() != sp.entity_id):
+    sp, req = _authn_request_fields(idp, msg)
+    if req.id != msg.id or req.issuer != sp.entity_id:
         raise BadMessage("the request is not consistent")
-    _check_signature(
-        idp, sp, binding, "SAMLRequest", req.signature is not None, idp.sp_wants_signed_requests(sp)
-    )
+    _check_signature(idp, sp, binding, "SAMLRequest", req.signed, idp.sp_wants_signed_requests(sp))
     _check_time(idp, msg)
     if req.destination and req.destination != idp.sso_url:
         raise BadMessage("the request is addressed to another destination")
-    acs_url = _choose_acs(idp, sp, req)
+    acs_url = _choose_acs(idp, sp, req.protocol_binding, req.acs_url, req.acs_index)
     checked = _Checked(
         sp=sp,
         request_id=req.id,
@@ -256,21 +285,20 @@ def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
         name_id_format=None,
         acr_classes=[],
         comparison=None,
-        force_authn=str(req.force_authn).lower() == "true",
-        is_passive=str(req.is_passive).lower() == "true",
+        force_authn=req.force_authn,
+        is_passive=req.is_passive,
     )
-    policy = req.name_id_policy
-    if policy is not None and policy.format and policy.format != NAME_ID_FORMATS["unspecified"]:
-        short = FORMAT_NAMES.get(policy.format.strip())
+    fmt = req.name_id_format
+    if fmt and fmt != NAME_ID_FORMATS["unspecified"]:
+        short = FORMAT_NAMES.get(fmt.strip())
         if short is None:
             raise _StatusError(
                 checked, ST_INVALID_NAMEID, "the requested NameID format is not offered"
             )
         checked.name_id_format = short
-    rac = req.requested_authn_context
-    if rac is not None:
-        checked.acr_classes = [c.text.strip() for c in rac.authn_context_class_ref if c.text]
-        checked.comparison = rac.comparison
+    if req.has_requested_context:
+        checked.acr_classes = req.acr_classes
+        checked.comparison = req.comparison
         try:
             wanted_acr(checked.acr_classes, checked.comparison)
         except NoAuthnContext as exc:
@@ -499,13 +527,8 @@ def idp_initiated():
     if relay and len(relay) > MAX_RELAY_STATE:
         return _error_page(400, "RelayState is too long.")
 
-    class _NoRequest:
-        protocol_binding = None
-        assertion_consumer_service_url = None
-        assertion_consumer_service_index = None
-
     try:
-        acs_url = _choose_acs(idp, sp, _NoRequest())
+        acs_url = _choose_acs(idp, sp)
     except BadMessage as exc:
         return _error_page(400, str(exc))
     params = {
@@ -545,8 +568,7 @@ def slo():
 
 
 def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
-    sp, req = _parse_from_sp(idp, msg, "LogoutRequest", "a LogoutRequest",
-                             "the logout request")
+    sp, req = _parse_from_sp(idp, msg, "LogoutRequest", "a LogoutRequest", "the logout request")
     _check_signature(
         idp,
         sp,

@@ -95,39 +95,65 @@ BOMB = (
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "why"),
     [
-        pytest.param(lambda idp: authn_request_xml(idp, prolog=XXE), id="xxe"),
-        pytest.param(lambda idp: authn_request_xml(idp, prolog=BOMB), id="entity-expansion"),
+        pytest.param(lambda idp: authn_request_xml(idp, prolog=XXE), "a DTD", id="xxe"),
+        pytest.param(
+            lambda idp: authn_request_xml(idp, prolog=BOMB), "a DTD", id="entity-expansion"
+        ),
         pytest.param(
             lambda idp: authn_request_xml(
                 idp, name_id="<saml:NameID>admin<!-- x -->@evil.example</saml:NameID>"
             ),
+            "comments or elements",
             id="comment-in-nameid",
         ),
         pytest.param(
             lambda idp: authn_request_xml(idp, issuer="https://unknown.example/sp"),
+            "unknown service provider",
             id="unknown-issuer",
         ),
         pytest.param(
             lambda idp: authn_request_xml(idp, issuer="https://sp.example.org<!-- -->/metadata"),
+            "comments or elements",
             id="comment-in-issuer",
         ),
-        pytest.param(lambda idp: "<samlp:AuthnRequest", id="not-xml"),
+        pytest.param(
+            lambda idp: authn_request_xml(
+                idp, issuer=f"{SP}</saml:Issuer><saml:Issuer>https://evil.example/sp"
+            ),
+            "repeated element",
+            id="two-issuers",
+        ),
+        pytest.param(
+            lambda idp: authn_request_xml(idp).replace("Version='2.0'", "Version='1.1'"),
+            "not SAML 2.0",
+            id="not-saml-2.0",
+        ),
+        pytest.param(
+            lambda idp: authn_request_xml(idp).replace(" ID=", " ForceAuthn='maybe' ID="),
+            "ForceAuthn is not a boolean",
+            id="bad-boolean",
+        ),
+        pytest.param(lambda idp: "<samlp:AuthnRequest", "not well-formed", id="not-xml"),
     ],
 )
-def test_malformed_or_untrusted_requests_are_refused(env, make):
+def test_malformed_or_untrusted_requests_are_refused(env, make, why):
+    """Each refused for its own reason (named on the page), before the signature check that
+    this SP's unsigned requests would fail anyway."""
     idp, _, browser, _ = env
     before = state(idp)
     xml = make(idp)
     r = browser.get(f"{idp.url}/saml/sso", params={"SAMLRequest": deflate(xml)}, timeout=10)
     assert_refused(r, before, idp)
+    assert why in r.text
     r = browser.post(
         f"{idp.url}/saml/sso",
         data={"SAMLRequest": base64.b64encode(xml.encode()).decode()},
         timeout=10,
     )
     assert_refused(r, before, idp)
+    assert why in r.text
 
 
 def test_unsigned_request_refused_when_signing_is_required(env):
