@@ -132,3 +132,35 @@ def test_encrypted_assertion_decrypts_and_keeps_its_signature(keys):
     doc = etree.fromstring(etree.tostring(assertion))
     _verify(doc, doc, idp_cert)
     assert doc.findtext(".//saml:AttributeValue", None, NS) == "ann@example.org"
+
+
+def test_every_value_arrives_as_given_and_cannot_add_markup(keys):
+    """The document is written as text and parsed: each value must come out of the parsed
+    tree exactly as it went in (quotes, ampersands, TAB, LF and CR too), and a value shaped
+    like markup stays a value."""
+    signer, idp_cert, _, _ = keys
+    tricky = 'a"b\'c&d<e>f\tg\nh\ri]]>'
+    acs = 'https://sp.example/acs?x=1&y="2"'
+    root = etree.fromstring(
+        _build(
+            signer,
+            acs_url=acs,
+            in_response_to="_r<\"'&",
+            name_id=IssuedNameId("unspecified", tricky),
+            attributes=[
+                Attr("urn:x:" + tricky, URI, tricky, [tricky, '</saml:AttributeValue><x y="']),
+            ],
+        )
+    )
+    assertion = root.find("saml:Assertion", NS)
+    _verify(root, assertion, idp_cert)
+    _verify(root, root, idp_cert)
+    assert root.get("Destination") == acs
+    assert root.get("InResponseTo") == "_r<\"'&"
+    data = assertion.find("saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData", NS)
+    assert (data.get("Recipient"), data.get("InResponseTo")) == (acs, "_r<\"'&")
+    assert assertion.findtext("saml:Subject/saml:NameID", None, NS) == tricky
+    (attr,) = assertion.iterfind(".//saml:Attribute", NS)
+    assert (attr.get("Name"), attr.get("FriendlyName")) == ("urn:x:" + tricky, tricky)
+    assert [v.text for v in attr] == [tricky, '</saml:AttributeValue><x y="']
+    assert root.find(".//x") is None

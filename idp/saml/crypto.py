@@ -105,6 +105,7 @@ class InProcessBackend(CryptoBackendXmlSec1):
             raise ValueError("the SAML signing key must be an RSA key")
         cert = x509.load_pem_x509_certificate(cert_pem)
         self._cert_b64 = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self._signature_template = self._make_signature_template()
         self.block_algorithm = AES128_GCM
 
     @property
@@ -162,26 +163,37 @@ class InProcessBackend(CryptoBackendXmlSec1):
         # The enveloped-signature transform removes the Signature before digesting: the
         # element as it is now, without one, is exactly what a verifier digests.
         digest = hashlib.sha256(etree.tostring(node, method="c14n", exclusive=True)).digest()
-        ds = f"{{{DSIG_NS}}}"
-        signature = etree.Element(ds + "Signature", nsmap={"ds": DSIG_NS})
-        info = etree.SubElement(signature, ds + "SignedInfo")
-        etree.SubElement(info, ds + "CanonicalizationMethod", Algorithm=EXC_C14N)
-        etree.SubElement(info, ds + "SignatureMethod", Algorithm=RSA_SHA256)
-        ref = etree.SubElement(info, ds + "Reference", URI="#" + node_id)
-        transforms = etree.SubElement(ref, ds + "Transforms")
-        etree.SubElement(transforms, ds + "Transform", Algorithm=ENVELOPED)
-        etree.SubElement(transforms, ds + "Transform", Algorithm=EXC_C14N)
-        etree.SubElement(ref, ds + "DigestMethod", Algorithm=SHA256)
-        etree.SubElement(ref, ds + "DigestValue").text = base64.b64encode(digest).decode()
-        value = etree.SubElement(signature, ds + "SignatureValue")
-        key_info = etree.SubElement(signature, ds + "KeyInfo")
-        x509 = etree.SubElement(key_info, ds + "X509Data")
-        etree.SubElement(x509, ds + "X509Certificate").text = self._cert_b64
+        signature = copy.deepcopy(self._signature_template)
+        info, value = signature[0], signature[1]
+        ref = info[2]
+        ref.set("URI", "#" + node_id)
+        ref[2].text = base64.b64encode(digest).decode()
         issuer.addnext(signature)
         # SignedInfo is canonicalized where it sits (exclusive c14n: only ds is rendered).
         signed = etree.tostring(info, method="c14n", exclusive=True)
         raw = self._rsa.sign(signed, padding.PKCS1v15(), hashes.SHA256())
         value.text = base64.b64encode(raw).decode()
+
+    def _make_signature_template(self) -> etree._Element:
+        """The ds:Signature every ``sign_node`` copies: SignedInfo (exclusive c14n,
+        RSA-SHA256, one Reference with the enveloped-signature and exclusive c14n transforms,
+        SHA-256), an empty SignatureValue, our certificate in KeyInfo."""
+        ds = f"{{{DSIG_NS}}}"
+        signature = etree.Element(ds + "Signature", nsmap={"ds": DSIG_NS})
+        info = etree.SubElement(signature, ds + "SignedInfo")
+        etree.SubElement(info, ds + "CanonicalizationMethod", Algorithm=EXC_C14N)
+        etree.SubElement(info, ds + "SignatureMethod", Algorithm=RSA_SHA256)
+        ref = etree.SubElement(info, ds + "Reference", URI="")
+        transforms = etree.SubElement(ref, ds + "Transforms")
+        etree.SubElement(transforms, ds + "Transform", Algorithm=ENVELOPED)
+        etree.SubElement(transforms, ds + "Transform", Algorithm=EXC_C14N)
+        etree.SubElement(ref, ds + "DigestMethod", Algorithm=SHA256)
+        etree.SubElement(ref, ds + "DigestValue")
+        etree.SubElement(signature, ds + "SignatureValue")
+        key_info = etree.SubElement(signature, ds + "KeyInfo")
+        x509 = etree.SubElement(key_info, ds + "X509Data")
+        etree.SubElement(x509, ds + "X509Certificate").text = self._cert_b64
+        return signature
 
     # --- encryption ------------------------------------------------------------------------------
 
