@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from babel import Locale
 from flask import (
     Flask,
     current_app,
@@ -104,6 +106,13 @@ def _select_locale() -> str:
     return request.accept_languages.best_match(offered) or offered[0]
 
 
+@lru_cache(maxsize=64)
+def _babel_locale(tag: str) -> Locale:
+    """Flask-Babel takes a Locale as it is and parses a string anew on every request (a
+    file-system check each time): the few configured languages are parsed once."""
+    return Locale.parse(tag.replace("-", "_"))
+
+
 def locale_hints(*, user_locale: str | None = None, ui_locales: list[str] | None = None) -> None:
     """Tell the selector what this request learnt (the user, the pending request) and drop a
     language chosen earlier in the request, so the page renders in the right one."""
@@ -146,7 +155,7 @@ def init_ui(app: Flask) -> None:
     own = Path(settings.instance_dir) / "translations"
     Babel(
         app,
-        locale_selector=_select_locale,
+        locale_selector=lambda: _babel_locale(_select_locale()),
         default_translation_directories=f"{TRANSLATIONS};{own}",
     )
     # Operators override any template by putting a file of the same name here.

@@ -49,9 +49,13 @@ def render_kept(
         rest = _MARKER.sub("", page)
         wanted = {k for k, v in marked.items() if v}
         usable = set(_MARKER.findall(page)) == wanted and not any(b in rest for b in _BROKEN)
+        # Split once at the markers: text, name, text, name, ..., text.
+        shell = tuple(_MARKER.split(page)) if usable else ()
         if len(kept) < 256:  # languages x shapes: a handful; the bound is only a safeguard
-            kept[key] = page if usable else ""
-        shell = page if usable else ""
+            kept[key] = shell
     if not shell:
         return render_template(template, **context(values))
-    return _MARKER.sub(lambda m: str(escape(values[m.group(1)])), shell)
+    parts = list(shell)
+    for i in range(1, len(parts), 2):
+        parts[i] = escape(values[parts[i]])
+    return "".join(parts)
