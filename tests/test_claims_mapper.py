@@ -414,6 +414,8 @@ def test_rule_changes_made_by_another_worker_are_seen_at_once(realm):
         seen = _statements(worker_a)
         assert _names(worker_a, uid) == before
         assert not [s for s in seen if "claim_rules" in s], "rules were not served from the cache"
+        # The RBAC and the claims generations (both kept in rbac_state) in one read.
+        assert len([s for s in seen if "rbac_state" in s]) == 1
 
         with worker_b.sessions.begin() as db:
             rule = api.save_rule(

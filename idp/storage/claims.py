@@ -36,7 +36,7 @@ from .models import (
     SamlServiceProvider,
     User,
 )
-from .rbac import cached_graph, grants_for, load_graph
+from .rbac import cached_graph, forget_generations, grants_for, load_graph, state_generation
 
 __all__ = [
     "SamlAttribute",
@@ -164,6 +164,7 @@ _caches_lock = threading.Lock()
 def bump_claims_generation(session: Session) -> None:
     """Make every worker's cached rules stale once this transaction commits."""
     session.info[_DIRTY] = True
+    forget_generations(session)
     done = session.execute(
         update(RbacState)
         .where(RbacState.id == CLAIMS_STATE_ID)
@@ -173,14 +174,8 @@ def bump_claims_generation(session: Session) -> None:
         session.add(RbacState(id=CLAIMS_STATE_ID, generation=1))
 
 
-# A Core statement on the session's connection: this runs on every sign-in, and the ORM
-# execution path costs several times the query itself.
-_STATE = RbacState.__table__
-_GENERATION = select(_STATE.c.generation).where(_STATE.c.id == CLAIMS_STATE_ID)
-
-
 def claims_generation(db: Session) -> int:
-    return int(db.connection().execute(_GENERATION).scalar() or 0)
+    return state_generation(db, CLAIMS_STATE_ID)
 
 
 @event.listens_for(Session, "before_flush")

@@ -66,6 +66,7 @@ class AccessDenied(IdPError):
 def bump_generation(session: Session) -> None:
     """Mark every cached result stale once this transaction commits."""
     session.info[_DIRTY] = True
+    forget_generations(session)
     done = session.execute(
         update(RbacState).where(RbacState.id == 1).values(generation=RbacState.generation + 1)
     )
@@ -102,6 +103,7 @@ def _bump_on_bulk(state: Any) -> None:
 def _clear_flag(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_DIRTY, None)
+        forget_generations(session)
 
 
 def generation(db: Session) -> int:
@@ -109,7 +111,23 @@ def generation(db: Session) -> int:
 
 
 # Read on every sign-in: a Core statement on the session's connection, built once.
-_GENERATION = select(RbacState.__table__.c.generation).where(RbacState.__table__.c.id == 1)
+_STATE_ROWS = select(RbacState.__table__.c.id, RbacState.__table__.c.generation)
+_GENERATIONS = "idp.state_generations"
+
+
+def forget_generations(session: Session) -> None:
+    session.info.pop(_GENERATIONS, None)
+
+
+def state_generation(db: Session, row: int) -> int:
+    """The generation in row ``row`` of ``rbac_state`` (1: RBAC, 2: claims rules). A sign-in
+    asks for both, so every row is read in one statement, once per transaction; a change in
+    this transaction marks it dirty, and dirty transactions do not use the caches these
+    generations key."""
+    memo = db.info.get(_GENERATIONS)
+    if memo is None:
+        memo = db.info[_GENERATIONS] = dict(db.connection().execute(_STATE_ROWS).all())
+    return int(memo.get(row) or 0)
 
 
 class _GraphCache:
@@ -134,7 +152,7 @@ def cached_graph(db: Session, user_id: int) -> core.Graph:
         return load_graph(db, user_id)
     # Read before the graph: a graph loaded after a concurrent change is newer than the
     # generation it is kept under, never older.
-    gen = int(db.connection().execute(_GENERATION).scalar() or 0)
+    gen = state_generation(db, 1)
     engine = db.get_bind()
     with _graph_lock:
         cache = _graph_caches.get(engine)
