@@ -24,6 +24,7 @@ from idp.core.steps import enrolled_factors, factors
 from idp.storage.models import Group, GroupMember, User
 from idp.storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaTotp
 from idp.storage.models_webauthn import WebAuthnCredential
+from idp.storage.store import SqlStore
 
 
 def _ids(svc, user, db=None) -> list[str]:
@@ -35,20 +36,31 @@ def _one_by_one(svc, user) -> list[str]:
 
 
 class _Statements:
-    """SQL statements the engine runs while the block is open."""
+    """SQL statements the engine runs while the block is open; with ``store``, also those the
+    store runs on SQLite's DBAPI connections directly (which SQLAlchemy's events don't see)."""
 
-    def __init__(self, engine) -> None:
-        self.engine, self.seen = engine, []
+    def __init__(self, engine, store=None) -> None:
+        self.engine, self.store, self.seen = engine, store, []
 
     def _hook(self, _conn, _cur, statement, *_rest) -> None:
         self.seen.append(statement)
 
     def __enter__(self):
         event.listen(self.engine, "before_cursor_execute", self._hook)
+        if isinstance(self.store, SqlStore):
+            run = self.store._sqlite_rows
+
+            def recorded(text, args):
+                self.seen.append(text)
+                return run(text, args)
+
+            self.store._sqlite_rows = recorded
         return self.seen
 
     def __exit__(self, *exc) -> None:
         event.remove(self.engine, "before_cursor_execute", self._hook)
+        if isinstance(self.store, SqlStore):
+            del self.store._sqlite_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -341,7 +353,7 @@ def test_a_login_reads_the_user_row_once_and_the_store_three_times(make_app, dat
     make_user(svc, "ann")
     client = app.test_client()
     token = csrf(client.get("/login").get_data(as_text=True))
-    with _Statements(svc.engine) as seen:
+    with _Statements(svc.engine, svc.store) as seen:
         resp = client.post("/login", data={"csrf_token": token, "username": "ann",
                                            "password": GOOD})
     assert resp.status_code == 302 and resp.headers["Location"] == "/account/"
