@@ -521,7 +521,10 @@ def test_membership_changes_by_another_worker_are_seen_at_once(realm):
         def memberships() -> list[str]:
             with worker_a.sessions() as db:
                 claims = api.oidc_claims(
-                    db, uid, client_id="app", scopes=["openid", "groups", "roles"],
+                    db,
+                    uid,
+                    client_id="app",
+                    scopes=["openid", "groups", "roles"],
                     clock=realm.clock,
                 )
             return sorted(claims.get("groups", [])) + sorted(claims.get("roles", []))
@@ -534,8 +537,9 @@ def test_membership_changes_by_another_worker_are_seen_at_once(realm):
         with worker_b.sessions.begin() as db:
             d = Directory(db, realm.clock)
             user = d.user_by_username("ann")
-            d.add_member(d.create_group("vpn"), user, expires_at=realm.clock.utcnow()
-                         + timedelta(minutes=5))
+            d.add_member(
+                d.create_group("vpn"), user, expires_at=realm.clock.utcnow() + timedelta(minutes=5)
+            )
             d.assign_role(user, d.role_by_name("Administrator"))
         assert memberships() == ["it", "vpn", "Administrator", "Auditor", "admin"]
         assert groups in _names(worker_a, uid)
@@ -548,3 +552,31 @@ def test_membership_changes_by_another_worker_are_seen_at_once(realm):
         assert memberships() == ["Administrator", "Auditor"]
     finally:
         worker_b.engine.dispose()
+
+
+def test_the_read_only_user_view_gives_the_same_subject_and_attributes(realm):
+    """SAML SSO reads the user through idp.storage.userview (one Core statement): the subject
+    and the released attributes are those of the ORM user, organization included, and the
+    view has no password hash."""
+    from idp.storage.models import User
+    from idp.storage.userview import user_view
+
+    with realm.session() as db:
+        uid = _user(db, realm.clock)
+        db.get(User, uid).password_hash = "secret-hash"
+        db.add(
+            ClaimRule(sp_entity_id=SP, rule={"saml_name": "dept", "source": {"type": "department"}})
+        )
+    with realm.session() as db:
+        orm = db.get(User, uid)
+        view = user_view(db, orm.uuid)
+        assert view is not None and user_view(db, "no-such-uuid") is None
+        assert (view.id, view.username, view.custom) == (uid, "ann", orm.custom)
+        assert view.company.name == "Acme" and view.department.name == "Platform"
+        assert view.position.names == {"de": "Ingenieur"}
+        with pytest.raises(AttributeError):
+            view.password_hash  # noqa: B018
+        assert api.load_subject(db, uid, user=view) == api.load_subject(db, uid)
+        by_view = api.saml_attributes(db, uid, sp_entity_id=SP, user=view)
+        assert by_view == api.saml_attributes(db, uid, sp_entity_id=SP)
+        assert ("dept", ["Platform"]) in [(a.name, a.values) for a in by_view]

@@ -123,7 +123,7 @@ def user_attributes(db: Session, user: User, sp_entity_id: str, now: datetime) -
         return _basic_attributes(db, user, now)
     return [
         Attr(a.name, a.name_format, a.friendly_name, [str(v) for v in a.values])
-        for a in saml_attributes(db, user.id, sp_entity_id=sp_entity_id)
+        for a in saml_attributes(db, user.id, sp_entity_id=sp_entity_id, user=user)
     ]
 
 

@@ -27,7 +27,8 @@ from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
-from ..web.authkit import load_user, locale_hints
+from ..storage.userview import UserView, user_view
+from ..web.authkit import locale_hints
 from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
@@ -345,7 +346,7 @@ def _relay_state() -> str | None:
     return relay if relay and len(relay) <= MAX_RELAY_STATE else None
 
 
-def _with_mfa_policy(areq: AuthnRequest, db: Any, user: User | None) -> AuthnRequest:
+def _with_mfa_policy(areq: AuthnRequest, db: Any, user: User | UserView | None) -> AuthnRequest:
     """An MFA policy for this user at this SP (idp.web.mfa) raises the bar, so a single-factor
     session does not answer the SP: the login steps up instead."""
     if user is not None:
@@ -380,8 +381,9 @@ def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
     return redirect(f"/login?r={rid}")
 
 
-def _user(db: Any, result: AuthnResult) -> User | None:
-    return load_user(db, uuid=result.user_uuid)
+def _user(db: Any, result: AuthnResult) -> UserView | None:
+    """The signed-in user, read-only: a SAML response only reads (idp.storage.userview)."""
+    return user_view(db, result.user_uuid)
 
 
 @bp.get("/saml/resume")
@@ -451,7 +453,7 @@ class _Subject:
 
 
 def _subject(
-    idp: SamlIdp, params: dict[str, Any], result: AuthnResult, db: Any, user: User | None
+    idp: SamlIdp, params: dict[str, Any], result: AuthnResult, db: Any, user: UserView | None
 ) -> _Subject | Response | tuple[str, int]:
     """The SP, NameID and attributes for a response, or the answer that refuses it."""
     sp = idp.sp(params["sp"])

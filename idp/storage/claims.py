@@ -94,9 +94,13 @@ def _org(row: Company | Department | Position | None) -> core.OrgName | None:
     return core.OrgName(row.name, dict(row.names or {}), getattr(row, "slug", None))
 
 
-def load_subject(db: Session, user_id: int, *, clock: Clock | None = None) -> core.Subject:
-    """The user, their live groups and roles and their place in the organization."""
-    user = db.get(User, user_id)
+def load_subject(
+    db: Session, user_id: int, *, clock: Clock | None = None, user: Any = None
+) -> core.Subject:
+    """The user, their live groups and roles and their place in the organization. ``user``
+    is the user when the caller holds it already (a ``User``, or a ``UserView``)."""
+    if user is None:
+        user = db.get(User, user_id)
     if user is None:
         raise NotFound(f"no user with id {user_id}")
     now = (clock or Clock()).utcnow()
@@ -290,12 +294,18 @@ def oidc_claims(
 
 
 def saml_attributes(
-    db: Session, user_id: int, *, sp_entity_id: str, clock: Clock | None = None
+    db: Session,
+    user_id: int,
+    *,
+    sp_entity_id: str,
+    clock: Clock | None = None,
+    user: Any = None,
 ) -> list[SamlAttribute]:
     """Attributes for a SAML assertion to ``sp_entity_id``: realm defaults, overridden per SP
-    (a per-SP rule replaces the default with the same ``saml_name``)."""
+    (a per-SP rule replaces the default with the same ``saml_name``). ``user`` as for
+    ``load_subject``."""
     rules = _rules_for(db, sp_entity_id=sp_entity_id)
-    return core.map_saml(rules, load_subject(db, user_id, clock=clock))
+    return core.map_saml(rules, load_subject(db, user_id, clock=clock, user=user))
 
 
 def save_rule(
