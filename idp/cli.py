@@ -190,7 +190,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the IdP with granian (WSGI), several worker processes."""
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
 
     settings = load_settings()
     host = host or settings.server.host
@@ -236,6 +236,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         port=port,
         workers=workers,
         blocking_threads=threads,
+        http=HTTPModes.http1 if settings.server.http == "1" else HTTPModes.auto,
         log_access=False,
         respawn_failed_workers=True,
     ).serve()

@@ -295,6 +295,8 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
     for key in ("workers", "threads", "trusted_proxies"):
         if srv[key] < 0:
             raise ConfigError(f"setting server.{key} must not be negative")
+    if srv["http"] not in ("1", "auto"):
+        raise ConfigError('setting server.http must be "1" or "auto"')
 
     log = s["logging"]
     log["level"] = log["level"].upper()

@@ -218,6 +218,42 @@ def test_two_worker_processes_serve(server):
     assert len(out.split()) == 2, out
 
 
+def _h2_settings_frame_back(port: int) -> bool:
+    """Whether the server answers an HTTP/2 prior-knowledge preface with a SETTINGS frame."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        try:
+            data = sock.recv(64)
+        except (TimeoutError, ConnectionResetError):
+            data = b""
+    return len(data) >= 9 and data[3] == 0x04
+
+
+def test_http1_by_default(server):
+    """server.http = "1": HTTP/1.1 only (less CPU per request than also sniffing for HTTP/2);
+    an h2c preface gets no HTTP/2 answer, HTTP/1.1 keeps working."""
+    assert not _h2_settings_frame_back(server["port"])
+    assert requests.get(f"{server['base']}/healthz", timeout=5).status_code == 200
+
+
+def test_http_auto_also_speaks_http2(server):
+    """server.http = "auto": the same instance, served again, answers the h2c preface."""
+    port = free_port()
+    env = {**server["env"], "IDP_SERVER_HTTP": "auto", "IDP_ISSUER": f"http://127.0.0.1:{port}"}
+    proc = subprocess.Popen(
+        [server["idp"], "serve", "--workers", "1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", 200, 60)
+        assert _h2_settings_frame_back(port)
+    finally:
+        stop(proc, signal.SIGINT)
+
+
 def test_startup_output_names_the_urls(server):
     server["log"].flush()
     text = Path(server["log"].name).read_text()
