@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from lxml import etree
 
 from .crypto import SAML_NS, parse_xml
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
+_NAME_ID = f"{{{SAML_NS}}}NameID"
+_ISSUER = f"{{{SAML_NS}}}Issuer"
 # Largest encoded message accepted and largest XML after inflating; SAML requests are a few KiB.
 MAX_ENCODED = 64 * 1024
 MAX_XML = 256 * 1024
@@ -36,6 +40,22 @@ class Inbound:
     issue_instant: str | None
     # The checked document, for readers that need more than the above.
     root: etree._Element | None = field(default=None, compare=False, repr=False)
+
+
+# xs:dateTime in UTC (saml-core 1.3.3), fractional seconds allowed; like pysaml2 we also take
+# one without the "Z". An offset is refused: SAML times carry no time zone.
+_INSTANT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?Z?", re.ASCII)
+
+
+def utc_instant(value: str | None) -> float | None:
+    """A SAML time as a Unix timestamp, or None when it is not one."""
+    m = _INSTANT.fullmatch(value or "")
+    if m is None:
+        return None
+    try:
+        return datetime(*(int(x) for x in m.groups()), tzinfo=UTC).timestamp()
+    except ValueError:  # month 13, February 30th...
+        return None
 
 
 def _b64(data: str) -> bytes:
@@ -86,13 +106,14 @@ def inspect(xml: bytes) -> Inbound:
     ns, _, local = root.tag[1:].partition("}")
     if ns != SAMLP_NS:
         raise BadMessage("the SAML message is not a SAML protocol message")
-    if next(root.iter(etree.ProcessingInstruction, etree.Entity), None) is not None:
-        raise BadMessage("the SAML message contains processing instructions or entities")
-    for name in ("NameID", "Issuer"):
-        for el in root.iter(f"{{{SAML_NS}}}{name}"):
-            if any(not isinstance(child.tag, str) for child in el) or len(el):
-                raise BadMessage(f"the {name} of the SAML message has comments or elements in it")
-    issuer_el = root.find(f"{{{SAML_NS}}}Issuer")
+    for el in root.iter():  # one walk for every check below
+        tag = el.tag
+        if tag is etree.ProcessingInstruction or tag is etree.Entity:
+            raise BadMessage("the SAML message contains processing instructions or entities")
+        if (tag == _NAME_ID or tag == _ISSUER) and len(el):  # a comment is a child too
+            name = "NameID" if tag == _NAME_ID else "Issuer"
+            raise BadMessage(f"the {name} of the SAML message has comments or elements in it")
+    issuer_el = root.find(_ISSUER)
     issuer = issuer_el.text.strip() if issuer_el is not None and issuer_el.text else None
     return Inbound(
         xml=xml,

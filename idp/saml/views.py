@@ -8,7 +8,6 @@ every check passed.
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import hmac
 import logging
@@ -21,7 +20,6 @@ from flask import Blueprint, Response, g, redirect, render_template, request
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
-from saml2.time_util import str_to_time
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
@@ -41,7 +39,7 @@ from .bindings import (
     verify_redirect_signature,
 )
 from .engine import SamlIdp, SpInfo, b64, saml_idp
-from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect
+from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect, utc_instant
 from .registry import FORMAT_NAMES, NAME_ID_FORMATS
 from .response import Statement
 from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
@@ -173,10 +171,9 @@ def _check_signature(
 def _check_time(idp: SamlIdp, msg: Inbound) -> None:
     if not msg.issue_instant:
         raise BadMessage("the request has no IssueInstant")
-    try:
-        issued = float(calendar.timegm(str_to_time(msg.issue_instant)))
-    except (ValueError, TypeError, OverflowError):
-        raise BadMessage("the request's IssueInstant is not a valid time") from None
+    issued = utc_instant(msg.issue_instant)
+    if issued is None:
+        raise BadMessage("the request's IssueInstant is not a valid time")
     now = idp.svc.clock.now()
     skew = idp.cfg.clock_skew
     if issued > now + skew:

@@ -224,10 +224,19 @@ def test_expired_and_future_requests_are_refused(env):
 
         db.get(SamlServiceProvider, SP).settings = {"want_authn_requests_signed": False}
     before = state(idp)
-    for instant in (_now(-3600), _now(3600)):
-        xml = authn_request_xml(idp, instant=instant, rid=f"_t{instant[-3:-1]}")
+    cases = [
+        (_now(-3600), "expired"),
+        (_now(3600), "in the future"),
+        # SAML times are UTC without an offset (saml-core 1.3.3); no parser error leaks out.
+        (_now().replace("Z", "+01:00"), "not a valid time"),
+        ("2026-13-01T00:00:00Z", "not a valid time"),
+        ("yesterday", "not a valid time"),
+    ]
+    for i, (instant, why) in enumerate(cases):
+        xml = authn_request_xml(idp, instant=instant, rid=f"_t{i}")
         r = browser.get(f"{idp.url}/saml/sso", params={"SAMLRequest": deflate(xml)}, timeout=10)
         assert_refused(r, before, idp)
+        assert why in r.text
 
 
 def test_oversized_and_non_deflated_payloads_are_refused(env):
