@@ -56,7 +56,8 @@ def authn_requests(draw) -> tuple[str, bool]:
     """(XML, whether an element that may appear once is repeated)."""
     attrs = "".join(
         [
-            ' ID="_r1" IssueInstant="2026-11-21T10:00:00Z"',
+            _attr("ID", draw(st.sampled_from(["_r1", "_r1", "", None]))),
+            _attr("IssueInstant", draw(st.sampled_from(["2026-11-21T10:00:00Z"] * 3 + [None]))),
             _attr("Version", draw(st.sampled_from(["2.0", "2.0", "1.1", None]))),
             _attr("Destination", draw(st.none() | uris)),
             _attr("ProtocolBinding", draw(st.none() | uris)),

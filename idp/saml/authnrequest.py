@@ -92,6 +92,8 @@ def read_unsigned(root: etree._Element) -> AuthnRequestFields:
         raise BadMessage("the message is not an AuthnRequest")
     if root.get("Version") != "2.0":
         raise BadMessage("the request is not SAML 2.0")
+    if not root.get("ID") or not root.get("IssueInstant"):  # required (saml-core 3.2.1)
+        raise BadMessage("the request has no ID or no IssueInstant")
     seen: set[str] = set()
     for child in root:
         tag = child.tag
