@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,6 +47,21 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
 _JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session (the CSRF token lives there), with its serializer built
+    once per secret key instead of on every request, also those that never touch the
+    session (a SAML sign-in)."""
+
+    _built: tuple[Any, Any] | None = None
+
+    def get_signing_serializer(self, app: Flask):
+        keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        built = self._built
+        if built is None or built[0] != keys:
+            built = self._built = (keys, super().get_signing_serializer(app))
+        return built[1]
+
+
 def services() -> Services:
     from flask import current_app
 
@@ -67,6 +83,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = svc
+    app.session_interface = _CookieSessions()
     if settings.server.trusted_proxies:
         n = settings.server.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
