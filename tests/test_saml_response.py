@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import xmlsec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from idp.saml.crypto import InProcessBackend
-from idp.saml.response import Statement, build_response
+from idp.saml.response import _NOT_XML, Statement, build_response
 from idp.saml.subject import Attr, IssuedNameId
 
 sys.path.insert(0, str(Path(__file__).parent / "flows"))
@@ -164,3 +166,51 @@ def test_every_value_arrives_as_given_and_cannot_add_markup(keys):
     assert (attr.get("Name"), attr.get("FriendlyName")) == ("urn:x:" + tricky, tricky)
     assert [v.text for v in attr] == [tricky, '</saml:AttributeValue><x y="']
     assert root.find(".//x") is None
+
+
+_ANY_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from('&<>"\'\t\n\r ]]>=#;x:/'),
+        st.characters(codec="utf-8"),  # any code point, XML-illegal ones too (they are dropped)
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    value=_ANY_TEXT,
+    name=_ANY_TEXT,
+    acs=_ANY_TEXT,
+    sign=st.sampled_from([(True, True), (True, False), (False, True)]),
+)
+def test_canonical_text_verifies_for_any_values(keys, value, name, acs, sign):
+    """The Response is written in exclusive-c14n form (idp.saml.response): for any values,
+    libxmlsec1 -- which canonicalizes what it parsed -- verifies each signature, and every
+    value reads back as given (less the characters XML cannot carry)."""
+    signer, idp_cert, _, _ = keys
+    sign_response, sign_assertion = sign
+    xml = _build(
+        signer,
+        acs_url=acs,
+        in_response_to=value or None,
+        name_id=IssuedNameId("unspecified", value, name or None),
+        attributes=[Attr("urn:x:" + name, URI, value or None, [value, name])],
+        sign_response=sign_response,
+        sign_assertion=sign_assertion,
+    )
+    root = etree.fromstring(xml)
+    assertion = root.find("saml:Assertion", NS)
+    if sign_assertion:
+        _verify(root, assertion, idp_cert)
+    if sign_response:
+        _verify(root, root, idp_cert)
+    clean = _NOT_XML.sub("", value)
+    assert (assertion.findtext("saml:Subject/saml:NameID", None, NS) or "") == clean
+    assert (root.get("Destination") or "") == _NOT_XML.sub("", acs)
+    values = [v.text or "" for v in assertion.iterfind(".//saml:AttributeValue", NS)]
+    assert values == [clean, _NOT_XML.sub("", name)]

@@ -1,13 +1,17 @@
-"""The Web SSO ``<Response>`` (saml-profiles 4.1.4.2) built and signed as one lxml tree.
+"""The Web SSO ``<Response>`` (saml-profiles 4.1.4.2), written as text in canonical form.
 
-pysaml2 builds a Response from its own element classes, serializes it with ElementTree, and
-hands the text to the crypto backend once per signature, which parses and re-serializes the
-whole document each time; its attribute policy machinery runs even with nothing to filter.
-For the sign-in hot path that was most of the response's cost. Here the document is written
-once as text, every value escaped, and parsed into one lxml tree; the Assertion is signed
-(then encrypted, when the SP asks for it), the Response is signed over the result, and the
-tree is serialized once. The XML is the same
-shape pysaml2 produced: saml-core 2.3.3 (Assertion), 2.4 (Subject, bearer
+pysaml2 builds a Response from its own element classes, serializes it, and hands the text to
+the crypto backend once per signature, which parses and re-serializes the whole document each
+time. Here the Response and its Assertion are written directly in their exclusive XML
+canonical form (xml-exc-c14n: sorted attributes, namespace declarations where they are first
+used, no empty-element tags, c14n escaping), so each digest is the SHA-256 of a string we
+already hold: no parse, no tree, no canonicalization pass. The only difference between what
+is digested and what is sent is ``xmlns:xs`` on each AttributeValue (for its
+``xsi:type="xs:string"``), which exclusive c14n leaves out because no element or attribute
+name uses it. Verifiers canonicalize what they parse and get the digested bytes back; the
+tests check every signature with libxmlsec1 and with two SP libraries, on generated values.
+
+The elements are those of saml-core 2.3.3 (Assertion), 2.4 (Subject, bearer
 SubjectConfirmation), 2.5 (Conditions, AudienceRestriction), 2.7.2 (AuthnStatement), 2.7.3
 (AttributeStatement) and 3.2.2 / 3.3.3 (Response); enveloped RSA-SHA256 signatures with
 SHA-256 digests over exclusive c14n, referencing the signed element's ID (saml-core 5.4).
@@ -20,9 +24,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from lxml import etree
-
-from .crypto import InProcessBackend, parse_xml
+from .crypto import InProcessBackend
 from .subject import Attr, IssuedNameId
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -35,17 +37,22 @@ STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 
 # Characters XML 1.0 cannot carry (a profile field with a control character must not turn
 # the sign-in into an error): dropped from text and attribute values.
-_SPECIAL = re.compile('[&<>"\t\n\r]')
-_ESCAPES = {
+_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Escaping as canonical XML writes it (C14N 1.0, 2.3): text and attribute values differ.
+_TEXT_SPECIAL = re.compile("[&<>\r]")
+_TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"}
+_ATTR_SPECIAL = re.compile('[&<"\t\n\r]')
+_ATTR_ESCAPES = {
     "&": "&amp;",
     "<": "&lt;",
-    ">": "&gt;",
     '"': "&quot;",
-    "\t": "&#9;",
-    "\n": "&#10;",
-    "\r": "&#13;",
+    "\t": "&#x9;",
+    "\n": "&#xA;",
+    "\r": "&#xD;",
 }
-_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Where the output declares xs (see the module text); the canonical form has nothing there.
+_XS_SLOT = "\x01"
+_XS_DECLARATION = f' xmlns:xs="{XS_NS}"'
 
 
 @dataclass(frozen=True)
@@ -73,37 +80,42 @@ def _clean(value: str) -> str:
     return _NOT_XML.sub("", value)
 
 
-def _t(value: str) -> str:
-    """Text or an attribute value, escaped. TAB, LF and CR as references: in an attribute
-    that keeps them through attribute-value normalization (XML 1.0 3.3.3), in text a CR
-    through line-end handling; the parsed tree holds the characters themselves."""
+def _text(value: str) -> str:
     value = _clean(value)
-    if _SPECIAL.search(value) is None:
+    if _TEXT_SPECIAL.search(value) is None:
         return value
-    return _SPECIAL.sub(lambda m: _ESCAPES[m[0]], value)
+    return _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m[0]], value)
 
 
 def _attrs(**attrs: str | None) -> str:
-    return "".join(f' {k}="{_t(v)}"' for k, v in attrs.items() if v is not None)
+    """Unqualified attributes in canonical order (by name), escaped; None leaves one out."""
+    out = []
+    for name in sorted(attrs):
+        value = attrs[name]
+        if value is None:
+            continue
+        value = _clean(value)
+        if _ATTR_SPECIAL.search(value) is not None:
+            value = _ATTR_SPECIAL.sub(lambda m: _ATTR_ESCAPES[m[0]], value)
+        out.append(f' {name}="{value}"')
+    return "".join(out)
 
 
-def _issuer(entity_id: str) -> str:
-    return f'<saml:Issuer Format="{ENTITY_FORMAT}">{_t(entity_id)}</saml:Issuer>'
+def _issuer(entity_id: str, declare: bool) -> str:
+    ns = f' xmlns:saml="{SAML_NS}"' if declare else ""
+    return f'<saml:Issuer{ns} Format="{ENTITY_FORMAT}">{_text(entity_id)}</saml:Issuer>'
 
 
 def _attribute_statement(attributes: list[Attr]) -> str:
     out = ["<saml:AttributeStatement>"]
     for a in attributes:
-        out.append(
-            "<saml:Attribute"
-            + _attrs(Name=a.name, NameFormat=a.name_format, FriendlyName=a.friendly_name)
-            + ">"
-        )
+        names = _attrs(Name=a.name, NameFormat=a.name_format, FriendlyName=a.friendly_name)
+        out.append(f"<saml:Attribute{names}>")
         # xsi:type xs:string as pysaml2 wrote it; xs is declared where it is used, so the
         # value keeps its type when the Assertion is taken out of the Response.
         out.extend(
-            f'<saml:AttributeValue xmlns:xs="{XS_NS}" xsi:type="xs:string">{_t(v)}'
-            "</saml:AttributeValue>"
+            f'<saml:AttributeValue{_XS_SLOT} xmlns:xsi="{XSI_NS}" xsi:type="xs:string">'
+            f"{_text(v)}</saml:AttributeValue>"
             for v in a.values
         )
         out.append("</saml:Attribute>")
@@ -131,24 +143,28 @@ def build_response(
     (PEM, from its metadata): the signed Assertion then travels as an EncryptedAssertion."""
     issued = instant(now)
     expires = instant(now + lifetime)
-    # Written as text with every value escaped and parsed once: several times cheaper than
-    # building the tree an element at a time, and the same tree.
-    assertion = "".join(
+    assertion_id = new_id()
+    head = (
+        f'<saml:Assertion xmlns:saml="{SAML_NS}"'
+        + _attrs(ID=assertion_id, IssueInstant=issued, Version="2.0")
+        + ">"
+        + _issuer(issuer, declare=False)
+    )
+    body = "".join(
         [
-            f'<saml:Assertion ID="{new_id()}" Version="2.0" IssueInstant="{issued}">',
-            _issuer(issuer),
             "<saml:Subject><saml:NameID",
             _attrs(
                 Format=name_id.format_uri,
                 NameQualifier=name_id.name_qualifier,
                 SPNameQualifier=name_id.sp_name_qualifier,
             ),
-            f">{_t(name_id.value)}</saml:NameID>",
+            f">{_text(name_id.value)}</saml:NameID>",
             f'<saml:SubjectConfirmation Method="{BEARER}"><saml:SubjectConfirmationData',
             _attrs(NotOnOrAfter=expires, Recipient=acs_url, InResponseTo=in_response_to or None),
-            "/></saml:SubjectConfirmation></saml:Subject>",
-            f'<saml:Conditions NotBefore="{issued}" NotOnOrAfter="{expires}">',
-            f"<saml:AudienceRestriction><saml:Audience>{_t(audience)}</saml:Audience>",
+            "></saml:SubjectConfirmationData></saml:SubjectConfirmation></saml:Subject>",
+            "<saml:Conditions",
+            _attrs(NotBefore=issued, NotOnOrAfter=expires),
+            f"><saml:AudienceRestriction><saml:Audience>{_text(audience)}</saml:Audience>",
             "</saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement",
             _attrs(
                 AuthnInstant=instant(statement.auth_time),
@@ -156,35 +172,47 @@ def build_response(
                 SessionNotOnOrAfter=instant(statement.not_on_or_after),
             ),
             "><saml:AuthnContext><saml:AuthnContextClassRef>",
-            _t(statement.class_ref),
+            _text(statement.class_ref),
             "</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>",
             _attribute_statement(attributes) if attributes else "",
             "</saml:Assertion>",
         ]
     )
-    if encrypt_for:
-        assertion = f"<saml:EncryptedAssertion>{assertion}</saml:EncryptedAssertion>"
-    response = parse_xml(
-        "".join(
-            [
-                f'<samlp:Response xmlns:samlp="{SAMLP_NS}" xmlns:saml="{SAML_NS}" ',
-                f'xmlns:xsi="{XSI_NS}" ID="{new_id()}" Version="2.0" IssueInstant="{issued}"',
-                _attrs(Destination=acs_url, InResponseTo=in_response_to or None),
-                ">",
-                _issuer(issuer),
-                f'<samlp:Status><samlp:StatusCode Value="{STATUS_SUCCESS}"/></samlp:Status>',
-                assertion,
-                "</samlp:Response>",
-            ]
-        )
-    )
-    assertion = response[2][0] if encrypt_for else response[2]
-
     # Inner first: the Response signature covers the Assertion's (or its ciphertext).
+    signature = ""
     if sign_assertion:
-        signer.sign_node(assertion)
+        signature = signer.signature_xml(head + body.replace(_XS_SLOT, ""), assertion_id)
+    assertion = head + signature + body
     if encrypt_for:
-        signer.encrypt_node(assertion, encrypt_for)
+        sent = assertion.replace(_XS_SLOT, _XS_DECLARATION)
+        encrypted = signer.encrypt_xml(sent.encode(), encrypt_for)
+        assertion = (
+            f'<saml:EncryptedAssertion xmlns:saml="{SAML_NS}">{encrypted}</saml:EncryptedAssertion>'
+        )
+
+    response_id = new_id()
+    response_head = (
+        f'<samlp:Response xmlns:samlp="{SAMLP_NS}"'
+        + _attrs(
+            Destination=acs_url,
+            ID=response_id,
+            InResponseTo=in_response_to or None,
+            IssueInstant=issued,
+            Version="2.0",
+        )
+        + ">"
+        + _issuer(issuer, declare=True)
+    )
+    response_body = (
+        f'<samlp:Status><samlp:StatusCode Value="{STATUS_SUCCESS}"></samlp:StatusCode>'
+        f"</samlp:Status>{assertion}</samlp:Response>"
+    )
+    signature = ""
     if sign_response:
-        signer.sign_node(response)
-    return etree.tostring(response, encoding="UTF-8")
+        signature = signer.signature_xml(
+            response_head + response_body.replace(_XS_SLOT, ""), response_id
+        )
+    document = response_head + signature + response_body
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>\n" + document.replace(_XS_SLOT, _XS_DECLARATION)
+    ).encode("utf-8")
