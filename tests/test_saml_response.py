@@ -141,7 +141,7 @@ def test_every_value_arrives_as_given_and_cannot_add_markup(keys):
     tree exactly as it went in (quotes, ampersands, TAB, LF and CR too), and a value shaped
     like markup stays a value."""
     signer, idp_cert, _, _ = keys
-    tricky = 'a"b\'c&d<e>f\tg\nh\ri]]>'
+    tricky = "a\"b'c&d<e>f\tg\nh\ri]]>"
     acs = 'https://sp.example/acs?x=1&y="2"'
     root = etree.fromstring(
         _build(
@@ -170,7 +170,7 @@ def test_every_value_arrives_as_given_and_cannot_add_markup(keys):
 
 _ANY_TEXT = st.text(
     alphabet=st.one_of(
-        st.sampled_from('&<>"\'\t\n\r ]]>=#;x:/'),
+        st.sampled_from("&<>\"'\t\n\r ]]>=#;x:/"),
         st.characters(codec="utf-8"),  # any code point, XML-illegal ones too (they are dropped)
     ),
     max_size=12,
