@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from saml2 import samlp
 from saml2.validate import valid_instance
 
-from idp.saml.authnrequest import from_pysaml2, has_xml_signature, read_unsigned
+from idp.saml.authnrequest import from_pysaml2, read_unsigned
 from idp.saml.inbound import BadMessage, inspect
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -140,7 +140,9 @@ def test_reader_reads_a_full_request():
         "<saml:AuthnContextClassRef>urn:idp:acr:2fa</saml:AuthnContextClassRef>"
         "</samlp:RequestedAuthnContext></samlp:AuthnRequest>"
     )
-    got = read_unsigned(inspect(xml.encode()).root)
+    msg = inspect(xml.encode())
+    assert not msg.has_signature
+    got = read_unsigned(msg.root)
     assert (got.id, got.issuer, got.acs_index, got.force_authn, got.is_passive) == (
         "_a",
         "https://sp.example.org/metadata",
@@ -167,4 +169,4 @@ def test_any_xml_signature_sends_the_request_to_pysaml2(where):
         f'<samlp:AuthnRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_a" Version="2.0" '
         f'IssueInstant="2026-11-21T10:00:00Z">{where.format(ds=DS)}</samlp:AuthnRequest>'
     )
-    assert has_xml_signature(inspect(xml.encode()).root)
+    assert inspect(xml.encode()).has_signature

@@ -81,10 +81,6 @@ def _index(value: str | None, name: str) -> int | None:
     return int(v)
 
 
-def has_xml_signature(root: etree._Element) -> bool:
-    return next(root.iter(_SIGNATURE), None) is not None
-
-
 def read_unsigned(root: etree._Element) -> AuthnRequestFields:
     """The fields of an AuthnRequest without any XML signature in it (``inspect`` has checked
     the document: no DTD, a samlp root, plain-text Issuer and NameID)."""

@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from .crypto import SAML_NS, parse_xml
+from .crypto import DSIG_NS, SAML_NS, parse_xml
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 _NAME_ID = f"{{{SAML_NS}}}NameID"
 _ISSUER = f"{{{SAML_NS}}}Issuer"
+_SIGNATURE = f"{{{DSIG_NS}}}Signature"
 # Largest encoded message accepted and largest XML after inflating; SAML requests are a few KiB.
 MAX_ENCODED = 64 * 1024
 MAX_XML = 256 * 1024
@@ -40,6 +41,8 @@ class Inbound:
     issue_instant: str | None
     # The checked document, for readers that need more than the above.
     root: etree._Element | None = field(default=None, compare=False, repr=False)
+    # Whether a ds:Signature stands anywhere in it (which element it signs is not judged here).
+    has_signature: bool = False
 
 
 # xs:dateTime in UTC (saml-core 1.3.3), fractional seconds allowed; like pysaml2 we also take
@@ -106,8 +109,10 @@ def inspect(xml: bytes) -> Inbound:
     ns, _, local = root.tag[1:].partition("}")
     if ns != SAMLP_NS:
         raise BadMessage("the SAML message is not a SAML protocol message")
+    has_signature = False
     for el in root.iter():  # one walk for every check below
         tag = el.tag
+        has_signature = has_signature or tag == _SIGNATURE
         if tag is etree.ProcessingInstruction or tag is etree.Entity:
             raise BadMessage("the SAML message contains processing instructions or entities")
         if (tag == _NAME_ID or tag == _ISSUER) and len(el):  # a comment is a child too
@@ -122,4 +127,5 @@ def inspect(xml: bytes) -> Inbound:
         id=root.get("ID"),
         issue_instant=root.get("IssueInstant"),
         root=root,
+        has_signature=has_signature,
     )

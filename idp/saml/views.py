@@ -31,7 +31,7 @@ from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
-from .authnrequest import AuthnRequestFields, from_pysaml2, has_xml_signature, read_unsigned
+from .authnrequest import AuthnRequestFields, from_pysaml2, read_unsigned
 from .bindings import (
     RedirectSignatureError,
     has_redirect_signature,
@@ -259,7 +259,7 @@ def _known_sender(idp: SamlIdp, msg: Inbound, tag: str, kind: str) -> SpInfo:
 def _authn_request_fields(idp: SamlIdp, msg: Inbound) -> tuple[SpInfo, AuthnRequestFields]:
     """An unsigned request is read from the tree ``inspect`` checked; one with an XML
     signature goes through pysaml2, which verifies it (``idp.saml.authnrequest``)."""
-    if msg.root is not None and not has_xml_signature(msg.root):
+    if msg.root is not None and not msg.has_signature:
         sp = _known_sender(idp, msg, "AuthnRequest", "an AuthnRequest")
         return sp, read_unsigned(msg.root)
     sp, req = _parse_from_sp(idp, msg, "AuthnRequest", "an AuthnRequest", "the request")
