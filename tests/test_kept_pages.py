@@ -84,18 +84,26 @@ def test_pages_are_kept_per_language(make_app):
         assert ">Anmelden<" in de.get_data(as_text=True)
 
 
+def _app_with_login_override(make_app, instance_dir, html: str):
+    """An app whose operator overrides login.html with ``html``, and the user "ann"."""
+    override = instance_dir / "templates"
+    override.mkdir(parents=True)
+    (override / "login.html").write_text(html)
+    app = make_app()
+    make_user(app.extensions["idp"], "ann")
+    return app
+
+
 def test_an_override_using_a_value_in_a_url_is_rendered_every_time(make_app, instance_dir):
     """An operator's login.html that puts the request id into a link (URL-encoded: no marker
     can stand there) still gets correct pages: it is not kept."""
-    override = instance_dir / "templates"
-    override.mkdir(parents=True)
-    (override / "login.html").write_text(
+    app = _app_with_login_override(
+        make_app,
+        instance_dir,
         '<form method="post"><input name="csrf_token" type="hidden" value="{{ csrf_value }}">'
         "{{ form.r }}{{ form.username }}{{ form.password }}</form>"
-        "<a href=\"{{ url_for('login.login', r=form.r.data) }}\">again</a>"
+        "<a href=\"{{ url_for('login.login', r=form.r.data) }}\">again</a>",
     )
-    app = make_app()
-    make_user(app.extensions["idp"], "ann")
     seen = []
     for _ in range(2):
         rid = _pending_request(app, "ann")
@@ -116,14 +124,12 @@ def test_an_override_using_a_value_in_a_url_is_rendered_every_time(make_app, ins
 def test_an_override_with_the_forms_own_token_field_still_signs_in(make_app, instance_dir):
     """An operator's login.html written for ``{{ form.csrf_token }}`` (not ``csrf_value``) gets
     each browser's own token in that field, from the kept page too."""
-    override = instance_dir / "templates"
-    override.mkdir(parents=True)
-    (override / "login.html").write_text(
+    app = _app_with_login_override(
+        make_app,
+        instance_dir,
         '<form method="post">{{ form.csrf_token }}{{ form.r }}{{ form.next }}'
-        "{{ form.username }}{{ form.password }}</form>"
+        "{{ form.username }}{{ form.password }}</form>",
     )
-    app = make_app()
-    make_user(app.extensions["idp"], "ann")
     tokens = []
     for _ in range(3):
         client = app.test_client()
