@@ -172,16 +172,19 @@ def check_resources(values: list[str]) -> list[str]:
 
 
 def _id_token_hint_sub(hint: str | None, client: OAuthClient) -> str | None:
+    """OIDC Core §3.1.2.1: the hint must be an ID token we issued to this client (expired is
+    fine); access tokens, logout tokens and other JWTs we signed are refused."""
     if not hint:
         return None
+    eng = engine(services())
     try:
-        claims = engine(services()).signer.verify(hint)
+        claims = eng.signer.verify_id_token(hint, eng.issuer)
     except InvalidToken:
         raise AuthorizationError("invalid_request", "id_token_hint is not a valid ID token "
                                                     "of this issuer") from None
     aud = claims.get("aud")
     auds = aud if isinstance(aud, list) else [aud]
-    if claims.get("iss") != services().settings.issuer or client.client_id not in auds:
+    if client.client_id not in auds:
         raise AuthorizationError("invalid_request", "id_token_hint was not issued to this "
                                                     "client")
     return claims.get("sub")
