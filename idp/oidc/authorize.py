@@ -28,7 +28,7 @@ from ..storage.models_oauth import Consent
 from ..web.authkit import load_user
 from ..web.sso import sessions
 from .clients import OAuthClient
-from .server import DictRequest, Subject, engine
+from .server import DictRequest, InvalidTargetError, Subject, engine
 from .tokens import InvalidToken
 
 bp = Blueprint("oidc_authorize", __name__)
@@ -161,14 +161,13 @@ def check_claims(params: dict[str, str]) -> dict | None:
     return claims
 
 
-def check_resources(values: list[str]) -> list[str]:
-    """RFC 8707 §2: absolute URIs without a fragment."""
-    for value in values:
-        parts = urlsplit(value)
-        if not parts.scheme or not parts.netloc or parts.fragment or "#" in value:
-            raise AuthorizationError("invalid_target", "resource must be an absolute URI "
-                                                       "without a fragment")
-    return values
+def check_resources(client: OAuthClient, values: list[str]) -> list[str]:
+    """RFC 8707 §2: absolute URIs without a fragment, each a resource server this client may
+    use (its registered ``resources`` or ``oidc.resource_servers``); else invalid_target."""
+    try:
+        return engine(services()).check_resources(client, values)
+    except InvalidTargetError as exc:
+        raise AuthorizationError("invalid_target", exc.description) from None
 
 
 def _id_token_hint_sub(hint: str | None, client: OAuthClient) -> str | None:
@@ -262,7 +261,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     prompt = check_prompt(params)
     max_age = check_max_age(params)
     claims_request = check_claims(params)
-    resources = check_resources(params.get("resource_list") or [])
+    resources = check_resources(client, params.get("resource_list") or [])
     hinted_sub = _id_token_hint_sub(params.get("id_token_hint"), client)
 
     mgr = sessions()
@@ -331,7 +330,7 @@ def _to_login(mgr, want: AuthnRequest, params: dict[str, Any], now: float) -> Re
 def _active_user(svc, result: AuthnResult) -> Subject | None:
     with svc.sessions() as db:
         user = load_user(db, uuid=result.user_uuid)
-        if user is None or user.status != "active":
+        if user is None or not engine(svc).account_usable(user):
             return None
         return Subject(user.id, user.uuid)
 

@@ -71,7 +71,7 @@ def userinfo_response(svc: Services) -> Response:
                                                   "openid scope.", 403)
     with svc.sessions() as db:
         user = db.query(User).filter_by(uuid=claims["sub"]).one_or_none()
-        if user is None or user.status != "active":
+        if user is None or not eng.account_usable(user):
             return bearer_error("invalid_token", "The user is no longer active.", 401)
         user_id = user.id
     body = user_claims(svc, user_id, claims["client_id"], scopes,
