@@ -629,7 +629,7 @@ class Engine:
         if alg not in SIGNING_ALGS:
             alg = "RS256"
         now = self.now()
-        claims = user_claims(self.svc, ctx["user_id"], client.client_id,
+        claims = user_claims(self.svc, ctx["user_id"], client,
                              ctx.get("scope", "").split() or ["openid"],
                              (ctx.get("claims") or {}).get("id_token"))
         claims.update({
