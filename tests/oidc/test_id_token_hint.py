@@ -16,8 +16,11 @@ def _sign_in(env):
     """alice signed in at ``web``: her browser, its tokens and the session's public sid."""
     c = env.client()
     got = authorize(c, scope="openid profile")
-    tokens = token(c, {"grant_type": "authorization_code", "code": got["code"],
-                       "redirect_uri": RP}, auth=("web", env.secrets["web"])).json
+    tokens = token(
+        c,
+        {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP},
+        auth=("web", env.secrets["web"]),
+    ).json
     sid = pyjwt.decode(tokens["id_token"], options={"verify_signature": False})["sid"]
     return c, tokens, sid
 
@@ -41,8 +44,9 @@ def _codes(env) -> int:
     from idp.storage.models import KVEntry
 
     with env.svc.sessions() as db:
-        return db.scalar(select(func.count()).select_from(KVEntry).where(
-            KVEntry.key.like("code:%")))
+        return db.scalar(
+            select(func.count()).select_from(KVEntry).where(KVEntry.key.like("code:%"))
+        )
 
 
 @pytest.mark.parametrize("kind", ["access_token", "logout_token"])
@@ -55,8 +59,14 @@ def test_authorize_refuses_other_tokens_as_hint(env, kind, prompt):
     hint = tokens["access_token"] if kind == "access_token" else _logout_token(env, sid, sub)
     assert pyjwt.decode(hint, options={"verify_signature": False})["sub"] == sub
     before = _codes(env)
-    params = {"response_type": "code", "client_id": "web", "redirect_uri": RP,
-              "scope": "openid", "state": "h1", "id_token_hint": hint}
+    params = {
+        "response_type": "code",
+        "client_id": "web",
+        "redirect_uri": RP,
+        "scope": "openid",
+        "state": "h1",
+        "id_token_hint": hint,
+    }
     if prompt:
         params["prompt"] = prompt
     resp = c.get("/oauth2/authorize", query_string=params)
@@ -67,8 +77,10 @@ def test_authorize_refuses_other_tokens_as_hint(env, kind, prompt):
     assert "ID token" in got["error_description"]
     assert _codes(env) == before
     # The real ID token of the same login is still accepted as the hint.
-    ok = c.get("/oauth2/authorize", query_string=dict(params, id_token_hint=tokens["id_token"],
-                                                      prompt="none"))
+    ok = c.get(
+        "/oauth2/authorize",
+        query_string=dict(params, id_token_hint=tokens["id_token"], prompt="none"),
+    )
     assert "code" in query(ok.headers["Location"])
 
 
@@ -77,17 +89,25 @@ def test_end_session_refuses_other_tokens_as_hint_and_keeps_the_session(env, kin
     c, tokens, sid = _sign_in(env)
     sub = pyjwt.decode(tokens["id_token"], options={"verify_signature": False})["sub"]
     hint = tokens["access_token"] if kind == "access_token" else _logout_token(env, sid, sub)
-    resp = c.get("/oauth2/logout", query_string={
-        "id_token_hint": hint, "post_logout_redirect_uri": "https://rp.example.org/bye",
-        "state": "s"})
+    resp = c.get(
+        "/oauth2/logout",
+        query_string={
+            "id_token_hint": hint,
+            "post_logout_redirect_uri": "https://rp.example.org/bye",
+            "state": "s",
+        },
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     page = resp.get_data(as_text=True)
     assert "The sign-out request carries an invalid ID token." in page
     assert 'class="ref"' in page
     assert _alive(env, sid)
     # ...and the refresh token of that session still works.
-    again = token(c, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                  auth=("web", env.secrets["web"]))
+    again = token(
+        c,
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=("web", env.secrets["web"]),
+    )
     assert again.status_code == 200, again.json
 
 
@@ -103,9 +123,14 @@ def test_end_session_accepts_an_expired_id_token(env):
     svc.clock, svc.store._clock = later, later
     try:
         assert _alive(env, sid)
-        resp = c.get("/oauth2/logout", query_string={
-            "id_token_hint": tokens["id_token"],
-            "post_logout_redirect_uri": "https://rp.example.org/bye", "state": "s"})
+        resp = c.get(
+            "/oauth2/logout",
+            query_string={
+                "id_token_hint": tokens["id_token"],
+                "post_logout_redirect_uri": "https://rp.example.org/bye",
+                "state": "s",
+            },
+        )
     finally:
         svc.clock, svc.store._clock = real, real
     assert resp.status_code == 303
@@ -121,8 +146,14 @@ def test_signer_tells_id_tokens_from_other_jwts(env):
 
     eng = engine(env.svc)
     now = eng.now()
-    base = {"iss": eng.issuer, "sub": "u-1", "aud": "web", "azp": "web", "iat": now,
-            "exp": now + 60}
+    base = {
+        "iss": eng.issuer,
+        "sub": "u-1",
+        "aud": "web",
+        "azp": "web",
+        "iat": now,
+        "exp": now + 60,
+    }
     assert eng.signer.verify_id_token(eng.signer.sign(base), eng.issuer)["sub"] == "u-1"
     bad = [
         eng.signer.sign(dict(base, client_id="web", scope="openid", jti="j"), typ="at+jwt"),

@@ -37,14 +37,26 @@ def env(tmp_path_factory) -> Env:
         d = Directory(db)
         d.create_role("scim-user", ["oauth:scope:scim"])
         for name in ("alice", "pat", "lee"):
-            d.create_user(NewUser(username=name, email=f"{name}@example.org",
-                                  given_name=name.title(), password_hash=hasher.hash(PASSWORD)),
-                          roles=["scim-user"])
+            d.create_user(
+                NewUser(
+                    username=name,
+                    email=f"{name}@example.org",
+                    given_name=name.title(),
+                    password_hash=hasher.hash(PASSWORD),
+                ),
+                roles=["scim-user"],
+            )
         reg = ClientRegistry(db, svc.hasher, svc.sealer)
         for client_id, extra in (("rot", {}), ("keep", {"refresh_token_rotation": False})):
             _, made[client_id] = reg.create(
-                client_id, name=client_id, redirect_uris=[RP], scope=SCOPE, first_party=True,
-                grant_types=["authorization_code", "refresh_token"], extra=extra)
+                client_id,
+                name=client_id,
+                redirect_uris=[RP],
+                scope=SCOPE,
+                first_party=True,
+                grant_types=["authorization_code", "refresh_token"],
+                extra=extra,
+            )
     yield Env(app, svc, made, None)
     svc.engine.dispose()
 
@@ -63,24 +75,33 @@ def _tokens(env, client_id: str, username: str, scope: str) -> dict:
     c = env.client()
     login(c, username)
     got = authorize(c, client_id=client_id, scope=scope, login_first=False)
-    resp = token(c, {"grant_type": "authorization_code", "code": got["code"],
-                     "redirect_uri": RP}, auth=(client_id, env.secrets[client_id]))
+    resp = token(
+        c,
+        {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP},
+        auth=(client_id, env.secrets[client_id]),
+    )
     assert resp.status_code == 200, resp.json
     assert set(resp.json["scope"].split()) == set(scope.split())
     return resp.json
 
 
 def _refresh(env, client_id: str, refresh_token: str):
-    return token(env.client(), {"grant_type": "refresh_token", "refresh_token": refresh_token},
-                 auth=(client_id, env.secrets[client_id]))
+    return token(
+        env.client(),
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(client_id, env.secrets[client_id]),
+    )
 
 
 def _rows(env, client_id: str):
     from idp.storage.models_oauth import RefreshToken
 
     with env.svc.sessions() as db:
-        return db.execute(select(RefreshToken.scope, RefreshToken.used_at).where(
-            RefreshToken.client_id == client_id).order_by(RefreshToken.created_at)).all()
+        return db.execute(
+            select(RefreshToken.scope, RefreshToken.used_at)
+            .where(RefreshToken.client_id == client_id)
+            .order_by(RefreshToken.created_at)
+        ).all()
 
 
 def _row(env, value: str):
@@ -104,8 +125,9 @@ def test_scope_removed_from_client_is_dropped_on_refresh(env, client_id):
         assert body["scope"].split() == ["openid", "offline_access"]
         assert _claims(body["access_token"])["scope"] == "openid offline_access"
         assert "email" not in _claims(body["id_token"])
-        info = env.client().get("/oauth2/userinfo",
-                                headers={"Authorization": f"Bearer {body['access_token']}"})
+        info = env.client().get(
+            "/oauth2/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"}
+        )
         assert info.status_code == 200 and "email" not in info.json
         row = _row(env, body["refresh_token"])
         assert row.scope == "openid offline_access"  # the rotated or the kept token alike
@@ -132,15 +154,19 @@ def test_scope_the_users_roles_no_longer_allow_is_dropped_on_refresh(env):
     assert _row(env, resp.json["refresh_token"]).scope == "openid offline_access"
     # Asking for it back is no use: the grant's scope is an upper bound, not a promise.
     with env.svc.sessions() as db:
-        before = db.scalar(select(func.count()).select_from(
-            RefreshToken))
-    wider = token(env.client(), {"grant_type": "refresh_token", "scope": "openid scim",
-                                 "refresh_token": resp.json["refresh_token"]},
-                  auth=("rot", env.secrets["rot"]))
+        before = db.scalar(select(func.count()).select_from(RefreshToken))
+    wider = token(
+        env.client(),
+        {
+            "grant_type": "refresh_token",
+            "scope": "openid scim",
+            "refresh_token": resp.json["refresh_token"],
+        },
+        auth=("rot", env.secrets["rot"]),
+    )
     assert wider.status_code == 400 and wider.json["error"] == "invalid_scope"
     with env.svc.sessions() as db:
-        after = db.scalar(select(func.count()).select_from(
-            RefreshToken))
+        after = db.scalar(select(func.count()).select_from(RefreshToken))
     assert after == before
     assert _row(env, resp.json["refresh_token"]).used_at is None  # not used up by the refusal
 
@@ -196,8 +222,13 @@ def test_refreshed_id_token_and_userinfo_carry_current_data(env):
         resp = _refresh(env, "rot", first["refresh_token"])
         claims = _claims(resp.json["id_token"])
         assert claims["given_name"] == "Alicia" and claims["email"] == "alicia@example.org"
-        info = env.client().get("/oauth2/userinfo", headers={
-            "Authorization": f"Bearer {resp.json['access_token']}"}).json
+        info = (
+            env.client()
+            .get(
+                "/oauth2/userinfo", headers={"Authorization": f"Bearer {resp.json['access_token']}"}
+            )
+            .json
+        )
         assert info["given_name"] == "Alicia" and info["email"] == "alicia@example.org"
     finally:
         with env.svc.sessions.begin() as db:
