@@ -551,8 +551,26 @@ def _put(claims: dict[str, Any], path: list[str], value: Any, multi: bool) -> No
     node[last] = value
 
 
-def released(rule: Rule, scopes: set[str], requested: set[str]) -> bool:
-    return rule.scope is None or rule.scope in scopes or rule.target_path[0] in requested
+def released(
+    rule: Rule, scopes: set[str], requested: set[str], requestable: set[str] | None = None
+) -> bool:
+    """A rule is released by its scope, or when its claim is requested by name (OIDC Core
+    §5.5) and its scope is one the client may be granted (``requestable``; None: any)."""
+    if rule.scope is None or rule.scope in scopes:
+        return True
+    if rule.target_path[0] not in requested:
+        return False
+    return requestable is None or rule.scope in requestable
+
+
+def release_scopes(rules: list[Rule]) -> dict[str, set[str | None]]:
+    """For each top-level OIDC claim name: the scopes whose rules produce it (None: a rule
+    without a scope, always released)."""
+    out: dict[str, set[str | None]] = {}
+    for rule in rules:
+        if rule.target and rule.enabled:
+            out.setdefault(rule.target_path[0], set()).add(rule.scope)
+    return out
 
 
 def map_oidc(
@@ -562,12 +580,15 @@ def map_oidc(
     scopes: Iterable[str],
     client_id: str | None,
     requested: Iterable[str] = (),
+    requestable_scopes: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """The claims released for these scopes (and individually requested claim names)."""
+    """The claims released for these scopes, and the individually requested claim names whose
+    scope is in ``requestable_scopes`` (the scopes the client may be granted; None: any)."""
     scope_set, requested_set = set(scopes), set(requested)
+    requestable = None if requestable_scopes is None else set(requestable_scopes)
     claims: dict[str, Any] = {}
     for rule in rules:
-        if not rule.target or not released(rule, scope_set, requested_set):
+        if not rule.target or not released(rule, scope_set, requested_set, requestable):
             continue
         if rule.target_path[0] in REGISTERED_CLAIMS:
             continue  # refused when saved; kept out even if a row was edited behind our back

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, redirect, render_template, request
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SubmitField
@@ -28,8 +29,9 @@ from ..storage.models_oauth import Consent
 from ..web.authkit import load_user
 from ..web.sso import sessions
 from .clients import OAuthClient
-from .server import DictRequest, Subject, engine
+from .server import DictRequest, InvalidTargetError, Subject, engine
 from .tokens import InvalidToken
+from .userinfo import claims_release
 
 bp = Blueprint("oidc_authorize", __name__)
 log = logging.getLogger("idp.oidc.authorize")
@@ -49,6 +51,39 @@ SCOPE_WORDS = {
     "admin": "Manage this identity provider on your behalf",
     "scim": "Read and change users and groups on your behalf",
 }
+
+# Claims asked for one by one (the claims parameter, OIDC Core §5.5) beyond the scopes, in plain
+# words; a claim not listed is shown by its name.
+CLAIM_WORDS = {
+    "name": _l("Your full name"),
+    "given_name": _l("Your first name"),
+    "family_name": _l("Your last name"),
+    "middle_name": _l("Your middle name"),
+    "nickname": _l("Your nickname"),
+    "preferred_username": _l("Your username"),
+    "profile": _l("The address of your profile page"),
+    "picture": _l("Your picture"),
+    "website": _l("Your website"),
+    "gender": _l("Your gender"),
+    "birthdate": _l("Your date of birth"),
+    "zoneinfo": _l("Your time zone"),
+    "locale": _l("Your language"),
+    "updated_at": _l("When your profile was last changed"),
+    "email": _l("Your e-mail address"),
+    "email_verified": _l("Whether your e-mail address is verified"),
+    "phone_number": _l("Your phone number"),
+    "phone_number_verified": _l("Whether your phone number is verified"),
+    "address": _l("Your postal address"),
+    "groups": _l("The groups you belong to"),
+    "roles": _l("Your roles"),
+}
+# How a claim consented to one by one is remembered among the consented scopes.
+CLAIM_CONSENT = "claim:"
+
+
+def claim_words(name: str) -> str:
+    words = CLAIM_WORDS.get(name)
+    return str(words) if words is not None else _("Your “%(claim)s” information", claim=name)
 
 
 class AuthorizationError(Exception):
@@ -161,27 +196,29 @@ def check_claims(params: dict[str, str]) -> dict | None:
     return claims
 
 
-def check_resources(values: list[str]) -> list[str]:
-    """RFC 8707 §2: absolute URIs without a fragment."""
-    for value in values:
-        parts = urlsplit(value)
-        if not parts.scheme or not parts.netloc or parts.fragment or "#" in value:
-            raise AuthorizationError("invalid_target", "resource must be an absolute URI "
-                                                       "without a fragment")
-    return values
+def check_resources(client: OAuthClient, values: list[str]) -> list[str]:
+    """RFC 8707 §2: absolute URIs without a fragment, each a resource server this client may
+    use (its registered ``resources`` or ``oidc.resource_servers``); else invalid_target."""
+    try:
+        return engine(services()).check_resources(client, values)
+    except InvalidTargetError as exc:
+        raise AuthorizationError("invalid_target", exc.description) from None
 
 
 def _id_token_hint_sub(hint: str | None, client: OAuthClient) -> str | None:
+    """OIDC Core §3.1.2.1: the hint must be an ID token we issued to this client (expired is
+    fine); access tokens, logout tokens and other JWTs we signed are refused."""
     if not hint:
         return None
+    eng = engine(services())
     try:
-        claims = engine(services()).signer.verify(hint)
+        claims = eng.signer.verify_id_token(hint, eng.issuer)
     except InvalidToken:
         raise AuthorizationError("invalid_request", "id_token_hint is not a valid ID token "
                                                     "of this issuer") from None
     aud = claims.get("aud")
     auds = aud if isinstance(aud, list) else [aud]
-    if claims.get("iss") != services().settings.issuer or client.client_id not in auds:
+    if client.client_id not in auds:
         raise AuthorizationError("invalid_request", "id_token_hint was not issued to this "
                                                     "client")
     return claims.get("sub")
@@ -259,7 +296,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     prompt = check_prompt(params)
     max_age = check_max_age(params)
     claims_request = check_claims(params)
-    resources = check_resources(params.get("resource_list") or [])
+    resources = check_resources(client, params.get("resource_list") or [])
     hinted_sub = _id_token_hint_sub(params.get("id_token_hint"), client)
 
     mgr = sessions()
@@ -297,7 +334,10 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
 
     scope = eng.permitted_scope(client, user.user_id, oauth_req.scope)
     oauth_req.scope = scope
-    if not consent_given and _needs_consent(svc, client, user, scope, prompt):
+    claims_request, extra_claims = claims_release(svc, client, user.user_id, scope,
+                                                  claims_request)
+    wanted = scope.split() + [CLAIM_CONSENT + name for name in extra_claims]
+    if not consent_given and _needs_consent(svc, client, user, wanted, prompt):
         if "none" in prompt:
             raise AuthorizationError("consent_required", "The user has not consented.")
         params = dict(params, _auth_ok=result.auth_time)
@@ -328,13 +368,15 @@ def _to_login(mgr, want: AuthnRequest, params: dict[str, Any], now: float) -> Re
 def _active_user(svc, result: AuthnResult) -> Subject | None:
     with svc.sessions() as db:
         user = load_user(db, uuid=result.user_uuid)
-        if user is None or user.status != "active":
+        if user is None or not engine(svc).account_usable(user):
             return None
         return Subject(user.id, user.uuid)
 
 
-def _needs_consent(svc, client: OAuthClient, user: Subject, scope: str,
+def _needs_consent(svc, client: OAuthClient, user: Subject, wanted: list[str],
                    prompt: list[str]) -> bool:
+    """``wanted``: the scopes, and ``claim:<name>`` for each claim asked for by the claims
+    parameter beyond those scopes; consent is asked again for anything not granted yet."""
     if "consent" in prompt:
         return True
     if client.first_party and svc.settings.oidc.first_party_skip_consent:
@@ -342,7 +384,7 @@ def _needs_consent(svc, client: OAuthClient, user: Subject, scope: str,
     with svc.sessions() as db:
         granted = db.scalar(select(Consent.scopes).where(Consent.user_id == user.user_id,
                                                          Consent.client_id == client.client_id))
-    return not set(scope.split()) <= set(granted or [])
+    return not set(wanted) <= set(granted or [])
 
 
 # --- consent -------------------------------------------------------------------------------------
@@ -365,6 +407,11 @@ def consent():
     if client is None or user is None:
         return _error_page(_("This consent request is no longer valid."))
     scope = engine(svc).permitted_scope(client, user.user_id, req.params.get("scope"))
+    try:
+        asked = check_claims(req.params)
+    except AuthorizationError:
+        asked = None
+    extra_claims = claims_release(svc, client, user.user_id, scope, asked)[1]
     form = ConsentForm()
     if request.method == "POST":
         if not form.validate_on_submit():
@@ -380,13 +427,15 @@ def consent():
                                            "error_description": "The user declined.",
                                            "state": req.params.get("state")},
                             req.params.get("response_mode"))
-        remember_consent(svc, user.user_id, client.client_id, scope.split())
+        remember_consent(svc, user.user_id, client.client_id,
+                         scope.split() + [CLAIM_CONSENT + name for name in extra_claims])
         return process(req.params, accepted_auth_time=req.params.get("_auth_ok", 0),
                        consent_given=True)
     resp = Response(render_template(
         "consent.html", form=form, client=client, logo=client.setting("logo_uri"),
         policy_uri=client.setting("policy_uri"), tos_uri=client.setting("tos_uri"),
-        scopes=[(s, SCOPE_WORDS.get(s, s)) for s in scope.split()]))
+        scopes=[(s, SCOPE_WORDS.get(s, s)) for s in scope.split()],
+        claims=[(name, claim_words(name)) for name in extra_claims]))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -409,7 +458,8 @@ def list_consents(svc, user) -> list[dict[str, Any]]:
     for row in rows:
         client = client_cache(svc).get(row.client_id)
         if client is not None:
-            out.append({"key": row.client_id, "name": client.name, "scopes": row.scopes,
+            scopes = [s.removeprefix(CLAIM_CONSENT) for s in row.scopes]
+            out.append({"key": row.client_id, "name": client.name, "scopes": scopes,
                         "logo_uri": client.setting("logo_uri")})
     return out
 

@@ -154,7 +154,7 @@ def end_session():
     hint_claims = None
     if hint:
         try:
-            hint_claims = eng.signer.verify(hint)
+            hint_claims = eng.signer.verify_id_token(hint, eng.issuer)
         except InvalidToken:
             return _refuse(_("The sign-out request carries an invalid ID token."))
         aud = hint_claims.get("aud")

@@ -8,6 +8,9 @@ BCP asks for more than authlib does:
 - refresh tokens rotate with reuse detection that revokes the whole family (RFC 9700 §4.14);
 - PKCE is S256 only and required for public clients (or all clients by setting);
 - access tokens are RFC 9068 JWTs (``typ: at+jwt``) or opaque, per client;
+- ``resource`` (RFC 8707) names only resource servers registered for the client or configured;
+- a refresh applies current policy (RFC 6749 §6, RFC 9700 §4.14): the account must still be
+  usable, and scopes the client or the user lost are dropped from the new tokens;
 - ID tokens are signed with the client's algorithm from keys parsed once.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,6 +41,7 @@ from joserfc.jwk import KeySet, OctKey
 from sqlalchemy import select, update
 
 from ..core.authn import AuthnResult
+from ..core.policy import ACCOUNT_OK, account_state
 from ..services import Services
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
@@ -297,7 +302,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
         code: AuthCode = self.request.authorization_code
-        return self.engine.issue(self.request.client, user, scope, code.data,
+        client: OAuthClient = self.request.client
+        granted = code.data.get("resource") or []
+        ctx = dict(code.data, grant_resource=granted,
+                   resource=self.engine.token_resources(client, self.request, granted))
+        return self.engine.issue(client, user, scope, ctx,
                                  include_refresh_token=include_refresh_token)
 
 
@@ -310,7 +319,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return self.server.engine
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        return self.engine.use_refresh_token(refresh_token, self.request)
+        return self.engine.use_refresh_token(refresh_token, self.request, self._before_use)
+
+    def _before_use(self, row: RefreshToken) -> None:
+        """Checks that may refuse the request, run before the token is used up (rotated): a
+        refused request leaves the client its refresh token. RFC 6749 §6: the scope must not
+        exceed the grant; RFC 8707 §2.2: resource must be one of the grant's."""
+        self._validate_token_scope(row)
+        self.request.token_resources = self.engine.token_resources(
+            self.request.client, self.request, row.resource or [])
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Subject | None:
         return self.engine.load_subject(refresh_token.user_id)
@@ -320,17 +337,21 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def issue_token(self, user, refresh_token: RefreshToken):
         client: OAuthClient = self.request.client
-        scope = self.request.payload.scope or refresh_token.scope
+        scope = self.engine.refreshed_scope(client, user.user_id, refresh_token.scope,
+                                            self.request.payload.scope)
         ctx = {"grant_id": refresh_token.grant_id, "user_id": refresh_token.user_id,
                "sub": user.uuid, "sid": refresh_token.sid, "auth_time": refresh_token.auth_time,
                "acr": refresh_token.acr, "amr": refresh_token.amr,
-               "resource": refresh_token.resource, "offline": refresh_token.offline,
+               "resource": self.request.token_resources,
+               "grant_resource": refresh_token.resource, "offline": refresh_token.offline,
                "expires_at": refresh_token.expires_at.timestamp(),
                "client_id": client.client_id, "scope": scope}
         rotate = self.engine.rotates(client)
         token = self.engine.issue(client, user, scope, ctx, include_refresh_token=rotate)
         if not rotate:
             token["refresh_token"] = self.request.form.get("refresh_token")
+            if scope != refresh_token.scope:  # the kept token loses what the new ones lost
+                self.engine.narrow_refresh_token(refresh_token.token_hash, scope)
         if "openid" in scope.split():
             token["id_token"] = self.engine.id_token(client, ctx, token["access_token"])
         return token
@@ -351,12 +372,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=False):
-        resources = self.request.form.getlist("resource") if hasattr(
-            self.request.form, "getlist") else []
-        for value in resources:  # RFC 8707 §2: absolute URIs without a fragment
-            parts = urlsplit(value)
-            if not parts.scheme or not parts.netloc or "#" in value:
-                raise InvalidTargetError()
+        resources = self.server.engine.token_resources(self.request.client, self.request, [])
         return self.server.engine.issue(self.request.client, None, self.request.scope,
                                         {"client_id": self.request.client.client_id,
                                          "resource": resources},
@@ -442,10 +458,16 @@ class Engine:
     def now(self) -> int:
         return int(self.svc.clock.now())
 
+    def account_usable(self, user: User) -> bool:
+        """Whether the account may be used today: active, started, not past its end date
+        (the rule the login applies, ``core.policy.account_state``)."""
+        return account_state(user.status, user.start_date, user.end_date,
+                             self.svc.clock.utcnow().date()) == ACCOUNT_OK
+
     def load_subject(self, user_id: int) -> Subject | None:
         with self.svc.sessions() as db:
             user = db.get(User, user_id)
-            if user is None or user.status != "active":
+            if user is None or not self.account_usable(user):
                 return None
             return Subject(user.id, user.uuid)
 
@@ -464,6 +486,47 @@ class Engine:
         self._jwks_cache[uri] = (self.svc.clock.now(), keys)
         return keys
 
+    # --- RFC 8707 resource indicators --------------------------------------------------------
+
+    def allowed_resources(self, client: OAuthClient) -> set[str]:
+        """The resource servers this client may name: its registered ``resources`` and the
+        configured ``oidc.resource_servers``."""
+        own = client.setting("resources") or []
+        return {r for r in (*own, *self.settings.resource_servers) if isinstance(r, str)}
+
+    def check_resources(self, client: OAuthClient, values: list[str],
+                        granted: list[str] | None = None) -> list[str]:
+        """RFC 8707 §2: absolute URIs without a fragment, each an acceptable target: one
+        allowed for the client (exact string match) and, at the token endpoint for a code or
+        refresh token, one of the grant's (``granted``). Raises InvalidTargetError."""
+        allowed = self.allowed_resources(client)
+        for value in values:
+            parts = urlsplit(value)
+            if not parts.scheme or not parts.netloc or parts.fragment or "#" in value:
+                raise InvalidTargetError("resource must be an absolute URI without a fragment")
+            if value not in allowed:
+                raise InvalidTargetError("resource is not a resource server this client "
+                                         "may use")
+            if granted and value not in granted:
+                raise InvalidTargetError("resource was not part of the authorization")
+        return list(dict.fromkeys(values))
+
+    def token_resources(self, client: OAuthClient, request: OAuth2Request,
+                        granted: list[str]) -> list[str]:
+        """The audience of an access token from the token endpoint: the ``resource`` asked
+        for, else the grant's resources that current policy still allows."""
+        form = request.form
+        asked = form.getlist("resource") if hasattr(form, "getlist") else (
+            [form["resource"]] if form.get("resource") else [])
+        if asked:
+            return self.check_resources(client, asked, granted)
+        allowed = self.allowed_resources(client)
+        kept = [r for r in granted if r in allowed]
+        if granted and not kept:
+            raise InvalidTargetError("the authorized resource is no longer allowed for this "
+                                     "client")
+        return kept
+
     def rotates(self, client: OAuthClient) -> bool:
         return bool(client.setting("refresh_token_rotation", self.settings.refresh_rotation))
 
@@ -477,6 +540,18 @@ class Engine:
         kept = [s for s in scope.split() if s not in PROTECTED_SCOPES
                 or actor_may_hold_scope(self.svc, client, user_id, s)]
         return " ".join(kept)
+
+    def refreshed_scope(self, client: OAuthClient, user_id: int, granted: str,
+                        asked: str | None) -> str:
+        """The scope of a refreshed token: what was asked (or the whole grant), limited to the
+        grant (RFC 6749 §6) and to what current policy allows: the client's registered scopes
+        and, for admin/scim, the user's permissions now."""
+        original = granted.split()
+        wanted = [s for s in (asked.split() if asked else original) if s in original]
+        if not wanted:
+            return ""
+        permitted = set(self.permitted_scope(client, user_id, " ".join(wanted)).split())
+        return " ".join(s for s in wanted if s in permitted)
 
     # --- issuing -------------------------------------------------------------------------------
 
@@ -541,7 +616,8 @@ class Engine:
                 client_id=client.client_id, user_id=user.user_id, scope=scope,
                 sid=ctx.get("sid"), offline=offline, auth_time=ctx.get("auth_time"),
                 acr=ctx.get("acr"), amr=ctx.get("amr") or [],
-                resource=ctx.get("resource") or [], created_at=now, last_used_at=now,
+                resource=ctx.get("grant_resource", ctx.get("resource")) or [],
+                created_at=now, last_used_at=now,
                 expires_at=expires))
         return value
 
@@ -553,7 +629,7 @@ class Engine:
         if alg not in SIGNING_ALGS:
             alg = "RS256"
         now = self.now()
-        claims = user_claims(self.svc, ctx["user_id"], client.client_id,
+        claims = user_claims(self.svc, ctx["user_id"], client,
                              ctx.get("scope", "").split() or ["openid"],
                              (ctx.get("claims") or {}).get("id_token"))
         claims.update({
@@ -571,7 +647,13 @@ class Engine:
 
     # --- refresh tokens ------------------------------------------------------------------------
 
-    def use_refresh_token(self, value: str, request: OAuth2Request) -> RefreshToken | None:
+    def use_refresh_token(self, value: str, request: OAuth2Request,
+                          before_use: Callable[[RefreshToken], None] | None = None,
+                          ) -> RefreshToken | None:
+        """The refresh token, used up (rotated) or touched, or None. A token of an account
+        that may no longer be used (disabled, locked, expired, past its end date) is refused
+        without being used up. ``before_use`` may refuse the request (raise OAuth2Error)
+        before the token is used up."""
         if not isinstance(value, str) or len(value) > 200:
             return None
         client: OAuthClient = request.client
@@ -584,23 +666,22 @@ class Engine:
                 return None
             if row.used_at is not None:
                 replayed = row.grant_id
-            elif row.expires_at <= now or self.svc.store.get(_GRANT_REVOKED + row.grant_id):
+            elif not self._refreshable(db, row, now):
                 return None
-            elif row.offline and row.last_used_at + timedelta(
-                    days=self.settings.refresh_idle_days) <= now:
-                return None
-            elif not row.offline and (not row.sid or not self.session_alive(row.sid)):
-                return None  # an online token dies with its SSO session
-            elif self.rotates(client):
-                # Atomic: of two parallel uses exactly one wins; the other is a reuse.
-                done = db.execute(update(RefreshToken).where(
-                    RefreshToken.token_hash == token_hash,
-                    RefreshToken.used_at.is_(None)).values(used_at=now))
-                if done.rowcount != 1:
-                    replayed = row.grant_id
             else:
-                row.last_used_at = now
+                if before_use is not None:
+                    before_use(row)
+                if self.rotates(client):
+                    # Atomic: of two parallel uses exactly one wins; the other is a reuse.
+                    done = db.execute(update(RefreshToken).where(
+                        RefreshToken.token_hash == token_hash,
+                        RefreshToken.used_at.is_(None)).values(used_at=now))
+                    if done.rowcount != 1:
+                        replayed = row.grant_id
+                else:
+                    row.last_used_at = now
             if replayed is None:
+                db.flush()  # last_used_at, before the row leaves the session
                 db.expunge(row)
         if replayed is not None:
             log.warning("refresh token reused; revoking its family",
@@ -608,6 +689,26 @@ class Engine:
             self.revoke_grant(replayed)
             return None
         return row
+
+    def _refreshable(self, db, row: RefreshToken, now) -> bool:
+        if row.expires_at <= now or self.svc.store.get(_GRANT_REVOKED + row.grant_id):
+            return False
+        if row.offline and row.last_used_at + timedelta(
+                days=self.settings.refresh_idle_days) <= now:
+            return False
+        if not row.offline and (not row.sid or not self.session_alive(row.sid)):
+            return False  # an online token dies with its SSO session
+        user = db.get(User, row.user_id)
+        if user is None or not self.account_usable(user):
+            log.info("refresh refused: the account may not be used",
+                     extra={"client_id": row.client_id})
+            return False
+        return True
+
+    def narrow_refresh_token(self, token_hash: str, scope: str) -> None:
+        with self.svc.sessions.begin() as db:
+            db.execute(update(RefreshToken).where(RefreshToken.token_hash == token_hash)
+                       .values(scope=scope))
 
     def session_alive(self, public_sid: str) -> bool:
         from ..web.sso import sessions

@@ -24,6 +24,11 @@ _HASH = {"RS256": hashlib.sha256, "PS256": hashlib.sha256, "ES256": hashlib.sha2
          "EdDSA": hashlib.sha512}
 
 
+# Claims of the other JWTs we sign that an ID token never carries: RFC 9068 access tokens
+# (client_id, scope) and Back-Channel Logout tokens (events).
+_NOT_IN_ID_TOKENS = ("client_id", "scope", "events")
+
+
 class InvalidToken(Exception):
     pass
 
@@ -67,3 +72,25 @@ class Signer:
                 typ.lower(), f"application/{typ.lower()}"):
             raise InvalidToken("unexpected token type")
         return dict(decoded.claims)
+
+    def verify_id_token(self, token: str, issuer: str) -> dict[str, Any]:
+        """Verify an ``id_token_hint`` (OIDC Core §3.1.2.1, RP-Initiated Logout §2): one of
+        our ID tokens, never another JWT we signed. Access tokens (``typ: at+jwt``, with
+        ``client_id`` and ``scope``), logout tokens (``typ: logout+jwt``, ``events``) and signed
+        userinfo answers (no ``exp``/``iat``) are refused. Expiry is not checked: a hint may
+        be an expired ID token."""
+        claims = self.verify(token, typ="JWT")
+        if claims.get("iss") != issuer:
+            raise InvalidToken("issued by another issuer")
+        if any(name in claims for name in _NOT_IN_ID_TOKENS):
+            raise InvalidToken("not an ID token")
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if not auds or not all(isinstance(a, str) and a for a in auds):
+            raise InvalidToken("no audience")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken("no subject")
+        for name in ("exp", "iat"):
+            if not isinstance(claims.get(name), int) or isinstance(claims[name], bool):
+                raise InvalidToken(f"no {name}")
+        return claims

@@ -3,7 +3,8 @@ SP) and the user, then calls the pure mapper in ``idp.core.claims``. Also the pe
 points the protocol engines and admin surfaces use.
 
 Stable interface (the OIDC and SAML engines call these):
-    oidc_claims(db, user_id, *, client_id, scopes, claims_request=None) -> dict
+    oidc_claims(db, user_id, *, client_id, scopes, claims_request=None,
+                requestable_scopes=None) -> dict
     saml_attributes(db, user_id, *, sp_entity_id) -> list[SamlAttribute]
     effective_permissions(db, store, user_id) -> frozenset[str]
     has_permission(db, store, user_id, permission) -> bool
@@ -46,6 +47,7 @@ __all__ = [
     "has_permission",
     "list_rules",
     "claims_generation",
+    "claim_release_scopes",
     "load_subject",
     "oidc_claims",
     "saml_attributes",
@@ -281,16 +283,32 @@ def oidc_claims(
     client_id: str | None,
     scopes: list[str],
     claims_request: dict | None = None,
+    requestable_scopes: list[str] | None = None,
     clock: Clock | None = None,
 ) -> dict:
     """Claims for an ID token or userinfo response. ``claims_request`` is the member of the
     OIDC ``claims`` parameter for the token being built (its ``id_token`` or ``userinfo``
-    object, OIDC Core §5.5): the claims named there are released even without their scope.
-    Never returns ``sub`` or another registered claim: the token service sets those."""
+    object, OIDC Core §5.5): the claims named there are released without their scope being
+    granted, when that scope is in ``requestable_scopes`` (the scopes the client may hold;
+    None: any). Never returns ``sub`` or another registered claim: the token service sets
+    those."""
     rules = _rules_for(db, client_id=client_id)
     subject = load_subject(db, user_id, clock=clock)
     requested = list(claims_request) if isinstance(claims_request, dict) else []
-    return core.map_oidc(rules, subject, scopes=scopes, client_id=client_id, requested=requested)
+    return core.map_oidc(
+        rules,
+        subject,
+        scopes=scopes,
+        client_id=client_id,
+        requested=requested,
+        requestable_scopes=requestable_scopes,
+    )
+
+
+def claim_release_scopes(db: Session, client_id: str | None) -> dict[str, set[str | None]]:
+    """For each OIDC claim this client's rules produce: the scopes that release it (None: a
+    rule without a scope)."""
+    return core.release_scopes(_rules_for(db, client_id=client_id))
 
 
 def saml_attributes(

@@ -56,7 +56,8 @@ def env(tmp_path_factory) -> Env:
             extra={"refresh_token_rotation": False, "access_token_format": "opaque",
                    "id_token_signed_response_alg": "ES256"})
         _, made["svc"] = reg.create("svc", name="Service", grant_types=["client_credentials"],
-                                    scope="admin scim api", roles=["Administrator"])
+                                    scope="admin scim api", roles=["Administrator"],
+                                    extra={"resources": ["https://api.example.org/"]})
         _, made["plain"] = reg.create("plain", name="Plain service",
                                       grant_types=["client_credentials"], scope="admin api")
         reg.create("jwtc", name="Key client", grant_types=["client_credentials"],
