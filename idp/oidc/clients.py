@@ -15,8 +15,8 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import select
 
 from ..services import Services
-from ..storage.clients import is_loopback_host
 from ..storage.models import Client, ClientServiceRole
+from .metadata import is_loopback_host
 
 GENERATION_KEY = "gen:clients"
 _GENERATION_TTL = 400 * 86400
