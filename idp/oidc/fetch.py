@@ -241,7 +241,7 @@ class Outbound:
                 raise OutboundError("the answer is too large")
             chunks: list[bytes] = []
             size = 0
-            while True:
+            while not resp.isclosed():  # closed (and its socket with it) once fully read
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise OutboundError("the answer took too long")

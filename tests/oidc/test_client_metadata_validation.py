@@ -171,8 +171,10 @@ def test_no_spelling_of_a_forbidden_scheme_passes(prefix, scheme, upper, split, 
 
 
 @settings(max_examples=500, deadline=None)
-@given(uri=st.text(max_size=60) | st.from_regex(r"\A[a-zA-Z][a-zA-Z+.\-]{0,12}:.{0,30}\Z"),
-       field=st.sampled_from(sorted(URI_RULES)))
+@given(
+    uri=st.text(max_size=60) | st.from_regex(r"\A[a-zA-Z][a-zA-Z+.\-]{0,12}:.{0,30}\Z"),
+    field=st.sampled_from(sorted(URI_RULES)),
+)
 def test_whatever_passes_is_safe_to_render(uri, field):
     """Property: anything the validator accepts has no fragment, is printable ASCII, and is
     read by a browser as https / loopback http, or (redirect URIs only) a dotted private-use
@@ -255,9 +257,9 @@ def managed(env):
 def test_rfc7592_update_refuses_bad_uris_and_changes_nothing(env, managed, field, uri):
     before = _rows(env)
     body = _document(field, uri)
-    body["redirect_uris"] = body["redirect_uris"] if field == "redirect_uris" else [
-        "https://managed.example.org/cb"
-    ]
+    body["redirect_uris"] = (
+        body["redirect_uris"] if field == "redirect_uris" else ["https://managed.example.org/cb"]
+    )
     body["client_id"] = managed["client_id"]
     url = managed["registration_client_uri"].replace("http://127.0.0.1:5000", "")
     resp = env.client().put(
@@ -312,11 +314,88 @@ def test_a_stored_javascript_frontchannel_uri_is_never_rendered(env):
         # The session really ended.
         again = c.get(
             "/oauth2/authorize",
-            query_string={"response_type": "code", "client_id": "web", "redirect_uri": RP,
-                          "scope": "openid", "prompt": "none"},
+            query_string={
+                "response_type": "code",
+                "client_id": "web",
+                "redirect_uri": RP,
+                "scope": "openid",
+                "prompt": "none",
+            },
         )
         assert "error=login_required" in again.headers["Location"]
     finally:
         with env.svc.sessions.begin() as db:
             db.get(Client, "web").meta = saved
         client_cache(env.svc).bump()
+
+
+# --- idp clients create / update --------------------------------------------------------------
+
+CLI_BAD = [
+    ("--redirect-uri", "javascript:alert(1)", "redirect_uris"),
+    ("--redirect-uri", "https://rp.example.org/cb#f", "redirect_uris"),
+    ("--redirect-uri", "http://user@127.0.0.1:8080/cb", "redirect_uris"),
+    ("--post-logout-redirect-uri", "javascript:alert(1)", "post_logout_redirect_uris"),
+    ("--post-logout-redirect-uri", "data:text/html,x", "post_logout_redirect_uris"),
+    ("--frontchannel-logout-uri", "javascript:alert(1)", "frontchannel_logout_uri"),
+    ("--frontchannel-logout-uri", " vbscript:msgbox(1)", "frontchannel_logout_uri"),
+    ("--backchannel-logout-uri", "http://rp.example.org/bcl", "backchannel_logout_uri"),
+    ("--backchannel-logout-uri", "https://169.254.169.254/x", "backchannel_logout_uri"),
+    ("--jwks-uri", "file:///etc/passwd", "jwks_uri"),
+    ("--jwks-uri", "https://127.0.0.1/jwks", "jwks_uri"),
+]
+
+
+@pytest.fixture
+def cli_instance(monkeypatch, instance_dir, capsys):
+    from test_cli import ok_json
+
+    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance_dir))
+    ok_json(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")
+    return instance_dir
+
+
+@pytest.mark.parametrize("option,value,field", CLI_BAD)
+def test_cli_create_refuses_bad_uris_and_creates_nothing(
+    cli_instance, capsys, option, value, field
+):
+    from test_cli import fails, snapshot
+
+    before = snapshot(cli_instance)
+    args = ["clients", "create", "--client-id", "c1"]
+    if option != "--redirect-uri":
+        args += ["--redirect-uri", "https://rp.example.org/cb"]
+    err = fails(capsys, *args, option, value, code=1)
+    assert field in err
+    assert snapshot(cli_instance) == before
+
+
+@pytest.mark.parametrize("option,value,field", CLI_BAD)
+def test_cli_update_refuses_bad_uris_and_changes_nothing(
+    cli_instance, capsys, option, value, field
+):
+    from test_cli import fails, snapshot
+
+    before = snapshot(cli_instance)
+    err = fails(capsys, "clients", "update", "demo-app", option, value, code=1)
+    assert field in err
+    assert snapshot(cli_instance) == before
+
+
+def test_cli_update_sets_and_clears_logout_uris(cli_instance, capsys):
+    from test_cli import ok_json
+
+    got = ok_json(
+        capsys,
+        "clients",
+        "update",
+        "demo-app",
+        "--frontchannel-logout-uri",
+        "http://127.0.0.1:8080/fcl",
+        "--post-logout-redirect-uri",
+        "https://rp.example.org/bye",
+    )
+    assert got["frontchannel_logout_uri"] == "http://127.0.0.1:8080/fcl"
+    assert got["post_logout_redirect_uris"] == ["https://rp.example.org/bye"]
+    cleared = ok_json(capsys, "clients", "update", "demo-app", "--frontchannel-logout-uri", "")
+    assert "frontchannel_logout_uri" not in cleared
