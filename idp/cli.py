@@ -438,6 +438,7 @@ def clients() -> None:
 @click.option("--scope", default="openid profile email", show_default=True)
 @click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
 @click.option("--backchannel-logout-uri", default=None)
+@click.option("--frontchannel-logout-uri", default=None)
 @click.option("--jwks-uri", default=None)
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
@@ -451,17 +452,20 @@ def clients_create(
     scope,
     post_logout,
     backchannel_logout_uri,
+    frontchannel_logout_uri,
     jwks_uri,
     roles,
     first_party,
     as_json,
 ) -> None:
+    from .core.client_metadata import Policy
     from .storage.clients import ClientRegistry
 
     svc = _services()
     _require_migrated(svc)
+    policy = Policy.from_settings(svc.settings)
     with svc.sessions.begin() as session:
-        client, secret = ClientRegistry(session, svc.hasher, svc.sealer).create(
+        client, secret = ClientRegistry(session, svc.hasher, svc.sealer, policy).create(
             client_id,
             name=name,
             redirect_uris=list(redirect_uris),
@@ -470,6 +474,7 @@ def clients_create(
             scope=scope,
             post_logout_redirect_uris=list(post_logout),
             backchannel_logout_uri=backchannel_logout_uri,
+            frontchannel_logout_uri=frontchannel_logout_uri,
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,

@@ -7,9 +7,8 @@ import json
 
 import click
 
+from .core.client_metadata import SIGNING_ALGS
 from .errors import NotFound, ValidationError
-
-SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
 
 
 def register(clients: click.Group) -> None:
@@ -54,15 +53,33 @@ def _public(row) -> dict:
 @click.option("--require-pkce/--no-require-pkce", default=None)
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
+@click.option("--redirect-uri", "redirect_uris", multiple=True,
+              help="Replaces the registered redirect URIs (repeat for several).")
+@click.option("--post-logout-redirect-uri", "post_logout", multiple=True,
+              help="Replaces the post-logout redirect URIs (repeat; '' for none).")
+@click.option("--frontchannel-logout-uri", default=None, help="'' removes it.")
+@click.option("--backchannel-logout-uri", default=None, help="'' removes it.")
+@click.option("--jwks-uri", default=None, help="'' removes it.")
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           first_party, enable, as_json) -> None:
-    """Change a client's OIDC settings; every worker picks the change up within a second."""
+           first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
+           backchannel_logout_uri, jwks_uri, as_json) -> None:
+    """Change a client's OIDC settings; every worker picks the change up within a second.
+    The whole resulting metadata passes the same validator as RFC 7591 registration."""
     from .cli import _require_migrated, _services
+    from .core.client_metadata import Policy, check_client_metadata
 
     svc = _services()
     _require_migrated(svc)
+    uris = {
+        "redirect_uris": list(redirect_uris) or None,
+        "post_logout_redirect_uris": [u for u in post_logout if u] if post_logout else None,
+        "frontchannel_logout_uri": frontchannel_logout_uri,
+        "backchannel_logout_uri": backchannel_logout_uri,
+        "jwks_uri": jwks_uri,
+    }
+    uris = {k: v for k, v in uris.items() if v is not None}
     changes = {
         "access_token_format": access_token_format,
         "access_token_signed_response_alg": access_token_alg,
@@ -73,20 +90,28 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "require_pkce": require_pkce,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes and all(v is None for v in (name, userinfo_alg, first_party, enable)):
+    if not changes and not uris and all(
+            v is None for v in (name, userinfo_alg, first_party, enable)):
         raise ValidationError("nothing to change: give at least one option")
     with svc.sessions.begin() as db:
         row = _load(db, client_id)
         meta = dict(row.meta)
         meta.update(changes)
+        for key, value in uris.items():
+            if value == "":
+                meta.pop(key, None)
+            else:
+                meta[key] = value
         if userinfo_alg == "none":
             meta.pop("userinfo_signed_response_alg", None)
         elif userinfo_alg:
             meta["userinfo_signed_response_alg"] = userinfo_alg
+        if name is not None:
+            meta["client_name"] = name
+        check_client_metadata(meta, Policy.from_settings(svc.settings))
         row.meta = meta
         if name is not None:
             row.name = name
-            meta["client_name"] = name
         if first_party is not None:
             row.first_party = first_party
         if enable is not None:

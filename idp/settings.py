@@ -314,6 +314,14 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
         if keys[key] < 1:
             raise ConfigError(f"setting keys.{key} must be at least 1")
 
+    out = s["outbound"]
+    if not 0 < out["timeout"] <= 60:
+        raise ConfigError("setting outbound.timeout must be 1-60 seconds")
+    if out["max_bytes"] < 1024:
+        raise ConfigError("setting outbound.max_bytes must be at least 1024")
+    if out["failure_cache_seconds"] < 0:
+        raise ConfigError("setting outbound.failure_cache_seconds must not be negative")
+
     _validate_ldap(s["ldap"])
     _validate_mfa(s["mfa"])
 

@@ -432,8 +432,8 @@ def consent():
         return process(req.params, accepted_auth_time=req.params.get("_auth_ok", 0),
                        consent_given=True)
     resp = Response(render_template(
-        "consent.html", form=form, client=client, logo=client.setting("logo_uri"),
-        policy_uri=client.setting("policy_uri"), tos_uri=client.setting("tos_uri"),
+        "consent.html", form=form, client=client, logo=client.shown_uri("logo_uri"),
+        policy_uri=client.shown_uri("policy_uri"), tos_uri=client.shown_uri("tos_uri"),
         scopes=[(s, SCOPE_WORDS.get(s, s)) for s in scope.split()],
         claims=[(name, claim_words(name)) for name in extra_claims]))
     resp.headers["Cache-Control"] = "no-store"
@@ -460,7 +460,7 @@ def list_consents(svc, user) -> list[dict[str, Any]]:
         if client is not None:
             scopes = [s.removeprefix(CLAIM_CONSENT) for s in row.scopes]
             out.append({"key": row.client_id, "name": client.name, "scopes": scopes,
-                        "logo_uri": client.setting("logo_uri")})
+                        "logo_uri": client.shown_uri("logo_uri")})
     return out
 
 

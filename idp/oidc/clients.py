@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import select
 
+from ..core.client_metadata import is_loopback_host, safe_uri
 from ..services import Services
-from ..storage.clients import is_loopback_host
 from ..storage.models import Client, ClientServiceRole
 
 GENERATION_KEY = "gen:clients"
@@ -95,6 +95,12 @@ class OAuthClient(ClientMixin):
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.meta.get(key, default)
+
+    def shown_uri(self, key: str) -> str | None:
+        """A stored URI for a page (logo, policy, terms), or None when today's rules refuse it:
+        rows written before the one validator existed may hold ``javascript:`` and the like."""
+        uri = self.meta.get(key)
+        return uri if uri and safe_uri(key, uri) else None
 
 
 class ClientCache:

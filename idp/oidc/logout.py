@@ -7,7 +7,10 @@
   sid, no nonce) POSTed to each RP of the ended session, from a background thread, with a
   timeout and retries; failures are logged.
 - Front-Channel Logout 1.0: the signed-out page loads each RP's frontchannel_logout_uri with
-  iss and sid in an iframe.
+  iss and sid in an iframe; a stored URI that the metadata validator would refuse today (a row
+  written before it existed: ``javascript:`` would run on our origin) is skipped and logged.
+- Back-channel POSTs go through the outbound guard (``fetch.py``): https only, no private
+  addresses, no redirects, bounded time; a destination that failed is left alone for a while.
 
 Every ended SSO session reaches ``propagate`` (a logout listener), whichever page ended it.
 """
@@ -20,17 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import requests
 from flask import Blueprint, Response, redirect, render_template, request
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
 from ..app import services
+from ..core.client_metadata import safe_uri
 from ..errors import new_reference
 from ..services import Services
 from ..web.sso import COOKIE, logout_listeners, sessions
 from .clients import client_cache
+from .fetch import OutboundError, OutboundRefused, outbound
 from .server import engine
 from .tokens import InvalidToken, new_jti
 
@@ -96,23 +100,38 @@ def logout_token(svc: Services, client_id: str, sub: str | None, sid: str | None
 
 
 def deliver(svc: Services, client_id: str, uri: str, token: str) -> bool:
-    """POST the logout token; retry on network errors and 5xx with a growing pause."""
+    """POST the logout token; retry on network errors and 5xx with a growing pause. A refused
+    destination (scheme, address) is not retried; a failure is remembered by the outbound
+    guard, so the next logout does not try the same dead URL again at once."""
     cfg = svc.settings.oidc
-    for attempt in range(1, cfg.backchannel_attempts + 1):
-        try:
-            resp = requests.post(uri, data={"logout_token": token},
-                                 timeout=cfg.backchannel_timeout, allow_redirects=False,
-                                 headers={"Cache-Control": "no-store"})
-            if resp.status_code in (200, 204):
-                log.info("back-channel logout delivered", extra={"client_id": client_id})
-                return True
-            reason = f"HTTP {resp.status_code}"
-            if resp.status_code < 500:
-                break  # the RP refused the token: retrying will not help
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-        if attempt < cfg.backchannel_attempts:
-            time.sleep(0.5 * 2 ** (attempt - 1))
+    fetcher = outbound(svc)
+    reason = fetcher.failed_recently(uri)
+    attempt = 0
+    if reason is None:
+        body = urlencode({"logout_token": token}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "Cache-Control": "no-store"}
+        remember = True
+        for attempt in range(1, cfg.backchannel_attempts + 1):
+            try:
+                answer = fetcher.request("POST", uri, body=body, headers=headers,
+                                         timeout=cfg.backchannel_timeout)
+                if answer.status in (200, 204):
+                    log.info("back-channel logout delivered", extra={"client_id": client_id})
+                    return True
+                reason = f"HTTP {answer.status}"
+                if answer.status < 500:
+                    remember = False  # the RP refused this token, not every token
+                    break
+            except OutboundRefused as exc:
+                reason = exc.reason
+                break  # refused by policy: retrying will not help
+            except OutboundError as exc:
+                reason = exc.reason
+            if attempt < cfg.backchannel_attempts:
+                time.sleep(0.5 * 2 ** (attempt - 1))
+        if remember:
+            fetcher.remember_failure(uri, reason)
     log.warning("back-channel logout failed: %s", reason,
                 extra={"client_id": client_id, "attempts": attempt})
     return False
@@ -195,6 +214,10 @@ def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) 
             continue
         rp = client_cache(svc).get(info.get("client_id"))
         uri = rp.setting("frontchannel_logout_uri") if rp else None
+        if uri and not safe_uri("frontchannel_logout_uri", uri):
+            log.warning("stored frontchannel_logout_uri refused, not rendered",
+                        extra={"client_id": rp.client_id})
+            continue
         if uri:
             parts = urlsplit(uri)
             query = parse_qsl(parts.query) + [("iss", svc.settings.issuer),

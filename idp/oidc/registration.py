@@ -7,41 +7,28 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, update
 
 from ..app import services
+from ..core.client_metadata import MetadataError, Policy, check_client_metadata
 from ..crypto import new_token
 from ..errors import Conflict, ValidationError
-from ..storage.clients import (
-    AUTH_METHODS,
-    ClientRegistry,
-    is_loopback_host,
-    validate_redirect_uri,
-)
+from ..storage.clients import ClientRegistry
 from ..storage.models import Client, InitialAccessToken
 from .clients import client_cache
+from .fetch import OutboundError, outbound
 from .server import STANDARD_SCOPES
-from .tokens import SIGNING_ALGS
 
 bp = Blueprint("oidc_registration", __name__)
 log = logging.getLogger("idp.oidc.registration")
 
-_URL_FIELDS = ("logo_uri", "client_uri", "policy_uri", "tos_uri", "initiate_login_uri")
 _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "contacts",
          "id_token_signed_response_alg", "userinfo_signed_response_alg",
          "frontchannel_logout_uri", "frontchannel_logout_session_required",
          "backchannel_logout_session_required", "default_max_age", "require_auth_time",
          "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version")
-
-
-class MetadataError(Exception):
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
 
 
 def _error(error: str, description: str, status: int = 400) -> Response:
@@ -56,87 +43,37 @@ def _bearer() -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def _https_url(name: str, value: Any) -> None:
-    """https, or http on a loopback host (development)."""
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or not parts.netloc or not (
-            parts.scheme == "https"
-            or (parts.scheme == "http" and is_loopback_host(parts.hostname))):
-        raise MetadataError("invalid_client_metadata", f"{name} must be an https URL")
-
-
-def validate_metadata(meta: Any) -> dict[str, Any]:
-    """Check RFC 7591 §2 metadata; return what we keep. Raises MetadataError."""
-    if not isinstance(meta, dict):
-        raise MetadataError("invalid_client_metadata", "the body must be a JSON object")
+def validate_metadata(meta: Any, policy: Policy) -> dict[str, Any]:
+    """Check the body with the one client-metadata validator (``metadata.py``); return what we
+    keep. Raises MetadataError (RFC 7591 §3.2.2 codes)."""
+    check_client_metadata(meta, policy)
     grant_types = meta.get("grant_types", ["authorization_code"])
-    response_types = meta.get("response_types", ["code"])
-    if not isinstance(grant_types, list) or not isinstance(response_types, list):
-        raise MetadataError("invalid_client_metadata", "grant_types and response_types "
-                                                       "must be arrays")
-    if any(rt != "code" for rt in response_types):
-        raise MetadataError("invalid_client_metadata", "only response_type code is supported")
-    if "authorization_code" in grant_types and "code" not in response_types:
-        raise MetadataError("invalid_client_metadata", "authorization_code needs response "
-                                                       "type code")
     redirect_uris = meta.get("redirect_uris", [])
-    if not isinstance(redirect_uris, list) or not all(isinstance(u, str)
-                                                      for u in redirect_uris):
-        raise MetadataError("invalid_redirect_uri", "redirect_uris must be an array of URIs")
-    try:
-        for uri in redirect_uris:
-            validate_redirect_uri(uri)
-    except ValidationError as exc:
-        raise MetadataError("invalid_redirect_uri", str(exc)) from None
-    method = meta.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
-        raise MetadataError("invalid_client_metadata", "unsupported "
-                                                       "token_endpoint_auth_method")
-    if meta.get("jwks") and meta.get("jwks_uri"):
-        raise MetadataError("invalid_client_metadata", "jwks and jwks_uri are exclusive")
-    if meta.get("jwks") is not None and not (isinstance(meta["jwks"], dict)
-                                             and isinstance(meta["jwks"].get("keys"), list)):
-        raise MetadataError("invalid_client_metadata", "jwks must be a JWK Set")
-    for key in ("id_token_signed_response_alg", "userinfo_signed_response_alg"):
-        if key in meta and meta[key] not in SIGNING_ALGS:
-            raise MetadataError("invalid_client_metadata", f"{key} must be one of "
-                                                           f"{', '.join(SIGNING_ALGS)}")
-    if meta.get("subject_type", "public") != "public":
-        raise MetadataError("invalid_client_metadata", "only the public subject type is "
-                                                       "supported")
-    for key in _URL_FIELDS:
-        if key in meta:
-            _https_url(key, meta[key])
-    for key in ("post_logout_redirect_uris",):
-        if not isinstance(meta.get(key, []), list):
-            raise MetadataError("invalid_client_metadata", f"{key} must be an array")
     scope = meta.get("scope", "openid profile email")
-    if not isinstance(scope, str):
-        raise MetadataError("invalid_client_metadata", "scope must be a string")
     scope = " ".join(s for s in scope.split() if s in STANDARD_SCOPES) or "openid"
     kept = {k: meta[k] for k in _KEPT if k in meta}
-    if "sector_identifier_uri" in meta:
-        _check_sector(meta["sector_identifier_uri"], redirect_uris)
-    return {"grant_types": grant_types, "redirect_uris": redirect_uris, "method": method,
+    return {"grant_types": grant_types, "redirect_uris": redirect_uris,
+            "method": meta.get("token_endpoint_auth_method", "client_secret_basic"),
             "scope": scope, "post_logout_redirect_uris": meta.get("post_logout_redirect_uris",
                                                                   []),
             "backchannel_logout_uri": meta.get("backchannel_logout_uri"),
             "jwks_uri": meta.get("jwks_uri"), "extra": kept}
 
 
-def _check_sector(uri: Any, redirect_uris: list[str]) -> None:
-    """OIDC Registration §5: the document at sector_identifier_uri lists every redirect URI."""
-    import requests
-
-    _https_url("sector_identifier_uri", uri)
+def check_sector(svc, meta: dict[str, Any]) -> None:
+    """OIDC Registration §5: the document at sector_identifier_uri (fetched through the
+    outbound guard, ``fetch.py``) lists every redirect URI."""
+    uri = meta["extra"].get("sector_identifier_uri")
+    if uri is None:
+        return
     try:
-        resp = requests.get(uri, timeout=5, allow_redirects=False)
-        listed = resp.json() if resp.status_code == 200 else None
-    except (requests.RequestException, ValueError):
-        listed = None
-    if not isinstance(listed, list) or not set(redirect_uris) <= set(listed):
-        raise MetadataError("invalid_client_metadata", "the sector_identifier_uri document "
-                                                       "does not list every redirect URI")
+        listed = outbound(svc).get_json(uri)
+    except OutboundError as exc:
+        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
+                            f"cannot be fetched: {exc.reason}", "sector_identifier_uri") from None
+    if not isinstance(listed, list) or not set(meta["redirect_uris"]) <= set(listed):
+        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
+                            "does not list every redirect URI", "sector_identifier_uri")
 
 
 def _take_initial_token(svc, token: str | None) -> bool:
@@ -172,9 +109,11 @@ def register():
         return _error("invalid_token", "Registration needs a valid initial access token.",
                       401)
     try:
-        meta = validate_metadata(request.get_json(silent=True))
+        policy = Policy.from_settings(svc.settings)
+        meta = validate_metadata(request.get_json(silent=True), policy)
+        check_sector(svc, meta)
         with svc.sessions.begin() as db:
-            registry = ClientRegistry(db, svc.hasher, svc.sealer)
+            registry = ClientRegistry(db, svc.hasher, svc.sealer, policy)
             row, secret = registry.create(
                 None, name=meta["extra"].get("client_name"),
                 redirect_uris=meta["redirect_uris"], grant_types=meta["grant_types"],
@@ -231,28 +170,33 @@ def manage(client_id: str):
     if "client_secret" in body and not svc.hasher.verify(str(body["client_secret"]),
                                                          row.secret_hash):
         return _error("invalid_client_metadata", "client_secret does not match.")
+    policy = Policy.from_settings(svc.settings)
     try:
-        meta = validate_metadata(body)
+        meta = validate_metadata(body, policy)
+        if meta["method"] != row.meta.get("token_endpoint_auth_method"):
+            raise MetadataError("invalid_client_metadata",
+                                "token_endpoint_auth_method cannot change.")
+        check_sector(svc, meta)
+        with svc.sessions.begin() as db:
+            current = db.scalar(select(Client).where(Client.client_id == client_id))
+            new_meta = dict(current.meta)
+            new_meta.update(meta["extra"])
+            new_meta.update(redirect_uris=meta["redirect_uris"],
+                            grant_types=meta["grant_types"], scope=meta["scope"],
+                            post_logout_redirect_uris=meta["post_logout_redirect_uris"])
+            for key in ("backchannel_logout_uri", "jwks_uri"):
+                if meta[key]:
+                    new_meta[key] = meta[key]
+                else:
+                    new_meta.pop(key, None)
+            # The whole resulting document passes the validator, as at registration.
+            check_client_metadata(new_meta, policy)
+            current.meta = new_meta
+            current.name = meta["extra"].get("client_name", current.name)
+            db.flush()
+            doc = _client_document(svc, current)
     except MetadataError as exc:
         return _error(exc.error, exc.description)
-    if meta["method"] != row.meta.get("token_endpoint_auth_method"):
-        return _error("invalid_client_metadata", "token_endpoint_auth_method cannot change.")
-    with svc.sessions.begin() as db:
-        current = db.scalar(select(Client).where(Client.client_id == client_id))
-        new_meta = dict(current.meta)
-        new_meta.update(meta["extra"])
-        new_meta.update(redirect_uris=meta["redirect_uris"], grant_types=meta["grant_types"],
-                        scope=meta["scope"],
-                        post_logout_redirect_uris=meta["post_logout_redirect_uris"])
-        for key in ("backchannel_logout_uri", "jwks_uri"):
-            if meta[key]:
-                new_meta[key] = meta[key]
-            else:
-                new_meta.pop(key, None)
-        current.meta = new_meta
-        current.name = meta["extra"].get("client_name", current.name)
-        db.flush()
-        doc = _client_document(svc, current)
     client_cache(svc).bump()
     resp = jsonify(doc)
     resp.headers["Cache-Control"] = "no-store"

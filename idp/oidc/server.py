@@ -190,7 +190,14 @@ class PrivateKeyJWTAuth(_JWTClientAuth):
     ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 
     def resolve_client_public_key(self, client: OAuthClient):
-        return KeySet.import_key_set(self.engine.client_jwks(client))
+        from authlib.oauth2.rfc6749.errors import InvalidClientError
+
+        jwks = self.engine.client_jwks(client)
+        try:
+            return KeySet.import_key_set(jwks)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            log.info("client keys unusable: %s", exc)
+            raise InvalidClientError(description="The client's key set is not usable.") from None
 
 
 # --- grants -------------------------------------------------------------------------------------
@@ -472,19 +479,9 @@ class Engine:
             return Subject(user.id, user.uuid)
 
     def client_jwks(self, client: OAuthClient) -> dict:
-        if client.setting("jwks"):
-            return client.setting("jwks")
-        uri = client.setting("jwks_uri")
-        if not uri:
-            raise OAuth2Error("client has no keys", status_code=401)
-        cached = self._jwks_cache.get(uri)
-        if cached and self.svc.clock.now() - cached[0] < 60:
-            return cached[1]
-        from .fetch import fetch_json
+        from .fetch import client_key_set
 
-        keys = fetch_json(uri)
-        self._jwks_cache[uri] = (self.svc.clock.now(), keys)
-        return keys
+        return client_key_set(self.svc, client, self._jwks_cache)
 
     # --- RFC 8707 resource indicators --------------------------------------------------------
 

@@ -14,12 +14,12 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from ..core.client_metadata import SIGNING_ALGS
 from ..keys import ALG_KTY, KeyManager
 
 # RFC 9864 prefers "Ed25519" to "EdDSA"; clients still ask for EdDSA, so we keep serving it.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated")
 
-SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
 _HASH = {"RS256": hashlib.sha256, "PS256": hashlib.sha256, "ES256": hashlib.sha256,
          "EdDSA": hashlib.sha512}
 

@@ -1,0 +1,318 @@
+"""Client metadata validation: the one validator for every way a client is written.
+
+RFC 7591 registration, RFC 7592 update, ``idp clients create|update`` and the admin API all pass
+the client's whole resulting metadata document through ``check_client_metadata`` before it is
+stored; nothing that fails it reaches the database. No Flask here: callers turn
+``MetadataError`` into their own answer (RFC 7591 §3.2.2 error JSON, one CLI line, ...).
+
+The checks are a visible list (``CHECKS``), each small and testable alone. The URI rules per
+field are a table (``URI_RULES``):
+
+- ``redirect_uris`` (RFC 6749 §3.1.2, OIDC Registration §2, RFC 8252 §7.1, §7.3, §8.3): https;
+  http only on a loopback host; a private-use scheme (a reverse domain name such as
+  ``com.example.app:/cb``) for native apps. Error ``invalid_redirect_uri``.
+- ``post_logout_redirect_uris`` (RP-Initiated Logout 1.0 §3.1) and ``frontchannel_logout_uri``
+  (Front-Channel Logout 1.0 §2): the browser is sent there, so the redirect URI rules less the
+  private-use schemes.
+- ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2), ``jwks_uri``,
+  ``sector_identifier_uri`` (OIDC Registration §2, §5): the IdP itself connects there, so https
+  only, unless ``[outbound] allow_http`` is on; an IP literal in a private range is refused
+  unless ``[outbound] allow_private_addresses`` is on (the fetch checks resolved names again).
+- ``logo_uri``, ``client_uri``, ``policy_uri``, ``tos_uri``, ``initiate_login_uri``: shown or
+  followed in the browser: https only.
+
+Every URI: printable ASCII only (a browser strips or ignores tabs, newlines and leading control
+characters, so ``"\\tjavascript:..."`` would still run script), absolute, at most 2000
+characters, no fragment (RFC 6749 §3.1.2, OIDC Registration §2), no user information (RFC 8252
+§8.3 for loopback; a ``user@`` part misleads people reading the URI everywhere else), and never
+a scheme that runs or reads something locally (``javascript:``, ``data:``, ``file:``,
+``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
+``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ValidationError
+
+# The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
+SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+
+AUTH_METHODS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "none",
+)
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+MAX_URI_LENGTH = 2000
+
+# Schemes a browser (or a misguided client library) would run or read locally.
+FORBIDDEN_SCHEMES = frozenset(
+    {
+        "javascript",
+        "data",
+        "file",
+        "vbscript",
+        "blob",
+        "filesystem",
+        "about",
+        "jar",
+        "view-source",
+        "livescript",
+        "mocha",
+        "ms-its",
+        "mhtml",
+        "res",
+        "resource",
+        "chrome",
+    }
+)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]*$")
+
+
+class MetadataError(ValidationError):
+    """Refused client metadata: ``error`` is the RFC 7591 §3.2.2 code, ``field`` the member.
+    A ValidationError, so the CLI prints its one line and exits non-zero."""
+
+    def __init__(self, error: str, description: str, field: str | None = None) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the deployment allows for URIs the IdP connects to (``[outbound]``)."""
+
+    allow_http: bool = False
+    allow_private_addresses: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Policy:
+        outbound = settings.outbound
+        return cls(bool(outbound.allow_http), bool(outbound.allow_private_addresses))
+
+
+# --- URIs ----------------------------------------------------------------------------------------
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _private_literal(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+@dataclass(frozen=True)
+class UriRule:
+    """How one URI field may look. ``kind``: ``redirect`` (browser, native-app schemes too),
+    ``browser`` (https, http on loopback), ``fetched`` (the IdP connects), ``https``."""
+
+    kind: str
+    error: str = "invalid_client_metadata"
+
+
+URI_RULES: dict[str, UriRule] = {
+    "redirect_uris": UriRule("redirect", "invalid_redirect_uri"),
+    "post_logout_redirect_uris": UriRule("browser"),
+    "frontchannel_logout_uri": UriRule("browser"),
+    "backchannel_logout_uri": UriRule("fetched"),
+    "jwks_uri": UriRule("fetched"),
+    "sector_identifier_uri": UriRule("fetched"),
+    "initiate_login_uri": UriRule("https"),
+    "logo_uri": UriRule("https"),
+    "client_uri": UriRule("https"),
+    "policy_uri": UriRule("https"),
+    "tos_uri": UriRule("https"),
+}
+LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris")
+
+
+def uri_problem(field: str, uri: Any, policy: Policy = Policy()) -> str | None:
+    """Why ``uri`` may not be stored as ``field`` (None when it may)."""
+    kind = URI_RULES[field].kind
+    if not isinstance(uri, str) or not uri:
+        return "must be a non-empty string"
+    if len(uri) > MAX_URI_LENGTH:
+        return f"is longer than {MAX_URI_LENGTH} characters"
+    if not _PRINTABLE_ASCII.match(uri):
+        return "must contain only printable ASCII characters (no spaces or control characters)"
+    match = _SCHEME.match(uri)
+    if match is None:
+        return "is not an absolute URI"
+    scheme = match.group(1).lower()
+    if scheme in FORBIDDEN_SCHEMES:
+        return f"uses the forbidden scheme {scheme}:"
+    if "#" in uri:
+        return "must not contain a fragment"
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "is not a valid URI"
+    if scheme not in ("http", "https"):
+        if kind == "redirect" and "." in scheme:
+            return None  # RFC 8252 §7.1 private-use scheme, a reverse domain name
+        if kind == "redirect":
+            return "must use https (or a private-use scheme that is a reverse domain name)"
+        return "must be an https URL"
+    if not host or not parts.netloc:
+        return "has no host"
+    if "@" in parts.netloc:
+        return "must not contain user information"
+    if kind == "fetched":
+        if scheme == "http" and not policy.allow_http:
+            return "must be an https URL"
+        if not policy.allow_private_addresses and _private_literal(host):
+            return "must not point at a loopback or private address"
+        return None
+    if scheme == "http" and not (kind in ("redirect", "browser") and is_loopback_host(host)):
+        if kind in ("redirect", "browser"):
+            return "must use https (http only on a loopback host)"
+        return "must be an https URL"
+    return None
+
+
+def check_uri(field: str, uri: Any, policy: Policy = Policy()) -> None:
+    problem = uri_problem(field, uri, policy)
+    if problem:
+        shown = uri if isinstance(uri, str) and len(uri) <= 200 else "the value"
+        raise MetadataError(URI_RULES[field].error, f"{field}: {shown!r} {problem}", field)
+
+
+def safe_uri(field: str, uri: Any, policy: Policy = Policy()) -> bool:
+    """For rendering stored rows: False when the stored value would be refused today."""
+    return uri_problem(field, uri, policy) is None
+
+
+# --- the checks, in order --------------------------------------------------------------------
+
+Check = Callable[[Mapping[str, Any], Policy], None]
+
+
+def _fail(field: str, description: str) -> MetadataError:
+    return MetadataError("invalid_client_metadata", f"{field}: {description}", field)
+
+
+def check_list_types(meta: Mapping[str, Any], policy: Policy) -> None:
+    for field in LIST_FIELDS + ("grant_types", "response_types", "contacts"):
+        value = meta.get(field)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            error = URI_RULES[field].error if field in URI_RULES else "invalid_client_metadata"
+            raise MetadataError(error, f"{field} must be an array of strings", field)
+
+
+def check_uris(meta: Mapping[str, Any], policy: Policy) -> None:
+    for field in URI_RULES:
+        value = meta.get(field)
+        if value is None:
+            continue
+        for uri in value if field in LIST_FIELDS else [value]:
+            check_uri(field, uri, policy)
+
+
+def check_grant_and_response_types(meta: Mapping[str, Any], policy: Policy) -> None:
+    grants = meta.get("grant_types") or ["authorization_code"]
+    for grant in grants:
+        if grant not in GRANT_TYPES:
+            raise _fail("grant_types", f"{grant!r} is not supported ({', '.join(GRANT_TYPES)})")
+    responses = meta.get("response_types")
+    if responses is None:
+        responses = ["code"] if "authorization_code" in grants else []
+    if any(rt != "code" for rt in responses):
+        raise _fail("response_types", "only the response type code is supported")
+    if "authorization_code" in grants and "code" not in responses:
+        raise _fail("response_types", "the authorization_code grant needs response type code")
+    if "authorization_code" in grants and not meta.get("redirect_uris"):
+        raise MetadataError(
+            "invalid_redirect_uri",
+            "redirect_uris: the authorization_code grant needs at least one redirect URI",
+            "redirect_uris",
+        )
+
+
+def check_auth_method(meta: Mapping[str, Any], policy: Policy) -> None:
+    method = meta.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in AUTH_METHODS:
+        raise _fail("token_endpoint_auth_method", f"must be one of {', '.join(AUTH_METHODS)}")
+    if method == "none" and "client_credentials" in (meta.get("grant_types") or []):
+        raise _fail(
+            "token_endpoint_auth_method", "a public client (none) cannot use client_credentials"
+        )
+    if method == "private_key_jwt" and not (meta.get("jwks_uri") or meta.get("jwks")):
+        raise _fail("token_endpoint_auth_method", "private_key_jwt needs a jwks_uri (or jwks)")
+
+
+def check_keys(meta: Mapping[str, Any], policy: Policy) -> None:
+    if meta.get("jwks") and meta.get("jwks_uri"):
+        raise _fail("jwks", "jwks and jwks_uri are exclusive")
+    jwks = meta.get("jwks")
+    if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+        raise _fail("jwks", "must be a JWK Set")
+
+
+def check_algorithms(meta: Mapping[str, Any], policy: Policy) -> None:
+    for field in (
+        "id_token_signed_response_alg",
+        "userinfo_signed_response_alg",
+        "access_token_signed_response_alg",
+    ):
+        if field in meta and meta[field] not in SIGNING_ALGS:
+            raise _fail(field, f"must be one of {', '.join(SIGNING_ALGS)}")
+
+
+def check_subject_type(meta: Mapping[str, Any], policy: Policy) -> None:
+    if meta.get("subject_type", "public") != "public":
+        raise _fail("subject_type", "only the public subject type is supported")
+
+
+def check_scope(meta: Mapping[str, Any], policy: Policy) -> None:
+    if "scope" in meta and not isinstance(meta["scope"], str):
+        raise _fail("scope", "must be a string")
+
+
+CHECKS: tuple[Check, ...] = (
+    check_list_types,
+    check_uris,
+    check_grant_and_response_types,
+    check_auth_method,
+    check_keys,
+    check_algorithms,
+    check_subject_type,
+    check_scope,
+)
+
+
+def check_client_metadata(meta: Any, policy: Policy = Policy()) -> None:
+    """Run every check over a client's whole metadata document; raise ``MetadataError``."""
+    if not isinstance(meta, Mapping):
+        raise MetadataError("invalid_client_metadata", "the metadata must be a JSON object")
+    for check in CHECKS:
+        check(meta, policy)
