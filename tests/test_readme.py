@@ -264,7 +264,13 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
     _copy_checkout(checkout)
     assert not (checkout / ".venv").exists() and not (checkout / "instance").exists()
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "VIRTUAL_ENV"))}
+    # A newcomer's shell: none of our settings, venv or import path (the tests may run with
+    # PYTHONPATH pointing at an unpacked tree).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IDP_", "VIRTUAL_ENV")) and k != "PYTHONPATH"
+    }
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO))
     )
@@ -306,6 +312,7 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
                 capture_output=True,
                 text=True,
                 cwd=tmp_path,
+                env=env,
                 check=True,
             ).stdout
             assert "/.venv/lib/" in where  # a real (non-editable) install
