@@ -12,6 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -124,7 +125,9 @@ def _merge(
     origin: str,
     into: dict[str, Any],
     from_text: bool = False,
+    explicit: set[str] | None = None,
 ) -> None:
+    """Lay ``layer`` over ``into``; the dotted name of every key it sets goes into ``explicit``."""
     for key, value in layer.items():
         if key not in defaults:
             raise ConfigError(f"unknown setting {key!r} in {origin}")
@@ -135,8 +138,12 @@ def _merge(
                 if sub not in defaults[key]:
                     raise ConfigError(f"unknown setting {key}.{sub} in {origin}")
                 into[key][sub] = _coerce(f"{key}.{sub}", defaults[key][sub], subval, from_text)
+                if explicit is not None:
+                    explicit.add(f"{key}.{sub}")
         else:
             into[key] = _coerce(key, defaults[key], value, from_text)
+            if explicit is not None:
+                explicit.add(key)
 
 
 class Section:
@@ -216,9 +223,13 @@ def load_settings(
         else:
             merged[key] = _coerce(key, value, value)
 
+    # Settings some layer names, even to their default value: a derived default (auth.backends
+    # following ldap.enabled) may only fill in what nobody set.
+    explicit: set[str] = set()
     config_file = environ.get("IDP_CONFIG")
     if config_file:
-        _merge(defaults, _load_toml(Path(config_file), "config file"), config_file, merged)
+        layer = _load_toml(Path(config_file), "config file")
+        _merge(defaults, layer, config_file, merged, explicit=explicit)
 
     names = _env_map(defaults)
     env_layer: dict[str, Any] = {}
@@ -232,12 +243,12 @@ def load_settings(
             env_layer.setdefault(section, {})[key] = text
         else:
             env_layer[key] = text
-    _merge(defaults, env_layer, "the environment", merged, from_text=True)
+    _merge(defaults, env_layer, "the environment", merged, from_text=True, explicit=explicit)
 
     if overrides:
-        _merge(defaults, overrides, "overrides", merged)
+        _merge(defaults, overrides, "overrides", merged, explicit=explicit)
 
-    _derive_and_validate(merged)
+    _derive_and_validate(merged, explicit)
     return Section(
         "", {k: Section(f"{k}.", v) if isinstance(v, dict) else v for k, v in merged.items()}
     )
@@ -252,7 +263,7 @@ def _check_url(name: str, value: str, schemes: set[str]) -> None:
         raise ConfigError(f"setting {name} has no host: {redact_url(value)!r}")
 
 
-def _derive_and_validate(s: dict[str, Any]) -> None:
+def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozenset()) -> None:
     issuer = s["issuer"].rstrip("/")
     _check_url("issuer", issuer, {"http", "https"})
     parts = urlsplit(issuer)
@@ -323,7 +334,26 @@ def _derive_and_validate(s: dict[str, Any]) -> None:
         raise ConfigError("setting outbound.failure_cache_seconds must not be negative")
 
     _validate_ldap(s["ldap"])
+    _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
+
+
+def _derive_backends(s: dict[str, Any], explicit: AbstractSet[str]) -> None:
+    """``[ldap] enabled = true`` turns directory sign-in on by itself: with ``auth.backends`` left
+    unset the chain becomes local users first, then the directory (what Keycloak does with a
+    user-federation provider: local users are looked up before the federation). An operator's own
+    ``auth.backends`` is kept, but one that leaves "ldap" out while LDAP is enabled is a
+    contradiction that would silently ignore the directory, so start-up stops on it."""
+    if not s["ldap"]["enabled"] or "ldap" in s["auth"]["backends"]:
+        return
+    if "auth.backends" not in explicit:
+        s["auth"]["backends"] = (*s["auth"]["backends"], "ldap")
+        return
+    chosen = json.dumps(list(s["auth"]["backends"]))
+    raise ConfigError(
+        f'setting ldap.enabled is true but auth.backends = {chosen} leaves out "ldap": '
+        'add it (e.g. ["local", "ldap"]) or leave auth.backends unset'
+    )
 
 
 def _validate_mfa(mfa: dict[str, Any]) -> None:

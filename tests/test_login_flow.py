@@ -275,7 +275,8 @@ def test_mfa_step_runs_for_enrolled_users(app, svc, factor):
 
 
 def test_mfa_required_but_not_enrolled_stops(make_app):
-    app = make_app()
+    """With login enrolment switched off (it is on by default)."""
+    app = make_app(mfa={"enroll_at_login": False})
     svc = app.extensions["idp"]
     make_user(svc, "ann", require_mfa=True)
     client = app.test_client()

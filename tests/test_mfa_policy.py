@@ -185,7 +185,7 @@ def _join(svc, group, uid):
 
 
 def test_role_policy(make_app, clock):
-    app, svc = _app(make_app, clock, policies=["role:auditor"])
+    app, svc = _app(make_app, clock, policies=["role:auditor"], enroll_at_login=False)
     uid = make_user(svc, "ann")
     with svc.sessions.begin() as db:
         d = Directory(db)

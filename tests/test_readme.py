@@ -4,6 +4,7 @@ setting, a Containerfile with the parts the README names, a Documentation list a
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
@@ -178,19 +179,82 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+Rule = tuple[str, bool, bool, bool, str]  # (base dir, negated, directory only, anchored, pattern)
+
+
+def _ignore_rules(root: Path, base: str) -> list[Rule]:
+    """The rules of ``{base}.gitignore``: the subset of gitignore(5) this tree uses (``*`` globs,
+    a trailing ``/`` for directories, ``!`` to re-include, a ``/`` inside the pattern to anchor it
+    at the file's directory). Tools write their own (``.hypothesis/.gitignore`` is ``*``)."""
+    path = root / base / ".gitignore"
+    rules = []
+    for raw in path.read_text().splitlines() if path.is_file() else []:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        line = line.removeprefix("!")
+        dir_only = line.endswith("/")
+        line = line.strip("/")
+        rules.append((base, negated, dir_only, "/" in line, line))
+    return rules
+
+
+def _ignored(rel: str, is_dir: bool, rules: list[Rule]) -> bool:
+    verdict = False
+    for base, negated, dir_only, anchored, pattern in rules:
+        if (dir_only and not is_dir) or not rel.startswith(base):
+            continue
+        inner = rel[len(base) :]
+        name = inner if anchored else inner.rsplit("/", 1)[-1]
+        if fnmatch.fnmatchcase(name, pattern):
+            verdict = not negated
+    return verdict
+
+
+def _walk_tree(root: Path) -> list[str]:
+    """The files of a copy of the tree without git (a ZIP download, a ``git archive`` export),
+    with the same exclusions as ``git ls-files --cached --others --exclude-standard``."""
+    found = []
+    rules_in: dict[str, list[Rule]] = {}
+    for here, dirs, files in os.walk(root):
+        base = Path(here).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        parent = prefix.rstrip("/").rpartition("/")[0]
+        parent = parent + "/" if parent else ""
+        rules = rules_in.get(parent, []) if prefix else []
+        rules = rules + _ignore_rules(root, prefix)
+        rules_in[prefix] = rules
+        dirs[:] = sorted(d for d in dirs if d != ".git" and not _ignored(prefix + d, True, rules))
+        found += [
+            prefix + f for f in files if f != ".git" and not _ignored(prefix + f, False, rules)
+        ]
+    return sorted(found)
+
+
+def source_files(root: Path) -> list[str]:
+    """The project's files under ``root`` (relative paths): what git tracks or would track in a
+    clone, the same list walked from disk in a copy that is no git work tree."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+        )
+    except OSError:  # no git on this machine
+        return _walk_tree(root)
+    inside = (root / ".git").exists() and listed.returncode == 0
+    if not inside:  # not a git work tree (or, above it, someone else's)
+        return _walk_tree(root)
+    names = (os.fsdecode(n) for n in listed.stdout.split(b"\0") if n)
+    return sorted(n for n in names if (root / n).is_file())
+
+
 def _copy_checkout(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = REPO / os.fsdecode(name)
-        if src.is_file():
-            target = dest / os.fsdecode(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
+    for name in source_files(REPO):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
 
 
 @pytest.mark.slow
@@ -200,7 +264,13 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
     _copy_checkout(checkout)
     assert not (checkout / ".venv").exists() and not (checkout / "instance").exists()
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "VIRTUAL_ENV"))}
+    # A newcomer's shell: none of our settings, venv or import path (the tests may run with
+    # PYTHONPATH pointing at an unpacked tree).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IDP_", "VIRTUAL_ENV")) and k != "PYTHONPATH"
+    }
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO))
     )
@@ -242,6 +312,7 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
                 capture_output=True,
                 text=True,
                 cwd=tmp_path,
+                env=env,
                 check=True,
             ).stdout
             assert "/.venv/lib/" in where  # a real (non-editable) install
@@ -253,3 +324,91 @@ def test_readme_run_command_verbatim_in_a_clean_copy(tmp_path):
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(10)
+
+
+# --- the tests run from any copy of the tree, not only a git clone --------------------------------
+
+_JUNK = [  # what a developer's copy holds besides the sources, all excluded by .gitignore
+    ".venv/bin/python",
+    "instance/idp.db",
+    "idp/__pycache__/app.cpython-311.pyc",
+    "tests/stray.pyc",
+    ".pytest_cache/v/cache/lastfailed",
+    "dist/idp-0.1.0.tar.gz",
+    "idp.egg-info/PKG-INFO",
+    "keys/dev-signing.pem",
+    ".coverage",
+]
+
+
+def _export(dest: Path) -> list[str]:
+    """A copy of the tree as a ZIP download gives it: no .git, plus a developer's junk."""
+    files = source_files(REPO)
+    for name in files:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    for name in _JUNK:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_text("junk")
+    return files
+
+
+def test_source_files_of_this_tree():
+    files = source_files(REPO)
+    for needed in (
+        "README.md",
+        ".gitignore",
+        "idp/app.py",
+        "keys/README.md",
+        "tests/test_readme.py",
+    ):
+        assert needed in files
+    assert not [f for f in files if f.startswith((".git/", ".venv/", "instance/"))]
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    if (REPO / ".git").exists() and shutil.which("git"):
+        # In a clone, walking the disk gives exactly what git lists.
+        assert _walk_tree(REPO) == files
+
+
+def test_source_files_of_a_copy_without_git(tmp_path, monkeypatch):
+    """A ZIP download or `git archive` export: not a work tree, and perhaps no git at all."""
+    copy = tmp_path / "idp-main"
+    expected = _export(copy)
+    assert not (copy / ".git").exists()
+    assert source_files(copy) == expected
+    # The copy sits inside someone else's git repository: their index is not ours.
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, capture_output=True)
+        assert source_files(copy) == expected
+    # No git program on the machine at all.
+    empty = tmp_path / "no-git-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert source_files(copy) == expected
+    # And the copy made from the copy for the run command is the same tree again.
+    monkeypatch.setattr(sys.modules[__name__], "REPO", copy)
+    again = tmp_path / "again"
+    _copy_checkout(again)
+    assert (
+        sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()) == expected
+    )
+
+
+def test_not_built_yet_names_only_what_is_missing(make_app):
+    """The README's "Not built yet" line names no part that exists: every path it lists answers
+    404, and none of the built second factors is among them."""
+    from idp.core.steps import factors
+
+    line = re.search(r"^Not built yet.*?(?=\n\n)", README, re.S | re.M)
+    assert line, "README.md has no 'Not built yet' paragraph"
+    text = line.group(0)
+    paths = re.findall(r"`(/[^`]*)`", text)
+    assert paths == ["/admin/", "/api/v1/", "/scim/v2/"]
+    client = make_app().test_client()
+    for path in paths:
+        assert client.get(path).status_code == 404, path
+    built = set(factors())
+    assert {"totp", "backup", "email", "sms", "webauthn"} <= built
+    for word in ("TOTP", "WebAuthn", "e-mail", "SMS", "second factor", "MFA"):
+        assert word not in text, f"README says {word} is not built"
+    assert "(TOTP)" in README and "(WebAuthn)" in README and "docs/mfa.md" in README

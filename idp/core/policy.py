@@ -225,7 +225,14 @@ def plan_steps(facts: LoginFacts) -> list[str]:
         # has more.
         steps.append(STEP_MFA)
     elif wants_mfa and not (facts.mfa_grace and not step_up):
-        can_enroll = facts.enroll_at_login and (allowed is None or "totp" in allowed)
+        # Only a user with no factor at all sets one up on the password alone. One whose factors
+        # this policy does not allow would otherwise add a factor without passing the one they
+        # have: an administrator sorts that out (the MFA step tells them so).
+        can_enroll = (
+            facts.enroll_at_login
+            and not facts.enrolled_factors
+            and (allowed is None or "totp" in allowed)
+        )
         steps.append(STEP_MFA_ENROLL if can_enroll else STEP_MFA)
     if facts.local_password and (facts.must_change_password or facts.password_expired):
         steps.append(STEP_SET_PASSWORD)
@@ -279,8 +286,10 @@ class MfaRule:
         if self.kind == "group":
             want = self.target.strip("/")
             # A member of a subgroup is a member of its parents (paths "a/b" are under "a").
-            return any(g == want or g.startswith(want + "/") or g.rsplit("/", 1)[-1] == want
-                       for g in (p.strip("/") for p in subject.groups))
+            return any(
+                g == want or g.startswith(want + "/") or g.rsplit("/", 1)[-1] == want
+                for g in (p.strip("/") for p in subject.groups)
+            )
         if self.kind == "role":
             return self.target in subject.roles
         if self.kind == "client":
@@ -294,7 +303,7 @@ class MfaPolicy:
     grace_days: int = 0
     allowed_methods: tuple[str, ...] = ("totp", "backup", "email", "sms", "webauthn")
     rules: tuple[MfaRule, ...] = ()
-    enroll_at_login: bool = False
+    enroll_at_login: bool = True
     remember_days: int = 0
 
     @classmethod
@@ -306,7 +315,7 @@ class MfaPolicy:
             grace_days=int(section.get("grace_days", 0)),
             allowed_methods=tuple(section.get("allowed_methods", cls.allowed_methods)),
             rules=tuple(MfaRule.parse(line) for line in section.get("policies", ())),
-            enroll_at_login=bool(section.get("enroll_at_login", False)),
+            enroll_at_login=bool(section.get("enroll_at_login", True)),
             remember_days=int(section.get("remember_days", 0)),
         )
 

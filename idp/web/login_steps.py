@@ -60,17 +60,43 @@ class MfaStep:
         }
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
-        _, factor = self._chosen(ctx, form.get("factor"))
+        usable, factor = self._chosen(ctx, form.get("factor"))
         if factor is None:
             return StepResult(False, "mfa_not_enrolled", abort=True)
-        if factor.verify(ctx.svc, ctx.user, ctx.pending, form):
-            if form.get("remember") and ctx.svc.settings.mfa.remember_days > 0:
-                ctx.pending.data["remember"] = True
-            # A factor whose method depends on the authenticator used (WebAuthn: hwk or swk)
-            # names it in pending.data["factor_amr"].
-            amr = ctx.pending.data.pop("factor_amr", None) or factor.amr
-            return StepResult(True, amr=[amr])
-        return StepResult(False, "bad_code")
+        used = factor if factor.verify(ctx.svc, ctx.user, ctx.pending, form) else None
+        if used is None:
+            used = self._backup_in_code_field(ctx, usable, factor, form)
+        if used is None:
+            return StepResult(False, "bad_code")
+        if form.get("remember") and ctx.svc.settings.mfa.remember_days > 0:
+            ctx.pending.data["remember"] = True
+        if used.id == "backup":
+            # Backup codes are for a lost device: the account's audit trail says one was spent
+            # (and how many are left), whichever field it was typed into.
+            authkit.audit(
+                ctx.db,
+                "mfa.backup_code_used",
+                actor=ctx.user.uuid,
+                target=ctx.user.uuid,
+                field=factor.id,
+                remaining=backup_codes.remaining(ctx.db, ctx.user.id),
+            )
+        # A factor whose method depends on the authenticator used (WebAuthn: hwk or swk)
+        # names it in pending.data["factor_amr"].
+        amr = ctx.pending.data.pop("factor_amr", None) or used.amr
+        return StepResult(True, amr=[amr])
+
+    @staticmethod
+    def _backup_in_code_field(ctx: StepContext, usable: dict, factor: Any, form: Mapping[str, str]):
+        """One code field for either: a backup code typed where the authenticator app's (or a
+        sent) code goes is taken as one, when the user may use backup codes here. Only text that
+        has the shape of a backup code is tried, after the chosen factor said no."""
+        backup = usable.get("backup")
+        if backup is None or factor is backup or getattr(factor, "template", None):
+            return None
+        if backup_codes.normalize(form.get("code", "")) is None:
+            return None
+        return backup if backup.verify(ctx.svc, ctx.user, ctx.pending, form) else None
 
 
 def _enrol_key(ctx: StepContext) -> str:
@@ -104,19 +130,22 @@ class MfaEnrollStep:
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
         secret = self._secret(ctx)
         p = totp.params(ctx.svc)
-        step = totp.matching_step(secret, form.get("code", ""), p.digits, p.period,
-                                  ctx.svc.clock.now())
+        step = totp.matching_step(
+            secret, form.get("code", ""), p.digits, p.period, ctx.svc.clock.now()
+        )
         if step is None:
             return StepResult(False, "bad_code")
         ctx.svc.store.delete(_enrol_key(ctx))
         totp.save(ctx.svc, ctx.db, ctx.user.id, secret, first_step=step)
-        authkit.audit(ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid,
-                      at_login=True)
+        authkit.audit(
+            ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True
+        )
         more: list[str] = []
         if ctx.svc.settings.mfa.backup_codes > 0:
             codes = backup_codes.regenerate(ctx.svc, ctx.db, ctx.user.id)
             ctx.pending.data["backup_codes"] = ctx.svc.sealer.seal(
-                "\n".join(codes).encode(), f"codes:{ctx.pending.browser}")
+                "\n".join(codes).encode(), f"codes:{ctx.pending.browser}"
+            )
             more = [STEP_BACKUP_CODES]
         return StepResult(True, amr=[AMR_OTP], insert_steps=more)
 

@@ -121,13 +121,14 @@ def test_sp_policy_demands_the_second_factor(idp, tmp_path):
     _start(idp, client, browser)
     r = _code_step(idp, browser, t.now())
     assert _response(idp, client, browser, r, reqid) == REFEDS_MFA
-    # bob has no factor: the SP's policy keeps him out (no SAMLResponse, no session).
+    # bob has no factor: the SP's policy sends him to set one up first (mfa.enroll_at_login),
+    # with no SAMLResponse and no session before he has.
     browser = requests.Session()
     reqid, login = _start(idp, client, browser)
     r = _password(idp, browser, login, "bob")
     assert r.headers["Location"] == "/login/step"
     page = browser.get(idp.url + "/login/step", timeout=10).text
-    assert "none is set up" in page and "SAMLResponse" not in page
+    assert "Set up two-factor authentication" in page and "SAMLResponse" not in page
 
 
 def test_requested_authn_context_steps_up(instance_dir, tmp_path):

@@ -229,3 +229,46 @@ def test_ad_bind_sub_codes_map_to_clear_messages():
     assert "locked" in ad_message(base.format("775"))
     assert ad_message(base.format("52e")) is None  # a plain wrong password says nothing more
     assert ad_message("Invalid credentials") is None
+
+
+def test_ldap_section_alone_signs_directory_users_in_through_the_login_page(
+    make_app, slapd, tmp_path, monkeypatch
+):
+    """An operator writes only the interface's [ldap] keys into the config file (no [auth]
+    section): a directory user signs in at /login and gets an SSO session."""
+    from login_kit import login
+
+    from idp.web.sso import COOKIE, SessionManager
+
+    config = tmp_path / "idp.toml"
+    config.write_text(
+        "[ldap]\n"
+        "enabled = true\n"
+        f'url = "{slapd.url}"\n'
+        f'bind_dn = "{s.SERVICE_DN}"\n'
+        f'bind_password = "{s.SERVICE_PW}"\n'
+        f'user_base_dn = "ou=people,{s.SUFFIX}"\n'
+        'user_filter = "(uid={username})"\n'
+        'username_attribute = "uid"\n'
+        f'group_base_dn = "ou=groups,{s.SUFFIX}"\n'
+        "groups_as_roles = true\n"
+    )
+    monkeypatch.setenv("IDP_CONFIG", str(config))
+    app = make_app()
+    svc = app.extensions["idp"]
+    assert svc.settings.auth.backends == ("local", "ldap")
+    client = app.test_client()
+    resp = login(client, "alice", s.PASSWORDS["alice"])
+    assert resp.status_code == 302 and resp.headers["Location"] == "/account/"
+    user = _user(svc, "alice")
+    assert (user.source, user.ldap_dn) == ("ldap", s.user_dn("alice"))
+    with app.test_request_context(
+        headers={"Cookie": f"{COOKIE}={client.get_cookie(COOKIE).value}"}
+    ):
+        session = SessionManager(svc).current()
+    assert session is not None and session.user_uuid == user.uuid
+    assert client.get("/account/").status_code == 200
+    # A wrong directory password is still refused, without a session.
+    other = app.test_client()
+    assert login(other, "bob", "not-bobs-password").status_code == 401
+    assert other.get_cookie(COOKIE) is None
