@@ -312,3 +312,27 @@ def test_a_delivery_that_keeps_failing_is_given_up_with_an_error_line(make_app, 
     err = capsys.readouterr().err
     assert err.count("mail reset attempt") == 2
     assert "ERROR idp.mail mail reset not delivered after 3 attempts, given up" in err
+
+
+def test_the_locking_failure_queues_one_job_for_known_and_unknown_names(make_app, monkeypatch):
+    """The failure that locks an account mails its owner; an unknown name locks the same way
+    (test_lockout.py) and queues a job that sends nothing."""
+    from login_kit import login
+
+    app = make_app(lockout={"max_failures": 2, "window_minutes": 10, "lock_minutes": 10})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    recorder = Recorder(svc, monkeypatch)
+    jobs = {}
+    try:
+        for name in ("ann", "nobody"):
+            client = app.test_client()
+            assert login(client, name, "wrong-1").status_code == 401
+            recorder.clear()
+            assert login(client, name, "wrong-2").status_code == 401  # this one locks
+            jobs[name] = (list(recorder.jobs), list(recorder.job_fns))
+    finally:
+        recorder.done()
+    assert jobs["ann"][0] == jobs["nobody"][0] == ["lockout"]
+    with app.app_context():
+        assert jobs["ann"][1][0]() is not None and jobs["nobody"][1][0]() is None
