@@ -1,13 +1,70 @@
-"""Logging: text or JSON lines; one access line per request. Never secrets, never query strings."""
+"""Logging: text or JSON lines; one access line per request. Never secrets, never query strings.
+
+Mailed links carry one-time tokens in their path (``/password/reset/<token>``, ...) and OAuth
+redirects carry one-time codes in their query: whoever reads a log line must not be able to use
+them (RFC 9700 section 4.2.4 counts log files among the places an authorization code leaks to;
+OWASP's logging cheat sheet asks that session identifiers and tokens are never written). Every
+line the IdP's handler writes, and every line of werkzeug's request logger, passes
+:class:`Redactor`, the one place that knows the token-bearing routes and query parameters.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+REDACTED = "[redacted]"
+# Routes whose last path segment is a one-time token (idp/web/password.py).
+TOKEN_ROUTES = ("/password/reset/", "/login/magic/", "/verify-email/", "/register/approve/")
+# Query or form parameters that are credentials, one-time codes or bearer messages.
+SECRET_PARAMS = (
+    "code",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "id_token_hint",
+    "logout_token",
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "code_verifier",
+    "device_code",
+    "password",
+    "state",
+    "SAMLRequest",
+    "SAMLResponse",
+)
+_TOKEN_PATH = re.compile("(" + "|".join(re.escape(r) for r in TOKEN_ROUTES) + r")[^/?#\s\"']+")
+_SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(SECRET_PARAMS) + r")=)[^&;#\s\"']*")
+
+
+def redact(text: str) -> str:
+    """``text`` with every token path segment and secret query value replaced by [redacted];
+    the route and the parameter's name stay, so a line still says what was asked."""
+    if "/" not in text and "=" not in text:
+        return text
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, _TOKEN_PATH.sub(r"\1" + REDACTED, text))
+
+
+class Redactor(logging.Filter):
+    """Rewrites a record's message and its string extras with :func:`redact` (in place: every
+    handler after this one sees the redacted record too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        for key, value in record.__dict__.items():
+            if key not in _STD and isinstance(value, str):
+                record.__dict__[key] = redact(value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,5 +99,11 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(Redactor())
     root.handlers[:] = [handler]
     root.propagate = False
+    # The development server (`flask run`) logs each request line, query string included, to
+    # the "werkzeug" logger with handlers of its own: the filter goes on the logger itself.
+    dev_server = logging.getLogger("werkzeug")
+    if not any(isinstance(f, Redactor) for f in dev_server.filters):
+        dev_server.addFilter(Redactor())

@@ -340,3 +340,52 @@ def test_gunicorn_serves_wsgi_app_from_the_checkout(workdir: Path):
         assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
     finally:
         stop(proc)
+
+
+def test_served_reset_mails_from_the_queue_and_logs_no_token(server, workdir: Path):
+    """Through `idp serve`: a reset request answers at once, the worker's mail queue writes
+    the mail, and the mailed link's token appears in no line of the server's log (the access
+    line shows the route with [redacted])."""
+    import email
+    import email.policy
+    import re
+
+    made = subprocess.run(
+        [server["idp"], "users", "create", "--username", "resetme"]
+        + ["--email", "resetme@example.org", "--password", "Tr0ub4dor-Horse-Battery"],
+        cwd=workdir,
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    browser = requests.Session()
+    page = browser.get(f"{server['base']}/password/reset", timeout=5).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    resp = browser.post(
+        f"{server['base']}/password/reset",
+        data={"csrf_token": token, "email": "resetme@example.org"},
+        timeout=5,
+    )
+    assert resp.status_code == 200 and "Check your e-mail" in resp.text
+    outbox = workdir / "instance" / "outbox"
+    link = None
+    deadline = time.monotonic() + 15
+    while link is None and time.monotonic() < deadline:
+        for path in outbox.glob("*.eml") if outbox.is_dir() else []:
+            mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            text = mail.get_body(preferencelist=("plain",)).get_content()
+            found = re.search(r"/password/reset/([A-Za-z0-9_-]{40,})", text)
+            if found:
+                link = found.group(1)
+        time.sleep(0.2)
+    assert link, "no reset mail in the outbox"
+    assert browser.get(f"{server['base']}/password/reset/{link}", timeout=5).status_code == 200
+    time.sleep(0.3)
+    server["log"].flush()
+    text = Path(server["log"].name).read_text()
+    assert link not in text
+    assert any(
+        "idp.access GET /password/reset/[redacted] 200" in line for line in text.splitlines()
+    )

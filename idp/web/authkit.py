@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from flask import (
 from flask_babel import Babel, Domain, force_locale, get_locale, lazy_gettext, refresh
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import bindparam, delete, func, insert, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, lazyload
 from werkzeug.wrappers import Response
 from wtforms.i18n import messages_path
@@ -40,7 +42,7 @@ from ..core.policy import (
     account_state,
     check_password,
 )
-from ..delivery.mail import Mailer, make_mailer
+from ..delivery.mail import Mailer, MailQueue, make_mailer, make_queue
 from ..services import Services
 from ..storage.models import AuditEvent, User
 from ..storage.models_auth import PasswordHistory, SsoSessionIndex
@@ -290,6 +292,15 @@ def mailer() -> Mailer:
     return m
 
 
+def mail_queue() -> MailQueue:
+    """This app's background mail queue (idp.delivery.mail.MailQueue), built once."""
+    s = svc()
+    q = s.extras.get("mail_queue")
+    if q is None:
+        q = s.extras["mail_queue"] = make_queue(s.settings, mailer().transport)
+    return q
+
+
 def mail_locale(to: str, recipient: User | None = None) -> str:
     """The language a mail to ``to`` is written in: the recipient's profile language; for a
     recipient without one, the page's language when they are the person at the browser (the
@@ -313,6 +324,39 @@ def send_mail(
         return False
     with force_locale(locale or mail_locale(to, context.get("user"))):
         return mailer().send_template(render_template, to, name, str(subject), **context)
+
+
+def queue_mail(
+    to: str | None, name: str, subject: str, *, locale: str | None = None, **context: Any
+) -> None:
+    """:func:`send_mail` after the response, from the background queue: the request only puts a
+    job there, whatever the recipient. ``to=None`` puts a job that sends nothing, for a request
+    that must look the same as one that mails (an unknown address): same work, same time.
+    The language is chosen now (it may be the page's); rendering and sending happen in the
+    queue's thread, under an app context of their own."""
+    app = current_app._get_current_object()
+    job_context = {k: _detached(v) for k, v in context.items()}
+    chosen = (locale or mail_locale(to, context.get("user"))) if to else None
+
+    def job():
+        if not to:
+            return None
+        with app.app_context(), force_locale(chosen):
+            return mailer().render(render_template, to, name, str(subject), **job_context)
+
+    mail_queue().put(name, job)
+
+
+_USER_COLUMNS = sa_inspect(User).column_attrs
+
+
+def _detached(value: Any) -> Any:
+    """A user row as plain values (the columns already loaded): the queue's thread must not
+    touch a database session of the request."""
+    if isinstance(value, User):
+        loaded = value.__dict__
+        return SimpleNamespace(**{a.key: loaded.get(a.key) for a in _USER_COLUMNS})
+    return value
 
 
 # --- audit --------------------------------------------------------------------------------------

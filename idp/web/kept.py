@@ -18,11 +18,19 @@ from typing import Any
 from flask import render_template, request
 from markupsafe import escape
 
+from ..app import csp_nonce
 from .authkit import html_lang, svc
 
 _MARKER = re.compile("\x00([a-z_]{1,32})\x00")
 # Markers that went through a URL or JSON encoder, or a filter: the shell would be wrong.
 _BROKEN = ("\x00", "%00", "\\u0000", "&#0;")
+# The response's script nonce (idp.app.csp_nonce) is a value of every kept page: a page with
+# an inline script must never be kept with the nonce of the request that first rendered it.
+_NONCE = "csp_nonce"
+
+
+def _with_nonce(context: dict[str, Any], nonce: str | None) -> dict[str, Any]:
+    return {**context, _NONCE: nonce}
 
 
 def _mark(name: str) -> str:
@@ -39,22 +47,25 @@ def render_kept(
     builds the template's context from the values (or their markers); ``shape`` names anything
     else the page depends on. Both must not hold per-request data beyond ``values``."""
     kept = svc().extras.setdefault("kept_pages", {})
+    values = {**values, _NONCE: csp_nonce()}
     # The mount point is in the key too: links are built under it.
     present = frozenset(k for k, v in values.items() if v is not None)
     key = (template, html_lang(), request.script_root, shape, present)
     shell = kept.get(key)
     if shell is None:
         marked = {k: None if v is None else _mark(k) for k, v in values.items()}
-        page = render_template(template, **context(marked))
+        page = render_template(template, **_with_nonce(context(marked), marked[_NONCE]))
         rest = _MARKER.sub("", page)
         wanted = {k for k, v in marked.items() if v}
-        usable = set(_MARKER.findall(page)) == wanted and not any(b in rest for b in _BROKEN)
+        # A page without an inline script does not use the nonce; every other value it must.
+        found = set(_MARKER.findall(page)) | {_NONCE}
+        usable = found == wanted and not any(b in rest for b in _BROKEN)
         # Split once at the markers: text, name, text, name, ..., text.
         shell = tuple(_MARKER.split(page)) if usable else ()
         if len(kept) < 256:  # languages x shapes: a handful; the bound is only a safeguard
             kept[key] = shell
     if not shell:
-        return render_template(template, **context(values))
+        return render_template(template, **_with_nonce(context(values), values[_NONCE]))
     parts = list(shell)
     for i in range(1, len(parts), 2):
         parts[i] = escape(values[parts[i]])

@@ -223,7 +223,7 @@ def start_pending(
         auth_time=int(svc().clock.now()),
     )
     if age.warn and user.email and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400):
-        authkit.send_mail(
+        authkit.queue_mail(
             user.email,
             "password_expiry",
             _l("Your password expires in %(days)s days", days=age.days_left),
@@ -402,9 +402,10 @@ def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: s
     if locked_now:
         policy = authkit.lockout_policy()
         audit(db, "login.lockout", target=user.uuid if user else None, minutes=policy.lock_minutes)
-        if user is not None and policy.notify_user:
-            authkit.send_mail(
-                user.email,
+        if policy.notify_user:
+            # Unknown names lock like real ones; they queue a job that sends nothing.
+            authkit.queue_mail(
+                user.email if user is not None else None,
                 "lockout",
                 _l("Your account was locked after failed sign-in attempts"),
                 user=user,
@@ -464,8 +465,13 @@ def step():
             audit(db, f"login.step_failed.{handler.id}", target=user.uuid, reason=result.error)
             locked_now = guarded and not result.abort and mfa.record_code_failure(lock)
             if locked_now:
-                audit(db, "login.lockout", target=user.uuid,
-                      minutes=authkit.lockout_policy().lock_minutes, step=handler.id)
+                audit(
+                    db,
+                    "login.lockout",
+                    target=user.uuid,
+                    minutes=authkit.lockout_policy().lock_minutes,
+                    step=handler.id,
+                )
             db.commit()
             if locked_now:
                 session.pop("login_p", None)

@@ -71,15 +71,21 @@ def reset_request():
     address = form.email.data.strip().lower()
     with svc().sessions() as db:
         user = db.scalar(select(User).where(User.email == address))
-        if (
+        eligible = (
             user is not None
             and user.source in ("local", "scim")
             and authkit.state_of(user) == ACCOUNT_OK
-            and _mail_allowed(address)
-        ):
-            _mail_link(db, user, "reset", {"uid": user.id, "pv": _password_version(user)},
-                       "password.reset_confirm", _l("Reset your password"),
-                       "password.reset_requested")
+        )
+        if _mail_allowed(address):
+            _mail_link(
+                db,
+                user if eligible else None,
+                "reset",
+                {"uid": user.id, "pv": _password_version(user)} if eligible else {},
+                "password.reset_confirm",
+                _l("Reset your password"),
+                "password.reset_requested",
+            )
     return _message(
         _("Check your e-mail"),
         _(
@@ -182,9 +188,17 @@ def first_login():
         )
         if not word_ok:
             authkit.record_ip_failure(authkit.client_ip())
-        if eligible and _mail_allowed(address):
-            _mail_link(db, user, "magic", {"uid": user.id}, "password.magic",
-                       _l("Your sign-in link"), "login.magic_link_sent", template="magic_link")
+        if _mail_allowed(address):
+            _mail_link(
+                db,
+                user if eligible else None,
+                "magic",
+                {"uid": user.id} if eligible else {},
+                "password.magic",
+                _l("Your sign-in link"),
+                "login.magic_link_sent",
+                template="magic_link",
+            )
     return _message(
         _("Check your e-mail"),
         _(
@@ -194,14 +208,35 @@ def first_login():
     )
 
 
-def _mail_link(db, user: User, purpose: str, claims: dict, endpoint: str, subject,
-               action: str, template: str | None = None) -> None:
-    """Mail ``user`` a single-use link of ``purpose`` to ``endpoint``, and audit it."""
-    token = authkit.issue_token(purpose, claims)
-    authkit.send_mail(user.email, template or purpose, subject, user=user,
-                      link=authkit.absolute(endpoint, token=token),
-                      minutes=svc().settings.recovery.token_minutes)
-    audit(db, action, target=user.uuid)
+def _mail_link(
+    db,
+    user: User | None,
+    purpose: str,
+    claims: dict,
+    endpoint: str,
+    subject,
+    action: str,
+    template: str | None = None,
+) -> None:
+    """Mail ``user`` a single-use link of ``purpose`` to ``endpoint``, and audit it.
+
+    ``user=None`` (no account may get this link) takes the same steps with nothing real in
+    them: a token stored under a purpose no route reads, an audit row without a target
+    (``<action>`` with ``sent: false``), a mail job that sends nothing. The same statements,
+    store writes and queue work either way, and the mail itself leaves after the response, so
+    neither the answer time nor the page tells whether the address has an account."""
+    minutes = svc().settings.recovery.token_minutes
+    if user is None:
+        authkit.issue_token("void", {})
+        authkit.queue_mail(None, template or purpose, subject)
+        audit(db, action, target=None, sent=False)
+    else:
+        token = authkit.issue_token(purpose, claims)
+        link = authkit.absolute(endpoint, token=token)
+        authkit.queue_mail(
+            user.email, template or purpose, subject, user=user, link=link, minutes=minutes
+        )
+        audit(db, action, target=user.uuid, sent=True)
     db.commit()
 
 
@@ -244,9 +279,9 @@ def set_control_word(db: Any, company: Company, word: str | None) -> None:
 # --- e-mail verification ------------------------------------------------------------------------
 
 
-def send_verification(user: User) -> bool:
+def send_verification(user: User) -> None:
     token = authkit.issue_token("verify", {"uid": user.id, "email": user.email})
-    return authkit.send_mail(
+    authkit.queue_mail(
         user.email,
         "verify_email",
         _l("Confirm your e-mail address"),
@@ -299,7 +334,7 @@ def _notify_admins(user: User) -> None:
     minutes = svc().settings.recovery.approval_token_minutes
     for admin in reg.admin_emails:
         token = authkit.issue_token("approve", {"uid": user.id}, minutes=minutes)
-        authkit.send_mail(
+        authkit.queue_mail(
             admin,
             "approval_request",
             _l("New account waiting for approval: %(username)s", username=user.username),
@@ -318,7 +353,7 @@ def decide_registration(db: Any, user: User, approved: bool, actor: str | None =
         actor=actor,
         target=user.uuid,
     )
-    authkit.send_mail(
+    authkit.queue_mail(
         user.email,
         "approval",
         _l("Your account was approved") if approved else _l("Your account request was declined"),
