@@ -432,7 +432,7 @@ def _status_to_acs(
     xml = idp.error_response(
         checked.request_id,
         checked.acs_url,
-        ST_RESPONDER if status in (ST_NO_PASSIVE, ST_NO_AUTHN_CONTEXT) else ST_REQUESTER,
+        ST_RESPONDER if status == ST_NO_PASSIVE else ST_REQUESTER,
         status,
         message,
         checked.sp,
@@ -492,8 +492,19 @@ def _respond(
     mgr = sessions()
     key = f"saml:{sp.entity_id}"
     known = mgr.relying_parties(result.sid).get(key) or {}
+    try:
+        # What the session achieved, never more (saml-core 3.3.2.2.1; idp.saml.acr).
+        class_ref = class_ref_for(
+            result.acr, params.get("acr_classes") or [], params.get("comparison")
+        )
+    except NoAuthnContext as exc:
+        checked = _Checked(
+            sp, params.get("request_id"), params["acs_url"], None, [], None, False, False
+        )
+        return _status_to_acs(
+            idp, checked, ST_NO_AUTHN_CONTEXT, str(exc), params.get("relay_state")
+        )
     session_index = known.get("session_index") or "_" + secrets.token_hex(16)
-    class_ref = class_ref_for(result.acr, params.get("acr_classes") or [], params.get("comparison"))
     rec_end = result.auth_time + svc.settings.session.max_hours * 3600
     statement = Statement(
         auth_time=result.auth_time,
