@@ -36,7 +36,11 @@ SP_SETTINGS: dict[str, type | tuple[type, ...]] = {
     "sign_assertion": bool,
     "encrypt_assertion": bool,
     "want_authn_requests_signed": bool,
+    # Require signed LogoutRequests/LogoutResponses (saml-profiles 4.4.4.1); false lets an SP
+    # that cannot sign them off.
     "want_logout_signed": bool,
+    # Accept RSA-SHA1 / SHA-1 signatures from this (legacy) SP.
+    "allow_sha1": bool,
     # Names (friendly or URI) of the attributes released; absent = all the mapper gives.
     "attributes": list,
     # Where IdP-initiated SSO lands at the SP (RelayState), and the launcher's label.

@@ -39,7 +39,15 @@ from .bindings import (
     verify_redirect_signature,
 )
 from .engine import SamlIdp, SpInfo, b64, saml_idp
-from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect, utc_instant
+from .inbound import (
+    BadMessage,
+    Inbound,
+    check_signature_algorithms,
+    decode_post,
+    decode_redirect,
+    inspect,
+    utc_instant,
+)
 from .registry import FORMAT_NAMES, NAME_ID_FORMATS
 from .response import Statement
 from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
@@ -157,15 +165,37 @@ def _read_binding(field: str) -> tuple[str, str | None, bytes]:
 
 def _check_signature(
     idp: SamlIdp, sp: SpInfo, binding: str, field: str, xml_signed: bool, required: bool
-) -> None:
+) -> bool:
+    """Verify the HTTP-Redirect query signature if there is one (an XML signature was verified
+    by pysaml2 already); refuse an unsigned message when one is required. True when signed."""
     if binding == BINDING_HTTP_REDIRECT and has_redirect_signature(request.query_string):
         try:
-            verify_redirect_signature(request.query_string, field, idp.signing_certs(sp.entity_id))
+            verify_redirect_signature(
+                request.query_string,
+                field,
+                idp.signing_certs(sp.entity_id),
+                allow_sha1=bool(sp.settings.get("allow_sha1")),
+            )
         except RedirectSignatureError as exc:
             raise BadMessage(f"the request signature is not valid: {exc}") from None
-        return
+        return True
     if required and not xml_signed:
         raise BadMessage("this service provider must sign its requests, and this one is not signed")
+    return xml_signed
+
+
+def _check_destination(destination: str | None, signed: bool, endpoint: str) -> None:
+    """saml-bindings 3.4.5.2 / 3.5.5.2: a signed message MUST carry a Destination, and it must
+    be this endpoint (a signed message sent elsewhere must not be replayable here)."""
+    if destination is None or not destination.strip():
+        if signed:
+            raise BadMessage(
+                "the request is signed but has no Destination, which a signed SAML message "
+                "must carry (saml-bindings 3.4.5.2, 3.5.5.2)"
+            )
+        return
+    if destination.strip() != endpoint:
+        raise BadMessage("the request is addressed to another destination")
 
 
 def _check_time(idp: SamlIdp, msg: Inbound) -> None:
@@ -236,6 +266,8 @@ def _parse_from_sp(idp: SamlIdp, msg: Inbound, tag: str, kind: str, what: str):
     """The first checks of every inbound request: its type, an issuer we know, and pysaml2's
     parse (which verifies an XML signature). Returns (SP, parsed message) or raises BadMessage."""
     sp = _known_sender(idp, msg, tag, kind)
+    if msg.has_signature and msg.root is not None:
+        check_signature_algorithms(msg.root, allow_sha1=bool(sp.settings.get("allow_sha1")))
     server = idp.engine().server
     parse = server.parse_authn_request if tag == "AuthnRequest" else server.parse_logout_request
     try:
@@ -271,10 +303,11 @@ def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
     sp, req = _authn_request_fields(idp, msg)
     if req.id != msg.id or req.issuer != sp.entity_id:
         raise BadMessage("the request is not consistent")
-    _check_signature(idp, sp, binding, "SAMLRequest", req.signed, idp.sp_wants_signed_requests(sp))
+    signed = _check_signature(
+        idp, sp, binding, "SAMLRequest", req.signed, idp.sp_wants_signed_requests(sp)
+    )
     _check_time(idp, msg)
-    if req.destination and req.destination != idp.sso_url:
-        raise BadMessage("the request is addressed to another destination")
+    _check_destination(req.destination, signed, idp.sso_url)
     acs_url = _choose_acs(idp, sp, req.protocol_binding, req.acs_url, req.acs_index)
     checked = _Checked(
         sp=sp,
@@ -579,7 +612,7 @@ def slo():
 
 def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
     sp, req = _parse_from_sp(idp, msg, "LogoutRequest", "a LogoutRequest", "the logout request")
-    _check_signature(
+    signed = _check_signature(
         idp,
         sp,
         binding,
@@ -588,8 +621,7 @@ def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound)
         bool(idp.sp_setting(sp, "want_logout_signed")),
     )
     _check_time(idp, msg)
-    if req.destination and req.destination != idp.slo_url:
-        raise BadMessage("the request is addressed to another destination")
+    _check_destination(req.destination, signed, idp.slo_url)
     name_id = req.name_id.text.strip() if req.name_id is not None and req.name_id.text else None
     if name_id is None:
         raise BadMessage("the logout request has no NameID")
@@ -739,6 +771,8 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
     sp = idp.sp(msg.issuer)
     if sp is None:
         raise BadMessage("the response comes from an unknown service provider")
+    if msg.has_signature and msg.root is not None:
+        check_signature_algorithms(msg.root, allow_sha1=bool(sp.settings.get("allow_sha1")))
     try:
         parsed = idp.engine().server.parse_logout_request_response(
             b64(msg.xml.decode()), BINDING_HTTP_POST
@@ -748,7 +782,7 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
     if parsed is None:
         raise BadMessage("the logout response is not valid")
     resp = parsed.response
-    _check_signature(
+    signed = _check_signature(
         idp,
         sp,
         binding,
@@ -756,6 +790,7 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
         resp.signature is not None,
         bool(idp.sp_setting(sp, "want_logout_signed")),
     )
+    _check_destination(resp.destination, signed, idp.slo_url)
     if resp.in_response_to != state["awaiting"]["id"]:
         raise BadMessage("the logout response answers another request")
     idp.svc.store.delete(key)
