@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, g, redirect, render_template, request
+from flask import Blueprint, Response, g, make_response, redirect, render_template, request
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
@@ -48,7 +48,7 @@ from .inbound import (
     inspect,
     utc_instant,
 )
-from .registry import FORMAT_NAMES, NAME_ID_FORMATS
+from .registry import FORMAT_NAMES, NAME_ID_FORMATS, location_problem
 from .response import Statement
 from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
 
@@ -98,7 +98,28 @@ def _error_page(code: int, message: str, cause: str | None = None) -> tuple[str,
     ), code
 
 
-def _post_form(action: str, field: str, xml: str, relay_state: str | None) -> Response:
+def _unsafe_location(sp: SpInfo, url: str) -> str | None:
+    """Why this SP endpoint must not be rendered or redirected to (``location_problem``):
+    checked again here, for rows that did not come through the registry's import checks."""
+    return location_problem(url, bool(sp.settings.get("allow_http")))
+
+
+def _refuse_location(sp: SpInfo, url: str, problem: str) -> Response:
+    # A Response (not a tuple): a logout clears the session cookie on it.
+    return make_response(
+        _error_page(
+            400,
+            "The address of this application is not acceptable, so nothing was sent to it. "
+            "Please tell its administrator.",
+            f"SP {sp.entity_id} endpoint {url[:200]!r} {problem}",
+        )
+    )
+
+
+def _post_form(sp: SpInfo, action: str, field: str, xml: str, relay_state: str | None) -> Response:
+    problem = _unsafe_location(sp, action)
+    if problem:
+        return _refuse_location(sp, action, problem)
     values = {"action": action, "field": field, "value": b64(xml), "relay_state": relay_state}
     resp = Response(render_kept("saml_post.html", values, dict), mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
@@ -231,6 +252,23 @@ def _choose_acs(
 ) -> str:
     """The ACS the response goes to: the one the request names, which must be in the SP's
     metadata, else the SP's default HTTP-POST ACS (saml-profiles 4.1.4.1)."""
+    url = _acs_location(idp, sp, protocol_binding, acs_url, acs_index)
+    problem = _unsafe_location(sp, url)
+    if problem:
+        raise BadMessage(
+            "this application's AssertionConsumerService address is not acceptable "
+            f"(it {problem}); nothing was sent to it"
+        )
+    return url
+
+
+def _acs_location(
+    idp: SamlIdp,
+    sp: SpInfo,
+    protocol_binding: str | None,
+    acs_url: str | None,
+    acs_index: int | None,
+) -> str:
     endpoints = idp.acs_endpoints(sp)
     posts = [e for e in endpoints if e.get("binding") == BINDING_HTTP_POST]
     if protocol_binding and protocol_binding != BINDING_HTTP_POST:
@@ -470,7 +508,7 @@ def _status_to_acs(
         message,
         checked.sp,
     )
-    return _post_form(checked.acs_url, "SAMLResponse", xml, relay_state)
+    return _post_form(checked.sp, checked.acs_url, "SAMLResponse", xml, relay_state)
 
 
 @dataclass
@@ -556,7 +594,7 @@ def _respond(
     entry = {"session_index": session_index, "name_id": nid.to_dict()}
     if entry != known:  # a repeat SSO to the same SP changes nothing: skip the write
         mgr.add_relying_party(result.sid, key, entry)
-    return _post_form(params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
+    return _post_form(sp, params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
 
 
 @bp.get("/saml/init")
@@ -679,13 +717,22 @@ def _slo_location(idp: SamlIdp, sp: SpInfo) -> tuple[str, str, str] | None:
 
 
 def _send(
-    idp: SamlIdp, binding: str, location: str, field: str, xml: str, relay: str | None
+    idp: SamlIdp,
+    sp: SpInfo,
+    binding: str,
+    location: str,
+    field: str,
+    xml: str,
+    relay: str | None,
 ) -> Response:
+    problem = _unsafe_location(sp, location)
+    if problem:
+        return _refuse_location(sp, location, problem)
     if binding == BINDING_HTTP_REDIRECT:
         resp = redirect(redirect_url(location, field, xml, relay, idp.engine().signing_key))
         resp.headers["Cache-Control"] = "no-store"
         return resp
-    return _post_form(location, field, xml, relay)
+    return _post_form(sp, location, field, xml, relay)
 
 
 def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
@@ -699,6 +746,12 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
             state["partial"] = True
             continue
         binding, location, _ = where
+        problem = _unsafe_location(sp, location)
+        if problem:
+            # One SP with an unusable address must not stop the others' sign-out.
+            log.warning("SLO to %s skipped: endpoint %s", entity_id, problem)
+            state["partial"] = True
+            continue
         nid = info["name_id"]
         req_id, req = eng.server.create_logout_request(
             location,
@@ -717,7 +770,7 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
         state["awaiting"] = {"id": req_id, "sp": entity_id}
         state_id = secrets.token_urlsafe(24)
         idp.svc.store.put(f"saml:slo:{state_id}", state, SLO_TTL)
-        return _send(idp, binding, location, "SAMLRequest", str(req), state_id)
+        return _send(idp, sp, binding, location, "SAMLRequest", str(req), state_id)
     return _finish_logout(idp, state)
 
 
@@ -756,7 +809,7 @@ def _finish_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
         in_response_to=init["request_id"],
         destination=location,
     )
-    return _send(idp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
+    return _send(idp, sp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
 
 
 def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
