@@ -131,3 +131,26 @@ def test_password_session_never_states_mfa(env):
         for classes in ([MFA], [PPT, MFA], [TIME_SYNC, PASSWORD]):
             got = _outcome(idp, client, browser, comparison, classes)
             assert got not in (MFA, TIME_SYNC), (comparison, classes)
+
+
+@pytest.mark.parametrize(("comparison", "classes"), [("better", [PPT]), ("minimum", [MFA])])
+def test_step_up_through_the_login_states_mfa(instance_dir, tmp_path, comparison, classes):
+    """A password-only sign-in asked for more goes through the real login's second factor,
+    and only then is MFA stated."""
+    from test_mfa_saml import _code_step, _password, _response, _start, _user
+
+    with live_idp(instance_dir) as idp:
+        md = requests.get(idp.metadata_url, timeout=10).text
+        client, sp_md = pysaml2_sp(tmp_path, md)
+        idp.register_sp(sp_md)
+        totp = _user(idp, "stella", totp=True)
+        browser = requests.Session()
+        rac = RequestedAuthnContext(
+            authn_context_class_ref=[AuthnContextClassRef(text=c) for c in classes],
+            comparison=comparison,
+        )
+        reqid, login = _start(idp, client, browser, rac)
+        r = _password(idp, browser, login, "stella")
+        assert r.headers["Location"] == "/login/step"
+        r = _code_step(idp, browser, totp.now())
+        assert _response(idp, client, browser, r, reqid) == MFA

@@ -283,3 +283,25 @@ def test_unsigned_logout_allowed_for_an_sp_let_off(env):
     )
     assert r.status_code in (200, 302), r.text[-1500:]
     assert not alive(idp, sid)
+
+
+@pytest.mark.parametrize("binding", [BINDING_HTTP_REDIRECT, BINDING_HTTP_POST])
+def test_sha1_signed_authn_request_is_refused_unless_the_sp_allows_it(env, binding):
+    idp, client, browser, _, _ = env
+    before = state(idp)
+
+    def send():
+        _, info = client.prepare_for_authenticate(
+            entityid=idp.metadata_url, binding=binding, sigalg=SIG_RSA_SHA1, digest_alg=DIGEST_SHA1
+        )
+        if binding == BINDING_HTTP_REDIRECT:
+            return browser.get(dict(info["headers"])["Location"], allow_redirects=False, timeout=10)
+        action, fields = form_with(info["data"], "SAMLRequest")
+        return browser.post(action, data=fields, allow_redirects=False, timeout=10)
+
+    r = send()
+    assert_refused(r, before, idp, "http://www.w3.org/2000/09/xmldsig#rsa-sha1 is not accepted")
+    set_sp(idp, allow_sha1=True)
+    r = send()
+    assert r.status_code == 200, r.text[-1500:]
+    form_with(r.text, "SAMLResponse")
