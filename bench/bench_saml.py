@@ -438,7 +438,8 @@ def start_idp(folder: Path, port: int, redis_url: str = "", workers: int = 2, th
         f'Location="{SP_ACS}" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>'
     )
     subprocess.run(
-        [*idp, "saml", "sp", "add", "--metadata", str(sp_md), "--json"],
+        # A loopback lab SP on plain http: registered with the lab flag.
+        [*idp, "saml", "sp", "add", "--metadata", str(sp_md), "--allow-http", "--json"],
         env=env,
         check=True,
         capture_output=True,

@@ -9,6 +9,7 @@ signed ones (signature wrapping).
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,13 +24,14 @@ from sqlalchemy.orm import Session
 
 from idp.errors import ValidationError
 from idp.saml.crypto import DSIG_NS, safe_parser
-from idp.saml.registry import MD_NS, SpRegistry, check_sp, standalone_xml
+from idp.saml.registry import MD_NS, SpRegistry, check_sp, sp_descriptor, standalone_xml
 from idp.storage.models import SamlServiceProvider
 from idp.storage.models_saml import SamlFederation
 
 MDRPI_NS = "urn:oasis:names:tc:SAML:metadata:rpi"
 MDATTR_NS = "urn:oasis:names:tc:SAML:metadata:attribute"
 ENTITY_CATEGORY = "http://macedir.org/entity-category"
+log = logging.getLogger("idp.saml.federation")
 
 
 class AggregateError(Exception):
@@ -97,6 +99,8 @@ class Loaded:
     valid_until: datetime | None
     cache_duration: timedelta | None
     skipped: int
+    # SP entities refused (unsafe endpoint Locations, no ACS...): (entityID, reason).
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
@@ -130,6 +134,7 @@ def verify_and_parse(data: bytes, cert_pem: str, now: datetime, filters: Filters
     cache = root.get("cacheDuration")
     cache_duration = _parse_duration(cache) if cache else None
     entities: list[etree._Element] = []
+    refused: list[tuple[str, str]] = []
     skipped = 0
     candidates = (
         [root]
@@ -141,16 +146,24 @@ def verify_and_parse(data: bytes, cert_pem: str, now: datetime, filters: Filters
         if own_until is not None and own_until <= now:
             skipped += 1
             continue
-        try:
-            check_sp(entity)
-        except ValidationError:
-            skipped += 1  # IdPs and broken entities are not service providers
-            continue
         if not filters.accepts(entity):
             skipped += 1
             continue
+        try:
+            check_sp(entity)
+        except ValidationError as exc:
+            skipped += 1  # IdPs and broken entities are not service providers
+            if sp_descriptor(entity) is not None:
+                # An SP we would have trusted, refused: the operator should know why.
+                refused.append(_refusal(entity.get("entityID") or "", str(exc)))
+            continue
         entities.append(entity)
-    return Loaded(entities, valid_until, cache_duration, skipped)
+    return Loaded(entities, valid_until, cache_duration, skipped, refused)
+
+
+def _refusal(entity_id: str, reason: str) -> tuple[str, str]:
+    log.warning("federation entity %s refused: %s", entity_id[:300], reason)
+    return entity_id[:300], reason
 
 
 def _verify_root_signature(root: etree._Element, cert_pem: str) -> None:
@@ -212,7 +225,8 @@ def import_federation(
             continue
         try:
             registry.add(standalone_xml(entity), origin=origin, replace=True)
-        except ValidationError:
+        except ValidationError as exc:
+            loaded.refused.append(_refusal(entity_id, str(exc)))
             continue
         seen.add(entity_id)
         updated += row is not None
@@ -242,6 +256,7 @@ def import_federation(
         "updated": updated,
         "removed": removed,
         "skipped": loaded.skipped,
+        "refused": [{"entity_id": e, "reason": r} for e, r in loaded.refused],
         "valid_until": loaded.valid_until.isoformat() if loaded.valid_until else None,
         "next_refresh": next_refresh.isoformat(),
     }

@@ -44,12 +44,51 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="Per-SP setting KEY=VALUE (JSON values), e.g. name_id_format=email; repeatable.",
 )
 @click.option("--replace", is_flag=True, help="Replace the metadata of an SP already registered.")
+@click.option(
+    "--allow-http",
+    is_flag=True,
+    help="Lab only: accept http:// endpoint Locations (https only otherwise).",
+)
+@click.option(
+    "--logout-unsigned-ok",
+    is_flag=True,
+    help="Accept unsigned LogoutRequests/LogoutResponses from this SP (want_logout_signed=false).",
+)
+@click.option(
+    "--allow-sha1", is_flag=True, help="Accept RSA-SHA1 / SHA-1 signatures from this legacy SP."
+)
+@click.option(
+    "--encryption-algorithm",
+    default=None,
+    help="Block cipher of its encrypted assertions: aes128-gcm, aes256-gcm, or aes128-cbc / "
+    "aes256-cbc for SPs whose xmlsec lacks AES-GCM.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def sp_add(metadata_file, url, settings, replace, as_json) -> None:
+def sp_add(
+    metadata_file,
+    url,
+    settings,
+    replace,
+    allow_http,
+    logout_unsigned_ok,
+    allow_sha1,
+    encryption_algorithm,
+    as_json,
+) -> None:
     """Register an SP from its metadata file or URL."""
     from federation.aggregate import AggregateError, fetch
 
     from .saml.registry import SpRegistry
+
+    chosen = _parse_settings(settings)
+    if allow_http:
+        chosen["allow_http"] = True
+    if logout_unsigned_ok:
+        chosen["want_logout_signed"] = False
+    if allow_sha1:
+        chosen["allow_sha1"] = True
+    if encryption_algorithm:
+        chosen["encryption_algorithm"] = encryption_algorithm
 
     if bool(metadata_file) == bool(url):
         raise CliFailure("give exactly one of --metadata FILE or --url URL", 2)
@@ -72,9 +111,7 @@ def sp_add(metadata_file, url, settings, replace, as_json) -> None:
             raise CliFailure(str(exc)) from None
         origin = f"url:{url}"[:300]
     with svc.sessions.begin() as db:
-        row = SpRegistry(db).add(
-            data, origin=origin, settings=_parse_settings(settings), replace=replace
-        )
+        row = SpRegistry(db).add(data, origin=origin, settings=chosen, replace=replace)
         entity_id = row.entity_id
     _out(as_json, {"entity_id": entity_id}, f"registered service provider {entity_id}")
 

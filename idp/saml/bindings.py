@@ -21,13 +21,16 @@ SIG_RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 SIG_RSA_SHA384 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384"
 SIG_RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
 SIG_ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
-# SHA-1 signatures are refused: collisions are practical.
+SIG_RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+# SHA-1 signatures are refused: collisions are practical. A legacy SP may be let off per SP
+# (``allow_sha1``), for RSA-SHA1 only.
 _HASHES = {
     SIG_RSA_SHA256: hashes.SHA256,
     SIG_RSA_SHA384: hashes.SHA384,
     SIG_RSA_SHA512: hashes.SHA512,
     SIG_ECDSA_SHA256: hashes.SHA256,
 }
+_SHA1_HASHES = {**_HASHES, SIG_RSA_SHA1: hashes.SHA1}
 
 
 class RedirectSignatureError(Exception):
@@ -73,13 +76,15 @@ def has_redirect_signature(query_string: bytes) -> bool:
     return "Signature" in raw or "SigAlg" in raw
 
 
-def verify_redirect_signature(query_string: bytes, field: str, certs_b64: list[str]) -> None:
+def verify_redirect_signature(
+    query_string: bytes, field: str, certs_b64: list[str], *, allow_sha1: bool = False
+) -> None:
     """Raise RedirectSignatureError unless one of the certificates signed this query."""
     raw = raw_params(query_string)
     if "Signature" not in raw or "SigAlg" not in raw:
         raise RedirectSignatureError("the message is not signed")
     alg = unquote_plus(raw["SigAlg"])
-    hash_cls = _HASHES.get(alg)
+    hash_cls = (_SHA1_HASHES if allow_sha1 else _HASHES).get(alg)
     if hash_cls is None:
         raise RedirectSignatureError(f"signature algorithm {alg} is not accepted")
     signed = "&".join(

@@ -38,6 +38,7 @@ SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 # Block encryption of assertions: AES-GCM (XML-Enc 1.1) with RSA-OAEP key transport.
 AES128_GCM = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
 AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 RSA_OAEP = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
@@ -62,6 +63,7 @@ _NCNAME_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 _BLOCK = {
     AES128_GCM: (xmlsec.constants.TransformAes128Gcm, xmlsec.constants.KeyDataAes, 128),
     AES256_GCM: (xmlsec.constants.TransformAes256Gcm, xmlsec.constants.KeyDataAes, 256),
+    AES128_CBC: (xmlsec.constants.TransformAes128Cbc, xmlsec.constants.KeyDataAes, 128),
     AES256_CBC: (xmlsec.constants.TransformAes256Cbc, xmlsec.constants.KeyDataAes, 256),
 }
 
@@ -185,17 +187,19 @@ class InProcessBackend(CryptoBackendXmlSec1):
 
     # --- encryption ------------------------------------------------------------------------------
 
-    def encrypt_xml(self, plaintext: bytes, cert_pem: bytes) -> str:
+    def encrypt_xml(self, plaintext: bytes, cert_pem: bytes, algorithm: str | None = None) -> str:
         """The XML-Enc EncryptedData (in exclusive-c14n form) of the element ``plaintext``
         (a document of its own, declaring every prefix it uses) for the holder of
-        ``cert_pem``: ``block_algorithm`` (AES-GCM by default) with an RSA-OAEP transported
-        key. A libxmlsec1 without AES-GCM gets AES-256-CBC rather than no encryption."""
+        ``cert_pem``: ``algorithm`` (default ``block_algorithm``, AES-GCM) with an RSA-OAEP
+        transported key. A libxmlsec1 without AES-GCM gets AES-256-CBC rather than no
+        encryption."""
+        algorithm = algorithm or self.block_algorithm
         try:
-            return self._encrypt(plaintext, cert_pem, self.block_algorithm)
+            return self._encrypt(plaintext, cert_pem, algorithm)
         except xmlsec.Error as exc:
-            if self.block_algorithm == AES256_CBC:
+            if algorithm in (AES128_CBC, AES256_CBC):
                 raise
-            log.warning("%s encryption failed (%s); using AES-256-CBC", self.block_algorithm, exc)
+            log.warning("%s encryption failed (%s); using AES-256-CBC", algorithm, exc)
             return self._encrypt(plaintext, cert_pem, AES256_CBC)
 
     def _encrypt(self, plaintext: bytes, cert_pem: bytes, algorithm: str) -> str:

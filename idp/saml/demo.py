@@ -83,7 +83,10 @@ def seed_demo_sp(db: Session, svc: Any) -> dict[str, str] | None:
         return None
     folder = Path(svc.settings.instance_dir) / "demo-sp"
     cert = _keypair(folder)
-    SpRegistry(db).add(demo_metadata(cert), settings={"display_name": "Demo SAML application"})
+    # The demo SP listens on plain http on the loopback: a lab SP, let off https by hand.
+    SpRegistry(db).add(
+        demo_metadata(cert), settings={"display_name": "Demo SAML application", "allow_http": True}
+    )
     return {
         "entity_id": DEMO_SP_ENTITY_ID,
         "acs": DEMO_SP_ACS,

@@ -30,14 +30,19 @@ from sqlalchemy import func, select
 
 from ..services import Services
 from ..storage.models import SamlServiceProvider
-from .crypto import AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
+from .crypto import AES128_CBC, AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
 from .registry import NAME_ID_FORMATS
 from .response import Statement, build_response
 from .subject import Attr, IssuedNameId
 
 log = logging.getLogger("idp.saml")
 
-ENC_ALGORITHMS = {"aes128-gcm": AES128_GCM, "aes256-gcm": AES256_GCM, "aes256-cbc": AES256_CBC}
+ENC_ALGORITHMS = {
+    "aes128-gcm": AES128_GCM,
+    "aes256-gcm": AES256_GCM,
+    "aes128-cbc": AES128_CBC,
+    "aes256-cbc": AES256_CBC,
+}
 
 
 class _IdpServer(Server):
@@ -328,6 +333,8 @@ class SamlIdp:
             sign_response=bool(self.sp_setting(sp, "sign_response")),
             sign_assertion=bool(self.sp_setting(sp, "sign_assertion")),
             encrypt_for=sp.encryption_cert if encrypt else None,
+            # Per SP (CBC for SPs whose xmlsec lacks AES-GCM), else the [saml] default.
+            encryption_algorithm=ENC_ALGORITHMS.get(sp.settings.get("encryption_algorithm", "")),
         )
 
     def error_response(

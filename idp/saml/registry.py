@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from lxml import etree
 from sqlalchemy import select
@@ -36,13 +38,72 @@ SP_SETTINGS: dict[str, type | tuple[type, ...]] = {
     "sign_assertion": bool,
     "encrypt_assertion": bool,
     "want_authn_requests_signed": bool,
+    # Require signed LogoutRequests/LogoutResponses (saml-profiles 4.4.4.1); false lets an SP
+    # that cannot sign them off.
     "want_logout_signed": bool,
+    # Accept RSA-SHA1 / SHA-1 signatures from this (legacy) SP.
+    "allow_sha1": bool,
+    # Lab only: accept http:// endpoint Locations for this SP (https only otherwise).
+    "allow_http": bool,
+    # Block cipher of its encrypted assertions (ENCRYPTION_ALGORITHMS); absent = the [saml] one.
+    "encryption_algorithm": str,
     # Names (friendly or URI) of the attributes released; absent = all the mapper gives.
     "attributes": list,
     # Where IdP-initiated SSO lands at the SP (RelayState), and the launcher's label.
     "default_relay_state": str,
     "display_name": str,
 }
+
+
+ENCRYPTION_ALGORITHMS = ("aes128-gcm", "aes256-gcm", "aes128-cbc", "aes256-cbc")
+# Endpoints whose Location we put in a form action or a redirect.
+_ENDPOINTS = ("AssertionConsumerService", "SingleLogoutService")
+# Schemes that run code or read local files where a browser meets them: never accepted.
+_NEVER_SCHEMES = ("javascript", "data", "file", "vbscript")
+
+
+@lru_cache(maxsize=4096)
+def location_problem(url: str | None, allow_http: bool = False) -> str | None:
+    """Why an SP endpoint Location must not become a form action or a redirect, or None.
+    https only (http for an SP with ``allow_http``); javascript:, data:, file: and vbscript:
+    never; no spaces or control characters (browsers drop some of them, so "java\tscript:"
+    would run)."""
+    if not url:
+        return "is empty"
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "contains spaces or control characters"
+    scheme = url.partition(":")[0].lower()
+    if scheme in _NEVER_SCHEMES:
+        return f"uses the {scheme}: scheme, which is never accepted"
+    if scheme == "http":
+        if not allow_http:
+            return "is http: only https is accepted (allow_http lets a lab SP use http)"
+    elif scheme != "https":
+        return "is not an https URL"
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if not host:
+        return "has no host"
+    return None
+
+
+def check_locations(entity: etree._Element, allow_http: bool = False) -> None:
+    """ValidationError naming the first AssertionConsumerService or SingleLogoutService
+    Location (or ResponseLocation) that ``location_problem`` refuses."""
+    entity_id = entity.get("entityID") or "the entity"
+    for name in _ENDPOINTS:
+        for el in entity.iter(f"{{{MD_NS}}}{name}"):
+            for attr in ("Location", "ResponseLocation"):
+                url = el.get(attr)
+                if url is None and attr == "ResponseLocation":
+                    continue
+                problem = location_problem(url, allow_http)
+                if problem:
+                    raise ValidationError(
+                        f"{entity_id}: {name} {attr} {(url or '')[:200]!r} {problem}"
+                    )
 
 
 def parse_entity(xml: bytes | str) -> etree._Element:
@@ -73,8 +134,9 @@ def sp_descriptor(entity: etree._Element) -> etree._Element | None:
     return None
 
 
-def check_sp(entity: etree._Element) -> str:
-    """The entityID of a usable SP entity, or ValidationError."""
+def check_sp(entity: etree._Element, allow_http: bool = False) -> str:
+    """The entityID of a usable SP entity (its endpoint Locations checked), or
+    ValidationError."""
     entity_id = (entity.get("entityID") or "").strip()
     if not entity_id or len(entity_id) > 1000:
         raise ValidationError("metadata has no entityID (or one longer than 1000 characters)")
@@ -83,6 +145,7 @@ def check_sp(entity: etree._Element) -> str:
         raise ValidationError(f"{entity_id} has no SAML 2.0 SPSSODescriptor")
     if sp.find(f"{{{MD_NS}}}AssertionConsumerService") is None:
         raise ValidationError(f"{entity_id} has no AssertionConsumerService")
+    check_locations(entity, allow_http)
     return entity_id
 
 
@@ -113,6 +176,10 @@ def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
             raise ValidationError(f"unknown SP setting {key!r}")
         if not isinstance(value, kind):
             raise ValidationError(f"SP setting {key} must be {kind.__name__}")  # type: ignore[union-attr]
+        if key == "encryption_algorithm" and value not in ENCRYPTION_ALGORITHMS:
+            raise ValidationError(
+                "encryption_algorithm must be one of " + ", ".join(ENCRYPTION_ALGORITHMS)
+            )
         if key == "name_id_format" and value not in NAME_ID_FORMATS:
             raise ValidationError(
                 "name_id_format must be one of " + ", ".join(sorted(NAME_ID_FORMATS))
@@ -144,9 +211,11 @@ class SpRegistry:
         replace: bool = False,
     ) -> SamlServiceProvider:
         entity = parse_entity(metadata_xml)
-        entity_id = check_sp(entity)
+        settings = validate_settings(settings or {})
+        row = self.db.get(SamlServiceProvider, (entity.get("entityID") or "").strip())
+        kept = (row.settings or {}) if row is not None else {}
+        entity_id = check_sp(entity, bool(settings.get("allow_http", kept.get("allow_http"))))
         _check_with_pysaml2(standalone_xml(entity))
-        row = self.db.get(SamlServiceProvider, entity_id)
         if row is not None and not replace:
             raise Conflict(f"service provider {entity_id} is already registered")
         name = _display_name(entity)
@@ -158,7 +227,7 @@ class SpRegistry:
         row.origin = origin
         row.enabled = True
         if settings:
-            row.settings = {**(row.settings or {}), **validate_settings(settings)}
+            row.settings = {**(row.settings or {}), **settings}
         self.db.flush()
         return row
 
@@ -174,7 +243,10 @@ class SpRegistry:
 
     def update_settings(self, entity_id: str, values: dict[str, Any]) -> SamlServiceProvider:
         row = self.get(entity_id)
-        row.settings = {**(row.settings or {}), **validate_settings(values)}
+        merged = {**(row.settings or {}), **validate_settings(values)}
+        if "allow_http" in values:  # taking it away must not leave http endpoints in use
+            check_locations(parse_entity(row.metadata_xml), bool(merged["allow_http"]))
+        row.settings = merged
         self.db.flush()
         return row
 

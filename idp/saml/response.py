@@ -138,9 +138,11 @@ def build_response(
     sign_response: bool,
     sign_assertion: bool,
     encrypt_for: bytes | None = None,
+    encryption_algorithm: str | None = None,
 ) -> bytes:
     """The serialized Response for one SP. ``encrypt_for`` is the SP's encryption certificate
-    (PEM, from its metadata): the signed Assertion then travels as an EncryptedAssertion."""
+    (PEM, from its metadata): the signed Assertion then travels as an EncryptedAssertion, with
+    ``encryption_algorithm`` (a block cipher URI; None = the signer's default)."""
     issued = instant(now)
     expires = instant(now + lifetime)
     assertion_id = new_id()
@@ -185,7 +187,7 @@ def build_response(
     assertion = head + signature + body
     if encrypt_for:
         sent = assertion.replace(_XS_SLOT, _XS_DECLARATION)
-        encrypted = signer.encrypt_xml(sent.encode(), encrypt_for)
+        encrypted = signer.encrypt_xml(sent.encode(), encrypt_for, encryption_algorithm)
         assertion = (
             f'<saml:EncryptedAssertion xmlns:saml="{SAML_NS}">{encrypted}</saml:EncryptedAssertion>'
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, g, redirect, render_template, request
+from flask import Blueprint, Response, g, make_response, redirect, render_template, request
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS, Status, StatusCode
@@ -39,8 +39,16 @@ from .bindings import (
     verify_redirect_signature,
 )
 from .engine import SamlIdp, SpInfo, b64, saml_idp
-from .inbound import BadMessage, Inbound, decode_post, decode_redirect, inspect, utc_instant
-from .registry import FORMAT_NAMES, NAME_ID_FORMATS
+from .inbound import (
+    BadMessage,
+    Inbound,
+    check_signature_algorithms,
+    decode_post,
+    decode_redirect,
+    inspect,
+    utc_instant,
+)
+from .registry import FORMAT_NAMES, NAME_ID_FORMATS, location_problem
 from .response import Statement
 from .subject import NameIdUnavailable, issue_name_id, release_filter, user_attributes
 
@@ -90,7 +98,28 @@ def _error_page(code: int, message: str, cause: str | None = None) -> tuple[str,
     ), code
 
 
-def _post_form(action: str, field: str, xml: str, relay_state: str | None) -> Response:
+def _unsafe_location(sp: SpInfo, url: str) -> str | None:
+    """Why this SP endpoint must not be rendered or redirected to (``location_problem``):
+    checked again here, for rows that did not come through the registry's import checks."""
+    return location_problem(url, bool(sp.settings.get("allow_http")))
+
+
+def _refuse_location(sp: SpInfo, url: str, problem: str) -> Response:
+    # A Response (not a tuple): a logout clears the session cookie on it.
+    return make_response(
+        _error_page(
+            400,
+            "The address of this application is not acceptable, so nothing was sent to it. "
+            "Please tell its administrator.",
+            f"SP {sp.entity_id} endpoint {url[:200]!r} {problem}",
+        )
+    )
+
+
+def _post_form(sp: SpInfo, action: str, field: str, xml: str, relay_state: str | None) -> Response:
+    problem = _unsafe_location(sp, action)
+    if problem:
+        return _refuse_location(sp, action, problem)
     values = {"action": action, "field": field, "value": b64(xml), "relay_state": relay_state}
     resp = Response(render_kept("saml_post.html", values, dict), mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
@@ -157,15 +186,37 @@ def _read_binding(field: str) -> tuple[str, str | None, bytes]:
 
 def _check_signature(
     idp: SamlIdp, sp: SpInfo, binding: str, field: str, xml_signed: bool, required: bool
-) -> None:
+) -> bool:
+    """Verify the HTTP-Redirect query signature if there is one (an XML signature was verified
+    by pysaml2 already); refuse an unsigned message when one is required. True when signed."""
     if binding == BINDING_HTTP_REDIRECT and has_redirect_signature(request.query_string):
         try:
-            verify_redirect_signature(request.query_string, field, idp.signing_certs(sp.entity_id))
+            verify_redirect_signature(
+                request.query_string,
+                field,
+                idp.signing_certs(sp.entity_id),
+                allow_sha1=bool(sp.settings.get("allow_sha1")),
+            )
         except RedirectSignatureError as exc:
             raise BadMessage(f"the request signature is not valid: {exc}") from None
-        return
+        return True
     if required and not xml_signed:
         raise BadMessage("this service provider must sign its requests, and this one is not signed")
+    return xml_signed
+
+
+def _check_destination(destination: str | None, signed: bool, endpoint: str) -> None:
+    """saml-bindings 3.4.5.2 / 3.5.5.2: a signed message MUST carry a Destination, and it must
+    be this endpoint (a signed message sent elsewhere must not be replayable here)."""
+    if destination is None or not destination.strip():
+        if signed:
+            raise BadMessage(
+                "the request is signed but has no Destination, which a signed SAML message "
+                "must carry (saml-bindings 3.4.5.2, 3.5.5.2)"
+            )
+        return
+    if destination.strip() != endpoint:
+        raise BadMessage("the request is addressed to another destination")
 
 
 def _check_time(idp: SamlIdp, msg: Inbound) -> None:
@@ -201,6 +252,23 @@ def _choose_acs(
 ) -> str:
     """The ACS the response goes to: the one the request names, which must be in the SP's
     metadata, else the SP's default HTTP-POST ACS (saml-profiles 4.1.4.1)."""
+    url = _acs_location(idp, sp, protocol_binding, acs_url, acs_index)
+    problem = _unsafe_location(sp, url)
+    if problem:
+        raise BadMessage(
+            "this application's AssertionConsumerService address is not acceptable "
+            f"(it {problem}); nothing was sent to it"
+        )
+    return url
+
+
+def _acs_location(
+    idp: SamlIdp,
+    sp: SpInfo,
+    protocol_binding: str | None,
+    acs_url: str | None,
+    acs_index: int | None,
+) -> str:
     endpoints = idp.acs_endpoints(sp)
     posts = [e for e in endpoints if e.get("binding") == BINDING_HTTP_POST]
     if protocol_binding and protocol_binding != BINDING_HTTP_POST:
@@ -236,6 +304,8 @@ def _parse_from_sp(idp: SamlIdp, msg: Inbound, tag: str, kind: str, what: str):
     """The first checks of every inbound request: its type, an issuer we know, and pysaml2's
     parse (which verifies an XML signature). Returns (SP, parsed message) or raises BadMessage."""
     sp = _known_sender(idp, msg, tag, kind)
+    if msg.has_signature and msg.root is not None:
+        check_signature_algorithms(msg.root, allow_sha1=bool(sp.settings.get("allow_sha1")))
     server = idp.engine().server
     parse = server.parse_authn_request if tag == "AuthnRequest" else server.parse_logout_request
     try:
@@ -271,10 +341,11 @@ def _check_authn_request(idp: SamlIdp, binding: str, msg: Inbound) -> _Checked:
     sp, req = _authn_request_fields(idp, msg)
     if req.id != msg.id or req.issuer != sp.entity_id:
         raise BadMessage("the request is not consistent")
-    _check_signature(idp, sp, binding, "SAMLRequest", req.signed, idp.sp_wants_signed_requests(sp))
+    signed = _check_signature(
+        idp, sp, binding, "SAMLRequest", req.signed, idp.sp_wants_signed_requests(sp)
+    )
     _check_time(idp, msg)
-    if req.destination and req.destination != idp.sso_url:
-        raise BadMessage("the request is addressed to another destination")
+    _check_destination(req.destination, signed, idp.sso_url)
     acs_url = _choose_acs(idp, sp, req.protocol_binding, req.acs_url, req.acs_index)
     checked = _Checked(
         sp=sp,
@@ -432,12 +503,12 @@ def _status_to_acs(
     xml = idp.error_response(
         checked.request_id,
         checked.acs_url,
-        ST_RESPONDER if status in (ST_NO_PASSIVE, ST_NO_AUTHN_CONTEXT) else ST_REQUESTER,
+        ST_RESPONDER if status == ST_NO_PASSIVE else ST_REQUESTER,
         status,
         message,
         checked.sp,
     )
-    return _post_form(checked.acs_url, "SAMLResponse", xml, relay_state)
+    return _post_form(checked.sp, checked.acs_url, "SAMLResponse", xml, relay_state)
 
 
 @dataclass
@@ -492,8 +563,19 @@ def _respond(
     mgr = sessions()
     key = f"saml:{sp.entity_id}"
     known = mgr.relying_parties(result.sid).get(key) or {}
+    try:
+        # What the session achieved, never more (saml-core 3.3.2.2.1; idp.saml.acr).
+        class_ref = class_ref_for(
+            result.acr, params.get("acr_classes") or [], params.get("comparison")
+        )
+    except NoAuthnContext as exc:
+        checked = _Checked(
+            sp, params.get("request_id"), params["acs_url"], None, [], None, False, False
+        )
+        return _status_to_acs(
+            idp, checked, ST_NO_AUTHN_CONTEXT, str(exc), params.get("relay_state")
+        )
     session_index = known.get("session_index") or "_" + secrets.token_hex(16)
-    class_ref = class_ref_for(result.acr, params.get("acr_classes") or [], params.get("comparison"))
     rec_end = result.auth_time + svc.settings.session.max_hours * 3600
     statement = Statement(
         auth_time=result.auth_time,
@@ -512,7 +594,7 @@ def _respond(
     entry = {"session_index": session_index, "name_id": nid.to_dict()}
     if entry != known:  # a repeat SSO to the same SP changes nothing: skip the write
         mgr.add_relying_party(result.sid, key, entry)
-    return _post_form(params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
+    return _post_form(sp, params["acs_url"], "SAMLResponse", xml, params.get("relay_state"))
 
 
 @bp.get("/saml/init")
@@ -568,7 +650,7 @@ def slo():
 
 def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
     sp, req = _parse_from_sp(idp, msg, "LogoutRequest", "a LogoutRequest", "the logout request")
-    _check_signature(
+    signed = _check_signature(
         idp,
         sp,
         binding,
@@ -577,8 +659,7 @@ def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound)
         bool(idp.sp_setting(sp, "want_logout_signed")),
     )
     _check_time(idp, msg)
-    if req.destination and req.destination != idp.slo_url:
-        raise BadMessage("the request is addressed to another destination")
+    _check_destination(req.destination, signed, idp.slo_url)
     name_id = req.name_id.text.strip() if req.name_id is not None and req.name_id.text else None
     if name_id is None:
         raise BadMessage("the logout request has no NameID")
@@ -636,13 +717,22 @@ def _slo_location(idp: SamlIdp, sp: SpInfo) -> tuple[str, str, str] | None:
 
 
 def _send(
-    idp: SamlIdp, binding: str, location: str, field: str, xml: str, relay: str | None
+    idp: SamlIdp,
+    sp: SpInfo,
+    binding: str,
+    location: str,
+    field: str,
+    xml: str,
+    relay: str | None,
 ) -> Response:
+    problem = _unsafe_location(sp, location)
+    if problem:
+        return _refuse_location(sp, location, problem)
     if binding == BINDING_HTTP_REDIRECT:
         resp = redirect(redirect_url(location, field, xml, relay, idp.engine().signing_key))
         resp.headers["Cache-Control"] = "no-store"
         return resp
-    return _post_form(location, field, xml, relay)
+    return _post_form(sp, location, field, xml, relay)
 
 
 def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
@@ -656,6 +746,12 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
             state["partial"] = True
             continue
         binding, location, _ = where
+        problem = _unsafe_location(sp, location)
+        if problem:
+            # One SP with an unusable address must not stop the others' sign-out.
+            log.warning("SLO to %s skipped: endpoint %s", entity_id, problem)
+            state["partial"] = True
+            continue
         nid = info["name_id"]
         req_id, req = eng.server.create_logout_request(
             location,
@@ -674,7 +770,7 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
         state["awaiting"] = {"id": req_id, "sp": entity_id}
         state_id = secrets.token_urlsafe(24)
         idp.svc.store.put(f"saml:slo:{state_id}", state, SLO_TTL)
-        return _send(idp, binding, location, "SAMLRequest", str(req), state_id)
+        return _send(idp, sp, binding, location, "SAMLRequest", str(req), state_id)
     return _finish_logout(idp, state)
 
 
@@ -713,7 +809,7 @@ def _finish_logout(idp: SamlIdp, state: dict[str, Any]) -> Response:
         in_response_to=init["request_id"],
         destination=location,
     )
-    return _send(idp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
+    return _send(idp, sp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
 
 
 def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound):
@@ -728,6 +824,8 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
     sp = idp.sp(msg.issuer)
     if sp is None:
         raise BadMessage("the response comes from an unknown service provider")
+    if msg.has_signature and msg.root is not None:
+        check_signature_algorithms(msg.root, allow_sha1=bool(sp.settings.get("allow_sha1")))
     try:
         parsed = idp.engine().server.parse_logout_request_response(
             b64(msg.xml.decode()), BINDING_HTTP_POST
@@ -737,7 +835,7 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
     if parsed is None:
         raise BadMessage("the logout response is not valid")
     resp = parsed.response
-    _check_signature(
+    signed = _check_signature(
         idp,
         sp,
         binding,
@@ -745,6 +843,7 @@ def _logout_response(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound
         resp.signature is not None,
         bool(idp.sp_setting(sp, "want_logout_signed")),
     )
+    _check_destination(resp.destination, signed, idp.slo_url)
     if resp.in_response_to != state["awaiting"]["id"]:
         raise BadMessage("the logout response answers another request")
     idp.svc.store.delete(key)
