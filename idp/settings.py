@@ -28,6 +28,8 @@ from .resources import resource_dir
 _NOT_SETTINGS = re.compile(r"^IDP_(CONFIG|TEST_.*)$")
 _SECRET_NAMES = re.compile(r"(secret|password|encryption_key)", re.I)
 _URL_KEYS = {"database_url", "redis_url", "smtp_url", "sms_url"}
+# Block ciphers for encrypted SAML assertions (saml.encryption_algorithm and per SP).
+SAML_ENCRYPTION_ALGORITHMS = ("aes128-gcm", "aes256-gcm", "aes128-cbc", "aes256-cbc")
 
 
 def _load_toml(path: Path, what: str) -> dict[str, Any]:
@@ -332,6 +334,12 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         raise ConfigError("setting outbound.max_bytes must be at least 1024")
     if out["failure_cache_seconds"] < 0:
         raise ConfigError("setting outbound.failure_cache_seconds must not be negative")
+
+    if s["saml"]["encryption_algorithm"] not in SAML_ENCRYPTION_ALGORITHMS:
+        raise ConfigError(
+            "setting saml.encryption_algorithm must be one of "
+            + ", ".join(SAML_ENCRYPTION_ALGORITHMS)
+        )
 
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)

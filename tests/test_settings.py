@@ -92,6 +92,7 @@ def test_env_integers_and_lists():
         ({"IDP_LOGGING_FORMAT": "xml"}, "logging.format"),
         ({"IDP_SERVER_THREADS": "-1"}, "server.threads must not be negative"),
         ({"IDP_SERVER_HTTP": "2"}, 'server.http must be "1" or "auto"'),
+        ({"IDP_SAML_ENCRYPTION_ALGORITHM": "aes-gcm"}, "saml.encryption_algorithm must be one"),
     ],
 )
 def test_bad_values_are_one_clear_line(environ, fragment):

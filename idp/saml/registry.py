@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound, ValidationError
+from ..settings import SAML_ENCRYPTION_ALGORITHMS
 from ..storage.models import SamlServiceProvider
 from .crypto import DSIG_NS, safe_parser
 
@@ -55,7 +56,7 @@ SP_SETTINGS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-ENCRYPTION_ALGORITHMS = ("aes128-gcm", "aes256-gcm", "aes128-cbc", "aes256-cbc")
+ENCRYPTION_ALGORITHMS = SAML_ENCRYPTION_ALGORITHMS
 # Endpoints whose Location we put in a form action or a redirect.
 _ENDPOINTS = ("AssertionConsumerService", "SingleLogoutService")
 # Schemes that run code or read local files where a browser meets them: never accepted.

@@ -123,8 +123,6 @@ def _post_form(sp: SpInfo, action: str, field: str, xml: str, relay_state: str |
     values = {"action": action, "field": field, "value": b64(xml), "relay_state": relay_state}
     resp = Response(render_kept("saml_post.html", values, dict), mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
-    # The form posts to the SP's origin; allow exactly that.
-    resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     return resp
 
 
