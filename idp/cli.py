@@ -440,6 +440,12 @@ def clients() -> None:
 @click.option("--backchannel-logout-uri", default=None)
 @click.option("--frontchannel-logout-uri", default=None)
 @click.option("--jwks-uri", default=None)
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    help="A resource server (RFC 8707) the client may ask tokens for (repeat for several).",
+)
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
 @click.option("--json", "as_json", is_flag=True)
@@ -454,6 +460,7 @@ def clients_create(
     backchannel_logout_uri,
     frontchannel_logout_uri,
     jwks_uri,
+    resources,
     roles,
     first_party,
     as_json,
@@ -478,6 +485,7 @@ def clients_create(
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,
+            extra={"resources": list(resources)} if resources else None,
         )
         result: dict[str, Any] = {"client_id": client.client_id}
     if secret:

@@ -60,11 +60,13 @@ def _public(row) -> dict:
 @click.option("--frontchannel-logout-uri", default=None, help="'' removes it.")
 @click.option("--backchannel-logout-uri", default=None, help="'' removes it.")
 @click.option("--jwks-uri", default=None, help="'' removes it.")
+@click.option("--resource", "resources", multiple=True,
+              help="Replaces the RFC 8707 resource servers it may name (repeat; '' for none).")
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
            first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, as_json) -> None:
+           backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     from .cli import _require_migrated, _services
@@ -78,6 +80,7 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "frontchannel_logout_uri": frontchannel_logout_uri,
         "backchannel_logout_uri": backchannel_logout_uri,
         "jwks_uri": jwks_uri,
+        "resources": [u for u in resources if u] if resources else None,
     }
     uris = {k: v for k, v in uris.items() if v is not None}
     changes = {

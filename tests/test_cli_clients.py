@@ -40,3 +40,22 @@ def test_refused_updates_change_nothing(idp_env, capsys):
     fails(capsys, "clients", "update", "demo-app", "--id-token-alg", "none", code=2)
     fails(capsys, "clients", "update", "demo-app", "--access-token-lifetime", "5", code=2)
     assert snapshot(idp_env) == before
+
+
+def test_resource_servers_from_the_command_line(idp_env, capsys):
+    """`--resource` (RFC 8707) on create and update; a fragment is refused and changes nothing."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    ok_json(capsys, "clients", "create", "--client-id", "svc", "--grant-type",
+            "client_credentials", "--scope", "api", "--resource", "https://api.example.org/")
+    assert ok_json(capsys, "clients", "show", "svc")["resources"] == ["https://api.example.org/"]
+    before = snapshot(idp_env)
+    assert "resources:" in fails(capsys, "clients", "update", "svc", "--resource",
+                                 "https://api.example.org/#x", code=1)
+    assert "resources:" in fails(capsys, "clients", "create", "--client-id", "svc2",
+                                 "--grant-type", "client_credentials", "--resource", "/api",
+                                 code=1)
+    assert snapshot(idp_env) == before
+    updated = ok_json(capsys, "clients", "update", "svc", "--resource", "https://a.example.org/",
+                      "--resource", "urn:example:b")
+    assert updated["resources"] == ["https://a.example.org/", "urn:example:b"]
+    assert ok_json(capsys, "clients", "update", "svc", "--resource", "")["resources"] == []

@@ -76,7 +76,7 @@ FORBIDDEN_SCHEMES = frozenset(
     }
 )
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]*$")
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
 
 
 class MetadataError(ValidationError):
@@ -159,7 +159,7 @@ def uri_problem(field: str, uri: Any, policy: Policy = Policy()) -> str | None:
         return "must be a non-empty string"
     if len(uri) > MAX_URI_LENGTH:
         return f"is longer than {MAX_URI_LENGTH} characters"
-    if not _PRINTABLE_ASCII.match(uri):
+    if not _PRINTABLE_ASCII.fullmatch(uri):
         return "must contain only printable ASCII characters (no spaces or control characters)"
     match = _SCHEME.match(uri)
     if match is None:
@@ -298,6 +298,23 @@ def check_scope(meta: Mapping[str, Any], policy: Policy) -> None:
         raise _fail("scope", "must be a string")
 
 
+def check_resources(meta: Mapping[str, Any], policy: Policy) -> None:
+    """The resource servers a client may name (RFC 8707 §2): each an absolute URI without a
+    fragment; a query is allowed. They are identifiers, never fetched or shown."""
+    resources = meta.get("resources", [])
+    if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+        raise _fail("resources", "must be a list of URIs")
+    for uri in resources:
+        if not _PRINTABLE_ASCII.fullmatch(uri) or len(uri) > MAX_URI_LENGTH:
+            raise _fail("resources", f"{uri!r} is not a printable URI of at most "
+                        f"{MAX_URI_LENGTH} characters")
+        parts = urlsplit(uri)
+        if not parts.scheme or (not parts.netloc and not parts.path):
+            raise _fail("resources", f"{uri!r} is not an absolute URI")
+        if "#" in uri:
+            raise _fail("resources", f"{uri!r} must not have a fragment (RFC 8707 §2)")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -307,6 +324,7 @@ CHECKS: tuple[Check, ...] = (
     check_algorithms,
     check_subject_type,
     check_scope,
+    check_resources,
 )
 
 

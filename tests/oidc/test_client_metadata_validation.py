@@ -62,6 +62,7 @@ BAD_URIS = [
     "https://rp.example.org:99999/cb",
     "https://rp.example.org/c b",
     "https://rp.example.org/\u00e9",
+    "https://rp.example.org/cb\n",
     "x" * 10 + "https://rp.example.org/" + "a" * 2000,
 ]
 
@@ -441,3 +442,24 @@ def test_stored_unsafe_page_links_are_not_rendered_on_consent(env):
         with env.svc.sessions.begin() as db:
             db.get(Client, "web2").meta = saved
         client_cache(env.svc).bump()
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ("https://api.example.org/", "must be a list"),
+        ([1], "must be a list"),
+        (["https://api.example.org/#f"], "must not have a fragment"),
+        (["/relative"], "not an absolute URI"),
+        (["https://api.example.org/\n"], "printable"),
+    ],
+)
+def test_resources_are_absolute_uris_without_fragment(resources, problem):
+    """RFC 8707 §2: a resource indicator is an absolute URI, a query allowed, no fragment."""
+    meta = {"redirect_uris": ["https://rp.example.org/cb"], "resources": resources}
+    with pytest.raises(MetadataError) as err:
+        check_client_metadata(meta)
+    assert err.value.error == "invalid_client_metadata"
+    assert str(err.value).startswith("resources:") and problem in str(err.value)
+    good = dict(meta, resources=["https://api.example.org/v1?tenant=a", "urn:example:api"])
+    check_client_metadata(good)
