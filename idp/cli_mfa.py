@@ -53,7 +53,7 @@ def enroll_totp(user: str, as_json: bool) -> None:
     """Give USER (username, e-mail or id) a new authenticator app seed and a new set of backup
     codes; prints the seed, its otpauth:// URI and the codes (shown this once)."""
     from .backends import backup_codes, totp
-    from .web.authkit import audit
+    from .web.requestinfo import audit
 
     app, svc = _app()
     with app.test_request_context(), svc.sessions() as db:
@@ -81,8 +81,9 @@ def reset(user: str, as_json: bool) -> None:
     when the user lost them); the user sets up new ones at the next login."""
     from flask_babel import lazy_gettext as _l
 
-    from .web.authkit import audit, send_mail
+    from .web.mailing import send_mail
     from .web.mfa import reset_user_mfa
+    from .web.requestinfo import audit
 
     app, svc = _app()
     with app.test_request_context(), svc.sessions() as db:

@@ -62,7 +62,7 @@ def test_success_resets_the_failure_count(make_app):
 
 
 def test_admin_unlock(make_app):
-    from idp.web.authkit import unlock
+    from idp.web.guard import unlock
 
     app = make_app(**SMALL)
     svc = app.extensions["idp"]

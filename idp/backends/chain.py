@@ -17,7 +17,7 @@ def _local(svc: Services) -> CredentialBackend:
 
 
 def _ldap(svc: Services) -> CredentialBackend:
-    from .ldap import ldap_backend
+    from .ldap_login import ldap_backend
 
     return ldap_backend(svc)
 

@@ -1,4 +1,5 @@
-"""LDAP / Active Directory password backend on ldap3.
+"""LDAP / Active Directory access on ldap3: connections, searches, binds (the "ldap" credential
+backend on top of it is ``ldap_login``, the import into local rows ``ldap_sync``).
 
 RFC 4511 (search, simple bind), RFC 4513 (StartTLS §3, the unauthenticated-bind trap §5.1.2:
 a simple bind with a DN and an empty password "succeeds" anonymously, so empty passwords are
@@ -32,7 +33,6 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from ..core.credentials import Outcome, Verdict
 from ..services import Services
 from ..settings import Section
 
@@ -66,7 +66,6 @@ AD_SUBCODES = {
 _AD_DATA_RE = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.I)
 # Result codes that mean "the server cannot answer now", not "wrong password".
 _BUSY_RESULTS = {51, 52, 53, 80}
-_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DirectoryUnavailable(Exception):
@@ -479,81 +478,9 @@ def _entries(conn: Connection) -> list[dict[str, Any]]:
     return [e for e in (conn.response or []) if e.get("type") == "searchResEntry"]
 
 
-class LdapBackend:
-    """The "ldap" credential backend: a login name the directory knows is ours."""
-
-    id = "ldap"
-
-    def __init__(self, svc: Services, connector: LdapConnector) -> None:
-        self.svc = svc
-        self.cfg = svc.settings.ldap
-        self.connector = connector
-
-    def handles(self, kind: str) -> bool:
-        return kind == "password" and self.cfg.enabled
-
-    def _clean_login(self, login: str) -> str | None:
-        login = login.strip()
-        if not login or len(login) > self.cfg.max_username_length:
-            return None
-        if _CONTROL_CHARS_RE.search(login):
-            return None
-        if self.cfg.active_directory and "\\" in login:
-            # Down-level logon name DOMAIN\user: the domain is the one we are bound to.
-            domain, _, name = login.rpartition("\\")
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", domain) or not name:
-                return None
-            login = name
-        return login
-
-    def verify(self, login: str, secret: str) -> Verdict:
-        from .ldap_sync import local_user_id, provision
-
-        clean = self._clean_login(login)
-        if clean is None or not secret or len(secret) > MAX_SECRET_LENGTH or "\x00" in secret:
-            # Refused before any search or bind: empty passwords would be anonymous binds
-            # (RFC 4513 §5.1.2), control characters and huge input have no business here.
-            return Verdict(Outcome.INVALID, message=None)
-        try:
-            entries, ambiguous = self.connector.run(lambda c: self.connector.find_user(c, clean))
-            if not entries:
-                return Verdict(Outcome.NOT_MINE)
-            if ambiguous or len(entries) > 1:
-                log.warning("ldap: login %r matches several directory entries; refused", clean)
-                return Verdict(Outcome.INVALID)
-            entry = entries[0]
-            known_id = local_user_id(self.svc, entry["dn"])
-            conn, ok = self.connector.connect(entry["dn"], secret)
-            result = dict(conn.result)
-            conn.unbind()
-            if not ok:
-                message = None
-                if self.cfg.active_directory:
-                    message = ad_message(result.get("message", ""))
-                return Verdict(Outcome.INVALID, user_id=known_id, message=message)
-            user = self.connector.to_user(entry)
-            if user is None:
-                log.warning("ldap: %s has no %s; refused", entry["dn"], self.cfg.username_attribute)
-                return Verdict(Outcome.INVALID, user_id=known_id)
-            user.groups = self.connector.run(lambda c: self.connector.groups_of(c, user, entry))
-        except DirectoryUnavailable as exc:
-            log.warning("ldap: directory unavailable: %s", exc)
-            return Verdict(Outcome.UNAVAILABLE, message=UNAVAILABLE_MESSAGE)
-        outcome = provision(self.svc, user)
-        if user.disabled:
-            return Verdict(Outcome.INVALID, user_id=outcome.user_id, message=AD_SUBCODES["533"])
-        if outcome.user_id is None:
-            return Verdict(Outcome.INVALID, message=outcome.message)
-        return Verdict(Outcome.VALID, user_id=outcome.user_id, attributes=user.attributes())
-
-
 def ldap_connector(svc: Services) -> LdapConnector:
     """The process-wide connector (its pool is shared by the backend, sync and the CLI)."""
     connector = svc.extras.get("ldap_connector")
     if connector is None:
         connector = svc.extras["ldap_connector"] = LdapConnector(svc.settings.ldap)
     return connector
-
-
-def ldap_backend(svc: Services) -> LdapBackend:
-    return LdapBackend(svc, ldap_connector(svc))

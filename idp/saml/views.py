@@ -26,7 +26,7 @@ from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..storage.models import User
 from ..storage.userview import UserView, user_view
-from ..web.authkit import locale_hints
+from ..web.i18n import locale_hints
 from ..web.kept import render_kept
 from ..web.mfa import required_acr_for
 from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions

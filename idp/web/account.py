@@ -30,12 +30,22 @@ from sqlalchemy import or_, select
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
+from ..storage import session_index
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SecurityAnswer
-from . import authkit
-from .authkit import audit, svc
+from .current import svc
 from .forms import AvatarForm, ChangePasswordForm, ConfirmForm, ProfileForm
+from .i18n import locale_hints
 from .mfa import overview as mfa_overview
+from .password_policy import (
+    POLICY_MESSAGES,
+    password_policy,
+    password_problems,
+    policy_help,
+    set_password,
+)
+from .requestinfo import audit, require_user
+from .sso import sessions
 
 bp = Blueprint("account", __name__)
 
@@ -82,7 +92,7 @@ def _page(template: str, user: User, status: int = 200, **context: Any):
 @bp.route("/account/")
 def index():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         return _page(
@@ -97,7 +107,7 @@ def index():
 @bp.route("/account/profile", methods=["POST"])
 def profile():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         form = _profile_form(user, bind=True)
@@ -123,7 +133,7 @@ def profile():
         )
         db.commit()
         # A new profile language applies to this confirmation already.
-        authkit.locale_hints(user_locale=user.locale or "")
+        locale_hints(user_locale=user.locale or "")
     flash(_("Your profile was saved."), "success")
     return redirect(url_for("account.index"))
 
@@ -144,7 +154,7 @@ def _avatar_error(user: User, message: str):
 @bp.route("/account/avatar", methods=["POST"])
 def avatar():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         form = AvatarForm()
@@ -203,7 +213,7 @@ def resend_verification():
     from .password import send_verification
 
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         if ConfirmForm().validate() and user.email and not user.email_verified:
@@ -215,11 +225,11 @@ def resend_verification():
 @bp.route("/account/password", methods=["GET", "POST"])
 def password():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         form = ChangePasswordForm()
-        page = {"form": form, "rules": authkit.policy_help(), "local": user.source == "local"}
+        page = {"form": form, "rules": policy_help(), "local": user.source == "local"}
         if request.method == "GET":
             return _page("account/password.html", user, **page)
         if user.source != "local" or not form.validate():
@@ -230,23 +240,23 @@ def password():
             db.commit()
             return _page("account/password.html", user, 400, **page)
         if not may_change_now(
-            authkit.password_policy(), user.password_changed_at, svc().clock.utcnow()
+            password_policy(), user.password_changed_at, svc().clock.utcnow()
         ):
             return _page(
                 "account/password.html",
                 user,
                 400,
-                problems=[authkit._MESSAGES["too_soon"]],
+                problems=[POLICY_MESSAGES["too_soon"]],
                 **page,
             )
         if form.new_password.data != form.confirm.data:
             problems = [_("The two passwords do not match.")]
         else:
-            problems = authkit.password_problems(db, user, form.new_password.data)
+            problems = password_problems(db, user, form.new_password.data)
         if problems:
             return _page("account/password.html", user, 400, problems=problems, **page)
-        ended = authkit.end_user_sessions(db, user.id, keep_sid=g.sid)
-        authkit.set_password(db, user, form.new_password.data, reason="self-service")
+        ended = session_index.end_user_sessions(db, sessions(), user.id, keep_sid=g.sid)
+        set_password(db, user, form.new_password.data, reason="self-service")
         db.commit()
     flash(
         _("Your password was changed. %(n)s other session(s) were signed out.", n=ended), "success"
@@ -262,10 +272,10 @@ def _handle(sid: str) -> str:
 @bp.route("/account/sessions", methods=["GET", "POST"])
 def sessions_page():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
-        live = authkit.list_sessions(db, user.id, g.sid)
+        live = session_index.list_sessions(db, sessions(), user.id, g.sid)
         form = ConfirmForm()
         if request.method == "POST":
             if not form.validate():
@@ -277,7 +287,9 @@ def sessions_page():
                 if not i.current and (wanted == "others" or _handle(i.sid) == wanted)
             }
             db.commit()  # pruned index rows; the store is written next
-            ended = authkit.end_user_sessions(db, user.id, keep_sid=g.sid, only=chosen)
+            ended = session_index.end_user_sessions(
+                db, sessions(), user.id, keep_sid=g.sid, only=chosen
+            )
             audit(db, "session.revoked", actor=user.uuid, target=user.uuid, count=ended)
             db.commit()
             flash(_("The session was signed out."), "success")
@@ -301,7 +313,7 @@ def _activity(db: Any, user: User, limit: int = 50) -> list[AuditEvent]:
 @bp.route("/account/activity")
 def activity():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         return _page("account/activity.html", user, events=_activity(db, user))
@@ -310,7 +322,7 @@ def activity():
 @bp.route("/account/apps", methods=["GET", "POST"])
 def apps():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         form = ConfirmForm()
@@ -330,7 +342,7 @@ def apps():
 @bp.route("/account/mfa")
 def mfa():
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         return _page("account/mfa.html", user, **mfa_overview(db, user))
@@ -342,7 +354,7 @@ def security_questions():
     if not rec.security_questions:
         abort(404)
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         form = ConfirmForm()
@@ -400,7 +412,7 @@ def security_questions():
 def export():
     """Everything we hold about the person, as JSON (GDPR art. 15 / 20)."""
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         groups = db.scalars(
@@ -427,7 +439,7 @@ def export():
             "second_factors": sorted(f.id for f in enrolled_factors(svc(), user)),
             "sessions": [
                 {"created_at": i.created_at, "ip": i.ip, "user_agent": i.user_agent, "amr": i.amr}
-                for i in authkit.list_sessions(db, user.id, g.sid)
+                for i in session_index.list_sessions(db, sessions(), user.id, g.sid)
             ],
             "applications": _consents(user),
             "activity": [

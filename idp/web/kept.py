@@ -19,7 +19,8 @@ from flask import render_template, request
 from markupsafe import escape
 
 from ..app import csp_nonce
-from .authkit import html_lang, svc
+from .current import svc
+from .i18n import html_lang
 
 _MARKER = re.compile("\x00([a-z_]{1,32})\x00")
 # Markers that went through a URL or JSON encoder, or a filter: the shell would be wrong.

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 from wtforms.validators import ValidationError
 
 from ..backends.chain import credential_chain
+from ..backends.lockout import lock_key
 from ..core.authn import AMR_MFA, AuthnRequest, acr_for, session_satisfies
 from ..core.credentials import Outcome
 from ..core.policy import (
@@ -33,19 +34,25 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..storage import session_index
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
 from . import authkit, mfa
-from .authkit import audit, svc
+from .current import svc
 from .forms import ConfirmForm, LoginForm
+from .guard import lockout
+from .i18n import init_ui, locale_hints
 from .kept import render_kept
 from .login_steps import MAX_STEP_FAILURES, STEPS
+from .mailing import queue_mail
+from .password_policy import password_policy
+from .requestinfo import absolute, audit, audit_now, client_ip, safe_next
 from .sso import COOKIE, sessions
 
 log = logging.getLogger("idp.login")
 
 bp = Blueprint("login", __name__)
-bp.record_once(lambda state: authkit.init_ui(state.app))
+bp.record_once(lambda state: init_ui(state.app))
 
 _LAST_LOGIN = (
     update(User.__table__).where(User.id == bindparam("uid")).values(last_login_at=bindparam("at"))
@@ -85,7 +92,7 @@ STEP_ERRORS = {
 def _request_of(rid: str | None) -> AuthnRequest | None:
     req = sessions().load_request(rid) if rid else None
     if req is not None:
-        authkit.locale_hints(ui_locales=req.ui_locales)
+        locale_hints(ui_locales=req.ui_locales)
     return req
 
 
@@ -199,7 +206,7 @@ def start_pending(
     # would block them, so whatever the caller changed is committed first.
     release_write_lock(db)
     req = _request_of(rid)
-    age = password_age(authkit.password_policy(), user.password_changed_at, svc().clock.utcnow())
+    age = password_age(password_policy(), user.password_changed_at, svc().clock.utcnow())
     mfa_facts, need = mfa.login_facts(db, user, req)
     release_write_lock(db)  # the remembered device's last use
     facts = LoginFacts(
@@ -223,13 +230,13 @@ def start_pending(
         auth_time=int(svc().clock.now()),
     )
     if age.warn and user.email and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400):
-        authkit.queue_mail(
+        queue_mail(
             user.email,
             "password_expiry",
             _l("Your password expires in %(days)s days", days=age.days_left),
             user=user,
             days=age.days_left,
-            change_url=authkit.absolute("account.password"),
+            change_url=absolute("account.password"),
         )
     if need.required:
         pending.data["methods"] = list(need.methods)
@@ -261,7 +268,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         acr_for(pending.amr),
         auth_time=pending.auth_time,
         user_agent=request.user_agent.string,
-        ip=authkit.client_ip(),
+        ip=client_ip(),
     )
     if old and same_person:
         # The same person signed in again: relying parties of the old session still get logout.
@@ -271,9 +278,17 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == old_sid))
     # Plain statements sent at once rather than the unit of work's flush at the commit: on this
     # path of every login the flush of three rows cost more than the statements themselves.
-    authkit.index_session(db, user.id, result.sid, pending.amr)
+    session_index.index_session(
+        db,
+        user.id,
+        result.sid,
+        pending.amr,
+        at=svc().clock.utcnow(),
+        ip=client_ip(),
+        user_agent=request.user_agent.string,
+    )
     db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
-    authkit.audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
+    audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
     db.commit()
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
@@ -309,7 +324,7 @@ def login():
     req = _request_of(rid)
     if rid and req is None:
         return _expired_request()
-    next_url = authkit.safe_next(request.values.get("next"))
+    next_url = safe_next(request.values.get("next"))
 
     if request.method == "GET":
         current = sessions().current()
@@ -348,9 +363,10 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
         again.username.data = username
         return again
 
-    policy = authkit.lockout_policy()
-    ip = authkit.client_ip()
-    fails = authkit.ip_failures(ip)
+    guard = lockout()
+    policy = guard.policy
+    ip = client_ip()
+    fails = guard.ip_failures(ip)
     if policy.ip_refused(fails):
         return _login_page(form(), _("Too many attempts from your network. Try again later."), 429)
     delay = policy.ip_delay(fails)
@@ -360,8 +376,8 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
     login_name = username.strip()
     with svc().sessions() as db:
         user = authkit.find_user(db, login_name)
-        key = authkit.lock_key(user, login_name)
-        locked, failures_counted = authkit.lock_state(key)
+        key = lock_key(user, login_name)
+        locked, failures_counted = guard.state(key)
         if locked:
             audit(db, "login.locked", target=user.uuid if user else None)
             db.commit()
@@ -384,7 +400,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
             db.commit()
             return _login_page(form(), str(STATE_MESSAGES[state]), 403)
         if failures_counted:  # most sign-ins follow none: no write then
-            authkit.clear_failures(key)
+            guard.clear_failures(key)
         return start_pending(
             db,
             user,
@@ -396,21 +412,22 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
 
 
 def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: str):
-    authkit.record_ip_failure(authkit.client_ip())
-    locked_now = authkit.record_failure(key)
+    guard = lockout()
+    guard.record_ip_failure(client_ip())
+    locked_now = guard.record_failure(key)
     audit(db, "login.failure", target=user.uuid if user else None, login=login_name[:100])
     if locked_now:
-        policy = authkit.lockout_policy()
+        policy = guard.policy
         audit(db, "login.lockout", target=user.uuid if user else None, minutes=policy.lock_minutes)
         if policy.notify_user:
             # Unknown names lock like real ones; they queue a job that sends nothing.
-            authkit.queue_mail(
+            queue_mail(
                 user.email if user is not None else None,
                 "lockout",
                 _l("Your account was locked after failed sign-in attempts"),
                 user=user,
                 minutes=policy.lock_minutes,
-                reset_url=authkit.absolute("password.reset_request"),
+                reset_url=absolute("password.reset_request"),
             )
     db.commit()
     return _login_page(form, str(BAD_CREDENTIALS), 401)
@@ -431,7 +448,7 @@ def step():
         if user is None or authkit.state_of(user) != ACCOUNT_OK:
             _drop_pending()
             return _expired_request()
-        authkit.locale_hints(user_locale=user.locale or "")
+        locale_hints(user_locale=user.locale or "")
         _request_of(pending.rid)
         ctx = StepContext(svc=svc(), db=db, user=user, pending=pending)
         if request.method == "GET":
@@ -442,13 +459,14 @@ def step():
                 pending.data["resend"] = True
             return _render_step(handler, ctx, handler.form_class(formdata=None))
         guarded = handler.id in (STEP_MFA, STEP_MFA_ENROLL)
-        lock = authkit.lock_key(user, user.username)
-        if guarded and authkit.is_locked(lock):
+        guard = lockout()
+        lock = lock_key(user, user.username)
+        if guarded and guard.is_locked(lock):
             # Codes are guessed like passwords: the same account lockout covers both.
             _drop_pending()
             audit(db, "login.locked", target=user.uuid, step=handler.id)
             db.commit()
-            policy = authkit.lockout_policy()
+            policy = guard.policy
             form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
             return _login_page(form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 401)
 
@@ -463,20 +481,20 @@ def step():
             db.rollback()  # a failed step changes nothing but the audit trail
             pending.failures += 1
             audit(db, f"login.step_failed.{handler.id}", target=user.uuid, reason=result.error)
-            locked_now = guarded and not result.abort and mfa.record_code_failure(lock)
+            locked_now = guarded and not result.abort and guard.record_code_failure(lock)
             if locked_now:
                 audit(
                     db,
                     "login.lockout",
                     target=user.uuid,
-                    minutes=authkit.lockout_policy().lock_minutes,
+                    minutes=guard.policy.lock_minutes,
                     step=handler.id,
                 )
             db.commit()
             if locked_now:
                 session.pop("login_p", None)
                 form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
-                minutes = authkit.lockout_policy().lock_minutes
+                minutes = guard.policy.lock_minutes
                 return _login_page(form, str(LOCKED_OUT) % {"minutes": minutes}, 401)
             if result.abort or pending.failures >= MAX_STEP_FAILURES:
                 session.pop("login_p", None)
@@ -489,7 +507,7 @@ def step():
 
         if guarded:
             db.commit()  # the step's rows first: no store write inside a SQLite write transaction
-            mfa.clear_code_failures(lock)
+            guard.clear_code_failures(lock)
         pending.steps.pop(0)
         pending.steps[0:0] = result.insert_steps
         pending.amr += [m for m in result.amr if m not in pending.amr]
@@ -517,7 +535,7 @@ def _render_step(handler, ctx, form, error=None, status=200, params=None):
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
     current = sessions().current()
-    next_url = authkit.safe_next(request.values.get("next"))
+    next_url = safe_next(request.values.get("next"))
     form = ConfirmForm()
     if request.method == "GET" or current is None:
         if current is None:

@@ -17,8 +17,9 @@ from ..core.policy import (
     password_age,
 )
 from ..core.steps import StepContext, StepResult, enrolled_factors, factors
-from . import authkit
 from .forms import CodeForm, ContinueForm, NewPasswordForm
+from .password_policy import password_policy, password_problems, policy_help, set_password
+from .requestinfo import audit
 
 # Wrong answers at one step before the whole login is abandoned (start again from the password).
 MAX_STEP_FAILURES = 5
@@ -73,7 +74,7 @@ class MfaStep:
         if used.id == "backup":
             # Backup codes are for a lost device: the account's audit trail says one was spent
             # (and how many are left), whichever field it was typed into.
-            authkit.audit(
+            audit(
                 ctx.db,
                 "mfa.backup_code_used",
                 actor=ctx.user.uuid,
@@ -137,7 +138,7 @@ class MfaEnrollStep:
             return StepResult(False, "bad_code")
         ctx.svc.store.delete(_enrol_key(ctx))
         totp.save(ctx.svc, ctx.db, ctx.user.id, secret, first_step=step)
-        authkit.audit(
+        audit(
             ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True
         )
         more: list[str] = []
@@ -181,16 +182,16 @@ class SetPasswordStep:
         reason = ctx.pending.data.get("change_reason") or (
             "expired" if not ctx.user.must_change_password else "forced"
         )
-        return {"reason": reason, "rules": authkit.policy_help()}
+        return {"reason": reason, "rules": policy_help()}
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
         new = form.get("new_password") or ""
         if new != form.get("confirm"):
             return StepResult(False, "mismatch")
-        problems = authkit.password_problems(ctx.db, ctx.user, new)
+        problems = password_problems(ctx.db, ctx.user, new)
         if problems:
             return StepResult(False, "policy", params={"problems": problems})
-        authkit.set_password(
+        set_password(
             ctx.db, ctx.user, new, reason=ctx.pending.data.get("change_reason") or "forced"
         )
         return StepResult(True)
@@ -205,7 +206,7 @@ class ExpiryNoticeStep:
 
     def challenge(self, ctx: StepContext) -> dict[str, Any]:
         age = password_age(
-            authkit.password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow()
+            password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow()
         )
         return {"days_left": age.days_left}
 

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
+from ..backends.lockout import lock_key
 from ..core.authn import ACR_MFA, AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaPolicy, MfaRequirement, MfaSubject, mfa_requirement
@@ -31,9 +32,12 @@ from ..delivery.sms import make_sms_sender
 from ..storage.models import Group, GroupMember, Role, User
 from ..storage.models_mfa import MfaOtpChannel, MfaRememberedDevice
 from ..storage.rbac import grants_for
-from . import authkit
-from .authkit import audit, svc
+from .authkit import load_user
+from .current import svc
 from .forms import CodeForm, ConfirmForm
+from .guard import lockout
+from .mailing import mail_locale, send_mail
+from .requestinfo import absolute, audit, client_ip, require_user, safe_next
 
 bp = Blueprint("mfa", __name__)
 
@@ -57,12 +61,12 @@ def sms_sender() -> Any:
 def _deliver(kind: str, user: User, destination: str, code: str) -> None:
     minutes = max(1, svc().settings.mfa.code_ttl_seconds // 60)
     if kind == "email":
-        if not authkit.send_mail(
+        if not send_mail(
             destination, "mfa_code", _l("Your sign-in code"), user=user, code=code, minutes=minutes
         ):
             raise RuntimeError("mail not sent")
         return
-    with force_locale(authkit.mail_locale(user.email or "", user)):
+    with force_locale(mail_locale(user.email or "", user)):
         text = _(
             "%(code)s is your %(product)s sign-in code. It is valid for %(minutes)s minutes.",
             code=code,
@@ -152,7 +156,7 @@ def required_acr_values(req: AuthnRequest, user_uuid: str) -> list[str]:
     not answer it; the login steps up), else ``[]``. Users in their grace period without a
     factor get ``[]``, as at the login."""
     with svc().sessions() as db:
-        user = authkit.load_user(db, uuid=user_uuid)
+        user = load_user(db, uuid=user_uuid)
         return required_acr_for(db, user, req) if user is not None else []
 
 
@@ -176,29 +180,6 @@ def login_facts(db: Any, user: User, req: AuthnRequest | None) -> tuple[dict[str
         "enroll_at_login": policy().enroll_at_login,
         "device_remembered": device_remembered(db, user),
     }, need
-
-
-# --- brute force of codes ------------------------------------------------------------------------
-
-
-def record_code_failure(lock: str) -> bool:
-    """Count a wrong code for the account; True when this one locked it. Counted apart from
-    wrong passwords, because a correct password clears those: otherwise knowing the password
-    would buy unlimited code guesses, a few at a time. The lock is the password lock, so a
-    locked account can neither sign in nor keep guessing."""
-    rules = authkit.lockout_policy()
-    if rules.max_failures <= 0:
-        return False
-    store = svc().store
-    if store.incr(f"fail:mfa:{lock}", rules.window_minutes * 60) < rules.max_failures:
-        return False
-    store.put(f"lock:{lock}", {"at": int(svc().clock.now())}, rules.lock_minutes * 60)
-    store.delete(f"fail:mfa:{lock}")
-    return True
-
-
-def clear_code_failures(lock: str) -> None:
-    svc().store.delete(f"fail:mfa:{lock}")
 
 
 # --- remembered devices ------------------------------------------------------------------------
@@ -238,7 +219,7 @@ def remember_device(db: Any, user: User, response: Response) -> None:
             token_hash=svc().hasher.hash("device:" + token),
             created_at=now,
             expires_at=now + timedelta(days=days),
-            ip=authkit.client_ip(),
+            ip=client_ip(),
             user_agent=(request.user_agent.string or "")[:300],
         )
     )
@@ -274,7 +255,7 @@ def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None) -> list[st
 
 def _user() -> User | Response:
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if isinstance(user, User):
             db.expunge(user)
         return user
@@ -317,13 +298,13 @@ def overview(db: Any, user: User) -> dict[str, Any]:
 
 
 def _notify_change(user: User, what: str) -> None:
-    authkit.send_mail(
+    send_mail(
         user.email,
         "mfa_changed",
         _l("Your sign-in methods were changed"),
         user=user,
         what=what,
-        account_url=authkit.absolute("account.mfa"),
+        account_url=absolute("account.mfa"),
     )
 
 
@@ -341,23 +322,24 @@ def reauth():
     if not isinstance(user, User):
         return user
     form = ConfirmForm()
-    key = authkit.lock_key(user, user.username)
+    key = lock_key(user, user.username)
     if not form.validate():
         return _reauth_page(400, _("The form expired. Please try again."))
-    if authkit.is_locked(key):
+    guard = lockout()
+    if guard.is_locked(key):
         return _reauth_page(429, _("Too many failed attempts. Try again later."))
     verdict = credential_chain(svc()).verify(user.username, request.form.get("password", ""))
     with svc().sessions() as db:
         if verdict.outcome is not Outcome.VALID or verdict.user_id != user.id:
-            authkit.record_failure(key)
+            guard.record_failure(key)
             audit(db, "mfa.reauth_failed", actor=user.uuid, target=user.uuid)
             db.commit()
             return _reauth_page(401, _("The password is not correct."))
-        authkit.clear_failures(key)
+        guard.clear_failures(key)
         svc().store.put(_REAUTH + g.sid, 1, svc().settings.mfa.reauth_minutes * 60)
         audit(db, "mfa.reauth", actor=user.uuid, target=user.uuid)
         db.commit()
-    return redirect(authkit.safe_next(request.form.get("next")) or url_for("account.mfa"))
+    return redirect(safe_next(request.form.get("next")) or url_for("account.mfa"))
 
 
 @bp.route("/account/mfa/totp", methods=["GET", "POST"], endpoint="totp")

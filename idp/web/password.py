@@ -18,13 +18,21 @@ from sqlalchemy import select
 from ..backends.chain import password_hasher
 from ..core.policy import ACCOUNT_OK, normalize_answer
 from ..errors import Conflict, ValidationError
+from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
+from ..storage.tokens import OneTimeTokens
 from . import authkit
-from .authkit import audit, svc
+from .current import svc
 from .forms import ApprovalForm, ConfirmForm, EmailForm, FirstLoginForm, RegisterForm
+from .guard import lockout, unlock
+from .i18n import html_lang
 from .login import start_pending
+from .mailing import queue_mail
+from .password_policy import password_problems, policy_help, set_password
+from .requestinfo import absolute, audit, client_ip
+from .sso import sessions
 
 bp = Blueprint("password", __name__)
 
@@ -47,6 +55,11 @@ def _link_expired():
         ),
         400,
     )
+
+
+def _tokens() -> OneTimeTokens:
+    s = svc()
+    return OneTimeTokens(s.store, s.hasher, s.settings.recovery.token_minutes)
 
 
 def _mail_allowed(address: str) -> bool:
@@ -112,7 +125,7 @@ def _questions_for(db: Any, user: User) -> list[SecurityAnswer]:
 def reset_confirm(token: str):
     from .forms import NewPasswordForm
 
-    data = authkit.peek_token("reset", token)
+    data = _tokens().peek("reset", token)
     if not data:
         return _link_expired()
     form = NewPasswordForm()
@@ -121,7 +134,7 @@ def reset_confirm(token: str):
         if user is None or data.get("pv") != _password_version(user):
             return _link_expired()
         questions = _questions_for(db, user)
-        page = {"form": form, "questions": questions, "rules": authkit.policy_help()}
+        page = {"form": form, "questions": questions, "rules": policy_help()}
         if request.method == "GET":
             return render_template("password_reset_confirm.html", **page)
         if not form.validate():
@@ -133,7 +146,7 @@ def reset_confirm(token: str):
             answer = normalize_answer(request.form.get(f"answer_{i}", ""))
             if not hasher.verify(answer, q.answer_hash)[0]:
                 if svc().store.incr(f"answerfail:{token[:16]}", 3600) >= MAX_ANSWER_FAILURES:
-                    authkit.take_token("reset", token)
+                    _tokens().take("reset", token)
                 audit(db, "password.reset_answer_failed", target=user.uuid)
                 db.commit()
                 return render_template(
@@ -148,14 +161,14 @@ def reset_confirm(token: str):
                 problems=[_("The two passwords do not match.")],
                 **page,
             ), 400
-        problems = authkit.password_problems(db, user, new)
+        problems = password_problems(db, user, new)
         if problems:
             return render_template("password_reset_confirm.html", problems=problems, **page), 400
-        if authkit.take_token("reset", token) is None:  # used meanwhile by another request
+        if _tokens().take("reset", token) is None:  # used meanwhile by another request
             return _link_expired()
-        authkit.unlock(user.id)
-        authkit.end_user_sessions(db, user.id)
-        authkit.set_password(db, user, new, reason="reset")
+        unlock(user.id)
+        session_index.end_user_sessions(db, sessions(), user.id)
+        set_password(db, user, new, reason="reset")
         user.email_verified = True  # they read a mail sent to it
         db.commit()
     flash(_("Your password was changed. Please sign in with the new password."), "success")
@@ -187,7 +200,7 @@ def first_login():
             and authkit.state_of(user) == ACCOUNT_OK
         )
         if not word_ok:
-            authkit.record_ip_failure(authkit.client_ip())
+            lockout().record_ip_failure(client_ip())
         if _mail_allowed(address):
             _mail_link(
                 db,
@@ -227,13 +240,13 @@ def _mail_link(
     neither the answer time nor the page tells whether the address has an account."""
     minutes = svc().settings.recovery.token_minutes
     if user is None:
-        authkit.issue_token("void", {})
-        authkit.queue_mail(None, template or purpose, subject)
+        _tokens().issue("void", {})
+        queue_mail(None, template or purpose, subject)
         audit(db, action, target=None, sent=False)
     else:
-        token = authkit.issue_token(purpose, claims)
-        link = authkit.absolute(endpoint, token=token)
-        authkit.queue_mail(
+        token = _tokens().issue(purpose, claims)
+        link = absolute(endpoint, token=token)
+        queue_mail(
             user.email, template or purpose, subject, user=user, link=link, minutes=minutes
         )
         audit(db, action, target=user.uuid, sent=True)
@@ -242,14 +255,14 @@ def _mail_link(
 
 @bp.route("/login/magic/<token>", methods=["GET", "POST"])
 def magic(token: str):
-    if not authkit.peek_token("magic", token):
+    if not _tokens().peek("magic", token):
         return _link_expired()
     form = ConfirmForm()
     if request.method == "GET" or not form.validate():
         return render_template(
             "magic_confirm.html", form=form
         ), 400 if request.method == "POST" else 200
-    data = authkit.take_token("magic", token)
+    data = _tokens().take("magic", token)
     if not data:
         return _link_expired()
     with svc().sessions() as db:
@@ -280,27 +293,27 @@ def set_control_word(db: Any, company: Company, word: str | None) -> None:
 
 
 def send_verification(user: User) -> None:
-    token = authkit.issue_token("verify", {"uid": user.id, "email": user.email})
-    authkit.queue_mail(
+    token = _tokens().issue("verify", {"uid": user.id, "email": user.email})
+    queue_mail(
         user.email,
         "verify_email",
         _l("Confirm your e-mail address"),
         user=user,
-        link=authkit.absolute("password.verify_email", token=token),
+        link=absolute("password.verify_email", token=token),
         minutes=svc().settings.recovery.token_minutes,
     )
 
 
 @bp.route("/verify-email/<token>", methods=["GET", "POST"])
 def verify_email(token: str):
-    if not authkit.peek_token("verify", token):
+    if not _tokens().peek("verify", token):
         return _link_expired()
     form = ConfirmForm()
     if request.method == "GET" or not form.validate():
         return render_template(
             "verify_email.html", form=form
         ), 400 if request.method == "POST" else 200
-    data = authkit.take_token("verify", token)
+    data = _tokens().take("verify", token)
     if not data:
         return _link_expired()
     with svc().sessions() as db:
@@ -333,13 +346,13 @@ def _notify_admins(user: User) -> None:
     reg = svc().settings.registration
     minutes = svc().settings.recovery.approval_token_minutes
     for admin in reg.admin_emails:
-        token = authkit.issue_token("approve", {"uid": user.id}, minutes=minutes)
-        authkit.queue_mail(
+        token = _tokens().issue("approve", {"uid": user.id}, minutes=minutes)
+        queue_mail(
             admin,
             "approval_request",
             _l("New account waiting for approval: %(username)s", username=user.username),
             user=user,
-            link=authkit.absolute("password.approve", token=token),
+            link=absolute("password.approve", token=token),
         )
 
 
@@ -353,13 +366,13 @@ def decide_registration(db: Any, user: User, approved: bool, actor: str | None =
         actor=actor,
         target=user.uuid,
     )
-    authkit.queue_mail(
+    queue_mail(
         user.email,
         "approval",
         _l("Your account was approved") if approved else _l("Your account request was declined"),
         user=user,
         approved=approved,
-        login_url=authkit.absolute("login.login"),
+        login_url=absolute("login.login"),
     )
 
 
@@ -369,7 +382,7 @@ def register():
     if not reg.enabled:
         abort(404)
     form = RegisterForm()
-    page: dict[str, Any] = {"form": form, "rules": authkit.policy_help()}
+    page: dict[str, Any] = {"form": form, "rules": policy_help()}
     if request.method == "GET":
         return render_template("register.html", **page)
     if not form.validate():
@@ -389,7 +402,7 @@ def register():
         problems = (
             [_("The two passwords do not match.")]
             if form.new_password.data != form.confirm.data
-            else authkit.password_problems(db, candidate, form.new_password.data)
+            else password_problems(db, candidate, form.new_password.data)
         )
         if problems:
             return render_template("register.html", problems=problems, **page), 400
@@ -420,7 +433,7 @@ def register():
             ), 400
         user.password_changed_at = svc().clock.utcnow()
         # The language they registered in, so later mails (approval) reach them in it.
-        user.locale = authkit.html_lang()
+        user.locale = html_lang()
         if waiting:
             user.status = "pending"
             user.custom = {"registration": waiting}
@@ -439,7 +452,7 @@ def register():
 
 @bp.route("/register/approve/<token>", methods=["GET", "POST"])
 def approve(token: str):
-    data = authkit.peek_token("approve", token)
+    data = _tokens().peek("approve", token)
     if not data:
         return _link_expired()
     with svc().sessions() as db:
@@ -450,7 +463,7 @@ def approve(token: str):
         if request.method == "GET" or not form.validate():
             status = 400 if request.method == "POST" else 200
             return render_template("approve.html", form=form, user=user), status
-        if authkit.take_token("approve", token) is None:
+        if _tokens().take("approve", token) is None:
             return _link_expired()
         approved = bool(form.approve.data)
         decide_registration(db, user, approved, actor="approval-link")

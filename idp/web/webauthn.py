@@ -41,6 +41,7 @@ from wtforms.validators import DataRequired, Length
 from wtforms.validators import ValidationError as WTFValidationError
 
 from ..backends.enrolment import ClauseEnrolled
+from ..backends.lockout import lock_key
 from ..backends.webauthn import (
     CounterRegression,
     WebAuthnError,
@@ -60,8 +61,11 @@ from ..core.steps import PendingLogin, enrolled_factors, register_factor
 from ..storage.models import User
 from ..storage.models_webauthn import WebAuthnCredential
 from . import authkit
-from .authkit import audit, svc
+from .current import svc
 from .forms import ConfirmForm
+from .guard import lockout
+from .mailing import send_mail
+from .requestinfo import absolute, audit, client_ip, require_user, safe_next
 from .sso import sessions
 
 log = logging.getLogger("idp.webauthn")
@@ -242,13 +246,14 @@ def login_options():
     refused = _guard()
     if refused:
         return refused
-    if authkit.lockout_policy().ip_refused(authkit.ip_failures(authkit.client_ip())):
+    guard = lockout()
+    if guard.policy.ip_refused(guard.ip_failures(client_ip())):
         return _error("throttled", 429)
     body = _body()
     rid = body.get("r") if isinstance(body.get("r"), str) else None
     if rid and sessions().load_request(rid) is None:
         rid = None
-    next_url = authkit.safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
+    next_url = safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
     secret = session.get("webauthn_b") or secrets.token_urlsafe(24)
     session["webauthn_b"] = secret
     binding = {
@@ -272,8 +277,9 @@ def login_verify():
     refused = _guard()
     if refused:
         return refused
-    ip = authkit.client_ip()
-    if authkit.lockout_policy().ip_refused(authkit.ip_failures(ip)):
+    guard = lockout()
+    ip = client_ip()
+    if guard.policy.ip_refused(guard.ip_failures(ip)):
         return _error("throttled", 429)
     secret = session.get("webauthn_b")
     with svc().sessions() as db:
@@ -290,7 +296,7 @@ def login_verify():
             if isinstance(exc, CounterRegression):
                 _report_regression(exc, _uuid_of(exc.user_id))
             log.info("passkey sign-in refused: %s", exc)
-            authkit.record_ip_failure(ip)
+            guard.record_ip_failure(ip)
             audit(db, "login.failure", method="webauthn", reason=exc.code)
             db.commit()
             return _error(exc.code, 401)
@@ -301,11 +307,11 @@ def login_verify():
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
             db.commit()
             return jsonify(error=state, message=str(STATE_MESSAGES[state])), 403
-        if authkit.is_locked(authkit.lock_key(user, user.username)):
+        if guard.is_locked(lock_key(user, user.username)):
             db.rollback()
             audit(db, "login.locked", target=user.uuid, method="webauthn")
             db.commit()
-            policy = authkit.lockout_policy()
+            policy = guard.policy
             message = str(LOCKED_OUT) % {"minutes": policy.lock_minutes}
             return jsonify(error="locked", message=message), 403
         session.pop("webauthn_b", None)
@@ -351,14 +357,14 @@ def _reauth_url() -> str:
 
 def _notify(user: User, subject: Any, event: str, name: str) -> None:
     """Tell the user a factor changed (ASVS 2.2.3), so an unexpected change is noticed."""
-    authkit.send_mail(
+    send_mail(
         user.email,
         "webauthn_changed",
         subject,
         user=user,
         event=event,
         key_name=name,
-        manage_url=authkit.absolute("webauthn.manage"),
+        manage_url=absolute("webauthn.manage"),
     )
 
 
@@ -382,7 +388,7 @@ def manage():
     if not relying_party(svc()).enabled:
         abort(404)
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         return _manage_page(db, user)
@@ -398,7 +404,7 @@ def _own_credential(db: Any, user: User, cred_id: int) -> WebAuthnCredential:
 @bp.route("/account/webauthn/<int:cred_id>/rename", methods=["POST"])
 def rename(cred_id: int):
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         cred = _own_credential(db, user, cred_id)
@@ -415,7 +421,7 @@ def rename(cred_id: int):
 @bp.route("/account/webauthn/<int:cred_id>/delete", methods=["POST"])
 def remove(cred_id: int):
     with svc().sessions() as db:
-        user = authkit.require_user(db)
+        user = require_user(db)
         if not isinstance(user, User):
             return user
         cred = _own_credential(db, user, cred_id)
@@ -451,7 +457,7 @@ def _registrant(db) -> User | tuple[Response, int]:
     refused = _guard()
     if refused:
         return refused
-    user = authkit.require_user(db)
+    user = require_user(db)
     if not isinstance(user, User):
         return _error("signed_out", 401)
     if not _recent_login():

@@ -1,0 +1,99 @@
+"""What the current request contributes: the client's address, the signed-in user, safe return
+targets, absolute links for mail, and audit rows stamped with the request's ip and id."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import g, redirect, request, url_for
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from ..core.policy import ACCOUNT_OK
+from ..storage import audit as audit_rows
+from ..storage.models import User
+from .authkit import load_user, state_of
+from .current import svc
+from .i18n import locale_hints
+from .sso import sessions
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def require_user(db: Session) -> User | Response:
+    """The signed-in user whose account may still be used, or a redirect to the login."""
+    result = sessions().current()
+    user = load_user(db, uuid=result.user_uuid) if result else None
+    if user is None or state_of(user) != ACCOUNT_OK:
+        return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+    g.signed_in_user = user
+    g.sid = result.sid
+    locale_hints(user_locale=user.locale or "")
+    return user
+
+
+def safe_next(target: str | None) -> str | None:
+    """Accept a same-origin return target only: a path ("/account/x") or an absolute URL on the
+    issuer's origin. Everything else ("//evil", "https://evil", "/\\evil", "javascript:") is
+    dropped; relying parties' own URLs come back through their protocol's resume URL instead."""
+    if not target or len(target) > 2000:
+        return None
+    if any(c in target for c in "\\\r\n\t") or any(ord(c) < 32 for c in target):
+        return None
+    parts = urlsplit(target)
+    issuer = urlsplit(svc().settings.issuer)
+    if not parts.scheme and not parts.netloc:
+        return target if target.startswith("/") and not target.startswith("//") else None
+    if (parts.scheme, parts.netloc) == (issuer.scheme, issuer.netloc):
+        return target
+    return None
+
+
+def absolute(endpoint: str, **values: Any) -> str:
+    """A link for a mail: the configured issuer plus the route, never the request's Host."""
+    return svc().settings.issuer + url_for(endpoint, _external=False, **values)
+
+
+def audit(
+    db: Session,
+    action: str,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    """An audit row from this request (idp.storage.audit.audit), in the caller's unit of work."""
+    audit_rows.audit(
+        db,
+        action,
+        at=svc().clock.utcnow(),
+        actor=actor,
+        target=target,
+        ip=client_ip(),
+        request_id=g.get("request_id"),
+        **details,
+    )
+
+
+def audit_now(
+    db: Session,
+    action: str,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    """An audit row from this request sent at once (idp.storage.audit.audit_now: hot paths)."""
+    audit_rows.audit_now(
+        db,
+        action,
+        at=svc().clock.utcnow(),
+        actor=actor,
+        target=target,
+        ip=client_ip(),
+        request_id=g.get("request_id"),
+        **details,
+    )
