@@ -12,7 +12,7 @@ import pytest
 from login_kit import GOOD, csrf, login, make_user, outbox, post_form, text_of, user_row
 
 from idp.core.authn import AuthnRequest
-from idp.web.sso import SessionManager
+from idp.sso.sessions import SessionManager
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "idp" / "translations"

@@ -33,6 +33,8 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..sso.sessions import COOKIE
+from ..sso.users import find_user, state_of
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
 from . import authkit, mfa
@@ -40,7 +42,7 @@ from .authkit import audit, svc
 from .forms import ConfirmForm, LoginForm
 from .kept import render_kept
 from .login_steps import MAX_STEP_FAILURES, STEPS
-from .sso import COOKIE, sessions
+from .sso import sessions
 
 log = logging.getLogger("idp.login")
 
@@ -287,17 +289,8 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
 
 
 def end_sso_session(sid: str | None, db: Any = None) -> dict[str, Any] | None:
-    """End one SSO session and drop it from its user's index. Returns the session record (with
-    ``rps``: the relying parties to notify) or None when there was none. For RP-initiated logout."""
-    if not sid or len(sid) > 64:
-        return None
-    record = sessions().destroy(sid)
-    if db is None:
-        with svc().sessions.begin() as own:
-            own.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
-    else:
-        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
-    return record
+    """End one SSO session and drop it from its user's index (``SessionManager.end``)."""
+    return sessions().end(sid, db)
 
 
 # --- /login -------------------------------------------------------------------------------------
@@ -359,7 +352,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
 
     login_name = username.strip()
     with svc().sessions() as db:
-        user = authkit.find_user(db, login_name)
+        user = find_user(db, login_name)
         key = authkit.lock_key(user, login_name)
         locked, failures_counted = authkit.lock_state(key)
         if locked:
@@ -377,7 +370,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
         if verdict.outcome is not Outcome.VALID or user is None:
             return _failed(db, form(), user, key, login_name)
 
-        state = authkit.state_of(user)
+        state = state_of(svc(), user)
         if state != ACCOUNT_OK:
             # Only someone who knows the password gets here, so naming the state reveals nothing.
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
@@ -428,7 +421,7 @@ def step():
     handler = STEPS[pending.current]
     with svc().sessions() as db:
         user = db.get(User, pending.user_id)
-        if user is None or authkit.state_of(user) != ACCOUNT_OK:
+        if user is None or state_of(svc(), user) != ACCOUNT_OK:
             _drop_pending()
             return _expired_request()
         authkit.locale_hints(user_locale=user.locale or "")
