@@ -476,7 +476,7 @@ def make_sessions(env, n):
     code = (
         "import json,sys\n"
         "from idp.services import build_services\nfrom idp.settings import load_settings\n"
-        "from idp.web.sso import SessionManager\nfrom idp.storage.directory import Directory\n"
+        "from idp.sso.sessions import SessionManager\nfrom idp.storage.directory import Directory\n"
         "svc=build_services(load_settings())\n"
         "with svc.sessions() as db: u=Directory(db).user_by_username('student').uuid\n"
         "m=SessionManager(svc)\n"

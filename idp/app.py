@@ -21,6 +21,8 @@ from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services
 from .settings import load_settings
+from .sso.sessions import session_manager
+from .web.sso import BrowserSessions
 
 log = logging.getLogger("idp.app")
 access = logging.getLogger("idp.access")
@@ -84,6 +86,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = svc
+    # The hub's session manager, bound to Flask requests: built first, so every caller (web
+    # pages and protocol engines alike) shares this one and its per-request record cache.
+    session_manager(svc, BrowserSessions)
     app.session_interface = _CookieSessions()
     if settings.server.trusted_proxies:
         n = settings.server.trusted_proxies

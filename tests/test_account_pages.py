@@ -8,7 +8,7 @@ import pytest
 from login_kit import GOOD, counts, csrf, login, make_user, user_row
 from PIL import Image
 
-from idp.web.sso import COOKIE
+from idp.sso.sessions import COOKIE
 
 NEW = "Fresh-Cactus-Lamp-42"
 

@@ -12,7 +12,7 @@ import pytest
 from login_kit import GOOD, csrf, login, make_user, outbox, post_form, text_of, user_row
 
 from idp.core.authn import AuthnRequest
-from idp.web.sso import SessionManager
+from idp.sso.sessions import SessionManager
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "idp" / "translations"
@@ -335,7 +335,7 @@ def test_lockout_mail_in_the_users_language(make_app):
 @pytest.mark.slow
 def test_wheel_carries_the_compiled_catalogs(tmp_path):
     """`pip install .` gets working catalogs where the app looks for them (idp/translations
-    beside idp/web/authkit.py); no build-time compile step is needed."""
+    beside idp/web/i18n.py); no build-time compile step is needed."""
     import subprocess
     import sys
     import zipfile
@@ -353,7 +353,7 @@ def test_wheel_carries_the_compiled_catalogs(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(tmp_path / "unpacked")
     unpacked = tmp_path / "unpacked" / "idp"
-    assert (unpacked / "web" / "authkit.py").is_file()
+    assert (unpacked / "web" / "i18n.py").is_file()
     for lang in LANGUAGES:
         mo = unpacked / "translations" / lang / "LC_MESSAGES" / "messages.mo"
         assert mo.read_bytes() == (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.mo").read_bytes()

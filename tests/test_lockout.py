@@ -7,7 +7,7 @@ import pytest
 from login_kit import GOOD, audit_actions, counts, login, make_user, outbox
 
 from idp.clock import FrozenClock
-from idp.web.sso import COOKIE
+from idp.sso.sessions import COOKIE
 
 LOCKED = "Too many failed sign-in attempts"
 SMALL = {"lockout": {"max_failures": 3, "lock_minutes": 10, "window_minutes": 15}}

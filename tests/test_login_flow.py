@@ -7,7 +7,7 @@ from login_kit import GOOD, audit_actions, counts, csrf, login, make_user, post_
 
 from idp.core.authn import AuthnRequest
 from idp.core.steps import _FACTORS, register_factor
-from idp.web.sso import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE, SessionManager
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from mfa_kit import (
 from sqlalchemy import select
 
 from idp.backends import backup_codes
+from idp.sso.sessions import COOKIE, SessionManager
 from idp.storage.directory import Directory
 from idp.storage.models import GroupMember
 from idp.storage.models_mfa import MfaBackupCode
-from idp.web.sso import COOKIE, SessionManager
 
 
 def _codes(svc, uid):

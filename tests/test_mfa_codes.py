@@ -174,7 +174,7 @@ def test_sms_code_to_outbox_files(app, svc, clock):
     assert len(msgs) == 1 and msgs[0]["to"] == "+491701234567" and set(msgs[0]) == {"to", "text"}
     code = re.search(r"\b(\d{6})\b", msgs[0]["text"]).group(1)
     assert submit_code(client, code, page=page).status_code == 302
-    import idp.web.sso as sso
+    import idp.sso.sessions as sso
 
     with app.test_request_context():
         rec = sso.SessionManager(svc)._record(client.get_cookie(sso.COOKIE).value)

@@ -11,8 +11,8 @@ from mfa_kit import add_channel, audits, mfa_counts, password_then_step, signed_
 
 from idp.core.policy import STEP_MFA, STEP_MFA_ENROLL, LoginFacts, plan_steps
 from idp.settings import load_settings
+from idp.sso.sessions import COOKIE, SessionManager
 from idp.storage.directory import Directory
-from idp.web.sso import COOKIE, SessionManager
 
 
 def _session_record(app, client):

@@ -21,8 +21,8 @@ from mfa_kit import (
 )
 from sqlalchemy import select
 
+from idp.sso.sessions import COOKIE, SessionManager
 from idp.storage.models_mfa import MfaTotp
-from idp.web.sso import COOKIE, SessionManager
 
 
 def _session(app, client):

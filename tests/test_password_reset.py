@@ -18,8 +18,8 @@ from login_kit import (
 from sqlalchemy import select
 
 from idp.clock import FrozenClock
+from idp.sso.sessions import COOKIE
 from idp.storage.models import Company, User
-from idp.web.sso import COOKIE
 
 NEW = "Fresh-Cactus-Lamp-42"
 ISSUER = "https://id.example.org"

@@ -4,7 +4,8 @@ requests and workers wrote before it."""
 
 from __future__ import annotations
 
-from idp.web.sso import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE
+from idp.web.sso import BrowserSessions as SessionManager
 
 
 class CountingStore:

@@ -26,10 +26,10 @@ from webauthn_kit import (
 )
 
 from idp.clock import FrozenClock
+from idp.sso.sessions import COOKIE
 from idp.storage.models import AuditEvent
 from idp.storage.models_auth import SsoSessionIndex
 from idp.storage.models_webauthn import WebAuthnCredential
-from idp.web.sso import COOKIE
 
 RP = "https://rp.example.org/cb"
 

@@ -25,9 +25,10 @@ from wtforms import SubmitField
 from ..app import services
 from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
 from ..errors import new_reference
+from ..sso.sessions import COOKIE, session_manager
+from ..sso.stepup import required_acr_values
+from ..sso.users import account_usable, load_user
 from ..storage.models_oauth import Consent
-from ..web.authkit import load_user
-from ..web.sso import sessions
 from .clients import OAuthClient
 from .server import DictRequest, InvalidTargetError, Subject, engine
 from .tokens import InvalidToken
@@ -241,7 +242,7 @@ def authorize():
 @bp.get("/oauth2/authorize/resume")
 def resume():
     rid = request.args.get("r", "")
-    req = sessions().finish_request(rid)
+    req = session_manager(services()).finish_request(rid)
     if req is None or req.protocol != "oidc":
         return _error_page(_("This sign-in request has expired or was already used. "
                            "Go back to the application and start again."))
@@ -299,19 +300,17 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     resources = check_resources(client, params.get("resource_list") or [])
     hinted_sub = _id_token_hint_sub(params.get("id_token_hint"), client)
 
-    mgr = sessions()
+    mgr = session_manager(svc)
     now = svc.clock.now()
-    result = mgr.current()
+    result = mgr.current_by_sid(request.cookies.get(COOKIE))
     want = AuthnRequest(
         protocol="oidc", resume_url="", client_id=client.client_id, client_name=client.name,
         prompt=prompt, max_age=max_age, acr_values=params.get("acr_values", "").split(),
         login_hint=params.get("login_hint"), ui_locales=params.get("ui_locales", "").split())
     if result is not None:
-        # An MFA policy for this user at this client (idp.web.mfa) raises the bar: a
+        # An MFA policy for this user at this client (idp.sso.stepup) raises the bar: a
         # single-factor session must not answer the request; the login steps up instead.
-        from ..web.mfa import required_acr_values
-
-        for acr in required_acr_values(want, result.user_uuid):
+        for acr in required_acr_values(svc, want, result.user_uuid):
             if acr not in want.acr_values:
                 want.acr_values.append(acr)
     if accepted_auth_time is not None:
@@ -368,7 +367,7 @@ def _to_login(mgr, want: AuthnRequest, params: dict[str, Any], now: float) -> Re
 def _active_user(svc, result: AuthnResult) -> Subject | None:
     with svc.sessions() as db:
         user = load_user(db, uuid=result.user_uuid)
-        if user is None or not engine(svc).account_usable(user):
+        if user is None or not account_usable(svc, user):
             return None
         return Subject(user.id, user.uuid)
 
@@ -392,10 +391,10 @@ def _needs_consent(svc, client: OAuthClient, user: Subject, wanted: list[str],
 @bp.route("/oauth2/consent", methods=["GET", "POST"])
 def consent():
     svc = services()
-    mgr = sessions()
+    mgr = session_manager(svc)
     rid = request.args.get("r", "")
     req = mgr.load_request(rid)
-    result = mgr.current()
+    result = mgr.current_by_sid(request.cookies.get(COOKIE))
     if req is None or req.protocol != "oidc":
         return _error_page(_("This consent request has expired or was already answered. "
                            "Go back to the application and start again."))

@@ -32,7 +32,7 @@ from ..app import services
 from ..core.client_metadata import safe_uri
 from ..errors import new_reference
 from ..services import Services
-from ..web.sso import COOKIE, logout_listeners, sessions
+from ..sso.sessions import COOKIE, session_manager
 from .clients import client_cache
 from .fetch import OutboundError, OutboundRefused, outbound
 from .server import engine
@@ -54,7 +54,7 @@ class LogoutForm(FlaskForm):
 @bp.record_once
 def _register(state) -> None:
     svc = state.app.extensions["idp"]
-    logout_listeners(svc).append(lambda record: propagate(svc, record))
+    session_manager(svc).logout_listeners.add(lambda record: propagate(svc, record))
 
 
 # --- propagation ---------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def end_session():
                                                                 []):
             return _refuse(_("The application asked to return to an address it has not "
                            "registered."))
-    current = sessions().current()
+    current = session_manager(svc).current_by_sid(request.cookies.get(COOKIE))
     hint_matches = hint_claims is not None and (
         current is None or current.user_uuid == hint_claims.get("sub"))
     if not hint_matches:
@@ -204,10 +204,8 @@ def end_session():
 
 
 def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) -> Response:
-    from ..web.login import end_sso_session
-
-    mgr = sessions()
-    record = end_sso_session(request.cookies.get(COOKIE))
+    mgr = session_manager(svc)
+    record = mgr.end(request.cookies.get(COOKIE))
     frames = []
     for key, info in ((record or {}).get("rps") or {}).items():
         if not key.startswith("oidc:"):
@@ -234,7 +232,7 @@ def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) 
         resp = redirect(target, 303)
     else:
         resp = _page("logged_out.html", frames=frames, target=target)
-    mgr.clear_cookie(resp)
+    resp.delete_cookie(COOKIE, **mgr.cookie_attributes())
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -41,8 +41,9 @@ from joserfc.jwk import KeySet, OctKey
 from sqlalchemy import select, update
 
 from ..core.authn import AuthnResult
-from ..core.policy import ACCOUNT_OK, account_state
 from ..services import Services
+from ..sso.sessions import session_manager
+from ..sso.users import account_usable
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
 from .clients import OAuthClient, client_cache
@@ -467,9 +468,8 @@ class Engine:
 
     def account_usable(self, user: User) -> bool:
         """Whether the account may be used today: active, started, not past its end date
-        (the rule the login applies, ``core.policy.account_state``)."""
-        return account_state(user.status, user.start_date, user.end_date,
-                             self.svc.clock.utcnow().date()) == ACCOUNT_OK
+        (the rule the login applies, ``idp.sso.users.account_usable``)."""
+        return account_usable(self.svc, user)
 
     def load_subject(self, user_id: int) -> Subject | None:
         with self.svc.sessions() as db:
@@ -708,9 +708,7 @@ class Engine:
                        .values(scope=scope))
 
     def session_alive(self, public_sid: str) -> bool:
-        from ..web.sso import sessions
-
-        return sessions().alive(public_sid)
+        return session_manager(self.svc).alive(public_sid)
 
     def revoke_grants(self, grant_ids: set[str]) -> None:
         """Revoke whole families: their refresh tokens, and (through a marker the token

@@ -24,12 +24,12 @@ from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
+from ..sso.sessions import AUTHREQ_TTL, COOKIE, SessionManager, session_manager
+from ..sso.stepup import required_acr_for
 from ..storage.models import User
 from ..storage.userview import UserView, user_view
 from ..web.i18n import locale_hints
 from ..web.kept import render_kept
-from ..web.mfa import required_acr_for
-from ..web.sso import _AUTHREQ, AUTHREQ_TTL, sessions
 from .acr import NoAuthnContext, class_ref_for, wanted_acr
 from .authnrequest import AuthnRequestFields, from_pysaml2, read_unsigned
 from .bindings import (
@@ -83,6 +83,19 @@ def _svc():
     from ..app import services
 
     return services()
+
+
+def _sessions() -> SessionManager:
+    return session_manager(_svc())
+
+
+def _current(mgr: SessionManager) -> AuthnResult | None:
+    """The browser's SSO session (its cookie), idle timer refreshed."""
+    return mgr.current_by_sid(request.cookies.get(COOKIE))
+
+
+def _clear_cookie(mgr: SessionManager, resp: Response) -> None:
+    resp.delete_cookie(COOKIE, **mgr.cookie_attributes())
 
 
 def _error_page(code: int, message: str, cause: str | None = None) -> tuple[str, int]:
@@ -413,18 +426,18 @@ def _relay_state() -> str | None:
 
 
 def _with_mfa_policy(areq: AuthnRequest, db: Any, user: User | UserView | None) -> AuthnRequest:
-    """An MFA policy for this user at this SP (idp.web.mfa) raises the bar, so a single-factor
-    session does not answer the SP: the login steps up instead."""
+    """An MFA policy for this user at this SP (idp.sso.stepup) raises the bar, so a
+    single-factor session does not answer the SP: the login steps up instead."""
     if user is not None:
-        for acr in required_acr_for(db, user, areq):
+        for acr in required_acr_for(_svc(), db, user, areq):
             if acr not in areq.acr_values:
                 areq.acr_values.append(acr)
     return areq
 
 
 def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
-    mgr = sessions()
-    current = mgr.current()
+    mgr = _sessions()
+    current = _current(mgr)
     if current is not None:
         # One database session for the policy check and, when the SSO session answers the
         # request, the subject of the response.
@@ -440,10 +453,9 @@ def _authenticate(idp: SamlIdp, areq: AuthnRequest, checked: _Checked | None):
         return _status_to_acs(
             idp, checked, ST_NO_PASSIVE, "the user is not signed in", areq.params["relay_state"]
         )
-    rid = mgr.save_request(areq)
     # The login sends the browser to resume_url, which must name the request it resumes.
-    areq.resume_url = f"/saml/resume?r={rid}"
-    mgr.store.put(_AUTHREQ + rid, areq.to_dict(), AUTHREQ_TTL)
+    areq.resume_url = "/saml/resume?r={rid}"
+    rid = mgr.save_request(areq)
     return redirect(f"/login?r={rid}")
 
 
@@ -456,11 +468,11 @@ def _user(db: Any, result: AuthnResult) -> UserView | None:
 def resume():
     idp = _idp()
     rid = request.args.get("r", "")
-    mgr = sessions()
+    mgr = _sessions()
     areq = mgr.finish_request(rid) if rid and len(rid) <= 64 else None
     if areq is None or areq.protocol != "saml":
         return _error_page(400, "This sign-in request is unknown or was already completed.")
-    current = mgr.current()
+    current = _current(mgr)
     failed = "The sign-in did not complete. Start again from the application."
     if current is None:
         return _error_page(400, failed)
@@ -530,7 +542,7 @@ def _subject(
     relay = params.get("relay_state")
     if user is None or user.status != "active":
         return _status_to_acs(idp, checked, ST_REQUEST_DENIED, "the account is not active", relay)
-    earlier = sessions().relying_parties(result.sid).get(f"saml:{sp.entity_id}") or {}
+    earlier = _sessions().relying_parties(result.sid).get(f"saml:{sp.entity_id}") or {}
     try:
         nid = issue_name_id(db, user, fmt, idp.entity_id, sp.entity_id, earlier.get("name_id"))
     except NameIdUnavailable as exc:
@@ -558,7 +570,7 @@ def _respond(
         return subject
     svc = idp.svc
     sp, nid = subject.sp, subject.name_id
-    mgr = sessions()
+    mgr = _sessions()
     key = f"saml:{sp.entity_id}"
     known = mgr.relying_parties(result.sid).get(key) or {}
     try:
@@ -663,8 +675,8 @@ def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound)
         raise BadMessage("the logout request has no NameID")
     _remember_id(idp, msg, "logout")
     indexes = [s.text.strip() for s in req.session_index if s.text]
-    mgr = sessions()
-    current = mgr.current()
+    mgr = _sessions()
+    current = _current(mgr)
     others: list[list[Any]] = []
     ended = False
     if current is not None:
@@ -690,7 +702,7 @@ def _logout_request(idp: SamlIdp, binding: str, relay: str | None, msg: Inbound)
     }
     resp = _continue_logout(idp, state)
     if ended:
-        mgr.clear_cookie(resp)
+        _clear_cookie(mgr, resp)
     return resp
 
 
@@ -861,8 +873,8 @@ def logout():
     """IdP-initiated Single Logout: ends the SSO session and every SP and OIDC client in it.
     GET asks for confirmation (a link must not sign anyone out); POST does it."""
     idp = _idp()
-    mgr = sessions()
-    current = mgr.current()
+    mgr = _sessions()
+    current = _current(mgr)
     if request.method == "GET":
         if current is None:
             return Response(render_template("saml_logout.html", done=True, partial=False))
@@ -876,7 +888,7 @@ def logout():
     record = mgr.destroy(current.sid)  # tells OIDC clients too (logout listeners)
     state = {"pending": _other_saml_parties(record, None), "partial": False, "initiator": None}
     resp = _continue_logout(idp, state)
-    mgr.clear_cookie(resp)
+    _clear_cookie(mgr, resp)
     return resp
 
 

@@ -44,7 +44,7 @@ def _session_user_locale() -> str | None:
     themselves (consent, logout, the login page while signed in). Reads the session record
     without refreshing its idle timer: choosing a language is not activity."""
     sid = request.cookies.get(COOKIE)
-    rec = sessions()._record(sid) if sid else None
+    rec = sessions().peek(sid) if sid else None
     if rec is None:
         return None
     uuid = AuthnResult.from_dict(rec["result"]).user_uuid

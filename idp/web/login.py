@@ -34,10 +34,12 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..sso.sessions import COOKIE
+from ..sso.users import find_user, state_of
 from ..storage import session_index
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import authkit, mfa
+from . import mfa
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -47,7 +49,7 @@ from .login_steps import MAX_STEP_FAILURES, STEPS
 from .mailing import queue_mail
 from .password_policy import password_policy
 from .requestinfo import absolute, audit, audit_now, client_ip, safe_next
-from .sso import COOKIE, sessions
+from .sso import sessions
 
 log = logging.getLogger("idp.login")
 
@@ -302,17 +304,8 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
 
 
 def end_sso_session(sid: str | None, db: Any = None) -> dict[str, Any] | None:
-    """End one SSO session and drop it from its user's index. Returns the session record (with
-    ``rps``: the relying parties to notify) or None when there was none. For RP-initiated logout."""
-    if not sid or len(sid) > 64:
-        return None
-    record = sessions().destroy(sid)
-    if db is None:
-        with svc().sessions.begin() as own:
-            own.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
-    else:
-        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
-    return record
+    """End one SSO session and drop it from its user's index (``SessionManager.end``)."""
+    return sessions().end(sid, db)
 
 
 # --- /login -------------------------------------------------------------------------------------
@@ -375,7 +368,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
 
     login_name = username.strip()
     with svc().sessions() as db:
-        user = authkit.find_user(db, login_name)
+        user = find_user(db, login_name)
         key = lock_key(user, login_name)
         locked, failures_counted = guard.state(key)
         if locked:
@@ -393,7 +386,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
         if verdict.outcome is not Outcome.VALID or user is None:
             return _failed(db, form(), user, key, login_name)
 
-        state = authkit.state_of(user)
+        state = state_of(svc(), user)
         if state != ACCOUNT_OK:
             # Only someone who knows the password gets here, so naming the state reveals nothing.
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
@@ -445,7 +438,7 @@ def step():
     handler = STEPS[pending.current]
     with svc().sessions() as db:
         user = db.get(User, pending.user_id)
-        if user is None or authkit.state_of(user) != ACCOUNT_OK:
+        if user is None or state_of(svc(), user) != ACCOUNT_OK:
             _drop_pending()
             return _expired_request()
         locale_hints(user_locale=user.locale or "")

@@ -18,21 +18,21 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, bindparam, delete, or_, select
+from sqlalchemy import Integer, bindparam, delete, select
 from werkzeug.wrappers import Response
 
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
 from ..backends.lockout import lock_key
-from ..core.authn import ACR_MFA, AuthnRequest
+from ..core.authn import AuthnRequest
 from ..core.credentials import Outcome
-from ..core.policy import MfaPolicy, MfaRequirement, MfaSubject, mfa_requirement
+from ..core.policy import MfaRequirement
 from ..core.steps import enrolled_factors, factors, set_enrolment_query
 from ..delivery.sms import make_sms_sender
-from ..storage.models import Group, GroupMember, Role, User
+from ..sso import stepup
+from ..sso.stepup import mfa_policy
+from ..storage.models import User
 from ..storage.models_mfa import MfaOtpChannel, MfaRememberedDevice
-from ..storage.rbac import grants_for
-from .authkit import load_user
 from .current import svc
 from .forms import CodeForm, ConfirmForm
 from .guard import lockout
@@ -111,63 +111,14 @@ set_enrolment_query(_enrolment_query)
 # --- policy facts for the login ----------------------------------------------------------------
 
 
-def policy() -> MfaPolicy:
-    s = svc()
-    cached = s.extras.get("mfa_policy")
-    if cached is None:
-        cached = s.extras["mfa_policy"] = MfaPolicy.from_settings(s.settings.mfa)
-    return cached
-
-
 def requirement(db: Any, user: User, req: AuthnRequest | None) -> MfaRequirement:
-    """What the MFA policy says about this user signing in for ``req`` (None = no client)."""
-    now = svc().clock.utcnow()
-    rules = policy()
-    # Group and role rules are the only ones that look at memberships: without such a rule
-    # (the usual case) the login reads neither.
-    kinds = {rule.kind for rule in rules.rules}
-    groups: list[str] = []
-    if "group" in kinds:
-        groups = db.scalars(
-            select(Group.path)
-            .join(GroupMember, GroupMember.group_id == Group.id)
-            .where(GroupMember.user_id == user.id)
-            .where(or_(GroupMember.expires_at.is_(None), GroupMember.expires_at > now))
-        ).all()
-    roles: list[str] = []
-    if "role" in kinds:
-        role_ids = grants_for(db, svc().store, user.id, clock=svc().clock).role_ids
-        roles = db.scalars(select(Role.name).where(Role.id.in_(role_ids))).all() if role_ids else []
-    subject = MfaSubject(
-        username=user.username,
-        groups=tuple(groups),
-        roles=tuple(roles),
-        protocol=req.protocol if req else None,
-        client_id=req.client_id if req else None,
-        user_required=user.require_mfa,
-        created_at=user.created_at,
-    )
-    return mfa_requirement(rules, subject, now)
+    """What the MFA policy says about this user signing in for ``req`` (idp.sso.stepup)."""
+    return stepup.requirement(svc(), db, user, req)
 
 
 def required_acr_values(req: AuthnRequest, user_uuid: str) -> list[str]:
-    """For the protocol engines, before they reuse an SSO session for ``req``: ``[ACR_MFA]``
-    when an MFA policy covers this user at this client/SP (a single-factor session must then
-    not answer it; the login steps up), else ``[]``. Users in their grace period without a
-    factor get ``[]``, as at the login."""
-    with svc().sessions() as db:
-        user = load_user(db, uuid=user_uuid)
-        return required_acr_for(db, user, req) if user is not None else []
-
-
-def required_acr_for(db: Any, user: User, req: AuthnRequest) -> list[str]:
-    """``required_acr_values`` for a caller that holds the user already (one query less)."""
-    need = requirement(db, user, req)
-    if not need.required:
-        return []
-    if need.grace and not enrolled_factors(svc(), user, db):
-        return []
-    return [ACR_MFA]
+    """idp.sso.stepup.required_acr_values for code serving a request."""
+    return stepup.required_acr_values(svc(), req, user_uuid)
 
 
 def login_facts(db: Any, user: User, req: AuthnRequest | None) -> tuple[dict[str, Any], Any]:
@@ -177,7 +128,7 @@ def login_facts(db: Any, user: User, req: AuthnRequest | None) -> tuple[dict[str
         "require_mfa": need.required,
         "mfa_methods": need.methods if need.required else None,
         "mfa_grace": need.grace,
-        "enroll_at_login": policy().enroll_at_login,
+        "enroll_at_login": mfa_policy(svc()).enroll_at_login,
         "device_remembered": device_remembered(db, user),
     }, need
 
@@ -187,7 +138,7 @@ def login_facts(db: Any, user: User, req: AuthnRequest | None) -> tuple[dict[str
 
 def device_remembered(db: Any, user: User) -> bool:
     token = request.cookies.get(DEVICE_COOKIE)
-    if not token or len(token) > 100 or policy().remember_days <= 0:
+    if not token or len(token) > 100 or mfa_policy(svc()).remember_days <= 0:
         return False
     row = db.scalar(
         select(MfaRememberedDevice).where(
@@ -203,7 +154,7 @@ def device_remembered(db: Any, user: User) -> bool:
 
 def remember_device(db: Any, user: User, response: Response) -> None:
     """Record this browser for the user and give it the cookie (HttpOnly, Secure on https)."""
-    days = policy().remember_days
+    days = mfa_policy(svc()).remember_days
     if days <= 0:
         return
     now = svc().clock.utcnow()

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from ..backends.chain import password_hasher
 from ..core.policy import ACCOUNT_OK, normalize_answer
 from ..errors import Conflict, ValidationError
+from ..sso.users import state_of
 from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
 from ..storage.tokens import OneTimeTokens
-from . import authkit
 from .current import svc
 from .forms import ApprovalForm, ConfirmForm, EmailForm, FirstLoginForm, RegisterForm
 from .guard import lockout, unlock
@@ -87,7 +87,7 @@ def reset_request():
         eligible = (
             user is not None
             and user.source in ("local", "scim")
-            and authkit.state_of(user) == ACCOUNT_OK
+            and state_of(svc(), user) == ACCOUNT_OK
         )
         if _mail_allowed(address):
             _mail_link(
@@ -197,7 +197,7 @@ def first_login():
             and user is not None
             and user.password_hash is None
             and user.source == "local"
-            and authkit.state_of(user) == ACCOUNT_OK
+            and state_of(svc(), user) == ACCOUNT_OK
         )
         if not word_ok:
             lockout().record_ip_failure(client_ip())
@@ -267,7 +267,7 @@ def magic(token: str):
         return _link_expired()
     with svc().sessions() as db:
         user = db.get(User, data["uid"])
-        if user is None or authkit.state_of(user) != ACCOUNT_OK:
+        if user is None or state_of(svc(), user) != ACCOUNT_OK:
             return _link_expired()
         user.email_verified = True
         audit(db, "login.magic_link_used", actor=user.uuid, target=user.uuid)

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from ..core.policy import ACCOUNT_OK
+from ..sso.users import load_user, state_of
 from ..storage import audit as audit_rows
 from ..storage.models import User
-from .authkit import load_user, state_of
 from .current import svc
 from .i18n import locale_hints
 from .sso import sessions
@@ -27,7 +27,7 @@ def require_user(db: Session) -> User | Response:
     """The signed-in user whose account may still be used, or a redirect to the login."""
     result = sessions().current()
     user = load_user(db, uuid=result.user_uuid) if result else None
-    if user is None or state_of(user) != ACCOUNT_OK:
+    if user is None or state_of(svc(), user) != ACCOUNT_OK:
         return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
     g.signed_in_user = user
     g.sid = result.sid

@@ -1,196 +1,18 @@
-"""SSO sessions (server-side, in the short-lived store) and pending authentication requests.
-
-The browser holds only a random 256-bit session id in an HttpOnly cookie. The server-side record
-carries the AuthnResult plus the relying parties that received tokens or assertions in this
-session (for logout propagation). Idle and absolute lifetimes come from ``[session]``.
-"""
+"""The SSO session on the web: the browser's session cookie and a per-request cache of session
+records, over the sign-in hub's SessionManager (idp.sso.sessions)."""
 
 from __future__ import annotations
 
-import logging
-import secrets
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, g, has_request_context, request
 
-from ..core.authn import AuthnRequest, AuthnResult, public_sid
+from ..core.authn import AuthnResult
 from ..services import Services
-
-log = logging.getLogger("idp.sso")
-
-COOKIE = "idp_session"
-_SSO = "sso:"
-_AUTHREQ = "authreq:"
-_PUBLIC = "sidmap:"
-AUTHREQ_TTL = 1800
+from ..sso.sessions import COOKIE, SessionManager, session_manager
 
 
-class SessionManager:
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-        self.store = svc.store
-        cfg = svc.settings.session
-        self.idle = cfg.idle_minutes * 60
-        self.absolute = cfg.max_hours * 3600
-        self.secure_cookie = svc.settings.issuer.startswith("https://")
-
-    # --- pending authentication requests -------------------------------------------------------
-
-    def save_request(self, req: AuthnRequest) -> str:
-        """Store a pending request; a ``{rid}`` in its resume_url becomes the request's id."""
-        rid = secrets.token_urlsafe(24)
-        req.resume_url = req.resume_url.replace("{rid}", rid)
-        self.store.put(_AUTHREQ + rid, req.to_dict(), AUTHREQ_TTL)
-        return rid
-
-    def load_request(self, rid: str | None) -> AuthnRequest | None:
-        if not rid or len(rid) > 64:
-            return None
-        data = self.store.get(_AUTHREQ + rid)
-        return AuthnRequest.from_dict(data) if data else None
-
-    def finish_request(self, rid: str) -> AuthnRequest | None:
-        """Take the request once: a resumed request cannot be replayed."""
-        data = self.store.take(_AUTHREQ + rid)
-        return AuthnRequest.from_dict(data) if data else None
-
-    # --- SSO sessions --------------------------------------------------------------------------
-
-    def create(
-        self,
-        user_uuid: str,
-        amr: list[str],
-        acr: str,
-        auth_time: int | None = None,
-        user_agent: str | None = None,
-        ip: str | None = None,
-    ) -> AuthnResult:
-        now = int(self.svc.clock.now())
-        sid = secrets.token_urlsafe(32)
-        result = AuthnResult(
-            user_uuid=user_uuid, auth_time=auth_time or now, amr=amr, acr=acr, sid=sid
-        )
-        record = {
-            "result": result.to_dict(),
-            "created": now,
-            "last_seen": now,
-            "rps": {},
-            "ua": (user_agent or "")[:300],
-            "ip": ip,
-        }
-        self.store.put_many(
-            [
-                (_SSO + sid, record, min(self.idle, self.absolute)),
-                (_PUBLIC + public_sid(sid), sid, self.absolute),
-            ]
-        )
-        return result
-
-    def _record(self, sid: str | None) -> dict[str, Any] | None:
-        if not sid or len(sid) > 64:
-            return None
-        # One store read per session and request: a sign-in reads the session, then its
-        # relying parties, then adds one; this request's own writes keep the copy current.
-        memo = _request_memo()
-        if memo is not None and sid in memo:
-            return memo[sid]
-        rec = self.store.get(_SSO + sid)
-        if rec is not None:
-            now = self.svc.clock.now()
-            if now - rec["created"] > self.absolute or now - rec["last_seen"] > self.idle:
-                self.store.delete(_SSO + sid)
-                rec = None
-        if memo is not None:
-            memo[sid] = rec
-        return rec
-
-    def peek(self, sid: str | None) -> dict[str, Any] | None:
-        """The live record of a session, without touching its idle timer."""
-        return self._record(sid)
-
-    def current(self) -> AuthnResult | None:
-        """The session of this browser, refreshed (idle timer) when found."""
-        sid = request.cookies.get(COOKIE)
-        rec = self._record(sid)
-        if rec is None:
-            return None
-        now = self.svc.clock.now()
-        if now - rec["last_seen"] > 60:  # refresh the idle timer at most once a minute
-            rec["last_seen"] = int(now)
-            self._save(sid, rec)
-        return AuthnResult.from_dict(rec["result"])
-
-    def _save(self, sid: str, rec: dict[str, Any]) -> None:
-        now = self.svc.clock.now()
-        left = min(self.idle, self.absolute - (now - rec["created"]))
-        if left > 0:
-            self.store.put(_SSO + sid, rec, left)
-        memo = _request_memo()
-        if memo is not None:
-            memo[sid] = rec if left > 0 else None
-
-    def add_relying_party(self, sid: str, key: str, info: dict[str, Any]) -> None:
-        """Remember that ``key`` (e.g. "oidc:<client_id>") was served in this session."""
-        rec = self._record(sid)
-        if rec is not None:
-            rec["rps"][key] = info
-            self._save(sid, rec)
-
-    def relying_parties(self, sid: str) -> dict[str, Any]:
-        rec = self._record(sid)
-        return rec["rps"] if rec else {}
-
-    def destroy(self, sid: str | None, propagate: bool = True) -> dict[str, Any] | None:
-        """End a session and return its record, or None. With ``propagate`` every registered
-        logout listener (OIDC back-channel, SAML SLO...) is told, whoever ended the session."""
-        if not sid:
-            return None
-        self.store.delete(_PUBLIC + public_sid(sid))
-        record = self.store.take(_SSO + sid)
-        memo = _request_memo()
-        if memo is not None:
-            memo[sid] = None
-        if record is None:
-            return None
-        record["sid"] = sid
-        record["public_sid"] = public_sid(sid)
-        if propagate:
-            for listener in logout_listeners(self.svc):
-                try:
-                    listener(record)
-                except Exception:  # one failing protocol must not stop the others
-                    log.exception("logout listener failed")
-        return record
-
-    def by_public_sid(self, psid: str) -> str | None:
-        """The secret session id behind a published sid, if that session is still alive."""
-        if not psid or len(psid) > 64:
-            return None
-        sid = self.store.get(_PUBLIC + psid)
-        return sid if sid and self._record(sid) is not None else None
-
-    def alive(self, psid: str) -> bool:
-        return self.by_public_sid(psid) is not None
-
-    # --- cookie --------------------------------------------------------------------------------
-
-    def set_cookie(self, response: Response, result: AuthnResult) -> None:
-        response.set_cookie(
-            COOKIE,
-            result.sid,
-            httponly=True,
-            secure=self.secure_cookie,
-            samesite="Lax",
-            path="/",
-            max_age=self.absolute,
-        )
-
-    def clear_cookie(self, response: Response) -> None:
-        response.delete_cookie(COOKIE, path="/", secure=self.secure_cookie, samesite="Lax")
-
-
-def _request_memo() -> dict[str, Any] | None:
+def request_records() -> dict[str, Any] | None:
     """Session records read or written during this request (None outside a request)."""
     if not has_request_context():
         return None
@@ -200,17 +22,29 @@ def _request_memo() -> dict[str, Any] | None:
     return memo
 
 
-def logout_listeners(svc: Services) -> list[Callable[[dict[str, Any]], None]]:
-    """Callables told about every ended SSO session (register with ``.append`` at app set-up,
-    e.g. from a blueprint's ``record_once``)."""
-    return svc.extras.setdefault("logout_listeners", [])
+class BrowserSessions(SessionManager):
+    """The hub's SessionManager bound to Flask: records cached per request, the browser's
+    session read from its cookie, the cookie set and cleared on responses. ``create_app``
+    makes it the app's one manager (``idp.sso.sessions.session_manager``)."""
+
+    def __init__(self, svc: Services) -> None:
+        super().__init__(svc, request_cache=request_records)
+
+    def current(self) -> AuthnResult | None:
+        """The session of this browser, refreshed (idle timer) when found."""
+        return self.current_by_sid(request.cookies.get(COOKIE))
+
+    def set_cookie(self, response: Response, result: AuthnResult) -> None:
+        response.set_cookie(
+            COOKIE, result.sid, httponly=True, max_age=self.absolute, **self.cookie_attributes()
+        )
+
+    def clear_cookie(self, response: Response) -> None:
+        response.delete_cookie(COOKIE, **self.cookie_attributes())
 
 
-def sessions() -> SessionManager:
+def sessions() -> BrowserSessions:
+    """The app's session manager, for code serving a request."""
     from ..app import services
 
-    svc = services()
-    mgr = svc.extras.get("sessions")
-    if mgr is None:
-        mgr = svc.extras["sessions"] = SessionManager(svc)
-    return mgr
+    return cast(BrowserSessions, session_manager(services(), BrowserSessions))

@@ -58,9 +58,9 @@ from ..backends.webauthn import (
 from ..core.authn import AMR_MFA
 from ..core.policy import ACCOUNT_OK
 from ..core.steps import PendingLogin, enrolled_factors, register_factor
+from ..sso.users import state_of
 from ..storage.models import User
 from ..storage.models_webauthn import WebAuthnCredential
-from . import authkit
 from .current import svc
 from .forms import ConfirmForm
 from .guard import lockout
@@ -301,7 +301,7 @@ def login_verify():
             db.commit()
             return _error(exc.code, 401)
         user = db.get(User, assertion.user_id)
-        state = authkit.state_of(user)
+        state = state_of(svc(), user)
         if state != ACCOUNT_OK:
             db.rollback()
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)

@@ -115,7 +115,8 @@ class LiveIdP:
     def login(self, browser: requests.Session, user_uuid: str, amr=("pwd",)) -> str:
         """Establish an SSO session in-process and give its cookie to the browser."""
         from idp.core.authn import acr_for
-        from idp.web.sso import COOKIE, sessions
+        from idp.sso.sessions import COOKIE
+        from idp.web.sso import sessions
 
         with self.app.test_request_context("/"):
             result = sessions().create(user_uuid, list(amr), acr_for(list(amr)))

@@ -238,7 +238,8 @@ def test_ldap_section_alone_signs_directory_users_in_through_the_login_page(
     section): a directory user signs in at /login and gets an SSO session."""
     from login_kit import login
 
-    from idp.web.sso import COOKIE, SessionManager
+    from idp.sso.sessions import COOKIE
+    from idp.web.sso import BrowserSessions as SessionManager
 
     config = tmp_path / "idp.toml"
     config.write_text(
