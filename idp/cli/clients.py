@@ -1,43 +1,116 @@
-"""`idp clients update|show|list`: per-client OIDC settings for operators (the same keys a
-client can register through RFC 7591)."""
+"""``idp clients``: OAuth 2.0 / OpenID Connect clients (create, update, show, list) and RFC 7591
+initial access tokens; per-client OIDC settings are the keys a client can register itself."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from .core.client_metadata import SIGNING_ALGS
-from .errors import NotFound, ValidationError
+from ..core.client_metadata import SIGNING_ALGS
+from ..manage import clients as manage_clients
+from .base import as_operator, out, ready
 
 
-def register(clients: click.Group) -> None:
-    clients.add_command(update)
-    clients.add_command(show)
-    clients.add_command(list_clients)
+@click.group()
+def clients() -> None:
+    """OAuth 2.0 / OpenID Connect clients."""
 
 
-def _load(db, client_id: str):
-    from .storage.models import Client
+@clients.command("create")
+@click.option("--client-id", required=True)
+@click.option("--name", default=None)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+)
+@click.option(
+    "--auth-method",
+    default="client_secret_basic",
+    show_default=True,
+    type=click.Choice(
+        [
+            "client_secret_basic",
+            "client_secret_post",
+            "client_secret_jwt",
+            "private_key_jwt",
+            "none",
+        ]
+    ),
+)
+@click.option("--scope", default="openid profile email", show_default=True)
+@click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
+@click.option("--backchannel-logout-uri", default=None)
+@click.option("--frontchannel-logout-uri", default=None)
+@click.option("--jwks-uri", default=None)
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    help="A resource server (RFC 8707) the client may ask tokens for (repeat for several).",
+)
+@click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
+@click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
+@click.option("--json", "as_json", is_flag=True)
+def clients_create(
+    client_id,
+    name,
+    redirect_uris,
+    grant_types,
+    auth_method,
+    scope,
+    post_logout,
+    backchannel_logout_uri,
+    frontchannel_logout_uri,
+    jwks_uri,
+    resources,
+    roles,
+    first_party,
+    as_json,
+) -> None:
+    with as_operator(ready()) as ctx:
+        client, secret = manage_clients.create(
+            ctx,
+            client_id,
+            name=name,
+            redirect_uris=list(redirect_uris),
+            grant_types=list(grant_types),
+            auth_method=auth_method,
+            scope=scope,
+            post_logout_redirect_uris=list(post_logout),
+            backchannel_logout_uri=backchannel_logout_uri,
+            frontchannel_logout_uri=frontchannel_logout_uri,
+            jwks_uri=jwks_uri,
+            roles=list(roles),
+            first_party=first_party,
+            extra={"resources": list(resources)} if resources else None,
+        )
+        result: dict[str, Any] = {"client_id": client.client_id}
+    if secret:
+        result["client_secret"] = secret
+    out(
+        as_json,
+        result,
+        f"created client {client_id}"
+        + (f"\nclient secret (shown once): {secret}" if secret else ""),
+    )
 
-    row = db.get(Client, client_id)
-    if row is None:
-        raise NotFound(f"no client {client_id!r}")
-    return row
+
+@clients.command("initial-access-token")
+@click.option("--expires-in", type=int, default=86400, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def clients_iat(expires_in: int, as_json: bool) -> None:
+    """A one-use token for RFC 7591 dynamic client registration."""
+    with as_operator(ready()) as ctx:
+        token = manage_clients.new_initial_access_token(ctx, expires_in)
+    out(as_json, {"token": token}, token)
 
 
-def _bump(svc) -> None:
-    from .oidc.clients import client_cache
-
-    client_cache(svc).bump()
-
-
-def _public(row) -> dict:
-    return {"client_id": row.client_id, "name": row.name, "enabled": row.enabled,
-            "first_party": row.first_party, **row.meta}
-
-
-@click.command("update")
+@clients.command("update")
 @click.argument("client_id")
 @click.option("--name", default=None)
 @click.option("--access-token-format", type=click.Choice(["jwt", "opaque"]), default=None)
@@ -69,11 +142,6 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
            backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
-    from .cli import _require_migrated, _services
-    from .core.client_metadata import Policy, check_client_metadata
-
-    svc = _services()
-    _require_migrated(svc)
     uris = {
         "redirect_uris": list(redirect_uris) or None,
         "post_logout_redirect_uris": [u for u in post_logout if u] if post_logout else None,
@@ -82,7 +150,6 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
     }
-    uris = {k: v for k, v in uris.items() if v is not None}
     changes = {
         "access_token_format": access_token_format,
         "access_token_signed_response_alg": access_token_alg,
@@ -92,49 +159,28 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
     }
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes and not uris and all(
-            v is None for v in (name, userinfo_alg, first_party, enable)):
-        raise ValidationError("nothing to change: give at least one option")
-    with svc.sessions.begin() as db:
-        row = _load(db, client_id)
-        meta = dict(row.meta)
-        meta.update(changes)
-        for key, value in uris.items():
-            if value == "":
-                meta.pop(key, None)
-            else:
-                meta[key] = value
-        if userinfo_alg == "none":
-            meta.pop("userinfo_signed_response_alg", None)
-        elif userinfo_alg:
-            meta["userinfo_signed_response_alg"] = userinfo_alg
-        if name is not None:
-            meta["client_name"] = name
-        check_client_metadata(meta, Policy.from_settings(svc.settings))
-        row.meta = meta
-        if name is not None:
-            row.name = name
-        if first_party is not None:
-            row.first_party = first_party
-        if enable is not None:
-            row.enabled = enable
-        result = _public(row)
-    _bump(svc)
+    with as_operator(ready()) as ctx:
+        row = manage_clients.update(
+            ctx,
+            client_id,
+            name=name,
+            changes=changes,
+            uris=uris,
+            userinfo_alg=userinfo_alg,
+            first_party=first_party,
+            enabled=enable,
+        )
+        result = manage_clients.public(row)
     click.echo(json.dumps(result) if as_json else f"updated client {client_id}")
 
 
-@click.command("show")
+@clients.command("show")
 @click.argument("client_id")
 @click.option("--json", "as_json", is_flag=True)
 def show(client_id: str, as_json: bool) -> None:
     """A client's settings (never its secret)."""
-    from .cli import _require_migrated, _services
-
-    svc = _services()
-    _require_migrated(svc)
-    with svc.sessions() as db:
-        result = _public(_load(db, client_id))
+    with as_operator(ready()) as ctx:
+        result = manage_clients.public(manage_clients.get(ctx, client_id))
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -142,18 +188,11 @@ def show(client_id: str, as_json: bool) -> None:
         click.echo(f"{key}: {value}")
 
 
-@click.command("list")
+@clients.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_clients(as_json: bool) -> None:
-    from sqlalchemy import select
-
-    from .cli import _require_migrated, _services
-    from .storage.models import Client
-
-    svc = _services()
-    _require_migrated(svc)
-    with svc.sessions() as db:
-        rows = [_public(r) for r in db.scalars(select(Client).order_by(Client.client_id))]
+    with as_operator(ready()) as ctx:
+        rows = [manage_clients.public(r) for r in manage_clients.list_all(ctx)]
     if as_json:
         click.echo(json.dumps({"clients": rows}))
         return
