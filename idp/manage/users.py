@@ -7,6 +7,7 @@ for the read-outs. Giving a role or a group also needs every permission it carri
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ def create(
     if password:
         from ..backends.passwords import PasswordHasher
 
-        new.password_hash = PasswordHasher().hash(password)
+        new = replace(new, password_hash=PasswordHasher().hash(password))
     user = ctx.directory.create_user(new, list(groups), list(roles))
     if roles:
         ctx.require("users:roles:assign", user.id)
