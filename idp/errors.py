@@ -25,6 +25,10 @@ class Conflict(IdPError):
     """The request would break a uniqueness or integrity rule (duplicate name, cycle...)."""
 
 
+class Forbidden(IdPError):
+    """The actor may not do this; the message names the missing permission (HTTP 403)."""
+
+
 class ValidationError(IdPError):
     """Input that fails a rule; the message is safe to show to the person who sent it."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ..clock import Clock
 from ..core import rbac as core
-from ..errors import IdPError
+from ..errors import Forbidden
 from .models import (
     ClientServiceRole,
     Department,
@@ -56,7 +57,7 @@ _RBAC_TABLES = frozenset(c.__tablename__ for c in _RBAC_CLASSES)
 _DIRTY = "rbac_changed_in_transaction"
 
 
-class AccessDenied(IdPError):
+class AccessDenied(Forbidden):
     """The actor may not do this; the message names the missing permission."""
 
 
@@ -388,10 +389,29 @@ class Authorizer:
         role carries there (no one hands out more than they hold)."""
         if not self.authorize(actor_id, "users:roles:assign", target_user_id):
             return False
-        graph = _fill_roles(self.db, core.Graph(assignments=[core.Assignment(role_id)]), {role_id})
-        needed = core.compute(graph, _now(self.clock)).global_permissions()
+        needed = role_grants(self.db, [role_id], clock=self.clock)
         held = self.held_over(actor_id, target_user_id)
         return all(any(covers(a, n) for a in held) for n in needed)
+
+
+def role_grants(
+    db: Session, role_ids: Iterable[int], *, clock: Clock | None = None
+) -> frozenset[str]:
+    """The IdP permissions a set of roles carries (composites and permission groups included;
+    client roles carry none), as held everywhere."""
+    roots = set(role_ids)
+    graph = _fill_roles(db, core.Graph(assignments=[core.Assignment(r) for r in roots]), roots)
+    return core.compute(graph, _now(clock)).global_permissions()
+
+
+def service_account_grants(
+    db: Session, client_id: str, *, clock: Clock | None = None
+) -> frozenset[str]:
+    """The permissions of a client's service account (its client_credentials tokens)."""
+    roots = db.scalars(
+        select(ClientServiceRole.role_id).where(ClientServiceRole.client_id == client_id)
+    )
+    return role_grants(db, roots, clock=clock)
 
 
 def subtree_range(path: str) -> tuple[str, str]:

@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from .cli import CliFailure, _require_migrated, _services
-from .services import Services
+from ..services import Services
+from .base import CliFailure, require_migrated, services
 
 
 def _ldap_services() -> Services:
-    svc = _services()
+    svc = services()
     if not svc.settings.ldap.enabled:
         raise CliFailure("LDAP is not enabled: set ldap.enabled = true (IDP_LDAP_ENABLED)", 2)
     return svc
@@ -32,7 +32,7 @@ def ldap() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ldap_test(as_json: bool) -> None:
     """Connect to every configured server: TLS, service-account bind, user search."""
-    from .backends.ldap_sync import check_servers
+    from ..backends.ldap_sync import check_servers
 
     result = check_servers(_ldap_services())
     if as_json:
@@ -47,8 +47,8 @@ def ldap_test(as_json: bool) -> None:
 
 
 def _run_sync(svc: Services, full: bool) -> dict[str, Any]:
-    from .backends.ldap import DirectoryUnavailable
-    from .backends.ldap_sync import sync
+    from ..backends.ldap import DirectoryUnavailable
+    from ..backends.ldap_sync import sync
 
     try:
         return sync(svc, full=full).as_dict()
@@ -79,7 +79,7 @@ def _sync_line(report: dict[str, Any]) -> str:
 def ldap_sync(full: bool, watch: bool, as_json: bool) -> None:
     """Import directory users (incremental unless --full; the first sync is always full)."""
     svc = _ldap_services()
-    _require_migrated(svc)
+    require_migrated(svc)
     if not watch:
         report = _run_sync(svc, full)
         click.echo(json.dumps(report) if as_json else _sync_line(report))
@@ -111,11 +111,11 @@ def ldap_sync(full: bool, watch: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ldap_refresh(username: str, as_json: bool) -> None:
     """Re-read one directory user now (attributes, groups, removed -> inactive)."""
-    from .backends.ldap import DirectoryUnavailable
-    from .backends.ldap_sync import refresh
+    from ..backends.ldap import DirectoryUnavailable
+    from ..backends.ldap_sync import refresh
 
     svc = _ldap_services()
-    _require_migrated(svc)
+    require_migrated(svc)
     try:
         result = refresh(svc, username)
     except DirectoryUnavailable as exc:

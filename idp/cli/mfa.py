@@ -8,12 +8,12 @@ import json
 import click
 from sqlalchemy import func, or_, select
 
-from .errors import IdPError, NotFound
+from ..errors import IdPError, NotFound
 
 
 def _app():
-    from .app import create_app
-    from .storage.migrate import current_revision, head_revision
+    from ..app import create_app
+    from ..storage.migrate import current_revision, head_revision
 
     app = create_app()
     svc = app.extensions["idp"]
@@ -24,7 +24,7 @@ def _app():
 
 
 def _find(db, login: str):
-    from .storage.models import User
+    from ..storage.models import User
 
     login = login.strip()
     user = db.scalar(
@@ -52,8 +52,8 @@ def mfa() -> None:
 def enroll_totp(user: str, as_json: bool) -> None:
     """Give USER (username, e-mail or id) a new authenticator app seed and a new set of backup
     codes; prints the seed, its otpauth:// URI and the codes (shown this once)."""
-    from .backends import backup_codes, totp
-    from .web.requestinfo import audit
+    from ..backends import backup_codes, totp
+    from ..web.requestinfo import audit
 
     app, svc = _app()
     with app.test_request_context(), svc.sessions() as db:
@@ -81,9 +81,9 @@ def reset(user: str, as_json: bool) -> None:
     when the user lost them); the user sets up new ones at the next login."""
     from flask_babel import lazy_gettext as _l
 
-    from .web.mailing import send_mail
-    from .web.mfa import reset_user_mfa
-    from .web.requestinfo import audit
+    from ..web.mailing import send_mail
+    from ..web.mfa import reset_user_mfa
+    from ..web.requestinfo import audit
 
     app, svc = _app()
     with app.test_request_context(), svc.sessions() as db:
@@ -99,6 +99,3 @@ def reset(user: str, as_json: bool) -> None:
     else:
         click.echo(f"reset the second factors of {username}: " + (", ".join(removed) or "none"))
 
-
-def register(users: click.Group) -> None:
-    users.add_command(mfa)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cli import CliFailure, _out, _require_migrated, _services
+from .base import CliFailure, as_operator, out, ready
 
 
 @click.group()
@@ -78,7 +78,7 @@ def sp_add(
     """Register an SP from its metadata file or URL."""
     from federation.aggregate import AggregateError, fetch
 
-    from .saml.registry import SpRegistry
+    from ..manage import service_providers
 
     chosen = _parse_settings(settings)
     if allow_http:
@@ -92,8 +92,7 @@ def sp_add(
 
     if bool(metadata_file) == bool(url):
         raise CliFailure("give exactly one of --metadata FILE or --url URL", 2)
-    svc = _services()
-    _require_migrated(svc)
+    svc = ready()
     cfg = svc.settings.saml
     if metadata_file:
         path = Path(metadata_file)
@@ -110,26 +109,24 @@ def sp_add(
         except AggregateError as exc:
             raise CliFailure(str(exc)) from None
         origin = f"url:{url}"[:300]
-    with svc.sessions.begin() as db:
-        row = SpRegistry(db).add(data, origin=origin, settings=chosen, replace=replace)
+    with as_operator(svc) as ctx:
+        row = service_providers.add(ctx, data, origin=origin, settings=chosen, replace=replace)
         entity_id = row.entity_id
-    _out(as_json, {"entity_id": entity_id}, f"registered service provider {entity_id}")
+    out(as_json, {"entity_id": entity_id}, f"registered service provider {entity_id}")
 
 
 @sp.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def sp_list(as_json) -> None:
-    from .saml.registry import SpRegistry
+    from ..manage import service_providers
 
-    svc = _services()
-    _require_migrated(svc)
-    with svc.sessions() as db:
-        rows = SpRegistry(db).list()
+    with as_operator(ready()) as ctx:
+        rows = service_providers.list_all(ctx)
     items = [
         {"entity_id": r.entity_id, "name": r.name, "origin": r.origin, "enabled": r.enabled}
         for r in rows
     ]
-    _out(
+    out(
         as_json,
         {"service_providers": items},
         "\n".join(
@@ -144,13 +141,11 @@ def sp_list(as_json) -> None:
 @click.argument("entity_id")
 @click.option("--json", "as_json", is_flag=True)
 def sp_remove(entity_id, as_json) -> None:
-    from .saml.registry import SpRegistry
+    from ..manage import service_providers
 
-    svc = _services()
-    _require_migrated(svc)
-    with svc.sessions.begin() as db:
-        SpRegistry(db).remove(entity_id)
-    _out(as_json, {"entity_id": entity_id, "removed": True}, f"removed {entity_id}")
+    with as_operator(ready()) as ctx:
+        service_providers.remove(ctx, entity_id)
+    out(as_json, {"entity_id": entity_id, "removed": True}, f"removed {entity_id}")
 
 
 @sp.command("set")
@@ -159,14 +154,12 @@ def sp_remove(entity_id, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def sp_set(entity_id, settings, as_json) -> None:
     """Change per-SP settings (attribute release, NameID format, signing, encryption)."""
-    from .saml.registry import SpRegistry
+    from ..manage import service_providers
 
-    svc = _services()
-    _require_migrated(svc)
-    with svc.sessions.begin() as db:
-        row = SpRegistry(db).update_settings(entity_id, _parse_settings(settings))
-        out = {"entity_id": row.entity_id, "settings": dict(row.settings)}
-    _out(as_json, out, json.dumps(out["settings"]))
+    with as_operator(ready()) as ctx:
+        row = service_providers.update_settings(ctx, entity_id, _parse_settings(settings))
+        result = {"entity_id": row.entity_id, "settings": dict(row.settings)}
+    out(as_json, result, json.dumps(result["settings"]))
 
 
 @saml.group()
@@ -198,10 +191,9 @@ def federation_add(
     as_json,
 ) -> None:
     """Add a federation and import its SPs."""
-    from .storage.models_saml import SamlFederation
+    from ..storage.models_saml import SamlFederation
 
-    svc = _services()
-    _require_migrated(svc)
+    svc = ready()
     try:
         cert = Path(cert_file).read_text()
     except FileNotFoundError:
@@ -228,7 +220,7 @@ def federation_add(
     result: dict[str, Any] = {"federation": name}
     if not no_refresh:
         result = _refresh_one(svc, name)
-    _out(as_json, result, json.dumps(result))
+    out(as_json, result, json.dumps(result))
 
 
 def _refresh_one(svc, name: str) -> dict[str, Any]:
@@ -256,10 +248,9 @@ def federation_refresh(name, only_due, as_json) -> None:
     """Re-fetch and re-verify one federation, or every one (run it from cron/systemd)."""
     from federation.aggregate import due
 
-    from .storage.models_saml import SamlFederation
+    from ..storage.models_saml import SamlFederation
 
-    svc = _services()
-    _require_migrated(svc)
+    svc = ready()
     _sync_configured_sources(svc)
     if name:
         names = [name]
@@ -269,7 +260,7 @@ def federation_refresh(name, only_due, as_json) -> None:
         with svc.sessions() as db:
             names = [f.name for f in db.query(SamlFederation).all()]
     results = [_refresh_one(svc, n) for n in names]
-    _out(
+    out(
         as_json,
         {"refreshed": results},
         "\n".join(json.dumps(r) for r in results) or "nothing to do",
@@ -279,7 +270,7 @@ def federation_refresh(name, only_due, as_json) -> None:
 def _sync_configured_sources(svc) -> None:
     """Federations listed in saml.federation_sources ("NAME URL CERT_FILE [REFRESH_SECONDS]")
     are created or updated in the table before a refresh."""
-    from .storage.models_saml import SamlFederation
+    from ..storage.models_saml import SamlFederation
 
     for entry in svc.settings.saml.federation_sources:
         parts = entry.split()
@@ -302,10 +293,9 @@ def _sync_configured_sources(svc) -> None:
 @federation.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def federation_list(as_json) -> None:
-    from .storage.models_saml import SamlFederation
+    from ..storage.models_saml import SamlFederation
 
-    svc = _services()
-    _require_migrated(svc)
+    svc = ready()
     with svc.sessions() as db:
         items = [
             {
@@ -318,4 +308,4 @@ def federation_list(as_json) -> None:
             }
             for f in db.query(SamlFederation).order_by(SamlFederation.name)
         ]
-    _out(as_json, {"federations": items}, "\n".join(json.dumps(i) for i in items) or "none")
+    out(as_json, {"federations": items}, "\n".join(json.dumps(i) for i in items) or "none")

@@ -1,0 +1,171 @@
+"""``idp users``: create users, give and take roles, and say what a user holds. The second
+factors (``idp users mfa``) are in ``idp.cli.mfa``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..manage import users as manage_users
+from ..storage.directory import NewUser
+from .base import as_operator, emit, iso, out, parse_date, parse_expiry, ready
+
+
+@click.group()
+def users() -> None:
+    """Users."""
+
+
+@users.command("create")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--password", default=None, help="Omit to let the user set one by e-mail.")
+@click.option("--given-name", default=None)
+@click.option("--family-name", default=None)
+@click.option("--group", "groups", multiple=True)
+@click.option("--role", "roles", multiple=True)
+@click.option("--start-date", default=None)
+@click.option("--end-date", default=None)
+@click.option("--require-mfa", is_flag=True)
+@click.option("--must-change-password", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def users_create(
+    username,
+    email,
+    password,
+    given_name,
+    family_name,
+    groups,
+    roles,
+    start_date,
+    end_date,
+    require_mfa,
+    must_change_password,
+    as_json,
+) -> None:
+    new = NewUser(
+        username=username,
+        email=email,
+        given_name=given_name,
+        family_name=family_name,
+        start_date=parse_date(start_date, "--start-date"),
+        end_date=parse_date(end_date, "--end-date"),
+        require_mfa=require_mfa,
+        must_change_password=must_change_password,
+    )
+    svc = ready()
+    with as_operator(svc) as ctx:
+        user = manage_users.create(
+            ctx, new, password=password, groups=list(groups), roles=list(roles)
+        )
+        result = {"id": user.uuid, "username": user.username}
+    out(as_json, result, f"created user {result['username']} ({result['id']})")
+
+
+@users.command("add-role")
+@click.argument("username")
+@click.argument("role")
+@click.option("--client-id", default=None, help="The role is this client's role.")
+@click.option("--expires", default=None, help="30d, 12h... or an ISO time: a temporary grant.")
+@click.option("--scope-company", default=None, help="Only over users of this company (slug).")
+@click.option(
+    "--scope-department",
+    default=None,
+    help="Only over users of this department subtree (id or company/Dept/Sub).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def users_add_role(username, role, client_id, expires, scope_company, scope_department, as_json):
+    """Give a user a role (optionally temporary, optionally scoped for delegation)."""
+    svc = ready()
+    with as_operator(svc) as ctx:
+        d = ctx.directory
+        user = d.user_by_username(username)
+        r = d.role_by_name(role, client_id)
+        row = manage_users.assign_role(
+            ctx,
+            user,
+            r,
+            scope_company=d.company(scope_company) if scope_company else None,
+            scope_department=d.department(scope_department) if scope_department else None,
+            expires_at=parse_expiry(expires, svc.clock.utcnow()),
+        )
+        result = {
+            "username": user.username,
+            "role": r.name,
+            "client_id": r.client_id,
+            "scope_company_id": row.scope_company_id,
+            "scope_department_id": row.scope_department_id,
+            "expires_at": iso(row.expires_at),
+        }
+    emit(as_json, result, f"{username} now has role {role}")
+
+
+@users.command("remove-role")
+@click.argument("username")
+@click.argument("role")
+@click.option("--client-id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def users_remove_role(username, role, client_id, as_json):
+    """Take a role away from a user (every scope)."""
+    with as_operator(ready()) as ctx:
+        d = ctx.directory
+        removed = manage_users.remove_role(
+            ctx, d.user_by_username(username), d.role_by_name(role, client_id)
+        )
+    emit(as_json, {"removed": removed}, f"removed {removed} assignment(s)")
+
+
+@users.command("explain")
+@click.argument("username")
+@click.argument("permission")
+@click.option("--json", "as_json", is_flag=True)
+def users_explain(username, permission, as_json):
+    """Why does the user have PERMISSION? One line per path that grants it."""
+    with as_operator(ready()) as ctx:
+        user = ctx.directory.user_by_username(username)
+        paths = manage_users.explain(ctx, user, permission)
+    text = "\n".join(paths) if paths else f"{username} does not have {permission}"
+    emit(
+        as_json,
+        {"username": username, "permission": permission, "granted": bool(paths), "paths": paths},
+        text,
+    )
+
+
+@users.command("permissions")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+def users_permissions(username, as_json):
+    """The user's effective permissions: global, and per delegated scope."""
+    with as_operator(ready()) as ctx:
+        grants = manage_users.permissions(ctx, ctx.directory.user_by_username(username))
+    scoped = [{"permission": p, "scope": k, "scope_id": s} for p, k, s in sorted(grants.scoped)]
+    text = "\n".join(
+        sorted(grants.everywhere)
+        + [f"{x['permission']} (in {x['scope']} #{x['scope_id']})" for x in scoped]
+    )
+    emit(
+        as_json,
+        {"username": username, "permissions": sorted(grants.everywhere), "scoped": scoped},
+        text or f"{username} has no permissions",
+    )
+
+
+@users.command("claims")
+@click.argument("username")
+@click.option("--client-id", default=None, help="OIDC: the requesting client.")
+@click.option("--scope", "scope", default="openid profile email groups roles", show_default=True)
+@click.option("--sp", "sp_entity_id", default=None, help="SAML: show attributes for this SP.")
+@click.option("--json", "as_json", is_flag=True)
+def users_claims(username, client_id, scope, sp_entity_id, as_json):
+    """Preview the OIDC claims (or SAML attributes) the mapper releases for a user."""
+    with as_operator(ready()) as ctx:
+        result = manage_users.claims(
+            ctx,
+            ctx.directory.user_by_username(username),
+            client_id=client_id,
+            scopes=scope.split(),
+            sp_entity_id=sp_entity_id,
+        )
+    emit(as_json, result, json.dumps(result, indent=2, default=str))

@@ -1,0 +1,58 @@
+"""Claim mapping rules (docs/claims.md): list, add, delete.
+
+Permissions: ``claims:rules:read`` / ``claims:rules:create`` / ``claims:rules:delete``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..storage.claims import delete_rule, list_rules, save_rule
+from ..storage.models import ClaimRule
+from .context import Context
+
+
+def list_all(
+    ctx: Context, *, client_id: str | None = None, sp_entity_id: str | None = None
+) -> list[ClaimRule]:
+    """The realm rules, or one client's / SP's own rules."""
+    ctx.require("claims:rules:read")
+    return list_rules(ctx.db, client_id=client_id, sp_entity_id=sp_entity_id)
+
+
+def add(
+    ctx: Context,
+    rule: dict[str, Any],
+    *,
+    client_id: str | None = None,
+    sp_entity_id: str | None = None,
+    scope: str | None = None,
+    sort_order: int = 1000,
+    enabled: bool = True,
+) -> ClaimRule:
+    ctx.require("claims:rules:create")
+    row = save_rule(
+        ctx.db,
+        rule,
+        client_id=client_id,
+        sp_entity_id=sp_entity_id,
+        scope=scope,
+        sort_order=sort_order,
+        enabled=enabled,
+    )
+    ctx.audit(
+        "claims.rule_added",
+        str(row.id),
+        client_id=client_id,
+        sp_entity_id=sp_entity_id,
+        scope=scope,
+        enabled=enabled,
+        rule=rule,
+    )
+    return row
+
+
+def delete(ctx: Context, rule_id: int) -> None:
+    ctx.require("claims:rules:delete")
+    delete_rule(ctx.db, rule_id)
+    ctx.audit("claims.rule_deleted", str(rule_id))

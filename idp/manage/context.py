@@ -1,0 +1,158 @@
+"""Who acts, and the unit of work every management operation runs in.
+
+An operation takes a :class:`Context`: the database session of one transaction, the services,
+and the :class:`Actor`. It checks the permission first (``require``), changes rows through
+the repositories, and writes its audit row in the same transaction, so the change and its
+record commit together or not at all. Work that must only happen once the change is visible
+to other workers (a cache generation bump) is queued with ``after_commit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from ..core import rbac
+from ..errors import Forbidden
+from ..services import Services
+from ..storage.directory import Directory
+from ..storage.models import AuditEvent
+from ..storage.rbac import Authorizer, covers, service_account_grants
+
+ActorKind = Literal["operator", "user", "service"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts.
+
+    ``operator``: the local operator at the command line, who holds every permission (they
+    own the machine and the database). ``user``: a signed-in administrator, checked against
+    their RBAC grants including delegation scopes (``idp.storage.rbac.Authorizer``).
+    ``service``: a client's service account (client_credentials), checked against the
+    permissions of its service roles. ``name`` is what the audit rows record as the actor;
+    ``ip`` and ``request_id`` come from the request that asked, when there is one."""
+
+    kind: ActorKind
+    name: str
+    user_id: int | None = None
+    client_id: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def operator(cls, name: str = "cli") -> Actor:
+        return cls("operator", name)
+
+    @classmethod
+    def user(
+        cls, user_id: int, user_uuid: str, *, ip: str | None = None, request_id: str | None = None
+    ) -> Actor:
+        return cls("user", user_uuid, user_id=user_id, ip=ip, request_id=request_id)
+
+    @classmethod
+    def service(
+        cls, client_id: str, *, ip: str | None = None, request_id: str | None = None
+    ) -> Actor:
+        return cls(
+            "service", f"client:{client_id}", client_id=client_id, ip=ip, request_id=request_id
+        )
+
+
+class Context:
+    """One unit of work of one actor: ``db`` is the caller's transaction."""
+
+    def __init__(self, db: Session, svc: Services, actor: Actor) -> None:
+        self.db = db
+        self.svc = svc
+        self.actor = actor
+        self.directory = Directory(db, svc.clock)
+        self._after_commit: list[Callable[[], Any]] = []
+        self._service_grants: frozenset[str] | None = None
+
+    # --- permission checks -------------------------------------------------------------------
+
+    def _authorizer(self) -> Authorizer:
+        return Authorizer(self.db, self.svc.store, self.svc.clock)
+
+    def _service(self) -> frozenset[str]:
+        if self._service_grants is None:
+            self._service_grants = service_account_grants(
+                self.db, self.actor.client_id or "", clock=self.svc.clock
+            )
+        return self._service_grants
+
+    def allowed(self, permission: str, target_user_id: int | None = None) -> bool:
+        """May the actor do ``permission`` (a concrete module:feature:action), over this
+        target user when there is one (delegation scopes count only with a target)?"""
+        kind = self.actor.kind
+        if kind == "operator":
+            return True
+        if kind == "user" and self.actor.user_id is not None:
+            return self._authorizer().authorize(self.actor.user_id, permission, target_user_id)
+        if kind == "service":
+            try:
+                return rbac.allows(self._service(), permission)
+            except rbac.PermissionError_:
+                return False
+        return False
+
+    def require(self, permission: str, target_user_id: int | None = None) -> None:
+        if not self.allowed(permission, target_user_id):
+            raise Forbidden(f"permission {permission} is required for this")
+
+    def require_holds(self, grants: Iterable[str], target_user_id: int | None = None) -> None:
+        """Nobody hands out more than they hold: the actor must hold every permission in
+        ``grants`` (over the target, when there is one) to give them to someone."""
+        needed = sorted(grants)
+        if not needed or self.actor.kind == "operator":
+            return
+        if self.actor.kind == "user" and self.actor.user_id is not None:
+            held: Iterable[str] = self._authorizer().held_over(self.actor.user_id, target_user_id)
+        elif self.actor.kind == "service":
+            held = self._service()
+        else:
+            held = ()
+        held = list(held)
+        for permission in needed:
+            if not any(covers(h, permission) for h in held):
+                raise Forbidden(f"you do not hold {permission}, so you cannot give it")
+
+    # --- audit and commit hooks ----------------------------------------------------------------
+
+    def audit(self, action: str, target: str | None = None, **details: Any) -> None:
+        """An audit row in this transaction: committed with the change it records."""
+        self.db.add(
+            AuditEvent(
+                at=self.svc.clock.utcnow(),
+                actor=self.actor.name,
+                action=action,
+                target=target,
+                ip=self.actor.ip,
+                request_id=self.actor.request_id,
+                details=details,
+            )
+        )
+
+    def after_commit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` once the transaction has committed (see :func:`transaction`)."""
+        self._after_commit.append(fn)
+
+    def committed(self) -> None:
+        hooks, self._after_commit = self._after_commit, []
+        for fn in hooks:
+            fn()
+
+
+@contextmanager
+def transaction(svc: Services, actor: Actor) -> Iterator[Context]:
+    """A transaction for ``actor``'s operations: committed when the block ends, rolled back
+    (audit rows included) when it raises; ``after_commit`` work runs after the commit."""
+    with svc.sessions.begin() as db:
+        ctx = Context(db, svc, actor)
+        yield ctx
+    ctx.committed()
