@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from ..core import rbac
 from ..errors import Forbidden
 from ..services import Services
+from ..storage import audit as audit_rows
 from ..storage.directory import Directory
-from ..storage.models import AuditEvent
 from ..storage.rbac import Authorizer, covers, service_account_grants
 
 ActorKind = Literal["operator", "user", "service"]
@@ -126,16 +126,15 @@ class Context:
 
     def audit(self, action: str, target: str | None = None, **details: Any) -> None:
         """An audit row in this transaction: committed with the change it records."""
-        self.db.add(
-            AuditEvent(
-                at=self.svc.clock.utcnow(),
-                actor=self.actor.name,
-                action=action,
-                target=target,
-                ip=self.actor.ip,
-                request_id=self.actor.request_id,
-                details=details,
-            )
+        audit_rows.audit(
+            self.db,
+            action,
+            at=self.svc.clock.utcnow(),
+            actor=self.actor.name,
+            target=target,
+            ip=self.actor.ip,
+            request_id=self.actor.request_id,
+            **details,
         )
 
     def after_commit(self, fn: Callable[[], Any]) -> None:

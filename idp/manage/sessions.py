@@ -2,7 +2,7 @@
 
 Permissions: ``users:accounts:read`` to list, ``users:sessions:revoke`` to end, both over the
 user. The sessions live in the short-lived store; the ``sso_session_index`` table says which
-are the user's. The session store is passed in (``SsoSessions``: the SSO session manager the
+are the user's. The session store is passed in (``SessionRecords``: the SSO session manager the
 running app built, whose ``destroy`` tells every protocol's logout listener), so this layer
 needs no web framework. Sessions are shown by their public id (OIDC ``sid`` / SAML
 SessionIndex), never by the secret cookie value.
@@ -12,20 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
-
-from sqlalchemy import delete, select
 
 from ..core.authn import public_sid
+from ..storage import session_index
 from ..storage.models import User
-from ..storage.models_auth import SsoSessionIndex
+from ..storage.session_index import SessionRecords
 from .context import Context
-
-
-class SsoSessions(Protocol):
-    def peek(self, sid: str | None) -> dict[str, Any] | None: ...
-
-    def destroy(self, sid: str | None, propagate: bool = True) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -37,36 +29,18 @@ class SessionInfo:
     amr: str | None
 
 
-def list_for_user(ctx: Context, user: User, sessions: SsoSessions) -> list[SessionInfo]:
+def list_for_user(ctx: Context, user: User, sessions: SessionRecords) -> list[SessionInfo]:
     """The user's live sessions, newest first; index rows of ended sessions are pruned."""
     ctx.require("users:accounts:read", user.id)
-    out, dead = [], []
-    rows = ctx.db.scalars(
-        select(SsoSessionIndex)
-        .where(SsoSessionIndex.user_id == user.id)
-        .order_by(SsoSessionIndex.created_at.desc())
-    )
-    for row in rows:
-        if sessions.peek(row.sid) is None:
-            dead.append(row.sid)
-            continue
-        out.append(
-            SessionInfo(public_sid(row.sid), row.created_at, row.ip, row.user_agent, row.amr)
-        )
-    if dead:
-        ctx.db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid.in_(dead)))
-    return out
+    return [
+        SessionInfo(public_sid(s.sid), s.created_at, s.ip, s.user_agent, s.amr)
+        for s in session_index.list_sessions(ctx.db, sessions, user.id, None)
+    ]
 
 
-def end_all(ctx: Context, user: User, sessions: SsoSessions) -> int:
+def end_all(ctx: Context, user: User, sessions: SessionRecords) -> int:
     """End every SSO session of the user (relying parties are told); how many ended."""
     ctx.require("users:sessions:revoke", user.id)
-    sids = ctx.db.scalars(
-        select(SsoSessionIndex.sid).where(SsoSessionIndex.user_id == user.id)
-    ).all()
-    # Store first, index rows after: no store write while this transaction holds a write lock.
-    ended = sum(1 for sid in sids if sessions.destroy(sid) is not None)
-    if sids:
-        ctx.db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid.in_(sids)))
+    ended = session_index.end_user_sessions(ctx.db, sessions, user.id)
     ctx.audit("session.revoked", user.uuid, count=ended, by_admin=True)
     return ended
