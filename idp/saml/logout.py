@@ -17,23 +17,15 @@ import secrets
 from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.saml import NameID
-from saml2.samlp import (
-    STATUS_PARTIAL_LOGOUT,
-    STATUS_SUCCESS,
-    LogoutResponse,
-    Status,
-    StatusCode,
-)
-from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS
 
 from ..services import Services
 from ..sso.sessions import SessionManager
 from .engine import SamlIdp, SpInfo, b64, saml_idp
 from .inbound import BadMessage, Inbound, check_signature_algorithms, inspect
 from .outbound import send
-from .registry import NAME_ID_FORMATS
 from .results import Answer, LogoutPage, Received, Refused, SignedOut
+from .subject import IssuedNameId
 from .validate import (
     check_destination,
     check_signature,
@@ -140,7 +132,6 @@ def _slo_location(idp: SamlIdp, sp: SpInfo) -> tuple[str, str, str] | None:
 
 def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Answer:
     """Send a LogoutRequest to the next SP of the session, or finish (saml-profiles 4.4.3.3)."""
-    eng = idp.engine()
     while state["pending"]:
         entity_id, info = state["pending"].pop(0)
         sp = idp.sp(entity_id)
@@ -156,24 +147,16 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Answer:
             state["partial"] = True
             continue
         nid = info["name_id"]
-        req_id, req = eng.server.create_logout_request(
+        req_id, req = idp.logout_request(
             location,
-            entity_id,
-            name_id=NameID(
-                format=NAME_ID_FORMATS[nid["format"]],
-                text=nid["value"],
-                name_qualifier=nid.get("nq"),
-                sp_name_qualifier=nid.get("spnq"),
-            ),
-            session_indexes=[info["session_index"]],
+            IssuedNameId(nid["format"], nid["value"], nid.get("nq"), nid.get("spnq")),
+            info["session_index"],
             sign=binding == BINDING_HTTP_POST,
-            sign_alg=SIG_RSA_SHA256,
-            digest_alg=DIGEST_SHA256,
         )
         state["awaiting"] = {"id": req_id, "sp": entity_id}
         state_id = secrets.token_urlsafe(24)
         idp.svc.store.put(f"saml:slo:{state_id}", state, SLO_TTL)
-        return send(idp, sp, binding, location, "SAMLRequest", str(req), state_id)
+        return send(idp, sp, binding, location, "SAMLRequest", req, state_id)
     return _finish_logout(idp, state)
 
 
@@ -193,21 +176,14 @@ def _finish_logout(idp: SamlIdp, state: dict[str, Any]) -> Answer:
         for e in idp.slo_endpoints(sp)
         if e.get("binding") == binding
     )
-    code = StatusCode(value=STATUS_SUCCESS)
-    if state["partial"]:
-        code.status_code = StatusCode(value=STATUS_PARTIAL_LOGOUT)
-    eng = idp.engine()
-    resp = eng.server._status_response(
-        LogoutResponse,
-        eng.server._issuer(),
-        Status(status_code=code),
+    resp = idp.logout_response(
+        location,
+        init["request_id"],
+        STATUS_SUCCESS,
+        STATUS_PARTIAL_LOGOUT if state["partial"] else None,
         sign=binding == BINDING_HTTP_POST,
-        sign_alg=SIG_RSA_SHA256,
-        digest_alg=DIGEST_SHA256,
-        in_response_to=init["request_id"],
-        destination=location,
     )
-    return send(idp, sp, binding, location, "SAMLResponse", str(resp), init.get("relay_state"))
+    return send(idp, sp, binding, location, "SAMLResponse", resp, init.get("relay_state"))
 
 
 def _logout_response(idp: SamlIdp, received: Received, relay: str | None, msg: Inbound) -> Answer:

@@ -41,7 +41,7 @@ def send(
     binding: str,
     location: str,
     field: str,
-    xml: str,
+    xml: str | bytes,
     relay: str | None,
 ) -> PostForm | Redirect | Refused:
     problem = unsafe_location(sp, location)
