@@ -41,7 +41,7 @@ BLUEPRINTS = [
     ".oidc.endpoints",
     ".oidc.logout",
     ".oidc.registration",
-    ".saml.views",
+    ".web.saml",
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")

@@ -93,7 +93,7 @@ def test_saml_post_page_script_has_this_responses_nonce(make_app):
     """The SAML POST page is kept pre-rendered (idp.web.kept): its nonce must still be this
     response's, never the one of the request that first rendered the page."""
     from idp.saml.registry import SpRegistry
-    from idp.saml.views import launcher_url
+    from idp.web.saml.sso import launcher_url
 
     app = make_app()
     svc = app.extensions["idp"]

@@ -46,7 +46,7 @@ def deflate_b64(xml: str | bytes) -> str:
 def redirect_url(
     location: str,
     field: str,
-    xml: str,
+    xml: str | bytes,
     relay_state: str | None,
     signing_key: rsa.RSAPrivateKey | None,
 ) -> str:

@@ -32,7 +32,12 @@ from ..services import Services
 from ..storage.models import SamlServiceProvider
 from .crypto import AES128_CBC, AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
 from .registry import NAME_ID_FORMATS
-from .response import Statement, build_response
+from .response import (
+    Statement,
+    build_logout_request,
+    build_response,
+    build_status_response,
+)
 from .subject import Attr, IssuedNameId
 
 log = logging.getLogger("idp.saml")
@@ -345,24 +350,55 @@ class SamlIdp:
         sub_status: str | None,
         message: str,
         sp: SpInfo,
-    ) -> str:
-        from saml2.samlp import Status, StatusCode, StatusMessage
-
-        eng = self.engine()
-        code = StatusCode(value=status)
-        if sub_status:
-            code.status_code = StatusCode(value=sub_status)
-        st = Status(status_code=code, status_message=StatusMessage(text=message))
-        resp = eng.server._response(
-            in_response_to,
-            acs_url,
-            status=st,
+    ) -> bytes:
+        """A Response carrying only a status (saml-core 3.2.2), signed as the SP wants."""
+        return build_status_response(
+            signer=self.engine().server.sec.crypto,
+            element="Response",
+            issuer=self.entity_id,
+            destination=acs_url,
+            in_response_to=in_response_to,
+            status=status,
+            sub_status=sub_status,
+            message=message,
+            now=self.svc.clock.now(),
             sign=bool(self.sp_setting(sp, "sign_response")),
-            sp_entity_id=sp.entity_id,
-            sign_alg=SIG_RSA_SHA256,
-            digest_alg=DIGEST_SHA256,
         )
-        return str(resp)
+
+    def logout_request(
+        self, location: str, name_id: IssuedNameId, session_index: str, sign: bool
+    ) -> tuple[str, bytes]:
+        """(ID, document) of a LogoutRequest to an SP's SingleLogoutService ``location``."""
+        return build_logout_request(
+            signer=self.engine().server.sec.crypto,
+            issuer=self.entity_id,
+            destination=location,
+            name_id=name_id,
+            session_index=session_index,
+            now=self.svc.clock.now(),
+            sign=sign,
+        )
+
+    def logout_response(
+        self,
+        location: str,
+        in_response_to: str | None,
+        status: str,
+        sub_status: str | None,
+        sign: bool,
+    ) -> bytes:
+        """The LogoutResponse to the SP that asked for the logout (saml-core 3.7.2)."""
+        return build_status_response(
+            signer=self.engine().server.sec.crypto,
+            element="LogoutResponse",
+            issuer=self.entity_id,
+            destination=location,
+            in_response_to=in_response_to,
+            status=status,
+            sub_status=sub_status,
+            now=self.svc.clock.now(),
+            sign=sign,
+        )
 
     # --- our metadata ----------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""The Web SSO ``<Response>`` (saml-profiles 4.1.4.2), written as text in canonical form.
+"""Every SAML message the IdP sends, written as text in canonical form: the Web SSO
+``<Response>`` (saml-profiles 4.1.4.2), an error ``<Response>`` carrying only a status
+(saml-core 3.2.2), ``<LogoutRequest>`` (3.7.1) and ``<LogoutResponse>`` (3.7.2).
 
 pysaml2 builds a Response from its own element classes, serializes it, and hands the text to
 the crypto backend once per signature, which parses and re-serializes the whole document each
@@ -11,7 +13,8 @@ is digested and what is sent is ``xmlns:xs`` on each AttributeValue (for its
 name uses it. Verifiers canonicalize what they parse and get the digested bytes back; the
 tests check every signature with libxmlsec1 and with two SP libraries, on generated values.
 
-The elements are those of saml-core 2.3.3 (Assertion), 2.4 (Subject, bearer
+Every value goes through the same escaping (``_text``, ``_attrs``): nothing is put in a
+message unescaped. The elements are those of saml-core 2.3.3 (Assertion), 2.4 (Subject, bearer
 SubjectConfirmation), 2.5 (Conditions, AudienceRestriction), 2.7.2 (AuthnStatement), 2.7.3
 (AttributeStatement) and 3.2.2 / 3.3.3 (Response); enveloped RSA-SHA256 signatures with
 SHA-256 digests over exclusive c14n, referencing the signed element's ID (saml-core 5.4).
@@ -53,6 +56,7 @@ _ATTR_ESCAPES = {
 # Where the output declares xs (see the module text); the canonical form has nothing there.
 _XS_SLOT = "\x01"
 _XS_DECLARATION = f' xmlns:xs="{XS_NS}"'
+_XML_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,88 @@ def build_response(
             response_head + response_body.replace(_XS_SLOT, ""), response_id
         )
     document = response_head + signature + response_body
+    return (_XML_DECLARATION + document.replace(_XS_SLOT, _XS_DECLARATION)).encode("utf-8")
+
+
+def _message(
+    signer: InProcessBackend,
+    element: str,
+    issuer: str,
+    destination: str,
+    in_response_to: str | None,
+    now: float,
+    sign: bool,
+    body: str,
+) -> tuple[str, bytes]:
+    """(ID, serialized document) of a protocol message ``samlp:<element>`` from ``issuer``
+    whose content after the Issuer (and the signature, when ``sign``) is ``body``."""
+    message_id = new_id()
+    head = (
+        f'<samlp:{element} xmlns:samlp="{SAMLP_NS}"'
+        + _attrs(
+            Destination=destination,
+            ID=message_id,
+            InResponseTo=in_response_to or None,
+            IssueInstant=instant(now),
+            Version="2.0",
+        )
+        + ">"
+        + _issuer(issuer, declare=True)
+    )
+    tail = f"{body}</samlp:{element}>"
+    signature = signer.signature_xml(head + tail, message_id) if sign else ""
+    return message_id, (_XML_DECLARATION + head + signature + tail).encode("utf-8")
+
+
+def _status(status: str, sub_status: str | None, message: str | None) -> str:
+    """A Status (saml-core 3.2.2.1): its top-level code, a second-level one, a message."""
+    inner = f"<samlp:StatusCode{_attrs(Value=sub_status)}></samlp:StatusCode>" if sub_status else ""
+    text = f"<samlp:StatusMessage>{_text(message)}</samlp:StatusMessage>" if message else ""
     return (
-        "<?xml version='1.0' encoding='UTF-8'?>\n" + document.replace(_XS_SLOT, _XS_DECLARATION)
-    ).encode("utf-8")
+        f"<samlp:Status><samlp:StatusCode{_attrs(Value=status)}>{inner}</samlp:StatusCode>"
+        f"{text}</samlp:Status>"
+    )
+
+
+def build_status_response(
+    *,
+    signer: InProcessBackend,
+    element: str,
+    issuer: str,
+    destination: str,
+    in_response_to: str | None,
+    status: str,
+    sub_status: str | None = None,
+    message: str | None = None,
+    now: float,
+    sign: bool,
+) -> bytes:
+    """A StatusResponseType message with nothing but its Status: ``element`` "Response" (an
+    error answer to an AuthnRequest, saml-core 3.3.3) or "LogoutResponse" (3.7.2)."""
+    body = _status(status, sub_status, message)
+    return _message(signer, element, issuer, destination, in_response_to, now, sign, body)[1]
+
+
+def build_logout_request(
+    *,
+    signer: InProcessBackend,
+    issuer: str,
+    destination: str,
+    name_id: IssuedNameId,
+    session_index: str,
+    now: float,
+    sign: bool,
+) -> tuple[str, bytes]:
+    """(ID, document) of a LogoutRequest (saml-core 3.7.1) for the principal ``name_id`` as
+    this SP knows it, in the session ``session_index``."""
+    body = (
+        f'<saml:NameID xmlns:saml="{SAML_NS}"'
+        + _attrs(
+            Format=name_id.format_uri,
+            NameQualifier=name_id.name_qualifier,
+            SPNameQualifier=name_id.sp_name_qualifier,
+        )
+        + f">{_text(name_id.value)}</saml:NameID>"
+        f"<samlp:SessionIndex>{_text(session_index)}</samlp:SessionIndex>"
+    )
+    return _message(signer, "LogoutRequest", issuer, destination, None, now, sign, body)

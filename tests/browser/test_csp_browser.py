@@ -91,7 +91,7 @@ def test_the_listener_hears_a_script_without_the_nonce(server, page):
 
 def test_saml_post_page_auto_submits_to_the_sp(server, page):
     from idp.saml.registry import SpRegistry
-    from idp.saml.views import launcher_url
+    from idp.web.saml.sso import launcher_url
 
     app, base = server
     svc = app.extensions["idp"]

@@ -243,7 +243,7 @@ def test_idp_initiated_sso(idp, tmp_path):
     uuid = idp.create_user("heidi")
     browser = requests.Session()
     idp.login(browser, uuid)
-    from idp.saml.views import launcher_url
+    from idp.web.saml.sso import launcher_url
 
     r = browser.get(idp.url + launcher_url(entity), timeout=10)
     action, fields = form_with(r.text, "SAMLResponse")
