@@ -16,12 +16,18 @@ class ScopePolicy(Protocol):
 
     svc: Services
 
-    def permitted_scope(self, client: OAuthClient, user_id: int | None,
-                        requested: str | None) -> str: ...
+    def permitted_scope(
+        self, client: OAuthClient, user_id: int | None, requested: str | None
+    ) -> str: ...
 
 
-def user_claims(eng: ScopePolicy, user_id: int, client: OAuthClient, scopes: list[str],
-                claims_request: dict | None) -> dict[str, Any]:
+def user_claims(
+    eng: ScopePolicy,
+    user_id: int,
+    client: OAuthClient,
+    scopes: list[str],
+    claims_request: dict | None,
+) -> dict[str, Any]:
     """The user's claims released to this client for these scopes (never ``sub``). Claims
     named in the ``claims`` request are released only when their scope is one the client may
     be granted now (OIDC Core §5.5 does not widen what the client is allowed)."""
@@ -29,12 +35,19 @@ def user_claims(eng: ScopePolicy, user_id: int, client: OAuthClient, scopes: lis
     if claims_request:
         requestable = eng.permitted_scope(client, user_id, None).split()
     with eng.svc.sessions() as db:
-        return oidc_claims(db, user_id, client_id=client.client_id, scopes=scopes,
-                           claims_request=claims_request, requestable_scopes=requestable or [])
+        return oidc_claims(
+            db,
+            user_id,
+            client_id=client.client_id,
+            scopes=scopes,
+            claims_request=claims_request,
+            requestable_scopes=requestable or [],
+        )
 
 
-def claims_release(eng: ScopePolicy, client: OAuthClient, user_id: int, scope: str,
-                   claims_request: dict | None) -> tuple[dict | None, list[str]]:
+def claims_release(
+    eng: ScopePolicy, client: OAuthClient, user_id: int, scope: str, claims_request: dict | None
+) -> tuple[dict | None, list[str]]:
     """What to keep of an authorization request's ``claims`` parameter (OIDC Core §5.5), and
     the claims it asks for beyond the granted ``scope`` (which the user must consent to one by
     one). A claim is kept when a rule without a scope or of a granted scope produces it, or
@@ -42,14 +55,16 @@ def claims_release(eng: ScopePolicy, client: OAuthClient, user_id: int, scope: s
     with the user's permission); any other claim is dropped, as §5.5.1 lets the OP do."""
     if not claims_request:
         return claims_request, []
-    names = {n for member in claims_request.values() if isinstance(member, dict)
-             for n in member}
+    names = {n for member in claims_request.values() if isinstance(member, dict) for n in member}
     with eng.svc.sessions() as db:
         by_name = claim_release_scopes(db, client.client_id)
     granted = set(scope.split())
     wanted = {s for n in names for s in by_name.get(n, ()) if s is not None}
-    requestable = set(eng.permitted_scope(client, user_id, " ".join(sorted(wanted)))
-                      .split()) if wanted else set()
+    requestable = (
+        set(eng.permitted_scope(client, user_id, " ".join(sorted(wanted))).split())
+        if wanted
+        else set()
+    )
     kept, beyond = set(), []
     for name in sorted(names):
         scopes = by_name.get(name, set())
@@ -58,7 +73,8 @@ def claims_release(eng: ScopePolicy, client: OAuthClient, user_id: int, scope: s
         elif scopes & requestable:
             kept.add(name)
             beyond.append(name)
-    filtered = {member: ({n: v for n, v in spec.items() if n in kept}
-                         if isinstance(spec, dict) else spec)
-                for member, spec in claims_request.items()}
+    filtered = {
+        member: ({n: v for n, v in spec.items() if n in kept} if isinstance(spec, dict) else spec)
+        for member, spec in claims_request.items()
+    }
     return filtered, beyond

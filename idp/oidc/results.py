@@ -97,5 +97,13 @@ class LoggedOut:
     target: str | None
 
 
-Result = (JsonResult | BodyResult | Redirect | FormPost | ErrorPage | ConsentPrompt
-          | LogoutConfirm | LoggedOut)
+Result = (
+    JsonResult
+    | BodyResult
+    | Redirect
+    | FormPost
+    | ErrorPage
+    | ConsentPrompt
+    | LogoutConfirm
+    | LoggedOut
+)

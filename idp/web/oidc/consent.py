@@ -59,8 +59,7 @@ CLAIM_WORDS = {
 
 def claim_words(name: str) -> str:
     words = CLAIM_WORDS.get(name)
-    return str(words) if words is not None else gettext("Your “%(claim)s” information",
-                                                             claim=name)
+    return str(words) if words is not None else gettext("Your “%(claim)s” information", claim=name)
 
 
 class ConsentForm(FlaskForm):
@@ -78,16 +77,23 @@ def consent():
     form = ConsentForm()
     if request.method == "POST":
         if not form.validate_on_submit():
-            return to_response(engine.error_page(_("The form expired. Go back to the "
-                                                   "application and start again.")))
-        return to_response(engine.answer_consent(services, prompt, sid,
-                                                 approve=not form.deny.data))
+            return to_response(
+                engine.error_page(
+                    _("The form expired. Go back to the application and start again.")
+                )
+            )
+        return to_response(engine.answer_consent(services, prompt, sid, approve=not form.deny.data))
     client = prompt.client
     return page(
-        "consent.html", form=form, client=client, logo=client.shown_uri("logo_uri"),
-        policy_uri=client.shown_uri("policy_uri"), tos_uri=client.shown_uri("tos_uri"),
+        "consent.html",
+        form=form,
+        client=client,
+        logo=client.shown_uri("logo_uri"),
+        policy_uri=client.shown_uri("policy_uri"),
+        tos_uri=client.shown_uri("tos_uri"),
         scopes=[(s, SCOPE_WORDS.get(s, s)) for s in prompt.scopes],
-        claims=[(name, claim_words(name)) for name in prompt.claims])
+        claims=[(name, claim_words(name)) for name in prompt.claims],
+    )
 
 
 @bp.record_once

@@ -57,4 +57,3 @@ def _logged_out(services, result: LoggedOut):
     resp.delete_cookie(COOKIE, **session_manager(services).cookie_attributes())
     resp.headers["Cache-Control"] = "no-store"
     return resp
-

@@ -21,10 +21,15 @@ from ...sso.sessions import COOKIE
 def plain_request(*, with_json: bool = False) -> HttpRequest:
     """The current request as the engine reads it (``with_json``: parse a JSON body)."""
     return HttpRequest(
-        method=request.method, uri=request.url, headers=Headers(request.headers.items()),
-        query=request.args.to_dict(flat=False), form=request.form.to_dict(flat=False),
-        content_type=request.mimetype, content_length=request.content_length,
-        json=request.get_json(silent=True) if with_json else None)
+        method=request.method,
+        uri=request.url,
+        headers=Headers(request.headers.items()),
+        query=request.args.to_dict(flat=False),
+        form=request.form.to_dict(flat=False),
+        content_type=request.mimetype,
+        content_length=request.content_length,
+        json=request.get_json(silent=True) if with_json else None,
+    )
 
 
 def session_id() -> str | None:
@@ -59,14 +64,21 @@ def to_response(result) -> Response:
         resp.headers.update(result.headers)
         return resp
     if isinstance(result, BodyResult):
-        return Response(result.body, status=result.status, headers=result.headers,
-                        mimetype=result.content_type)
+        return Response(
+            result.body, status=result.status, headers=result.headers, mimetype=result.content_type
+        )
     if isinstance(result, Redirect):
         resp = redirect(result.location, result.status)
         return no_store(resp) if result.no_store else resp
     if isinstance(result, FormPost):
         return page("form_post.html", action=result.action, fields=result.fields)
     if isinstance(result, ErrorPage):
-        return page("error.html", result.status, code=result.status, title=text(result.title),
-                    message=text(result.message), reference=result.reference)
+        return page(
+            "error.html",
+            result.status,
+            code=result.status,
+            title=text(result.title),
+            message=text(result.message),
+            reference=result.reference,
+        )
     raise TypeError(f"no response for {type(result).__name__}")
