@@ -71,8 +71,9 @@ class HttpRequest:
 
     @property
     def values(self) -> Values:
-        """Query then form parameters, as one (a name in both: the query's values first)."""
-        if not self.form:
+        """Query then form parameters, as one (a name in both: the query's values first); a
+        GET has only its query (as Flask's ``request.values``)."""
+        if not self.form or self.method == "GET":
             return Values(self.query)
         if not self.query:
             return Values(self.form)
