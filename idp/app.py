@@ -36,11 +36,13 @@ BLUEPRINTS = [
     ".web.account",
     ".web.mfa",
     ".web.webauthn",
-    ".oidc.discovery",
-    ".oidc.authorize",
-    ".oidc.endpoints",
-    ".oidc.logout",
-    ".oidc.registration",
+    ".web.oidc.discovery",
+    ".web.oidc.authorize",
+    ".web.oidc.consent",
+    ".web.oidc.token",
+    ".web.oidc.userinfo",
+    ".web.oidc.logout",
+    ".web.oidc.registration",
     ".web.saml",
 ]
 

@@ -237,8 +237,8 @@ def test_login_step_pages(site, lang):
 def test_oidc_and_saml_templates(site, lang):
     from flask import render_template
 
-    from idp.oidc.authorize import SCOPE_WORDS, ConsentForm
-    from idp.oidc.logout import LogoutForm
+    from idp.web.oidc.consent import SCOPE_WORDS, ConsentForm
+    from idp.web.oidc.logout import LogoutForm
 
     with site.app.test_request_context("/", headers={"Accept-Language": lang}):
         pages = {

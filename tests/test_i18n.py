@@ -231,7 +231,7 @@ def test_consent_page_in_german(app):
     """The OIDC consent template: scopes in plain German words, translated buttons."""
     from flask import render_template
 
-    from idp.oidc.authorize import SCOPE_WORDS, ConsentForm
+    from idp.web.oidc.consent import SCOPE_WORDS, ConsentForm
 
     with app.test_request_context("/consent", headers={"Accept-Language": "de"}):
         html = render_template(

@@ -3,13 +3,9 @@ well-known documents served by ``idp.web.wellknown``."""
 
 from __future__ import annotations
 
-from flask import Blueprint
-
 from ..core.authn import ACR_MFA, ACR_SINGLE
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
-
-bp = Blueprint("oidc_discovery", __name__)
 
 CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "nonce",
           "azp", "at_hash", "name", "given_name", "family_name", "middle_name", "nickname",
@@ -55,9 +51,3 @@ def metadata(issuer: str) -> dict:
         "frontchannel_logout_supported": True,
         "frontchannel_logout_session_supported": True,
     }
-
-
-@bp.record_once
-def _register(state) -> None:
-    svc = state.app.extensions["idp"]
-    svc.extras.setdefault("discovery", {}).update(metadata(svc.settings.issuer))

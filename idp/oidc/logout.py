@@ -23,37 +23,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, redirect, render_template, request
-from flask_babel import gettext as _
-from flask_wtf import FlaskForm
-from wtforms import HiddenField, SubmitField
-
-from ..app import services
 from ..core.client_metadata import safe_uri
 from ..errors import new_reference
 from ..services import Services
-from ..sso.sessions import COOKIE, session_manager
+from ..sso.sessions import session_manager
 from .clients import client_cache
 from .fetch import OutboundError, OutboundRefused, outbound
+from .http import Values
+from .results import ErrorPage, LoggedOut, LogoutConfirm, Message, _
 from .server import engine
 from .tokens import InvalidToken, new_jti
 
-bp = Blueprint("oidc_logout", __name__)
 log = logging.getLogger("idp.oidc.logout")
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
-class LogoutForm(FlaskForm):
-    post_logout_redirect_uri = HiddenField()
-    state = HiddenField()
-    client_id = HiddenField()
-    confirm = SubmitField("Sign out")
-
-
-@bp.record_once
-def _register(state) -> None:
-    svc = state.app.extensions["idp"]
+def listen(svc: Services) -> None:
+    """Have every ended SSO session reach ``propagate`` (called once per app)."""
     session_manager(svc).logout_listeners.add(lambda record: propagate(svc, record))
 
 
@@ -139,33 +126,24 @@ def deliver(svc: Services, client_id: str, uri: str, token: str) -> bool:
 
 # --- RP-initiated logout -------------------------------------------------------------------------
 
-def _page(template: str, status: int = 200, **context) -> Response:
-    resp = Response(render_template(template, **context), status=status)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
-def _refuse(message: str) -> Response:
+def refuse(message: Message) -> ErrorPage:
     ref = new_reference()
-    log.info("logout request refused: %s", message, extra={"reference": ref})
-    return _page("error.html", 400, code=400, title=_("Sign-out request refused"),
-                 message=message, reference=ref)
+    log.info("logout request refused: %s", message.msgid % message.params
+             if message.params else message.msgid, extra={"reference": ref})
+    return ErrorPage(_("Sign-out request refused"), message, ref, 400)
 
 
-@bp.route("/oauth2/logout", methods=["GET", "POST"])
-def end_session():
-    svc = services()
-    eng = engine(svc)
-    values = request.values
+def check_single_valued(values: Values) -> ErrorPage | None:
     for key in values:
         if len(values.getlist(key)) > 1:
-            return _refuse(_("The parameter %(name)s was sent more than once.", name=key))
-    form = LogoutForm()
-    if request.method == "POST" and "confirm" in request.form:
-        if not form.validate_on_submit():
-            return _refuse(_("The form expired. Please try again."))
-        return _logout(svc, None, None, None)
+            return refuse(_("The parameter %(name)s was sent more than once.", name=key))
+    return None
 
+
+def end_session(svc: Services, values: Values, session_id: str | None,
+                ) -> ErrorPage | LogoutConfirm | LoggedOut:
+    """RP-Initiated Logout 1.0 §2-§3 (GET or POST without the confirmation form)."""
+    eng = engine(svc)
     hint = values.get("id_token_hint")
     client_id = values.get("client_id")
     redirect_uri = values.get("post_logout_redirect_uri")
@@ -175,37 +153,37 @@ def end_session():
         try:
             hint_claims = eng.signer.verify_id_token(hint, eng.issuer)
         except InvalidToken:
-            return _refuse(_("The sign-out request carries an invalid ID token."))
+            return refuse(_("The sign-out request carries an invalid ID token."))
         aud = hint_claims.get("aud")
         auds = aud if isinstance(aud, list) else [aud]
         if hint_claims.get("iss") != eng.issuer:
-            return _refuse(_("The sign-out request carries an ID token of another issuer."))
+            return refuse(_("The sign-out request carries an ID token of another issuer."))
         if client_id and client_id not in auds:
-            return _refuse(_("The ID token was not issued to this application."))
+            return refuse(_("The ID token was not issued to this application."))
         client_id = client_id or hint_claims.get("azp") or auds[0]
     client = client_cache(svc).get(client_id) if client_id else None
     if client_id and client is None:
-        return _refuse(_("The application that sent you here is not registered."))
+        return refuse(_("The application that sent you here is not registered."))
     if redirect_uri:
         if client is None or redirect_uri not in client.setting("post_logout_redirect_uris",
                                                                 []):
-            return _refuse(_("The application asked to return to an address it has not "
-                           "registered."))
-    current = session_manager(svc).current_by_sid(request.cookies.get(COOKIE))
+            return refuse(_("The application asked to return to an address it has not "
+                            "registered."))
+    current = session_manager(svc).current_by_sid(session_id)
     hint_matches = hint_claims is not None and (
         current is None or current.user_uuid == hint_claims.get("sub"))
     if not hint_matches:
         # Without proof that the RP knows this user's session, the user confirms (and no
         # redirect is made unless the hint was valid).
-        form.client_id.data = client_id or ""
-        return _page("logout_confirm.html", form=form,
-                     client_name=client.name if client else None)
-    return _logout(svc, redirect_uri, state, client)
+        return LogoutConfirm(client_id or "", client.name if client else None)
+    return logout(svc, session_id, redirect_uri, state)
 
 
-def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) -> Response:
+def logout(svc: Services, session_id: str | None, redirect_uri: str | None = None,
+           state: str | None = None) -> LoggedOut:
+    """End the SSO session; the front-channel frames to load and where to go next."""
     mgr = session_manager(svc)
-    record = mgr.end(request.cookies.get(COOKIE))
+    record = mgr.end(session_id)
     frames = []
     for key, info in ((record or {}).get("rps") or {}).items():
         if not key.startswith("oidc:"):
@@ -228,13 +206,4 @@ def _logout(svc: Services, redirect_uri: str | None, state: str | None, client) 
         if state:
             query.append(("state", state))
         target = urlunsplit(parts._replace(query=urlencode(query)))
-    if target and not frames:
-        resp = redirect(target, 303)
-    else:
-        resp = _page("logged_out.html", frames=frames, target=target)
-    resp.delete_cookie(COOKIE, **mgr.cookie_attributes())
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
-
+    return LoggedOut(frames, target)

@@ -8,20 +8,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, update
 
-from ..app import services
 from ..core.client_metadata import MetadataError, Policy, check_client_metadata
 from ..crypto import new_token
 from ..errors import Conflict, ValidationError
+from ..services import Services
 from ..storage.clients import ClientRegistry
 from ..storage.models import Client, InitialAccessToken
 from .clients import client_cache
 from .fetch import OutboundError, outbound
+from .http import HttpRequest
+from .results import BodyResult, JsonResult
 from .server import STANDARD_SCOPES
 
-bp = Blueprint("oidc_registration", __name__)
 log = logging.getLogger("idp.oidc.registration")
 
 _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "contacts",
@@ -31,15 +31,15 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version")
 
 
-def _error(error: str, description: str, status: int = 400) -> Response:
-    resp = jsonify(error=error, error_description=description)
-    resp.status_code = status
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _bearer() -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+def _error(error: str, description: str, status: int = 400) -> JsonResult:
+    return JsonResult(status, {"error": error, "error_description": description}, _NO_STORE)
+
+
+def _bearer(req: HttpRequest) -> str | None:
+    scheme, _, value = req.header("Authorization").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
@@ -102,15 +102,14 @@ def _client_document(svc, row: Client, secret: str | None = None,
     return doc
 
 
-@bp.post("/oauth2/register")
-def register():
-    svc = services()
-    if not svc.settings.oidc.open_registration and not _take_initial_token(svc, _bearer()):
+def register(svc: Services, req: HttpRequest) -> JsonResult:
+    """RFC 7591 §3: register a client from the JSON body."""
+    if not svc.settings.oidc.open_registration and not _take_initial_token(svc, _bearer(req)):
         return _error("invalid_token", "Registration needs a valid initial access token.",
                       401)
     try:
         policy = Policy.from_settings(svc.settings)
-        meta = validate_metadata(request.get_json(silent=True), policy)
+        meta = validate_metadata(req.json, policy)
         check_sector(svc, meta)
         with svc.sessions.begin() as db:
             registry = ClientRegistry(db, svc.hasher, svc.sealer, policy)
@@ -130,14 +129,11 @@ def register():
         return _error("invalid_client_metadata", str(exc))
     client_cache(svc).bump()
     log.info("client registered dynamically", extra={"client_id": doc["client_id"]})
-    resp = jsonify(doc)
-    resp.status_code = 201
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return JsonResult(201, doc, _NO_STORE)
 
 
-def _managed_client(svc, client_id: str):
-    token = _bearer()
+def _managed_client(svc: Services, req: HttpRequest, client_id: str) -> Client | None:
+    token = _bearer(req)
     with svc.sessions() as db:
         row = db.get(Client, client_id)
         if row is None or token is None or not svc.hasher.verify(token,
@@ -147,24 +143,21 @@ def _managed_client(svc, client_id: str):
         return row
 
 
-@bp.route("/oauth2/register/<client_id>", methods=["GET", "PUT", "DELETE"])
-def manage(client_id: str):
-    """RFC 7592 §2: an unknown client and a wrong token look the same (401)."""
-    svc = services()
-    row = _managed_client(svc, client_id)
+def manage(svc: Services, req: HttpRequest, client_id: str) -> JsonResult | BodyResult:
+    """RFC 7592 §2: read (GET), update (PUT) or delete (DELETE) a registered client; an
+    unknown client and a wrong token look the same (401)."""
+    row = _managed_client(svc, req, client_id)
     if row is None:
         return _error("invalid_token", "Unknown client or wrong registration access token.",
                       401)
-    if request.method == "GET":
-        resp = jsonify(_client_document(svc, row))
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
-    if request.method == "DELETE":
+    if req.method == "GET":
+        return JsonResult(200, _client_document(svc, row), _NO_STORE)
+    if req.method == "DELETE":
         with svc.sessions.begin() as db:
             db.delete(db.get(Client, client_id))
         client_cache(svc).bump()
-        return Response(status=204)
-    body = request.get_json(silent=True)
+        return BodyResult(204)
+    body = req.json
     if not isinstance(body, dict) or body.get("client_id") != client_id:
         return _error("invalid_client_metadata", "The body must repeat the client_id.")
     if "client_secret" in body and not svc.hasher.verify(str(body["client_secret"]),
@@ -198,6 +191,4 @@ def manage(client_id: str):
     except MetadataError as exc:
         return _error(exc.error, exc.description)
     client_cache(svc).bump()
-    resp = jsonify(doc)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return JsonResult(200, doc, _NO_STORE)

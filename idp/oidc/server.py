@@ -34,7 +34,6 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
-from flask import Response, json
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
@@ -46,7 +45,10 @@ from ..sso.sessions import session_manager
 from ..sso.users import account_usable
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
+from .claims import user_claims
 from .clients import OAuthClient, client_cache
+from .http import HttpRequest, PlainJsonRequest, PlainOAuth2Request
+from .results import JsonResult
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
 
 log = logging.getLogger("idp.oidc")
@@ -404,27 +406,21 @@ class AuthorizationServer(_AuthorizationServer):
         if scope and (len(scope) > 2000 or any(not s.isprintable() for s in scope)):
             raise InvalidScopeError()
 
-    def create_oauth2_request(self, request) -> OAuth2Request:
+    def create_oauth2_request(self, request: HttpRequest | OAuth2Request) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
-        from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+        return PlainOAuth2Request(request)
 
-        return FlaskOAuth2Request(request)
+    def create_json_request(self, request: HttpRequest) -> PlainJsonRequest:
+        return PlainJsonRequest(request)
 
-    def create_json_request(self, request):
-        from authlib.integrations.flask_oauth2.requests import FlaskJsonRequest
-
-        return FlaskJsonRequest(request)
-
-    def handle_response(self, status: int, body, headers) -> Response:
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        resp = Response(body, status=status, headers=headers)
-        if isinstance(body, str) and body.startswith("{"):
-            resp.mimetype = "application/json"
-        resp.headers.setdefault("Cache-Control", "no-store")
-        resp.headers.setdefault("Pragma", "no-cache")
-        return resp
+    def handle_response(self, status: int, body, headers) -> JsonResult:
+        """authlib's answer as a typed result; no caching of token responses (RFC 6749
+        §5.1)."""
+        out = dict(headers or ())
+        out.setdefault("Cache-Control", "no-store")
+        out.setdefault("Pragma", "no-cache")
+        return JsonResult(status, body, out)
 
     def send_signal(self, name, *args, **kwargs) -> None:
         return None
@@ -620,13 +616,11 @@ class Engine:
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
                  access_token: str | None) -> str:
-        from .userinfo import user_claims
-
         alg = client.setting("id_token_signed_response_alg", "RS256")
         if alg not in SIGNING_ALGS:
             alg = "RS256"
         now = self.now()
-        claims = user_claims(self.svc, ctx["user_id"], client,
+        claims = user_claims(self, ctx["user_id"], client,
                              ctx.get("scope", "").split() or ["openid"],
                              (ctx.get("claims") or {}).get("id_token"))
         claims.update({
