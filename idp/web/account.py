@@ -7,7 +7,7 @@ import io
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from zoneinfo import available_timezones
 
 from flask import (
@@ -29,7 +29,7 @@ from sqlalchemy import or_, select
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
-from ..services import ConsentLister, ConsentRevoker
+from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SecurityAnswer
@@ -63,6 +63,16 @@ _TIMEZONES = sorted(available_timezones())
 # revoker)`` from idp/oidc/authorize.py's blueprint hook); create_app copies them into each app's
 # ``consent_sources``. Goes when that call passes the app's services.
 CONSENT_SOURCES: list[tuple[ConsentLister, ConsentRevoker]] = []
+
+
+@overload
+def register_consent_source(
+    svc: Services, lister: ConsentLister, revoker: ConsentRevoker, /
+) -> None: ...
+
+
+@overload
+def register_consent_source(lister: ConsentLister, revoker: ConsentRevoker, /) -> None: ...
 
 
 def register_consent_source(*args: Any) -> None:
