@@ -100,14 +100,15 @@ class Services:
     hasher: KeyedHasher
     sealer: Sealer
     # Built from settings in build_services.
-    password_hasher: PasswordHasher = field(init=False)
-    mfa_policy: MfaPolicy = field(init=False)
-    mailer: Mailer = field(init=False)
-    mail_queue: MailQueue = field(init=False)
-    enrolment_query: EnrolmentQuery = field(init=False)
+    password_hasher: PasswordHasher
+    mfa_policy: MfaPolicy
+    mailer: Mailer
+    mail_queue: MailQueue
+    enrolment_query: EnrolmentQuery
     # The hub's SSO session manager: create_app builds the web layer's request-bound one; a
-    # command without an app gets the plain one.
-    sso_sessions: SessionManager = field(init=False)
+    # command without an app gets the plain one. Set by build_services right after the rest
+    # (the manager is built from the Services).
+    sso_sessions: SessionManager = field(default=None, kw_only=True)  # type: ignore[assignment]
     # Registries, by id; filled in build_services (built-ins) and create_app.
     credential_backends: dict[str, BackendFactory] = field(default_factory=dict)
     sms_senders: dict[str, SenderFactory] = field(default_factory=dict)
@@ -188,6 +189,7 @@ def build_services(
     secret_key = load_secret_key(settings)
     # Values sealed at rest use the key-encryption key when set, else the secret key.
     seal_master = settings.keys.encryption_key or secret_key
+    mailer = make_mailer(settings)
     svc = Services(
         settings=settings,
         clock=clock,
@@ -198,13 +200,13 @@ def build_services(
         secret_key=secret_key,
         hasher=KeyedHasher(derive_key(secret_key, "keyed-hash")),
         sealer=Sealer(derive_key(seal_master, "sealed-values")),
+        password_hasher=PasswordHasher(settings.auth.max_concurrent_hashes),
+        mfa_policy=MfaPolicy.from_settings(settings.mfa),
+        mailer=mailer,
+        mail_queue=make_queue(settings, mailer.transport),
+        enrolment_query=EnrolmentQuery(),
         credential_backends=dict(BUILT_IN_BACKENDS),
         sms_senders=dict(BUILT_IN_SENDERS),
     )
-    svc.password_hasher = PasswordHasher(settings.auth.max_concurrent_hashes)
-    svc.mfa_policy = MfaPolicy.from_settings(settings.mfa)
-    svc.mailer = make_mailer(settings)
-    svc.mail_queue = make_queue(settings, svc.mailer.transport)
-    svc.enrolment_query = EnrolmentQuery()
     svc.sso_sessions = (session_manager or SessionManager)(svc)
     return svc
