@@ -12,7 +12,7 @@ import json
 
 from flask import Blueprint, Response, request
 
-from .current import svc as services
+from .current import svc as current_services
 
 bp = Blueprint("wellknown", __name__)
 
@@ -20,7 +20,7 @@ bp = Blueprint("wellknown", __name__)
 def _cacheable(key: tuple, build, max_age: int) -> Response:
     """Serve a JSON document serialized once per worker for each ``key`` (its ETag with it):
     these are the most requested URLs and change only with configuration or keys."""
-    cache = services().wellknown_cache
+    cache = current_services().wellknown_cache
     hit = cache.get(key)
     if hit is None:
         body = json.dumps(build(), separators=(",", ":"), sort_keys=True)
@@ -36,7 +36,7 @@ def _cacheable(key: tuple, build, max_age: int) -> Response:
 
 
 def metadata() -> dict:
-    svc = services()
+    svc = current_services()
     issuer = svc.settings.issuer
     doc = {
         "issuer": issuer,
@@ -60,7 +60,7 @@ def oauth_authorization_server():
 
 @bp.get("/jwks")
 def jwks():
-    svc = services()
+    svc = current_services()
     ring = svc.keys.ring()
     published = ring.published(svc.clock.utcnow())
     # Keyed by the published kids: a rotation, or a previous key passing its overlap,
