@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-import secrets
 import time
 import uuid
 from typing import Any
@@ -21,7 +20,9 @@ from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services
 from .settings import load_settings
-from .sso.sessions import session_manager
+from .web.account import CONSENT_SOURCES as LEGACY_CONSENT_SOURCES
+from .web.account import register_consent_source
+from .web.csp import content_security_policy, csp_nonce
 from .web.sso import BrowserSessions
 
 log = logging.getLogger("idp.app")
@@ -76,7 +77,9 @@ def services() -> Services:
 def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
     settings = load_settings(overrides)
     logs.configure(settings.logging.level, settings.logging.format)
-    svc = build_services(settings, clock)
+    # The hub's session manager is the one bound to Flask requests, so every caller (web pages
+    # and protocol engines alike) shares it and its per-request record cache.
+    svc = build_services(settings, clock, session_manager=BrowserSessions)
 
     app = Flask("idp", template_folder=str(resource_dir("templates")))
     app.config.update(
@@ -88,9 +91,6 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = svc
-    # The hub's session manager, bound to Flask requests: built first, so every caller (web
-    # pages and protocol engines alike) shares this one and its per-request record cache.
-    session_manager(svc, BrowserSessions)
     app.session_interface = _CookieSessions()
     if settings.server.trusted_proxies:
         n = settings.server.trusted_proxies
@@ -101,6 +101,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 
     for module in BLUEPRINTS:
         app.register_blueprint(importlib.import_module(module, __package__).bp)
+    # Transitional: consent sources registered without an app (web/account.CONSENT_SOURCES).
+    for lister, revoker in LEGACY_CONSENT_SOURCES:
+        register_consent_source(svc, lister, revoker)
 
     @app.context_processor
     def _branding():
@@ -111,30 +114,6 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         }
 
     return app
-
-
-def csp_nonce() -> str:
-    """This response's script nonce (CSP Level 3, nonce-source; "Nonce Reuse": a unique value
-    of at least 128 bits each time a policy is sent), so an injected ``<script>`` cannot carry
-    it. Templates read it as ``csp_nonce``."""
-    nonce = g.get("csp_nonce")
-    if nonce is None:
-        nonce = g.csp_nonce = secrets.token_urlsafe(18)
-    return nonce
-
-
-def content_security_policy(nonce: str) -> str:
-    """The policy of every response. Scripts: this origin's files and the inline scripts that
-    carry the nonce, nothing else (no 'unsafe-inline', so neither an injected ``<script>`` nor
-    an ``on...=`` attribute runs); no plugins; no ``<base>`` to redirect relative URLs; never
-    framed (clickjacking). ``form-action`` is left out on purpose, as Keycloak does: the SAML
-    POST binding and OAuth ``form_post`` post to the relying party's origin, and browsers also
-    check the redirects that follow a form post (the login form's answer goes on to the
-    relying party's redirect URI), which a fixed list of origins cannot know."""
-    return (
-        f"script-src 'self' 'nonce-{nonce}'; object-src 'none'; base-uri 'none'; "
-        "frame-ancestors 'none'"
-    )
 
 
 def _install_request_hooks(app: Flask, access_log: bool) -> None:

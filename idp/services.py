@@ -1,12 +1,23 @@
-"""The container of concrete parts, built once from settings (by ``create_app`` or the CLI)."""
+"""The container of concrete parts, built once from settings (by ``create_app`` or the CLI).
+
+Every part is a typed field, built once and explicitly: by :func:`build_services` when it needs
+only settings, by ``create_app`` when it needs the web layer (the Flask-bound session manager).
+Registries (consent sources, SMS senders, credential backends) are fields too, filled when the
+app is built, so two apps in one process never see each other's registrations (design ideas 8
+and 9). The few parts that are costly or can fail on configuration a command never uses
+(the credential chain, the LDAP connector, the WebAuthn relying party, the SMS sender) are
+typed properties built on first use, once per Services.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +30,24 @@ from .keys import KeyManager
 from .settings import Section, redact_url
 from .storage.db import make_engine, make_session_factory
 from .storage.store import make_store
+
+if TYPE_CHECKING:
+    from .backends.enrolment import EnrolmentQuery
+    from .backends.ldap import LdapConnector
+    from .backends.passwords import PasswordHasher
+    from .backends.webauthn import RelyingParty
+    from .core.credentials import CredentialBackend, CredentialChain
+    from .core.policy import MfaPolicy
+    from .delivery.mail import Mailer, MailQueue
+    from .delivery.sms import SenderFactory, SmsSender
+    from .sso.sessions import SessionManager
+
+# A source of consented applications for /account/apps (the OIDC consent store is one):
+#   list(svc, user) -> [{"key", "name", "logo_uri"?, "scopes": [...], "granted_at"?}]
+#   revoke(svc, user, key) -> None
+ConsentLister = Callable[[Any, Any], list[dict[str, Any]]]
+ConsentRevoker = Callable[[Any, Any, str], None]
+BackendFactory = Callable[["Services"], "CredentialBackend"]
 
 
 def ensure_instance_dir(path: str) -> Path:
@@ -70,7 +99,54 @@ class Services:
     secret_key: str
     hasher: KeyedHasher
     sealer: Sealer
+    # Built from settings in build_services.
+    password_hasher: PasswordHasher
+    mfa_policy: MfaPolicy
+    mailer: Mailer
+    mail_queue: MailQueue
+    enrolment_query: EnrolmentQuery
+    # The hub's SSO session manager: create_app builds the web layer's request-bound one; a
+    # command without an app gets the plain one. Set by build_services right after the rest
+    # (the manager is built from the Services).
+    sso_sessions: SessionManager = field(default=None, kw_only=True)  # type: ignore[assignment]
+    # Registries, by id; filled in build_services (built-ins) and create_app.
+    credential_backends: dict[str, BackendFactory] = field(default_factory=dict)
+    sms_senders: dict[str, SenderFactory] = field(default_factory=dict)
+    consent_sources: list[tuple[ConsentLister, ConsentRevoker]] = field(default_factory=list)
+    # Caches of documents and pages rendered once per worker (web/wellknown.py, web/kept.py).
+    wellknown_cache: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
+    kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
+    # Transitional: the OIDC and SAML packages' own lazily built parts (engine, client cache,
+    # back-channel pool, outbound fetcher, discovery entries, SAML engine) until those packages
+    # move to typed fields like the ones above. Nothing else may use it.
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def credential_chain(self) -> CredentialChain:
+        """``[auth] backends`` in order, each built by its registered factory."""
+        from .backends.chain import build_chain
+
+        return build_chain(self)
+
+    @cached_property
+    def ldap_connector(self) -> LdapConnector:
+        """The connector whose pool the LDAP backend, sync and the CLI share."""
+        from .backends.ldap import LdapConnector
+
+        return LdapConnector(self.settings.ldap)
+
+    @cached_property
+    def webauthn_rp(self) -> RelyingParty:
+        from .backends.webauthn import RelyingParty
+
+        return RelyingParty.from_settings(self.settings)
+
+    @cached_property
+    def sms_sender(self) -> SmsSender:
+        """The ``[mfa] sms_sender`` gateway (outbox files without ``sms_url``)."""
+        from .delivery.sms import make_sms_sender
+
+        return make_sms_sender(self.settings, self.sms_senders)
 
     def check_database(self) -> None:
         """Raise StartupError with a one-line reason when the database cannot be reached."""
@@ -84,7 +160,21 @@ class Services:
             ) from None
 
 
-def build_services(settings: Section, clock: Clock | None = None) -> Services:
+def build_services(
+    settings: Section,
+    clock: Clock | None = None,
+    session_manager: Callable[[Services], SessionManager] | None = None,
+) -> Services:
+    """Every part from settings. ``session_manager`` builds the SSO session manager (create_app
+    passes the web layer's; the plain one otherwise)."""
+    from .backends.chain import BUILT_IN_BACKENDS
+    from .backends.enrolment import EnrolmentQuery
+    from .backends.passwords import PasswordHasher
+    from .core.policy import MfaPolicy
+    from .delivery.mail import make_mailer, make_queue
+    from .delivery.sms import BUILT_IN_SENDERS
+    from .sso.sessions import SessionManager
+
     clock = clock or Clock()
     ensure_instance_dir(settings.instance_dir)
     db = settings.database
@@ -99,7 +189,8 @@ def build_services(settings: Section, clock: Clock | None = None) -> Services:
     secret_key = load_secret_key(settings)
     # Values sealed at rest use the key-encryption key when set, else the secret key.
     seal_master = settings.keys.encryption_key or secret_key
-    return Services(
+    mailer = make_mailer(settings)
+    svc = Services(
         settings=settings,
         clock=clock,
         engine=engine,
@@ -109,4 +200,13 @@ def build_services(settings: Section, clock: Clock | None = None) -> Services:
         secret_key=secret_key,
         hasher=KeyedHasher(derive_key(secret_key, "keyed-hash")),
         sealer=Sealer(derive_key(seal_master, "sealed-values")),
+        password_hasher=PasswordHasher(settings.auth.max_concurrent_hashes),
+        mfa_policy=MfaPolicy.from_settings(settings.mfa),
+        mailer=mailer,
+        mail_queue=make_queue(settings, mailer.transport),
+        enrolment_query=EnrolmentQuery(),
+        credential_backends=dict(BUILT_IN_BACKENDS),
+        sms_senders=dict(BUILT_IN_SENDERS),
     )
+    svc.sso_sessions = (session_manager or SessionManager)(svc)
+    return svc

@@ -58,7 +58,7 @@ def make_app(instance_dir: Path) -> Callable[..., Any]:
     yield factory
     for app in apps:
         # Mails still queued are sent (and logged) within the test that queued them.
-        queue = app.extensions["idp"].extras.get("mail_queue")
+        queue = app.extensions["idp"].mail_queue
         if queue is not None:
             queue.wait_idle(15)
         app.extensions["idp"].engine.dispose()

@@ -63,7 +63,7 @@ def login(client, username: str, password: str, r: str | None = None, next: str 
 
 def outbox(svc) -> list[email.message.EmailMessage]:
     """The mails sent so far, once the background mail queue has nothing left to do."""
-    queue = svc.extras.get("mail_queue")
+    queue = svc.mail_queue
     assert queue is None or queue.wait_idle(15), "mail still queued after 15 s"
     box = Path(svc.settings.instance_dir) / "outbox"
     files = sorted(box.glob("*.eml")) if box.is_dir() else []

@@ -185,14 +185,12 @@ def test_activity_lists_logins_and_failures(app, client):
 
 
 def test_apps_hook(app, client):
-    from idp.web import account
-
     revoked = []
     entry = (
         lambda svc, user: [{"key": "rp1", "name": "Wiki", "scopes": ["openid", "email"]}],
         lambda svc, user, key: revoked.append(key),
     )
-    account.CONSENT_SOURCES.append(entry)
+    app.extensions["idp"].consent_sources.append(entry)
     try:
         page = client.get("/account/apps").get_data(as_text=True)
         assert "Wiki" in page and "openid, email" in page
@@ -201,7 +199,7 @@ def test_apps_hook(app, client):
         client.post("/account/apps", data={"csrf_token": csrf(page), "app": "rp1"})
         assert revoked == ["rp1"]
     finally:
-        account.CONSENT_SOURCES.remove(entry)
+        app.extensions["idp"].consent_sources.remove(entry)
     assert "not given any application" in client.get("/account/apps").get_data(as_text=True)
 
 

@@ -116,8 +116,8 @@ def test_an_override_using_a_value_in_a_url_is_rendered_every_time(make_app, ins
         )
         assert resp.status_code == 302 and resp.headers["Location"].startswith("/resume?r=")
     assert seen[0] != seen[1]
-    assert app.extensions["idp"].extras["kept_pages"] and not any(
-        app.extensions["idp"].extras["kept_pages"].values()
+    assert app.extensions["idp"].kept_pages and not any(
+        app.extensions["idp"].kept_pages.values()
     )
 
 

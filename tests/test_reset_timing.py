@@ -101,7 +101,7 @@ def test_slow_smtp_never_shows_in_the_answer_time(make_app, smtp):
     # Far below one SMTP delivery: the mail is not sent inside the request.
     assert known_time < SLOW / 3 and unknown_time < SLOW / 3, (known_time, unknown_time)
     # ...and it still arrives, once, to the account's address only.
-    assert svc.extras["mail_queue"].wait_idle(10)
+    assert svc.mail_queue.wait_idle(10)
     (mail,) = inbox.messages
     assert (
         mail["To"] == "ann@example.org"
@@ -132,7 +132,7 @@ def test_slow_smtp_never_shows_in_the_magic_link_answer_time(make_app, smtp):
         pages.append(_main(resp))
     assert max(times) < SLOW / 3, times
     assert pages[0] == pages[1]
-    assert svc.extras["mail_queue"].wait_idle(10)
+    assert svc.mail_queue.wait_idle(10)
     (mail,) = inbox.messages
     assert mail["To"] == "newbie@example.org"
 
@@ -290,7 +290,7 @@ def test_a_refused_delivery_is_retried_until_it_arrives(make_app, smtp, capsys):
     make_user(svc, "ann")
     resp = post_form(app.test_client(), "/password/reset", {"email": "ann@example.org"})
     assert resp.status_code == 200
-    assert svc.extras["mail_queue"].wait_idle(10)
+    assert svc.mail_queue.wait_idle(10)
     assert inbox.refused == 2
     (mail,) = inbox.messages
     assert mail["To"] == "ann@example.org"
@@ -308,7 +308,7 @@ def test_a_delivery_that_keeps_failing_is_given_up_with_an_error_line(make_app, 
     make_user(svc, "ann")
     resp = post_form(app.test_client(), "/password/reset", {"email": "ann@example.org"})
     assert resp.status_code == 200 and "Check your e-mail" in resp.get_data(as_text=True)
-    assert svc.extras["mail_queue"].wait_idle(10)
+    assert svc.mail_queue.wait_idle(10)
     err = capsys.readouterr().err
     assert err.count("mail reset attempt") == 2
     assert "ERROR idp.mail mail reset not delivered after 3 attempts, given up" in err

@@ -1,19 +1,19 @@
-"""Builds the credential chain from ``[auth] backends`` once per process (design idea 9)."""
+"""Builds the credential chain from ``[auth] backends`` once per app (design idea 9): each
+backend has an id and a factory; ``Services.credential_backends`` holds them (the built-ins
+below, plus any added with :func:`register_credential_backend` while the app is built)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..core.credentials import CredentialBackend, CredentialChain
 from ..errors import ConfigError
-from ..services import Services
+from ..services import BackendFactory, Services
 from .passwords import PasswordHasher
 
 
 def _local(svc: Services) -> CredentialBackend:
     from .local import LocalPasswordBackend
 
-    return LocalPasswordBackend(svc, password_hasher(svc))
+    return LocalPasswordBackend(svc, svc.password_hasher)
 
 
 def _ldap(svc: Services) -> CredentialBackend:
@@ -22,26 +22,28 @@ def _ldap(svc: Services) -> CredentialBackend:
     return ldap_backend(svc)
 
 
-# Backend id -> factory. Another backend registers here.
-FACTORIES: dict[str, Callable[[Services], CredentialBackend]] = {"local": _local, "ldap": _ldap}
+# Backend id -> factory: the built-ins every app starts with.
+BUILT_IN_BACKENDS: dict[str, BackendFactory] = {"local": _local, "ldap": _ldap}
+
+
+def register_credential_backend(svc: Services, backend_id: str, factory: BackendFactory) -> None:
+    """Make a backend available to this app as ``[auth] backends = [..., "<backend_id>"]``;
+    before the chain is first used (while the app is built)."""
+    svc.credential_backends[backend_id] = factory
+
+
+def build_chain(svc: Services) -> CredentialChain:
+    backends = []
+    for name in svc.settings.auth.backends:
+        if name not in svc.credential_backends:
+            raise ConfigError(f"auth.backends names an unknown backend {name!r}")
+        backends.append(svc.credential_backends[name](svc))
+    return CredentialChain(backends)
 
 
 def password_hasher(svc: Services) -> PasswordHasher:
-    hasher = svc.extras.get("password_hasher")
-    if hasher is None:
-        hasher = svc.extras["password_hasher"] = PasswordHasher(
-            svc.settings.auth.max_concurrent_hashes
-        )
-    return hasher
+    return svc.password_hasher
 
 
 def credential_chain(svc: Services) -> CredentialChain:
-    chain = svc.extras.get("credential_chain")
-    if chain is None:
-        backends = []
-        for name in svc.settings.auth.backends:
-            if name not in FACTORIES:
-                raise ConfigError(f"auth.backends names an unknown backend {name!r}")
-            backends.append(FACTORIES[name](svc))
-        chain = svc.extras["credential_chain"] = CredentialChain(backends)
-    return chain
+    return svc.credential_chain

@@ -480,7 +480,4 @@ def _entries(conn: Connection) -> list[dict[str, Any]]:
 
 def ldap_connector(svc: Services) -> LdapConnector:
     """The process-wide connector (its pool is shared by the backend, sync and the CLI)."""
-    connector = svc.extras.get("ldap_connector")
-    if connector is None:
-        connector = svc.extras["ldap_connector"] = LdapConnector(svc.settings.ldap)
-    return connector
+    return svc.ldap_connector

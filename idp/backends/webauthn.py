@@ -152,10 +152,7 @@ def _is_ip(host: str) -> bool:
 
 
 def relying_party(svc: Any) -> RelyingParty:
-    rp = svc.extras.get("webauthn_rp")
-    if rp is None:
-        rp = svc.extras["webauthn_rp"] = RelyingParty.from_settings(svc.settings)
-    return rp
+    return svc.webauthn_rp
 
 
 def user_handle(user: Any) -> bytes:

@@ -86,8 +86,8 @@ class Factor(Protocol):
     def enrolled(self, svc: Any, user: Any) -> bool: ...
 
     # Optional: ``enrolled_clause(svc, user_id)`` returns the factor's own condition "this user
-    # has it" (``user_id`` may be a query parameter) for one combined query (see
-    # ``set_enrolment_query``), or None when the factor is switched off. The factor's module
+    # has it" (``user_id`` may be a query parameter) for one combined query (the services'
+    # ``enrolment_query``), or None when the factor is switched off. The factor's module
     # keeps owning its data; the login asks once, not once per factor.
 
     def begin(self, svc: Any, user: Any, pending: PendingLogin) -> dict[str, Any]:
@@ -110,23 +110,17 @@ def factors() -> dict[str, Factor]:
 
 
 # (svc, db or None, user id, factors with ``enrolled_clause``) -> ids of those the user has,
-# in one round trip.
+# in one round trip: ``svc.enrolment_query`` (on SQL; this module stays free of it).
 EnrolmentQuery = Callable[[Any, Any, int, list[Factor]], set[str]]
-_QUERY: list[EnrolmentQuery] = []
-
-
-def set_enrolment_query(run: EnrolmentQuery) -> None:
-    """Install the function that evaluates the factors' ``enrolled_clause`` conditions together
-    (the web layer's, on SQL; this module stays free of it)."""
-    _QUERY[:] = [run]
 
 
 def enrolled_factors(svc: Any, user: Any, db: Any = None) -> list[Factor]:
     """The registered factors this user has set up, in registration order. Factors with an
     ``enrolled_clause`` are answered by one query (on ``db`` when given, so it sees the caller's
     own unflushed changes and costs no extra connection); others are asked one by one."""
-    combined = [f for f in _FACTORS.values() if hasattr(f, "enrolled_clause")] if _QUERY else []
-    have = _QUERY[0](svc, db, user.id, combined) if combined else set()
+    run: EnrolmentQuery | None = getattr(svc, "enrolment_query", None)
+    combined = [f for f in _FACTORS.values() if hasattr(f, "enrolled_clause")] if run else []
+    have = run(svc, db, user.id, combined) if run and combined else set()
     return [
         f
         for f in _FACTORS.values()

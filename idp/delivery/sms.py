@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,7 +89,8 @@ class TwilioSms:
 
 
 SenderFactory = Callable[[Any], SmsSender]
-_SENDERS: dict[str, SenderFactory] = {
+# Sender id -> factory (from settings): the built-ins every app starts with.
+BUILT_IN_SENDERS: dict[str, SenderFactory] = {
     "webhook": lambda s: WebhookSms(s.sms_url, s.mfa.sms_timeout),
     "twilio": lambda s: TwilioSms(
         s.sms_url, s.mfa.sms_username, s.mfa.sms_password, s.mfa.sms_from, s.mfa.sms_timeout
@@ -97,15 +98,18 @@ _SENDERS: dict[str, SenderFactory] = {
 }
 
 
-def register_sms_sender(sender_id: str, factory: SenderFactory) -> None:
-    """Make a gateway available as ``[mfa] sms_sender = "<sender_id>"``."""
-    _SENDERS[sender_id] = factory
+def register_sms_sender(svc: Any, sender_id: str, factory: SenderFactory) -> None:
+    """Make a gateway available to this app as ``[mfa] sms_sender = "<sender_id>"`` (while the
+    app is built: the sender is made on first use)."""
+    svc.sms_senders[sender_id] = factory
 
 
-def make_sms_sender(settings: Any) -> SmsSender:
+def make_sms_sender(
+    settings: Any, senders: Mapping[str, SenderFactory] = BUILT_IN_SENDERS
+) -> SmsSender:
     if not settings.sms_url:
         return OutboxSms(Path(settings.instance_dir) / "outbox")
-    factory = _SENDERS.get(settings.mfa.sms_sender)
+    factory = senders.get(settings.mfa.sms_sender)
     if factory is None:
         raise SmsError(f"unknown SMS sender {settings.mfa.sms_sender!r}")
     return factory(settings)

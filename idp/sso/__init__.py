@@ -22,7 +22,7 @@ idp.sso.sessions
       .cookie_attributes()      path / secure / samesite for setting and clearing COOKIE
       .logout_listeners         LogoutListeners told about every ended session
     LogoutListeners             .add(listener) at app set-up; .notify(record) on destroy
-    session_manager(svc, build=SessionManager)  the app's one manager, built on first use
+    session_manager(svc)        the app's one manager (Services.sso_sessions, built with Services)
 
 idp.sso.users
     load_user(db, user_id=, uuid=)  a user by id or uuid

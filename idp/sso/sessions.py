@@ -222,12 +222,7 @@ class SessionManager:
         return {"path": "/", "secure": self.secure_cookie, "samesite": "Lax"}
 
 
-def session_manager(
-    svc: Services, build: Callable[[Services], SessionManager] = SessionManager
-) -> SessionManager:
-    """The app's one SessionManager, made by ``build`` on first use. ``create_app`` asks first,
-    with the web layer's request-bound subclass, so every caller shares that one."""
-    mgr = svc.extras.get("sessions")
-    if mgr is None:
-        mgr = svc.extras["sessions"] = build(svc)
-    return mgr
+def session_manager(svc: Services) -> SessionManager:
+    """The app's one SessionManager (``Services.sso_sessions``): ``create_app`` builds the web
+    layer's request-bound subclass, so every caller shares that one and its record cache."""
+    return svc.sso_sessions

@@ -22,11 +22,8 @@ from .users import load_user
 
 
 def mfa_policy(svc: Services) -> MfaPolicy:
-    """The ``[mfa]`` policy, parsed once per app."""
-    cached = svc.extras.get("mfa_policy")
-    if cached is None:
-        cached = svc.extras["mfa_policy"] = MfaPolicy.from_settings(svc.settings.mfa)
-    return cached
+    """The ``[mfa]`` policy, parsed once per app (``Services.mfa_policy``)."""
+    return svc.mfa_policy
 
 
 def requirement(svc: Services, db: Any, user: Any, req: AuthnRequest | None) -> MfaRequirement:

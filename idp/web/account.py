@@ -6,9 +6,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from zoneinfo import available_timezones
 
 from flask import (
@@ -30,6 +29,7 @@ from sqlalchemy import or_, select
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
+from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SecurityAnswer
@@ -54,21 +54,43 @@ AVATAR_MIN_PX = 200
 AVATAR_SIZE = 256
 _TIMEZONES = sorted(available_timezones())
 
-# Consented applications. The OIDC consent code registers one source:
+# Consented applications: each app's ``Services.consent_sources`` (the OIDC consent store is
+# one), filled while the app is built.
 #   list(svc, user) -> [{"key", "name", "logo_uri"?, "scopes": [...], "granted_at"?}]
 #   revoke(svc, user, key) -> None
-ConsentLister = Callable[[Any, User], list[dict[str, Any]]]
-ConsentRevoker = Callable[[Any, User, str], None]
+
+# Transitional: sources registered the old way, without an app (``register_consent_source(lister,
+# revoker)`` from idp/oidc/authorize.py's blueprint hook); create_app copies them into each app's
+# ``consent_sources``. Goes when that call passes the app's services.
 CONSENT_SOURCES: list[tuple[ConsentLister, ConsentRevoker]] = []
 
 
-def register_consent_source(lister: ConsentLister, revoker: ConsentRevoker) -> None:
-    """Hook for the consent store: its grants appear on /account/apps and can be revoked."""
-    CONSENT_SOURCES.append((lister, revoker))
+@overload
+def register_consent_source(
+    svc: Services, lister: ConsentLister, revoker: ConsentRevoker, /
+) -> None: ...
+
+
+@overload
+def register_consent_source(lister: ConsentLister, revoker: ConsentRevoker, /) -> None: ...
+
+
+def register_consent_source(*args: Any) -> None:
+    """``register_consent_source(svc, lister, revoker)``: the consent store's grants appear on
+    this app's /account/apps and can be revoked there. (The transitional two-argument form
+    ``(lister, revoker)`` adds to :data:`CONSENT_SOURCES`.)"""
+    if len(args) == 3:
+        s, lister, revoker = args
+        if (lister, revoker) not in s.consent_sources:
+            s.consent_sources.append((lister, revoker))
+    else:
+        lister, revoker = args
+        CONSENT_SOURCES.append((lister, revoker))
 
 
 def _consents(user: User) -> list[dict[str, Any]]:
-    return [c for lister, _r in CONSENT_SOURCES for c in lister(svc(), user)]
+    s = svc()
+    return [c for lister, _r in s.consent_sources for c in lister(s, user)]
 
 
 def _avatar_dir() -> Path:
@@ -330,7 +352,7 @@ def apps():
             if not form.validate():
                 abort(400, _("The form expired. Please try again."))
             key = request.form.get("app", "")
-            for _lister, revoker in CONSENT_SOURCES:
+            for _lister, revoker in svc().consent_sources:
                 revoker(svc(), user, key)
             audit(db, "consent.revoked", actor=user.uuid, target=user.uuid, app=key[:200])
             db.commit()

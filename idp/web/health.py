@@ -6,6 +6,8 @@ import logging
 
 from flask import Blueprint, jsonify
 
+from .current import svc as current_services
+
 bp = Blueprint("health", __name__)
 log = logging.getLogger("idp.health")
 
@@ -17,9 +19,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    from ..app import services
-
-    svc = services()
+    svc = current_services()
     checks: dict[str, str] = {}
     for name, probe in (("database", svc.check_database), ("store", svc.store.ping)):
         try:

@@ -18,14 +18,14 @@ from typing import Any
 from flask import render_template, request
 from markupsafe import escape
 
-from ..app import csp_nonce
+from .csp import csp_nonce
 from .current import svc
 from .i18n import html_lang
 
 _MARKER = re.compile("\x00([a-z_]{1,32})\x00")
 # Markers that went through a URL or JSON encoder, or a filter: the shell would be wrong.
 _BROKEN = ("\x00", "%00", "\\u0000", "&#0;")
-# The response's script nonce (idp.app.csp_nonce) is a value of every kept page: a page with
+# The response's script nonce (idp.web.csp.csp_nonce) is a value of every kept page: a page with
 # an inline script must never be kept with the nonce of the request that first rendered it.
 _NONCE = "csp_nonce"
 
@@ -47,7 +47,7 @@ def render_kept(
     """The page for ``values`` (None = absent, which may change the page's shape). ``context``
     builds the template's context from the values (or their markers); ``shape`` names anything
     else the page depends on. Both must not hold per-request data beyond ``values``."""
-    kept = svc().extras.setdefault("kept_pages", {})
+    kept = svc().kept_pages
     values = {**values, _NONCE: csp_nonce()}
     # The mount point is in the key too: links are built under it.
     present = frozenset(k for k, v in values.items() if v is not None)

@@ -11,27 +11,19 @@ from flask_babel import force_locale, get_locale
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
-from ..delivery.mail import Mailer, MailQueue, make_mailer, make_queue
+from ..delivery.mail import Mailer, MailQueue
 from ..storage.models import User
 from .current import svc
 from .i18n import offered_language, offered_languages
 
 
 def mailer() -> Mailer:
-    s = svc()
-    m = s.extras.get("mailer")
-    if m is None:
-        m = s.extras["mailer"] = make_mailer(s.settings)
-    return m
+    return svc().mailer
 
 
 def mail_queue() -> MailQueue:
-    """This app's background mail queue (idp.delivery.mail.MailQueue), built once."""
-    s = svc()
-    q = s.extras.get("mail_queue")
-    if q is None:
-        q = s.extras["mail_queue"] = make_queue(s.settings, mailer().transport)
-    return q
+    """This app's background mail queue (idp.delivery.mail.MailQueue), built with the app."""
+    return svc().mail_queue
 
 
 def mail_locale(to: str, recipient: User | None = None) -> str:

@@ -18,7 +18,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, bindparam, delete, select
+from sqlalchemy import delete, select
 from werkzeug.wrappers import Response
 
 from ..backends import backup_codes, otp_delivery, totp
@@ -27,8 +27,7 @@ from ..backends.lockout import lock_key
 from ..core.authn import AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaRequirement
-from ..core.steps import enrolled_factors, factors, set_enrolment_query
-from ..delivery.sms import make_sms_sender
+from ..core.steps import enrolled_factors, factors
 from ..sso import stepup
 from ..sso.stepup import mfa_policy
 from ..storage.models import User
@@ -51,11 +50,7 @@ PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
 
 
 def sms_sender() -> Any:
-    s = svc()
-    sender = s.extras.get("sms")
-    if sender is None:
-        sender = s.extras["sms"] = make_sms_sender(s.settings)
-    return sender
+    return svc().sms_sender
 
 
 def _deliver(kind: str, user: User, destination: str, code: str) -> None:
@@ -79,33 +74,6 @@ def _deliver(kind: str, user: User, destination: str, code: str) -> None:
 otp_delivery.register_code_factors(_deliver)
 
 
-def _enrolment_query(s: Any, db: Any, user_id: int, asked: list[Any]) -> set[str]:
-    """Every factor's "enrolled" condition as one ``SELECT EXISTS(...), EXISTS(...)``: one round
-    trip at the login instead of one query (and connection) per factor. The statement depends
-    only on the factors and settings, so it is built once per process, the user id a parameter."""
-    key = tuple(f.id for f in asked)
-    built = s.extras.get("enrolment_query")
-    if built is None or built[0] != key:
-        uid = bindparam("user_id", type_=Integer)
-        conditions = {f.id: c for f in asked if (c := f.enrolled_clause(s, uid)) is not None}
-        stmt = (
-            select(*(c.label(f"f{i}") for i, c in enumerate(conditions.values())))
-            if conditions
-            else None
-        )
-        built = s.extras["enrolment_query"] = (key, list(conditions), stmt)
-    _key, ids, stmt = built
-    if stmt is None:
-        return set()
-    if db is None:
-        with s.sessions() as own:
-            row = own.execute(stmt, {"user_id": user_id}).one()
-    else:
-        row = db.execute(stmt, {"user_id": user_id}).one()
-    return {fid for fid, yes in zip(ids, row, strict=True) if yes}
-
-
-set_enrolment_query(_enrolment_query)
 
 
 # --- policy facts for the login ----------------------------------------------------------------

@@ -9,7 +9,8 @@ from flask import Response, g, has_request_context, request
 
 from ..core.authn import AuthnResult
 from ..services import Services
-from ..sso.sessions import COOKIE, SessionManager, session_manager
+from ..sso.sessions import COOKIE, SessionManager
+from .current import svc
 
 
 def request_records() -> dict[str, Any] | None:
@@ -25,7 +26,7 @@ def request_records() -> dict[str, Any] | None:
 class BrowserSessions(SessionManager):
     """The hub's SessionManager bound to Flask: records cached per request, the browser's
     session read from its cookie, the cookie set and cleared on responses. ``create_app``
-    makes it the app's one manager (``idp.sso.sessions.session_manager``)."""
+    makes it the app's one manager (``Services.sso_sessions``)."""
 
     def __init__(self, svc: Services) -> None:
         super().__init__(svc, request_cache=request_records)
@@ -45,6 +46,4 @@ class BrowserSessions(SessionManager):
 
 def sessions() -> BrowserSessions:
     """The app's session manager, for code serving a request."""
-    from ..app import services
-
-    return cast(BrowserSessions, session_manager(services(), BrowserSessions))
+    return cast(BrowserSessions, svc().sso_sessions)

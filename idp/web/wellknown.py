@@ -1,7 +1,8 @@
 """OIDC Discovery 1.0 / RFC 8414 metadata and the JWKS, cacheable with ETag and Cache-Control.
 
 Endpoints are added to discovery by the blueprints that serve them (``app.extensions
-["idp"].extras["discovery"]``), so the document never names an endpoint that does not exist.
+["idp"].extras["discovery"]``, until the OIDC package moves it to a typed field), so the document
+never names an endpoint that does not exist.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import json
 
 from flask import Blueprint, Response, request
 
+from .current import svc as current_services
+
 bp = Blueprint("wellknown", __name__)
 
 
 def _cacheable(key: tuple, build, max_age: int) -> Response:
     """Serve a JSON document serialized once per worker for each ``key`` (its ETag with it):
     these are the most requested URLs and change only with configuration or keys."""
-    from ..app import services
-
-    cache = services().extras.setdefault("wellknown_cache", {})
+    cache = current_services().wellknown_cache
     hit = cache.get(key)
     if hit is None:
         body = json.dumps(build(), separators=(",", ":"), sort_keys=True)
@@ -35,9 +36,7 @@ def _cacheable(key: tuple, build, max_age: int) -> Response:
 
 
 def metadata() -> dict:
-    from ..app import services
-
-    svc = services()
+    svc = current_services()
     issuer = svc.settings.issuer
     doc = {
         "issuer": issuer,
@@ -61,9 +60,7 @@ def oauth_authorization_server():
 
 @bp.get("/jwks")
 def jwks():
-    from ..app import services
-
-    svc = services()
+    svc = current_services()
     ring = svc.keys.ring()
     published = ring.published(svc.clock.utcnow())
     # Keyed by the published kids: a rotation, or a previous key passing its overlap,

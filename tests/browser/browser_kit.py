@@ -55,7 +55,7 @@ def serve_fixture(instance_dir) -> Iterator[Callable[..., tuple[Any, str]]]:
     yield start
     for httpd, app in running:
         httpd.shutdown()
-        queue = app.extensions["idp"].extras.get("mail_queue")
+        queue = app.extensions["idp"].mail_queue
         if queue is not None:
             queue.wait_idle(15)
         app.extensions["idp"].engine.dispose()

@@ -1,0 +1,91 @@
+"""Every part is built once, by create_app, into its own app's Services (design ideas 8 and 9):
+no part appears lazily on a first request, and a registration made for one app is never seen
+by another app in the same process."""
+
+import dataclasses
+
+from login_kit import GOOD, login, make_user
+from support import base_overrides
+
+from idp.backends.chain import register_credential_backend
+from idp.delivery.sms import register_sms_sender
+from idp.services import Services, build_services
+from idp.settings import load_settings
+from idp.sso.sessions import SessionManager, session_manager
+from idp.web.account import register_consent_source
+from idp.web.sso import BrowserSessions
+
+# Lazy parts the OIDC and SAML packages still keep in ``Services.extras`` until they move to
+# typed fields; nothing else may appear there.
+TRANSITIONAL_EXTRAS = {"discovery", "oidc", "client_cache", "backchannel_pool", "outbound", "saml"}
+# Every field but the settings and the registries and caches (which start empty or with the
+# built-ins): the parts built from settings.
+BUILT_WITH_SERVICES = [
+    f.name
+    for f in dataclasses.fields(Services)
+    if f.default_factory is dataclasses.MISSING and f.name != "settings"
+]
+
+
+def test_create_app_builds_every_part_before_the_first_request(make_app):
+    svc = make_app().extensions["idp"]
+    assert BUILT_WITH_SERVICES, "Services has no parts built from settings"
+    for name in BUILT_WITH_SERVICES:
+        assert getattr(svc, name, None) is not None, f"{name} is not built by create_app"
+    # The Flask-bound session manager is the one every caller shares.
+    assert isinstance(svc.sso_sessions, BrowserSessions)
+    assert session_manager(svc) is svc.sso_sessions
+    assert set(svc.extras) <= TRANSITIONAL_EXTRAS, set(svc.extras) - TRANSITIONAL_EXTRAS
+
+
+def test_requests_use_the_parts_built_by_create_app(make_app):
+    app = make_app()
+    svc = app.extensions["idp"]
+    built = {name: getattr(svc, name) for name in BUILT_WITH_SERVICES}
+    make_user(svc, "ann")
+    client = app.test_client()
+    assert login(client, "ann", GOOD).status_code == 302
+    client.get("/account/apps")
+    for name, part in built.items():
+        assert getattr(svc, name) is part, f"{name} was rebuilt by a request"
+    assert set(svc.extras) <= TRANSITIONAL_EXTRAS, set(svc.extras) - TRANSITIONAL_EXTRAS
+
+
+def test_services_without_an_app_get_the_plain_session_manager(instance_dir):
+    svc = build_services(load_settings(base_overrides(instance_dir)))
+    assert type(svc.sso_sessions) is SessionManager
+    assert svc.mfa_policy is not None and svc.password_hasher is not None
+
+
+def test_two_apps_keep_their_registrations_apart(make_app):
+    one, other = make_app(), make_app()
+    svc_one, svc_other = one.extensions["idp"], other.extensions["idp"]
+    # Both start with the same built-ins...
+    assert svc_one.consent_sources == svc_other.consent_sources
+    assert svc_one.sms_senders == svc_other.sms_senders
+    assert svc_one.credential_backends == svc_other.credential_backends
+
+    def lister(svc, user):
+        return [{"key": "rp1", "name": "Only-in-one", "scopes": ["openid"]}]
+
+    def revoker(svc, user, key):
+        return None
+
+    register_consent_source(svc_one, lister, revoker)
+    register_sms_sender(svc_one, "pigeon", lambda settings: None)
+    register_credential_backend(svc_one, "punchcard", lambda svc: None)
+    # ...and what one app registers, only that app has.
+    assert (lister, revoker) in svc_one.consent_sources
+    assert (lister, revoker) not in svc_other.consent_sources
+    assert "pigeon" in svc_one.sms_senders and "pigeon" not in svc_other.sms_senders
+    assert "punchcard" in svc_one.credential_backends
+    assert "punchcard" not in svc_other.credential_backends
+
+    make_user(svc_one, "ann")
+    pages = {}
+    for name, app in (("one", one), ("other", other)):
+        client = app.test_client()
+        assert login(client, "ann", GOOD).status_code == 302
+        pages[name] = client.get("/account/apps").get_data(as_text=True)
+    assert "Only-in-one" in pages["one"]
+    assert "Only-in-one" not in pages["other"]
