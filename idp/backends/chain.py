@@ -4,10 +4,14 @@ below, plus any added with :func:`register_credential_backend` while the app is 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..core.credentials import CredentialBackend, CredentialChain
 from ..errors import ConfigError
-from ..services import BackendFactory, Services
 from .passwords import PasswordHasher
+
+if TYPE_CHECKING:  # the container's type only: it is built above this layer
+    from ..services import BackendFactory, Services
 
 
 def _local(svc: Services) -> CredentialBackend:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from ..core.credentials import Outcome, Verdict
-from ..services import Services
 from .ldap import (
     AD_SUBCODES,
     MAX_SECRET_LENGTH,
@@ -19,6 +19,9 @@ from .ldap import (
     ldap_connector,
 )
 from .ldap_sync import local_user_id, provision
+
+if TYPE_CHECKING:  # the container's type only: it is built above this layer
+    from ..services import Services
 
 # The connector's logger: operators filter one name for everything LDAP.
 log = logging.getLogger("idp.backends.ldap")

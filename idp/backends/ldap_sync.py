@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import IdPError, NotFound, ValidationError
-from ..services import Services
 from ..settings import Section
 from ..storage.directory import EMAIL_RE, USERNAME_RE, Directory, NewUser
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.models_ldap import LdapAccount, LdapGroup, LdapSyncState
 from .ldap import DirectoryUnavailable, DirectoryUser, DirGroup, LdapConnector, ldap_connector
+
+if TYPE_CHECKING:  # the container's type only: it is built above this layer
+    from ..services import Services
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, or_, select, update
 
 from ..core.credentials import Outcome, Verdict
-from ..services import Services
 from ..storage.models import User
 from .passwords import PasswordHasher
+
+if TYPE_CHECKING:  # the container's type only: it is built above this layer
+    from ..services import Services
 
 _LOGIN = bindparam("login")
 # Three columns, not the whole user (the caller loads the user it needs itself), in a statement
