@@ -20,8 +20,6 @@ from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services
 from .settings import load_settings
-from .web.account import CONSENT_SOURCES as LEGACY_CONSENT_SOURCES
-from .web.account import register_consent_source
 from .web.csp import content_security_policy, csp_nonce
 from .web.sso import BrowserSessions
 
@@ -101,9 +99,6 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 
     for module in BLUEPRINTS:
         app.register_blueprint(importlib.import_module(module, __package__).bp)
-    # Transitional: consent sources registered without an app (web/account.CONSENT_SOURCES).
-    for lister, revoker in LEGACY_CONSENT_SOURCES:
-        register_consent_source(svc, lister, revoker)
 
     @app.context_processor
     def _branding():

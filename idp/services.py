@@ -32,6 +32,8 @@ from .storage.db import make_engine, make_session_factory
 from .storage.store import make_store
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from .backends.enrolment import EnrolmentQuery
     from .backends.ldap import LdapConnector
     from .backends.passwords import PasswordHasher
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from .core.policy import MfaPolicy
     from .delivery.mail import Mailer, MailQueue
     from .delivery.sms import SenderFactory, SmsSender
+    from .oidc.clients import ClientCache
+    from .oidc.fetch import Outbound
+    from .oidc.server import Engine as OidcEngine
+    from .saml.engine import SamlIdp
     from .sso.sessions import SessionManager
 
 # A source of consented applications for /account/apps (the OIDC consent store is one):
@@ -116,10 +122,19 @@ class Services:
     # Caches of documents and pages rendered once per worker (web/wellknown.py, web/kept.py).
     wellknown_cache: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
     kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
-    # Transitional: the OIDC and SAML packages' own lazily built parts (engine, client cache,
-    # back-channel pool, outbound fetcher, discovery entries, SAML engine) until those packages
-    # move to typed fields like the ones above. Nothing else may use it.
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The protocol engines' parts, each built once per app, on first use, by its package's one
+    # accessor (idp.oidc.server.engine, idp.oidc.clients.client_cache, idp.oidc.fetch.outbound,
+    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp): the container cannot
+    # import the engines (they sit above it), and a command that signs no one in never builds
+    # them.
+    oidc_engine: OidcEngine | None = field(default=None, kw_only=True)
+    oidc_client_cache: ClientCache | None = field(default=None, kw_only=True)
+    oidc_outbound: Outbound | None = field(default=None, kw_only=True)
+    oidc_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
+    saml_engine: SamlIdp | None = field(default=None, kw_only=True)
+    # Discovery entries of the mounted OIDC surface (web/oidc/discovery.py), which
+    # web/wellknown.py serves: the document never names an endpoint that is not mounted.
+    discovery: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def credential_chain(self) -> CredentialChain:

@@ -15,15 +15,23 @@ from idp.sso.sessions import SessionManager, session_manager
 from idp.web.account import register_consent_source
 from idp.web.sso import BrowserSessions
 
-# Lazy parts the OIDC and SAML packages still keep in ``Services.extras`` until they move to
-# typed fields; nothing else may appear there.
-TRANSITIONAL_EXTRAS = {"discovery", "oidc", "client_cache", "backchannel_pool", "outbound", "saml"}
-# Every field but the settings and the registries and caches (which start empty or with the
-# built-ins): the parts built from settings.
+# The protocol engines' parts: typed fields built once per app by their package's accessor on
+# first use (the container sits below the engines and cannot build them).
+ENGINE_PARTS = {
+    "oidc_engine",
+    "oidc_client_cache",
+    "oidc_outbound",
+    "oidc_backchannel_pool",
+    "saml_engine",
+}
+# Every field but the settings, the registries and caches (which start empty or with the
+# built-ins) and the engines' parts: the parts built from settings.
 BUILT_WITH_SERVICES = [
     f.name
     for f in dataclasses.fields(Services)
-    if f.default_factory is dataclasses.MISSING and f.name != "settings"
+    if f.default_factory is dataclasses.MISSING
+    and f.name != "settings"
+    and f.name not in ENGINE_PARTS
 ]
 
 
@@ -35,7 +43,7 @@ def test_create_app_builds_every_part_before_the_first_request(make_app):
     # The Flask-bound session manager is the one every caller shares.
     assert isinstance(svc.sso_sessions, BrowserSessions)
     assert session_manager(svc) is svc.sso_sessions
-    assert set(svc.extras) <= TRANSITIONAL_EXTRAS, set(svc.extras) - TRANSITIONAL_EXTRAS
+    assert not hasattr(svc, "extras")  # no untyped bag of lazily built parts
 
 
 def test_requests_use_the_parts_built_by_create_app(make_app):
@@ -48,7 +56,20 @@ def test_requests_use_the_parts_built_by_create_app(make_app):
     client.get("/account/apps")
     for name, part in built.items():
         assert getattr(svc, name) is part, f"{name} was rebuilt by a request"
-    assert set(svc.extras) <= TRANSITIONAL_EXTRAS, set(svc.extras) - TRANSITIONAL_EXTRAS
+
+
+def test_engine_parts_are_built_once_per_app_by_their_accessor(make_app):
+    from idp.oidc.clients import client_cache
+    from idp.oidc.server import engine
+    from idp.saml.engine import saml_idp
+
+    first, second = (make_app().extensions["idp"] for _ in range(2))
+    assert first.oidc_engine is None and first.saml_engine is None  # nothing built up front
+    assert engine(first) is engine(first) is first.oidc_engine
+    assert client_cache(first) is first.oidc_client_cache
+    assert saml_idp(first) is saml_idp(first) is first.saml_engine
+    assert engine(second) is not first.oidc_engine  # each app its own
+    assert second.saml_engine is None
 
 
 def test_services_without_an_app_get_the_plain_session_manager(instance_dir):

@@ -150,7 +150,7 @@ class ClientCache:
 
 
 def client_cache(svc: Services) -> ClientCache:
-    cache = svc.extras.get("client_cache")
+    cache = svc.oidc_client_cache
     if cache is None:
-        cache = svc.extras["client_cache"] = ClientCache(svc)
+        cache = svc.oidc_client_cache = ClientCache(svc)
     return cache

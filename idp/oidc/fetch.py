@@ -279,9 +279,9 @@ class Outbound:
 
 
 def outbound(svc: Services) -> Outbound:
-    fetcher = svc.extras.get("outbound")
+    fetcher = svc.oidc_outbound
     if fetcher is None:
-        fetcher = svc.extras["outbound"] = Outbound(svc)
+        fetcher = svc.oidc_outbound = Outbound(svc)
     return fetcher
 
 

@@ -47,9 +47,9 @@ def listen(svc: Services) -> None:
 # --- propagation ---------------------------------------------------------------------------------
 
 def _executor(svc: Services) -> ThreadPoolExecutor:
-    pool = svc.extras.get("backchannel_pool")
+    pool = svc.oidc_backchannel_pool
     if pool is None:
-        pool = svc.extras["backchannel_pool"] = ThreadPoolExecutor(
+        pool = svc.oidc_backchannel_pool = ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="backchannel")
     return pool
 

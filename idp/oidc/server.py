@@ -803,7 +803,7 @@ class Engine:
 
 
 def engine(svc: Services) -> Engine:
-    eng = svc.extras.get("oidc")
+    eng = svc.oidc_engine
     if eng is None:
-        eng = svc.extras["oidc"] = Engine(svc)
+        eng = svc.oidc_engine = Engine(svc)
     return eng

@@ -89,7 +89,7 @@ class Engine:
 
 
 class SamlIdp:
-    """Per-worker holder of the engine; ``svc.extras["saml"]``."""
+    """Per-worker holder of the engine; ``svc.saml_engine``."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
@@ -473,7 +473,7 @@ def b64(xml: str | bytes) -> str:
 
 
 def saml_idp(svc: Services) -> SamlIdp:
-    idp = svc.extras.get("saml")
+    idp = svc.saml_engine
     if idp is None:
-        idp = svc.extras["saml"] = SamlIdp(svc)
+        idp = svc.saml_engine = SamlIdp(svc)
     return idp

@@ -7,7 +7,7 @@ import io
 import json
 import secrets
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 from zoneinfo import available_timezones
 
 from flask import (
@@ -59,33 +59,11 @@ _TIMEZONES = sorted(available_timezones())
 #   list(svc, user) -> [{"key", "name", "logo_uri"?, "scopes": [...], "granted_at"?}]
 #   revoke(svc, user, key) -> None
 
-# Transitional: sources registered the old way, without an app (``register_consent_source(lister,
-# revoker)`` from idp/oidc/authorize.py's blueprint hook); create_app copies them into each app's
-# ``consent_sources``. Goes when that call passes the app's services.
-CONSENT_SOURCES: list[tuple[ConsentLister, ConsentRevoker]] = []
 
-
-@overload
-def register_consent_source(
-    svc: Services, lister: ConsentLister, revoker: ConsentRevoker, /
-) -> None: ...
-
-
-@overload
-def register_consent_source(lister: ConsentLister, revoker: ConsentRevoker, /) -> None: ...
-
-
-def register_consent_source(*args: Any) -> None:
-    """``register_consent_source(svc, lister, revoker)``: the consent store's grants appear on
-    this app's /account/apps and can be revoked there. (The transitional two-argument form
-    ``(lister, revoker)`` adds to :data:`CONSENT_SOURCES`.)"""
-    if len(args) == 3:
-        s, lister, revoker = args
-        if (lister, revoker) not in s.consent_sources:
-            s.consent_sources.append((lister, revoker))
-    else:
-        lister, revoker = args
-        CONSENT_SOURCES.append((lister, revoker))
+def register_consent_source(svc: Services, lister: ConsentLister, revoker: ConsentRevoker) -> None:
+    """The consent store's grants appear on this app's /account/apps and can be revoked there."""
+    if (lister, revoker) not in svc.consent_sources:
+        svc.consent_sources.append((lister, revoker))
 
 
 def _consents(user: User) -> list[dict[str, Any]]:
@@ -261,9 +239,7 @@ def password():
             audit(db, "password.change_failed", actor=user.uuid, target=user.uuid)
             db.commit()
             return _page("account/password.html", user, 400, **page)
-        if not may_change_now(
-            password_policy(), user.password_changed_at, svc().clock.utcnow()
-        ):
+        if not may_change_now(password_policy(), user.password_changed_at, svc().clock.utcnow()):
             return _page(
                 "account/password.html",
                 user,

@@ -1,8 +1,7 @@
 """OIDC Discovery 1.0 / RFC 8414 metadata and the JWKS, cacheable with ETag and Cache-Control.
 
-Endpoints are added to discovery by the blueprints that serve them (``app.extensions
-["idp"].extras["discovery"]``, until the OIDC package moves it to a typed field), so the document
-never names an endpoint that does not exist.
+Endpoints are added to discovery by the blueprints that serve them (``Services.discovery``),
+so the document never names an endpoint that does not exist.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def metadata() -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
     }
-    doc.update(svc.extras.get("discovery", {}))
+    doc.update(svc.discovery)
     return doc
 
 

@@ -16,6 +16,10 @@ from support import base_overrides, init_database
 ENGINE_MODULES = ("authorize", "discovery", "endpoints", "logout", "registration", "userinfo")
 
 
+# The client secret of each fixture-built Services (shown once at creation).
+SECRETS: dict[int, str] = {}
+
+
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Any]:
     from idp.services import build_services
@@ -29,7 +33,7 @@ def svc(tmp_path: Path) -> Iterator[Any]:
         _, secret = ClientRegistry(db, services.hasher, services.sealer).create(
             "svc", name="Service", grant_types=["client_credentials"], scope="api"
         )
-    services.extras["test_secret"] = secret
+    SECRETS[id(services)] = secret
     yield services
     services.engine.dispose()
 
@@ -72,7 +76,7 @@ def test_client_credentials_token_from_plain_data(svc) -> None:
     result = token(
         svc,
         _token_request(
-            svc, {"grant_type": ["client_credentials"], "scope": ["api"]}, svc.extras["test_secret"]
+            svc, {"grant_type": ["client_credentials"], "scope": ["api"]}, SECRETS[id(svc)]
         ),
     )
     assert not flask.has_app_context()
@@ -100,7 +104,7 @@ def test_parameters_in_the_url_are_refused(svc) -> None:
     from idp.oidc.endpoints import token
     from idp.oidc.http import HttpRequest
 
-    req = _token_request(svc, {"grant_type": ["client_credentials"]}, svc.extras["test_secret"])
+    req = _token_request(svc, {"grant_type": ["client_credentials"]}, SECRETS[id(svc)])
     result = token(
         svc, HttpRequest(req.method, req.uri, req.headers, {"x": ["1"]}, req.form, req.content_type)
     )

@@ -98,7 +98,8 @@ def consent():
 
 @bp.record_once
 def _consent_source(state) -> None:
-    from ..account import CONSENT_SOURCES, register_consent_source
+    from ..account import register_consent_source
 
-    if (engine.list_consents, engine.withdraw_consent) not in CONSENT_SOURCES:
-        register_consent_source(engine.list_consents, engine.withdraw_consent)
+    register_consent_source(
+        state.app.extensions["idp"], engine.list_consents, engine.withdraw_consent
+    )
