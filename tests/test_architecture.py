@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +41,44 @@ def test_a_broken_contract_fails_the_check(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
     assert "idp.web" in result.stdout
+
+
+def _cycle_edges(package: str, cwd: Path) -> list[tuple[str, str]]:
+    """Direct imports a -> b where b also reaches a: each is part of an import cycle. Imports
+    under ``if TYPE_CHECKING:`` are left out (annotations only, never run)."""
+    code = (
+        "import grimp, json\n"
+        f"g = grimp.build_graph({package!r}, exclude_type_checking_imports=True)\n"
+        "print(json.dumps(sorted({tuple(sorted((m, t))) for m in g.modules\n"
+        "    for t in g.find_modules_directly_imported_by(m)\n"
+        "    if g.find_shortest_chain(importer=t, imported=m)})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(cwd)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [tuple(pair) for pair in json.loads(out.stdout)]
+
+
+def test_no_import_cycles() -> None:
+    assert _cycle_edges("idp", ROOT) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
+    """a <-> b is a cycle; a -> c -> a is not, since c names a for annotations only."""
+    pkg = tmp_path / "cyclic"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b, c\n")
+    (pkg / "b.py").write_text("from . import a\n")
+    (pkg / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n"
+    )
+    assert _cycle_edges("cyclic", tmp_path) == [("cyclic.a", "cyclic.b")]

@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from ..core.authn import AuthnRequest, AuthnResult, public_sid
-from ..services import Services
 from ..storage.models_auth import SsoSessionIndex
+
+if TYPE_CHECKING:  # the container's type only: it is built above the hub
+    from ..services import Services
 
 log = logging.getLogger("idp.sso")
 

@@ -8,17 +8,19 @@ client or SP whose policy demands MFA; the login steps up instead.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
 from ..core.authn import ACR_MFA, AuthnRequest
 from ..core.policy import MfaPolicy, MfaRequirement, MfaSubject, mfa_requirement
 from ..core.steps import enrolled_factors
-from ..services import Services
 from ..storage.models import Group, GroupMember, Role
 from ..storage.rbac import grants_for
 from .users import load_user
+
+if TYPE_CHECKING:  # the container's type only: it is built above the hub
+    from ..services import Services
 
 
 def mfa_policy(svc: Services) -> MfaPolicy:
