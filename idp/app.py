@@ -15,13 +15,19 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import logs
+from .backends.backup_codes import BackupCodeFactor
+from .backends.otp_delivery import register_code_factors
+from .backends.totp import TotpFactor
 from .clock import Clock
+from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services
 from .settings import load_settings
 from .web.csp import content_security_policy, csp_nonce
+from .web.mfa import deliver_code
 from .web.sso import BrowserSessions
+from .web.webauthn import WebAuthnFactor
 
 log = logging.getLogger("idp.app")
 access = logging.getLogger("idp.access")
@@ -78,6 +84,12 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     # The hub's session manager is the one bound to Flask requests, so every caller (web pages
     # and protocol engines alike) shares it and its per-request record cache.
     svc = build_services(settings, clock, session_manager=BrowserSessions)
+    # The built-in second factors, in the chooser's order. The e-mail/SMS codes go out through
+    # the web layer's mail templates and SMS sender.
+    register_factor(svc, BackupCodeFactor())
+    register_factor(svc, TotpFactor())
+    register_code_factors(svc, deliver_code)
+    register_factor(svc, WebAuthnFactor())
 
     app = Flask("idp", template_folder=str(resource_dir("templates")))
     app.config.update(

@@ -2,11 +2,11 @@
 
 Every part is a typed field, built once and explicitly: by :func:`build_services` when it needs
 only settings, by ``create_app`` when it needs the web layer (the Flask-bound session manager).
-Registries (consent sources, SMS senders, credential backends) are fields too, filled when the
-app is built, so two apps in one process never see each other's registrations (design ideas 8
-and 9). The few parts that are costly or can fail on configuration a command never uses
-(the credential chain, the LDAP connector, the WebAuthn relying party, the SMS sender) are
-typed properties built on first use, once per Services.
+Registries (consent sources, SMS senders, credential backends, second factors) are fields too,
+filled when the app is built, so two apps in one process never see each other's registrations
+(design ideas 8 and 9). The few parts that are costly or can fail on configuration a command
+never uses (the credential chain, the LDAP connector, the WebAuthn relying party, the SMS
+sender) are typed properties built on first use, once per Services.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .backends.webauthn import RelyingParty
     from .core.credentials import CredentialBackend, CredentialChain
     from .core.policy import MfaPolicy
+    from .core.steps import Factor
     from .delivery.mail import Mailer, MailQueue
     from .delivery.sms import SenderFactory, SmsSender
     from .oidc.clients import ClientCache
@@ -119,6 +120,11 @@ class Services:
     credential_backends: dict[str, BackendFactory] = field(default_factory=dict)
     sms_senders: dict[str, SenderFactory] = field(default_factory=dict)
     consent_sources: list[tuple[ConsentLister, ConsentRevoker]] = field(default_factory=list)
+    # Second factors of the MFA step, by id, in the order the chooser shows them: the built-ins
+    # are registered by create_app (their labels are translated strings and the code factors
+    # send through the web layer, neither of which the engines that import this module may
+    # pull in), plugins by ``idp.core.steps.register_factor(svc, factor)``.
+    factors: dict[str, Factor] = field(default_factory=dict)
     # Caches of documents and pages rendered once per worker (web/wellknown.py, web/kept.py).
     wellknown_cache: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
     kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)

@@ -32,7 +32,7 @@ def _ids(svc, user, db=None) -> list[str]:
 
 
 def _one_by_one(svc, user) -> list[str]:
-    return sorted(f.id for f in factors().values() if f.enrolled(svc, user))
+    return sorted(f.id for f in factors(svc).values() if f.enrolled(svc, user))
 
 
 class _Statements:

@@ -6,7 +6,7 @@ import pytest
 from login_kit import GOOD, audit_actions, counts, csrf, login, make_user, post_form, user_row
 
 from idp.core.authn import AuthnRequest
-from idp.core.steps import _FACTORS, register_factor
+from idp.core.steps import register_factor
 from idp.sso.sessions import COOKIE, SessionManager
 
 
@@ -251,10 +251,8 @@ class CodeFactor:
 
 
 @pytest.fixture
-def factor():
-    register_factor(CodeFactor())
-    yield
-    _FACTORS.pop("testcode", None)
+def factor(svc):
+    register_factor(svc, CodeFactor())
 
 
 def test_mfa_step_runs_for_enrolled_users(app, svc, factor):

@@ -4,10 +4,11 @@ by another app in the same process."""
 
 import dataclasses
 
-from login_kit import GOOD, login, make_user
+from login_kit import GOOD, csrf, login, make_user, user_row
 from support import base_overrides
 
 from idp.backends.chain import register_credential_backend
+from idp.core.steps import enrolled_factors, factors, register_factor
 from idp.delivery.sms import register_sms_sender
 from idp.services import Services, build_services
 from idp.settings import load_settings
@@ -110,3 +111,44 @@ def test_two_apps_keep_their_registrations_apart(make_app):
         pages[name] = client.get("/account/apps").get_data(as_text=True)
     assert "Only-in-one" in pages["one"]
     assert "Only-in-one" not in pages["other"]
+
+
+class _PigeonFactor:
+    """A plugin second factor every user has (no ``enrolled_clause``: asked one by one)."""
+
+    id, amr, label, template = "pigeon", "otp", "carrier pigeon", None
+
+    def enrolled(self, svc, user):
+        return True
+
+    def begin(self, svc, user, pending):
+        return {}
+
+    def verify(self, svc, user, pending, form):
+        return form.get("code") == "424242"
+
+
+def test_a_factor_registered_for_one_app_is_offered_by_that_app_only(make_app):
+    one, other = make_app(), make_app()
+    svc_one, svc_other = one.extensions["idp"], other.extensions["idp"]
+    # Both are built with the built-in factors, in the chooser's order, each its own instances.
+    built_in = ["backup", "totp", "email", "sms", "webauthn"]
+    assert list(factors(svc_one)) == list(factors(svc_other)) == built_in
+    assert all(svc_one.factors[f] is not svc_other.factors[f] for f in built_in)
+
+    register_factor(svc_one, _PigeonFactor())
+    assert "pigeon" in factors(svc_one) and "pigeon" not in factors(svc_other)
+
+    make_user(svc_one, "ann")
+    ann = user_row(svc_one, "ann")
+    assert [f.id for f in enrolled_factors(svc_one, ann)] == ["pigeon"]
+    assert enrolled_factors(svc_other, ann) == []
+
+    # Over HTTP: the app that has the factor asks for it, the other signs the user in.
+    client = one.test_client()
+    assert login(client, "ann", GOOD).headers["Location"] == "/login/step"
+    page = client.get("/login/step").get_data(as_text=True)
+    resp = client.post("/login/step", data={"csrf_token": csrf(page), "code": "424242"})
+    assert resp.status_code == 302 and resp.headers["Location"] != "/login/step"
+    resp = login(other.test_client(), "ann", GOOD)
+    assert resp.status_code == 302 and resp.headers["Location"] != "/login/step"

@@ -16,7 +16,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, exists, func, select, update
 
 from ..core.authn import AMR_OTP
-from ..core.steps import PendingLogin, register_factor
+from ..core.steps import PendingLogin
 from ..storage.models_mfa import MfaBackupCode
 from .enrolment import ClauseEnrolled
 
@@ -114,6 +114,3 @@ class BackupCodeFactor(ClauseEnrolled):
 
     def reset(self, svc: Any, db: Any, user: Any) -> None:
         remove_all(db, user.id)
-
-
-register_factor(BackupCodeFactor())

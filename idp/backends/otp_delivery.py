@@ -7,7 +7,8 @@ works once. Only its keyed hash is kept in the short-lived store. Sending is lim
 guesses; the login's account lockout counts the wrong guesses too.
 
 The codes go out through a ``deliver(kind, user, destination, code)`` callable the web layer
-registers (mail needs templates and the recipient's language; SMS a configured sender).
+passes when the app is built (mail needs templates and the recipient's language; SMS a configured
+sender): ``register_code_factors(svc, deliver)`` in ``create_app``.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class CodeFactor(ClauseEnrolled):
             db.delete(ch)
 
 
-def register_code_factors(deliver: Deliver) -> None:
-    """Called once by the web layer with its delivery function."""
-    register_factor(CodeFactor("email", deliver))
-    register_factor(CodeFactor("sms", deliver))
+def register_code_factors(svc: Any, deliver: Deliver) -> None:
+    """The e-mail and SMS code factors of ``svc``'s app, sending through ``deliver`` (called by
+    ``create_app`` with the web layer's delivery function)."""
+    register_factor(svc, CodeFactor("email", deliver))
+    register_factor(svc, CodeFactor("sms", deliver))

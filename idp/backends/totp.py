@@ -21,7 +21,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import exists, or_, update
 
 from ..core.authn import AMR_OTP
-from ..core.steps import PendingLogin, register_factor
+from ..core.steps import PendingLogin
 from ..storage.models_mfa import MfaTotp
 from .enrolment import ClauseEnrolled
 
@@ -157,6 +157,3 @@ class TotpFactor(ClauseEnrolled):
 
     def reset(self, svc: Any, db: Any, user: Any) -> None:
         remove(db, user.id)
-
-
-register_factor(TotpFactor())

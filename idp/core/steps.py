@@ -4,7 +4,8 @@ A pending login is a record in the short-lived store between steps. It names the
 first factor passed, the methods proven so far (amr) and the steps still to run. Each step has
 ``challenge()`` (what to show) and ``submit()`` (check the answer). The web layer owns the record;
 steps only read it and say how it went. Second factors (TOTP, WebAuthn, e-mail/SMS codes, backup
-codes) plug into the MFA step through ``register_factor``.
+codes) plug into the MFA step through the app's registry of factors (``Services.factors``, filled
+when the app is built; ``register_factor(svc, factor)`` for a plugin).
 
 Standard library only: concrete steps receive whatever they need through ``StepContext``.
 """
@@ -97,16 +98,21 @@ class Factor(Protocol):
         """Check the answer (and consume single-use codes)."""
 
 
-_FACTORS: dict[str, Factor] = {}
+# The factors of one app, by id, in registration order (the order of the chooser): the
+# ``factors`` field of its services, filled when the app is built. No module-level registry, so
+# two apps in one process never offer each other's factors. The functions below take the services
+# and read only that field (this module imports nothing of the container).
+Factors = dict[str, Factor]
 
 
-def register_factor(factor: Factor) -> None:
-    """Make a second factor available to the MFA step (called once at import by its module)."""
-    _FACTORS[factor.id] = factor
+def register_factor(svc: Any, factor: Factor) -> None:
+    """Make a second factor available to the MFA step of ``svc``'s app (while it is built)."""
+    svc.factors[factor.id] = factor
 
 
-def factors() -> dict[str, Factor]:
-    return dict(_FACTORS)
+def factors(svc: Any) -> Factors:
+    """The app's second factors, by id, in registration order (a copy)."""
+    return dict(svc.factors)
 
 
 # (svc, db or None, user id, factors with ``enrolled_clause``) -> ids of those the user has,
@@ -115,14 +121,15 @@ EnrolmentQuery = Callable[[Any, Any, int, list[Factor]], set[str]]
 
 
 def enrolled_factors(svc: Any, user: Any, db: Any = None) -> list[Factor]:
-    """The registered factors this user has set up, in registration order. Factors with an
+    """The app's factors this user has set up, in registration order. Factors with an
     ``enrolled_clause`` are answered by one query (on ``db`` when given, so it sees the caller's
     own unflushed changes and costs no extra connection); others are asked one by one."""
+    registry: Factors = svc.factors
     run: EnrolmentQuery | None = getattr(svc, "enrolment_query", None)
-    combined = [f for f in _FACTORS.values() if hasattr(f, "enrolled_clause")] if run else []
+    combined = [f for f in registry.values() if hasattr(f, "enrolled_clause")] if run else []
     have = run(svc, db, user.id, combined) if run and combined else set()
     return [
         f
-        for f in _FACTORS.values()
+        for f in registry.values()
         if (f.id in have if f in combined else f.enrolled(svc, user))
     ]

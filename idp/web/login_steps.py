@@ -26,8 +26,9 @@ MAX_STEP_FAILURES = 5
 
 
 class MfaStep:
-    """The second factor. Factors (TOTP, WebAuthn, backup, e-mail/SMS codes) register through
-    ``idp.core.steps.register_factor``; this step lets the user pick one and checks it."""
+    """The second factor. Factors (TOTP, WebAuthn, backup, e-mail/SMS codes) are the app's own
+    (``Services.factors``, filled when the app is built); this step lets the user pick one of
+    them and checks it."""
 
     id = STEP_MFA
     template = "login_mfa.html"
@@ -55,7 +56,7 @@ class MfaStep:
             "factor": factor,
             "factors": list(usable.values()),
             "not_enrolled": factor is None,
-            "known_factors": list(factors()),
+            "known_factors": list(factors(ctx.svc)),
             "remember_days": ctx.svc.settings.mfa.remember_days,
             **extra,
         }

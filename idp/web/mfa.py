@@ -53,7 +53,9 @@ def sms_sender() -> Any:
     return svc().sms_sender
 
 
-def _deliver(kind: str, user: User, destination: str, code: str) -> None:
+def deliver_code(kind: str, user: User, destination: str, code: str) -> None:
+    """Send an e-mail or SMS sign-in code (the code factors' ``deliver``, given to them by
+    ``create_app``)."""
     minutes = max(1, svc().settings.mfa.code_ttl_seconds // 60)
     if kind == "email":
         if not send_mail(
@@ -69,11 +71,6 @@ def _deliver(kind: str, user: User, destination: str, code: str) -> None:
             minutes=minutes,
         )
     sms_sender().send(destination, text)
-
-
-otp_delivery.register_code_factors(_deliver)
-
-
 
 
 # --- policy facts for the login ----------------------------------------------------------------
@@ -161,7 +158,7 @@ def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None) -> list[st
     """Remove every second factor of ``user`` (each registered factor's ``reset``) and every
     remembered device; returns the factor ids that were enrolled. The caller commits."""
     had = sorted(f.id for f in enrolled_factors(s, user, db))
-    for factor in factors().values():
+    for factor in factors(s).values():
         reset = getattr(factor, "reset", None)
         if reset is not None:
             reset(s, db, user)
@@ -205,7 +202,7 @@ def overview(db: Any, user: User) -> dict[str, Any]:
     ).all()
     need = requirement(db, user, None)
     return {
-        "factors": list(factors().values()),
+        "factors": list(factors(svc()).values()),
         "enrolled": {f.id for f in enrolled_factors(svc(), user, db)},
         "backup_left": backup_codes.remaining(db, user.id),
         "backup_enabled": svc().settings.mfa.backup_codes > 0,
@@ -268,7 +265,7 @@ def totp_page():
         return user
     if not reauthenticated():
         return _reauth_page()
-    factor = factors()["totp"]
+    factor = factors(svc())["totp"]
     enrolled = factor.enrolled(svc(), user)
     form = CodeForm()
     sealed = svc().store.get(_ENROL + g.sid)
@@ -343,7 +340,7 @@ def _remove(user: User, factor_id: str, action: str):
         abort(400, _("The form expired. Please try again."))
     if not reauthenticated():
         return _reauth_page(403)
-    factor = factors().get(factor_id)
+    factor = factors(svc()).get(factor_id)
     with svc().sessions() as db:
         if factor is None or not factor.enrolled(svc(), user):
             return redirect(url_for("account.mfa"))
@@ -438,7 +435,7 @@ def _channel(kind: str):
                 error=_("Enter the number in international format, for example +491701234567."),
             )
         destination = destination.replace(" ", "")
-        sent = otp_delivery.send_code(svc(), _deliver, kind, user, destination, bind)
+        sent = otp_delivery.send_code(svc(), deliver_code, kind, user, destination, bind)
         if sent != otp_delivery.SENT:
             return _channel_page(
                 user,
@@ -468,7 +465,7 @@ def _channel(kind: str):
             audit(db, f"mfa.{kind}_enrolled", actor=user.uuid, target=user.uuid)
             db.commit()
         _notify_change(
-            user, str(_l("A sign-in method was added: %(f)s", f=str(factors()[kind].label)))
+            user, str(_l("A sign-in method was added: %(f)s", f=str(factors(svc())[kind].label)))
         )
         flash(_("The sign-in method was added."), "success")
         return redirect(url_for("account.mfa"))

@@ -57,7 +57,7 @@ from ..backends.webauthn import (
 )
 from ..core.authn import AMR_MFA
 from ..core.policy import ACCOUNT_OK
-from ..core.steps import PendingLogin, enrolled_factors, register_factor
+from ..core.steps import PendingLogin, enrolled_factors
 from ..sso.users import state_of
 from ..storage.models import User
 from ..storage.models_webauthn import WebAuthnCredential
@@ -222,9 +222,6 @@ class WebAuthnFactor(ClauseEnrolled):
     def reset(self, svc: Any, db: Any, user: Any) -> None:
         """An administrator's MFA reset removes every security key of the user."""
         db.execute(delete(WebAuthnCredential).where(WebAuthnCredential.user_id == user.id))
-
-
-register_factor(WebAuthnFactor())
 
 
 # --- the script ---------------------------------------------------------------------------------
