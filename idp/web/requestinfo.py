@@ -57,43 +57,20 @@ def absolute(endpoint: str, **values: Any) -> str:
     return svc().settings.issuer + url_for(endpoint, _external=False, **values)
 
 
+def _stamp() -> dict[str, Any]:
+    """When, from where and in which request: the columns every audit row of a request shares."""
+    return {"at": svc().clock.utcnow(), "ip": client_ip(), "request_id": g.get("request_id")}
+
+
 def audit(
-    db: Session,
-    action: str,
-    *,
-    actor: str | None = None,
-    target: str | None = None,
-    **details: Any,
+    db: Session, action: str, *, actor: str | None = None, target: str | None = None, **details: Any
 ) -> None:
     """An audit row from this request (idp.storage.audit.audit), in the caller's unit of work."""
-    audit_rows.audit(
-        db,
-        action,
-        at=svc().clock.utcnow(),
-        actor=actor,
-        target=target,
-        ip=client_ip(),
-        request_id=g.get("request_id"),
-        **details,
-    )
+    audit_rows.audit(db, action, actor=actor, target=target, **_stamp(), **details)
 
 
 def audit_now(
-    db: Session,
-    action: str,
-    *,
-    actor: str | None = None,
-    target: str | None = None,
-    **details: Any,
+    db: Session, action: str, *, actor: str | None = None, target: str | None = None, **details: Any
 ) -> None:
     """An audit row from this request sent at once (idp.storage.audit.audit_now: hot paths)."""
-    audit_rows.audit_now(
-        db,
-        action,
-        at=svc().clock.utcnow(),
-        actor=actor,
-        target=target,
-        ip=client_ip(),
-        request_id=g.get("request_id"),
-        **details,
-    )
+    audit_rows.audit_now(db, action, actor=actor, target=target, **_stamp(), **details)
