@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from idp.backends.chain import password_hasher
 from idp.storage.directory import Directory, NewUser
-from idp.storage.models import AuditEvent, KVEntry, User
+from idp.storage.models import AuditEvent, Company, KVEntry, User
 
 GOOD = "Tr0ub4dor-Horse-Battery"
 
@@ -30,6 +30,19 @@ def make_user(svc, username: str, password: str | None = GOOD, **fields: Any) ->
         for key, value in fields.items():
             setattr(user, key, value)
         return user.id
+
+
+def company_with_control_word(app, word: str = "Blue Harbour") -> int:
+    """A company "acme" whose people may ask for a first-login link with ``word``; its id."""
+    from idp.web.password import set_control_word
+
+    svc = app.extensions["idp"]
+    with app.app_context(), svc.sessions.begin() as db:
+        company = Company(slug="acme", name="Acme", names={})
+        db.add(company)
+        db.flush()
+        set_control_word(db, company, word)
+        return company.id
 
 
 def user_row(svc, username: str) -> User:

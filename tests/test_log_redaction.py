@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from login_kit import csrf, link_in, make_user, outbox, post_form
+from login_kit import company_with_control_word, csrf, link_in, make_user, outbox, post_form
 
 from idp.logs import REDACTED, redact
-from idp.storage.models import Company
 
 NEW = "Fresh-Cactus-Lamp-42"
 LOGGING = {"access_log": True, "level": "INFO"}
@@ -87,16 +86,9 @@ def test_reset_token_is_redacted_in_every_line(make_app, capsys, fmt):
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_magic_link_token_is_redacted(make_app, capsys, fmt):
-    from idp.web.password import set_control_word
-
     app = make_app(logging={**LOGGING, "format": fmt})
     svc = app.extensions["idp"]
-    with app.app_context(), svc.sessions.begin() as db:
-        company = Company(slug="acme", name="Acme", names={})
-        db.add(company)
-        db.flush()
-        set_control_word(db, company, "Blue Harbour")
-        cid = company.id
+    cid = company_with_control_word(app)
     make_user(svc, "newbie", password=None, company_id=cid)
     client = app.test_client()
     post_form(

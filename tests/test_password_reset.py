@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 from login_kit import (
     GOOD,
     audit_actions,
+    company_with_control_word,
     counts,
     csrf,
     link_in,
@@ -19,7 +20,7 @@ from sqlalchemy import select
 
 from idp.clock import FrozenClock
 from idp.sso.sessions import COOKIE
-from idp.storage.models import Company, User
+from idp.storage.models import User
 
 NEW = "Fresh-Cactus-Lamp-42"
 ISSUER = "https://id.example.org"
@@ -148,16 +149,9 @@ def test_reset_with_security_questions(make_app):
 
 
 def test_first_login_magic_link_with_control_word(make_app):
-    from idp.web.password import set_control_word
-
     app = make_app(issuer=ISSUER)
     svc = app.extensions["idp"]
-    with app.app_context(), svc.sessions.begin() as db:
-        company = Company(slug="acme", name="Acme", names={})
-        db.add(company)
-        db.flush()
-        set_control_word(db, company, "Blue Harbour")
-        cid = company.id
+    cid = company_with_control_word(app)
     make_user(svc, "newbie", password=None, company_id=cid)
     # Wrong control word: same answer, no mail.
     resp = post_form(

@@ -19,11 +19,11 @@ import socket
 import time
 
 import pytest
-from login_kit import make_user, post_form
+from login_kit import company_with_control_word, make_user, post_form
 from sqlalchemy import event, select
 
 from idp.delivery.mail import MailQueue
-from idp.storage.models import AuditEvent, Company
+from idp.storage.models import AuditEvent
 
 SLOW = 1.5
 
@@ -110,17 +110,10 @@ def test_slow_smtp_never_shows_in_the_answer_time(make_app, smtp):
 
 
 def test_slow_smtp_never_shows_in_the_magic_link_answer_time(make_app, smtp):
-    from idp.web.password import set_control_word
-
     inbox, url = smtp(delay=SLOW)
     app = make_app(smtp_url=url)
     svc = app.extensions["idp"]
-    with app.app_context(), svc.sessions.begin() as db:
-        company = Company(slug="acme", name="Acme", names={})
-        db.add(company)
-        db.flush()
-        set_control_word(db, company, "Blue Harbour")
-        cid = company.id
+    cid = company_with_control_word(app)
     make_user(svc, "newbie", password=None, company_id=cid)
     times, pages = [], []
     for address in ("newbie@example.org", "ghost@example.org"):
@@ -241,16 +234,9 @@ def test_magic_link_known_and_unknown_address_do_the_same_work(make_app, monkeyp
     """Without the control word, a new account's address and an unknown one take the same
     path. With it, the only difference is that a wrong word (and an unknown address has no
     right one) counts against the client's address, as every failed sign-in does."""
-    from idp.web.password import set_control_word
-
     app = make_app()
     svc = app.extensions["idp"]
-    with app.app_context(), svc.sessions.begin() as db:
-        company = Company(slug="acme", name="Acme", names={})
-        db.add(company)
-        db.flush()
-        set_control_word(db, company, "Blue Harbour")
-        cid = company.id
+    cid = company_with_control_word(app)
     make_user(svc, "newbie", password=None, company_id=cid)
     recorder = Recorder(svc, monkeypatch)
     runs = {}

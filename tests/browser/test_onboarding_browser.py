@@ -8,23 +8,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from browser_kit import shot
-from login_kit import link_in, make_user, outbox, user_row
-
-from idp.storage.models import Company
+from login_kit import company_with_control_word, link_in, make_user, outbox, user_row
 
 NEW = "Fresh-Cactus-Lamp-42"
-
-
-def _tenant_with_control_word(app, word: str) -> int:
-    from idp.web.password import set_control_word
-
-    svc = app.extensions["idp"]
-    with app.app_context(), svc.sessions.begin() as db:
-        company = Company(slug="acme", name="Acme", names={})
-        db.add(company)
-        db.flush()
-        set_control_word(db, company, word)
-        return company.id
 
 
 def _sign_in(page, base: str, username: str, password: str) -> None:
@@ -37,7 +23,7 @@ def _sign_in(page, base: str, username: str, password: str) -> None:
 def test_first_login_magic_link(server, page):
     app, base = server
     svc = app.extensions["idp"]
-    cid = _tenant_with_control_word(app, "Blue Harbour")
+    cid = company_with_control_word(app, "Blue Harbour")
     make_user(svc, "newbie", password=None, company_id=cid, given_name="Nina")
     page.goto(base + "/login")
     page.get_by_role("link", name="First time here?").click()
