@@ -121,3 +121,13 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         require(False, f"Redis at IDP_TEST_REDIS_URL is not reachable: {exc}")
     return url
+
+
+@pytest.fixture
+def fed_env(tmp_path, make_app):
+    """An app with the SAML federation "testfed" (tests/federation_kit.py): (svc, key, cert)."""
+    from federation_kit import add_federation
+
+    svc = make_app().extensions["idp"]
+    key, cert = add_federation(svc, tmp_path)
+    return svc, key, cert

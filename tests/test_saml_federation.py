@@ -9,124 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import xmlsec
-from lxml import etree
-from sqlalchemy import select
+from federation_kit import IDP_ENTITY, MD, NOW, aggregate, keypair, refresh, sp_entity, sps
 
 from idp.cli import main
-
-MD = "urn:oasis:names:tc:SAML:2.0:metadata"
-NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def keypair(folder: Path, name: str) -> tuple[Path, Path]:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "flows"))
-    from saml_support import make_keypair
-
-    return make_keypair(folder, name)
-
-
-def sp_entity(entity_id: str, category: str | None = None, authority: str | None = None) -> str:
-    ext = ""
-    if category or authority:
-        parts = []
-        if authority:
-            parts.append(
-                '<mdrpi:RegistrationInfo xmlns:mdrpi="urn:oasis:names:tc:SAML:metadata:rpi" '
-                f'registrationAuthority="{authority}"/>'
-            )
-        if category:
-            parts.append(
-                "<mdattr:EntityAttributes "
-                'xmlns:mdattr="urn:oasis:names:tc:SAML:metadata:attribute">'
-                '<saml:Attribute xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
-                'Name="http://macedir.org/entity-category">'
-                f"<saml:AttributeValue>{category}</saml:AttributeValue></saml:Attribute>"
-                "</mdattr:EntityAttributes>"
-            )
-        ext = f"<md:Extensions>{''.join(parts)}</md:Extensions>"
-    return (
-        f'<md:EntityDescriptor entityID="{entity_id}">{ext}'
-        '<md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
-        '<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
-        f'Location="{entity_id}/acs" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>'
-    )
-
-
-IDP_ENTITY = (
-    '<md:EntityDescriptor entityID="https://idp.partner.example/">'
-    '<md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
-    '<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" '
-    'Location="https://idp.partner.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>'
-)
-
-
-def aggregate(
-    entities: list[str],
-    key: Path,
-    cert: Path,
-    *,
-    valid_until: datetime,
-    cache: str = "PT6H",
-    sign: bool = True,
-) -> bytes:
-    xml = (
-        f'<md:EntitiesDescriptor xmlns:md="{MD}" ID="agg1" Name="urn:test:fed" '
-        f'validUntil="{valid_until.strftime("%Y-%m-%dT%H:%M:%SZ")}" cacheDuration="{cache}">'
-        + "".join(entities)
-        + "</md:EntitiesDescriptor>"
-    )
-    root = etree.fromstring(xml.encode())
-    if sign:
-        sig = xmlsec.template.create(
-            root, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256
-        )
-        root.insert(0, sig)
-        ref = xmlsec.template.add_reference(sig, xmlsec.constants.TransformSha256, uri="#agg1")
-        xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-        xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
-        xmlsec.tree.add_ids(root, ["ID"])
-        ctx = xmlsec.SignatureContext()
-        ctx.key = xmlsec.Key.from_file(str(key), xmlsec.constants.KeyDataFormatPem)
-        ctx.sign(sig)
-    return etree.tostring(root)
-
-
-@pytest.fixture
-def fed_env(tmp_path, make_app):
-    app = make_app()
-    svc = app.extensions["idp"]
-    key, cert = keypair(tmp_path, "fed")
-    from idp.storage.models_saml import SamlFederation
-
-    with svc.sessions.begin() as db:
-        db.add(
-            SamlFederation(
-                name="testfed",
-                url="file:///dev/null",
-                cert_pem=cert.read_text(),
-                filters={},
-                refresh_seconds=86400,
-            )
-        )
-    return svc, key, cert
-
-
-def _sps(svc) -> dict[str, str]:
-    from idp.storage.models import SamlServiceProvider
-
-    with svc.sessions() as db:
-        return {r.entity_id: r.origin for r in db.scalars(select(SamlServiceProvider))}
-
-
-def _refresh(svc, data: bytes):
-    from federation.aggregate import refresh
-
-    return refresh(
-        svc.sessions, "testfed", NOW, max_bytes=10**7, timeout=5, min_refresh=300, data=data
-    )
 
 
 def test_signed_aggregate_is_imported_with_refresh_from_cache_duration(fed_env):
@@ -138,11 +23,11 @@ def test_signed_aggregate_is_imported_with_refresh_from_cache_duration(fed_env):
         valid_until=NOW + timedelta(days=7),
         cache="PT6H",
     )
-    out = _refresh(svc, data)
+    out = refresh(svc, data)
     assert out["entities"] == 2 and out["added"] == 2
     assert out["skipped"] == 1  # the IdP entity is not a service provider
     assert datetime.fromisoformat(out["next_refresh"]) == NOW + timedelta(hours=6)
-    assert _sps(svc) == {
+    assert sps(svc) == {
         "https://a.example/sp": "federation:testfed",
         "https://b.example/sp": "federation:testfed",
     }
@@ -150,9 +35,9 @@ def test_signed_aggregate_is_imported_with_refresh_from_cache_duration(fed_env):
     data = aggregate(
         [sp_entity("https://a.example/sp")], key, cert, valid_until=NOW + timedelta(days=7)
     )
-    out = _refresh(svc, data)
+    out = refresh(svc, data)
     assert out["removed"] == 1
-    assert set(_sps(svc)) == {"https://a.example/sp"}
+    assert set(sps(svc)) == {"https://a.example/sp"}
 
 
 @pytest.mark.parametrize("case", ["bad-signature", "unsigned", "other-key", "expired", "wrapped"])
@@ -163,8 +48,8 @@ def test_untrusted_aggregates_are_refused_and_change_nothing(fed_env, tmp_path, 
     good = aggregate(
         [sp_entity("https://a.example/sp")], key, cert, valid_until=NOW + timedelta(days=7)
     )
-    _refresh(svc, good)
-    before = _sps(svc)
+    refresh(svc, good)
+    before = sps(svc)
     valid = NOW + timedelta(days=7)
     if case == "bad-signature":
         data = good.replace(b"https://a.example/sp/acs", b"https://evil.example/acs")
@@ -189,8 +74,8 @@ def test_untrusted_aggregates_are_refused_and_change_nothing(fed_env, tmp_path, 
             + b"</md:EntitiesDescriptor>"
         )
     with pytest.raises(AggregateError):
-        _refresh(svc, data)
-    assert _sps(svc) == before
+        refresh(svc, data)
+    assert sps(svc) == before
 
 
 def test_entity_filters(fed_env):
@@ -215,8 +100,8 @@ def test_entity_filters(fed_env):
         cert,
         valid_until=NOW + timedelta(days=1),
     )
-    out = _refresh(svc, data)
-    assert set(_sps(svc)) == {"https://good.example/sp"}
+    out = refresh(svc, data)
+    assert set(sps(svc)) == {"https://good.example/sp"}
     assert out["skipped"] == 3
 
 

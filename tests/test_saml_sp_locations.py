@@ -13,16 +13,8 @@ import logging
 from datetime import timedelta
 
 import pytest
+from federation_kit import MD, NOW, aggregate, refresh, sp_entity, sps
 from sqlalchemy import select
-from test_saml_federation import (  # noqa: F401 (fed_env is a fixture)
-    MD,
-    NOW,
-    _refresh,
-    _sps,
-    aggregate,
-    fed_env,
-    sp_entity,
-)
 
 from idp.cli import main
 
@@ -157,8 +149,8 @@ def test_aggregate_keeps_good_sps_and_refuses_bad_ones_with_a_logged_reason(
         valid_until=NOW + timedelta(days=7),
     )
     with caplog.at_level(logging.WARNING, logger="idp.saml.federation"):
-        out = _refresh(svc, data)
-    assert _sps(svc) == {"https://good.example/sp": "federation:testfed"}
+        out = refresh(svc, data)
+    assert sps(svc) == {"https://good.example/sp": "federation:testfed"}
     assert out["entities"] == 1 and out["added"] == 1 and out["skipped"] == 2
     reasons = {r["entity_id"]: r["reason"] for r in out["refused"]}
     assert set(reasons) == {"https://evil.example/sp", "https://plain.example/sp"}
