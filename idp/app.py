@@ -24,6 +24,8 @@ from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services
 from .settings import load_settings
+from .web.api.framework import PREFIX as API_PREFIX
+from .web.api.framework import http_problem, problem_for
 from .web.csp import content_security_policy, csp_nonce
 from .web.mfa import deliver_code
 from .web.sso import BrowserSessions
@@ -49,6 +51,7 @@ BLUEPRINTS = [
     ".web.oidc.logout",
     ".web.oidc.registration",
     ".web.saml",
+    ".web.api",
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
@@ -169,6 +172,8 @@ def _wants_json() -> bool:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
+            return http_problem(exc.code or 500, exc.name, exc.description or exc.name)
         ref = new_reference()
         log.info(
             "http error %s on %s",
@@ -186,6 +191,8 @@ def _install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if request.path.startswith(API_PREFIX + "/"):
+            return problem_for(exc)
         ref = new_reference()
         log.exception(
             "unhandled error", extra={"reference": ref, "request_id": g.get("request_id")}

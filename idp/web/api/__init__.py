@@ -1,0 +1,9 @@
+"""The admin REST API ``/api/v1`` (``docs/api.md``): one module per area, each declaring its
+operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
+
+from __future__ import annotations
+
+from . import audit, openapi  # noqa: F401  (each module registers its operations on bp)
+from .framework import bp
+
+__all__ = ["bp"]
