@@ -676,3 +676,75 @@ def test_audit_rows_record_each_change_and_the_apply(inst, capsys, tmp_path):
         n = conn.execute(select(func.count()).select_from(text("applied_settings"))).scalar()
     engine.dispose()
     assert n == 7  # one row per policy key the file sets away from the defaults
+
+
+def test_the_documented_example_applies(inst, capsys, tmp_path, monkeypatch):
+    """docs/configuration.md's example file is a valid file: applied, then nothing to change."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    example = docs.split("<!-- config-as-code:example -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("IDP_CLIENT_SHOP_SECRET", "s" * 40)
+    path = write(tmp_path, example)
+    first = apply_json(capsys, path)
+    assert first["changed"] and not [c for c in first["changes"] if c["action"] == "delete"]
+    assert apply_json(capsys, path)["changed"] is False
+
+
+def test_updates_of_every_kind_converge(inst, capsys, tmp_path):
+    """A second file changing something of every kind: applied, the IdP says what it says (an
+    export gives its values back), and applying it again changes nothing."""
+    apply_json(capsys, write(tmp_path, RICH))
+    doc = copy.deepcopy(RICH)
+    doc["policies"]["mfa"]["policies"] = []
+    doc["permission_groups"]["doc-readers"]["permissions"] = ["app:documents:list"]
+    doc["roles"]["viewer"]["permission_groups"] = []
+    doc["roles"]["chief"]["includes"] = ["viewer"]
+    doc["groups"]["staff"]["description"] = None
+    web = doc["clients"]["web"]
+    web["name"] = "Shop"
+    web["first_party"] = False
+    del web["metadata"]["require_pkce"]
+    web["metadata"]["post_logout_redirect_uris"] = ["https://shop.example.org/bye"]
+    web["roles"]["publisher"]["permissions"] = ["shop:items:publish"]
+    web["claim_rules"] = []
+    doc["clients"]["batch"]["service_roles"] = ["viewer"]
+    doc["clients"]["spa"]["enabled"] = True
+    sp = doc["saml_service_providers"]["https://wiki.example.org/sp"]
+    sp["metadata"] = sp_metadata("https://wiki.example.org/sp", "https://wiki.example.org/new-acs")
+    sp["settings"] = {"name_id_format": "persistent"}
+    sp["claim_rules"][0]["enabled"] = False
+    path = write(tmp_path, doc)
+    result = apply_json(capsys, path)
+    changed = {(c["kind"], c["name"]) for c in result["changes"]}
+    assert changed == {
+        ("policy", "mfa.policies"),
+        ("permission_group", "doc-readers"),
+        ("role", "viewer"),
+        ("role", "chief"),
+        ("group", "staff"),
+        ("client", "web"),
+        ("role", "web/publisher"),
+        ("claim_rules", "client web"),
+        ("client", "batch"),
+        ("client", "spa"),
+        ("saml_sp", "https://wiki.example.org/sp"),
+        ("claim_rules", "saml_sp https://wiki.example.org/sp"),
+    }
+    assert {c["action"] for c in result["changes"]} == {"update"}
+    assert apply_json(capsys, path)["changed"] is False
+
+    now = yaml.safe_load(export(capsys))
+    assert now["permission_groups"]["doc-readers"]["permissions"] == ["app:documents:list"]
+    assert now["roles"]["viewer"]["permission_groups"] == []
+    assert now["roles"]["chief"]["includes"] == ["viewer"]
+    shop = now["clients"]["web"]
+    assert (shop["name"], shop["first_party"], shop["claim_rules"]) == ("Shop", False, [])
+    assert "require_pkce" not in shop["metadata"]
+    assert shop["metadata"]["post_logout_redirect_uris"] == ["https://shop.example.org/bye"]
+    assert now["clients"]["batch"]["service_roles"] == ["viewer"]
+    assert now["clients"]["spa"]["enabled"] is True
+    wiki = now["saml_service_providers"]["https://wiki.example.org/sp"]
+    assert "new-acs" in wiki["metadata"] and wiki["settings"] == {"name_id_format": "persistent"}
+    assert [r["enabled"] for r in wiki["claim_rules"]] == [False]
+    assert now["policies"]["mfa"]["policies"] == []
+    # The composites left are editor -> viewer and chief -> viewer.
+    assert rows(inst, "SELECT count(*) FROM role_composites") == [(2,)]

@@ -21,11 +21,16 @@ def config() -> None:
 
 
 @config.command("export")
-def config_export() -> None:
+@click.option("--json", "as_json", is_flag=True, help="The same document as one JSON object.")
+def config_export(as_json: bool) -> None:
     """Print the configuration as YAML (client secrets as ${env:NAME} references)."""
     with as_operator(ready()) as ctx:
-        text = config_code.dump_yaml(config_code.export(ctx, os.environ), config_code.header(ctx))
-    click.echo(text, nl=False)
+        document = config_code.export(ctx, os.environ)
+        comments = config_code.header(ctx)
+    if as_json:
+        emit(True, document, "")
+        return
+    click.echo(config_code.dump_yaml(document, comments), nl=False)
 
 
 class _DryRun(Exception):

@@ -475,24 +475,20 @@ class _Applier:
             if details:
                 self.change("client", client_id, "update", details)
             flags = {d["field"] for d in details} & {"name", "enabled", "first_party"}
-            if changed_meta or flags:
-                self.step(
-                    40,
-                    where,
-                    lambda c=client_id, s=spec, n=name, m=shown_meta, h=have, ch=changed_meta: (
-                        manage_clients.update(
-                            self.ctx,
-                            c,
-                            name=n if n != h["name"] else None,
-                            changes={k: m[k] for k in ch if k in m},
-                            uris={k: "" for k in ch if k not in m},
-                            first_party=s.first_party
-                            if s.first_party != h["first_party"]
-                            else None,
-                            enabled=s.enabled if s.enabled != h["enabled"] else None,
-                        )
-                    ),
+
+            def update(c=client_id, m=shown_meta, changed=changed_meta, flags=flags):
+                manage_clients.update(
+                    self.ctx,
+                    c,
+                    name=name if "name" in flags else None,
+                    changes={k: m[k] for k in changed if k in m},
+                    uris={k: "" for k in changed if k not in m},  # "" removes the key
+                    first_party=spec.first_party if "first_party" in flags else None,
+                    enabled=spec.enabled if "enabled" in flags else None,
                 )
+
+            if changed_meta or flags:
+                self.step(40, where, update)
             if set_secret:
                 self.step(
                     41,

@@ -154,7 +154,8 @@ def load_yaml(text: str) -> Any:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a file for people: every value written out, no &anchors
 
 
 def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
@@ -175,6 +176,6 @@ def dump_yaml(document: dict[str, Any], comments: list[str] = ()) -> str:
         sort_keys=False,
         default_flow_style=False,
         allow_unicode=True,
-        width=4096,
+        width=1 << 30,  # long values (metadata XML) stay on one line
     )
     return head + body
