@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from test_cli import fails, ok_json, run, snapshot
 
 from idp.app import create_app
 from idp.core.policy import check_password
+from idp.errors import Forbidden
+from idp.manage import Actor, transaction
+from idp.manage.config_code import apply, parse
+from idp.manage.config_code import export as export_document
+from idp.services import build_services, load_effective_settings
+from idp.storage.models import User
 from idp.web.password_policy import password_policy
 
 ADMIN = ["--admin-password", "Admin-Password-123"]
@@ -630,7 +637,6 @@ def test_applied_policies_round_trip_and_rule_an_app_built_afterwards(inst, caps
 
 def test_federation_service_providers_are_skipped_and_never_pruned(inst, capsys, tmp_path):
     from idp.saml.registry import SpRegistry
-    from idp.services import build_services, load_effective_settings
 
     svc = build_services(load_effective_settings())
     with svc.sessions.begin() as db:
@@ -748,3 +754,34 @@ def test_updates_of_every_kind_converge(inst, capsys, tmp_path):
     assert now["policies"]["mfa"]["policies"] == []
     # The composites left are editor -> viewer and chief -> viewer.
     assert rows(inst, "SELECT count(*) FROM role_composites") == [(2,)]
+
+
+def test_export_and_apply_check_the_actors_permissions(inst, capsys, tmp_path, monkeypatch):
+    """Through the service layer as an administrator who may read everything and change
+    nothing: the export works, the apply is refused at its first change, nothing written."""
+    ok_json(
+        capsys,
+        "users",
+        "create",
+        "--username",
+        "ro",
+        "--email",
+        "ro@example.org",
+        "--role",
+        "Read-only",
+    )
+    svc = build_services(load_effective_settings())
+    with svc.sessions() as db:
+        user = db.scalar(select(User).where(User.username == "ro"))
+    actor = Actor.user(user.id, user.uuid)
+    with transaction(svc, actor) as ctx:
+        assert export_document(ctx, os.environ)["roles"]["Read-only"]["permissions"] == [
+            "*:*:read",
+            "oauth:scope:admin",
+        ]
+    before = snapshot(inst)
+    with pytest.raises(Forbidden) as refused, transaction(svc, actor) as ctx:
+        apply(ctx, parse(RICH), environ=os.environ)
+    assert "config:policies:update" in str(refused.value)
+    assert snapshot(inst) == before
+    svc.engine.dispose()
