@@ -785,3 +785,18 @@ def test_export_and_apply_check_the_actors_permissions(inst, capsys, tmp_path, m
     assert "config:policies:update" in str(refused.value)
     assert snapshot(inst) == before
     svc.engine.dispose()
+
+
+def test_on_postgresql_applying_twice_changes_nothing_and_policies_are_read_at_start(
+    env, capsys, tmp_path, monkeypatch, pg_url
+):
+    env("pg")
+    monkeypatch.setenv("IDP_DATABASE_URL", pg_url)
+    assert run(capsys, "init", *ADMIN)[0] == 0
+    assert apply_json(capsys, write(tmp_path, RICH))["changed"] is True
+    exported = write(tmp_path, export(capsys), "export.yaml")
+    assert apply_json(capsys, exported)["changed"] is False
+    assert apply_json(capsys, write(tmp_path, RICH))["changed"] is False
+    app = create_app({"logging": {"access_log": False}})
+    assert app.extensions["idp"].settings.password_policy.min_length == 14
+    app.extensions["idp"].engine.dispose()
