@@ -4,8 +4,8 @@
 The defaults file is the schema: every key it has is a setting, its value's type is the
 setting's type, and anything else is refused. The result is validated once and frozen.
 This is the only module that reads the environment for settings. The "applied policies"
-layer holds the policy settings (``APPLIED_KEYS``) set with ``idp config apply``; they are kept in
-the database and passed in by the caller (``idp.services.load_effective_settings``).
+layer holds the policy settings (``APPLIED_SECTIONS``) set with ``idp config apply``; they are
+kept in the database and passed in by the caller (``idp.services.load_effective_settings``).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ operations in the caller's transaction (so an error anywhere leaves nothing writ
 
 from __future__ import annotations
 
-from .apply import Change, Plan, apply
+from .apply import apply
 from .export import export, header, secret_variable
+from .plan import Change, Plan
 from .schema import Document, dump_yaml, load_yaml, parse
 
 __all__ = [
