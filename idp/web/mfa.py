@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
 from ..backends.lockout import lock_key
+from ..backends.mfa_reset import reset_user_mfa as _reset_user_mfa
 from ..core.authn import AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaRequirement
@@ -154,16 +155,9 @@ def remember_device(db: Any, user: User, response: Response) -> None:
 # --- reset (administrators) ---------------------------------------------------------------------
 
 
-def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None) -> list[str]:
-    """Remove every second factor of ``user`` (each registered factor's ``reset``) and every
-    remembered device; returns the factor ids that were enrolled. The caller commits."""
-    had = sorted(f.id for f in enrolled_factors(s, user, db))
-    for factor in factors(s).values():
-        reset = getattr(factor, "reset", None)
-        if reset is not None:
-            reset(s, db, user)
-    db.execute(delete(MfaRememberedDevice).where(MfaRememberedDevice.user_id == user.id))
-    return had
+def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None = None) -> list[str]:
+    """Remove every second factor of ``user`` (idp.backends.mfa_reset); the caller commits."""
+    return _reset_user_mfa(s, db, user)
 
 
 # --- account pages ------------------------------------------------------------------------------
