@@ -335,30 +335,43 @@ def test_create_minimal_lets_the_user_set_a_password(client, admin, svc):
 
 
 @pytest.mark.parametrize(
-    ("extra", "field"),
+    ("extra", "field", "status"),
     [
-        ({"id": "6d1f0000-0000-4000-8000-000000000000"}, "id"),
-        ({"uuid": "x"}, "uuid"),
-        ({"password_hash": "$argon2id$..."}, "password_hash"),
-        ({"is_admin": True}, "is_admin"),
-        ({"status": "active"}, "status"),
-        ({"source": "ldap"}, "source"),
-        ({"roles": ["Nope"]}, "roles"),
-        ({"groups": ["nope/nope"]}, "groups"),
-        ({"company": "nope"}, "company"),
-        ({"department": "acme/Nope"}, "department"),
-        ({"manager_id": "nobody"}, "manager_id"),
-        ({"password": "short"}, "password"),
-        ({"username": "bad name"}, "username"),
-        ({"timezone": "Mars/Olympus"}, "timezone"),
-        ({"start_date": "2030-01-01", "end_date": "2020-01-01"}, "end date"),
+        # not what the schema allows: 400 naming the field
+        ({"id": "6d1f0000-0000-4000-8000-000000000000"}, "id", 400),
+        ({"uuid": "x"}, "uuid", 400),
+        ({"password_hash": "$argon2id$..."}, "password_hash", 400),
+        ({"is_admin": True}, "is_admin", 400),
+        ({"status": "active"}, "status", 400),
+        ({"source": "ldap"}, "source", 400),
+        ({"username": "bad name"}, "username", 400),
+        ({"email": "no-at-sign"}, "email", 400),
+        ({"timezone": "Mars/Olympus"}, "timezone", 400),
+        ({"color": "red"}, "color", 400),
+        ({"given_name": "a\u0000b"}, "given_name", 400),
+        ({"email_verified": "yes"}, "email_verified", 400),
+        ({"password": ""}, "password", 400),
+        # well-formed, but naming nothing that exists: 404 naming the field
+        ({"roles": ["Nope"]}, "roles", 404),
+        ({"groups": ["nope/nope"]}, "groups", 404),
+        ({"company": "nope"}, "company", 404),
+        ({"company": "\u00b2"}, "company", 404),
+        ({"department": "99999999999999999999999"}, "department", 404),
+        ({"department": "acme/Nope"}, "department", 404),
+        ({"manager_id": "nobody"}, "manager_id", 404),
+        ({"custom": {"shoe_size": 42}}, "custom", 404),
+        # well-formed, refused by the data or the rules: 409 naming the field
+        ({"password": "short"}, "password", 409),
+        ({"start_date": "2030-01-01", "end_date": "2020-01-01"}, "end_date", 409),
+        ({"email": None, "email_verified": True}, "email_verified", 409),
+        ({"company": "globex", "department": "acme/Engineering"}, "department", 409),
     ],
 )
-def test_create_refusals_are_400_naming_the_field(client, admin, svc, people, extra, field):
+def test_create_refusals_name_the_field(client, admin, svc, people, extra, field, status):
     before = snapshot(svc)
     body = {"username": "mal", "email": "mal@example.org", **extra}
     resp = api(client, "POST", BASE, admin, json=body)
-    assert field in problem(resp, 400)["detail"]
+    assert field in problem(resp, status)["detail"]
     assert snapshot(svc) == before
 
 
@@ -475,7 +488,9 @@ def test_patch_mass_assignment_is_400_naming_the_field(client, admin, svc, peopl
         ('{"given_name": "x"}', "text/plain", 415),
         ('{"email_verified": "yes"}', "application/json", 400),
         ('{"username": null}', "application/json", 400),
-        ('{"custom": {"nope": 1}}', "application/json", 400),
+        ('{"custom": {"nope": 1}}', "application/json", 404),
+        ('{"active": null}', "application/json", 400),
+        ('{"timezone": "Nowhere/Town"}', "application/json", 400),
     ],
 )
 def test_patch_malformed_bodies(client, admin, svc, people, raw, content_type, status):
@@ -556,7 +571,7 @@ def test_passwords(app, client, svc, people):
         (NEW_PASSWORD, "history"),
     ):
         resp = api(client, "POST", f"{BASE}/{uuid}/password", helpdesk, json={"password": bad})
-        detail = problem(resp, 400)["detail"]
+        detail = problem(resp, 409)["detail"]
         assert code in detail and "password" in detail
     problem(
         api(
@@ -628,18 +643,22 @@ def test_roles_assign_list_remove(client, admin, svc, people):
     assert api(client, "GET", f"{BASE}/{uuid}/roles", admin).json["items"] == []
     problem(api(client, "DELETE", f"{BASE}/{uuid}/roles/User%20Manager", admin), 404)
     problem(api(client, "DELETE", f"{BASE}/{uuid}/roles/Nope", admin), 404)
-    for body, field in (
-        ({"role": "Nope"}, "role"),
-        ({"role": "Auditor", "scope_company": "nope"}, "scope_company"),
-        ({"role": "Auditor", "expires_at": "2000-01-01T00:00:00Z"}, "expiry"),
-        ({"role": "Auditor", "expires_at": "2099-01-01T00:00:00"}, "expires_at"),
-        ({"role": "Auditor", "granted_by": 1}, "granted_by"),
+    for body, field, status in (
+        ({"role": "Nope"}, "role", 404),
+        ({"role": "Auditor", "scope_company": "nope"}, "scope_company", 404),
+        (
+            {"role": "Auditor", "scope_company": "acme", "scope_department": "acme/Sales"},
+            "scope",
+            409,
+        ),
+        ({"role": "Auditor", "expires_at": "2000-01-01T00:00:00Z"}, "expiry", 409),
+        ({"role": "Auditor", "expires_at": "2099-01-01T00:00:00"}, "expires_at", 400),
+        ({"role": "Auditor", "expires_at": "9999-12-31T23:00:00-05:00"}, "expires_at", 400),
+        ({"role": "Auditor", "granted_by": 1}, "granted_by", 400),
     ):
         before = snapshot(svc)
-        assert (
-            field
-            in problem(api(client, "POST", f"{BASE}/{uuid}/roles", admin, json=body), 400)["detail"]
-        )
+        resp = api(client, "POST", f"{BASE}/{uuid}/roles", admin, json=body)
+        assert field in problem(resp, status)["detail"]
         assert snapshot(svc) == before
 
 
