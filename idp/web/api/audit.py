@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from ...manage import audit
 from .common import Page, PageQuery
@@ -20,6 +20,18 @@ class AuditEventsQuery(PageQuery):
     target: str | None = Field(None, max_length=300)
     since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive")
     until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # A bound past what UTC can hold (year 9999 with a negative offset) bounds nothing.
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            edge = datetime.max if value.year > 1 else datetime.min
+            return edge.replace(tzinfo=UTC)
 
 
 class AuditEventOut(BaseModel):
