@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..errors import NotFound
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.rbac import role_grants
 from .context import Context
@@ -82,3 +83,29 @@ def move(ctx: Context, group: Group, new_parent: Group | None) -> Group:
     group = ctx.directory.move_group(group, new_parent)
     ctx.audit("group.moved", group.path, old_path=old)
     return group
+
+
+def get(ctx: Context, group_id: int) -> Group:
+    """A group by its id (``groups:groups:read``)."""
+    ctx.require("groups:groups:read")
+    group = ctx.db.get(Group, group_id)
+    if group is None:
+        raise NotFound(f"no group {group_id}")
+    return group
+
+
+def rename(ctx: Context, group: Group, name: str) -> Group:
+    """Rename the group in place (its subgroups' paths follow)."""
+    ctx.require("groups:groups:update")
+    old = group.path
+    group = ctx.directory.rename_group(group, name)
+    ctx.audit("group.renamed", group.path, group_id=group.id, old_path=old)
+    return group
+
+
+def delete(ctx: Context, group: Group) -> None:
+    """Delete a group without subgroups; its memberships and group roles go with it."""
+    ctx.require("groups:groups:delete")
+    path, group_id = group.path, group.id
+    ctx.directory.delete_group(group)
+    ctx.audit("group.deleted", path, group_id=group_id)
