@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from ..errors import NotFound
+from ..errors import NotFound, ValidationError
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.rbac import role_grants
 from .context import Context
@@ -109,3 +109,17 @@ def delete(ctx: Context, group: Group) -> None:
     path, group_id = group.path, group.id
     ctx.directory.delete_group(group)
     ctx.audit("group.deleted", path, group_id=group_id)
+
+
+def set_external_id(ctx: Context, group: Group, external_id: str | None) -> Group:
+    """The id a provisioning client (SCIM ``externalId``) knows the group by; None clears it."""
+    ctx.require("groups:groups:update")
+    if external_id is not None and (
+        not isinstance(external_id, str) or len(external_id) > 255 or not external_id.strip()
+    ):
+        raise ValidationError("external_id: 1-255 characters")
+    if group.external_id != external_id:
+        group.external_id = external_id
+        ctx.db.flush()
+        ctx.audit("group.updated", group.path, group_id=group.id, fields=["external_id"])
+    return group

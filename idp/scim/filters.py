@@ -104,10 +104,6 @@ def _constant(value: str, when: Callable[[], ColumnElement[Any]]) -> Callable[[]
     return lambda: case((when().is_not(None), literal(value)), else_=None)
 
 
-def _constant_bool(when: Callable[[], ColumnElement[Any]]) -> Callable[[], Any]:
-    return lambda: case((when().is_not(None), true()), else_=None)
-
-
 def _group_id_text() -> ColumnElement[Any]:
     return cast(Group.id, String)
 
@@ -132,12 +128,8 @@ USER_ATTRS: dict[str, Attr | Multi] = {
     ),
     "emails.value": Attr(lambda: User.email),
     "emails.type": Attr(_constant("work", lambda: User.email), sortable=False),
-    "emails.primary": Attr(_constant_bool(lambda: User.email), kind="boolean", sortable=False),
     "phonenumbers.value": Attr(lambda: User.phone),
     "phonenumbers.type": Attr(_constant("work", lambda: User.phone), sortable=False),
-    "phonenumbers.primary": Attr(
-        _constant_bool(lambda: User.phone), kind="boolean", sortable=False
-    ),
     "meta.created": Attr(lambda: User.created_at, kind="datetime"),
     "meta.lastmodified": Attr(lambda: User.updated_at, kind="datetime"),
     "meta.resourcetype": Attr(lambda: literal("User"), present=lambda: true(), sortable=False),
@@ -165,6 +157,7 @@ def _members(cond: ColumnElement[bool]) -> ColumnElement[bool]:
 
 GROUP_ATTRS: dict[str, Attr | Multi] = {
     "id": Attr(_group_id_text, case_exact=True),
+    "externalid": Attr(lambda: Group.external_id, case_exact=True),
     "displayname": Attr(lambda: Group.path),
     "meta.created": Attr(lambda: Group.created_at, kind="datetime"),
     "meta.lastmodified": Attr(lambda: Group.updated_at, kind="datetime"),
@@ -173,7 +166,6 @@ GROUP_ATTRS: dict[str, Attr | Multi] = {
         _members,
         {
             "value": Attr(lambda: _MEMBER.uuid, case_exact=True),
-            "display": Attr(lambda: _MEMBER.username),
             "type": Attr(lambda: literal("User")),
         },
     ),

@@ -87,17 +87,12 @@ def user_resource(db: Session, user: User, urls: Urls) -> FullUser:
     ).all()
     manager = None
     if user.manager_id is not None:
-        boss = db.execute(
-            select(User.uuid, User.display_name, User.username).where(User.id == user.manager_id)
-        ).one_or_none()
+        boss = db.scalar(select(User.uuid).where(User.id == user.manager_id))
         if boss is not None:
-            manager = Manager(
-                value=boss.uuid,
-                ref=urls.user(boss.uuid),
-                display_name=boss.display_name or boss.username,
-            )
+            manager = Manager(value=boss, ref=urls.user(boss))
     employee_number = (user.custom or {}).get(EMPLOYEE_NUMBER_FIELD)
     enterprise = EnterpriseUser(
+        schemas=[ENTERPRISE_SCHEMA],
         employee_number=str(employee_number) if employee_number is not None else None,
         department=user.department.name if user.department is not None else None,
         manager=manager,
@@ -120,10 +115,8 @@ def user_resource(db: Session, user: User, urls: Urls) -> FullUser:
         locale=user.locale,
         timezone=user.timezone,
         active=user.status != "inactive",
-        emails=[Email(value=user.email, type="work", primary=True)] if user.email else None,
-        phone_numbers=[PhoneNumber(value=user.phone, type="work", primary=True)]
-        if user.phone
-        else None,
+        emails=[Email(value=user.email, type="work")] if user.email else None,
+        phone_numbers=[PhoneNumber(value=user.phone, type="work")] if user.phone else None,
         groups=[
             GroupMembership(value=str(g.id), ref=urls.group(g.id), display=g.path, type="direct")
             for g in groups
@@ -164,16 +157,9 @@ def group_resource(
     resource = ScimGroup(
         schemas=[GROUP_SCHEMA],
         id=str(group.id),
+        external_id=group.external_id,
         display_name=group.path,
-        members=[
-            ScimMember(
-                value=m.uuid,
-                ref=urls.user(m.uuid),
-                type="User",
-                display=m.display_name or m.username,
-            )
-            for m in members
-        ]
+        members=[ScimMember(value=m.uuid, ref=urls.user(m.uuid), type="User") for m in members]
         or None,
         meta=Meta(
             resource_type="Group",
@@ -189,14 +175,11 @@ def group_resource(
 
 
 def _pick(values: list[Any] | None, preferred: tuple[str, ...]) -> str | None:
-    """The one value the IdP keeps of a multi-valued attribute: the primary, else the first
-    of the preferred types, else the first."""
+    """The one value the IdP keeps of a multi-valued attribute: the first of the preferred
+    types, else the first."""
     values = [v for v in values or [] if getattr(v, "value", None)]
     if not values:
         return None
-    for v in values:
-        if v.primary:
-            return v.value
     for kind in preferred:
         for v in values:
             if (v.type or "").lower() == kind:

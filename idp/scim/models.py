@@ -34,8 +34,9 @@ ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
 class Name(ComplexAttribute):
-    formatted: str | None = None
-    """The full name; composed from the parts when read, ignored when the parts are given."""
+    formatted: Annotated[str | None, Mutability.read_only, Returned.request] = None
+    """The full name, composed from the parts (given, middle, family); returned when asked
+    for (``attributes=name.formatted``)."""
 
     family_name: str | None = None
     given_name: str | None = None
@@ -44,19 +45,18 @@ class Name(ComplexAttribute):
 
 class Email(ComplexAttribute):
     value: str | None = None
-    """The user's one e-mail address (the primary, else the ``work`` one, else the first)."""
+    """The user's one e-mail address: of several sent, the primary, else the ``work`` one,
+    else the first. Reported with the type ``work``."""
 
     type: str | None = Field(None, examples=["work"])
-    primary: bool | None = None
 
 
 class PhoneNumber(ComplexAttribute):
     value: str | None = None
-    """The user's one phone number (the primary, else ``work``, else ``mobile``, else the
-    first)."""
+    """The user's one phone number: of several sent, the primary, else ``work``, else
+    ``mobile``, else the first. Reported with the type ``work``."""
 
-    type: str | None = Field(None, examples=["work", "mobile"])
-    primary: bool | None = None
+    type: str | None = Field(None, examples=["work"])
 
 
 class GroupMembership(ComplexAttribute):
@@ -74,9 +74,16 @@ class User(Resource[Any]):
     user_name: Annotated[str | None, Uniqueness.server, Required.true] = None
     name: Name | None = None
     display_name: str | None = None
-    locale: str | None = None
-    timezone: str | None = None
-    active: bool | None = None
+    locale: str | None = Field(None, examples=["en-US", "de-DE", "fr", "pt-BR"])
+    """A language tag (BCP 47)."""
+
+    timezone: str | None = Field(
+        None, examples=["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC"]
+    )
+    """An IANA time zone name."""
+    active: Annotated[bool | None, Required.true] = None
+    """Every account has an administrative status, so it always has a value: a creation
+    without it makes an active user, a replacement without it keeps the status."""
     emails: list[Email] | None = None
     phone_numbers: list[PhoneNumber] | None = None
     groups: Annotated[list[GroupMembership] | None, Mutability.read_only] = None
@@ -92,7 +99,6 @@ class Manager(ComplexAttribute):
     """The id of the manager's User resource."""
 
     ref: Reference["User"] | None = Field(None, serialization_alias="$ref", validation_alias="$ref")
-    display_name: Annotated[str | None, Mutability.read_only] = None
 
 
 class EnterpriseUser(Extension):
@@ -115,7 +121,6 @@ class GroupMember(ComplexAttribute):
         None, serialization_alias="$ref", validation_alias="$ref"
     )
     type: Annotated[str | None, Mutability.immutable] = Field(None, examples=["User"])
-    display: Annotated[str | None, Mutability.read_only] = None
 
 
 class Group(Resource[Any]):

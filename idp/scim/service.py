@@ -133,9 +133,11 @@ def get_user(ctx: Context, urls: Urls, user_id: str) -> FullUser:
     return user_resource(ctx.db, _user(ctx, user_id), urls)
 
 
-def _read_user(body: Any, scim_ctx: ScimContext) -> FullUser:
+def _read_user(body: Any, scim_ctx: ScimContext, active: bool = True) -> FullUser:
     if not isinstance(body, dict):
         raise ScimError(400, "The body must be a JSON object.", "invalidSyntax")
+    if not any(str(k).lower() == "active" for k in body):
+        body = {**body, "active": active}
     return FullUser.model_validate(body, scim_ctx=scim_ctx, scim_policy=POLICY)
 
 
@@ -200,7 +202,9 @@ def replace_user(
     user = _user(ctx, user_id, "users:accounts:update")
     current = user_resource(ctx.db, user, urls)
     check_version(if_match, current.meta.version)
-    resource = _read_user(body, ScimContext.RESOURCE_REPLACEMENT_REQUEST)
+    resource = _read_user(
+        body, ScimContext.RESOURCE_REPLACEMENT_REQUEST, active=user.status != "inactive"
+    )
     if resource.id is not None and resource.id != user.uuid:
         raise ScimError(400, "id cannot be changed", "mutability")
     if not resource.user_name:
@@ -302,6 +306,8 @@ def create_group(ctx: Context, urls: Urls, body: Any) -> ScimGroup:
         raise invalid_value("displayName is required")
     parent, name = _split(resource.display_name)
     group = manage_groups.create(ctx, name, parent)
+    if resource.external_id:
+        manage_groups.set_external_id(ctx, group, resource.external_id)
     _apply_members(ctx, group, wanted_members(resource))
     return group_resource(ctx.db, group, urls, members_where=_members_where(ctx))
 
@@ -334,6 +340,8 @@ def _apply_group(ctx: Context, group: Group, before: ScimGroup, wanted: ScimGrou
             group = manage_groups.move(ctx, group, target)
         if name != group.name:
             group = manage_groups.rename(ctx, group, name)
+    if (wanted.external_id or None) != group.external_id:
+        manage_groups.set_external_id(ctx, group, wanted.external_id or None)
     _apply_members(ctx, group, wanted_members(wanted), current=wanted_members(before))
     return group
 
@@ -369,3 +377,44 @@ def delete_group(ctx: Context, urls: Urls, group_id: str, if_match: str | None) 
         current = group_resource(ctx.db, group, urls, members_where=_members_where(ctx))
         check_version(if_match, current.meta.version)
     manage_groups.delete(ctx, group)
+
+
+# --- the root search (RFC 7644 §3.4.3) -----------------------------------------------------------
+
+
+def search_all(ctx: Context, urls: Urls, q: ListQuery) -> tuple[list[Any], int, int]:
+    """Users, then Groups, matching the filter, paged over both. A filter naming an attribute
+    one type does not have matches nothing of that type (§3.4.2.1); one that fits neither is
+    ``invalidFilter``. A type the caller may not read is left out."""
+    from dataclasses import replace
+
+    from scim2_models import InvalidFilterException
+
+    from ..errors import Forbidden
+
+    kinds = []
+    refusal: Exception | None = None
+    for lister, target in ((list_users, filters.USERS), (list_groups, filters.GROUPS)):
+        try:
+            if q.filter:
+                filters.parse(target, q.filter)
+            total = lister(ctx, urls, replace(q, start_index=1, count=0))[1]
+        except (InvalidFilterException, Forbidden) as exc:
+            refusal = refusal or exc
+            continue
+        kinds.append((lister, total))
+    if not kinds and refusal is not None:
+        raise refusal
+    start, count = q.page()
+    offset, remaining, found = start - 1, count, []
+    for lister, total in kinds:
+        if remaining <= 0:
+            break
+        if offset >= total:
+            offset -= total
+            continue
+        got = lister(ctx, urls, replace(q, start_index=offset + 1, count=remaining))[0]
+        found.extend(got)
+        remaining -= len(got)
+        offset = 0
+    return found, sum(total for _, total in kinds), start

@@ -256,6 +256,11 @@ def schema(key: str) -> Response:
     return _discovery_one(discovery.schemas(_urls().base), key)
 
 
+@bp.post("/.search")
+def search_all() -> Response:
+    return _list(FullUser | Group, service.search_all, _search_body())
+
+
 # --- Users ---------------------------------------------------------------------------------------
 
 
