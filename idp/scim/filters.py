@@ -226,21 +226,25 @@ class _SqlFilter(FilterVisitor[ColumnElement[bool]]):
 
     # --- attributes ---------------------------------------------------------------------------
 
-    def _lookup(self, path: AttrPath, subs: dict[str, Attr] | None) -> Attr | Multi:
+    def _lookup(self, path: AttrPath, subs: dict[str, Attr] | None) -> tuple[Attr | Multi, str]:
+        """The attribute a path names; for a multi-valued one kept in other rows, also the
+        sub-attribute compared ("groups" compares "groups.value")."""
         if subs is not None:
-            if path.sub_attr or path.uri:
-                raise _unsupported(str(path))
-            got = subs.get(path.attr.lower())
+            got = subs.get(path.attr.lower()) if not (path.sub_attr or path.uri) else None
             if got is None:
                 raise _unsupported(str(path))
-            return got
+            return got, ""
         key = _key(self.target, path)
         got = self.target.attrs.get(key)
         if got is None and key in _MULTI_INLINE:
             got = self.target.attrs.get(f"{key}.value")
+        if got is None and path.sub_attr:
+            head = self.target.attrs.get(key.rsplit(".", 1)[0])
+            if isinstance(head, Multi) and path.sub_attr.lower() in head.subs:
+                return head, path.sub_attr.lower()
         if got is None:
             raise _unsupported(str(path))
-        return got
+        return got, "value"
 
     def _leaf(
         self,
@@ -248,11 +252,10 @@ class _SqlFilter(FilterVisitor[ColumnElement[bool]]):
         subs: dict[str, Attr] | None,
         build: Callable[[Attr], ColumnElement[bool]],
     ) -> ColumnElement[bool]:
-        found = self._lookup(path, subs)
+        found, sub = self._lookup(path, subs)
         if isinstance(found, Multi):
-            # "groups eq x" / "members pr": the values' "value" sub-attribute, any of them.
-            inner = found.subs["value"]
-            return found.scope(build(inner))
+            # "groups eq x", "members.value eq x": any of the values matches.
+            return found.scope(build(found.subs[sub]))
         return build(found)
 
     # --- nodes --------------------------------------------------------------------------------
