@@ -213,25 +213,51 @@ def replace_user(
     return user_resource(ctx.db, user, urls)
 
 
-def _read_patch(model: Any, body: Any) -> PatchOp:
+def _read_patch(model: Any, body: Any, current_id: str) -> PatchOp:
+    """The PATCH request, refusing a change to ``id``, ``meta``, ``schemas`` or ``groups``
+    (400 ``mutability``). Okta's ``replace`` carrying the resource's own ``id`` among the
+    values is read without it; Entra's manager given as a bare id string is read as
+    ``{"value": id}``, and the null ``$ref`` of the members it removes is left out."""
     if not isinstance(body, dict):
         raise ScimError(400, "The body must be a JSON object.", "invalidSyntax")
-    for op in body.get("Operations") or []:
-        if not isinstance(op, dict):
-            continue
-        path = op.get("path")
-        if isinstance(path, str):
-            head = path.split("[", 1)[0].split(".", 1)[0].strip().lower()
-            if head in READ_ONLY_PATHS:
-                raise ScimError(400, f"{path} is read-only", "mutability")
-        value = op.get("value")
-        if path is None and isinstance(value, dict):
-            for key in value:
-                if str(key).split(".", 1)[0].lower() in READ_ONLY_PATHS:
-                    raise ScimError(400, f"{key} is read-only", "mutability")
+    body = dict(body)
+    ops = body.get("Operations")
+    if isinstance(ops, list):
+        body["Operations"] = [_tolerated(op, current_id) for op in ops]
     return PatchOp[model].model_validate(
         body, scim_ctx=ScimContext.RESOURCE_PATCH_REQUEST, scim_policy=POLICY
     )
+
+
+def _tolerated(op: Any, current_id: str) -> Any:
+    if not isinstance(op, dict):
+        return op
+    op = dict(op)
+    path, value = op.get("path"), op.get("value")
+    if isinstance(path, str):
+        head = path.split("[", 1)[0].split(".", 1)[0].strip().lower()
+        if head in READ_ONLY_PATHS:
+            raise ScimError(400, f"{path} is read-only", "mutability")
+        if path.lower().endswith(":manager") and isinstance(value, str):
+            op["value"] = {"value": value}
+        if str(op.get("op", "")).lower() == "remove" and isinstance(value, list):
+            # Entra names the members to remove as [{"$ref": null, "value": id}]: the null
+            # says nothing about which entries are meant.
+            op["value"] = [
+                {k: v for k, v in item.items() if v is not None} if isinstance(item, dict) else item
+                for item in value
+            ]
+    elif isinstance(value, dict):
+        kept = {}
+        for key, item in value.items():
+            head = str(key).split(".", 1)[0].lower()
+            if head == "id" and item == current_id:
+                continue
+            if head in READ_ONLY_PATHS:
+                raise ScimError(400, f"{key} is read-only", "mutability")
+            kept[key] = item
+        op["value"] = kept
+    return op
 
 
 def _patched(patch: PatchOp, resource: Any) -> Any:
@@ -247,7 +273,7 @@ def patch_user(ctx: Context, urls: Urls, user_id: str, body: Any, if_match: str 
     user = _user(ctx, user_id, "users:accounts:update")
     current = user_resource(ctx.db, user, urls)
     check_version(if_match, current.meta.version)
-    patch = _read_patch(FullUser, body)
+    patch = _read_patch(FullUser, body, user.uuid)
     wanted = _patched(patch, current)
     if not wanted.user_name:
         raise ScimError(400, "userName is required", "mutability")
@@ -365,7 +391,7 @@ def patch_group(
     where = _members_where(ctx)
     current = group_resource(ctx.db, group, urls, members_where=where)
     check_version(if_match, current.meta.version)
-    patch = _read_patch(ScimGroup, body)
+    patch = _read_patch(ScimGroup, body, str(group.id))
     wanted = _patched(patch, current)
     group = _apply_group(ctx, group, current, wanted)
     return group_resource(ctx.db, group, urls, members_where=where)
