@@ -276,12 +276,14 @@ def create(
     must_change_password: bool = False,
     require_mfa: bool = False,
     check_password_policy: bool = False,
+    fields: dict[str, Any] | None = None,
 ) -> User:
     """A new user, with a password (hashed here) or none (they set one by e-mail), in
     ``groups`` (paths) with ``roles`` (global role names). ``email_verified``: the address
     is known to be theirs (released as ``email_verified`` true). ``check_password_policy``:
     the password must pass the configured policy (the API asks for it; the operator at the
-    command line may set anything)."""
+    command line may set anything). ``fields``: more of the user's fields, as :func:`update`
+    takes them (display name, phone, locale, custom fields...), part of the same creation."""
     ctx.require("users:accounts:create")
     if password and check_password_policy:
         probe = User(
@@ -308,7 +310,11 @@ def create(
     user = ctx.directory.create_user(new, list(groups), list(roles))
     if password:
         user.password_changed_at = ctx.svc.clock.utcnow()
-    user.email_verified = bool(email_verified and user.email)
+    if fields:
+        _apply(ctx, user, fields)
+    if email_verified and not user.email:
+        raise ValidationError("email_verified: there is no e-mail address")
+    user.email_verified = bool(email_verified)
     if roles:
         ctx.require("users:roles:assign", user.id)
         role_ids = ctx.db.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id))
@@ -465,6 +471,14 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
     unless ``email_verified`` (``phone_verified``) says otherwise. Audited as "user.updated"
     with the names of the fields that changed, not their values."""
     ctx.require("users:accounts:update", user.id)
+    changed = _apply(ctx, user, changes)
+    if changed:
+        ctx.audit("user.updated", user.uuid, fields=changed)
+    return user
+
+
+def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:
+    """Check and make the changes of :func:`update`; the names of the fields that changed."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
         raise ValidationError(f"{unknown[0]}: not a field that can be changed")
@@ -503,10 +517,8 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
         ctx.directory.set_custom(user, custom)
         if (user.custom or {}) != before:
             changed.append("custom")
-    if changed:
-        ctx.db.flush()
-        ctx.audit("user.updated", user.uuid, fields=sorted(changed))
-    return user
+    ctx.db.flush()
+    return sorted(changed)
 
 
 def delete(ctx: Context, user: User, *, sessions: SessionRecords | None = None) -> None:
@@ -649,6 +661,23 @@ def remove_role(ctx: Context, user: User, role: Role) -> int:
         "user.role_removed", user.uuid, role=role.name, client_id=role.client_id, removed=removed
     )
     return removed
+
+
+def role_assignments(ctx: Context, user: User) -> list[tuple[UserRole, Role]]:
+    """The roles assigned to the user directly (not through groups), with their delegation
+    scope and expiry; expired temporary grants are left out (they grant nothing)."""
+    ctx.require("users:roles:read", user.id)
+    now = ctx.svc.clock.utcnow()
+    rows = ctx.db.execute(
+        select(UserRole, Role)
+        .join(Role, Role.id == UserRole.role_id)
+        .where(
+            UserRole.user_id == user.id,
+            or_(UserRole.expires_at.is_(None), UserRole.expires_at > now),
+        )
+        .order_by(Role.name, Role.client_id, UserRole.id)
+    )
+    return [(ur, role) for ur, role in rows]
 
 
 def explain(ctx: Context, user: User, permission: str) -> list[str]:

@@ -24,7 +24,6 @@ from werkzeug.wrappers import Response
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
 from ..backends.lockout import lock_key
-from ..backends.mfa_reset import reset_user_mfa as _reset_user_mfa
 from ..core.authn import AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaRequirement
@@ -150,14 +149,6 @@ def remember_device(db: Any, user: User, response: Response) -> None:
         samesite="Lax",
         path="/login",
     )
-
-
-# --- reset (administrators) ---------------------------------------------------------------------
-
-
-def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None = None) -> list[str]:
-    """Remove every second factor of ``user`` (idp.backends.mfa_reset); the caller commits."""
-    return _reset_user_mfa(s, db, user)
 
 
 # --- account pages ------------------------------------------------------------------------------
