@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..errors import NotFound, ValidationError
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.rbac import role_grants
 from .context import Context
@@ -99,9 +100,41 @@ def unassign_role(ctx: Context, group: Group, role: Role) -> bool:
     return removed
 
 
+def get(ctx: Context, group_id: int) -> Group:
+    """A group by its id (``groups:groups:read``)."""
+    ctx.require("groups:groups:read")
+    group = ctx.db.get(Group, group_id)
+    if group is None:
+        raise NotFound(f"no group {group_id}")
+    return group
+
+
+def rename(ctx: Context, group: Group, name: str) -> Group:
+    """Rename the group in place (its subgroups' paths follow)."""
+    ctx.require("groups:groups:update")
+    old = group.path
+    group = ctx.directory.rename_group(group, name)
+    ctx.audit("group.renamed", group.path, group_id=group.id, old_path=old)
+    return group
+
+
 def delete(ctx: Context, group: Group) -> None:
-    """Delete a group without subgroups (its memberships and group roles go with it)."""
+    """Delete a group without subgroups; its memberships and group roles go with it."""
     ctx.require("groups:groups:delete")
-    path = group.path
+    path, group_id = group.path, group.id
     ctx.directory.delete_group(group)
-    ctx.audit("group.deleted", path)
+    ctx.audit("group.deleted", path, group_id=group_id)
+
+
+def set_external_id(ctx: Context, group: Group, external_id: str | None) -> Group:
+    """The id a provisioning client (SCIM ``externalId``) knows the group by; None clears it."""
+    ctx.require("groups:groups:update")
+    if external_id is not None and (
+        not isinstance(external_id, str) or len(external_id) > 255 or not external_id.strip()
+    ):
+        raise ValidationError("external_id: 1-255 characters")
+    if group.external_id != external_id:
+        group.external_id = external_id
+        ctx.db.flush()
+        ctx.audit("group.updated", group.path, group_id=group.id, fields=["external_id"])
+    return group
