@@ -24,6 +24,7 @@ from .roles import roles
 from .saml import saml
 from .serve import serve
 from .users import users
+from .users_bulk import users_export, users_import
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +36,8 @@ def cli() -> None:
 for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
     cli.add_command(command)
 users.add_command(mfa)
+users.add_command(users_import)
+users.add_command(users_export)
 
 
 def main(argv: list[str] | None = None) -> int:
