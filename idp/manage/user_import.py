@@ -50,6 +50,7 @@ from . import groups as manage_groups
 from . import org as manage_org
 from . import users as manage_users
 from .context import Context
+from .user_import_batch import CHUNK, Lane
 from .user_sheet import (
     COLUMNS,
     CUSTOM_PREFIX,
@@ -134,10 +135,7 @@ def import_users(
     _open_real_transaction(ctx)
     outer = ctx.db.begin_nested()
     try:
-        for done, row in enumerate(table.rows, start=1):
-            run.rows.append(run.one(row))
-            if progress is not None:
-                progress(done, len(table.rows))
+        run.process(progress)
         failed = any(r.status == "failed" for r in run.rows)
         keep = not options.dry_run and not (options.atomic and failed)
         result = ImportResult(table.kind, run.rows, options.dry_run, keep)
@@ -341,15 +339,67 @@ class _Run:
         self._positions: dict[tuple[int, str], Position] = {}
         self._groups: dict[str, Group] = {}
         self._roles: dict[str, Role] = {}
+        # Read per chunk of rows, kept current as rows change them; dropped for a user whose
+        # row failed (a rolled-back SAVEPOINT), so that they are read again.
+        self._known: dict[str, User] = {}  # match key -> user
+        self._member_of: dict[int, set[int]] = {}  # user id -> direct group ids
+        self._global_roles: dict[int, set[int]] = {}  # user id -> unscoped global role ids
+        self.lane = Lane(self)
 
     # -- lookups (cached for the whole file) --
 
     def find(self, key: str, value: str) -> User | None:
+        wanted = value if key == "email" else value.lower()
+        known = self._known.get(wanted)
+        if known is not None and _key_of(known, key) == wanted:
+            return known
         if key == "email":
             cond = User.email == value
         else:
             cond = func.lower(User.username) == value.lower()
         return self.ctx.db.scalar(select(User).where(cond, self.readable))
+
+    def manager(self, username: str) -> User | None:
+        known = self.lane.managers.get(username.lower())
+        if known is not None and known.username.lower() == username.lower():
+            return known
+        return self.find("username", username)
+
+    def prefetch(self, parsed: list[tuple[Row, _Parsed]]) -> None:
+        """The chunk's existing users with their groups and global roles: three queries
+        instead of three per row."""
+        db, key = self.ctx.db, self.options.match
+        keys = {
+            p.values[key] if key == "email" else p.values[key].lower()
+            for _, p in parsed
+            if not p.errors and p.values.get(key)
+        }
+        if not keys:
+            return
+        column = User.email if key == "email" else func.lower(User.username)
+        users = db.scalars(select(User).where(column.in_(keys), self.readable)).all()
+        for user in users:
+            self._known[_key_of(user, key)] = user
+        ids = [u.id for u in users if u.id not in self._member_of]
+        if not ids:
+            return
+        for uid in ids:
+            self._member_of[uid] = set()
+            self._global_roles[uid] = set()
+        for uid, gid in db.execute(
+            select(GroupMember.user_id, GroupMember.group_id).where(GroupMember.user_id.in_(ids))
+        ):
+            self._member_of[uid].add(gid)
+        for uid, rid in db.execute(
+            select(UserRole.user_id, UserRole.role_id)
+            .where(UserRole.user_id.in_(ids), *_UNSCOPED_GLOBAL)
+            .join(Role, Role.id == UserRole.role_id)
+        ):
+            self._global_roles[uid].add(rid)
+
+    def forget(self, user_id: int) -> None:
+        self._member_of.pop(user_id, None)
+        self._global_roles.pop(user_id, None)
 
     def company(self, slug: str) -> Company:
         if slug not in self._companies:
@@ -380,22 +430,69 @@ class _Run:
 
     # -- a row --
 
-    def one(self, row: Row) -> RowResult:
-        parsed = _parse(row, self.table.columns, self.fields)
-        if parsed.errors:
-            return RowResult(row.number, "failed", parsed.errors)
+    def process(self, progress: Progress | None) -> None:
+        """Every row, in the file's order: new users through the batched lane when it is sure
+        of them (``user_import_batch``), anything else one at a time."""
+        results: dict[int, RowResult] = {}
+        lane = self.lane
+        total = len(self.table.rows)
+
+        def write() -> None:
+            for row, status in lane.write():
+                if status is None:  # the database refused the batch: one at a time
+                    results[row.number] = self.one(row, _parse(row, self.table.columns,
+                                                               self.fields))  # fmt: skip
+                else:
+                    results[row.number] = RowResult(row.number, status)
+
+        done = 0
+        for start in range(0, total, CHUNK):
+            chunk = self.table.rows[start : start + CHUNK]
+            parsed = [(row, _parse(row, self.table.columns, self.fields)) for row in chunk]
+            lane.prefetch(parsed)
+            self.prefetch(parsed)
+            for row, p in parsed:
+                done += 1
+                if self.refused(row, p, results) or lane.take(row, p):
+                    continue
+                write()
+                results[row.number] = self.one(row, p)
+                lane.saw(p)
+                if progress is not None:
+                    progress(done, total)
+            write()
+            if progress is not None:
+                progress(done, total)
+        self.rows = [results[row.number] for row in self.table.rows]
+
+    def refused(self, row: Row, p: _Parsed, results: dict[int, RowResult]) -> bool:
+        """A row that fails before any lookup (bad cells, no key): reported, True."""
         key = self.options.match
-        if not parsed.values.get(key):
-            return RowResult(row.number, "failed", [f"{key}: empty (the rows match on {key})"])
+        if p.errors:
+            results[row.number] = RowResult(row.number, "failed", p.errors)
+        elif not p.values.get(key):
+            results[row.number] = RowResult(
+                row.number, "failed", [f"{key}: empty (the rows match on {key})"]
+            )
+        else:
+            return False
+        return True
+
+    def one(self, row: Row, parsed: _Parsed) -> RowResult:
+        """One row in its own SAVEPOINT through the operations: created, updated, unchanged,
+        or failed with the reason (and nothing of it written)."""
+        key = self.options.match
         db = self.ctx.db
+        user_id = None
         try:
             with db.begin_nested():
                 user = self.find(key, parsed.values[key])
+                user_id = user.id if user is not None else None
                 status = self.create(parsed) if user is None else self.update(user, parsed)
             return RowResult(row.number, status)
-        except _RowError as exc:
-            return RowResult(row.number, "failed", [str(exc)])
-        except (IdPError, IntegrityError) as exc:
+        except (_RowError, IdPError, IntegrityError) as exc:
+            if user_id is not None:
+                self.forget(user_id)
             return RowResult(row.number, "failed", [_message(exc)])
 
     def create(self, p: _Parsed) -> str:
@@ -504,19 +601,21 @@ class _Run:
                                 lambda path: self.department(company, path))  # fmt: skip
         if "position" in v:
             pos = self.resolve("position", v["position"], lambda n: self.position(company, n))
-        manager = self.ctx.db.get(User, user.manager_id) if user.manager_id else None
+        manager_id = user.manager_id
         if "manager" in v:
             manager = None
             if v["manager"]:
-                manager = self.find("username", v["manager"])
+                manager = self.manager(v["manager"])
                 if manager is None:
                     raise _RowError(f"manager: no user {v['manager']!r}")
+            manager_id = manager.id if manager else None
         owner = dept or pos
         company_id = owner.company_id if owner else company.id if company else None
-        target = (company_id, dept.id if dept else None, pos.id if pos else None,
-                  manager.id if manager else None)  # fmt: skip
+        target = (company_id, dept.id if dept else None, pos.id if pos else None, manager_id)
         if target == (user.company_id, user.department_id, user.position_id, user.manager_id):
             return False
+        if "manager" not in v:
+            manager = self.ctx.db.get(User, manager_id) if manager_id else None
         manage_org.place_user(
             self.ctx, user, company=company, department=dept, position=pos, manager=manager
         )
@@ -537,35 +636,49 @@ class _Run:
         for path in paths:
             group = self.resolve("groups", path, self.group)
             wanted[group.id] = group
-        have = set(db.scalars(select(GroupMember.group_id).where(GroupMember.user_id == user.id)))
+        have = self._member_of.get(user.id)
+        if have is None:
+            have = set(
+                db.scalars(select(GroupMember.group_id).where(GroupMember.user_id == user.id))
+            )
         for gid in sorted(set(wanted) - have):
             manage_groups.add_member(self.ctx, wanted[gid], user)
         gone = sorted(have - set(wanted))
         for gid in gone:
             manage_groups.remove_member(self.ctx, db.get(Group, gid), user)
+        self._member_of[user.id] = set(wanted)
         return bool(set(wanted) - have or gone)
 
     def sync_roles(self, user: User, names: list[str]) -> bool:
         db = self.ctx.db
         wanted = {self.resolve("roles", n, self.role).id for n in names}
-        rows = db.scalars(
-            select(UserRole)
-            .join(Role, Role.id == UserRole.role_id)
-            .where(
-                UserRole.user_id == user.id,
-                Role.client_id.is_(None),
-                UserRole.scope_company_id.is_(None),
-                UserRole.scope_department_id.is_(None),
+        have = self._global_roles.get(user.id)
+        if have is None:
+            have = set(
+                db.scalars(
+                    select(UserRole.role_id)
+                    .join(Role, Role.id == UserRole.role_id)
+                    .where(UserRole.user_id == user.id, *_UNSCOPED_GLOBAL)
+                )
             )
-        ).all()
-        have = {r.role_id for r in rows}
         changed = False
         for name in names:
             role = self.role(name)
             if role.id not in have:
                 manage_users.assign_role(self.ctx, user, role)
                 changed = True
-        gone = [r for r in rows if r.role_id not in wanted]
+        gone = []
+        if have - wanted:
+            gone = db.scalars(
+                select(UserRole)
+                .join(Role, Role.id == UserRole.role_id)
+                .where(
+                    UserRole.user_id == user.id,
+                    UserRole.role_id.in_(have - wanted),
+                    *_UNSCOPED_GLOBAL,
+                )
+            ).all()
+        self._global_roles[user.id] = set(wanted)
         if gone:
             self.ctx.require("users:roles:assign", user.id)
             for r in gone:
@@ -582,6 +695,19 @@ class _Run:
             db.flush()
             changed = True
         return changed
+
+
+# Global roles assigned everywhere: the ones the roles column lists (scoped and client roles
+# are not the import's business).
+_UNSCOPED_GLOBAL = (
+    Role.client_id.is_(None),
+    UserRole.scope_company_id.is_(None),
+    UserRole.scope_department_id.is_(None),
+)
+
+
+def _key_of(user: User, key: str) -> str | None:
+    return user.email if key == "email" else user.username.lower()
 
 
 def _message(exc: Exception) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from idp.manage import Actor, transaction
 from idp.manage import users as manage_users
 from idp.storage.directory import Directory, NewUser
-from idp.storage.models import AuditEvent, GroupMember, User
+from idp.storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 
 PROBLEM = "application/problem+json"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -665,3 +665,124 @@ def test_form_problems_are_400_or_415(app, client, token):
     assert extra.status_code == 400 and extra.json["errors"][0]["field"] == "is_admin"
     as_json = api(client, "POST", "/api/v1/users/import", token, json={"file": "x"})
     assert as_json.status_code == 415 and as_json.mimetype == PROBLEM
+
+
+# --- the batched lane writes what the one-at-a-time path writes ----------------------------------
+
+
+def _app_in(tmp_path, name: str, clock):
+    from support import base_overrides, init_database
+
+    from idp.app import create_app
+
+    instance = tmp_path / name
+    instance.mkdir()
+    overrides = base_overrides(instance)
+    init_database(overrides)
+    app = create_app(overrides, clock=clock)
+    app.config["TESTING"] = True
+    return app
+
+
+def _outcome(app, token) -> dict:
+    """Import the same mixed file; return everything it wrote, ids replaced by names."""
+    svc = app.extensions["idp"]
+    people(svc)
+    rows = [
+        ["username", "email", "email_verified", "given_name", "middle_name", "family_name",
+         "display_name", "phone", "locale", "timezone", "color", "status", "start_date",
+         "end_date", "company", "department", "position", "manager", "groups", "roles",
+         "custom.cost_centre", "custom.badge"],
+        ["n1", "n1@example.org", "true", "N", "M", "One", "=N One", "+1 555", "de_DE",
+         "Europe/Berlin", "#AB00CD", "active", "2024-01-01", "2026-12-31", "acme",
+         "Engineering/Platform", "Engineer", "boss", "staff;staff/it", "Auditor", "12", "b1"],
+        ["n2", "n2@example.org", "", "", "", "Two", "", "", "", "", "", "inactive", "", "",
+         "globex", "Ops", "", "n1", "", "", "", ""],  # manager created just above
+        ["n3", "n3@example.org", "no", "", "", "", "", "not a phone", "", "", "", "", "", "",
+         "", "", "", "", "", "", "", ""],  # refused by the update's phone rule
+        ["n1", "n1b@example.org", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "",
+         "", "", "", "", ""],  # the username is taken by row 2
+        ["ann", "ann@example.org", "true", "Ann", "'quoted", "Lee", "=HYPERLINK(\"http://evil\")",
+         "+49 30 1234", "de-DE", "Europe/Berlin", "#336699", "active", "2024-01-01", "",
+         "acme", "Engineering/Platform", "Engineer", "boss", "staff/it", "", "-42",
+         "@SUM(A1)"],  # an existing user, unchanged
+        ["n4", "n4@example.org", "", "", "", "", "", "", "", "", "", "", "2025-05-05",
+         "2025-01-01", "", "", "", "", "", "", "", ""],  # ends before it starts
+        ["n5", "n5@example.org", "", "", "", "", "", "", "", "Mars/Olympus", "", "", "", "",
+         "", "", "", "", "nope", "", "", ""],  # no such group
+        ["n6", "N6@Example.org", "", "Six", "", "", "", "", "", "", "", "", "", "", "acme",
+         "Sales", "", "", "staff", "", "7", ""],
+    ]  # fmt: skip
+    client = app.test_client()
+    body = upload(client, token, csv_file(rows)).json
+    with svc.sessions() as db:
+        users = {u.id: u for u in db.scalars(select(User))}
+        uuids = {u.uuid: u.username for u in users.values()}
+        name = lambda uid: users[uid].username if uid in users else uid  # noqa: E731
+        d = Directory(db)
+        companies = {c.id: c.slug for c in d.db.scalars(select(d.company("acme").__class__))}
+        people_rows = sorted(
+            (
+                u.username, u.email, u.email_verified, u.given_name, u.middle_name,
+                u.family_name, u.display_name, u.phone, u.phone_verified, u.locale,
+                u.timezone, u.color, u.status, u.start_date, u.end_date,
+                companies.get(u.company_id), u.department.name if u.department else None,
+                u.position.name if u.position else None, name(u.manager_id) if u.manager_id
+                else None, u.custom, u.require_mfa, u.must_change_password, u.password_hash,
+            )
+            for u in users.values()
+        )  # fmt: skip
+        members = sorted(
+            (name(uid), path)
+            for uid, path in db.execute(
+                select(GroupMember.user_id, Group.path).join(
+                    Group, Group.id == GroupMember.group_id
+                )
+            )
+        )
+        roles = sorted(
+            (name(uid), role)
+            for uid, role in db.execute(
+                select(UserRole.user_id, Role.name).join(Role, Role.id == UserRole.role_id)
+            )
+        )
+        audit = []
+        for e in db.scalars(select(AuditEvent).order_by(AuditEvent.id)):
+            details = dict(e.details or {})
+            if "manager_id" in details:
+                details["manager_id"] = name(details["manager_id"])
+            if "company_id" in details:
+                details["company_id"] = companies.get(details["company_id"])
+            audit.append((e.action, uuids.get(e.target, e.target), details, e.actor is not None))
+    return {"result": body, "users": people_rows, "members": members, "roles": roles,
+            "audit": [a for a in audit if a[0] not in ("client.created",)]}  # fmt: skip
+
+
+def test_the_batched_lane_writes_what_one_row_at_a_time_writes(tmp_path, clock, monkeypatch):
+    from idp.manage.user_import_batch import Lane
+
+    written = []
+    real_write = Lane.write
+
+    def counting(self):
+        out = real_write(self)
+        written.extend(status for _, status in out)
+        return out
+
+    monkeypatch.setattr(Lane, "write", counting)
+    batched = _app_in(tmp_path, "batched", clock)
+    fast = _outcome(batched, service_token(batched, client_id="importer"))
+    assert written.count("created") >= 2, "the batched lane was not used"
+    written.clear()
+    monkeypatch.setattr(Lane, "open", lambda self: False)
+    single = _app_in(tmp_path, "single", clock)
+    slow = _outcome(single, service_token(single, client_id="importer"))
+    assert written == []
+    statuses = [r["status"] for r in fast["result"]["rows"]]
+    assert statuses == [
+        "created", "created", "failed", "failed", "unchanged", "failed", "failed", "created"
+    ], fast["result"]  # fmt: skip
+    for part in ("result", "users", "members", "roles", "audit"):
+        assert fast[part] == slow[part], part
+    for app in (batched, single):
+        app.extensions["idp"].engine.dispose()
