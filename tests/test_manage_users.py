@@ -326,7 +326,8 @@ def uuid_of(org, name):
         ({"email": "not-an-address"}, ValidationError, "email"),
         ({"timezone": "Mars/Olympus"}, ValidationError, "timezone"),
         ({"color": "red"}, ValidationError, "color"),
-        ({"end_date": "2020-01-01", "start_date": "2021-01-01"}, ValidationError, "end_date"),
+        ({"end_date": "2020-01-01", "start_date": "2021-01-01"}, Conflict, "end_date"),
+        ({"email": None, "email_verified": True}, Conflict, "email_verified"),
         ({"require_mfa": "yes"}, ValidationError, "require_mfa"),
         ({"custom": {"shoe_size": 42}}, ValidationError, "shoe_size"),
     ],
@@ -339,6 +340,41 @@ def test_update_refusals_change_nothing(org, changes, error, field):
         error,
     )
     assert field in msg
+
+
+def test_end_date_before_the_stored_start_is_a_conflict(org):
+    # deep starts on 2030-03-01
+    msg = refused(
+        org,
+        "admin",
+        _on("deep", lambda c, u: users.update(c, u, {"end_date": date(2030, 2, 1)})),
+        Conflict,
+    )
+    assert "end_date" in msg
+
+
+def test_create_checks_names_and_dates(org):
+    refused(
+        org,
+        "admin",
+        lambda ctx: users.create(ctx, NewUser("x1", "x1@example.org", given_name="a\x00b")),
+        ValidationError,
+    )
+    refused(
+        org,
+        "admin",
+        lambda ctx: users.create(
+            ctx,
+            NewUser("x2", "x2@example.org", start_date=date(2030, 2, 1), end_date=date(2030, 1, 1)),
+        ),
+        Conflict,
+    )
+    refused(
+        org,
+        "admin",
+        lambda ctx: users.create(ctx, NewUser("x3", None), email_verified=True),
+        Conflict,
+    )
 
 
 def test_update_custom_fields(org):
@@ -442,7 +478,7 @@ def test_lock_and_unlock(org):
         org,
         "admin",
         _on("dev", lambda c, u: users.update(c, u, {"active": True})),
-        ValidationError,
+        Conflict,
     )
     # A temporary lockout after failed sign-ins is lifted too.
     store = org.svc.store

@@ -11,6 +11,10 @@ Giving a role or a group also needs every permission it carries.
 
 A user outside the actor's reach is :class:`~idp.errors.NotFound`, as a missing one is (no
 existence leak); an actor who holds the permission nowhere is :class:`~idp.errors.Forbidden`.
+A value wrong in itself is :class:`~idp.errors.ValidationError` naming the field; one that clashes
+with the stored data or with another field (a taken e-mail, an end date before the start date,
+"verified" without an address) is :class:`~idp.errors.Conflict`; a password the policy refuses is
+:class:`PasswordRejected` (a ValidationError carrying the broken rules).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ..core.policy import LockoutPolicy, PasswordPolicy, Violation
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..storage.claims import explain as explain_paths
 from ..storage.claims import oidc_claims, saml_attributes
-from ..storage.directory import EMAIL_RE, LOCALE_RE, USERNAME_RE, NewUser
+from ..storage.directory import EMAIL_RE, LOCALE_RE, USERNAME_RE, NewUser, id_ref
 from ..storage.models import (
     Company,
     Department,
@@ -148,8 +152,8 @@ def _conditions(ctx: Context, q: UserQuery) -> list[ColumnElement[bool]]:
     if q.company:
         ref = q.company.strip()
         match = Company.slug == ref
-        if ref.isdigit():
-            match = or_(match, Company.id == int(ref))
+        if (number := id_ref(ref)) is not None:
+            match = or_(match, Company.id == number)
         conds.append(User.company_id.in_(select(Company.id).where(match)))
     if q.department:
         try:
@@ -246,6 +250,17 @@ def get(ctx: Context, uuid: str, permission: str = "users:accounts:read") -> Use
 # --- creating, changing, deleting ------------------------------------------------------------
 
 
+class PasswordRejected(ValidationError):
+    """A password the configured policy refuses; ``violations`` say which rules it breaks."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__(
+            "password: breaks the password policy: "
+            + ", ".join(_violation_words(v) for v in violations)
+        )
+        self.violations = violations
+
+
 def _policy(ctx: Context) -> PasswordPolicy:
     return PasswordPolicy.from_settings(ctx.svc.settings.password_policy)
 
@@ -259,10 +274,7 @@ def _check_password(ctx: Context, user: User, password: str) -> None:
     """The configured password policy (idp.backends.password_change), history included."""
     violations = password_violations(ctx.db, ctx.svc.password_hasher, _policy(ctx), user, password)
     if violations:
-        raise ValidationError(
-            "password: breaks the password policy: "
-            + ", ".join(_violation_words(v) for v in violations)
-        )
+        raise PasswordRejected(violations)
 
 
 def create(
@@ -276,12 +288,14 @@ def create(
     must_change_password: bool = False,
     require_mfa: bool = False,
     check_password_policy: bool = False,
+    fields: dict[str, Any] | None = None,
 ) -> User:
     """A new user, with a password (hashed here) or none (they set one by e-mail), in
     ``groups`` (paths) with ``roles`` (global role names). ``email_verified``: the address
     is known to be theirs (released as ``email_verified`` true). ``check_password_policy``:
     the password must pass the configured policy (the API asks for it; the operator at the
-    command line may set anything)."""
+    command line may set anything). ``fields``: more of the user's fields, as :func:`update`
+    takes them (display name, phone, locale, custom fields...), part of the same creation."""
     ctx.require("users:accounts:create")
     if password and check_password_policy:
         probe = User(
@@ -294,21 +308,26 @@ def create(
             ctx.db, ctx.svc.password_hasher, replace(_policy(ctx), history=0), probe, password
         )
         if violations:
-            raise ValidationError(
-                "password: breaks the password policy: "
-                + ", ".join(_violation_words(v) for v in violations)
-            )
+            raise PasswordRejected(violations)
     if password:
         new = replace(new, password_hash=ctx.svc.password_hasher.hash(password))
     new = replace(
         new,
+        given_name=_text("given_name", new.given_name),
+        family_name=_text("family_name", new.family_name),
         must_change_password=new.must_change_password or must_change_password,
         require_mfa=new.require_mfa or require_mfa,
     )
+    if new.start_date and new.end_date and new.end_date < new.start_date:
+        raise Conflict("end_date: before start_date")
     user = ctx.directory.create_user(new, list(groups), list(roles))
     if password:
         user.password_changed_at = ctx.svc.clock.utcnow()
-    user.email_verified = bool(email_verified and user.email)
+    if fields:
+        _apply(ctx, user, fields)
+    if email_verified and not user.email:
+        raise Conflict("email_verified: there is no e-mail address")
+    user.email_verified = bool(email_verified)
     if roles:
         ctx.require("users:roles:assign", user.id)
         role_ids = ctx.db.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id))
@@ -465,6 +484,14 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
     unless ``email_verified`` (``phone_verified``) says otherwise. Audited as "user.updated"
     with the names of the fields that changed, not their values."""
     ctx.require("users:accounts:update", user.id)
+    changed = _apply(ctx, user, changes)
+    if changed:
+        ctx.audit("user.updated", user.uuid, fields=changed)
+    return user
+
+
+def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:
+    """Check and make the changes of :func:`update`; the names of the fields that changed."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
         raise ValidationError(f"{unknown[0]}: not a field that can be changed")
@@ -474,19 +501,19 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
     start = values.get("start_date", user.start_date)
     end = values.get("end_date", user.end_date)
     if start and end and end < start:
-        raise ValidationError("end_date: before start_date")
+        raise Conflict("end_date: before start_date")
     changed: list[str] = []
     if "email" in values and values["email"] != user.email and "email_verified" not in values:
         values["email_verified"] = False
     if "phone" in values and values["phone"] != user.phone and "phone_verified" not in values:
         values["phone_verified"] = False
     if values.get("email_verified") and not values.get("email", user.email):
-        raise ValidationError("email_verified: there is no e-mail address")
+        raise Conflict("email_verified: there is no e-mail address")
     if "active" in values:
         want = "active" if values.pop("active") else "inactive"
         if user.status != want:
             if user.status == "locked":
-                raise ValidationError("active: the account is locked; unlock it instead")
+                raise Conflict("active: the account is locked; unlock it instead")
             user.status = want
             changed.append("active")
     for name, value in values.items():
@@ -503,10 +530,8 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
         ctx.directory.set_custom(user, custom)
         if (user.custom or {}) != before:
             changed.append("custom")
-    if changed:
-        ctx.db.flush()
-        ctx.audit("user.updated", user.uuid, fields=sorted(changed))
-    return user
+    ctx.db.flush()
+    return sorted(changed)
 
 
 def delete(ctx: Context, user: User, *, sessions: SessionRecords | None = None) -> None:
@@ -649,6 +674,23 @@ def remove_role(ctx: Context, user: User, role: Role) -> int:
         "user.role_removed", user.uuid, role=role.name, client_id=role.client_id, removed=removed
     )
     return removed
+
+
+def role_assignments(ctx: Context, user: User) -> list[tuple[UserRole, Role]]:
+    """The roles assigned to the user directly (not through groups), with their delegation
+    scope and expiry; expired temporary grants are left out (they grant nothing)."""
+    ctx.require("users:roles:read", user.id)
+    now = ctx.svc.clock.utcnow()
+    rows = ctx.db.execute(
+        select(UserRole, Role)
+        .join(Role, Role.id == UserRole.role_id)
+        .where(
+            UserRole.user_id == user.id,
+            or_(UserRole.expires_at.is_(None), UserRole.expires_at > now),
+        )
+        .order_by(Role.name, Role.client_id, UserRole.id)
+    )
+    return [(ur, role) for ur, role in rows]
 
 
 def explain(ctx: Context, user: User, permission: str) -> list[str]:

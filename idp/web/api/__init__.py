@@ -4,7 +4,7 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 from __future__ import annotations
 
 # Each module registers its operations on bp.
-from . import audit, openapi, users_bulk  # noqa: F401
+from . import audit, openapi, users, users_bulk  # noqa: F401
 from .framework import bp
 
 __all__ = ["bp"]
