@@ -505,6 +505,14 @@ class _Run:
         active = v.get("active")
         if status is not None:
             active = status == "active"
+        fields: dict[str, Any] = {k: v[k] for k in _TEXT if v.get(k) is not None}
+        fields.pop("given_name", None)
+        fields.pop("family_name", None)
+        custom = {k: c for k, c in p.custom.items() if c is not None}
+        if custom:
+            fields["custom"] = custom
+        if active is False:
+            fields["active"] = False
         user = manage_users.create(
             self.ctx,
             NewUser(
@@ -521,17 +529,8 @@ class _Run:
             email_verified=bool(v.get("email_verified")),
             # The API keeps to the password policy; the operator at the command line may not.
             check_password_policy=self.ctx.actor.kind != "operator",
+            fields=fields,
         )
-        extra: dict[str, Any] = {k: v[k] for k in _TEXT if v.get(k) is not None}
-        extra.pop("given_name", None)
-        extra.pop("family_name", None)
-        custom = {k: c for k, c in p.custom.items() if c is not None}
-        if custom:
-            extra["custom"] = custom
-        if active is False:
-            extra["active"] = False
-        if extra:
-            manage_users.update(self.ctx, user, extra)
         if any(v.get(k) for k in _ORG):
             self.place(user, v)
         return "created"

@@ -9,7 +9,7 @@ are made once per import and per group and role instead of once per row; the row
 with the rules the operations use (``manage.users`` normalises each field, the directory's
 username and e-mail rules, custom fields by their schema, the organization's consistency) and
 inserted together, each with the audit rows the one-at-a-time path writes (``user.created``,
-``user.updated`` for the fields set beyond the creation, ``user.placed``).
+and ``user.placed`` when the row puts them in the organization).
 
 Anything this lane is not sure of goes the one-at-a-time way, which then gives the canonical
 answer: a row that matches an existing user, has a password (hashing dominates anyway), a
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from .user_import import _Parsed, _Run
     from .user_sheet import Row
 
-# Fields a new user gets through ``users.update`` after ``users.create`` (the creation takes
-# the username, e-mail, given and family name and the dates).
+# Fields a new user gets through ``users.create(fields=...)`` (``NewUser`` takes the username,
+# e-mail, given and family name and the dates).
 EXTRA_FIELDS = ("middle_name", "display_name", "phone", "locale", "timezone", "color")
 CHUNK = 500
 
@@ -54,7 +54,6 @@ class Fresh:
     roles: list[Role]
     group_names: list[str]
     role_names: list[str]
-    updated: list[str]  # the field names "user.updated" records (empty: no such row)
     placed: bool
 
 
@@ -141,6 +140,8 @@ class Lane:
         start, end = v.get("start_date"), v.get("end_date")
         if start and end and end < start:
             return None
+        if v.get("email_verified") and not email:
+            return None
         status = v.get("status")
         if status not in (None, "active", "inactive"):
             return None
@@ -156,11 +157,8 @@ class Lane:
             "require_mfa": False,
             "must_change_password": False,
         }
-        updated: list[str] = []
         try:
-            # The creation's text rules are the directory's (none beyond the column size for
-            # the names): the update's rules are stricter, so a name they refuse goes the
-            # one-at-a-time way and is judged there.
+            # Each field through the rule users.create applies to it.
             for name in ("given_name", "family_name"):
                 if (
                     attrs[name] is not None
@@ -170,19 +168,14 @@ class Lane:
             for name in EXTRA_FIELDS:
                 if v.get(name) is not None:
                     attrs[name] = manage_users._normalized(run.ctx, None, name, v[name])
-                    if attrs[name] is not None:
-                        updated.append(name)
         except IdPError:
             return None
         custom = {k: c for k, c in p.custom.items() if c is not None}
         if custom and any(f.required and n not in custom for n, f in run.fields.items()):
             return None  # setting some custom fields checks the required ones: refused there
         attrs["custom"] = custom
-        if custom:
-            updated.append("custom")
         if active is False:
             attrs["status"] = "inactive"
-            updated.append("active")
         placed = self._placement(v, attrs)
         if placed is None:
             return None
@@ -197,7 +190,6 @@ class Lane:
             roles,
             list(v.get("groups") or []),
             list(v.get("roles") or []),
-            sorted(updated),
             placed,
         )
 
@@ -309,8 +301,6 @@ class Lane:
                         must_change_password=False,
                         require_mfa=False,
                     )
-                    if f.updated:
-                        ctx.audit("user.updated", user.uuid, fields=f.updated)
                     if f.placed:
                         ctx.audit(
                             "user.placed",

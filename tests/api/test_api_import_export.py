@@ -1,7 +1,9 @@
 """``POST /api/v1/users/import`` and ``GET /api/v1/users/export``: CSV and XLSX round trips,
 dry runs and atomic imports that write nothing, upserts by e-mail and by username, formula
 injection escaped in both formats, the user's colour on XLSX rows, a delegated admin kept to
-their company, and hostile files refused with nothing written."""
+their company, and hostile files refused with nothing written (409 naming the column or the
+file: the request matches the API document, its data is refused; 413 over the size limit;
+a malformed form is 400)."""
 
 from __future__ import annotations
 
@@ -583,14 +585,14 @@ def _zip_bomb() -> bytes:
         "repeated-column",
     ],
 )
-def test_hostile_or_broken_file_is_400_and_nothing_is_written(
+def test_hostile_or_broken_file_is_409_and_nothing_is_written(
     app, client, token, svc, data, filename, said
 ):
     org(svc)
     before = state(svc)
     resp = upload(client, token, data, filename)
-    assert resp.status_code == 400, resp.get_data(as_text=True)
-    assert resp.mimetype == PROBLEM
+    assert resp.status_code == 409, resp.get_data(as_text=True)
+    assert resp.mimetype == PROBLEM and resp.json["type"].endswith("/file-refused")
     assert said in resp.json["detail"], resp.json
     assert resp.json["errors"][0]["field"]
     assert state(svc) == before
@@ -598,27 +600,29 @@ def test_hostile_or_broken_file_is_400_and_nothing_is_written(
 
 def test_the_problem_names_the_unknown_column(app, client, token, svc):
     resp = upload(client, token, b"username,email,password_hash\nx,x@example.org,h\n")
+    assert resp.status_code == 409
+    assert resp.json["detail"] == "password_hash: unknown column 'password_hash'"
     assert resp.json["errors"] == [
         {"field": "password_hash", "message": "unknown column 'password_hash'"}
     ]
 
 
-def test_no_match_column_is_400(app, client, token, svc):
+def test_no_match_column_is_409(app, client, token, svc):
     resp = upload(client, token, b"username,given_name\nx,X\n", match="email")
-    assert resp.status_code == 400 and resp.json["errors"][0]["field"] == "email"
+    assert resp.status_code == 409 and resp.json["errors"][0]["field"] == "email"
 
 
 def test_xml_with_a_doctype_is_refused(app, client, token, svc):
     before = state(svc)
     resp = upload(client, token, _with_doctype(), "users.xlsx")
-    assert resp.status_code == 400 and "DOCTYPE" in resp.json["detail"]
+    assert resp.status_code == 409 and "DOCTYPE" in resp.json["detail"]
     assert state(svc) == before
 
 
 def test_a_zip_bomb_is_refused(app, client, token, svc):
     before = state(svc)
     resp = upload(client, token, _zip_bomb(), "users.xlsx")
-    assert resp.status_code == 400 and "unpacks to too much" in resp.json["detail"]
+    assert resp.status_code == 409 and "unpacks to too much" in resp.json["detail"]
     assert state(svc) == before
 
 
@@ -638,14 +642,14 @@ def test_a_file_over_the_size_limit_is_413_and_nothing_written(make_app, clock):
     assert state(svc) == before
 
 
-def test_more_rows_than_allowed_is_400(make_app, clock):
+def test_more_rows_than_allowed_is_409(make_app, clock):
     app = make_app(clock=clock, api={"import_max_rows": 3})
     svc = app.extensions["idp"]
     token = service_token(app)
     before = state(svc)
     rows = [["username", "email"]] + [[f"u{i}", f"u{i}@example.org"] for i in range(4)]
     resp = upload(app.test_client(), token, csv_file(rows))
-    assert resp.status_code == 400 and "import_max_rows" in resp.json["detail"]
+    assert resp.status_code == 409 and "import_max_rows" in resp.json["detail"]
     assert state(svc) == before
 
 

@@ -4,7 +4,8 @@ XLSX (``idp.manage.user_import`` / ``user_export``; ``docs/api.md``, "Import and
 from __future__ import annotations
 
 import tempfile
-from typing import Literal
+from copy import copy
+from typing import Any, Literal
 
 from flask import Response, request
 from pydantic import BaseModel, Field
@@ -15,6 +16,7 @@ from ...manage.user_sheet import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, FileRefused, F
 from ...manage.users import UserQuery
 from .common import Strict
 from .framework import ApiProblem, Call, Reply, operation
+from .users import Sort, UsersQuery
 
 # Room for the multipart envelope and the form fields around the file itself.
 _ENVELOPE = 64 * 1024
@@ -55,25 +57,31 @@ class ImportResultOut(BaseModel):
     rows: list[ImportRowOut]
 
 
+def _same_as_list(name: str) -> Any:
+    """The field of the user list's query (``GET /users``): the same filters, checked alike."""
+    return copy(UsersQuery.model_fields[name])
+
+
 class ExportQuery(Strict):
+    """The filters of ``GET /api/v1/users`` (without the pages), and the format."""
+
     format: Literal["csv", "xlsx"] = Field("csv", description="csv (UTF-8) or xlsx")
-    q: str | None = Field(
-        None, max_length=200, description="contains, over names, username, e-mail, phone"
+    q: str | None = _same_as_list("q")
+    company: str | None = _same_as_list("company")
+    department: str | None = _same_as_list("department")
+    group: str | None = _same_as_list("group")
+    status: Literal["active", "inactive", "locked", "pending", "expired"] | None = _same_as_list(
+        "status"
     )
-    company: str | None = Field(None, max_length=64, description="company slug or id")
-    department: str | None = Field(
-        None, max_length=1000, description='department id or "company/Dept/Sub" (with subtree)'
-    )
-    group: str | None = Field(None, max_length=1000, description="group path (with subgroups)")
-    status: Literal["active", "inactive", "locked", "pending", "expired"] | None = None
-    employment: Literal["current", "future", "past", "none"] | None = None
-    sort: Literal[
-        "username", "-username", "email", "-email", "family_name", "-family_name",
-        "created_at", "-created_at", "last_login_at", "-last_login_at",
-    ] = "username"  # fmt: skip
+    employment: Literal["current", "future", "past", "none"] | None = _same_as_list("employment")
+    sort: Sort = _same_as_list("sort")
 
 
 def _refused(exc: FileRefused) -> ApiProblem:
+    """A file refused as a whole. Its content is data the schema cannot describe (what makes a
+    workbook importable is its columns and cells), so, as everywhere in this API, a request
+    that matches the document is refused by its data with 409 (413: over the size limit),
+    never 400; the problem names the column, or ``file``."""
     if isinstance(exc, FileTooLarge):
         return ApiProblem(
             413,
@@ -83,10 +91,10 @@ def _refused(exc: FileRefused) -> ApiProblem:
             errors=[{"field": exc.field, "message": str(exc)}],
         )
     return ApiProblem(
-        400,
-        "Invalid request",
-        f"{exc.field}: {exc}" if exc.field != "file" else f"file: {exc}",
-        kind="invalid-request",
+        409,
+        "File refused",
+        f"{exc.field}: {exc}",
+        kind="file-refused",
         errors=[{"field": exc.field, "message": str(exc)}],
     )
 
@@ -109,14 +117,14 @@ def _form_problem(field: str, message: str) -> ApiProblem:
     body=ImportUpload,
     body_media="multipart/form-data",
     response=ImportResultOut,
-    errors=(413, 415),
+    errors=(409, 413, 415),
     description=(
         "Creates the users the file does not have yet and updates the others (found by the "
         "`match` column), each row checked against the caller's permissions and audited. "
         "Every row is reported; a dry run, or an atomic import with a failed row, writes "
-        "nothing. A file that is not CSV or XLSX, too large, empty, with an unknown column or "
-        "without the username or match column is refused as a whole (400 naming it; 413 "
-        "over `[api] import_max_bytes`)."
+        "nothing. A file that is not CSV or XLSX, empty, with an unknown column or without the "
+        "username or match column is refused as a whole: 409 naming the column or `file` "
+        "(413 over `[api] import_max_bytes`); a malformed form is 400."
     ),
 )
 def import_users(call: Call) -> Reply:
