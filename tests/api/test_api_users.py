@@ -586,6 +586,15 @@ def test_passwords(app, client, svc, people):
     assert resp.status_code == 200 and resp.json["must_change_password"] is True
 
 
+def test_a_password_is_kept_as_typed(client, admin, svc, people):
+    spaced = "  Spaced-Out-Password-5  "
+    resp = api(client, "POST", f"{BASE}/{people['bob']}/password", admin, json={"password": spaced})
+    assert resp.status_code == 204
+    hashed = user_row(svc, "bob").password_hash
+    assert svc.password_hasher.verify(spaced, hashed)[0]
+    assert not svc.password_hasher.verify(spaced.strip(), hashed)[0]
+
+
 def test_reset_mfa(app, client, svc, people):
     ann_id = user_row(svc, "ann").id
     enrol_totp(svc, ann_id)

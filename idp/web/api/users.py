@@ -16,6 +16,7 @@ from zoneinfo import available_timezones
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    ConfigDict,
     Field,
     StrictBool,
     StringConstraints,
@@ -134,7 +135,14 @@ _PHONE = r"^\+?[0-9()./-][0-9 ()./-]{1,37}[0-9()./-]$"
 _LOCALE = LOCALE_RE.pattern
 _COLOR = users.COLOR_RE.pattern
 TimeZone = Literal[tuple(sorted(available_timezones()))]  # type: ignore[valid-type]
-Password = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
+class Exact(Strict):
+    """A request model whose text is taken as sent: no whitespace stripping before the
+    patterns are checked, so the document's pattern and the check are the same test (the
+    operations strip names themselves)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
 # --- list ----------------------------------------------------------------------------------------
@@ -154,6 +162,8 @@ Sort = Literal[
 
 
 class UsersQuery(PageQuery):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
     q: str | None = Field(
         None,
         max_length=200,
@@ -229,7 +239,7 @@ def _text(limit: int, description: str | None = None) -> Any:
     return Field(None, max_length=limit, pattern=_PLAIN, description=description)
 
 
-class Placement(Strict):
+class Placement(Exact):
     company: str | None = Field(
         None, max_length=64, pattern=_PLAIN, description="Company slug or id"
     )
@@ -287,7 +297,7 @@ class UserCreate(UserFields):
         False, description="The address is known to be theirs (needs an e-mail)"
     )
     phone_verified: StrictBool = False
-    password: Password | None = Field(
+    password: str | None = Field(
         None,
         min_length=1,
         max_length=1024,
@@ -598,8 +608,8 @@ def force_password_change(call: Call, user_id: str) -> Reply:
     return _act(call, user_id, "users:password:reset", users.force_password_change)
 
 
-class PasswordSet(Strict):
-    password: Password = Field(
+class PasswordSet(Exact):
+    password: str = Field(
         min_length=1,
         max_length=1024,
         description="The new password, as typed (spaces kept); the password policy applies "
@@ -757,7 +767,7 @@ def list_roles(call: Call, user_id: str) -> Reply:
     return Reply(body=RoleAssignmentList(items=items))
 
 
-class RoleAssign(Strict):
+class RoleAssign(Exact):
     role: str = Field(
         min_length=1, max_length=200, pattern=_PLAIN, description="Role name (unknown: 404)"
     )
@@ -832,7 +842,7 @@ def assign_role(call: Call, user_id: str) -> Reply:
     return Reply(body=out)
 
 
-class RoleRef(Strict):
+class RoleRef(Exact):
     client_id: str | None = Field(
         None, pattern=_PLAIN, max_length=255, description="For a client's own role"
     )
@@ -858,7 +868,7 @@ def remove_role(call: Call, user_id: str, role: str) -> Reply:
     return Reply(status=204)
 
 
-class PermissionsQuery(Strict):
+class PermissionsQuery(Exact):
     explain: str | None = Field(
         None,
         max_length=200,
