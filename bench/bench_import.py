@@ -1,6 +1,7 @@
 """User import throughput: 10,000 rows of CSV and of XLSX into a fresh instance.
 
     .venv/bin/python bench/bench_import.py [--rows 10000] [--database-url URL] [--passwords]
+        [--operator] [--one-at-a-time]
 
 For each format: a fresh realm (SQLite in a temp dir; PostgreSQL when --database-url or
 IDP_BENCH_DATABASE_URL names an empty database, whose tables are dropped first), then the file
@@ -10,7 +11,9 @@ placement in a department, two groups, a role for every tenth row, a custom fiel
 is a service account holding the Administrator role (the API's path), unless --operator.
 Prints the seconds (wall clock and this process's CPU: on a shared machine the CPU time is the
 steadier figure) and rows/s per format, and the same for a second import of the same file
-(the upsert path: every row found and unchanged). ``--passwords`` adds a password column
+(the upsert path: every row found and unchanged). ``--one-at-a-time`` turns the batched lane
+for new users off (``idp.manage.user_import_batch``): every row through ``users.create``, as
+for a delegated administrator. ``--passwords`` adds a password column
 (argon2id, ~20-50 ms a hash: that, not the import, is then the cost).
 """
 
@@ -150,13 +153,23 @@ def main() -> None:
     ap.add_argument("--database-url", default=os.environ.get("IDP_BENCH_DATABASE_URL") or None)
     ap.add_argument("--passwords", action="store_true")
     ap.add_argument("--operator", action="store_true", help="act as the CLI's operator")
+    ap.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="without the batched lane for new users (what a delegated administrator gets)",
+    )
     args = ap.parse_args()
+    if args.one_at_a_time:
+        from idp.manage.user_import_batch import Lane
+
+        Lane.open = lambda self: False
     header = HEADER + (["password"] if args.passwords else [])
     body = rows(args.rows, args.passwords)
     files = {"csv": as_csv(header, body), "xlsx": as_xlsx(header, body)}
     where = "PostgreSQL" if args.database_url else "SQLite"
     who = "operator" if args.operator else "service account (Administrator)"
-    print(f"{args.rows} rows, {where}, as {who}")
+    lane = ", one row at a time" if args.one_at_a_time else ""
+    print(f"{args.rows} rows, {where}, as {who}{lane}")
     for kind, data in files.items():
         with tempfile.TemporaryDirectory() as tmp:
             svc = fresh(args.database_url, tmp)
