@@ -132,9 +132,11 @@ def import_users(
     fields = {f.name: f for f in ctx.directory.fields()}
     _check_columns(table, fields, options.match)
     run = _Run(ctx, table, fields, options)
-    _open_real_transaction(ctx)
+    sqlite = _sqlite_transaction(ctx)
     outer = ctx.db.begin_nested()
     try:
+        if sqlite:
+            _no_permission_cache(ctx)
         run.process(progress)
         failed = any(r.status == "failed" for r in run.rows)
         keep = not options.dry_run and not (options.atomic and failed)
@@ -169,18 +171,28 @@ def _require_some_write(ctx: Context) -> None:
         raise Forbidden("permission users:accounts:create or users:accounts:update is required")
 
 
-def _open_real_transaction(ctx: Context) -> None:
-    """On SQLite, two things before the first SAVEPOINT.
+def _sqlite_transaction(ctx: Context) -> bool:
+    """On SQLite, open the driver's transaction now; True on SQLite.
 
     Python's driver opens its transaction lazily, at the first write: a SAVEPOINT before that
     would start (and its RELEASE commit) a transaction of its own, which the rollback of a dry
-    run could no longer undo. And SQLite has one writer: once a row is written, the permission
-    cache (the embedded store, another connection) cannot be written until this commits, so
-    this transaction must compute grants itself instead of caching them. Marking the RBAC
-    generation changed does both: it is a write, and a changed transaction bypasses the cache
-    (``idp.storage.rbac``). It is rolled back with a dry run."""
-    if ctx.db.get_bind().dialect.name == "sqlite":
-        bump_generation(ctx.db)
+    run could no longer undo."""
+    conn = ctx.db.connection()
+    if conn.dialect.name != "sqlite":
+        return False
+    raw = conn.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+    return True
+
+
+def _no_permission_cache(ctx: Context) -> None:
+    """SQLite has one writer: once a row is written, the permission cache (the embedded store,
+    another connection) cannot be written until this transaction commits, so it must compute
+    grants itself. A transaction that changed RBAC data does (``idp.storage.rbac``): mark it
+    so, first thing (a write, so no older snapshot is held), inside the import's SAVEPOINT (a
+    dry run rolls the mark back with everything else)."""
+    bump_generation(ctx.db)
 
 
 def _check_columns(table: Table, fields: dict[str, Any], match: str) -> None:

@@ -20,7 +20,15 @@ from sqlalchemy import func, select
 from idp.manage import Actor, transaction
 from idp.manage import users as manage_users
 from idp.storage.directory import Directory, NewUser
-from idp.storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
+from idp.storage.models import (
+    AuditEvent,
+    Group,
+    GroupMember,
+    RbacState,
+    Role,
+    User,
+    UserRole,
+)
 
 PROBLEM = "application/problem+json"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -108,7 +116,8 @@ def state(svc) -> dict:
         )
         members = sorted(db.execute(select(GroupMember.user_id, GroupMember.group_id)).all())
         audit = db.scalar(select(func.count(AuditEvent.id)))
-    return {"users": users, "members": members, "audit": audit}
+        generation = db.scalar(select(RbacState.generation))
+    return {"users": users, "members": members, "audit": audit, "rbac": generation}
 
 
 def org(svc) -> None:
@@ -367,6 +376,7 @@ def test_export_then_import_changes_nothing(app, client, token, svc, kind):
         assert {r["status"] for r in body["rows"]} == {"unchanged"}, body
     after = state(svc)
     assert after["users"] == before["users"] and after["members"] == before["members"]
+    assert after["rbac"] == before["rbac"] + 2  # SQLite: a committed import ends cached grants
     # Only the two imports' own summary rows (and the export's) were added.
     assert after["audit"] == before["audit"] + 2
 
