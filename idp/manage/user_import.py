@@ -553,8 +553,8 @@ class _Run:
         wrote = False
         changes: dict[str, Any] = {}
         # Matched by username (case-insensitively): the key is not a change.
-        if self.options.match != "username" and v.get("username") != user.username:
-            changes["username"] = v.get("username") or user.username
+        if self.options.match != "username" and v.get("username") not in (None, user.username):
+            changes["username"] = v["username"]
         if "email" in v and v["email"] != user.email:
             changes["email"] = v["email"]
             if "email_verified" in v:

@@ -84,6 +84,9 @@ class Lane:
     def prefetch(self, parsed: list[tuple[Row, _Parsed]]) -> None:
         db, run = self.run.ctx.db, self.run
         values = [p.values for _, p in parsed if not p.errors]
+        self._prefetch_managers(values)
+        if not self.open():
+            return
         names = {v["username"].lower() for v in values if v.get("username")}
         emails = {v["email"] for v in values if v.get("email")}
         if names:
@@ -99,6 +102,9 @@ class Lane:
         if keys:
             column = User.email if key == "email" else func.lower(User.username)
             self.found_keys |= set(db.scalars(select(column).where(column.in_(keys), run.readable)))
+
+    def _prefetch_managers(self, values: list[dict[str, Any]]) -> None:
+        db, run = self.run.ctx.db, self.run
         wanted = {v["manager"].lower() for v in values if v.get("manager")} - set(self.managers)
         if wanted:
             found = {
@@ -209,8 +215,8 @@ class Lane:
         manager = None
         if v.get("manager"):
             manager = self.managers.get(v["manager"].lower())
-            if manager is None:
-                return None  # not found, or created in this batch: the other way
+            if manager is None or manager.username.lower() != v["manager"].lower():
+                return None  # not found, created or renamed in this import: the other way
         company_id = company.id if company else None
         for thing in (dept, pos):
             if thing is not None:
