@@ -319,7 +319,7 @@ def create(
         require_mfa=new.require_mfa or require_mfa,
     )
     if new.start_date and new.end_date and new.end_date < new.start_date:
-        raise Conflict("end_date: before start_date")
+        raise Conflict("end_date: end date is before start date")
     user = ctx.directory.create_user(new, list(groups), list(roles))
     if password:
         user.password_changed_at = ctx.svc.clock.utcnow()
@@ -501,7 +501,7 @@ def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:
     start = values.get("start_date", user.start_date)
     end = values.get("end_date", user.end_date)
     if start and end and end < start:
-        raise Conflict("end_date: before start_date")
+        raise Conflict("end_date: end date is before start date")
     changed: list[str] = []
     if "email" in values and values["email"] != user.email and "email_verified" not in values:
         values["email_verified"] = False

@@ -42,15 +42,15 @@ class UserOut(BaseModel):
     """A user as the API shows them (no password hash, no secrets)."""
 
     id: str = Field(description="The user's stable id (uuid; the OIDC sub, the SCIM id)")
-    username: str
+    username: str = Field(description="Sign-in name, unique (case-insensitive)")
     email: str | None = Field(description="Lower-cased e-mail address")
     email_verified: bool = Field(description="The address is known to belong to the user")
-    given_name: str | None
-    middle_name: str | None
-    family_name: str | None
-    display_name: str | None
-    phone: str | None
-    phone_verified: bool
+    given_name: str | None = Field(description="First name")
+    middle_name: str | None = Field(description="Middle name(s)")
+    family_name: str | None = Field(description="Last name")
+    display_name: str | None = Field(description="How the name is shown, when not first + last")
+    phone: str | None = Field(description="Phone number (+49 30 1234567)")
+    phone_verified: bool = Field(description="The number is known to belong to the user")
     locale: str | None = Field(description="Language tag (de, pt-BR)")
     timezone: str | None = Field(description="IANA time zone (Europe/Berlin)")
     color: str | None = Field(description="#rrggbb, for avatars and lists")
@@ -60,18 +60,18 @@ class UserOut(BaseModel):
     source: str = Field(description="Where the account comes from: local, ldap, scim...")
     external_id: str | None = Field(description="The id in the system that provisions it")
     password_set: bool = Field(description="The user has a local password")
-    password_changed_at: datetime | None
+    password_changed_at: datetime | None = Field(description="When the password was last set")
     must_change_password: bool = Field(description="A new password is asked at next sign-in")
     require_mfa: bool = Field(description="A second factor is required at sign-in")
     company: str | None = Field(description="Company slug")
-    department_id: int | None
+    department_id: int | None = Field(description="Department id")
     department: str | None = Field(description="Department name")
     position: str | None = Field(description="Position name")
     manager_id: str | None = Field(description="The manager's user id (uuid)")
     custom: dict[str, Any] = Field(description="Values of the administrator-defined fields")
-    created_at: datetime
-    updated_at: datetime
-    last_login_at: datetime | None
+    created_at: datetime = Field(description="When the account was created")
+    updated_at: datetime = Field(description="When the account last changed")
+    last_login_at: datetime | None = Field(description="The last sign-in")
 
 
 class UserPage(Page[UserOut]):
@@ -185,7 +185,9 @@ class UsersQuery(PageQuery):
         max_length=1000,
         description="Group path (staff/it); its subgroups included",
     )
-    status: Literal["active", "inactive", "locked", "pending", "expired"] | None = None
+    status: Literal["active", "inactive", "locked", "pending", "expired"] | None = Field(
+        None, description="Account status"
+    )
     employment: Literal["current", "future", "past", "none"] | None = Field(
         None,
         description="By start/end date today: current (started or no start date, not ended), "
@@ -258,10 +260,10 @@ class Placement(Exact):
 
 
 class UserFields(Placement):
-    given_name: str | None = _text(150)
-    middle_name: str | None = _text(150)
-    family_name: str | None = _text(150)
-    display_name: str | None = _text(300)
+    given_name: str | None = _text(150, "First name")
+    middle_name: str | None = _text(150, "Middle name(s)")
+    family_name: str | None = _text(150, "Last name")
+    display_name: str | None = _text(300, "How the name is shown, when not first + last")
     phone: str | None = Field(
         None, max_length=40, pattern=_PHONE, description="+49 30 1234567 (digits, + ( ) . / -)"
     )
@@ -296,7 +298,7 @@ class UserCreate(UserFields):
     email_verified: StrictBool = Field(
         False, description="The address is known to be theirs (needs an e-mail)"
     )
-    phone_verified: StrictBool = False
+    phone_verified: StrictBool = Field(False, description="The number is known to be theirs")
     password: str | None = Field(
         None,
         min_length=1,
@@ -503,7 +505,9 @@ class UserPatch(UserFields):
         description="A changed address is unverified unless email_verified says otherwise",
     )
     email_verified: StrictBool = Field(None, description="The address is known to be theirs")
-    phone_verified: StrictBool = None
+    phone_verified: StrictBool = Field(
+        None, description="A changed number is unverified unless this says otherwise"
+    )
     require_mfa: StrictBool = Field(None, description="Require a second factor at sign-in")
     active: StrictBool = Field(
         None, description="false: inactive (no sign-in); true: active (a locked account is 409)"
@@ -673,14 +677,14 @@ def reset_mfa(call: Call, user_id: str) -> Reply:
 
 class SessionOut(BaseModel):
     id: str = Field(description="The public session id (OIDC sid), never the cookie value")
-    created_at: datetime | None
-    ip: str | None
-    user_agent: str | None
+    created_at: datetime | None = Field(description="When the user signed in")
+    ip: str | None = Field(description="The address they signed in from")
+    user_agent: str | None = Field(description="Their browser")
     amr: str | None = Field(description="How the user signed in (pwd, otp, hwk...)")
 
 
 class SessionList(BaseModel):
-    items: list[SessionOut]
+    items: list[SessionOut] = Field(description="Live sessions, newest first")
 
 
 class SessionsEnded(BaseModel):
@@ -727,16 +731,16 @@ def end_sessions(call: Call, user_id: str) -> Reply:
 
 
 class RoleAssignmentOut(BaseModel):
-    role: str
+    role: str = Field(description="Role name")
     client_id: str | None = Field(description="Set for a client's own role")
     scope_company: str | None = Field(description="Only over this company's users (slug)")
     scope_department_id: int | None = Field(description="Only over this department subtree")
     expires_at: datetime | None = Field(description="A temporary grant ends here")
-    created_at: datetime | None
+    created_at: datetime | None = Field(description="When it was assigned")
 
 
 class RoleAssignmentList(BaseModel):
-    items: list[RoleAssignmentOut]
+    items: list[RoleAssignmentOut] = Field(description="Direct assignments, by role name")
 
 
 def _assignment(ctx: Context, ur, role) -> RoleAssignmentOut:
@@ -878,21 +882,21 @@ class PermissionsQuery(Exact):
 
 
 class ScopedPermission(BaseModel):
-    permission: str
-    scope: Literal["company", "department"]
-    scope_id: int
+    permission: str = Field(description="module:feature:action (wildcards kept)")
+    scope: Literal["company", "department"] = Field(description="Where it applies")
+    scope_id: int = Field(description="The company's or the department's id")
 
 
 class Explanation(BaseModel):
-    permission: str
-    granted: bool
+    permission: str = Field(description="The permission asked about")
+    granted: bool = Field(description="The user holds it (everywhere)")
     paths: list[str] = Field(description="One line per path: group -> role -> permission")
 
 
 class PermissionsOut(BaseModel):
     permissions: list[str] = Field(description="Held everywhere (wildcards kept)")
     scoped: list[ScopedPermission] = Field(description="Held only over a company / subtree")
-    explain: Explanation | None = None
+    explain: Explanation | None = Field(None, description="With ?explain=: why (not)")
 
 
 @operation(
