@@ -3,7 +3,8 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 
 from __future__ import annotations
 
-from . import audit, openapi, users  # noqa: F401  (each module registers its operations on bp)
+# Each module registers its operations on bp.
+from . import audit, openapi, users, users_bulk  # noqa: F401
 from .framework import bp
 
 __all__ = ["bp"]
