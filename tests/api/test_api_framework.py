@@ -143,3 +143,10 @@ def test_audit_time_bounds_beyond_utc_range_bound_nothing(app, client, bound):
         client, "GET", "/api/v1/audit/events", token, query_string={"since": bound, "until": bound}
     )
     assert resp.status_code == 200, resp.json
+
+
+@pytest.mark.parametrize("bound", ["0", "0.0", "1700000000", "2030-01-31", "tomorrow"])
+def test_audit_time_bounds_are_rfc3339_only(app, client, bound):
+    token = service_token(app)
+    resp = api(client, "GET", "/api/v1/audit/events", token, query_string={"until": bound})
+    assert resp.status_code == 400 and resp.json["errors"][0]["field"] == "until"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from ...manage import audit
-from .common import Page, PageQuery
+from .common import Page, PageQuery, QueryDateTime
 from .framework import Call, Reply, operation
 
 
@@ -18,20 +18,8 @@ class AuditEventsQuery(PageQuery):
     )
     actor: str | None = Field(None, max_length=200)
     target: str | None = Field(None, max_length=300)
-    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive")
-    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive")
-
-    @field_validator("since", "until")
-    @classmethod
-    def _in_utc(cls, value: datetime | None) -> datetime | None:
-        # A bound past what UTC can hold (year 9999 with a negative offset) bounds nothing.
-        if value is None:
-            return None
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            edge = datetime.max if value.year > 1 else datetime.min
-            return edge.replace(tzinfo=UTC)
+    since: QueryDateTime | None = Field(None, description="RFC 3339, inclusive")
+    until: QueryDateTime | None = Field(None, description="RFC 3339, exclusive")
 
 
 class AuditEventOut(BaseModel):

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 T = TypeVar("T")
 
@@ -24,6 +34,30 @@ class PageQuery(Strict):
     def _from_query_string(cls, value: object) -> object:
         # A query string is text; the choice is among numbers.
         return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic would also take a number of seconds since 1970; the API takes RFC 3339 only.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("an RFC 3339 date-time such as 2030-01-31T12:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A time past what UTC can hold (year 9999 with a negative offset) is the end of time.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if value.year > 1 else datetime.min).replace(tzinfo=UTC)
+
+
+QueryDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+"""A date-time in a query string: RFC 3339 text with an offset, taken in UTC."""
 
 
 class Page(BaseModel, Generic[T]):
