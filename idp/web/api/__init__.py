@@ -3,7 +3,7 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 
 from __future__ import annotations
 
-from . import audit, openapi  # noqa: F401  (each module registers its operations on bp)
+from . import access, audit, clients, openapi, saml_providers  # noqa: F401  (each module registers its operations on bp)
 from .framework import bp
 
 __all__ = ["bp"]
