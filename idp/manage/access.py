@@ -215,7 +215,7 @@ def decide(ctx: Context, request_id: int, *, approve: bool) -> RequestView:
     ctx.audit(
         "access_request.approved" if approve else "access_request.denied",
         view.user.id,
-        request_id=req.id,
+        access_request=req.id,
         kind=req.kind,
         role=view.role,
         group=view.group,
