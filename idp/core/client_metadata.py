@@ -27,7 +27,10 @@ characters, no fragment (RFC 6749 §3.1.2, OIDC Registration §2), no user infor
 §8.3 for loopback; a ``user@`` part misleads people reading the URI everywhere else), and never
 a scheme that runs or reads something locally (``javascript:``, ``data:``, ``file:``,
 ``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
-``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field.
+``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field; the
+IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
+30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
+booleans) are checked here too, since the token engine reads them at every sign-in.
 """
 
 from __future__ import annotations
