@@ -66,16 +66,16 @@ def trusted_signers(ctx: Context) -> list[str]:
 
 
 def _check_signed(metadata: bytes | str, signers: list[str]) -> None:
-    """Signed by one of ``signers``; the refusal names the last reason."""
-    reason = None
+    """Signed by one of ``signers``, or ValidationError with the reason."""
+    reason = "no trusted signer"
     for pem in signers:
         try:
             signed_entity(metadata, pem)
             return
         except ValidationError as exc:
             reason = str(exc)
-            if "not signed" in reason or "does not cover" in reason:
-                break  # no other certificate changes that
+            if "does not verify" not in reason:
+                raise  # unsigned, partly signed or unreadable: no other certificate helps
     raise ValidationError(f"{reason} (SP metadata must be signed by a trusted signer)")
 
 
