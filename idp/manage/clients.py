@@ -307,9 +307,31 @@ def set_enabled(ctx: Context, client_id: str, enabled: bool) -> Client:
     return patch(ctx, client_id, enabled=enabled)
 
 
-def set_service_roles(ctx: Context, client_id: str, roles: list[str]) -> Client:
-    """Replace the roles of the client's service account (client_credentials tokens)."""
-    return patch(ctx, client_id, roles=list(roles))
+def set_service_roles(ctx: Context, client_id: str, roles: list[str]) -> list[str]:
+    """Make these global roles exactly the roles of the client's service account."""
+    ctx.require("clients:clients:update")
+    _load(ctx, client_id)
+    wanted = {}
+    for name in roles:
+        role = ctx.db.scalar(select(Role).where(Role.name == name, Role.client_id.is_(None)))
+        if role is None:
+            raise ValidationError(f"no role {name!r}")
+        wanted[role.id] = role.name
+    rows = ctx.db.scalars(
+        select(ClientServiceRole).where(ClientServiceRole.client_id == client_id)
+    ).all()
+    have = {r.role_id: r for r in rows}
+    added = [i for i in wanted if i not in have]
+    ctx.require_holds(role_grants(ctx.db, added, clock=ctx.svc.clock))
+    for role_id, row in have.items():
+        if role_id not in wanted:
+            ctx.db.delete(row)
+    for role_id in added:
+        ctx.db.add(ClientServiceRole(client_id=client_id, role_id=role_id))
+    ctx.db.flush()
+    ctx.audit("client.service_roles_set", client_id, roles=sorted(wanted.values()))
+    ctx.after_commit(client_cache(ctx.svc).bump)
+    return sorted(wanted.values())
 
 
 def delete(ctx: Context, client_id: str) -> None:
@@ -361,3 +383,34 @@ def rotate_secret(ctx: Context, client_id: str, *, grace_seconds: int = 0) -> st
         ctx.after_commit(lambda: svc.store.delete(key))
     ctx.after_commit(client_cache(svc).bump)
     return secret
+
+
+# --- used by configuration as code (idp.manage.config_code) ----------------------------------
+
+MIN_SECRET_LENGTH = 32
+
+
+def set_secret(ctx: Context, client_id: str, secret: str) -> Client:
+    """Give the client this secret (kept as a keyed hash, and sealed for client_secret_jwt).
+    Secrets are checked by a fast keyed hash, so they must be long random values."""
+    ctx.require("clients:clients:update")
+    row = _load(ctx, client_id)
+    method = row.meta.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in SECRET_METHODS:
+        raise ValidationError(f"client {client_id} authenticates with {method}: it has no secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValidationError(
+            f"a client secret must be a random value of at least {MIN_SECRET_LENGTH} characters"
+        )
+    row.secret_hash = ctx.svc.hasher.hash(secret)
+    row.secret_enc = (
+        ctx.svc.sealer.seal(secret.encode(), context=client_id)
+        if method == "client_secret_jwt"
+        else None
+    )
+    ctx.audit("client.secret_set", client_id)
+    # A secret set this way replaces any previous one still in a rotation's grace period.
+    store = ctx.svc.store
+    ctx.after_commit(lambda: store.delete(previous_secret_key(client_id)))
+    ctx.after_commit(client_cache(ctx.svc).bump)
+    return row

@@ -82,3 +82,26 @@ def move(ctx: Context, group: Group, new_parent: Group | None) -> Group:
     group = ctx.directory.move_group(group, new_parent)
     ctx.audit("group.moved", group.path, old_path=old)
     return group
+
+
+def set_description(ctx: Context, group: Group, description: str | None) -> Group:
+    ctx.require("groups:groups:update")
+    old, group.description = group.description, description
+    ctx.db.flush()
+    ctx.audit("group.updated", group.path, description=[old, description])
+    return group
+
+
+def unassign_role(ctx: Context, group: Group, role: Role) -> bool:
+    ctx.require("groups:roles:assign")
+    removed = ctx.directory.unassign_group_role(group, role)
+    ctx.audit("group.role_unassigned", group.path, role=role.name, client_id=role.client_id)
+    return removed
+
+
+def delete(ctx: Context, group: Group) -> None:
+    """Delete a group without subgroups (its memberships and group roles go with it)."""
+    ctx.require("groups:groups:delete")
+    path = group.path
+    ctx.directory.delete_group(group)
+    ctx.audit("group.deleted", path)

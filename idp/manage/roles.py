@@ -88,3 +88,19 @@ def delete(ctx: Context, role: Role, *, force: bool = False) -> Usage:
     usage = ctx.directory.delete_role(role, force=force)
     ctx.audit("role.deleted", name, client_id=client_id, was_used_by=usage.as_dict())
     return usage
+
+
+def set_description(ctx: Context, role: Role, description: str | None) -> Role:
+    ctx.require("roles:roles:update")
+    old, role.description = role.description, description
+    ctx.db.flush()
+    ctx.audit("role.updated", role.name, client_id=role.client_id, description=[old, description])
+    return role
+
+
+def remove_composite(ctx: Context, role: Role, child: Role) -> bool:
+    """``role`` no longer includes ``child``."""
+    ctx.require("roles:roles:update")
+    removed = ctx.directory.remove_composite(role, child)
+    ctx.audit("role.composite_removed", role.name, includes=child.name, child_id=child.id)
+    return removed

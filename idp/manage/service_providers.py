@@ -17,7 +17,16 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from ..errors import ValidationError
-from ..saml.registry import MetadataFacts, SpRegistry, SpSummary, describe, signed_entity
+from ..saml.registry import (
+    MetadataFacts,
+    SpRegistry,
+    SpSummary,
+    check_locations,
+    describe,
+    parse_entity,
+    signed_entity,
+    validate_settings,
+)
 from ..storage.models import SamlServiceProvider
 from .context import Context
 
@@ -159,4 +168,16 @@ def set_enabled(ctx: Context, entity_id: str, enabled: bool) -> SamlServiceProvi
         row.enabled = enabled
         ctx.db.flush()
         ctx.audit("saml.sp_enabled" if enabled else "saml.sp_disabled", entity_id)
+    return row
+
+
+def set_settings(ctx: Context, entity_id: str, values: dict[str, Any]) -> SamlServiceProvider:
+    """Replace the per-SP settings as a whole (keys left out fall back to the [saml] ones)."""
+    ctx.require("saml:providers:update")
+    row = SpRegistry(ctx.db).get(entity_id)
+    values = validate_settings(values)
+    check_locations(parse_entity(row.metadata_xml), bool(values.get("allow_http")))
+    row.settings = values
+    ctx.db.flush()
+    ctx.audit("saml.sp_updated", entity_id, settings=dict(values), replaced=True)
     return row
