@@ -10,14 +10,16 @@ access token; a service account's token is refused with 403. No mail is sent on 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from ...errors import NotFound
 from ...manage import access
-from .common import Page, PageQuery
+from .common import EXACT_QUERY, UUID, Page, PageQuery, matching
 from .framework import Call, Reply, operation
+
+UserId = Annotated[str, *matching(UUID)]
 
 
 class PartyOut(BaseModel):
@@ -46,9 +48,11 @@ class AccessRequestPage(Page[AccessRequestOut]):
 
 
 class AccessRequestsQuery(PageQuery):
-    status: Literal["pending", "approved", "rejected", "cancelled"] | None = None
-    user: str | None = Field(None, max_length=36, description="the requesting user's id (uuid)")
-    kind: Literal["role", "group"] | None = None
+    model_config = EXACT_QUERY
+
+    status: Literal["pending", "approved", "rejected", "cancelled"] = None
+    user: UserId = Field(None, description="the requesting user's id (uuid)")
+    kind: Literal["role", "group"] = None
 
 
 class GrantOut(BaseModel):
@@ -71,8 +75,10 @@ class GrantPage(Page[GrantOut]):
 
 
 class GrantsQuery(PageQuery):
-    user: str | None = Field(None, max_length=36, description="the holder's id (uuid)")
-    kind: Literal["role", "group"] | None = None
+    model_config = EXACT_QUERY
+
+    user: UserId = Field(None, description="the holder's id (uuid)")
+    kind: Literal["role", "group"] = None
     state: Literal["active", "expired", "all"] = Field(
         "active", description="expired grants grant nothing; they stay until purged"
     )

@@ -28,7 +28,15 @@ from ...core.client_metadata import (
 from ...manage import clients
 from ...storage.clients import DEFAULT_SCOPE
 from ...storage.models import Client
-from .common import Page, PageQuery, Strict
+from .common import (
+    EXACT_QUERY,
+    Page,
+    PageQuery,
+    Strict,
+    anchored,
+    drop_null_defaults,
+    matching,
+)
 from .framework import PREFIX, ApiProblem, Call, Reply, etag_of, operation
 
 # The URI forms the API accepts, published as patterns in the OpenAPI document and enforced
@@ -44,24 +52,6 @@ _REST = rf"(?::[1-9][0-9]{{0,3}})?(?:/[{_PATH_CHARS}]*)?(?:\?[{_QUERY_CHARS}]*)?
 _HTTPS = rf"https://{_HOST}{_REST}"
 _LOOPBACK = rf"http://(?:localhost|127\.0\.0\.1|\[::1\]){_REST}"
 _NATIVE = rf"[a-z][a-z0-9-]*(?:\.[a-z][a-z0-9-]*)+:/[{_PATH_CHARS}]*"
-
-
-def anchored(body: str) -> str:
-    """A whole-value pattern that means the same to JSON Schema (ECMA 262) and to Python's
-    ``re.search`` (whose ``$`` also matches before a final newline)."""
-    return rf"^(?:{body})$(?!\n)"
-
-
-def matching(pattern: str) -> Any:
-    """Annotated metadata: publish ``pattern`` and enforce it as JSON Schema reads it."""
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.search(value):
-            raise ValueError("has characters or a form that is not accepted here")
-        return value
-
-    return (Field(json_schema_extra={"pattern": pattern}), AfterValidator(check))
 
 
 URI_PATTERNS = {
@@ -116,14 +106,11 @@ class JwkSet(BaseModel):
 
 
 def _schema_tidy(extra: dict[str, Any] | None = None) -> Any:
-    """A member that may be left out but not sent as null publishes no ``"default": null``
-    (its type does not allow null); ``extra`` is merged into the model's schema."""
+    """No ``"default": null`` for members that are not nullable; ``extra`` merged into the
+    model's schema."""
 
     def tidy(schema: dict[str, Any]) -> None:
-        for prop in schema.get("properties", {}).values():
-            nullable = any(alt.get("type") == "null" for alt in prop.get("anyOf", ()))
-            if "default" in prop and prop["default"] is None and not nullable:
-                del prop["default"]
+        drop_null_defaults(schema)
         schema.update(extra or {})
 
     return tidy
@@ -322,11 +309,15 @@ class ClientPage(Page[ClientOut]):
 
 
 class ClientsQuery(PageQuery):
-    q: str | None = Field(None, max_length=200, description="contains, over client_id and name")
-    enabled: bool | None = None
+    model_config = EXACT_QUERY
+
+    q: str = Field(None, max_length=200, description="contains, over client_id and name")
+    enabled: bool = None
 
 
 class SecretQuery(Strict):
+    model_config = EXACT_QUERY
+
     grace_seconds: int = Field(
         0,
         ge=0,

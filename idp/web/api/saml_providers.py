@@ -25,18 +25,19 @@ from ...errors import ValidationError as InputError
 from ...manage import service_providers as sps
 from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, parse_entity
 from ...storage.models import SamlServiceProvider
-from .common import Page, PageQuery, Strict
+from .common import (
+    EXACT_QUERY,
+    Page,
+    PageQuery,
+    Strict,
+    anchored,
+    drop_null_defaults,
+    matching,
+)
 from .framework import PREFIX, ApiProblem, Call, Reply, etag_of, operation
 
 SAML_METADATA = "application/samlmetadata+xml"
 XML_TYPES = (SAML_METADATA, "application/xml", "text/xml")
-
-
-def _no_null_defaults(schema: dict[str, Any]) -> None:
-    """Optional but not nullable: no ``"default": null`` in the document."""
-    for prop in schema.get("properties", {}).values():
-        if prop.get("default", False) is None and "anyOf" not in prop:
-            del prop["default"]
 
 
 def provider_id(entity_id: str) -> str:
@@ -157,7 +158,9 @@ class EntityDescriptor(BaseModel):
 class SpAddQuery(Strict):
     """Per-SP settings to store with a new SP (more with PATCH later)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=False, json_schema_extra=drop_null_defaults
+    )
 
     allow_sha1: bool = Field(None, description="accept RSA-SHA1 / SHA-1 signatures")
     want_logout_signed: bool = Field(
@@ -171,7 +174,9 @@ class SpPatch(Strict):
     """JSON merge patch: absent members stay; in ``settings``, ``null`` removes a setting (it
     falls back to the [saml] default)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=False, json_schema_extra=drop_null_defaults
+    )
 
     enabled: bool = None
     settings: SpSettings = None
@@ -215,13 +220,18 @@ class SpPage(Page[SpOut]):
     pass
 
 
+ORIGIN = anchored(r"api|manual|url:[!-~]*|federation:[!-~]*")
+
+
 class SpQuery(PageQuery):
-    q: str | None = Field(None, max_length=200, description="contains, over entity id and name")
-    enabled: bool | None = None
-    origin: str | None = Field(
+    model_config = EXACT_QUERY
+
+    q: str = Field(None, max_length=200, description="contains, over entity id and name")
+    enabled: bool = None
+    origin: Annotated[str, *matching(ORIGIN)] = Field(
         None,
         max_length=300,
-        description='"manual", "url:…", "federation:NAME", or a prefix ending in ":"',
+        description='"api", "manual", "url:…", "federation:NAME", or a prefix ending in ":"',
     )
 
 
