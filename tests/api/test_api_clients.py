@@ -553,3 +553,25 @@ def test_unknown_client_is_404_problem(client, admin, path):
     for method in ("GET", "PATCH", "DELETE"):
         resp = api(client, method, path, admin, json={} if method == "PATCH" else None)
         assert resp.status_code == 404 and resp.mimetype == PROBLEM, method
+
+
+def test_deleting_a_client_ends_its_grace_period_for_a_namesake(client, admin):
+    old = service_client(client, admin)
+    api(client, "POST", "/api/v1/clients/worker/secret", admin, query_string={"grace_seconds": 600})
+    assert api(client, "DELETE", "/api/v1/clients/worker", admin).status_code == 204
+    fresh = service_client(client, admin)  # a new client under the same id
+    assert token_status(client, "worker", fresh) == 200
+    assert token_status(client, "worker", old) == 401
+
+
+def test_setting_a_secret_ends_a_grace_period(app, client, admin):
+    from idp.manage import Actor, transaction
+    from idp.manage import clients as manage_clients
+
+    old = service_client(client, admin)
+    api(client, "POST", "/api/v1/clients/worker/secret", admin, query_string={"grace_seconds": 600})
+    chosen = "c" * 40
+    with transaction(app.extensions["idp"], Actor.operator("test")) as ctx:
+        manage_clients.set_secret(ctx, "worker", chosen)
+    assert token_status(client, "worker", chosen) == 200
+    assert token_status(client, "worker", old) == 401
