@@ -4,7 +4,15 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 from __future__ import annotations
 
 # Each module registers its operations on bp.
-from . import audit, openapi, users, users_bulk  # noqa: F401
+from . import (  # noqa: F401
+    access,
+    audit,
+    clients,
+    openapi,
+    saml_providers,
+    users,
+    users_bulk,
+)
 from .framework import bp
 
 __all__ = ["bp"]

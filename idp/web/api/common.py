@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -65,3 +65,41 @@ class Page(BaseModel, Generic[T]):
     total: int
     page: int
     per_page: int
+
+
+def drop_null_defaults(schema: dict[str, Any]) -> None:
+    """A member that may be left out but not sent as null publishes no ``"default": null``
+    (its type does not allow null)."""
+    for prop in schema.get("properties", {}).values():
+        nullable = any(alt.get("type") == "null" for alt in prop.get("anyOf", ()))
+        if "default" in prop and prop["default"] is None and not nullable:
+            del prop["default"]
+
+
+# For models whose published constraints (lengths, patterns) must judge the value as sent:
+# ``Strict`` strips surrounding whitespace first, so a value longer than its maxLength, or not
+# matching its pattern, could be accepted once stripped.
+EXACT_QUERY = ConfigDict(
+    extra="forbid", str_strip_whitespace=False, json_schema_extra=drop_null_defaults
+)
+
+
+def anchored(body: str) -> str:
+    """A whole-value pattern that means the same to JSON Schema (ECMA 262) and to Python's
+    ``re.search`` (whose ``$`` also matches before a final newline)."""
+    return rf"^(?:{body})$(?!\n)"
+
+
+def matching(pattern: str) -> Any:
+    """Annotated metadata: publish ``pattern`` and enforce it as JSON Schema reads it."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):
+            raise ValueError("has characters or a form that is not accepted here")
+        return value
+
+    return (Field(json_schema_extra={"pattern": pattern}), AfterValidator(check))
+
+
+UUID = anchored(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
