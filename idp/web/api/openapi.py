@@ -60,6 +60,7 @@ def _parameters(op: Operation, query_schema: dict[str, Any] | None) -> list[dict
     if query_schema:
         required = set(query_schema.get("required", ()))
         for name, schema in query_schema.get("properties", {}).items():
+            schema = _absent_not_null(schema)
             item = {"name": name, "in": "query", "required": name in required, "schema": schema}
             if "description" in schema:
                 item["description"] = schema["description"]
@@ -77,6 +78,20 @@ def _parameters(op: Operation, query_schema: dict[str, Any] | None) -> list[dict
             }
         )
     return params
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is left out or given as text: it cannot be JSON null, so an optional
+    field's ``anyOf [X, null]`` is published as X (and no ``default: null``)."""
+    alternatives = schema.get("anyOf")
+    if not alternatives:
+        return schema
+    kept = [alt for alt in alternatives if alt.get("type") != "null"]
+    if len(kept) != 1 or len(kept) == len(alternatives):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+    out.update(kept[0])
+    return out
 
 
 def _path_names(path: str) -> list[str]:
