@@ -1,17 +1,35 @@
-"""Roles: create, permissions, composites, delete.
+"""Roles: list, read, create, update, permissions, permission groups, composites, delete;
+and the permission groups themselves.
 
-Permissions: ``roles:roles:create`` / ``roles:roles:update`` / ``roles:roles:delete``. Putting
-a permission into a role (directly or by including another role) also needs holding it: a
-role manager cannot mint permissions they do not have.
+Permissions: ``roles:roles:read`` / ``create`` / ``update`` / ``delete`` and
+``roles:permission-groups:read`` / ``create`` / ``update`` / ``delete``. Putting a permission
+into a role (directly, through a permission group, or by including another role) also needs
+holding it: a role manager cannot mint permissions they do not have. Client roles carry no IdP
+permissions, so that check does not apply to them. A change that would take away the actor's
+own permission to make it is refused (``Context.require_kept``).
 """
 
 from __future__ import annotations
 
-from ..errors import ValidationError
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import func, select
+
+from ..errors import NotFound, ValidationError
 from ..storage.directory import Usage, validate_permission
-from ..storage.models import Role
+from ..storage.models import (
+    Client,
+    PermissionGroup,
+    Role,
+    RoleComposite,
+    RolePermission,
+    RolePermissionGroup,
+)
 from ..storage.rbac import role_grants
 from .context import Context
+
+_UNSET = object()
 
 
 def _grantable(permissions: list[str]) -> list[str]:
@@ -36,6 +54,8 @@ def create(
     ctx.require("roles:roles:create")
     if client_id is None:
         ctx.require_holds(_grantable(list(permissions)))
+    elif ctx.db.get(Client, client_id) is None:
+        raise NotFound(f"no client {client_id!r}")
     role = ctx.directory.create_role(
         name, list(permissions), client_id=client_id, description=description
     )
@@ -62,6 +82,7 @@ def add_permissions(ctx: Context, role: Role, permissions: list[str]) -> list[st
 def remove_permission(ctx: Context, role: Role, permission: str) -> bool:
     ctx.require("roles:roles:update")
     removed = ctx.directory.remove_permission(role, permission)
+    ctx.require_kept("roles:roles:update")
     ctx.audit(
         "role.permission_removed",
         role.name,
@@ -86,5 +107,256 @@ def delete(ctx: Context, role: Role, *, force: bool = False) -> Usage:
     ctx.require("roles:roles:delete")
     name, client_id = role.name, role.client_id
     usage = ctx.directory.delete_role(role, force=force)
+    ctx.require_kept("roles:roles:delete")
     ctx.audit("role.deleted", name, client_id=client_id, was_used_by=usage.as_dict())
     return usage
+
+
+def remove_composite(ctx: Context, role: Role, child: Role) -> bool:
+    """``role`` no longer includes ``child``."""
+    ctx.require("roles:roles:update")
+    removed = ctx.directory.remove_composite(role, child)
+    ctx.require_kept("roles:roles:update")
+    ctx.audit(
+        "role.composite_removed", role.name, includes=child.name, child_id=child.id, removed=removed
+    )
+    return removed
+
+
+def update(ctx: Context, role: Role, *, description: object = _UNSET) -> Role:
+    """Set the role's description (``None`` clears it)."""
+    ctx.require("roles:roles:update")
+    if description is not _UNSET and description != role.description:
+        old = role.description
+        role.description = description  # type: ignore[assignment]
+        ctx.db.flush()
+        ctx.audit(
+            "role.updated",
+            role.name,
+            role_id=role.id,
+            client_id=role.client_id,
+            changes={"description": [old, description]},
+        )
+    return role
+
+
+def add_permission_group(ctx: Context, role: Role, pg: PermissionGroup) -> bool:
+    """The role now carries every permission of the group (and what it gains later)."""
+    ctx.require("roles:roles:update")
+    if role.client_id is None:
+        ctx.require_holds(_grantable(list(pg.permissions or [])))
+    added = ctx.directory.add_permission_group(role, pg)
+    ctx.audit(
+        "role.permission_group_added",
+        role.name,
+        client_id=role.client_id,
+        permission_group=pg.name,
+        added=added,
+    )
+    return added
+
+
+def remove_permission_group(ctx: Context, role: Role, pg: PermissionGroup) -> bool:
+    ctx.require("roles:roles:update")
+    removed = ctx.directory.remove_permission_group(role, pg)
+    ctx.require_kept("roles:roles:update")
+    ctx.audit(
+        "role.permission_group_removed",
+        role.name,
+        client_id=role.client_id,
+        permission_group=pg.name,
+        removed=removed,
+    )
+    return removed
+
+
+# --- reading roles -------------------------------------------------------------------------------
+
+
+def find(ctx: Context, role_id: int) -> Role:
+    """The role with this id, or NotFound (no permission check: callers check theirs)."""
+    role = ctx.db.get(Role, role_id)
+    if role is None:
+        raise NotFound(f"no role {role_id}")
+    return role
+
+
+def get(ctx: Context, role_id: int) -> Role:
+    ctx.require("roles:roles:read")
+    return find(ctx, role_id)
+
+
+@dataclass(frozen=True)
+class RoleQuery:
+    q: str | None = None  # contained in the name
+    client_id: str | None = None  # the roles of this client
+    kind: Literal["global", "client"] | None = None
+    page: int = 1
+    per_page: int = 25
+
+
+def search(ctx: Context, query: RoleQuery) -> tuple[list[Role], int]:
+    """(roles of the page: global ones first, then by client and name; total matching)."""
+    ctx.require("roles:roles:read")
+    where = []
+    if query.q:
+        where.append(Role.name.contains(query.q, autoescape=True))
+    if query.client_id is not None:
+        where.append(Role.client_id == query.client_id)
+    if query.kind == "global":
+        where.append(Role.client_id.is_(None))
+    elif query.kind == "client":
+        where.append(Role.client_id.is_not(None))
+    total = ctx.db.scalar(select(func.count(Role.id)).where(*where)) or 0
+    rows = ctx.db.scalars(
+        select(Role)
+        .where(*where)
+        .order_by(Role.client_id.is_not(None), Role.client_id, Role.name, Role.id)
+        .limit(query.per_page)
+        .offset((query.page - 1) * query.per_page)
+    )
+    return list(rows), int(total)
+
+
+@dataclass
+class RoleDetails:
+    """What a role holds: its own permissions, its permission groups, the roles it includes,
+    and every IdP permission it carries through all of them."""
+
+    permissions: list[str] = field(default_factory=list)
+    permission_groups: list[PermissionGroup] = field(default_factory=list)
+    composites: list[Role] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+
+
+def details(ctx: Context, role: Role) -> RoleDetails:
+    ctx.require("roles:roles:read")
+    db = ctx.db
+    return RoleDetails(
+        permissions=ctx.directory.role_permissions(role),
+        permission_groups=list(
+            db.scalars(
+                select(PermissionGroup)
+                .join(
+                    RolePermissionGroup,
+                    RolePermissionGroup.permission_group_id == PermissionGroup.id,
+                )
+                .where(RolePermissionGroup.role_id == role.id)
+                .order_by(PermissionGroup.name)
+            )
+        ),
+        composites=list(
+            db.scalars(
+                select(Role)
+                .join(RoleComposite, RoleComposite.child_id == Role.id)
+                .where(RoleComposite.role_id == role.id)
+                .order_by(Role.name, Role.id)
+            )
+        ),
+        effective=sorted(role_grants(db, [role.id], clock=ctx.svc.clock)),
+    )
+
+
+def permissions_of(ctx: Context, role_ids: list[int]) -> dict[int, list[str]]:
+    """Each role's own permissions, by role id (one query for a page of roles)."""
+    out: dict[int, list[str]] = {r: [] for r in role_ids}
+    if role_ids:
+        for role_id, permission in ctx.db.execute(
+            select(RolePermission.role_id, RolePermission.permission)
+            .where(RolePermission.role_id.in_(role_ids))
+            .order_by(RolePermission.permission)
+        ):
+            out[role_id].append(permission)
+    return out
+
+
+def usage(ctx: Context, role: Role) -> Usage:
+    ctx.require("roles:roles:read")
+    return ctx.directory.role_usage(role)
+
+
+# --- permission groups ---------------------------------------------------------------------------
+
+
+def find_permission_group(ctx: Context, pg_id: int) -> PermissionGroup:
+    pg = ctx.db.get(PermissionGroup, pg_id)
+    if pg is None:
+        raise NotFound(f"no permission group {pg_id}")
+    return pg
+
+
+def get_permission_group(ctx: Context, pg_id: int) -> PermissionGroup:
+    ctx.require("roles:permission-groups:read")
+    return find_permission_group(ctx, pg_id)
+
+
+def search_permission_groups(
+    ctx: Context, *, q: str | None = None, page: int = 1, per_page: int = 25
+) -> tuple[list[PermissionGroup], int]:
+    ctx.require("roles:permission-groups:read")
+    where = [PermissionGroup.name.contains(q, autoescape=True)] if q else []
+    total = ctx.db.scalar(select(func.count(PermissionGroup.id)).where(*where)) or 0
+    rows = ctx.db.scalars(
+        select(PermissionGroup)
+        .where(*where)
+        .order_by(PermissionGroup.name)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    return list(rows), int(total)
+
+
+def permission_group_roles(ctx: Context, pg: PermissionGroup) -> list[Role]:
+    ctx.require("roles:permission-groups:read")
+    return ctx.directory.permission_group_roles(pg)
+
+
+def create_permission_group(
+    ctx: Context, name: str, permissions: list[str], *, description: str | None = None
+) -> PermissionGroup:
+    ctx.require("roles:permission-groups:create")
+    ctx.require_holds(_grantable(list(permissions)))
+    pg = ctx.directory.create_permission_group(name, list(permissions), description)
+    ctx.audit(
+        "permission_group.created", pg.name, permission_group_id=pg.id, permissions=pg.permissions
+    )
+    return pg
+
+
+def update_permission_group(
+    ctx: Context,
+    pg: PermissionGroup,
+    *,
+    name: str | None = None,
+    permissions: list[str] | None = None,
+    description: object = _UNSET,
+) -> PermissionGroup:
+    """Rename it, replace its permissions (every role including it changes with it: the
+    permissions it gains need holding), set its description (``None`` clears it)."""
+    ctx.require("roles:permission-groups:update")
+    before = {"name": pg.name, "permissions": list(pg.permissions or [])}
+    if permissions is not None:
+        ctx.require_holds(_grantable([p for p in permissions if p not in before["permissions"]]))
+    changes: dict[str, object] = {}
+    if description is not _UNSET and description != pg.description:
+        changes["description"] = [pg.description, description]
+        pg.description = description  # type: ignore[assignment]
+    ctx.directory.update_permission_group(pg, name=name, permissions=permissions)
+    for key in ("name", "permissions"):
+        if getattr(pg, key) != before[key]:
+            changes[key] = [before[key], getattr(pg, key)]
+    if permissions is not None:
+        ctx.require_kept("roles:permission-groups:update")
+    if changes:
+        ctx.audit("permission_group.updated", pg.name, permission_group_id=pg.id, changes=changes)
+    return pg
+
+
+def delete_permission_group(ctx: Context, pg: PermissionGroup) -> list[str]:
+    """Delete it; the roles that included it lose its permissions (their names returned)."""
+    ctx.require("roles:permission-groups:delete")
+    name, pg_id = pg.name, pg.id
+    roles = ctx.directory.delete_permission_group(pg)
+    ctx.require_kept("roles:permission-groups:delete")
+    ctx.audit("permission_group.deleted", name, permission_group_id=pg_id, roles=roles)
+    return roles

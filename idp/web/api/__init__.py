@@ -3,7 +3,14 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 
 from __future__ import annotations
 
-from . import audit, openapi  # noqa: F401  (each module registers its operations on bp)
+from . import (  # noqa: F401  (each module registers its operations on bp)
+    audit,
+    fields,
+    groups,
+    openapi,
+    org,
+    roles,
+)
 from .framework import bp
 
 __all__ = ["bp"]
