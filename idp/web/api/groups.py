@@ -183,8 +183,7 @@ def update_group(call: Call, group_id: str) -> Reply:
         group = manage_groups.get(ctx, path_id(group_id, "group"))
         call.if_match(etag_of(_out(ctx, group)))
         fields = {k: v for k, v in changes.items() if k in ("name", "description")}
-        if fields:
-            manage_groups.update(ctx, group, **fields)
+        manage_groups.update(ctx, group, **fields)
         if "parent_id" in changes:
             parent_id = changes["parent_id"]
             parent = manage_groups.get(ctx, parent_id) if parent_id is not None else None

@@ -356,8 +356,7 @@ def update_department(call: Call, department_id: str) -> Reply:
         dept = manage_org.get_department(ctx, department_id)
         call.if_match(etag_of(_department(ctx, dept)))
         names = {k: v for k, v in changes.items() if k in ("name", "names")}
-        if names:
-            manage_org.update_department(ctx, dept, **names)
+        manage_org.update_department(ctx, dept, **names)
         if "parent_id" in changes:
             parent_id = changes["parent_id"]
             parent = manage_org.find_department(ctx, parent_id) if parent_id else None
