@@ -36,6 +36,8 @@ def find(ctx: Context, ref: str | int) -> CustomField:
     text = str(ref)
     if text.isascii() and text.isdigit():
         row = ctx.db.get(CustomField, int(text)) if 0 < int(text) <= ID_MAX else None
+    elif "\x00" in text:
+        row = None
     else:
         row = ctx.db.scalar(select(CustomField).where(CustomField.name == text))
     if row is None:

@@ -195,7 +195,7 @@ def members(
 def member_user(ctx: Context, user_ref: str) -> User:
     """A user by their public id (uuid) for a membership change; NotFound when there is no
     such user or the actor may neither read them nor manage their groups (no existence leak)."""
-    user = ctx.db.scalar(select(User).where(User.uuid == user_ref))
+    user = None if "\x00" in user_ref else ctx.db.scalar(select(User).where(User.uuid == user_ref))
     if user is None or not (
         ctx.allowed("users:accounts:read", user.id) or ctx.allowed("users:groups:assign", user.id)
     ):

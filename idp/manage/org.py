@@ -105,6 +105,8 @@ def find_company(ctx: Context, ref: str | int) -> Company:
     row = (
         ctx.db.get(Company, key)
         if key is not None
+        else None
+        if "\x00" in str(ref)
         else ctx.db.scalar(select(Company).where(Company.slug == str(ref)))
     )
     if row is None:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from sqlalchemy import func, select
 
+from ..core import rbac
 from ..errors import NotFound, ValidationError
 from ..storage.directory import Usage, validate_permission
 from ..storage.models import (
@@ -80,7 +81,10 @@ def add_permissions(ctx: Context, role: Role, permissions: list[str]) -> list[st
 
 
 def remove_permission(ctx: Context, role: Role, permission: str) -> bool:
+    """Remove a permission the role holds directly (False: it does not)."""
     ctx.require("roles:roles:update")
+    if not rbac.GRANT_RE.match(permission):
+        return False  # not a permission, so not one the role holds
     removed = ctx.directory.remove_permission(role, permission)
     ctx.require_kept("roles:roles:update")
     ctx.audit(

@@ -176,7 +176,12 @@ def test_without_permission_403_and_nothing_changes(app, admin):
 
 @pytest.mark.parametrize(
     "path",
-    ["/custom-fields/nope", "/custom-fields/4242", "/custom-fields/99999999999999999999999"],
+    [
+        "/custom-fields/a%00b",
+        "/custom-fields/nope",
+        "/custom-fields/4242",
+        "/custom-fields/99999999999999999999999",
+    ],
 )
 def test_unknown_fields_are_404_problems(admin, path):
     resp = admin.get(path)

@@ -225,6 +225,11 @@ def test_member_refusals_change_nothing(app, admin, svc, clock):
         app, 400, lambda: admin.put(f"/groups/{staff['id']}/members/{ann}", {"expires_at": naive})
     )
     refused(app, 404, lambda: admin.put(f"/groups/{staff['id']}/members/no-such-user"))
+    refused(app, 404, lambda: admin.put(f"/groups/{staff['id']}/members/a%00b"))
+    far = "9999-12-31T23:00:00-05:00"  # later than any instant UTC can store
+    refused(
+        app, 400, lambda: admin.put(f"/groups/{staff['id']}/members/{ann}", {"expires_at": far})
+    )
     refused(app, 404, lambda: admin.put(f"/groups/4242/members/{ann}"))
     refused(app, 400, lambda: admin.put(f"/groups/{staff['id']}/members/{ann}", {"role": 1}))
 

@@ -303,6 +303,7 @@ def test_without_permission_403_and_nothing_changes(app, admin):
         "/companies/4242",
         "/companies/99999999999999999999999",
         "/companies/%C2%B2",
+        "/companies/a%00b",
         "/companies/nope/departments/tree",
         "/companies/nope/positions",
         "/departments/abc",

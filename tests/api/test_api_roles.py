@@ -134,6 +134,7 @@ def test_permissions_add_and_remove(app, admin, svc):
     assert removed.status_code == 200
     assert removed.json["permissions"] == ["users:accounts:read", "users:password:reset"]
     assert admin.delete(f"/roles/{role['id']}/permissions/groups:*").status_code == 404
+    assert admin.delete(f"/roles/{role['id']}/permissions/not%00one").status_code == 404
     refused(
         app, 400, lambda: admin.post(f"/roles/{role['id']}/permissions", {"permissions": ["a b"]})
     )

@@ -24,6 +24,7 @@ Pattern = Annotated[
     Field(
         min_length=1,
         max_length=500,
+        pattern=r"^[^\x00]*$",
         description="a regular expression every value must match in full",
         json_schema_extra={"format": "regex"},
     ),

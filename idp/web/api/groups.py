@@ -7,7 +7,7 @@ addressed by the user's public id (``uuid``, the OIDC ``sub``). Permissions: see
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -21,6 +21,8 @@ from .framework import Call, Reply, etag_of, operation
 from .shapes import Description, GroupName, Id, Text, created, given, path_id
 
 TAG = "groups"
+# Any later instant could not be stored in UTC (the year would pass 9999).
+LAST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class GroupsQuery(PageQuery):
@@ -77,7 +79,9 @@ class MemberPage(Page[MemberOut]):
 
 class MemberIn(Strict):
     expires_at: AwareDatetime | None = Field(
-        None, description="end of a temporary membership (RFC 3339, in the future)"
+        None,
+        lt=LAST_INSTANT,
+        description="end of a temporary membership (RFC 3339, in the future)",
     )
 
 

@@ -28,7 +28,8 @@ _ACTION = r"[A-Za-z0-9](?:[A-Za-z0-9_.:/-]*[A-Za-z0-9_./-])?"
 PERMISSION_PATTERN = rf"^(?:\*|{_PART})(?::(?:\*|{_PART}))?(?::(?:\*|{_ACTION}))?$"
 
 AS_SENT = StringConstraints(strip_whitespace=False)
-Text = Annotated[str, AS_SENT]
+# Free text in queries and references: no NUL (PostgreSQL refuses it in text).
+Text = Annotated[str, AS_SENT, Field(pattern=r"^[^\x00]*$")]
 Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 Name = Annotated[str, AS_SENT, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 GroupName = Annotated[str, AS_SENT, Field(min_length=1, max_length=200, pattern=GROUP_NAME_PATTERN)]
