@@ -179,9 +179,11 @@ def readable_users(ctx: Context) -> ColumnElement[bool]:
 def members(
     ctx: Context, group: Group, *, page: int = 1, per_page: int = 25
 ) -> tuple[list[tuple[User, GroupMember]], int]:
-    """The group's direct members the actor may read, by username, with their membership."""
+    """The group's current direct members the actor may read, by username, with their
+    membership (a temporary one that ended grants nothing and is not listed)."""
     ctx.require("groups:groups:read")
-    where = [GroupMember.group_id == group.id, readable_users(ctx)]
+    live = GroupMember.expires_at.is_(None) | (GroupMember.expires_at > ctx.svc.clock.utcnow())
+    where = [GroupMember.group_id == group.id, live, readable_users(ctx)]
     base = select(User, GroupMember).join(GroupMember, GroupMember.user_id == User.id)
     total = ctx.db.scalar(
         select(func.count(User.id)).join(GroupMember, GroupMember.user_id == User.id).where(*where)

@@ -205,10 +205,20 @@ def test_members_temporary_and_permanent_paginated(app, admin, svc, clock):
     again = admin.put(f"/groups/{staff['id']}/members/{user_uuid(svc, 'user00')}")
     assert again.json["expires_at"] is None
 
+    # A temporary membership that ended is no longer listed.
+    assert (
+        admin.put(
+            f"/groups/{staff['id']}/members/{user_uuid(svc, 'user01')}", {"expires_at": until}
+        ).status_code
+        == 200
+    )
+    clock.advance(timedelta(days=31).total_seconds())
+    admin = service_caller(app)  # a token of the new day
+    assert admin.get(f"/groups/{staff['id']}/members").json["total"] == 11
     uuid = user_uuid(svc, "user05")
     assert admin.delete(f"/groups/{staff['id']}/members/{uuid}").status_code == 204
     assert admin.delete(f"/groups/{staff['id']}/members/{uuid}").status_code == 404
-    assert admin.get(f"/groups/{staff['id']}/members").json["total"] == 11
+    assert admin.get(f"/groups/{staff['id']}/members").json["total"] == 10
 
 
 def test_member_refusals_change_nothing(app, admin, svc, clock):

@@ -12,7 +12,7 @@ from ...manage import fields as manage_fields
 from ...storage.models import CustomField
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import AS_SENT, Name, Names, Text, created, given
+from .shapes import AS_SENT, Name, Names, created, given
 
 TAG = "custom-fields"
 FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -52,9 +52,11 @@ class FieldPage(Page[FieldOut]):
 
 
 class _FieldIn(Strict):
-    name: Text = Field(
-        pattern=FIELD_NAME_PATTERN, description="the key the values are stored under"
-    )
+    name: Annotated[
+        str,
+        AS_SENT,
+        Field(pattern=FIELD_NAME_PATTERN, description="the key the values are stored under"),
+    ]
     label: Name
     labels: Names = {}
     required: bool = False

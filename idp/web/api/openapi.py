@@ -60,6 +60,7 @@ def _parameters(op: Operation, query_schema: dict[str, Any] | None) -> list[dict
     if query_schema:
         required = set(query_schema.get("required", ()))
         for name, schema in query_schema.get("properties", {}).items():
+            schema = _absent_not_null(schema)
             item = {"name": name, "in": "query", "required": name in required, "schema": schema}
             if "description" in schema:
                 item["description"] = schema["description"]
@@ -77,6 +78,20 @@ def _parameters(op: Operation, query_schema: dict[str, Any] | None) -> list[dict
             }
         )
     return params
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter is left out, never sent as null: publish the value's own
+    schema (``anyOf: [X, null]`` becomes X), so clients and fuzzers see what the query string
+    can carry."""
+    options = schema.get("anyOf")
+    if not options:
+        return schema
+    kept = [o for o in options if o != {"type": "null"}]
+    if len(kept) != 1 or len(kept) == len(options):
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf" and (k, v) != ("default", None)}
+    return {**kept[0], **rest}
 
 
 def _path_names(path: str) -> list[str]:

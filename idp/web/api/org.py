@@ -8,6 +8,8 @@ paginated list with each department's parent (``/departments``). Permissions: se
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from ...manage import Context
@@ -15,7 +17,7 @@ from ...manage import org as manage_org
 from ...storage.models import Company, Department, Position
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import Id, Name, Names, Text, created, given
+from .shapes import AS_SENT, Id, Name, Names, Text, created, given
 
 TAG = "organization"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -40,7 +42,7 @@ class CompaniesQuery(PageQuery):
 
 
 class CompanyIn(Strict):
-    slug: Text = Field(pattern=SLUG_PATTERN, max_length=64)
+    slug: Annotated[str, AS_SENT, Field(pattern=SLUG_PATTERN, max_length=64)]
     name: Name
     names: Names = {}
 
