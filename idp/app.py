@@ -22,8 +22,7 @@ from .clock import Clock
 from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
-from .services import Services, build_services
-from .settings import load_settings
+from .services import Services, build_services, load_effective_settings
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.csp import content_security_policy, csp_nonce
@@ -82,7 +81,7 @@ def services() -> Services:
 
 
 def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
-    settings = load_settings(overrides)
+    settings = load_effective_settings(overrides)
     logs.configure(settings.logging.level, settings.logging.format)
     # The hub's session manager is the one bound to Flask requests, so every caller (web pages
     # and protocol engines alike) shares it and its per-request record cache.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +27,7 @@ from .clock import Clock
 from .crypto import KeyedHasher, Sealer, derive_key
 from .errors import StartupError
 from .keys import KeyManager
-from .settings import Section, redact_url
+from .settings import Section, load_settings, redact_url
 from .storage.db import make_engine, make_session_factory
 from .storage.store import make_store
 
@@ -179,6 +179,18 @@ class Services:
             raise StartupError(
                 f"database {redact_url(self.settings.database_url)} is not reachable: {reason}"
             ) from None
+
+
+def load_effective_settings(
+    overrides: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Section:
+    """The settings a node runs with: ``load_settings`` plus the policies applied with
+    ``idp config apply`` (read once, here, from the database the settings name)."""
+    from .storage.applied_settings import read_applied
+
+    settings = load_settings(overrides, environ)
+    applied = read_applied(settings)
+    return load_settings(overrides, environ, applied=applied) if applied else settings
 
 
 def build_services(

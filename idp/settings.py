@@ -1,8 +1,11 @@
-"""Settings: ``config/defaults.toml`` <- ``$IDP_CONFIG`` <- ``IDP_*`` env <- overrides.
+"""Settings: ``config/defaults.toml`` <- ``$IDP_CONFIG`` <- applied policies <- ``IDP_*`` env
+<- overrides.
 
 The defaults file is the schema: every key it has is a setting, its value's type is the
 setting's type, and anything else is refused. The result is validated once and frozen.
-This is the only module that reads the environment for settings.
+This is the only module that reads the environment for settings. The "applied policies"
+layer holds the policy settings (``APPLIED_SECTIONS``) set with ``idp config apply``; they are
+kept in the database and passed in by the caller (``idp.services.load_effective_settings``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,47 @@ from sqlalchemy.exc import ArgumentError
 from .errors import ConfigError
 from .resources import resource_dir
 
-# Environment variables that start with IDP_ but are not settings.
-_NOT_SETTINGS = re.compile(r"^IDP_(CONFIG|TEST_.*)$")
+# Environment variables that start with IDP_ but are not settings: IDP_CLIENT_* name client
+# secrets that configuration files refer to (``client_secret: ${env:IDP_CLIENT_WEB_SECRET}``).
+_NOT_SETTINGS = re.compile(r"^IDP_(CONFIG|TEST_.*|CLIENT_.*)$")
 _SECRET_NAMES = re.compile(r"(secret|password|encryption_key)", re.I)
 _URL_KEYS = {"database_url", "redis_url", "smtp_url", "sms_url"}
 # Block ciphers for encrypted SAML assertions (saml.encryption_algorithm and per SP).
 SAML_ENCRYPTION_ALGORITHMS = ("aes128-gcm", "aes256-gcm", "aes128-cbc", "aes256-cbc")
+# The policy settings ``idp config apply`` may set (stored in the database, laid over the TOML
+# file, under the environment): None = every key of the section. The [mfa] SMS gateway keys
+# are delivery configuration (one of them a password), not policy.
+APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "password_policy": None,
+    "lockout": None,
+    "mfa": (
+        "required",
+        "grace_days",
+        "allowed_methods",
+        "policies",
+        "enroll_at_login",
+        "totp_issuer",
+        "totp_digits",
+        "totp_period",
+        "backup_codes",
+        "code_ttl_seconds",
+        "max_sends",
+        "send_window_seconds",
+        "remember_days",
+        "reauth_minutes",
+    ),
+    "session": None,
+}
+APPLIED_ORIGIN = "the applied configuration (idp config apply)"
+
+
+def applied_keys(defaults: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+    """Section -> the keys of it that ``idp config apply`` may set, in the defaults' order."""
+    defaults = load_defaults() if defaults is None else defaults
+    return {
+        section: tuple(keys) if keys is not None else tuple(defaults[section])
+        for section, keys in APPLIED_SECTIONS.items()
+    }
 
 
 def _load_toml(path: Path, what: str) -> dict[str, Any]:
@@ -213,9 +251,14 @@ Settings = Section
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    applied: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Section:
-    """Build the frozen settings; raise ConfigError with one readable line on any problem."""
+    """Build the frozen settings; raise ConfigError with one readable line on any problem.
+    ``applied``: the policies set with ``idp config apply`` ({section: {key: value}}), laid
+    over the TOML file and under the environment."""
     environ = os.environ if environ is None else environ
     defaults = load_defaults()
     merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in defaults.items()}
@@ -232,6 +275,16 @@ def load_settings(
     if config_file:
         layer = _load_toml(Path(config_file), "config file")
         _merge(defaults, layer, config_file, merged, explicit=explicit)
+
+    if applied:
+        allowed = applied_keys(defaults)
+        for section, values in applied.items():
+            for key in values:
+                if key not in allowed.get(section, ()):
+                    raise ConfigError(
+                        f"{section}.{key} in {APPLIED_ORIGIN} is not a policy setting"
+                    )
+        _merge(defaults, applied, APPLIED_ORIGIN, merged, explicit=explicit)
 
     names = _env_map(defaults)
     env_layer: dict[str, Any] = {}
@@ -344,6 +397,27 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
+    _validate_policies(s)
+
+
+def _validate_policies(s: dict[str, Any]) -> None:
+    """[password_policy], [lockout] and [session]: choices and sane ranges."""
+    pw = s["password_policy"]
+    if pw["mode"] not in ("classic", "nist"):
+        raise ConfigError('setting password_policy.mode must be "classic" or "nist"')
+    if not 1 <= pw["min_length"] <= pw["max_length"]:
+        raise ConfigError(
+            "setting password_policy.min_length must be at least 1 and at most max_length"
+        )
+    for key in ("max_age_days", "warn_days", "history", "min_age_minutes"):
+        if pw[key] < 0:
+            raise ConfigError(f"setting password_policy.{key} must not be negative")
+    for key, value in s["lockout"].items():
+        if not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"setting lockout.{key} must not be negative")
+    for key in ("idle_minutes", "max_hours"):
+        if s["session"][key] < 1:
+            raise ConfigError(f"setting session.{key} must be at least 1")
 
 
 def _derive_backends(s: dict[str, Any], explicit: AbstractSet[str]) -> None:

@@ -13,8 +13,7 @@ import click
 
 from ..errors import ValidationError
 from ..manage import Actor, Context, transaction
-from ..services import Services, build_services
-from ..settings import load_settings
+from ..services import Services, build_services, load_effective_settings
 
 # The local operator: every permission (they own the machine and the database).
 OPERATOR = Actor.operator("cli")
@@ -27,7 +26,7 @@ class CliFailure(Exception):
 
 
 def services() -> Services:
-    svc = build_services(load_settings())
+    svc = build_services(load_effective_settings())
     svc.check_database()
     return svc
 

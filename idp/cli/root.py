@@ -13,6 +13,7 @@ from ..errors import ConfigError, IdPError
 from .base import CliFailure, one_line
 from .claims import claims
 from .clients import clients
+from .config import config
 from .db import db
 from .groups import groups
 from .init import init
@@ -34,6 +35,7 @@ def cli() -> None:
 
 for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
     cli.add_command(command)
+cli.add_command(config)
 users.add_command(mfa)
 
 

@@ -17,8 +17,8 @@ from ..core.client_metadata import Policy, check_client_metadata
 from ..errors import NotFound, ValidationError
 from ..oidc.clients import client_cache
 from ..storage.clients import ClientRegistry
-from ..storage.models import Client, Role
-from ..storage.rbac import role_grants
+from ..storage.models import Client, ClientServiceRole, Role
+from ..storage.rbac import bump_generation, role_grants
 from .context import Context
 
 
@@ -140,3 +140,71 @@ def new_initial_access_token(ctx: Context, expires_in: int) -> str:
     )
     ctx.audit("client.initial_access_token_created", None, expires_in=expires_in)
     return token
+
+
+# --- used by configuration as code (idp.manage.config_code) ----------------------------------
+
+SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
+MIN_SECRET_LENGTH = 32
+
+
+def set_secret(ctx: Context, client_id: str, secret: str) -> Client:
+    """Give the client this secret (kept as a keyed hash, and sealed for client_secret_jwt).
+    Secrets are checked by a fast keyed hash, so they must be long random values."""
+    ctx.require("clients:clients:update")
+    row = _load(ctx, client_id)
+    method = row.meta.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in SECRET_METHODS:
+        raise ValidationError(f"client {client_id} authenticates with {method}: it has no secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValidationError(
+            f"a client secret must be a random value of at least {MIN_SECRET_LENGTH} characters"
+        )
+    row.secret_hash = ctx.svc.hasher.hash(secret)
+    row.secret_enc = (
+        ctx.svc.sealer.seal(secret.encode(), context=client_id)
+        if method == "client_secret_jwt"
+        else None
+    )
+    ctx.audit("client.secret_set", client_id)
+    ctx.after_commit(client_cache(ctx.svc).bump)
+    return row
+
+
+def set_service_roles(ctx: Context, client_id: str, roles: list[str]) -> list[str]:
+    """Make these global roles exactly the roles of the client's service account."""
+    ctx.require("clients:clients:update")
+    _load(ctx, client_id)
+    wanted = {}
+    for name in roles:
+        role = ctx.db.scalar(select(Role).where(Role.name == name, Role.client_id.is_(None)))
+        if role is None:
+            raise ValidationError(f"no role {name!r}")
+        wanted[role.id] = role.name
+    rows = ctx.db.scalars(
+        select(ClientServiceRole).where(ClientServiceRole.client_id == client_id)
+    ).all()
+    have = {r.role_id: r for r in rows}
+    added = [i for i in wanted if i not in have]
+    ctx.require_holds(role_grants(ctx.db, added, clock=ctx.svc.clock))
+    for role_id, row in have.items():
+        if role_id not in wanted:
+            ctx.db.delete(row)
+    for role_id in added:
+        ctx.db.add(ClientServiceRole(client_id=client_id, role_id=role_id))
+    ctx.db.flush()
+    ctx.audit("client.service_roles_set", client_id, roles=sorted(wanted.values()))
+    ctx.after_commit(client_cache(ctx.svc).bump)
+    return sorted(wanted.values())
+
+
+def delete(ctx: Context, client_id: str) -> None:
+    """Delete a client with its own roles and claim rules."""
+    ctx.require("clients:clients:delete")
+    ctx.db.delete(_load(ctx, client_id))
+    ctx.db.flush()
+    # Its roles and service-account grants go by ON DELETE CASCADE, which the ORM's change
+    # tracking does not see: cached permissions must not outlive them.
+    bump_generation(ctx.db)
+    ctx.audit("client.deleted", client_id)
+    ctx.after_commit(client_cache(ctx.svc).bump)

@@ -93,15 +93,53 @@ def move(ctx: Context, group: Group, new_parent: Group | None) -> Group:
     return group
 
 
+def set_description(ctx: Context, group: Group, description: str | None) -> Group:
+    ctx.require("groups:groups:update")
+    old, group.description = group.description, description
+    ctx.db.flush()
+    ctx.audit("group.updated", group.path, description=[old, description])
+    return group
+
+
+def rename(ctx: Context, group: Group, name: str) -> Group:
+    """Rename the group; its subgroups' paths follow."""
+    ctx.require("groups:groups:update")
+    old = group.path
+    ctx.directory.rename_group(group, name)
+    ctx.audit("group.renamed", group.path, group_id=group.id, old_path=old)
+    return group
+
+
+def update(
+    ctx: Context, group: Group, *, name: object = _UNSET, description: object = _UNSET
+) -> Group:
+    """What a merge patch asks: a new name and / or description (``None`` clears it). The
+    permission is checked even when nothing changes."""
+    ctx.require("groups:groups:update")
+    if name is not _UNSET and name != group.name:
+        rename(ctx, group, name)  # type: ignore[arg-type]
+    if description is not _UNSET and description != group.description:
+        set_description(ctx, group, description)  # type: ignore[arg-type]
+    return group
+
+
 def unassign_role(ctx: Context, group: Group, role: Role) -> bool:
     """Take the role from the group (its members keep what else they hold)."""
     ctx.require("groups:roles:assign")
     removed = ctx.directory.unassign_group_role(group, role)
     ctx.require_kept("groups:roles:assign")
-    ctx.audit(
-        "group.role_removed", group.path, role=role.name, client_id=role.client_id, removed=removed
-    )
+    ctx.audit("group.role_unassigned", group.path, role=role.name, client_id=role.client_id)
     return removed
+
+
+def delete(ctx: Context, group: Group) -> None:
+    """Delete a group without subgroups (its memberships and group roles go with it)."""
+    ctx.require("groups:groups:delete")
+    path = group.path
+    members = int(ctx.db.scalar(select(func.count()).where(GroupMember.group_id == group.id)) or 0)
+    ctx.directory.delete_group(group)
+    ctx.require_kept("groups:groups:delete")
+    ctx.audit("group.deleted", path, members=members)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -203,38 +241,3 @@ def member_user(ctx: Context, user_ref: str) -> User:
     ):
         raise NotFound(f"no user {user_ref!r}")
     return user
-
-
-# --- changing ------------------------------------------------------------------------------------
-
-
-def update(
-    ctx: Context, group: Group, *, name: str | None = None, description: object = _UNSET
-) -> Group:
-    """Rename the group (its subgroups' paths follow) and/or set its description
-    (``None`` clears it)."""
-    ctx.require("groups:groups:update")
-    changes: dict[str, object] = {}
-    if name is not None and name != group.name:
-        old = group.path
-        ctx.directory.rename_group(group, name)
-        changes["path"] = [old, group.path]
-    if description is not _UNSET and description != group.description:
-        changes["description"] = [group.description, description]
-        group.description = description  # type: ignore[assignment]
-        ctx.db.flush()
-    if changes:
-        ctx.audit("group.updated", group.path, group_id=group.id, changes=changes)
-    return group
-
-
-def delete(ctx: Context, group: Group) -> int:
-    """Delete a group without subgroups; its memberships and role grants go with it (how
-    many members it had is returned and recorded)."""
-    ctx.require("groups:groups:delete")
-    path, group_id = group.path, group.id
-    count = int(ctx.db.scalar(select(func.count()).where(GroupMember.group_id == group_id)) or 0)
-    ctx.directory.delete_group(group)
-    ctx.require_kept("groups:groups:delete")
-    ctx.audit("group.deleted", path, group_id=group_id, members=count)
-    return count

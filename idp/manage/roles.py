@@ -1,8 +1,7 @@
-"""Roles: list, read, create, update, permissions, permission groups, composites, delete;
-and the permission groups themselves.
+"""Roles: list, read, create, describe, permissions, composites, delete. Permission groups
+(named sets of permissions) are ``idp.manage.permission_groups``.
 
-Permissions: ``roles:roles:read`` / ``create`` / ``update`` / ``delete`` and
-``roles:permission-groups:read`` / ``create`` / ``update`` / ``delete``. Putting a permission
+Permissions: ``roles:roles:read`` / ``create`` / ``update`` / ``delete``. Putting a permission
 into a role (directly, through a permission group, or by including another role) also needs
 holding it: a role manager cannot mint permissions they do not have. Client roles carry no IdP
 permissions, so that check does not apply to them. A change that would take away the actor's
@@ -121,57 +120,25 @@ def remove_composite(ctx: Context, role: Role, child: Role) -> bool:
     ctx.require("roles:roles:update")
     removed = ctx.directory.remove_composite(role, child)
     ctx.require_kept("roles:roles:update")
-    ctx.audit(
-        "role.composite_removed", role.name, includes=child.name, child_id=child.id, removed=removed
-    )
+    ctx.audit("role.composite_removed", role.name, includes=child.name, child_id=child.id)
     return removed
 
 
-def update(ctx: Context, role: Role, *, description: object = _UNSET) -> Role:
-    """Set the role's description (``None`` clears it)."""
+def set_description(ctx: Context, role: Role, description: str | None) -> Role:
     ctx.require("roles:roles:update")
-    if description is not _UNSET and description != role.description:
-        old = role.description
-        role.description = description  # type: ignore[assignment]
-        ctx.db.flush()
-        ctx.audit(
-            "role.updated",
-            role.name,
-            role_id=role.id,
-            client_id=role.client_id,
-            changes={"description": [old, description]},
-        )
+    old, role.description = role.description, description
+    ctx.db.flush()
+    ctx.audit("role.updated", role.name, client_id=role.client_id, description=[old, description])
     return role
 
 
-def add_permission_group(ctx: Context, role: Role, pg: PermissionGroup) -> bool:
-    """The role now carries every permission of the group (and what it gains later)."""
+def update(ctx: Context, role: Role, *, description: object = _UNSET) -> Role:
+    """What a merge patch asks (a description; ``None`` clears it). The permission is checked
+    even when nothing changes."""
     ctx.require("roles:roles:update")
-    if role.client_id is None:
-        ctx.require_holds(_grantable(list(pg.permissions or [])))
-    added = ctx.directory.add_permission_group(role, pg)
-    ctx.audit(
-        "role.permission_group_added",
-        role.name,
-        client_id=role.client_id,
-        permission_group=pg.name,
-        added=added,
-    )
-    return added
-
-
-def remove_permission_group(ctx: Context, role: Role, pg: PermissionGroup) -> bool:
-    ctx.require("roles:roles:update")
-    removed = ctx.directory.remove_permission_group(role, pg)
-    ctx.require_kept("roles:roles:update")
-    ctx.audit(
-        "role.permission_group_removed",
-        role.name,
-        client_id=role.client_id,
-        permission_group=pg.name,
-        removed=removed,
-    )
-    return removed
+    if description is not _UNSET and description != role.description:
+        set_description(ctx, role, description)  # type: ignore[arg-type]
+    return role
 
 
 # --- reading roles -------------------------------------------------------------------------------
@@ -277,90 +244,3 @@ def permissions_of(ctx: Context, role_ids: list[int]) -> dict[int, list[str]]:
 def usage(ctx: Context, role: Role) -> Usage:
     ctx.require("roles:roles:read")
     return ctx.directory.role_usage(role)
-
-
-# --- permission groups ---------------------------------------------------------------------------
-
-
-def find_permission_group(ctx: Context, pg_id: int) -> PermissionGroup:
-    pg = ctx.db.get(PermissionGroup, pg_id)
-    if pg is None:
-        raise NotFound(f"no permission group {pg_id}")
-    return pg
-
-
-def get_permission_group(ctx: Context, pg_id: int) -> PermissionGroup:
-    ctx.require("roles:permission-groups:read")
-    return find_permission_group(ctx, pg_id)
-
-
-def search_permission_groups(
-    ctx: Context, *, q: str | None = None, page: int = 1, per_page: int = 25
-) -> tuple[list[PermissionGroup], int]:
-    ctx.require("roles:permission-groups:read")
-    where = [PermissionGroup.name.contains(q, autoescape=True)] if q else []
-    total = ctx.db.scalar(select(func.count(PermissionGroup.id)).where(*where)) or 0
-    rows = ctx.db.scalars(
-        select(PermissionGroup)
-        .where(*where)
-        .order_by(PermissionGroup.name)
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    )
-    return list(rows), int(total)
-
-
-def permission_group_roles(ctx: Context, pg: PermissionGroup) -> list[Role]:
-    ctx.require("roles:permission-groups:read")
-    return ctx.directory.permission_group_roles(pg)
-
-
-def create_permission_group(
-    ctx: Context, name: str, permissions: list[str], *, description: str | None = None
-) -> PermissionGroup:
-    ctx.require("roles:permission-groups:create")
-    ctx.require_holds(_grantable(list(permissions)))
-    pg = ctx.directory.create_permission_group(name, list(permissions), description)
-    ctx.audit(
-        "permission_group.created", pg.name, permission_group_id=pg.id, permissions=pg.permissions
-    )
-    return pg
-
-
-def update_permission_group(
-    ctx: Context,
-    pg: PermissionGroup,
-    *,
-    name: str | None = None,
-    permissions: list[str] | None = None,
-    description: object = _UNSET,
-) -> PermissionGroup:
-    """Rename it, replace its permissions (every role including it changes with it: the
-    permissions it gains need holding), set its description (``None`` clears it)."""
-    ctx.require("roles:permission-groups:update")
-    before = {"name": pg.name, "permissions": list(pg.permissions or [])}
-    if permissions is not None:
-        ctx.require_holds(_grantable([p for p in permissions if p not in before["permissions"]]))
-    changes: dict[str, object] = {}
-    if description is not _UNSET and description != pg.description:
-        changes["description"] = [pg.description, description]
-        pg.description = description  # type: ignore[assignment]
-    ctx.directory.update_permission_group(pg, name=name, permissions=permissions)
-    for key in ("name", "permissions"):
-        if getattr(pg, key) != before[key]:
-            changes[key] = [before[key], getattr(pg, key)]
-    if permissions is not None:
-        ctx.require_kept("roles:permission-groups:update")
-    if changes:
-        ctx.audit("permission_group.updated", pg.name, permission_group_id=pg.id, changes=changes)
-    return pg
-
-
-def delete_permission_group(ctx: Context, pg: PermissionGroup) -> list[str]:
-    """Delete it; the roles that included it lose its permissions (their names returned)."""
-    ctx.require("roles:permission-groups:delete")
-    name, pg_id = pg.name, pg.id
-    roles = ctx.directory.delete_permission_group(pg)
-    ctx.require_kept("roles:permission-groups:delete")
-    ctx.audit("permission_group.deleted", name, permission_group_id=pg_id, roles=roles)
-    return roles

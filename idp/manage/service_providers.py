@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..saml.registry import SpRegistry, SpSummary
+from ..saml.registry import (
+    SpRegistry,
+    SpSummary,
+    check_locations,
+    parse_entity,
+    validate_settings,
+)
 from ..storage.models import SamlServiceProvider
 from .context import Context
 
@@ -53,4 +59,16 @@ def update_settings(ctx: Context, entity_id: str, values: dict[str, Any]) -> Sam
     ctx.require("saml:providers:update")
     row = SpRegistry(ctx.db).update_settings(entity_id, values)
     ctx.audit("saml.sp_updated", entity_id, settings=dict(values))
+    return row
+
+
+def set_settings(ctx: Context, entity_id: str, values: dict[str, Any]) -> SamlServiceProvider:
+    """Replace the per-SP settings as a whole (keys left out fall back to the [saml] ones)."""
+    ctx.require("saml:providers:update")
+    row = SpRegistry(ctx.db).get(entity_id)
+    values = validate_settings(values)
+    check_locations(parse_entity(row.metadata_xml), bool(values.get("allow_http")))
+    row.settings = values
+    ctx.db.flush()
+    ctx.audit("saml.sp_updated", entity_id, settings=dict(values), replaced=True)
     return row

@@ -351,13 +351,17 @@ class Directory:
         self.db.flush()
         return True
 
-    def remove_permission_group(self, role: Role, pg: PermissionGroup) -> bool:
-        row = self.db.get(RolePermissionGroup, (role.id, pg.id))
-        if row is None:
-            return False
-        self.db.delete(row)
+    def rename_permission_group(self, pg: PermissionGroup, name: str) -> PermissionGroup:
+        _check_name(name, "permission group name")
+        if self.db.scalar(
+            select(PermissionGroup.id).where(
+                PermissionGroup.name == name, PermissionGroup.id != pg.id
+            )
+        ):
+            raise Conflict(f"permission group {name!r} already exists")
+        pg.name = name
         self.db.flush()
-        return True
+        return pg
 
     def permission_group_roles(self, pg: PermissionGroup) -> list[Role]:
         """The roles that include the permission group."""
@@ -369,34 +373,6 @@ class Directory:
                 .order_by(Role.name, Role.id)
             )
         )
-
-    def update_permission_group(
-        self,
-        pg: PermissionGroup,
-        *,
-        name: str | None = None,
-        permissions: list[str] | None = None,
-        description: str | None = None,
-    ) -> PermissionGroup:
-        """Rename it, replace its permissions, set its description (None: unchanged)."""
-        if name is not None and name != pg.name:
-            _check_name(name, "permission group name")
-            if self.db.scalar(select(PermissionGroup.id).where(PermissionGroup.name == name)):
-                raise Conflict(f"permission group {name!r} already exists")
-            pg.name = name
-        if permissions is not None:
-            pg.permissions = sorted({validate_permission(p) for p in permissions})
-        if description is not None:
-            pg.description = description or None
-        self.db.flush()
-        return pg
-
-    def delete_permission_group(self, pg: PermissionGroup) -> list[str]:
-        """Delete it; the roles that included it lose its permissions (their names returned)."""
-        names = [r.name for r in self.permission_group_roles(pg)]
-        self.db.delete(pg)
-        self.db.flush()
-        return names
 
     def role_usage(self, role: Role) -> Usage:
         db = self.db

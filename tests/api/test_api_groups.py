@@ -84,6 +84,7 @@ def test_rename_describe_and_move_with_if_match(app, admin, svc):
     top = admin.patch(f"/groups/{it['id']}", {"parent_id": None, "description": None})
     assert top.json["path"] == "tech" and top.json["description"] is None
     assert audit_actions(svc, mark) == [
+        "group.renamed",
         "group.updated",
         "group.moved",
         "group.updated",
@@ -255,7 +256,7 @@ def test_group_roles(app, admin, svc):
     removed = admin.delete(f"/groups/{staff['id']}/roles/{auditor_id}")
     assert removed.status_code == 200 and removed.json["roles"] == []
     assert admin.delete(f"/groups/{staff['id']}/roles/{auditor_id}").status_code == 404
-    assert audit_actions(svc, mark) == ["group.role_assigned", "group.role_removed"]
+    assert audit_actions(svc, mark) == ["group.role_assigned", "group.role_unassigned"]
     assert admin.put(f"/groups/{staff['id']}/roles/4242").status_code == 404
 
 

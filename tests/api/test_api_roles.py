@@ -215,6 +215,7 @@ def test_permission_groups(app, admin, svc):
         "permission_group.created",
         "role.created",
         "role.permission_group_added",
+        "permission_group.renamed",
         "permission_group.updated",
         "permission_group.created",
         "role.permission_group_removed",

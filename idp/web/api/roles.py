@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import NotFound
 from ...manage import Context
+from ...manage import permission_groups as manage_pgs
 from ...manage import roles as manage_roles
 from ...storage.directory import RoleInUse
 from ...storage.models import PermissionGroup, Role
@@ -170,7 +171,7 @@ def _pg(pg: PermissionGroup) -> PermissionGroupOut:
 
 
 def _pg_details(ctx: Context, pg: PermissionGroup) -> PermissionGroupDetails:
-    roles = manage_roles.permission_group_roles(ctx, pg)
+    roles = manage_pgs.roles_of(ctx, pg)
     return PermissionGroupDetails(**_pg(pg).model_dump(), roles=[_ref(r) for r in roles])
 
 
@@ -377,12 +378,12 @@ def delete_composite(call: Call, role_id: str, child_id: str) -> Reply:
     response=RoleOut,
 )
 def put_role_permission_group(call: Call, role_id: str, group_id: str) -> Reply:
-    """``roles:roles:update`` and ``roles:permission-groups:read``, and (for a global role)
+    """``roles:roles:update`` and ``roles:permission_groups:read``, and (for a global role)
     holding every permission of the group."""
     with call.transaction() as ctx:
         role = _role(ctx, role_id)
-        pg = manage_roles.get_permission_group(ctx, path_id(group_id, "permission group"))
-        manage_roles.add_permission_group(ctx, role, pg)
+        pg = manage_pgs.get(ctx, path_id(group_id, "permission group"))
+        manage_pgs.attach(ctx, role, pg)
         out = _out(ctx, role)
     return Reply(body=out)
 
@@ -399,8 +400,8 @@ def delete_role_permission_group(call: Call, role_id: str, group_id: str) -> Rep
     """``roles:roles:update``. 404 also when the role does not include the group."""
     with call.transaction() as ctx:
         role = _role(ctx, role_id)
-        pg = manage_roles.get_permission_group(ctx, path_id(group_id, "permission group"))
-        if not manage_roles.remove_permission_group(ctx, role, pg):
+        pg = manage_pgs.get(ctx, path_id(group_id, "permission group"))
+        if not manage_pgs.detach(ctx, role, pg):
             raise NotFound(f"role {role.name} does not include permission group {pg.name}")
         out = _out(ctx, role)
     return Reply(body=out)
@@ -410,7 +411,7 @@ def delete_role_permission_group(call: Call, role_id: str, group_id: str) -> Rep
 
 
 def _permission_group(ctx: Context, group_id: str) -> PermissionGroup:
-    return manage_roles.get_permission_group(ctx, path_id(group_id, "permission group"))
+    return manage_pgs.get(ctx, path_id(group_id, "permission group"))
 
 
 @operation(
@@ -422,12 +423,10 @@ def _permission_group(ctx: Context, group_id: str) -> PermissionGroup:
     response=PermissionGroupPage,
 )
 def list_permission_groups(call: Call) -> Reply:
-    """By name (``roles:permission-groups:read``)."""
+    """By name (``roles:permission_groups:read``)."""
     q: PermissionGroupsQuery = call.query
     with call.transaction() as ctx:
-        rows, total = manage_roles.search_permission_groups(
-            ctx, q=q.q, page=q.page, per_page=q.per_page
-        )
+        rows, total = manage_pgs.search(ctx, q=q.q, page=q.page, per_page=q.per_page)
         items = [_pg(pg) for pg in rows]
     return Reply(
         body=PermissionGroupPage(items=items, total=total, page=q.page, per_page=q.per_page)
@@ -446,13 +445,11 @@ def list_permission_groups(call: Call) -> Reply:
     errors=(409,),
 )
 def create_permission_group(call: Call) -> Reply:
-    """``roles:permission-groups:create``, holding every permission in it. 409: the name is
+    """``roles:permission_groups:create``, holding every permission in it. 409: the name is
     taken."""
     body: PermissionGroupIn = call.body
     with call.transaction() as ctx:
-        pg = manage_roles.create_permission_group(
-            ctx, body.name, body.permissions, description=body.description
-        )
+        pg = manage_pgs.create(ctx, body.name, body.permissions, body.description)
         out = _pg_details(ctx, pg)
     return created(f"/permission-groups/{out.id}", out)
 
@@ -466,7 +463,7 @@ def create_permission_group(call: Call) -> Reply:
     etag=True,
 )
 def read_permission_group(call: Call, group_id: str) -> Reply:
-    """``roles:permission-groups:read``."""
+    """``roles:permission_groups:read``."""
     with call.transaction() as ctx:
         out = _pg_details(ctx, _permission_group(ctx, group_id))
     return Reply(body=out)
@@ -483,14 +480,14 @@ def read_permission_group(call: Call, group_id: str) -> Reply:
     errors=(409,),
 )
 def update_permission_group(call: Call, group_id: str) -> Reply:
-    """``roles:permission-groups:update``; every role including the group changes with it, so
+    """``roles:permission_groups:update``; every role including the group changes with it, so
     added permissions need holding. 409: the name is taken, or the change would take
-    ``roles:permission-groups:update`` from the caller."""
+    ``roles:permission_groups:update`` from the caller."""
     changes = given(call.body)
     with call.transaction() as ctx:
         pg = _permission_group(ctx, group_id)
         call.if_match(etag_of(_pg_details(ctx, pg)))
-        manage_roles.update_permission_group(ctx, pg, **changes)
+        manage_pgs.patch(ctx, pg, **changes)
         out = _pg_details(ctx, pg)
     return Reply(body=out)
 
@@ -505,10 +502,10 @@ def update_permission_group(call: Call, group_id: str) -> Reply:
     errors=(409,),
 )
 def delete_permission_group(call: Call, group_id: str) -> Reply:
-    """``roles:permission-groups:delete``; the roles that included it lose its permissions.
-    409 when that would take ``roles:permission-groups:delete`` from the caller."""
+    """``roles:permission_groups:delete``; the roles that included it lose its permissions.
+    409 when that would take ``roles:permission_groups:delete`` from the caller."""
     with call.transaction() as ctx:
         pg = _permission_group(ctx, group_id)
         call.if_match(etag_of(_pg_details(ctx, pg)))
-        manage_roles.delete_permission_group(ctx, pg)
+        manage_pgs.delete(ctx, pg)
     return Reply(status=204)
