@@ -135,8 +135,64 @@ def _check_field_rules(type: str, pattern: str | None, choices: list[str] | None
             re.compile(pattern)
         except (re.error, RecursionError, OverflowError) as exc:
             raise ValidationError(f"pattern is not a regular expression: {exc}") from None
+        problem = _unportable(pattern)
+        if problem:
+            raise ValidationError(f"pattern is not a portable regular expression: {problem}")
     if type == "choice" and not choices:
         raise ValidationError("a choice field needs choices")
+
+
+# A field's pattern is checked here with Python's re, and by forms and API clients with
+# JavaScript's (ECMA-262, as JSON Schema's "regex" format and HTML's pattern attribute do). So a
+# pattern must mean the same to both: the syntax they share, without Python's extensions
+# ((?P<n>...), inline flags, possessive quantifiers, \A \Z) or JavaScript's unicode-mode errors
+# (a lone { } or ], an escaped character that is not special).
+_SYNTAX = frozenset("^$\\.*+?()[]{}|/")
+_LETTER_ESCAPES = frozenset("dDwWsSbBfnrtvxu0123456789")
+_GROUP_OPENERS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_COUNT = re.compile(r"\{\d+(?:,\d*)?\}")
+
+
+def _unportable(pattern: str) -> str | None:
+    i, n, in_class, quantified = 0, len(pattern), False, False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            e = pattern[i + 1 : i + 2]
+            if not (e in _SYNTAX or e in _LETTER_ESCAPES or (in_class and e == "-")):
+                return f"\\{e} is not an escape both Python and JavaScript know"
+            i, quantified = i + 2, False
+            continue
+        if in_class:
+            in_class = c != "]"
+            i += 1
+            continue
+        if c in "*+?" or c == "{":
+            if c == "{":
+                count = _COUNT.match(pattern, i)
+                if count is None:
+                    return "a { must start a count such as {2} or {1,3}"
+                end = count.end()
+            else:
+                end = i + 1
+            if quantified:
+                return "a quantifier cannot follow another (only ? may, for a lazy one)"
+            i, quantified = end, True
+            if pattern[i : i + 1] == "?":
+                i += 1
+            continue
+        quantified = False
+        if c in "}]":
+            return f"a lone {c} must be escaped"
+        if c == "[":
+            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
+                return "a ] first in a character class must be escaped"
+            in_class = True
+        elif c == "(" and pattern[i + 1 : i + 2] == "?":
+            if not pattern.startswith(_GROUP_OPENERS, i):
+                return "only (?: (?= (?! (?<= (?<! groups are portable"
+        i += 1
+    return None
 
 
 class Directory:

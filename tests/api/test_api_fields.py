@@ -100,6 +100,24 @@ def test_a_pattern_that_is_no_regular_expression_is_400(app, admin):
     assert "regular expression" in resp.json["detail"]
 
 
+@pytest.mark.parametrize("pattern", ["a}", "x{", "(?P<n>a)", "(?i)abc", "a*+", r"\A\d+", "[]a]"])
+def test_a_pattern_only_python_understands_is_400(app, admin, pattern):
+    """Forms and API clients check the pattern with JavaScript's regular expressions (JSON
+    Schema's "regex" format): Python-only syntax would mean something else there, or nothing."""
+    resp = refused(
+        app,
+        400,
+        lambda: admin.post("/custom-fields", {"name": "x", "label": "X", "pattern": pattern}),
+    )
+    assert "portable" in resp.json["detail"]
+
+
+@pytest.mark.parametrize("pattern", [r"E-\d+", r"^[A-Z]{2}\.\w{1,3}?$", r"(?:ab|c)+", r"\/x\b"])
+def test_portable_patterns_are_accepted(app, admin, pattern):
+    resp = admin.post("/custom-fields", {"name": "x", "label": "X", "pattern": pattern})
+    assert resp.status_code == 201, resp.json
+
+
 def test_duplicate_name_is_409(app, admin):
     admin.post("/custom-fields", EMPLOYEE_NO)
     refused(app, 409, lambda: admin.post("/custom-fields", EMPLOYEE_NO))

@@ -12,7 +12,7 @@ from ...manage import fields as manage_fields
 from ...storage.models import CustomField
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import AS_SENT, Name, Names, created, given
+from .shapes import AS_SENT, Flag, Name, Names, created, given, json_int
 
 TAG = "custom-fields"
 FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -30,7 +30,7 @@ Pattern = Annotated[
     ),
 ]
 Choices = Annotated[list[Name], Field(max_length=200, description="the allowed values")]
-SortOrder = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+SortOrder = json_int(-1_000_000, 1_000_000)
 
 
 class FieldOut(BaseModel):
@@ -59,10 +59,10 @@ class _FieldIn(Strict):
     ]
     label: Name
     labels: Names = {}
-    required: bool = False
+    required: Flag = False
     pattern: Pattern | None = None
-    visible_to_user: bool = True
-    editable_by_user: bool = False
+    visible_to_user: Flag = True
+    editable_by_user: Flag = False
     sort_order: SortOrder = 0
 
 
@@ -86,11 +86,11 @@ class FieldPatch(Strict):
 
     label: Name = Field(None)
     labels: Names = Field(None)
-    required: bool = Field(None)
+    required: Flag = Field(None)
     pattern: Pattern | None = None
     choices: Choices = Field(None)
-    visible_to_user: bool = Field(None)
-    editable_by_user: bool = Field(None)
+    visible_to_user: Flag = Field(None)
+    editable_by_user: Flag = Field(None)
     sort_order: SortOrder = Field(None)
 
 

@@ -18,7 +18,7 @@ from ...manage import roles as manage_roles
 from ...storage.models import Group, GroupMember, User
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import Description, GroupName, Id, Text, created, given, path_id
+from .shapes import Description, GroupName, Id, QueryId, Text, created, given, path_id
 
 TAG = "groups"
 # Any later instant could not be stored in UTC (the year would pass 9999).
@@ -27,7 +27,7 @@ LAST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 
 class GroupsQuery(PageQuery):
     q: Text | None = Field(None, max_length=200, description="contained in the path")
-    parent_id: Id | None = Field(None, description="only the direct subgroups of this group")
+    parent_id: QueryId | None = Field(None, description="only the direct subgroups of this group")
     top_level: bool = Field(False, description="only groups without a parent")
 
 

@@ -17,7 +17,7 @@ from ...manage import org as manage_org
 from ...storage.models import Company, Department, Position
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import AS_SENT, Id, Name, Names, Text, created, given
+from .shapes import AS_SENT, Id, Name, Names, QueryId, Text, created, given
 
 TAG = "organization"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -70,7 +70,9 @@ class DepartmentPage(Page[DepartmentOut]):
 
 class DepartmentsQuery(PageQuery):
     company: Text | None = Field(None, max_length=64, description="company id or slug")
-    parent_id: Id | None = Field(None, description="only the direct sub-departments of this one")
+    parent_id: QueryId | None = Field(
+        None, description="only the direct sub-departments of this one"
+    )
     top_level: bool = Field(False, description="only departments without a parent")
     q: Text | None = Field(None, max_length=200, description="contained in the name")
 

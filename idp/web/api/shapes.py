@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool, StringConstraints
 
 from ...errors import NotFound
 from ...manage.org import ID_MAX
@@ -30,7 +30,24 @@ PERMISSION_PATTERN = rf"^(?:\*|{_PART})(?::(?:\*|{_PART}))?(?::(?:\*|{_ACTION}))
 AS_SENT = StringConstraints(strip_whitespace=False)
 # Free text in queries and references: no NUL (PostgreSQL refuses it in text).
 Text = Annotated[str, AS_SENT, Field(pattern=r"^[^\x00]*$")]
-Id = Annotated[int, Field(ge=1, le=ID_MAX)]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: 5 or 5.0, never true or "5" (which pydantic would turn into one).
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+# In a JSON body an integer is a JSON number; in a query string it is text. (The bounds come
+# before the validator so the published schema carries them.)
+def json_int(ge: int, le: int) -> Any:
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
+
+
+Id = json_int(1, ID_MAX)
+QueryId = Annotated[int, Field(ge=1, le=ID_MAX)]
+Flag = StrictBool
 Name = Annotated[str, AS_SENT, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 GroupName = Annotated[str, AS_SENT, Field(min_length=1, max_length=200, pattern=GROUP_NAME_PATTERN)]
 Description = Annotated[str, AS_SENT, Field(max_length=2000, pattern=r"^[^\x00]*$")]
