@@ -17,14 +17,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import isodate
-import xmlsec
 from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.errors import ValidationError
-from idp.saml.crypto import DSIG_NS, safe_parser
-from idp.saml.registry import MD_NS, SpRegistry, check_sp, sp_descriptor, standalone_xml
+from idp.saml.crypto import safe_parser
+from idp.saml.registry import (
+    MD_NS,
+    SpRegistry,
+    check_sp,
+    sp_descriptor,
+    standalone_xml,
+    verify_root_signature,
+)
 from idp.storage.models import SamlServiceProvider
 from idp.storage.models_saml import SamlFederation
 
@@ -167,22 +173,10 @@ def _refusal(entity_id: str, reason: str) -> tuple[str, str]:
 
 
 def _verify_root_signature(root: etree._Element, cert_pem: str) -> None:
-    signature = root.find(f"{{{DSIG_NS}}}Signature")
-    if signature is None:
-        raise AggregateError("the aggregate is not signed")
-    refs = signature.findall(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}Reference")
-    root_id = root.get("ID")
-    if len(refs) != 1 or not root_id or refs[0].get("URI") != f"#{root_id}":
-        raise AggregateError("the signature does not cover the whole aggregate")
-    xmlsec.tree.add_ids(root, ["ID"])
-    ctx = xmlsec.SignatureContext()
     try:
-        ctx.key = xmlsec.Key.from_memory(cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem)
-        ctx.verify(signature)
-    except xmlsec.Error:
-        raise AggregateError(
-            "the aggregate's signature does not verify with the configured certificate"
-        ) from None
+        verify_root_signature(root, cert_pem, noun="the aggregate", key="configured")
+    except ValidationError as exc:
+        raise AggregateError(str(exc)) from None
 
 
 def _parse_instant(value: str | None) -> datetime | None:

@@ -27,6 +27,8 @@ from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.csp import content_security_policy, csp_nonce
 from .web.mfa import deliver_code
+from .web.scim import PREFIX as SCIM_PREFIX
+from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
 from .web.webauthn import WebAuthnFactor
 
@@ -51,6 +53,7 @@ BLUEPRINTS = [
     ".web.oidc.registration",
     ".web.saml",
     ".web.api",
+    ".web.scim",
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
@@ -173,6 +176,8 @@ def _install_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException):
         if request.path.startswith(API_PREFIX + "/") or request.path == API_PREFIX:
             return http_problem(exc.code or 500, exc.name, exc.description or exc.name)
+        if request.path.startswith(SCIM_PREFIX + "/") or request.path == SCIM_PREFIX:
+            return scim_error_response(exc)
         ref = new_reference()
         log.info(
             "http error %s on %s",
@@ -192,6 +197,8 @@ def _install_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):
         if request.path.startswith(API_PREFIX + "/"):
             return problem_for(exc)
+        if request.path.startswith(SCIM_PREFIX + "/"):
+            return scim_error_response(exc)
         ref = new_reference()
         log.exception(
             "unhandled error", extra={"reference": ref, "request_id": g.get("request_id")}

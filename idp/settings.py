@@ -394,6 +394,11 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
             + ", ".join(SAML_ENCRYPTION_ALGORITHMS)
         )
 
+    api = s["api"]
+    for key in ("import_max_bytes", "import_max_rows"):
+        if api[key] < 1:
+            raise ConfigError(f"setting api.{key} must be at least 1")
+
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])

@@ -2,8 +2,9 @@
 on success; on failure it prints one line to stderr and exits 2 (bad usage or settings) or 1
 (anything else). ``--json`` prints exactly one JSON object on stdout.
 
-One module per command group (``init``, ``serve``, ``db``, ``keys``, ``users`` with ``mfa``,
-``groups``, ``roles``, ``org``, ``claims``, ``clients``, ``saml``, ``ldap``); ``base`` holds
+One module per command group (``init``, ``serve``, ``db``, ``keys``, ``users`` with ``mfa``
+and ``users_bulk`` (import, export), ``groups``, ``roles``, ``org``, ``claims``, ``clients``,
+``saml``, ``ldap``); ``base`` holds
 what they share and imports none of them; ``root`` assembles the ``idp`` group. Commands parse
 their options, call ``idp.manage`` (or the service they drive) and print the result.
 """

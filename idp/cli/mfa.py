@@ -81,21 +81,26 @@ def reset(user: str, as_json: bool) -> None:
     when the user lost them); the user sets up new ones at the next login."""
     from flask_babel import lazy_gettext as _l
 
+    from ..manage import Actor, transaction
+    from ..manage import users as manage_users
     from ..web.mailing import send_mail
-    from ..web.mfa import reset_user_mfa
-    from ..web.requestinfo import audit
 
     app, svc = _app()
-    with app.test_request_context(), svc.sessions() as db:
-        row = _find(db, user)
-        removed = reset_user_mfa(svc, db, row, actor="cli")
-        audit(db, "mfa.reset", actor="cli", target=row.uuid, removed=removed)
-        db.commit()
-        mailed = send_mail(row.email, "mfa_reset", _l("Your second factors were reset"), user=row)
+    told: dict = {}
+
+    def notify(row, removed: list[str]) -> None:
+        told["removed"] = removed
+        told["mailed"] = send_mail(
+            row.email, "mfa_reset", _l("Your second factors were reset"), user=row
+        )
+
+    with app.test_request_context(), transaction(svc, Actor.operator("cli")) as ctx:
+        row = _find(ctx.db, user)
         username = row.username
-    result = {"username": username, "removed": removed, "mailed": bool(mailed)}
+        manage_users.reset_mfa(ctx, row, notify=notify)
+    removed = told.get("removed", [])
+    result = {"username": username, "removed": removed, "mailed": bool(told.get("mailed"))}
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"reset the second factors of {username}: " + (", ".join(removed) or "none"))
-

@@ -25,6 +25,7 @@ from .roles import roles
 from .saml import saml
 from .serve import serve
 from .users import users
+from .users_bulk import users_export, users_import
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +38,8 @@ for command in (init, serve, db, keys, users, groups, roles, org, claims, client
     cli.add_command(command)
 cli.add_command(config)
 users.add_command(mfa)
+users.add_command(users_import)
+users.add_command(users_export)
 
 
 def main(argv: list[str] | None = None) -> int:

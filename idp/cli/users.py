@@ -29,6 +29,11 @@ def users() -> None:
 @click.option("--end-date", default=None)
 @click.option("--require-mfa", is_flag=True)
 @click.option("--must-change-password", is_flag=True)
+@click.option(
+    "--email-verified",
+    is_flag=True,
+    help="The address is known to be theirs: applications get email_verified true.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def users_create(
     username,
@@ -42,8 +47,10 @@ def users_create(
     end_date,
     require_mfa,
     must_change_password,
+    email_verified,
     as_json,
 ) -> None:
+    """Create a user."""
     new = NewUser(
         username=username,
         email=email,
@@ -57,7 +64,12 @@ def users_create(
     svc = ready()
     with as_operator(svc) as ctx:
         user = manage_users.create(
-            ctx, new, password=password, groups=list(groups), roles=list(roles)
+            ctx,
+            new,
+            password=password,
+            groups=list(groups),
+            roles=list(roles),
+            email_verified=email_verified,
         )
         result = {"id": user.uuid, "username": user.username}
     out(as_json, result, f"created user {result['username']} ({result['id']})")

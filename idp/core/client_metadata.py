@@ -27,7 +27,10 @@ characters, no fragment (RFC 6749 §3.1.2, OIDC Registration §2), no user infor
 §8.3 for loopback; a ``user@`` part misleads people reading the URI everywhere else), and never
 a scheme that runs or reads something locally (``javascript:``, ``data:``, ``file:``,
 ``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
-``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field.
+``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field; the
+IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
+30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
+booleans) are checked here too, since the token engine reads them at every sign-in.
 """
 
 from __future__ import annotations
@@ -315,6 +318,28 @@ def check_resources(meta: Mapping[str, Any], policy: Policy) -> None:
             raise _fail("resources", f"{uri!r} must not have a fragment (RFC 8707 §2)")
 
 
+# The IdP's own per-client settings (docs/oidc.md), read by the token engine: a wrong type
+# here would only fail later, at a sign-in.
+LIFETIME_RANGE = (30, 86400)
+ACCESS_TOKEN_FORMATS = ("jwt", "opaque")
+
+
+def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
+    for field in ("access_token_lifetime", "id_token_lifetime"):
+        value = meta.get(field)
+        if value is None:
+            continue
+        low, high = LIFETIME_RANGE
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _fail(field, f"must be a whole number of seconds from {low} to {high}")
+    for field in ("refresh_token_rotation", "require_pkce"):
+        if field in meta and not isinstance(meta[field], bool):
+            raise _fail(field, "must be true or false")
+    fmt = meta.get("access_token_format")
+    if fmt is not None and fmt not in ACCESS_TOKEN_FORMATS:
+        raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -325,6 +350,7 @@ CHECKS: tuple[Check, ...] = (
     check_subject_type,
     check_scope,
     check_resources,
+    check_own_settings,
 )
 
 

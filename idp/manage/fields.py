@@ -89,6 +89,13 @@ def create(
     return f
 
 
+def ensure(ctx: Context, name: str, label: str, *, type: str = "string") -> CustomField:
+    """The custom field ``name``, defined first when it does not exist yet (SCIM's
+    enterprise ``employeeNumber`` lives in one)."""
+    row = ctx.db.scalar(select(CustomField).where(CustomField.name == name))
+    return row if row is not None else create(ctx, name, label, type=type)
+
+
 def update(ctx: Context, f: CustomField, changes: dict[str, Any]) -> CustomField:
     """Change what ``changes`` names (a subset of ``UPDATABLE``)."""
     ctx.require("users:fields:update")

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, false, func, select, true
 
-from ..errors import NotFound
+from ..errors import NotFound, ValidationError
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.rbac import Authorizer, role_grants
 from .context import Context
@@ -135,11 +135,25 @@ def unassign_role(ctx: Context, group: Group, role: Role) -> bool:
 def delete(ctx: Context, group: Group) -> None:
     """Delete a group without subgroups (its memberships and group roles go with it)."""
     ctx.require("groups:groups:delete")
-    path = group.path
-    members = int(ctx.db.scalar(select(func.count()).where(GroupMember.group_id == group.id)) or 0)
+    path, group_id = group.path, group.id
+    members = int(ctx.db.scalar(select(func.count()).where(GroupMember.group_id == group_id)) or 0)
     ctx.directory.delete_group(group)
     ctx.require_kept("groups:groups:delete")
-    ctx.audit("group.deleted", path, members=members)
+    ctx.audit("group.deleted", path, group_id=group_id, members=members)
+
+
+def set_external_id(ctx: Context, group: Group, external_id: str | None) -> Group:
+    """The id a provisioning client (SCIM ``externalId``) knows the group by; None clears it."""
+    ctx.require("groups:groups:update")
+    if external_id is not None and (
+        not isinstance(external_id, str) or len(external_id) > 255 or not external_id.strip()
+    ):
+        raise ValidationError("external_id: 1-255 characters")
+    if group.external_id != external_id:
+        group.external_id = external_id
+        ctx.db.flush()
+        ctx.audit("group.updated", group.path, group_id=group.id, fields=["external_id"])
+    return group
 
 
 # --- reading -------------------------------------------------------------------------------------

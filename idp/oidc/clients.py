@@ -22,6 +22,12 @@ GENERATION_KEY = "gen:clients"
 _GENERATION_TTL = 400 * 86400
 
 
+def previous_secret_key(client_id: str) -> str:
+    """Where the keyed hash of a rotated-out secret waits out its grace period (an entry of
+    the short-lived store whose TTL is the grace period; ``idp.manage.clients.rotate_secret``)."""
+    return f"client:previous-secret:{client_id}"
+
+
 @dataclass
 class OAuthClient(ClientMixin):
     client_id: str
@@ -32,6 +38,7 @@ class OAuthClient(ClientMixin):
     first_party: bool
     service_role_ids: list[int] = field(default_factory=list)
     _hasher: Any = None
+    _store: Any = None
 
     # --- what authlib asks -----------------------------------------------------------------------
 
@@ -80,7 +87,11 @@ class OAuthClient(ClientMixin):
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return self._hasher.verify(client_secret, self.secret_hash)
+        if self._hasher.verify(client_secret, self.secret_hash):
+            return True
+        # A secret rotated out with a grace period still counts until that period ends.
+        previous = self._store.get(previous_secret_key(self.client_id)) if self._store else None
+        return bool(previous) and self._hasher.verify(client_secret, previous)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.auth_method
@@ -141,7 +152,7 @@ class ClientCache:
                     ClientServiceRole.client_id == client_id)))
                 client = OAuthClient(row.client_id, row.name or row.client_id, dict(row.meta),
                                      row.secret_hash, row.secret_enc, row.first_party, roles,
-                                     self.svc.hasher)
+                                     self.svc.hasher, self.svc.store)
         with self._lock:
             if len(self._clients) > 10000:
                 self._clients.clear()

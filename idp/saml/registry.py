@@ -7,12 +7,17 @@ choices live in ``settings`` beside it.
 
 from __future__ import annotations
 
+import base64
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import isodate
+import xmlsec
+from cryptography import x509
 from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -169,6 +174,123 @@ def has_encryption_cert(entity: etree._Element) -> bool:
     return False
 
 
+def verify_root_signature(
+    root: etree._Element, cert_pem: str, *, noun: str = "the metadata", key: str = "given"
+) -> None:
+    """The document element carries an enveloped XML signature with a single same-document
+    Reference to its own ID, and it verifies with ``cert_pem``: nothing unsigned can sit beside
+    the signed part (signature wrapping). ValidationError naming what is wrong."""
+    signature = root.find(f"{{{DSIG_NS}}}Signature")
+    if signature is None:
+        raise ValidationError(f"{noun} is not signed")
+    refs = signature.findall(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}Reference")
+    root_id = root.get("ID")
+    if len(refs) != 1 or not root_id or refs[0].get("URI") != f"#{root_id}":
+        raise ValidationError(f"the signature does not cover the whole of {noun}")
+    xmlsec.tree.add_ids(root, ["ID"])
+    ctx = xmlsec.SignatureContext()
+    try:
+        ctx.key = xmlsec.Key.from_memory(cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem)
+    except xmlsec.Error:
+        raise ValidationError(f"the {key} certificate is not a PEM certificate") from None
+    try:
+        ctx.verify(signature)
+    except xmlsec.Error:
+        raise ValidationError(
+            f"the signature of {noun} does not verify with the {key} certificate"
+        ) from None
+
+
+def signed_entity(xml: bytes | str, cert_pem: str) -> None:
+    """Metadata whose signature is required: the document (an EntityDescriptor, or an
+    EntitiesDescriptor holding exactly one) must be signed by ``cert_pem``."""
+    data = xml.encode() if isinstance(xml, str) else xml
+    if b"<!DOCTYPE" in data.upper():
+        raise ValidationError("metadata with a DTD is not accepted")
+    try:
+        root = etree.fromstring(data, safe_parser())
+    except etree.XMLSyntaxError as exc:
+        raise ValidationError(f"metadata is not well-formed XML: {exc}") from None
+    verify_root_signature(root, cert_pem)
+
+
+@dataclass
+class Endpoint:
+    binding: str
+    location: str
+    response_location: str | None = None
+    index: int | None = None
+    is_default: bool | None = None
+
+
+@dataclass
+class Certificate:
+    use: str  # "signing", "encryption" or "both" (no use attribute)
+    subject: str | None
+    not_after: datetime | None
+
+
+@dataclass
+class MetadataFacts:
+    """What an administrator wants to see of stored SP metadata."""
+
+    acs: list[Endpoint] = field(default_factory=list)
+    slo: list[Endpoint] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
+    valid_until: datetime | None = None
+    authn_requests_signed: bool = False
+    name_id_formats: list[str] = field(default_factory=list)
+
+
+def _certificate(text: str | None, use: str) -> Certificate | None:
+    try:
+        der = base64.b64decode("".join((text or "").split()), validate=True)
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    return Certificate(use, cert.subject.rfc4514_string()[:500], cert.not_valid_after_utc)
+
+
+def describe(xml: str) -> MetadataFacts:
+    """Endpoints, certificates (with their expiry) and validity of stored SP metadata; parts
+    that cannot be read are left out rather than refused (the metadata was checked on entry)."""
+    entity = parse_entity(xml)
+    facts = MetadataFacts()
+    until = entity.get("validUntil")
+    if until:
+        try:
+            facts.valid_until = isodate.parse_datetime(until)
+        except (ValueError, isodate.ISO8601Error):
+            facts.valid_until = None
+    sp = sp_descriptor(entity)
+    if sp is None:
+        return facts
+    facts.authn_requests_signed = (sp.get("AuthnRequestsSigned") or "").lower() in ("true", "1")
+    for name, out in (("AssertionConsumerService", facts.acs), ("SingleLogoutService", facts.slo)):
+        for el in sp.findall(f"{{{MD_NS}}}{name}"):
+            index = el.get("index")
+            default = el.get("isDefault")
+            out.append(
+                Endpoint(
+                    binding=el.get("Binding") or "",
+                    location=el.get("Location") or "",
+                    response_location=el.get("ResponseLocation"),
+                    index=int(index) if index and index.isdigit() else None,
+                    is_default=default.lower() in ("true", "1") if default else None,
+                )
+            )
+    for kd in sp.findall(f"{{{MD_NS}}}KeyDescriptor"):
+        use = kd.get("use") or "both"
+        for el in kd.iter(f"{{{DSIG_NS}}}X509Certificate"):
+            cert = _certificate(el.text, use)
+            if cert is not None:
+                facts.certificates.append(cert)
+    facts.name_id_formats = [
+        (el.text or "").strip() for el in sp.findall(f"{{{MD_NS}}}NameIDFormat") if el.text
+    ]
+    return facts
+
+
 def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in values.items():
@@ -242,11 +364,21 @@ class SpRegistry:
         self.db.delete(self.get(entity_id))
         self.db.flush()
 
-    def update_settings(self, entity_id: str, values: dict[str, Any]) -> SamlServiceProvider:
+    def update_settings(
+        self, entity_id: str, values: dict[str, Any], remove: list[str] = ()
+    ) -> SamlServiceProvider:
+        """Set ``values`` and drop the settings named in ``remove`` (they fall back to the
+        [saml] defaults)."""
         row = self.get(entity_id)
+        for key in remove:
+            if key not in SP_SETTINGS:
+                raise ValidationError(f"unknown SP setting {key!r}")
         merged = {**(row.settings or {}), **validate_settings(values)}
-        if "allow_http" in values:  # taking it away must not leave http endpoints in use
-            check_locations(parse_entity(row.metadata_xml), bool(merged["allow_http"]))
+        for key in remove:
+            merged.pop(key, None)
+        if "allow_http" in values or "allow_http" in remove:
+            # Taking it away must not leave http endpoints in use.
+            check_locations(parse_entity(row.metadata_xml), bool(merged.get("allow_http")))
         row.settings = merged
         self.db.flush()
         return row

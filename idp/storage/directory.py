@@ -719,8 +719,9 @@ class Directory:
         return company
 
     def company(self, ref: str | int) -> Company:
+        number = id_ref(ref)
         row = (
-            self.db.get(Company, int(ref))
+            (self.db.get(Company, number) if number is not None else None)
             if str(ref).isdigit()
             else self.db.scalar(select(Company).where(Company.slug == ref))
         )
@@ -796,7 +797,8 @@ class Directory:
     def department(self, ref: str | int) -> Department:
         """By id, or by ``company-slug/Name/Sub name``."""
         if str(ref).isdigit():
-            row = self.db.get(Department, int(ref))
+            number = id_ref(ref)
+            row = self.db.get(Department, number) if number is not None else None
             if row is None:
                 raise NotFound(f"no department {ref!r}")
             return row
@@ -1195,6 +1197,15 @@ class Directory:
         req.decided_at = self.clock.utcnow()
         self.db.flush()
         return req
+
+
+def id_ref(ref: str | int) -> int | None:
+    """A reference that is a row id ("42"), or None: Unicode digits ("²") and numbers beyond
+    a 64-bit integer are no id (and must not reach the database as one)."""
+    text = str(ref)
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
 
 
 def _is(column, value):

@@ -223,6 +223,8 @@ class Group(Timestamps, Base):
     path: Mapped[str] = mapped_column(String(1000), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"))
+    # The id a provisioning client knows the group by (SCIM externalId).
+    external_id: Mapped[str | None] = mapped_column(String(255), index=True)
 
 
 class GroupMember(Base):

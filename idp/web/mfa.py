@@ -151,21 +151,6 @@ def remember_device(db: Any, user: User, response: Response) -> None:
     )
 
 
-# --- reset (administrators) ---------------------------------------------------------------------
-
-
-def reset_user_mfa(s: Any, db: Any, user: User, *, actor: str | None) -> list[str]:
-    """Remove every second factor of ``user`` (each registered factor's ``reset``) and every
-    remembered device; returns the factor ids that were enrolled. The caller commits."""
-    had = sorted(f.id for f in enrolled_factors(s, user, db))
-    for factor in factors(s).values():
-        reset = getattr(factor, "reset", None)
-        if reset is not None:
-            reset(s, db, user)
-    db.execute(delete(MfaRememberedDevice).where(MfaRememberedDevice.user_id == user.id))
-    return had
-
-
 # --- account pages ------------------------------------------------------------------------------
 
 

@@ -134,3 +134,19 @@ def test_openapi_document_is_3_1_and_lists_the_operations(client):
     op = doc["paths"]["/api/v1/audit/events"]["get"]
     assert op["security"] and "401" in op["responses"]
     assert {p["name"] for p in op["parameters"]} >= {"page", "per_page", "action"}
+
+
+@pytest.mark.parametrize("bound", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_audit_time_bounds_beyond_utc_range_bound_nothing(app, client, bound):
+    token = service_token(app)
+    resp = api(
+        client, "GET", "/api/v1/audit/events", token, query_string={"since": bound, "until": bound}
+    )
+    assert resp.status_code == 200, resp.json
+
+
+@pytest.mark.parametrize("bound", ["0", "0.0", "1700000000", "2030-01-31", "tomorrow"])
+def test_audit_time_bounds_are_rfc3339_only(app, client, bound):
+    token = service_token(app)
+    resp = api(client, "GET", "/api/v1/audit/events", token, query_string={"until": bound})
+    assert resp.status_code == 400 and resp.json["errors"][0]["field"] == "until"

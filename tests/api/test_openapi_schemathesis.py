@@ -10,12 +10,17 @@ import schemathesis
 from api_kit import service_token
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from idp.web.api.framework import OPERATIONS, PREFIX
 
 pytestmark = pytest.mark.slow
 
 _OPS = sorted({(op.method, PREFIX + op.path) for op in OPERATIONS})
+
+
+def _vanishes_on_the_wire(query) -> bool:
+    return bool(query) and any(value == [] for value in query.values())
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,11 @@ def test_operation_conforms(api_app, api_schema, method, path, mode):
         suppress_health_check=list(HealthCheck),
     )
     def run(case):
-        case.call_and_validate(headers=headers)
+        excluded = []
+        if mode is GenerationMode.NEGATIVE and _vanishes_on_the_wire(case.query):
+            # An empty array in the query string is sent as no parameter at all, so the request
+            # the app receives is a valid one and a 200 is right; every other check still runs.
+            excluded.append(negative_data_rejection)
+        case.call_and_validate(headers=headers, excluded_checks=excluded)
 
     run()

@@ -3,13 +3,19 @@ operations with :func:`framework.operation`; ``openapi.py`` publishes them."""
 
 from __future__ import annotations
 
-from . import (  # noqa: F401  (each module registers its operations on bp)
+# Each module registers its operations on bp.
+from . import (  # noqa: F401
+    access,
     audit,
+    clients,
     fields,
     groups,
     openapi,
     org,
     roles,
+    saml_providers,
+    users,
+    users_bulk,
 )
 from .framework import bp
 

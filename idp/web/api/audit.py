@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from ...manage import audit
-from .common import Page, PageQuery
+from .common import Page, PageQuery, QueryDateTime
 from .framework import Call, Reply, operation
 
 
@@ -18,8 +18,8 @@ class AuditEventsQuery(PageQuery):
     )
     actor: str | None = Field(None, max_length=200)
     target: str | None = Field(None, max_length=300)
-    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive")
-    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive")
+    since: QueryDateTime | None = Field(None, description="RFC 3339, inclusive")
+    until: QueryDateTime | None = Field(None, description="RFC 3339, exclusive")
 
 
 class AuditEventOut(BaseModel):

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 T = TypeVar("T")
 
@@ -26,8 +36,70 @@ class PageQuery(Strict):
         return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic would also take a number of seconds since 1970; the API takes RFC 3339 only.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("an RFC 3339 date-time such as 2030-01-31T12:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    # A time past what UTC can hold (year 9999 with a negative offset) is the end of time.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if value.year > 1 else datetime.min).replace(tzinfo=UTC)
+
+
+QueryDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+"""A date-time in a query string: RFC 3339 text with an offset, taken in UTC."""
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
     page: int
     per_page: int
+
+
+def drop_null_defaults(schema: dict[str, Any]) -> None:
+    """A member that may be left out but not sent as null publishes no ``"default": null``
+    (its type does not allow null)."""
+    for prop in schema.get("properties", {}).values():
+        nullable = any(alt.get("type") == "null" for alt in prop.get("anyOf", ()))
+        if "default" in prop and prop["default"] is None and not nullable:
+            del prop["default"]
+
+
+# For models whose published constraints (lengths, patterns) must judge the value as sent:
+# ``Strict`` strips surrounding whitespace first, so a value longer than its maxLength, or not
+# matching its pattern, could be accepted once stripped.
+EXACT_QUERY = ConfigDict(
+    extra="forbid", str_strip_whitespace=False, json_schema_extra=drop_null_defaults
+)
+
+
+def anchored(body: str) -> str:
+    """A whole-value pattern that means the same to JSON Schema (ECMA 262) and to Python's
+    ``re.search`` (whose ``$`` also matches before a final newline)."""
+    return rf"^(?:{body})$(?!\n)"
+
+
+def matching(pattern: str) -> Any:
+    """Annotated metadata: publish ``pattern`` and enforce it as JSON Schema reads it."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):
+            raise ValueError("has characters or a form that is not accepted here")
+        return value
+
+    return (Field(json_schema_extra={"pattern": pattern}), AfterValidator(check))
+
+
+UUID = anchored(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

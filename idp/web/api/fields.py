@@ -12,7 +12,7 @@ from ...manage import fields as manage_fields
 from ...storage.models import CustomField
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import AS_SENT, Flag, Name, Names, created, given, json_int
+from .shapes import AS_SENT, Flag, Name, Names, created, data_refusal, given, json_int
 
 TAG = "custom-fields"
 FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -144,10 +144,10 @@ def list_fields(call: Call) -> Reply:
     errors=(409,),
 )
 def create_field(call: Call) -> Reply:
-    """``users:fields:create``. 400: the pattern is not a regular expression; 409: the name is
-    taken."""
+    """``users:fields:create``. 409: the name is taken, or the pattern is not a regular
+    expression that Python and JavaScript read alike."""
     body = call.body.root
-    with call.transaction() as ctx:
+    with call.transaction() as ctx, data_refusal():
         f = manage_fields.create(
             ctx,
             body.name,
@@ -190,13 +190,14 @@ def read_field(call: Call, field: str) -> Reply:
     etag=True,
 )
 def update_field(call: Call, field: str) -> Reply:
-    """``users:fields:update``. 400: the pattern is not a regular expression, or a choice
-    field would have no choices."""
+    """``users:fields:update``. 409: the pattern is not a regular expression that Python and
+    JavaScript read alike, or a choice field would have no choices."""
     changes = given(call.body)
     with call.transaction() as ctx:
         f = manage_fields.get(ctx, field)
         call.if_match(etag_of(_out(f)))
-        out = _out(manage_fields.update(ctx, f, changes))
+        with data_refusal():
+            out = _out(manage_fields.update(ctx, f, changes))
     return Reply(body=out)
 
 

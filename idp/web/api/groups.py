@@ -7,9 +7,9 @@ addressed by the user's public id (``uuid``, the OIDC ``sub``). Permissions: see
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from ...errors import NotFound
 from ...manage import Context
@@ -18,11 +18,20 @@ from ...manage import roles as manage_roles
 from ...storage.models import Group, GroupMember, User
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import Description, GroupName, Id, QueryId, Text, created, given, path_id
+from .shapes import (
+    DateTimeIn,
+    Description,
+    GroupName,
+    Id,
+    QueryId,
+    Text,
+    created,
+    data_refusal,
+    given,
+    path_id,
+)
 
 TAG = "groups"
-# Any later instant could not be stored in UTC (the year would pass 9999).
-LAST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class GroupsQuery(PageQuery):
@@ -78,10 +87,8 @@ class MemberPage(Page[MemberOut]):
 
 
 class MemberIn(Strict):
-    expires_at: AwareDatetime | None = Field(
-        None,
-        lt=LAST_INSTANT,
-        description="end of a temporary membership (RFC 3339, in the future)",
+    expires_at: DateTimeIn | None = Field(
+        None, description="end of a temporary membership (RFC 3339; already past: 409)"
     )
 
 
@@ -152,9 +159,10 @@ def create_group(call: Call) -> Reply:
         parent = None
         if body.parent_id is not None:
             parent = manage_groups.get(ctx, body.parent_id)
-        group = manage_groups.create(
-            ctx, body.name, parent.path if parent else None, body.description
-        )
+        with data_refusal():
+            group = manage_groups.create(
+                ctx, body.name, parent.path if parent else None, body.description
+            )
         out = _out(ctx, group)
     return created(f"/groups/{out.id}", out)
 
@@ -187,12 +195,13 @@ def update_group(call: Call, group_id: str) -> Reply:
         group = manage_groups.get(ctx, path_id(group_id, "group"))
         call.if_match(etag_of(_out(ctx, group)))
         fields = {k: v for k, v in changes.items() if k in ("name", "description")}
-        manage_groups.update(ctx, group, **fields)
-        if "parent_id" in changes:
-            parent_id = changes["parent_id"]
-            parent = manage_groups.get(ctx, parent_id) if parent_id is not None else None
-            if (parent.id if parent else None) != group.parent_id:
-                group = manage_groups.move(ctx, group, parent)
+        with data_refusal():
+            manage_groups.update(ctx, group, **fields)
+            if "parent_id" in changes:
+                parent_id = changes["parent_id"]
+                parent = manage_groups.get(ctx, parent_id) if parent_id is not None else None
+                if (parent.id if parent else None) != group.parent_id:
+                    group = manage_groups.move(ctx, group, parent)
         out = _out(ctx, group)
     return Reply(body=out)
 
@@ -251,7 +260,8 @@ def put_member(call: Call, group_id: str, user_id: str) -> Reply:
     with call.transaction() as ctx:
         group = manage_groups.find(ctx, path_id(group_id, "group"))
         user = manage_groups.member_user(ctx, user_id)
-        row = manage_groups.add_member(ctx, group, user, expires_at=body.expires_at)
+        with data_refusal():
+            row = manage_groups.add_member(ctx, group, user, expires_at=body.expires_at)
         out = _member(user, row)
     return Reply(body=out)
 

@@ -17,7 +17,7 @@ from ...manage import org as manage_org
 from ...storage.models import Company, Department, Position
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
-from .shapes import AS_SENT, Id, Name, Names, QueryId, Text, created, given
+from .shapes import AS_SENT, Id, Name, Names, QueryId, Text, created, data_refusal, given
 
 TAG = "organization"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -317,11 +317,14 @@ def list_departments(call: Call) -> Reply:
     errors=(404, 409),
 )
 def create_department(call: Call) -> Reply:
-    """``org:departments:create``. 400: the parent is in another company; 404: no such company
+    """``org:departments:create``. 409: the parent is in another company; 404: no such company
     or parent; 409: the name is taken below the same parent."""
     body: DepartmentIn = call.body
     with call.transaction() as ctx:
-        dept = manage_org.add_department(ctx, body.company, body.name, body.parent_id, body.names)
+        with data_refusal():
+            dept = manage_org.add_department(
+                ctx, body.company, body.name, body.parent_id, body.names
+            )
         out = _department(ctx, dept)
     return created(f"/departments/{out.id}", out)
 
@@ -352,7 +355,7 @@ def read_department(call: Call, department_id: str) -> Reply:
     errors=(409,),
 )
 def update_department(call: Call, department_id: str) -> Reply:
-    """``org:departments:update``. 400: the new parent is in another company; 404: no such
+    """``org:departments:update``. 409: the new parent is in another company; 404: no such
     parent; 409: the name is taken there, or the move would put the department under itself
     or its own subtree (a cycle)."""
     changes = given(call.body)
@@ -360,12 +363,13 @@ def update_department(call: Call, department_id: str) -> Reply:
         dept = manage_org.get_department(ctx, department_id)
         call.if_match(etag_of(_department(ctx, dept)))
         names = {k: v for k, v in changes.items() if k in ("name", "names")}
-        manage_org.update_department(ctx, dept, **names)
-        if "parent_id" in changes:
-            parent_id = changes["parent_id"]
-            parent = manage_org.find_department(ctx, parent_id) if parent_id else None
-            if (parent.id if parent else None) != dept.parent_id:
-                dept = manage_org.move_department(ctx, dept, parent)
+        with data_refusal():
+            manage_org.update_department(ctx, dept, **names)
+            if "parent_id" in changes:
+                parent_id = changes["parent_id"]
+                parent = manage_org.find_department(ctx, parent_id) if parent_id else None
+                if (parent.id if parent else None) != dept.parent_id:
+                    dept = manage_org.move_department(ctx, dept, parent)
         out = _department(ctx, dept)
     return Reply(body=out)
 

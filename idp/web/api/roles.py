@@ -183,7 +183,7 @@ def _role(ctx: Context, role_id: str) -> Role:
 
 
 @operation("GET", "/roles", tag=TAG, summary="List roles", query=RolesQuery, response=RolePage)
-def list_roles(call: Call) -> Reply:
+def list_all_roles(call: Call) -> Reply:
     """Global roles first, then client roles by client (``roles:roles:read``)."""
     q: RolesQuery = call.query
     with call.transaction() as ctx:

@@ -8,12 +8,15 @@ not allow is refused, not quietly repaired (these strings are not stripped of wh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool, StringConstraints
 
-from ...errors import NotFound
+from ...errors import Conflict, NotFound, ValidationError
 from ...manage.org import ID_MAX
+from .common import QueryDateTime
 from .framework import PREFIX, Reply
 
 # Names: 1-200 characters, no control characters, no surrounding white space.
@@ -69,6 +72,28 @@ Names = Annotated[
         json_schema_extra={"additionalProperties": False},
     ),
 ]
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("an RFC 3339 date-time such as 2030-01-31T12:00:00Z")
+    return value
+
+
+DateTimeIn = Annotated[QueryDateTime, BeforeValidator(_text)]
+"""A date-time in a JSON body: RFC 3339 text with an offset (not a number), taken in UTC; one
+past what UTC can hold is the end of time."""
+
+
+@contextmanager
+def data_refusal() -> Iterator[None]:
+    """Around an operation on a request that matches its schema: what the directory still
+    refuses depends on the data (a parent in another company, an expiry already past, a
+    pattern Python reads otherwise), so it is 409, not 400 (docs/api.md, "Errors")."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise Conflict(str(exc)) from None
 
 
 def path_id(value: str, what: str) -> int:

@@ -1,0 +1,440 @@
+"""The user spreadsheet: its columns, reading an uploaded CSV or XLSX file safely, and writing one.
+
+Shared by the import (``user_import``) and the export (``user_export``), so that an export
+imports again unchanged. No web framework here: the bytes come from whichever surface.
+
+Reading refuses, before any row is looked at, what is not a plain workbook or UTF-8 text: the
+kind is decided by the bytes (an XLSX is a zip whose ``[Content_Types].xml`` declares a
+spreadsheet; a PNG or a Word file renamed ``.xlsx`` is not one), and a file name that says
+``.xlsx`` or ``.csv`` must match what the bytes are. Zip bombs (parts that unpack to more than
+``XLSX_UNPACK_FACTOR`` times the size limit), encrypted or macro-enabled workbooks and XML
+with a DOCTYPE (entity expansion) are refused too.
+
+Formula injection (OWASP "CSV injection"): text that starts with ``= + - @``, a tab or a
+carriage return (or their full-width forms) is written with a leading ``'``, so that no
+spreadsheet program evaluates it; text that starts with ``'`` gets one more, so that reading
+strips exactly one and an export round-trips.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from ..errors import ValidationError
+
+# The columns in the order an export writes them; ``custom.<field>`` columns follow.
+COLUMNS: tuple[str, ...] = (
+    "username",
+    "email",
+    "email_verified",
+    "given_name",
+    "middle_name",
+    "family_name",
+    "display_name",
+    "phone",
+    "locale",
+    "timezone",
+    "color",
+    "status",
+    "start_date",
+    "end_date",
+    "company",
+    "department",
+    "position",
+    "manager",
+    "groups",
+    "roles",
+)
+# Accepted by the import only: ``active`` (true/false) instead of ``status``, and a password.
+IMPORT_ONLY: tuple[str, ...] = ("active", "password")
+CUSTOM_PREFIX = "custom."
+LIST_SEPARATOR = ";"
+
+CSV_MEDIA_TYPE = "text/csv"
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSX_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
+XLSM_MAIN = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
+# The parts of an XLSX may unpack to at most this many times the upload size limit.
+XLSX_UNPACK_FACTOR = 16
+XLSX_MAX_PARTS = 10_000
+
+# OWASP: = + - @ tab CR start a formula in some spreadsheet program; and their full-width
+# forms, which some programs normalise. "'" is escaped too so that unescaping is exact.
+FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+_ESCAPED_START = FORMULA_START | {"'"}
+# Characters XML 1.0 cannot carry (openpyxl refuses them in a cell).
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+class FileRefused(ValidationError):
+    """The whole file is refused (nothing is imported); ``field`` names the culprit: ``file``
+    or the column."""
+
+    def __init__(self, message: str, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FileTooLarge(FileRefused):
+    """The file is over ``[api] import_max_bytes`` (HTTP: 413)."""
+
+
+def escape_formula(text: str) -> str:
+    """Text made safe to open in a spreadsheet program: a leading ``'`` where it could start
+    a formula (and where it starts with ``'`` already, so that unescaping is exact)."""
+    return "'" + text if text and text[0] in _ESCAPED_START else text
+
+
+def unescape_formula(text: str) -> str:
+    """The inverse of :func:`escape_formula`: one leading ``'`` goes when what follows would
+    have been escaped; any other text is left as it is."""
+    if len(text) > 1 and text[0] == "'" and text[1] in _ESCAPED_START:
+        return text[1:]
+    return text
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One data row: its number as a spreadsheet program shows it (the header is row 1), the
+    values by column, and the columns whose cell held a formula."""
+
+    number: int
+    values: dict[str, Any]
+    formulas: list[str] = field(default_factory=list)
+    extra: bool = False  # values beyond the last named column
+
+
+@dataclass
+class Table:
+    kind: str  # "csv" | "xlsx"
+    columns: list[str]
+    rows: list[Row]
+
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 (.xls) or other OLE file"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"MZ", "a Windows executable"),
+    (b"\x7fELF", "an ELF executable"),
+)
+
+
+def read_table(data: bytes, *, filename: str | None = None, max_bytes: int, max_rows: int) -> Table:
+    """The header and the rows of an uploaded CSV or XLSX file, or :class:`FileRefused`."""
+    if len(data) > max_bytes:
+        raise FileTooLarge(
+            f"the file is {len(data)} bytes, more than the limit of {max_bytes} "
+            "(setting api.import_max_bytes)"
+        )
+    if not data.strip():
+        raise FileRefused("the file is empty")
+    claimed = _extension(filename)
+    if data.startswith(b"PK\x03\x04"):
+        kind = "xlsx"
+    else:
+        for magic, what in _MAGIC:
+            if data.startswith(magic):
+                raise FileRefused(f"the file is {what}, not a CSV or XLSX file")
+        kind = "csv"
+    if claimed in ("xlsx", "xlsm", "xls") and kind != "xlsx":
+        raise FileRefused(f"the file is named .{claimed} but is not an XLSX workbook")
+    if claimed == "csv" and kind != "csv":
+        raise FileRefused("the file is named .csv but is a zip archive, not CSV text")
+    cells = _xlsx_cells(data, max_bytes) if kind == "xlsx" else _csv_cells(data)
+    return _table(kind, cells, max_rows)
+
+
+def _extension(filename: str | None) -> str:
+    if not filename or "." not in filename:
+        return ""
+    return filename.rsplit(".", 1)[1].strip().lower()
+
+
+# A raw row: (row number, cell values, indexes of formula cells).
+_Cells = Iterator[tuple[int, list[Any], set[int]]]
+
+
+def _table(kind: str, cells: _Cells, max_rows: int) -> Table:
+    header: list[str] | None = None
+    rows: list[Row] = []
+    for number, values, formula_idx in cells:
+        if header is None:
+            if _blank(values):
+                continue  # blank rows above the header
+            if formula_idx:
+                raise FileRefused("the header row holds a formula; formulas are not accepted")
+            header = _header(values)
+            continue
+        if _blank(values) and not formula_idx:
+            continue
+        if len(rows) >= max_rows:
+            raise FileRefused(
+                f"the file has more than {max_rows} rows (setting api.import_max_rows)"
+            )
+        row = Row(number, {})
+        for i, value in enumerate(values):
+            if i >= len(header) or not header[i]:
+                if value not in (None, ""):
+                    row.extra = True
+                continue
+            row.values[header[i]] = value
+            if i in formula_idx:
+                row.formulas.append(header[i])
+        rows.append(row)
+    if header is None:
+        raise FileRefused("the file is empty")
+    if not rows:
+        raise FileRefused("the file has a header but no rows to import")
+    return Table(kind, [h for h in header if h], rows)
+
+
+def _blank(values: list[Any]) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+
+
+def _header(values: list[Any]) -> list[str]:
+    names = [str(v).lstrip("\ufeff").strip().lower() if v is not None else "" for v in values]
+    while names and not names[-1]:
+        names.pop()
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name:
+            raise FileRefused(f"column {i + 1} of the header has no name", field=f"column {i + 1}")
+        if name in seen:
+            raise FileRefused(f"column {name!r} appears twice", field=name)
+        seen.add(name)
+    return names
+
+
+def _csv_cells(data: bytes) -> _Cells:
+    if b"\x00" in data:
+        raise FileRefused("the file is binary, not a CSV or XLSX file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileRefused(
+            f"a CSV file must be UTF-8 (byte {exc.start} is not); save it as CSV UTF-8"
+        ) from None
+    first = text.split("\n", 1)[0]
+    # The header names have no separators in them: the one the header uses is the file's.
+    delimiter = max((",", ";", "\t"), key=first.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+
+    def rows() -> _Cells:
+        number = 0
+        try:
+            for number, record in enumerate(reader, start=1):  # noqa: B007
+                yield number, record, set()
+        except csv.Error as exc:
+            raise FileRefused(f"row {number + 1} is not valid CSV: {exc}") from None
+
+    return rows()
+
+
+def _xlsx_cells(data: bytes, max_bytes: int) -> _Cells:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise FileRefused("the file is a damaged zip archive, not an XLSX workbook") from None
+    names = {i.filename for i in infos}
+    if "[Content_Types].xml" not in names:
+        raise FileRefused("the file is a zip archive but not an XLSX workbook")
+    if len(infos) > XLSX_MAX_PARTS:
+        raise FileRefused("the XLSX workbook has too many parts")
+    if any(i.flag_bits & 0x1 for i in infos):
+        raise FileRefused("encrypted workbooks are not accepted")
+    if sum(i.file_size for i in infos) > XLSX_UNPACK_FACTOR * max_bytes:
+        raise FileRefused("the XLSX workbook unpacks to too much data")
+    try:
+        types = archive.read("[Content_Types].xml")
+        for info in infos:
+            if info.filename.endswith((".xml", ".rels", ".vml")) and _has_doctype(archive, info):
+                raise FileRefused("the XLSX workbook holds XML with a DOCTYPE; refused")
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError):
+        raise FileRefused("the file is a damaged zip archive, not an XLSX workbook") from None
+    if XLSM_MAIN.encode() in types:
+        raise FileRefused("macro-enabled workbooks (.xlsm) are not accepted; save as .xlsx")
+    if XLSX_MAIN.encode() not in types:
+        raise FileRefused("the file is a zip archive but not an XLSX workbook")
+
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(
+            io.BytesIO(data), read_only=True, data_only=False, keep_links=False
+        )
+    except Exception as exc:  # openpyxl raises many kinds on a malformed workbook
+        raise FileRefused(f"the XLSX workbook cannot be read ({type(exc).__name__})") from None
+    if not book.worksheets:
+        book.close()
+        raise FileRefused("the XLSX workbook has no worksheet")
+
+    def rows() -> _Cells:
+        try:
+            for number, cells in enumerate(book.worksheets[0].iter_rows(), start=1):
+                values = [c.value for c in cells]
+                formulas = {i for i, c in enumerate(cells) if c.data_type == "f"}
+                yield number, values, formulas
+        except FileRefused:
+            raise
+        except Exception as exc:
+            raise FileRefused(f"the XLSX workbook cannot be read ({type(exc).__name__})") from None
+        finally:
+            book.close()
+
+    return rows()
+
+
+_DOCTYPE = b"<!DOCTYPE"
+
+
+def _has_doctype(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    tail = b""
+    with archive.open(info) as fh:
+        while chunk := fh.read(65536):
+            if _DOCTYPE in (tail + chunk).upper():
+                return True
+            tail = chunk[-len(_DOCTYPE) :]
+    return False
+
+
+# --- cell values ------------------------------------------------------------------------------
+
+
+def cell_text(value: Any) -> str | None:
+    """A cell as text (numbers as typed, without a trailing .0), stripped, unescaped; None
+    when empty."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, datetime):
+        midnight = value.time() == datetime.min.time()
+        text = value.date().isoformat() if midnight else value.isoformat()
+    elif isinstance(value, date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    text = unescape_formula(text.strip())
+    return text or None
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return escape_formula(str(value))
+
+
+class CsvWriter:
+    """UTF-8 with a byte order mark (so that Excel reads it as UTF-8), CRLF line ends."""
+
+    def __init__(self, out) -> None:
+        self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        self._text.write("\ufeff")
+        self._csv = csv.writer(self._text)
+
+    def header(self, names: list[str]) -> None:
+        self._csv.writerow(names)
+
+    def row(self, values: list[Any], color: str | None = None) -> None:
+        self._csv.writerow([csv_value(v) for v in values])
+
+    def close(self) -> None:
+        self._text.flush()
+        self._text.detach()
+
+
+_HEX_COLOR = re.compile(r"^#([0-9A-Fa-f]{6})$")
+
+
+class XlsxWriter:
+    """A write-only (streaming) workbook; each row is filled with the user's colour, its text
+    white on dark colours; text cells are escaped against formula injection."""
+
+    def __init__(self, out) -> None:
+        import openpyxl
+
+        self._out = out
+        self._book = openpyxl.Workbook(write_only=True)
+        self._sheet = self._book.create_sheet("users")
+        self._sheet.freeze_panes = "A2"
+        self._styles: dict[str, tuple[Any, Any]] = {}
+
+    def _cell(self, value: Any):
+        from openpyxl.cell import WriteOnlyCell
+
+        if isinstance(value, str):
+            value = escape_formula(_XML_ILLEGAL.sub("", value))
+        cell = WriteOnlyCell(self._sheet, value=value)
+        if isinstance(value, date):
+            cell.number_format = "yyyy-mm-dd"
+        return cell
+
+    def header(self, names: list[str]) -> None:
+        from openpyxl.styles import Font
+
+        cells = []
+        for name in names:
+            cell = self._cell(name)
+            cell.font = Font(bold=True)
+            cells.append(cell)
+        self._sheet.append(cells)
+
+    def _style(self, color: str):
+        if color not in self._styles:
+            from openpyxl.styles import Font, PatternFill
+
+            rgb = color[1:].upper()
+            r, g, b = (int(rgb[i : i + 2], 16) for i in (0, 2, 4))
+            dark = (0.299 * r + 0.587 * g + 0.114 * b) < 128
+            fill = PatternFill(fill_type="solid", start_color="FF" + rgb, end_color="FF" + rgb)
+            self._styles[color] = (fill, Font(color="FFFFFFFF") if dark else None)
+        return self._styles[color]
+
+    def row(self, values: list[Any], color: str | None = None) -> None:
+        cells = [self._cell(v) for v in values]
+        if color and _HEX_COLOR.match(color):
+            fill, font = self._style(color)
+            for cell in cells:
+                cell.fill = fill
+                if font is not None:
+                    cell.font = font
+        self._sheet.append(cells)
+
+    def close(self) -> None:
+        self._book.save(self._out)
+
+
+def writer(kind: str, out):
+    """A :class:`CsvWriter` or :class:`XlsxWriter` over the binary stream ``out``."""
+    if kind == "csv":
+        return CsvWriter(out)
+    if kind == "xlsx":
+        return XlsxWriter(out)
+    raise ValidationError(f"format must be csv or xlsx, not {kind!r}")
