@@ -81,17 +81,17 @@ def _parameters(op: Operation, query_schema: dict[str, Any] | None) -> list[dict
 
 
 def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """An optional query parameter is left out, never sent as null: publish the value's own
-    schema (``anyOf: [X, null]`` becomes X), so clients and fuzzers see what the query string
-    can carry."""
-    options = schema.get("anyOf")
-    if not options:
+    """A query parameter is left out or given as text: it cannot be JSON null, so an optional
+    field's ``anyOf [X, null]`` is published as X (and no ``default: null``)."""
+    alternatives = schema.get("anyOf")
+    if not alternatives:
         return schema
-    kept = [o for o in options if o != {"type": "null"}]
-    if len(kept) != 1 or len(kept) == len(options):
+    kept = [alt for alt in alternatives if alt.get("type") != "null"]
+    if len(kept) != 1 or len(kept) == len(alternatives):
         return schema
-    rest = {k: v for k, v in schema.items() if k != "anyOf" and (k, v) != ("default", None)}
-    return {**kept[0], **rest}
+    out = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+    out.update(kept[0])
+    return out
 
 
 def _path_names(path: str) -> list[str]:
