@@ -205,3 +205,19 @@ def test_without_permission_403_and_nothing_changes(app, admin):
 def test_unknown_fields_are_404_problems(admin, path):
     resp = admin.get(path)
     assert resp.status_code == 404 and resp.mimetype == PROBLEM
+
+
+def test_values_a_definition_refuses_are_409_on_the_users_api(app, admin):
+    """The definitions are data, not part of the users schema: a user request that matches the
+    schema but leaves out a required field, or gives a value of the wrong type, is 409."""
+    admin.post(
+        "/custom-fields", {"name": "badge", "label": "Badge", "type": "integer", "required": True}
+    )
+    resp = refused(app, 409, lambda: admin.post("/users", {"username": "ann", "custom": {}}))
+    assert "required: Badge" in resp.json["detail"]
+    wrong = {"username": "ann", "custom": {"badge": "twelve"}}
+    resp = refused(app, 409, lambda: admin.post("/users", wrong))
+    assert "whole number" in resp.json["detail"]
+    made = admin.post("/users", {"username": "ann", "custom": {"badge": 12}})
+    assert made.status_code == 201, made.json
+    refused(app, 409, lambda: admin.patch(f"/users/{made.json['id']}", {"custom": None}))
