@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from ..core import rbac
-from ..errors import Forbidden
+from ..errors import Conflict, Forbidden
 from ..services import Services
 from ..storage import audit as audit_rows
 from ..storage.directory import Directory
@@ -121,6 +121,18 @@ class Context:
         for permission in needed:
             if not any(covers(h, permission) for h in held):
                 raise Forbidden(f"you do not hold {permission}, so you cannot give it")
+
+    def require_kept(self, permission: str, target_user_id: int | None = None) -> None:
+        """After a change in this transaction: refuse it (Conflict, so the transaction rolls
+        back) when it took ``permission`` away from the actor who made it. Nobody locks
+        themselves out of the IdP by editing a role or group they hold; another
+        administrator can make the change."""
+        self._service_grants = None  # recomputed from this transaction's rows
+        if not self.allowed(permission, target_user_id):
+            raise Conflict(
+                f"this change would take {permission} away from you; "
+                "another administrator has to make it"
+            )
 
     # --- audit and commit hooks ----------------------------------------------------------------
 

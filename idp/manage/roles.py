@@ -1,17 +1,35 @@
-"""Roles: create, permissions, composites, delete.
+"""Roles: list, read, create, describe, permissions, composites, delete. Permission groups
+(named sets of permissions) are ``idp.manage.permission_groups``.
 
-Permissions: ``roles:roles:create`` / ``roles:roles:update`` / ``roles:roles:delete``. Putting
-a permission into a role (directly or by including another role) also needs holding it: a
-role manager cannot mint permissions they do not have.
+Permissions: ``roles:roles:read`` / ``create`` / ``update`` / ``delete``. Putting a permission
+into a role (directly, through a permission group, or by including another role) also needs
+holding it: a role manager cannot mint permissions they do not have. Client roles carry no IdP
+permissions, so that check does not apply to them. A change that would take away the actor's
+own permission to make it is refused (``Context.require_kept``).
 """
 
 from __future__ import annotations
 
-from ..errors import ValidationError
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import func, select
+
+from ..core import rbac
+from ..errors import NotFound, ValidationError
 from ..storage.directory import Usage, validate_permission
-from ..storage.models import Role
+from ..storage.models import (
+    Client,
+    PermissionGroup,
+    Role,
+    RoleComposite,
+    RolePermission,
+    RolePermissionGroup,
+)
 from ..storage.rbac import role_grants
 from .context import Context
+
+_UNSET = object()
 
 
 def _grantable(permissions: list[str]) -> list[str]:
@@ -36,6 +54,8 @@ def create(
     ctx.require("roles:roles:create")
     if client_id is None:
         ctx.require_holds(_grantable(list(permissions)))
+    elif ctx.db.get(Client, client_id) is None:
+        raise NotFound(f"no client {client_id!r}")
     role = ctx.directory.create_role(
         name, list(permissions), client_id=client_id, description=description
     )
@@ -60,8 +80,12 @@ def add_permissions(ctx: Context, role: Role, permissions: list[str]) -> list[st
 
 
 def remove_permission(ctx: Context, role: Role, permission: str) -> bool:
+    """Remove a permission the role holds directly (False: it does not)."""
     ctx.require("roles:roles:update")
+    if not rbac.GRANT_RE.match(permission):
+        return False  # not a permission, so not one the role holds
     removed = ctx.directory.remove_permission(role, permission)
+    ctx.require_kept("roles:roles:update")
     ctx.audit(
         "role.permission_removed",
         role.name,
@@ -86,8 +110,18 @@ def delete(ctx: Context, role: Role, *, force: bool = False) -> Usage:
     ctx.require("roles:roles:delete")
     name, client_id = role.name, role.client_id
     usage = ctx.directory.delete_role(role, force=force)
+    ctx.require_kept("roles:roles:delete")
     ctx.audit("role.deleted", name, client_id=client_id, was_used_by=usage.as_dict())
     return usage
+
+
+def remove_composite(ctx: Context, role: Role, child: Role) -> bool:
+    """``role`` no longer includes ``child``."""
+    ctx.require("roles:roles:update")
+    removed = ctx.directory.remove_composite(role, child)
+    ctx.require_kept("roles:roles:update")
+    ctx.audit("role.composite_removed", role.name, includes=child.name, child_id=child.id)
+    return removed
 
 
 def set_description(ctx: Context, role: Role, description: str | None) -> Role:
@@ -98,9 +132,115 @@ def set_description(ctx: Context, role: Role, description: str | None) -> Role:
     return role
 
 
-def remove_composite(ctx: Context, role: Role, child: Role) -> bool:
-    """``role`` no longer includes ``child``."""
+def update(ctx: Context, role: Role, *, description: object = _UNSET) -> Role:
+    """What a merge patch asks (a description; ``None`` clears it). The permission is checked
+    even when nothing changes."""
     ctx.require("roles:roles:update")
-    removed = ctx.directory.remove_composite(role, child)
-    ctx.audit("role.composite_removed", role.name, includes=child.name, child_id=child.id)
-    return removed
+    if description is not _UNSET and description != role.description:
+        set_description(ctx, role, description)  # type: ignore[arg-type]
+    return role
+
+
+# --- reading roles -------------------------------------------------------------------------------
+
+
+def find(ctx: Context, role_id: int) -> Role:
+    """The role with this id, or NotFound (no permission check: callers check theirs)."""
+    role = ctx.db.get(Role, role_id)
+    if role is None:
+        raise NotFound(f"no role {role_id}")
+    return role
+
+
+def get(ctx: Context, role_id: int) -> Role:
+    ctx.require("roles:roles:read")
+    return find(ctx, role_id)
+
+
+@dataclass(frozen=True)
+class RoleQuery:
+    q: str | None = None  # contained in the name
+    client_id: str | None = None  # the roles of this client
+    kind: Literal["global", "client"] | None = None
+    page: int = 1
+    per_page: int = 25
+
+
+def search(ctx: Context, query: RoleQuery) -> tuple[list[Role], int]:
+    """(roles of the page: global ones first, then by client and name; total matching)."""
+    ctx.require("roles:roles:read")
+    where = []
+    if query.q:
+        where.append(Role.name.contains(query.q, autoescape=True))
+    if query.client_id is not None:
+        where.append(Role.client_id == query.client_id)
+    if query.kind == "global":
+        where.append(Role.client_id.is_(None))
+    elif query.kind == "client":
+        where.append(Role.client_id.is_not(None))
+    total = ctx.db.scalar(select(func.count(Role.id)).where(*where)) or 0
+    rows = ctx.db.scalars(
+        select(Role)
+        .where(*where)
+        .order_by(Role.client_id.is_not(None), Role.client_id, Role.name, Role.id)
+        .limit(query.per_page)
+        .offset((query.page - 1) * query.per_page)
+    )
+    return list(rows), int(total)
+
+
+@dataclass
+class RoleDetails:
+    """What a role holds: its own permissions, its permission groups, the roles it includes,
+    and every IdP permission it carries through all of them."""
+
+    permissions: list[str] = field(default_factory=list)
+    permission_groups: list[PermissionGroup] = field(default_factory=list)
+    composites: list[Role] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+
+
+def details(ctx: Context, role: Role) -> RoleDetails:
+    ctx.require("roles:roles:read")
+    db = ctx.db
+    return RoleDetails(
+        permissions=ctx.directory.role_permissions(role),
+        permission_groups=list(
+            db.scalars(
+                select(PermissionGroup)
+                .join(
+                    RolePermissionGroup,
+                    RolePermissionGroup.permission_group_id == PermissionGroup.id,
+                )
+                .where(RolePermissionGroup.role_id == role.id)
+                .order_by(PermissionGroup.name)
+            )
+        ),
+        composites=list(
+            db.scalars(
+                select(Role)
+                .join(RoleComposite, RoleComposite.child_id == Role.id)
+                .where(RoleComposite.role_id == role.id)
+                .order_by(Role.name, Role.id)
+            )
+        ),
+        effective=sorted(role_grants(db, [role.id], clock=ctx.svc.clock)),
+    )
+
+
+def permissions_of(ctx: Context, role_ids: list[int]) -> dict[int, list[str]]:
+    """Each role's own permissions, by role id (one query for a page of roles)."""
+    out: dict[int, list[str]] = {r: [] for r in role_ids}
+    if role_ids:
+        for role_id, permission in ctx.db.execute(
+            select(RolePermission.role_id, RolePermission.permission)
+            .where(RolePermission.role_id.in_(role_ids))
+            .order_by(RolePermission.permission)
+        ):
+            out[role_id].append(permission)
+    return out
+
+
+def usage(ctx: Context, role: Role) -> Usage:
+    ctx.require("roles:roles:read")
+    return ctx.directory.role_usage(role)

@@ -119,6 +119,82 @@ def _check_names(names: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+GROUP_PATH_MAX = 1000  # the column's length
+
+
+def _check_group_path(path: str) -> None:
+    if len(path) > GROUP_PATH_MAX:
+        raise ValidationError(f"a group path must not be longer than {GROUP_PATH_MAX} characters")
+
+
+def _check_field_rules(type: str, pattern: str | None, choices: list[str] | None) -> None:
+    if type not in FIELD_TYPES:
+        raise ValidationError(f"field type must be one of {FIELD_TYPES}")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ValidationError(f"pattern is not a regular expression: {exc}") from None
+        problem = _unportable(pattern)
+        if problem:
+            raise ValidationError(f"pattern is not a portable regular expression: {problem}")
+    if type == "choice" and not choices:
+        raise ValidationError("a choice field needs choices")
+
+
+# A field's pattern is checked here with Python's re, and by forms and API clients with
+# JavaScript's (ECMA-262, as JSON Schema's "regex" format and HTML's pattern attribute do). So a
+# pattern must mean the same to both: the syntax they share, without Python's extensions
+# ((?P<n>...), inline flags, possessive quantifiers, \A \Z) or JavaScript's unicode-mode errors
+# (a lone { } or ], an escaped character that is not special).
+_SYNTAX = frozenset("^$\\.*+?()[]{}|/")
+_LETTER_ESCAPES = frozenset("dDwWsSbBfnrtvxu0123456789")
+_GROUP_OPENERS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_COUNT = re.compile(r"\{\d+(?:,\d*)?\}")
+
+
+def _unportable(pattern: str) -> str | None:
+    i, n, in_class, quantified = 0, len(pattern), False, False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            e = pattern[i + 1 : i + 2]
+            if not (e in _SYNTAX or e in _LETTER_ESCAPES or (in_class and e == "-")):
+                return f"\\{e} is not an escape both Python and JavaScript know"
+            i, quantified = i + 2, False
+            continue
+        if in_class:
+            in_class = c != "]"
+            i += 1
+            continue
+        if c in "*+?" or c == "{":
+            if c == "{":
+                count = _COUNT.match(pattern, i)
+                if count is None:
+                    return "a { must start a count such as {2} or {1,3}"
+                end = count.end()
+            else:
+                end = i + 1
+            if quantified:
+                return "a quantifier cannot follow another (only ? may, for a lazy one)"
+            i, quantified = end, True
+            if pattern[i : i + 1] == "?":
+                i += 1
+            continue
+        quantified = False
+        if c in "}]":
+            return f"a lone {c} must be escaped"
+        if c == "[":
+            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
+                return "a ] first in a character class must be escaped"
+            in_class = True
+        elif c == "(" and pattern[i + 1 : i + 2] == "?":
+            if not pattern.startswith(_GROUP_OPENERS, i):
+                return "only (?: (?= (?! (?<= (?<! groups are portable"
+        i += 1
+    return None
+
+
 class Directory:
     def __init__(self, db: Session, clock: Clock | None = None) -> None:
         self.db = db
@@ -196,6 +272,7 @@ class Directory:
             )
         parent_row = self.group_by_path(parent) if parent else None
         path = f"{parent_row.path}/{name}" if parent_row else name
+        _check_group_path(path)
         if self.db.scalar(select(Group.id).where(Group.path == path)):
             raise Conflict(f"group {path!r} already exists")
         group = Group(
@@ -329,6 +406,29 @@ class Directory:
         self.db.add(RolePermissionGroup(role_id=role.id, permission_group_id=pg.id))
         self.db.flush()
         return True
+
+    def rename_permission_group(self, pg: PermissionGroup, name: str) -> PermissionGroup:
+        _check_name(name, "permission group name")
+        if self.db.scalar(
+            select(PermissionGroup.id).where(
+                PermissionGroup.name == name, PermissionGroup.id != pg.id
+            )
+        ):
+            raise Conflict(f"permission group {name!r} already exists")
+        pg.name = name
+        self.db.flush()
+        return pg
+
+    def permission_group_roles(self, pg: PermissionGroup) -> list[Role]:
+        """The roles that include the permission group."""
+        return list(
+            self.db.scalars(
+                select(Role)
+                .join(RolePermissionGroup, RolePermissionGroup.role_id == Role.id)
+                .where(RolePermissionGroup.permission_group_id == pg.id)
+                .order_by(Role.name, Role.id)
+            )
+        )
 
     def role_usage(self, role: Role) -> Usage:
         db = self.db
@@ -530,6 +630,7 @@ class Directory:
         new_path = f"{new_parent.path}/{group.name}" if new_parent else group.name
         if new_path == group.path:
             return group
+        self._check_subtree_paths(group.path, new_path)
         if self.db.scalar(select(Group.id).where(Group.path == new_path)):
             raise Conflict(f"group {new_path!r} already exists")
         self._repath_groups(group.path, new_path)
@@ -543,6 +644,7 @@ class Directory:
             raise ValidationError("group name must not contain '/' or control characters")
         parent, _, _ = group.path.rpartition("/")
         new_path = f"{parent}/{name}" if parent else name
+        self._check_subtree_paths(group.path, new_path)
         if new_path != group.path and self.db.scalar(
             select(Group.id).where(Group.path == new_path)
         ):
@@ -552,6 +654,15 @@ class Directory:
         self.db.flush()
         self.db.refresh(group)
         return group
+
+    def _check_subtree_paths(self, old: str, new: str) -> None:
+        """The group's paths after a move or rename still fit the column."""
+        longest = self.db.scalar(
+            select(func.max(func.length(Group.path))).where(
+                (Group.path == old) | Group.path.startswith(old + "/", autoescape=True)
+            )
+        )
+        _check_group_path("x" * ((longest or len(old)) - len(old) + len(new)))
 
     def _repath_groups(self, old: str, new: str) -> None:
         # The group and its subtree: "old" itself and every "old/..." path.
@@ -565,6 +676,15 @@ class Directory:
     def delete_group(self, group: Group) -> None:
         if self.db.scalar(select(Group.id).where(Group.parent_id == group.id).limit(1)):
             raise Conflict(f"group {group.path!r} has subgroups; move or delete them first")
+        self.db.execute(
+            update(AccessRequest)
+            .where(
+                AccessRequest.kind == "group",
+                AccessRequest.target_id == group.id,
+                AccessRequest.status == "pending",
+            )
+            .values(status="cancelled")
+        )
         self.db.delete(group)
         self.db.flush()
 
@@ -608,6 +728,40 @@ class Directory:
         if row is None:
             raise NotFound(f"no company {ref!r}")
         return row
+
+    def update_company(
+        self, company: Company, *, name: str | None = None, names: dict[str, str] | None = None
+    ) -> Company:
+        if name is not None:
+            company.name = _check_name(name, "company name")
+        if names is not None:
+            company.names = _check_names(names)
+        self.db.flush()
+        return company
+
+    def company_contents(self, company: Company) -> dict[str, int]:
+        """What still belongs to the company (a company is deleted only when all are 0)."""
+        counts = {
+            "users": select(func.count(User.id)).where(User.company_id == company.id),
+            "departments": select(func.count(Department.id)).where(
+                Department.company_id == company.id
+            ),
+            "positions": select(func.count(Position.id)).where(Position.company_id == company.id),
+            "groups": select(func.count(Group.id)).where(Group.company_id == company.id),
+            "scoped_role_assignments": select(func.count(UserRole.id)).where(
+                UserRole.scope_company_id == company.id
+            ),
+        }
+        return {k: int(self.db.scalar(q) or 0) for k, q in counts.items()}
+
+    def delete_company(self, company: Company) -> None:
+        """Delete an empty company; refused while anything belongs to it."""
+        left = {k: n for k, n in self.company_contents(company).items() if n}
+        if left:
+            what = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items())
+            raise Conflict(f"company {company.slug!r} is not empty ({what})")
+        self.db.delete(company)
+        self.db.flush()
 
     def create_department(
         self,
@@ -735,11 +889,37 @@ class Directory:
         rows = {d.id: d for d in self.db.scalars(select(Department).where(Department.id.in_(ids)))}
         return [rows[i] for i in ids if i in rows]
 
+    def rename_department(
+        self, dept: Department, *, name: str | None = None, names: dict[str, str] | None = None
+    ) -> Department:
+        if name is not None and name != dept.name:
+            _check_name(name, "department name")
+            if self.db.scalar(
+                select(Department.id).where(
+                    Department.company_id == dept.company_id,
+                    _is(Department.parent_id, dept.parent_id),
+                    Department.name == name,
+                    Department.id != dept.id,
+                )
+            ):
+                raise Conflict(f"department {name!r} already exists there")
+            dept.name = name
+        if names is not None:
+            dept.names = _check_names(names)
+        self.db.flush()
+        return dept
+
     def delete_department(self, dept: Department) -> None:
+        """Delete an empty department: no sub-departments, no users, and no role assignments
+        scoped to it (deleting it would silently take those delegated grants away)."""
         if self.db.scalar(select(Department.id).where(Department.parent_id == dept.id).limit(1)):
             raise Conflict(f"department {dept.name!r} has sub-departments")
         if self.db.scalar(select(User.id).where(User.department_id == dept.id).limit(1)):
             raise Conflict(f"department {dept.name!r} still has users")
+        if self.db.scalar(
+            select(UserRole.id).where(UserRole.scope_department_id == dept.id).limit(1)
+        ):
+            raise Conflict(f"department {dept.name!r} still scopes role assignments")
         self.db.delete(dept)
         self.db.flush()
 
@@ -763,6 +943,32 @@ class Directory:
         if row is None:
             raise NotFound(f"no position {name!r} in {company.slug}")
         return row
+
+    def rename_position(
+        self, pos: Position, *, name: str | None = None, names: dict[str, str] | None = None
+    ) -> Position:
+        if name is not None and name != pos.name:
+            _check_name(name, "position name")
+            if self.db.scalar(
+                select(Position.id).where(
+                    Position.company_id == pos.company_id, Position.name == name
+                )
+            ):
+                raise Conflict(f"position {name!r} already exists in this company")
+            pos.name = name
+        if names is not None:
+            pos.names = _check_names(names)
+        self.db.flush()
+        return pos
+
+    def delete_position(self, pos: Position) -> None:
+        held = int(
+            self.db.scalar(select(func.count(User.id)).where(User.position_id == pos.id)) or 0
+        )
+        if held:
+            raise Conflict(f"position {pos.name!r} is held by {held} user(s)")
+        self.db.delete(pos)
+        self.db.flush()
 
     def place_user(
         self,
@@ -813,15 +1019,7 @@ class Directory:
     ) -> CustomField:
         if not FIELD_NAME_RE.match(name):
             raise ValidationError("field name must be lowercase letters, digits and _")
-        if type not in FIELD_TYPES:
-            raise ValidationError(f"field type must be one of {FIELD_TYPES}")
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValidationError(f"pattern is not a regular expression: {exc}") from None
-        if type == "choice" and not choices:
-            raise ValidationError("a choice field needs choices")
+        _check_field_rules(type, pattern, choices)
         if self.db.scalar(select(CustomField.id).where(CustomField.name == name)):
             raise Conflict(f"custom field {name!r} already exists")
         row = CustomField(
@@ -843,6 +1041,63 @@ class Directory:
         return list(
             self.db.scalars(select(CustomField).order_by(CustomField.sort_order, CustomField.name))
         )
+
+    def update_field(self, f: CustomField, changes: dict[str, Any]) -> CustomField:
+        """Change a definition (``changes``: label, labels, required, pattern, choices,
+        visible_to_user, editable_by_user, sort_order). Name and type stay: values already
+        stored under the name were coerced to the type."""
+        unknown = set(changes) - {
+            "label",
+            "labels",
+            "required",
+            "pattern",
+            "choices",
+            "visible_to_user",
+            "editable_by_user",
+            "sort_order",
+        }
+        if unknown:
+            raise ValidationError(f"{sorted(unknown)[0]} cannot be changed")
+        pattern = changes.get("pattern", f.pattern)
+        choices = changes.get("choices", f.choices)
+        _check_field_rules(f.type, pattern, choices)
+        if "label" in changes:
+            f.label = _check_name(changes["label"], "label")
+        if "labels" in changes:
+            f.labels = _check_names(changes["labels"])
+        if "choices" in changes:
+            f.choices = list(choices or [])
+        if "pattern" in changes:
+            f.pattern = pattern
+        for flag in ("required", "visible_to_user", "editable_by_user", "sort_order"):
+            if flag in changes:
+                setattr(f, flag, changes[flag])
+        self.db.flush()
+        return f
+
+    def field_usage(self, f: CustomField) -> int:
+        """How many users hold a value for the field."""
+        return int(
+            self.db.scalar(
+                select(func.count(User.id)).where(User.custom[f.name].as_string().is_not(None))
+            )
+            or 0
+        )
+
+    def delete_field(self, f: CustomField, *, force: bool = False) -> int:
+        """Delete a definition. While users hold values for it the deletion is refused,
+        unless ``force``: then the values go too (how many users had one is returned)."""
+        used = self.field_usage(f)
+        if used and not force:
+            raise Conflict(f"{used} user(s) hold a value for custom field {f.name!r}")
+        if used:
+            for user in self.db.scalars(
+                select(User).where(User.custom[f.name].as_string().is_not(None))
+            ):
+                user.custom = {k: v for k, v in (user.custom or {}).items() if k != f.name}
+        self.db.delete(f)
+        self.db.flush()
+        return used
 
     def set_custom(self, user: User, values: dict[str, Any], *, by_user: bool = False) -> User:
         """Validate ``values`` against the schema and merge them into the user's custom

@@ -58,12 +58,15 @@ class ApiProblem(Exception):
         kind: str = "",
         headers: dict[str, str] | None = None,
         errors: list[dict[str, str]] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
         self.kind = kind or title.lower().replace(" ", "-")
         self.headers = headers or {}
         self.errors = errors
+        # RFC 9457 §3.2 extension members (what a refused deletion is still used by...).
+        self.extensions = extensions or {}
 
 
 def problem(
@@ -75,8 +78,10 @@ def problem(
     headers: dict[str, str] | None = None,
     errors: list[dict[str, str]] | None = None,
     reference: str | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
+        **(extensions or {}),
         "type": PROBLEM_BASE + kind,
         "title": title,
         "status": status,
@@ -107,7 +112,13 @@ def problem_for(exc: Exception) -> Response:
     """The one place where an error becomes a response under ``/api/v1``."""
     if isinstance(exc, ApiProblem):
         return problem(
-            exc.status, exc.title, exc.detail, kind=exc.kind, headers=exc.headers, errors=exc.errors
+            exc.status,
+            exc.title,
+            exc.detail,
+            kind=exc.kind,
+            headers=exc.headers,
+            errors=exc.errors,
+            extensions=exc.extensions,
         )
     if isinstance(exc, ValidationError):
         errors = [

@@ -373,10 +373,14 @@ def _placement(ctx: Context, user: User, body: Placement, given: set[str]) -> No
 @contextmanager
 def _policy_conflict() -> Iterator[None]:
     """A password the policy refuses is 409: the request matches its schema, the server's
-    rules (and the user's history) refuse the value."""
+    rules (and the user's history) refuse the value. So is a custom-field value the field's
+    definition refuses (a required field left out, a value of the wrong type or form): the
+    definitions are data, not part of the schema."""
     try:
         yield
     except users.PasswordRejected as exc:
+        raise Conflict(str(exc)) from None
+    except ValidationError as exc:  # the schema holds every rule of form: this is data
         raise Conflict(str(exc)) from None
 
 
@@ -536,7 +540,8 @@ def patch_user(call: Call, user_id: str) -> Reply:
         call.if_match(etag_of(render(ctx, user)))
         changes = _fields(body, given, set())
         _known_custom(ctx, body.custom)
-        users.update(ctx, user, changes)
+        with _policy_conflict():
+            users.update(ctx, user, changes)
         _placement(ctx, user, body, given)
         out = render(ctx, user)
     return Reply(body=out)
