@@ -212,6 +212,7 @@ def upgrade() -> None:
     sa.Column('path', sa.String(length=1000), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=True),
+    sa.Column('external_id', sa.String(length=255), nullable=True),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['company_id'], ['companies.id'], name=op.f('fk_groups_company_id_companies')),
@@ -221,6 +222,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('path', name=op.f('uq_groups_path'))
     )
     with op.batch_alter_table('groups', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_groups_external_id'), ['external_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_groups_parent_id'), ['parent_id'], unique=False)
 
     op.create_table('positions',
@@ -676,6 +678,7 @@ def downgrade() -> None:
     op.drop_table('positions')
     with op.batch_alter_table('groups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_groups_parent_id'))
+        batch_op.drop_index(batch_op.f('ix_groups_external_id'))
 
     op.drop_table('groups')
     with op.batch_alter_table('departments', schema=None) as batch_op:

@@ -129,7 +129,10 @@ def _location(uuid: str) -> str:
 # only by the data (404 for a reference to nothing, 409 for a clash), never with 400.
 _PLAIN = r"^[^\x00-\x1f]*$"  # no control characters
 _USERNAME = USERNAME_RE.pattern
-_EMAIL = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
+# No control characters or spaces of any kind, spelled out: "\s" means slightly different sets
+# to JSON Schema's ECMA-262 regexes (U+FEFF, not U+0085) and to pydantic's Rust ones.
+_NOT_IN_EMAIL = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_EMAIL = rf"^[^{_NOT_IN_EMAIL}]{{1,64}}@[^{_NOT_IN_EMAIL}]+\.[^{_NOT_IN_EMAIL}]+$"
 # users.PHONE_RE without surrounding spaces (they are stripped before it is checked)
 _PHONE = r"^\+?[0-9()./-][0-9 ()./-]{1,37}[0-9()./-]$"
 _LOCALE = LOCALE_RE.pattern
