@@ -77,6 +77,12 @@ def place_user(
         user, company=company, department=department, position=position, manager=manager
     )
     ctx.require("users:accounts:update", user.id)  # where they are now (flushed)
+    audit_placed(ctx, user)
+    return user
+
+
+def audit_placed(ctx: Context, user: User) -> None:
+    """The audit row of a user's (new) place: company, department, position and manager."""
     ctx.audit(
         "user.placed",
         user.uuid,
@@ -85,7 +91,6 @@ def place_user(
         position_id=user.position_id,
         manager_id=user.manager_id,
     )
-    return user
 
 
 def _id(ref: str | int) -> int | None:

@@ -33,6 +33,7 @@ from ..storage.models import Group, GroupMember, Role, User, UserRole
 from ..storage.rbac import role_grants
 from . import users as manage_users
 from .groups import group_grants
+from .org import audit_placed
 
 if TYPE_CHECKING:
     from .user_import import _Parsed, _Run
@@ -308,14 +309,7 @@ class Lane:
                         require_mfa=False,
                     )
                     if f.placed:
-                        ctx.audit(
-                            "user.placed",
-                            user.uuid,
-                            company_id=user.company_id,
-                            department_id=user.department_id,
-                            position_id=user.position_id,
-                            manager_id=user.manager_id,
-                        )
+                        audit_placed(ctx, user)
                 db.flush()
         except (IntegrityError, IdPError):
             for f in batch:

@@ -20,11 +20,6 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def world(app):
     """acme with Sales and Ops; ann (Sales) reports to boss; olga is in Ops. approver is a
     User Manager everywhere; lead approves group requests in Sales only; boss and plain hold

@@ -22,11 +22,6 @@ CB = "https://app.example.org/cb"
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def admin(app):
     return service_token(app)
 

@@ -27,11 +27,6 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def realm(app):
     """acme: lead (the delegated admin), ann, and chief (a global Administrator placed in
     acme); globex: gus and gil. Returns (lead's token, uuids by name)."""

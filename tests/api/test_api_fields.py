@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from directory_api_kit import (
     PROBLEM,
-    Caller,
     audit_actions,
     last_audit_id,
     refused,
@@ -19,17 +18,6 @@ from sqlalchemy import select
 from idp.errors import ValidationError
 from idp.storage.directory import Directory
 from idp.storage.models import User
-
-
-@pytest.fixture
-def admin(app) -> Caller:
-    return service_caller(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
 
 EMPLOYEE_NO = {
     "name": "employee_no",

@@ -12,11 +12,6 @@ from idp.storage.directory import Directory
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def test_no_token_is_401_with_bearer_challenge(client):
     resp = client.get("/api/v1/audit/events")
     assert resp.status_code == 401

@@ -21,16 +21,6 @@ from login_kit import make_user
 from idp.storage.directory import Directory
 
 
-@pytest.fixture
-def admin(app) -> Caller:
-    return service_caller(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
 def make(admin: Caller, name: str, parent_id: int | None = None, **extra) -> dict:
     resp = admin.post("/groups", {"name": name, "parent_id": parent_id, **extra})
     assert resp.status_code == 201, resp.json

@@ -36,18 +36,8 @@ HEADER = ["username", "email", "given_name", "family_name", "company", "departme
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def token(app):
     return service_token(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
 
 
 def csv_file(rows: list[list]) -> bytes:

@@ -18,16 +18,6 @@ from login_kit import make_user
 from idp.storage.directory import Directory
 
 
-@pytest.fixture
-def admin(app) -> Caller:
-    return service_caller(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
 def company(admin: Caller, slug: str, name: str | None = None) -> dict:
     resp = admin.post("/companies", {"slug": slug, "name": name or slug.title()})
     assert resp.status_code == 201, resp.json

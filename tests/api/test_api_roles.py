@@ -20,16 +20,6 @@ from idp.manage import clients as manage_clients
 from idp.storage.directory import Directory
 
 
-@pytest.fixture
-def admin(app) -> Caller:
-    return service_caller(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
-
-
 def role_id(admin: Caller, name: str) -> int:
     items = admin.get("/roles", query_string={"q": name, "kind": "global"}).json["items"]
     return next(r["id"] for r in items if r["name"] == name)

@@ -123,18 +123,8 @@ def audit_actions(svc) -> list[str]:
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def admin(app):
     return service_token(app)
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
 
 
 # --- add, read, list ----------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from datetime import date
 
 import pytest
 from api_kit import api, service_token, user_token
+from directory_api_kit import snapshot
 from login_kit import GOOD, login, make_user, outbox
 from mfa_kit import enrol_totp, mfa_counts
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select
 
 from idp.storage.directory import Directory
 from idp.storage.models import AuditEvent, User
@@ -20,16 +21,6 @@ from idp.storage.models import AuditEvent, User
 PROBLEM = "application/problem+json"
 BASE = "/api/v1/users"
 NEW_PASSWORD = "Fresh-Start-Password-77"
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def svc(app):
-    return app.extensions["idp"]
 
 
 @pytest.fixture
@@ -68,18 +59,6 @@ def people(svc):
         d.place_user(cid, company=d.company(globex.id))
         d.add_member(d.group_by_path("staff/it"), ann)
         return {u.username: u.uuid for u in (ann, bob, cid)}
-
-
-_NOT_DATA = {"kv_store"}
-
-
-def snapshot(svc) -> dict[str, list]:
-    with svc.engine.connect() as conn:
-        tables = sorted(set(inspect(conn).get_table_names()) - _NOT_DATA)
-        return {
-            t: sorted(map(repr, conn.execute(text(f'SELECT * FROM "{t}"'))))  # noqa: S608
-            for t in tables
-        }
 
 
 def problem(resp, status: int) -> dict:

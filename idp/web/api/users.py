@@ -199,6 +199,21 @@ class UsersQuery(PageQuery):
     sort: Sort = Field("username", description='Sort key; a "-" prefix sorts descending')
 
 
+def user_query(q: Any, **paging: int) -> users.UserQuery:
+    """The search that ``q`` asks for: the filters and sort of ``GET /users`` (the export takes
+    the same ones), and ``paging`` (page, per_page) when given."""
+    return users.UserQuery(
+        q=q.q,
+        company=q.company,
+        department=q.department,
+        group=q.group,
+        status=q.status,
+        employment=q.employment,
+        sort=q.sort,
+        **paging,
+    )
+
+
 @operation(
     "GET",
     "/users",
@@ -215,17 +230,7 @@ def list_users(call: Call) -> Reply:
     with call.transaction() as ctx:
         rows, total = users.search(
             ctx,
-            users.UserQuery(
-                q=q.q,
-                company=q.company,
-                department=q.department,
-                group=q.group,
-                status=q.status,
-                employment=q.employment,
-                sort=q.sort,
-                page=q.page,
-                per_page=q.per_page,
-            ),
+            user_query(q, page=q.page, per_page=q.per_page),
         )
         ids = {u.manager_id for u in rows if u.manager_id is not None}
         managers = (

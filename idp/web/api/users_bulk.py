@@ -13,10 +13,9 @@ from werkzeug.wsgi import FileWrapper
 
 from ...manage import user_export, user_import
 from ...manage.user_sheet import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, FileRefused, FileTooLarge
-from ...manage.users import UserQuery
 from .common import Strict
 from .framework import ApiProblem, Call, Reply, operation
-from .users import Sort, UsersQuery
+from .users import Sort, UsersQuery, user_query
 
 # Room for the multipart envelope and the form fields around the file itself.
 _ENVELOPE = 64 * 1024
@@ -186,15 +185,7 @@ def import_users(call: Call) -> Reply:
 )
 def export_users(call: Call) -> Reply:
     q: ExportQuery = call.query
-    query = UserQuery(
-        q=q.q,
-        company=q.company,
-        department=q.department,
-        group=q.group,
-        status=q.status,
-        employment=q.employment,
-        sort=q.sort,
-    )
+    query = user_query(q)
     # Written whole before the answer starts: a refusal is still a problem+json, and the
     # audit row says how many rows left.
     out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
