@@ -570,3 +570,29 @@ def test_setting_a_secret_ends_a_grace_period(app, client, admin):
         manage_clients.set_secret(ctx, "worker", chosen)
     assert token_status(client, "worker", chosen) == 200
     assert token_status(client, "worker", old) == 401
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("require_pkce", 0.0),
+        ("require_pkce", "true"),
+        ("refresh_token_rotation", 1),
+        ("default_max_age", "60"),
+        ("access_token_lifetime", True),
+    ],
+)
+def test_metadata_types_are_json_types_not_coerced(app, client, admin, field, value):
+    """JSON Schema's boolean and integer: 0.0, "true", 1 and "60" are not them (pydantic's lax
+    mode would have taken them and stored what the client never said)."""
+    with app.extensions["idp"].sessions() as db:
+        before = len(db.scalars(select(Client)).all())
+    body = {
+        "client_id": "typed",
+        "metadata": {"redirect_uris": ["https://rp.example.org/cb"], field: value},
+    }
+    resp = api(client, "POST", "/api/v1/clients", admin, json=body)
+    assert resp.status_code == 400, resp.json
+    assert any(field in e["field"] for e in resp.json["errors"]), resp.json
+    with app.extensions["idp"].sessions() as db:
+        assert len(db.scalars(select(Client)).all()) == before

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
@@ -38,6 +38,7 @@ from .common import (
     matching,
 )
 from .framework import PREFIX, ApiProblem, Call, Reply, etag_of, operation
+from .shapes import json_int
 
 # The URI forms the API accepts, published as patterns in the OpenAPI document and enforced
 # exactly: each is a subset of what the one validator accepts for the field
@@ -92,7 +93,8 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
 
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 SigningAlg = Literal[SIGNING_ALGS]
-Lifetime = Annotated[int, Field(ge=30, le=86400)]
+Lifetime = json_int(30, 86400)
+MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
 Contacts = Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=20)]
 
@@ -183,9 +185,9 @@ class ClientMetadataIn(_Exact):
     token_endpoint_auth_method: Literal[AUTH_METHODS] = None
     scope: str = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") = None
-    backchannel_logout_session_required: bool = None
+    backchannel_logout_session_required: StrictBool = None
     frontchannel_logout_uri: _uri("frontchannel_logout_uri", "browser") = None
-    frontchannel_logout_session_required: bool = None
+    frontchannel_logout_session_required: StrictBool = None
     jwks_uri: _uri("jwks_uri", "fetched") = None
     jwks: JwkSet = None
     id_token_signed_response_alg: SigningAlg = None
@@ -194,8 +196,8 @@ class ClientMetadataIn(_Exact):
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] = None
     access_token_lifetime: Lifetime = None
     id_token_lifetime: Lifetime = None
-    refresh_token_rotation: bool = None
-    require_pkce: bool = None
+    refresh_token_rotation: StrictBool = None
+    require_pkce: StrictBool = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -204,8 +206,8 @@ class ClientMetadataIn(_Exact):
     policy_uri: _uri("policy_uri", "https") = None
     tos_uri: _uri("tos_uri", "https") = None
     contacts: Contacts = None
-    default_max_age: int = Field(None, ge=0, le=10 * 365 * 86400)
-    require_auth_time: bool = None
+    default_max_age: MaxAge = None
+    require_auth_time: StrictBool = None
 
     @model_validator(mode="after")
     def _rules(self) -> ClientMetadataIn:
@@ -235,9 +237,9 @@ class ClientMetadataPatch(_Exact):
     grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] | None = None
     scope: str | None = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") | None = None
-    backchannel_logout_session_required: bool | None = None
+    backchannel_logout_session_required: StrictBool | None = None
     frontchannel_logout_uri: _uri("frontchannel_logout_uri", "browser") | None = None
-    frontchannel_logout_session_required: bool | None = None
+    frontchannel_logout_session_required: StrictBool | None = None
     jwks_uri: _uri("jwks_uri", "fetched") | None = None
     jwks: JwkSet | None = None
     id_token_signed_response_alg: SigningAlg | None = None
@@ -246,16 +248,16 @@ class ClientMetadataPatch(_Exact):
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] | None = None
     access_token_lifetime: Lifetime | None = None
     id_token_lifetime: Lifetime | None = None
-    refresh_token_rotation: bool | None = None
-    require_pkce: bool | None = None
+    refresh_token_rotation: StrictBool | None = None
+    require_pkce: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
     policy_uri: _uri("policy_uri", "https") | None = None
     tos_uri: _uri("tos_uri", "https") | None = None
     contacts: Contacts | None = None
-    default_max_age: int | None = Field(None, ge=0, le=10 * 365 * 86400)
-    require_auth_time: bool | None = None
+    default_max_age: MaxAge | None = None
+    require_auth_time: StrictBool | None = None
 
 
 ClientId = Annotated[str, *matching(anchored(r"[A-Za-z0-9._~-]{1,255}"))]
@@ -266,7 +268,9 @@ class ClientCreate(_Exact):
         None, description="URL-safe characters only (1-255); generated when absent"
     )
     name: str = Field(None, max_length=200)
-    first_party: bool = Field(False, description="first-party clients skip the consent screen")
+    first_party: StrictBool = Field(
+        False, description="first-party clients skip the consent screen"
+    )
     service_roles: Annotated[list[RoleName], Field(max_length=50)] = Field(
         default_factory=list,
         description="global roles of the client's service account (client_credentials)",
@@ -279,8 +283,8 @@ class ClientPatch(_Exact):
     member."""
 
     name: str = Field(None, max_length=200)
-    enabled: bool = None
-    first_party: bool = None
+    enabled: StrictBool = None
+    first_party: StrictBool = None
     service_roles: Annotated[list[RoleName], Field(max_length=50)] = Field(
         None, description="replaces the service account's roles"
     )
