@@ -30,6 +30,7 @@ from .web.mfa import deliver_code
 from .web.scim import PREFIX as SCIM_PREFIX
 from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
+from .web.ui import frame_context
 from .web.webauthn import WebAuthnFactor
 
 log = logging.getLogger("idp.app")
@@ -37,6 +38,7 @@ access = logging.getLogger("idp.access")
 
 # Each module has a Blueprint named ``bp``; one line per surface.
 BLUEPRINTS = [
+    ".web.assets",
     ".web.health",
     ".web.wellknown",
     ".web.login",
@@ -54,6 +56,7 @@ BLUEPRINTS = [
     ".web.saml",
     ".web.api",
     ".web.scim",
+    ".web.admin",
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
@@ -123,6 +126,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
             "branding": settings.branding,
             "request_id": getattr(g, "request_id", None),
             "csp_nonce": csp_nonce(),
+            **frame_context(settings.branding),
         }
 
     return app

@@ -10,6 +10,7 @@ kept in the database and passed in by the caller (``idp.services.load_effective_
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -398,6 +399,14 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     for key in ("import_max_bytes", "import_max_rows"):
         if api[key] < 1:
             raise ConfigError(f"setting api.{key} must be at least 1")
+
+    for network in s["admin"]["allowed_networks"]:
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"setting admin.allowed_networks: {network!r} is not an address or CIDR network"
+            ) from None
 
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)

@@ -20,7 +20,14 @@ ROLE_TEMPLATES: dict[str, tuple[str, list[str]]] = {
     "Administrator": ("Full control of the IdP", ["*"]),
     "User Manager": (
         "Creates and edits users, groups and their memberships",
-        ["users:*:*", "groups:*:*", "org:*:read", "roles:*:read", "oauth:scope:admin"],
+        [
+            "users:*:*",
+            "groups:*:*",
+            "org:*:read",
+            "roles:*:read",
+            "oauth:scope:admin",
+            "console:admin:access",
+        ],
     ),
     "Helpdesk": (
         "Unlocks accounts, resets passwords and MFA, reads users",
@@ -31,13 +38,24 @@ ROLE_TEMPLATES: dict[str, tuple[str, list[str]]] = {
             "users:lockout:unlock",
             "users:sessions:revoke",
             "oauth:scope:admin",
+            "console:admin:access",
         ],
     ),
     "Auditor": (
         "Reads the audit log and the directory",
-        ["audit:*:read", "users:*:read", "groups:*:read", "roles:*:read", "oauth:scope:admin"],
+        [
+            "audit:*:read",
+            "users:*:read",
+            "groups:*:read",
+            "roles:*:read",
+            "oauth:scope:admin",
+            "console:admin:access",
+        ],
     ),
-    "Read-only": ("Reads everything, changes nothing", ["*:*:read", "oauth:scope:admin"]),
+    "Read-only": (
+        "Reads everything, changes nothing",
+        ["*:*:read", "oauth:scope:admin", "console:admin:access"],
+    ),
 }
 
 DEMO_CLIENT_ID = "demo-app"

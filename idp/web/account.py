@@ -33,6 +33,7 @@ from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SecurityAnswer
+from .admin.guard import may_open_console
 from .current import svc
 from .forms import AvatarForm, ChangePasswordForm, ConfirmForm, ProfileForm
 from .i18n import locale_hints
@@ -86,7 +87,13 @@ def _profile_form(user: User, bind: bool = False) -> ProfileForm:
 
 
 def _page(template: str, user: User, status: int = 200, **context: Any):
-    return render_template(template, user=user, section=template, **context), status
+    return render_template(
+        template,
+        user=user,
+        section=template,
+        console_allowed=may_open_console(user.id),
+        **context,
+    ), status
 
 
 @bp.route("/account/")

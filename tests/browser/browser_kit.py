@@ -90,3 +90,39 @@ def page_fixture(browser):
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- the design system's checks: viewports, colour schemes, accessibility, reflow -----------
+
+WIDE = {"width": 1280, "height": 900}
+NARROW = {"width": 390, "height": 844}
+
+
+def new_page(browser, *, viewport=WIDE, dark: bool = False, locale: str = "en-US"):
+    """A page in its own context: viewport, light or dark colour scheme, browser language.
+    Close it with ``page.context.close()``."""
+    context = browser.new_context(
+        viewport=viewport, color_scheme="dark" if dark else "light", locale=locale
+    )
+    return context.new_page()
+
+
+def axe_violations(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """axe-core (the copy axe-playwright-python ships) over the page as it is now: one line per
+    violation of the given impacts, naming the rule and the first offending elements."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — "
+        + "; ".join(" ".join(n["target"]) for n in v["nodes"][:3])
+        for v in found
+        if v.get("impact") in impacts
+    ]
+
+
+def scrolls_sideways(page) -> bool:
+    """Does the page need horizontal scrolling (WCAG 1.4.10 reflow)?"""
+    return page.evaluate(
+        "document.documentElement.scrollWidth > document.documentElement.clientWidth + 1"
+    )

@@ -1,0 +1,36 @@
+"""The admin console at ``/admin/``: server-rendered management screens over ``idp.manage``
+(the same operations as the REST API and the CLI). Every request passes the guard in
+``guard.py`` (IP allowlist, a signed-in user, the console permission, MFA by policy); every
+screen then asks ``idp.manage`` under the signed-in administrator's :class:`Actor`, so the
+permission checks, delegation scopes and audit rows are those of the API.
+
+One Blueprint, ``admin``; each area is a module that adds its routes to it."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+from . import (  # noqa: E402  (the area modules add their routes to bp)
+    apps,
+    audit,
+    dashboard,
+    directory,
+    guard,
+    settings,
+    users,
+    users_bulk,
+)
+
+__all__ = [
+    "apps",
+    "audit",
+    "bp",
+    "dashboard",
+    "directory",
+    "guard",
+    "settings",
+    "users",
+    "users_bulk",
+]

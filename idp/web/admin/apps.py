@@ -1,0 +1,3 @@
+"""Admin console: apps (filled in by its area)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Admin console: directory (filled in by its area)."""
+
+from __future__ import annotations
