@@ -196,7 +196,7 @@ def run(
         ctx.audit(
             "users.batch",
             None,
-            action=req.action,
+            batch_action=req.action,
             role=req.role,
             group=req.group,
             done=result.done,

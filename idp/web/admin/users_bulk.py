@@ -288,6 +288,8 @@ def users_batch():
             targets = batch_ops.check(ctx, req)
     except NotFound as exc:
         return _batch_refused(str(exc), 404)
+    except Forbidden:
+        abort(403)
     if form.get("confirm") != "yes":
         return render_template(
             "admin/batch_confirm.html",
