@@ -48,8 +48,12 @@ def seeded(app):
         ]
         for action, at, who in rows:
             audit(db, action, at=at, actor=uid[who].uuid, target=uid[who].uuid, ip="192.0.2.1")
-        db.add(SsoSessionIndex(sid="s1", user_id=uid["ann"].id, created_at=now - timedelta(hours=1)))
-        db.add(SsoSessionIndex(sid="s2", user_id=uid["dan"].id, created_at=now - timedelta(hours=11)))
+        db.add(
+            SsoSessionIndex(sid="s1", user_id=uid["ann"].id, created_at=now - timedelta(hours=1))
+        )
+        db.add(
+            SsoSessionIndex(sid="s2", user_id=uid["dan"].id, created_at=now - timedelta(hours=11))
+        )
         role = d.role_by_name("Auditor")
         db.add(AccessRequest(user_id=uid["ann"].id, kind="role", target_id=role.id))
         db.add(AccessRequest(user_id=uid["dan"].id, kind="role", target_id=role.id))

@@ -41,7 +41,9 @@ def test_password_reset_mails_the_users(app, admin: Caller, svc):
 def test_refusals_change_nothing(app, admin: Caller, svc):
     make_user(svc, "ann")
     ann = [user_uuid(svc, "ann")]
-    refused(app, 400, lambda: admin.post("/users/batch", {"action": "assign_role", "user_ids": ann}))
+    refused(
+        app, 400, lambda: admin.post("/users/batch", {"action": "assign_role", "user_ids": ann})
+    )
     refused(app, 400, lambda: admin.post("/users/batch", {"action": "fly", "user_ids": ann}))
     refused(app, 400, lambda: admin.post("/users/batch", {"action": "deactivate", "user_ids": []}))
     refused(
