@@ -123,11 +123,15 @@ def check(ctx: Context, req: BatchRequest) -> list[User]:
     if req.group:
         _group(ctx, req.group)
     reach = manage_users._reach(ctx, permission)
+    ids = [u for u in req.user_ids if _plausible(u)]
     return list(
-        ctx.db.scalars(
-            select(User).where(User.uuid.in_(req.user_ids), reach).order_by(User.username)
-        )
+        ctx.db.scalars(select(User).where(User.uuid.in_(ids), reach).order_by(User.username))
     )
+
+
+def _plausible(uuid: str) -> bool:
+    """Could this be a user id at all? (PostgreSQL refuses a NUL in text: not a query.)"""
+    return "\x00" not in uuid and len(uuid) <= 64
 
 
 def _one(
@@ -138,6 +142,8 @@ def _one(
     send_reset: SendReset | None,
 ) -> str:
     """Do the action for one user in ``ctx``; their username."""
+    if not _plausible(uuid):
+        raise NotFound("no such user")
     user = manage_users.get(ctx, uuid, ACTIONS[req.action])
     action = req.action
     if action == "password_reset":
@@ -208,6 +214,8 @@ def run(
 def _username(svc: Services, actor: Actor, uuid: str) -> str | None:
     """The username of a user who failed, if the actor may read them (else None: the reason
     is "not found", and so is the name)."""
+    if not _plausible(uuid):
+        return None
     with transaction(svc, actor) as ctx:
         try:
             return manage_users.get(ctx, uuid).username

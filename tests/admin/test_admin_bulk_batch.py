@@ -114,9 +114,10 @@ def test_batch_password_reset_mails_every_user_a_working_link(app, root, svc, pe
 
 
 def test_deactivate_runs_per_user_and_reports_the_one_that_fails(root, svc, people):
-    page = post(root, "deactivate", [people["ann"], people["root"], "no-such-id"], confirm=True)
+    ids = [people["ann"], people["root"], "no-such-id", "nul\x00id"]
+    page = post(root, "deactivate", ids, confirm=True)
     html = page.get_data(as_text=True)
-    assert "done for 1, failed for 2" in html
+    assert "done for 1, failed for 3" in html
     assert "you cannot deactivate your own account" in html
     assert "no such user" in html
     assert status_of(svc, "ann") == "inactive"

@@ -3,7 +3,7 @@ console's batch bar does the same; ``docs/api.md``, "Batch actions")."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +13,7 @@ from .common import Strict
 from .framework import Call, Reply, operation
 
 _PLAIN = r"^[^\x00-\x1f\x7f]*$"
+UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=_PLAIN)]
 
 
 class BatchIn(Strict):
@@ -24,7 +25,7 @@ class BatchIn(Strict):
         "deactivate",
         "end_sessions",
     ] = Field(description="What to do for every user")
-    user_ids: list[str] = Field(
+    user_ids: list[UserId] = Field(
         min_length=1,
         max_length=users_batch.MAX_USERS,
         description="The users' ids (uuids); repeats count once",
