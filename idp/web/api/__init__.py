@@ -14,7 +14,9 @@ from . import (  # noqa: F401
     org,
     roles,
     saml_providers,
+    stats,
     users,
+    users_batch,
     users_bulk,
 )
 from .framework import bp
