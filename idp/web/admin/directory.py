@@ -20,26 +20,24 @@ from .guard import console
 
 
 def _group_by_path(ctx: Context, path: str):
-    rows, _total = manage_groups.search(ctx, manage_groups.GroupQuery(q=path, per_page=100))
-    for row in rows:
-        if row.path == path:
-            return row
-    raise ValidationError(_("There is no group %(path)s.", path=path))
+    """The group at this path (the actor may read groups), else a message for the field."""
+    ctx.require("groups:groups:read")
+    try:
+        return ctx.directory.group_by_path(path)
+    except NotFound:
+        raise ValidationError(_("There is no group %(path)s.", path=path)) from None
 
 
 def user_by_name(ctx: Context, username: str, permission: str):
-    """The user with exactly this username, within the actor's reach for ``permission``
-    (out of reach reads as "no such user")."""
-    rows, _total = manage_users.search(
-        ctx, manage_users.UserQuery(q=username, per_page=100, sort="username")
-    )
+    """The user with this username, within the actor's reach for ``permission`` (a missing
+    user and one out of reach read the same: a message for the field, no existence leak)."""
     try:
-        for row in rows:
-            if row.username == username:
-                return manage_users.get(ctx, row.uuid, permission)
+        user = ctx.directory.user_by_username(username)
+        return manage_users.get(ctx, user.uuid, permission)
     except NotFound:
-        pass
-    raise ValidationError(_("There is no user %(name)s you may manage.", name=username))
+        raise ValidationError(
+            _("There is no user %(name)s you may manage.", name=username)
+        ) from None
 
 
 def _groups_page(q: str, page: int, per_page: int, error: str | None = None, status: int = 200):

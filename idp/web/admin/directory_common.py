@@ -41,10 +41,6 @@ def attempt(fn: Callable[[], T]) -> tuple[T | None, str | None]:
             return None, str(exc)
 
 
-def status_of(message: str | None, default: int = 400) -> int:
-    return default if message else 200
-
-
 def text(name: str, limit: int = 2000) -> str:
     """A stripped form field ('' when absent), cut to a sane length."""
     return (request.form.get(name) or "").strip()[:limit]
