@@ -131,7 +131,9 @@ def test_move_a_department_and_see_a_cycle_refused(site, admin_page):
     error = page.locator("#parent_id-error")
     error.wait_for()
     assert "cycle" in error.inner_text()
-    assert page.get_by_label("New place").get_attribute("aria-invalid") == "true"
+    place = page.get_by_label("New place")
+    assert place.get_attribute("aria-invalid") == "true"
+    assert place.input_value() == str(world.emea)  # the refused choice stays for correction
     shot(page, "admin-directory-move-cycle")
 
 
