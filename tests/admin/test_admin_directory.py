@@ -88,6 +88,16 @@ def test_group_list_is_in_tree_order_searchable_and_paginated(admin, app, world)
     assert "2 results · page 1 of 1" in paged
 
 
+def test_a_groups_subgroups_are_listed_on_it_and_as_a_filtered_list(admin, world):
+    page = html(admin.get(f"/admin/groups/{world.staff}"))
+    assert f'href="/admin/groups/{world.it}">it<' in page
+    assert "No subgroups." in html(admin.get(f"/admin/groups/{world.it}"))
+    children = html(admin.get(f"/admin/groups?parent={world.staff}"))
+    assert "Subgroups of staff" in children and "1 results" in children
+    assert admin.get("/admin/groups?parent=x").status_code == 404
+    assert admin.get("/admin/groups?parent=9999").status_code == 404
+
+
 def test_create_rename_move_and_delete_a_group(admin, app, world):
     svc = app.extensions["idp"]
     response = post(admin, "/admin/groups", name="apps", parent="staff/it", description="x")
@@ -168,6 +178,8 @@ def test_unknown_member_and_bad_expiry_are_shown_beside_their_fields(admin, app,
     before = rows(svc)
     r = post(admin, f"/admin/groups/{world.it}/members", username="nobody")
     assert r.status_code == 400 and 'id="username-error"' in html(r)
+    r = post(admin, f"/admin/groups/{world.it}/members", username="ali")
+    assert r.status_code == 400 and "There is no user ali you may manage. Similar: alice" in html(r)
     r = post(admin, f"/admin/groups/{world.it}/members", username="bob", expires_at="soon")
     assert r.status_code == 400 and 'id="expires_at-error"' in html(r)
     past = (svc.clock.utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")

@@ -6,10 +6,10 @@ group's roles. Roles, permission groups, access and the organisation are the
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ...errors import NotFound, ValidationError
+from ...errors import Forbidden, NotFound, ValidationError
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
 from ...manage import users as manage_users
@@ -30,20 +30,42 @@ def _group_by_path(ctx: Context, path: str):
 
 def user_by_name(ctx: Context, username: str, permission: str):
     """The user with this username, within the actor's reach for ``permission`` (a missing
-    user and one out of reach read the same: a message for the field, no existence leak)."""
+    user and one out of reach read the same: a message for the field, no existence leak,
+    naming up to five similar usernames the actor may manage)."""
     try:
         user = ctx.directory.user_by_username(username)
         return manage_users.get(ctx, user.uuid, permission)
     except NotFound:
-        raise ValidationError(
-            _("There is no user %(name)s you may manage.", name=username)
-        ) from None
+        pass
+    try:
+        similar, _total = manage_users.search(
+            ctx, manage_users.UserQuery(q=username, per_page=5, sort="username")
+        )
+    except Forbidden:  # may manage but not list users: no suggestions
+        similar = []
+    names = [u.username for u in similar if ctx.allowed(permission, u.id)]
+    message = _("There is no user %(name)s you may manage.", name=username)
+    if names:
+        message += " " + _("Similar: %(names)s", names=", ".join(names))
+    raise ValidationError(message)
 
 
-def _groups_page(q: str, page: int, per_page: int, error: str | None = None, status: int = 200):
+def _groups_page(
+    q: str,
+    page: int,
+    per_page: int,
+    error: str | None = None,
+    status: int = 200,
+    parent_id: int | None = None,
+):
+    """The list: every group in tree order, or one group's direct subgroups (``parent``)."""
     with refusals(), console() as ctx:
+        parent = manage_groups.get(ctx, parent_id) if parent_id is not None else None
         rows, total = manage_groups.search(
-            ctx, manage_groups.GroupQuery(q=q or None, page=page, per_page=per_page)
+            ctx,
+            manage_groups.GroupQuery(
+                q=q or None, parent_id=parent_id, page=page, per_page=per_page
+            ),
         )
         roles = manage_groups.roles_of(ctx, [r.id for r in rows])
         items = [
@@ -58,6 +80,7 @@ def _groups_page(q: str, page: int, per_page: int, error: str | None = None, sta
             page=page,
             per_page=per_page,
             q=q,
+            parent=parent,
             may_create=ctx.allowed("groups:groups:create"),
             form=request.form,
             error=error,
@@ -67,7 +90,11 @@ def _groups_page(q: str, page: int, per_page: int, error: str | None = None, sta
 @bp.route("/groups")
 def groups():
     page, per_page = paging()
-    return _groups_page((request.args.get("q") or "").strip()[:200], page, per_page)
+    parent_id = int_arg(request.args.get("parent"))
+    if request.args.get("parent") and parent_id is None:
+        abort(404)
+    q = (request.args.get("q") or "").strip()[:200]
+    return _groups_page(q, page, per_page, parent_id=parent_id)
 
 
 @bp.route("/groups", methods=["POST"])
@@ -93,6 +120,9 @@ def _group_page(group_id: int, errors: dict[str, str] | None = None, status: int
         group = manage_groups.get(ctx, group_id)
         members, total = manage_groups.members(ctx, group, page=page, per_page=per_page)
         own_roles = manage_groups.roles_of(ctx, [group.id])[group.id]
+        children, children_total = manage_groups.search(
+            ctx, manage_groups.GroupQuery(parent_id=group.id, per_page=10)
+        )
         role_choices = []
         if ctx.allowed("roles:roles:read"):
             rows, _n = manage_roles.search(ctx, manage_roles.RoleQuery(per_page=100))
@@ -109,6 +139,8 @@ def _group_page(group_id: int, errors: dict[str, str] | None = None, status: int
             page=page,
             per_page=per_page,
             roles=own_roles,
+            children=children,
+            children_total=children_total,
             role_choices=role_choices,
             may_update=ctx.allowed("groups:groups:update"),
             may_delete=ctx.allowed("groups:groups:delete"),
