@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     groups,
     openapi,
     org,
+    role_holders,
     roles,
     saml_providers,
     stats,
