@@ -124,6 +124,10 @@ def _field_error(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, users.PasswordRejected):
         return "password", " ".join(violation_text(v) for v in exc.violations)
     text = str(exc)
+    if isinstance(exc, Conflict) and text.startswith("user ") and "already exists" in text:
+        text = "username: " + text  # the directory's own words for a taken username
+    elif isinstance(exc, Conflict) and text.startswith("e-mail "):
+        text = "email: " + text
     name, sep, detail = text.partition(": ")
     if not sep or not name.isidentifier():
         return "", text
@@ -398,6 +402,10 @@ def _create_local(form: dict[str, Any]):
     errors: dict[str, str] = {}
     if not form["username"]:
         errors["username"] = _("Enter a username.")
+    elif not users.USERNAME_RE.match(form["username"]):
+        errors["username"] = str(_KNOWN[(ValidationError, "username")])
+    if form["email"] and not users.EMAIL_RE.match(form["email"].lower()):
+        errors["email"] = str(_KNOWN[(ValidationError, "email")])
     start = _date_field(form, "start_date", errors)
     end = _date_field(form, "end_date", errors)
     if start and end and end < start:
@@ -412,6 +420,7 @@ def _create_local(form: dict[str, Any]):
         if problem:
             errors["photo"] = problem
     created: tuple[int, str, str | None] | None = None
+    status = 400
     try:
         with console() as ctx:
             ctx.require("users:accounts:create")
@@ -425,11 +434,12 @@ def _create_local(form: dict[str, Any]):
                 errors[name if name in NEW_FIELDS + ("password", "roles", "groups") else ""] = (
                     message
                 )
+                status = 409 if isinstance(exc, Conflict) else 400
                 raise _Refused from exc
     except _Refused:
         _drop_photo(photo)
         with console() as ctx:
-            return _new_form_page(ctx, form, errors, 409 if _is_conflict(errors) else 400)
+            return _new_form_page(ctx, form, errors, status)
     except BaseException:
         _drop_photo(photo)
         raise
@@ -442,10 +452,6 @@ def _create_local(form: dict[str, Any]):
 
 class _Refused(Exception):
     """Leave the console transaction (rolled back, its audit rows too) to show the form."""
-
-
-def _is_conflict(errors: dict[str, str]) -> bool:
-    return any(k in ("username", "email", "end_date") for k in errors)
 
 
 def _create(ctx: Context, form: dict[str, Any], start, end, photo: str | None):
@@ -647,7 +653,12 @@ def _facts(ctx: Context, user) -> dict[str, Any]:
     if may["roles"]:
         out["roles"] = users.role_assignments(ctx, user)
         grants = users.permissions(ctx, user)
-        out["permissions"] = [(p, users.explain(ctx, user, p)) for p in sorted(grants.everywhere)]
+        # A wildcard grant ("*:*:read") cannot be explained as one permission: its source is
+        # among the roles listed above it.
+        out["permissions"] = [
+            (p, None if "*" in p else users.explain(ctx, user, p))
+            for p in sorted(grants.everywhere)
+        ]
         out["scoped"] = sorted(grants.scoped)
     out["factors"] = _factors(user)
     out["activity"] = []
