@@ -85,7 +85,8 @@ class UserQuery:
     dates count), future (starts after today), past (ended before today), none (no dates).
     ``start_from`` / ``start_to`` and ``end_from`` / ``end_to``: the start (end) date within
     that range, bounds included. ``sort``: username, email, family_name, created_at,
-    last_login_at, start_date, end_date; a "-" prefix sorts descending. ``per_page`` None: every match (an export)."""
+    last_login_at, start_date, end_date; a "-" prefix sorts descending. ``per_page`` None:
+    every match (an export)."""
 
     q: str | None = None
     company: str | None = None

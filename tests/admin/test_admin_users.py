@@ -72,8 +72,13 @@ def names(html: str) -> list[str]:
 @pytest.fixture
 def people(svc, org):
     make_user(
-        svc, "ann", given_name="Ann", family_name="Archer", start_date=date(2020, 1, 1),
-        color="#d94f00", phone="+49 30 1234",
+        svc,
+        "ann",
+        given_name="Ann",
+        family_name="Archer",
+        start_date=date(2020, 1, 1),
+        color="#d94f00",
+        phone="+49 30 1234",
     )
     make_user(svc, "bob", given_name="Bob", family_name="Baker", end_date=date(2021, 1, 1))
     make_user(svc, "cid", given_name="Cid", family_name="Cole", start_date=date(2099, 1, 1))
@@ -82,10 +87,18 @@ def people(svc, org):
         d = Directory(db)
         acme, globex = d.company("acme"), d.company("globex")
         ann, bob, cid = (d.user_by_username(n) for n in ("ann", "bob", "cid"))
-        d.place_user(ann, company=acme, department=d.department("acme/Engineering"),
-                     position=d.position(acme, "Engineer"))
-        d.place_user(bob, company=acme, department=d.department("acme/Sales"),
-                     position=d.position(acme, "Sales rep"))
+        d.place_user(
+            ann,
+            company=acme,
+            department=d.department("acme/Engineering"),
+            position=d.position(acme, "Engineer"),
+        )
+        d.place_user(
+            bob,
+            company=acme,
+            department=d.department("acme/Sales"),
+            position=d.position(acme, "Sales rep"),
+        )
         d.place_user(cid, company=globex, department=d.department("globex/Ops"))
         d.add_member(d.group_by_path("staff/it"), ann)
 
@@ -232,7 +245,10 @@ def test_create_with_every_field_and_the_first_access_mail(admin, svc, org):
     dora = row(svc, "dora")
     assert resp.headers["Location"] == f"/admin/users/{dora.uuid}"
     assert (dora.email, dora.given_name, dora.family_name, dora.display_name) == (
-        "dora@example.org", "Dora", "Diaz", "Dora D.",
+        "dora@example.org",
+        "Dora",
+        "Diaz",
+        "Dora D.",
     )
     assert (dora.phone, dora.color, dora.require_mfa) == ("+49 30 555", "#336699", True)
     assert (dora.start_date, dora.end_date) == (date(2026, 1, 1), date(2027, 12, 31))
@@ -300,8 +316,11 @@ def test_a_photo_too_small_is_refused_and_nothing_is_created(admin, svc, org):
 def test_update_choices_lists_the_chosen_companys_departments(admin, org):
     resp = admin.post(
         "/admin/users/new",
-        data={"csrf_token": console_csrf(admin, "/admin/users/new"), "company": "globex",
-              "refresh": "1"},
+        data={
+            "csrf_token": console_csrf(admin, "/admin/users/new"),
+            "company": "globex",
+            "refresh": "1",
+        },
     )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200
@@ -344,9 +363,15 @@ def test_profile_edit_changes_only_the_fields_and_refuses_duplicates(admin, svc,
     url = f"/admin/users/{ann.uuid}/profile"
     form = {
         "csrf_token": console_csrf(admin, f"/admin/users/{ann.uuid}"),
-        "username": "ann", "email": "ann@example.org", "given_name": "Annie",
-        "family_name": "Archer", "phone": "+49 30 1234", "color": "#d94f00",
-        "start_date": "2020-01-01", "end_date": "", "require_mfa": "on",
+        "username": "ann",
+        "email": "ann@example.org",
+        "given_name": "Annie",
+        "family_name": "Archer",
+        "phone": "+49 30 1234",
+        "color": "#d94f00",
+        "start_date": "2020-01-01",
+        "end_date": "",
+        "require_mfa": "on",
     }
     resp = admin.post(url, data=form)
     assert resp.status_code == 302
@@ -383,8 +408,12 @@ def test_lock_unlock_force_change_and_set_password(app, admin, svc, people):
     assert post_action(admin, ann.uuid, "password", password=NEW_PASSWORD).status_code == 302
     assert login(app.test_client(), "ann", NEW_PASSWORD).status_code in (302, 303)
     actions = audit_actions(svc)
-    for action in ("user.locked", "user.unlocked", "user.password_change_forced",
-                   "user.password_set"):
+    for action in (
+        "user.locked",
+        "user.unlocked",
+        "user.password_change_forced",
+        "user.password_set",
+    ):
         assert action in actions
 
 
@@ -396,7 +425,10 @@ def test_nobody_locks_themselves(admin, svc):
 
 
 def test_sessions_with_device_names_end_one_and_all(app, admin, svc, people):
-    ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+    ua = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36"
+    )
     for _ in range(2):
         client = app.test_client()
         client.environ_base["HTTP_USER_AGENT"] = ua

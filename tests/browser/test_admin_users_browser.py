@@ -228,14 +228,20 @@ def test_end_a_users_sessions(site, chromium, admin_page):
         context.close()
 
 
-def test_dark_and_narrow(site, chromium):
+def test_dark_and_narrow(site, chromium, admin_page):
     app, base = site
     svc = app.extensions["idp"]
     ann = user_row(svc, "ann")
+    signed_in = admin_page.context.storage_state()  # the administrator's cookies
     for viewport, dark, name in ((WIDE, True, "dark"), (NARROW, False, "narrow")):
-        page = new_page(chromium, viewport=viewport, dark=dark)
+        context = chromium.new_context(
+            viewport=viewport,
+            color_scheme="dark" if dark else "light",
+            locale="en-US",
+            storage_state=signed_in,
+        )
+        page = context.new_page()
         try:
-            sign_in(page, base)
             for path, label in (
                 ("/admin/users", "list"),
                 (f"/admin/users/{ann.uuid}", "user"),

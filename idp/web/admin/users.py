@@ -196,14 +196,6 @@ def _list_args() -> ListArgs:
     return args
 
 
-def _may(ctx: Context, permission: str) -> bool:
-    """Does the administrator hold ``permission`` anywhere (globally or delegated)?"""
-    try:
-        return users._holds_anywhere(ctx, permission)
-    except Forbidden:
-        return False
-
-
 def _org_choices(ctx: Context, company: str | None) -> dict[str, Any]:
     """Companies, and the chosen company's departments and positions, for the selects (empty
     lists when the administrator may not read the organisation: the fields are then text)."""
@@ -224,7 +216,7 @@ def _org_choices(ctx: Context, company: str | None) -> dict[str, Any]:
     return out
 
 
-@bp.route("/users")
+@bp.route("/users", endpoint="users")  # the sidebar's endpoint name (nav.py)
 def users_list():
     args = _list_args()
     query = args.query()
@@ -248,10 +240,6 @@ def users_list():
             **choices,
         )
     return html, 400 if args.errors else 200
-
-
-# The endpoint name the sidebar (nav.py) and the other areas link to.
-bp.add_url_rule("/users", endpoint="users", view_func=users_list)
 
 
 @bp.route("/users/export")
@@ -612,9 +600,9 @@ def _user_page(uuid: str, *, profile_form=None, errors=None, password_error=None
         user = users.get(ctx, uuid)
         facts = _facts(ctx, user)
         form = profile_form or {
-            k: (getattr(user, k) or "") if k not in ("start_date", "end_date") else (
-                getattr(user, k).isoformat() if getattr(user, k) else ""
-            )
+            k: (getattr(user, k) or "")
+            if k not in ("start_date", "end_date")
+            else (getattr(user, k).isoformat() if getattr(user, k) else "")
             for k in PROFILE_FIELDS
         }
         form.setdefault("require_mfa", bool(user.require_mfa))
