@@ -88,3 +88,31 @@ def test_export_takes_the_same_filters(client, admin, staff):
     assert resp.status_code == 200
     rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
     assert [r["username"] for r in rows] == ["ann"]
+
+
+def test_end_one_session_of_a_user(app, client, admin, svc):
+    from login_kit import GOOD, login
+
+    from idp.storage.models import AuditEvent
+
+    make_user(svc, "eve")
+    for _ in range(2):
+        login(app.test_client(), "eve", GOOD)
+    with svc.sessions() as db:
+        uuid = Directory(db).user_by_username("eve").uuid
+    sessions = api(client, "GET", f"{BASE}/{uuid}/sessions", admin).json["items"]
+    assert len(sessions) == 2
+    gone, kept = sessions[0]["id"], sessions[1]["id"]
+    resp = api(client, "DELETE", f"{BASE}/{uuid}/sessions/{gone}", admin)
+    assert resp.status_code == 204
+    left = [s["id"] for s in api(client, "GET", f"{BASE}/{uuid}/sessions", admin).json["items"]]
+    assert left == [kept]
+    with svc.sessions() as db:
+        rows = db.query(AuditEvent).filter(AuditEvent.action == "session.revoked").count()
+    # Ending it again, or a session that is not the user's, is 404 and changes nothing.
+    assert api(client, "DELETE", f"{BASE}/{uuid}/sessions/{gone}", admin).status_code == 404
+    assert api(client, "DELETE", f"{BASE}/{uuid}/sessions/nope", admin).status_code == 404
+    with svc.sessions() as db:
+        assert db.query(AuditEvent).filter(AuditEvent.action == "session.revoked").count() == rows
+    left = [s["id"] for s in api(client, "GET", f"{BASE}/{uuid}/sessions", admin).json["items"]]
+    assert left == [kept]
