@@ -456,6 +456,33 @@ def refresh(svc: Services, username: str) -> dict[str, Any]:
         }
 
 
+def provision_by_username(svc: Services, username: str) -> dict[str, Any]:
+    """The admin action "add a directory user": find the entry by its login name and create
+    (or refresh) the local user linked to it, as their first sign-in would
+    (:func:`provision`). Raises NotFound (no single entry of that name), ValidationError (a
+    conflict with a local account) or DirectoryUnavailable."""
+    connector = ldap_connector(svc)
+
+    def read(conn: Any) -> Any:
+        found, ambiguous = connector.find_user(conn, username)
+        if len(found) != 1 or ambiguous:
+            return None
+        du = connector.to_user(found[0])
+        if du is not None:
+            du.groups = connector.groups_of(conn, du, found[0])
+        return du
+
+    du = connector.run(read)
+    if du is None:
+        raise NotFound(f"the directory has no single account named {username!r}")
+    outcome = provision(svc, du)
+    if outcome.user_id is None:
+        raise ValidationError(outcome.message or "the directory account cannot be used")
+    with svc.sessions() as db:
+        row = db.get(User, outcome.user_id)
+        return {"uuid": row.uuid, "username": row.username, "change": outcome.change}
+
+
 def check_servers(svc: Services) -> dict[str, Any]:
     """Each configured server: reachable, TLS accepted, service bind, user search works."""
     cfg = svc.settings.ldap

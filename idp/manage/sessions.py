@@ -1,4 +1,4 @@
-"""A user's SSO sessions: list them, end them all ("log out everywhere").
+"""A user's SSO sessions: list them, end one, end them all ("log out everywhere").
 
 Permissions: ``users:accounts:read`` to list, ``users:sessions:revoke`` to end, both over the
 user. The sessions live in the short-lived store; the ``sso_session_index`` table says which
@@ -44,3 +44,16 @@ def end_all(ctx: Context, user: User, sessions: SessionRecords) -> int:
     ended = session_index.end_user_sessions(ctx.db, sessions, user.id)
     ctx.audit("session.revoked", user.uuid, count=ended, by_admin=True)
     return ended
+
+
+def end_one(ctx: Context, user: User, sessions: SessionRecords, session_id: str) -> bool:
+    """End the user's session with this public id (relying parties are told); False when the
+    user has no live session of that id (ended meanwhile, or never theirs)."""
+    ctx.require("users:sessions:revoke", user.id)
+    live = session_index.list_sessions(ctx.db, sessions, user.id, None)
+    chosen = {s.sid for s in live if public_sid(s.sid) == session_id}
+    if not chosen:
+        return False
+    ended = session_index.end_user_sessions(ctx.db, sessions, user.id, only=chosen)
+    ctx.audit("session.revoked", user.uuid, count=ended, session=session_id, by_admin=True)
+    return ended > 0

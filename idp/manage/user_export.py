@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, replace
+from datetime import date
 from itertools import chain, islice
 from typing import Any, BinaryIO
 
@@ -50,7 +51,11 @@ def export_users(ctx: Context, query: manage_users.UserQuery, kind: str, out: Bi
             sheet.row(values, user.color)
             count += 1
     sheet.close()
-    wanted = {k: v for k, v in asdict(query).items() if v and k not in ("page", "per_page")}
+    wanted = {
+        k: v.isoformat() if isinstance(v, date) else v
+        for k, v in asdict(query).items()
+        if v and k not in ("page", "per_page")
+    }
     ctx.audit("users.exported", None, format=kind, filter=wanted, rows=count)
     return count
 

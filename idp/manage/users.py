@@ -44,6 +44,7 @@ from ..storage.models import (
     Department,
     Group,
     GroupMember,
+    Position,
     Role,
     User,
     UserRole,
@@ -62,7 +63,15 @@ def _iso(value: datetime | None) -> str | None:
 
 STATUSES = ("active", "inactive", "locked", "pending", "expired")
 EMPLOYMENT = ("current", "future", "past", "none")
-SORTS = ("username", "email", "family_name", "created_at", "last_login_at")
+SORTS = (
+    "username",
+    "email",
+    "family_name",
+    "created_at",
+    "last_login_at",
+    "start_date",
+    "end_date",
+)
 
 
 @dataclass(frozen=True)
@@ -70,18 +79,26 @@ class UserQuery:
     """What :func:`search` looks for. ``q``: contains, case-insensitive, over the username, the
     given / family / display name, the e-mail address and the phone. ``company``: slug or id.
     ``department``: id or "company-slug/Dept/Sub", with its subtree. ``group``: a group path,
-    with its subgroups. ``status``: active|inactive|locked|pending|expired. ``employment`` by
+    with its subgroups. ``position``: position id or name (in any company).
+    ``status``: active|inactive|locked|pending|expired. ``employment`` by
     the start and end dates, today: current (started or no start, not ended: users without
     dates count), future (starts after today), past (ended before today), none (no dates).
-    ``sort``: username, email, family_name, created_at, last_login_at; a "-" prefix sorts
-    descending. ``per_page`` None: every match (an export)."""
+    ``start_from`` / ``start_to`` and ``end_from`` / ``end_to``: the start (end) date within
+    that range, bounds included. ``sort``: username, email, family_name, created_at,
+    last_login_at, start_date, end_date; a "-" prefix sorts descending. ``per_page`` None:
+    every match (an export)."""
 
     q: str | None = None
     company: str | None = None
     department: str | None = None
     group: str | None = None
+    position: str | None = None
     status: str | None = None
     employment: str | None = None
+    start_from: date | None = None
+    start_to: date | None = None
+    end_from: date | None = None
+    end_to: date | None = None
     sort: str = "username"
     page: int = 1
     per_page: int | None = 25
@@ -170,6 +187,20 @@ def _conditions(ctx: Context, q: UserQuery) -> list[ColumnElement[bool]]:
         conds.append(
             exists().where(GroupMember.user_id == User.id, GroupMember.group_id.in_(groups))
         )
+    if q.position:
+        ref = q.position.strip()
+        match = Position.name == ref
+        if (number := id_ref(ref)) is not None:
+            match = or_(match, Position.id == number)
+        conds.append(User.position_id.in_(select(Position.id).where(match)))
+    for column, low, high in (
+        (User.start_date, q.start_from, q.start_to),
+        (User.end_date, q.end_from, q.end_to),
+    ):
+        if low:
+            conds.append(column >= low)
+        if high:
+            conds.append(column <= high)
     if q.status:
         if q.status not in STATUSES:
             raise ValidationError(f"status: one of {', '.join(STATUSES)}")
@@ -691,6 +722,19 @@ def role_assignments(ctx: Context, user: User) -> list[tuple[UserRole, Role]]:
         .order_by(Role.name, Role.client_id, UserRole.id)
     )
     return [(ur, role) for ur, role in rows]
+
+
+def groups_of(ctx: Context, user: User) -> list[Group]:
+    """The groups the user is a member of (directly), by path."""
+    ctx.require("users:accounts:read", user.id)
+    return list(
+        ctx.db.scalars(
+            select(Group)
+            .join(GroupMember, GroupMember.group_id == Group.id)
+            .where(GroupMember.user_id == user.id)
+            .order_by(Group.path)
+        )
+    )
 
 
 def explain(ctx: Context, user: User, permission: str) -> list[str]:

@@ -4,8 +4,11 @@
    else 403 — before anything else is read, so a blocked network learns nothing;
 2. a signed-in user whose account may be used, else a redirect to the login page;
 3. the permission ``console:admin:access`` (administering templates hold it), else 403;
-4. when ``[admin] require_mfa`` is on, a session whose sign-in used a second factor, else the
-   MFA step-up;
+4. when ``[admin] require_mfa`` is on, a session whose sign-in used a second factor (its acr
+   is ``urn:idp:acr:mfa``: the amr holds two factors), else the sign-in hub's step-up (a pending
+   request asking for that acr: the login asks for the password and the second factor, then
+   comes back here) or, for an administrator without any second factor, the account's MFA
+   page to set one up first;
 5. on every change (POST), the form's CSRF token.
 
 Then ``console()`` gives each screen an ``idp.manage`` :class:`Context` for the signed-in
@@ -17,13 +20,17 @@ import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError as CsrfInvalid
 
+from ...core.authn import ACR_MFA, AuthnRequest
+from ...core.steps import enrolled_factors
 from ...manage.context import Actor, Context, transaction
 from ..current import svc
 from ..requestinfo import client_ip, require_user
+from ..sso import sessions
 from . import bp
 from .nav import NAV, SECTIONS
 
@@ -55,10 +62,35 @@ def _guard():
         ctx = Context(db, svc(), g.admin_actor)
         if not ctx.allowed(CONSOLE_PERMISSION):
             abort(403)
+        if svc().settings.admin.require_mfa and not _second_factor_used():
+            return _step_up(db, user)
         g.admin_nav = _nav(ctx)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         _check_csrf()
     return None
+
+
+def _second_factor_used() -> bool:
+    result = sessions().current()
+    return result is not None and result.acr == ACR_MFA
+
+
+def _step_up(db, user):
+    """Send a single-factor session through the hub's step-up, back to this page after (a
+    change that was under way is not replayed: the console's start page instead)."""
+    if not enrolled_factors(svc(), user, db):
+        flash(_("The admin console needs a second factor. Please set one up first."), "warning")
+        return redirect(url_for("account.mfa"))
+    back = request.full_path.rstrip("?") if request.method == "GET" else url_for("admin.dashboard")
+    rid = sessions().save_request(
+        AuthnRequest(
+            protocol="admin",
+            resume_url=back,
+            acr_values=[ACR_MFA],
+            login_hint=user.username,
+        )
+    )
+    return redirect(url_for("login.login", r=rid))
 
 
 def _check_csrf() -> None:

@@ -161,6 +161,10 @@ Sort = Literal[
     "-created_at",
     "last_login_at",
     "-last_login_at",
+    "start_date",
+    "-start_date",
+    "end_date",
+    "-end_date",
 ]
 
 
@@ -188,6 +192,9 @@ class UsersQuery(PageQuery):
         max_length=1000,
         description="Group path (staff/it); its subgroups included",
     )
+    position: str | None = Field(
+        None, pattern=_PLAIN, max_length=200, description="Position id or name"
+    )
     status: Literal["active", "inactive", "locked", "pending", "expired"] | None = Field(
         None, description="Account status"
     )
@@ -196,6 +203,10 @@ class UsersQuery(PageQuery):
         description="By start/end date today: current (started or no start date, not ended), "
         "future (starts later), past (ended), none (no dates)",
     )
+    start_from: date | None = Field(None, description="Start date on or after (YYYY-MM-DD)")
+    start_to: date | None = Field(None, description="Start date on or before (YYYY-MM-DD)")
+    end_from: date | None = Field(None, description="End date on or after (YYYY-MM-DD)")
+    end_to: date | None = Field(None, description="End date on or before (YYYY-MM-DD)")
     sort: Sort = Field("username", description='Sort key; a "-" prefix sorts descending')
 
 
@@ -207,8 +218,13 @@ def user_query(q: Any, **paging: int) -> users.UserQuery:
         company=q.company,
         department=q.department,
         group=q.group,
+        position=q.position,
         status=q.status,
         employment=q.employment,
+        start_from=q.start_from,
+        start_to=q.start_to,
+        end_from=q.end_from,
+        end_to=q.end_to,
         sort=q.sort,
         **paging,
     )
@@ -738,6 +754,24 @@ def end_sessions(call: Call, user_id: str) -> Reply:
         user = users.get(ctx, user_id, "users:sessions:revoke")
         ended = manage_sessions.end_all(ctx, user, call.svc.sso_sessions)
     return Reply(body=SessionsEnded(ended=ended))
+
+
+@operation(
+    "DELETE",
+    "/users/{user_id}/sessions/{session_id}",
+    tag=TAG,
+    summary="End one SSO session of a user",
+    status=204,
+    description="`users:sessions:revoke` over the user; the session by its public id (the "
+    "`id` of the session list). Applications are told. 404 when the user has no live "
+    "session of that id.",
+)
+def end_session(call: Call, user_id: str, session_id: str) -> Reply:
+    with call.transaction() as ctx:
+        user = users.get(ctx, user_id, "users:sessions:revoke")
+        if not manage_sessions.end_one(ctx, user, call.svc.sso_sessions, session_id):
+            raise NotFound("no such session")
+    return Reply(status=204)
 
 
 # --- roles and permissions ------------------------------------------------------------------

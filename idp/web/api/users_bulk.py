@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from copy import copy
+from datetime import date
 from typing import Any, Literal
 
 from flask import Response, request
@@ -69,10 +70,15 @@ class ExportQuery(Strict):
     company: str | None = _same_as_list("company")
     department: str | None = _same_as_list("department")
     group: str | None = _same_as_list("group")
+    position: str | None = _same_as_list("position")
     status: Literal["active", "inactive", "locked", "pending", "expired"] | None = _same_as_list(
         "status"
     )
     employment: Literal["current", "future", "past", "none"] | None = _same_as_list("employment")
+    start_from: date | None = _same_as_list("start_from")
+    start_to: date | None = _same_as_list("start_to")
+    end_from: date | None = _same_as_list("end_from")
+    end_to: date | None = _same_as_list("end_to")
     sort: Sort = _same_as_list("sort")
 
 
