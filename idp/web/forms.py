@@ -61,6 +61,16 @@ class EmailForm(FlaskForm):
     submit = SubmitField(_l("Send link"))
 
 
+class ResetRequestForm(FlaskForm):
+    """The reset request takes a username or an e-mail address; the input keeps the name
+    ``email`` (the public surface)."""
+
+    email = StringField(
+        _l("Username or e-mail"), validators=[DataRequired(), Length(max=320)]
+    )
+    submit = SubmitField(_l("Send link"))
+
+
 class FirstLoginForm(FlaskForm):
     email = StringField(_l("E-mail address"), validators=[DataRequired(), Email(), Length(max=320)])
     control_word = PasswordField(

@@ -18,14 +18,14 @@ from sqlalchemy import select
 from ..backends.chain import password_hasher
 from ..core.policy import ACCOUNT_OK, normalize_answer
 from ..errors import Conflict, ValidationError
-from ..sso.users import state_of
+from ..sso.users import find_user, state_of
 from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
 from ..storage.tokens import OneTimeTokens
 from .current import svc
-from .forms import ApprovalForm, ConfirmForm, EmailForm, FirstLoginForm, RegisterForm
+from .forms import ApprovalForm, ConfirmForm, FirstLoginForm, RegisterForm, ResetRequestForm
 from .guard import lockout, unlock
 from .i18n import html_lang
 from .login import start_pending
@@ -77,13 +77,15 @@ def _password_version(user: User) -> str:
 
 @bp.route("/password/reset", methods=["GET", "POST"])
 def reset_request():
-    form = EmailForm()
+    form = ResetRequestForm()
     if request.method == "GET" or not form.validate():
         status = 400 if request.method == "POST" else 200
         return render_template("password_reset_request.html", form=form), status
     address = form.email.data.strip().lower()
     with svc().sessions() as db:
-        user = db.scalar(select(User).where(User.email == address))
+        # A username or an e-mail address, in one statement whichever it is (and whether or not
+        # it exists): the answer and the work done must not tell (test_reset_timing).
+        user = find_user(db, address)
         eligible = (
             user is not None
             and user.source in ("local", "scim")
@@ -102,8 +104,8 @@ def reset_request():
     return _message(
         _("Check your e-mail"),
         _(
-            "If an account uses this address, we have sent it a link to reset the password. "
-            "The link is valid for %(minutes)s minutes.",
+            "If an account has this username or address, we have sent a link to reset the "
+            "password to its e-mail address. The link is valid for %(minutes)s minutes.",
             minutes=svc().settings.recovery.token_minutes,
         ),
     )

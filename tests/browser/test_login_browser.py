@@ -44,7 +44,7 @@ def test_reset_password_from_mailed_link(server, page):
     make_user(svc, "ann")
     page.goto(base + "/login")
     page.get_by_role("link", name="Forgot password?").click()
-    page.get_by_label("E-mail address").fill("ann@example.org")
+    page.get_by_label("Username or e-mail").fill("ann@example.org")
     page.get_by_role("button", name="Send link").click()
     assert "Check your e-mail" in page.content()
     link = link_in(outbox(svc)[0], "/password/reset/")
