@@ -572,12 +572,17 @@ def step():
 
 
 def _render_step(handler, ctx, form, error=None, status=200, params=None):
+    problems = (params or {}).get("problems", [])
+    # A new password's problems go beside their field, every broken rule at once.
+    if problems and hasattr(form, "new_password"):
+        form.new_password.errors = list(problems)
+    if error == str(STEP_ERRORS["mismatch"]) and hasattr(form, "confirm"):
+        form.confirm.errors = [error]
     return render_template(
         handler.template,
         form=form,
         error=error,
-        problems=(params or {}).get("problems", []),
-        field_problems=(params or {}).get("problems", []),
+        problems=problems,
         not_you=person_name(ctx.user),
         not_you_csrf=generate_csrf(),
         **handler.challenge(ctx),

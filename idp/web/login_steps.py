@@ -183,7 +183,12 @@ class SetPasswordStep:
         reason = ctx.pending.data.get("change_reason") or (
             "expired" if not ctx.user.must_change_password else "forced"
         )
-        return {"reason": reason, "rules": policy_help()}
+        # A first login has no earlier password to compare with: no history rule.
+        return {
+            "reason": reason,
+            "rules": policy_help(history=reason != "first_login"),
+            "username": ctx.user.username,
+        }
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
         new = form.get("new_password") or ""

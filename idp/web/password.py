@@ -42,6 +42,10 @@ MAILS_PER_HOUR = 5
 MAX_ANSWER_FAILURES = 3
 
 
+# The summary above a new-password form whose rules beside the field are not met.
+CHOOSE_ANOTHER = _l("Please check the password and try again.")
+
+
 def _message(title: str, message: str, status: int = 200):
     return render_template("message.html", title=title, message=message), status
 
@@ -136,7 +140,12 @@ def reset_confirm(token: str):
         if user is None or data.get("pv") != _password_version(user):
             return _link_expired()
         questions = _questions_for(db, user)
-        page = {"form": form, "questions": questions, "rules": policy_help()}
+        page = {
+            "form": form,
+            "questions": questions,
+            "rules": policy_help(),
+            "username": user.username,
+        }
         if request.method == "GET":
             return render_template("password_reset_confirm.html", **page)
         if not form.validate():
@@ -158,14 +167,16 @@ def reset_confirm(token: str):
                 ), 400
         new = form.new_password.data
         if new != form.confirm.data:
+            form.confirm.errors = [_("The two passwords do not match.")]
             return render_template(
-                "password_reset_confirm.html",
-                problems=[_("The two passwords do not match.")],
-                **page,
+                "password_reset_confirm.html", error=str(CHOOSE_ANOTHER), **page
             ), 400
         problems = password_problems(db, user, new)
         if problems:
-            return render_template("password_reset_confirm.html", problems=problems, **page), 400
+            form.new_password.errors = problems  # every broken rule at once, beside the field
+            return render_template(
+                "password_reset_confirm.html", error=str(CHOOSE_ANOTHER), **page
+            ), 400
         if _tokens().take("reset", token) is None:  # used meanwhile by another request
             return _link_expired()
         unlock(user.id)
@@ -384,7 +395,8 @@ def register():
     if not reg.enabled:
         abort(404)
     form = RegisterForm()
-    page: dict[str, Any] = {"form": form, "rules": policy_help()}
+    # A new account has no earlier passwords: no history rule.
+    page: dict[str, Any] = {"form": form, "rules": policy_help(history=False)}
     if request.method == "GET":
         return render_template("register.html", **page)
     if not form.validate():
@@ -401,13 +413,14 @@ def register():
         family_name=form.family_name.data,
     )
     with svc().sessions() as db:
-        problems = (
-            [_("The two passwords do not match.")]
-            if form.new_password.data != form.confirm.data
-            else password_problems(db, candidate, form.new_password.data)
-        )
+        if form.new_password.data != form.confirm.data:
+            form.confirm.errors = [_("The two passwords do not match.")]
+            return render_template("register.html", error=str(CHOOSE_ANOTHER), **page), 400
+        problems = password_problems(db, candidate, form.new_password.data)
         if problems:
-            return render_template("register.html", problems=problems, **page), 400
+            # Every broken rule at once, beside the field.
+            form.new_password.errors = problems
+            return render_template("register.html", error=str(CHOOSE_ANOTHER), **page), 400
         waiting = (
             "awaiting_email"
             if reg.require_email_verification
