@@ -66,9 +66,7 @@ class ResetRequestForm(FlaskForm):
     """The reset request takes a username or an e-mail address; the input keeps the name
     ``email`` (the public surface)."""
 
-    email = StringField(
-        _l("Username or e-mail"), validators=[DataRequired(), Length(max=320)]
-    )
+    email = StringField(_l("Username or e-mail"), validators=[DataRequired(), Length(max=320)])
     submit = SubmitField(_l("Send link"))
 
 

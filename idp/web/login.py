@@ -632,9 +632,7 @@ def restart():
 
 def authorize_again(params: dict[str, Any]) -> str:
     """The authorization request a consent page came from, as a URL on this server."""
-    query = [
-        (k, v) for k, v in params.items() if isinstance(v, str) and not k.startswith("_")
-    ]
+    query = [(k, v) for k, v in params.items() if isinstance(v, str) and not k.startswith("_")]
     query += [("resource", r) for r in params.get("resource_list") or []]
     return url_for("oidc_authorize.authorize") + "?" + urlencode(query)
 

@@ -35,8 +35,15 @@ POLICY_MESSAGES = {
 
 # Rules the browser can check as the person types (static/password-rules.js ticks them); the
 # others (common passwords, history) are judged by the server only.
-LIVE_RULES = ("min_length", "max_length", "require_upper", "require_lower", "require_digit",
-              "require_special", "personal")
+LIVE_RULES = (
+    "min_length",
+    "max_length",
+    "require_upper",
+    "require_lower",
+    "require_digit",
+    "require_special",
+    "personal",
+)
 
 
 class RuleText(str):

@@ -40,8 +40,12 @@ def test_no_parameters_at_all_is_invalid_request_client_id_missing(env):
 def test_unknown_client_is_a_page_saying_the_application_is_unknown(env):
     resp = env.client().get(
         AUTHORIZE,
-        query_string={"client_id": "nope", "redirect_uri": "https://evil.example/cb",
-                      "response_type": "code", "scope": "openid"},
+        query_string={
+            "client_id": "nope",
+            "redirect_uri": "https://evil.example/cb",
+            "response_type": "code",
+            "scope": "openid",
+        },
     )
     page = _main(resp)
     assert resp.status_code == 400 and "Location" not in resp.headers
@@ -53,8 +57,13 @@ def test_unknown_client_is_a_page_saying_the_application_is_unknown(env):
 def test_bad_redirect_uri_is_a_page_with_a_link_to_the_registered_origin_only(env):
     resp = env.client().get(
         AUTHORIZE,
-        query_string={"client_id": "web", "redirect_uri": "https://evil.example/cb",
-                      "response_type": "code", "scope": "openid", "state": "s"},
+        query_string={
+            "client_id": "web",
+            "redirect_uri": "https://evil.example/cb",
+            "response_type": "code",
+            "scope": "openid",
+            "state": "s",
+        },
     )
     page = _main(resp)
     assert resp.status_code == 400 and "Location" not in resp.headers
@@ -89,8 +98,13 @@ def test_missing_response_type_with_valid_client_and_redirect_goes_back_to_the_c
 def test_unknown_response_type_goes_back_as_unsupported_response_type(env):
     resp = env.client().get(
         AUTHORIZE,
-        query_string={"client_id": "web", "redirect_uri": RP, "scope": "openid",
-                      "response_type": "bogus", "state": "y"},
+        query_string={
+            "client_id": "web",
+            "redirect_uri": RP,
+            "scope": "openid",
+            "response_type": "bogus",
+            "state": "y",
+        },
     )
     got = query(resp.headers["Location"])
     assert got["error"] == "unsupported_response_type" and got["state"] == "y"

@@ -11,8 +11,8 @@ from flask_wtf.csrf import generate_csrf
 from wtforms import SubmitField
 
 from ...oidc import authorize as engine
-from ...sso.users import load_user
 from ...oidc.results import ErrorPage, _
+from ...sso.users import load_user
 from ..current import svc
 from ..login import person_name
 from .respond import page, session_id, to_response
