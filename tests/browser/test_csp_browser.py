@@ -55,7 +55,7 @@ class Watch:
 def _sign_in(page, base: str) -> None:
     page.goto(base + "/login")
     page.get_by_label("Username or e-mail").fill("ann")
-    page.get_by_label("Password").fill(GOOD)
+    page.get_by_label("Password", exact=True).fill(GOOD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(base + "/account/")
 
