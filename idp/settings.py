@@ -432,6 +432,8 @@ def _validate_policies(s: dict[str, Any]) -> None:
     for key in ("idle_minutes", "max_hours"):
         if s["session"][key] < 1:
             raise ConfigError(f"setting session.{key} must be at least 1")
+    if not 0 <= s["session"]["remember_me_days"] <= 3650:
+        raise ConfigError("setting session.remember_me_days must be between 0 and 3650")
 
 
 def _derive_backends(s: dict[str, Any], explicit: AbstractSet[str]) -> None:

@@ -151,7 +151,8 @@ def test_form_post_page_script_has_this_responses_nonce(make_app):
 def test_kept_login_page_with_the_passkey_script_has_this_responses_nonce(make_app):
     """With passkey sign-in on, the kept login page loads webauthn.js: each response's script
     tag carries that response's own nonce."""
-    client = make_app(webauthn={"passwordless": True}).test_client()
+    # localhost: passkeys are offered only where WebAuthn can work (not on an IP address).
+    client = make_app(webauthn={"passwordless": True}, issuer="http://localhost:5000").test_client()
     seen = set()
     for _ in range(3):
         resp = client.get("/login")

@@ -238,7 +238,9 @@ def test_passkey_sign_in_without_password(env):
     app, svc, ann, bob = env
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
-    assert 'autocomplete="username webauthn"' in page and 'name="password"' in page
+    # The issuer here is an IP address, where browsers refuse WebAuthn: the page offers no passkey
+    # button (test_signin_pages.py shows it on localhost); the endpoints below still answer.
+    assert "passkey-login" not in page and 'name="password"' in page
     token, opts = passkey_options(client)
     options = opts.get_json()
     assert options["allowCredentials"] == [] and options["userVerification"] == "required"

@@ -70,11 +70,12 @@ def _respond(svc: Services, redirect_uri: str, params: dict[str, str],
     return Redirect(urlunsplit(parts._replace(query=urlencode(query))), 302, no_store=True)
 
 
-def error_page(message: Message, status: int = 400) -> ErrorPage:
+def error_page(message: Message, status: int = 400, *, back: str | None = None) -> ErrorPage:
+    """A refusal page; ``back``: a verified address of the application to return to."""
     ref = new_reference()
     log.info("authorization request refused: %s", message.msgid % message.params
              if message.params else message.msgid, extra={"reference": ref})
-    return ErrorPage(_("Sign-in request refused"), message, ref, status)
+    return ErrorPage(_("Sign-in request refused"), message, ref, status, back)
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -200,20 +201,31 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None,
     login, or after consent): a session whose login is at least that recent is accepted
     without re-checking prompt=login / max_age, which that login has just satisfied."""
     eng = engine(svc)
+    checked = check_client_and_redirect(svc, params)
+    if isinstance(checked, ErrorPage):
+        return checked
+    _client, verified_uri = checked
+    mode = params.get("response_mode")
+    if not params.get("response_type"):
+        # RFC 6749 §4.1.2.1: with the client and redirect_uri verified, the other errors go back
+        # to the client.
+        return _respond(svc, verified_uri, {"error": "invalid_request",
+                                            "error_description": "response_type is missing",
+                                            "state": params.get("state")},
+                        mode if mode in RESPONSE_MODES else None)
     oauth_req = DictRequest("GET", f"{svc.settings.issuer}/oauth2/authorize",
                             {k: v for k, v in params.items() if isinstance(v, str)})
     try:
         grant = eng.server.get_consent_grant(oauth_req, end_user=None)
     except OAuth2Error as exc:
-        if exc.redirect_uri:
-            return _respond(svc, exc.redirect_uri, {"error": exc.error,
-                                                    "error_description": exc.description,
-                                                    "state": params.get("state")},
-                            params.get("response_mode"))
-        return error_page(_page_message(exc))
+        # The client and the redirect_uri are verified above: authlib's errors without a
+        # redirect_uri of their own (unsupported_response_type) go back there too.
+        return _respond(svc, exc.redirect_uri or verified_uri,
+                        {"error": exc.error, "error_description": exc.description,
+                         "state": params.get("state")},
+                        mode if mode in RESPONSE_MODES else None)
     client: OAuthClient = oauth_req.client
     redirect_uri = grant.redirect_uri
-    mode = params.get("response_mode")
     try:
         return _authorize(svc, eng, grant, oauth_req, client, redirect_uri, params,
                           session_id, accepted_auth_time, consent_given)
@@ -224,14 +236,46 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None,
                         mode if mode in RESPONSE_MODES else None)
 
 
-def _page_message(exc: OAuth2Error) -> Message:
-    if exc.error == "invalid_client":
-        return _("The application that sent you here is not registered with this sign-in "
-                 "service.")
-    if exc.error == "invalid_request" and "redirect" in (exc.description or "").lower():
-        return _("The application sent you to an address it has not registered.")
-    return _("The sign-in request is not valid (%(error)s): %(description)s",
-             error=exc.error, description=exc.description)
+def back_link(client: OAuthClient) -> str | None:
+    """Where an error page may send the person back to the application: its ``client_uri``
+    when that shares an origin with a registered redirect URI, else the origin of its first
+    registered https (or loopback http) redirect URI. Never a URL the request brought."""
+    origins = []
+    for uri in client.redirect_uris:
+        parts = urlsplit(uri)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in (
+                "127.0.0.1", "localhost", "::1")):
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+    home = client.meta.get("client_uri")
+    if isinstance(home, str) and home:
+        parts = urlsplit(home)
+        if f"{parts.scheme}://{parts.netloc}" in origins:
+            return home
+    return origins[0] + "/" if origins else None
+
+
+def check_client_and_redirect(svc: Services, params: dict[str, Any]
+                              ) -> ErrorPage | tuple[OAuthClient, str]:
+    """The two checks whose failure is shown as a page, never redirected (RFC 6749 §3.1.2.4,
+    §4.1.2.1): a known client, and a redirect_uri registered for it (or its only one)."""
+    client_id = params.get("client_id")
+    if not client_id:
+        return error_page(_("The sign-in request is not valid (%(error)s): %(description)s",
+                            error="invalid_request", description="client_id is missing"))
+    client = client_cache(svc).get(client_id)
+    if client is None:
+        return error_page(_("The application that sent you here is not registered with this "
+                            "sign-in service."))
+    uri = params.get("redirect_uri")
+    if uri is None:
+        uri = client.get_default_redirect_uri()
+        if uri is None:
+            return error_page(_("The application did not say where to return after the "
+                                "sign-in (redirect_uri is missing)."), back=back_link(client))
+    elif not client.check_redirect_uri(uri):
+        return error_page(_("The application sent you to an address it has not registered."),
+                          back=back_link(client))
+    return client, uri
 
 
 def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,

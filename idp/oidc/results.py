@@ -66,6 +66,9 @@ class ErrorPage:
     message: Message
     reference: str
     status: int = 400
+    # A verified address of the application (its client_uri or a registered redirect origin)
+    # the page may link back to; None: the page links to the sign-in.
+    back_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,10 @@ class SessionManager:
         auth_time: int | None = None,
         user_agent: str | None = None,
         ip: str | None = None,
+        lifetime: int | None = None,
     ) -> AuthnResult:
+        """A new session. ``lifetime`` (seconds): a "keep me signed in" session, which lasts
+        that long whether used or not, in place of the [session] idle and absolute limits."""
         now = int(self.svc.clock.now())
         sid = secrets.token_urlsafe(32)
         result = AuthnResult(
@@ -115,13 +118,21 @@ class SessionManager:
             "ua": (user_agent or "")[:300],
             "ip": ip,
         }
+        if lifetime:
+            record["idle"] = record["absolute"] = lifetime
+        idle, absolute = self.limits(record)
         self.store.put_many(
             [
-                (_SSO + sid, record, min(self.idle, self.absolute)),
-                (_PUBLIC + public_sid(sid), sid, self.absolute),
+                (_SSO + sid, record, min(idle, absolute)),
+                (_PUBLIC + public_sid(sid), sid, absolute),
             ]
         )
         return result
+
+    def limits(self, rec: dict[str, Any]) -> tuple[int, int]:
+        """The idle and absolute lifetimes of a session record (seconds): its own for a
+        "keep me signed in" session, else the [session] settings."""
+        return rec.get("idle", self.idle), rec.get("absolute", self.absolute)
 
     def _record(self, sid: str | None) -> dict[str, Any] | None:
         if not sid or len(sid) > 64:
@@ -134,7 +145,8 @@ class SessionManager:
         rec = self.store.get(_SSO + sid)
         if rec is not None:
             now = self.svc.clock.now()
-            if now - rec["created"] > self.absolute or now - rec["last_seen"] > self.idle:
+            idle, absolute = self.limits(rec)
+            if now - rec["created"] > absolute or now - rec["last_seen"] > idle:
                 self.store.delete(_SSO + sid)
                 rec = None
         if memo is not None:
@@ -158,7 +170,8 @@ class SessionManager:
 
     def _save(self, sid: str, rec: dict[str, Any]) -> None:
         now = self.svc.clock.now()
-        left = min(self.idle, self.absolute - (now - rec["created"]))
+        idle, absolute = self.limits(rec)
+        left = min(idle, absolute - (now - rec["created"]))
         if left > 0:
             self.store.put(_SSO + sid, rec, left)
         memo = self._request_cache()

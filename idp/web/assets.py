@@ -15,6 +15,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 SERVED = {
     "idp.css": "text/css",
     "idp.js": "text/javascript",
+    "password-rules.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
     "admin-import.js": "text/javascript",
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import HiddenField, PasswordField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from ..storage.directory import EMAIL_RE
@@ -20,6 +20,7 @@ def Email() -> Regexp:  # noqa: N802 - reads like the WTForms validator it repla
 class LoginForm(FlaskForm):
     username = StringField(_l("Username or e-mail"), validators=[DataRequired(), Length(max=320)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)])
+    remember_me = BooleanField(_l("Keep me signed in"))
     r = HiddenField()
     next = HiddenField()
     submit = SubmitField(_l("Sign in"))
@@ -58,6 +59,14 @@ class ConfirmForm(FlaskForm):
 
 class EmailForm(FlaskForm):
     email = StringField(_l("E-mail address"), validators=[DataRequired(), Email(), Length(max=320)])
+    submit = SubmitField(_l("Send link"))
+
+
+class ResetRequestForm(FlaskForm):
+    """The reset request takes a username or an e-mail address; the input keeps the name
+    ``email`` (the public surface)."""
+
+    email = StringField(_l("Username or e-mail"), validators=[DataRequired(), Length(max=320)])
     submit = SubmitField(_l("Send link"))
 
 

@@ -21,6 +21,9 @@ from .current import svc
 from .sso import COOKIE, sessions
 
 TRANSLATIONS = Path(__file__).resolve().parent.parent / "translations"
+# The language picked with the switcher of the signed-out pages (idp.web.login.language).
+LANG_COOKIE = "idp_lang"
+LANG_COOKIE_DAYS = 365
 
 
 def offered_languages() -> list[str]:
@@ -52,14 +55,29 @@ def _session_user_locale() -> str | None:
         return db.scalar(select(User.locale).where(User.uuid == uuid))
 
 
+def switched_language(offered: list[str]) -> str | None:
+    """The language chosen with the switcher of the signed-out pages (cookie ``LANG_COOKIE``)."""
+    tag = request.cookies.get(LANG_COOKIE)
+    return tag if tag in offered else None
+
+
 def select_locale() -> str:
-    """The page language, as Keycloak users expect it: the signed-in user's profile language,
-    else the relying party's ``ui_locales`` of the pending request (OIDC Core 3.1.2.1, in order
-    of preference), else the browser's Accept-Language, else the first configured language.
-    Only configured languages are ever chosen."""
+    """The page language, as Keycloak users expect it: on a signed-in user's own pages their
+    profile language; else the language picked with the switcher (``LANG_COOKIE``); else the
+    profile language of the person signing in or signed in; else the relying party's
+    ``ui_locales`` of the pending request (OIDC Core 3.1.2.1, in order of preference), else the
+    browser's Accept-Language, else the first configured language. Only configured languages
+    are ever chosen."""
     offered = offered_languages()
     if not has_request_context():  # a mail rendered from the CLI: the caller forces a language
         return offered[0]
+    if g.get("signed_in_user") is not None and "user_locale" in g:
+        chosen = offered_language(g.user_locale, offered)
+        if chosen:
+            return chosen
+    chosen = switched_language(offered)
+    if chosen:
+        return chosen
     user_locale = g.user_locale if "user_locale" in g else _session_user_locale()
     chosen = offered_language(user_locale, offered)
     if chosen:
@@ -69,6 +87,20 @@ def select_locale() -> str:
         if chosen:
             return chosen
     return request.accept_languages.best_match(offered) or offered[0]
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """The offered languages as (tag, name in that language) for the switcher."""
+    return [(tag, _language_name(tag)) for tag in offered_languages()]
+
+
+@lru_cache(maxsize=64)
+def _language_name(tag: str) -> str:
+    try:
+        name = Locale.parse(tag.replace("-", "_")).get_display_name() or tag
+    except (ValueError, LookupError):
+        return tag
+    return name[:1].upper() + name[1:]
 
 
 @lru_cache(maxsize=64)
@@ -137,6 +169,7 @@ def init_ui(app: Flask) -> None:
     def _ui() -> dict[str, Any]:
         return {
             "lang": html_lang(),
+            "languages": language_choices,
             "signed_in": g.get("signed_in_user"),
             "security_questions_enabled": settings.recovery.security_questions,
         }

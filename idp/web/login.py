@@ -8,10 +8,12 @@ request's ``resume_url`` (the engine takes the request there). Without ``r`` a l
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -43,7 +45,14 @@ from . import mfa
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
-from .i18n import init_ui, locale_hints
+from .i18n import (
+    LANG_COOKIE,
+    LANG_COOKIE_DAYS,
+    init_ui,
+    locale_hints,
+    offered_language,
+    offered_languages,
+)
 from .kept import render_kept
 from .login_steps import MAX_STEP_FAILURES, STEPS
 from .mailing import queue_mail
@@ -109,14 +118,48 @@ def _expired_request() -> tuple[str, int]:
     ), 400
 
 
+def remember_me_days() -> int:
+    """Days a "keep me signed in" session lasts; 0: the choice is not offered."""
+    return svc().settings.session.remember_me_days
+
+
+def passkeys_usable() -> bool:
+    """Passkey sign-in is on and can work here: WebAuthn needs a secure context (https, or
+    http on localhost) and an RP ID that is a domain name, never an IP address (browsers
+    refuse those, 127.0.0.1 included)."""
+    if not svc().webauthn_rp.passwordless:
+        return False
+    issuer = urlsplit(svc().settings.issuer)
+    host = (issuer.hostname or "").lower()
+    if not host or _is_ip(host):
+        return False
+    return issuer.scheme == "https" or host == "localhost" or host.endswith(".localhost")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _page_extras() -> dict[str, Any]:
+    """What the login page shows besides its form, from the settings alone."""
+    return {
+        "registration": svc().settings.registration.enabled,
+        "remember_days": remember_me_days(),
+        "passkey_login": passkeys_usable(),
+    }
+
+
 def _login_page(form: LoginForm, error: str | None = None, status: int = 200):
-    settings = svc().settings
     return render_template(
         "login.html",
         form=form,
         error=error,
-        registration=settings.registration.enabled,
         csrf_value=generate_csrf(),
+        **_page_extras(),
     ), status
 
 
@@ -127,7 +170,14 @@ def _fresh_login_page(rid: str | None, next_url: str | None, username: str | Non
         form = LoginForm(formdata=None, r=rid or "", next=next_url or "")
         form.username.data = username
         return _login_page(form)[0]
-    values = {"csrf_value": generate_csrf(), "r": rid, "next": next_url, "username": username}
+    values = {
+        "csrf_value": generate_csrf(),
+        "r": rid,
+        "next": next_url,
+        "username": username,
+        # The language switcher's way back to this very page.
+        "here": request.full_path.rstrip("?"),
+    }
 
     def context(v: dict[str, str | None]) -> dict[str, Any]:
         form = LoginForm(formdata=None, r=v["r"] or "", next=v["next"] or "")
@@ -137,8 +187,9 @@ def _fresh_login_page(rid: str | None, next_url: str | None, username: str | Non
         return {
             "form": form,
             "error": None,
-            "registration": svc().settings.registration.enabled,
             "csrf_value": v["csrf_value"],
+            "here": v["here"],
+            **_page_extras(),
         }
 
     return render_kept("login.html", values, context)
@@ -202,8 +253,10 @@ def start_pending(
     next_url: str | None,
     local_password: bool,
     change_reason: str | None = None,
+    remember_me: bool = False,
 ) -> Response:
-    """After the first factor: plan the remaining steps and run them (or finish at once)."""
+    """After the first factor: plan the remaining steps and run them (or finish at once).
+    ``remember_me``: the person asked to stay signed in (honoured when the policy offers it)."""
     # Store writes below use their own connection: on SQLite an open write transaction here
     # would block them, so whatever the caller changed is committed first.
     release_write_lock(db)
@@ -242,6 +295,8 @@ def start_pending(
         )
     if need.required:
         pending.data["methods"] = list(need.methods)
+    if remember_me and remember_me_days() > 0:
+        pending.data["remember_me"] = True
     if change_reason:
         pending.data["change_reason"] = change_reason
     elif age.expired:
@@ -264,6 +319,8 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     previous = mgr.peek(old_sid) if old_sid and len(old_sid) <= 64 else None
     same_person = bool(previous) and previous["result"]["user_uuid"] == user.uuid
     old = mgr.destroy(old_sid, propagate=not same_person) if previous else None
+    days = remember_me_days() if pending.data.get("remember_me") else 0
+    lifetime = days * 86400 if days > 0 else None
     result = mgr.create(
         user.uuid,
         pending.amr,
@@ -271,6 +328,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         auth_time=pending.auth_time,
         user_agent=request.user_agent.string,
         ip=client_ip(),
+        lifetime=lifetime,
     )
     if old and same_person:
         # The same person signed in again: relying parties of the old session still get logout.
@@ -296,7 +354,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
     session.clear()
     resp = redirect(target)
-    mgr.set_cookie(resp, result)
+    mgr.set_cookie(resp, result, lifetime)
     if pending.data.get("remember"):
         mfa.remember_device(db, user, resp)
         db.commit()
@@ -401,6 +459,7 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
             rid=rid,
             next_url=next_url,
             local_password=verdict.backend == "local",
+            remember_me=bool(request.form.get("remember_me")),
         )
 
 
@@ -513,13 +572,88 @@ def step():
 
 
 def _render_step(handler, ctx, form, error=None, status=200, params=None):
+    problems = (params or {}).get("problems", [])
+    # A new password's problems go beside their field, every broken rule at once.
+    if problems and hasattr(form, "new_password"):
+        form.new_password.errors = list(problems)
+    if error == str(STEP_ERRORS["mismatch"]) and hasattr(form, "confirm"):
+        form.confirm.errors = [error]
     return render_template(
         handler.template,
         form=form,
         error=error,
-        problems=(params or {}).get("problems", []),
+        problems=problems,
+        not_you=person_name(ctx.user),
+        not_you_csrf=generate_csrf(),
         **handler.challenge(ctx),
     ), status
+
+
+def person_name(user: User) -> str:
+    """How the pages after the password name the person signing in ("Signed in as …")."""
+    full = " ".join(p for p in (user.given_name, user.family_name) if p)
+    return f"{full} ({user.username})" if full else user.username
+
+
+# --- "not you?" and the language switcher ------------------------------------------------------
+
+
+@bp.post("/login/restart")
+def restart():
+    """Abandon this sign-in ("not you?") and start afresh on the login page, keeping the
+    application's pending request when there is one. From a step after the password, the
+    half-finished login is dropped; from the consent page (``r`` names the consent request),
+    the SSO session it runs in ends and the application's authorization request starts over."""
+    form = ConfirmForm()
+    if not form.validate():
+        return _expired_request()
+    pending = _pending(take=False)
+    rid = pending.rid if pending else None
+    next_url = pending.next_url if pending else None
+    _drop_pending()
+    target = None
+    consent_rid = request.form.get("r") or None
+    current = sessions().current()
+    if consent_rid and current is not None:
+        req = sessions().finish_request(consent_rid)
+        if req is not None and req.protocol == "oidc" and not req.resume_url:
+            target = authorize_again(req.params)
+        with svc().sessions.begin() as db:
+            end_sso_session(current.sid, db=db)
+            audit(db, "logout", actor=current.user_uuid, target=current.user_uuid, why="not_you")
+    if target is None:
+        target = url_for("login.login", r=rid, next=next_url) if (rid or next_url) else None
+    session.clear()
+    resp = redirect(target or url_for("login.login"), 303)
+    if consent_rid and current is not None:
+        sessions().clear_cookie(resp)
+    return resp
+
+
+def authorize_again(params: dict[str, Any]) -> str:
+    """The authorization request a consent page came from, as a URL on this server."""
+    query = [(k, v) for k, v in params.items() if isinstance(v, str) and not k.startswith("_")]
+    query += [("resource", r) for r in params.get("resource_list") or []]
+    return url_for("oidc_authorize.authorize") + "?" + urlencode(query)
+
+
+@bp.get("/language")
+def language():
+    """The language switcher of the signed-out pages: remember the choice in a cookie (a year,
+    SameSite=Lax) and go back to the page it was made on (same origin only)."""
+    tag = offered_language(request.args.get("lang", "")[:16], offered_languages())
+    resp = redirect(safe_next(request.args.get("next")) or url_for("login.login"), 303)
+    if tag:
+        resp.set_cookie(
+            LANG_COOKIE,
+            tag,
+            max_age=LANG_COOKIE_DAYS * 86400,
+            path="/",
+            samesite="Lax",
+            httponly=True,
+            secure=svc().settings.issuer.startswith("https://"),
+        )
+    return resp
 
 
 # --- /logout ------------------------------------------------------------------------------------

@@ -139,9 +139,7 @@ class MfaEnrollStep:
             return StepResult(False, "bad_code")
         ctx.svc.store.delete(_enrol_key(ctx))
         totp.save(ctx.svc, ctx.db, ctx.user.id, secret, first_step=step)
-        audit(
-            ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True
-        )
+        audit(ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True)
         more: list[str] = []
         if ctx.svc.settings.mfa.backup_codes > 0:
             codes = backup_codes.regenerate(ctx.svc, ctx.db, ctx.user.id)
@@ -183,7 +181,12 @@ class SetPasswordStep:
         reason = ctx.pending.data.get("change_reason") or (
             "expired" if not ctx.user.must_change_password else "forced"
         )
-        return {"reason": reason, "rules": policy_help()}
+        # A first login has no earlier password to compare with: no history rule.
+        return {
+            "reason": reason,
+            "rules": policy_help(history=reason != "first_login"),
+            "username": ctx.user.username,
+        }
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
         new = form.get("new_password") or ""
@@ -206,9 +209,7 @@ class ExpiryNoticeStep:
     form_class = ContinueForm
 
     def challenge(self, ctx: StepContext) -> dict[str, Any]:
-        age = password_age(
-            password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow()
-        )
+        age = password_age(password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow())
         return {"days_left": age.days_left}
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:

@@ -18,14 +18,14 @@ from sqlalchemy import select
 from ..backends.chain import password_hasher
 from ..core.policy import ACCOUNT_OK, normalize_answer
 from ..errors import Conflict, ValidationError
-from ..sso.users import state_of
+from ..sso.users import find_user, state_of
 from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
 from ..storage.tokens import OneTimeTokens
 from .current import svc
-from .forms import ApprovalForm, ConfirmForm, EmailForm, FirstLoginForm, RegisterForm
+from .forms import ApprovalForm, ConfirmForm, FirstLoginForm, RegisterForm, ResetRequestForm
 from .guard import lockout, unlock
 from .i18n import html_lang
 from .login import start_pending
@@ -40,6 +40,10 @@ bp = Blueprint("password", __name__)
 MAILS_PER_HOUR = 5
 # Wrong security answers before a reset link is burnt.
 MAX_ANSWER_FAILURES = 3
+
+
+# The summary above a new-password form whose rules beside the field are not met.
+CHOOSE_ANOTHER = _l("Please check the password and try again.")
 
 
 def _message(title: str, message: str, status: int = 200):
@@ -77,13 +81,15 @@ def _password_version(user: User) -> str:
 
 @bp.route("/password/reset", methods=["GET", "POST"])
 def reset_request():
-    form = EmailForm()
+    form = ResetRequestForm()
     if request.method == "GET" or not form.validate():
         status = 400 if request.method == "POST" else 200
         return render_template("password_reset_request.html", form=form), status
     address = form.email.data.strip().lower()
     with svc().sessions() as db:
-        user = db.scalar(select(User).where(User.email == address))
+        # A username or an e-mail address, in one statement whichever it is (and whether or not
+        # it exists): the answer and the work done must not tell (test_reset_timing).
+        user = find_user(db, address)
         eligible = (
             user is not None
             and user.source in ("local", "scim")
@@ -102,8 +108,8 @@ def reset_request():
     return _message(
         _("Check your e-mail"),
         _(
-            "If an account uses this address, we have sent it a link to reset the password. "
-            "The link is valid for %(minutes)s minutes.",
+            "If an account has this username or address, we have sent a link to reset the "
+            "password to its e-mail address. The link is valid for %(minutes)s minutes.",
             minutes=svc().settings.recovery.token_minutes,
         ),
     )
@@ -134,7 +140,12 @@ def reset_confirm(token: str):
         if user is None or data.get("pv") != _password_version(user):
             return _link_expired()
         questions = _questions_for(db, user)
-        page = {"form": form, "questions": questions, "rules": policy_help()}
+        page = {
+            "form": form,
+            "questions": questions,
+            "rules": policy_help(),
+            "username": user.username,
+        }
         if request.method == "GET":
             return render_template("password_reset_confirm.html", **page)
         if not form.validate():
@@ -156,14 +167,16 @@ def reset_confirm(token: str):
                 ), 400
         new = form.new_password.data
         if new != form.confirm.data:
+            form.confirm.errors = [_("The two passwords do not match.")]
             return render_template(
-                "password_reset_confirm.html",
-                problems=[_("The two passwords do not match.")],
-                **page,
+                "password_reset_confirm.html", error=str(CHOOSE_ANOTHER), **page
             ), 400
         problems = password_problems(db, user, new)
         if problems:
-            return render_template("password_reset_confirm.html", problems=problems, **page), 400
+            form.new_password.errors = problems  # every broken rule at once, beside the field
+            return render_template(
+                "password_reset_confirm.html", error=str(CHOOSE_ANOTHER), **page
+            ), 400
         if _tokens().take("reset", token) is None:  # used meanwhile by another request
             return _link_expired()
         unlock(user.id)
@@ -246,9 +259,7 @@ def _mail_link(
     else:
         token = _tokens().issue(purpose, claims)
         link = absolute(endpoint, token=token)
-        queue_mail(
-            user.email, template or purpose, subject, user=user, link=link, minutes=minutes
-        )
+        queue_mail(user.email, template or purpose, subject, user=user, link=link, minutes=minutes)
         audit(db, action, target=user.uuid, sent=True)
     db.commit()
 
@@ -382,7 +393,8 @@ def register():
     if not reg.enabled:
         abort(404)
     form = RegisterForm()
-    page: dict[str, Any] = {"form": form, "rules": policy_help()}
+    # A new account has no earlier passwords: no history rule.
+    page: dict[str, Any] = {"form": form, "rules": policy_help(history=False)}
     if request.method == "GET":
         return render_template("register.html", **page)
     if not form.validate():
@@ -399,13 +411,14 @@ def register():
         family_name=form.family_name.data,
     )
     with svc().sessions() as db:
-        problems = (
-            [_("The two passwords do not match.")]
-            if form.new_password.data != form.confirm.data
-            else password_problems(db, candidate, form.new_password.data)
-        )
+        if form.new_password.data != form.confirm.data:
+            form.confirm.errors = [_("The two passwords do not match.")]
+            return render_template("register.html", error=str(CHOOSE_ANOTHER), **page), 400
+        problems = password_problems(db, candidate, form.new_password.data)
         if problems:
-            return render_template("register.html", problems=problems, **page), 400
+            # Every broken rule at once, beside the field.
+            form.new_password.errors = problems
+            return render_template("register.html", error=str(CHOOSE_ANOTHER), **page), 400
         waiting = (
             "awaiting_email"
             if reg.require_email_verification

@@ -33,16 +33,48 @@ POLICY_MESSAGES = {
 }
 
 
+# Rules the browser can check as the person types (static/password-rules.js ticks them); the
+# others (common passwords, history) are judged by the server only.
+LIVE_RULES = (
+    "min_length",
+    "max_length",
+    "require_upper",
+    "require_lower",
+    "require_digit",
+    "require_special",
+    "personal",
+)
+
+
+class RuleText(str):
+    """A rule in words (a plain string, as templates always had it) that also carries its
+    ``code`` and number ``n`` for the live checklist's data- attributes."""
+
+    code: str
+    n: int | None
+
+    def __new__(cls, text: str, code: str, n: int | None = None) -> RuleText:
+        obj = super().__new__(cls, text)
+        obj.code, obj.n = code, n
+        return obj
+
+    @property
+    def live(self) -> bool:
+        return self.code in LIVE_RULES
+
+
 def violation_text(v: Violation) -> str:
     # Always %-format (also without parameters) so a literal "%%" in a message shows as "%".
     return str(POLICY_MESSAGES[v.code]) % (v.params or {})
 
 
-def policy_help() -> list[str]:
+def policy_help(*, history: bool = True) -> list[str]:
+    """The rules that apply to a new password, in words. ``history=False`` for a form where
+    there is no earlier password to compare with (registration, a first login)."""
     return [
-        violation_text(Violation(code, params))
+        RuleText(violation_text(Violation(code, params)), code, params.get("n"))
         for code, params in password_policy().describe()
-        if code in POLICY_MESSAGES
+        if code in POLICY_MESSAGES and (history or code != "history")
     ]
 
 

@@ -35,9 +35,14 @@ class BrowserSessions(SessionManager):
         """The session of this browser, refreshed (idle timer) when found."""
         return self.current_by_sid(request.cookies.get(COOKIE))
 
-    def set_cookie(self, response: Response, result: AuthnResult) -> None:
+    def set_cookie(
+        self, response: Response, result: AuthnResult, lifetime: int | None = None
+    ) -> None:
+        """The session cookie: kept by the browser for ``lifetime`` seconds ("keep me signed
+        in"), else a browser-session cookie, gone when the browser closes (the server-side
+        record ends by the [session] limits either way)."""
         response.set_cookie(
-            COOKIE, result.sid, httponly=True, max_age=self.absolute, **self.cookie_attributes()
+            COOKIE, result.sid, httponly=True, max_age=lifetime, **self.cookie_attributes()
         )
 
     def clear_cookie(self, response: Response) -> None:

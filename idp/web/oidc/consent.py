@@ -7,11 +7,14 @@ from flask import Blueprint, request
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.csrf import generate_csrf
 from wtforms import SubmitField
 
 from ...oidc import authorize as engine
 from ...oidc.results import ErrorPage, _
+from ...sso.users import load_user
 from ..current import svc
+from ..login import person_name
 from .respond import page, session_id, to_response
 
 bp = Blueprint("oidc_consent", __name__)
@@ -84,10 +87,16 @@ def consent():
             )
         return to_response(engine.answer_consent(services, prompt, sid, approve=not form.deny.data))
     client = prompt.client
+    with services.sessions() as db:
+        person = load_user(db, user_id=prompt.user.user_id)
+        name = person_name(person) if person is not None else None
     return page(
         "consent.html",
         form=form,
         client=client,
+        not_you=name,
+        not_you_r=prompt.rid,
+        not_you_csrf=generate_csrf(),
         logo=client.shown_uri("logo_uri"),
         policy_uri=client.shown_uri("policy_uri"),
         tos_uri=client.shown_uri("tos_uri"),

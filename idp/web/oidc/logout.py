@@ -3,11 +3,13 @@ the front-channel frames and back-channel propagation are ``idp.oidc.logout``'s.
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request
+from flask import Blueprint, redirect, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 
 from ...oidc import logout as engine
+from ...oidc.authorize import back_link
+from ...oidc.clients import client_cache
 from ...oidc.results import LoggedOut, LogoutConfirm, _
 from ...sso.sessions import COOKIE, session_manager
 from ..current import svc
@@ -43,7 +45,14 @@ def end_session():
     result = engine.end_session(services, values, session_id())
     if isinstance(result, LogoutConfirm):
         form.client_id.data = result.client_id
-        return page("logout_confirm.html", form=form, client_name=result.client_name)
+        client = client_cache(services).get(result.client_id) if result.client_id else None
+        return page(
+            "logout_confirm.html",
+            form=form,
+            client_name=result.client_name,
+            # Cancel goes back to the application at a verified address, else to the account.
+            cancel_url=(back_link(client) if client else None) or url_for("account.index"),
+        )
     if isinstance(result, LoggedOut):
         return _logged_out(services, result)
     return to_response(result)

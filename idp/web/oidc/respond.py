@@ -80,5 +80,6 @@ def to_response(result) -> Response:
             title=text(result.title),
             message=text(result.message),
             reference=result.reference,
+            back_url=result.back_url,
         )
     raise TypeError(f"no response for {type(result).__name__}")
