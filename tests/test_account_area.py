@@ -97,7 +97,10 @@ def test_overview_shows_the_security_status(app, svc, client):
     assert "Set up two-factor authentication" in page and 'href="/account/mfa"' in page
     assert "Changed 3 months ago" in page
     assert re.search(r'<p class="stat">1</p>', page)  # one active session
-    assert "Last sign-in" in page
+    assert "This is your first sign-in." in page
+    second = _client(app)
+    page = second.get("/account/").get_data(as_text=True)
+    assert "Previous sign-in" in page and "from 127.0.0.1" in page
     assert 'href="/account/profile"' in page
 
 

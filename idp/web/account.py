@@ -10,9 +10,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import available_timezones
 
-from babel import dates as babel_dates
 from flask import (
     Blueprint,
     Response,
@@ -25,7 +24,6 @@ from flask import (
     send_from_directory,
     url_for,
 )
-from flask_babel import format_timedelta, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from PIL import Image, UnidentifiedImageError
@@ -48,6 +46,7 @@ from ..storage.models import (
 )
 from ..storage.models_auth import SecurityAnswer
 from ..storage.tokens import OneTimeTokens
+from .account_time import formatters
 from .admin.guard import may_open_console
 from .current import svc
 from .devices import describe
@@ -105,49 +104,13 @@ def _profile_form(user: User, bind: bool = False) -> ProfileForm:
     return form
 
 
-def _zone(user: User) -> Any:
-    """The person's time zone (profile), else UTC."""
-    try:
-        return ZoneInfo(user.timezone) if user.timezone else UTC
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _formatters(user: User) -> dict[str, Any]:
-    """``when(dt)``: a date and time in the person's zone and language; ``ago(dt)``: "3 months
-    ago"; ``zone``: the zone's name, so the page can say which one it uses."""
-    zone = _zone(user)
-    locale = get_locale()
-
-    def when(moment: datetime | None, form: str = "medium") -> str:
-        moment = _aware(moment)
-        if moment is None:
-            return ""
-        return babel_dates.format_datetime(moment, form, tzinfo=zone, locale=locale)
-
-    def ago(moment: datetime | None) -> str:
-        moment = _aware(moment)
-        if moment is None:
-            return ""
-        now = _aware(svc().clock.utcnow())
-        return format_timedelta(moment - now, add_direction=True)
-
-    return {"when": when, "ago": ago, "zone": user.timezone or "UTC"}
-
-
 def _page(template: str, user: User, status: int = 200, **context: Any):
     return render_template(
         template,
         user=user,
         section=template,
         console_allowed=may_open_console(user.id),
-        **_formatters(user),
+        **formatters(user),
         **context,
     ), status
 
@@ -169,9 +132,18 @@ def index():
         enrolled = [f for f in enrolled_factors(svc(), user, db) if f.id != "backup"]
         live = session_index.list_sessions(db, sessions(), user.id, g.sid)
         db.commit()  # pruned index rows
+        # The sign-in before this one: "was that me?" is the question the card answers.
+        previous = db.execute(
+            select(AuditEvent.at, AuditEvent.ip)
+            .where(AuditEvent.target == user.uuid, AuditEvent.action == "login.success")
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .offset(1)
+            .limit(1)
+        ).first()
         return _page(
             "account/overview.html",
             user,
+            previous_signin=previous,
             initials=_initials(user),
             second_factors=[str(f.label) for f in enrolled],
             session_count=len(live),
