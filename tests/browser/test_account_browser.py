@@ -120,6 +120,9 @@ def test_session_cards_named_buttons_at_390px(served, chromium):
     assert page.get_by_role("button", name=re.compile(r"^Sign out .+ on .+")).count() == 0
     other.goto(base + "/account/")
     assert "/login" in other.url  # that session really ended
+    for path in ("/account/", "/account/profile", "/account/mfa", "/account/activity"):
+        page.goto(base + path)
+        assert not scrolls_sideways(page), path
     for context in (other.context, page.context):
         context.close()
 
