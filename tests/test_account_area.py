@@ -389,3 +389,15 @@ def test_totp_setup_offers_the_link_apps_and_stores_the_name(app, svc, client, c
         assert db.get(MfaTotp, uid).name == "Work phone"
     overview = client.get("/account/mfa").get_data(as_text=True)
     assert "Work phone" in overview
+
+
+def test_email_change_requests_are_limited_before_the_password_is_checked(app, svc, client):
+    page = client.get("/account/profile").get_data(as_text=True)
+    token = csrf(page)
+    for _ in range(5):
+        data = {"csrf_token": token, "new_email": "x@example.org", "password": "wrong"}
+        assert client.post("/account/email", data=data).status_code == 400
+    data = {"csrf_token": token, "new_email": "x@example.org", "password": GOOD}
+    resp = client.post("/account/email", data=data)
+    assert resp.status_code == 429 and "Too many requests" in resp.get_data(as_text=True)
+    assert outbox(svc) == [] and user_row(svc, "ann").email == "ann@example.org"

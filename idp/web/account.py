@@ -316,6 +316,14 @@ def email_change():
         if user.email and new.lower() == user.email.lower():
             form.new_email.errors = [_("This is already your e-mail address.")]
             return _profile_page(user, 400, email_form=form)
+        # Counted before the password check: this form is no password-guessing oracle.
+        if svc().store.incr(f"emailchange-rate:{user.uuid}", 3600) > EMAIL_CHANGES_PER_HOUR:
+            return _profile_page(
+                user,
+                429,
+                email_form=form,
+                email_error=_("Too many requests. Try again in an hour."),
+            )
         if (
             user.password_hash
             and not password_hasher(svc()).verify(form.password.data or "", user.password_hash)[0]
@@ -324,13 +332,6 @@ def email_change():
             audit(db, "password.change_failed", actor=user.uuid, target=user.uuid, purpose="email")
             db.commit()
             return _profile_page(user, 400, email_form=form)
-        if svc().store.incr(f"emailchange-rate:{user.uuid}", 3600) > EMAIL_CHANGES_PER_HOUR:
-            return _profile_page(
-                user,
-                429,
-                email_form=form,
-                email_error=_("Too many requests. Try again in an hour."),
-            )
         minutes = svc().settings.recovery.token_minutes
         if _email_taken(db, user, new):
             queue_mail(
