@@ -401,3 +401,22 @@ def test_email_change_requests_are_limited_before_the_password_is_checked(app, s
     resp = client.post("/account/email", data=data)
     assert resp.status_code == 429 and "Too many requests" in resp.get_data(as_text=True)
     assert outbox(svc) == [] and user_row(svc, "ann").email == "ann@example.org"
+
+
+def test_real_consents_show_open_only_for_a_safe_client_uri(app, svc, client):
+    from idp.storage.models_oauth import Consent
+
+    ann = user_row(svc, "ann").id
+    with svc.sessions.begin() as db:
+        db.add(
+            Client(client_id="wiki", name="Wiki", meta={"client_uri": "https://wiki.example.org/"})
+        )
+        db.add(Client(client_id="evil", name="Evil", meta={"client_uri": "javascript:alert(1)"}))
+        db.flush()
+        db.add(Consent(user_id=ann, client_id="wiki", scopes=["openid", "email"]))
+        db.add(Consent(user_id=ann, client_id="evil", scopes=["openid"]))
+    page = client.get("/account/apps").get_data(as_text=True)
+    assert 'href="https://wiki.example.org/"' in page
+    assert 'Open<span class="visually-hidden"> Wiki</span>' in page
+    assert "javascript:" not in page and 'Open<span class="visually-hidden"> Evil' not in page
+    assert "Your e-mail address" in page
