@@ -34,7 +34,7 @@ def _png(w, h, fmt="PNG"):
 
 
 def _upload(client, data, name="me.png"):
-    token = csrf(client.get("/account/").get_data(as_text=True))
+    token = csrf(client.get("/account/profile").get_data(as_text=True))
     return client.post(
         "/account/avatar",
         data={"csrf_token": token, "avatar": (io.BytesIO(data), name)},
@@ -49,7 +49,7 @@ def test_account_needs_a_session(app):
 
 def test_profile_edit_and_read_only_fields(app, client):
     svc = app.extensions["idp"]
-    page = client.get("/account/").get_data(as_text=True)
+    page = client.get("/account/profile").get_data(as_text=True)  # the form moved off /account/
     assert "Company" in page and "managed by your administrator" in page
     resp = client.post(
         "/account/profile",
@@ -78,7 +78,7 @@ def test_profile_edit_and_read_only_fields(app, client):
 def test_profile_bad_input_changes_nothing(app, client):
     svc = app.extensions["idp"]
     before = user_row(svc, "ann")
-    page = client.get("/account/").get_data(as_text=True)
+    page = client.get("/account/profile").get_data(as_text=True)
     bad = {"csrf_token": csrf(page), "phone": "<script>", "timezone": "Mars/Base"}
     assert client.post("/account/profile", data=bad).status_code == 400
     assert client.post("/account/profile", data={"given_name": "X"}).status_code == 400  # no CSRF

@@ -148,7 +148,7 @@ def test_german_profile_wins_over_an_english_browser(app, svc):
     client = app.test_client()
     english = {"Accept-Language": "en"}
     assert login(client, "greta", GOOD).status_code == 302
-    html = client.get("/account/", headers=english).get_data(as_text=True)
+    html = client.get("/account/profile", headers=english).get_data(as_text=True)
     assert _lang(html) == "de" and "Ihr Profil" in html and "Profil speichern" in html
     html = client.get("/account/password", headers=english).get_data(as_text=True)
     assert _lang(html) == "de" and "Aktuelles Passwort" in html
@@ -161,7 +161,9 @@ def test_english_profile_wins_over_a_german_browser(app, svc):
     make_user(svc, "eric", locale="en")
     client = app.test_client()
     login(client, "eric", GOOD)
-    html = client.get("/account/", headers={"Accept-Language": "de"}).get_data(as_text=True)
+    html = client.get("/account/profile", headers={"Accept-Language": "de"}).get_data(
+        as_text=True
+    )
     assert _lang(html) == "en" and "Your profile" in html
 
 
@@ -169,7 +171,7 @@ def test_profile_language_saved_on_the_account_page_applies_at_once(app, svc):
     make_user(svc, "ann")
     client = app.test_client()
     login(client, "ann", GOOD)
-    page = client.get("/account/").get_data(as_text=True)
+    page = client.get("/account/profile").get_data(as_text=True)
     assert _lang(page) == "en"
     resp = client.post(
         "/account/profile",

@@ -161,7 +161,7 @@ def test_another_users_credential_cannot_be_renamed_or_removed(app, svc, ann):
     bob = app.test_client()
     login(bob, "bob", GOOD)
     for action, data in (("rename", {"name": "mine"}), ("delete", {})):
-        resp = post_form(bob, f"/account/webauthn/{row.id}/{action}", data, page="/account/")
+        resp = post_form(bob, f"/account/webauthn/{row.id}/{action}", data, page="/account/profile")
         assert resp.status_code == 404
     (after,) = creds(svc)
     assert after.name == "Ann's key" and after.user_id == row.user_id

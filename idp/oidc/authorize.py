@@ -434,7 +434,8 @@ def list_consents(svc: Services, user) -> list[dict[str, Any]]:
         if client is not None:
             scopes = [s.removeprefix(CLAIM_CONSENT) for s in row.scopes]
             out.append({"key": row.client_id, "name": client.name, "scopes": scopes,
-                        "logo_uri": client.shown_uri("logo_uri")})
+                        "logo_uri": client.shown_uri("logo_uri"),
+                        "client_uri": client.shown_uri("client_uri")})
     return out
 
 

@@ -27,6 +27,8 @@ class MfaTotp(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The name the person gave the device ("Phone", "Aegis on the tablet"), shown on /account/mfa.
+    name: Mapped[str | None] = mapped_column(String(100))
 
 
 class MfaBackupCode(Base):

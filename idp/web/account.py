@@ -1,11 +1,13 @@
-"""Account self-service at ``/account/``: profile and avatar, password change (ends the other
-sessions), second factors, sessions and devices, recent activity, consented apps, data export."""
+"""Account self-service at ``/account/``: an overview of the account and its security, profile
+and avatar, e-mail change by a link to the new address, password change (ends the other
+sessions), second factors, sessions and devices, activity, consented apps, data export."""
 
 from __future__ import annotations
 
 import io
 import json
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import available_timezones
@@ -23,20 +25,35 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
 from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
-from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
+from ..storage.models import (
+    AuditEvent,
+    Client,
+    Group,
+    GroupMember,
+    Role,
+    SamlServiceProvider,
+    User,
+    UserRole,
+)
 from ..storage.models_auth import SecurityAnswer
+from ..storage.tokens import OneTimeTokens
+from .account_time import formatters
 from .admin.guard import may_open_console
 from .current import svc
-from .forms import AvatarForm, ChangePasswordForm, ConfirmForm, ProfileForm
+from .devices import describe
+from .events import SECURITY_EVENTS, SIGN_IN_EVENTS, event_label
+from .forms import AvatarForm, ChangePasswordForm, ConfirmForm, EmailChangeForm, ProfileForm
 from .i18n import locale_hints
+from .mailing import queue_mail
 from .mfa import overview as mfa_overview
 from .password_policy import (
     POLICY_MESSAGES,
@@ -45,7 +62,8 @@ from .password_policy import (
     policy_help,
     set_password,
 )
-from .requestinfo import audit, require_user
+from .requestinfo import absolute, audit, require_user
+from .scopes import scope_words
 from .sso import sessions
 
 bp = Blueprint("account", __name__)
@@ -92,41 +110,73 @@ def _page(template: str, user: User, status: int = 200, **context: Any):
         user=user,
         section=template,
         console_allowed=may_open_console(user.id),
+        **formatters(user),
         **context,
     ), status
 
 
+def _initials(user: User) -> str:
+    parts = [p for p in (user.given_name, user.family_name) if p] or [
+        user.display_name or user.username
+    ]
+    return "".join(p[0] for p in parts)[:2].upper()
+
+
 @bp.route("/account/")
 def index():
+    """The overview: who, and how safe the account is, at a glance."""
     with svc().sessions() as db:
         user = require_user(db)
         if not isinstance(user, User):
             return user
+        enrolled = [f for f in enrolled_factors(svc(), user, db) if f.id != "backup"]
+        live = session_index.list_sessions(db, sessions(), user.id, g.sid)
+        db.commit()  # pruned index rows
+        # The sign-in before this one: "was that me?" is the question the card answers.
+        previous = db.execute(
+            select(AuditEvent.at, AuditEvent.ip)
+            .where(AuditEvent.target == user.uuid, AuditEvent.action == "login.success")
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .offset(1)
+            .limit(1)
+        ).first()
         return _page(
-            "account/profile.html",
+            "account/overview.html",
             user,
-            form=_profile_form(user),
-            avatar_form=AvatarForm(formdata=None),
-            verify_form=ConfirmForm(formdata=None),
+            previous_signin=previous,
+            initials=_initials(user),
+            second_factors=[str(f.label) for f in enrolled],
+            session_count=len(live),
+            pending_email=_pending_email(user),
         )
 
 
-@bp.route("/account/profile", methods=["POST"])
+def _profile_page(user: User, status: int = 200, **forms: Any):
+    return _page(
+        "account/profile.html",
+        user,
+        status,
+        form=forms.get("form") or _profile_form(user),
+        avatar_form=forms.get("avatar_form") or AvatarForm(formdata=None),
+        verify_form=ConfirmForm(formdata=None),
+        email_form=forms.get("email_form") or EmailChangeForm(formdata=None),
+        email_error=forms.get("email_error"),
+        pending_email=_pending_email(user),
+        initials=_initials(user),
+    )
+
+
+@bp.route("/account/profile", methods=["GET", "POST"])
 def profile():
     with svc().sessions() as db:
         user = require_user(db)
         if not isinstance(user, User):
             return user
+        if request.method == "GET":
+            return _profile_page(user)
         form = _profile_form(user, bind=True)
         if not form.validate():
-            return _page(
-                "account/profile.html",
-                user,
-                400,
-                form=form,
-                avatar_form=AvatarForm(formdata=None),
-                verify_form=ConfirmForm(formdata=None),
-            )
+            return _profile_page(user, 400, form=form)
         changed = {}
         for field in ("given_name", "family_name", "display_name", "phone", "locale", "timezone"):
             value = (getattr(form, field).data or "").strip() or None
@@ -142,20 +192,13 @@ def profile():
         # A new profile language applies to this confirmation already.
         locale_hints(user_locale=user.locale or "")
     flash(_("Your profile was saved."), "success")
-    return redirect(url_for("account.index"))
+    return redirect(url_for("account.profile"))
 
 
 def _avatar_error(user: User, message: str):
     form = AvatarForm()
     form.avatar.errors = [message]
-    return _page(
-        "account/profile.html",
-        user,
-        400,
-        form=_profile_form(user),
-        avatar_form=form,
-        verify_form=ConfirmForm(formdata=None),
-    )
+    return _profile_page(user, 400, avatar_form=form)
 
 
 @bp.route("/account/avatar", methods=["POST"])
@@ -205,7 +248,7 @@ def avatar():
         if old and "/" not in old:
             (directory / old).unlink(missing_ok=True)
     flash(_("Your picture was updated."), "success")
-    return redirect(url_for("account.index"))
+    return redirect(url_for("account.profile"))
 
 
 @bp.route("/avatars/<name>")
@@ -226,7 +269,154 @@ def resend_verification():
         if ConfirmForm().validate() and user.email and not user.email_verified:
             send_verification(user)
             flash(_("We have sent you a confirmation link."), "success")
-    return redirect(url_for("account.index"))
+    return redirect(url_for("account.profile"))
+
+
+# --- e-mail change ---------------------------------------------------------------------------
+# The address changes only when the link mailed to the NEW address is opened by the same person,
+# signed in, before it expires (``[recovery] token_minutes``). The old address is told afterwards.
+# Whether the new address already belongs to another account is not revealed: the page answers
+# the same, and that address gets a notice instead of a link (no enumeration of addresses).
+
+_EMAIL_PURPOSE = "email-change"
+_EMAIL_PENDING = "emailchange:"
+EMAIL_CHANGES_PER_HOUR = 5
+
+
+def _pending_email(user: User) -> str | None:
+    return svc().store.get(_EMAIL_PENDING + user.uuid)
+
+
+def _email_taken(db: Any, user: User, address: str) -> bool:
+    return (
+        db.scalar(
+            select(User.id).where(func.lower(User.email) == address.lower(), User.id != user.id)
+        )
+        is not None
+    )
+
+
+@bp.route("/account/email", methods=["POST"])
+def email_change():
+    with svc().sessions() as db:
+        user = require_user(db)
+        if not isinstance(user, User):
+            return user
+        form = EmailChangeForm()
+        if user.source != "local":
+            return _profile_page(
+                user,
+                400,
+                email_form=form,
+                email_error=_("Your e-mail address is managed by your organisation's directory."),
+            )
+        if not form.validate():
+            return _profile_page(user, 400, email_form=form)
+        new = form.new_email.data.strip()
+        if user.email and new.lower() == user.email.lower():
+            form.new_email.errors = [_("This is already your e-mail address.")]
+            return _profile_page(user, 400, email_form=form)
+        # Counted before the password check: this form is no password-guessing oracle.
+        if svc().store.incr(f"emailchange-rate:{user.uuid}", 3600) > EMAIL_CHANGES_PER_HOUR:
+            return _profile_page(
+                user,
+                429,
+                email_form=form,
+                email_error=_("Too many requests. Try again in an hour."),
+            )
+        if (
+            user.password_hash
+            and not password_hasher(svc()).verify(form.password.data or "", user.password_hash)[0]
+        ):
+            form.password.errors = [_("The current password is not correct.")]
+            audit(db, "password.change_failed", actor=user.uuid, target=user.uuid, purpose="email")
+            db.commit()
+            return _profile_page(user, 400, email_form=form)
+        minutes = svc().settings.recovery.token_minutes
+        if _email_taken(db, user, new):
+            queue_mail(
+                new, "email_change_taken", _l("Someone asked to use this address"), user=None
+            )
+        else:
+            tokens = OneTimeTokens(svc().store, svc().hasher, minutes)
+            token = tokens.issue(_EMAIL_PURPOSE, {"uid": user.id, "old": user.email, "new": new})
+            queue_mail(
+                new,
+                "email_change",
+                _l("Confirm your new e-mail address"),
+                user=user,
+                link=absolute("account.email_confirm", token=token),
+                minutes=minutes,
+            )
+            svc().store.put(_EMAIL_PENDING + user.uuid, new, minutes * 60)
+        audit(db, "email.change_requested", actor=user.uuid, target=user.uuid)
+        db.commit()
+    flash(
+        _(
+            "We sent a confirmation link to %(email)s. Your address changes when you open it.",
+            email=new,
+        ),
+        "success",
+    )
+    return redirect(url_for("account.profile"))
+
+
+def _email_link_invalid(user: User):
+    return _page(
+        "account/email_confirm.html",
+        user,
+        400,
+        invalid=True,
+        form=ConfirmForm(formdata=None),
+    )
+
+
+@bp.route("/account/email/confirm/<token>", methods=["GET", "POST"])
+def email_confirm(token: str):
+    """GET shows a button (mail scanners that open links must not change the address)."""
+    tokens = OneTimeTokens(svc().store, svc().hasher, svc().settings.recovery.token_minutes)
+    with svc().sessions() as db:
+        user = require_user(db)
+        if not isinstance(user, User):
+            return user
+        data = tokens.peek(_EMAIL_PURPOSE, token)
+        if not data or data.get("uid") != user.id or user.source != "local":
+            return _email_link_invalid(user)
+        form = ConfirmForm()
+        if request.method == "GET":
+            return _page("account/email_confirm.html", user, new=data["new"], form=form)
+        if not form.validate():
+            return _page("account/email_confirm.html", user, 400, new=data["new"], form=form)
+        data = tokens.take(_EMAIL_PURPOSE, token)
+        # Re-checked after taking it: the address may have changed or been taken meanwhile.
+        if not data or data.get("uid") != user.id or data.get("old") != user.email:
+            return _email_link_invalid(user)
+        if _email_taken(db, user, data["new"]):
+            return _page(
+                "account/email_confirm.html",
+                user,
+                409,
+                invalid=True,
+                taken=True,
+                form=ConfirmForm(formdata=None),
+            )
+        old = user.email
+        user.email = data["new"]
+        user.email_verified = True
+        audit(db, "email.changed", actor=user.uuid, target=user.uuid)
+        db.commit()
+        svc().store.delete(_EMAIL_PENDING + user.uuid)
+        if old:
+            queue_mail(
+                old,
+                "email_changed",
+                _l("Your e-mail address was changed"),
+                user=user,
+                new=data["new"],
+                account_url=absolute("account.index"),
+            )
+    flash(_("Your e-mail address is now %(email)s.", email=data["new"]), "success")
+    return redirect(url_for("account.profile"))
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
@@ -274,6 +464,48 @@ def _handle(sid: str) -> str:
     return svc().hasher.hash("handle:" + sid)[-20:]
 
 
+def _app_names(db: Any, keys: set[str]) -> dict[str, str]:
+    """Display names of the relying parties a session signed in to ("oidc:<client_id>",
+    "saml:<entity_id>", as idp.sso.sessions records them); an unknown one keeps its id."""
+    clients = {k.removeprefix("oidc:") for k in keys if k.startswith("oidc:")}
+    sps = {k.removeprefix("saml:") for k in keys if k.startswith("saml:")}
+    names: dict[str, str] = {}
+    if clients:
+        for cid, name in db.execute(
+            select(Client.client_id, Client.name).where(Client.client_id.in_(clients))
+        ):
+            names["oidc:" + cid] = name or cid
+    if sps:
+        for eid, name in db.execute(
+            select(SamlServiceProvider.entity_id, SamlServiceProvider.name).where(
+                SamlServiceProvider.entity_id.in_(sps)
+            )
+        ):
+            names["saml:" + eid] = name or eid
+    return {k: names.get(k, k.split(":", 1)[-1]) for k in keys}
+
+
+def _session_cards(db: Any, user: User, live: list[Any]) -> list[dict[str, Any]]:
+    records = {i.sid: sessions().peek(i.sid) or {} for i in live}
+    keys = {k for rec in records.values() for k in (rec.get("rps") or {})}
+    names = _app_names(db, keys)
+    cards = []
+    for info in live:
+        rec = records[info.sid]
+        seen = rec.get("last_seen")
+        cards.append(
+            {
+                "handle": _handle(info.sid),
+                "info": info,
+                "device": describe(info.user_agent),
+                "last_seen": datetime.fromtimestamp(seen, UTC) if seen else None,
+                "apps": sorted(names[k] for k in (rec.get("rps") or {})),
+            }
+        )
+    cards.sort(key=lambda c: (not c["info"].current, -(c["info"].created_at.timestamp())))
+    return cards
+
+
 @bp.route("/account/sessions", methods=["GET", "POST"])
 def sessions_page():
     with svc().sessions() as db:
@@ -297,11 +529,16 @@ def sessions_page():
             )
             audit(db, "session.revoked", actor=user.uuid, target=user.uuid, count=ended)
             db.commit()
-            flash(_("The session was signed out."), "success")
+            if wanted == "others":
+                flash(_("%(n)s other session(s) were signed out.", n=ended), "success")
+            elif ended:
+                flash(_("The session was signed out."), "success")
+            else:
+                flash(_("That session had already ended."), "info")
             return redirect(url_for("account.sessions_page"))
         db.commit()  # pruned index rows
-        rows = [{"handle": _handle(i.sid), "info": i} for i in live]
-        return _page("account/sessions.html", user, sessions=rows, form=form)
+        cards = _session_cards(db, user, live)
+        return _page("account/sessions.html", user, sessions=cards, form=form)
 
 
 def _activity(db: Any, user: User, limit: int = 50) -> list[AuditEvent]:
@@ -315,13 +552,78 @@ def _activity(db: Any, user: User, limit: int = 50) -> list[AuditEvent]:
     )
 
 
+ACTIVITY_PER_PAGE = 25
+ACTIVITY_KINDS = {"all": None, "signins": SIGN_IN_EVENTS, "security": SECURITY_EVENTS}
+ACTIVITY_RANGES = {"7": 7, "30": 30, "90": 90, "365": 365, "all": None}
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 7 else default
+
+
 @bp.route("/account/activity")
 def activity():
+    kind = request.args.get("kind", "all")
+    kind = kind if kind in ACTIVITY_KINDS else "all"
+    days = request.args.get("range", "90")
+    days = days if days in ACTIVITY_RANGES else "90"
+    page = max(1, _int_arg("page", 1))
     with svc().sessions() as db:
         user = require_user(db)
         if not isinstance(user, User):
             return user
-        return _page("account/activity.html", user, events=_activity(db, user))
+        where = [or_(AuditEvent.target == user.uuid, AuditEvent.actor == user.uuid)]
+        if ACTIVITY_KINDS[kind] is not None:
+            where.append(AuditEvent.action.in_(ACTIVITY_KINDS[kind]))
+        if ACTIVITY_RANGES[days] is not None:
+            since = svc().clock.utcnow() - timedelta(days=ACTIVITY_RANGES[days])
+            where.append(AuditEvent.at >= since)
+        total = db.scalar(select(func.count()).select_from(AuditEvent).where(*where)) or 0
+        pages = max(1, -(-total // ACTIVITY_PER_PAGE))
+        page = min(page, pages)
+        rows = db.scalars(
+            select(AuditEvent)
+            .where(*where)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .offset((page - 1) * ACTIVITY_PER_PAGE)
+            .limit(ACTIVITY_PER_PAGE)
+        ).all()
+        events = [
+            {
+                "at": e.at,
+                "label": event_label(e.action),
+                "action": e.action,
+                "ip": e.ip,
+                "device": describe((e.details or {}).get("user_agent")).name
+                if (e.details or {}).get("user_agent")
+                else None,
+                "by_other": e.actor not in (None, user.uuid),
+            }
+            for e in rows
+        ]
+        return _page(
+            "account/activity.html",
+            user,
+            events=events,
+            kind=kind,
+            range=days,
+            page=page,
+            pages=pages,
+            total=total,
+            kinds=[
+                ("all", _("All events")),
+                ("signins", _("Sign-ins")),
+                ("security", _("Security changes")),
+            ],
+            ranges=[
+                ("7", _("Last 7 days")),
+                ("30", _("Last 30 days")),
+                ("90", _("Last 90 days")),
+                ("365", _("Last 12 months")),
+                ("all", _("All time")),
+            ],
+        )
 
 
 @bp.route("/account/apps", methods=["GET", "POST"])
@@ -341,7 +643,11 @@ def apps():
             db.commit()
             flash(_("Access was revoked."), "success")
             return redirect(url_for("account.apps"))
-        return _page("account/apps.html", user, apps=_consents(user), form=form)
+        shown = [
+            dict(app, permissions=[scope_words(s) for s in app.get("scopes") or []])
+            for app in _consents(user)
+        ]
+        return _page("account/apps.html", user, apps=shown, form=form)
 
 
 @bp.route("/account/mfa")
@@ -350,7 +656,7 @@ def mfa():
         user = require_user(db)
         if not isinstance(user, User):
             return user
-        return _page("account/mfa.html", user, **mfa_overview(db, user))
+        return _page("account/mfa.html", user, describe=describe, **mfa_overview(db, user))
 
 
 @bp.route("/account/security-questions", methods=["GET", "POST"])

@@ -122,3 +122,22 @@ class AvatarForm(FlaskForm):
 class ApprovalForm(FlaskForm):
     approve = SubmitField(_l("Approve"))
     reject = SubmitField(_l("Reject"))
+
+
+class EmailChangeForm(FlaskForm):
+    """A new e-mail address for the account; it changes only when the link mailed there is
+    opened. Local accounts confirm with their password (a stolen session alone cannot move the
+    address and then reset the password)."""
+
+    new_email = StringField(
+        _l("New e-mail address"), validators=[DataRequired(), Email(), Length(max=320)]
+    )
+    password = PasswordField(_l("Current password"), validators=[Optional(), Length(max=1024)])
+    submit = SubmitField(_l("Send confirmation link"))
+
+
+class TotpSetupForm(CodeForm):
+    name = StringField(
+        _l("Device name (for example “Work phone”)"), validators=[Optional(), Length(max=100)]
+    )
+    submit = SubmitField(_l("Verify and save"))

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response
 from ..backends import backup_codes, otp_delivery, totp
 from ..backends.chain import credential_chain
 from ..backends.lockout import lock_key
+from ..backends.webauthn import credentials_of
 from ..core.authn import AuthnRequest
 from ..core.credentials import Outcome
 from ..core.policy import MfaRequirement
@@ -31,9 +32,9 @@ from ..core.steps import enrolled_factors, factors
 from ..sso import stepup
 from ..sso.stepup import mfa_policy
 from ..storage.models import User
-from ..storage.models_mfa import MfaOtpChannel, MfaRememberedDevice
+from ..storage.models_mfa import MfaOtpChannel, MfaRememberedDevice, MfaTotp
 from .current import svc
-from .forms import CodeForm, ConfirmForm
+from .forms import CodeForm, ConfirmForm, TotpSetupForm
 from .guard import lockout
 from .mailing import mail_locale, send_mail
 from .requestinfo import absolute, audit, client_ip, require_user, safe_next
@@ -44,6 +45,14 @@ DEVICE_COOKIE = "idp_mfa_device"
 _REAUTH = "mfareauth:"
 _ENROL = "totpenrol:"
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
+# Authenticator apps named on the setup page (any RFC 6238 app works); free ones first.
+SUGGESTED_APPS = (
+    "FreeOTP",
+    "Aegis",
+    "Google Authenticator",
+    "Microsoft Authenticator",
+    "1Password",
+)
 
 
 # --- delivery of e-mail/SMS codes ---------------------------------------------------------------
@@ -178,7 +187,8 @@ def _reauth_page(status: int = 200, error: str | None = None):
 
 
 def overview(db: Any, user: User) -> dict[str, Any]:
-    """Template variables of ``/account/mfa``."""
+    """Template variables of ``/account/mfa`` ("Signing in"): every method with its devices,
+    names and dates, grouped like Keycloak's account console."""
     now = svc().clock.utcnow()
     devices = db.scalars(
         select(MfaRememberedDevice).where(
@@ -186,9 +196,23 @@ def overview(db: Any, user: User) -> dict[str, Any]:
         )
     ).all()
     need = requirement(db, user, None)
+    available = factors(svc())
+    channels = {
+        kind: otp_delivery.channel(db, user.id, kind)
+        for kind in ("email", "sms")
+        if kind in available
+    }
     return {
-        "factors": list(factors(svc()).values()),
+        "factors": list(available.values()),
+        "available": available,
         "enrolled": {f.id for f in enrolled_factors(svc(), user, db)},
+        "totp_device": db.get(MfaTotp, user.id) if "totp" in available else None,
+        "webauthn_keys": credentials_of(db, user.id) if "webauthn" in available else [],
+        "channels": {
+            kind: {"shown": otp_delivery.mask(kind, ch.destination), "created_at": ch.created_at}
+            for kind, ch in channels.items()
+            if ch is not None
+        },
         "backup_left": backup_codes.remaining(db, user.id),
         "backup_enabled": svc().settings.mfa.backup_codes > 0,
         "devices": devices,
@@ -252,14 +276,14 @@ def totp_page():
         return _reauth_page()
     factor = factors(svc())["totp"]
     enrolled = factor.enrolled(svc(), user)
-    form = CodeForm()
+    form = TotpSetupForm()
     sealed = svc().store.get(_ENROL + g.sid)
     if request.method == "GET" or sealed is None:
         if request.method == "POST":
             return redirect(url_for("mfa.totp"))
         secret = totp.new_secret()
         svc().store.put(_ENROL + g.sid, svc().sealer.seal(secret.encode(), "enrol:" + g.sid), 900)
-        return _totp_form(user, secret, enrolled, CodeForm(formdata=None))
+        return _totp_form(user, secret, enrolled, TotpSetupForm(formdata=None))
     secret = svc().sealer.open(sealed, "enrol:" + g.sid).decode()
     p = totp.params(svc())
     step = (
@@ -281,6 +305,7 @@ def totp_page():
     svc().store.delete(_ENROL + g.sid)
     with svc().sessions() as db:
         totp.save(svc(), db, user.id, secret, first_step=step)
+        db.get(MfaTotp, user.id).name = (form.name.data or "").strip()[:100] or None
         codes = []
         if svc().settings.mfa.backup_codes > 0 and backup_codes.remaining(db, user.id) == 0:
             codes = backup_codes.regenerate(svc(), db, user.id)
@@ -309,6 +334,7 @@ def _totp_form(
         enrolled=enrolled,
         error=error,
         grouped=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+        suggested_apps=SUGGESTED_APPS,
     ), status
 
 

@@ -61,6 +61,7 @@ from ..core.steps import PendingLogin, enrolled_factors
 from ..sso.users import state_of
 from ..storage.models import User
 from ..storage.models_webauthn import WebAuthnCredential
+from .account_time import formatters
 from .current import svc
 from .forms import ConfirmForm
 from .guard import lockout
@@ -377,6 +378,7 @@ def _manage_page(db: Any, user: User, status: int = 200, error: str | None = Non
         recent=_recent_login(),
         reauth_url=_reauth_url(),
         error=error,
+        **formatters(user),
     ), status
 
 

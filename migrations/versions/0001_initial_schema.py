@@ -447,6 +447,7 @@ def upgrade() -> None:
     sa.Column('last_step', sa.BigInteger(), nullable=True),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('last_used_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('name', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_mfa_totp_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', name=op.f('pk_mfa_totp'))
     )

@@ -15,23 +15,12 @@ from ...oidc.results import ErrorPage, _
 from ...sso.users import load_user
 from ..current import svc
 from ..login import person_name
+from ..scopes import SCOPE_WORDS, scope_words
 from .respond import page, session_id, to_response
 
 bp = Blueprint("oidc_consent", __name__)
 
-# Scopes in plain words for the consent page.
-SCOPE_WORDS = {
-    "openid": "Sign you in with your account",
-    "profile": "Your name, picture, language and time zone",
-    "email": "Your e-mail address",
-    "phone": "Your phone number",
-    "address": "Your postal address",
-    "offline_access": "Keep access while you are away (until you revoke it)",
-    "groups": "The groups you belong to",
-    "roles": "Your roles",
-    "admin": "Manage this identity provider on your behalf",
-    "scim": "Read and change users and groups on your behalf",
-}
+__all__ = ["SCOPE_WORDS", "bp", "claim_words"]  # SCOPE_WORDS lives in idp.web.scopes
 
 # Claims asked for one by one (the claims parameter, OIDC Core §5.5) beyond the scopes, in plain
 # words; a claim not listed is shown by its name.
@@ -100,7 +89,7 @@ def consent():
         logo=client.shown_uri("logo_uri"),
         policy_uri=client.shown_uri("policy_uri"),
         tos_uri=client.shown_uri("tos_uri"),
-        scopes=[(s, SCOPE_WORDS.get(s, s)) for s in prompt.scopes],
+        scopes=[(s, scope_words(s)) for s in prompt.scopes],
         claims=[(name, claim_words(name)) for name in prompt.claims],
     )
 
