@@ -31,6 +31,7 @@ from .web.mfa import deliver_code
 from .web.scim import PREFIX as SCIM_PREFIX
 from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
+from .web.assets import asset_url
 from .web.ui import frame_context
 from .web.webauthn import WebAuthnFactor
 
@@ -120,6 +121,9 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 
     for module in BLUEPRINTS:
         app.register_blueprint(importlib.import_module(module, __package__).bp)
+
+    # Globals, not context: macros imported without context ({% from ... import %}) use them.
+    app.jinja_env.globals.update(asset=asset_url, script_nonce=csp_nonce)
 
     @app.context_processor
     def _branding():

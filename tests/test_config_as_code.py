@@ -778,6 +778,7 @@ def test_export_and_apply_check_the_actors_permissions(inst, capsys, tmp_path, m
         assert export_document(ctx, os.environ)["roles"]["Read-only"]["permissions"] == [
             "*:*:read",
             "oauth:scope:admin",
+            "console:admin:access",
         ]
     before = snapshot(inst)
     with pytest.raises(Forbidden) as refused, transaction(svc, actor) as ctx:
