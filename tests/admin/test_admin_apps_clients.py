@@ -34,7 +34,9 @@ def client_row(svc, client_id: str) -> Client | None:
 def make_client(svc, client_id: str = "shop", **options) -> str:
     options.setdefault("redirect_uris", ["https://shop.example.org/cb"])
     with transaction(svc, Actor.operator()) as ctx:
-        _row, secret = manage_clients.create(ctx, client_id, name=options.pop("name", None), **options)
+        _row, secret = manage_clients.create(
+            ctx, client_id, name=options.pop("name", None), **options
+        )
     return secret
 
 
@@ -155,11 +157,15 @@ def test_a_taken_client_id_and_bad_numbers_are_refused(admin, svc):
     before = (count(svc, Client), len(audit_actions(svc)))
     taken = post(admin, "/admin/clients/new", GOOD_FORM)
     assert taken.status_code == 409 and 'id="client_id-error"' in taken.get_data(as_text=True)
-    bad = post(admin, "/admin/clients/new", dict(GOOD_FORM, client_id="x y", access_token_lifetime="ten"))
+    bad = post(
+        admin, "/admin/clients/new", dict(GOOD_FORM, client_id="x y", access_token_lifetime="ten")
+    )
     html = bad.get_data(as_text=True)
     assert bad.status_code == 400
     assert 'id="client_id-error"' in html and 'id="access_token_lifetime-error"' in html
-    too_long = post(admin, "/admin/clients/new", dict(GOOD_FORM, client_id="new", access_token_lifetime="5"))
+    too_long = post(
+        admin, "/admin/clients/new", dict(GOOD_FORM, client_id="new", access_token_lifetime="5")
+    )
     assert too_long.status_code == 400
     assert 'id="access_token_lifetime-error"' in too_long.get_data(as_text=True)
     assert (count(svc, Client), len(audit_actions(svc))) == before
@@ -235,11 +241,15 @@ def test_rotation_shows_the_new_secret_once_with_the_grace_period(admin, svc):
 def test_rotation_refuses_a_bad_grace_period_and_a_public_client(admin, svc):
     old_hash = (make_client(svc, "shop"), client_row(svc, "shop").secret_hash)[1]
     before = len(audit_actions(svc))
-    response = post(admin, "/admin/clients/shop/secret", {"grace_seconds": "99999999"}, follow_redirects=True)
+    response = post(
+        admin, "/admin/clients/shop/secret", {"grace_seconds": "99999999"}, follow_redirects=True
+    )
     assert "grace_seconds" in response.get_data(as_text=True)
     assert client_row(svc, "shop").secret_hash == old_hash
     make_client(svc, "spa", auth_method="none")
-    refused = post(admin, "/admin/clients/spa/secret", {"grace_seconds": "0"}, follow_redirects=True)
+    refused = post(
+        admin, "/admin/clients/spa/secret", {"grace_seconds": "0"}, follow_redirects=True
+    )
     assert "has no secret" in refused.get_data(as_text=True)
     assert len(audit_actions(svc)) == before + 1  # only the spa's creation
 
@@ -272,13 +282,16 @@ def test_claim_rules_of_a_client_are_added_and_removed(admin, svc):
     advanced = post(
         admin,
         "/admin/clients/shop/rules",
-        {"rule_json": '{"target": "tier", "source": {"type": "static", "value": "gold"}}', "enabled": "1"},
+        {
+            "rule_json": '{"target": "tier", "source": {"type": "static", "value": "gold"}}',
+            "enabled": "1",
+        },
     )
     assert advanced.status_code == 302
     assert count(svc, ClaimRule) == realm + 2
     html = admin.get("/admin/clients/shop").get_data(as_text=True)
     assert "<code>dept</code>" in html and "static: value=gold" in html
-    assert "Remove<span class=\"visually-hidden\"> the rule for dept</span>" in html
+    assert 'Remove<span class="visually-hidden"> the rule for dept</span>' in html
     with svc.sessions() as db:
         rule_id = db.scalar(select(ClaimRule.id).where(ClaimRule.client_id == "shop"))
         realm_rule = db.scalar(select(ClaimRule.id).where(ClaimRule.client_id.is_(None)))
@@ -300,7 +313,9 @@ def test_a_bad_claim_rule_is_refused_beside_the_field(admin, svc):
         response = post(admin, "/admin/clients/shop/rules", data)
         assert response.status_code == 400, data
         html = response.get_data(as_text=True)
-        assert (f'id="{field}-error"' in html) or (field == "form" and 'class="alert error"' in html)
+        assert (f'id="{field}-error"' in html) or (
+            field == "form" and 'class="alert error"' in html
+        )
     assert (count(svc, ClaimRule), len(audit_actions(svc))) == before
 
 

@@ -262,7 +262,12 @@ def _detail(pid: str, *, rule_errors=None, rule_values=None, status=200):
             "settings": dict(row.settings or {}),
         }
     certificates = [
-        {"use": c.use, "subject": c.subject, "not_after": c.not_after, "state": _expiry(c.not_after, now)}
+        {
+            "use": c.use,
+            "subject": c.subject,
+            "not_after": c.not_after,
+            "state": _expiry(c.not_after, now),
+        }
         for c in facts.certificates
     ]
     return (
