@@ -23,9 +23,9 @@ from sqlalchemy import select
 from federation.aggregate import AggregateError, import_federation
 
 from ..errors import NotFound
-from ..oidc.fetch import OutboundError, outbound
 from ..storage.models import SamlServiceProvider
 from ..storage.models_saml import SamlFederation
+from . import metadata_fetch
 from .context import Context
 
 
@@ -52,17 +52,9 @@ def get(ctx: Context, name: str) -> SamlFederation:
 
 def _fetch(ctx: Context, url: str) -> bytes:
     try:
-        answer = outbound(ctx.svc).request(
-            "GET", url, headers={"Accept": "application/samlmetadata+xml"}
-        )
-    except OutboundError as exc:
+        return metadata_fetch.fetch(ctx, url)
+    except metadata_fetch.FetchFailed as exc:
         raise AggregateError(f"cannot fetch {url}: {exc.reason}") from None
-    if answer.status != 200:
-        raise AggregateError(f"cannot fetch {url}: the server answered HTTP {answer.status}")
-    limit = ctx.svc.settings.saml.max_metadata_bytes
-    if len(answer.body) > limit:
-        raise AggregateError(f"{url} is larger than {limit} bytes")
-    return answer.body
 
 
 def refresh(ctx: Context, name: str) -> RefreshOutcome:

@@ -22,9 +22,8 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from ...errors import Conflict, ValidationError
-from ...manage import claim_rules, federations
+from ...manage import claim_rules, federations, metadata_fetch
 from ...manage import service_providers as sps
-from ...oidc.fetch import OutboundError, outbound
 from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS
 from ..api.saml_providers import entity_id_of, provider_id
 from ..current import svc
@@ -147,21 +146,6 @@ def _render_new(values, errors, status=200):
     )
 
 
-def _fetch(url: str) -> bytes:
-    """The metadata at ``url`` through the outbound fetcher; ValidationError with the reason."""
-    try:
-        answer = outbound(svc()).request(
-            "GET", url, headers={"Accept": "application/samlmetadata+xml"}
-        )
-    except OutboundError as exc:
-        raise ValidationError(_("The URL was not fetched: %(reason)s", reason=exc.reason)) from None
-    if answer.status != 200:
-        raise ValidationError(
-            _("The URL was not fetched: the server answered HTTP %(status)s", status=answer.status)
-        )
-    return answer.body
-
-
 @bp.route("/saml/new", methods=["GET", "POST"])
 @mapped
 def saml_new():
@@ -191,13 +175,11 @@ def saml_new():
         data = upload.stream.read(limit + 1)
         origin = "manual"
     else:
-        if len(values["url"]) > 2000:
-            errors["url"] = _("The URL is too long.")
-            return _render_new(values, errors, 400)
         try:
-            data = _fetch(values["url"])
-        except ValidationError as exc:
-            errors["url"] = str(exc)
+            with console() as ctx:
+                data = metadata_fetch.fetch_sp_metadata(ctx, values["url"])
+        except metadata_fetch.FetchFailed as exc:
+            errors["url"] = _("The URL was not fetched: %(reason)s", reason=exc.reason)
             return _render_new(values, errors, 400)
         origin = f"url:{values['url']}"[:300]
     if len(data) > limit:
