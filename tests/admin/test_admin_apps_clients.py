@@ -357,3 +357,19 @@ def test_read_only_sees_but_cannot_change(app, svc):
     assert "Rotate secret" not in html and "/admin/clients/shop/edit" not in html
     assert reader.get("/admin/clients/shop/edit").status_code == 403
     assert post(reader, "/admin/clients/shop/secret", {"grace_seconds": "0"}).status_code == 403
+
+
+def test_rules_between_members_are_shown_beside_the_field_they_name(admin, svc):
+    before = count(svc, Client)
+    no_keys = post(admin, "/admin/clients/new", dict(GOOD_FORM, auth_method="private_key_jwt"))
+    assert no_keys.status_code == 400
+    assert "needs jwks_uri or jwks" in no_keys.get_data(as_text=True)
+    assert 'id="auth_method-error"' in no_keys.get_data(as_text=True)
+    public_robot = post(
+        admin,
+        "/admin/clients/new",
+        dict(GOOD_FORM, auth_method="none", grant_types=["client_credentials"], redirect_uris=""),
+    )
+    assert public_robot.status_code == 400
+    assert "cannot use client_credentials" in public_robot.get_data(as_text=True)
+    assert count(svc, Client) == before

@@ -198,11 +198,21 @@ def _pydantic_errors(exc: pydantic.ValidationError, errors: dict[str, str]) -> N
             message = rest or message
         if len(loc) > 1 and isinstance(loc[1], int):
             message = _("line %(n)s: %(message)s", n=loc[1] + 1, message=message)
-        errors.setdefault(_field_for(field), message)
+        target = _field_for(field)
+        if target == "form" and field:
+            message = f"{field}: {message}"
+        errors.setdefault(target, message)
+
+
+# Fields the form shows an error beside; a refusal about any other member goes in the alert.
+INLINE = frozenset(
+    {"client_id", "name", "auth_method", "grant_types", "scope", *URI_LISTS, *URI_ONE, *LIFETIMES}
+)
 
 
 def _field_for(member: str) -> str:
-    return "auth_method" if member == "token_endpoint_auth_method" else member or "form"
+    field = "auth_method" if member == "token_endpoint_auth_method" else member
+    return field if field in INLINE else "form"
 
 
 def _render_form(values, errors, *, row=None, status=200):
