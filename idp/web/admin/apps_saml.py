@@ -50,6 +50,12 @@ BOOL_SETTINGS = (
     ("allow_sha1", _l("Accept SHA-1 signatures (legacy)")),
     ("allow_http", _l("Accept http:// endpoints (lab only)")),
 )
+OTHER_SETTINGS = {
+    "name_id_format": _l("NameID format"),
+    "encryption_algorithm": _l("Encryption algorithm"),
+    "display_name": _l("Display name"),
+    "default_relay_state": _l("Default RelayState"),
+}
 NAME_ID_LABELS = {
     "persistent": _l("Persistent (pairwise, stable)"),
     "transient": _l("Transient (new for each sign-in)"),
@@ -263,6 +269,7 @@ def _detail(pid: str, *, rule_errors=None, rule_values=None, status=200):
             realm_names=realm_names,
             may=may,
             bool_settings=BOOL_SETTINGS,
+            setting_labels={**dict(BOOL_SETTINGS), **OTHER_SETTINGS},
             name_id_labels=NAME_ID_LABELS,
             source_types=SOURCE_TYPES,
             rule_errors=rule_errors or {},
