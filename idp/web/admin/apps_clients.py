@@ -27,6 +27,7 @@ from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
     describe_source,
+    int_arg,
     keep_secret,
     mapped,
     rule_from_form,
@@ -60,16 +61,6 @@ URI_ONE = ("logo_uri", "client_uri", "jwks_uri")
 LIFETIMES = ("access_token_lifetime", "id_token_lifetime")
 
 
-def _int_arg(name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    try:
-        value = int(request.args.get(name, default))
-    except ValueError:
-        return default
-    if allowed is not None and value not in allowed:
-        return default
-    return max(value, 1)
-
-
 # --- list --------------------------------------------------------------------------------------
 
 
@@ -79,8 +70,8 @@ def clients_list():
     q = request.args.get("q", "").strip()[:200]
     state = request.args.get("state", "")
     enabled = {"enabled": True, "disabled": False}.get(state)
-    page = _int_arg("page", 1)
-    per_page = _int_arg("per_page", 25, PER_PAGES)
+    page = int_arg("page", 1)
+    per_page = int_arg("per_page", 25, PER_PAGES)
     with console() as ctx:
         rows, total = clients.search(
             ctx, clients.ClientQuery(q or None, enabled, page=page, per_page=per_page)

@@ -36,6 +36,18 @@ def mapped(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def int_arg(name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
+    """A whole-number query argument (page, per_page): the default when it is not one of
+    ``allowed`` or not a number; at least 1."""
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        return default
+    if allowed is not None and value not in allowed:
+        return default
+    return max(value, 1)
+
+
 def keep_secret(client_id: str, secret: str, previous_until: str | None = None) -> str:
     """Keep a new secret for its one showing; the ticket names it in the show page's URL. The
     secret is sealed in the short-lived store and bound to the administrator who made it."""

@@ -32,6 +32,7 @@ from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
     describe_source,
+    int_arg,
     mapped,
     rule_from_form,
 )
@@ -62,16 +63,6 @@ NAME_ID_LABELS = {
     "email": _l("E-mail address"),
     "unspecified": _l("Unspecified (username)"),
 }
-
-
-def _int_arg(name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    try:
-        value = int(request.args.get(name, default))
-    except ValueError:
-        return default
-    if allowed is not None and value not in allowed:
-        return default
-    return max(value, 1)
 
 
 def _expiry(not_after: datetime | None, now: datetime) -> str:
@@ -114,8 +105,8 @@ def saml_list():
     state = request.args.get("state", "")
     enabled = {"enabled": True, "disabled": False}.get(state)
     origin = request.args.get("origin", "").strip()[:300]
-    page = _int_arg("page", 1)
-    per_page = _int_arg("per_page", 25, PER_PAGES)
+    page = int_arg("page", 1)
+    per_page = int_arg("per_page", 25, PER_PAGES)
     now = _now()
     with console() as ctx:
         rows, total = sps.search(
