@@ -266,6 +266,23 @@ def test_a_url_is_fetched_when_outbound_allows_the_lab_address(make_app, clock):
         )
         assert added.status_code == 302, added.get_data(as_text=True)[:2000]
         assert sp_row(svc).origin == f"url:{server.url}"
+        pid = provider_id(SP)
+        assert "Fetch metadata again" in admin.get(f"/admin/saml/sp/{pid}").get_data(as_text=True)
+        # A new certificate at the URL: fetched again, settings and the disabled state kept.
+        post(admin, f"/admin/saml/sp/{pid}/settings", {"sign_response": "no", "release": "all"})
+        post(admin, f"/admin/saml/sp/{pid}/enabled", {"enabled": "0"})
+        server.body = metadata(cert=certificate_b64(clock.utcnow() + timedelta(days=400)))
+        again = post(admin, f"/admin/saml/sp/{pid}/refetch", follow_redirects=True)
+        assert "was fetched again" in again.get_data(as_text=True)
+        row = sp_row(svc)
+        assert "X509Certificate" in row.metadata_xml and row.settings == {"sign_response": False}
+        assert row.enabled is False
+        # Metadata for another entity at that URL is refused, nothing changed.
+        server.body = metadata("https://evil.example.org/")
+        refused = post(admin, f"/admin/saml/sp/{pid}/refetch", follow_redirects=True)
+        assert "for another entity" in refused.get_data(as_text=True)
+        assert sp_row(svc).metadata_xml == row.metadata_xml
+        assert count(svc, SamlServiceProvider) == 1
     finally:
         server.close()
 
@@ -350,6 +367,7 @@ def test_sp_attribute_rules_are_added_and_removed(admin, svc):
 
 def test_disable_enable_and_remove(admin, svc):
     pid = add_sp(svc)
+    assert post(admin, f"/admin/saml/sp/{pid}/refetch").status_code == 404  # not from a URL
     post(admin, f"/admin/saml/sp/{pid}/enabled", {"enabled": "0"})
     assert sp_row(svc).enabled is False
     post(admin, f"/admin/saml/sp/{pid}/enabled", {"enabled": "1"})

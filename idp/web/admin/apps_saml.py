@@ -24,7 +24,7 @@ from flask_babel import lazy_gettext as _l
 from ...errors import Conflict, ValidationError
 from ...manage import claim_rules, federations, metadata_fetch
 from ...manage import service_providers as sps
-from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS
+from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS, parse_entity
 from ..api.saml_providers import entity_id_of, provider_id
 from ..current import svc
 from . import bp
@@ -382,6 +382,37 @@ def _render_settings(pid, entity_id, name, values, errors, status=200):
         ),
         status,
     )
+
+
+@bp.route("/saml/sp/<pid>/refetch", methods=["POST"])
+@mapped
+def saml_refetch(pid: str):
+    """Fetch the metadata again from the URL the SP was added from (a new certificate, new
+    endpoints); its settings and rules stay. Through the outbound fetcher, as when adding."""
+    entity_id = entity_id_of(pid)
+    with console() as ctx:
+        ctx.require("saml:providers:update")
+        origin = sps.get(ctx, entity_id).origin
+    if not origin.startswith("url:"):
+        abort(404)
+    url = origin.removeprefix("url:")
+    try:
+        with console() as ctx:
+            data = metadata_fetch.fetch_sp_metadata(ctx, url)
+            entity = parse_entity(data)
+            if (entity.get("entityID") or "").strip() != entity_id:
+                raise ValidationError(_("The metadata at the URL is for another entity."))
+            was_enabled = sps.get(ctx, entity_id).enabled
+            row = sps.add(ctx, data, origin=origin, replace=True)
+            # New metadata is no reason to turn on an SP an administrator turned off.
+            row.enabled = was_enabled
+    except metadata_fetch.FetchFailed as exc:
+        flash(_("The URL was not fetched: %(reason)s", reason=exc.reason), "error")
+    except ValidationError as exc:
+        flash(_("This is not usable SAML 2.0 SP metadata: %(reason)s", reason=str(exc)), "error")
+    else:
+        flash(_("The metadata of %(id)s was fetched again.", id=entity_id), "success")
+    return redirect(url_for("admin.saml_provider", pid=pid))
 
 
 @bp.route("/saml/sp/<pid>/enabled", methods=["POST"])
