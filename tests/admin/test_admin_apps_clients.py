@@ -265,9 +265,13 @@ def test_service_roles_are_set_from_the_checkboxes(admin, svc):
     assert count(svc, ClientServiceRole) == 2
     post(admin, "/admin/clients/robot/roles", {"roles": ["Auditor"]})
     assert count(svc, ClientServiceRole) == 1
-    assert manage_clients.service_roles(
-        transaction(svc, Actor.operator()).__enter__(), "robot"
-    ) == ["Auditor"]
+    before = len(audit_actions(svc))
+    unknown = post(admin, "/admin/clients/robot/roles", {"roles": ["Auditor", "Nobody"]})
+    assert unknown.status_code == 302
+    assert "no role" in admin.get(unknown.headers["Location"]).get_data(as_text=True)
+    assert count(svc, ClientServiceRole) == 1 and len(audit_actions(svc)) == before
+    with transaction(svc, Actor.operator()) as ctx:
+        assert manage_clients.service_roles(ctx, "robot") == ["Auditor"]
 
 
 def test_claim_rules_of_a_client_are_added_and_removed(admin, svc):

@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from ...core.client_metadata import AUTH_METHODS, GRANT_TYPES, MetadataError
-from ...errors import Conflict, ValidationError
+from ...errors import Conflict, NotFound, ValidationError
 from ...manage import claim_rules, clients, roles
 from ...storage.clients import DEFAULT_SCOPE
 from ..api.clients import ClientMetadataIn, ClientMetadataPatch
@@ -490,7 +490,12 @@ def client_roles(client_id: str):
     wanted = [r for r in request.form.getlist("roles") if r]
     try:
         with console() as ctx:
-            clients.patch(ctx, client_id, roles=wanted)
+            clients.get(ctx, client_id)
+            try:
+                clients.patch(ctx, client_id, roles=wanted)
+            except NotFound as exc:
+                # A role that does not exist (any more): a refusal of the form, not a 404 page.
+                raise ValidationError(str(exc)) from None
     except ValidationError as exc:
         flash(str(exc), "error")
         return redirect(url_for("admin.client", client_id=client_id))
