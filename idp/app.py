@@ -11,10 +11,11 @@ from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug import exceptions as http_errors
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import logs
+from . import errors, logs
 from .backends.backup_codes import BackupCodeFactor
 from .backends.otp_delivery import register_code_factors
 from .backends.totp import TotpFactor
@@ -203,6 +204,11 @@ def _install_error_handlers(app: Flask) -> None:
             return problem_for(exc)
         if request.path.startswith(SCIM_PREFIX + "/"):
             return scim_error_response(exc)
+        # A management operation refused on a page (the console): the 403 / 404 page, no trace.
+        if isinstance(exc, errors.Forbidden):
+            return _http(http_errors.Forbidden())
+        if isinstance(exc, errors.NotFound):
+            return _http(http_errors.NotFound())
         ref = new_reference()
         log.exception(
             "unhandled error", extra={"reference": ref, "request_id": g.get("request_id")}

@@ -186,8 +186,11 @@ def get_request(ctx: Context, request_id: int) -> RequestView:
     return _view(ctx, _visible_request(ctx, request_id))
 
 
-def decide(ctx: Context, request_id: int, *, approve: bool) -> RequestView:
-    """Approve (the role or membership is granted, until the requested end) or deny."""
+def decide(ctx: Context, request_id: int, *, approve: bool, note: str | None = None) -> RequestView:
+    """Approve (the role or membership is granted, until the requested end) or deny; ``note``
+    (the approver's reason, at most 500 characters) is kept in the decision's audit row."""
+    if note is not None and (not isinstance(note, str) or len(note) > 500):
+        raise ValidationError("reason: at most 500 characters")
     if ctx.actor.kind != "user" or ctx.actor.user_id is None:
         raise Forbidden(
             "an access request is decided by a person: use a user's access token, "
@@ -220,6 +223,7 @@ def decide(ctx: Context, request_id: int, *, approve: bool) -> RequestView:
         role=view.role,
         group=view.group,
         expires_at=req.expires_at.isoformat() if req.expires_at else None,
+        **({"note": note} if note else {}),
     )
     return view
 

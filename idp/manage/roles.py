@@ -25,6 +25,8 @@ from ..storage.models import (
     RoleComposite,
     RolePermission,
     RolePermissionGroup,
+    User,
+    UserRole,
 )
 from ..storage.rbac import role_grants
 from .context import Context
@@ -244,3 +246,32 @@ def permissions_of(ctx: Context, role_ids: list[int]) -> dict[int, list[str]]:
 def usage(ctx: Context, role: Role) -> Usage:
     ctx.require("roles:roles:read")
     return ctx.directory.role_usage(role)
+
+
+def holders(
+    ctx: Context, role: Role, *, page: int = 1, per_page: int = 25
+) -> tuple[list[tuple[User, UserRole]], int]:
+    """Who holds the role directly, one row per assignment (its delegation scope and expiry),
+    by username: only users over whom the actor holds ``users:roles:read`` (delegation scopes
+    included); ended temporary assignments are left out."""
+    from .users import visible  # users imports groups, which is fine; roles stays light
+
+    ctx.require("roles:roles:read")
+    now = ctx.svc.clock.utcnow()
+    where = [
+        UserRole.role_id == role.id,
+        UserRole.expires_at.is_(None) | (UserRole.expires_at > now),
+        visible(ctx, "users:roles:read"),
+    ]
+    total = ctx.db.scalar(
+        select(func.count(UserRole.id)).join(User, User.id == UserRole.user_id).where(*where)
+    )
+    rows = ctx.db.execute(
+        select(User, UserRole)
+        .join(UserRole, UserRole.user_id == User.id)
+        .where(*where)
+        .order_by(User.username, UserRole.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return [(u, ur) for u, ur in rows], int(total or 0)

@@ -16,6 +16,7 @@ SERVED = {
     "idp.css": "text/css",
     "idp.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
+    "admin-import.js": "text/javascript",
 }
 
 

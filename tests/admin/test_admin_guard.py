@@ -64,3 +64,17 @@ def test_networks_outside_the_allowlist_are_refused_before_sign_in(make_app):
 def test_a_malformed_network_is_a_configuration_error(make_app):
     with pytest.raises(ConfigError, match="admin.allowed_networks"):
         make_app(admin={"allowed_networks": ["not-a-network"]})
+
+
+@pytest.mark.parametrize(("error", "status"), [("Forbidden", 403), ("NotFound", 404)])
+def test_a_refused_management_operation_on_a_page_is_a_human_error_page(app, error, status):
+    from idp import errors
+
+    def refuse():
+        raise getattr(errors, error)("permission users:accounts:delete is required for this")
+
+    app.add_url_rule("/x-refused", "x_refused", refuse)
+    response = app.test_client().get("/x-refused")
+    assert response.status_code == status
+    html = response.get_data(as_text=True)
+    assert "Reference" in html and "Traceback" not in html

@@ -13,9 +13,12 @@ from . import (  # noqa: F401
     groups,
     openapi,
     org,
+    role_holders,
     roles,
     saml_providers,
+    stats,
     users,
+    users_batch,
     users_bulk,
 )
 from .framework import bp

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from flask import request
 from pydantic import BaseModel, Field
 
 from ...errors import NotFound
@@ -149,10 +150,18 @@ def read_access_request(call: Call, request_id: str) -> Reply:
     return Reply(body=_request_out(view))
 
 
+def _reason() -> str | None:
+    """The optional JSON body ``{"reason": "..."}`` of a decision: kept in its audit row
+    (``idp.manage.access.decide`` checks it)."""
+    data = request.get_json(silent=True) if request.mimetype == "application/json" else None
+    return data.get("reason") if isinstance(data, dict) else None
+
+
 def _decide(call: Call, request_id: str, approve: bool) -> Reply:
     number = _request_id(request_id)
+    note = _reason()
     with call.transaction() as ctx:
-        view = access.decide(ctx, number, approve=approve)
+        view = access.decide(ctx, number, approve=approve, note=note)
     return Reply(body=_request_out(view))
 
 
@@ -165,7 +174,8 @@ def _decide(call: Call, request_id: str, approve: bool) -> Reply:
     errors=(409,),
     description="Grants the role or membership until the requested end. Needs a user's token: "
     "the user's manager, or users:access:approve over the user (and, for a role, the right to "
-    "grant it). Nobody decides their own request (403). 409 when already decided.",
+    "grant it). Nobody decides their own request (403). 409 when already decided. An "
+    'optional JSON body `{"reason": "..."}` (at most 500 characters) is kept in the audit row.',
 )
 def approve_access_request(call: Call, request_id: str) -> Reply:
     return _decide(call, request_id, True)
@@ -178,7 +188,8 @@ def approve_access_request(call: Call, request_id: str) -> Reply:
     summary="Deny an access request",
     response=AccessRequestOut,
     errors=(409,),
-    description="The same rules as approving; the request ends as `rejected`.",
+    description="The same rules as approving; the request ends as `rejected`. An optional "
+    'JSON body `{"reason": "..."}` is kept in the audit row.',
 )
 def deny_access_request(call: Call, request_id: str) -> Reply:
     return _decide(call, request_id, False)

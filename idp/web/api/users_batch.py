@@ -1,0 +1,98 @@
+"""``POST /api/v1/users/batch``: one action over many users (``idp.manage.users_batch``; the
+console's batch bar does the same; ``docs/api.md``, "Batch actions")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from ...manage import users_batch
+from ..reset_link import send_reset
+from .common import Strict
+from .framework import Call, Reply, operation
+
+_PLAIN = r"^[^\x00-\x1f\x7f]*$"
+UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=_PLAIN)]
+
+
+class BatchIn(Strict):
+    action: Literal[
+        "password_reset",
+        "assign_role",
+        "add_to_group",
+        "remove_from_group",
+        "deactivate",
+        "end_sessions",
+    ] = Field(description="What to do for every user")
+    user_ids: list[UserId] = Field(
+        min_length=1,
+        max_length=users_batch.MAX_USERS,
+        description="The users' ids (uuids); repeats count once",
+    )
+    role: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=_PLAIN,
+        description="assign_role: the global role's name",
+    )
+    group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        pattern=_PLAIN,
+        description="add_to_group / remove_from_group: the group's path (staff/it)",
+    )
+
+
+class BatchUserOut(BaseModel):
+    id: str = Field(description="The user id as sent")
+    username: str | None = Field(description="null when the user was not found")
+    ok: bool
+    error: str | None = Field(description="Why it failed for this user")
+
+
+class BatchOut(BaseModel):
+    action: str
+    done: int
+    failed: int
+    results: list[BatchUserOut] = Field(description="One per distinct user id, in order")
+
+
+@operation(
+    "POST",
+    "/users/batch",
+    tag="users",
+    summary="Do one action for many users",
+    body=BatchIn,
+    response=BatchOut,
+    errors=(404,),
+    description=(
+        "Each user is handled like the single-user operation (the permission over that user: "
+        "`users:password:reset`, `users:roles:assign`, `users:groups:assign`, "
+        "`users:accounts:update`, `users:sessions:revoke`), in a transaction of their own: "
+        "a user who fails (not found or out of the caller's reach, not allowed, a conflict) "
+        "is reported with the reason and the others are done. `password_reset` mails each "
+        "user a reset link. Refused as a whole: an unknown role or group (404), a caller "
+        "holding the permission nowhere (403), a missing role / group field (400)."
+    ),
+)
+def batch(call: Call) -> Reply:
+    body: BatchIn = call.body
+    req = users_batch.request(body.action, body.user_ids, body.role, body.group)
+    result = users_batch.run(
+        call.svc,
+        call.actor,
+        req,
+        sessions=call.svc.sso_sessions,
+        send_reset=send_reset,
+    )
+    return Reply(
+        body=BatchOut(
+            action=result.action,
+            done=result.done,
+            failed=result.failed,
+            results=[BatchUserOut(**vars(r)) for r in result.results],
+        )
+    )
