@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     access,
     audit,
     clients,
+    federations,
     fields,
     groups,
     openapi,
