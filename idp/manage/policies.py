@@ -85,8 +85,7 @@ def update(
                 raise SettingError(f"{name} cannot be changed here", name)
             if name in locked:
                 raise SettingError(
-                    f"{name} is set by an environment variable, which always wins; "
-                    "change it there",
+                    f"{name} is set by an environment variable, which always wins; change it there",
                     name,
                 )
     current = ctx.svc.settings

@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     org,
     roles,
     saml_providers,
+    settings,
     users,
     users_bulk,
 )
