@@ -90,7 +90,8 @@ def actor_names(ctx: Context, actors: Iterable[str | None]) -> dict[str, str]:
     wanted = {a for a in actors if a}
     if not wanted:
         return {}
-    return dict(ctx.db.execute(select(User.uuid, User.username).where(User.uuid.in_(wanted))))
+    rows = ctx.db.execute(select(User.uuid, User.username).where(User.uuid.in_(wanted)))
+    return {uuid: name for uuid, name in rows}
 
 
 def export(ctx: Context, q: AuditQuery, fmt: str) -> Iterator[AuditEvent]:

@@ -63,7 +63,7 @@ def _resolve(ctx, args: dict[str, str], query: dict[str, Any]) -> None:
     query["target"] = audit.subject_for(ctx, args["target"]) if args["target"] else None
 
 
-@bp.route("/audit")
+@bp.route("/audit", endpoint="audit")
 def audit_log():
     args, errors, query = _filters()
     page = _number("page", 1)
