@@ -7,7 +7,6 @@ under the environment. The other functions work in the caller's session.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,38 +23,15 @@ from .models_config import AppliedSetting
 
 Applied = dict[str, dict[str, Any]]
 
-# One reserved row holds the settings generation: a fresh random token written in the same
-# transaction as every change, so each worker of each node sees with one primary-key read
-# whether its settings are still current (``idp.manage.policies.LiveSettings``).
-_META = ("~meta", "generation")
-
 
 def rows(db: Session) -> Applied:
     """{section: {key: value}} of every stored policy setting."""
     out: Applied = {}
     for row in db.scalars(
-        select(AppliedSetting)
-        .where(AppliedSetting.section != _META[0])
-        .order_by(AppliedSetting.section, AppliedSetting.key)
+        select(AppliedSetting).order_by(AppliedSetting.section, AppliedSetting.key)
     ):
         out.setdefault(row.section, {})[row.key] = row.value
     return out
-
-
-def generation(db: Session) -> str:
-    """The current settings generation ("" before the first change)."""
-    value = db.scalar(
-        select(AppliedSetting.value).where(
-            AppliedSetting.section == _META[0], AppliedSetting.key == _META[1]
-        )
-    )
-    return str(value or "")
-
-
-def bump_generation(db: Session, at: datetime) -> str:
-    token = secrets.token_hex(8)
-    put(db, *_META, token, at)
-    return token
 
 
 def put(db: Session, section: str, key: str, value: Any, at: datetime) -> None:

@@ -139,9 +139,7 @@ class MfaEnrollStep:
             return StepResult(False, "bad_code")
         ctx.svc.store.delete(_enrol_key(ctx))
         totp.save(ctx.svc, ctx.db, ctx.user.id, secret, first_step=step)
-        audit(
-            ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True
-        )
+        audit(ctx.db, "mfa.totp_enrolled", actor=ctx.user.uuid, target=ctx.user.uuid, at_login=True)
         more: list[str] = []
         if ctx.svc.settings.mfa.backup_codes > 0:
             codes = backup_codes.regenerate(ctx.svc, ctx.db, ctx.user.id)
@@ -206,9 +204,7 @@ class ExpiryNoticeStep:
     form_class = ContinueForm
 
     def challenge(self, ctx: StepContext) -> dict[str, Any]:
-        age = password_age(
-            password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow()
-        )
+        age = password_age(password_policy(), ctx.user.password_changed_at, ctx.svc.clock.utcnow())
         return {"days_left": age.days_left}
 
     def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:

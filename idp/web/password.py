@@ -246,9 +246,7 @@ def _mail_link(
     else:
         token = _tokens().issue(purpose, claims)
         link = absolute(endpoint, token=token)
-        queue_mail(
-            user.email, template or purpose, subject, user=user, link=link, minutes=minutes
-        )
+        queue_mail(user.email, template or purpose, subject, user=user, link=link, minutes=minutes)
         audit(db, action, target=user.uuid, sent=True)
     db.commit()
 
