@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from admin_kit import console_csrf, make_admin, signed_in
-from api_kit import api, service_token
 from directory_api_kit import snapshot
 from login_kit import outbox
 from sqlalchemy import select
@@ -256,59 +255,3 @@ def test_delivery_settings_are_shown_read_only_with_the_password_masked(make_app
     assert "smtp://mailer:***@mail.example.org:587" in html
     assert "s3cret-pw" not in html
     assert "needs a restart" in html
-
-
-# --- the API ---------------------------------------------------------------------------------
-
-
-def test_api_reads_and_patches_the_same_settings(app):
-    svc = app.extensions["idp"]
-    token = service_token(app)
-    client = app.test_client()
-    body = api(client, "GET", "/api/v1/settings", token).get_json()
-    assert body["sections"]["password_policy"]["min_length"] == {
-        "value": 10,
-        "source": "file",
-        "editable": True,
-    }
-    resp = api(
-        client,
-        "PATCH",
-        "/api/v1/settings",
-        token,
-        json={"lockout": {"max_failures": 3}, "registration": {"enabled": True}},
-    )
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert resp.get_json()["sections"]["lockout"]["max_failures"]["source"] == "database"
-    assert svc.settings.lockout.max_failures == 3 and svc.settings.registration.enabled
-    assert {e.target for e in _events(svc, "config.policy_set")} == {
-        "lockout.max_failures",
-        "registration.enabled",
-    }
-
-
-def test_api_refuses_bad_values_and_other_settings_storing_nothing(app):
-    svc = app.extensions["idp"]
-    token = service_token(app)
-    client = app.test_client()
-    before = snapshot(svc)
-    for patch, field in [
-        ({"session": {"idle_minutes": 0}}, "session.idle_minutes"),
-        ({"lockout": {"max_failures": 3}, "mfa": {"totp_digits": 9}}, "mfa.totp_digits"),
-        ({"oidc": {"code_lifetime": 600}}, "oidc.code_lifetime"),
-        ({"mfa": {"sms_password": "x"}}, "mfa.sms_password"),
-    ]:
-        resp = api(client, "PATCH", "/api/v1/settings", token, json=patch)
-        assert resp.status_code == 400, resp.get_data(as_text=True)
-        assert resp.get_json()["errors"][0]["field"] == field
-    assert snapshot(svc) == before
-
-
-def test_api_needs_the_policy_permissions(app):
-    client = app.test_client()
-    auditor = service_token(app, roles=("Auditor",))
-    assert api(client, "GET", "/api/v1/settings", auditor).status_code == 403
-    reader = service_token(app, roles=("Read-only",))
-    assert api(client, "GET", "/api/v1/settings", reader).status_code == 200
-    resp = api(client, "PATCH", "/api/v1/settings", reader, json={"lockout": {"max_failures": 3}})
-    assert resp.status_code == 403

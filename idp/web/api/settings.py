@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 
 from ...manage import policies
-from ...settings import redact
+from ...settings import applied_keys, load_defaults, redact
 from ..live_settings import live_settings
+from .common import Strict
 from .framework import ApiProblem, Call, Reply, operation
+from .shapes import json_int
 
 
 class SettingOut(BaseModel):
@@ -23,8 +33,33 @@ class SettingsOut(BaseModel):
     sections: dict[str, dict[str, SettingOut]]
 
 
-class SettingsPatch(RootModel[dict[str, dict[str, Any]]]):
-    """{section: {key: value}}: only the keys to change."""
+_TYPES: dict[type, Any] = {
+    bool: StrictBool,
+    int: json_int(-(2**31), 2**31 - 1),
+    float: StrictFloat | StrictInt,
+    str: Annotated[StrictStr, Field(max_length=2000, pattern=r"^[^\x00]*$")],
+    list: Annotated[
+        list[Annotated[StrictStr, Field(max_length=500, pattern=r"^[^\x00]*$")]],
+        Field(max_length=100),
+    ],
+}
+
+
+def _patch_model() -> type[BaseModel]:
+    """{section: {key: value}} with the policy keys only, each of its setting's type (unknown
+    keys and wrong types are 400 before any rule runs)."""
+    defaults = load_defaults()
+    sections: dict[str, Any] = {}
+    for section, keys in applied_keys(defaults).items():
+        fields: dict[str, Any] = {
+            key: (_TYPES[type(defaults[section][key])] | None, None) for key in keys
+        }
+        model = create_model(f"{section.title().replace('_', '')}Patch", __base__=Strict, **fields)
+        sections[section] = (model | None, None)
+    return create_model("SettingsPatch", __base__=Strict, **sections)
+
+
+SettingsPatch = _patch_model()
 
 
 def _shape(call: Call) -> SettingsOut:
@@ -70,24 +105,30 @@ def read_settings(call: Call) -> Reply:
     summary="Change policy settings",
     body=SettingsPatch,
     response=SettingsOut,
-    errors=(400, 403),
+    errors=(400, 403, 409),
     description=(
-        "Checked together with the settings' own rules; a refused value (400, the field named "
-        "in `errors`) stores nothing. Keys an environment variable sets are refused. Every "
-        "change is audited (old and new value) and applies on every node from its next request."
+        "Only the policy keys, each of its setting's type (else 400). The values are then "
+        "checked together with the settings' own rules: a refused value, or a key an "
+        "environment variable sets, is 409 with the field named in `errors`, and nothing is "
+        "stored. Every change is audited (old and new value) and applies on every node from "
+        "its next request."
     ),
 )
 def patch_settings(call: Call) -> Reply:
-    changes: dict[str, dict[str, Any]] = call.body.root
+    changes = {
+        section: values
+        for section, values in call.body.model_dump(exclude_unset=True).items()
+        if values
+    }
     try:
         with call.transaction() as ctx:
             policies.update(ctx, changes, live_settings().locked())
     except policies.SettingError as exc:
         raise ApiProblem(
-            400,
-            "Invalid request",
+            409,
+            "Conflict",
             str(exc),
-            kind="invalid-request",
+            kind="conflict",
             errors=[{"field": exc.field or "(body)", "message": str(exc)}],
         ) from None
     live_settings().check()
