@@ -5,7 +5,7 @@ file (the environment still wins).
 
 Permissions: ``config:policies:read`` / ``config:policies:update``. Every change is checked
 with the settings module's own rules first (``idp.settings.with_applied``), audited (old and
-new value, secrets redacted), and bumps the settings generation once it has committed: each
+new value, secrets redacted), and bumps the settings generation in the same transaction: each
 worker of each node compares that generation on its next request (:class:`LiveSettings`) and
 reloads, so a change applies without a restart.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Callable, Mapping, Set
 from typing import Any
 
@@ -38,16 +37,9 @@ class SettingError(ValidationError):
         self.field = field
 
 
-# The settings generation: a fresh random token in the shared store (the database table or
-# Redis every worker of every node uses), written once a change has committed. Each worker
-# compares it on every request (one store read) and reloads when it moved.
-GENERATION_KEY = "settings:generation"
-GENERATION_TTL = 10 * 365 * 86400.0
-
-
 def bump_generation(ctx: Context) -> None:
-    store = ctx.svc.store
-    ctx.after_commit(lambda: store.put(GENERATION_KEY, secrets.token_hex(8), GENERATION_TTL))
+    """Every worker of every node reloads its settings on its next request (same transaction)."""
+    applied_settings.bump_generation(ctx.db)
 
 
 def stored(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -141,14 +133,14 @@ def _plain(value: Any) -> Any:
 
 class LiveSettings:
     """Keeps one app's running settings current with the database: :meth:`check` reads the
-    settings generation (one read of the shared store) and, when another worker or node changed the
+    settings generation (one primary-key read) and, when another worker or node changed the
     stored settings, rebuilds the settings from the same layers as at start (defaults, TOML,
     stored values, environment, overrides) and hands them to the running services."""
 
     def __init__(self, svc: Any, overrides: Mapping[str, Any] | None) -> None:
         self.svc = svc
         self.overrides = dict(overrides or {})
-        self.seen: str | None = None  # None: no change since the store was empty
+        self.seen = -1
 
     def locked(self) -> set[str]:
         """Dotted names set by the environment or the app's overrides: not changeable here."""
@@ -165,17 +157,18 @@ class LiveSettings:
     def start(self) -> None:
         """Note the generation the app's settings were loaded with (at app build)."""
         try:
-            self.seen = self.svc.store.get(GENERATION_KEY)
+            with self.svc.sessions() as db:
+                self.seen = applied_settings.generation(db)
         except SQLAlchemyError:
-            self.seen = "?"  # not migrated yet: the first request that can read it reloads
+            self.seen = -1  # not migrated yet: the first request that can read it reloads
 
     def check(self) -> bool:
         """Reload when the stored generation moved; True when it did."""
         try:
-            current = self.svc.store.get(GENERATION_KEY)
-            if current == self.seen:
-                return False
             with self.svc.sessions() as db:
+                current = applied_settings.generation(db)
+                if current == self.seen:
+                    return False
                 applied = applied_settings.rows(db)
         except SQLAlchemyError:
             return False  # the readiness probe reports the database; the page works on

@@ -1,5 +1,5 @@
 """Settings changed in the database apply without a restart: before each request the app
-compares the settings generation in the shared store (one read) and reloads when it moved
+compares the settings generation in the database (one primary-key read) and reloads when it moved
 (``idp.manage.policies.LiveSettings``). Static files and health probes skip the check."""
 
 from __future__ import annotations

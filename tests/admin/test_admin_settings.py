@@ -255,3 +255,17 @@ def test_delivery_settings_are_shown_read_only_with_the_password_masked(make_app
     assert "smtp://mailer:***@mail.example.org:587" in html
     assert "s3cret-pw" not in html
     assert "needs a restart" in html
+
+
+def test_a_stored_value_that_fails_validation_keeps_the_running_settings(app, root, caplog):
+    """A row written around the checks (by hand in the database) does not take a worker down:
+    it keeps the settings it has and logs why."""
+    from idp.storage import applied_settings
+
+    svc = app.extensions["idp"]
+    with svc.sessions.begin() as db:
+        applied_settings.put(db, "session", "idle_minutes", 0, svc.clock.utcnow())
+        applied_settings.bump_generation(db)
+    assert root.get("/admin/settings").status_code == 200
+    assert svc.settings.session.idle_minutes == 30
+    assert "stored settings not applied" in caplog.text
