@@ -24,14 +24,15 @@ from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services, load_effective_settings
+from .web import live_settings
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
+from .web.assets import asset_url
 from .web.csp import content_security_policy, csp_nonce
 from .web.mfa import deliver_code
 from .web.scim import PREFIX as SCIM_PREFIX
 from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
-from .web.assets import asset_url
 from .web.ui import frame_context
 from .web.webauthn import WebAuthnFactor
 
@@ -117,6 +118,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     _install_request_hooks(app, settings.logging.access_log)
+    live_settings.install(app, svc, overrides)
     _install_error_handlers(app)
 
     for module in BLUEPRINTS:
@@ -127,11 +129,12 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 
     @app.context_processor
     def _branding():
+        branding = svc.settings.branding  # the current one: settings reload without a restart
         return {
-            "branding": settings.branding,
+            "branding": branding,
             "request_id": getattr(g, "request_id", None),
             "csp_nonce": csp_nonce(),
-            **frame_context(settings.branding),
+            **frame_context(branding),
         }
 
     return app

@@ -58,6 +58,8 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
         "reauth_minutes",
     ),
     "session": None,
+    "registration": None,
+    "branding": None,
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
@@ -434,6 +436,71 @@ def _validate_policies(s: dict[str, Any]) -> None:
             raise ConfigError(f"setting session.{key} must be at least 1")
     if not 0 <= s["session"]["remember_me_days"] <= 3650:
         raise ConfigError("setting session.remember_me_days must be between 0 and 3650")
+    _validate_branding(s["branding"])
+    for address in s["registration"]["admin_emails"]:
+        if not _EMAIL.fullmatch(address):
+            raise ConfigError(
+                f"setting registration.admin_emails: {address!r} is not an e-mail address"
+            )
+    for domain in s["registration"]["allowed_domains"]:
+        if not _DOMAIN.fullmatch(domain):
+            raise ConfigError(f"setting registration.allowed_domains: {domain!r} is not a domain")
+
+
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_LANGUAGE = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-zA-Z0-9-]{1,63}\.)+[a-zA-Z]{2,63}")
+
+
+def _validate_branding(b: dict[str, Any]) -> None:
+    """[branding]: colours are #rrggbb (they go into a style sheet), the logo is an absolute
+    http(s) URL or a path on this server, texts are short and on one line."""
+    for key in ("primary_color", "background_color", "text_color"):
+        if not _COLOR.fullmatch(b[key]):
+            raise ConfigError(f"setting branding.{key} must be a colour like #1d4ed8")
+    logo = b["logo_url"]
+    if logo and not logo.startswith("/"):
+        _check_url("branding.logo_url", logo, {"http", "https"})
+    if logo and any(c in logo for c in "\"'<>\\ ") or logo.startswith("//"):
+        raise ConfigError("setting branding.logo_url must be a plain URL")
+    if not 1 <= len(b["product_name"].strip()) <= 80 or "\n" in b["product_name"]:
+        raise ConfigError("setting branding.product_name must be 1-80 characters on one line")
+    if len(b["support_text"]) > 500:
+        raise ConfigError("setting branding.support_text must be at most 500 characters")
+    if not b["languages"] or not all(_LANGUAGE.fullmatch(x) for x in b["languages"]):
+        raise ConfigError("setting branding.languages must be language codes such as en, de")
+
+
+def environment_keys(
+    defaults: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> set[str]:
+    """The dotted names of the settings an ``IDP_*`` environment variable sets (they win over
+    everything stored, so screens show them read-only)."""
+    environ = os.environ if environ is None else environ
+    names = _env_map(load_defaults() if defaults is None else dict(defaults))
+    return {
+        f"{section}.{key}" if section else key
+        for name, (section, key) in names.items()
+        if name in environ
+    }
+
+
+def with_applied(base: Section, changes: Mapping[str, Mapping[str, Any]]) -> Section:
+    """``base`` (running settings) with policy ``changes`` laid over them, checked with the same
+    rules as :func:`load_settings`: raises ConfigError naming the first bad setting."""
+    defaults = load_defaults()
+    allowed = applied_keys(defaults)
+    for section, values in changes.items():
+        for key in values:
+            if key not in allowed.get(section, ()):
+                raise ConfigError(f"{section}.{key} in {APPLIED_ORIGIN} is not a policy setting")
+    merged: dict[str, Any] = base.as_dict()
+    _merge(defaults, changes, APPLIED_ORIGIN, merged)
+    _derive_and_validate(merged, {"auth.backends"})
+    return Section(
+        "", {k: Section(f"{k}.", v) if isinstance(v, dict) else v for k, v in merged.items()}
+    )
 
 
 def _derive_backends(s: dict[str, Any], explicit: AbstractSet[str]) -> None:

@@ -1,14 +1,20 @@
-"""Reading the audit log (``audit:log:read``): filtered, newest first, one page at a time."""
+"""Reading the audit log (``audit:log:read``): filtered, newest first, one page at a time; one
+event; and the export of a filtered log, streamed in chunks (the export is itself audited)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
-from ..storage.models import AuditEvent
+from ..errors import NotFound
+from ..storage.models import AuditEvent, User
 from .context import Context
+
+EXPORT_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -22,10 +28,8 @@ class AuditQuery:
     per_page: int = 25
 
 
-def search(ctx: Context, q: AuditQuery) -> tuple[list[AuditEvent], int]:
-    """(rows of the page, total rows matching)."""
-    ctx.require("audit:log:read")
-    where = []
+def _where(q: AuditQuery) -> list[Any]:
+    where: list[Any] = []
     if q.action:
         where.append(
             AuditEvent.action.startswith(q.action, autoescape=True)
@@ -40,6 +44,13 @@ def search(ctx: Context, q: AuditQuery) -> tuple[list[AuditEvent], int]:
         where.append(AuditEvent.at >= q.since)
     if q.until:
         where.append(AuditEvent.at < q.until)
+    return where
+
+
+def search(ctx: Context, q: AuditQuery) -> tuple[list[AuditEvent], int]:
+    """(rows of the page, total rows matching)."""
+    ctx.require("audit:log:read")
+    where = _where(q)
     total = ctx.db.scalar(select(func.count()).select_from(AuditEvent).where(*where)) or 0
     rows = ctx.db.scalars(
         select(AuditEvent)
@@ -49,3 +60,74 @@ def search(ctx: Context, q: AuditQuery) -> tuple[list[AuditEvent], int]:
         .offset((q.page - 1) * q.per_page)
     ).all()
     return list(rows), total
+
+
+def get(ctx: Context, event_id: int) -> AuditEvent:
+    ctx.require("audit:log:read")
+    row = ctx.db.get(AuditEvent, event_id)
+    if row is None:
+        raise NotFound(f"no audit event {event_id}")
+    return row
+
+
+def actions(ctx: Context) -> list[str]:
+    """Every event type the log holds, for a filter's choices (the action column is indexed)."""
+    ctx.require("audit:log:read")
+    return list(ctx.db.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
+
+
+def subject_for(ctx: Context, text: str) -> str:
+    """What the actor or target column holds for ``text``: a username becomes the user's id (the log
+    records people by id, so an erased person's rows keep no name); anything else as it is."""
+    ctx.require("audit:log:read")
+    found = ctx.db.scalar(select(User.uuid).where(User.username == text))
+    return found or text
+
+
+def actor_names(ctx: Context, actors: Iterable[str | None]) -> dict[str, str]:
+    """{actor id: username} for the user ids among ``actors`` (one query for a page)."""
+    ctx.require("audit:log:read")
+    wanted = {a for a in actors if a}
+    if not wanted:
+        return {}
+    rows = ctx.db.execute(select(User.uuid, User.username).where(User.uuid.in_(wanted)))
+    return {uuid: name for uuid, name in rows}
+
+
+def export(ctx: Context, q: AuditQuery, fmt: str) -> Iterator[AuditEvent]:
+    """Every row matching ``q`` (its page is ignored), newest first, read in chunks of
+    ``EXPORT_CHUNK`` by keyset (each chunk its own short read, so a long export holds no
+    transaction open). The export is audited in ``ctx``'s transaction, before any row goes out."""
+    ctx.require("audit:log:read")
+    filters = {k: v for k, v in asdict(q).items() if v and k not in ("page", "per_page")}
+    ctx.audit("audit.exported", None, format=fmt, filters={k: str(v) for k, v in filters.items()})
+    return _chunks(ctx, q)
+
+
+def _chunks(ctx: Context, q: AuditQuery) -> Iterator[AuditEvent]:
+    sessions = ctx.svc.sessions
+    where = _where(q)
+    last: tuple[datetime, int] | None = None
+    while True:
+        after = []
+        if last is not None:
+            after.append(
+                or_(
+                    AuditEvent.at < last[0],
+                    and_(AuditEvent.at == last[0], AuditEvent.id < last[1]),
+                )
+            )
+        with sessions() as db:
+            rows = list(
+                db.scalars(
+                    select(AuditEvent)
+                    .where(*where, *after)
+                    .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+                    .limit(EXPORT_CHUNK)
+                )
+            )
+            db.expunge_all()
+        yield from rows
+        if len(rows) < EXPORT_CHUNK:
+            return
+        last = (rows[-1].at, rows[-1].id)

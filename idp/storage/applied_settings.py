@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -19,9 +19,32 @@ from sqlalchemy.orm import Session
 from ..errors import StartupError
 from ..settings import Section, redact_url
 from .db import make_engine
+from .models import RbacState
 from .models_config import AppliedSetting
 
 Applied = dict[str, dict[str, Any]]
+
+# The settings generation: row 3 of the shared generation table ``rbac_state`` (1: RBAC,
+# 2: claim rules), bumped in the same transaction as every stored change, so each worker of
+# each node sees with one primary-key read whether its settings are still current.
+SETTINGS_STATE_ID = 3
+
+
+def generation(db: Session) -> int:
+    return int(
+        db.scalar(select(RbacState.generation).where(RbacState.id == SETTINGS_STATE_ID)) or 0
+    )
+
+
+def bump_generation(db: Session) -> None:
+    done = db.execute(
+        update(RbacState)
+        .where(RbacState.id == SETTINGS_STATE_ID)
+        .values(generation=RbacState.generation + 1)
+    )
+    if done.rowcount == 0:
+        db.add(RbacState(id=SETTINGS_STATE_ID, generation=1))
+        db.flush()
 
 
 def rows(db: Session) -> Applied:

@@ -64,5 +64,6 @@ def jwks():
     published = ring.published(svc.clock.utcnow())
     # Keyed by the published kids: a rotation, or a previous key passing its overlap,
     # changes the document (and its ETag) at once.
-    return _cacheable(("jwks", *(k.kid for k in published)),
-                      lambda: {"keys": [k.public for k in published]}, 300)
+    return _cacheable(
+        ("jwks", *(k.kid for k in published)), lambda: {"keys": [k.public for k in published]}, 300
+    )

@@ -89,5 +89,5 @@ class Plan:
             for client_id, secret in self.generated_secrets.items():
                 out.append(f"client {client_id}: generated secret (shown once): {secret}")
             if self.restart_needed:
-                out.append("policies changed: each node uses them from its next start (restart)")
+                out.append("policies changed: running nodes apply them on their next request")
         return out

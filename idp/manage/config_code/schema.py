@@ -74,6 +74,8 @@ class PoliciesSpec(_Strict):
     lockout: dict[str, Any] | None = None
     mfa: dict[str, Any] | None = None
     session: dict[str, Any] | None = None
+    registration: dict[str, Any] | None = None
+    branding: dict[str, Any] | None = None
 
 
 class Document(_Strict):

@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     role_holders,
     roles,
     saml_providers,
+    settings,
     stats,
     users,
     users_batch,
