@@ -161,7 +161,9 @@ def test_kept_login_page_with_the_passkey_script_has_this_responses_nonce(make_a
     for _ in range(3):
         resp = client.get("/login")
         assert 'id="passkey-login"' in resp.get_data(as_text=True)
-        assert assert_scripts_carry(resp.get_data(as_text=True), nonce_of(resp)) == 1 + DESIGN_SCRIPTS
+        assert (
+            assert_scripts_carry(resp.get_data(as_text=True), nonce_of(resp)) == 1 + DESIGN_SCRIPTS
+        )
         seen.add(nonce_of(resp))
     assert len(seen) == 3
 

@@ -8,11 +8,7 @@ One Blueprint, ``admin``; each area is a module that adds its routes to it."""
 
 from __future__ import annotations
 
-from flask import Blueprint
-
-bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-from . import (  # noqa: E402  (the area modules add their routes to bp)
+from . import (  # the area modules add their routes to bp
     apps,
     audit,
     dashboard,
@@ -25,6 +21,7 @@ from . import (  # noqa: E402  (the area modules add their routes to bp)
     users,
     users_bulk,
 )
+from .blueprint import bp
 
 __all__ = [
     "apps",

@@ -22,7 +22,6 @@ from ...errors import Conflict, NotFound, ValidationError
 from ...manage import claim_rules, clients, roles
 from ...storage.clients import DEFAULT_SCOPE
 from ..api.clients import ClientMetadataIn, ClientMetadataPatch
-from . import bp
 from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
@@ -33,6 +32,7 @@ from .apps_common import (
     rule_from_form,
     take_secret,
 )
+from .blueprint import bp
 from .guard import console
 
 ACTIVE = "admin.clients"

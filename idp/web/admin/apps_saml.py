@@ -27,7 +27,6 @@ from ...manage import service_providers as sps
 from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS, parse_entity
 from ..api.saml_providers import entity_id_of, provider_id
 from ..current import svc
-from . import bp
 from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
@@ -36,6 +35,7 @@ from .apps_common import (
     mapped,
     rule_from_form,
 )
+from .blueprint import bp
 from .guard import console
 
 ACTIVE = "admin.saml_providers"

@@ -14,7 +14,7 @@ from ...errors import Forbidden, NotFound
 from ...manage import audit
 from ..audit_export import FORMATS, stream
 from ..events import event_label
-from . import bp
+from .blueprint import bp
 from .guard import console
 
 PAGE_SIZES = (10, 25, 50, 100)

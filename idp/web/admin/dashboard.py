@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 
 from ...manage import stats
 from ..events import event_label
-from . import bp
+from .blueprint import bp
 from .guard import console
 
 WIDTH, HEIGHT = 720, 220

@@ -14,7 +14,7 @@ from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
 from ...manage import users as manage_users
 from ...manage.context import Context
-from . import bp
+from .blueprint import bp
 from .directory_common import BadTime, attempt, int_arg, optional, paging, refusals, text, until
 from .guard import console
 

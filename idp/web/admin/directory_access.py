@@ -14,7 +14,7 @@ from ...errors import Forbidden
 from ...manage import access as manage_access
 from ...manage import roles as manage_roles
 from ...manage import users as manage_users
-from . import bp
+from .blueprint import bp
 from .directory import user_by_name
 from .directory_common import BadTime, attempt, int_arg, paging, refusals, text, until
 from .guard import console

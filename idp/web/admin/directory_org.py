@@ -8,7 +8,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from ...manage import org as manage_org
-from . import bp
+from .blueprint import bp
 from .directory_common import attempt, int_arg, paging, refusals, text
 from .guard import console
 

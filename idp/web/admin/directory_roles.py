@@ -18,7 +18,7 @@ from ...manage import permission_groups as manage_pgs
 from ...manage import roles as manage_roles
 from ...manage import users as manage_users
 from ...manage.context import Context
-from . import bp
+from .blueprint import bp
 from .directory import user_by_name
 from .directory_common import (
     BadTime,

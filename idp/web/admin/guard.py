@@ -31,7 +31,7 @@ from ...manage.context import Actor, Context, transaction
 from ..current import svc
 from ..requestinfo import client_ip, require_user
 from ..sso import sessions
-from . import bp
+from .blueprint import bp
 from .nav import NAV, SECTIONS
 
 CONSOLE_PERMISSION = "console:admin:access"

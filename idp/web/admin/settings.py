@@ -23,7 +23,7 @@ from ...settings import env_name, load_defaults, redact_url
 from ..current import svc
 from ..live_settings import live_settings
 from ..mailing import send_mail
-from . import bp
+from .blueprint import bp
 from .guard import console
 
 log = logging.getLogger("idp.admin")

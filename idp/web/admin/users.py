@@ -40,7 +40,7 @@ from ..current import svc
 from ..devices import describe
 from ..events import event_label
 from ..password_policy import policy_help, violation_text
-from . import bp
+from .blueprint import bp
 from .guard import console
 
 PER_PAGE = (10, 25, 50, 100)

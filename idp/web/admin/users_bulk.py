@@ -38,7 +38,8 @@ from ...manage.user_import import MATCH_KEYS
 from ...manage.user_sheet import COLUMNS, CSV_MEDIA_TYPE
 from ..current import svc
 from ..reset_link import send_reset
-from . import bp, import_jobs
+from . import import_jobs
+from .blueprint import bp
 from .guard import console
 
 # How long the upload (or "Import") request waits for its run before showing the progress
