@@ -420,3 +420,27 @@ def test_real_consents_show_open_only_for_a_safe_client_uri(app, svc, client):
     assert 'Open<span class="visually-hidden"> Wiki</span>' in page
     assert "javascript:" not in page and 'Open<span class="visually-hidden"> Evil' not in page
     assert "Your e-mail address" in page
+
+
+def test_password_change_reports_every_broken_rule_beside_its_field(app, client, svc):
+    """Issue 23: every failed rule at once, beside the new-password field; the mismatch beside
+    the repeat field; the stored hash unchanged."""
+    before = user_row(svc, "ann").password_hash
+    page = client.get("/account/password").get_data(as_text=True)
+    resp = client.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf(page),
+            "current_password": GOOD,
+            "new_password": "ann",
+            "confirm": "something else",
+        },
+    )
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    beside = re.search(r'<ul class="field-error" id="new_password-error">(.*?)</ul>', html, re.S)
+    assert beside, "the rules are not listed beside the new-password field"
+    assert beside.group(1).count("<li>") >= 2
+    assert 'id="confirm-error"' in html and "do not match" in html
+    assert 'aria-describedby="password-rules new_password-error"' in html
+    assert user_row(svc, "ann").password_hash == before

@@ -78,6 +78,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         f"thread{'s' if threads > 1 else ''} each), issuer {issuer}"
     )
     click.echo(f"  Sign in:   {issuer}/login   (account page: {issuer}/account/)")
+    click.echo(f"  Console:   {issuer}/admin/   (administrators)")
     click.echo(f"  Discovery: {issuer}/.well-known/openid-configuration")
     click.echo(f"  JWKS:      {issuer}/jwks")
     click.echo(f"  SAML:      {issuer}/saml/metadata")

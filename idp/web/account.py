@@ -444,12 +444,14 @@ def password():
                 problems=[POLICY_MESSAGES["too_soon"]],
                 **page,
             )
-        if form.new_password.data != form.confirm.data:
-            problems = [_("The two passwords do not match.")]
-        else:
-            problems = password_problems(db, user, form.new_password.data)
+        # Every broken rule at once, beside the field it is about.
+        problems = password_problems(db, user, form.new_password.data)
         if problems:
-            return _page("account/password.html", user, 400, problems=problems, **page)
+            form.new_password.errors = problems
+        if form.new_password.data != form.confirm.data:
+            form.confirm.errors = [_("The two passwords do not match.")]
+        if problems or form.confirm.errors:
+            return _page("account/password.html", user, 400, **page)
         ended = session_index.end_user_sessions(db, sessions(), user.id, keep_sid=g.sid)
         set_password(db, user, form.new_password.data, reason="self-service")
         db.commit()

@@ -1,10 +1,12 @@
-"""The gallery: every signed-out page state and every account page, at 1280x900 and 390x844, in
-light and dark, in English and German: a screenshot each (artifacts/browser/gallery-…), no
-serious or critical axe-core violation, and no sideways scrolling down to 320 px.
+"""The gallery: every signed-out page state, every account page and every console screen, at
+1280x900 and 390x844, in light and dark, in English and German: a screenshot each
+(artifacts/browser/gallery-…), no serious or critical axe-core violation, and no sideways
+scrolling down to 320 px.
 
-Pages are data: ``SIGNED_OUT`` and ``SIGNED_IN`` list (name, how to reach it); add console pages
-to ``SIGNED_IN`` the same way. One server and one Chromium for the module; one browser context
-per colour scheme and language, signed in once for the signed-in pages."""
+Pages are data: ``SIGNED_OUT`` and ``SIGNED_IN`` list (name, how to reach it); the console's
+pages are in ``SIGNED_IN`` too (the signed-in person is an Administrator). One server and one
+Chromium for the module; one browser context per colour scheme and language, signed in once
+for the signed-in pages."""
 
 from __future__ import annotations
 
@@ -13,10 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from admin_kit import make_admin
 from browser_kit import NARROW, WIDE, axe_violations, scrolls_sideways, shot
 from login_kit import GOOD, link_in, make_user, outbox
 from mfa_kit import enrol_totp
 from signin_kit import chromium, running_server
+from sqlalchemy import select
+
+from idp.storage.directory import Directory
+from idp.storage.models import Role, User
 
 Reach = Callable[[Any, str, dict], None]
 
@@ -74,6 +81,27 @@ SIGNED_IN: list[tuple[str, Reach]] = [
     ("account-activity", _go("/account/activity")),
     ("account-apps", _go("/account/apps")),
     ("account-security-questions", _go("/account/security-questions")),
+    # The admin console (ann is an Administrator).
+    ("admin-dashboard", _go("/admin/")),
+    ("admin-users", _go("/admin/users")),
+    ("admin-user", lambda page, base, ctx: page.goto(f"{base}/admin/users/{ctx['ann']}")),
+    ("admin-user-new", _go("/admin/users/new")),
+    ("admin-users-import", _go("/admin/users/import")),
+    ("admin-groups", _go("/admin/groups")),
+    ("admin-group", lambda page, base, ctx: page.goto(f"{base}/admin/groups/{ctx['group']}")),
+    ("admin-roles", _go("/admin/roles")),
+    ("admin-role", lambda page, base, ctx: page.goto(f"{base}/admin/roles/{ctx['role']}")),
+    ("admin-permission-groups", _go("/admin/permission-groups")),
+    ("admin-access", _go("/admin/access")),
+    ("admin-org", _go("/admin/org")),
+    ("admin-clients", _go("/admin/clients")),
+    ("admin-client", _go("/admin/clients/notes")),
+    ("admin-client-new", _go("/admin/clients/new")),
+    ("admin-saml", _go("/admin/saml")),
+    ("admin-saml-new", _go("/admin/saml/new")),
+    ("admin-federations", _go("/admin/saml/federations")),
+    ("admin-settings", _go("/admin/settings")),
+    ("admin-audit", _go("/admin/audit")),
     ("consent", _authorize),
     ("logout-confirm", _go("/logout")),
 ]
@@ -92,7 +120,14 @@ def site(tmp_path_factory):
         mfa={"policies": ["user:enrol"]},
     ) as (app, base):
         svc = app.extensions["idp"]
-        make_user(svc, "ann", given_name="Ann", family_name="Lee")
+        ann = make_admin(svc, "ann", given_name="Ann", family_name="Lee")
+        with svc.sessions.begin() as db:
+            directory = Directory(db, svc.clock)
+            group = directory.create_group("Engineering")
+            db.flush()
+            group_id = group.id
+            role_id = db.scalar(select(Role.id).where(Role.name == "Helpdesk"))
+            ann_uuid = db.get(User, ann).uuid
         make_user(svc, "forced", must_change_password=True)
         make_user(svc, "enrol")
         enrol_totp(svc, make_user(svc, "otp"))
@@ -111,6 +146,9 @@ def site(tmp_path_factory):
             ],
             "authorize_query": "client_id=notes&response_type=code&scope=openid%20email"
             "&redirect_uri=https://notes.example.org/cb&state=g",
+            "ann": ann_uuid,
+            "group": group_id,
+            "role": role_id,
         }
         yield app, base, ctx
 
