@@ -777,8 +777,8 @@ def test_export_and_apply_check_the_actors_permissions(inst, capsys, tmp_path, m
     with transaction(svc, actor) as ctx:
         assert export_document(ctx, os.environ)["roles"]["Read-only"]["permissions"] == [
             "*:*:read",
-            "oauth:scope:admin",
             "console:admin:access",
+            "oauth:scope:admin",
         ]
     before = snapshot(inst)
     with pytest.raises(Forbidden) as refused, transaction(svc, actor) as ctx:

@@ -74,7 +74,8 @@ def test_reset_for_unknown_address_looks_the_same_and_sends_nothing(make_app):
     a = post_form(app.test_client(), "/password/reset", {"email": "ghost@example.org"})
     b = post_form(app.test_client(), "/password/reset", {"email": "ann@example.org"})
     assert a.status_code == b.status_code == 200
-    assert a.get_data(as_text=True).split("<main")[1] == b.get_data(as_text=True).split("<main")[1]
+    main_a = a.get_data(as_text=True).split("<main")[1].split("</main>")[0]
+    assert main_a == b.get_data(as_text=True).split("<main")[1].split("</main>")[0]
     assert len(outbox(svc)) == 1
     assert counts(svc)["users"] == before["users"]
 

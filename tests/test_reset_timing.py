@@ -73,7 +73,7 @@ def smtp():
 
 
 def _main(resp) -> str:
-    return resp.get_data(as_text=True).split("<main")[1]
+    return resp.get_data(as_text=True).split("<main")[1].split("</main>")[0]
 
 
 def _timed_post(client, url: str, data: dict) -> tuple[float, object]:

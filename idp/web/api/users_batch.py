@@ -5,45 +5,56 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from ...manage import users_batch
 from ..reset_link import send_reset
 from .common import Strict
 from .framework import Call, Reply, operation
 
-_PLAIN = r"^[^\x00-\x1f\x7f]*$"
-UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=_PLAIN)]
-
-
-class BatchIn(Strict):
-    action: Literal[
-        "password_reset",
-        "assign_role",
-        "add_to_group",
-        "remove_from_group",
-        "deactivate",
-        "end_sessions",
-    ] = Field(description="What to do for every user")
-    user_ids: list[UserId] = Field(
+# A value with no control characters that is not blank (a blank role would be refused by data).
+_VALUE = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$"
+UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=_VALUE)]
+UserIds = Annotated[
+    list[UserId],
+    Field(
         min_length=1,
         max_length=users_batch.MAX_USERS,
         description="The users' ids (uuids); repeats count once",
-    )
-    role: str | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        pattern=_PLAIN,
-        description="assign_role: the global role's name",
-    )
-    group: str | None = Field(
-        None,
-        min_length=1,
-        max_length=1000,
-        pattern=_PLAIN,
-        description="add_to_group / remove_from_group: the group's path (staff/it)",
-    )
+    ),
+]
+RoleName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=_VALUE, description="The global role's name")
+]
+GroupPath = Annotated[
+    str,
+    Field(min_length=1, max_length=1000, pattern=_VALUE, description="The group's path (staff/it)"),
+]
+
+
+# One body shape per action (a oneOf with a discriminator in the OpenAPI document), so what
+# an action needs is part of the schema: assign_role carries a role, group actions a group.
+class PlainBatchIn(Strict):
+    action: Literal["password_reset", "deactivate", "end_sessions"]
+    user_ids: UserIds
+
+
+class RoleBatchIn(Strict):
+    action: Literal["assign_role"]
+    user_ids: UserIds
+    role: RoleName
+
+
+class GroupBatchIn(Strict):
+    action: Literal["add_to_group", "remove_from_group"]
+    user_ids: UserIds
+    group: GroupPath
+
+
+class BatchIn(
+    RootModel[Annotated[PlainBatchIn | RoleBatchIn | GroupBatchIn, Field(discriminator="action")]]
+):
+    """What to do for every user: ``action`` and what that action needs."""
 
 
 class BatchUserOut(BaseModel):
@@ -75,12 +86,14 @@ class BatchOut(BaseModel):
         "a user who fails (not found or out of the caller's reach, not allowed, a conflict) "
         "is reported with the reason and the others are done. `password_reset` mails each "
         "user a reset link. Refused as a whole: an unknown role or group (404), a caller "
-        "holding the permission nowhere (403), a missing role / group field (400)."
+        "holding the permission nowhere (403), a body that does not fit its action's shape (400)."
     ),
 )
 def batch(call: Call) -> Reply:
-    body: BatchIn = call.body
-    req = users_batch.request(body.action, body.user_ids, body.role, body.group)
+    body = call.body.root
+    req = users_batch.request(
+        body.action, body.user_ids, getattr(body, "role", None), getattr(body, "group", None)
+    )
     result = users_batch.run(
         call.svc,
         call.actor,
