@@ -65,7 +65,7 @@ def test_consent_allow_remembered_then_deny(server, page):
     try:
         page.goto(_authorize_url(base, rp.callback, "s1"))
         page.get_by_label("Username or e-mail").fill("ann")
-        page.get_by_label("Password").fill(GOOD)
+        page.get_by_label("Password", exact=True).fill(GOOD)
         page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_url(base + "/oauth2/consent*")
         assert page.get_by_role("heading").first.inner_text() == (

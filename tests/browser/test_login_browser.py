@@ -26,6 +26,7 @@ def test_sign_in_edit_profile_sign_out(server, page):
     page.get_by_label("Password", exact=True).fill(GOOD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(base + "/account/")
+    page.get_by_role("link", name="Profile", exact=True).click()  # from the overview
     page.get_by_label("Given name").fill("Annabel")
     page.get_by_label("Time zone").select_option("Europe/Berlin")
     page.get_by_role("button", name="Save profile").click()

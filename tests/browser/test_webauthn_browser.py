@@ -67,7 +67,7 @@ def test_enrol_a_passkey_then_sign_in_with_it_alone(localhost_server, page):
         "username webauthn"
     )
     page.get_by_label("Username or e-mail").fill("ann")
-    page.get_by_label("Password").fill(GOOD)
+    page.get_by_label("Password", exact=True).fill(GOOD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(base + "/account/")
 
