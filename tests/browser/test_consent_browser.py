@@ -45,15 +45,28 @@ def _client(svc, callback: str) -> None:
 
     with svc.sessions.begin() as db:
         ClientRegistry(db, svc.hasher, svc.sealer).create(
-            "notes", name="Team Notes", redirect_uris=[callback],
+            "notes",
+            name="Team Notes",
+            redirect_uris=[callback],
             scope="openid profile email offline_access",
-            extra={"policy_uri": "https://rp.example.org/privacy"})
+            extra={"policy_uri": "https://rp.example.org/privacy"},
+        )
 
 
 def _authorize_url(base: str, callback: str, state: str, scope: str = "openid profile email"):
-    return base + "/oauth2/authorize?" + urlencode({
-        "response_type": "code", "client_id": "notes", "redirect_uri": callback,
-        "scope": scope, "state": state})
+    return (
+        base
+        + "/oauth2/authorize?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": "notes",
+                "redirect_uri": callback,
+                "scope": scope,
+                "state": state,
+            }
+        )
+    )
 
 
 def test_consent_allow_remembered_then_deny(server, page):
@@ -69,11 +82,13 @@ def test_consent_allow_remembered_then_deny(server, page):
         page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_url(base + "/oauth2/consent*")
         assert page.get_by_role("heading").first.inner_text() == (
-            "Team Notes wants to access your account")
+            "Team Notes wants to access your account"
+        )
         scopes = page.locator("#scopes li").all_inner_texts()
         assert "Your e-mail address" in scopes and len(scopes) == 3
         assert page.get_by_role("link", name="Privacy policy").get_attribute("href") == (
-            "https://rp.example.org/privacy")
+            "https://rp.example.org/privacy"
+        )
         shot(page, "40-consent")
         page.get_by_role("button", name="Allow").click()
         page.wait_for_url(rp.callback + "*")
@@ -87,8 +102,9 @@ def test_consent_allow_remembered_then_deny(server, page):
         assert rp.last()["state"] == ["s2"] and rp.last()["code"]
 
         # More scope than consented (offline_access) asks again; Deny answers access_denied.
-        page.goto(_authorize_url(base, rp.callback, "s3",
-                                 scope="openid profile email offline_access"))
+        page.goto(
+            _authorize_url(base, rp.callback, "s3", scope="openid profile email offline_access")
+        )
         page.wait_for_url(base + "/oauth2/consent*")
         assert "Keep access while you are away" in page.content()
         page.get_by_role("button", name="Deny").click()
