@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from login_kit import GOOD  # noqa: E402
 from support import base_overrides, init_database, require  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,35 +32,69 @@ CHROMIUM_ARGS = [
 ]
 
 
-# Fixtures carry a name= so test modules can import them without shadowing their parameters.
-@pytest.fixture(name="serve")
-def serve_fixture(instance_dir) -> Iterator[Callable[..., tuple[Any, str]]]:
-    """serve(**overrides) -> (app, base URL): the app on a loopback port, issuer = that URL."""
+@contextmanager
+def running_server(
+    instance_dir, *, host: str = "127.0.0.1", **extra: Any
+) -> Iterator[tuple[Any, str]]:
+    """(app, base URL): the app on a loopback port, issuer = http://<host>:<port> (host
+    "localhost" where the browser refuses IP addresses, as for WebAuthn), extra settings
+    overrides; on exit the server stops, the mail queue drains and the engine is disposed."""
     from werkzeug.serving import make_server
 
     from idp.app import create_app
 
-    running = []
-
-    def start(**extra: Any) -> tuple[Any, str]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        overrides = base_overrides(instance_dir, issuer=f"http://127.0.0.1:{port}", **extra)
-        init_database(overrides)
-        app = create_app(overrides)
-        httpd = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        running.append((httpd, app))
-        return app, f"http://127.0.0.1:{port}"
-
-    yield start
-    for httpd, app in running:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://{host}:{port}"
+    overrides = base_overrides(instance_dir, issuer=base, **extra)
+    init_database(overrides)
+    app = create_app(overrides)
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield app, base
+    finally:
         httpd.shutdown()
         queue = app.extensions["idp"].mail_queue
         if queue is not None:
             queue.wait_idle(15)
         app.extensions["idp"].engine.dispose()
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium through Playwright (the test is skipped when it is not installed)."""
+    require(
+        os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install chromium)"
+    )
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def sign_in(page, base: str, username: str, password: str = GOOD, next: str | None = None):
+    """Sign in through the login form and wait for the landing page (next, else /account/)."""
+    page.goto(base + "/login" + (f"?next={next}" if next else ""))
+    page.get_by_label("Username or e-mail").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(base + (next or "/account/"))
+    return page
+
+
+# Fixtures carry a name= so test modules can import them without shadowing their parameters.
+@pytest.fixture(name="serve")
+def serve_fixture(instance_dir) -> Iterator[Callable[..., tuple[Any, str]]]:
+    """serve(**overrides) -> (app, base URL): the app on a loopback port, issuer = that URL."""
+    with ExitStack() as stack:
+        yield lambda **extra: stack.enter_context(running_server(instance_dir, **extra))
 
 
 @pytest.fixture(name="server")
@@ -68,16 +104,8 @@ def server_fixture(serve):
 
 @pytest.fixture(name="browser")
 def browser_fixture():
-    require(
-        os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install chromium)"
-    )
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(name="page")

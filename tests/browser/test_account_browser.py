@@ -6,66 +6,46 @@ Screenshots go to artifacts/browser/account-*.png."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
 
 import pytest
 from browser_kit import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     WIDE,
     axe_violations,
+    chromium,
     new_page,
+    running_server,
     scrolls_sideways,
     shot,
 )
 from login_kit import GOOD, make_user
-from support import base_overrides, init_database, require
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(app, base URL): one server for the module, with one person, Ann."""
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
     instance = tmp_path_factory.mktemp("account") / "instance"
     instance.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    make_user(
-        app.extensions["idp"], "ann", given_name="Ann", family_name="Lee", timezone="Europe/Berlin"
-    )
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    queue = app.extensions["idp"].mail_queue
-    if queue is not None:
-        queue.wait_idle(15)
-    app.extensions["idp"].engine.dispose()
+    with running_server(instance) as (app, base):
+        make_user(
+            app.extensions["idp"],
+            "ann",
+            given_name="Ann",
+            family_name="Lee",
+            timezone="Europe/Berlin",
+        )
+        yield app, base
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 def _signed_in(browser, base: str, **options):
+    # By field name, not label: pages in other languages sign in here too (locale="de-DE").
     page = new_page(browser, **options)
     page.goto(base + "/login")
     page.locator("input[name=username]").fill("ann")

@@ -6,24 +6,18 @@ screenshots go to artifacts/browser/admin-apps-*.png."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-
 import pytest
 from admin_kit import make_admin
 from browser_kit import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     WIDE,
     axe_violations,
+    chromium,
+    running_server,
     scrolls_sideways,
     shot,
+    sign_in,
 )
-from login_kit import GOOD
-from support import base_overrides, init_database, require
 
 from idp.web.api.saml_providers import provider_id
 
@@ -41,35 +35,15 @@ SP_METADATA = (
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """(app, base URL) served on a loopback port for the whole module."""
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
-    instance = tmp_path_factory.mktemp("apps-instance")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    make_admin(app.extensions["idp"])
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    app.extensions["idp"].engine.dispose()
+    with running_server(tmp_path_factory.mktemp("apps-instance")) as (app, base):
+        make_admin(app.extensions["idp"])
+        yield app, base
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +51,7 @@ def signed_in_state(site, chromium):
     """The cookies of an administrator who signed in through the login page."""
     _app, base = site
     context = chromium.new_context(locale="en-US")
-    page = context.new_page()
-    page.goto(base + "/login")
-    page.get_by_label("Username or e-mail").fill("root")
-    page.get_by_label("Password", exact=True).fill(GOOD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_load_state()
+    sign_in(context.new_page(), base, "root")
     state = context.storage_state()
     context.close()
     return state

@@ -7,26 +7,23 @@ Screenshots go to artifacts/browser/ (admin-bulk-*)."""
 from __future__ import annotations
 
 import io
-import os
-import socket
-import threading
 
 import openpyxl
 import pytest
 from admin_kit import make_admin
 from browser_kit import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     axe_violations,
+    chromium,
     new_page,
+    running_server,
     scrolls_sideways,
     shot,
+    sign_in,
 )
 from flask import render_template_string
-from login_kit import GOOD, make_user, outbox
+from login_kit import make_user, outbox
 from sqlalchemy import select
-from support import base_overrides, init_database, require
 
 from idp.storage.models import User
 
@@ -47,56 +44,29 @@ USER_LIST = """{% extends "admin/_layout.html" %}
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """(app, base URL): one server for the module."""
-    from werkzeug.serving import make_server
+    with running_server(tmp_path_factory.mktemp("instance")) as (app, base):
 
-    from idp.app import create_app
+        def user_list():
+            with app.extensions["idp"].sessions() as db:
+                users = list(db.scalars(select(User).order_by(User.username)))
+            return render_template_string(USER_LIST, users=users, active="admin.dashboard")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(
-        tmp_path_factory.mktemp("instance"), issuer=f"http://127.0.0.1:{port}"
-    )
-    init_database(overrides)
-    app = create_app(overrides)
-
-    def user_list():
-        with app.extensions["idp"].sessions() as db:
-            users = list(db.scalars(select(User).order_by(User.username)))
-        return render_template_string(USER_LIST, users=users, active="admin.dashboard")
-
-    app.add_url_rule("/admin/test-users", "admin.test_users", user_list)
-    svc = app.extensions["idp"]
-    make_admin(svc)
-    for name in ("ann", "bob"):
-        make_user(svc, name)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    svc.mail_queue.wait_idle(15)
-    svc.engine.dispose()
+        app.add_url_rule("/admin/test-users", "admin.test_users", user_list)
+        svc = app.extensions["idp"]
+        make_admin(svc)
+        for name in ("ann", "bob"):
+            make_user(svc, name)
+        yield app, base
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 def signed_in_page(chromium, base: str, **kw):
-    page = new_page(chromium, **kw)
-    page.goto(base + "/login")
-    page.get_by_label("Username or e-mail").fill("root")
-    page.get_by_label("Password", exact=True).fill(GOOD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(base + "/account/")
-    return page
+    return sign_in(new_page(chromium, **kw), base, "root")
 
 
 def check(page, name: str) -> None:

@@ -6,75 +6,46 @@ artifacts/browser/admin-directory-*.png."""
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from browser_kit import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     axe_violations,
+    chromium,
     new_page,
+    running_server,
     scrolls_sideways,
     shot,
+    sign_in,
 )
-from support import base_overrides, init_database, require
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "admin"))
 
 from admin_kit import make_admin  # noqa: E402
 from directory_kit import seed  # noqa: E402
-from login_kit import GOOD  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """(app, base URL, seeded ids): one server for the module."""
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
-    instance = tmp_path_factory.mktemp("directory-browser")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    svc = app.extensions["idp"]
-    make_admin(svc)
-    world = seed(svc)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}", world
-    httpd.shutdown()
-    svc.engine.dispose()
+    with running_server(tmp_path_factory.mktemp("directory-browser")) as (app, base):
+        svc = app.extensions["idp"]
+        make_admin(svc)
+        world = seed(svc)
+        yield app, base, world
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 def _signed_in(chromium, base, **kw):
-    page = new_page(chromium, **kw)
-    page.goto(base + "/login?next=/admin/")
-    page.get_by_label("Username or e-mail").fill("root")
-    page.get_by_label("Password", exact=True).fill(GOOD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(base + "/admin/")
-    return page
+    return sign_in(new_page(chromium, **kw), base, "root", next="/admin/")
 
 
 @pytest.fixture(scope="module")

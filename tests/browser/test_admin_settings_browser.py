@@ -6,68 +6,37 @@ admin-audit-*."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-
 import pytest
 from admin_kit import make_admin
 from browser_kit import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     WIDE,
     axe_violations,
+    chromium,
     new_page,
+    running_server,
     scrolls_sideways,
     shot,
+    sign_in,
 )
-from login_kit import GOOD
-from support import base_overrides, init_database, require
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """(app, base URL) of one server for the module, with an administrator "root"."""
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    instance = tmp_path_factory.mktemp("instance")
-    overrides = base_overrides(instance, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    make_admin(app.extensions["idp"], "root")
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    app.extensions["idp"].mail_queue.wait_idle(15)
-    app.extensions["idp"].engine.dispose()
+    with running_server(tmp_path_factory.mktemp("instance")) as (app, base):
+        make_admin(app.extensions["idp"], "root")
+        yield app, base
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 def _signed_in(chromium, base: str, **kw):
-    page = new_page(chromium, **kw)
-    page.goto(base + "/login?next=/admin/")
-    page.get_by_label("Username or e-mail").fill("root")
-    page.get_by_label("Password", exact=True).fill(GOOD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(base + "/admin/")
-    return page
+    return sign_in(new_page(chromium, **kw), base, "root", next="/admin/")
 
 
 def test_change_the_password_policy_and_see_it_on_the_registration_page(site, chromium):

@@ -6,25 +6,21 @@ Screenshots go to artifacts/browser/ (admin-users-list is the README's)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 from datetime import date
 
 import pytest
 from browser_kit import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     NARROW,
     WIDE,
     axe_violations,
+    chromium,
     new_page,
+    running_server,
     scrolls_sideways,
     shot,
+    sign_in,
 )
-from login_kit import GOOD, link_in, make_user, outbox, user_row
-from support import base_overrides, init_database, require
+from login_kit import link_in, make_user, outbox, user_row
 
 from idp.storage.directory import Directory
 
@@ -38,27 +34,11 @@ CHROME_UA = (
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """(app, base URL): one served app for the module, with an administrator and people."""
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
     instance = tmp_path_factory.mktemp("admin-users") / "instance"
     instance.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance, issuer=f"http://127.0.0.1:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    svc = app.extensions["idp"]
-    _people(svc)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://127.0.0.1:{port}"
-    httpd.shutdown()
-    if svc.mail_queue is not None:
-        svc.mail_queue.wait_idle(15)
-    svc.engine.dispose()
+    with running_server(instance) as (app, base):
+        _people(app.extensions["idp"])
+        yield app, base
 
 
 def _people(svc) -> None:
@@ -103,31 +83,17 @@ def _people(svc) -> None:
             )
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def sign_in(page, base: str, username: str = "root", password: str = GOOD) -> None:
-    page.goto(base + "/login")
-    page.get_by_label("Username or e-mail").fill(username)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(base + "/account/")
+@pytest.fixture(scope="module", name="chromium")
+def chromium_fixture():
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
 def admin_page(site, chromium):
     _, base = site
     page = new_page(chromium, viewport=WIDE)
-    sign_in(page, base)
+    sign_in(page, base, "root")
     yield page
     page.context.close()
 

@@ -15,8 +15,8 @@ import base64
 from urllib.parse import parse_qs, urlencode
 
 import requests
-from browser_kit import shot
-from login_kit import GOOD, make_user
+from browser_kit import shot, sign_in
+from login_kit import make_user
 
 SP_METADATA = """<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata"
  entityID="https://sp.example.org/metadata">
@@ -50,14 +50,6 @@ class Watch:
             content_type="text/html",
             body="<!doctype html><title>Application</title><p>Back at the application.</p>",
         )
-
-
-def _sign_in(page, base: str) -> None:
-    page.goto(base + "/login")
-    page.get_by_label("Username or e-mail").fill("ann")
-    page.get_by_label("Password", exact=True).fill(GOOD)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(base + "/account/")
 
 
 def test_the_listener_hears_a_script_without_the_nonce(server, page):
@@ -99,7 +91,7 @@ def test_saml_post_page_auto_submits_to_the_sp(server, page):
         entity = SpRegistry(db).add(SP_METADATA).entity_id
     make_user(svc, "ann")
     watch = Watch(page)
-    _sign_in(page, base)
+    sign_in(page, base, "ann")
     with page.expect_request("https://sp.example.org/acs"):
         page.goto(base + launcher_url(entity))
     page.wait_for_url("https://sp.example.org/acs")
@@ -127,7 +119,7 @@ def test_form_post_then_front_channel_logout(server, page):
         )
     make_user(svc, "ann")
     watch = Watch(page)
-    _sign_in(page, base)
+    sign_in(page, base, "ann")
     query = {
         "response_type": "code",
         "client_id": "notes",
@@ -175,7 +167,7 @@ def test_main_pages_report_no_violation(server, page):
     # passkey script is not on this page: the issuer is an IP address, where WebAuthn cannot
     # work; test_webauthn_browser runs it on localhost.)
     page.wait_for_selector("button.reveal", state="visible")
-    _sign_in(page, base)
+    sign_in(page, base, "ann")
     for path in (
         "/account/",
         "/account/password",

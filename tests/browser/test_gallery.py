@@ -16,10 +16,17 @@ from typing import Any
 
 import pytest
 from admin_kit import make_admin
-from browser_kit import NARROW, WIDE, axe_violations, scrolls_sideways, shot
+from browser_kit import (
+    NARROW,
+    WIDE,
+    axe_violations,
+    chromium,
+    running_server,
+    scrolls_sideways,
+    shot,
+)
 from login_kit import GOOD, link_in, make_user, outbox
 from mfa_kit import enrol_totp
-from signin_kit import chromium, running_server
 from sqlalchemy import select
 
 from idp.storage.directory import Directory

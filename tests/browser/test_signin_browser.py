@@ -5,9 +5,16 @@ pages), the live password checklist, and "not you?" starting afresh."""
 from __future__ import annotations
 
 import pytest
-from browser_kit import NARROW, axe_violations, new_page, scrolls_sideways, shot
+from browser_kit import (
+    NARROW,
+    axe_violations,
+    chromium,
+    new_page,
+    running_server,
+    scrolls_sideways,
+    shot,
+)
 from login_kit import GOOD, make_user
-from signin_kit import chromium, running_server
 
 
 @pytest.fixture(scope="module")

@@ -7,33 +7,16 @@ Screenshots go to artifacts/browser/."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
-from browser_kit import shot
+from browser_kit import running_server, shot
 from login_kit import GOOD, make_user
 from sqlalchemy import select
-from support import base_overrides, init_database
 
 
 @pytest.fixture
 def localhost_server(instance_dir):
-    from werkzeug.serving import make_server
-
-    from idp.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    overrides = base_overrides(instance_dir, issuer=f"http://localhost:{port}")
-    init_database(overrides)
-    app = create_app(overrides)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield app, f"http://localhost:{port}"
-    httpd.shutdown()
-    app.extensions["idp"].engine.dispose()
+    with running_server(instance_dir, host="localhost") as served:
+        yield served
 
 
 def test_enrol_a_passkey_then_sign_in_with_it_alone(localhost_server, page):
