@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import NotFound
 from ..storage.claims import delete_rule, list_rules, save_rule
 from ..storage.models import ClaimRule
 from .context import Context
@@ -52,7 +53,19 @@ def add(
     return row
 
 
-def delete(ctx: Context, rule_id: int) -> None:
+def delete(
+    ctx: Context,
+    rule_id: int,
+    *,
+    client_id: str | None = None,
+    sp_entity_id: str | None = None,
+) -> None:
+    """Delete a rule; with ``client_id`` (``sp_entity_id``) only a rule of that client (SP):
+    NotFound for a rule of anyone else, nothing deleted."""
     ctx.require("claims:rules:delete")
+    if client_id is not None or sp_entity_id is not None:
+        row = ctx.db.get(ClaimRule, rule_id)
+        if row is None or (row.client_id, row.sp_entity_id) != (client_id, sp_entity_id):
+            raise NotFound(f"no claim rule {rule_id} here")
     delete_rule(ctx.db, rule_id)
     ctx.audit("claims.rule_deleted", str(rule_id))

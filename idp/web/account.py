@@ -4,9 +4,7 @@ sessions), second factors, sessions and devices, activity, consented apps, data 
 
 from __future__ import annotations
 
-import io
 import json
-import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,12 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, or_, select
 
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
+from ..manage import photos
 from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
 from ..storage.models import (
@@ -62,15 +60,13 @@ from .password_policy import (
     policy_help,
     set_password,
 )
+from .photo_text import refusal_text
 from .requestinfo import absolute, audit, require_user
 from .scopes import scope_words
 from .sso import sessions
 
 bp = Blueprint("account", __name__)
 
-AVATAR_MAX_BYTES = 2 * 1024 * 1024
-AVATAR_MIN_PX = 200
-AVATAR_SIZE = 256
 _TIMEZONES = sorted(available_timezones())
 
 # Consented applications: each app's ``Services.consent_sources`` (the OIDC consent store is
@@ -91,7 +87,7 @@ def _consents(user: User) -> list[dict[str, Any]]:
 
 
 def _avatar_dir() -> Path:
-    return Path(svc().settings.instance_dir) / "avatars"
+    return photos.directory(svc())
 
 
 def _profile_form(user: User, bind: bool = False) -> ProfileForm:
@@ -213,40 +209,16 @@ def avatar():
         upload = request.files.get("avatar")
         if upload is None or not upload.filename:
             return _avatar_error(user, _("Choose a picture first."))
-        data = upload.stream.read(AVATAR_MAX_BYTES + 1)
-        if len(data) > AVATAR_MAX_BYTES:
-            return _avatar_error(user, _("The picture is larger than 2 MB."))
+        data = upload.stream.read(photos.MAX_BYTES + 1)
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                kind = probe.format
-                probe.verify()  # structural check before decoding pixels
-            image = Image.open(io.BytesIO(data))
-            if kind not in ("JPEG", "PNG"):
-                return _avatar_error(user, _("Only JPEG and PNG pictures are accepted."))
-            if image.width * image.height > 40_000_000:  # decompression bombs
-                return _avatar_error(user, _("The picture is too large."))
-            image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
-            return _avatar_error(user, _("This file is not a JPEG or PNG picture."))
-        if min(image.size) < AVATAR_MIN_PX:
-            return _avatar_error(
-                user, _("The picture must be at least %(n)s×%(n)s pixels.", n=AVATAR_MIN_PX)
-            )
-        # Re-encode (drops metadata such as GPS positions), centre-crop to a square, resize.
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        square = image.convert("RGB").crop((left, top, left + side, top + side))
-        square = square.resize((AVATAR_SIZE, AVATAR_SIZE), Image.Resampling.LANCZOS)
-        directory = _avatar_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"{secrets.token_urlsafe(16)}.png"
-        square.save(directory / name, format="PNG", optimize=True)
+            name = photos.store(svc(), data)
+        except photos.PhotoRefused as exc:
+            return _avatar_error(user, refusal_text(exc))
         old = user.avatar
         user.avatar = name
         audit(db, "account.avatar_updated", actor=user.uuid, target=user.uuid)
         db.commit()
-        if old and "/" not in old:
-            (directory / old).unlink(missing_ok=True)
+        photos.drop(svc(), old)
     flash(_("Your picture was updated."), "success")
     return redirect(url_for("account.profile"))
 

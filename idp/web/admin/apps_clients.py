@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pydantic
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -527,9 +527,6 @@ def client_rule_add(client_id: str):
 @mapped
 def client_rule_delete(client_id: str, rule_id: int):
     with console() as ctx:
-        mine = {r.id for r in claim_rules.list_all(ctx, client_id=client_id)}
-        if rule_id not in mine:
-            abort(404)
-        claim_rules.delete(ctx, rule_id)
+        claim_rules.delete(ctx, rule_id, client_id=client_id)
     flash(_("The claim rule was removed."), "success")
     return redirect(url_for("admin.client", client_id=client_id) + "#claim-rules")

@@ -24,7 +24,7 @@ from flask_babel import lazy_gettext as _l
 from ...errors import Conflict, ValidationError
 from ...manage import claim_rules, federations, metadata_fetch
 from ...manage import service_providers as sps
-from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS, parse_entity
+from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, SP_SETTINGS
 from ..api.saml_providers import entity_id_of, provider_id
 from ..current import svc
 from .apps_common import (
@@ -170,22 +170,19 @@ def saml_new():
     field = "metadata_file" if has_file else "url"
     if has_file:
         data = upload.stream.read(limit + 1)
-        origin = "manual"
-    else:
-        try:
-            with console() as ctx:
-                data = metadata_fetch.fetch_sp_metadata(ctx, values["url"])
-        except metadata_fetch.FetchFailed as exc:
-            errors["url"] = _("The URL was not fetched: %(reason)s", reason=exc.reason)
+        if len(data) > limit:
+            errors[field] = _("The metadata is larger than %(limit)s bytes.", limit=limit)
             return _render_new(values, errors, 400)
-        origin = f"url:{values['url']}"[:300]
-    if len(data) > limit:
-        errors[field] = _("The metadata is larger than %(limit)s bytes.", limit=limit)
-        return _render_new(values, errors, 400)
     try:
         with console() as ctx:
-            row = sps.add(ctx, data, origin=origin, settings=settings)
+            if has_file:
+                row = sps.add(ctx, data, origin="manual", settings=settings)
+            else:
+                row = metadata_fetch.add_sp_from_url(ctx, values["url"], settings=settings)
             entity_id = row.entity_id
+    except metadata_fetch.FetchFailed as exc:
+        errors["url"] = _("The URL was not fetched: %(reason)s", reason=exc.reason)
+        return _render_new(values, errors, 400)
     except Conflict as exc:
         errors[field] = str(exc)
         return _render_new(values, errors, 409)
@@ -390,22 +387,11 @@ def saml_refetch(pid: str):
     """Fetch the metadata again from the URL the SP was added from (a new certificate, new
     endpoints); its settings and rules stay. Through the outbound fetcher, as when adding."""
     entity_id = entity_id_of(pid)
-    with console() as ctx:
-        ctx.require("saml:providers:update")
-        origin = sps.get(ctx, entity_id).origin
-    if not origin.startswith("url:"):
-        abort(404)
-    url = origin.removeprefix("url:")
     try:
         with console() as ctx:
-            data = metadata_fetch.fetch_sp_metadata(ctx, url)
-            entity = parse_entity(data)
-            if (entity.get("entityID") or "").strip() != entity_id:
-                raise ValidationError(_("The metadata at the URL is for another entity."))
-            was_enabled = sps.get(ctx, entity_id).enabled
-            row = sps.add(ctx, data, origin=origin, replace=True)
-            # New metadata is no reason to turn on an SP an administrator turned off.
-            row.enabled = was_enabled
+            metadata_fetch.refetch_sp(ctx, entity_id)
+    except metadata_fetch.NotFromUrl:
+        abort(404)
     except metadata_fetch.FetchFailed as exc:
         flash(_("The URL was not fetched: %(reason)s", reason=exc.reason), "error")
     except ValidationError as exc:
@@ -481,10 +467,7 @@ def saml_rule_add(pid: str):
 def saml_rule_delete(pid: str, rule_id: int):
     entity_id = entity_id_of(pid)
     with console() as ctx:
-        mine = {r.id for r in claim_rules.list_all(ctx, sp_entity_id=entity_id)}
-        if rule_id not in mine:
-            abort(404)
-        claim_rules.delete(ctx, rule_id)
+        claim_rules.delete(ctx, rule_id, sp_entity_id=entity_id)
     flash(_("The attribute rule was removed."), "success")
     return redirect(url_for("admin.saml_provider", pid=pid) + "#attribute-release")
 

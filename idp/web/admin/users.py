@@ -15,22 +15,18 @@ and nothing changed. A user outside the administrator's reach is 404 (``users.ge
 
 from __future__ import annotations
 
-import io
-import secrets
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from PIL import Image, UnidentifiedImageError
 from werkzeug.wsgi import FileWrapper
 
 from ...errors import Conflict, Forbidden, NotFound, ValidationError, new_reference
-from ...manage import Context, org, user_export, users
+from ...manage import Context, directory_users, org, photos, user_export, users
 from ...manage import audit as manage_audit
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
@@ -40,6 +36,7 @@ from ..current import svc
 from ..devices import describe
 from ..events import event_label
 from ..password_policy import policy_help, violation_text
+from ..photo_text import refusal_text
 from .blueprint import bp
 from .guard import console
 
@@ -84,10 +81,6 @@ EMPLOYMENT_LABELS = {
     "past": _l("Left"),
     "none": _l("No dates"),
 }
-
-PHOTO_MAX_BYTES = 2 * 1024 * 1024  # the account avatar's rules (idp.web.account)
-PHOTO_MIN_PX = 200
-PHOTO_SIZE = 256
 
 
 def _status_badge(status: str) -> tuple[str, str]:
@@ -293,41 +286,19 @@ NEW_FIELDS = (
 
 
 def _photo(upload) -> tuple[str | None, str | None]:
-    """(stored file name, None) or (None, error): the account avatar's rules — JPEG or PNG,
-    at most 2 MB, at least 200×200 px — re-encoded (metadata dropped) to a 256 px PNG."""
+    """(stored file name, None) or (None, error): the one set of picture rules
+    (``idp.manage.photos``) — JPEG or PNG, at most 2 MB, at least 200×200 px — re-encoded
+    (metadata dropped) to a 256 px PNG."""
     if upload is None or not upload.filename:
         return None, None
-    data = upload.stream.read(PHOTO_MAX_BYTES + 1)
-    if len(data) > PHOTO_MAX_BYTES:
-        return None, _("The picture is larger than 2 MB.")
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            kind = probe.format
-            probe.verify()
-        image = Image.open(io.BytesIO(data))
-        if kind not in ("JPEG", "PNG"):
-            return None, _("Only JPEG and PNG pictures are accepted.")
-        if image.width * image.height > 40_000_000:
-            return None, _("The picture is too large.")
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
-        return None, _("This file is not a JPEG or PNG picture.")
-    if min(image.size) < PHOTO_MIN_PX:
-        return None, _("The picture must be at least %(n)s×%(n)s pixels.", n=PHOTO_MIN_PX)
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    square = image.convert("RGB").crop((left, top, left + side, top + side))
-    square = square.resize((PHOTO_SIZE, PHOTO_SIZE), Image.Resampling.LANCZOS)
-    directory = Path(svc().settings.instance_dir) / "avatars"
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"{secrets.token_urlsafe(16)}.png"
-    square.save(directory / name, format="PNG", optimize=True)
-    return name, None
+        return photos.store(svc(), upload.stream.read(photos.MAX_BYTES + 1)), None
+    except photos.PhotoRefused as exc:
+        return None, refusal_text(exc)
 
 
 def _drop_photo(name: str | None) -> None:
-    if name:
-        (Path(svc().settings.instance_dir) / "avatars" / name).unlink(missing_ok=True)
+    photos.drop(svc(), name)
 
 
 def _new_form_page(ctx: Context, form: dict[str, Any], errors: dict[str, str], status: int):
@@ -546,9 +517,9 @@ def _send_first_access(user_id: int, kind: str) -> None:
 
 def _wrap_directory_user(form: dict[str, Any]):
     """Create the local user of a directory account now (as its first sign-in would: the
-    LDAP provisioning of ``idp.backends.ldap_sync``), found by its username."""
+    LDAP provisioning of ``idp.backends.ldap_sync``), found by its username
+    (``idp.manage.directory_users.add``, as ``POST /api/v1/users/from-directory``)."""
     from ...backends.ldap import DirectoryUnavailable
-    from ...backends.ldap_sync import provision_by_username
 
     errors: dict[str, str] = {}
     if not svc().settings.ldap.enabled:
@@ -560,7 +531,9 @@ def _wrap_directory_user(form: dict[str, Any]):
         if errors:
             return _new_form_page(ctx, form, errors, 400)
     try:
-        outcome = provision_by_username(svc(), form["username"])
+        added = directory_users.add(svc(), g.admin_actor, form["username"])
+    except directory_users.DirectoryNotConfigured:
+        errors["source"] = _("No directory (LDAP) is configured.")
     except NotFound:
         errors["username"] = _("The directory has no account with this username.")
     except DirectoryUnavailable:
@@ -570,10 +543,7 @@ def _wrap_directory_user(form: dict[str, Any]):
     if errors:
         with console() as ctx:
             return _new_form_page(ctx, form, errors, 409 if "username" in errors else 503)
-    with console() as ctx:
-        user = users.get(ctx, outcome["uuid"])
-        ctx.audit("user.created", user.uuid, username=user.username, source="ldap")
-        uuid, username = user.uuid, user.username
+    uuid, username = added.uuid, added.username
     flash(_("The directory user %(name)s was added.", name=username), "success")
     return redirect(url_for("admin.user", uuid=uuid))
 
@@ -784,20 +754,17 @@ def user_end_sessions(uuid: str):
 @bp.route("/users/<uuid>/ldap-refresh", methods=["POST"])
 def user_ldap_refresh(uuid: str):
     from ...backends.ldap import DirectoryUnavailable
-    from ...backends.ldap_sync import refresh
 
-    with console() as ctx:
-        target = users.get(ctx, uuid, "users:accounts:update")
-        if target.source != "ldap":
-            abort(404)
-        username = target.username
     try:
-        result = refresh(svc(), username)
+        directory_users.refresh_user(svc(), g.admin_actor, uuid)
+    except directory_users.NotADirectoryUser:
+        abort(404)
+    except directory_users.DirectoryNotConfigured:
+        flash(_("No directory (LDAP) is configured."), "error")
+        return redirect(url_for("admin.user", uuid=uuid))
     except DirectoryUnavailable:
         flash(_("The directory cannot be reached. Please try again later."), "error")
         return redirect(url_for("admin.user", uuid=uuid))
-    with console() as ctx:
-        ctx.audit("user.ldap_refreshed", uuid, change=result["change"])
     flash(_("The user was read again from the directory."), "success")
     return redirect(url_for("admin.user", uuid=uuid))
 

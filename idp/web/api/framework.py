@@ -337,8 +337,8 @@ def operation(
 ) -> Callable[[Callable[..., Reply]], Callable[..., Reply]]:
     """Declare an operation on ``/api/v1{path}`` (``{name}`` path parameters).
 
-    ``body_media`` other than JSON (``multipart/form-data``) leaves reading the body to the
-    handler; ``body`` then only documents the form fields."""
+    ``body_media`` other than JSON (``multipart/form-data``; several as ``"image/jpeg,
+    image/png"``) leaves reading the body to the handler; ``body`` then only documents it."""
 
     def register(fn: Callable[..., Reply]) -> Callable[..., Reply]:
         op = Operation(

@@ -128,7 +128,10 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             item["requestBody"] = {
                 "required": True,
-                "content": {op.body_media: {"schema": ref(op.body, "validation")}},
+                "content": {
+                    media: {"schema": ref(op.body, "validation")}
+                    for media in op.body_media.split(", ")
+                },
             }
         responses: dict[str, Any] = {}
         ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.status, "OK")}
