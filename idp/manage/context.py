@@ -9,6 +9,7 @@ to other workers (a cache generation bump) is queued with ``after_commit``.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ from ..storage.directory import Directory
 from ..storage.rbac import Authorizer, covers, service_account_grants
 
 ActorKind = Literal["operator", "user", "service"]
+
+
+class Unset(enum.Enum):
+    """A merge-patch field the caller did not send (``None`` means "clear it")."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ from sqlalchemy import ColumnElement, false, func, select, true
 from ..errors import NotFound, ValidationError
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.rbac import Authorizer, role_grants
-from .context import Context
-
-_UNSET = object()
+from .context import UNSET, Context, Unset
 
 
 def group_grants(ctx: Context, group_id: int) -> frozenset[str]:
@@ -111,15 +109,19 @@ def rename(ctx: Context, group: Group, name: str) -> Group:
 
 
 def update(
-    ctx: Context, group: Group, *, name: object = _UNSET, description: object = _UNSET
+    ctx: Context,
+    group: Group,
+    *,
+    name: str | Unset = UNSET,
+    description: str | None | Unset = UNSET,
 ) -> Group:
     """What a merge patch asks: a new name and / or description (``None`` clears it). The
     permission is checked even when nothing changes."""
     ctx.require("groups:groups:update")
-    if name is not _UNSET and name != group.name:
-        rename(ctx, group, name)  # type: ignore[arg-type]
-    if description is not _UNSET and description != group.description:
-        set_description(ctx, group, description)  # type: ignore[arg-type]
+    if name is not UNSET and name != group.name:
+        rename(ctx, group, name)
+    if description is not UNSET and description != group.description:
+        set_description(ctx, group, description)
     return group
 
 

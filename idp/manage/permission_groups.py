@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from ..errors import NotFound
 from ..storage.directory import validate_permission
 from ..storage.models import PermissionGroup, Role, RolePermissionGroup
-from .context import Context
+from .context import UNSET, Context, Unset
 
 
 def list_all(ctx: Context) -> list[PermissionGroup]:
@@ -91,30 +91,23 @@ def rename(ctx: Context, pg: PermissionGroup, name: str) -> PermissionGroup:
     return pg
 
 
-_UNSET = object()
-
-
 def patch(
     ctx: Context,
     pg: PermissionGroup,
     *,
-    name: object = _UNSET,
-    permissions: object = _UNSET,
-    description: object = _UNSET,
+    name: str | Unset = UNSET,
+    permissions: list[str] | Unset = UNSET,
+    description: str | None | Unset = UNSET,
 ) -> PermissionGroup:
     """What a merge patch asks: a new name, permissions (the whole list) and / or description.
     The permission is checked even when nothing changes; unchanged parts write nothing."""
     ctx.require("roles:permission_groups:update")
-    if name is not _UNSET:
-        rename(ctx, pg, name)  # type: ignore[arg-type]
-    wanted = (
-        sorted(set(permissions))  # type: ignore[call-overload]
-        if permissions is not _UNSET
-        else list(pg.permissions or [])
-    )
-    text = description if description is not _UNSET else pg.description
+    if name is not UNSET:
+        rename(ctx, pg, name)
+    wanted = sorted(set(permissions)) if permissions is not UNSET else list(pg.permissions or [])
+    text = description if description is not UNSET else pg.description
     if wanted != sorted(pg.permissions or []) or text != pg.description:
-        update(ctx, pg, wanted, text)  # type: ignore[arg-type]
+        update(ctx, pg, wanted, text)
     return pg
 
 

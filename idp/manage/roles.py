@@ -29,9 +29,7 @@ from ..storage.models import (
     UserRole,
 )
 from ..storage.rbac import role_grants
-from .context import Context
-
-_UNSET = object()
+from .context import UNSET, Context, Unset
 
 
 def _grantable(permissions: list[str]) -> list[str]:
@@ -134,12 +132,12 @@ def set_description(ctx: Context, role: Role, description: str | None) -> Role:
     return role
 
 
-def update(ctx: Context, role: Role, *, description: object = _UNSET) -> Role:
+def update(ctx: Context, role: Role, *, description: str | None | Unset = UNSET) -> Role:
     """What a merge patch asks (a description; ``None`` clears it). The permission is checked
     even when nothing changes."""
     ctx.require("roles:roles:update")
-    if description is not _UNSET and description != role.description:
-        set_description(ctx, role, description)  # type: ignore[arg-type]
+    if description is not UNSET and description != role.description:
+        set_description(ctx, role, description)
     return role
 
 
