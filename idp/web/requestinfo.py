@@ -31,6 +31,7 @@ def require_user(db: Session) -> User | Response:
         return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
     g.signed_in_user = user
     g.sid = result.sid
+    g.authn = result
     locale_hints(user_locale=user.locale or "")
     return user
 

@@ -71,8 +71,8 @@ def _guard():
 
 
 def _second_factor_used() -> bool:
-    result = sessions().current()
-    return result is not None and result.acr == ACR_MFA
+    """Did this session's sign-in use a second factor? (``require_user`` read the session.)"""
+    return g.authn.acr == ACR_MFA
 
 
 def _step_up(db, user):

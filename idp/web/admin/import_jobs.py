@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,9 +157,10 @@ def _run(app: Any, job: Job, actor: Actor, dry_run: bool) -> None:
     with app.app_context():
         services = app.extensions["idp"]
         limits = services.settings.api
-        progress: Callable[[int, int], None] = lambda done, total: _write_json(  # noqa: E731
-            job.path / "progress.json", {"done": done, "total": total}
-        )
+
+        def progress(done: int, total: int) -> None:
+            _write_json(job.path / "progress.json", {"done": done, "total": total})
+
         try:
             data = (job.path / "data").read_bytes()
             with transaction(services, actor) as ctx:
