@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Response, stream_with_context
 
+from ..manage.user_sheet import escape_formula
 from .events import event_label
 
 FORMATS = {"csv": ("text/csv; charset=utf-8", "csv"), "jsonl": ("application/x-ndjson", "jsonl")}
@@ -32,9 +33,10 @@ def _record(row: Any) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell; text a spreadsheet would run as a formula is quoted with a leading '."""
+    """A CSV cell; text a spreadsheet would run as a formula gets a leading ' (the same rule
+    as the user export, full-width forms included)."""
     text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value or "")
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return escape_formula(text)
 
 
 def _csv(rows: Iterable[Any]) -> Iterator[str]:

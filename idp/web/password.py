@@ -29,7 +29,7 @@ from .forms import ApprovalForm, ConfirmForm, FirstLoginForm, RegisterForm, Rese
 from .guard import lockout, unlock
 from .i18n import html_lang
 from .login import start_pending
-from .mailing import queue_mail
+from .mailing import mail_locale, queue_mail
 from .password_policy import password_problems, policy_help, set_password
 from .requestinfo import absolute, audit, client_ip
 from .sso import sessions
@@ -262,6 +262,22 @@ def _mail_link(
         queue_mail(user.email, template or purpose, subject, user=user, link=link, minutes=minutes)
         audit(db, action, target=user.uuid, sent=True)
     db.commit()
+
+
+def send_reset_link(user: User) -> None:
+    """An administrator sends ``user`` a password-reset link (the console's and the API's batch
+    action): the same single-use token and mail as the user's own "Forgot password?" request,
+    in the user's language rather than the administrator's."""
+    token = _tokens().issue("reset", {"uid": user.id, "pv": _password_version(user)})
+    queue_mail(
+        user.email,
+        "reset",
+        _l("Reset your password"),
+        locale=mail_locale(user.email),
+        user=user,
+        link=absolute("password.reset_confirm", token=token),
+        minutes=svc().settings.recovery.token_minutes,
+    )
 
 
 @bp.route("/login/magic/<token>", methods=["GET", "POST"])

@@ -37,7 +37,7 @@ from ...manage.context import Context
 from ...manage.user_import import MATCH_KEYS
 from ...manage.user_sheet import COLUMNS, CSV_MEDIA_TYPE
 from ..current import svc
-from ..reset_link import send_reset
+from ..password import send_reset_link
 from . import import_jobs
 from .blueprint import bp
 from .guard import console
@@ -302,7 +302,7 @@ def users_batch():
             unreachable=len(req.user_ids) - len(targets),
         )
     result = batch_ops.run(
-        svc(), g.admin_actor, req, sessions=svc().sso_sessions, send_reset=send_reset
+        svc(), g.admin_actor, req, sessions=svc().sso_sessions, send_reset=send_reset_link
     )
     return render_template(
         "admin/batch_result.html",

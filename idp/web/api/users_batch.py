@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from ...manage import users_batch
-from ..reset_link import send_reset
+from ..password import send_reset_link
 from .common import Strict
 from .framework import Call, Reply, operation
 
@@ -99,7 +99,7 @@ def batch(call: Call) -> Reply:
         call.actor,
         req,
         sessions=call.svc.sso_sessions,
-        send_reset=send_reset,
+        send_reset=send_reset_link,
     )
     return Reply(
         body=BatchOut(
