@@ -26,7 +26,6 @@ from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
     describe_source,
-    int_arg,
     keep_secret,
     mapped,
     rule_from_form,
@@ -34,9 +33,9 @@ from .apps_common import (
 )
 from .blueprint import bp
 from .guard import console
+from .paging import paging
 
 ACTIVE = "admin.clients"
-PER_PAGES = (10, 25, 50, 100)
 GRACE_CHOICES = (
     (0, _l("None: the old secret stops working now")),
     (3600, _l("1 hour")),
@@ -70,8 +69,7 @@ def clients_list():
     q = request.args.get("q", "").strip()[:200]
     state = request.args.get("state", "")
     enabled = {"enabled": True, "disabled": False}.get(state)
-    page = int_arg("page", 1)
-    per_page = int_arg("per_page", 25, PER_PAGES)
+    page, per_page = paging()
     with console() as ctx:
         rows, total = clients.search(
             ctx, clients.ClientQuery(q or None, enabled, page=page, per_page=per_page)

@@ -12,6 +12,7 @@ from typing import Any
 from flask import abort, g, request
 from flask_babel import gettext as _
 
+from ...core.claims import SOURCE_TYPES
 from ...errors import Forbidden, NotFound
 from ..current import svc
 
@@ -34,18 +35,6 @@ def mapped(view: Callable[..., Any]) -> Callable[..., Any]:
             abort(404)
 
     return wrapper
-
-
-def int_arg(name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    """A whole-number query argument (page, per_page): the default when it is not one of
-    ``allowed`` or not a number; at least 1."""
-    try:
-        value = int(request.args.get(name, default))
-    except ValueError:
-        return default
-    if allowed is not None and value not in allowed:
-        return default
-    return max(value, 1)
 
 
 def keep_secret(client_id: str, secret: str, previous_until: str | None = None) -> str:
@@ -80,19 +69,6 @@ def take_secret(client_id: str, ticket: str) -> tuple[str, str | None] | None:
     return secret, value.get("previous_until")
 
 
-SOURCE_TYPES = (
-    "attribute",
-    "custom_field",
-    "groups",
-    "roles",
-    "client_roles",
-    "department",
-    "department_path",
-    "company",
-    "position",
-    "static",
-    "template",
-)
 # The one option of a source the simple form fills from "source value".
 _SOURCE_OPTION = {
     "attribute": "name",

@@ -31,15 +31,14 @@ from .apps_common import (
     SOURCE_TYPES,
     RuleFormError,
     describe_source,
-    int_arg,
     mapped,
     rule_from_form,
 )
 from .blueprint import bp
 from .guard import console
+from .paging import paging
 
 ACTIVE = "admin.saml_providers"
-PER_PAGES = (10, 25, 50, 100)
 # A certificate that ends within this many days is flagged.
 EXPIRY_WARNING_DAYS = 30
 BOOL_SETTINGS = (
@@ -105,8 +104,7 @@ def saml_list():
     state = request.args.get("state", "")
     enabled = {"enabled": True, "disabled": False}.get(state)
     origin = request.args.get("origin", "").strip()[:300]
-    page = int_arg("page", 1)
-    per_page = int_arg("per_page", 25, PER_PAGES)
+    page, per_page = paging()
     now = _now()
     with console() as ctx:
         rows, total = sps.search(

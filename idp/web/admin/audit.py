@@ -16,8 +16,7 @@ from ..audit_export import FORMATS, stream
 from ..events import event_label
 from .blueprint import bp
 from .guard import console
-
-PAGE_SIZES = (10, 25, 50, 100)
+from .paging import PAGE_SIZES, paging
 
 
 def _day(name: str, errors: dict[str, str]) -> datetime | None:
@@ -47,16 +46,6 @@ def _filters() -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
     return args, errors, query
 
 
-def _number(name: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    try:
-        value = int(request.args.get(name, default))
-    except ValueError:
-        return default
-    if allowed is not None and value not in allowed:
-        return default
-    return max(value, 1)
-
-
 def _resolve(ctx, args: dict[str, str], query: dict[str, Any]) -> None:
     """Usernames typed into actor / target become the user ids the log records."""
     query["actor"] = audit.subject_for(ctx, args["actor"]) if args["actor"] else None
@@ -66,8 +55,7 @@ def _resolve(ctx, args: dict[str, str], query: dict[str, Any]) -> None:
 @bp.route("/audit", endpoint="audit")
 def audit_log():
     args, errors, query = _filters()
-    page = _number("page", 1)
-    per_page = _number("per_page", 25, PAGE_SIZES)
+    page, per_page = paging()
     rows: list[Any] = []
     total = 0
     try:

@@ -15,8 +15,9 @@ from ...manage import roles as manage_roles
 from ...manage import users as manage_users
 from ...manage.context import Context
 from .blueprint import bp
-from .directory_common import BadTime, attempt, int_arg, optional, paging, refusals, text, until
+from .directory_common import BadTime, attempt, optional, refusals, text, until
 from .guard import console
+from .paging import paging, whole_number
 
 
 def _group_by_path(ctx: Context, path: str):
@@ -90,7 +91,7 @@ def _groups_page(
 @bp.route("/groups")
 def groups():
     page, per_page = paging()
-    parent_id = int_arg(request.args.get("parent"))
+    parent_id = whole_number(request.args.get("parent"))
     if request.args.get("parent") and parent_id is None:
         abort(404)
     q = (request.args.get("q") or "").strip()[:200]
@@ -251,7 +252,7 @@ def group_member_remove(group_id: int, user_ref: str):
 
 @bp.route("/groups/<int:group_id>/roles", methods=["POST"])
 def group_role_assign(group_id: int):
-    role_id = int_arg(request.form.get("role_id"))
+    role_id = whole_number(request.form.get("role_id"))
     if role_id is None:
         return _group_page(group_id, {"role_id": _("Choose a role.")}, 400)
 

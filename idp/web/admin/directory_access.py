@@ -16,8 +16,9 @@ from ...manage import roles as manage_roles
 from ...manage import users as manage_users
 from .blueprint import bp
 from .directory import user_by_name
-from .directory_common import BadTime, attempt, int_arg, paging, refusals, text, until
+from .directory_common import BadTime, attempt, refusals, text, until
 from .guard import console
+from .paging import paging, whole_number
 
 STATUSES = ("pending", "approved", "rejected", "cancelled")
 STATES = ("active", "expired", "all")
@@ -28,7 +29,7 @@ def _access_page(errors: dict[str, str] | None = None, status: int = 200):
     wanted = request.args.get("status", "pending")
     req_status = wanted if wanted in STATUSES else None
     state = request.args.get("state") if request.args.get("state") in STATES else "active"
-    gpage = int_arg(request.args.get("gpage")) or 1
+    gpage = whole_number(request.args.get("gpage")) or 1
     with refusals(), console() as ctx:
         try:
             requests, total = manage_access.list_requests(
@@ -114,7 +115,7 @@ def access_revoke(grant_id: str):
 def access_grant():
     """Give a user a role until a time (a temporary grant)."""
     username = text("username", 200)
-    role_id = int_arg(request.form.get("role_id"))
+    role_id = whole_number(request.form.get("role_id"))
     errors = {}
     try:
         expires_at = until("expires_at")

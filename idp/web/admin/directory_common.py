@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from flask import abort, request
 
 from ...errors import Conflict, Forbidden, NotFound, ValidationError
 
 T = TypeVar("T")
-PAGE_SIZES = (10, 25, 50, 100)
 
 
 @contextmanager
@@ -48,20 +47,6 @@ def text(name: str, limit: int = 2000) -> str:
 
 def optional(name: str) -> str | None:
     return text(name) or None
-
-
-def int_arg(value: Any) -> int | None:
-    raw = str(value or "").strip()
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 2**31 - 1:
-        return int(raw)
-    return None
-
-
-def paging() -> tuple[int, int]:
-    """page and per_page from the query string, clamped to what the pager offers."""
-    page = int_arg(request.args.get("page")) or 1
-    per_page = int_arg(request.args.get("per_page")) or 25
-    return min(page, 100_000), per_page if per_page in PAGE_SIZES else 25
 
 
 def permission_lines(raw: str) -> list[str]:

@@ -9,8 +9,9 @@ from flask_babel import gettext as _
 
 from ...manage import org as manage_org
 from .blueprint import bp
-from .directory_common import attempt, int_arg, paging, refusals, text
+from .directory_common import attempt, refusals, text
 from .guard import console
+from .paging import paging, whole_number
 
 
 def _companies_page(error: str | None = None, status: int = 200):
@@ -130,7 +131,7 @@ def org_company_delete(company_id: int):
 @bp.route("/org/companies/<int:company_id>/departments", methods=["POST"])
 def org_department_create(company_id: int):
     name = text("name", 200)
-    parent_id = int_arg(request.form.get("parent_id"))
+    parent_id = whole_number(request.form.get("parent_id"))
 
     def run():
         with console() as ctx:
@@ -229,7 +230,7 @@ def org_department_rename(dept_id: int):
 
 @bp.route("/org/departments/<int:dept_id>/move", methods=["POST"])
 def org_department_move(dept_id: int):
-    parent_id = int_arg(request.form.get("parent_id"))
+    parent_id = whole_number(request.form.get("parent_id"))
 
     def run():
         with console() as ctx:

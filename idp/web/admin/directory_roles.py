@@ -23,15 +23,14 @@ from .directory import user_by_name
 from .directory_common import (
     BadTime,
     attempt,
-    int_arg,
     optional,
-    paging,
     permission_lines,
     refusals,
     text,
     until,
 )
 from .guard import console
+from .paging import paging, whole_number
 
 KINDS = ("global", "client")
 
@@ -73,7 +72,7 @@ def roles():
 @bp.route("/roles", methods=["POST"])
 def roles_create():
     name = text("name", 200)
-    template_id = int_arg(request.form.get("template_id"))
+    template_id = whole_number(request.form.get("template_id"))
 
     def run():
         with console() as ctx:
@@ -203,7 +202,7 @@ def role_permission_remove(role_id: int):
 
 @bp.route("/roles/<int:role_id>/composites", methods=["POST"])
 def role_composite_add(role_id: int):
-    child_id = int_arg(request.form.get("child_id"))
+    child_id = whole_number(request.form.get("child_id"))
     if child_id is None:
         return _role_page(role_id, {"child_id": _("Choose a role.")}, 400)
 
@@ -227,7 +226,7 @@ def role_composite_remove(role_id: int, child_id: int):
 
 @bp.route("/roles/<int:role_id>/permission-groups", methods=["POST"])
 def role_pg_attach(role_id: int):
-    pg_id = int_arg(request.form.get("pg_id"))
+    pg_id = whole_number(request.form.get("pg_id"))
     if pg_id is None:
         return _role_page(role_id, {"pg_id": _("Choose a permission group.")}, 400)
 
@@ -278,9 +277,9 @@ def role_holder_grant(role_id: int):
             company = department = None
             kind, _sep, ref = scope.partition(":")
             if kind == "company":
-                company = manage_org.get_company(ctx, int_arg(ref) or 0)
+                company = manage_org.get_company(ctx, whole_number(ref) or 0)
             elif kind == "department":
-                department = manage_org.get_department(ctx, int_arg(ref) or 0)
+                department = manage_org.get_department(ctx, whole_number(ref) or 0)
             elif scope:
                 raise ValidationError(_("Choose where the role applies."))
             manage_users.assign_role(

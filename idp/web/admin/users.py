@@ -39,8 +39,8 @@ from ..password_policy import policy_help, violation_text
 from ..photo_text import refusal_text
 from .blueprint import bp
 from .guard import console
+from .paging import paging
 
-PER_PAGE = (10, 25, 50, 100)
 FILTERS = (
     "q",
     "company",
@@ -182,10 +182,7 @@ def _list_args() -> ListArgs:
         value = request.args.get(name, "").strip()
         if value and len(value) <= 200:
             args.values[name] = value
-    page = request.args.get("page", "1")
-    args.page = int(page) if page.isdigit() and 0 < int(page) <= 1_000_000 else 1
-    per_page = request.args.get("per_page", "25")
-    args.per_page = int(per_page) if per_page.isdigit() and int(per_page) in PER_PAGE else 25
+    args.page, args.per_page = paging()
     return args
 
 
