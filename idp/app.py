@@ -95,6 +95,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     # The hub's session manager is the one bound to Flask requests, so every caller (web pages
     # and protocol engines alike) shares it and its per-request record cache.
     svc = build_services(settings, clock, session_manager=BrowserSessions)
+    svc.geoip  # noqa: B018 - a named [geoip] database that cannot be read stops the start here
     # The built-in second factors, in the chooser's order. The e-mail/SMS codes go out through
     # the web layer's mail templates and SMS sender.
     register_factor(svc, BackupCodeFactor())

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from .backends.enrolment import EnrolmentQuery
+    from .backends.geoip import GeoIp
     from .backends.ldap import LdapConnector
     from .backends.passwords import PasswordHasher
     from .backends.webauthn import RelyingParty
@@ -155,6 +156,13 @@ class Services:
         from .backends.ldap import LdapConnector
 
         return LdapConnector(self.settings.ldap)
+
+    @cached_property
+    def geoip(self) -> GeoIp:
+        """Locations of addresses from ``[geoip] database`` (every answer None without one)."""
+        from .backends.geoip import GeoIp
+
+        return GeoIp(self.settings.geoip.database)
 
     @cached_property
     def webauthn_rp(self) -> RelyingParty:
