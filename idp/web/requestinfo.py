@@ -10,6 +10,7 @@ from flask import g, redirect, request, url_for
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from ..core.iprules import parse_address
 from ..core.policy import ACCOUNT_OK
 from ..sso.users import load_user, state_of
 from ..storage import audit as audit_rows
@@ -20,7 +21,12 @@ from .sso import sessions
 
 
 def client_ip() -> str | None:
-    return request.remote_addr
+    """The client's address, the one every part of the app uses (audit, sessions, lockout,
+    rate limits, network rules): the peer, or what a trusted proxy said it is
+    (``idp.web.proxies``, which has checked it). An IPv4 peer of a dual-stack socket
+    (``::ffff:192.0.2.1``) is written as the IPv4 address."""
+    address = parse_address(request.remote_addr)
+    return str(address) if address is not None else None
 
 
 def require_user(db: Session) -> User | Response:
