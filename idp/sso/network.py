@@ -40,6 +40,15 @@ AUDIT_EVERY = 60
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, as the web layer read it: the client's address (after the
+    trusted-proxy rules, idp.web.proxies) and the request id for the audit row."""
+
+    ip: str | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why an address was refused: the scope (global, admin, api, role, group, client, sp),
     which one of it (a role's name, a group's path, a client_id, an entityID), and the
@@ -100,9 +109,7 @@ def check_user(svc: Services, db: Session, user_id: int, ip: str | None) -> Refu
         if m.expires_at is None or m.expires_at > now:
             group_ids.update(rbac.group_ancestors(m.group_id, graph.group_parent))
     address = parse_address(ip)
-    for (kind, scope_id), found in sorted(
-        stored.rules_for_holder(db, role_ids, group_ids).items()
-    ):
+    for (kind, scope_id), found in sorted(stored.rules_for_holder(db, role_ids, group_ids).items()):
         if not Rules.of(found["allow"], found["deny"]).permits(address):
             names = graph.role_names if kind == "role" else graph.group_names
             return Refusal(kind, names.get(scope_id, str(scope_id)))

@@ -6,6 +6,7 @@ The console's gate (``[admin] allowed_networks``) is the console guard's first c
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, g, jsonify, render_template, request
@@ -14,19 +15,30 @@ from werkzeug.wrappers import Response
 
 from ..sso import network
 from ..sso.network import Refusal
-from .api.framework import PREFIX as API_PREFIX
-from .api.framework import problem
 from .current import svc
 from .requestinfo import client_ip
-from .scim import PREFIX as SCIM_PREFIX
 
 log = logging.getLogger("idp.network")
+
+# The API's and SCIM's prefixes (idp.web.api.framework.PREFIX, idp.web.scim.PREFIX: those
+# packages import the login pages, which import this module).
+API_PREFIX = "/api/v1"
+SCIM_PREFIX = "/scim/v2"
+PROBLEM_TYPE = "https://idp.invalid/problems/network-not-allowed"
 
 # Never gated: a load balancer's health probes and the files a refusal page itself loads.
 _EXEMPT = ("/healthz", "/readyz", "/assets/", "/static/", "/favicon")
 # Programs, not people: a JSON answer (OAuth error JSON; the API's problem+json).
-_PROGRAMS = ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/oauth2/userinfo",
-             "/oauth2/register", "/oauth2/device", "/.well-known/", "/jwks")
+_PROGRAMS = (
+    "/oauth2/token",
+    "/oauth2/introspect",
+    "/oauth2/revoke",
+    "/oauth2/userinfo",
+    "/oauth2/register",
+    "/oauth2/device",
+    "/.well-known/",
+    "/jwks",
+)
 
 
 def install(app: Flask) -> None:
@@ -55,13 +67,14 @@ def refused(refusal: Refusal, *, user: str | None = None) -> Response:
     )
     path = request.path
     if path.startswith(API_PREFIX + "/") or path == API_PREFIX:
-        return problem(
-            403,
-            "Forbidden",
-            "Requests from this network are not allowed.",
-            kind="network-not-allowed",
-            reference=refusal.reference,
-        )
+        body = {
+            "type": PROBLEM_TYPE,
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "Requests from this network are not allowed.",
+            "reference": refusal.reference,
+        }
+        return _json(body, "application/problem+json")
     if path.startswith(SCIM_PREFIX + "/"):
         body = {
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
@@ -69,18 +82,26 @@ def refused(refusal: Refusal, *, user: str | None = None) -> Response:
             "detail": "Requests from this network are not allowed "
             f"(reference {refusal.reference}).",
         }
-        return Response(
-            jsonify(body).get_data(), status=403, mimetype="application/scim+json"
-        )
+        return _json(body, "application/scim+json")
     if path.startswith(_PROGRAMS):
+        # The token endpoint's errors are RFC 6749 §5.2's (400, a code of its list); the other
+        # programs' paths answer 403 access_denied.
+        token = path == "/oauth2/token"
         resp = jsonify(
-            error="access_denied",
+            error="unauthorized_client" if token else "access_denied",
             error_description="requests from this network are not allowed",
             reference=refusal.reference,
         )
-        resp.status_code = 403
+        resp.status_code = 400 if token else 403
+        resp.headers["Cache-Control"] = "no-store"
         return resp
     return not_allowed_page(refusal)
+
+
+def _json(body: dict[str, object], mimetype: str) -> Response:
+    resp = Response(json.dumps(body), status=403, mimetype=mimetype)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def not_allowed_page(refusal: Refusal) -> Response:

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from ..core.iprules import parse_address
 from ..core.policy import ACCOUNT_OK
+from ..sso.network import Origin
 from ..sso.users import load_user, state_of
 from ..storage import audit as audit_rows
 from ..storage.models import User
@@ -27,6 +28,11 @@ def client_ip() -> str | None:
     (``::ffff:192.0.2.1``) is written as the IPv4 address."""
     address = parse_address(request.remote_addr)
     return str(address) if address is not None else None
+
+
+def origin() -> Origin:
+    """Where this request came from, as the engines take it (network rules, their audit)."""
+    return Origin(client_ip(), g.get("request_id"))
 
 
 def require_user(db: Session) -> User | Response:
