@@ -12,10 +12,9 @@ import pytest
 from login_kit import GOOD, login, make_user
 from sqlalchemy import func, select
 
-from idp.manage import Actor, transaction
+from idp.manage import Actor, iprules, transaction
 from idp.manage import clients as manage_clients
 from idp.manage import groups as manage_groups
-from idp.manage import iprules
 from idp.manage import roles as manage_roles
 from idp.storage.models import AuditEvent, User
 from idp.storage.models_auth import SsoSessionIndex
@@ -345,3 +344,39 @@ def test_the_console_and_the_api_use_the_same_engine(make_app):
     assert api.status_code == 403 and api.get_json()["reference"]
     assert {r.details["scope"] for r in denied_rows(svc)} == {"admin", "api"}
     assert client_from(app, "10.1.1.1").get("/api/v1/users").status_code == 401  # no token
+
+
+# --- SP rules --------------------------------------------------------------------------------
+
+
+def _sp(svc, entity_id: str) -> None:
+    from idp.saml.registry import SpRegistry
+
+    metadata = (
+        f'<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+        f'entityID="{entity_id}"><md:SPSSODescriptor protocolSupportEnumeration='
+        '"urn:oasis:names:tc:SAML:2.0:protocol"><md:AssertionConsumerService Binding='
+        '"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
+        f'Location="{entity_id}/acs" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>'
+    )
+    with svc.sessions.begin() as db:
+        SpRegistry(db).add(metadata, origin="manual")
+
+
+def test_an_sp_rule_refuses_saml_sso_with_an_error_page_and_no_assertion(app):
+    svc = app.extensions["idp"]
+    make_user(svc, "dave")
+    _sp(svc, "https://wiki.example.org/sp")
+    with op(svc) as ctx:
+        iprules.set_rules(ctx, "sp", "https://wiki.example.org/sp", [OFFICE], [])
+    c = client_from(app, HOME)
+    assert login(c, "dave", GOOD).status_code in (302, 303)
+    resp = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 403 and "SAMLResponse" not in text
+    assert "Sign-in is not allowed from your network" in text
+    row = denied_rows(svc)[-1]
+    assert (row.details["scope"], row.target) == ("sp", "https://wiki.example.org/sp")
+    c.environ_base["REMOTE_ADDR"] = "198.51.100.20"
+    ok = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
+    assert ok.status_code == 200 and "SAMLResponse" in ok.get_data(as_text=True)
