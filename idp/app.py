@@ -13,23 +13,24 @@ from flask import Flask, g, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug import exceptions as http_errors
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, logs
 from .backends.backup_codes import BackupCodeFactor
 from .backends.otp_delivery import register_code_factors
 from .backends.totp import TotpFactor
 from .clock import Clock
+from .core.iprules import parse_networks
 from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services, load_effective_settings
-from .web import live_settings
+from .web import live_settings, netguard
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.assets import asset_url
 from .web.csp import content_security_policy, csp_nonce
 from .web.mfa import deliver_code
+from .web.proxies import TrustedProxies
 from .web.scim import PREFIX as SCIM_PREFIX
 from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
@@ -114,12 +115,16 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     )
     app.extensions["idp"] = svc
     app.session_interface = _CookieSessions()
-    if settings.server.trusted_proxies:
-        n = settings.server.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    # Always installed: with no trusted proxy it still drops forged X-Forwarded-* headers.
+    app.wsgi_app = TrustedProxies(
+        app.wsgi_app,
+        settings.server.trusted_proxies,
+        parse_networks(settings.server.trusted_proxy_networks),
+    )
 
     _install_request_hooks(app, settings.logging.access_log)
     live_settings.install(app, svc, overrides)
+    netguard.install(app)  # after the live settings: the global rules are among them
     _install_error_handlers(app)
 
     for module in BLUEPRINTS:

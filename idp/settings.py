@@ -10,7 +10,6 @@ kept in the database and passed in by the caller (``idp.services.load_effective_
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .core.iprules import InvalidNetwork, canonical
 from .errors import ConfigError
 from .resources import resource_dir
 
@@ -60,6 +60,7 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "session": None,
     "registration": None,
     "branding": None,
+    "ip_rules": None,
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
@@ -402,13 +403,18 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         if api[key] < 1:
             raise ConfigError(f"setting api.{key} must be at least 1")
 
-    for network in s["admin"]["allowed_networks"]:
+    for name in (
+        "admin.allowed_networks",
+        "api.allowed_networks",
+        "server.trusted_proxy_networks",
+        "ip_rules.allow",
+        "ip_rules.deny",
+    ):
+        section, key = name.split(".")
         try:
-            ipaddress.ip_network(str(network), strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"setting admin.allowed_networks: {network!r} is not an address or CIDR network"
-            ) from None
+            s[section][key] = canonical(str(n) for n in s[section][key])
+        except InvalidNetwork as exc:
+            raise ConfigError(f"setting {name}: {exc}") from None
 
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)

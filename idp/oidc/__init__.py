@@ -23,9 +23,10 @@ idp.oidc.endpoints
 idp.oidc.userinfo
     userinfo(svc, req)          OIDC Core §5.3
 idp.oidc.authorize
-    authorize(svc, req, session_id), resume(svc, rid, session_id)
-    process(svc, params, session_id, accepted_auth_time=None, consent_given=False)
-    consent_prompt(svc, rid, session_id), answer_consent(svc, prompt, session_id, approve)
+    authorize(svc, req, session_id, origin=), resume(svc, rid, session_id, origin=)
+    process(svc, params, session_id, origin=, accepted_auth_time=None, consent_given=False)
+    consent_prompt(svc, rid, session_id), answer_consent(svc, prompt, session_id, approve, origin=)
+    (origin: idp.sso.network.Origin, the client's address for the network rules)
     error_page(message, status=400)
     list_consents(svc, user), withdraw_consent(svc, user, key), remember_consent(...)
 idp.oidc.logout

@@ -20,6 +20,8 @@ from sqlalchemy import select
 from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
 from ..errors import new_reference
 from ..services import Services
+from ..sso import network
+from ..sso.network import Origin
 from ..sso.sessions import session_manager
 from ..sso.stepup import required_acr_values
 from ..sso.users import account_usable, load_user
@@ -171,8 +173,10 @@ def _id_token_hint_sub(svc: Services, hint: str | None, client: OAuthClient) -> 
 
 # --- the endpoint --------------------------------------------------------------------------------
 
-def authorize(svc: Services, req: HttpRequest, session_id: str | None) -> Result:
-    """The authorization endpoint, GET or POST (RFC 6749 §3.1)."""
+def authorize(svc: Services, req: HttpRequest, session_id: str | None, *,
+              origin: Origin) -> Result:
+    """The authorization endpoint, GET or POST (RFC 6749 §3.1); ``origin``: where the request
+    came from (the client's and the user's network rules)."""
     values = req.values
     try:
         params: dict[str, Any] = _single_valued(values)
@@ -181,20 +185,20 @@ def authorize(svc: Services, req: HttpRequest, session_id: str | None) -> Result
         return error_page(exc.message, exc.status)
     if resources:
         params["resource_list"] = resources
-    return process(svc, params, session_id)
+    return process(svc, params, session_id, origin=origin)
 
 
-def resume(svc: Services, rid: str, session_id: str | None) -> Result:
+def resume(svc: Services, rid: str, session_id: str | None, *, origin: Origin) -> Result:
     """Back from the login: the pending request ``rid``, taken once."""
     req = session_manager(svc).finish_request(rid)
     if req is None or req.protocol != "oidc":
         return error_page(_("This sign-in request has expired or was already used. "
                             "Go back to the application and start again."))
-    return process(svc, req.params, session_id,
+    return process(svc, req.params, session_id, origin=origin,
                    accepted_auth_time=req.params.get("_created", 0))
 
 
-def process(svc: Services, params: dict[str, Any], session_id: str | None,
+def process(svc: Services, params: dict[str, Any], session_id: str | None, *, origin: Origin,
             accepted_auth_time: int | None = None, consent_given: bool = False) -> Result:
     """Answer an authorization request. ``session_id``: the SSO session cookie's value.
     ``accepted_auth_time``: set when resuming (after the
@@ -206,6 +210,15 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None,
         return checked
     _client, verified_uri = checked
     mode = params.get("response_mode")
+    refusal = network.check_client(svc, _client.client_id, origin.ip)
+    if refusal is not None:
+        # The client and redirect_uri are verified: the refusal goes back there (RFC 6749
+        # §4.1.2.1 access_denied), before any login is offered.
+        network.record(svc, refusal, origin.ip, request_id=origin.request_id)
+        return _respond(svc, verified_uri, {
+            "error": "access_denied",
+            "error_description": "sign-in from this network is not allowed for this client",
+            "state": params.get("state")}, mode if mode in RESPONSE_MODES else None)
     if not params.get("response_type"):
         # RFC 6749 §4.1.2.1: with the client and redirect_uri verified, the other errors go back
         # to the client.
@@ -228,7 +241,7 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None,
     redirect_uri = grant.redirect_uri
     try:
         return _authorize(svc, eng, grant, oauth_req, client, redirect_uri, params,
-                          session_id, accepted_auth_time, consent_given)
+                          session_id, accepted_auth_time, consent_given, origin)
     except AuthorizationError as exc:
         return _respond(svc, redirect_uri, {"error": exc.error,
                                             "error_description": exc.description,
@@ -280,7 +293,7 @@ def check_client_and_redirect(svc: Services, params: dict[str, Any]
 
 def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,
                params: dict[str, Any], session_id: str | None,
-               accepted_auth_time: int | None, consent_given: bool) -> Result:
+               accepted_auth_time: int | None, consent_given: bool, origin: Origin) -> Result:
     check_response_mode(params)
     check_request_objects(params)
     prompt = check_prompt(params)
@@ -319,6 +332,9 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
         if "none" in prompt:
             raise AuthorizationError("login_required", "The user must sign in again.")
         return _to_login(mgr, want, params, now)
+    if _user_refused(svc, user, origin):
+        raise AuthorizationError("access_denied", "sign-in from this network is not allowed "
+                                                  "for this user")
 
     scope = eng.permitted_scope(client, user.user_id, oauth_req.scope)
     oauth_req.scope = scope
@@ -359,6 +375,17 @@ def _active_user(svc, result: AuthnResult) -> Subject | None:
         if user is None or not account_usable(svc, user):
             return None
         return Subject(user.id, user.uuid)
+
+
+def _user_refused(svc, user: Subject, origin: Origin) -> bool:
+    """Do the network rules of the user's roles and groups refuse a reused SSO session from
+    the request's address? (A refusal is audited.)"""
+    with svc.sessions() as db:
+        refusal = network.check_user(svc, db, user.user_id, origin.ip)
+    if refusal is None:
+        return False
+    network.record(svc, refusal, origin.ip, request_id=origin.request_id, user=user.uuid)
+    return True
 
 
 def _needs_consent(svc, client: OAuthClient, user: Subject, wanted: list[str],
@@ -404,7 +431,7 @@ def consent_prompt(svc: Services, rid: str, session_id: str | None,
 
 
 def answer_consent(svc: Services, prompt: ConsentPrompt, session_id: str | None,
-                   approve: bool) -> Result:
+                   approve: bool, *, origin: Origin) -> Result:
     """The user allowed or declined (the form already checked by the caller)."""
     req = session_manager(svc).finish_request(prompt.rid)
     if req is None:
@@ -420,7 +447,7 @@ def answer_consent(svc: Services, prompt: ConsentPrompt, session_id: str | None,
                         req.params.get("response_mode"))
     remember_consent(svc, prompt.user.user_id, client.client_id,
                      prompt.scopes + [CLAIM_CONSENT + name for name in prompt.claims])
-    return process(svc, req.params, session_id,
+    return process(svc, req.params, session_id, origin=origin,
                    accepted_auth_time=req.params.get("_auth_ok", 0), consent_given=True)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from ..core.authn import AuthnRequest, AuthnResult, session_satisfies
 from ..services import Services
+from ..sso import network
+from ..sso.network import Origin
 from ..sso.sessions import AUTHREQ_TTL, SessionManager
 from ..sso.stepup import required_acr_for
 from ..storage.models import User
@@ -44,10 +46,15 @@ from .validate import (
 
 # Where the login sends the browser back; ``{rid}`` becomes the pending request's id.
 RESUME_URL = "/saml/resume?r={rid}"
+# The error page of a refusal by network rules (translated by the web layer).
+NOT_ALLOWED = "Sign-in is not allowed from your network"
 
 
-def sso(svc: Services, received: Received, sid: str | None, mgr: SessionManager) -> Answer:
-    """An AuthnRequest at the SingleSignOnService (HTTP-Redirect or HTTP-POST)."""
+def sso(
+    svc: Services, received: Received, sid: str | None, mgr: SessionManager, *, origin: Origin
+) -> Answer:
+    """An AuthnRequest at the SingleSignOnService (HTTP-Redirect or HTTP-POST); ``origin``:
+    where it came from (the SP's and the user's network rules)."""
     idp = saml_idp(svc)
     try:
         binding, relay, xml = read_message(received, "SAMLRequest")
@@ -57,6 +64,9 @@ def sso(svc: Services, received: Received, sid: str | None, mgr: SessionManager)
         return Refused(400, str(exc))
     except StatusError as exc:
         return _status_to_acs(idp, exc.checked, exc.status, str(exc), error_relay_state(received))
+    refused = _sp_refused(svc, checked.sp.entity_id, origin)
+    if refused is not None:
+        return refused
     params = {
         "sp": checked.sp.entity_id,
         "request_id": checked.request_id,
@@ -76,7 +86,16 @@ def sso(svc: Services, received: Received, sid: str | None, mgr: SessionManager)
         is_passive=checked.is_passive,
         params=params,
     )
-    return _authenticate(idp, mgr, sid, areq, checked)
+    return _authenticate(idp, mgr, sid, areq, checked, origin)
+
+
+def _sp_refused(svc: Services, entity_id: str, origin: Origin) -> Refused | None:
+    """The SP's network rules: a refusal is an error page here (never a message to the SP)."""
+    refusal = network.check_sp(svc, entity_id, origin.ip)
+    if refusal is None:
+        return None
+    network.record(svc, refusal, origin.ip, request_id=origin.request_id)
+    return Refused(403, NOT_ALLOWED, f"network rules of sp {entity_id}", refusal.reference)
 
 
 def idp_initiated(
@@ -85,12 +104,17 @@ def idp_initiated(
     relay_state: str | None,
     sid: str | None,
     mgr: SessionManager,
+    *,
+    origin: Origin,
 ) -> Answer:
     """IdP-initiated SSO to one SP (the app launcher's links)."""
     idp = saml_idp(svc)
     sp = idp.sp(sp_entity_id)
     if sp is None:
         return Refused(404, "This application is not registered.")
+    refused = _sp_refused(svc, sp.entity_id, origin)
+    if refused is not None:
+        return refused
     relay = relay_state or sp.settings.get("default_relay_state")
     if relay and len(relay) > MAX_RELAY_STATE:
         return Refused(400, "RelayState is too long.")
@@ -115,10 +139,12 @@ def idp_initiated(
         client_name=sp.name or sp.settings.get("display_name"),
         params=params,
     )
-    return _authenticate(idp, mgr, sid, areq, None)
+    return _authenticate(idp, mgr, sid, areq, None, origin)
 
 
-def resume(svc: Services, rid: str, sid: str | None, mgr: SessionManager) -> Answer:
+def resume(
+    svc: Services, rid: str, sid: str | None, mgr: SessionManager, *, origin: Origin
+) -> Answer:
     """Where the login returns: finish the pending request ``rid`` with the new session."""
     idp = saml_idp(svc)
     areq = mgr.finish_request(rid) if rid and len(rid) <= 64 else None
@@ -128,6 +154,9 @@ def resume(svc: Services, rid: str, sid: str | None, mgr: SessionManager) -> Ans
     failed = "The sign-in did not complete. Start again from the application."
     if current is None:
         return Refused(400, failed)
+    refused = _sp_refused(svc, areq.params["sp"], origin)
+    if refused is not None:
+        return refused
     now = idp.svc.clock.now()
     with idp.svc.sessions.begin() as db:
         user = _user(db, current)
@@ -158,6 +187,7 @@ def _authenticate(
     sid: str | None,
     areq: AuthnRequest,
     checked: Checked | None,
+    origin: Origin,
 ) -> Answer:
     current = mgr.current_by_sid(sid)
     if current is not None:
@@ -167,8 +197,18 @@ def _authenticate(
             user = _user(db, current)
             _with_mfa_policy(idp, areq, db, user)
             subject = None
+            refusal = None
             if session_satisfies(current, areq, idp.svc.clock.now()):
-                subject = _subject(idp, mgr, areq.params, current, db, user)
+                # A reused session answers only from where the user's roles and groups allow.
+                if user is not None:
+                    refusal = network.check_user(idp.svc, db, user.id, origin.ip)
+                if refusal is None:
+                    subject = _subject(idp, mgr, areq.params, current, db, user)
+        if refusal is not None:
+            network.record(
+                idp.svc, refusal, origin.ip, request_id=origin.request_id, user=current.user_uuid
+            )
+            return Refused(403, NOT_ALLOWED, "network rules of the user", refusal.reference)
         if subject is not None:
             return _respond(idp, mgr, areq.params, current, subject)
     if areq.is_passive and checked is not None:

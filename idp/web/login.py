@@ -36,6 +36,7 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..sso import network
 from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
 from ..storage import session_index
@@ -56,6 +57,7 @@ from .i18n import (
 from .kept import render_kept
 from .login_steps import MAX_STEP_FAILURES, STEPS
 from .mailing import queue_mail
+from .netguard import refused
 from .password_policy import password_policy
 from .requestinfo import absolute, audit, audit_now, client_ip, safe_next
 from .sso import sessions
@@ -259,6 +261,10 @@ def start_pending(
     ``remember_me``: the person asked to stay signed in (honoured when the policy offers it)."""
     # Store writes below use their own connection: on SQLite an open write transaction here
     # would block them, so whatever the caller changed is committed first.
+    refusal = network.check_user(svc(), db, user.id, client_ip())
+    if refusal is not None:
+        release_write_lock(db)
+        return refused(refusal, user=user.uuid)
     release_write_lock(db)
     req = _request_of(rid)
     age = password_age(password_policy(), user.password_changed_at, svc().clock.utcnow())

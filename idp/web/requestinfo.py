@@ -10,7 +10,9 @@ from flask import g, redirect, request, url_for
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from ..core.iprules import parse_address
 from ..core.policy import ACCOUNT_OK
+from ..sso.network import Origin
 from ..sso.users import load_user, state_of
 from ..storage import audit as audit_rows
 from ..storage.models import User
@@ -20,7 +22,17 @@ from .sso import sessions
 
 
 def client_ip() -> str | None:
-    return request.remote_addr
+    """The client's address, the one every part of the app uses (audit, sessions, lockout,
+    rate limits, network rules): the peer, or what a trusted proxy said it is
+    (``idp.web.proxies``, which has checked it). An IPv4 peer of a dual-stack socket
+    (``::ffff:192.0.2.1``) is written as the IPv4 address."""
+    address = parse_address(request.remote_addr)
+    return str(address) if address is not None else None
+
+
+def origin() -> Origin:
+    """Where this request came from, as the engines take it (network rules, their audit)."""
+    return Origin(client_ip(), g.get("request_id"))
 
 
 def require_user(db: Session) -> User | Response:

@@ -272,6 +272,24 @@ def upgrade() -> None:
     with op.batch_alter_table('group_roles', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_group_roles_role_id'), ['role_id'], unique=False)
 
+    op.create_table('ip_rules',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('role_id', sa.Integer(), nullable=True),
+    sa.Column('group_id', sa.Integer(), nullable=True),
+    sa.Column('client_id', sa.String(length=255), nullable=True),
+    sa.Column('sp_entity_id', sa.String(length=1000), nullable=True),
+    sa.Column('action', sa.String(length=8), nullable=False),
+    sa.Column('network', sa.String(length=50), nullable=False),
+    sa.ForeignKeyConstraint(['client_id'], ['clients.client_id'], name=op.f('fk_ip_rules_client_id_clients'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['group_id'], ['groups.id'], name=op.f('fk_ip_rules_group_id_groups'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['role_id'], ['roles.id'], name=op.f('fk_ip_rules_role_id_roles'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ip_rules'))
+    )
+    with op.batch_alter_table('ip_rules', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ip_rules_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ip_rules_group_id'), ['group_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ip_rules_role_id'), ['role_id'], unique=False)
+
     op.create_table('ldap_groups',
     sa.Column('group_id', sa.Integer(), nullable=False),
     sa.Column('dn', sa.String(length=1000), nullable=False),
@@ -663,6 +681,12 @@ def downgrade() -> None:
 
     op.drop_table('role_composites')
     op.drop_table('ldap_groups')
+    with op.batch_alter_table('ip_rules', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ip_rules_role_id'))
+        batch_op.drop_index(batch_op.f('ix_ip_rules_group_id'))
+        batch_op.drop_index(batch_op.f('ix_ip_rules_client_id'))
+
+    op.drop_table('ip_rules')
     with op.batch_alter_table('group_roles', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_group_roles_role_id'))
 

@@ -16,7 +16,6 @@ administrator."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,7 +27,9 @@ from wtforms import ValidationError as CsrfInvalid
 from ...core.authn import ACR_MFA, AuthnRequest
 from ...core.steps import enrolled_factors
 from ...manage.context import Actor, Context, transaction
+from ...sso import network
 from ..current import svc
+from ..netguard import refused
 from ..requestinfo import client_ip, require_user
 from ..sso import sessions
 from .blueprint import bp
@@ -37,21 +38,11 @@ from .nav import NAV, SECTIONS
 CONSOLE_PERMISSION = "console:admin:access"
 
 
-def _address_allowed() -> bool:
-    networks = svc().settings.admin.allowed_networks
-    if not networks:
-        return True
-    try:
-        address = ipaddress.ip_address(client_ip() or "")
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
-
-
 @bp.before_request
 def _guard():
-    if not _address_allowed():
-        abort(403)
+    refusal = network.check_networks("admin", svc().settings.admin.allowed_networks, client_ip())
+    if refusal is not None:
+        return refused(refusal)
     with svc().sessions() as db:
         user = require_user(db)
         if not hasattr(user, "id"):

@@ -35,6 +35,7 @@ SECTIONS: dict[str, Any] = {
     "session": _l("Sessions"),
     "registration": _l("Registration"),
     "branding": _l("Branding"),
+    "ip_rules": _l("IP rules"),
 }
 
 LABELS: dict[str, Any] = {
@@ -51,6 +52,8 @@ LABELS: dict[str, Any] = {
     "password_policy.warn_days": _l("Warn before expiry (days)"),
     "password_policy.history": _l("Previous passwords refused"),
     "password_policy.min_age_minutes": _l("Minimum minutes between changes"),
+    "ip_rules.allow": _l("Networks allowed to use the IdP (CIDR, one per line; empty = any)"),
+    "ip_rules.deny": _l("Networks refused everywhere (CIDR, one per line)"),
     "lockout.max_failures": _l("Failed sign-ins before the account locks"),
     "lockout.window_minutes": _l("Counting window (minutes)"),
     "lockout.lock_minutes": _l("Lock duration (minutes)"),

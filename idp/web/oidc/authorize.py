@@ -7,6 +7,7 @@ from flask import Blueprint, request
 
 from ...oidc import authorize as engine
 from ..current import svc
+from ..requestinfo import origin
 from .respond import plain_request, session_id, to_response
 
 bp = Blueprint("oidc_authorize", __name__)
@@ -14,9 +15,11 @@ bp = Blueprint("oidc_authorize", __name__)
 
 @bp.route("/oauth2/authorize", methods=["GET", "POST"])
 def authorize():
-    return to_response(engine.authorize(svc(), plain_request(), session_id()))
+    return to_response(engine.authorize(svc(), plain_request(), session_id(), origin=origin()))
 
 
 @bp.get("/oauth2/authorize/resume")
 def resume():
-    return to_response(engine.resume(svc(), request.args.get("r", ""), session_id()))
+    return to_response(
+        engine.resume(svc(), request.args.get("r", ""), session_id(), origin=origin())
+    )

@@ -15,6 +15,7 @@ from ...oidc.results import ErrorPage, _
 from ...sso.users import load_user
 from ..current import svc
 from ..login import person_name
+from ..requestinfo import origin
 from ..scopes import SCOPE_WORDS, scope_words
 from .respond import page, session_id, to_response
 
@@ -74,7 +75,9 @@ def consent():
                     _("The form expired. Go back to the application and start again.")
                 )
             )
-        return to_response(engine.answer_consent(services, prompt, sid, approve=not form.deny.data))
+        return to_response(engine.answer_consent(
+                services, prompt, sid, approve=not form.deny.data, origin=origin()
+            ))
     client = prompt.client
     with services.sessions() as db:
         person = load_user(db, user_id=prompt.user.user_id)

@@ -9,23 +9,28 @@ from flask import request
 
 from ...saml import sso as engine
 from ..current import svc
+from ..requestinfo import origin
 from ..sso import sessions
 from .respond import received, respond, session_id
 
 
 def sso():
-    return respond(engine.sso(svc(), received("SAMLRequest"), session_id(), sessions()))
+    answer = engine.sso(svc(), received("SAMLRequest"), session_id(), sessions(), origin=origin())
+    return respond(answer)
 
 
 def resume():
-    return respond(engine.resume(svc(), request.args.get("r", ""), session_id(), sessions()))
+    answer = engine.resume(
+        svc(), request.args.get("r", ""), session_id(), sessions(), origin=origin()
+    )
+    return respond(answer)
 
 
 def idp_initiated():
     """IdP-initiated SSO to one SP (the app launcher's links): /saml/init?sp=<entityID>."""
     args = request.args
     answer = engine.idp_initiated(
-        svc(), args.get("sp"), args.get("RelayState"), session_id(), sessions()
+        svc(), args.get("sp"), args.get("RelayState"), session_id(), sessions(), origin=origin()
     )
     return respond(answer)
 

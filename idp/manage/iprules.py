@@ -1,0 +1,121 @@
+"""Network rules as admin operations (CLI, REST API, console): the allow / deny lists of a
+role, a group, an OIDC client or a SAML SP (stored, ``idp.storage.iprules``) and the global
+``[ip_rules]`` (a live policy setting, ``idp.manage.policies``). Entries are checked with the
+rule engine (``idp.core.iprules``) before anything is stored: one bad entry refuses the whole
+change (``InvalidRules`` names it). Each change is audited as ``ip_rules.set`` with the scope
+and the lists before and after.
+
+Permissions: reading or changing a scope's rules needs the scope's own read / update
+permission (``roles:roles:*``, ``groups:groups:*``, ``clients:clients:*``,
+``saml:providers:*``; the global rules ``config:policies:*``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..core.iprules import ALLOW, DENY, InvalidNetwork, Rules, canonical
+from ..errors import NotFound, ValidationError
+from ..storage import iprules as stored
+from ..storage.models import Client, Group, Role, SamlServiceProvider
+from . import policies
+from .context import Context
+
+KINDS = ("role", "group", "client", "sp")
+_PERMISSIONS = {
+    "role": "roles:roles",
+    "group": "groups:groups",
+    "client": "clients:clients",
+    "sp": "saml:providers",
+    "global": "config:policies",
+}
+_MODELS = {"role": Role, "group": Group, "client": Client, "sp": SamlServiceProvider}
+
+
+class InvalidRules(ValidationError):
+    """An entry that is not an address or CIDR network; ``field`` is "allow" or "deny"."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RuleLists:
+    allow: list[str]
+    deny: list[str]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {ALLOW: list(self.allow), DENY: list(self.deny)}
+
+
+def checked(allow: Iterable[str], deny: Iterable[str]) -> RuleLists:
+    """The lists in canonical form, or InvalidRules for the first bad entry."""
+    lists: dict[str, list[str]] = {}
+    for name, entries in ((ALLOW, allow), (DENY, deny)):
+        items = [str(e).strip() for e in entries if str(e).strip()]
+        if len(items) > 200:
+            raise InvalidRules(f"{name}: at most 200 entries", name)
+        try:
+            lists[name] = canonical(items)
+        except InvalidNetwork as exc:
+            raise InvalidRules(f"{name}: {exc}", name) from None
+    return RuleLists(lists[ALLOW], lists[DENY])
+
+
+def _key(ctx: Context, kind: str, key: int | str) -> int | str:
+    if kind not in KINDS:
+        raise NotFound(f"no rule scope {kind!r}")
+    if ctx.db.get(_MODELS[kind], key) is None:
+        raise NotFound(f"no {kind} {key!r}")
+    return key
+
+
+def get(ctx: Context, kind: str, key: int | str) -> RuleLists:
+    """The rules of one role (id), group (id), client (client_id) or SP (entityID)."""
+    ctx.require(_PERMISSIONS.get(kind, "config:policies") + ":read")
+    found = stored.rules_of(ctx.db, kind, _key(ctx, kind, key))
+    return RuleLists(found[ALLOW], found[DENY])
+
+
+def set_rules(
+    ctx: Context, kind: str, key: int | str, allow: Iterable[str], deny: Iterable[str]
+) -> RuleLists:
+    """Replace the scope's rules; empty lists remove every restriction of it."""
+    ctx.require(_PERMISSIONS.get(kind, "config:policies") + ":update")
+    new = checked(allow, deny)
+    key = _key(ctx, kind, key)
+    old = stored.rules_of(ctx.db, kind, key)
+    if old == new.as_dict():
+        return new
+    stored.replace_rules(ctx.db, kind, key, new.allow, new.deny)
+    ctx.audit("ip_rules.set", f"{kind}:{key}", scope=kind, old=old, new=new.as_dict())
+    return new
+
+
+def get_global(ctx: Context) -> RuleLists:
+    ctx.require("config:policies:read")
+    cfg = ctx.svc.settings.ip_rules
+    return RuleLists(list(cfg.allow), list(cfg.deny))
+
+
+def set_global(
+    ctx: Context,
+    allow: Iterable[str],
+    deny: Iterable[str],
+    *,
+    keep_address: str | None = None,
+    locked: frozenset[str] = frozenset(),
+) -> RuleLists:
+    """Store the global rules (``[ip_rules]``, applied live by every worker). ``keep_address``:
+    the acting administrator's own address, when acting from a browser: rules that would
+    refuse it are refused, so nobody locks themselves out of the console by one click."""
+    ctx.require("config:policies:update")
+    new = checked(allow, deny)
+    if keep_address and not Rules.of(new.allow, new.deny).permits(keep_address):
+        raise InvalidRules(
+            f"these rules would refuse your own address {keep_address}; allow it first",
+            ALLOW if new.allow else DENY,
+        )
+    policies.update(ctx, {"ip_rules": {ALLOW: new.allow, DENY: new.deny}}, locked)
+    return new

@@ -1,0 +1,47 @@
+"""The client's address, scheme and host behind reverse proxies: a WSGI middleware that
+believes ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` only from a trusted proxy
+(``[server] trusted_proxies`` of them in front of us, counted from the right, and when
+``[server] trusted_proxy_networks`` is set, a direct peer inside those networks). Everything
+else ignores those headers: Flask's ``request.remote_addr`` is then the one client address
+the whole app uses (``idp.web.requestinfo.client_ip``). The socket's own peer is kept in the
+environ under ``PEER_KEY`` for the access log."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..core.iprules import Network, forwarded_client, forwarded_value
+
+PEER_KEY = "idp.peer_addr"
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+_FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class TrustedProxies:
+    """Rewrites ``REMOTE_ADDR``, ``wsgi.url_scheme`` and ``HTTP_HOST`` from the forwarded
+    headers of a trusted proxy; drops the headers in every case, so no code below can read an
+    unchecked one by mistake."""
+
+    def __init__(self, app: WsgiApp, trusted: int, networks: Sequence[Network] = ()) -> None:
+        self.app = app
+        self.trusted = trusted
+        self.networks = tuple(networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        peer = environ.get("REMOTE_ADDR")
+        environ[PEER_KEY] = peer
+        forwarded = [environ.pop(key, None) for key in _FORWARDED]
+        client = forwarded_client(peer, forwarded[0], self.trusted, self.networks)
+        if client is not None:
+            environ["REMOTE_ADDR"] = client
+            proto = forwarded_value(forwarded[1], self.trusted)
+            if proto in ("http", "https"):
+                environ["wsgi.url_scheme"] = proto
+            host = forwarded_value(forwarded[2], self.trusted)
+            if host and _HOST.fullmatch(host):
+                environ["HTTP_HOST"] = host
+        return self.app(environ, start_response)
