@@ -668,15 +668,15 @@ def _trend_table(trend: FailureTrend, part: str) -> tuple[list[str], list[list[A
 # --- exports -------------------------------------------------------------------------------------
 
 
-def export(ctx: Context, report: str, kind: str, out: BinaryIO, **params: Any) -> int:
+def export(ctx: Context, report: str, fmt: str, out: BinaryIO, **params: Any) -> int:
     """Write ``report`` (``users-without-mfa``, ``dormant-accounts``, ``privileged-accounts``,
-    ``failed-logins``, ``access-review``) with its ``params`` to ``out`` as ``kind``; how many
+    ``failed-logins``, ``access-review``) with its ``params`` to ``out`` as ``fmt``; how many
     rows. Refused (nothing written) before the first byte when the actor may not read it."""
-    if kind not in FORMATS:
+    if fmt not in FORMATS:
         raise ValidationError("format: csv or xlsx")
     columns, rows = _table(ctx, report, params)
     first = next(rows, None)  # the permission check and validation run here
-    sheet = writer(kind, out, sheet=report[:31])
+    sheet = writer(fmt, out, sheet=report[:31])
     sheet.header(columns)
     count = 0
     if first is not None:
@@ -687,7 +687,7 @@ def export(ctx: Context, report: str, kind: str, out: BinaryIO, **params: Any) -
             count += 1
     sheet.close()
     wanted = {k: v for k, v in params.items() if v not in (None, "")}
-    ctx.audit("report.exported", report, format=kind, params=wanted, rows=count)
+    ctx.audit("report.exported", report, format=fmt, params=wanted, rows=count)
     return count
 
 
