@@ -836,6 +836,16 @@ def create_review(
     return review
 
 
+def review_subjects(ctx: Context) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """What a review can be of: (global roles, groups), as (id, name / path), by name."""
+    ctx.require(REVIEW_PERMISSION)
+    roles = ctx.db.execute(
+        select(Role.id, Role.name).where(Role.client_id.is_(None)).order_by(Role.name)
+    ).all()
+    groups = ctx.db.execute(select(Group.id, Group.path).order_by(Group.path)).all()
+    return [(r.id, r.name) for r in roles], [(g.id, g.path) for g in groups]
+
+
 def _review(ctx: Context, review_id: int) -> AccessReview:
     review = ctx.db.get(AccessReview, review_id)
     if review is None:
