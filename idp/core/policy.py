@@ -339,6 +339,9 @@ class MfaRequirement:
     methods: tuple[str, ...]  # the second factors this login may use
     grace: bool  # required, but a user without a factor may still pass without one
     reasons: tuple[str, ...] = ()  # "user", "everyone", "group:admins"... for the audit trail
+    # When the grace period ends (account creation + the shortest grace of the matching
+    # rules); None without a grace period. Compliance reports show it.
+    grace_until: datetime | None = None
 
 
 def mfa_requirement(policy: MfaPolicy, subject: MfaSubject, now: datetime) -> MfaRequirement:
@@ -366,12 +369,13 @@ def mfa_requirement(policy: MfaPolicy, subject: MfaSubject, now: datetime) -> Mf
     if not reasons:
         return MfaRequirement(False, tuple(methods), False)
     grace_days = min(graces)
-    grace = bool(
-        grace_days
-        and subject.created_at is not None
-        and now < subject.created_at + timedelta(days=grace_days)
+    until = (
+        subject.created_at + timedelta(days=grace_days)
+        if grace_days and subject.created_at is not None
+        else None
     )
-    return MfaRequirement(True, tuple(methods), grace, tuple(reasons))
+    grace = until is not None and now < until
+    return MfaRequirement(True, tuple(methods), grace, tuple(reasons), until)
 
 
 # --- brute-force protection ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ names like "oauth:scope:api:read" stay one action.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import product
@@ -214,6 +214,12 @@ def explain(graph: Graph, permission: str, now: datetime) -> list[str]:
     """Every path that grants ``permission``, e.g.
     ``group staff/it -> role Helpdesk -> includes role Reader -> users:*:read``."""
     candidates = set(grant_candidates(permission))
+    return explain_matching(graph, lambda grant: grant in candidates, now)
+
+
+def explain_matching(graph: Graph, wanted: Callable[[str], bool], now: datetime) -> list[str]:
+    """Every path to a granted permission whose normalized form ``wanted`` accepts (the
+    privileged-accounts report asks for any administrative grant, not one permission)."""
     paths: list[str] = []
 
     def walk(role_id: int, trail: list[str], seen: frozenset[int], nested: bool = False) -> None:
@@ -223,12 +229,12 @@ def explain(graph: Graph, permission: str, now: datetime) -> list[str]:
         here = [*trail, f"includes {step}" if nested else step]
         if client is None:
             for p in graph.role_permissions.get(role_id, ()):
-                if _safe_norm(p) in candidates:
+                if _wanted(p, wanted):
                     paths.append(" -> ".join([*here, p]))
             for pg in graph.role_permission_groups.get(role_id, ()):
                 pg_name, pg_perms = graph.permission_groups.get(pg, (f"#{pg}", []))
                 for p in pg_perms:
-                    if _safe_norm(p) in candidates:
+                    if _wanted(p, wanted):
                         paths.append(" -> ".join([*here, f"permission group {pg_name}", p]))
         for child in graph.role_children.get(role_id, ()):
             if child not in seen:
@@ -258,11 +264,11 @@ def explain(graph: Graph, permission: str, now: datetime) -> list[str]:
     return paths
 
 
-def _safe_norm(p: str) -> str | None:
+def _wanted(p: str, wanted: Callable[[str], bool]) -> bool:
     try:
-        return normalize_grant(p)
+        return wanted(normalize_grant(p))
     except PermissionError_:
-        return None
+        return False
 
 
 # --- cycles ------------------------------------------------------------------------------------

@@ -377,12 +377,12 @@ class XlsxWriter:
     """A write-only (streaming) workbook; each row is filled with the user's colour, its text
     white on dark colours; text cells are escaped against formula injection."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out, sheet: str = "users") -> None:
         import openpyxl
 
         self._out = out
         self._book = openpyxl.Workbook(write_only=True)
-        self._sheet = self._book.create_sheet("users")
+        self._sheet = self._book.create_sheet(sheet)
         self._sheet.freeze_panes = "A2"
         self._styles: dict[str, tuple[Any, Any]] = {}
 
@@ -431,10 +431,11 @@ class XlsxWriter:
         self._book.save(self._out)
 
 
-def writer(kind: str, out):
-    """A :class:`CsvWriter` or :class:`XlsxWriter` over the binary stream ``out``."""
+def writer(kind: str, out, sheet: str = "users"):
+    """A :class:`CsvWriter` or :class:`XlsxWriter` (its one sheet named ``sheet``) over the
+    binary stream ``out``."""
     if kind == "csv":
         return CsvWriter(out)
     if kind == "xlsx":
-        return XlsxWriter(out)
+        return XlsxWriter(out, sheet)
     raise ValidationError(f"format must be csv or xlsx, not {kind!r}")

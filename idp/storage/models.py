@@ -178,7 +178,8 @@ class User(Timestamps, Base):
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # Values of admin-defined custom fields, by field name.
     custom: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the dormant-accounts report (no sign-in since a date).
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     department: Mapped[Department | None] = relationship(lazy="joined")
     company: Mapped[Company | None] = relationship(lazy="joined")
@@ -485,5 +486,6 @@ from . import models_iprules as models_iprules  # noqa: E402
 from . import models_ldap as models_ldap  # noqa: E402
 from . import models_mfa as models_mfa  # noqa: E402
 from . import models_oauth as models_oauth  # noqa: E402
+from . import models_reports as models_reports  # noqa: E402
 from . import models_saml as models_saml  # noqa: E402
 from . import models_webauthn as models_webauthn  # noqa: E402

@@ -45,6 +45,7 @@ ROLE_TEMPLATES: dict[str, tuple[str, list[str]]] = {
         "Reads the audit log and the directory",
         [
             "audit:*:read",
+            "reports:compliance:read",
             "users:*:read",
             "groups:*:read",
             "roles:*:read",

@@ -255,6 +255,26 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_roles_client_id'), ['client_id'], unique=False)
         batch_op.create_index('uq_roles_global_name', ['name'], unique=True, sqlite_where=sa.text('client_id IS NULL'), postgresql_where=sa.text('client_id IS NULL'))
 
+    op.create_table('access_reviews',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('role_id', sa.Integer(), nullable=True),
+    sa.Column('group_id', sa.Integer(), nullable=True),
+    sa.Column('subject', sa.String(length=1000), nullable=False),
+    sa.Column('title', sa.String(length=200), nullable=True),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
+    sa.Column('created_by_name', sa.String(length=150), nullable=True),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('signed_off_by', sa.String(length=200), nullable=True),
+    sa.Column('signed_off_by_name', sa.String(length=150), nullable=True),
+    sa.Column('signed_off_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['group_id'], ['groups.id'], name=op.f('fk_access_reviews_group_id_groups'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['role_id'], ['roles.id'], name=op.f('fk_access_reviews_role_id_roles'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_access_reviews'))
+    )
+    with op.batch_alter_table('access_reviews', schema=None) as batch_op:
+        batch_op.create_index('ix_access_reviews_created_at', ['created_at'], unique=False)
+
     op.create_table('client_service_roles',
     sa.Column('client_id', sa.String(length=255), nullable=False),
     sa.Column('role_id', sa.Integer(), nullable=False),
@@ -369,6 +389,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_users_company_id'), ['company_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_users_department_id'), ['department_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_users_external_id'), ['external_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_users_last_login_at'), ['last_login_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_users_status'), ['status'], unique=False)
 
     op.create_table('access_requests',
@@ -394,6 +415,25 @@ def upgrade() -> None:
     with op.batch_alter_table('access_requests', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_access_requests_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_access_requests_user_id'), ['user_id'], unique=False)
+
+    op.create_table('access_review_items',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('review_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('user_uuid', sa.String(length=36), nullable=False),
+    sa.Column('username', sa.String(length=150), nullable=False),
+    sa.Column('grant', sa.String(length=1000), nullable=False),
+    sa.Column('decision', sa.String(length=8), nullable=True),
+    sa.Column('decided_by', sa.String(length=200), nullable=True),
+    sa.Column('decided_by_name', sa.String(length=150), nullable=True),
+    sa.Column('decided_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('comment', sa.String(length=1000), nullable=True),
+    sa.ForeignKeyConstraint(['review_id'], ['access_reviews.id'], name=op.f('fk_access_review_items_review_id_access_reviews'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_access_review_items_user_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_access_review_items'))
+    )
+    with op.batch_alter_table('access_review_items', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_access_review_items_review_id'), ['review_id'], unique=False)
 
     op.create_table('group_members',
     sa.Column('group_id', sa.Integer(), nullable=False),
@@ -662,6 +702,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_group_members_user_id'))
 
     op.drop_table('group_members')
+    with op.batch_alter_table('access_review_items', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_access_review_items_review_id'))
+
+    op.drop_table('access_review_items')
     with op.batch_alter_table('access_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_access_requests_user_id'))
         batch_op.drop_index(batch_op.f('ix_access_requests_status'))
@@ -669,6 +713,7 @@ def downgrade() -> None:
     op.drop_table('access_requests')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_users_status'))
+        batch_op.drop_index(batch_op.f('ix_users_last_login_at'))
         batch_op.drop_index(batch_op.f('ix_users_external_id'))
         batch_op.drop_index(batch_op.f('ix_users_department_id'))
         batch_op.drop_index(batch_op.f('ix_users_company_id'))
@@ -692,6 +737,10 @@ def downgrade() -> None:
 
     op.drop_table('group_roles')
     op.drop_table('client_service_roles')
+    with op.batch_alter_table('access_reviews', schema=None) as batch_op:
+        batch_op.drop_index('ix_access_reviews_created_at')
+
+    op.drop_table('access_reviews')
     with op.batch_alter_table('roles', schema=None) as batch_op:
         batch_op.drop_index('uq_roles_global_name', sqlite_where=sa.text('client_id IS NULL'), postgresql_where=sa.text('client_id IS NULL'))
         batch_op.drop_index(batch_op.f('ix_roles_client_id'))

@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     groups,
     openapi,
     org,
+    reports,
     role_holders,
     roles,
     saml_fetch,
