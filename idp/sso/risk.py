@@ -104,11 +104,12 @@ class RiskEngine:
 
     # --- failed passwords: credential stuffing, recent failures ------------------------------
 
-    def address_blocked(self, ip: str | None) -> bool:
-        """An address found stuffing credentials is refused until its block runs out."""
+    def block_key(self, ip: str | None) -> str | None:
+        """The store key that, while it lives, refuses an address found stuffing credentials
+        (None: the rule is off). The caller reads it with the address's other counters."""
         if not ip or self.policy.stuffing_accounts <= 0:
-            return False
-        return self.store.get(f"risk:block:{ip}") is not None
+            return None
+        return f"risk:block:{ip}"
 
     def password_failed(
         self, ip: str | None, login: str, user_id: int | None

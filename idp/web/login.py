@@ -440,10 +440,10 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
     guard = lockout()
     policy = guard.policy
     ip = client_ip()
-    fails = guard.ip_failures(ip)
+    fails, blocked = guard.ip_failures_and(ip, risk.block_key())
     # An address found stuffing credentials (docs/risk.md) is refused like one over the
     # failure limit: the password is not even checked, so the list being tried learns nothing.
-    if policy.ip_refused(fails) or risk.address_blocked():
+    if policy.ip_refused(fails) or blocked is not None:
         return _login_page(form(), _("Too many attempts from your network. Try again later."), 429)
     delay = policy.ip_delay(fails)
     if delay:

@@ -54,8 +54,9 @@ def write_events(db: Any, events: list[SecurityEvent], user: User | None, *, now
         )
 
 
-def address_blocked() -> bool:
-    return engine().address_blocked(client_ip())
+def block_key() -> str | None:
+    """The store key of this address's credential-stuffing block (None: the rule is off)."""
+    return engine().block_key(client_ip())
 
 
 def password_failed(db: Any, login: str, user: User | None) -> None:
