@@ -61,6 +61,7 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "registration": None,
     "branding": None,
     "ip_rules": None,
+    "risk": None,
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
@@ -420,6 +421,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
     _validate_policies(s)
+    _validate_risk(s["risk"])
 
 
 def _validate_policies(s: dict[str, Any]) -> None:
@@ -451,6 +453,25 @@ def _validate_policies(s: dict[str, Any]) -> None:
     for domain in s["registration"]["allowed_domains"]:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"setting registration.allowed_domains: {domain!r} is not a domain")
+
+
+def _validate_risk(risk: dict[str, Any]) -> None:
+    """[risk]: no negative counts, and a history long enough for the rules that read it."""
+    for key, value in risk.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"setting risk.{key} must not be negative")
+    if risk["step_up_without_factor"] not in ("deny", "allow"):
+        raise ConfigError('setting risk.step_up_without_factor must be "deny" or "allow"')
+    if risk["history_days"] < 1:
+        raise ConfigError("setting risk.history_days must be at least 1")
+    for key in (
+        "stuffing_window_minutes",
+        "stuffing_block_minutes",
+        "mfa_burst_window_minutes",
+        "failure_window_minutes",
+    ):
+        if risk[key] < 1:
+            raise ConfigError(f"setting risk.{key} must be at least 1")
 
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")

@@ -74,6 +74,14 @@ class Lockout:
             return 0
         return int(self.store.get(f"ipfails:{ip}") or 0)
 
+    def ip_failures_and(self, ip: str | None, key: str | None) -> tuple[int, Any]:
+        """``ip_failures`` and the value of one more store key (None: not asked), in one store
+        round trip: both are read before every password check."""
+        if not ip or key is None:
+            return self.ip_failures(ip), None
+        fails, value = self.store.get_many([f"ipfails:{ip}", key])
+        return int(fails or 0), value
+
     def record_ip_failure(self, ip: str | None) -> None:
         if not ip:
             return

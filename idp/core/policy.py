@@ -208,13 +208,16 @@ class LoginFacts:
     mfa_grace: bool = False
     enroll_at_login: bool = False  # a user who must but cannot do MFA sets up TOTP now
     device_remembered: bool = False  # this browser passed MFA for the user recently
+    # The sign-in's risk score (idp.core.risk) asks for a second factor: as a client's step-up,
+    # it is asked even of a remembered device and within the grace period.
+    risk_step_up: bool = False
 
 
 def plan_steps(facts: LoginFacts) -> list[str]:
     """The steps that follow the first factor, in order. A forced password change comes after
     the second factor: nobody sets a new password on the strength of the old one alone."""
     steps: list[str] = []
-    step_up = facts.wanted_acr_level >= 2
+    step_up = facts.wanted_acr_level >= 2 or facts.risk_step_up
     wants_mfa = facts.require_mfa or facts.mfa_everyone or step_up
     allowed = facts.mfa_methods
     usable = [f for f in facts.enrolled_factors if allowed is None or f in allowed]

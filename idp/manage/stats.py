@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, func, literal, or_, select
 
 from ..errors import Forbidden
 from ..storage.models import AuditEvent, User
@@ -44,6 +45,8 @@ SECURITY_EVENTS = (
     "mfa.reset",
     "password.changed",
     "session.revoked",
+    "login.risk_denied",
+    "security.",  # every suspicious-activity finding (docs/risk.md)
 )
 RECENT_EVENTS = 10
 
@@ -77,6 +80,7 @@ class Stats:
     hours: list[Bucket] | None = None  # 24, oldest first, the last is the current hour
     days: list[Bucket] | None = None  # 7, oldest first, the last is today (UTC)
     recent_events: list[Event] | None = None
+    security_events_24h: int | None = None  # security.* rows (suspicious activity) in 24 hours
     pending_requests: int | None = None
     sections: list[str] = field(default_factory=list)  # what the actor may read
 
@@ -93,6 +97,11 @@ def dashboard(ctx: Context) -> Stats:
         out.hours = _buckets(ctx, now.replace(minute=0, second=0, microsecond=0), 24, 1)
         out.days = _buckets(ctx, now.replace(hour=0, minute=0, second=0, microsecond=0), 7, 24)
         out.recent_events = _recent(ctx)
+        out.security_events_24h = ctx.db.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action.startswith("security."), AuditEvent.at >= now - timedelta(1))
+        )
         out.sections.append("audit")
     try:
         _, total = manage_access.list_requests(
@@ -187,10 +196,16 @@ def _buckets(ctx: Context, last_start: datetime, count: int, hours: int) -> list
     ]
 
 
+def _security_event() -> Any:
+    exact = [a for a in SECURITY_EVENTS if not a.endswith(".")]
+    prefixes = [a for a in SECURITY_EVENTS if a.endswith(".")]
+    return or_(AuditEvent.action.in_(exact), *(AuditEvent.action.startswith(p) for p in prefixes))
+
+
 def _recent(ctx: Context) -> list[Event]:
     rows = ctx.db.scalars(
         select(AuditEvent)
-        .where(AuditEvent.action.in_(SECURITY_EVENTS))
+        .where(_security_event())
         .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         .limit(RECENT_EVENTS)
     )

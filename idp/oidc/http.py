@@ -64,6 +64,7 @@ class HttpRequest:
     content_type: str = ""
     content_length: int | None = None
     json: Any = None
+    remote_addr: str | None = None  # the client's address (for audit rows)
 
     @property
     def args(self) -> Values:
@@ -117,6 +118,10 @@ class PlainOAuth2Request(OAuth2Request):
     @property
     def form(self) -> Values:
         return self._req.post_form()
+
+    @property
+    def remote_addr(self) -> str | None:
+        return self._req.remote_addr
 
 
 class _JsonPayload(JsonPayload):

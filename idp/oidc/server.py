@@ -43,6 +43,7 @@ from ..core.authn import AuthnResult
 from ..services import Services
 from ..sso.sessions import session_manager
 from ..sso.users import account_usable
+from ..storage import audit as audit_rows
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
 from .claims import user_claims
@@ -653,7 +654,10 @@ class Engine:
         replayed = None
         with self.svc.sessions.begin() as db:
             row = db.get(RefreshToken, token_hash)
-            if row is None or row.revoked or row.client_id != client.client_id:
+            if row is None or row.client_id != client.client_id:
+                return None
+            if row.revoked:
+                self._replay_event(db, row, "revoked", request)
                 return None
             if row.used_at is not None:
                 replayed = row.grant_id
@@ -678,8 +682,22 @@ class Engine:
             log.warning("refresh token reused; revoking its family",
                         extra={"client_id": client.client_id})
             self.revoke_grant(replayed)
+            with self.svc.sessions.begin() as db:
+                self._replay_event(db, db.get(RefreshToken, token_hash), "rotated", request)
             return None
         return row
+
+    def _replay_event(self, db, row: RefreshToken | None, kind: str,
+                      request: OAuth2Request) -> None:
+        """The security event of a refresh token presented again after it was rotated (its
+        family is revoked now) or revoked (docs/risk.md): ``[risk] refresh_replay``."""
+        if row is None or not self.svc.settings.risk.refresh_replay:
+            return
+        user = db.get(User, row.user_id)
+        ip = request.remote_addr if isinstance(request, PlainOAuth2Request) else None
+        audit_rows.audit(db, "security.refresh_token_replay", at=self.svc.clock.utcnow(),
+                         target=user.uuid if user else None, ip=ip, client_id=row.client_id,
+                         kind=kind, grant=row.grant_id, offline=row.offline)
 
     def _refreshable(self, db, row: RefreshToken, now) -> bool:
         if row.expires_at <= now or self.svc.store.get(_GRANT_REVOKED + row.grant_id):

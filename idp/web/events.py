@@ -73,12 +73,21 @@ EVENT_LABELS = {
     "user.role_removed": _l("Role taken away"),
     "group.member_added": _l("Added to a group"),
     "group.member_removed": _l("Removed from a group"),
+    # Suspicious activity and adaptive authentication (docs/risk.md)
+    "login.risk_denied": _l("Sign-in refused: unusual for the account"),
+    "security.credential_stuffing": _l("Many accounts failed from one address"),
+    "security.impossible_travel": _l("Impossible travel between two sign-ins"),
+    "security.new_country": _l("First sign-in from a new country"),
+    "security.refresh_token_replay": _l("Used or revoked refresh token presented again"),
+    "security.mfa_failure_burst": _l("Many wrong second-factor codes"),
+    "security.risky_sign_in": _l("Risky sign-in"),
 }
 
 SIGN_IN_EVENTS = (
     "login.success",
     "login.failure",
     "login.denied",
+    "login.risk_denied",
     "login.locked",
     "login.lockout",
     "login.magic_link_sent",

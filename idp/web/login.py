@@ -42,7 +42,7 @@ from ..sso.users import find_user, state_of
 from ..storage import session_index
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import mfa
+from . import mfa, risk
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -89,6 +89,11 @@ STATE_MESSAGES = {
     "expired": _l("This account has expired. Please contact your administrator."),
     "not_yet_active": _l("This account is not active yet. Please try again on your start date."),
 }
+RISK_DENIED = _l(
+    "This sign-in was refused because it looks unusual for your account (a new device or "
+    "place, or many recent attempts). Try again from a device you have used before, or "
+    "contact your administrator."
+)
 STEP_ERRORS = {
     "bad_code": _l("That code is not correct. Please try again."),
     "mismatch": _l("The two passwords do not match."),
@@ -270,8 +275,13 @@ def start_pending(
     age = password_age(password_policy(), user.password_changed_at, svc().clock.utcnow())
     mfa_facts, need = mfa.login_facts(db, user, req)
     release_write_lock(db)  # the remembered device's last use
+    enrolled = tuple(f.id for f in enrolled_factors(svc(), user, db))
+    judged = risk.judge(db, user, has_factor=bool(enrolled))
+    if judged.refused:
+        return _risk_refusal(judged.refused, rid, next_url, user)
     facts = LoginFacts(
-        enrolled_factors=tuple(f.id for f in enrolled_factors(svc(), user, db)),
+        enrolled_factors=enrolled,
+        risk_step_up=judged.step_up,
         must_change_password=user.must_change_password or change_reason is not None,
         password_expired=age.expired,
         password_expiry_warning=age.warn,
@@ -301,6 +311,8 @@ def start_pending(
         )
     if need.required:
         pending.data["methods"] = list(need.methods)
+    if judged.risk is not None:
+        pending.data["risk"] = judged.risk
     if remember_me and remember_me_days() > 0:
         pending.data["remember_me"] = True
     if change_reason:
@@ -311,6 +323,15 @@ def start_pending(
         return _finish(db, pending, user)
     _save_pending(pending)
     return redirect(url_for("login.step"))
+
+
+def _risk_refusal(why: str, rid: str | None, next_url: str | None, user: User) -> Response:
+    """The login page refusing a sign-in the rules locked or the risk score denied."""
+    form = LoginForm(formdata=None, r=rid or "", next=next_url or "")
+    form.username.data = user.username
+    message = STATE_MESSAGES["locked"] if why == "locked" else RISK_DENIED
+    page, status = _login_page(form, str(message), 403)
+    return Response(page, status=status, mimetype="text/html")
 
 
 def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
@@ -354,7 +375,9 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         user_agent=request.user_agent.string,
     )
     db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
-    audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
+    scored = {"risk": pending.data["risk"]} if "risk" in pending.data else {}
+    audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored)
+    risk.record_sign_in(db, user)
     db.commit()
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
@@ -423,8 +446,10 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
     guard = lockout()
     policy = guard.policy
     ip = client_ip()
-    fails = guard.ip_failures(ip)
-    if policy.ip_refused(fails):
+    fails, blocked = guard.ip_failures_and(ip, risk.block_key())
+    # An address found stuffing credentials (docs/risk.md) is refused like one over the
+    # failure limit: the password is not even checked, so the list being tried learns nothing.
+    if policy.ip_refused(fails) or blocked is not None:
         return _login_page(form(), _("Too many attempts from your network. Try again later."), 429)
     delay = policy.ip_delay(fails)
     if delay:
@@ -473,6 +498,7 @@ def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: s
     guard = lockout()
     guard.record_ip_failure(client_ip())
     locked_now = guard.record_failure(key)
+    risk.password_failed(db, login_name, user)
     audit(db, "login.failure", target=user.uuid if user else None, login=login_name[:100])
     if locked_now:
         policy = guard.policy
@@ -548,6 +574,10 @@ def step():
                     minutes=guard.policy.lock_minutes,
                     step=handler.id,
                 )
+            if guarded and not result.abort and risk.mfa_failed(db, user):
+                _drop_pending()
+                form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
+                return _login_page(form, str(STATE_MESSAGES["locked"]), 403)
             db.commit()
             if locked_now:
                 session.pop("login_p", None)

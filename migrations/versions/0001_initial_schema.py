@@ -563,6 +563,29 @@ def upgrade() -> None:
     with op.batch_alter_table('password_history', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_password_history_user_id'), ['user_id'], unique=False)
 
+    op.create_table('risk_sign_ins',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('network', sa.String(length=50), nullable=True),
+    sa.Column('device', sa.String(length=200), nullable=True),
+    sa.Column('country', sa.String(length=2), nullable=True),
+    sa.Column('latitude', sa.Float(), nullable=True),
+    sa.Column('longitude', sa.Float(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_risk_sign_ins_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_risk_sign_ins'))
+    )
+    with op.batch_alter_table('risk_sign_ins', schema=None) as batch_op:
+        batch_op.create_index('ix_risk_sign_ins_user_at', ['user_id', 'at'], unique=False)
+
+    op.create_table('risk_user_countries',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('country', sa.String(length=2), nullable=False),
+    sa.Column('first_seen', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('last_seen', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_risk_user_countries_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'country', name=op.f('pk_risk_user_countries'))
+    )
     op.create_table('saml_persistent_ids',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('sp_entity_id', sa.String(length=1000), nullable=False),
@@ -668,6 +691,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_saml_persistent_ids_user_id'))
 
     op.drop_table('saml_persistent_ids')
+    op.drop_table('risk_user_countries')
+    with op.batch_alter_table('risk_sign_ins', schema=None) as batch_op:
+        batch_op.drop_index('ix_risk_sign_ins_user_at')
+
+    op.drop_table('risk_sign_ins')
     with op.batch_alter_table('password_history', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_password_history_user_id'))
 

@@ -36,6 +36,7 @@ SECTIONS: dict[str, Any] = {
     "registration": _l("Registration"),
     "branding": _l("Branding"),
     "ip_rules": _l("IP rules"),
+    "risk": _l("Suspicious activity and adaptive authentication"),
 }
 
 LABELS: dict[str, Any] = {
@@ -90,12 +91,43 @@ LABELS: dict[str, Any] = {
     "branding.text_color": _l("Text colour"),
     "branding.support_text": _l("Support text"),
     "branding.languages": _l("Languages (one per line, the first is the default)"),
+    "risk.stuffing_accounts": _l("Accounts failing from one address to refuse it (0 = off)"),
+    "risk.stuffing_window_minutes": _l("Credential stuffing window (minutes)"),
+    "risk.stuffing_block_minutes": _l("Refuse the address for (minutes)"),
+    "risk.max_speed_kmh": _l("Impossible travel above (km/h, 0 = off)"),
+    "risk.impossible_travel_lock": _l("Lock the account on impossible travel"),
+    "risk.new_country": _l("Report a first sign-in from a new country"),
+    "risk.new_country_lock": _l("Lock the account on a sign-in from a new country"),
+    "risk.refresh_replay": _l("Report replayed refresh tokens"),
+    "risk.mfa_burst_failures": _l("Wrong second-factor codes that make a burst (0 = off)"),
+    "risk.mfa_burst_window_minutes": _l("Second-factor burst window (minutes)"),
+    "risk.mfa_burst_lock": _l("Lock the account on a burst of wrong codes"),
+    "risk.history_days": _l("Keep sign-in history for (days)"),
+    "risk.adaptive": _l("Score every sign-in (adaptive authentication)"),
+    "risk.notify_at": _l("Report a sign-in from score"),
+    "risk.step_up_at": _l("Ask a second factor from score"),
+    "risk.deny_at": _l("Refuse a sign-in from score"),
+    "risk.step_up_without_factor": _l("When a second factor is asked of someone without one"),
+    "risk.points_new_device": _l("Points: new device"),
+    "risk.points_new_country": _l("Points: new country"),
+    "risk.points_impossible_travel": _l("Points: impossible travel"),
+    "risk.points_velocity": _l("Points: many sign-ins in an hour"),
+    "risk.velocity_per_hour": _l("Sign-ins per hour that count as many (0 = off)"),
+    "risk.points_account_failures": _l("Points: recent failed passwords of the account"),
+    "risk.account_failures": _l("Failed passwords of the account that count (0 = off)"),
+    "risk.points_address_failures": _l("Points: recent failed passwords from the address"),
+    "risk.address_failures": _l("Failed passwords from the address that count (0 = off)"),
+    "risk.failure_window_minutes": _l("Failed passwords count for (minutes)"),
 }
 
 CHOICES: dict[str, list[tuple[str, Any]]] = {
     "password_policy.mode": [
         ("classic", _l("Classic: length and composition")),
         ("nist", _l("NIST SP 800-63B: length and blocklist only")),
+    ],
+    "risk.step_up_without_factor": [
+        ("deny", _l("Refuse the sign-in")),
+        ("allow", _l("Let them in and report it")),
     ],
 }
 

@@ -16,6 +16,7 @@ from ...oidc.results import (
     Redirect,
 )
 from ...sso.sessions import COOKIE
+from ..requestinfo import client_ip
 
 
 def plain_request(*, with_json: bool = False) -> HttpRequest:
@@ -29,6 +30,7 @@ def plain_request(*, with_json: bool = False) -> HttpRequest:
         content_type=request.mimetype,
         content_length=request.content_length,
         json=request.get_json(silent=True) if with_json else None,
+        remote_addr=client_ip(),
     )
 
 
