@@ -43,7 +43,7 @@ from ..storage.models import (
     UserRole,
 )
 from ..storage.models_auth import SecurityAnswer
-from ..storage.tokens import OneTimeTokens
+from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
 from .account_time import formatters
 from .admin.guard import may_open_console
 from .current import svc
@@ -251,7 +251,7 @@ def resend_verification():
 # the same, and that address gets a notice instead of a link (no enumeration of addresses).
 
 _EMAIL_PURPOSE = "email-change"
-_EMAIL_PENDING = "emailchange:"
+_EMAIL_PENDING = EMAIL_PENDING_PREFIX
 EMAIL_CHANGES_PER_HOUR = 5
 
 
