@@ -39,6 +39,7 @@ from ..storage.session_index import SessionRecords, end_user_sessions, list_sess
 from ..storage.tokens import EMAIL_PENDING_PREFIX, MAIL_RATE_PREFIX, OneTimeTokens
 from . import photos
 from .context import Context
+from .users import get as get_user
 from .users import refuse_last_admin, visible
 
 ERASED = "user.erased"
@@ -270,11 +271,13 @@ def decide(
     """Approve (the account is erased now) or reject (with an optional note for the person) a
     waiting request. Unknown or out of reach: NotFound; already decided: Conflict."""
     req = ctx.db.get(DeletionRequest, request_id)
-    user = ctx.db.get(User, req.user_id) if req is not None and req.user_id else None
-    if req is None or user is None or not ctx.allowed("users:accounts:delete", user.id):
-        if req is not None and user is not None:
-            ctx.require("users:accounts:delete", user.id)
+    if req is None:
         raise NotFound("no such deletion request")
+    if req.user_id is None:  # the account was erased: only for who may delete anyone
+        ctx.require("users:accounts:delete")
+        raise Conflict(f"this request was already {req.status}")
+    # Out of the actor's reach: NotFound; the permission held nowhere: Forbidden.
+    user = get_user(ctx, req.user_uuid, "users:accounts:delete")
     if req.status != "pending":
         raise Conflict(f"this request was already {req.status}")
     if note is not None and len(note) > 2000:

@@ -17,7 +17,7 @@ def tell_erased(erasure: Erasure) -> None:
         "account_deleted",
         _l("Your account was deleted"),
         locale=erasure.locale,
-        name=erasure.username,
+        person=erasure.username,
     )
 
 
@@ -30,6 +30,6 @@ def tell_decision(decision: Decision) -> None:
         "deletion_rejected",
         _l("Your account deletion request was not approved"),
         locale=decision.locale,
-        name=decision.username,
+        person=decision.username,
         note=decision.request.note,
     )
