@@ -32,8 +32,7 @@ NEW_EMAIL = "erin.elsewhere@example.org"
 
 
 def needles() -> list[str]:
-    return [PERSON["username"], PERSON["email"], PERSON["phone"], "Erinna", "Quaintance",
-            NEW_EMAIL]
+    return [PERSON["username"], PERSON["email"], PERSON["phone"], "Erinna", "Quaintance", NEW_EMAIL]
 
 
 def _picture() -> bytes:
@@ -70,8 +69,13 @@ def rich_user(app) -> dict:
     post_form(app.test_client(), "/password/reset", {"email": PERSON["email"]})
     now = svc.clock.utcnow()
     with transaction(svc, Actor.operator("test")) as ctx:
-        manage_clients.create(ctx, "shop", name="Shop", grant_types=["authorization_code"],
-                              redirect_uris=["https://shop.example/cb"])
+        manage_clients.create(
+            ctx,
+            "shop",
+            name="Shop",
+            grant_types=["authorization_code"],
+            redirect_uris=["https://shop.example/cb"],
+        )
     name = photos.store(svc, _picture())
     with svc.sessions.begin() as db:
         d = Directory(db, svc.clock)
@@ -83,19 +87,35 @@ def rich_user(app) -> dict:
         db.add(MfaTotp(user_id=user_id, secret_sealed="sealed", name="Erinna's phone"))
         db.add(MfaBackupCode(user_id=user_id, code_hash="h1"))
         db.add(MfaOtpChannel(user_id=user_id, kind="sms", destination=PERSON["phone"]))
-        db.add(MfaRememberedDevice(user_id=user_id, token_hash="rd1",
-                                   expires_at=now + timedelta(days=30),
-                                   user_agent="Erinna's laptop", ip="198.51.100.7"))
-        db.add(WebAuthnCredential(user_id=user_id, credential_id="cred-erin", public_key=b"k",
-                                  name="Erinna's key"))
-        db.add(RefreshToken(token_hash="rt-erin", grant_id="g1", client_id="shop",
-                            user_id=user_id, scope="openid", expires_at=now + timedelta(days=9)))
+        db.add(
+            MfaRememberedDevice(
+                user_id=user_id,
+                token_hash="rd1",
+                expires_at=now + timedelta(days=30),
+                user_agent="Erinna's laptop",
+                ip="198.51.100.7",
+            )
+        )
+        db.add(
+            WebAuthnCredential(
+                user_id=user_id, credential_id="cred-erin", public_key=b"k", name="Erinna's key"
+            )
+        )
+        db.add(
+            RefreshToken(
+                token_hash="rt-erin",
+                grant_id="g1",
+                client_id="shop",
+                user_id=user_id,
+                scope="openid",
+                expires_at=now + timedelta(days=9),
+            )
+        )
         db.add(Consent(user_id=user_id, client_id="shop", scopes=["openid", "email"]))
         terms.record(db, user_id, "2024-05", at=now)
         db.add(DeletionRequest(user_id=user_id, user_uuid=user.uuid, created_at=now))
         uuid = user.uuid
-    return {"uuid": uuid, "id": user_id, "client": client,
-            "picture": photos.directory(svc) / name}
+    return {"uuid": uuid, "id": user_id, "client": client, "picture": photos.directory(svc) / name}
 
 
 def traces(svc, words: list[str] | None = None) -> list[str]:

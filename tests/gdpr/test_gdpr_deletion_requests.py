@@ -38,14 +38,15 @@ def test_immediate_deletion_erases_and_signs_out(immediate):
     person = rich_user(immediate)
     client = person["client"]
     page = client.get("/account/delete").get_data(as_text=True)
-    assert "Delete my account now" in page and "name=\"password\"" in page
+    assert "Delete my account now" in page and 'name="password"' in page
     before = snapshot(svc)
     wrong = _form(client, {"action": "delete", "password": "not-my-password"})
     assert wrong.status_code == 401 and "not correct" in wrong.get_data(as_text=True)
     after = snapshot(svc)
-    assert after["users"] == before["users"] and after["oauth_refresh_tokens"] == before[
-        "oauth_refresh_tokens"
-    ]
+    assert (
+        after["users"] == before["users"]
+        and after["oauth_refresh_tokens"] == before["oauth_refresh_tokens"]
+    )
     with svc.sessions() as db:
         failed = db.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
         assert failed.action == "account.delete_reauth_failed"
@@ -162,8 +163,13 @@ def test_api_reject_keeps_the_account_and_mails_the_note(app, svc):
     again = api(c, "POST", f"/api/v1/gdpr/deletion-requests/{item['id']}/approve", token)
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
     assert api(c, "POST", "/api/v1/gdpr/deletion-requests/999/approve", token).status_code == 404
-    bad = api(c, "POST", f"/api/v1/gdpr/deletion-requests/{item['id']}/reject", token,
-              json={"reason": "x"})
+    bad = api(
+        c,
+        "POST",
+        f"/api/v1/gdpr/deletion-requests/{item['id']}/reject",
+        token,
+        json={"reason": "x"},
+    )
     assert bad.status_code == 400
     assert api(c, "GET", "/api/v1/gdpr/deletion-requests?status=odd", token).status_code == 400
     assert snapshot(svc) == before

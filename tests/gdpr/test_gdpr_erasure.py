@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from admin_kit import console_csrf, make_admin, signed_in
 from api_kit import api, service_token, user_token
 from directory_api_kit import snapshot

@@ -14,8 +14,11 @@ from idp.storage.models import AuditEvent
 from idp.storage.models_auth import SsoSessionIndex
 from idp.storage.models_gdpr import TermsAcceptance
 
-TERMS = {"terms_version": "2024-05", "terms_url": "https://example.org/terms",
-         "privacy_url": "https://example.org/privacy"}
+TERMS = {
+    "terms_version": "2024-05",
+    "terms_url": "https://example.org/terms",
+    "privacy_url": "https://example.org/privacy",
+}
 
 
 def _sessions(svc) -> int:
