@@ -48,6 +48,7 @@ BLUEPRINTS = [
     ".web.login",
     ".web.password",
     ".web.account",
+    ".web.account_gdpr",
     ".web.mfa",
     ".web.webauthn",
     ".web.oidc.discovery",

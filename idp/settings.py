@@ -62,6 +62,7 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "branding": None,
     "ip_rules": None,
     "risk": None,
+    "gdpr": None,
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
@@ -422,6 +423,21 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_mfa(s["mfa"])
     _validate_policies(s)
     _validate_risk(s["risk"])
+    _validate_gdpr(s["gdpr"])
+
+
+def _validate_gdpr(g: dict[str, Any]) -> None:
+    """[gdpr]: the deletion mode, non-negative retention periods, http(s) links."""
+    if g["deletion"] not in ("immediate", "approval", "off"):
+        raise ConfigError('setting gdpr.deletion must be "immediate", "approval" or "off"')
+    for key in ("inactive_erase_days", "request_retention_days"):
+        if g[key] < 0:
+            raise ConfigError(f"setting gdpr.{key} must not be negative")
+    if len(g["terms_version"]) > 64:
+        raise ConfigError("setting gdpr.terms_version must be at most 64 characters")
+    for key in ("terms_url", "privacy_url"):
+        if g[key]:
+            _check_url(f"gdpr.{key}", g[key], {"http", "https"})
 
 
 def _validate_policies(s: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from .claims import claims
 from .clients import clients
 from .config import config
 from .db import db
+from .gdpr import gdpr, users_erase
 from .groups import groups
 from .init import init
 from .keys import keys
@@ -37,6 +38,8 @@ def cli() -> None:
 for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
     cli.add_command(command)
 cli.add_command(config)
+cli.add_command(gdpr)
+users.add_command(users_erase)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

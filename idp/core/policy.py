@@ -188,6 +188,7 @@ STEP_SET_PASSWORD = "set_password"  # noqa: S105 - a step name
 STEP_EXPIRY_NOTICE = "expiry_notice"
 STEP_MFA_ENROLL = "mfa_enroll"  # set up TOTP during the login (policy demands MFA, none set up)
 STEP_BACKUP_CODES = "backup_codes"  # show the backup codes made by that enrolment, once
+STEP_TERMS = "terms"  # accept the current terms of use / privacy policy version ([gdpr])
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class LoginFacts:
     # The sign-in's risk score (idp.core.risk) asks for a second factor: as a client's step-up,
     # it is asked even of a remembered device and within the grace period.
     risk_step_up: bool = False
+    terms_pending: bool = False  # [gdpr] terms_version is set and the user has not accepted it
 
 
 def plan_steps(facts: LoginFacts) -> list[str]:
@@ -241,6 +243,9 @@ def plan_steps(facts: LoginFacts) -> list[str]:
         steps.append(STEP_SET_PASSWORD)
     elif facts.local_password and facts.password_expiry_warning:
         steps.append(STEP_EXPIRY_NOTICE)
+    if facts.terms_pending:
+        # Last: the person is who they say before they agree to anything in their name.
+        steps.append(STEP_TERMS)
     return steps
 
 

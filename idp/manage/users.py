@@ -49,7 +49,14 @@ from ..storage.models import (
     User,
     UserRole,
 )
-from ..storage.rbac import Authorizer, Grants, bump_generation, grants_for, role_grants
+from ..storage.rbac import (
+    Authorizer,
+    Grants,
+    bump_generation,
+    covers,
+    grants_for,
+    role_grants,
+)
 from ..storage.session_index import SessionRecords, end_user_sessions
 from .context import Context
 from .groups import group_grants
@@ -565,13 +572,49 @@ def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:
     return sorted(changed)
 
 
+# The top administrator permission: whoever holds it everywhere can do everything.
+TOP_PERMISSION = "*"
+
+
+def holds_top(ctx: Context, user_id: int) -> bool:
+    """Does the user hold the top administrator permission (``*``, unscoped)?"""
+    everywhere = _authorizer(ctx).grants(user_id).everywhere
+    return any(covers(g, TOP_PERMISSION) for g in everywhere)
+
+
+def refuse_last_admin(ctx: Context, user: User) -> None:
+    """Conflict when ``user`` holds the top administrator permission and no other active user
+    does: removing them would leave the IdP without anyone who can administer everything."""
+    if not holds_top(ctx, user.id):
+        return
+    # Only users with a role or a group can hold a permission at all.
+    candidates = ctx.db.scalars(
+        select(User.id).where(
+            User.id != user.id,
+            User.status == "active",
+            or_(
+                exists().where(UserRole.user_id == User.id),
+                exists().where(GroupMember.user_id == User.id),
+            ),
+        )
+    )
+    if any(holds_top(ctx, uid) for uid in candidates):
+        return
+    raise Conflict(
+        f"{user.username} is the last administrator (holds '{TOP_PERMISSION}'); "
+        "give another active user the Administrator role first"
+    )
+
+
 def delete(ctx: Context, user: User, *, sessions: SessionRecords | None = None) -> None:
     """Delete the user with their memberships, assignments, factors and tokens (the database
     cascades); their reports lose their manager. With ``sessions`` (the SSO session manager)
-    their sessions end first, relying parties told. Nobody deletes their own account."""
+    their sessions end first, relying parties told. Nobody deletes their own account, nor
+    the last administrator."""
     ctx.require("users:accounts:delete", user.id)
     if ctx.actor.kind == "user" and ctx.actor.user_id == user.id:
         raise Conflict("you cannot delete your own account")
+    refuse_last_admin(ctx, user)
     uuid, username = user.uuid, user.username
     ended = end_user_sessions(ctx.db, sessions, user.id) if sessions is not None else 0
     ctx.db.execute(sql_update(User).where(User.manager_id == user.id).values(manager_id=None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, or_, update
 from sqlalchemy.orm import Session
 
 from .models import AuditEvent
@@ -72,3 +72,16 @@ def audit_now(
         action, at=at, actor=actor, target=target, ip=ip, request_id=request_id, details=details
     )
     db.connection().execute(_AUDIT_INSERT, [values])
+
+
+def erase_subject(db: Session, subject_uuid: str, *, at: datetime) -> int:
+    """Blank the personal fields (ip, details) of the audit rows whose actor or target is this
+    user (GDPR erasure); the rows themselves stay, so the record of what happened remains.
+    Returns how many rows were blanked. ``at`` is when the erasure happened."""
+    result = db.execute(
+        update(AuditEvent)
+        .where(or_(AuditEvent.actor == subject_uuid, AuditEvent.target == subject_uuid))
+        .values(ip=None, details={})
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

@@ -11,6 +11,13 @@ from typing import Any, Protocol
 
 TOKEN_PURPOSES = ("reset", "magic", "verify", "approve")
 MAX_TOKEN_LENGTH = 100
+# The e-mail address a user asked to change to, waiting for the link in the mail to be opened.
+EMAIL_PENDING_PREFIX = "emailchange:"
+# How many mails (reset, verification...) an address was sent this hour, keyed by the address.
+MAIL_RATE_PREFIX = "mailrate:"
+# Which tokens were issued for a user (data with a "uid"): an erasure revokes them all, so no
+# mailed link and no address inside one outlives the account (the store is not enumerable).
+_USER_INDEX = "ott-user:"
 
 
 class _Hasher(Protocol):
@@ -32,8 +39,23 @@ class OneTimeTokens:
     def issue(self, purpose: str, data: dict[str, Any], minutes: int | None = None) -> str:
         """A new token carrying ``data``, valid ``minutes`` (else the default)."""
         token = secrets.token_urlsafe(32)
-        self.store.put(self._key(purpose, token), data, 60 * (minutes or self.minutes))
+        key, ttl = self._key(purpose, token), 60 * (minutes or self.minutes)
+        self.store.put(key, data, ttl)
+        uid = data.get("uid")
+        if isinstance(uid, int):
+            index = _USER_INDEX + str(uid)
+            keys = [k for k in (self.store.get(index) or []) if self.store.get(k) is not None]
+            # A week covers every link's lifetime; a longer one extends it.
+            self.store.put(index, [*keys, key], max(ttl, 7 * 86400))
         return token
+
+    def revoke_user(self, user_id: int) -> int:
+        """Drop every token issued for this user (their erasure); how many were still live."""
+        index = _USER_INDEX + str(user_id)
+        live = 0
+        for key in self.store.take(index) or []:
+            live += self.store.take(key) is not None
+        return live
 
     def peek(self, purpose: str, token: str) -> dict[str, Any] | None:
         """The token's data, leaving it usable."""

@@ -29,21 +29,17 @@ from sqlalchemy import func, or_, select
 from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
-from ..manage import photos
+from ..manage import Actor, Context, gdpr, photos
 from ..services import ConsentLister, ConsentRevoker, Services
 from ..storage import session_index
 from ..storage.models import (
     AuditEvent,
     Client,
-    Group,
-    GroupMember,
-    Role,
     SamlServiceProvider,
     User,
-    UserRole,
 )
 from ..storage.models_auth import SecurityAnswer
-from ..storage.tokens import OneTimeTokens
+from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
 from .account_time import formatters
 from .admin.guard import may_open_console
 from .current import svc
@@ -61,7 +57,7 @@ from .password_policy import (
     set_password,
 )
 from .photo_text import refusal_text
-from .requestinfo import absolute, audit, require_user
+from .requestinfo import absolute, audit, client_ip, require_user
 from .scopes import scope_words
 from .sso import sessions
 
@@ -251,7 +247,7 @@ def resend_verification():
 # the same, and that address gets a notice instead of a link (no enumeration of addresses).
 
 _EMAIL_PURPOSE = "email-change"
-_EMAIL_PENDING = "emailchange:"
+_EMAIL_PENDING = EMAIL_PENDING_PREFIX
 EMAIL_CHANGES_PER_HOUR = 5
 
 
@@ -695,45 +691,26 @@ def security_questions():
 
 @bp.route("/account/export")
 def export():
-    """Everything we hold about the person, as JSON (GDPR art. 15 / 20)."""
+    """Everything we hold about the person (GDPR art. 15 / 20): JSON to download, or with
+    ``?format=html`` a printable page."""
+    as_html = request.args.get("format") == "html"
     with svc().sessions() as db:
         user = require_user(db)
         if not isinstance(user, User):
             return user
-        groups = db.scalars(
-            select(Group.path).join(GroupMember).where(GroupMember.user_id == user.id)
-        ).all()
-        roles = db.scalars(
-            select(Role.name).join(UserRole).where(UserRole.user_id == user.id)
-        ).all()
-        profile = {
-            c: getattr(user, c)
-            for c in (
-                "uuid username email email_verified given_name middle_name family_name "
-                "display_name phone phone_verified locale timezone status start_date end_date "
-                "source created_at updated_at last_login_at password_changed_at custom"
-            ).split()
-        }
-        profile["company"] = user.company.name if user.company else None
-        profile["department"] = user.department.name if user.department else None
-        profile["position"] = user.position.name if user.position else None
-        data = {
-            "profile": profile,
-            "groups": list(groups),
-            "roles": list(roles),
-            "second_factors": sorted(f.id for f in enrolled_factors(svc(), user)),
-            "sessions": [
-                {"created_at": i.created_at, "ip": i.ip, "user_agent": i.user_agent, "amr": i.amr}
-                for i in session_index.list_sessions(db, sessions(), user.id, g.sid)
-            ],
-            "applications": _consents(user),
-            "activity": [
-                {"at": e.at, "action": e.action, "ip": e.ip, "details": e.details}
-                for e in _activity(db, user, limit=1000)
-            ],
-        }
-        audit(db, "account.exported", actor=user.uuid, target=user.uuid)
+        actor = Actor.user(user.id, user.uuid, ip=client_ip(), request_id=g.get("request_id"))
+        ctx = Context(db, svc(), actor)
+        data = gdpr.personal_data(ctx, user, sessions=sessions(), current_sid=g.sid)
+        audit(
+            db,
+            "account.exported",
+            actor=user.uuid,
+            target=user.uuid,
+            format="html" if as_html else "json",
+        )
         db.commit()
+        if as_html:
+            return _page("account/export.html", user, data=data)
     body = json.dumps(data, default=str, indent=2, ensure_ascii=False)
     return Response(
         body,

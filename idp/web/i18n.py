@@ -172,4 +172,5 @@ def init_ui(app: Flask) -> None:
             "languages": language_choices,
             "signed_in": g.get("signed_in_user"),
             "security_questions_enabled": settings.recovery.security_questions,
+            "deletion_mode": settings.gdpr.deletion,
         }

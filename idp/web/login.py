@@ -39,7 +39,7 @@ from ..core.steps import PendingLogin, StepContext, enrolled_factors
 from ..sso import network
 from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
-from ..storage import session_index
+from ..storage import session_index, terms
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
 from . import mfa, risk
@@ -98,6 +98,9 @@ STEP_ERRORS = {
     "bad_code": _l("That code is not correct. Please try again."),
     "mismatch": _l("The two passwords do not match."),
     "policy": _l("Please choose another password."),
+    "terms_declined": _l(
+        "You did not accept the terms of use and privacy policy, so you were not signed in."
+    ),
     "mfa_not_enrolled": _l(
         "Your account needs a second factor, but none is set up. Please contact your administrator."
     ),
@@ -287,6 +290,7 @@ def start_pending(
         password_expiry_warning=age.warn,
         wanted_acr_level=req.wanted_acr_level() if req else 0,
         local_password=local_password,
+        terms_pending=terms.terms_pending(db, svc().settings.gdpr.terms_version, user.id),
         **mfa_facts,
     )
     pending = PendingLogin(

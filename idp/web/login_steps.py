@@ -14,9 +14,11 @@ from ..core.policy import (
     STEP_MFA,
     STEP_MFA_ENROLL,
     STEP_SET_PASSWORD,
+    STEP_TERMS,
     password_age,
 )
 from ..core.steps import StepContext, StepResult, enrolled_factors, factors
+from ..storage import terms
 from .forms import CodeForm, ContinueForm, NewPasswordForm
 from .password_policy import password_policy, password_problems, policy_help, set_password
 from .requestinfo import audit
@@ -219,6 +221,37 @@ class ExpiryNoticeStep:
         return StepResult(True)
 
 
+class TermsStep:
+    """The terms of use and privacy policy in force (``[gdpr] terms_version``) were not accepted
+    by this user yet: accept them, or the sign-in ends here (no SSO session is made)."""
+
+    id = STEP_TERMS
+    template = "login_terms.html"
+    form_class = ContinueForm
+
+    def challenge(self, ctx: StepContext) -> dict[str, Any]:
+        cfg = ctx.svc.settings.gdpr
+        return {
+            "version": cfg.terms_version,
+            "terms_url": cfg.terms_url,
+            "privacy_url": cfg.privacy_url,
+        }
+
+    def submit(self, ctx: StepContext, form: Mapping[str, str]) -> StepResult:
+        version = ctx.svc.settings.gdpr.terms_version
+        if not form.get("accept"):
+            return StepResult(False, "terms_declined", abort=True)
+        terms.record(ctx.db, ctx.user.id, version, at=ctx.svc.clock.utcnow())
+        audit(
+            ctx.db,
+            "gdpr.terms_accepted",
+            actor=ctx.user.uuid,
+            target=ctx.user.uuid,
+            version=version,
+        )
+        return StepResult(True)
+
+
 STEPS: dict[str, Any] = {
     s.id: s
     for s in (
@@ -227,5 +260,6 @@ STEPS: dict[str, Any] = {
         BackupCodesStep(),
         SetPasswordStep(),
         ExpiryNoticeStep(),
+        TermsStep(),
     )
 }

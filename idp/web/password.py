@@ -23,7 +23,7 @@ from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
-from ..storage.tokens import OneTimeTokens
+from ..storage.tokens import MAIL_RATE_PREFIX, OneTimeTokens
 from .current import svc
 from .forms import ApprovalForm, ConfirmForm, FirstLoginForm, RegisterForm, ResetRequestForm
 from .guard import lockout, unlock
@@ -67,7 +67,7 @@ def _tokens() -> OneTimeTokens:
 
 
 def _mail_allowed(address: str) -> bool:
-    return svc().store.incr(f"mailrate:{address.lower()}", 3600) <= MAILS_PER_HOUR
+    return svc().store.incr(MAIL_RATE_PREFIX + address.lower(), 3600) <= MAILS_PER_HOUR
 
 
 def _password_version(user: User) -> str:

@@ -435,6 +435,31 @@ def upgrade() -> None:
     with op.batch_alter_table('access_review_items', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_access_review_items_review_id'), ['review_id'], unique=False)
 
+    op.create_table('gdpr_deletion_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('user_uuid', sa.String(length=36), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('decided_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('decided_by', sa.String(length=200), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.CheckConstraint("status IN ('pending','approved','rejected','withdrawn')", name=op.f('ck_gdpr_deletion_requests_status')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_gdpr_deletion_requests_user_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_gdpr_deletion_requests'))
+    )
+    with op.batch_alter_table('gdpr_deletion_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_gdpr_deletion_requests_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_gdpr_deletion_requests_user_id'), ['user_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_gdpr_deletion_requests_user_uuid'), ['user_uuid'], unique=False)
+
+    op.create_table('gdpr_terms_acceptances',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.String(length=64), nullable=False),
+    sa.Column('accepted_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_gdpr_terms_acceptances_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'version', name=op.f('pk_gdpr_terms_acceptances'))
+    )
     op.create_table('group_members',
     sa.Column('group_id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -730,6 +755,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_group_members_user_id'))
 
     op.drop_table('group_members')
+    op.drop_table('gdpr_terms_acceptances')
+    with op.batch_alter_table('gdpr_deletion_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_gdpr_deletion_requests_user_uuid'))
+        batch_op.drop_index(batch_op.f('ix_gdpr_deletion_requests_user_id'))
+        batch_op.drop_index(batch_op.f('ix_gdpr_deletion_requests_status'))
+
+    op.drop_table('gdpr_deletion_requests')
     with op.batch_alter_table('access_review_items', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_access_review_items_review_id'))
 

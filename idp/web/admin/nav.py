@@ -15,6 +15,7 @@ NAV: list[tuple[str, str, object, str | None]] = [
     ("access", "admin.roles", _l("Roles"), "roles:roles:read"),
     ("access", "admin.permission_groups", _l("Permission groups"), "roles:permission_groups:read"),
     ("access", "admin.access", _l("Requests and grants"), "users:roles:read"),
+    ("access", "admin.deletion_requests", _l("Deletion requests"), "users:accounts:delete"),
     ("applications", "admin.clients", _l("OIDC clients"), "clients:clients:read"),
     ("applications", "admin.saml_providers", _l("SAML providers"), "saml:providers:read"),
     ("system", "admin.settings", _l("Settings"), "config:policies:read"),

@@ -31,6 +31,7 @@ from ...manage import audit as manage_audit
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
 from ...manage import sessions as manage_sessions
+from ...storage import terms
 from ...storage.directory import NewUser
 from ..current import svc
 from ..devices import describe
@@ -616,6 +617,7 @@ def _facts(ctx: Context, user) -> dict[str, Any]:
         ]
         out["scoped"] = sorted(grants.scoped)
     out["factors"] = _factors(user)
+    out["terms_accepted"] = terms.acceptances(ctx.db, user.id)
     out["activity"] = []
     if may["audit"]:
         rows, _total = manage_audit.search(

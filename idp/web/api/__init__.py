@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     directory_users,
     federations,
     fields,
+    gdpr,
     groups,
     openapi,
     org,

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from ...core import rbac as core_rbac
 from ...errors import Conflict, NotFound, ValidationError
-from ...manage import Context, org, users
+from ...manage import Context, gdpr, org, users
 from ...manage import sessions as manage_sessions
 from ...storage.directory import LOCALE_RE, USERNAME_RE, NewUser
 from ...storage.models import Company, Department, Position, User
@@ -571,23 +571,37 @@ def patch_user(call: Call, user_id: str) -> Reply:
     return Reply(body=out)
 
 
+class DeleteQuery(Strict):
+    erase: bool = Field(
+        False,
+        description="GDPR erasure (docs/gdpr.md): also blank the personal fields of the user's "
+        "audit rows and their pending links; audited as user.erased",
+    )
+
+
 @operation(
     "DELETE",
     "/users/{user_id}",
     tag=TAG,
-    summary="Delete a user",
+    summary="Delete (or erase) a user",
     status=204,
     etag=True,
+    query=DeleteQuery,
     errors=(409,),
     description="`users:accounts:delete` over the user: the account goes with its "
     "memberships, role assignments, second factors and tokens; their SSO sessions end "
-    "(applications are told). Nobody deletes their own account (409).",
+    "(applications are told). With `erase=true` it is a GDPR erasure: the personal fields of "
+    "the user's audit rows are blanked too and mailed links revoked. Nobody deletes their own "
+    "account, nor the last administrator (409).",
 )
 def delete_user(call: Call, user_id: str) -> Reply:
     with call.transaction() as ctx:
         user = users.get(ctx, user_id, "users:accounts:delete")
         call.if_match(etag_of(render(ctx, user)))
-        users.delete(ctx, user, sessions=call.svc.sso_sessions)
+        if call.query.erase:
+            gdpr.erase(ctx, user, sessions=call.svc.sso_sessions)
+        else:
+            users.delete(ctx, user, sessions=call.svc.sso_sessions)
     return Reply(status=204)
 
 

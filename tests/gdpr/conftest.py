@@ -1,0 +1,8 @@
+"""The console tests' import path to the shared helpers (tests/)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
