@@ -319,7 +319,7 @@ class LdapConnector:
         if not username:
             return None
         uac = _first(entry, cfg.user_account_control_attribute)
-        disabled = bool(uac and uac.lstrip("-").isdigit() and int(uac) & UAC_ACCOUNTDISABLE)
+        disabled = bool(uac and uac.isascii() and uac.lstrip("-").isdigit() and int(uac) & UAC_ACCOUNTDISABLE)
         return DirectoryUser(
             dn=entry["dn"],
             username=username,

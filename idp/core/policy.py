@@ -280,7 +280,7 @@ class MfaRule:
             key, sep, value = word.partition("=")
             if key == "methods" and sep and value:
                 methods = tuple(m for m in value.split(",") if m)
-            elif key == "grace_days" and sep and value.isdigit():
+            elif key == "grace_days" and sep and value.isascii() and value.isdigit():
                 grace = int(value)
             else:
                 raise ValueError(f"MFA policy {text!r}: cannot read {word!r}")

@@ -123,7 +123,7 @@ def check_max_age(params: dict[str, str]) -> int | None:
     if "max_age" not in params:
         return None
     raw = params["max_age"]
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise AuthorizationError("invalid_request", "max_age must be a non-negative integer")
     return int(raw)
 

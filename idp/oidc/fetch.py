@@ -237,7 +237,7 @@ class Outbound:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             resp = conn.getresponse()
             length = resp.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > self.max_bytes:
+            if length and length.isascii() and length.isdigit() and int(length) > self.max_bytes:
                 raise OutboundError("the answer is too large")
             chunks: list[bytes] = []
             size = 0

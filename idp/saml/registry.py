@@ -275,7 +275,7 @@ def describe(xml: str) -> MetadataFacts:
                     binding=el.get("Binding") or "",
                     location=el.get("Location") or "",
                     response_location=el.get("ResponseLocation"),
-                    index=int(index) if index and index.isdigit() else None,
+                    index=int(index) if index and index.isascii() and index.isdigit() else None,
                     is_default=default.lower() in ("true", "1") if default else None,
                 )
             )

@@ -303,7 +303,7 @@ def list_groups(ctx: Context, urls: Urls, q: ListQuery) -> tuple[list[ScimGroup]
 
 
 def _group(ctx: Context, group_id: str) -> Group:
-    if not group_id.isdigit() or len(group_id) > 18:
+    if not (group_id.isascii() and group_id.isdigit()) or len(group_id) > 18:
         from ..errors import NotFound
 
         ctx.require("groups:groups:read")

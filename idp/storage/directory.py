@@ -722,7 +722,7 @@ class Directory:
         number = id_ref(ref)
         row = (
             (self.db.get(Company, number) if number is not None else None)
-            if str(ref).isdigit()
+            if str(ref).isascii() and str(ref).isdigit()
             else self.db.scalar(select(Company).where(Company.slug == ref))
         )
         if row is None:
@@ -796,7 +796,7 @@ class Directory:
 
     def department(self, ref: str | int) -> Department:
         """By id, or by ``company-slug/Name/Sub name``."""
-        if str(ref).isdigit():
+        if str(ref).isascii() and str(ref).isdigit():
             number = id_ref(ref)
             row = self.db.get(Department, number) if number is not None else None
             if row is None:

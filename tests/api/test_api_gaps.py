@@ -306,3 +306,12 @@ def test_photo_needs_permission_and_a_known_user(app, svc):
     refused(app, 403, lambda: reader.delete(f"/users/{uuid}/photo"))
     refused(app, 404, lambda: put_photo(admin, "00000000-0000-0000-0000-000000000000", picture()))
     assert snapshot(svc) == before
+
+
+@pytest.mark.parametrize("odd", ["¹", "²³", "٣"])
+def test_unicode_digits_in_a_path_id_are_not_found_not_a_crash(app, svc, odd):
+    """str.isdigit() is true for superscripts and other scripts' digits, which int() then
+    refuses (or reads as another number): ids are ASCII digits only."""
+    make_client(svc)
+    admin = service_caller(app)
+    refused(app, 404, lambda: admin.delete(f"/clients/wiki/claim-rules/{odd}"))

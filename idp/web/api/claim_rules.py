@@ -208,6 +208,6 @@ def delete_sp_attribute_rule(call: Call, provider_id: str, rule_id: str) -> Repl
 
 def _rule_id(text: str) -> int:
     """A path's rule id; 404 for anything that is not one (as for an unknown id)."""
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise NotFound(f"no claim rule {text[:40]!r}")
     return int(text)

@@ -507,6 +507,6 @@ def sign_off(call: Call, review_id: str) -> Reply:
 
 
 def _id(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise NotFound(f"no such id {text!r}")
     return int(text)
