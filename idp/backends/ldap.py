@@ -319,7 +319,8 @@ class LdapConnector:
         if not username:
             return None
         uac = _first(entry, cfg.user_account_control_attribute)
-        disabled = bool(uac and uac.isascii() and uac.lstrip("-").isdigit() and int(uac) & UAC_ACCOUNTDISABLE)
+        numeric = bool(uac) and uac.isascii() and uac.lstrip("-").isdigit()
+        disabled = bool(numeric and int(uac) & UAC_ACCOUNTDISABLE)
         return DirectoryUser(
             dn=entry["dn"],
             username=username,

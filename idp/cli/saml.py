@@ -274,7 +274,8 @@ def _sync_configured_sources(svc) -> None:
 
     for entry in svc.settings.saml.federation_sources:
         parts = entry.split()
-        if len(parts) not in (3, 4) or (len(parts) == 4 and not (parts[3].isascii() and parts[3].isdigit())):
+        refresh = parts[3] if len(parts) == 4 else "0"
+        if len(parts) not in (3, 4) or not (refresh.isascii() and refresh.isdigit()):
             raise CliFailure(f"saml.federation_sources entry {entry!r} is not NAME URL CERT_FILE")
         try:
             cert = Path(parts[2]).read_text()

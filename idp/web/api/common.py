@@ -33,7 +33,8 @@ class PageQuery(Strict):
     @classmethod
     def _from_query_string(cls, value: object) -> object:
         # A query string is text; the choice is among numbers.
-        return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+        digits = isinstance(value, str) and value.isascii() and value.isdigit()
+        return int(value) if digits else value
 
 
 _RFC3339 = re.compile(
