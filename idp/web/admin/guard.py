@@ -29,7 +29,7 @@ from ...core.authn import ACR_MFA, AuthnRequest
 from ...core.steps import enrolled_factors
 from ...manage.context import Actor, Context, transaction
 from ..current import svc
-from ..requestinfo import client_ip, require_user
+from ..requestinfo import client_ip, require_user, user_agent
 from ..sso import sessions
 from .blueprint import bp
 from .nav import NAV, SECTIONS
@@ -57,7 +57,11 @@ def _guard():
         if not hasattr(user, "id"):
             return user  # the redirect to the login page
         g.admin_actor = Actor.user(
-            user.id, user.uuid, ip=client_ip(), request_id=g.get("request_id")
+            user.id,
+            user.uuid,
+            ip=client_ip(),
+            request_id=g.get("request_id"),
+            user_agent=user_agent(),
         )
         ctx = Context(db, svc(), g.admin_actor)
         if not ctx.allowed(CONSOLE_PERMISSION):
