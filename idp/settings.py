@@ -60,6 +60,7 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "session": None,
     "registration": None,
     "branding": None,
+    "audit": ("retention_days",),
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
@@ -414,6 +415,23 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
     _validate_policies(s)
+    _validate_audit(s["audit"])
+
+
+def _validate_audit(audit: dict[str, Any]) -> None:
+    if not 0 <= audit["retention_days"] <= 36500:
+        raise ConfigError("setting audit.retention_days must be between 0 and 36500")
+    if audit["stream"] not in ("", "file", "syslog"):
+        raise ConfigError('setting audit.stream must be "", "file" or "syslog"')
+    if audit["stream"] == "file" and not audit["stream_path"]:
+        raise ConfigError("setting audit.stream_path must be set for the file stream")
+    address = audit["syslog_address"]
+    if audit["stream"] == "syslog" and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "setting audit.syslog_address must be host:port or a Unix socket path"
+            )
 
 
 def _validate_policies(s: dict[str, Any]) -> None:
