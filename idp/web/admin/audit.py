@@ -1,6 +1,7 @@
 """Admin console: the audit log (``/admin/audit``): filters (actor, target, event type, time
 range) applied in SQL, newest first, one page at a time; one event's details; the filtered log
-exported as CSV or JSON lines, streamed (the export is audited)."""
+exported as CSV or JSON lines, streamed (the export is audited); the check of its hash chain
+(``/admin/audit/verify``)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,16 @@ def audit_event(event_id: int):
     except NotFound:
         abort(404)
     return render_template("admin/audit_event.html", active="admin.audit", event=event)
+
+
+@bp.route("/audit/verify")
+def audit_verify():
+    try:
+        with console() as ctx:
+            report = audit.verify(ctx)
+    except Forbidden:
+        abort(403)
+    return render_template("admin/audit_verify.html", active="admin.audit", report=report)
 
 
 @bp.route("/audit/export")
