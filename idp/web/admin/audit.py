@@ -97,6 +97,7 @@ def _view(row: Any, names: dict[str, str]) -> dict[str, Any]:
         "target": row.target,
         "target_name": names.get(row.target or ""),
         "ip": row.ip,
+        "user_agent": row.user_agent,
         "request_id": row.request_id,
         "details": row.details or {},
     }

@@ -31,8 +31,10 @@ class AuditEventOut(BaseModel):
     action: str
     target: str | None
     ip: str | None
+    user_agent: str | None
     request_id: str | None
     details: dict[str, Any]
+    seq: int = Field(description="the row's position in the hash chain")
 
 
 class AuditEventPage(Page[AuditEventOut]):
@@ -70,8 +72,10 @@ def list_audit_events(call: Call) -> Reply:
                 action=r.action,
                 target=r.target,
                 ip=r.ip,
+                user_agent=r.user_agent,
                 request_id=r.request_id,
                 details=r.details or {},
+                seq=r.seq,
             )
             for r in rows
         ]
