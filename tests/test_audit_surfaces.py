@@ -183,3 +183,59 @@ def test_stream_settings_are_checked(make_app, clock):
         make_app(clock=clock, audit={"stream": "syslog", "syslog_address": "nohost"})
     with pytest.raises(ConfigError, match="audit.retention_days"):
         make_app(clock=clock, audit={"retention_days": -1})
+
+
+def _last(svc, action: str) -> AuditEvent:
+    with svc.sessions() as db:
+        return db.scalars(
+            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id.desc())
+        ).first()
+
+
+def test_user_updates_record_before_and_after_values(app):
+    from login_kit import make_user
+
+    svc = app.extensions["idp"]
+    make_user(svc, "ann", given_name="Ann")
+    client, token = app.test_client(), service_token(app)
+    uuid = api(client, "GET", "/api/v1/users?q=ann", token).json["items"][0]["id"]
+    resp = api(
+        client,
+        "PATCH",
+        f"/api/v1/users/{uuid}",
+        token,
+        data=json.dumps({"given_name": "Anna", "active": False}),
+        headers={"Content-Type": "application/merge-patch+json", "User-Agent": BROWSER},
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    row = _last(svc, "user.updated")
+    assert row.target == uuid
+    assert row.details["fields"] == ["active", "given_name"]
+    assert row.details["before"] == {"active": "active", "given_name": "Ann"}
+    assert row.details["after"] == {"active": "inactive", "given_name": "Anna"}
+    assert (row.user_agent, row.ip) == (BROWSER, "127.0.0.1") and row.request_id
+
+
+def test_client_updates_record_before_and_after_values(app):
+    client, token = app.test_client(), service_token(app)
+    made = api(
+        client,
+        "POST",
+        "/api/v1/clients",
+        token,
+        json={"client_id": "wiki", "metadata": {"redirect_uris": ["https://wiki.example.org/cb"]}},
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    resp = api(
+        client,
+        "PATCH",
+        "/api/v1/clients/wiki",
+        token,
+        json={"metadata": {"redirect_uris": ["https://wiki.example.org/cb2"]}},
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    row = _last(app.extensions["idp"], "client.updated")
+    assert row.target == "wiki" and "redirect_uris" in row.details["changed"]
+    assert row.details["before"]["redirect_uris"] == ["https://wiki.example.org/cb"]
+    assert row.details["after"]["redirect_uris"] == ["https://wiki.example.org/cb2"]
+    assert "client_secret" not in json.dumps(row.details)
