@@ -60,7 +60,6 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "session": None,
     "registration": None,
     "branding": None,
-    "audit": ("retention_days",),
 }
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
