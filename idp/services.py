@@ -28,6 +28,7 @@ from .crypto import KeyedHasher, Sealer, derive_key
 from .errors import StartupError
 from .keys import KeyManager
 from .settings import Section, load_settings, redact_url
+from .storage.audit import SINK as AUDIT_SINK
 from .storage.db import make_engine, make_session_factory
 from .storage.store import make_store
 
@@ -213,6 +214,7 @@ def build_services(
     from .backends.passwords import PasswordHasher
     from .core.policy import MfaPolicy
     from .delivery.mail import make_mailer, make_queue
+    from .delivery.siem import make_audit_sink
     from .delivery.sms import BUILT_IN_SENDERS
     from .sso.sessions import SessionManager
 
@@ -227,6 +229,9 @@ def build_services(
         echo=db.echo,
     )
     sessions = make_session_factory(engine)
+    audit_sink = make_audit_sink(settings.audit, settings.instance_dir)
+    if audit_sink is not None:
+        sessions.configure(info={AUDIT_SINK: audit_sink})
     secret_key = load_secret_key(settings)
     # Values sealed at rest use the key-encryption key when set, else the secret key.
     seal_master = settings.keys.encryption_key or secret_key

@@ -424,6 +424,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_policies(s)
     _validate_risk(s["risk"])
     _validate_gdpr(s["gdpr"])
+    _validate_audit(s["audit"])
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:
@@ -438,6 +439,22 @@ def _validate_gdpr(g: dict[str, Any]) -> None:
     for key in ("terms_url", "privacy_url"):
         if g[key]:
             _check_url(f"gdpr.{key}", g[key], {"http", "https"})
+
+
+def _validate_audit(audit: dict[str, Any]) -> None:
+    if not 0 <= audit["retention_days"] <= 36500:
+        raise ConfigError("setting audit.retention_days must be between 0 and 36500")
+    if audit["stream"] not in ("", "file", "syslog"):
+        raise ConfigError('setting audit.stream must be "", "file" or "syslog"')
+    if audit["stream"] == "file" and not audit["stream_path"]:
+        raise ConfigError("setting audit.stream_path must be set for the file stream")
+    address = audit["syslog_address"]
+    if audit["stream"] == "syslog" and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise ConfigError(
+                "setting audit.syslog_address must be host:port or a Unix socket path"
+            )
 
 
 def _validate_policies(s: dict[str, Any]) -> None:

@@ -308,7 +308,11 @@ def test_update_fields_and_audit(org):
         "start_date",
         "timezone",
     ]
-    assert "dora@example.org" not in str(last.details)  # names, not values
+    # Before and after values: personal data, kept in the details an erasure blanks.
+    assert last.details["before"]["active"] == "active"
+    assert last.details["after"]["email"] == "dora@example.org"
+    assert last.details["after"]["start_date"] == "2029-01-01"
+    assert set(last.details["before"]) == set(last.details["after"]) == set(last.details["fields"])
 
 
 def uuid_of(org, name):

@@ -4,7 +4,7 @@ on success; on failure it prints one line to stderr and exits 2 (bad usage or se
 
 One module per command group (``init``, ``serve``, ``db``, ``keys``, ``users`` with ``mfa``
 and ``users_bulk`` (import, export), ``groups``, ``roles``, ``org``, ``claims``, ``clients``,
-``saml``, ``ldap``, ``gdpr`` with ``users erase``); ``base`` holds
+``saml``, ``ldap``, ``audit``, ``gdpr`` with ``users erase``); ``base`` holds
 what they share and imports none of them; ``root`` assembles the ``idp`` group. Commands parse
 their options, call ``idp.manage`` (or the service they drive) and print the result.
 """

@@ -10,6 +10,7 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, IdPError
+from .audit import audit
 from .base import CliFailure, one_line
 from .claims import claims
 from .clients import clients
@@ -40,6 +41,7 @@ for command in (init, serve, db, keys, users, groups, roles, org, claims, client
 cli.add_command(config)
 cli.add_command(gdpr)
 users.add_command(users_erase)
+cli.add_command(audit)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

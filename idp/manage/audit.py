@@ -1,5 +1,7 @@
 """Reading the audit log (``audit:log:read``): filtered, newest first, one page at a time; one
-event; and the export of a filtered log, streamed in chunks (the export is itself audited)."""
+event; the export of a filtered log, streamed in chunks (the export is itself audited); the
+verification of its hash chain; and retention (``audit:log:delete``): pruning old rows behind
+a chained checkpoint (idp.storage.audit)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from ..errors import NotFound
+from ..storage import audit as chain
 from ..storage.models import AuditEvent, User
 from .context import Context
 
@@ -131,3 +134,26 @@ def _chunks(ctx: Context, q: AuditQuery) -> Iterator[AuditEvent]:
         if len(rows) < EXPORT_CHUNK:
             return
         last = (rows[-1].at, rows[-1].id)
+
+
+def verify(ctx: Context) -> chain.ChainReport:
+    """Walk the hash chain (its own read snapshot, in chunks) and report the first bad row."""
+    ctx.require("audit:log:read")
+    return chain.verify_chain(ctx.svc.engine)
+
+
+def prune(ctx: Context, before: datetime, *, dry_run: bool = False) -> chain.Pruned:
+    """Delete the rows older than ``before`` behind a chained ``audit.pruned`` checkpoint (the
+    event is the audit record of the pruning); a dry run only counts them."""
+    ctx.require("audit:log:delete")
+    actor = ctx.actor
+    return chain.prune(
+        ctx.db,
+        before=before,
+        at=ctx.svc.clock.utcnow(),
+        dry_run=dry_run,
+        actor=actor.name,
+        ip=actor.ip,
+        user_agent=actor.user_agent,
+        request_id=actor.request_id,
+    )

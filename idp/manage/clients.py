@@ -202,6 +202,7 @@ def update(
         meta["client_name"] = name
     check_client_metadata(meta, Policy.from_settings(ctx.svc.settings))
     changed = sorted(k for k in set(meta) | set(row.meta) if meta.get(k) != row.meta.get(k))
+    before = {k: row.meta.get(k) for k in changed}
     row.meta = meta
     if name is not None:
         row.name = name
@@ -213,6 +214,8 @@ def update(
         "client.updated",
         client_id,
         changed=changed,
+        before=before,
+        after={k: meta.get(k) for k in changed},
         first_party=first_party,
         enabled=enabled,
     )
@@ -283,9 +286,12 @@ def patch(
         for role in wanted:
             ctx.db.add(ClientServiceRole(client_id=client_id, role_id=role.id))
     changed = sorted(k for k in set(meta) | set(row.meta) if meta.get(k) != row.meta.get(k))
+    before = {k: row.meta.get(k) for k in changed}
+    after = {k: meta.get(k) for k in changed}
     for field, value in (("name", name), ("first_party", first_party), ("enabled", enabled)):
         if value is not None and getattr(row, field) != value:
             changed.append(field)
+            before[field], after[field] = getattr(row, field), value
             setattr(row, field, value)
     if not changed and not added and not removed:
         return row  # nothing to change, nothing to record
@@ -295,6 +301,8 @@ def patch(
         "client.updated",
         client_id,
         changed=changed,
+        before=before,
+        after=after,
         roles_added=added,
         roles_removed=removed,
     )

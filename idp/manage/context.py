@@ -45,7 +45,8 @@ class Actor:
     their RBAC grants including delegation scopes (``idp.storage.rbac.Authorizer``).
     ``service``: a client's service account (client_credentials), checked against the
     permissions of its service roles. ``name`` is what the audit rows record as the actor;
-    ``ip`` and ``request_id`` come from the request that asked, when there is one."""
+    ``ip``, ``user_agent`` and ``request_id`` come from the request that asked, when there is
+    one."""
 
     kind: ActorKind
     name: str
@@ -53,6 +54,7 @@ class Actor:
     client_id: str | None = None
     ip: str | None = None
     request_id: str | None = None
+    user_agent: str | None = None
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:
@@ -60,16 +62,39 @@ class Actor:
 
     @classmethod
     def user(
-        cls, user_id: int, user_uuid: str, *, ip: str | None = None, request_id: str | None = None
+        cls,
+        user_id: int,
+        user_uuid: str,
+        *,
+        ip: str | None = None,
+        request_id: str | None = None,
+        user_agent: str | None = None,
     ) -> Actor:
-        return cls("user", user_uuid, user_id=user_id, ip=ip, request_id=request_id)
+        return cls(
+            "user",
+            user_uuid,
+            user_id=user_id,
+            ip=ip,
+            request_id=request_id,
+            user_agent=user_agent,
+        )
 
     @classmethod
     def service(
-        cls, client_id: str, *, ip: str | None = None, request_id: str | None = None
+        cls,
+        client_id: str,
+        *,
+        ip: str | None = None,
+        request_id: str | None = None,
+        user_agent: str | None = None,
     ) -> Actor:
         return cls(
-            "service", f"client:{client_id}", client_id=client_id, ip=ip, request_id=request_id
+            "service",
+            f"client:{client_id}",
+            client_id=client_id,
+            ip=ip,
+            request_id=request_id,
+            user_agent=user_agent,
         )
 
 
@@ -155,6 +180,7 @@ class Context:
             actor=self.actor.name,
             target=target,
             ip=self.actor.ip,
+            user_agent=self.actor.user_agent,
             request_id=self.actor.request_id,
             **details,
         )

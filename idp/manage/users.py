@@ -520,12 +520,35 @@ def update(ctx: Context, user: User, changes: dict[str, Any]) -> User:
     ``custom`` merges into the custom fields, a None value clearing one; ``active`` switches
     the status between active and inactive). A new e-mail address (phone) is unverified
     unless ``email_verified`` (``phone_verified``) says otherwise. Audited as "user.updated"
-    with the names of the fields that changed, not their values."""
+    with the names of the fields that changed and their values before and after (personal
+    data: kept in the audit row's erasable details)."""
     ctx.require("users:accounts:update", user.id)
+    before = _audited_values(user, changes)
     changed = _apply(ctx, user, changes)
     if changed:
-        ctx.audit("user.updated", user.uuid, fields=changed)
+        after = _audited_values(user, changes)
+        ctx.audit(
+            "user.updated",
+            user.uuid,
+            fields=changed,
+            before={f: before.get(f) for f in changed},
+            after={f: after.get(f) for f in changed},
+        )
     return user
+
+
+def _audited_values(user: User, changes: dict[str, Any]) -> dict[str, Any]:
+    """The current values of the fields ``changes`` names, as JSON (dates as ISO text)."""
+    values: dict[str, Any] = {}
+    for name in changes:
+        if name == "active":
+            values[name] = user.status
+        elif name == "custom":
+            values[name] = dict(user.custom or {})
+        else:
+            value = getattr(user, name, None)
+            values[name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return values
 
 
 def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:

@@ -477,9 +477,21 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The hash chain (idp.storage.audit): the row's place in commit order, the hash of the row
+    # before it, and its own hash. ip, user_agent and details enter the hash only through
+    # personal_digest, so an erasure can blank them (erased_at) while the chain still verifies.
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), unique=True, nullable=False
+    )
+    personal_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    row_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # Tables of other areas, kept in their own modules (imported so Alembic sees them).
+from . import models_audit as models_audit  # noqa: E402
 from . import models_auth as models_auth  # noqa: E402
 from . import models_config as models_config  # noqa: E402
 from . import models_gdpr as models_gdpr  # noqa: E402

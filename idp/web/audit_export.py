@@ -15,7 +15,20 @@ from ..manage.user_sheet import escape_formula
 from .events import event_label
 
 FORMATS = {"csv": ("text/csv; charset=utf-8", "csv"), "jsonl": ("application/x-ndjson", "jsonl")}
-COLUMNS = ("id", "at", "actor", "action", "event", "target", "ip", "request_id", "details")
+COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "action",
+    "event",
+    "target",
+    "ip",
+    "user_agent",
+    "request_id",
+    "details",
+    "seq",
+    "row_hash",
+)
 
 
 def _record(row: Any) -> dict[str, Any]:
@@ -27,7 +40,10 @@ def _record(row: Any) -> dict[str, Any]:
         "event": event_label(row.action),
         "target": row.target,
         "ip": row.ip,
+        "user_agent": row.user_agent,
         "request_id": row.request_id,
+        "seq": row.seq,
+        "row_hash": row.row_hash,
         "details": row.details or {},
     }
 

@@ -1,5 +1,6 @@
 """What the current request contributes: the client's address, the signed-in user, safe return
-targets, absolute links for mail, and audit rows stamped with the request's ip and id."""
+targets, absolute links for mail, and audit rows stamped with the request's ip, user agent and
+id."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def client_ip() -> str | None:
 def origin() -> Origin:
     """Where this request came from, as the engines take it (network rules, their audit)."""
     return Origin(client_ip(), g.get("request_id"))
+
+
+def user_agent() -> str | None:
+    """The client's User-Agent header, for audit rows (None when it sent none)."""
+    return request.headers.get("User-Agent") or None
 
 
 def require_user(db: Session) -> User | Response:
@@ -72,7 +78,12 @@ def absolute(endpoint: str, **values: Any) -> str:
 
 def _stamp() -> dict[str, Any]:
     """When, from where and in which request: the columns every audit row of a request shares."""
-    return {"at": svc().clock.utcnow(), "ip": client_ip(), "request_id": g.get("request_id")}
+    return {
+        "at": svc().clock.utcnow(),
+        "ip": client_ip(),
+        "user_agent": user_agent(),
+        "request_id": g.get("request_id"),
+    }
 
 
 def audit(

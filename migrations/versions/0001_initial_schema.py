@@ -26,6 +26,21 @@ def upgrade() -> None:
     sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('section', 'key', name=op.f('pk_applied_settings'))
     )
+    op.create_table('audit_chain_head',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head'))
+    )
+    op.create_table('audit_checkpoints',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('last_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.Column('rows', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('event_seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_checkpoints'))
+    )
     op.create_table('audit_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('at', idp.storage.db.UTCDateTime(), nullable=False),
@@ -35,7 +50,14 @@ def upgrade() -> None:
     sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('request_id', sa.String(length=64), nullable=True),
     sa.Column('details', sa.JSON(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events'))
+    sa.Column('user_agent', sa.String(length=512), nullable=True),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('personal_digest', sa.String(length=64), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('row_hash', sa.String(length=64), nullable=False),
+    sa.Column('erased_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events')),
+    sa.UniqueConstraint('seq', name=op.f('uq_audit_events_seq'))
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_events_action'), ['action'], unique=False)
@@ -848,5 +870,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_events_action'))
 
     op.drop_table('audit_events')
+    op.drop_table('audit_checkpoints')
+    op.drop_table('audit_chain_head')
     op.drop_table('applied_settings')
     # ### end Alembic commands ###

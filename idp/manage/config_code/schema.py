@@ -8,10 +8,11 @@ import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic import ValidationError as PydanticError
 
 from ...errors import ValidationError
+from ...settings import APPLIED_SECTIONS
 
 VERSION = 1
 # client_secret: ${env:NAME}: the secret itself is never written into the file.
@@ -69,13 +70,13 @@ class ServiceProviderSpec(_Strict):
     claim_rules: list[ClaimRuleSpec] | None = None
 
 
-class PoliciesSpec(_Strict):
-    password_policy: dict[str, Any] | None = None
-    lockout: dict[str, Any] | None = None
-    mfa: dict[str, Any] | None = None
-    session: dict[str, Any] | None = None
-    registration: dict[str, Any] | None = None
-    branding: dict[str, Any] | None = None
+# One optional mapping per live policy section (idp.settings.APPLIED_SECTIONS), so a section made
+# live is manageable from the file at once; its keys are checked by the policy layer.
+PoliciesSpec = create_model(
+    "PoliciesSpec",
+    __base__=_Strict,
+    **{section: (dict[str, Any] | None, None) for section in APPLIED_SECTIONS},
+)
 
 
 class Document(_Strict):

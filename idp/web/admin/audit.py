@@ -1,6 +1,7 @@
 """Admin console: the audit log (``/admin/audit``): filters (actor, target, event type, time
 range) applied in SQL, newest first, one page at a time; one event's details; the filtered log
-exported as CSV or JSON lines, streamed (the export is audited)."""
+exported as CSV or JSON lines, streamed (the export is audited); the check of its hash chain
+(``/admin/audit/verify``)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ def _view(row: Any, names: dict[str, str]) -> dict[str, Any]:
         "target": row.target,
         "target_name": names.get(row.target or ""),
         "ip": row.ip,
+        "user_agent": row.user_agent,
         "request_id": row.request_id,
         "details": row.details or {},
     }
@@ -113,6 +115,16 @@ def audit_event(event_id: int):
     except NotFound:
         abort(404)
     return render_template("admin/audit_event.html", active="admin.audit", event=event)
+
+
+@bp.route("/audit/verify")
+def audit_verify():
+    try:
+        with console() as ctx:
+            report = audit.verify(ctx)
+    except Forbidden:
+        abort(403)
+    return render_template("admin/audit_verify.html", active="admin.audit", report=report)
 
 
 @bp.route("/audit/export")

@@ -30,7 +30,7 @@ from ...manage.context import Actor, Context, transaction
 from ...sso import network
 from ..current import svc
 from ..netguard import refused
-from ..requestinfo import client_ip, require_user
+from ..requestinfo import client_ip, require_user, user_agent
 from ..sso import sessions
 from .blueprint import bp
 from .nav import NAV, SECTIONS
@@ -48,7 +48,11 @@ def _guard():
         if not hasattr(user, "id"):
             return user  # the redirect to the login page
         g.admin_actor = Actor.user(
-            user.id, user.uuid, ip=client_ip(), request_id=g.get("request_id")
+            user.id,
+            user.uuid,
+            ip=client_ip(),
+            request_id=g.get("request_id"),
+            user_agent=user_agent(),
         )
         ctx = Context(db, svc(), g.admin_actor)
         if not ctx.allowed(CONSOLE_PERMISSION):

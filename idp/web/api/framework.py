@@ -31,7 +31,7 @@ from ...errors import ValidationError as InputError
 from ...manage import Actor, Context, transaction
 from ...oidc.bearer import BearerCaller, BearerRefusal, authenticate
 from ..current import svc as current_services
-from ..requestinfo import client_ip
+from ..requestinfo import client_ip, user_agent
 
 log = logging.getLogger("idp.api")
 
@@ -159,10 +159,12 @@ def http_problem(status: int, title: str, detail: str) -> Response:
 
 
 def caller_actor(caller: BearerCaller) -> Actor:
-    ip, rid = client_ip(), g.get("request_id")
+    ip, rid, agent = client_ip(), g.get("request_id"), user_agent()
     if caller.user_id is not None:
-        return Actor.user(caller.user_id, caller.user_uuid or "", ip=ip, request_id=rid)
-    return Actor.service(caller.client_id, ip=ip, request_id=rid)
+        return Actor.user(
+            caller.user_id, caller.user_uuid or "", ip=ip, request_id=rid, user_agent=agent
+        )
+    return Actor.service(caller.client_id, ip=ip, request_id=rid, user_agent=agent)
 
 
 def bearer_actor(scope: str) -> Actor:
