@@ -716,6 +716,12 @@ class SessionList(BaseModel):
     items: list[SessionOut] = Field(description="Live sessions, newest first")
 
 
+class EndSessionsQuery(Strict):
+    keep_offline: bool = Field(
+        False, description="keep the user's offline refresh tokens (apps with offline access)"
+    )
+
+
 class SessionsEnded(BaseModel):
     ended: int = Field(description="How many sessions ended")
 
@@ -746,13 +752,19 @@ def list_sessions(call: Call, user_id: str) -> Reply:
     tag=TAG,
     summary="End every SSO session of a user (log out everywhere)",
     response=SessionsEnded,
-    description="`users:sessions:revoke` over the user; applications are told (back-channel "
-    "logout, SAML SLO).",
+    query=EndSessionsQuery,
+    description="`users:sessions:revoke` over the user. Everywhere means everywhere: every SSO "
+    "session, the refresh tokens issued in them and (unless `keep_offline=true`) the user's "
+    "offline refresh tokens; OIDC clients get back-channel logout, SAML SPs a SOAP "
+    "LogoutRequest or a front-channel one on the browser's next page.",
 )
 def end_sessions(call: Call, user_id: str) -> Reply:
+    keep_offline = call.query.keep_offline
     with call.transaction() as ctx:
         user = users.get(ctx, user_id, "users:sessions:revoke")
-        ended = manage_sessions.end_all(ctx, user, call.svc.sso_sessions)
+        ended = manage_sessions.end_all(
+            ctx, user, call.svc.sso_sessions, keep_offline=keep_offline
+        )
     return Reply(body=SessionsEnded(ended=ended))
 
 
