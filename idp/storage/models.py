@@ -485,4 +485,5 @@ from . import models_ldap as models_ldap  # noqa: E402
 from . import models_mfa as models_mfa  # noqa: E402
 from . import models_oauth as models_oauth  # noqa: E402
 from . import models_saml as models_saml  # noqa: E402
+from . import models_sessions as models_sessions  # noqa: E402
 from . import models_webauthn as models_webauthn  # noqa: E402
