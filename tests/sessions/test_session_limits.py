@@ -147,3 +147,59 @@ def test_bad_limit_settings_stop_the_start(instance_dir, session, message):
 
     with pytest.raises(ConfigError, match=message):
         load_settings(base_overrides(instance_dir, session=session))
+
+
+def test_api_sets_reads_and_removes_a_role_and_a_group_limit(make_app, clock):
+    from api_kit import service_token
+
+    from idp.storage.directory import Directory
+    from idp.storage.models import AuditEvent
+
+    app = _app(make_app, clock)
+    svc = app.extensions["idp"]
+    with svc.sessions.begin() as db:
+        role_id = Directory(db).create_role("kiosk", []).id
+        group_id = Directory(db).create_group("night").id
+    headers = {"Authorization": "Bearer " + service_token(app)}
+    c = app.test_client()
+    for kind, ref in (("roles", role_id), ("groups", group_id)):
+        url = f"/api/v1/{kind}/{ref}/session-limit"
+        assert c.get(url, headers=headers).json == {"max_sessions": None}
+        assert c.put(url, json={"max_sessions": 2}, headers=headers).status_code == 200
+        assert c.get(url, headers=headers).json == {"max_sessions": 2}
+        for bad in (0, -1, 10001, "2", True):
+            resp = c.put(url, json={"max_sessions": bad}, headers=headers)
+            assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
+        assert c.get(url, headers=headers).json == {"max_sessions": 2}  # unchanged
+        assert c.put(url, json={"max_sessions": None}, headers=headers).status_code == 200
+        assert c.get(url, headers=headers).json == {"max_sessions": None}
+    missing = c.get("/api/v1/roles/99999/session-limit", headers=headers)
+    assert missing.status_code == 404
+    with svc.sessions() as db:
+        actions = set(db.scalars(select(AuditEvent.action)))
+    assert {"role.session_limit", "group.session_limit"} <= actions
+
+
+def test_a_role_limit_set_by_the_api_applies_at_sign_in(make_app, clock):
+    from api_kit import service_token
+
+    from idp.storage.directory import Directory
+    from idp.storage.models import User
+
+    app = _app(make_app, clock, limit_action="refuse")
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    with svc.sessions.begin() as db:
+        d = Directory(db)
+        role = d.create_role("kiosk", [])
+        d.assign_role(db.get(User, uid), role)
+        role_id = role.id
+    headers = {"Authorization": "Bearer " + service_token(app)}
+    put = app.test_client().put(
+        f"/api/v1/roles/{role_id}/session-limit", json={"max_sessions": 1}, headers=headers
+    )
+    assert put.status_code == 200
+    first, ok = sign_in(app, clock)
+    _, refused = sign_in(app, clock)
+    assert ok.status_code == 302 and refused.status_code == 403
+    assert index_rows(svc, uid) == [first.get_cookie(COOKIE).value]

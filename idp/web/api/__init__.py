@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     roles,
     saml_fetch,
     saml_providers,
+    session_limits,
     settings,
     stats,
     user_photo,
