@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, field_validator
 
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
@@ -20,9 +20,17 @@ class SessionLimitOut(BaseModel):
 
 
 class SessionLimitIn(Strict):
-    max_sessions: StrictInt | None = Field(
+    max_sessions: int | None = Field(
         ge=1, le=manage_limits.MAX, description="1 to 10000, or null to remove the limit"
     )
+
+    @field_validator("max_sessions", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: object) -> object:
+        # A number (2 or 2.0, both JSON integers), never "2" or true.
+        if isinstance(value, bool | str):
+            raise ValueError("a whole number, or null")
+        return value
 
 
 @operation(
