@@ -11,7 +11,7 @@ SessionIndex), never by the secret cookie value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..core.authn import public_sid
 from ..sso.sessions import SessionManager
@@ -29,15 +29,26 @@ class SessionInfo:
     ip: str | None
     user_agent: str | None
     amr: str | None
+    last_seen: datetime | None = None  # the last request that used the session (to a minute)
 
 
 def list_for_user(ctx: Context, user: User, sessions: SessionRecords) -> list[SessionInfo]:
     """The user's live sessions, newest first; index rows of ended sessions are pruned."""
     ctx.require("users:accounts:read", user.id)
-    return [
-        SessionInfo(public_sid(s.sid), s.created_at, s.ip, s.user_agent, s.amr)
-        for s in session_index.list_sessions(ctx.db, sessions, user.id, None)
-    ]
+    out = []
+    for s in session_index.list_sessions(ctx.db, sessions, user.id, None):
+        seen = (sessions.peek(s.sid) or {}).get("last_seen")
+        out.append(
+            SessionInfo(
+                public_sid(s.sid),
+                s.created_at,
+                s.ip,
+                s.user_agent,
+                s.amr,
+                datetime.fromtimestamp(seen, UTC) if seen else None,
+            )
+        )
+    return out
 
 
 def end_all(

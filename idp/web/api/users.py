@@ -30,6 +30,7 @@ from ...manage import Context, org, users
 from ...manage import sessions as manage_sessions
 from ...storage.directory import LOCALE_RE, USERNAME_RE, NewUser
 from ...storage.models import Company, Department, Position, User
+from ..devices import describe
 from .common import Page, PageQuery, Strict
 from .framework import PREFIX, Call, Reply, etag_of, operation
 
@@ -710,6 +711,13 @@ class SessionOut(BaseModel):
     ip: str | None = Field(description="The address they signed in from")
     user_agent: str | None = Field(description="Their browser")
     amr: str | None = Field(description="How the user signed in (pwd, otp, hwk...)")
+    device: str = Field(description='Device name from the user agent ("Chrome 120 on Linux")')
+    browser: str | None = Field(description="Browser and version, when known")
+    os: str | None = Field(description="Operating system, when known")
+    location: str = Field(
+        description='Where the IP address is ([geoip] database), else "Unknown location"'
+    )
+    last_activity: datetime | None = Field(description="The last request in the session")
 
 
 class SessionList(BaseModel):
@@ -738,12 +746,27 @@ def list_sessions(call: Call, user_id: str) -> Reply:
     with call.transaction() as ctx:
         user = users.get(ctx, user_id)
         items = [
-            SessionOut(
-                id=s.id, created_at=s.created_at, ip=s.ip, user_agent=s.user_agent, amr=s.amr
-            )
+            _session_out(call, s)
             for s in manage_sessions.list_for_user(ctx, user, call.svc.sso_sessions)
         ]
     return Reply(body=SessionList(items=items))
+
+
+def _session_out(call: Call, s: manage_sessions.SessionInfo) -> SessionOut:
+    device = describe(s.user_agent)
+    place = call.svc.geoip.locate(s.ip) if s.ip else None
+    return SessionOut(
+        id=s.id,
+        created_at=s.created_at,
+        ip=s.ip,
+        user_agent=s.user_agent,
+        amr=s.amr,
+        device=str(device.name),
+        browser=device.browser,
+        os=device.os,
+        location=place.label() if place else "Unknown location",
+        last_activity=s.last_seen,
+    )
 
 
 @operation(
