@@ -131,7 +131,8 @@ class Services:
     kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     # The protocol engines' parts, each built once per app, on first use, by its package's one
     # accessor (idp.oidc.server.engine, idp.oidc.clients.client_cache, idp.oidc.fetch.outbound,
-    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp): the container cannot
+    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp, idp.saml.logout's SOAP
+    # pool): the container cannot
     # import the engines (they sit above it), and a command that signs no one in never builds
     # them.
     oidc_engine: OidcEngine | None = field(default=None, kw_only=True)
