@@ -132,7 +132,8 @@ class Services:
     kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     # The protocol engines' parts, each built once per app, on first use, by its package's one
     # accessor (idp.oidc.server.engine, idp.oidc.clients.client_cache, idp.oidc.fetch.outbound,
-    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp): the container cannot
+    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp, idp.saml.logout's SOAP
+    # pool): the container cannot
     # import the engines (they sit above it), and a command that signs no one in never builds
     # them.
     oidc_engine: OidcEngine | None = field(default=None, kw_only=True)
@@ -140,6 +141,7 @@ class Services:
     oidc_outbound: Outbound | None = field(default=None, kw_only=True)
     oidc_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
     saml_engine: SamlIdp | None = field(default=None, kw_only=True)
+    saml_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
     # Discovery entries of the mounted OIDC surface (web/oidc/discovery.py), which
     # web/wellknown.py serves: the document never names an endpoint that is not mounted.
     discovery: dict[str, Any] = field(default_factory=dict)

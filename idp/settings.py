@@ -477,6 +477,10 @@ def _validate_policies(s: dict[str, Any]) -> None:
             raise ConfigError(f"setting session.{key} must be at least 1")
     if not 0 <= s["session"]["remember_me_days"] <= 3650:
         raise ConfigError("setting session.remember_me_days must be between 0 and 3650")
+    if not 0 <= s["session"]["max_per_user"] <= 10000:
+        raise ConfigError("setting session.max_per_user must be between 0 and 10000")
+    if s["session"]["limit_action"] not in ("end_oldest", "refuse"):
+        raise ConfigError('setting session.limit_action must be "end_oldest" or "refuse"')
     _validate_branding(s["branding"])
     for address in s["registration"]["admin_emails"]:
         if not _EMAIL.fullmatch(address):

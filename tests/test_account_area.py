@@ -237,7 +237,7 @@ def test_session_cards_name_devices_apps_and_buttons(app, svc, client):
     assert "Team Wiki" in page and "https://sp.example.org" in page
     assert CHROME not in page and IPHONE not in page  # never the raw user agent
     assert re.search(r'Sign out<span class="visually-hidden"> Mobile Safari 17 on iPhone', page)
-    assert "Sign out all other sessions" in page
+    assert "Sign out everywhere" in page
     assert "Europe/Berlin" in page  # times in the person's zone, and the page says so
     assert sid not in page
 

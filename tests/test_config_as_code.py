@@ -606,7 +606,14 @@ def test_applied_policies_round_trip_and_rule_an_app_built_afterwards(inst, caps
     assert policies["password_policy"]["require_special"] is True
     assert policies["lockout"]["ip_delay_seconds"] == 1.0
     assert policies["mfa"]["policies"] == ["group:staff/admins methods=totp,webauthn"]
-    assert policies["session"] == {"idle_minutes": 45, "max_hours": 10, "remember_me_days": 30}
+    assert policies["session"] == {
+        "idle_minutes": 45,
+        "max_hours": 10,
+        "remember_me_days": 30,
+        "max_per_user": 0,
+        "limit_action": "end_oldest",
+        "limit_help_url": "",
+    }
 
     app = create_app({"logging": {"access_log": False}})
     settings = app.extensions["idp"].settings

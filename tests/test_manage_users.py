@@ -296,8 +296,10 @@ def test_update_fields_and_audit(org):
         "inactive",
     )
     with org.svc.sessions() as db:
-        last = db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+        last, ended = db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).all()[:2][::-1]
     assert last.action == "user.updated" and last.actor == uuid_of(org, "lead")
+    # The deactivation ended the user's sessions and tokens, in a transaction of its own.
+    assert ended.action == "session.revoked" and ended.details["reason"] == "deactivated"
     assert last.details["fields"] == [
         "active",
         "color",
@@ -450,7 +452,9 @@ def test_operation_permission_and_audit(org, name, op, action, without):
     assert "users:" in msg
     before = audit_actions(org)
     run(org, "admin", op)
-    assert audit_actions(org) == [*before, action]
+    # A lock and a new password also end every session and token of the user.
+    ended = ["session.revoked"] if name in ("lock", "set_password") else []
+    assert audit_actions(org) == [*before, action, *ended]
 
 
 def test_delegated_changes_stay_in_branch(org):

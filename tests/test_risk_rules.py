@@ -197,7 +197,9 @@ def test_impossible_travel_lock_refuses_the_sign_in(make_app, clock, city_db):
     client = at(app, CHANGCHUN)
     resp = login(client, "ann", GOOD)
     assert resp.status_code == 403 and LOCKED in resp.get_data(as_text=True)
-    assert client.get_cookie(COOKIE) is None and counts(svc)["sessions"] == before["sessions"]
+    assert client.get_cookie(COOKIE) is None and before["sessions"] == 1
+    # No new session, and the lock ended the London one too (a lock ends every session).
+    assert counts(svc)["sessions"] == 0
     assert user_row(svc, "ann").status == "locked"
     assert len(events(svc, "impossible_travel")) == 1
     clock.advance(7 * 86400)  # the lock is an administrator's: it does not run out

@@ -23,6 +23,7 @@ ENGINE_PARTS = {
     "oidc_client_cache",
     "oidc_outbound",
     "oidc_backchannel_pool",
+    "saml_backchannel_pool",
     "saml_engine",
 }
 # Every field but the settings, the registries and caches (which start empty or with the

@@ -11,13 +11,15 @@ SessionIndex), never by the secret cookie value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..core.authn import public_sid
+from ..sso.sessions import SessionManager
+from ..sso.signout import sign_out_user
 from ..storage import session_index
 from ..storage.models import User
 from ..storage.session_index import SessionRecords
-from .context import Context
+from .context import Context, transaction
 
 
 @dataclass(frozen=True)
@@ -27,23 +29,54 @@ class SessionInfo:
     ip: str | None
     user_agent: str | None
     amr: str | None
+    last_seen: datetime | None = None  # the last request that used the session (to a minute)
 
 
 def list_for_user(ctx: Context, user: User, sessions: SessionRecords) -> list[SessionInfo]:
     """The user's live sessions, newest first; index rows of ended sessions are pruned."""
     ctx.require("users:accounts:read", user.id)
-    return [
-        SessionInfo(public_sid(s.sid), s.created_at, s.ip, s.user_agent, s.amr)
-        for s in session_index.list_sessions(ctx.db, sessions, user.id, None)
-    ]
+    out = []
+    for s in session_index.list_sessions(ctx.db, sessions, user.id, None):
+        seen = (sessions.peek(s.sid) or {}).get("last_seen")
+        out.append(
+            SessionInfo(
+                public_sid(s.sid),
+                s.created_at,
+                s.ip,
+                s.user_agent,
+                s.amr,
+                datetime.fromtimestamp(seen, UTC) if seen else None,
+            )
+        )
+    return out
 
 
-def end_all(ctx: Context, user: User, sessions: SessionRecords) -> int:
-    """End every SSO session of the user (relying parties are told); how many ended."""
+def end_all(
+    ctx: Context, user: User, sessions: SessionManager, *, keep_offline: bool = False
+) -> int:
+    """Log the user out everywhere: every SSO session (relying parties told: OIDC back-channel,
+    SAML), the refresh tokens issued in them, and their offline refresh tokens unless
+    ``keep_offline``; how many sessions ended. Call it before other writes in ``ctx.db``."""
     ctx.require("users:sessions:revoke", user.id)
-    ended = session_index.end_user_sessions(ctx.db, sessions, user.id)
-    ctx.audit("session.revoked", user.uuid, count=ended, by_admin=True)
+    ended = sign_out_user(sessions, ctx.db, user.id, offline=not keep_offline)
+    ctx.audit(
+        "session.revoked", user.uuid, count=ended, by_admin=True, offline_revoked=not keep_offline
+    )
     return ended
+
+
+def end_all_after_commit(ctx: Context, user: User, reason: str) -> None:
+    """Once this transaction commits (a lock, a deactivation, a new password set by an admin),
+    end every session and refresh token of the user as :func:`end_all` does, in a transaction
+    of its own: the revocations must not wait on this one's write lock (SQLite)."""
+    svc, actor, user_id, uuid = ctx.svc, ctx.actor, user.id, user.uuid
+
+    def run() -> None:
+        with transaction(svc, actor) as again:
+            ended = sign_out_user(svc.sso_sessions, again.db, user_id)
+            again.audit("session.revoked", uuid, count=ended, by_admin=True, reason=reason)
+
+    ctx.after_commit(run)
 
 
 def end_one(ctx: Context, user: User, sessions: SessionRecords, session_id: str) -> bool:

@@ -60,6 +60,7 @@ from ..storage.rbac import (
 from ..storage.session_index import SessionRecords, end_user_sessions
 from .context import Context
 from .groups import group_grants
+from .sessions import end_all_after_commit
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -577,6 +578,8 @@ def _apply(ctx: Context, user: User, changes: dict[str, Any]) -> list[str]:
                 raise Conflict("active: the account is locked; unlock it instead")
             user.status = want
             changed.append("active")
+            if want == "inactive":
+                end_all_after_commit(ctx, user, "deactivated")
     for name, value in values.items():
         if getattr(user, name) != value:
             setattr(user, name, value)
@@ -664,6 +667,7 @@ def lock(ctx: Context, user: User) -> User:
     previous = user.status
     user.status = "locked"
     ctx.db.flush()
+    end_all_after_commit(ctx, user, "locked")
     ctx.audit("user.locked", user.uuid, previous_status=previous)
     return user
 
@@ -702,6 +706,7 @@ def set_password(ctx: Context, user: User, password: str, *, temporary: bool = F
     user.must_change_password = bool(temporary)
     ctx.db.flush()
     ctx.audit("user.password_set", user.uuid, temporary=bool(temporary))
+    end_all_after_commit(ctx, user, "password_set")
     return user
 
 

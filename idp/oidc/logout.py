@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..core.client_metadata import safe_uri
 from ..errors import new_reference
 from ..services import Services
-from ..sso.sessions import session_manager
+from ..sso.sessions import UserSignout, session_manager
 from .clients import client_cache
 from .fetch import OutboundError, OutboundRefused, outbound
 from .http import Values
@@ -40,8 +40,19 @@ BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 def listen(svc: Services) -> None:
-    """Have every ended SSO session reach ``propagate`` (called once per app)."""
-    session_manager(svc).logout_listeners.add(lambda record: propagate(svc, record))
+    """Have every ended SSO session reach ``propagate`` and every sign-out of a user
+    (idp.sso.signout) revoke their remaining refresh tokens (called once per app)."""
+    mgr = session_manager(svc)
+    mgr.logout_listeners.add(lambda record: propagate(svc, record))
+    mgr.signout_listeners.add(lambda event: revoke_for_signout(svc, event))
+
+
+def revoke_for_signout(svc: Services, event: UserSignout) -> None:
+    """All of a user's sessions ended: online refresh tokens of sessions that expired before
+    (their families outlive the session record) and, unless kept, the offline ones."""
+    engine(svc).revoke_user_refresh_tokens(
+        event.user_id, keep_sid=event.keep_sid, offline=event.offline,
+        keep_clients=event.keep_clients)
 
 
 # --- propagation ---------------------------------------------------------------------------------

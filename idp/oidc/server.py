@@ -37,7 +37,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..core.authn import AuthnResult
 from ..services import Services
@@ -754,6 +754,27 @@ class Engine:
                 query = query.where(RefreshToken.offline.is_(False))
             grant_ids = set(db.scalars(query))
         self.revoke_grants(grant_ids)
+
+    def revoke_user_refresh_tokens(self, user_id: int, *, keep_sid: str | None,
+                                   offline: bool, keep_clients: frozenset[str]) -> int:
+        """Every sign-out of a user (idp.sso.signout): the online families of every session
+        but ``keep_sid`` (public sid; sessions already expired included), and with ``offline``
+        the offline families of every client not in ``keep_clients``. How many families."""
+        with self.svc.sessions() as db:
+            online = RefreshToken.offline.is_(False)
+            if keep_sid is not None:
+                online = online & or_(RefreshToken.sid.is_(None), RefreshToken.sid != keep_sid)
+            which = online
+            if offline:
+                gone = RefreshToken.offline.is_(True)
+                if keep_clients:
+                    gone = gone & RefreshToken.client_id.not_in(keep_clients)
+                which = or_(online, gone)
+            grant_ids = set(db.scalars(
+                select(RefreshToken.grant_id).where(RefreshToken.revoked.is_(False),
+                                                    RefreshToken.user_id == user_id, which)))
+        self.revoke_grants(grant_ids)
+        return len(grant_ids)
 
     # --- validating access tokens (userinfo, introspection, our APIs) ------------------------
 

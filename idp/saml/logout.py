@@ -4,6 +4,12 @@ every other SAML SP of the session in turn (front channel; RelayState carries th
 state), OIDC clients hear of it through the session manager's logout listeners, and the
 initiator gets a LogoutResponse (``PartialLogout`` when an SP did not confirm).
 
+A session ended elsewhere (an admin, "sign out everywhere", a password change: ``listen``)
+reaches each SP of it as well: by a signed LogoutRequest over the SOAP binding (saml-bindings
+3.2) when the SP's metadata offers a SOAP SingleLogoutService, else on the front channel the
+next time that browser loads a page here (``pending_logout``: the session's pending requests
+are sent in turn, then the browser goes on to the page it asked for).
+
 Each function takes the services, the request's plain values and the sign-in hub's session
 manager, and returns an answer from ``idp.saml.results``.
 """
@@ -14,17 +20,22 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from lxml import etree
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS
 
+from ..core.authn import public_sid
 from ..services import Services
-from ..sso.sessions import SessionManager
+from ..sso.sessions import SessionManager, session_manager
+from .crypto import parse_xml
 from .engine import SamlIdp, SpInfo, b64, saml_idp
 from .inbound import BadMessage, Inbound, check_signature_algorithms, inspect
 from .outbound import send
-from .results import Answer, LogoutPage, Received, Refused, SignedOut
+from .results import Answer, LogoutPage, Received, Redirect, Refused, SignedOut
 from .subject import IssuedNameId
 from .validate import (
     check_destination,
@@ -39,6 +50,21 @@ from .validate import (
 log = logging.getLogger("idp.saml")
 
 SLO_TTL = 600
+_PENDING = "saml:slo:pending:"
+_SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+_SOAP_ENVELOPE = (
+    f'<soap11:Envelope xmlns:soap11="{_SOAP_NS}">'
+    "<soap11:Body>{}</soap11:Body></soap11:Envelope>"
+)
+_SOAP_HEADERS = {
+    "Content-Type": "text/xml; charset=utf-8",
+    "SOAPAction": "http://www.oasis-open.org/committees/security",
+    "Cache-Control": "no-store",
+}
+
+# POSTs ``body`` with ``headers`` to a URL and returns (status, answer body); raises on a
+# refused or failed connection. The web layer passes the outbound guard (idp.oidc.fetch).
+Poster = Callable[[str, bytes, dict[str, str]], tuple[int, bytes]]
 
 
 def slo(
@@ -92,7 +118,7 @@ def _logout_request(
             and entry["name_id"]["value"] == name_id
             and (not indexes or entry["session_index"] in indexes)
         ):
-            record = mgr.destroy(current.sid)
+            record = mgr.destroy(current.sid, handled="saml")
             ended = True
             # destroy() has told the other protocols (OIDC back-channel logout).
             others = _other_saml_parties(record, sp.entity_id)
@@ -162,6 +188,8 @@ def _continue_logout(idp: SamlIdp, state: dict[str, Any]) -> Answer:
 
 def _finish_logout(idp: SamlIdp, state: dict[str, Any]) -> Answer:
     init = state.get("initiator")
+    if state.get("then"):  # pending logouts of a session ended elsewhere: go on as asked
+        return SignedOut(Redirect(state["then"]))
     sp = idp.sp(init["sp"]) if init else None
     where = _slo_location(idp, sp) if sp else None
     if not init or where is None:
@@ -249,6 +277,140 @@ def logout(svc: Services, token: str, sid: str | None, mgr: SessionManager) -> A
         return LogoutPage(done=True, partial=False)
     if not hmac.compare_digest(token, _logout_token(svc, current.sid)):
         return Refused(400, "The sign-out form has expired. Please try again.")
-    record = mgr.destroy(current.sid)  # tells OIDC clients too (logout listeners)
+    # Tells OIDC clients too (logout listeners); the SAML SPs are told below, in this browser.
+    record = mgr.destroy(current.sid, handled="saml")
     state = {"pending": _other_saml_parties(record, None), "partial": False, "initiator": None}
     return SignedOut(_continue_logout(idp, state))
+
+
+# --- sessions ended elsewhere --------------------------------------------------------------------
+
+
+def listen(svc: Services, post: Poster) -> None:
+    """Have every SSO session ended outside a SAML logout reach its SPs (once per app)."""
+    session_manager(svc).logout_listeners.add(lambda record: tell_sps(svc, record, post))
+
+
+def _pool(svc: Services) -> ThreadPoolExecutor:
+    pool = svc.saml_backchannel_pool
+    if pool is None:
+        pool = svc.saml_backchannel_pool = ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="saml-soap-slo"
+        )
+    return pool
+
+
+def _soap_location(idp: SamlIdp, sp: SpInfo) -> str | None:
+    return next(
+        (e["location"] for e in idp.slo_endpoints(sp) if e.get("binding") == BINDING_SOAP), None
+    )
+
+
+def tell_sps(svc: Services, record: dict[str, Any], post: Poster) -> None:
+    """An SSO session ended: a SOAP LogoutRequest (in the background) to each SP of it that
+    offers the SOAP binding; the others wait for the browser's next page (``pending_logout``)."""
+    if record.get("handled") == "saml":
+        return  # an SP-initiated logout in this browser tells them itself
+    parties = _other_saml_parties(record, None)
+    if not parties:
+        return
+    idp = saml_idp(svc)
+    front: list[list[Any]] = []
+    for entity_id, info in parties:
+        sp = idp.sp(entity_id)
+        if sp is None:
+            continue  # removed since: nobody to tell
+        location = _soap_location(idp, sp)
+        if location and not unsafe_location(sp, location):
+            _pool(svc).submit(soap_logout, idp, entity_id, location, info, post)
+        else:
+            front.append([entity_id, info])
+    if front and record.get("public_sid"):
+        # Kept as long as the browser's cookie could still name the session.
+        mgr = session_manager(svc)
+        _, absolute = mgr.limits(record)
+        left = int(absolute - (svc.clock.now() - record.get("created", svc.clock.now())))
+        svc.store.put(_PENDING + record["public_sid"], front, max(left, SLO_TTL))
+
+
+def soap_logout(
+    idp: SamlIdp, entity_id: str, location: str, info: dict[str, Any], post: Poster
+) -> bool:
+    """Send one signed LogoutRequest by SOAP and check the LogoutResponse: from that SP,
+    answering this request, signed when the SP's settings ask it, status Success. A failure
+    is logged (the session has ended here either way)."""
+    sp = idp.sp(entity_id)
+    if sp is None:
+        return False
+    nid = info["name_id"]
+    req_id, req = idp.logout_request(
+        location,
+        IssuedNameId(nid["format"], nid["value"], nid.get("nq"), nid.get("spnq")),
+        info["session_index"],
+        sign=True,
+    )
+    body = req.decode()
+    if body.startswith("<?xml"):
+        body = body[body.index("?>") + 2 :]
+    try:
+        status, answer = post(location, _SOAP_ENVELOPE.format(body).encode(), _SOAP_HEADERS)
+        if status != 200:
+            raise BadMessage(f"HTTP {status}")
+        problem = _check_soap_response(idp, sp, answer, req_id)
+    except BadMessage as exc:
+        problem = str(exc)
+    except Exception as exc:  # the poster's connection errors (refused, timeout...)
+        problem = getattr(exc, "reason", None) or type(exc).__name__
+    if problem:
+        log.warning("SOAP logout to %s failed: %s", entity_id, problem)
+        return False
+    log.info("SOAP logout delivered to %s", entity_id)
+    return True
+
+
+def _check_soap_response(idp: SamlIdp, sp: SpInfo, answer: bytes, req_id: str) -> str | None:
+    msg = inspect(_soap_body(answer))
+    if msg.root_tag != "LogoutResponse" or msg.issuer != sp.entity_id:
+        raise BadMessage("the answer is not a LogoutResponse of this SP")
+    if msg.has_signature and msg.root is not None:
+        check_signature_algorithms(msg.root, allow_sha1=bool(sp.settings.get("allow_sha1")))
+    elif idp.sp_setting(sp, "want_logout_signed"):
+        raise BadMessage("the LogoutResponse is not signed")
+    try:
+        parsed = idp.engine().server.parse_logout_request_response(
+            b64(msg.xml.decode()), BINDING_HTTP_POST
+        )
+    except Exception as exc:  # pysaml2 raises many types for bad input (a bad signature too)
+        raise BadMessage(f"the LogoutResponse is not valid ({type(exc).__name__})") from None
+    if parsed is None or parsed.response.in_response_to != req_id:
+        raise BadMessage("the LogoutResponse answers another request")
+    if parsed.response.status.status_code.value != STATUS_SUCCESS:
+        return "the SP answered " + parsed.response.status.status_code.value
+    return None
+
+
+def _soap_body(answer: bytes) -> bytes:
+    """The one SAML element in a SOAP 1.1 envelope's Body, serialized as it came (prefixes
+    kept: a signature over it must still verify, which an ElementTree round trip breaks)."""
+    if b"<!DOCTYPE" in answer.upper() or b"<!ENTITY" in answer.upper():
+        raise BadMessage("the SOAP answer contains a DTD, which is not allowed")
+    try:
+        envelope = parse_xml(answer)
+    except etree.XMLSyntaxError:
+        raise BadMessage("the answer is not well-formed XML") from None
+    body = envelope.find(f"{{{_SOAP_NS}}}Body")
+    if envelope.tag != f"{{{_SOAP_NS}}}Envelope" or body is None or len(body) != 1:
+        raise BadMessage("the answer is not a SOAP envelope with one message")
+    return etree.tostring(body[0])
+
+
+def has_pending_logout(svc: Services, sid: str) -> bool:
+    return svc.store.get(_PENDING + public_sid(sid)) is not None
+
+
+def pending_logout(svc: Services, sid: str | None, then: str) -> Answer:
+    """A browser whose session was ended elsewhere came back: send the LogoutRequests its SPs
+    still wait for, one after the other (HTTP-Redirect or POST), then go on to ``then``."""
+    parties = svc.store.take(_PENDING + public_sid(sid)) if sid and len(sid) <= 64 else None
+    state = {"pending": parties or [], "partial": False, "initiator": None, "then": then}
+    return _continue_logout(saml_idp(svc), state)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete
@@ -35,6 +36,7 @@ _PUBLIC = "sidmap:"
 AUTHREQ_TTL = 1800
 
 LogoutListener = Callable[[dict[str, Any]], None]
+SignoutListener = Callable[["UserSignout"], None]
 RequestCache = Callable[[], "dict[str, Any] | None"]
 
 
@@ -60,6 +62,37 @@ class LogoutListeners:
                 log.exception("logout listener failed")
 
 
+@dataclass(frozen=True)
+class UserSignout:
+    """Every session of a user was ended ("sign out everywhere", a password change, a lock):
+    the protocols revoke what outlives a session. ``keep_sid`` (a public sid) is the session
+    that stays (the browser that asked); ``offline``: the user's offline grants go too, except
+    those of the relying parties in ``keep_clients``."""
+
+    user_id: int
+    keep_sid: str | None = None
+    offline: bool = True
+    keep_clients: frozenset[str] = field(default_factory=frozenset)
+
+
+class SignoutListeners:
+    """Callables told when all of a user's sessions were ended (the OIDC engine revokes the
+    user's remaining refresh tokens), added once at app set-up like ``LogoutListeners``."""
+
+    def __init__(self) -> None:
+        self._listeners: list[SignoutListener] = []
+
+    def add(self, listener: SignoutListener) -> None:
+        self._listeners.append(listener)
+
+    def notify(self, event: UserSignout) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # one failing protocol must not stop the others
+                log.exception("sign-out listener failed")
+
+
 class SessionManager:
     def __init__(self, svc: Services, request_cache: RequestCache | None = None) -> None:
         self.svc = svc
@@ -69,6 +102,7 @@ class SessionManager:
         self.absolute = cfg.max_hours * 3600
         self.secure_cookie = svc.settings.issuer.startswith("https://")
         self.logout_listeners = LogoutListeners()
+        self.signout_listeners = SignoutListeners()
         self._request_cache: RequestCache = request_cache or _no_request_cache
 
     # --- pending authentication requests -------------------------------------------------------
@@ -189,9 +223,13 @@ class SessionManager:
         rec = self._record(sid)
         return rec["rps"] if rec else {}
 
-    def destroy(self, sid: str | None, propagate: bool = True) -> dict[str, Any] | None:
+    def destroy(
+        self, sid: str | None, propagate: bool = True, handled: str | None = None
+    ) -> dict[str, Any] | None:
         """End a session and return its record, or None. With ``propagate`` every registered
-        logout listener (OIDC back-channel, SAML SLO...) is told, whoever ended the session."""
+        logout listener (OIDC back-channel, SAML SLO...) is told, whoever ended the session.
+        ``handled`` names a protocol ("saml") whose caller tells its own parties in this
+        browser (an SP-initiated Single Logout): its listener leaves the record alone."""
         if not sid:
             return None
         self.store.delete(_PUBLIC + public_sid(sid))
@@ -203,6 +241,7 @@ class SessionManager:
             return None
         record["sid"] = sid
         record["public_sid"] = public_sid(sid)
+        record["handled"] = handled
         if propagate:
             self.logout_listeners.notify(record)
         return record

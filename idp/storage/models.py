@@ -502,4 +502,5 @@ from . import models_oauth as models_oauth  # noqa: E402
 from . import models_reports as models_reports  # noqa: E402
 from . import models_risk as models_risk  # noqa: E402
 from . import models_saml as models_saml  # noqa: E402
+from . import models_sessions as models_sessions  # noqa: E402
 from . import models_webauthn as models_webauthn  # noqa: E402

@@ -31,6 +31,7 @@ from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
 from ..manage import Actor, Context, gdpr, photos
 from ..services import ConsentLister, ConsentRevoker, Services
+from ..sso.signout import sign_out_user
 from ..storage import session_index
 from ..storage.models import (
     AuditEvent,
@@ -39,6 +40,7 @@ from ..storage.models import (
     User,
 )
 from ..storage.models_auth import SecurityAnswer
+from ..storage.models_oauth import RefreshToken
 from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
 from .account_time import formatters
 from .admin.guard import may_open_console
@@ -420,7 +422,9 @@ def password():
             form.confirm.errors = [_("The two passwords do not match.")]
         if problems or form.confirm.errors:
             return _page("account/password.html", user, 400, **page)
-        ended = session_index.end_user_sessions(db, sessions(), user.id, keep_sid=g.sid)
+        # The other sessions end with every refresh token (offline ones too): whoever knew the
+        # old password may have started them.
+        ended = sign_out_user(sessions(), db, user.id, keep_sid=g.sid)
         set_password(db, user, form.new_password.data, reason="self-service")
         db.commit()
     flash(
@@ -488,27 +492,61 @@ def sessions_page():
             if not form.validate():
                 abort(400, _("The form expired. Please try again."))
             wanted = request.form.get("session", "")
-            chosen = {
-                i.sid
-                for i in live
-                if not i.current and (wanted == "others" or _handle(i.sid) == wanted)
-            }
             db.commit()  # pruned index rows; the store is written next
+            if wanted == "others":
+                # Everywhere but this browser: the other sessions, every refresh token, and
+                # the offline access of each app the user did not tick to keep.
+                kept = set(request.form.getlist("keep")) & set(offline_apps(db, user.id))
+                ended = sign_out_user(sessions(), db, user.id, keep_sid=g.sid, keep_clients=kept)
+                audit(
+                    db,
+                    "session.revoked",
+                    actor=user.uuid,
+                    target=user.uuid,
+                    count=ended,
+                    everywhere=True,
+                    kept_apps=sorted(kept),
+                )
+                db.commit()
+                flash(_("%(n)s other session(s) were signed out.", n=ended), "success")
+                return redirect(url_for("account.sessions_page"))
+            chosen = {i.sid for i in live if not i.current and _handle(i.sid) == wanted}
             ended = session_index.end_user_sessions(
                 db, sessions(), user.id, keep_sid=g.sid, only=chosen
             )
             audit(db, "session.revoked", actor=user.uuid, target=user.uuid, count=ended)
             db.commit()
-            if wanted == "others":
-                flash(_("%(n)s other session(s) were signed out.", n=ended), "success")
-            elif ended:
+            if ended:
                 flash(_("The session was signed out."), "success")
             else:
                 flash(_("That session had already ended."), "info")
             return redirect(url_for("account.sessions_page"))
         db.commit()  # pruned index rows
         cards = _session_cards(db, user, live)
-        return _page("account/sessions.html", user, sessions=cards, form=form)
+        apps = offline_apps(db, user.id)
+        return _page(
+            "account/sessions.html",
+            user,
+            sessions=cards,
+            form=form,
+            offline_apps=sorted(apps.items(), key=lambda kv: kv[1].lower()),
+        )
+
+
+def offline_apps(db: Any, user_id: int) -> dict[str, str]:
+    """Client id -> name of each application holding offline access for the user (a live
+    offline refresh token): "sign out everywhere" offers to keep each signed in."""
+    rows = db.execute(
+        select(Client.client_id, Client.name)
+        .join(RefreshToken, RefreshToken.client_id == Client.client_id)
+        .where(
+            RefreshToken.user_id == user_id,
+            RefreshToken.offline.is_(True),
+            RefreshToken.revoked.is_(False),
+        )
+        .distinct()
+    )
+    return {cid: name or cid for cid, name in rows}
 
 
 def _activity(db: Any, user: User, limit: int = 50) -> list[AuditEvent]:

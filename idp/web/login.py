@@ -37,6 +37,7 @@ from ..core.policy import (
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
 from ..sso import network
+from ..sso.limits import session_slot
 from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
 from ..storage import session_index, terms
@@ -338,7 +339,7 @@ def _risk_refusal(why: str, rid: str | None, next_url: str | None, user: User) -
     return Response(page, status=status, mimetype="text/html")
 
 
-def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
+def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str, int]:
     """Every step passed: a new SSO session (a fresh id on every login), then back to the
     relying party's resume point or the requested page."""
     release_write_lock(db)  # before the store writes (see start_pending)
@@ -349,40 +350,51 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     # Another person taking over the browser ends the old session with logout propagation.
     previous = mgr.peek(old_sid) if old_sid and len(old_sid) <= 64 else None
     same_person = bool(previous) and previous["result"]["user_uuid"] == user.uuid
-    old = mgr.destroy(old_sid, propagate=not same_person) if previous else None
-    days = remember_me_days() if pending.data.get("remember_me") else 0
-    lifetime = days * 86400 if days > 0 else None
-    result = mgr.create(
-        user.uuid,
-        pending.amr,
-        acr_for(pending.amr),
-        auth_time=pending.auth_time,
-        user_agent=request.user_agent.string,
-        ip=client_ip(),
-        lifetime=lifetime,
-    )
-    if old and same_person:
-        # The same person signed in again: relying parties of the old session still get logout.
-        for key, info in (old.get("rps") or {}).items():
-            mgr.add_relying_party(result.sid, key, info)
-    if old_sid:
-        db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == old_sid))
-    # Plain statements sent at once rather than the unit of work's flush at the commit: on this
-    # path of every login the flush of three rows cost more than the statements themselves.
-    session_index.index_session(
-        db,
-        user.id,
-        result.sid,
-        pending.amr,
-        at=svc().clock.utcnow(),
-        ip=client_ip(),
-        user_agent=request.user_agent.string,
-    )
-    db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
-    scored = {"risk": pending.data["risk"]} if "risk" in pending.data else {}
-    audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored)
-    risk.record_sign_in(db, user)
-    db.commit()
+    # This browser's own session is replaced, so it does not count against the limit.
+    with session_slot(mgr, db, user.id, old_sid if same_person else None) as slot:
+        if not slot.allowed:
+            audit_now(db, "login.session_limit", actor=user.uuid, target=user.uuid)
+            db.commit()
+            session.clear()
+            return _too_many_sessions()
+        old = mgr.destroy(old_sid, propagate=not same_person) if previous else None
+        days = remember_me_days() if pending.data.get("remember_me") else 0
+        lifetime = days * 86400 if days > 0 else None
+        result = mgr.create(
+            user.uuid,
+            pending.amr,
+            acr_for(pending.amr),
+            auth_time=pending.auth_time,
+            user_agent=request.user_agent.string,
+            ip=client_ip(),
+            lifetime=lifetime,
+        )
+        if old and same_person:
+            # The same person signed in again: the old session's relying parties still get
+            # logout.
+            for key, info in (old.get("rps") or {}).items():
+                mgr.add_relying_party(result.sid, key, info)
+        gone = slot.ended + ([old_sid] if old_sid else [])
+        if gone:
+            db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid.in_(gone)))
+        # Plain statements sent at once rather than the unit of work's flush at the commit: on
+        # this path of every login the flush of three rows cost more than the statements.
+        session_index.index_session(
+            db,
+            user.id,
+            result.sid,
+            pending.amr,
+            at=svc().clock.utcnow(),
+            ip=client_ip(),
+            user_agent=request.user_agent.string,
+        )
+        db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
+        scored = {"risk": pending.data["risk"]} if "risk" in pending.data else {}
+        audit_now(
+            db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored
+        )
+        risk.record_sign_in(db, user)
+        db.commit()
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
     session.clear()
@@ -392,6 +404,16 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
         mfa.remember_device(db, user, resp)
         db.commit()
     return resp
+
+
+def _too_many_sessions() -> tuple[str, int]:
+    """A sign-in refused at the concurrent-session limit ([session] limit_action "refuse")."""
+    settings = svc().settings
+    return render_template(
+        "session_limit.html",
+        support=settings.branding.support_text,
+        help_url=settings.session.limit_help_url,
+    ), 403
 
 
 def end_sso_session(sid: str | None, db: Any = None) -> dict[str, Any] | None:

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from ..backends.chain import password_hasher
 from ..core.policy import ACCOUNT_OK, normalize_answer
 from ..errors import Conflict, ValidationError
+from ..sso.signout import sign_out_user
 from ..sso.users import find_user, state_of
-from ..storage import session_index
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
@@ -180,7 +180,7 @@ def reset_confirm(token: str):
         if _tokens().take("reset", token) is None:  # used meanwhile by another request
             return _link_expired()
         unlock(user.id)
-        session_index.end_user_sessions(db, sessions(), user.id)
+        sign_out_user(sessions(), db, user.id)  # every session and refresh token
         set_password(db, user, new, reason="reset")
         user.email_verified = True  # they read a mail sent to it
         db.commit()

@@ -363,6 +363,19 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['role_id'], ['roles.id'], name=op.f('fk_role_permissions_role_id_roles'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('role_id', 'permission', name=op.f('pk_role_permissions'))
     )
+    op.create_table('session_limits',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('role_id', sa.Integer(), nullable=True),
+    sa.Column('group_id', sa.Integer(), nullable=True),
+    sa.Column('max_sessions', sa.Integer(), nullable=False),
+    sa.CheckConstraint('(role_id IS NULL) <> (group_id IS NULL)', name=op.f('ck_session_limits_ck_session_limit_one')),
+    sa.CheckConstraint('max_sessions >= 1', name=op.f('ck_session_limits_ck_session_limit_positive')),
+    sa.ForeignKeyConstraint(['group_id'], ['groups.id'], name=op.f('fk_session_limits_group_id_groups'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['role_id'], ['roles.id'], name=op.f('fk_session_limits_role_id_roles'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_session_limits')),
+    sa.UniqueConstraint('group_id', name=op.f('uq_session_limits_group_id')),
+    sa.UniqueConstraint('role_id', name=op.f('uq_session_limits_role_id'))
+    )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -801,6 +814,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_users_company_id'))
 
     op.drop_table('users')
+    op.drop_table('session_limits')
     op.drop_table('role_permissions')
     op.drop_table('role_permission_groups')
     with op.batch_alter_table('role_composites', schema=None) as batch_op:

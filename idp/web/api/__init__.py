@@ -21,6 +21,7 @@ from . import (  # noqa: F401
     roles,
     saml_fetch,
     saml_providers,
+    session_limits,
     settings,
     stats,
     user_photo,

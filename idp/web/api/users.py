@@ -30,6 +30,7 @@ from ...manage import Context, gdpr, org, users
 from ...manage import sessions as manage_sessions
 from ...storage.directory import LOCALE_RE, USERNAME_RE, NewUser
 from ...storage.models import Company, Department, Position, User
+from ..devices import describe
 from .common import Page, PageQuery, Strict
 from .framework import PREFIX, Call, Reply, etag_of, operation
 
@@ -724,10 +725,23 @@ class SessionOut(BaseModel):
     ip: str | None = Field(description="The address they signed in from")
     user_agent: str | None = Field(description="Their browser")
     amr: str | None = Field(description="How the user signed in (pwd, otp, hwk...)")
+    device: str = Field(description='Device name from the user agent ("Chrome 120 on Linux")')
+    browser: str | None = Field(description="Browser and version, when known")
+    os: str | None = Field(description="Operating system, when known")
+    location: str = Field(
+        description='Where the IP address is ([geoip] database), else "Unknown location"'
+    )
+    last_activity: datetime | None = Field(description="The last request in the session")
 
 
 class SessionList(BaseModel):
     items: list[SessionOut] = Field(description="Live sessions, newest first")
+
+
+class EndSessionsQuery(Strict):
+    keep_offline: bool = Field(
+        False, description="keep the user's offline refresh tokens (apps with offline access)"
+    )
 
 
 class SessionsEnded(BaseModel):
@@ -746,12 +760,27 @@ def list_sessions(call: Call, user_id: str) -> Reply:
     with call.transaction() as ctx:
         user = users.get(ctx, user_id)
         items = [
-            SessionOut(
-                id=s.id, created_at=s.created_at, ip=s.ip, user_agent=s.user_agent, amr=s.amr
-            )
+            _session_out(call, s)
             for s in manage_sessions.list_for_user(ctx, user, call.svc.sso_sessions)
         ]
     return Reply(body=SessionList(items=items))
+
+
+def _session_out(call: Call, s: manage_sessions.SessionInfo) -> SessionOut:
+    device = describe(s.user_agent)
+    place = call.svc.geoip.locate(s.ip) if s.ip else None
+    return SessionOut(
+        id=s.id,
+        created_at=s.created_at,
+        ip=s.ip,
+        user_agent=s.user_agent,
+        amr=s.amr,
+        device=str(device.name),
+        browser=device.browser,
+        os=device.os,
+        location=place.label() if place else "Unknown location",
+        last_activity=s.last_seen,
+    )
 
 
 @operation(
@@ -760,13 +789,19 @@ def list_sessions(call: Call, user_id: str) -> Reply:
     tag=TAG,
     summary="End every SSO session of a user (log out everywhere)",
     response=SessionsEnded,
-    description="`users:sessions:revoke` over the user; applications are told (back-channel "
-    "logout, SAML SLO).",
+    query=EndSessionsQuery,
+    description="`users:sessions:revoke` over the user. Everywhere means everywhere: every SSO "
+    "session, the refresh tokens issued in them and (unless `keep_offline=true`) the user's "
+    "offline refresh tokens; OIDC clients get back-channel logout, SAML SPs a SOAP "
+    "LogoutRequest or a front-channel one on the browser's next page.",
 )
 def end_sessions(call: Call, user_id: str) -> Reply:
+    keep_offline = call.query.keep_offline
     with call.transaction() as ctx:
         user = users.get(ctx, user_id, "users:sessions:revoke")
-        ended = manage_sessions.end_all(ctx, user, call.svc.sso_sessions)
+        ended = manage_sessions.end_all(
+            ctx, user, call.svc.sso_sessions, keep_offline=keep_offline
+        )
     return Reply(body=SessionsEnded(ended=ended))
 
 

@@ -15,6 +15,18 @@ bp.add_url_rule("/saml/resume", view_func=sso.resume, methods=["GET"])
 bp.add_url_rule("/saml/init", view_func=sso.idp_initiated, methods=["GET"])
 bp.add_url_rule("/saml/slo", view_func=logout.slo, methods=["GET", "POST"])
 bp.add_url_rule("/saml/logout", view_func=logout.logout, methods=["GET", "POST"])
+bp.add_url_rule(
+    "/saml/logout/pending",
+    endpoint="pending_logout",
+    view_func=logout.pending_logout,
+    methods=["GET"],
+)
+bp.before_app_request(logout.send_pending_logouts)
+
+
+@bp.record_once
+def _tell_sps_of_ended_sessions(state) -> None:
+    logout.listen(state.app.extensions["idp"])
 
 
 @bp.record_once

@@ -1,15 +1,54 @@
 """Single Logout endpoints (saml-profiles 4.4): /saml/slo (an SP's LogoutRequest or
 LogoutResponse, HTTP-Redirect and HTTP-POST) and /saml/logout (logout started here: GET asks,
-POST signs out)."""
+POST signs out), and the SAML logout of sessions ended elsewhere: SOAP through the outbound
+guard, or the browser's next page here sent to /saml/logout/pending first."""
 
 from __future__ import annotations
 
-from flask import request
+from typing import Any
 
+from flask import redirect, request, url_for
+
+from ...oidc.fetch import outbound
 from ...saml import logout as engine
+from ...services import Services
 from ..current import svc
 from ..sso import sessions
 from .respond import received, respond, session_id
+
+# Where a browser with an ended session's cookie is not sent to its pending SAML logouts
+# first: the SAML logout endpoints themselves, and files.
+_NOT_INTERRUPTED = ("/saml/slo", "/saml/logout", "/static/")
+
+
+def listen(services: Services) -> None:
+    """Sessions ended elsewhere reach their SAML SPs; SOAP goes through the outbound guard
+    (https only, no private addresses unless [outbound] allows them, bounded time and size)."""
+
+    def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        answer = outbound(services).request("POST", url, body=body, headers=headers)
+        return answer.status, answer.body
+
+    engine.listen(services, post)
+
+
+def send_pending_logouts() -> Any:
+    """Before any page a browser loads: if its session was ended elsewhere and SAML SPs of it
+    still wait for a LogoutRequest, go through them first (one store read, only for a cookie
+    whose session is gone)."""
+    sid = session_id()
+    if request.method != "GET" or not sid or request.path.startswith(_NOT_INTERRUPTED):
+        return None
+    if sessions().peek(sid) is not None or not engine.has_pending_logout(svc(), sid):
+        return None
+    return redirect(url_for("saml.pending_logout", then=request.full_path.rstrip("?")), 303)
+
+
+def pending_logout():
+    then = request.args.get("then", "/")
+    if not then.startswith("/") or then.startswith("//") or "\\" in then:
+        then = "/"  # a path on this site only: never an open redirect
+    return respond(engine.pending_logout(svc(), session_id(), then))
 
 
 def slo():
