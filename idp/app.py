@@ -47,6 +47,8 @@ BLUEPRINTS = [
     ".web.login",
     ".web.password",
     ".web.account",
+    ".web.account_devices",
+    ".web.security_digest",
     ".web.mfa",
     ".web.webauthn",
     ".web.oidc.discovery",

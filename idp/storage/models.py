@@ -481,6 +481,7 @@ class AuditEvent(Base):
 # Tables of other areas, kept in their own modules (imported so Alembic sees them).
 from . import models_auth as models_auth  # noqa: E402
 from . import models_config as models_config  # noqa: E402
+from . import models_devices as models_devices  # noqa: E402
 from . import models_ldap as models_ldap  # noqa: E402
 from . import models_mfa as models_mfa  # noqa: E402
 from . import models_oauth as models_oauth  # noqa: E402

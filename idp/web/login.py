@@ -36,12 +36,13 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..sso import notifications
 from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
 from ..storage import session_index
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import mfa
+from . import known_devices, mfa
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -284,7 +285,12 @@ def start_pending(
         amr=list(amr),
         auth_time=int(svc().clock.now()),
     )
-    if age.warn and user.email and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400):
+    if (
+        age.warn
+        and user.email
+        and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400)
+        and notifications.wants(db, svc().settings, user.id, "password_expiry")
+    ):
         queue_mail(
             user.email,
             "password_expiry",
@@ -311,6 +317,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     """Every step passed: a new SSO session (a fresh id on every login), then back to the
     relying party's resume point or the requested page."""
     release_write_lock(db)  # before the store writes (see start_pending)
+    signed_in_before = user.last_login_at is not None  # read before this sign-in sets it
     mgr = sessions()
     old_sid = request.cookies.get(COOKIE)
     # The same person signing in again (prompt=login, max_age, a step-up) keeps the relying
@@ -349,12 +356,15 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response:
     )
     db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
     audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr)
+    device = known_devices.on_sign_in(db, user, result.sid, signed_in_before=signed_in_before)
     db.commit()
+    known_devices.announce(db, user, device)
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
     session.clear()
     resp = redirect(target)
     mgr.set_cookie(resp, result, lifetime)
+    known_devices.set_cookie(resp, device)
     if pending.data.get("remember"):
         mfa.remember_device(db, user, resp)
         db.commit()
