@@ -234,7 +234,8 @@ def test_deleting_a_user_removes_their_devices(app, svc):
 
     sign_in(browser(app))
     with transaction(svc, Actor.operator("test")) as ctx:
-        manage_users.delete(ctx, manage_users.get(ctx, "ann"), sessions=svc.sso_sessions)
+        ann = ctx.db.scalar(select(User).where(User.username == "ann"))
+        manage_users.delete(ctx, ann, sessions=svc.sso_sessions)
     with svc.sessions() as db:
         assert db.scalar(select(func.count()).select_from(KnownDevice)) == 0
         assert db.scalar(select(func.count()).select_from(KnownDeviceSession)) == 0

@@ -18,6 +18,7 @@ from . import (  # the area modules add their routes to bp
     directory_roles,
     guard,
     settings,
+    user_devices,
     users,
     users_bulk,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "directory_roles",
     "guard",
     "settings",
+    "user_devices",
     "users",
     "users_bulk",
 ]
