@@ -10,7 +10,7 @@ import re
 import pytest
 from admin_kit import make_admin, signed_in
 from api_kit import service_token
-from login_kit import GOOD, csrf, login, make_user, outbox, text_of
+from login_kit import GOOD, csrf, make_user, outbox, text_of
 from sqlalchemy import func, select
 
 from idp.sso.devices import COOKIE
@@ -55,8 +55,9 @@ def browser(app, ua=CHROME, ip="127.0.0.1"):
 
 def sign_in(client, username="ann"):
     page = client.get("/login?prompt=login").get_data(as_text=True)
-    resp = client.post("/login", data={"csrf_token": csrf(page), "username": username,
-                                       "password": GOOD})
+    resp = client.post(
+        "/login", data={"csrf_token": csrf(page), "username": username, "password": GOOD}
+    )
     assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
     return resp
 
@@ -106,8 +107,9 @@ def test_cookie_lifecycle_first_quiet_second_mailed_same_quiet_forgotten_mailed(
     page = first.get("/account/devices").get_data(as_text=True)
     assert "iPhone" in page and "This device" in page
     phone_row = next(r for r in device_rows(svc) if "iPhone" in r.name)
-    resp = first.post("/account/devices", data={"csrf_token": csrf(page),
-                                                "device": str(phone_row.id)})
+    resp = first.post(
+        "/account/devices", data={"csrf_token": csrf(page), "device": str(phone_row.id)}
+    )
     assert resp.status_code == 302
     assert len(device_rows(svc)) == 1
     # Forgetting alone ends no session: the phone is still signed in.
@@ -154,8 +156,9 @@ def test_another_users_cookie_is_a_new_device_for_them_and_shows_nothing_of_thei
     page = shared.get("/account/devices").get_data(as_text=True)
     (ann_row,) = device_rows(svc, "ann")
     assert f'value="{ann_row.id}"' not in page and "ann@" not in page
-    resp = shared.post("/account/devices", data={"csrf_token": csrf(page),
-                                                 "device": str(ann_row.id)})
+    resp = shared.post(
+        "/account/devices", data={"csrf_token": csrf(page), "device": str(ann_row.id)}
+    )
     assert resp.status_code == 302
     assert [r.id for r in device_rows(svc, "ann")] == [ann_row.id]
     # The cookie of a browser only ann uses, copied into bob's browser: new for bob.
@@ -176,14 +179,22 @@ def test_forget_and_sign_out_ends_that_devices_sessions_only(app, svc):
     sign_in(tablet)
     phone_row = next(r for r in device_rows(svc) if r.name.endswith("iPhone"))
     page = mine.get("/account/devices").get_data(as_text=True)
-    mine.post("/account/devices", data={"csrf_token": csrf(page), "device": str(phone_row.id),
-                                        "end_sessions": "1"})
+    mine.post(
+        "/account/devices",
+        data={"csrf_token": csrf(page), "device": str(phone_row.id), "end_sessions": "1"},
+    )
     assert phone.get("/account/").status_code == 302  # signed out
     assert tablet.get("/account/").status_code == 200
     assert mine.get("/account/").status_code == 200
     with svc.sessions() as db:
-        assert db.scalar(select(func.count()).select_from(KnownDeviceSession).where(
-            KnownDeviceSession.device_id == phone_row.id)) == 0
+        assert (
+            db.scalar(
+                select(func.count())
+                .select_from(KnownDeviceSession)
+                .where(KnownDeviceSession.device_id == phone_row.id)
+            )
+            == 0
+        )
 
 
 def test_stale_form_changes_nothing(app, svc):

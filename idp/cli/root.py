@@ -20,6 +20,7 @@ from .init import init
 from .keys import keys
 from .ldap import ldap
 from .mfa import mfa
+from .notifications import notifications
 from .org import org
 from .roles import roles
 from .saml import saml
@@ -37,6 +38,7 @@ def cli() -> None:
 for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
     cli.add_command(command)
 cli.add_command(config)
+cli.add_command(notifications)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, union, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..services import Services
@@ -75,12 +76,18 @@ def _notifiable():
     )
 
 
-def _mark(db: Session) -> NotificationMark:
+def _mark(db: Session) -> NotificationMark | None:
+    """The digest's watermark row, made on first use (None: another worker made it at the same
+    moment; it will do this round)."""
     mark = db.get(NotificationMark, MARK)
     if mark is None:
         mark = NotificationMark(name=MARK, last_id=0, sent_at=None)
         db.add(mark)
-        db.flush()
+        try:
+            db.flush()
+        except IntegrityError:
+            db.rollback()
+            return None
     return mark
 
 
@@ -97,6 +104,8 @@ def claim(db: Session, svc: Services, *, force: bool = False) -> Outcome:
     now = svc.clock.utcnow()
     window = timedelta(minutes=svc.settings.notifications.digest_minutes)
     mark = _mark(db)
+    if mark is None:
+        return Outcome(None, None)
     last_id, sent_at = mark.last_id, mark.sent_at
     if not pending_since(db, last_id):
         return Outcome(None, None)
@@ -105,15 +114,6 @@ def claim(db: Session, svc: Services, *, force: bool = False) -> Outcome:
     rows = db.scalars(
         select(AuditEvent).where(AuditEvent.id > last_id, _notifiable()).order_by(AuditEvent.id)
     ).all()
-    moved = db.execute(
-        update(NotificationMark)
-        .where(NotificationMark.name == MARK, NotificationMark.last_id == last_id)
-        .values(last_id=rows[-1].id, sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # another worker mailed these rows first
-        db.rollback()
-        return Outcome(None, None)
     digest = Digest(first_id=rows[0].id, last_id=rows[-1].id)
     for row in rows:
         kind = _kind(db, svc, row)
@@ -133,6 +133,17 @@ def claim(db: Session, svc: Services, *, force: bool = False) -> Outcome:
                     dict(row.details or {}),
                 )
             )
+    # Rows that turned out not to matter (an ordinary role given) move the watermark but start
+    # no batching period: no mail went out.
+    moved = db.execute(
+        update(NotificationMark)
+        .where(NotificationMark.name == MARK, NotificationMark.last_id == last_id)
+        .values(last_id=rows[-1].id, sent_at=now if digest.total else sent_at)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # another worker mailed these rows first
+        db.rollback()
+        return Outcome(None, None)
     return Outcome(digest if digest.total else None, None)
 
 
