@@ -76,6 +76,8 @@ class PoliciesSpec(_Strict):
     session: dict[str, Any] | None = None
     registration: dict[str, Any] | None = None
     branding: dict[str, Any] | None = None
+    devices: dict[str, Any] | None = None
+    notifications: dict[str, Any] | None = None
 
 
 class Document(_Strict):

@@ -35,6 +35,8 @@ SECTIONS: dict[str, Any] = {
     "session": _l("Sessions"),
     "registration": _l("Registration"),
     "branding": _l("Branding"),
+    "devices": _l("Known devices"),
+    "notifications": _l("Security notifications"),
 }
 
 LABELS: dict[str, Any] = {
@@ -87,6 +89,13 @@ LABELS: dict[str, Any] = {
     "branding.text_color": _l("Text colour"),
     "branding.support_text": _l("Support text"),
     "branding.languages": _l("Languages (one per line, the first is the default)"),
+    "devices.cookie_days": _l("Days a device cookie lasts"),
+    "notifications.user_may_disable": _l(
+        "Security mails users may turn off (one per line: new_device, password_expiry, "
+        "mfa_changes)"
+    ),
+    "notifications.admin_emails": _l("Security digest also goes to (one address per line)"),
+    "notifications.digest_minutes": _l("Minutes a security digest batches events"),
 }
 
 CHOICES: dict[str, list[tuple[str, Any]]] = {
