@@ -49,6 +49,8 @@ BLUEPRINTS = [
     ".web.password",
     ".web.account",
     ".web.account_gdpr",
+    ".web.account_devices",
+    ".web.security_digest",
     ".web.mfa",
     ".web.webauthn",
     ".web.oidc.discovery",

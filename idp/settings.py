@@ -63,7 +63,11 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "ip_rules": None,
     "risk": None,
     "gdpr": None,
+    "devices": None,
+    "notifications": None,
 }
+# Security mails a user may be allowed to turn off ([notifications] user_may_disable).
+NOTIFICATION_KINDS = ("new_device", "password_expiry", "mfa_changes")
 APPLIED_ORIGIN = "the applied configuration (idp config apply)"
 
 
@@ -425,6 +429,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_risk(s["risk"])
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
+    _validate_notifications(s)
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:
@@ -509,6 +514,26 @@ def _validate_risk(risk: dict[str, Any]) -> None:
     ):
         if risk[key] < 1:
             raise ConfigError(f"setting risk.{key} must be at least 1")
+
+
+def _validate_notifications(s: dict[str, Any]) -> None:
+    """[devices] and [notifications]: known kinds, addresses and sane ranges."""
+    if not 1 <= s["devices"]["cookie_days"] <= 3650:
+        raise ConfigError("setting devices.cookie_days must be between 1 and 3650")
+    n = s["notifications"]
+    for kind in n["user_may_disable"]:
+        if kind not in NOTIFICATION_KINDS:
+            raise ConfigError(
+                f"setting notifications.user_may_disable: {kind!r} is not one of "
+                + ", ".join(NOTIFICATION_KINDS)
+            )
+    for address in n["admin_emails"]:
+        if not _EMAIL.fullmatch(str(address)):
+            raise ConfigError(
+                f"setting notifications.admin_emails: {address!r} is not an e-mail address"
+            )
+    if not 1 <= n["digest_minutes"] <= 1440:
+        raise ConfigError("setting notifications.digest_minutes must be between 1 and 1440")
 
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")

@@ -22,6 +22,7 @@ from .init import init
 from .keys import keys
 from .ldap import ldap
 from .mfa import mfa
+from .notifications import notifications
 from .org import org
 from .roles import roles
 from .saml import saml
@@ -42,6 +43,7 @@ cli.add_command(config)
 cli.add_command(gdpr)
 users.add_command(users_erase)
 cli.add_command(audit)
+cli.add_command(notifications)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

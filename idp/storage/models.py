@@ -494,6 +494,7 @@ class AuditEvent(Base):
 from . import models_audit as models_audit  # noqa: E402
 from . import models_auth as models_auth  # noqa: E402
 from . import models_config as models_config  # noqa: E402
+from . import models_devices as models_devices  # noqa: E402
 from . import models_gdpr as models_gdpr  # noqa: E402
 from . import models_iprules as models_iprules  # noqa: E402
 from . import models_ldap as models_ldap  # noqa: E402

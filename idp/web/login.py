@@ -36,14 +36,14 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
-from ..sso import network
+from ..sso import network, notifications
 from ..sso.limits import session_slot
 from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
 from ..storage import session_index, terms
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import mfa, risk
+from . import known_devices, mfa, risk
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -305,7 +305,12 @@ def start_pending(
         amr=list(amr),
         auth_time=int(svc().clock.now()),
     )
-    if age.warn and user.email and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400):
+    if (
+        age.warn
+        and user.email
+        and svc().store.add(f"expwarn:{user.id}", 1, age.days_left * 86400)
+        and notifications.wants(db, svc().settings, user.id, "password_expiry")
+    ):
         queue_mail(
             user.email,
             "password_expiry",
@@ -343,6 +348,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
     """Every step passed: a new SSO session (a fresh id on every login), then back to the
     relying party's resume point or the requested page."""
     release_write_lock(db)  # before the store writes (see start_pending)
+    signed_in_before = user.last_login_at is not None  # read before this sign-in sets it
     mgr = sessions()
     old_sid = request.cookies.get(COOKIE)
     # The same person signing in again (prompt=login, max_age, a step-up) keeps the relying
@@ -394,12 +400,17 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
             db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored
         )
         risk.record_sign_in(db, user)
+        device = known_devices.on_sign_in(
+            db, user, result.sid, signed_in_before=signed_in_before
+        )
         db.commit()
+    known_devices.announce(db, user, device)
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
     session.clear()
     resp = redirect(target)
     mgr.set_cookie(resp, result, lifetime)
+    known_devices.set_cookie(resp, device)
     if pending.data.get("remember"):
         mfa.remember_device(db, user, resp)
         db.commit()

@@ -38,6 +38,7 @@ from .forms import CodeForm, ConfirmForm, TotpSetupForm
 from .guard import lockout
 from .mailing import mail_locale, send_mail
 from .requestinfo import absolute, audit, client_ip, require_user, safe_next
+from .security_mails import wants_mail
 
 bp = Blueprint("mfa", __name__)
 
@@ -223,6 +224,8 @@ def overview(db: Any, user: User) -> dict[str, Any]:
 
 
 def _notify_change(user: User, what: str) -> None:
+    if not wants_mail(user.id, "mfa_changes"):
+        return
     send_mail(
         user.email,
         "mfa_changed",

@@ -67,6 +67,7 @@ from .forms import ConfirmForm
 from .guard import lockout
 from .mailing import send_mail
 from .requestinfo import absolute, audit, client_ip, require_user, safe_next
+from .security_mails import wants_mail
 from .sso import sessions
 
 log = logging.getLogger("idp.webauthn")
@@ -354,7 +355,10 @@ def _reauth_url() -> str:
 
 
 def _notify(user: User, subject: Any, event: str, name: str) -> None:
-    """Tell the user a factor changed (ASVS 2.2.3), so an unexpected change is noticed."""
+    """Tell the user a factor changed (ASVS 2.2.3), so an unexpected change is noticed (unless
+    they turned these mails off where the policy lets them: idp.sso.notifications)."""
+    if not wants_mail(user.id, "mfa_changes"):
+        return
     send_mail(
         user.email,
         "webauthn_changed",

@@ -269,3 +269,18 @@ def test_a_stored_value_that_fails_validation_keeps_the_running_settings(app, ro
     assert root.get("/admin/settings").status_code == 200
     assert svc.settings.session.idle_minutes == 30
     assert "stored settings not applied" in caplog.text
+
+
+def test_every_live_section_and_key_has_a_title_and_label():
+    """A section made live (APPLIED_SECTIONS) shows on the screen with a human label per key,
+    never a 500 or a raw setting name."""
+    from idp.settings import applied_keys
+    from idp.web.admin.settings import LABELS, SECTIONS
+
+    missing = [
+        f"{section}.{key}"
+        for section, keys in applied_keys().items()
+        for key in keys
+        if f"{section}.{key}" not in LABELS
+    ]
+    assert set(applied_keys()) <= set(SECTIONS) and missing == []

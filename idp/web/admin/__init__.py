@@ -20,6 +20,7 @@ from . import (  # the area modules add their routes to bp
     guard,
     reports,
     settings,
+    user_devices,
     users,
     users_bulk,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "guard",
     "reports",
     "settings",
+    "user_devices",
     "users",
     "users_bulk",
 ]

@@ -37,6 +37,9 @@ SECTIONS: dict[str, Any] = {
     "branding": _l("Branding"),
     "ip_rules": _l("IP rules"),
     "risk": _l("Suspicious activity and adaptive authentication"),
+    "devices": _l("Known devices"),
+    "notifications": _l("Security notifications"),
+    "gdpr": _l("Privacy (GDPR)"),
 }
 
 LABELS: dict[str, Any] = {
@@ -79,6 +82,7 @@ LABELS: dict[str, Any] = {
     "mfa.reauth_minutes": _l("Minutes to change factors after re-entering the password"),
     "session.idle_minutes": _l("Sign out after inactivity (minutes)"),
     "session.max_hours": _l("Longest session (hours)"),
+    "session.remember_me_days": _l("\"Keep me signed in\" lasts (days, 0 = not offered)"),
     "registration.enabled": _l("Visitors may create an account"),
     "registration.require_approval": _l("New accounts need an administrator's approval"),
     "registration.require_email_verification": _l("New accounts must confirm their e-mail"),
@@ -118,6 +122,22 @@ LABELS: dict[str, Any] = {
     "risk.points_address_failures": _l("Points: recent failed passwords from the address"),
     "risk.address_failures": _l("Failed passwords from the address that count (0 = off)"),
     "risk.failure_window_minutes": _l("Failed passwords count for (minutes)"),
+    "devices.cookie_days": _l("Days a device cookie lasts"),
+    "notifications.user_may_disable": _l(
+        "Security mails users may turn off (one per line: new_device, password_expiry, "
+        "mfa_changes)"
+    ),
+    "notifications.admin_emails": _l("Security digest also goes to (one address per line)"),
+    "notifications.digest_minutes": _l("Minutes a security digest batches events"),
+    "session.max_per_user": _l("Sessions a person may have at once (0 = no limit)"),
+    "session.limit_action": _l("When a sign-in goes past the limit"),
+    "session.limit_help_url": _l("Help link shown when a sign-in is refused at the limit"),
+    "gdpr.deletion": _l("People may delete their own account"),
+    "gdpr.terms_version": _l("Terms version people accept at sign-in (empty = none)"),
+    "gdpr.terms_url": _l("Terms of use link"),
+    "gdpr.privacy_url": _l("Privacy policy link"),
+    "gdpr.inactive_erase_days": _l("Erase deactivated accounts after (days, 0 = never)"),
+    "gdpr.request_retention_days": _l("Keep ended deletion requests for (days)"),
 }
 
 CHOICES: dict[str, list[tuple[str, Any]]] = {
@@ -128,6 +148,15 @@ CHOICES: dict[str, list[tuple[str, Any]]] = {
     "risk.step_up_without_factor": [
         ("deny", _l("Refuse the sign-in")),
         ("allow", _l("Let them in and report it")),
+    ],
+    "session.limit_action": [
+        ("end_oldest", _l("End their oldest session")),
+        ("refuse", _l("Refuse the new sign-in")),
+    ],
+    "gdpr.deletion": [
+        ("immediate", _l("At once")),
+        ("approval", _l("After an administrator approves")),
+        ("off", _l("No: only administrators erase accounts")),
     ],
 }
 

@@ -41,6 +41,7 @@ from ..photo_text import refusal_text
 from .blueprint import bp
 from .guard import console
 from .paging import paging
+from .user_devices import device_rows
 
 FILTERS = (
     "q",
@@ -605,6 +606,7 @@ def _facts(ctx: Context, user) -> dict[str, Any]:
     out["groups"] = users.groups_of(ctx, user)
     sessions = manage_sessions.list_for_user(ctx, user, svc().sso_sessions)
     out["sessions"] = [(s, describe(s.user_agent)) for s in sessions]
+    out["devices"] = device_rows(ctx, user)
     out["roles"], out["permissions"], out["scoped"] = [], [], []
     if may["roles"]:
         out["roles"] = users.role_assignments(ctx, user)

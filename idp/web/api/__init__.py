@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     audit,
     claim_rules,
     clients,
+    devices,
     directory_users,
     federations,
     fields,
