@@ -12,7 +12,7 @@ import pytest
 from login_kit import GOOD, login, make_user
 from sqlalchemy import func, select
 
-from idp.manage import Actor, iprules, transaction
+from idp.manage import Actor, iprules, policies, transaction
 from idp.manage import clients as manage_clients
 from idp.manage import groups as manage_groups
 from idp.manage import roles as manage_roles
@@ -174,9 +174,19 @@ def test_invalid_global_rules_store_nothing(app):
 
 
 def test_an_administrator_cannot_lock_out_their_own_address(app):
-    with pytest.raises(iprules.InvalidRules, match="your own address"):
-        with op(app.extensions["idp"]) as ctx:
-            iprules.set_global(ctx, ["10.0.0.0/8"], [], keep_address="192.0.2.1")
+    svc = app.extensions["idp"]
+    from_browser = Actor("operator", "test", ip="192.0.2.1")
+    with pytest.raises(policies.SettingError, match="your own address 192.0.2.1") as refused:
+        with transaction(svc, from_browser) as ctx:
+            iprules.set_global(ctx, ["10.0.0.0/8"], [])
+    assert refused.value.field == "ip_rules.allow"
+    with op(svc) as ctx:
+        assert "ip_rules" not in policies.stored(ctx)
+    # Rules that keep the address in are stored.
+    with transaction(svc, from_browser) as ctx:
+        iprules.set_global(ctx, ["10.0.0.0/8", "192.0.2.0/24"], [])
+    with op(svc) as ctx:
+        assert policies.stored(ctx)["ip_rules"]["allow"] == ["10.0.0.0/8", "192.0.2.0/24"]
 
 
 # --- role and group rules ----------------------------------------------------------------------

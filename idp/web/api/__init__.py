@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     federations,
     fields,
     groups,
+    ip_rules,
     openapi,
     org,
     role_holders,
