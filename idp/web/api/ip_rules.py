@@ -1,9 +1,11 @@
 """Network rules (``docs/security.md``, "Client addresses and IP rules") of a role, a group, an
 OIDC client, a SAML SP (``/{resource}/{id}/ip-rules``) and the global ``[ip_rules]``
 (``/ip-rules``), through ``idp.manage.iprules``: the same checks, permissions and audit rows as
-the console and ``idp ip-rules``. A PUT replaces both lists; an entry that is not an address or
-CIDR network is 400 naming it (``errors[].field`` is ``allow.N`` / ``deny.N``) and nothing is
-stored."""
+the console and ``idp ip-rules``. A PUT replaces both lists and stores nothing when any entry
+is refused: 400 when it is not even made of address characters (the schema's pattern), 409
+when the rule engine refuses it (an octet over 255, a prefix too long, host bits after the
+prefix), as ``PATCH /settings`` answers for the same entry; ``errors[].field`` is ``allow.N``
+/ ``deny.N`` either way."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from .framework import ApiProblem, Call, Reply, etag_of, operation
 from .saml_providers import entity_id_of
 from .shapes import path_id
 
-Entry = Annotated[StrictStr, Field(max_length=100, pattern=r"^[^\x00]*$")]
+# Address characters only (hex digits, dots, colons, one /prefix); empty entries are skipped.
+Entry = Annotated[StrictStr, Field(max_length=100, pattern=r"^[0-9A-Fa-f:.]*(/[0-9]{1,3})?$")]
 Entries = Annotated[
     list[Entry],
     Field(
@@ -47,11 +50,7 @@ class GlobalIpRulesOut(IpRulesOut):
 def _invalid(exc: iprules.InvalidRules) -> ApiProblem:
     field = exc.field if exc.index is None else f"{exc.field}.{exc.index}"
     return ApiProblem(
-        400,
-        "Invalid request",
-        str(exc),
-        kind="invalid-request",
-        errors=[{"field": field, "message": str(exc)}],
+        409, "Conflict", str(exc), kind="conflict", errors=[{"field": field, "message": str(exc)}]
     )
 
 
@@ -78,8 +77,10 @@ def _replace(call: Call, kind: str, key: int | str) -> Reply:
 
 _READ_NOTE = "The allow / deny lists checked at every sign-in that involves it."
 _PUT_NOTE = (
-    "Replace both lists (audited as `ip_rules.set` with before and after). 400 names the first "
-    "entry that is not an address or CIDR network (`allow.N` / `deny.N`); nothing is stored."
+    "Replace both lists (audited as `ip_rules.set` with before and after). An entry with other "
+    "than address characters is 400; one the rule engine refuses (octet over 255, prefix too "
+    "long, host bits after the prefix) is 409; both name it (`allow.N` / `deny.N`) and store "
+    "nothing."
 )
 
 
@@ -113,7 +114,7 @@ def _scope(kind: str, path: str, tag: str, what: str, permission: str, key) -> N
         body=IpRulesIn,
         response=IpRulesOut,
         etag=True,
-        errors=(400,),
+        errors=(400, 409),
         description=f"{_PUT_NOTE} `{permission}:update`.",
     )(replace)
 
@@ -176,9 +177,10 @@ def read_global_ip_rules(call: Call) -> Reply:
     errors=(400, 409),
     description=(
         "`config:policies:update`; the same stored setting as `PATCH /settings` "
-        "(audited as `config.policy_set`), applied on every node from its next request. 400 "
-        "names the first bad entry; 409 when the rules would refuse the caller's own address "
-        "or an environment variable sets them. Nothing is stored on either."
+        "(audited as `config.policy_set`), applied on every node from its next request. 400 / "
+        "409 name the first bad entry as for a role's rules; 409 also when the rules would "
+        "refuse the caller's own address or an environment variable sets them. Nothing is "
+        "stored on any refusal."
     ),
 )
 def replace_global_ip_rules(call: Call) -> Reply:
