@@ -37,12 +37,22 @@ _MODELS = {"role": Role, "group": Group, "client": Client, "sp": SamlServiceProv
 
 class InvalidRules(ValidationError):
     """An entry that is not an address or CIDR network; ``field`` is "allow" or "deny",
-    ``index`` the entry's place in the list given (0-based; None for a too-long list)."""
+    ``index`` the entry's place in the list given (0-based) and ``entry`` its text (both None
+    for a too-long list), ``suggestion`` the network probably meant (host bits set)."""
 
-    def __init__(self, message: str, field: str, index: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        field: str,
+        index: int | None = None,
+        entry: str | None = None,
+        suggestion: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.index = index
+        self.entry = entry
+        self.suggestion = suggestion
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ def checked(allow: Iterable[str], deny: Iterable[str]) -> RuleLists:
             try:
                 parse_network(entry)
             except InvalidNetwork as exc:
-                raise InvalidRules(f"{name}: {exc}", name, index) from None
+                raise InvalidRules(f"{name}: {exc}", name, index, entry, exc.suggestion) from None
         lists[name] = canonical(items)
     return RuleLists(lists[ALLOW], lists[DENY])
 
