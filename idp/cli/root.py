@@ -17,6 +17,7 @@ from .config import config
 from .db import db
 from .groups import groups
 from .init import init
+from .iprules import ip_rules
 from .keys import keys
 from .ldap import ldap
 from .mfa import mfa
@@ -37,6 +38,7 @@ def cli() -> None:
 for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
     cli.add_command(command)
 cli.add_command(config)
+cli.add_command(ip_rules)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)
