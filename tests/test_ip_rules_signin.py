@@ -390,3 +390,19 @@ def test_an_sp_rule_refuses_saml_sso_with_an_error_page_and_no_assertion(app):
     c.environ_base["REMOTE_ADDR"] = "198.51.100.20"
     ok = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
     assert ok.status_code == 200 and "SAMLResponse" in ok.get_data(as_text=True)
+
+
+def test_the_saml_refusal_page_is_in_the_readers_language(app):
+    svc = app.extensions["idp"]
+    make_user(svc, "erin")
+    _sp(svc, "https://wiki.example.org/sp")
+    with op(svc) as ctx:
+        iprules.set_rules(ctx, "sp", "https://wiki.example.org/sp", [OFFICE], [])
+    c = client_from(app, HOME, HTTP_ACCEPT_LANGUAGE="de")
+    assert login(c, "erin", GOOD).status_code in (302, 303)
+    resp = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 403 and "SAMLResponse" not in text
+    assert "Die Anmeldung ist aus Ihrem Netzwerk nicht erlaubt" in text
+    assert "Sign-in is not allowed" not in text
+    assert denied_rows(svc)[-1].details["reference"] in text
