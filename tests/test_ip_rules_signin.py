@@ -12,7 +12,7 @@ import pytest
 from login_kit import GOOD, login, make_user
 from sqlalchemy import func, select
 
-from idp.manage import Actor, iprules, transaction
+from idp.manage import Actor, iprules, policies, transaction
 from idp.manage import clients as manage_clients
 from idp.manage import groups as manage_groups
 from idp.manage import roles as manage_roles
@@ -174,9 +174,19 @@ def test_invalid_global_rules_store_nothing(app):
 
 
 def test_an_administrator_cannot_lock_out_their_own_address(app):
-    with pytest.raises(iprules.InvalidRules, match="your own address"):
-        with op(app.extensions["idp"]) as ctx:
-            iprules.set_global(ctx, ["10.0.0.0/8"], [], keep_address="192.0.2.1")
+    svc = app.extensions["idp"]
+    from_browser = Actor("operator", "test", ip="192.0.2.1")
+    with pytest.raises(policies.SettingError, match="your own address 192.0.2.1") as refused:
+        with transaction(svc, from_browser) as ctx:
+            iprules.set_global(ctx, ["10.0.0.0/8"], [])
+    assert refused.value.field == "ip_rules.allow"
+    with op(svc) as ctx:
+        assert "ip_rules" not in policies.stored(ctx)
+    # Rules that keep the address in are stored.
+    with transaction(svc, from_browser) as ctx:
+        iprules.set_global(ctx, ["10.0.0.0/8", "192.0.2.0/24"], [])
+    with op(svc) as ctx:
+        assert policies.stored(ctx)["ip_rules"]["allow"] == ["10.0.0.0/8", "192.0.2.0/24"]
 
 
 # --- role and group rules ----------------------------------------------------------------------
@@ -380,3 +390,19 @@ def test_an_sp_rule_refuses_saml_sso_with_an_error_page_and_no_assertion(app):
     c.environ_base["REMOTE_ADDR"] = "198.51.100.20"
     ok = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
     assert ok.status_code == 200 and "SAMLResponse" in ok.get_data(as_text=True)
+
+
+def test_the_saml_refusal_page_is_in_the_readers_language(app):
+    svc = app.extensions["idp"]
+    make_user(svc, "erin")
+    _sp(svc, "https://wiki.example.org/sp")
+    with op(svc) as ctx:
+        iprules.set_rules(ctx, "sp", "https://wiki.example.org/sp", [OFFICE], [])
+    c = client_from(app, HOME, HTTP_ACCEPT_LANGUAGE="de")
+    assert login(c, "erin", GOOD).status_code in (302, 303)
+    resp = c.get("/saml/init", query_string={"sp": "https://wiki.example.org/sp"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 403 and "SAMLResponse" not in text
+    assert "Die Anmeldung ist aus Ihrem Netzwerk nicht erlaubt" in text
+    assert "Sign-in is not allowed" not in text
+    assert denied_rows(svc)[-1].details["reference"] in text

@@ -19,6 +19,7 @@ from .db import db
 from .gdpr import gdpr, users_erase
 from .groups import groups
 from .init import init
+from .iprules import ip_rules
 from .keys import keys
 from .ldap import ldap
 from .mfa import mfa
@@ -44,6 +45,7 @@ cli.add_command(gdpr)
 users.add_command(users_erase)
 cli.add_command(audit)
 cli.add_command(notifications)
+cli.add_command(ip_rules)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

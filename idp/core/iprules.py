@@ -27,7 +27,13 @@ _MAX_TEXT = 50
 
 
 class InvalidNetwork(ValueError):
-    """A rule entry that is not an address or a CIDR network; the message says which and why."""
+    """A rule entry that is not an address or a CIDR network; the message says which and why.
+    ``suggestion``: the network probably meant, when only host bits after the prefix were
+    wrong."""
+
+    def __init__(self, message: str, suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.suggestion = suggestion
 
 
 def parse_address(text: str | None) -> Address | None:
@@ -58,7 +64,7 @@ def parse_network(text: str) -> Network:
         except ValueError:
             raise InvalidNetwork(f"{raw!r} is not an IP address or CIDR network") from None
         raise InvalidNetwork(
-            f"{raw!r} has host bits set after the prefix (did you mean {loose}?)"
+            f"{raw!r} has host bits set after the prefix (did you mean {loose}?)", str(loose)
         ) from exc
     mapped = getattr(network.network_address, "ipv4_mapped", None)
     if mapped is not None and network.prefixlen >= 96:

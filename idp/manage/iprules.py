@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..core.iprules import ALLOW, DENY, InvalidNetwork, Rules, canonical
+from ..core.iprules import ALLOW, DENY, InvalidNetwork, canonical, parse_network
 from ..errors import NotFound, ValidationError
 from ..storage import iprules as stored
 from ..storage.models import Client, Group, Role, SamlServiceProvider
@@ -29,15 +29,30 @@ _PERMISSIONS = {
     "sp": "saml:providers",
     "global": "config:policies",
 }
+# Entries in one list of one scope: far more than any real network plan, few enough that
+# every check of a sign-in stays a short loop.
+MAX_ENTRIES = 200
 _MODELS = {"role": Role, "group": Group, "client": Client, "sp": SamlServiceProvider}
 
 
 class InvalidRules(ValidationError):
-    """An entry that is not an address or CIDR network; ``field`` is "allow" or "deny"."""
+    """An entry that is not an address or CIDR network; ``field`` is "allow" or "deny",
+    ``index`` the entry's place in the list given (0-based) and ``entry`` its text (both None
+    for a too-long list), ``suggestion`` the network probably meant (host bits set)."""
 
-    def __init__(self, message: str, field: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        field: str,
+        index: int | None = None,
+        entry: str | None = None,
+        suggestion: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
+        self.index = index
+        self.entry = entry
+        self.suggestion = suggestion
 
 
 @dataclass(frozen=True)
@@ -50,16 +65,22 @@ class RuleLists:
 
 
 def checked(allow: Iterable[str], deny: Iterable[str]) -> RuleLists:
-    """The lists in canonical form, or InvalidRules for the first bad entry."""
+    """The lists in canonical form, or InvalidRules for the first bad entry (blank entries
+    are skipped: a form's empty lines)."""
     lists: dict[str, list[str]] = {}
     for name, entries in ((ALLOW, allow), (DENY, deny)):
-        items = [str(e).strip() for e in entries if str(e).strip()]
-        if len(items) > 200:
-            raise InvalidRules(f"{name}: at most 200 entries", name)
-        try:
-            lists[name] = canonical(items)
-        except InvalidNetwork as exc:
-            raise InvalidRules(f"{name}: {exc}", name) from None
+        given = [str(e).strip() for e in entries]
+        items = [e for e in given if e]
+        if len(items) > MAX_ENTRIES:
+            raise InvalidRules(f"{name}: at most {MAX_ENTRIES} entries", name)
+        for index, entry in enumerate(given):
+            if not entry:
+                continue
+            try:
+                parse_network(entry)
+            except InvalidNetwork as exc:
+                raise InvalidRules(f"{name}: {exc}", name, index, entry, exc.suggestion) from None
+        lists[name] = canonical(items)
     return RuleLists(lists[ALLOW], lists[DENY])
 
 
@@ -100,22 +121,13 @@ def get_global(ctx: Context) -> RuleLists:
 
 
 def set_global(
-    ctx: Context,
-    allow: Iterable[str],
-    deny: Iterable[str],
-    *,
-    keep_address: str | None = None,
-    locked: frozenset[str] = frozenset(),
+    ctx: Context, allow: Iterable[str], deny: Iterable[str], locked: frozenset[str] = frozenset()
 ) -> RuleLists:
-    """Store the global rules (``[ip_rules]``, applied live by every worker). ``keep_address``:
-    the acting administrator's own address, when acting from a browser: rules that would
-    refuse it are refused, so nobody locks themselves out of the console by one click."""
+    """Store the global rules (``[ip_rules]``, applied live by every worker) through the
+    policy settings' one operation, which also refuses rules that would refuse the acting
+    administrator's own address (``policies.keep_own_address``: SettingError naming the
+    field). ``locked``: the dotted names an environment variable sets."""
     ctx.require("config:policies:update")
     new = checked(allow, deny)
-    if keep_address and not Rules.of(new.allow, new.deny).permits(keep_address):
-        raise InvalidRules(
-            f"these rules would refuse your own address {keep_address}; allow it first",
-            ALLOW if new.allow else DENY,
-        )
     policies.update(ctx, {"ip_rules": {ALLOW: new.allow, DENY: new.deny}}, locked)
     return new

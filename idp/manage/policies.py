@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..core.iprules import ALLOW, DENY, Rules
 from ..errors import ConfigError, ValidationError
 from ..settings import Section, applied_keys, load_settings, redact, with_applied
 from ..storage import applied_settings
@@ -80,7 +81,9 @@ def update(
     """Store ``changes`` ({section: {key: value}}) after checking all of them together with
     the settings' rules; the dotted names of the values that changed. ``locked``: dotted names
     an environment variable (or the app's overrides) sets, which a stored value could never
-    override: refused. A refusal (SettingError naming the field) stores nothing."""
+    override: refused. ``[ip_rules]`` that would refuse the acting administrator's own address
+    (``ctx.actor.ip``, when they act through the console or the API) are refused too
+    (:func:`keep_own_address`). A refusal (SettingError naming the field) stores nothing."""
     ctx.require("config:policies:update")
     allowed = editable()
     for section, values in changes.items():
@@ -99,6 +102,8 @@ def update(
     except ConfigError as exc:
         found = _NAMED.search(str(exc))
         raise SettingError(str(exc), f"{found[1]}.{found[2]}" if found else "") from None
+    if "ip_rules" in changes:
+        keep_own_address(ctx, candidate.ip_rules.allow, candidate.ip_rules.deny)
     now = ctx.svc.clock.utcnow()
     changed: list[str] = []
     for section, values in changes.items():
@@ -117,6 +122,20 @@ def update(
     if changed:
         bump_generation(ctx)
     return changed
+
+
+def keep_own_address(ctx: Context, allow: Sequence[str], deny: Sequence[str]) -> None:
+    """SettingError when global rules ``allow`` / ``deny`` would refuse the address the actor
+    acts from: an administrator must not lock themselves (or the API client calling) out by
+    one change; another administrator, or the operator at the command line (no address),
+    can still make it."""
+    address = ctx.actor.ip
+    if address and not Rules.of(allow, deny).permits(address):
+        field = ALLOW if allow and not Rules.of(allow, ()).permits(address) else DENY
+        raise SettingError(
+            f"these rules would refuse your own address {address}; allow it first",
+            f"ip_rules.{field}",
+        )
 
 
 def test_delivery(ctx: Context, channel: str, to: str, send: Callable[[], bool]) -> bool:

@@ -95,7 +95,7 @@ def refused(refusal: Refusal, *, user: str | None = None) -> Response:
         resp.status_code = 400 if token else 403
         resp.headers["Cache-Control"] = "no-store"
         return resp
-    return not_allowed_page(refusal)
+    return not_allowed_page(refusal.reference)
 
 
 def _json(body: dict[str, object], mimetype: str) -> Response:
@@ -104,7 +104,9 @@ def _json(body: dict[str, object], mimetype: str) -> Response:
     return resp
 
 
-def not_allowed_page(refusal: Refusal) -> Response:
+def not_allowed_page(reference: str) -> Response:
+    """The page of every refusal by network rules (the SAML endpoints' too), in the reader's
+    language, with the reference that is also in the ``ip.denied`` audit row."""
     page = render_template(
         "error.html",
         code=403,
@@ -113,7 +115,7 @@ def not_allowed_page(refusal: Refusal) -> Response:
             "Your organisation allows this sign-in only from certain networks. Connect "
             "from an allowed network (for example the office or the VPN) and try again."
         ),
-        reference=refusal.reference,
+        reference=reference,
     )
     resp = Response(page, status=403, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"

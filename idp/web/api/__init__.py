@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     fields,
     gdpr,
     groups,
+    ip_rules,
     openapi,
     org,
     reports,

@@ -21,9 +21,11 @@ from ...saml.results import (
     SignedOut,
     Xml,
 )
+from ...saml.sso import NOT_ALLOWED
 from ...sso.sessions import COOKIE
 from ..i18n import locale_hints
 from ..kept import render_kept
+from ..netguard import not_allowed_page
 from ..sso import sessions
 
 log = logging.getLogger("idp.saml")
@@ -91,7 +93,7 @@ def respond(answer: Answer) -> Response | tuple[str, int]:
     raise TypeError(f"not a SAML answer: {answer!r}")
 
 
-def _error_page(refused: Refused) -> tuple[str, int]:
+def _error_page(refused: Refused) -> Response | tuple[str, int]:
     log.info(
         "saml request refused: %s",
         refused.cause or refused.message,
@@ -99,6 +101,8 @@ def _error_page(refused: Refused) -> tuple[str, int]:
     )
     if refused.user_locale is not None:
         locale_hints(user_locale=refused.user_locale)
+    if refused.message == NOT_ALLOWED:
+        return not_allowed_page(refused.reference)
     code = refused.status
     title = "The sign-in request was refused" if code < 500 else "Something went wrong"
     page = render_template(
