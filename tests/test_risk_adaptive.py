@@ -139,3 +139,25 @@ def test_adaptive_off_by_default_writes_no_score(make_app, clock):
     assert login(at(app.test_client(), LINKOPING, IPHONE), "ann", GOOD).status_code == 302
     assert "risk" not in audits(svc, "login.success")[-1].details
     assert audits(svc, "security.risky_sign_in") == []
+
+
+def test_the_device_cookie_makes_a_known_device_on_any_network(make_app, clock):
+    """A laptop that signed in at home is the same device at a café in another country: its
+    device cookie says so, where the same-network rule alone would call it new."""
+    risk = {"adaptive": True, "step_up_at": 20, "notify_at": 20, "deny_at": 90}
+    app = make_app(clock=clock, risk=risk)
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    laptop = at(app.test_client(), LONDON)
+    assert login(laptop, "ann", GOOD).headers["Location"] == "/account/"
+    clock.advance(60)
+    at(laptop, LINKOPING)
+    assert again(laptop, "ann").headers["Location"] == "/account/"
+    assert _risk_of_last(svc, "login.success") == {"score": 0, "reasons": []}
+    # Another kind of device on that network, without the cookie: a new device (ann has no
+    # second factor to step up with, so the default refuses).
+    clock.advance(60)
+    phone = at(app.test_client(), LINKOPING, IPHONE)
+    assert login(phone, "ann", GOOD).status_code == 403
+    new_device = {"score": 20, "reasons": [{"factor": "new_device", "points": 20}]}
+    assert _risk_of_last(svc, "login.risk_denied") == new_device

@@ -81,9 +81,9 @@ def network_of(ip: str | None) -> str | None:
 
 
 def device_known(history: list[RiskSignIn], device: str | None, ip: str | None) -> bool:
-    """Is this device known to this user? The one place that answers it: yes when one of the
-    user's earlier successful sign-ins (``history``, newest first) came from the same device
-    name from the same network."""
+    """Is this device known to this user without its device cookie (cleared, or another
+    browser profile)? Yes when one of the user's earlier successful sign-ins (``history``,
+    newest first) came from the same device name from the same network."""
     network = network_of(ip)
     return any(row.device == device and row.network == network for row in history)
 
@@ -198,9 +198,19 @@ class RiskEngine:
             )
         )
 
-    def assess(self, db: Session, user_id: int, ip: str | None, device: str | None) -> Assessment:
+    def assess(
+        self,
+        db: Session,
+        user_id: int,
+        ip: str | None,
+        device: str | None,
+        *,
+        cookie_known: bool = False,
+    ) -> Assessment:
         """Judge a sign-in against the user's history: the travel and new-country findings,
-        and (adaptive authentication on) the score and what it asks for."""
+        and (adaptive authentication on) the score and what it asks for. ``cookie_known``: the
+        browser carries the user's device cookie (idp.sso.devices) and is the same kind of
+        device, which makes it a known device wherever it signs in from."""
         policy = self.policy
         now = self.clock.utcnow()
         history = self._history(db, user_id, now)
@@ -245,7 +255,7 @@ class RiskEngine:
         hour_ago = now - timedelta(hours=1)
         facts = SignInFacts(
             has_history=bool(history) or bool(known_countries),
-            known_device=device_known(history, device, ip),
+            known_device=cookie_known or device_known(history, device, ip),
             country=country,
             new_country=new_country,
             travel_km=km,

@@ -14,6 +14,7 @@ from flask import g, request
 from ..core.risk import DENY, STEP_UP, RiskPolicy, notifies
 from ..manage import users as manage_users
 from ..manage.context import Actor, Context
+from ..sso import devices
 from ..sso.risk import RiskEngine, SecurityEvent
 from ..storage.models import User
 from .current import svc
@@ -30,10 +31,10 @@ def engine() -> RiskEngine:
     return RiskEngine(s.store, s.clock, RiskPolicy.from_settings(s.settings.risk), s.geoip)
 
 
-def device_name() -> str | None:
-    """The request's device as ua-parser names it, without version numbers (an updated browser
-    is the same device): "Chrome|Linux|", "Mobile Safari|iOS|iPhone"."""
-    found = describe(request.user_agent.string)
+def device_name(user_agent: str | None = None) -> str | None:
+    """The request's device (or that of ``user_agent``) as ua-parser names it, without version
+    numbers (an updated browser is the same device): "Chrome|Linux|", "Mobile Safari|iOS|iPhone"."""
+    found = describe(request.user_agent.string if user_agent is None else user_agent)
     if not any((found.browser, found.os, found.device)):
         return None
     return "|".join(
@@ -95,13 +96,29 @@ class Judgement:
     risk: dict[str, Any] | None = None  # {"score", "reasons"} for the sign-in's audit row
 
 
+def _cookie_device_matches(db: Any, user: User) -> bool:
+    """The browser carries the user's device cookie (idp.sso.devices) and is still the browser
+    that device was first seen as: a cookie copied to another kind of device is no proof."""
+    s = svc()
+    cookie = request.cookies.get(devices.COOKIE)
+    device_id = devices.current_device_id(db, s.hasher, user.id, cookie)
+    known = devices.device_of(db, user.id, device_id) if device_id is not None else None
+    return known is not None and device_name(known.user_agent or "") == device_name()
+
+
 def judge(db: Any, user: User, has_factor: bool) -> Judgement:
     """Judge a sign-in whose first factor passed; its findings and a refusal are written and
     committed here (at once: the sign-in may stop on them)."""
     risk = engine()
     if not risk.active():
         return Judgement()
-    found = risk.assess(db, user.id, client_ip(), device_name())
+    found = risk.assess(
+        db,
+        user.id,
+        client_ip(),
+        device_name(),
+        cookie_known=risk.policy.adaptive and _cookie_device_matches(db, user),
+    )
     details = found.risk.as_details() if found.risk else None
     events = list(found.events)
     verdict = found.verdict
