@@ -13,6 +13,9 @@ import click
 
 from ..errors import ValidationError
 from ..manage import Actor, Context, transaction
+from ..oidc import logout as oidc_logout
+from ..oidc.fetch import poster
+from ..saml import logout as saml_logout
 from ..services import Services, build_services, load_effective_settings
 
 # The local operator: every permission (they own the machine and the database).
@@ -46,6 +49,24 @@ def ready() -> Services:
     svc = services()
     require_migrated(svc)
     return svc
+
+
+def with_logout(svc: Services) -> Services:
+    """Have the sessions a command ends reach the relying parties as the web app's do (it
+    registers the same listeners in create_app): OIDC back-channel logout, the refresh tokens
+    of those sessions, SAML logout by SOAP or on the browser's next page. Pair with
+    :func:`drain`."""
+    oidc_logout.listen(svc)
+    saml_logout.listen(svc, poster(svc))
+    return svc
+
+
+def drain(svc: Services) -> None:
+    """Wait for the queued back-channel and SOAP logouts before the process ends (each is
+    bounded by its timeout and retries), so none is lost with the exiting process."""
+    for pool in (svc.oidc_backchannel_pool, svc.saml_backchannel_pool):
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def as_operator(svc: Services) -> AbstractContextManager[Context]:
