@@ -13,9 +13,6 @@ import click
 
 from ..errors import ValidationError
 from ..manage import Actor, Context, transaction
-from ..oidc import logout as oidc_logout
-from ..oidc.fetch import poster
-from ..saml import logout as saml_logout
 from ..services import Services, build_services, load_effective_settings
 
 # The local operator: every permission (they own the machine and the database).
@@ -56,6 +53,12 @@ def with_logout(svc: Services) -> Services:
     registers the same listeners in create_app): OIDC back-channel logout, the refresh tokens
     of those sessions, SAML logout by SOAP or on the browser's next page. Pair with
     :func:`drain`."""
+    # Imported here: pysaml2 warns on import, before main() has silenced warnings, and every
+    # command promises one line on stderr when it fails.
+    from ..oidc import logout as oidc_logout
+    from ..oidc.fetch import poster
+    from ..saml import logout as saml_logout
+
     oidc_logout.listen(svc)
     saml_logout.listen(svc, poster(svc))
     return svc
