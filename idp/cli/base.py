@@ -48,6 +48,30 @@ def ready() -> Services:
     return svc
 
 
+def with_logout(svc: Services) -> Services:
+    """Have the sessions a command ends reach the relying parties as the web app's do (it
+    registers the same listeners in create_app): OIDC back-channel logout, the refresh tokens
+    of those sessions, SAML logout by SOAP or on the browser's next page. Pair with
+    :func:`drain`."""
+    # Imported here: pysaml2 warns on import, before main() has silenced warnings, and every
+    # command promises one line on stderr when it fails.
+    from ..oidc import logout as oidc_logout
+    from ..oidc.fetch import poster
+    from ..saml import logout as saml_logout
+
+    oidc_logout.listen(svc)
+    saml_logout.listen(svc, poster(svc))
+    return svc
+
+
+def drain(svc: Services) -> None:
+    """Wait for the queued back-channel and SOAP logouts before the process ends (each is
+    bounded by its timeout and retries), so none is lost with the exiting process."""
+    for pool in (svc.oidc_backchannel_pool, svc.saml_backchannel_pool):
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 def as_operator(svc: Services) -> AbstractContextManager[Context]:
     """A management transaction acting as the local operator."""
     return transaction(svc, OPERATOR)

@@ -6,22 +6,7 @@ from __future__ import annotations
 import click
 
 from ..manage import gdpr as manage_gdpr
-from ..oidc.logout import listen
-from ..services import Services
-from .base import as_operator, emit, ready
-
-
-def _with_logout(svc: Services) -> Services:
-    """Ended sessions reach the applications' back-channel logout from here too."""
-    listen(svc)
-    return svc
-
-
-def _drain(svc: Services) -> None:
-    """Deliver the queued back-channel logouts before the process ends."""
-    pool = svc.oidc_backchannel_pool
-    if pool is not None:
-        pool.shutdown(wait=True)
+from .base import as_operator, drain, emit, ready, with_logout
 
 
 @click.command("erase")
@@ -30,13 +15,13 @@ def _drain(svc: Services) -> None:
 def users_erase(username: str, as_json: bool) -> None:
     """Erase USERNAME's personal data everywhere (GDPR art. 17): the account, sessions,
     tokens, consents, second factors, devices and the personal fields of their audit rows."""
-    svc = _with_logout(ready())
+    svc = with_logout(ready())
     try:
         with as_operator(svc) as ctx:
             user = ctx.directory.user_by_username(username)
             erasure = manage_gdpr.erase(ctx, user, sessions=svc.sso_sessions)
     finally:
-        _drain(svc)
+        drain(svc)
     text = f"erased {username} ({erasure.uuid}): {erasure.sessions_ended} session(s) ended"
     if erasure.directory_kept:
         text += "; the LDAP directory still holds the person (only the local copy was erased)"
@@ -54,12 +39,12 @@ def gdpr() -> None:
 def gdpr_purge(dry_run: bool, as_json: bool) -> None:
     """Remove what outlived its retention ([gdpr] settings): long-inactive accounts, ended
     deletion requests, expired refresh tokens, index rows of ended sessions."""
-    svc = _with_logout(ready())
+    svc = with_logout(ready())
     try:
         with as_operator(svc) as ctx:
             report = manage_gdpr.purge(ctx, sessions=svc.sso_sessions, dry_run=dry_run)
     finally:
-        _drain(svc)
+        drain(svc)
     counts = report.counts()
     verb = "would remove" if dry_run else "removed"
     text = (

@@ -9,7 +9,17 @@ import click
 
 from ..manage import users as manage_users
 from ..storage.directory import NewUser
-from .base import as_operator, emit, iso, out, parse_date, parse_expiry, ready
+from .base import (
+    as_operator,
+    drain,
+    emit,
+    iso,
+    out,
+    parse_date,
+    parse_expiry,
+    ready,
+    with_logout,
+)
 
 
 @click.group()
@@ -126,6 +136,75 @@ def users_remove_role(username, role, client_id, as_json):
             ctx, d.user_by_username(username), d.role_by_name(role, client_id)
         )
     emit(as_json, {"removed": removed}, f"removed {removed} assignment(s)")
+
+
+def _ending_sessions(username: str, change) -> str:
+    """Apply ``change(ctx, user)`` and wait until the relying parties of the sessions it ends
+    were told (back-channel logout, SAML SOAP); the user's uuid."""
+    svc = with_logout(ready())
+    try:
+        with as_operator(svc) as ctx:
+            user = ctx.directory.user_by_username(username)
+            change(ctx, user)
+            uuid = user.uuid
+    finally:
+        drain(svc)
+    return uuid
+
+
+@users.command("lock")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+def users_lock(username, as_json):
+    """Lock USERNAME's account until `idp users unlock`; their sessions and refresh tokens
+    end and the applications are told (docs/sessions.md)."""
+    uuid = _ending_sessions(username, manage_users.lock)
+    out(as_json, {"id": uuid, "status": "locked"}, f"locked {username}; sessions ended")
+
+
+@users.command("unlock")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+def users_unlock(username, as_json):
+    """Lift an administrator's lock and the lockout after failed sign-ins."""
+    with as_operator(ready()) as ctx:
+        user = manage_users.unlock(ctx, ctx.directory.user_by_username(username))
+        result = {"id": user.uuid, "status": user.status}
+    out(as_json, result, f"unlocked {username}")
+
+
+@users.command("deactivate")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+def users_deactivate(username, as_json):
+    """Deactivate USERNAME (no sign-in); their sessions and refresh tokens end and the
+    applications are told."""
+    uuid = _ending_sessions(
+        username, lambda ctx, user: manage_users.update(ctx, user, {"active": False})
+    )
+    out(as_json, {"id": uuid, "status": "inactive"}, f"deactivated {username}; sessions ended")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Asked for when omitted (an argument is visible to other local users).",
+)
+@click.option("--temporary", is_flag=True, help="They must change it at the next sign-in.")
+@click.option("--json", "as_json", is_flag=True)
+def users_set_password(username, password, temporary, as_json):
+    """Set USERNAME's password (the password policy applies); their sessions and refresh
+    tokens end and the applications are told."""
+    uuid = _ending_sessions(
+        username,
+        lambda ctx, user: manage_users.set_password(ctx, user, password, temporary=temporary),
+    )
+    text = f"password of {username} set; sessions ended"
+    out(as_json, {"id": uuid, "temporary": temporary}, text)
 
 
 @users.command("explain")

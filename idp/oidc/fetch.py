@@ -32,6 +32,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -283,6 +284,17 @@ def outbound(svc: Services) -> Outbound:
     if fetcher is None:
         fetcher = svc.oidc_outbound = Outbound(svc)
     return fetcher
+
+
+def poster(svc: Services) -> Callable[[str, bytes, dict[str, str]], tuple[int, bytes]]:
+    """A POST through the outbound guard as ``(status, body)``: what idp.saml.logout sends its
+    SOAP LogoutRequests with (the SAML engine cannot import this one)."""
+
+    def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        answer = outbound(svc).request("POST", url, body=body, headers=headers)
+        return answer.status, answer.body
+
+    return post
 
 
 # --- a client's keys (RFC 7523 §3, OIDC Core §10.1.1) -----------------------------------------

@@ -4,11 +4,15 @@ on iPhone". Raw strings are never shown as a name; an unknown agent is "Unknown 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from flask_babel import gettext as _
 from ua_parser import parse
+
+from ..backends.geoip import GeoIp
+from ..manage.sessions import SessionInfo
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,22 @@ def describe(user_agent: str | None) -> Device:
     if not user_agent:
         return Device(None, None, None)
     return Device(*_parsed(user_agent))
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One SSO session as the console and the API show it: the manage layer's facts, the
+    device read from its User-Agent and the place of its IP address (None when unknown)."""
+
+    session: SessionInfo
+    device: Device
+    location: str | None
+
+
+def session_views(geoip: GeoIp, sessions: Iterable[SessionInfo]) -> list[SessionView]:
+    """The sessions with their device and location ([geoip] database; None without one)."""
+    out = []
+    for s in sessions:
+        place = geoip.locate(s.ip) if s.ip else None
+        out.append(SessionView(s, describe(s.user_agent), place.label() if place else None))
+    return out

@@ -34,7 +34,7 @@ from ...manage import sessions as manage_sessions
 from ...storage import terms
 from ...storage.directory import NewUser
 from ..current import svc
-from ..devices import describe
+from ..devices import session_views
 from ..events import event_label
 from ..password_policy import policy_help, violation_text
 from ..photo_text import refusal_text
@@ -605,7 +605,7 @@ def _facts(ctx: Context, user) -> dict[str, Any]:
     may["audit"] = ctx.allowed("audit:log:read")
     out["groups"] = users.groups_of(ctx, user)
     sessions = manage_sessions.list_for_user(ctx, user, svc().sso_sessions)
-    out["sessions"] = [(s, describe(s.user_agent)) for s in sessions]
+    out["sessions"] = session_views(svc().geoip, sessions)
     out["devices"] = device_rows(ctx, user)
     out["roles"], out["permissions"], out["scoped"] = [], [], []
     if may["roles"]:
@@ -739,8 +739,13 @@ def user_end_sessions(uuid: str):
     with console() as ctx:
         target = users.get(ctx, uuid, "users:sessions:revoke")
         if wanted == "all":
-            ended = manage_sessions.end_all(ctx, target, svc().sso_sessions)
-            message = _("%(n)s sessions were ended.", n=ended)
+            keep = request.form.get("keep_offline") == "1"
+            ended = manage_sessions.end_all(ctx, target, svc().sso_sessions, keep_offline=keep)
+            message = (
+                _("%(n)s sessions were ended; apps with offline access stay signed in.", n=ended)
+                if keep
+                else _("%(n)s sessions were ended.", n=ended)
+            )
         elif manage_sessions.end_one(ctx, target, svc().sso_sessions, wanted):
             message = _("The session was ended.")
         else:

@@ -30,7 +30,7 @@ from ...manage import Context, gdpr, org, users
 from ...manage import sessions as manage_sessions
 from ...storage.directory import LOCALE_RE, USERNAME_RE, NewUser
 from ...storage.models import Company, Department, Position, User
-from ..devices import describe
+from ..devices import SessionView, session_views
 from .common import Page, PageQuery, Strict
 from .framework import PREFIX, Call, Reply, etag_of, operation
 
@@ -759,16 +759,13 @@ class SessionsEnded(BaseModel):
 def list_sessions(call: Call, user_id: str) -> Reply:
     with call.transaction() as ctx:
         user = users.get(ctx, user_id)
-        items = [
-            _session_out(call, s)
-            for s in manage_sessions.list_for_user(ctx, user, call.svc.sso_sessions)
-        ]
+        found = manage_sessions.list_for_user(ctx, user, call.svc.sso_sessions)
+    items = [_session_out(v) for v in session_views(call.svc.geoip, found)]
     return Reply(body=SessionList(items=items))
 
 
-def _session_out(call: Call, s: manage_sessions.SessionInfo) -> SessionOut:
-    device = describe(s.user_agent)
-    place = call.svc.geoip.locate(s.ip) if s.ip else None
+def _session_out(view: SessionView) -> SessionOut:
+    s, device = view.session, view.device
     return SessionOut(
         id=s.id,
         created_at=s.created_at,
@@ -778,7 +775,7 @@ def _session_out(call: Call, s: manage_sessions.SessionInfo) -> SessionOut:
         device=str(device.name),
         browser=device.browser,
         os=device.os,
-        location=place.label() if place else "Unknown location",
+        location=view.location or "Unknown location",
         last_activity=s.last_seen,
     )
 

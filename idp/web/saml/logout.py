@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ...oidc.fetch import outbound
+from ...oidc.fetch import poster
 from ...saml import logout as engine
 from ...services import Services
 from ..current import svc
@@ -24,12 +24,7 @@ _NOT_INTERRUPTED = ("/saml/slo", "/saml/logout", "/static/")
 def listen(services: Services) -> None:
     """Sessions ended elsewhere reach their SAML SPs; SOAP goes through the outbound guard
     (https only, no private addresses unless [outbound] allows them, bounded time and size)."""
-
-    def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        answer = outbound(services).request("POST", url, body=body, headers=headers)
-        return answer.status, answer.body
-
-    engine.listen(services, post)
+    engine.listen(services, poster(services))
 
 
 def send_pending_logouts() -> Any:
