@@ -169,3 +169,35 @@ def test_reuse_of_a_rotated_refresh_token_audits_the_family_revocation(env):
     assert rows[0].details["reason"] == "refresh_token_reuse"
     assert rows[0].details["client_id"] == "web" and rows[0].target == _alice(env)
     assert chain.verify_chain(env.svc.engine).ok
+
+
+def test_consent_granted_and_revoked_are_audited_with_their_scopes(env):
+    from oidc_support import _csrf
+
+    from idp.storage.models_oauth import Consent
+
+    c = env.client()
+    c.environ_base["REMOTE_ADDR"] = "203.0.113.11"
+    before = len(_rows(env, "consent.granted"))
+    got = authorize(
+        c, client_id="web2", redirect_uri="https://other.example.org/cb", scope="openid email"
+    )
+    assert "code" in got
+    rows = _rows(env, "consent.granted")[before:]
+    assert len(rows) == 1
+    assert rows[0].actor == rows[0].target == _alice(env) and rows[0].ip == "203.0.113.11"
+    assert rows[0].details["client_id"] == "web2"
+    assert set(rows[0].details["scopes"]) == {"openid", "email"}
+    # Withdrawn on the account page: the row names the client and what it held.
+    gone = len(_rows(env, "consent.revoked"))
+    page = c.get("/account/apps").get_data(as_text=True)
+    resp = c.post("/account/apps", data={"csrf_token": _csrf(page), "app": "web2"})
+    assert resp.status_code == 302
+    revoked = _rows(env, "consent.revoked")[gone:]
+    assert len(revoked) == 1 and revoked[0].details["app"] == "web2"
+    assert set(revoked[0].details["scopes"]) >= {"openid", "email"}
+    with env.svc.sessions() as db:
+        assert (
+            db.scalar(select(func.count()).select_from(Consent).where(Consent.client_id == "web2"))
+            == 0
+        )
