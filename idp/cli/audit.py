@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, time, timedelta
 
 import click
 
+from ..errors import ValidationError
 from ..manage import audit as audit_ops
 from .base import CliFailure, as_operator, out, parse_date, ready
 
@@ -44,23 +44,14 @@ def audit_prune(before: str | None, dry_run: bool, as_json: bool) -> None:
     so `idp audit verify` still passes."""
     day = parse_date(before, "--before")
     svc = ready()
-    if day is not None:
-        cutoff = datetime.combine(day, time(), tzinfo=UTC)
-    elif svc.settings.audit.retention_days:
-        cutoff = svc.clock.utcnow() - timedelta(days=svc.settings.audit.retention_days)
-    else:
-        raise CliFailure("nothing to prune: [audit] retention_days is 0 and no --before given", 2)
-    with as_operator(svc) as ctx:
-        pruned = audit_ops.prune(ctx, cutoff, dry_run=dry_run)
+    try:
+        with as_operator(svc) as ctx:
+            result = audit_ops.prune_before(ctx, day, dry_run=dry_run)
+    except ValidationError as exc:
+        raise CliFailure(str(exc), 2) from None
     verb = "would delete" if dry_run else "deleted"
     out(
         as_json,
-        {
-            "dry_run": dry_run,
-            "before": cutoff.isoformat(),
-            "rows": pruned.rows,
-            "last_id": pruned.last_id,
-            "last_seq": pruned.last_seq,
-        },
-        f"{verb} {pruned.rows} audit rows written before {cutoff.date().isoformat()}",
+        result.as_dict(),
+        f"{verb} {result.pruned.rows} audit rows written before {result.before.date().isoformat()}",
     )

@@ -45,6 +45,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..storage.models import AccessRequest, Group, GroupMember, Role, User, UserRole
 from ..storage.rbac import Authorizer
 from . import groups as manage_groups
+from . import users as manage_users
 from .context import Context
 
 READ = "users:access:read"
@@ -381,6 +382,7 @@ def revoke_grant(ctx: Context, grant_id: str) -> None:
     ctx.require("users:roles:assign", user_id)
     role = ctx.db.get(Role, assignment.role_id)
     expires_at = assignment.expires_at
+    before = manage_users.assignments_of(ctx, user, role) if role else []
     ctx.db.delete(assignment)
     ctx.db.flush()
     ctx.audit(
@@ -391,4 +393,6 @@ def revoke_grant(ctx: Context, grant_id: str) -> None:
         grant=grant_id,
         expires_at=expires_at.isoformat(),
         removed=1,
+        before=before,
+        after=manage_users.assignments_of(ctx, user, role) if role else [],
     )

@@ -1,18 +1,19 @@
 """Reading the audit log (``audit:log:read``): filtered, newest first, one page at a time; one
 event; the export of a filtered log, streamed in chunks (the export is itself audited); the
-verification of its hash chain; and retention (``audit:log:delete``): pruning old rows behind
-a chained checkpoint (idp.storage.audit)."""
+verification of its hash chain; and retention (``audit:log:prune``, which only the built-in
+Administrator role holds through its ``*``): pruning old rows behind a chained checkpoint
+(idp.storage.audit), the one operation the CLI, the REST API and the console call."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
-from ..errors import NotFound
+from ..errors import NotFound, ValidationError
 from ..storage import audit as chain
 from ..storage.models import AuditEvent, User
 from .context import Context
@@ -142,10 +143,43 @@ def verify(ctx: Context) -> chain.ChainReport:
     return chain.verify_chain(ctx.svc.engine)
 
 
+PRUNE_PERMISSION = "audit:log:prune"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    before: datetime
+    dry_run: bool
+    pruned: chain.Pruned
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "before": self.before.isoformat(),
+            "rows": self.pruned.rows,
+            "last_id": self.pruned.last_id,
+            "last_seq": self.pruned.last_seq,
+        }
+
+
+def prune_before(ctx: Context, day: date | None, *, dry_run: bool = False) -> PruneResult:
+    """Prune the rows written before ``day`` (00:00 UTC), or without a day before the
+    retention window (``[audit] retention_days`` back from now); ValidationError when neither
+    gives a cutoff."""
+    ctx.require(PRUNE_PERMISSION)
+    if day is not None:
+        cutoff = datetime.combine(day, time(), tzinfo=UTC)
+    elif ctx.svc.settings.audit.retention_days:
+        cutoff = ctx.svc.clock.utcnow() - timedelta(days=ctx.svc.settings.audit.retention_days)
+    else:
+        raise ValidationError("nothing to prune: [audit] retention_days is 0 and no --before given")
+    return PruneResult(cutoff, dry_run, prune(ctx, cutoff, dry_run=dry_run))
+
+
 def prune(ctx: Context, before: datetime, *, dry_run: bool = False) -> chain.Pruned:
     """Delete the rows older than ``before`` behind a chained ``audit.pruned`` checkpoint (the
     event is the audit record of the pruning); a dry run only counts them."""
-    ctx.require("audit:log:delete")
+    ctx.require(PRUNE_PERMISSION)
     actor = ctx.actor
     return chain.prune(
         ctx.db,

@@ -155,9 +155,29 @@ def update_settings(
     """Change per-SP settings (attribute release, NameID format, signing, encryption);
     ``remove`` names settings that fall back to the [saml] defaults."""
     ctx.require("saml:providers:update")
-    row = SpRegistry(ctx.db).update_settings(entity_id, values, list(remove))
-    ctx.audit("saml.sp_updated", entity_id, settings=dict(values), removed=sorted(remove))
+    registry = SpRegistry(ctx.db)
+    before = dict(registry.get(entity_id).settings or {})
+    row = registry.update_settings(entity_id, values, list(remove))
+    ctx.audit(
+        "saml.sp_updated",
+        entity_id,
+        settings=dict(values),
+        removed=sorted(remove),
+        **_changes(before, dict(row.settings or {})),
+    )
     return row
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The audit row's ``fields`` / ``before`` / ``after`` (the shape of user.updated and
+    client.updated): the settings that changed, with their values (None = not set, the
+    [saml] default applies)."""
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return {
+        "fields": changed,
+        "before": {k: before.get(k) for k in changed},
+        "after": {k: after.get(k) for k in changed},
+    }
 
 
 def set_enabled(ctx: Context, entity_id: str, enabled: bool) -> SamlServiceProvider:
@@ -167,7 +187,13 @@ def set_enabled(ctx: Context, entity_id: str, enabled: bool) -> SamlServiceProvi
     if row.enabled != enabled:
         row.enabled = enabled
         ctx.db.flush()
-        ctx.audit("saml.sp_enabled" if enabled else "saml.sp_disabled", entity_id)
+        ctx.audit(
+            "saml.sp_enabled" if enabled else "saml.sp_disabled",
+            entity_id,
+            fields=["enabled"],
+            before={"enabled": not enabled},
+            after={"enabled": enabled},
+        )
     return row
 
 
@@ -177,7 +203,14 @@ def set_settings(ctx: Context, entity_id: str, values: dict[str, Any]) -> SamlSe
     row = SpRegistry(ctx.db).get(entity_id)
     values = validate_settings(values)
     check_locations(parse_entity(row.metadata_xml), bool(values.get("allow_http")))
+    before = dict(row.settings or {})
     row.settings = values
     ctx.db.flush()
-    ctx.audit("saml.sp_updated", entity_id, settings=dict(values), replaced=True)
+    ctx.audit(
+        "saml.sp_updated",
+        entity_id,
+        settings=dict(values),
+        replaced=True,
+        **_changes(before, dict(values)),
+    )
     return row

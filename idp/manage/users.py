@@ -748,6 +748,7 @@ def assign_role(
     """Give ``user`` the role (optionally scoped for delegation, optionally temporary)."""
     ctx.require("users:roles:assign", user.id)
     ctx.require_holds(role_grants(ctx.db, [role.id], clock=ctx.svc.clock), user.id)
+    before = assignments_of(ctx, user, role)
     row = ctx.directory.assign_role(
         user,
         role,
@@ -764,16 +765,43 @@ def assign_role(
         scope_company_id=row.scope_company_id,
         scope_department_id=row.scope_department_id,
         expires_at=_iso(row.expires_at),
+        before=before,
+        after=assignments_of(ctx, user, role),
     )
     return row
+
+
+def assignments_of(ctx: Context, user: User, role: Role) -> list[dict[str, Any]]:
+    """The user's assignments of ``role`` as the audit rows' before / after values: each
+    one's delegation scope (company / department id, None = everywhere) and expiry."""
+    rows = ctx.db.scalars(
+        select(UserRole)
+        .where(UserRole.user_id == user.id, UserRole.role_id == role.id)
+        .order_by(UserRole.id)
+    )
+    return [
+        {
+            "scope_company_id": r.scope_company_id,
+            "scope_department_id": r.scope_department_id,
+            "expires_at": _iso(r.expires_at),
+        }
+        for r in rows
+    ]
 
 
 def remove_role(ctx: Context, user: User, role: Role) -> int:
     """Take the role away (every scope); how many assignments went."""
     ctx.require("users:roles:assign", user.id)
+    before = assignments_of(ctx, user, role)
     removed = ctx.directory.unassign_role(user, role)
     ctx.audit(
-        "user.role_removed", user.uuid, role=role.name, client_id=role.client_id, removed=removed
+        "user.role_removed",
+        user.uuid,
+        role=role.name,
+        client_id=role.client_id,
+        removed=removed,
+        before=before,
+        after=assignments_of(ctx, user, role),
     )
     return removed
 

@@ -25,6 +25,7 @@ from ..sso.network import Origin
 from ..sso.sessions import session_manager
 from ..sso.stepup import required_acr_values
 from ..sso.users import account_usable, load_user
+from ..storage import audit as audit_rows
 from ..storage.models_oauth import Consent
 from .claims import claims_release
 from .clients import OAuthClient, client_cache
@@ -446,7 +447,8 @@ def answer_consent(svc: Services, prompt: ConsentPrompt, session_id: str | None,
                                             "state": req.params.get("state")},
                         req.params.get("response_mode"))
     remember_consent(svc, prompt.user.user_id, client.client_id,
-                     prompt.scopes + [CLAIM_CONSENT + name for name in prompt.claims])
+                     prompt.scopes + [CLAIM_CONSENT + name for name in prompt.claims],
+                     granted_by=(prompt.user.uuid, origin))
     return process(svc, req.params, session_id, origin=origin,
                    accepted_auth_time=req.params.get("_auth_ok", 0), consent_given=True)
 
@@ -477,11 +479,22 @@ def withdraw_consent(svc: Services, user, key: str) -> None:
     engine(svc).revoke_refresh_tokens(user_id=user.id, client_id=key, offline=True)
 
 
-def remember_consent(svc: Services, user_id: int, client_id: str, scopes: list[str]) -> None:
+def remember_consent(svc: Services, user_id: int, client_id: str, scopes: list[str], *,
+                     granted_by: tuple[str, Origin] | None = None) -> None:
+    """Add ``scopes`` to the user's consent for the client. ``granted_by`` (the user's uuid and
+    where the answer came from): a ``consent.granted`` audit row in the same transaction,
+    naming the scopes granted now and all the consent holds."""
     with svc.sessions.begin() as db:
         row = db.scalar(select(Consent).where(Consent.user_id == user_id,
                                               Consent.client_id == client_id))
+        held = set(row.scopes) if row is not None else set()
         if row is None:
             db.add(Consent(user_id=user_id, client_id=client_id, scopes=sorted(set(scopes))))
         else:
-            row.scopes = sorted(set(row.scopes) | set(scopes))
+            row.scopes = sorted(held | set(scopes))
+        if granted_by is not None:
+            uuid, origin = granted_by
+            audit_rows.audit(db, "consent.granted", at=svc.clock.utcnow(), actor=uuid,
+                             target=uuid, ip=origin.ip, request_id=origin.request_id,
+                             client_id=client_id, scopes=sorted(set(scopes) - held),
+                             consented=sorted(held | set(scopes)))

@@ -126,9 +126,9 @@ def revoke(svc: Services, req: HttpRequest) -> JsonResult | BodyResult:
     # RFC 7009 §2.2: answer 200 whether or not the token was valid; only the owner revokes.
     row = eng.find_refresh_token(value) if hint != "access_token" else None
     if row is not None and row.client_id == client.client_id:
-        eng.revoke_grant(row.grant_id)
+        eng.revoke_grant(row.grant_id, audit_reason="revocation", request=req)
     else:
         claims = eng.validate_access_token(value)
         if claims is not None and claims.get("client_id") == client.client_id:
-            eng.revoke_access_token(value)
+            eng.revoke_access_token(value, request=req)
     return BodyResult(200, "", None, _NO_STORE)

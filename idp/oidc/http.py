@@ -65,6 +65,7 @@ class HttpRequest:
     content_length: int | None = None
     json: Any = None
     remote_addr: str | None = None  # the client's address (for audit rows)
+    request_id: str | None = None  # the request's id (for audit rows)
 
     @property
     def args(self) -> Values:
@@ -88,6 +89,10 @@ class HttpRequest:
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.header("User-Agent") or None
 
 
 class _Payload(OAuth2Payload):
@@ -122,6 +127,14 @@ class PlainOAuth2Request(OAuth2Request):
     @property
     def remote_addr(self) -> str | None:
         return self._req.remote_addr
+
+    @property
+    def request_id(self) -> str | None:
+        return self._req.request_id
+
+    @property
+    def user_agent(self) -> str | None:
+        return self._req.user_agent
 
 
 class _JsonPayload(JsonPayload):

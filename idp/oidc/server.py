@@ -294,13 +294,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             if used:  # a replayed code: revoke what its first use issued
                 log.warning("authorization code replayed; revoking grant",
                             extra={"client_id": used.get("client_id")})
-                self.engine.revoke_grant(used["grant_id"])
+                self.engine.revoke_grant(used["grant_id"], audit_reason="code_replay",
+                                         request=self.request)
             return None
         # Remembered long enough to catch a replay after the code would have expired.
         store.put(_CODE_USED + key, {"grant_id": data["grant_id"],
                                      "client_id": data["client_id"]}, 3600)
         if data["client_id"] != client.client_id:
-            self.engine.revoke_grant(data["grant_id"])
+            self.engine.revoke_grant(data["grant_id"], audit_reason="code_wrong_client",
+                                     request=self.request)
             return None
         return AuthCode(data)
 
@@ -318,7 +320,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         ctx = dict(code.data, grant_resource=granted,
                    resource=self.engine.token_resources(client, self.request, granted))
         return self.engine.issue(client, user, scope, ctx,
-                                 include_refresh_token=include_refresh_token)
+                                 include_refresh_token=include_refresh_token,
+                                 audited=self.request)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -387,7 +390,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         return self.server.engine.issue(self.request.client, None, self.request.scope,
                                         {"client_id": self.request.client.client_id,
                                          "resource": resources},
-                                        include_refresh_token=False)
+                                        include_refresh_token=False,
+                                        audited=self.request)
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -553,7 +557,13 @@ class Engine:
         return int(client.setting("access_token_lifetime", self.settings.access_token_lifetime))
 
     def issue(self, client: OAuthClient, user: Subject | None, scope: str,
-              ctx: dict[str, Any], include_refresh_token: bool) -> dict[str, Any]:
+              ctx: dict[str, Any], include_refresh_token: bool,
+              audited: OAuth2Request | None = None) -> dict[str, Any]:
+        """The token response of a grant. With ``audited`` (the token request of an
+        authorization_code or client_credentials grant; a refresh is not audited, it is too
+        frequent) a ``token.issued`` row is written: in the refresh token's transaction when
+        one is issued, else on its own with ``audit_now`` (one statement set, the hot path of
+        client_credentials)."""
         now = self.now()
         lifetime = self.access_token_lifetime(client)
         resource = ctx.get("resource") or []
@@ -589,12 +599,31 @@ class Engine:
             # userinfo finds it through the grant id its access tokens carry.
             self.svc.store.put(_CLAIMS_REQUEST + ctx["grant_id"], wanted,
                                self.settings.refresh_absolute_days * 86400)
+        issued = None if audited is None else self._issued_row(audited, client, user, claims)
         if include_refresh_token and user is not None and ctx.get("grant_id"):
-            token["refresh_token"] = self._new_refresh_token(client, user, scope, ctx)
+            token["refresh_token"] = self._new_refresh_token(client, user, scope, ctx, issued)
+        elif issued is not None:
+            with self.svc.sessions.begin() as db:
+                audit_rows.audit_now(db, **issued)
         return token
 
+    def _issued_row(self, request: OAuth2Request, client: OAuthClient, user: Subject | None,
+                    claims: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of the ``token.issued`` audit row of a grant: the user (or the
+        client's service account) as actor and target, the grant type, client, scopes, the
+        access token's id and the grant (family) id; never a token."""
+        subject = user.uuid if user else f"client:{client.client_id}"
+        details = {"grant_type": request.payload.grant_type, "client_id": client.client_id,
+                   "scopes": claims["scope"].split(), "jti": claims["jti"]}
+        if claims.get("gid"):
+            details["grant"] = claims["gid"]
+        return dict(action="token.issued", at=self.svc.clock.utcnow(), actor=subject,
+                    target=subject, **_stamp(request), **details)
+
     def _new_refresh_token(self, client: OAuthClient, user: Subject, scope: str,
-                           ctx: dict[str, Any]) -> str:
+                           ctx: dict[str, Any], issued: dict[str, Any] | None = None) -> str:
+        """A new refresh token row; with ``issued``, the grant's ``token.issued`` row in the
+        same transaction (the first token of a family)."""
         from datetime import UTC, datetime
 
         value = secrets.token_urlsafe(32)
@@ -613,6 +642,9 @@ class Engine:
                 resource=ctx.get("grant_resource", ctx.get("resource")) or [],
                 created_at=now, last_used_at=now,
                 expires_at=expires))
+            if issued is not None:
+                db.flush()  # the token row first: the chain head is locked at the last moment
+                audit_rows.audit_now(db, **dict(issued, refresh_token=True, offline=offline))
         return value
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
@@ -681,7 +713,7 @@ class Engine:
         if replayed is not None:
             log.warning("refresh token reused; revoking its family",
                         extra={"client_id": client.client_id})
-            self.revoke_grant(replayed)
+            self.revoke_grant(replayed, audit_reason="refresh_token_reuse", request=request)
             with self.svc.sessions.begin() as db:
                 self._replay_event(db, db.get(RefreshToken, token_hash), "rotated", request)
             return None
@@ -722,21 +754,47 @@ class Engine:
     def session_alive(self, public_sid: str) -> bool:
         return session_manager(self.svc).alive(public_sid)
 
-    def revoke_grants(self, grant_ids: set[str]) -> None:
+    def revoke_grants(self, grant_ids: set[str], *, audit_reason: str | None = None,
+                      request: Any = None) -> None:
         """Revoke whole families: their refresh tokens, and (through a marker the token
         checks read) every access token issued from them. The marker is written after the
-        database commit: on SQLite a store write inside the transaction would wait on itself."""
+        database commit: on SQLite a store write inside the transaction would wait on itself.
+        With ``audit_reason`` (RFC 7009 revocation, a reused refresh token, a replayed code)
+        each family gets a ``token.revoked`` row in the same transaction, stamped from
+        ``request``; sign-outs revoke without one (their session events record them)."""
         if not grant_ids:
             return
         with self.svc.sessions.begin() as db:
             db.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids))
                        .values(revoked=True))
+            if audit_reason is not None:
+                self._revoked_rows(db, grant_ids, audit_reason, request)
         lifetime = max(self.settings.access_token_lifetime, 3600)
         for grant_id in grant_ids:
             self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
 
-    def revoke_grant(self, grant_id: str) -> None:
-        self.revoke_grants({grant_id})
+    def revoke_grant(self, grant_id: str, *, audit_reason: str | None = None,
+                     request: Any = None) -> None:
+        self.revoke_grants({grant_id}, audit_reason=audit_reason, request=request)
+
+    def _revoked_rows(self, db, grant_ids: set[str], reason: str, request: Any) -> None:
+        """One ``token.revoked`` row per family: its user (target), client and whether it was
+        offline; a family that never had a refresh token (a code replayed before) only by
+        its grant id."""
+        found = {gid: (client_id, uuid, offline) for gid, client_id, uuid, offline in db.execute(
+            select(RefreshToken.grant_id, RefreshToken.client_id, User.uuid, RefreshToken.offline)
+            .join(User, User.id == RefreshToken.user_id)
+            .where(RefreshToken.grant_id.in_(grant_ids)))}
+        stamp = _stamp(request)
+        client = getattr(request, "client", None)
+        at = self.svc.clock.utcnow()
+        for gid in sorted(grant_ids):
+            client_id, uuid, offline = found.get(
+                gid, (client.client_id if client is not None else None, None, None))
+            audit_rows.audit(db, "token.revoked", at=at,
+                             actor=f"client:{client_id}" if client_id else None, target=uuid,
+                             **stamp, kind="refresh_token", reason=reason, grant=gid,
+                             client_id=client_id, offline=offline)
 
     def revoke_refresh_tokens(self, *, user_id: int | None = None, sid: str | None = None,
                               client_id: str | None = None, offline: bool = False) -> None:
@@ -810,7 +868,8 @@ class Engine:
         gid = token_claims.get("gid")
         return self.svc.store.get(_CLAIMS_REQUEST + gid) if gid else None
 
-    def revoke_access_token(self, value: str) -> bool:
+    def revoke_access_token(self, value: str, request: Any = None) -> bool:
+        """Revoke one access token (RFC 7009); with ``request``, a ``token.revoked`` row."""
         claims = self.validate_access_token(value)
         if claims is None:
             return False
@@ -818,6 +877,13 @@ class Engine:
             self.svc.store.put(_AT_REVOKED + claims["jti"], 1, max(1, claims["exp"] - self.now()))
         else:
             self.svc.store.delete(_OPAQUE + self.hash(value))
+        if request is not None:
+            with self.svc.sessions.begin() as db:
+                audit_rows.audit_now(db, "token.revoked", at=self.svc.clock.utcnow(),
+                                     actor=f"client:{claims['client_id']}", target=claims["sub"],
+                                     **_stamp(request), kind="access_token",
+                                     reason="revocation", jti=claims["jti"],
+                                     client_id=claims["client_id"], grant=claims.get("gid"))
         return True
 
     def find_refresh_token(self, value: str) -> RefreshToken | None:
@@ -839,6 +905,14 @@ class Engine:
                "scope": params.get("scope", ""), "claims": params.get("claims_parsed"),
                "resource": params.get("resource_list") or []}
         return ctx
+
+
+def _stamp(request: Any) -> dict[str, str | None]:
+    """The ip, user agent and request id of a token request (plain request data, or authlib's
+    request over it) for its audit row; nothing for a request rebuilt without them."""
+    return {"ip": getattr(request, "remote_addr", None),
+            "user_agent": getattr(request, "user_agent", None),
+            "request_id": getattr(request, "request_id", None)}
 
 
 def engine(svc: Services) -> Engine:

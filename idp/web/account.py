@@ -645,9 +645,17 @@ def apps():
             if not form.validate():
                 abort(400, _("The form expired. Please try again."))
             key = request.form.get("app", "")
+            held = [c.get("scopes") or [] for c in _consents(user) if c.get("key") == key]
             for _lister, revoker in svc().consent_sources:
                 revoker(svc(), user, key)
-            audit(db, "consent.revoked", actor=user.uuid, target=user.uuid, app=key[:200])
+            audit(
+                db,
+                "consent.revoked",
+                actor=user.uuid,
+                target=user.uuid,
+                app=key[:200],
+                scopes=held[0] if held else [],
+            )
             db.commit()
             flash(_("Access was revoked."), "success")
             return redirect(url_for("account.apps"))

@@ -1,19 +1,21 @@
 """Admin console: the audit log (``/admin/audit``): filters (actor, target, event type, time
 range) applied in SQL, newest first, one page at a time; one event's details; the filtered log
 exported as CSV or JSON lines, streamed (the export is audited); the check of its hash chain
-(``/admin/audit/verify``)."""
+(``/admin/audit/verify``) and, for holders of ``audit:log:prune``, retention: old events
+pruned behind a checkpoint (``/admin/audit/prune``), after a count or a ticked confirmation."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import abort, render_template, request
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ...errors import Forbidden, NotFound
+from ...errors import Forbidden, NotFound, ValidationError
 from ...manage import audit
 from ..audit_export import FORMATS, stream
+from ..current import svc
 from ..events import event_label
 from .blueprint import bp
 from .guard import console
@@ -117,14 +119,60 @@ def audit_event(event_id: int):
     return render_template("admin/audit_event.html", active="admin.audit", event=event)
 
 
-@bp.route("/audit/verify")
-def audit_verify():
+def _verify_page(status: int = 200, **form: Any):
     try:
         with console() as ctx:
             report = audit.verify(ctx)
+            may_prune = ctx.allowed(audit.PRUNE_PERMISSION)
     except Forbidden:
         abort(403)
-    return render_template("admin/audit_verify.html", active="admin.audit", report=report)
+    page = render_template(
+        "admin/audit_verify.html",
+        active="admin.audit",
+        report=report,
+        may_prune=may_prune,
+        retention_days=svc().settings.audit.retention_days,
+        form=form or {"before": request.args.get("before", "")[:10]},
+    )
+    return page, status
+
+
+@bp.route("/audit/verify")
+def audit_verify():
+    return _verify_page()
+
+
+@bp.route("/audit/prune", methods=["POST"])
+def audit_prune():
+    """Count (``action=count``) or prune: pruning needs the confirmation box ticked; an
+    error shows the verify page again with the form as it was sent, nothing deleted."""
+    text = request.form.get("before", "").strip()[:10]
+    dry_run = request.form.get("action") == "count"
+    confirmed = request.form.get("confirm") == "yes"
+    form = {"before": text, "confirm": confirmed}
+    day: date | None = None
+    if text:
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            return _verify_page(400, **form, error=_("Enter a date as YYYY-MM-DD."))
+    if not dry_run and not confirmed:
+        return _verify_page(400, **form, error=_("Tick the box to confirm the deletion."))
+    try:
+        with console() as ctx:
+            result = audit.prune_before(ctx, day, dry_run=dry_run)
+    except Forbidden:
+        abort(403)
+    except ValidationError:
+        return _verify_page(
+            400, **form, error=_("Enter a date: no retention period is configured.")
+        )
+    said = {"rows": result.pruned.rows, "day": result.before.date().isoformat()}
+    if dry_run:
+        flash(_("%(rows)s events were written before %(day)s.", **said), "info")
+        return redirect(url_for("admin.audit_verify", before=text) + "#prune")
+    flash(_("%(rows)s events written before %(day)s were deleted.", **said), "success")
+    return redirect(url_for("admin.audit_verify"))
 
 
 @bp.route("/audit/export")

@@ -1,12 +1,13 @@
 """``/api/v1/audit/events``: the audit log, filtered and paginated, and its export;
-``/api/v1/audit/verify``: the check of its hash chain (all ``audit:log:read``)."""
+``/api/v1/audit/verify``: the check of its hash chain (all ``audit:log:read``);
+``/api/v1/audit/prune``: retention, pruning behind a checkpoint (``audit:log:prune``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from ...manage import audit
 from ..audit_export import stream
@@ -142,3 +143,48 @@ def verify_audit_chain(call: Call) -> Reply:
     with call.transaction() as ctx:
         report = audit.verify(ctx)
     return Reply(body=ChainReportOut(**report.as_dict()))
+
+
+Day = Annotated[
+    str,
+    Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", examples=["2026-01-01"]),
+    AfterValidator(date.fromisoformat),
+]
+
+
+class AuditPruneIn(Strict):
+    before: Day | None = Field(
+        None,
+        description="delete the events written before this day (00:00 UTC); "
+        "without it, before the [audit] retention_days window",
+    )
+    dry_run: bool = Field(False, description="only count the events that would be deleted")
+
+
+class AuditPruneOut(BaseModel):
+    dry_run: bool
+    before: datetime = Field(description="the cutoff used")
+    rows: int = Field(description="events deleted (or that would be), the oldest first")
+    last_id: int | None = Field(description="the newest deleted event's id")
+    last_seq: int | None = Field(description="its chain position: the new checkpoint")
+
+
+@operation(
+    "POST",
+    "/audit/prune",
+    tag="audit",
+    summary="Prune old audit events behind a chained checkpoint",
+    body=AuditPruneIn,
+    response=AuditPruneOut,
+    description=(
+        "Deletes the oldest events, those written before `before`, after chaining an "
+        "`audit.pruned` event and recording a checkpoint, so the chain still verifies; as "
+        "`idp audit prune`. `dry_run` only counts. Needs `audit:log:prune` (only the built-in "
+        "Administrator role holds it)."
+    ),
+)
+def prune_audit_log(call: Call) -> Reply:
+    body: AuditPruneIn = call.body
+    with call.transaction() as ctx:
+        result = audit.prune_before(ctx, body.before, dry_run=body.dry_run)  # type: ignore[arg-type]
+    return Reply(body=AuditPruneOut(**result.as_dict()))

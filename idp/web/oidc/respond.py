@@ -3,7 +3,7 @@ engine's typed results as Flask responses (pages rendered, texts translated here
 
 from __future__ import annotations
 
-from flask import Response, current_app, redirect, render_template, request
+from flask import Response, current_app, g, redirect, render_template, request
 from flask_babel import gettext
 
 from ...oidc.http import Headers, HttpRequest
@@ -31,6 +31,7 @@ def plain_request(*, with_json: bool = False) -> HttpRequest:
         content_length=request.content_length,
         json=request.get_json(silent=True) if with_json else None,
         remote_addr=client_ip(),
+        request_id=g.get("request_id"),
     )
 
 
