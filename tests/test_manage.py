@@ -30,6 +30,7 @@ from idp.manage import (
     transaction,
     users,
 )
+from idp.sso.sessions import SignoutListeners, UserSignout
 from idp.storage.directory import Directory, NewUser
 from idp.storage.models import AuditEvent, User
 from idp.storage.models_auth import SsoSessionIndex
@@ -407,6 +408,10 @@ class FakeSessions:
     def __init__(self, live: set[str]) -> None:
         self.live = set(live)
         self.ended: list[str] = []
+        # What outlives a session (refresh tokens) is revoked by these listeners.
+        self.signout_listeners = SignoutListeners()
+        self.signouts: list[UserSignout] = []
+        self.signout_listeners.add(self.signouts.append)
 
     def peek(self, sid):
         return {"sid": sid} if sid in self.live else None
@@ -440,6 +445,7 @@ def test_sessions_list_and_log_out_everywhere(realm):
         "session.revoked",
     )
     assert ended == 2 and sorted(store.ended) == ["s-live-1", "s-live-2"]
+    assert [(e.user_id, e.offline) for e in store.signouts] == [(user_id, True)]
     with realm.svc.sessions() as db:
         left = db.scalar(select(func.count()).select_from(SsoSessionIndex))
     assert left == 0
