@@ -18,6 +18,7 @@ MAIL_RATE_PREFIX = "mailrate:"
 # Which tokens were issued for a user (data with a "uid"): an erasure revokes them all, so no
 # mailed link and no address inside one outlives the account (the store is not enumerable).
 _USER_INDEX = "ott-user:"
+_INDEX_KEEP = 50
 
 
 class _Hasher(Protocol):
@@ -37,16 +38,21 @@ class OneTimeTokens:
         return f"ott:{purpose}:{self.hasher.hash(token)}"
 
     def issue(self, purpose: str, data: dict[str, Any], minutes: int | None = None) -> str:
-        """A new token carrying ``data``, valid ``minutes`` (else the default)."""
+        """A new token carrying ``data``, valid ``minutes`` (else the default). A token for a
+        user (data with an int "uid") joins that user's index; any other token joins an index
+        of its own that nobody reads, so both make the same store calls (a reset for an unknown
+        address must not be told apart from one for a known address by its work)."""
         token = secrets.token_urlsafe(32)
         key, ttl = self._key(purpose, token), 60 * (minutes or self.minutes)
         self.store.put(key, data, ttl)
         uid = data.get("uid")
-        if isinstance(uid, int):
-            index = _USER_INDEX + str(uid)
-            keys = [k for k in (self.store.get(index) or []) if self.store.get(k) is not None]
-            # A week covers every link's lifetime; a longer one extends it.
-            self.store.put(index, [*keys, key], max(ttl, 7 * 86400))
+        owner = str(uid) if isinstance(uid, int) else "-" + secrets.token_hex(8)
+        index = _USER_INDEX + owner
+        # The newest keys only: an index entry of an expired token is harmless (revoke_user
+        # finds nothing under it), and mail rate limits keep far fewer links live at once.
+        keys = [*(self.store.get(index) or [])[-(_INDEX_KEEP - 1) :], key]
+        # A week covers every link's lifetime; a longer one extends it.
+        self.store.put(index, keys, max(ttl, 7 * 86400) if isinstance(uid, int) else ttl)
         return token
 
     def revoke_user(self, user_id: int) -> int:

@@ -593,7 +593,18 @@ def test_sessions_list_and_log_out_everywhere(app, client, admin, svc, people):
     listed_ = api(client, "GET", f"{BASE}/{people['ann']}/sessions", admin)
     assert listed_.status_code == 200 and len(listed_.json["items"]) == 1
     session = listed_.json["items"][0]
-    assert set(session) == {"id", "created_at", "ip", "user_agent", "amr"}
+    assert set(session) == {
+        "id",
+        "created_at",
+        "last_activity",
+        "ip",
+        "location",
+        "user_agent",
+        "device",
+        "browser",
+        "os",
+        "amr",
+    }
     ended = api(client, "DELETE", f"{BASE}/{people['ann']}/sessions", admin)
     assert ended.status_code == 200 and ended.json == {"ended": 1}
     assert api(client, "GET", f"{BASE}/{people['ann']}/sessions", admin).json["items"] == []

@@ -95,7 +95,7 @@ def test_session_cards_named_buttons_at_390px(served, chromium):
     _clean(page)
     shot(page, "account-sessions-narrow")
     page.once("dialog", lambda dialog: dialog.accept())  # form[data-confirm] asks first
-    page.get_by_role("button", name="Sign out all other sessions").click()
+    page.get_by_role("button", name="Sign out everywhere").click()
     page.wait_for_selector(".alert.success")
     assert page.get_by_role("button", name=re.compile(r"^Sign out .+ on .+")).count() == 0
     other.goto(base + "/account/")

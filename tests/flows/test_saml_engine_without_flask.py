@@ -51,6 +51,7 @@ def test_sso_engine_answers_plain_data_without_flask(instance_dir, tmp_path):
     from idp.saml.sso import resume, sso
     from idp.services import build_services
     from idp.settings import load_settings
+    from idp.sso.network import Origin
     from idp.sso.sessions import SessionManager
     from idp.storage.directory import Directory, NewUser
 
@@ -71,22 +72,23 @@ def test_sso_engine_answers_plain_data_without_flask(instance_dir, tmp_path):
             )
             user_uuid = user.uuid
         mgr = SessionManager(svc)
+        here = Origin(ip="192.0.2.10")  # where the request came from: plain data too
         assert not flask.has_app_context() and not flask.has_request_context()
 
         # No SSO session: the login takes the request over, under a pending request id.
         first_id, params, query = _redirect_request(client)
-        answer = sso(svc, _received(params, query), None, mgr)
+        answer = sso(svc, _received(params, query), None, mgr, origin=here)
         assert isinstance(answer, LoginNeeded)
         pending = mgr.load_request(answer.rid)
         assert pending is not None and pending.protocol == "saml"
         assert pending.resume_url == f"/saml/resume?r={answer.rid}"
 
         # The same request again is a replay, whatever the session.
-        assert isinstance(sso(svc, _received(params, query), None, mgr), Refused)
+        assert isinstance(sso(svc, _received(params, query), None, mgr, origin=here), Refused)
 
         # The login made a session; the pending request is finished with it, once.
         session = mgr.create(user_uuid, ["pwd"], acr_for(["pwd"]))
-        done = resume(svc, answer.rid, session.sid, mgr)
+        done = resume(svc, answer.rid, session.sid, mgr, origin=here)
         assert isinstance(done, PostForm)
         assert (done.action, done.field, done.relay_state) == (
             "https://sp.example.org/acs",
@@ -99,11 +101,11 @@ def test_sso_engine_answers_plain_data_without_flask(instance_dir, tmp_path):
         )
         assert parsed is not None and parsed.in_response_to == first_id
         assert parsed.get_identity()["mail"] == ["alice@example.org"]
-        assert isinstance(resume(svc, answer.rid, session.sid, mgr), Refused)
+        assert isinstance(resume(svc, answer.rid, session.sid, mgr, origin=here), Refused)
 
         # A new request in the session is answered at once.
         second_id, params, query = _redirect_request(client)
-        answer = sso(svc, _received(params, query), session.sid, mgr)
+        answer = sso(svc, _received(params, query), session.sid, mgr, origin=here)
         assert isinstance(answer, PostForm)
         parsed = client.parse_authn_request_response(
             answer.value, BINDING_HTTP_POST, outstanding={second_id: "/after"}
