@@ -237,6 +237,10 @@ def test_admin_sees_and_forgets_devices_in_console_and_api(app, svc):
     (bobs,) = device_rows(svc, "bob")
     wrong = api.delete(f"/api/v1/users/{ann.uuid}/devices/{bobs.id}", headers=auth)
     assert wrong.status_code == 404 and len(device_rows(svc, "bob")) == 1
+    # Digits of other scripts (str.isdigit() says yes, int() says no) are no id.
+    for odd in ("¹", "٣"):
+        odd_one = api.delete(f"/api/v1/users/{ann.uuid}/devices/{odd}", headers=auth)
+        assert odd_one.status_code == 404 and len(device_rows(svc)) == 1
 
 
 def test_deleting_a_user_removes_their_devices(app, svc):

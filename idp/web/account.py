@@ -567,7 +567,7 @@ ACTIVITY_RANGES = {"7": 7, "30": 30, "90": 90, "365": 365, "all": None}
 
 def _int_arg(name: str, default: int) -> int:
     raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 7 else default
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else default
 
 
 @bp.route("/account/activity")

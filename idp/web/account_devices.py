@@ -49,7 +49,7 @@ def _page(template: str, user: User, status: int = 200, **context: Any):
 
 
 def _device_id(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() and len(raw) < 12 else None
+    return int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 12 else None
 
 
 @bp.route("/account/devices", methods=["GET", "POST"])

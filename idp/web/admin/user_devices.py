@@ -26,7 +26,7 @@ def device_rows(ctx: Context, user: Any) -> list[tuple[Any, Any]]:
 @bp.route("/users/<uuid>/devices/forget", methods=["POST"])
 def user_forget_device(uuid: str):
     raw = request.form.get("device") or ""
-    device_id = int(raw) if raw.isdigit() and len(raw) < 12 else 0
+    device_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 12 else 0
     end = bool(request.form.get("end_sessions"))
     try:
         with console() as ctx:

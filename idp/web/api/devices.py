@@ -76,7 +76,7 @@ def list_devices(call: Call, user_id: str) -> Reply:
     "sessions that began on it. 404 when the user has no device of that id.",
 )
 def forget_device(call: Call, user_id: str, device_id: str) -> Reply:
-    if not device_id.isdigit() or len(device_id) > 11:
+    if not (device_id.isascii() and device_id.isdigit()) or len(device_id) > 11:
         raise NotFound("no such device")
     end = bool(call.query.end_sessions)
     with call.transaction() as ctx:
