@@ -17,23 +17,14 @@ from ..gdpr_mail import tell_decision
 from .blueprint import bp
 from .guard import console
 from .paging import paging
+from .users import confirm_by_username
 
 
 @bp.route("/users/<uuid>/erase", methods=["GET", "POST"])
 def user_erase(uuid: str):
-    with console() as ctx:
-        target = users.get(ctx, uuid, "users:accounts:delete")
-        username = target.username
-        if request.method == "GET":
-            return render_template("admin/user_erase.html", active="admin.users", user=target)
-        if request.form.get("confirm_username", "").strip() != username:
-            html = render_template(
-                "admin/user_erase.html",
-                active="admin.users",
-                user=target,
-                error=_("Type the username %(name)s to confirm.", name=username),
-            )
-            return html, 400
+    page, username = confirm_by_username(uuid, "admin/user_erase.html")
+    if page is not None:
+        return page
     try:
         with console() as ctx:
             target = users.get(ctx, uuid, "users:accounts:delete")

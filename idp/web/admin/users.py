@@ -775,21 +775,31 @@ def user_ldap_refresh(uuid: str):
     return redirect(url_for("admin.user", uuid=uuid))
 
 
-@bp.route("/users/<uuid>/delete", methods=["GET", "POST"])
-def user_delete(uuid: str):
+def confirm_by_username(uuid: str, template: str) -> tuple[Any, str]:
+    """A page that acts on a user only once their username is typed (delete, erase): (the
+    page to answer — the form on GET, the form with an error (400) on a wrong name — or None
+    when the POSTed name is right and the caller acts, the username)."""
     with console() as ctx:
         target = users.get(ctx, uuid, "users:accounts:delete")
         username = target.username
         if request.method == "GET":
-            return render_template("admin/user_delete.html", active="admin.users", user=target)
+            return render_template(template, active="admin.users", user=target), username
         if request.form.get("confirm_username", "").strip() != username:
             html = render_template(
-                "admin/user_delete.html",
+                template,
                 active="admin.users",
                 user=target,
                 error=_("Type the username %(name)s to confirm.", name=username),
             )
-            return html, 400
+            return (html, 400), username
+    return None, username
+
+
+@bp.route("/users/<uuid>/delete", methods=["GET", "POST"])
+def user_delete(uuid: str):
+    page, username = confirm_by_username(uuid, "admin/user_delete.html")
+    if page is not None:
+        return page
     try:
         with console() as ctx:
             target = users.get(ctx, uuid, "users:accounts:delete")
