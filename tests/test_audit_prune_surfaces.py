@@ -101,7 +101,7 @@ def test_api_prune_refuses_bad_input_and_deletes_nothing(app, clock):
         assert resp.status_code in (400, 422) and resp.mimetype == PROBLEM, body
     # No day and no retention period configured: nothing to prune, said clearly.
     resp = api(client, "POST", "/api/v1/audit/prune", token, json={})
-    assert resp.status_code == 400 and "retention_days" in resp.json["detail"]
+    assert resp.status_code == 409 and "retention_days" in resp.json["detail"]
     assert _count(svc) == total
 
 

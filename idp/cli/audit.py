@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..errors import ValidationError
+from ..errors import Conflict, ValidationError
 from ..manage import audit as audit_ops
 from .base import CliFailure, as_operator, out, parse_date, ready
 
@@ -47,7 +47,7 @@ def audit_prune(before: str | None, dry_run: bool, as_json: bool) -> None:
     try:
         with as_operator(svc) as ctx:
             result = audit_ops.prune_before(ctx, day, dry_run=dry_run)
-    except ValidationError as exc:
+    except (ValidationError, Conflict) as exc:
         raise CliFailure(str(exc), 2) from None
     verb = "would delete" if dry_run else "deleted"
     out(

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
-from ..errors import NotFound, ValidationError
+from ..errors import Conflict, NotFound
 from ..storage import audit as chain
 from ..storage.models import AuditEvent, User
 from .context import Context
@@ -164,7 +164,7 @@ class PruneResult:
 
 def prune_before(ctx: Context, day: date | None, *, dry_run: bool = False) -> PruneResult:
     """Prune the rows written before ``day`` (00:00 UTC), or without a day before the
-    retention window (``[audit] retention_days`` back from now); ValidationError when neither
+    retention window (``[audit] retention_days`` back from now); Conflict when neither
     gives a cutoff."""
     ctx.require(PRUNE_PERMISSION)
     if day is not None:
@@ -172,7 +172,8 @@ def prune_before(ctx: Context, day: date | None, *, dry_run: bool = False) -> Pr
     elif ctx.svc.settings.audit.retention_days:
         cutoff = ctx.svc.clock.utcnow() - timedelta(days=ctx.svc.settings.audit.retention_days)
     else:
-        raise ValidationError("nothing to prune: [audit] retention_days is 0 and no --before given")
+        # The request is well-formed; the configuration leaves nothing to do (409 in the API).
+        raise Conflict("nothing to prune: [audit] retention_days is 0 and no --before given")
     return PruneResult(cutoff, dry_run, prune(ctx, cutoff, dry_run=dry_run))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ...errors import Forbidden, NotFound, ValidationError
+from ...errors import Conflict, Forbidden, NotFound, ValidationError
 from ...manage import audit
 from ..audit_export import FORMATS, stream
 from ..current import svc
@@ -163,7 +163,7 @@ def audit_prune():
             result = audit.prune_before(ctx, day, dry_run=dry_run)
     except Forbidden:
         abort(403)
-    except ValidationError:
+    except (ValidationError, Conflict):
         return _verify_page(
             400, **form, error=_("Enter a date: no retention period is configured.")
         )

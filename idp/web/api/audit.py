@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from ...manage import audit
 from ..audit_export import stream
@@ -145,11 +146,18 @@ def verify_audit_chain(call: Call) -> Reply:
     return Reply(body=ChainReportOut(**report.as_dict()))
 
 
-Day = Annotated[
-    str,
-    Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", examples=["2026-01-01"]),
-    AfterValidator(date.fromisoformat),
-]
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_day(value: object) -> object:
+    """Only the written form YYYY-MM-DD: not a number, not ISO's other forms (20260101)."""
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+# A calendar day ("format: date" in the document, so a schema-true request is a real day).
+Day = Annotated[date, BeforeValidator(_iso_day), Field(examples=["2026-01-01"])]
 
 
 class AuditPruneIn(Strict):
@@ -176,11 +184,13 @@ class AuditPruneOut(BaseModel):
     summary="Prune old audit events behind a chained checkpoint",
     body=AuditPruneIn,
     response=AuditPruneOut,
+    errors=(400, 409),
     description=(
         "Deletes the oldest events, those written before `before`, after chaining an "
         "`audit.pruned` event and recording a checkpoint, so the chain still verifies; as "
-        "`idp audit prune`. `dry_run` only counts. Needs `audit:log:prune` (only the built-in "
-        "Administrator role holds it)."
+        "`idp audit prune`. `dry_run` only counts. Without `before` and with no "
+        "`[audit] retention_days` there is nothing to prune: 409. Needs `audit:log:prune` "
+        "(only the built-in Administrator role holds it)."
     ),
 )
 def prune_audit_log(call: Call) -> Reply:
