@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Literal
 
 from flask import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.wsgi import FileWrapper
 
 from ...errors import NotFound
@@ -25,6 +25,10 @@ _PLAIN = r"^[^\x00-\x1f\x7f]*$"
 
 
 class FilterQuery(PageQuery):
+    # As the user list's filters: a value is judged as sent (a stripped "\x0b" would pass the
+    # pattern the document states).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
     format: Format = Field("json", description="json (one page), or csv / xlsx (every row)")
     company: str | None = Field(
         None, max_length=64, pattern=_PLAIN, description="Company slug or id"
