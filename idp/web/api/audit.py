@@ -196,5 +196,5 @@ class AuditPruneOut(BaseModel):
 def prune_audit_log(call: Call) -> Reply:
     body: AuditPruneIn = call.body
     with call.transaction() as ctx:
-        result = audit.prune_before(ctx, body.before, dry_run=body.dry_run)  # type: ignore[arg-type]
+        result = audit.prune_before(ctx, body.before, dry_run=body.dry_run)
     return Reply(body=AuditPruneOut(**result.as_dict()))
