@@ -409,7 +409,16 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         if api[key] < 1:
             raise ConfigError(f"setting api.{key} must be at least 1")
 
+    tracing = s["tracing"]
+    if tracing["exporter"] not in ("otlp", "console"):
+        raise ConfigError('setting tracing.exporter must be "otlp" or "console"')
+    if not 0.0 <= tracing["sample_ratio"] <= 1.0:
+        raise ConfigError("setting tracing.sample_ratio must be between 0.0 and 1.0")
+    if tracing["exporter"] == "otlp":
+        _check_url("tracing.endpoint", tracing["endpoint"], {"http", "https"})
+
     for name in (
+        "metrics.allowed_networks",
         "admin.allowed_networks",
         "api.allowed_networks",
         "server.trusted_proxy_networks",
