@@ -16,10 +16,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -247,14 +248,52 @@ def redact(key: str, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SentinelAddress:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`` (``rediss+``
+    for TLS to the master): the Sentinels to ask, the monitored service's name, the database."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def sentinel_address(url: str) -> SentinelAddress:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise ValueError(f"a Sentinel must be written host:port, not {entry!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError("a Sentinel URL names the service after the hosts: .../mymaster[/db]")
+    db = path[1] if len(path) == 2 else "0"
+    if not (db.isascii() and db.isdigit()):
+        raise ValueError(f"the database must be a number, not {db!r}")
+    username, _, password = userinfo.partition(":")
+    return SentinelAddress(
+        tuple(sentinels),
+        unquote(path[0]),
+        int(db),
+        unquote(username) or None,
+        unquote(password) or None,
+        parts.scheme.startswith("rediss"),
+    )
+
+
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.password:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    # The hosts as written (a Sentinel URL names several: h1:26379,h2:26379).
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
 
 
 Settings = Section
@@ -359,7 +398,16 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         )
 
     if s["redis_url"]:
-        _check_url("redis_url", s["redis_url"], {"redis", "rediss", "unix"})
+        _check_url(
+            "redis_url",
+            s["redis_url"],
+            {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"},
+        )
+        if "+sentinel" in s["redis_url"].partition(":")[0]:
+            try:
+                sentinel_address(s["redis_url"])
+            except ValueError as exc:
+                raise ConfigError(f"setting redis_url: {exc}") from None
     if s["smtp_url"]:
         _check_url("smtp_url", s["smtp_url"], {"smtp", "smtps"})
     if s["sms_url"]:
