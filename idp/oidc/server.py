@@ -457,6 +457,9 @@ class Engine:
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
+        from .device import install as install_device_flow  # RFC 8628; builds on this module
+
+        install_device_flow(self)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
     # --- helpers ---------------------------------------------------------------------------------
