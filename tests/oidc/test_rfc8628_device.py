@@ -574,10 +574,20 @@ def test_user_codes_are_normalized():
 
 # --- client registration paths --------------------------------------------------------------------
 
-def test_registration_accepts_the_device_grant_without_redirect_uris(env):
-    from idp.core.client_metadata import MetadataError, check_client_metadata
+def test_dynamic_registration_gives_the_device_grant(env):
+    """RFC 7591 over HTTP: a public device client needs no redirect URI, and can start at once."""
+    from oidc_support import initial_access_token
 
-    check_client_metadata({"grant_types": [DEVICE_CODE_GRANT], "token_endpoint_auth_method":
-                           "none"})
-    with pytest.raises(MetadataError):
-        check_client_metadata({"grant_types": ["urn:ietf:params:oauth:grant-type:unknown"]})
+    iat = initial_access_token(env)
+    meta = {"client_name": "Set-top box", "grant_types": [DEVICE_CODE_GRANT],
+            "token_endpoint_auth_method": "none", "scope": "openid"}
+    created = requests.post(f"{env.issuer}/oauth2/register", json=meta, timeout=10,
+                            headers={"Authorization": f"Bearer {iat}"})
+    assert created.status_code == 201, created.text
+    assert created.json()["grant_types"] == [DEVICE_CODE_GRANT]
+    assert "user_code" in started(env, created.json()["client_id"], None, scope="openid")
+    unknown = dict(meta, grant_types=["urn:ietf:params:oauth:grant-type:unknown"])
+    refused = requests.post(f"{env.issuer}/oauth2/register", json=unknown, timeout=10,
+                            headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_client_metadata"
