@@ -49,12 +49,14 @@ from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, sess
 from ..core.client_metadata import DEVICE_CODE_GRANT
 from ..errors import new_reference
 from ..services import Services
+from ..sso import network
 from ..sso.network import Origin
 from ..sso.sessions import session_manager
 from ..sso.stepup import required_acr_values
 from ..storage import audit as audit_rows
 from .authorize import _active_user, _user_refused, remember_consent
 from .clients import OAuthClient, client_cache
+from .endpoints import precheck
 from .http import HttpRequest
 from .results import ErrorPage, JsonResult, Message, Redirect, _
 from .server import ALL_AUTH_METHODS, Engine, Subject, engine
@@ -141,8 +143,6 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):
 
 
 def device_authorization(svc: Services, req: HttpRequest) -> JsonResult:
-    from .endpoints import precheck
-
     bad = precheck(req)
     if bad is not None:
         return bad
@@ -306,7 +306,7 @@ def enter_user_code(svc: Services, raw: str, session_id: str | None, *, origin: 
     keys = _guess_keys(origin.ip, browser)
     wait = _blocked_for(svc, keys)
     if wait is not None:
-        return CodeRefused(_("Too many wrong codes. Try again in %(minutes)s minutes.",
+        return CodeRefused(_("Too many wrong codes. Try again in %(minutes)s min.",
                              minutes=math.ceil(wait / 60)), 429, wait)
     code = normalize_user_code(raw)
     found = _pending(svc, code)
@@ -331,8 +331,9 @@ def enter_user_code(svc: Services, raw: str, session_id: str | None, *, origin: 
 def _checked(svc: Services, req: AuthnRequest | None, session_id: str | None, origin: Origin,
              ) -> tuple[AuthnResult, Subject, OAuthClient, str, dict[str, Any]] | ErrorPage:
     """What the confirmation needs, all still valid: the pending request, a session that
-    satisfies it (the login just done, or one at the wanted acr), an active user the network
-    rules allow, the client, and the device record still waiting."""
+    satisfies it (the login just done, or one at the wanted acr), an active user, the client,
+    the network rules of both for the browser's address (as at /authorize), and the device
+    record still waiting."""
     if req is None or req.protocol != "oidc" or "device" not in req.params:
         return refusal(_GONE)
     result = session_manager(svc).current_by_sid(session_id)
@@ -347,7 +348,10 @@ def _checked(svc: Services, req: AuthnRequest | None, session_id: str | None, or
     if user is None or client is None or found is None \
             or found[1]["client_id"] != client.client_id:
         return refusal(_GONE)
-    if _user_refused(svc, user, origin):
+    refused = network.check_client(svc, client.client_id, origin.ip)
+    if refused is not None:
+        network.record(svc, refused, origin.ip, request_id=origin.request_id, user=user.uuid)
+    if refused is not None or _user_refused(svc, user, origin):
         return refusal(_("Sign-in from this network is not allowed for your account."), 403)
     key, record = found
     return result, user, client, key, record

@@ -78,6 +78,8 @@ def env(tmp_path_factory) -> Iterator[Env]:
                    auth_method="none", scope="openid profile")
         reg.create("mfa-tv", name="Payroll Kiosk", grant_types=[DEVICE_CODE_GRANT],
                    auth_method="none", scope="openid")
+        reg.create("lan-tv", name="Office Screen", grant_types=[DEVICE_CODE_GRANT],
+                   auth_method="none", scope="openid")
         _, web_secret = reg.create("web", name="Web App", redirect_uris=["https://rp.example/cb"],
                                    grant_types=["authorization_code"], scope="openid")
     server = make_server("127.0.0.1", port, app, threaded=True)
@@ -489,6 +491,27 @@ def test_device_pages_are_accessible(env, lang):
         }
     for name, html in pages.items():
         assert problems(html, lang) == [], name
+
+
+def test_the_clients_network_rules_apply_to_the_approving_browser(env):
+    """As at /authorize: a client allowed only from the loopback network is not approved from
+    a browser elsewhere (the device itself polls from loopback)."""
+    from idp.manage import Actor, iprules, transaction
+
+    with transaction(env.svc, Actor.operator("test")) as ctx:
+        iprules.set_rules(ctx, "client", "lan-tv", ["127.0.0.0/8"], [])
+    got = started(env, "lan-tv", None, scope="openid")
+    browser = env.app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = "203.0.113.50"
+    resp = enter(browser, got["user_code"], ip="203.0.113.50")
+    resp = login(browser, "alice", GOOD, r=rid_of(resp.headers["Location"]))
+    before = state(env)
+    page = browser.get(resp.headers["Location"])
+    assert page.status_code == 403 and "not allowed" in page.get_data(as_text=True)
+    assert state(env)["device"] == before["device"]
+    assert actions(env, "ip.denied")[-1].details["scope"] == "client"
+    assert poll_error(env, got["device_code"], device(env, "lan-tv", None)) == \
+        "authorization_pending"
 
 
 def test_a_used_code_is_refused_on_the_page(env):
