@@ -12,7 +12,7 @@ from flask_wtf.csrf import generate_csrf
 from wtforms import StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
-from ...oidc import device as engine
+from ...oidc import device_page as engine
 from ...oidc.results import ErrorPage, _
 from ...sso import network
 from ...sso.users import load_user
