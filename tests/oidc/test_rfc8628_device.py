@@ -28,6 +28,7 @@ from werkzeug.serving import make_server
 
 from idp.core.client_metadata import DEVICE_CODE_GRANT
 from idp.oidc.device import USER_CODE_ALPHABET, normalize_user_code
+from idp.sso.sessions import COOKIE, session_manager
 from idp.storage.models import AuditEvent, KVEntry
 from idp.storage.models_oauth import RefreshToken
 
@@ -300,6 +301,8 @@ def test_approved_device_gets_tokens_like_a_code_flow(env):
     # The refresh token is an offline one of the approving session; the session lists the
     # device's client for logout.
     assert row.offline is True and row.sid == claims["sid"]
+    served = session_manager(env.svc).relying_parties(browser.get_cookie(COOKIE).value)
+    assert served["oidc:tv"]["sid"] == claims["sid"]
     rows = actions(env, "token.issued")
     assert len(rows) == issued_before + 1
     assert rows[-1].details["grant_type"] == DEVICE_CODE_GRANT
@@ -614,3 +617,13 @@ def test_dynamic_registration_gives_the_device_grant(env):
                             headers={"Authorization": f"Bearer {initial_access_token(env)}"})
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_client_metadata"
+
+
+@pytest.mark.parametrize("bad", [{"code_lifetime": 30}, {"interval": 0},
+                                 {"max_user_code_attempts": 0}, {"user_code_lockout": 0}])
+def test_device_settings_out_of_range_stop_the_start(tmp_path, bad):
+    from idp.errors import ConfigError
+    from idp.settings import load_settings
+
+    with pytest.raises(ConfigError, match=f"device.{next(iter(bad))}"):
+        load_settings(base_overrides(tmp_path, device=bad))
