@@ -61,6 +61,7 @@ BLUEPRINTS = [
     ".web.oidc.userinfo",
     ".web.oidc.logout",
     ".web.oidc.registration",
+    ".web.oidc.device",
     ".web.saml",
     ".web.api",
     ".web.scim",

@@ -487,6 +487,19 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
     _validate_notifications(s)
+    _validate_device(s["device"])
+
+
+def _validate_device(d: dict[str, Any]) -> None:
+    """[device] (RFC 8628): lifetimes and limits a device and a person can live with."""
+    if not 60 <= d["code_lifetime"] <= 3600:
+        raise ConfigError("setting device.code_lifetime must be between 60 and 3600")
+    if not 1 <= d["interval"] <= 60:
+        raise ConfigError("setting device.interval must be between 1 and 60")
+    if d["max_user_code_attempts"] < 1:
+        raise ConfigError("setting device.max_user_code_attempts must be at least 1")
+    if d["user_code_lockout"] < 1:
+        raise ConfigError("setting device.user_code_lockout must be at least 1")
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:

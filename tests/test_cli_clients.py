@@ -59,3 +59,13 @@ def test_resource_servers_from_the_command_line(idp_env, capsys):
                       "--resource", "urn:example:b")
     assert updated["resources"] == ["https://a.example.org/", "urn:example:b"]
     assert ok_json(capsys, "clients", "update", "svc", "--resource", "")["resources"] == []
+
+
+def test_a_device_client_from_the_command_line(idp_env, capsys):
+    """`--grant-type urn:ietf:params:oauth:grant-type:device_code` (RFC 8628), no redirect URI."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    made = ok_json(capsys, "clients", "create", "--client-id", "tv", "--grant-type", device,
+                   "--auth-method", "none", "--scope", "openid profile")
+    assert "client_secret" not in made or made["client_secret"] is None
+    assert ok_json(capsys, "clients", "show", "tv")["grant_types"] == [device]

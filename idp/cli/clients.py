@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import SIGNING_ALGS
+from ..core.client_metadata import GRANT_TYPES, SIGNING_ALGS
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -26,7 +26,7 @@ def clients() -> None:
     "--grant-type",
     "grant_types",
     multiple=True,
-    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+    type=click.Choice(GRANT_TYPES),
 )
 @click.option(
     "--auth-method",

@@ -54,7 +54,9 @@ AUTH_METHODS = (
     "private_key_jwt",
     "none",
 )
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
 MAX_URI_LENGTH = 2000
 
 # Schemes a browser (or a misguided client library) would run or read locally.

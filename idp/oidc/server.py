@@ -48,6 +48,7 @@ from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
+from .device import install as install_device_flow
 from .http import HttpRequest, PlainJsonRequest, PlainOAuth2Request
 from .results import JsonResult
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
@@ -457,6 +458,7 @@ class Engine:
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
+        install_device_flow(self)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
     # --- helpers ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    GRANT_TYPES,
     SIGNING_ALGS,
     URI_RULES,
     MetadataError,
@@ -91,7 +92,10 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
     return Annotated[list[_uri(field, kind)], Field(min_length=min_items, max_length=100)]
 
 
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GrantType = Literal[GRANT_TYPES]
+GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT_TYPES))]
+# The grants a client without redirect_uris may have.
+WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
@@ -145,7 +149,7 @@ class ClientMetadataIn(_Exact):
                                 "required": ["grant_types"],
                                 "properties": {
                                     "grant_types": {
-                                        "items": {"enum": ["refresh_token", "client_credentials"]}
+                                        "items": {"enum": WITHOUT_REDIRECT}
                                     }
                                 },
                             },
@@ -181,7 +185,7 @@ class ClientMetadataIn(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] = None
+    grant_types: GrantTypes = None
     token_endpoint_auth_method: Literal[AUTH_METHODS] = None
     scope: str = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") = None
@@ -234,7 +238,7 @@ class ClientMetadataPatch(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) | None = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") | None = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] | None = None
+    grant_types: GrantTypes | None = None
     scope: str | None = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") | None = None
     backchannel_logout_session_required: StrictBool | None = None
