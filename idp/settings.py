@@ -422,6 +422,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         except InvalidNetwork as exc:
             raise ConfigError(f"setting {name}: {exc}") from None
 
+    _validate_sender_constraints(s)
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
@@ -430,6 +431,22 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
     _validate_notifications(s)
+
+
+def _validate_sender_constraints(s: dict[str, Any]) -> None:
+    """[dpop] windows; [mtls] a header name, and the proxies it may come from."""
+    dpop = s["dpop"]
+    if not 1 <= dpop["max_age"] <= 600:
+        raise ConfigError("setting dpop.max_age must be 1-600 seconds")
+    if not 0 <= dpop["leeway"] <= 60:
+        raise ConfigError("setting dpop.leeway must be 0-60 seconds")
+    header = s["mtls"]["client_cert_header"]
+    if header and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+        raise ConfigError("setting mtls.client_cert_header must be a header name (letters, "
+                          "digits, '-')")
+    if header and not s["server"]["trusted_proxy_networks"]:
+        raise ConfigError("setting mtls.client_cert_header needs server.trusted_proxy_networks: "
+                          "the certificate is believed only from those proxies")
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:
