@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from dpop_client import claims_of
-from oidc_support import RP, authorize, build_env, token
+from oidc_support import RP, authorize, build_env
 from sqlalchemy import func, select
 
 HEADER = "X-SSL-Client-Cert"
