@@ -3,7 +3,7 @@
 ``verify_proof`` runs the checks of RFC 9449 §4.3 as a visible list, in order, each one small:
 one header holding one compact JWS (1, 2); ``typ: dpop+jwt`` (4); an asymmetric ``alg`` we
 support, never ``none`` or HMAC (5); a ``jwk`` header that is a public key only (7); the
-signature by that key (6); the claims ``jti``, ``htm``, ``htu``, ``iat`` present (3); ``htm``
+signature by that key, an RSA key of at least 2048 bits (6); the claims ``jti``, ``htm``, ``htu``, ``iat`` present (3); ``htm``
 the request's method (8); ``htu`` the endpoint's URL built from the issuer, query and fragment
 ignored, compared after RFC 3986 §6.2.2-6.2.3 normalisation (9); ``ath`` the hash of the access
 token at a resource (§4.3 12, §7); the server nonce when nonces are required (10, §8); ``iat``
@@ -44,6 +44,7 @@ _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_PROOF = 8192
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _KTY = ("RSA", "EC", "OKP")
+_MIN_RSA_BITS = 2048
 _JTI = "dpopjti:"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # A proof's header carries its public key: an RSA jwk outgrows joserfc's default 512 bytes.
@@ -152,6 +153,8 @@ def check_signature(c: _Check) -> None:
         raise DPoPError("The DPoP proof signature does not verify with its jwk.") from None
     if not isinstance(claims, dict):
         raise DPoPError("The DPoP proof payload is not a JSON object.")
+    if c.header["jwk"]["kty"] == "RSA" and key.raw_value.key_size < _MIN_RSA_BITS:
+        raise DPoPError(f"An RSA key of a DPoP proof needs at least {_MIN_RSA_BITS} bits.")
     c.claims = claims
     c.jkt = key.thumbprint()
 

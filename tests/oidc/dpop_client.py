@@ -30,13 +30,13 @@ def thumbprint(jwk: dict[str, Any]) -> str:
 class DPoPKey:
     """A client's proof-of-possession key pair (EC P-256 or RSA)."""
 
-    def __init__(self, kind: str = "EC") -> None:
+    def __init__(self, kind: str = "EC", bits: int = 2048) -> None:
         if kind == "EC":
             self.private = ec.generate_private_key(ec.SECP256R1())
             self.jwk = ECAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
             self.alg = "ES256"
         else:
-            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
             self.jwk = RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
             self.alg = "PS256"
         self.jkt = thumbprint(self.jwk)

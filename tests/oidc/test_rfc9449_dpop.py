@@ -356,13 +356,15 @@ def _bad_proof(env, case: str) -> str:
         return key.proof("POST", TOKEN_URL, iat=t, nbf=int(t) + 30)
     if case == "not_a_jwt":
         return "not.a.jwt!"
+    if case == "rsa_1024":
+        return DPoPKey("RSA", bits=1024).proof("POST", TOKEN_URL, iat=t)
     raise AssertionError(case)
 
 
 BAD_PROOFS = ["wrong_htm", "wrong_htu", "other_host", "foreign_key", "private_key_in_jwk",
               "alg_none", "alg_hs256", "alg_hs256_ec_jwk", "typ_jwt", "no_jwk", "no_jti",
               "no_htm", "no_htu", "no_iat", "iat_61s_old", "iat_11s_ahead", "exp_passed",
-              "nbf_ahead", "not_a_jwt"]
+              "nbf_ahead", "not_a_jwt", "rsa_1024"]
 
 
 @pytest.mark.parametrize("case", BAD_PROOFS)
