@@ -10,7 +10,7 @@ import time
 
 import pytest
 from dpop_client import DPoPKey, claims_of, hmac_proof, unsigned
-from oidc_support import RP, authorize, build_env, pkce, token
+from oidc_support import RP, authorize, build_env, initial_access_token, pkce, token
 from sqlalchemy import func, select
 
 ISSUER = "http://127.0.0.1:5000"
@@ -459,6 +459,24 @@ def test_dpop_bound_access_tokens_metadata_must_be_boolean():
     with pytest.raises(MetadataError) as err:
         check_client_metadata(dict(base, dpop_bound_access_tokens="yes"))
     assert err.value.field == "dpop_bound_access_tokens"
+
+
+def test_registration_keeps_the_flag_and_refuses_a_non_boolean(env):
+    from idp.storage.models import Client
+
+    c = env.client()
+    with env.svc.sessions() as db:
+        before = db.scalar(select(func.count()).select_from(Client))
+    bad = c.post("/oauth2/register", json={"redirect_uris": [RP],
+                                           "dpop_bound_access_tokens": "yes"},
+                 headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert bad.status_code == 400 and bad.json["error"] == "invalid_client_metadata"
+    with env.svc.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Client)) == before
+    good = c.post("/oauth2/register", json={"redirect_uris": [RP],
+                                            "dpop_bound_access_tokens": True},
+                  headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert good.status_code == 201 and good.json["dpop_bound_access_tokens"] is True
 
 
 # --- server nonces (§8) ---------------------------------------------------------------------------
