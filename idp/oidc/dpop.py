@@ -1,15 +1,21 @@
 """DPoP proofs (RFC 9449): checking the ``DPoP`` header of a request, and server nonces.
 
-``verify_proof`` runs the checks of RFC 9449 §4.3 as a visible list, in order, each one small:
-one header holding one compact JWS (1, 2); ``typ: dpop+jwt`` (4); an asymmetric ``alg`` we
-support, never ``none`` or HMAC (5); a ``jwk`` header that is a public key only (7); the
-signature by that key, an RSA key of at least 2048 bits (6); the claims ``jti``, ``htm``, ``htu``, ``iat`` present (3); ``htm``
-the request's method (8); ``htu`` the endpoint's URL built from the issuer, query and fragment
-ignored, compared after RFC 3986 §6.2.2-6.2.3 normalisation (9); ``ath`` the hash of the access
-token at a resource (§4.3 12, §7); the server nonce when nonces are required (10, §8); ``iat``
-inside ``[dpop] max_age`` seconds in the past and ``[dpop] leeway`` seconds in the future, and
-``exp`` / ``nbf`` when a client sends them (11); and last the ``jti``, remembered in the shared
-store for the proof's whole window so that a replay on any worker or node is refused (§11.1).
+``verify_proof`` runs the checks of RFC 9449 §4.3 as a visible list (``CHECKS``), in order,
+each one small:
+
+- one header holding one compact JWS (§4.3 1, 2); ``typ: dpop+jwt`` (4);
+- an asymmetric ``alg`` we support, never ``none`` or an HMAC (5);
+- a ``jwk`` header that is a public key only (7), which verifies the signature (6); an RSA
+  key has at least 2048 bits;
+- the claims ``jti``, ``htm``, ``htu``, ``iat`` present (3); ``htm`` the request's method (8);
+- ``htu`` the endpoint's URL built from the issuer, query and fragment ignored, compared after
+  RFC 3986 §6.2.2-6.2.3 normalisation (9);
+- ``ath`` the hash of the access token at a resource (12, §7);
+- the server nonce when nonces are required (10, §8);
+- ``iat`` at most ``[dpop] max_age`` seconds in the past and ``[dpop] leeway`` seconds in the
+  future, and ``exp`` / ``nbf`` when a client sends them (11);
+- last the ``jti``, remembered in the shared store for the proof's whole window, so that a
+  replay on any worker or node is refused (§11.1).
 
 Nonces (§8, §9) are stateless: the number of a five-minute slot and an HMAC of it under the
 instance's keyed hasher (the key every node shares), so any node checks a nonce another issued.
