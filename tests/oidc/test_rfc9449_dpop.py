@@ -278,6 +278,21 @@ def test_client_credentials_dpop_token_works_at_the_admin_api(env):
     assert 'error="invalid_dpop_proof"' in again.headers["WWW-Authenticate"]
 
 
+def test_scim_takes_a_dpop_bound_token(env):
+    c = env.client()
+    key = DPoPKey()
+    at = dpop_token(c, key, {"grant_type": "client_credentials", "scope": "scim"}, env,
+                    auth=("svc", env.secrets["svc"])).json["access_token"]
+    url = f"{ISSUER}/scim/v2/Users"
+    ok = c.get("/scim/v2/Users", headers={"Authorization": f"DPoP {at}",
+                                          "DPoP": key.proof("GET", url, access_token=at,
+                                                            iat=now(env))})
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    bearer = c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {at}"})
+    assert bearer.status_code == 401
+    assert bearer.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token"')
+
+
 def test_introspection_returns_cnf_for_jwt_and_opaque_tokens(env):
     c = env.client()
     key = DPoPKey()
