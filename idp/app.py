@@ -125,6 +125,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         app.wsgi_app,
         settings.server.trusted_proxies,
         parse_networks(settings.server.trusted_proxy_networks),
+        settings.mtls.client_cert_header,
     )
 
     _install_request_hooks(app, settings.logging.access_log)

@@ -479,6 +479,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         except InvalidNetwork as exc:
             raise ConfigError(f"setting {name}: {exc}") from None
 
+    _validate_sender_constraints(s)
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
@@ -500,6 +501,22 @@ def _validate_device(d: dict[str, Any]) -> None:
         raise ConfigError("setting device.max_user_code_attempts must be at least 1")
     if d["user_code_lockout"] < 1:
         raise ConfigError("setting device.user_code_lockout must be at least 1")
+
+
+def _validate_sender_constraints(s: dict[str, Any]) -> None:
+    """[dpop] windows; [mtls] a header name, and the proxies it may come from."""
+    dpop = s["dpop"]
+    if not 1 <= dpop["max_age"] <= 600:
+        raise ConfigError("setting dpop.max_age must be 1-600 seconds")
+    if not 0 <= dpop["leeway"] <= 60:
+        raise ConfigError("setting dpop.leeway must be 0-60 seconds")
+    header = s["mtls"]["client_cert_header"]
+    if header and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+        raise ConfigError("setting mtls.client_cert_header must be a header name (letters, "
+                          "digits, '-')")
+    if header and not s["server"]["trusted_proxy_networks"]:
+        raise ConfigError("setting mtls.client_cert_header needs server.trusted_proxy_networks: "
+                          "the certificate is believed only from those proxies")
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:

@@ -124,6 +124,10 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--refresh-rotation/--no-refresh-rotation", default=None,
               help="Rotate refresh tokens on use (FAPI clients want no rotation).")
 @click.option("--require-pkce/--no-require-pkce", default=None)
+@click.option("--dpop-bound/--no-dpop-bound", default=None,
+              help="Refuse token requests without a DPoP proof (RFC 9449).")
+@click.option("--cert-bound/--no-cert-bound", default=None,
+              help="Bind access tokens to the client's TLS certificate (RFC 8705).")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -138,8 +142,8 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
+           dpop_bound, cert_bound, first_party, enable, redirect_uris, post_logout,
+           frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -158,6 +162,8 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "id_token_lifetime": id_token_lifetime,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
+        "dpop_bound_access_tokens": dpop_bound,
+        "tls_client_certificate_bound_access_tokens": cert_bound,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(

@@ -342,6 +342,14 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
 
 
+def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9449 §5.2 ``dpop_bound_access_tokens`` and RFC 8705 §3.4
+    ``tls_client_certificate_bound_access_tokens``: booleans."""
+    for field in ("dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens"):
+        if field in meta and not isinstance(meta[field], bool):
+            raise _fail(field, "must be true or false")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -353,6 +361,7 @@ CHECKS: tuple[Check, ...] = (
     check_scope,
     check_resources,
     check_own_settings,
+    check_sender_constraints,
 )
 
 

@@ -41,6 +41,7 @@ from authlib.oauth2.rfc8628 import (
 
 from ..core.client_metadata import AUTH_METHODS, DEVICE_CODE_GRANT
 from .clients import OAuthClient
+from .sender import cnf_for
 
 if TYPE_CHECKING:  # the engine builds on this module (it registers the grant)
     from ..services import Services
@@ -189,7 +190,8 @@ class DeviceGrant(DeviceCodeGrant):
         ctx = dict(self.request.credential["ctx"])
         granted = ctx.get("resource") or []
         ctx.update(grant_resource=granted,
-                   resource=self.engine.token_resources(client, self.request, granted))
+                   resource=self.engine.token_resources(client, self.request, granted),
+                   cnf=cnf_for(client, self.request))
         token = self.engine.issue(client, self.request.user, ctx["scope"], ctx,
                                   include_refresh_token=client.check_grant_type("refresh_token"),
                                   audited=self.request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
 from ..core.client_metadata import DEVICE_CODE_GRANT
+from .dpop import DPOP_ALGS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -15,9 +16,11 @@ CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "
           "phone_number_verified", "address", "groups", "roles"]
 
 
-def metadata(issuer: str) -> dict:
+def metadata(issuer: str, *, mtls: bool = False) -> dict:
+    """``mtls``: certificate-bound tokens are configured (``[mtls] client_cert_header``)."""
     confidential = [m for m in ALL_AUTH_METHODS if m != "none"]
-    return {
+    extra = {"tls_client_certificate_bound_access_tokens": True} if mtls else {}
+    return extra | {
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "token_endpoint": f"{issuer}/oauth2/token",
         "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
@@ -53,4 +56,5 @@ def metadata(issuer: str) -> dict:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": True,
         "frontchannel_logout_session_supported": True,
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
     }

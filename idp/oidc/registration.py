@@ -28,7 +28,8 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "id_token_signed_response_alg", "userinfo_signed_response_alg",
          "frontchannel_logout_uri", "frontchannel_logout_session_required",
          "backchannel_logout_session_required", "default_max_age", "require_auth_time",
-         "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version")
+         "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version",
+         "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens")
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

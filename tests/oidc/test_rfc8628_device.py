@@ -627,3 +627,23 @@ def test_device_settings_out_of_range_stop_the_start(tmp_path, bad):
 
     with pytest.raises(ConfigError, match=f"device.{next(iter(bad))}"):
         load_settings(base_overrides(tmp_path, device=bad))
+
+
+def test_a_dpop_proof_at_the_poll_binds_the_access_token(env):
+    """RFC 9449 at the device grant: the poll that redeems the code carries a proof, and the
+    access token comes back as a DPoP token bound to that key (cnf.jkt), which userinfo then
+    refuses as a plain Bearer token."""
+    from dpop_client import DPoPKey, claims_of
+
+    got = started(env, "cli", None, scope="openid profile")
+    approve_as(env, got["user_code"], "bob")
+    key = DPoPKey()
+    url = f"{env.issuer}/oauth2/token"
+    resp = requests.post(url, timeout=10, headers={"DPoP": key.proof("POST", url)}, data={
+        "grant_type": DEVICE_CODE_GRANT, "device_code": got["device_code"], "client_id": "cli"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["token_type"] == "DPoP"
+    assert claims_of(resp.json()["access_token"])["cnf"] == {"jkt": key.jkt}
+    as_bearer = requests.get(f"{env.issuer}/oauth2/userinfo", timeout=10,
+                             headers={"Authorization": f"Bearer {resp.json()['access_token']}"})
+    assert as_bearer.status_code == 401

@@ -79,6 +79,8 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "id_token_lifetime": int,
     "refresh_token_rotation": bool,
     "require_pkce": bool,
+    "dpop_bound_access_tokens": bool,
+    "tls_client_certificate_bound_access_tokens": bool,
     "default_max_age": int,
     "require_auth_time": bool,
     "software_id": str,

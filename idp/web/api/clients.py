@@ -202,6 +202,8 @@ class ClientMetadataIn(_Exact):
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
+    dpop_bound_access_tokens: StrictBool = None
+    tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -254,6 +256,8 @@ class ClientMetadataPatch(_Exact):
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
+    dpop_bound_access_tokens: StrictBool | None = None
+    tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
