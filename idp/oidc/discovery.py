@@ -4,6 +4,7 @@ well-known documents served by ``idp.web.wellknown``."""
 from __future__ import annotations
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
+from ..core.client_metadata import TOKEN_EXCHANGE
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -27,7 +28,8 @@ def metadata(issuer: str) -> dict:
         "scopes_supported": list(STANDARD_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),

@@ -82,7 +82,7 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
             return inactive
         body = {"active": True, "token_type": "Bearer"}
         body.update({k: claims[k] for k in ("scope", "client_id", "sub", "iss", "exp", "iat",
-                                            "aud", "jti", "auth_time", "acr", "sid")
+                                            "aud", "jti", "auth_time", "acr", "sid", "act")
                      if k in claims})
         return JsonResult(200, body, _NO_STORE)
     row = eng.find_refresh_token(value)

@@ -457,6 +457,9 @@ class Engine:
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
+        from .token_exchange import TokenExchangeGrant  # it builds on this module
+
+        self.server.register_grant(TokenExchangeGrant)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -558,14 +561,16 @@ class Engine:
 
     def issue(self, client: OAuthClient, user: Subject | None, scope: str,
               ctx: dict[str, Any], include_refresh_token: bool,
-              audited: OAuth2Request | None = None) -> dict[str, Any]:
+              audited: OAuth2Request | None = None, *, lifetime: int | None = None,
+              fmt: str | None = None) -> dict[str, Any]:
         """The token response of a grant. With ``audited`` (the token request of an
         authorization_code or client_credentials grant; a refresh is not audited, it is too
         frequent) a ``token.issued`` row is written: in the refresh token's transaction when
         one is issued, else on its own with ``audit_now`` (one statement set, the hot path of
-        client_credentials)."""
+        client_credentials). A token exchange (``token_exchange.py``) sets a shorter
+        ``lifetime``, the format (``fmt``) and an ``act`` claim (``ctx["act"]``)."""
         now = self.now()
-        lifetime = self.access_token_lifetime(client)
+        lifetime = lifetime or self.access_token_lifetime(client)
         resource = ctx.get("resource") or []
         claims = {
             "iss": self.issuer,
@@ -584,7 +589,9 @@ class Engine:
                 claims["sid"] = ctx["sid"]
             if ctx.get("grant_id"):
                 claims["gid"] = ctx["grant_id"]
-        fmt = client.setting("access_token_format", self.settings.access_token_format)
+            if ctx.get("act"):
+                claims["act"] = ctx["act"]  # RFC 8693 §4.1
+        fmt = fmt or client.setting("access_token_format", self.settings.access_token_format)
         if fmt == "opaque":
             access_token = secrets.token_urlsafe(32)
             self.svc.store.put(_OPAQUE + self.hash(access_token), claims, lifetime)
@@ -648,7 +655,7 @@ class Engine:
         return value
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
-                 access_token: str | None) -> str:
+                 access_token: str | None, lifetime: int | None = None) -> str:
         alg = client.setting("id_token_signed_response_alg", "RS256")
         if alg not in SIGNING_ALGS:
             alg = "RS256"
@@ -659,10 +666,10 @@ class Engine:
         claims.update({
             "iss": self.issuer, "sub": ctx["sub"], "aud": client.client_id,
             "azp": client.client_id, "iat": now,
-            "exp": now + int(client.setting("id_token_lifetime",
-                                            self.settings.id_token_lifetime)),
+            "exp": now + (lifetime or int(client.setting("id_token_lifetime",
+                                                         self.settings.id_token_lifetime))),
         })
-        for key in ("auth_time", "acr", "amr", "sid", "nonce"):
+        for key in ("auth_time", "acr", "amr", "sid", "nonce", "act"):
             if ctx.get(key):
                 claims[key] = ctx[key]
         if access_token:
@@ -745,6 +752,21 @@ class Engine:
                      extra={"client_id": row.client_id})
             return False
         return True
+
+    def live_refresh_token(self, value: str, client: OAuthClient) -> RefreshToken | None:
+        """The client's refresh token when it could be used now (not revoked, not used up,
+        its session or idle time, an account still usable), left as it is: a token exchange
+        (RFC 8693) reads it as a subject token without rotating it."""
+        if not isinstance(value, str) or len(value) > 200:
+            return None
+        with self.svc.sessions() as db:
+            row = db.get(RefreshToken, self.hash(value))
+            if (row is None or row.client_id != client.client_id or row.revoked
+                    or row.used_at is not None
+                    or not self._refreshable(db, row, self.svc.clock.utcnow())):
+                return None
+            db.expunge(row)
+            return row
 
     def narrow_refresh_token(self, token_hash: str, scope: str) -> None:
         with self.svc.sessions.begin() as db:
