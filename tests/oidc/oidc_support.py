@@ -137,8 +137,9 @@ def serve_json(document: object) -> Iterator[str]:
 
 
 @contextmanager
-def build_env(tmp_path_factory, outbound: dict[str, bool]) -> Iterator[Env]:
-    """The module's app with its users and clients; ``outbound`` is the [outbound] section."""
+def build_env(tmp_path_factory, outbound: dict[str, bool], **settings: Any) -> Iterator[Env]:
+    """The module's app with its users and clients; ``outbound`` is the [outbound] section,
+    ``settings`` more overrides (an ``issuer`` for a live server)."""
     from idp.app import create_app
     from idp.backends.chain import password_hasher
     from idp.storage.clients import ClientRegistry
@@ -146,7 +147,7 @@ def build_env(tmp_path_factory, outbound: dict[str, bool]) -> Iterator[Env]:
 
     instance = tmp_path_factory.mktemp("oidc") / "instance"
     instance.mkdir()
-    overrides = base_overrides(instance, outbound=outbound)
+    overrides = base_overrides(instance, outbound=outbound, **settings)
     init_database(overrides)
     app = create_app(overrides)
     app.config["TESTING"] = True
