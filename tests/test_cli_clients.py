@@ -59,3 +59,26 @@ def test_resource_servers_from_the_command_line(idp_env, capsys):
                       "--resource", "urn:example:b")
     assert updated["resources"] == ["https://a.example.org/", "urn:example:b"]
     assert ok_json(capsys, "clients", "update", "svc", "--resource", "")["resources"] == []
+
+
+def test_token_exchange_grant_and_policy_from_the_command_line(idp_env, capsys):
+    """`--grant-type` offers the RFC 8693 grant; `update --token-exchange JSON` sets the policy
+    through the one validator ('' removes it); bad JSON or a bad policy changes nothing."""
+    grant = "urn:ietf:params:oauth:grant-type:token-exchange"
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    ok_json(capsys, "clients", "create", "--client-id", "api", "--grant-type", grant,
+            "--scope", "openid email")
+    policy = '{"accept_from": ["web"], "audiences": ["https://api.example.org/"], ' \
+             '"delegation": true}'
+    updated = ok_json(capsys, "clients", "update", "api", "--token-exchange", policy)
+    assert updated["grant_types"] == [grant]
+    assert updated["token_exchange"] == {"accept_from": ["web"], "delegation": True,
+                                         "audiences": ["https://api.example.org/"]}
+    before = snapshot(idp_env)
+    assert "JSON object" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                  "{nope", code=1)
+    assert "token_exchange:" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                      '{"delegation": "yes"}', code=1)
+    assert snapshot(idp_env) == before
+    removed = ok_json(capsys, "clients", "update", "api", "--token-exchange", "")
+    assert "token_exchange" not in removed

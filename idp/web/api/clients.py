@@ -20,7 +20,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    MAX_POLICY_ENTRIES,
     SIGNING_ALGS,
+    TOKEN_EXCHANGE,
     URI_RULES,
     MetadataError,
     uri_problem,
@@ -91,7 +93,8 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
     return Annotated[list[_uri(field, kind)], Field(min_length=min_items, max_length=100)]
 
 
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE]
+Grants = Annotated[list[GrantType], Field(min_length=1, max_length=4)]
 SigningAlg = Literal[SIGNING_ALGS]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
@@ -125,6 +128,26 @@ class _Exact(Strict):
     )
 
 
+PolicyEntry = Annotated[str, *matching(anchored(r"[!-~]{1,2000}"))]
+PolicyList = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICY_ENTRIES)]
+
+
+class TokenExchangePolicy(_Exact):
+    """Which token exchanges (RFC 8693) the client may make (docs/oidc.md, "Token exchange").
+    Default deny: an empty list or a false flag allows nothing."""
+
+    accept_from: PolicyList = Field(
+        None, description="client ids whose tokens it may present as subject tokens"
+    )
+    audiences: PolicyList = Field(
+        None, description="audience / resource values it may ask the new token for"
+    )
+    delegation: StrictBool = Field(None, description="with an actor token: act claim")
+    impersonation: StrictBool = Field(None, description="without an actor token")
+    refresh_tokens: StrictBool = Field(None, description="requested_token_type refresh_token")
+    max_lifetime: Lifetime = Field(None, description="ceiling of the new token's lifetime")
+
+
 class ClientMetadataIn(_Exact):
     """RFC 7591 client metadata (and this IdP's own per-client settings, docs/oidc.md) of a new
     client. The rules between members are in the schema (``allOf``) and enforced as written:
@@ -145,21 +168,30 @@ class ClientMetadataIn(_Exact):
                                 "required": ["grant_types"],
                                 "properties": {
                                     "grant_types": {
-                                        "items": {"enum": ["refresh_token", "client_credentials"]}
+                                        "items": {
+                                            "enum": [
+                                                "refresh_token",
+                                                "client_credentials",
+                                                TOKEN_EXCHANGE,
+                                            ]
+                                        }
                                     }
                                 },
                             },
                         ]
                     },
-                    {
-                        "not": {
-                            "required": ["token_endpoint_auth_method", "grant_types"],
-                            "properties": {
-                                "token_endpoint_auth_method": {"const": "none"},
-                                "grant_types": {"contains": {"const": "client_credentials"}},
-                            },
+                    *(
+                        {
+                            "not": {
+                                "required": ["token_endpoint_auth_method", "grant_types"],
+                                "properties": {
+                                    "token_endpoint_auth_method": {"const": "none"},
+                                    "grant_types": {"contains": {"const": grant}},
+                                },
+                            }
                         }
-                    },
+                        for grant in ("client_credentials", TOKEN_EXCHANGE)
+                    ),
                     {
                         "anyOf": [
                             {
@@ -181,7 +213,7 @@ class ClientMetadataIn(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] = None
+    grant_types: Grants = None
     token_endpoint_auth_method: Literal[AUTH_METHODS] = None
     scope: str = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") = None
@@ -201,6 +233,7 @@ class ClientMetadataIn(_Exact):
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
+    token_exchange: TokenExchangePolicy = None
     logo_uri: _uri("logo_uri", "https") = None
     client_uri: _uri("client_uri", "https") = None
     policy_uri: _uri("policy_uri", "https") = None
@@ -216,10 +249,11 @@ class ClientMetadataIn(_Exact):
         method = self.token_endpoint_auth_method
         if "authorization_code" in grants and "redirect_uris" not in given:
             raise ValueError("redirect_uris: the authorization_code grant needs redirect URIs")
-        if method == "none" and "client_credentials" in grants:
-            raise ValueError(
-                "token_endpoint_auth_method: a public client (none) cannot use client_credentials"
-            )
+        for grant in ("client_credentials", TOKEN_EXCHANGE):
+            if method == "none" and grant in grants:
+                raise ValueError(
+                    f"token_endpoint_auth_method: a public client (none) cannot use {grant}"
+                )
         if method == "private_key_jwt" and not given & {"jwks_uri", "jwks"}:
             raise ValueError("token_endpoint_auth_method: private_key_jwt needs jwks_uri or jwks")
         if {"jwks", "jwks_uri"} <= given:
@@ -234,7 +268,7 @@ class ClientMetadataPatch(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) | None = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") | None = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] | None = None
+    grant_types: Grants | None = None
     scope: str | None = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") | None = None
     backchannel_logout_session_required: StrictBool | None = None
@@ -251,6 +285,7 @@ class ClientMetadataPatch(_Exact):
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
+    token_exchange: TokenExchangePolicy | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
     policy_uri: _uri("policy_uri", "https") | None = None
