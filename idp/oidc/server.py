@@ -777,20 +777,21 @@ class Engine:
         return session_manager(self.svc).alive(public_sid)
 
     def revoke_grants(self, grant_ids: set[str], *, audit_reason: str | None = None,
-                      request: Any = None) -> None:
+                      request: Any = None, actor: str | None = None) -> None:
         """Revoke whole families: their refresh tokens, and (through a marker the token
         checks read) every access token issued from them. The marker is written after the
         database commit: on SQLite a store write inside the transaction would wait on itself.
         With ``audit_reason`` (RFC 7009 revocation, a reused refresh token, a replayed code)
         each family gets a ``token.revoked`` row in the same transaction, stamped from
-        ``request``; sign-outs revoke without one (their session events record them)."""
+        ``request``; sign-outs revoke without one (their session events record them). The
+        rows name the family's client as actor, or ``actor`` (a person on the account page)."""
         if not grant_ids:
             return
         with self.svc.sessions.begin() as db:
             db.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids))
                        .values(revoked=True))
             if audit_reason is not None:
-                self._revoked_rows(db, grant_ids, audit_reason, request)
+                self._revoked_rows(db, grant_ids, audit_reason, request, actor)
         lifetime = max(self.settings.access_token_lifetime, 3600)
         for grant_id in grant_ids:
             self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
@@ -799,7 +800,8 @@ class Engine:
                      request: Any = None) -> None:
         self.revoke_grants({grant_id}, audit_reason=audit_reason, request=request)
 
-    def _revoked_rows(self, db, grant_ids: set[str], reason: str, request: Any) -> None:
+    def _revoked_rows(self, db, grant_ids: set[str], reason: str, request: Any,
+                      actor: str | None = None) -> None:
         """One ``token.revoked`` row per family: its user (target), client and whether it was
         offline; a family that never had a refresh token (a code replayed before) only by
         its grant id."""
@@ -814,7 +816,8 @@ class Engine:
             client_id, uuid, offline = found.get(
                 gid, (client.client_id if client is not None else None, None, None))
             audit_rows.audit(db, "token.revoked", at=at,
-                             actor=f"client:{client_id}" if client_id else None, target=uuid,
+                             actor=actor or (f"client:{client_id}" if client_id else None),
+                             target=uuid,
                              **stamp, kind="refresh_token", reason=reason, grant=gid,
                              client_id=client_id, offline=offline)
 
