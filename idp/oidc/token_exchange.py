@@ -158,7 +158,9 @@ def _from_refresh_token(eng: Engine, value: str, client: OAuthClient) -> Present
     if user is None:
         return None
     return Presented(user.uuid, row.client_id, row.scope.split(), None, user,
-                     {"gid": row.grant_id, "sid": row.sid, "auth_time": row.auth_time,
+                     # An offline token hangs on no session: neither do its exchanges.
+                     {"gid": row.grant_id, "sid": None if row.offline else row.sid,
+                      "auth_time": row.auth_time,
                       "acr": row.acr, "offline": row.offline})
 
 
