@@ -100,6 +100,7 @@ def test_offline_access_is_listed_and_revoked(app, svc, mail_secret):
     assert event.actor == uuid and event.target == uuid
     assert event.details["reason"] == "account_offline_revoked"
     assert event.details["client_id"] == "mail" and event.details["offline"] is True
+    assert event.ip  # stamped from the request
     assert tokens["refresh_token"] not in str(event.details)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import SimpleNamespace
 
 from sqlalchemy import func, select
 
@@ -76,12 +76,15 @@ def _logo(row: Client | None) -> str | None:
     return uri if uri and safe_uri("logo_uri", uri) else None
 
 
-def revoke_offline_access(svc: Services, user_id: int, user_uuid: str, client_id: str,
-                          origin: Any = None) -> int:
+def revoke_offline_access(svc: Services, user_id: int, user_uuid: str, client_id: str, *,
+                          ip: str | None = None, user_agent: str | None = None,
+                          request_id: str | None = None) -> int:
     """End the application's offline access for this user (never another user's): how many
-    families were revoked (0 when it held none)."""
+    families were revoked (0 when it held none). ``ip``, ``user_agent`` and ``request_id``
+    stamp the audit rows."""
     with svc.sessions() as db:
         grant_ids = set(db.scalars(_live_families(svc, user_id, client_id)))
-    engine(svc).revoke_grants(grant_ids, audit_reason=REVOKED_BY_USER, request=origin,
+    stamp = SimpleNamespace(remote_addr=ip, user_agent=user_agent, request_id=request_id)
+    engine(svc).revoke_grants(grant_ids, audit_reason=REVOKED_BY_USER, request=stamp,
                               actor=user_uuid)
     return len(grant_ids)

@@ -49,7 +49,9 @@ from ..storage.models_oauth import RefreshToken
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
 from .http import HttpRequest, PlainJsonRequest, PlainOAuth2Request
+from .http import request_stamp as _stamp
 from .results import JsonResult
+from .token_exchange import TokenExchangeGrant
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
 
 log = logging.getLogger("idp.oidc")
@@ -457,8 +459,6 @@ class Engine:
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
-        from .token_exchange import TokenExchangeGrant  # it builds on this module
-
         self.server.register_grant(TokenExchangeGrant)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
@@ -930,14 +930,6 @@ class Engine:
                "scope": params.get("scope", ""), "claims": params.get("claims_parsed"),
                "resource": params.get("resource_list") or []}
         return ctx
-
-
-def _stamp(request: Any) -> dict[str, str | None]:
-    """The ip, user agent and request id of a token request (plain request data, or authlib's
-    request over it) for its audit row; nothing for a request rebuilt without them."""
-    return {"ip": getattr(request, "remote_addr", None),
-            "user_agent": getattr(request, "user_agent", None),
-            "request_id": getattr(request, "request_id", None)}
 
 
 def engine(svc: Services) -> Engine:

@@ -39,17 +39,20 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
-from ..core.client_metadata import TOKEN_EXCHANGE
+from ..core.client_metadata import AUTH_METHODS, TOKEN_EXCHANGE
 from ..storage import audit as audit_rows
 from ..storage.models import User
 from .clients import OAuthClient, client_cache
-from .server import ALL_AUTH_METHODS, Engine, Subject, _stamp
+from .http import request_stamp
 from .tokens import InvalidToken
+
+if TYPE_CHECKING:  # the engine registers this grant
+    from .server import Engine, Subject
 
 log = logging.getLogger("idp.oidc.token_exchange")
 
@@ -113,10 +116,8 @@ def _account(eng: Engine, sub: Any) -> Subject | None:
     if not isinstance(sub, str):
         return None
     with eng.svc.sessions() as db:
-        user = db.query(User).filter_by(uuid=sub).one_or_none()
-        if user is None or not eng.account_usable(user):
-            return None
-        return Subject(user.id, user.uuid)
+        user_id = db.query(User.id).filter_by(uuid=sub).scalar()
+    return None if user_id is None else eng.load_subject(user_id)
 
 
 def _from_access_token(eng: Engine, value: str) -> Presented | None:
@@ -183,7 +184,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     GRANT_TYPE = TOKEN_EXCHANGE
     # Every method, so that a public client hears why it is refused (and the refusal is
     # audited) rather than a bare invalid_client.
-    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     @property
     def engine(self) -> Engine:
@@ -378,7 +379,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         with eng.svc.sessions.begin() as db:
             audit_rows.audit_now(
                 db, "token.exchanged", at=eng.svc.clock.utcnow(),
-                actor=f"client:{client.client_id}", target=user.uuid, **_stamp(self.request),
+                actor=f"client:{client.client_id}", target=user.uuid,
+                **request_stamp(self.request),
                 client_id=client.client_id,
                 subject=user.uuid, subject_client=subject.client_id,
                 subject_token_type=plan["subject_type"], acting=act.get("sub") if act else None,
@@ -393,7 +395,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         with eng.svc.sessions.begin() as db:
             audit_rows.audit_now(
                 db, "token.exchange_refused", at=eng.svc.clock.utcnow(),
-                actor=f"client:{client.client_id}", **_stamp(self.request),
+                actor=f"client:{client.client_id}", **request_stamp(self.request),
                 client_id=client.client_id, error=exc.error, reason=exc.reason,
                 subject_token_type=self._param("subject_token_type"),
                 requested_token_type=self._param("requested_token_type"),

@@ -59,7 +59,7 @@ from .password_policy import (
     set_password,
 )
 from .photo_text import refusal_text
-from .requestinfo import absolute, audit, client_ip, origin, require_user
+from .requestinfo import absolute, audit, client_ip, require_user, user_agent
 from .scopes import scope_words
 from .sso import sessions
 
@@ -677,7 +677,15 @@ def revoke_offline():
     if client_id not in held:
         flash(_("That application no longer had offline access."), "info")
     else:
-        revoke_offline_access(svc(), user_id, user_uuid, client_id, origin())
+        revoke_offline_access(
+            svc(),
+            user_id,
+            user_uuid,
+            client_id,
+            ip=client_ip(),
+            user_agent=user_agent(),
+            request_id=g.get("request_id"),
+        )
         flash(
             _("%(app)s no longer has offline access to your account.", app=held[client_id]),
             "success",
