@@ -474,3 +474,26 @@ def test_the_exchanged_token_dies_with_the_subjects_grant(live):
     info = requests.get(live["meta"]["userinfo_endpoint"], timeout=10,
                         headers={"Authorization": f"Bearer {token}"})
     assert info.status_code == 401
+
+
+def test_dynamic_registration_cannot_grant_itself_a_policy(live):
+    """RFC 7591: a client may register the grant, but the policy is an administrator's: the
+    member is dropped, so every exchange it tries is refused."""
+    from oidc_support import initial_access_token
+
+    iat = initial_access_token(live["env"])
+    made = requests.post(live["meta"]["registration_endpoint"], timeout=10,
+                         headers={"Authorization": f"Bearer {iat}"},
+                         json={"grant_types": [GRANT], "token_endpoint_auth_method":
+                               "client_secret_basic", "scope": "openid email",
+                               "token_exchange": {"accept_from": ["portal"],
+                                                  "impersonation": True}})
+    assert made.status_code == 201, made.text
+    doc = made.json()
+    assert "token_exchange" not in doc
+    live["secrets"][doc["client_id"]] = doc["client_secret"]
+    user = _sign_in(live)
+    before = _state(live["env"])
+    resp = _exchange(live, doc["client_id"], subject_token=user["access_token"],
+                     subject_token_type=AT)
+    _assert_refused(live, resp, "unauthorized_client", "no_policy", before)
