@@ -11,8 +11,8 @@ itself (RFC 8693 §2.1). The policy says:
   also pass the RFC 8707 rules the other grants apply); without either the token's audience is
   the client itself;
 - ``delegation``: with an ``actor_token`` (one of the client's own tokens) the new token carries
-  ``act`` naming the actor, nested over the subject token's own ``act`` (§4.1); a subject token
-  with ``may_act`` (§4.4) names the only actor it accepts;
+  ``act`` naming the actor, nested over the subject token's own ``act`` (§4.1). Only our own
+  tokens are subject tokens and we issue no ``may_act`` (§4.4), so none is consulted;
 - ``impersonation``: without an actor token the new token simply represents the user (a
   subject token's ``act`` is kept: a delegated token never loses its chain);
 - ``refresh_tokens``: whether ``requested_token_type`` may be a refresh token (impersonation
@@ -288,10 +288,6 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         if actor.client_id != client.client_id:
             raise _invalid("actor_token_of_another_client",
                            "The actor token must be one issued to the requesting client.")
-        may_act = subject.claims.get("may_act")
-        if isinstance(may_act, dict) and may_act.get("sub") != actor.sub:
-            raise _invalid("actor_not_allowed_by_may_act",
-                           "The subject token's may_act does not name this actor.")
         act: dict[str, Any] = {"sub": actor.sub, "client_id": actor.client_id}
         if prior:
             act["act"] = prior

@@ -68,6 +68,10 @@ def live(tmp_path_factory) -> Iterator[dict]:
             _, made["deleg"] = reg.create(
                 "deleg", name="Delegation only", scope=USER_SCOPE, grant_types=[GRANT],
                 extra={"token_exchange": _policy(delegation=True)})
+            _, made["imper"] = reg.create(
+                "imper", name="Impersonation only", scope=USER_SCOPE,
+                grant_types=[GRANT, "client_credentials"],
+                extra={"token_exchange": _policy(impersonation=True)})
             _, made["nopolicy"] = reg.create("nopolicy", name="No policy", scope=USER_SCOPE,
                                              grant_types=[GRANT, "client_credentials"])
             reg.create("billing", name="Billing", scope="openid email",
@@ -412,6 +416,14 @@ def test_impersonation_when_only_delegation_is_allowed(live):
     before = _state(live["env"])
     resp = _exchange(live, "deleg", subject_token=user["access_token"], subject_token_type=AT)
     _assert_refused(live, resp, "invalid_request", "impersonation_not_allowed", before)
+
+
+def test_delegation_when_only_impersonation_is_allowed(live):
+    user = _sign_in(live)
+    before = _state(live["env"])
+    resp = _exchange(live, "imper", subject_token=user["access_token"], subject_token_type=AT,
+                     actor_token=_service_token(live, "imper"), actor_token_type=AT)
+    _assert_refused(live, resp, "invalid_request", "delegation_not_allowed", before)
 
 
 def test_an_invalid_actor_token_is_refused(live):
