@@ -81,6 +81,7 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "require_pkce": bool,
     "default_max_age": int,
     "require_auth_time": bool,
+    "token_exchange": dict,
     "software_id": str,
     "software_version": str,
 }
