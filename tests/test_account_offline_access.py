@@ -128,3 +128,19 @@ def test_without_the_form_token_nothing_is_revoked(app, svc, mail_secret):
     signed_out = app.test_client().post("/account/apps/offline", data={"client_id": "mail"})
     assert signed_out.status_code in (302, 303, 400)
     assert _tokens_state(svc) == before and not _revocations(svc)
+
+
+def test_an_idle_family_is_no_longer_listed_to_the_second(app, svc, clock, mail_secret):
+    """The list holds what the token endpoint would still honour: idle for
+    ``oidc.refresh_idle_days`` it is gone, one second before it is there."""
+    from idp.oidc.offline import offline_access
+
+    _offline_token(app, mail_secret, "alice")
+    alice_id = user_row(svc, "alice").id
+    with svc.sessions() as db:
+        last_used = db.scalar(select(RefreshToken.last_used_at)).timestamp()
+    idle = svc.settings.oidc.refresh_idle_days * 86400
+    clock.advance(last_used + idle - 1 - clock.now())
+    assert [a.client_id for a in offline_access(svc, alice_id)] == ["mail"]
+    clock.advance(1)
+    assert offline_access(svc, alice_id) == []

@@ -2,7 +2,8 @@
 it belongs to sees and ends it on the account page.
 
 An application holds offline access while one of its offline refresh-token families for the
-user is live: not revoked, its newest token not used up, not past its absolute expiry. Each
+user is live: not revoked, its newest token not used up, not past its absolute expiry nor idle
+for ``oidc.refresh_idle_days``. Each
 application is listed once with when it was first granted (the oldest family's first token) and
 when it last used it. Revoking goes through the engine's one revocation
 (``Engine.revoke_grants``): every live offline family of that application *for this user
@@ -12,7 +13,7 @@ audit row naming the user as actor."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from sqlalchemy import func, select
@@ -38,12 +39,14 @@ class OfflineAccess:
 
 
 def _live_families(svc: Services, user_id: int, client_id: str | None = None):
+    now = svc.clock.utcnow()
     query = select(RefreshToken.grant_id).where(
         RefreshToken.user_id == user_id,
         RefreshToken.offline.is_(True),
         RefreshToken.revoked.is_(False),
         RefreshToken.used_at.is_(None),
-        RefreshToken.expires_at > svc.clock.utcnow(),
+        RefreshToken.expires_at > now,
+        RefreshToken.last_used_at > now - timedelta(days=svc.settings.oidc.refresh_idle_days),
     )
     if client_id is not None:
         query = query.where(RefreshToken.client_id == client_id)
