@@ -21,6 +21,14 @@ from idp.storage.models_oauth import RefreshToken
 CB = "https://mail.example.org/cb"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request, make_app, clock):
+    """The app on SQLite and on PostgreSQL (when IDP_TEST_DATABASE_URL is set)."""
+    if request.param == "sqlite":
+        return make_app(clock=clock)
+    return make_app(clock=clock, database_url=request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def mail_secret(svc) -> str:
     from idp.manage import Actor, transaction
