@@ -161,8 +161,7 @@ def _from_refresh_token(eng: Engine, value: str, client: OAuthClient) -> Present
     return Presented(user.uuid, row.client_id, row.scope.split(), None, user,
                      # An offline token hangs on no session: neither do its exchanges.
                      {"gid": row.grant_id, "sid": None if row.offline else row.sid,
-                      "auth_time": row.auth_time,
-                      "acr": row.acr, "offline": row.offline})
+                      "auth_time": row.auth_time, "acr": row.acr, "amr": row.amr})
 
 
 def read_token(eng: Engine, value: str, kind: str, client: OAuthClient) -> Presented | None:
