@@ -4,7 +4,7 @@ well-known documents served by ``idp.web.wellknown``."""
 from __future__ import annotations
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
-from ..core.client_metadata import DEVICE_CODE_GRANT
+from ..core.client_metadata import DEVICE_CODE_GRANT, TOKEN_EXCHANGE
 from .dpop import DPOP_ALGS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
@@ -33,7 +33,7 @@ def metadata(issuer: str, *, mtls: bool = False) -> dict:
         "response_modes_supported": ["query", "form_post"],
         "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
-                                  DEVICE_CODE_GRANT],
+                                  DEVICE_CODE_GRANT, TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
