@@ -77,7 +77,7 @@ class Stub:
     """``script`` maps "METHOD /Path" to a list of (status, body bytes, headers) answered in
     turn; unscripted calls get minimal SCIM answers. ``calls`` records (method, path, body)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.script: dict[str, list[tuple[int, bytes, dict[str, str]]]] = {}
         self.calls: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
@@ -109,7 +109,7 @@ class Stub:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/scim"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
