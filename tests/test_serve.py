@@ -208,14 +208,17 @@ def test_served_readiness_discovery_and_jwks(server):
 
 
 def test_two_worker_processes_serve(server):
-    """--workers 2 really starts two worker processes under the granian main process."""
+    """--workers 2 really starts two worker processes under the granian main process, and one
+    provisioning pusher beside them ([provisioning] serve_drain)."""
     out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(server["proc"].pid)],
+        ["ps", "-o", "args=", "--ppid", str(server["proc"].pid)],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    assert len(out.split()) == 2, out
+    children = out.strip().splitlines()
+    pushers = [c for c in children if "provisioning run --parent-pid" in c]
+    assert len(pushers) == 1 and len(children) == 3, out
 
 
 def _healthz_requests(text: str) -> float:
