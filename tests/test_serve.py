@@ -211,7 +211,7 @@ def test_two_worker_processes_serve(server):
     """--workers 2 really starts two worker processes under the granian main process, and one
     provisioning pusher beside them ([provisioning] serve_drain)."""
     out = subprocess.run(
-        ["ps", "-o", "args=", "--ppid", str(server["proc"].pid)],
+        ["ps", "-ww", "-o", "args=", "--ppid", str(server["proc"].pid)],
         capture_output=True,
         text=True,
         check=False,
