@@ -25,14 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, UTCDateTime, utcnow
-from .models import Timestamps
 
 OBJECT_KINDS = ("user", "group")
 OPERATIONS = ("create", "update", "deactivate", "delete", "membership")
 QUEUE_STATES = ("pending", "running", "failed")
 
 
-class ProvisioningTarget(Timestamps, Base):
+class ProvisioningTarget(Base):
     """A downstream SCIM 2.0 service provider. ``token_sealed`` is the bearer token sealed
     with the instance key (``Services.sealer``, context ``provisioning-token``): never shown
     back, never logged. ``group_ids`` empty with ``all_users`` off covers nobody."""
@@ -51,6 +50,8 @@ class ProvisioningTarget(Timestamps, Base):
     # The attribute mapping (idp.provisioning.payload.DEFAULT_MAPPING and its documentation).
     mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class ProvisioningQueueItem(Base):
