@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 
 import click
 
-from ..provisioning.worker import drain
+from ..provisioning.worker import drain, run_forever
 from .base import out, ready
 
 
@@ -33,7 +32,4 @@ def provisioning_run(once: bool, as_json: bool, parent_pid: int | None) -> None:
             f"pushed {report.pushed}, to retry {report.retried}, failed {report.failed}",
         )
         return
-    interval = float(svc.settings.provisioning.interval_seconds)
-    while parent_pid is None or os.getppid() == parent_pid:
-        drain(svc)
-        time.sleep(interval)
+    run_forever(svc, lambda: parent_pid is None or os.getppid() == parent_pid)

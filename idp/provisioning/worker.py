@@ -27,6 +27,8 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,6 +123,17 @@ def drain(svc: Services, *, limit: int | None = None) -> DrainReport:
                 return report
 
 
+def run_forever(svc: Services, keep_going: Callable[[], bool]) -> None:
+    """Drain every ``[provisioning] interval_seconds`` while ``keep_going()``; a drain that
+    fails (the database away for a moment) is logged and tried again next time."""
+    while keep_going():
+        try:
+            drain(svc)
+        except Exception:  # the loop outlives a bad moment of the database
+            log.exception("provisioning drain failed")
+        time.sleep(float(svc.settings.provisioning.interval_seconds))
+
+
 def backoff(svc: Services, attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: doubling, capped, with jitter (half to all)."""
     cfg = svc.settings.provisioning
@@ -144,9 +157,13 @@ class Pusher:
                 return
             try:
                 token = svc.sealer.open(target.token_sealed, TOKEN_CONTEXT).decode()
-                client = ScimClient(outbound(svc), target.base_url, token, svc.clock.now())
+            except ValueError:
+                self._failed(item_id, worker, PushError("the token cannot be opened"), report)
+                return
+            try:
                 if not target.enabled:
                     raise PushError("the target is disabled")
+                client = ScimClient(outbound(svc), target.base_url, token, svc.clock.now())
                 if item.kind == "user":
                     remote_id, gone = self._user(db, client, target, item.object_id)
                 else:
@@ -154,8 +171,10 @@ class Pusher:
             except PushError as exc:
                 self._failed(item_id, worker, exc, report)
                 return
-            except ValueError:
-                self._failed(item_id, worker, PushError("the token cannot be opened"), report)
+            except Exception:  # a fault of ours must not stop the pusher: logged, retried
+                log.exception("provisioning push crashed", extra={"queue_item": item_id})
+                failure = PushError("an internal error (see the server log)", retry=True)
+                self._failed(item_id, worker, failure, report)
                 return
         self._done(item_id, worker, remote_id, gone, report)
 

@@ -119,6 +119,8 @@ def install(sessions: sessionmaker[Session], clock: Clock) -> None:
         where = state.statement.whereclause  # type: ignore[attr-defined]
         if entity not in (User, Group, GroupMember) or where is None:
             return
+        if state.is_update and not _sets_any(state.statement, USER_FIELDS + GROUP_FIELDS):
+            return
         conn = state.session.connection()
         changes = Changes()
         if entity is User:
@@ -143,6 +145,12 @@ def install(sessions: sessionmaker[Session], clock: Clock) -> None:
 
     event.listen(sessions, "after_flush", after_flush)
     event.listen(sessions, "do_orm_execute", do_orm_execute)
+
+
+def _sets_any(stmt: Any, fields: tuple[str, ...]) -> bool:
+    """Does a bulk UPDATE set any of ``fields`` (a sign-in stamp does not)?"""
+    values = getattr(stmt, "_values", None) or {}
+    return any(getattr(column, "key", column) in fields for column in values)
 
 
 def enqueue(conn: Connection, now: datetime, changes: Changes) -> int:

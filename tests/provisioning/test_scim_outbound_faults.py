@@ -221,3 +221,18 @@ def test_a_refused_url_is_never_stored(make_app, clock, url, reason):
     assert str(err.value) == f"the base URL is refused: {reason}"
     with svc.sessions() as db:
         assert db.scalar(select(func.count()).select_from(ProvisioningTarget)) == 0
+
+
+def test_a_fault_of_ours_is_logged_and_retried_not_a_crash(app, stub, monkeypatch):
+    svc = app.extensions["idp"]
+    add_target(svc, stub.url, "token")
+    _new_user(svc)
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("idp.provisioning.worker.user_payload", broken)
+    assert drain(svc).retried == 1
+    item = _item(svc)
+    assert (item.state, item.last_error) == ("pending", "an internal error (see the server log)")
+    assert stub.posts() == []
