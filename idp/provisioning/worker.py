@@ -105,22 +105,15 @@ def claim(svc: Services, worker: str, limit: int) -> list[int]:
     return claimed
 
 
-def drain(svc: Services, *, limit: int | None = None) -> DrainReport:
-    """Push what is due now, in batches, until nothing is due."""
-    cfg = svc.settings.provisioning
+def drain(svc: Services) -> DrainReport:
+    """Push what is due now, in batches of ``[provisioning] batch_size``, until nothing is."""
     worker = secrets.token_hex(8)
     report = DrainReport()
     pusher = Pusher(svc)
-    while True:
-        batch = claim(svc, worker, min(cfg.batch_size, limit or cfg.batch_size))
-        if not batch:
-            return report
+    while batch := claim(svc, worker, svc.settings.provisioning.batch_size):
         for item_id in batch:
             pusher.push(item_id, worker, report)
-        if limit is not None:
-            limit -= len(batch)
-            if limit <= 0:
-                return report
+    return report
 
 
 def run_forever(svc: Services, keep_going: Callable[[], bool]) -> None:

@@ -155,7 +155,8 @@ def _sets_any(stmt: Any, fields: tuple[str, ...]) -> bool:
 
 def enqueue(conn: Connection, now: datetime, changes: Changes) -> int:
     """Queue the changed objects for the enabled targets that cover them, or that hold them
-    (an object leaving a target's scope is deactivated there); returns the rows queued."""
+    (an object leaving a target's scope is deactivated there; a deletion goes only to those
+    that hold or have queued it); returns the rows queued."""
     targets = conn.execute(
         select(ProvisioningTarget.__table__).where(ProvisioningTarget.enabled == true())
     ).all()
@@ -175,13 +176,13 @@ def enqueue(conn: Connection, now: datetime, changes: Changes) -> int:
         scope = set(target.group_ids or [])
         for uuid, op in changes.users.items():
             covered = target.all_users or bool(scope & groups_of.get(uuid, set()))
-            if op == "delete" or covered or (target.id, "user", uuid) in held:
+            if (target.id, "user", uuid) in held or (covered and op != "delete"):
                 queued += upsert(conn, now, target.id, "user", uuid, op)
         if not target.push_groups:
             continue
         for gid, op in changes.groups.items():
             covered = target.all_users or gid in scope
-            if op == "delete" or covered or (target.id, "group", str(gid)) in held:
+            if (target.id, "group", str(gid)) in held or (covered and op != "delete"):
                 queued += upsert(conn, now, target.id, "group", str(gid), op)
     return queued
 
@@ -201,14 +202,16 @@ def _groups_of(conn: Connection, uuids: list[str]) -> dict[str, set[int]]:
 
 
 def _held(conn: Connection, changes: Changes) -> set[tuple[int, str, str]]:
-    """(target, kind, object) of the changed objects some target already holds."""
+    """(target, kind, object) of the changed objects some target holds or has queued: only
+    those are told of a deletion."""
     ids = list(changes.users) + [str(g) for g in changes.groups]
-    rows = conn.execute(
-        select(
-            ProvisioningObject.target_id, ProvisioningObject.kind, ProvisioningObject.object_id
-        ).where(ProvisioningObject.object_id.in_(ids))
-    )
-    return {tuple(row) for row in rows}  # type: ignore[misc]
+    held: set[tuple[int, str, str]] = set()
+    for table in (ProvisioningObject, ProvisioningQueueItem):
+        rows = conn.execute(
+            select(table.target_id, table.kind, table.object_id).where(table.object_id.in_(ids))
+        )
+        held.update((t, k, o) for t, k, o in rows)
+    return held
 
 
 def upsert(conn: Connection, now: datetime, target_id: int, kind: str, object_id: str,

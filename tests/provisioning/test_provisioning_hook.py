@@ -1,8 +1,8 @@
 """The one queueing hook (idp.storage.provisioning) sees changes made anywhere, not only through
-idp.manage: a user created over inbound SCIM, a self-service profile change, a GDPR erasure
-(a bulk delete); group creation, rename and deletion. Disabled targets and targets whose scope
-does not cover the object queue nothing. On PostgreSQL the queue's upsert and the claim work
-the same, and two pushers at once push each item once."""
+idp.manage: a user created over inbound SCIM, a GDPR erasure (a bulk delete, told only to the
+targets that hold the user); group creation, rename and deletion. Disabled targets and targets
+whose scope does not cover the object queue nothing. On PostgreSQL the queue's upsert and the
+claim work the same, and two pushers at once push each item once."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from idp.manage import users as manage_users
 from idp.provisioning import targets
 from idp.storage.directory import NewUser
 from idp.storage.models import Group
-from idp.storage.models_provisioning import ProvisioningQueueItem
+from idp.storage.models_provisioning import ProvisioningObject, ProvisioningQueueItem
 
 
 def _queue(svc) -> list[tuple[str, str, str]]:
@@ -56,13 +56,17 @@ def test_inbound_scim_creates_are_queued(app, svc, target):
     assert ("user", resp.json["id"], "create") in _queue(svc)
 
 
-def test_gdpr_erasure_queues_a_delete(svc, target):
+def test_gdpr_erasure_queues_a_delete_for_targets_that_hold_the_user(svc, target):
     with transaction(svc, Actor.operator("test")) as ctx:
-        uuid = manage_users.create(ctx, NewUser("fred", "fred@example.org")).uuid
+        held = manage_users.create(ctx, NewUser("fred", "fred@example.org")).uuid
+        never = manage_users.create(ctx, NewUser("gus", "gus@example.org")).uuid
     _clear(svc)
-    with transaction(svc, Actor.operator("test")) as ctx:
-        manage_gdpr.erase(ctx, manage_users.get(ctx, uuid))
-    assert ("user", uuid, "delete") in _queue(svc)
+    with svc.sessions.begin() as db:
+        db.add(ProvisioningObject(target_id=target, kind="user", object_id=held, remote_id="r1"))
+    for uuid in (held, never):
+        with transaction(svc, Actor.operator("test")) as ctx:
+            manage_gdpr.erase(ctx, manage_users.get(ctx, uuid))
+    assert _queue(svc) == [("user", held, "delete")]
 
 
 def test_group_create_rename_delete(svc, target):
