@@ -21,7 +21,11 @@ from idp.manage import users as manage_users
 from idp.provisioning import targets
 from idp.provisioning.worker import DrainReport, Pusher, backoff, claim
 from idp.storage.directory import NewUser
-from idp.storage.models_provisioning import ProvisioningQueueItem, ProvisioningTarget
+from idp.storage.models_provisioning import (
+    ProvisioningObject,
+    ProvisioningQueueItem,
+    ProvisioningTarget,
+)
 
 BASE = 30
 
@@ -236,3 +240,42 @@ def test_a_fault_of_ours_is_logged_and_retried_not_a_crash(app, stub, monkeypatc
     item = _item(svc)
     assert (item.state, item.last_error) == ("pending", "an internal error (see the server log)")
     assert stub.posts() == []
+
+
+def test_a_409_on_create_adopts_the_user_found_then(app, stub):
+    svc = app.extensions["idp"]
+    found = {"totalResults": 1, "Resources": [{"id": "theirs-7", "userName": "ann"}]}
+    stub.script["GET /Users"] = [
+        (200, b'{"totalResults": 0, "Resources": []}', {}),
+        (200, json.dumps(found).encode(), {}),
+    ]
+    stub.script["POST /Users"] = [(409, b'{"scimType": "uniqueness"}', {})]
+    add_target(svc, stub.url, "token")
+    _new_user(svc)
+    assert drain(svc).pushed == 1
+    assert [(m, p.split("?")[0]) for m, p, _b in stub.calls] == [
+        ("GET", "/scim/Users"), ("POST", "/scim/Users"), ("GET", "/scim/Users"),
+        ("GET", "/scim/ServiceProviderConfig"), ("PATCH", "/scim/Users/theirs-7"),
+    ]
+    with svc.sessions() as db:
+        assert db.scalar(select(ProvisioningObject.remote_id)) == "theirs-7"
+
+
+def test_a_target_without_patch_gets_put(app, stub):
+    svc = app.extensions["idp"]
+    stub.script["GET /ServiceProviderConfig"] = [(200, b'{"patch": {"supported": false}}', {})]
+    add_target(svc, stub.url, "token")
+    _new_user(svc)
+    drain(svc)
+    with transaction(svc, Actor.operator("test")) as ctx:
+        user = manage_users.get(ctx, _remote_user_uuid(svc))
+        manage_users.update(ctx, user, {"display_name": "Ann E."})
+    assert drain(svc).pushed == 1
+    method, path, body = stub.calls[-1]
+    assert (method, path) == ("PUT", "/scim/Users/remote-1")
+    assert body["id"] == "remote-1" and body["displayName"] == "Ann E."
+
+
+def _remote_user_uuid(svc) -> str:
+    with svc.sessions() as db:
+        return db.scalar(select(ProvisioningObject.object_id))
