@@ -269,15 +269,16 @@ def full_sync(ctx: Context, target_id: int) -> int:
             ProvisioningObject.target_id == target.id, ProvisioningObject.kind == "user"
         )
         users = users.where(or_(User.id.in_(members), User.uuid.in_(held)))
-    uuids = ctx.db.scalars(users).all()
-    now = ctx.svc.clock.utcnow()
-    conn = ctx.db.connection()
-    count = sum(queue.upsert(conn, now, target.id, "user", u, "update") for u in uuids)
+    objects = [("user", uuid) for uuid in ctx.db.scalars(users)]
     if target.push_groups:
         groups = select(Group.id)
         if not target.all_users:
             groups = groups.where(Group.id.in_(scope))
-        for gid in ctx.db.scalars(groups):
-            count += queue.upsert(conn, now, target.id, "group", str(gid), "update")
+        objects += [("group", str(gid)) for gid in ctx.db.scalars(groups)]
+    now = ctx.svc.clock.utcnow()
+    conn = ctx.db.connection()
+    for kind, object_id in objects:
+        queue.upsert(conn, now, target.id, kind, object_id, "update")
+    count = len(objects)
     ctx.audit("provisioning.full_sync", target.name, target_id=target.id, items=count)
     return count

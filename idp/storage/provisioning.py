@@ -153,15 +153,15 @@ def _sets_any(stmt: Any, fields: tuple[str, ...]) -> bool:
     return any(getattr(column, "key", column) in fields for column in values)
 
 
-def enqueue(conn: Connection, now: datetime, changes: Changes) -> int:
+def enqueue(conn: Connection, now: datetime, changes: Changes) -> None:
     """Queue the changed objects for the enabled targets that cover them, or that hold them
     (an object leaving a target's scope is deactivated there; a deletion goes only to those
-    that hold or have queued it); returns the rows queued."""
+    that hold or have queued it)."""
     targets = conn.execute(
         select(ProvisioningTarget.__table__).where(ProvisioningTarget.enabled == true())
     ).all()
     if not targets:
-        return 0
+        return
     if changes.members:
         user_ids = {uid for _gid, uid in changes.members}
         uuids = dict(conn.execute(select(User.id, User.uuid).where(User.id.in_(user_ids))).all())
@@ -171,20 +171,18 @@ def enqueue(conn: Connection, now: datetime, changes: Changes) -> int:
             changes.group(gid, "membership")
     groups_of = _groups_of(conn, list(changes.users))
     held = _held(conn, changes)
-    queued = 0
     for target in targets:
         scope = set(target.group_ids or [])
         for uuid, op in changes.users.items():
             covered = target.all_users or bool(scope & groups_of.get(uuid, set()))
             if (target.id, "user", uuid) in held or (covered and op != "delete"):
-                queued += upsert(conn, now, target.id, "user", uuid, op)
+                upsert(conn, now, target.id, "user", uuid, op)
         if not target.push_groups:
             continue
         for gid, op in changes.groups.items():
             covered = target.all_users or gid in scope
             if (target.id, "group", str(gid)) in held or (covered and op != "delete"):
-                queued += upsert(conn, now, target.id, "group", str(gid), op)
-    return queued
+                upsert(conn, now, target.id, "group", str(gid), op)
 
 
 def _groups_of(conn: Connection, uuids: list[str]) -> dict[str, set[int]]:
@@ -215,7 +213,7 @@ def _held(conn: Connection, changes: Changes) -> set[tuple[int, str, str]]:
 
 
 def upsert(conn: Connection, now: datetime, target_id: int, kind: str, object_id: str,
-           op: str) -> int:
+           op: str) -> None:
     """Queue one object, or fold the change into its queued row: a pending row keeps its turn
     and takes the stronger operation; a row being pushed is marked ``again``; a failed one is
     pending again with a fresh count of attempts."""
@@ -245,4 +243,3 @@ def upsert(conn: Connection, now: datetime, target_id: int, kind: str, object_id
         },
     )
     conn.execute(stmt)
-    return 1
