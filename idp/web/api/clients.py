@@ -20,7 +20,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
     SIGNING_ALGS,
+    SUBJECT_TYPES,
     URI_RULES,
     MetadataError,
     uri_problem,
@@ -93,6 +96,9 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
 
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 SigningAlg = Literal[SIGNING_ALGS]
+EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
+EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
+SubjectType = Literal[SUBJECT_TYPES]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
@@ -194,6 +200,11 @@ class ClientMetadataIn(_Exact):
     userinfo_signed_response_alg: SigningAlg = None
     access_token_signed_response_alg: SigningAlg = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] = None
+    authorization_signed_response_alg: SigningAlg = None
+    authorization_encrypted_response_alg: EncryptionAlg = None
+    authorization_encrypted_response_enc: EncryptionEnc = None
+    subject_type: SubjectType = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") = None
     access_token_lifetime: Lifetime = None
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
@@ -246,6 +257,11 @@ class ClientMetadataPatch(_Exact):
     userinfo_signed_response_alg: SigningAlg | None = None
     access_token_signed_response_alg: SigningAlg | None = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] | None = None
+    authorization_signed_response_alg: SigningAlg | None = None
+    authorization_encrypted_response_alg: EncryptionAlg | None = None
+    authorization_encrypted_response_enc: EncryptionEnc | None = None
+    subject_type: SubjectType | None = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") | None = None
     access_token_lifetime: Lifetime | None = None
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
