@@ -377,3 +377,34 @@ def test_command_line_sets_the_subject_type(tmp_path, monkeypatch, capsys, site)
                       "--subject-type", "public")
     assert updated["authorization_signed_response_alg"] == "ES256"
     assert updated["subject_type"] == "public"
+
+
+def test_console_sets_the_subject_type_and_the_jarm_algorithm(env):
+    from admin_kit import console_csrf, make_admin, signed_in
+
+    make_admin(env.svc)
+    admin = signed_in(env.app)
+    form = {"csrf_token": console_csrf(admin, "/admin/clients/new"), "client_id": "console-pw",
+            "name": "Console", "auth_method": "client_secret_basic",
+            "redirect_uris": f"{A1}\n{B}", "grant_types": ["authorization_code"],
+            "scope": "openid", "subject_type": "pairwise"}
+    before = _clients(env.svc)
+    refused = admin.post("/admin/clients/new", data=form)
+    assert refused.status_code == 400
+    assert 'id="subject_type-error"' in refused.get_data(as_text=True)
+    assert _clients(env.svc) == before
+    made = admin.post("/admin/clients/new", data=dict(form, redirect_uris=A1,
+                                                      authorization_alg="ES256"))
+    assert made.status_code == 302
+    with env.svc.sessions() as db:
+        meta = db.get(Client, "console-pw").meta
+    assert meta["subject_type"] == "pairwise"
+    assert meta["authorization_signed_response_alg"] == "ES256"
+    page = admin.get("/admin/clients/console-pw").get_data(as_text=True)
+    assert "Pairwise" in page and "ES256" in page
+    saved = admin.post("/admin/clients/console-pw/edit", data=dict(
+        form, redirect_uris=A1, subject_type="public", authorization_alg=""))
+    assert saved.status_code == 302
+    with env.svc.sessions() as db:
+        meta = db.get(Client, "console-pw").meta
+    assert "subject_type" not in meta and "authorization_signed_response_alg" not in meta
