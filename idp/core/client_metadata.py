@@ -328,7 +328,9 @@ def encryption_keys(jwks: Any, alg: str) -> list[dict[str, Any]]:
         if key.get("use", "enc") != "enc" or key.get("alg", alg) != alg:
             continue
         ops = key.get("key_ops")
-        if ops is not None and not (isinstance(ops, list) and {"encrypt", "wrapKey"} & set(ops)):
+        if ops is not None and not (
+            isinstance(ops, list) and any(op in ("encrypt", "wrapKey") for op in ops)
+        ):
             continue
         fitting.append(key)
     return fitting

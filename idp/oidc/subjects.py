@@ -26,6 +26,11 @@ from ..services import Services
 from .fetch import OutboundError, outbound
 
 
+class SectorDocumentError(MetadataError):
+    """The sector document refuses the client (cannot be fetched, does not list a redirect
+    URI): the state of a resource outside the request (the admin API answers 409)."""
+
+
 def is_pairwise(client: Any) -> bool:
     return client is not None and client.setting("subject_type", "public") == "pairwise"
 
@@ -44,7 +49,7 @@ def subject(svc: Services, client: Any, user_uuid: str) -> str:
 
 def check_sector_document(svc: Services, meta: Mapping[str, Any]) -> None:
     """OIDC Registration §5: the JSON array at ``sector_identifier_uri`` lists every redirect
-    URI of the client. Raises MetadataError (``invalid_client_metadata``) when it cannot be
+    URI of the client. Raises SectorDocumentError (``invalid_client_metadata``) when it cannot be
     fetched (refused by the outbound policy, unreachable, not JSON) or lacks one."""
     uri = meta.get("sector_identifier_uri")
     if not uri:
@@ -52,16 +57,18 @@ def check_sector_document(svc: Services, meta: Mapping[str, Any]) -> None:
     try:
         listed = outbound(svc).get_json(uri)
     except OutboundError as exc:
-        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
-                            f"cannot be fetched: {exc.reason}", "sector_identifier_uri") from None
+        raise _refused(f"cannot be fetched: {exc.reason}") from None
     if not isinstance(listed, list) or not all(isinstance(u, str) for u in listed):
-        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document is "
-                            "not a JSON array of URIs", "sector_identifier_uri")
+        raise _refused("is not a JSON array of URIs")
     missing = [u for u in meta.get("redirect_uris") or [] if u not in listed]
     if missing:
-        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
-                            f"does not list the redirect URI {missing[0]!r}",
-                            "sector_identifier_uri")
+        raise _refused(f"does not list the redirect URI {missing[0]!r}")
+
+
+def _refused(why: str) -> SectorDocumentError:
+    return SectorDocumentError("invalid_client_metadata",
+                               f"sector_identifier_uri: the document {why}",
+                               "sector_identifier_uri")
 
 
 def sector_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
