@@ -409,3 +409,33 @@ def test_console_sets_the_subject_type_and_the_jarm_algorithm(env):
     with env.svc.sessions() as db:
         meta = db.get(Client, "console-pw").meta
     assert "subject_type" not in meta and "authorization_signed_response_alg" not in meta
+
+
+def test_config_apply_fetches_the_sector_document(tmp_path, monkeypatch, capsys, site):
+    """`idp config apply` writes clients through the same service: a document that does not
+    list the redirect URI refuses the whole file; the JARM and pairwise keys are taken."""
+    import yaml
+    from test_cli import fails, ok_json, run, snapshot
+
+    instance = tmp_path / "instance"
+    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance))
+    monkeypatch.setenv("IDP_OUTBOUND_ALLOW_HTTP", "true")
+    monkeypatch.setenv("IDP_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+
+    def document(sector: str) -> str:
+        path = tmp_path / "idp.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "clients": {"pw": {"metadata": {
+            "redirect_uris": [A1], "token_endpoint_auth_method": "none",
+            "subject_type": "pairwise", "sector_identifier_uri": sector,
+            "authorization_signed_response_alg": "ES256"}}}}))
+        return str(path)
+
+    before = snapshot(instance)
+    bad = document(site.serve("/apply-bad.json", [B]))
+    assert "does not list" in fails(capsys, "config", "apply", bad)
+    assert snapshot(instance) == before
+    ok_json(capsys, "config", "apply", document(site.serve("/apply-good.json", [A1])))
+    shown = ok_json(capsys, "clients", "show", "pw")
+    assert shown["subject_type"] == "pairwise"
+    assert shown["authorization_signed_response_alg"] == "ES256"
