@@ -66,11 +66,15 @@ class _Refused(Exception):
 # --- responses -----------------------------------------------------------------------------------
 
 def _respond(svc: Services, redirect_uri: str, params: dict[str, str],
-             response_mode: str | None, jarm: Responder | None = None) -> Redirect | FormPost:
+             response_mode: str | None,
+             jarm: Responder | None = None) -> Redirect | FormPost | ErrorPage:
     """The authorization response; ``jarm``: set for the JARM modes (``*.jwt``)."""
     params = {k: v for k, v in params.items() if v is not None}
     if jarm is not None and response_mode in JWT_MODES:
-        return jarm_respond(svc, jarm, redirect_uri, response_mode, params)
+        try:
+            return jarm_respond(svc, jarm, redirect_uri, response_mode, params)
+        except JarmUnavailable as exc:  # the key was read, yet encrypting to it failed
+            return _jarm_refused(jarm.client_id, exc)
     params["iss"] = svc.settings.issuer
     if response_mode == "form_post":
         return FormPost(redirect_uri, list(params.items()))
@@ -89,10 +93,14 @@ def _jarm_responder(svc: Services, client: OAuthClient,
     try:
         return responder(svc, client)
     except JarmUnavailable as exc:
-        log.warning("JARM response cannot be encrypted: %s", exc.reason,
-                    extra={"client_id": client.client_id})
-        return error_page(_("The application's keys cannot be used to protect the answer to "
-                            "this sign-in request. Contact the application's support."))
+        return _jarm_refused(client.client_id, exc)
+
+
+def _jarm_refused(client_id: str, exc: JarmUnavailable) -> ErrorPage:
+    log.warning("JARM response cannot be encrypted: %s", exc.reason,
+                extra={"client_id": client_id})
+    return error_page(_("The application's keys cannot be used to protect the answer to "
+                        "this sign-in request. Contact the application's support."))
 
 
 def error_page(message: Message, status: int = 400, *, back: str | None = None) -> ErrorPage:

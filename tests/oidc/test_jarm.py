@@ -306,3 +306,18 @@ def test_jarm_lifetime_setting_is_bounded():
     for bad in (601, 5):
         with pytest.raises(ConfigError, match="jarm_lifetime"):
             load_settings({"oidc": {"jarm_lifetime": bad}})
+
+
+def test_a_failing_encryption_is_a_page_never_an_unencrypted_response(jarm_env, monkeypatch):
+    from joserfc.errors import JoseError
+
+    import idp.oidc.jarm as jarm
+
+    def broken(*args, **kwargs):
+        raise JoseError("test: the key refuses")
+
+    c = _signed_in(jarm_env, "jarm-rsa")
+    monkeypatch.setattr(jarm.jwe, "encrypt_compact", broken)
+    resp = _request(c, "jarm-rsa", "query.jwt")
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert "keys cannot be used" in resp.get_data(as_text=True)
