@@ -95,7 +95,8 @@ def _check_url(ctx: Context, url: str) -> str:
     try:
         outbound(ctx.svc).destination(url)
     except OutboundRefused as exc:
-        raise ValidationError(f"the base URL is refused: {exc.reason}") from None
+        # The request is well formed; the outbound policy ([outbound]) refuses the address.
+        raise Conflict(f"the base URL is refused: {exc.reason}") from None
     return url.rstrip("/")
 
 
@@ -105,7 +106,7 @@ def _group_ids(ctx: Context, paths: list[str]) -> list[int]:
     )
     missing = [p for p in paths if p not in found]
     if missing:
-        raise ValidationError(f"no group {missing[0]}")
+        raise Conflict(f"no group {missing[0]}")
     return sorted({found[p] for p in paths})
 
 

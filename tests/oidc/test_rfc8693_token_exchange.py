@@ -63,8 +63,8 @@ def live(tmp_path_factory) -> Iterator[dict]:
                 "api", name="Orders API", scope=USER_SCOPE,
                 grant_types=[GRANT, "client_credentials", "refresh_token"],
                 extra={"resources": [ORDERS], "token_exchange": _policy(
-                    ("portal", "api", "pw-portal"), delegation=True, impersonation=True, refresh_tokens=True,
-                    max_lifetime=120)})
+                    ("portal", "api", "pw-portal"), delegation=True, impersonation=True,
+                    refresh_tokens=True, max_lifetime=120)})
             _, made["worker"] = reg.create(
                 "worker", name="Worker", scope="openid email",
                 grant_types=[GRANT, "client_credentials"],

@@ -29,7 +29,7 @@ def test_a_refused_url_is_a_problem_and_nothing_is_stored(app):
     resp = api(client, "POST", BASE, token, json={
         "name": "crm", "base_url": "http://crm.example.org/scim/v2", "token": "secret-1",
     })
-    assert resp.status_code == 400
+    assert resp.status_code == 409
     assert resp.mimetype == "application/problem+json"
     assert resp.json["detail"] == "the base URL is refused: only https URLs are fetched"
     assert _count(svc, ProvisioningTarget) == 0

@@ -15,7 +15,7 @@ import pytest
 from provisioning_kit import OUTBOUND_LOOPBACK, Stub, add_target, drain
 from sqlalchemy import func, select
 
-from idp.errors import ValidationError
+from idp.errors import Conflict
 from idp.manage import Actor, transaction
 from idp.manage import users as manage_users
 from idp.provisioning import targets
@@ -220,7 +220,7 @@ def test_a_change_while_pushing_is_pushed_again(app, stub):
 def test_a_refused_url_is_never_stored(make_app, clock, url, reason):
     app = make_app(clock=clock)  # the default outbound policy: https, public addresses only
     svc = app.extensions["idp"]
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(Conflict) as err:
         add_target(svc, url, "token")
     assert str(err.value) == f"the base URL is refused: {reason}"
     with svc.sessions() as db:

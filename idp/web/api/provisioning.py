@@ -33,8 +33,8 @@ class TargetIn(Strict):
         description="The SCIM base URL (https; [outbound] decides which hosts may be reached)",
     )
     token: str | None = Field(
-        None, min_length=1, max_length=targets.MAX_TOKEN,
-        description="The bearer token for the target (write-only)",
+        None, min_length=1, max_length=targets.MAX_TOKEN, pattern=r"^[!-~](?:[ -~]*[!-~])?$",
+        description="The bearer token for the target (write-only; printable ASCII)",
     )
     enabled: bool | None = None
     all_users: bool | None = Field(None, description="Push every user (else: groups' members)")
@@ -49,6 +49,20 @@ class TargetIn(Strict):
         if self.mapping is not None:
             data["mapping"] = self.mapping.model_dump(exclude_none=True)
         return targets.TargetInput(**data)
+
+
+class NewTarget(TargetIn):
+    """A new target: name, base URL and token are required (a change may leave them out)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    base_url: str = Field(
+        min_length=1, max_length=targets.MAX_URL,
+        description="The SCIM base URL (https; [outbound] decides which hosts may be reached)",
+    )
+    token: str = Field(
+        min_length=1, max_length=targets.MAX_TOKEN, pattern=r"^[!-~](?:[ -~]*[!-~])?$",
+        description="The bearer token for the target (write-only; printable ASCII)",
+    )
 
 
 class TargetOut(BaseModel):
@@ -108,10 +122,10 @@ def list_targets(call: Call) -> Reply:
 
 
 @operation("POST", "/provisioning/targets", tag=TAG, summary="Add a provisioning target",
-           body=TargetIn, response=TargetOut, status=201)
+           body=NewTarget, response=TargetOut, status=201, errors=(409,))
 def create_target(call: Call) -> Reply:
-    """``provisioning:targets:create``. A URL the outbound policy refuses is a 400 and nothing
-    is stored."""
+    """``provisioning:targets:create``. A URL the outbound policy refuses, an unknown group or
+    a name in use is a 409 and nothing is stored."""
     body: TargetIn = call.body
     with call.transaction() as ctx:
         target = targets.create(ctx, body.as_input())
@@ -129,7 +143,8 @@ def read_target(call: Call, target_id: str) -> Reply:
 
 
 @operation("PATCH", "/provisioning/targets/{target_id}", tag=TAG,
-           summary="Change a provisioning target", body=TargetIn, response=TargetOut)
+           summary="Change a provisioning target", body=TargetIn, response=TargetOut,
+           errors=(409,))
 def update_target(call: Call, target_id: str) -> Reply:
     """``provisioning:targets:update``; fields left out stay as they are."""
     body: TargetIn = call.body
