@@ -29,8 +29,10 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 ``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
 ``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field; the
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
-30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
-booleans) are checked here too, since the token engine reads them at every sign-in.
+30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
+``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
+``request_object_signing_alg``) are checked here too, since the engine reads them at every
+sign-in.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from ..errors import ValidationError
 
 # The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
 SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+# What a client may sign its request objects with (RFC 9101): its keys, or its secret (HS*).
+REQUEST_OBJECT_ALGS = SIGNING_ALGS + ("HS256", "HS384", "HS512")
 
 AUTH_METHODS = (
     "client_secret_basic",
@@ -332,12 +336,28 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         low, high = LIFETIME_RANGE
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _fail(field, f"must be a whole number of seconds from {low} to {high}")
-    for field in ("refresh_token_rotation", "require_pkce"):
+    for field in ("refresh_token_rotation", "require_pkce",
+                  "require_pushed_authorization_requests", "require_signed_request_object"):
         if field in meta and not isinstance(meta[field], bool):
             raise _fail(field, "must be true or false")
     fmt = meta.get("access_token_format")
     if fmt is not None and fmt not in ACCESS_TOKEN_FORMATS:
         raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
+
+
+def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9101 §10.5 / OIDC Registration §2: ``request_object_signing_alg`` is one we
+    verify; HMAC needs the client secret itself, which is kept (sealed) only for
+    ``client_secret_jwt`` clients."""
+    alg = meta.get("request_object_signing_alg")
+    if alg is None:
+        return
+    if alg not in REQUEST_OBJECT_ALGS:
+        raise _fail("request_object_signing_alg", f"must be one of "
+                    f"{', '.join(REQUEST_OBJECT_ALGS)}")
+    if alg.startswith("HS") and meta.get("token_endpoint_auth_method") != "client_secret_jwt":
+        raise _fail("request_object_signing_alg", "HMAC needs token_endpoint_auth_method "
+                    "client_secret_jwt (the only clients whose secret is kept)")
 
 
 CHECKS: tuple[Check, ...] = (
@@ -351,6 +371,7 @@ CHECKS: tuple[Check, ...] = (
     check_scope,
     check_resources,
     check_own_settings,
+    check_request_objects,
 )
 
 

@@ -3,7 +3,10 @@ well-known documents served by ``idp.web.wellknown``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.authn import ACR_MFA, ACR_SINGLE
+from ..core.client_metadata import REQUEST_OBJECT_ALGS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -14,7 +17,8 @@ CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "
           "phone_number_verified", "address", "groups", "roles"]
 
 
-def metadata(issuer: str) -> dict:
+def metadata(issuer: str, oidc: Any = None) -> dict:
+    """``oidc``: the ``[oidc]`` settings, for what is required of every client."""
     confidential = [m for m in ALL_AUTH_METHODS if m != "none"]
     return {
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
@@ -40,9 +44,12 @@ def metadata(issuer: str) -> dict:
         "claims_supported": CLAIMS,
         "claim_types_supported": ["normal"],
         "claims_parameter_supported": True,
-        "request_parameter_supported": False,
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
+        "require_pushed_authorization_requests": bool(oidc and oidc.require_par),
+        "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
-        "require_request_uri_registration": False,
+        "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+        "require_signed_request_object": bool(oidc and oidc.require_signed_request_object),
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "acr_values_supported": [ACR_SINGLE, ACR_MFA],

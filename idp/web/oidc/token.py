@@ -1,6 +1,7 @@
-"""The back-channel endpoints: token (RFC 6749 §3.2), introspection (RFC 7662) and
-revocation (RFC 7009); the work is ``idp.oidc.endpoints``'s. The token endpoint first applies
-the network rules of the client the request names (idp.sso.network)."""
+"""The back-channel endpoints: token (RFC 6749 §3.2), pushed authorization requests (RFC 9126),
+introspection (RFC 7662) and revocation (RFC 7009); the work is ``idp.oidc.endpoints``'s and
+``idp.oidc.par``'s. The token and PAR endpoints first apply the network rules of the client
+the request names (idp.sso.network)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import unquote
 
 from flask import Blueprint
 
-from ...oidc import endpoints
+from ...oidc import endpoints, par
 from ...oidc.http import HttpRequest
 from ...sso import network
 from ..current import svc
@@ -29,6 +30,15 @@ def token():
     if refusal is not None:
         return refused(refusal)
     return to_response(endpoints.token(svc(), req))
+
+
+@bp.post("/oauth2/par")
+def pushed_authorization_request():
+    req = plain_request()
+    refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
+    if refusal is not None:
+        return refused(refusal)
+    return to_response(par.push(svc(), req))
 
 
 def claimed_client_id(req: HttpRequest) -> str | None:
