@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import SIGNING_ALGS
+from ..core.client_metadata import REQUEST_OBJECT_ALGS, SIGNING_ALGS
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -124,6 +124,12 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--refresh-rotation/--no-refresh-rotation", default=None,
               help="Rotate refresh tokens on use (FAPI clients want no rotation).")
 @click.option("--require-pkce/--no-require-pkce", default=None)
+@click.option("--require-par/--no-require-par", default=None,
+              help="Accept only pushed authorization requests (RFC 9126).")
+@click.option("--require-signed-request-object/--no-require-signed-request-object",
+              default=None, help="Accept only signed request objects (RFC 9101).")
+@click.option("--request-object-alg", type=click.Choice(REQUEST_OBJECT_ALGS), default=None,
+              help="The one algorithm its request objects must be signed with.")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -138,8 +144,9 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
+           require_par, require_signed_request_object, request_object_alg, first_party,
+           enable, redirect_uris, post_logout, frontchannel_logout_uri, backchannel_logout_uri,
+           jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -158,6 +165,9 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "id_token_lifetime": id_token_lifetime,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
+        "require_pushed_authorization_requests": require_par,
+        "require_signed_request_object": require_signed_request_object,
+        "request_object_signing_alg": request_object_alg,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(

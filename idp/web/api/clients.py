@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     URI_RULES,
     MetadataError,
@@ -93,6 +94,7 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
 
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 SigningAlg = Literal[SIGNING_ALGS]
+RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
@@ -198,6 +200,9 @@ class ClientMetadataIn(_Exact):
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
+    require_pushed_authorization_requests: StrictBool = None
+    require_signed_request_object: StrictBool = None
+    request_object_signing_alg: RequestObjectAlg = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -250,6 +255,9 @@ class ClientMetadataPatch(_Exact):
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
+    require_pushed_authorization_requests: StrictBool | None = None
+    require_signed_request_object: StrictBool | None = None
+    request_object_signing_alg: RequestObjectAlg | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
