@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
 from ..core.client_metadata import REQUEST_OBJECT_ALGS
+from .jar import ENCRYPTION_ALGS, ENCRYPTION_ENCS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -49,6 +50,8 @@ def metadata(issuer: str, oidc: Any = None) -> dict:
         "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
         "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+        "request_object_encryption_alg_values_supported": list(ENCRYPTION_ALGS),
+        "request_object_encryption_enc_values_supported": list(ENCRYPTION_ENCS),
         "require_signed_request_object": bool(oidc and oidc.require_signed_request_object),
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],

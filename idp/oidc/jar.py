@@ -10,6 +10,11 @@ after ``nbf``), ``nbf`` / ``iat`` not more than 60 s in the future, ``nbf`` not 
 hour, ``client_id`` (when present) is the client, ``request`` / ``request_uri`` are not nested,
 and a ``jti`` is accepted once (remembered in the shared store until ``exp``).
 
+A request object may be encrypted to us (RFC 9101 §6.1, a nested JWT): a JWE with
+``RSA-OAEP-256`` or ``ECDH-ES`` to one of our encryption keys (``use: enc`` in our JWKS,
+``idp.keys``) and ``A256GCM`` or ``A128GCM``, holding the signed request object; the signed
+one inside is then checked as above (encryption never replaces the signature).
+
 Its claims become the authorization request's parameters (RFC 9101 §6.3: only those; the
 caller keeps nothing else but ``client_id``). Every refusal is logged at info with its reason.
 """
@@ -23,7 +28,7 @@ import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from joserfc import jwt
+from joserfc import jwe, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
@@ -38,6 +43,9 @@ SKEW = 60  # seconds an nbf / iat may lie in the future (clock skew)
 MAX_LENGTH = 16384
 MAX_VALUE = 4096
 _JTI = "rojti:"
+# RFC 9101 §6.1 encryption we decrypt (discovery advertises these).
+ENCRYPTION_ALGS = ("RSA-OAEP-256", "ECDH-ES")
+ENCRYPTION_ENCS = ("A256GCM", "A128GCM")
 # Claims of the JWT envelope, not parameters of the authorization request.
 _ENVELOPE = ("iss", "aud", "exp", "nbf", "iat", "jti", "sub")
 
@@ -92,7 +100,30 @@ def _key(svc: Services, client: OAuthClient, alg: str) -> Any:
         raise RequestObjectError("the client's key set is not usable") from None
 
 
+def _decrypted(svc: Services, token: str) -> str:
+    """The signed request object inside an encrypted one (a JWE of five parts)."""
+    header = _header(token)
+    if header.get("alg") not in ENCRYPTION_ALGS or header.get("enc") not in ENCRYPTION_ENCS:
+        raise RequestObjectError("the request object's encryption is not supported")
+    # The key the header names, else each of ours published for its algorithm (RFC 7516
+    # makes kid optional; active first).
+    kty = "RSA" if header["alg"].startswith("RSA") else "EC"
+    keys = sorted((k for k in svc.keys.ring().enc_keys
+                   if (k.kid == header["kid"] if "kid" in header else k.kty == kty)),
+                  key=lambda k: k.status != "active")
+    for key in keys:
+        try:
+            plaintext = jwe.decrypt_compact(token, key.jwk, algorithms=ENCRYPTION_ALGS
+                                            + ENCRYPTION_ENCS).plaintext
+            return plaintext.decode() if plaintext is not None else ""
+        except (JoseError, ValueError, TypeError, UnicodeDecodeError):
+            continue
+    raise RequestObjectError("the request object cannot be decrypted")
+
+
 def _verified_claims(svc: Services, client: OAuthClient, token: Any) -> dict[str, Any]:
+    if isinstance(token, str) and len(token) <= MAX_LENGTH and token.count(".") == 4:
+        token = _decrypted(svc, token)
     if not isinstance(token, str) or len(token) > MAX_LENGTH or token.count(".") != 2:
         raise RequestObjectError("the request object is not a signed JWT")
     alg = _header(token).get("alg")

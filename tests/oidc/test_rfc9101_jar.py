@@ -291,3 +291,63 @@ def test_discovery_advertises_request_objects(env):
     assert "none" not in doc["request_object_signing_alg_values_supported"]
     assert {"RS256", "PS256", "ES256", "HS256"} <= set(
         doc["request_object_signing_alg_values_supported"])
+
+
+# --- encrypted request objects (RFC 9101 §6.1) -------------------------------------------------
+
+def _our_enc_key(c, alg: str):
+    """Our published encryption key for ``alg``, as a client finds it in the JWKS."""
+    from joserfc.jwk import ECKey
+
+    jwk = next(k for k in c.get("/jwks").json["keys"]
+               if k.get("use") == "enc" and k.get("alg") == alg)
+    return (RSAKey if jwk["kty"] == "RSA" else ECKey).import_key(jwk)
+
+
+@pytest.mark.parametrize("alg,enc", [("RSA-OAEP-256", "A256GCM"), ("ECDH-ES", "A128GCM")])
+def test_encrypted_signed_request_object_runs(env, alg, enc):
+    from joserfc import jwe
+
+    c = env.client()
+    claims = _claims()
+    nested = jwe.encrypt_compact({"alg": alg, "enc": enc, "cty": "JWT"}, _sign(env, claims),
+                                 _our_enc_key(c, alg), algorithms=[alg, enc])
+    got = follow(c, c.get("/oauth2/authorize", query_string={"client_id": "jar",
+                                                             "request": nested}))
+    assert got["state"] == claims["state"] and "code" in got
+
+
+@pytest.mark.parametrize("case", ["unsigned_inside", "foreign_key", "weak_alg"])
+def test_bad_encrypted_request_objects_are_refused(env, case):
+    from joserfc import jwe
+
+    c = env.client()
+    inner = _unsigned(_claims()) if case == "unsigned_inside" else _sign(env, _claims())
+    key = RSAKey.generate_key(2048) if case == "foreign_key" else _our_enc_key(c, "RSA-OAEP-256")
+    alg = "RSA1_5" if case == "weak_alg" else "RSA-OAEP-256"
+    nested = jwe.encrypt_compact({"alg": alg, "enc": "A256GCM"}, inner, key,
+                                 algorithms=[alg, "A256GCM"])
+    reason = {"unsigned_inside": "alg none", "foreign_key": "cannot be decrypted",
+              "weak_alg": "encryption is not supported"}[case]
+    assert reason in _refused(env, c, nested)["error_description"]
+
+
+def test_encryption_keys_are_published_and_advertised(env):
+    c = env.client()
+    keys = c.get("/jwks").json["keys"]
+    enc = {k["alg"] for k in keys if k.get("use") == "enc"}
+    assert enc == {"RSA-OAEP-256", "ECDH-ES"}
+    assert all("d" not in k for k in keys)  # public parts only
+    doc = c.get("/.well-known/openid-configuration").json
+    assert doc["request_object_encryption_alg_values_supported"] == ["RSA-OAEP-256", "ECDH-ES"]
+    assert doc["request_object_encryption_enc_values_supported"] == ["A256GCM", "A128GCM"]
+    # The signing ring is untouched: nothing we sign names an encryption key.
+    header = pyjwt.get_unverified_header(follow_token(env, c))
+    assert header["kid"] not in {k["kid"] for k in keys if k.get("use") == "enc"}
+
+
+def follow_token(env, c) -> str:
+    got = follow(c, c.get("/oauth2/authorize", query_string={
+        "client_id": "jar", "request": _sign(env, _claims())}))
+    return token(c, {"grant_type": "authorization_code", "code": got["code"],
+                     "redirect_uri": RP}, auth=("jar", env.secrets["jar"])).json["id_token"]
