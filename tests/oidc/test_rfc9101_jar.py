@@ -351,3 +351,24 @@ def follow_token(env, c) -> str:
         "client_id": "jar", "request": _sign(env, _claims())}))
     return token(c, {"grant_type": "authorization_code", "code": got["code"],
                      "redirect_uri": RP}, auth=("jar", env.secrets["jar"])).json["id_token"]
+
+
+def test_previous_encryption_key_still_decrypts_after_a_rotation(env):
+    """Last in the module: it rotates the keys. A client that encrypted to the key it fetched
+    before the rotation is still understood while that key is published as previous."""
+    from joserfc import jwe
+
+    c = env.client()
+    before = _our_enc_key(c, "RSA-OAEP-256")
+    env.svc.keys.rotate(ktys=("RSA",))
+    published = [k for k in c.get("/jwks").json["keys"] if k.get("alg") == "RSA-OAEP-256"]
+    assert before.kid in {k["kid"] for k in published} and len(published) == 2
+    after = RSAKey.import_key(next(k for k in published if k["kid"] != before.kid))
+    for key in (before, after):
+        claims = _claims()
+        nested = jwe.encrypt_compact({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": key.kid},
+                                     _sign(env, claims), key,
+                                     algorithms=["RSA-OAEP-256", "A256GCM"])
+        got = follow(c, c.get("/oauth2/authorize", query_string={"client_id": "jar",
+                                                                 "request": nested}))
+        assert got["state"] == claims["state"]
