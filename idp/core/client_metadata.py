@@ -15,7 +15,8 @@ field are a table (``URI_RULES``):
   (Front-Channel Logout 1.0 §2): the browser is sent there, so the redirect URI rules less the
   private-use schemes.
 - ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2), ``jwks_uri``,
-  ``sector_identifier_uri`` (OIDC Registration §2, §5): the IdP itself connects there, so https
+  ``sector_identifier_uri``, ``request_uris`` (OIDC Registration §2, §5; RFC 9101 §5.2, where
+  the IdP fetches request objects): the IdP itself connects there, so https
   only, unless ``[outbound] allow_http`` is on; an IP literal in a private range is refused
   unless ``[outbound] allow_private_addresses`` is on (the fetch checks resolved names again).
 - ``logo_uri``, ``client_uri``, ``policy_uri``, ``tos_uri``, ``initiate_login_uri``: shown or
@@ -150,13 +151,14 @@ URI_RULES: dict[str, UriRule] = {
     "backchannel_logout_uri": UriRule("fetched"),
     "jwks_uri": UriRule("fetched"),
     "sector_identifier_uri": UriRule("fetched"),
+    "request_uris": UriRule("fetched"),
     "initiate_login_uri": UriRule("https"),
     "logo_uri": UriRule("https"),
     "client_uri": UriRule("https"),
     "policy_uri": UriRule("https"),
     "tos_uri": UriRule("https"),
 }
-LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris")
+LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "request_uris")
 
 
 def uri_problem(field: str, uri: Any, policy: Policy = Policy()) -> str | None:

@@ -8,8 +8,9 @@ through the protocol-neutral AuthnRequest, and the request resumes at ``/oauth2/
 
 A pushed request (RFC 9126 §4, ``request_uri`` from /oauth2/par) or a request object (RFC 9101
 §6.3, ``request``) replaces the query: only its parameters count, and ``client_id`` must match.
-An unknown, expired, completed or foreign ``request_uri`` is refused with a page; a refused
-request object goes back to a redirect_uri registered for the client, else to a page.
+A ``request_uri`` the client registered (``request_uris``) is fetched as a request object.
+An unknown, expired, completed or foreign pushed ``request_uri`` is refused with a page; a
+refused request object goes back to a redirect_uri registered for the client, else to a page.
 Parameters starting with ``_`` are the engine's own markers and are dropped from the query.
 """
 
@@ -112,12 +113,12 @@ def check_response_mode(params: dict[str, str]) -> None:
 
 
 def check_request_uri(params: dict[str, str]) -> None:
-    # OIDC Core §6.2: a request_uri other than a pushed one (fetched from the client) is not
-    # supported; refused, never ignored silently.
+    # OIDC Core §6.2: a request_uri neither pushed nor registered by the client (whose
+    # request objects are resolved before these checks) is refused, never ignored silently.
     if "request_uri" in params:
         raise AuthorizationError("request_uri_not_supported",
-                                 "only request_uri values from the pushed authorization "
-                                 "request endpoint are supported")
+                                 "request_uri must come from the pushed authorization request "
+                                 "endpoint or be one of the client's registered request_uris")
 
 
 def check_pushed(svc: Services, client: OAuthClient, params: dict[str, Any]) -> None:
@@ -232,15 +233,17 @@ def _from_request_objects(svc: Services, params: dict[str, Any]) -> dict[str, An
             return error_page(_("This sign-in request has expired or was already used. "
                                 "Go back to the application and start again."))
         return loaded
-    if "request" not in params:
-        return params
     client = client_cache(svc).get(params.get("client_id"))
+    registered = client is not None and uri in (client.setting("request_uris") or [])
+    if "request" not in params and not registered:
+        return params
     try:
         if client is None:
             raise jar.RequestObjectError("unknown client")
-        if "request_uri" in params:
+        if "request" in params and "request_uri" in params:
             raise jar.RequestObjectError("request and request_uri are exclusive")
-        inner = jar.verify(svc, client, params["request"])
+        token = params["request"] if "request" in params else jar.fetch(svc, client, uri)
+        inner = jar.verify(svc, client, token)
     except jar.RequestObjectError as exc:
         checked = check_client_and_redirect(svc, params)
         if isinstance(checked, ErrorPage):

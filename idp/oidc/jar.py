@@ -15,6 +15,10 @@ A request object may be encrypted to us (RFC 9101 §6.1, a nested JWT): a JWE wi
 ``idp.keys``) and ``A256GCM`` or ``A128GCM``, holding the signed request object; the signed
 one inside is then checked as above (encryption never replaces the signature).
 
+A ``request_uri`` that is one of the client's registered ``request_uris`` (https, checked like
+every URL the IdP connects to) is fetched (``fetch``) and verified the same way; any other
+``request_uri`` that is not a pushed one is refused (``request_uri_not_supported``).
+
 Its claims become the authorization request's parameters (RFC 9101 §6.3: only those; the
 caller keeps nothing else but ``client_id``). Every refusal is logged at info with its reason.
 """
@@ -51,13 +55,27 @@ _ENVELOPE = ("iss", "aud", "exp", "nbf", "iat", "jti", "sub")
 
 
 class RequestObjectError(Exception):
-    """A refused request object: ``invalid_request_object`` (RFC 9101 §6.2)."""
+    """A refused request object: ``invalid_request_object`` (RFC 9101 §6.2), or
+    ``invalid_request_uri`` when it could not be fetched."""
 
-    error = "invalid_request_object"
-
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, error: str = "invalid_request_object") -> None:
         super().__init__(description)
         self.description = description
+        self.error = error
+
+
+def fetch(svc: Services, client: OAuthClient, uri: str) -> str:
+    """The request object at one of the client's registered ``request_uris`` (RFC 9101 §5.2,
+    OIDC Core §6.2), fetched through the outbound policy (``idp.oidc.fetch``)."""
+    from .fetch import OutboundError, outbound
+
+    try:
+        return outbound(svc).get_jwt(uri)
+    except OutboundError as exc:
+        log.info("request object not fetched: %s", exc.reason,
+                 extra={"client_id": client.client_id})
+        raise RequestObjectError(f"the request_uri could not be fetched: {exc.reason}",
+                                 "invalid_request_uri") from None
 
 
 def verify(svc: Services, client: OAuthClient, token: Any) -> dict[str, Any]:

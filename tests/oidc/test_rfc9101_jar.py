@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 import time
 
 import jwt as pyjwt
@@ -287,10 +288,91 @@ def test_registration_keeps_request_object_metadata(env):
 def test_discovery_advertises_request_objects(env):
     doc = env.client().get("/.well-known/openid-configuration").json
     assert doc["request_parameter_supported"] is True
-    assert doc["request_uri_parameter_supported"] is False
+    assert doc["request_uri_parameter_supported"] is True
+    assert doc["require_request_uri_registration"] is True
     assert "none" not in doc["request_object_signing_alg_values_supported"]
     assert {"RS256", "PS256", "ES256", "HS256"} <= set(
         doc["request_object_signing_alg_values_supported"])
+
+
+# --- request objects by reference: registered request_uris (RFC 9101 §5.2) -----------------
+
+@pytest.fixture
+def served():
+    """A real HTTP server on loopback serving request objects: path -> (status, body)."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    documents: dict[str, tuple[int, str]] = {}
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            status, body = documents.get(self.path, (404, ""))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/oauth-authz-req+jwt")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", documents, seen
+    finally:
+        server.shutdown()
+
+
+def _register_request_uris(env, client_id: str, uris: list[str]) -> None:
+    from idp.oidc.clients import client_cache
+    from idp.storage.models import Client
+
+    with env.svc.sessions.begin() as db:
+        row = db.get(Client, client_id)
+        row.meta = dict(row.meta, request_uris=uris)
+    client_cache(env.svc).bump()
+
+
+def test_registered_request_uri_is_fetched_and_verified(env, served):
+    base, documents, seen = served
+    c = env.client()
+    claims = _claims()
+    documents["/ro.jwt"] = (200, _sign(env, claims))
+    documents["/unsigned.jwt"] = (200, _unsigned(_claims()))
+    _register_request_uris(env, "jar", [f"{base}/ro.jwt", f"{base}/unsigned.jwt",
+                                        f"{base}/gone.jwt"])
+    try:
+        got = follow(c, c.get("/oauth2/authorize", query_string={
+            "client_id": "jar", "request_uri": f"{base}/ro.jwt"}))
+        assert got["state"] == claims["state"] and "code" in got
+        assert "invalid_request_object" == _refused_uri(env, c, f"{base}/unsigned.jwt")
+        assert "invalid_request_uri" == _refused_uri(env, c, f"{base}/gone.jwt")
+        # Not registered: never fetched.
+        assert "request_uri_not_supported" == _refused_uri(env, c, f"{base}/other.jwt")
+        assert "/other.jwt" not in seen
+    finally:
+        _register_request_uris(env, "jar", [])
+
+
+def _refused_uri(env, c, uri: str) -> str:
+    before = _state(env.svc)
+    resp = c.get("/oauth2/authorize", query_string={"client_id": "jar", "redirect_uri": RP,
+                                                    "response_type": "code", "request_uri": uri})
+    got = query(resp.headers["Location"])
+    assert resp.headers["Location"].startswith(RP + "?") and "code" not in got
+    assert _state(env.svc) == before
+    return got["error"]
+
+
+@pytest.mark.parametrize("uri", ["https://rp.example.org/ro#frag", "javascript:alert(1)",
+                                 "https://10.0.0.1/ro"])
+def test_request_uris_metadata_follows_the_fetched_uri_rules(env, uri):
+    from idp.core.client_metadata import MetadataError, Policy, check_client_metadata
+
+    with pytest.raises(MetadataError, match="request_uris"):
+        check_client_metadata({"redirect_uris": [RP], "request_uris": [uri]}, Policy())
 
 
 # --- encrypted request objects (RFC 9101 §6.1) -------------------------------------------------

@@ -82,6 +82,7 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "require_pushed_authorization_requests": bool,
     "require_signed_request_object": bool,
     "request_object_signing_alg": str,
+    "request_uris": list,
     "default_max_age": int,
     "require_auth_time": bool,
     "software_id": str,

@@ -203,6 +203,7 @@ class ClientMetadataIn(_Exact):
     require_pushed_authorization_requests: StrictBool = None
     require_signed_request_object: StrictBool = None
     request_object_signing_alg: RequestObjectAlg = None
+    request_uris: _uris("request_uris", "fetched") = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -258,6 +259,7 @@ class ClientMetadataPatch(_Exact):
     require_pushed_authorization_requests: StrictBool | None = None
     require_signed_request_object: StrictBool | None = None
     request_object_signing_alg: RequestObjectAlg | None = None
+    request_uris: _uris("request_uris", "fetched") | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
