@@ -12,8 +12,9 @@ from urllib.parse import unquote
 
 from flask import Blueprint
 
-from ...oidc import endpoints, par
+from ...oidc import endpoints
 from ...oidc.http import HttpRequest
+from ...oidc.par import push
 from ...sso import network
 from ..current import svc
 from ..netguard import refused
@@ -38,7 +39,7 @@ def pushed_authorization_request():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    return to_response(par.push(svc(), req))
+    return to_response(push(svc(), req))
 
 
 def claimed_client_id(req: HttpRequest) -> str | None:
