@@ -1,7 +1,8 @@
 """JWT-Secured Authorization Requests (RFC 9101): verifying a request object.
 
 A request object is a JWT the client signs (RFC 9101 §4) with a key of its JWK Set (``jwks`` or
-``jwks_uri``, fetched through the outbound policy) or, for HS256/384/512, its client secret.
+``jwks_uri``, fetched through the outbound policy) or, for HS256/384/512, its client secret
+(``client_secret_jwt`` clients: the only ones whose secret is kept, sealed).
 Refused always: ``alg: none``, an algorithm other than the client's registered
 ``request_object_signing_alg``, a signature that does not verify. Its claims (RFC 9101 §4,
 §10.8; FAPI 2.0 §5.3.2): ``iss`` is the client, ``aud`` is our issuer (a string, or an array
@@ -39,6 +40,8 @@ from joserfc.jwk import KeySet, OctKey
 from ..core.client_metadata import REQUEST_OBJECT_ALGS
 from ..services import Services
 from .clients import OAuthClient
+from .fetch import OutboundError, outbound
+from .server import engine
 
 log = logging.getLogger("idp.oidc.jar")
 
@@ -67,8 +70,6 @@ class RequestObjectError(Exception):
 def fetch(svc: Services, client: OAuthClient, uri: str) -> str:
     """The request object at one of the client's registered ``request_uris`` (RFC 9101 §5.2,
     OIDC Core §6.2), fetched through the outbound policy (``idp.oidc.fetch``)."""
-    from .fetch import OutboundError, outbound
-
     try:
         return outbound(svc).get_jwt(uri)
     except OutboundError as exc:
@@ -108,8 +109,6 @@ def _key(svc: Services, client: OAuthClient, alg: str) -> Any:
         if not client.secret_enc:
             raise RequestObjectError("the client has no secret to verify an HMAC request object")
         return OctKey.import_key(svc.sealer.open(client.secret_enc, context=client.client_id))
-    from .server import engine
-
     try:
         return KeySet.import_key_set(engine(svc).client_jwks(client))
     except OAuth2Error as exc:
@@ -223,5 +222,5 @@ def _check_jti(svc: Services, client: OAuthClient, claims: dict[str, Any]) -> No
     if not isinstance(jti, str) or not jti or len(jti) > 200:
         raise RequestObjectError("jti must be a short string")
     ttl = max(1, int(claims["exp"] - svc.clock.now()) + SKEW)
-    if not svc.store.add(f"{_JTI}{client.client_id}:{jti}", 1, ttl):
+    if not svc.store.add(_JTI + svc.hasher.hash(f"{client.client_id}:{jti}"), 1, ttl):
         raise RequestObjectError("the request object was used before (jti)")
