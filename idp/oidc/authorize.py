@@ -227,6 +227,8 @@ def _from_request_objects(svc: Services, params: dict[str, Any]) -> dict[str, An
     """The request's parameters: those pushed before (RFC 9126 §4), those of a verified
     request object (RFC 9101 §6.3), or the query's own; or why not."""
     uri = params.get("request_uri")
+    if uri is None and "request" not in params:
+        return params
     if isinstance(uri, str) and uri.startswith(pushed.PAR_URN):
         loaded = pushed.load(svc, uri, params.get("client_id"))
         if loaded is None or "request" in params:
@@ -241,6 +243,7 @@ def _from_request_objects(svc: Services, params: dict[str, Any]) -> dict[str, An
         if client is None:
             raise jar.RequestObjectError("unknown client")
         if "request" in params and "request_uri" in params:
+            log.info("request object refused: request and request_uri are exclusive")
             raise jar.RequestObjectError("request and request_uri are exclusive")
         token = params["request"] if "request" in params else jar.fetch(svc, client, uri)
         inner = jar.verify(svc, client, token)
