@@ -324,9 +324,6 @@ def strict(tmp_path_factory):
     from support import base_overrides, init_database
 
     from idp.app import create_app
-    from idp.backends.chain import password_hasher
-    from idp.storage.clients import ClientRegistry
-    from idp.storage.directory import Directory, NewUser
 
     instance = tmp_path_factory.mktemp("strict") / "instance"
     instance.mkdir()
@@ -335,16 +332,25 @@ def strict(tmp_path_factory):
                                                "par_lifetime": 90})
     init_database(overrides)
     app = create_app(overrides)
+    secret = _alice_and_web(app, auth_method="client_secret_jwt",
+                            extra={"request_object_signing_alg": "HS256"})
+    yield app, secret
+    app.extensions["idp"].engine.dispose()
+
+
+def _alice_and_web(app, **client: object) -> str:
+    """Alice and the client "web" in a small app of its own; returns its secret."""
+    from idp.backends.chain import password_hasher
+    from idp.storage.clients import ClientRegistry
+    from idp.storage.directory import Directory, NewUser
+
     svc = app.extensions["idp"]
     with svc.sessions.begin() as db:
         Directory(db).create_user(NewUser(username="alice", email="alice@example.org",
                                           password_hash=password_hasher(svc).hash(PASSWORD)))
-        _, secret = ClientRegistry(db, svc.hasher, svc.sealer).create(
+        return ClientRegistry(db, svc.hasher, svc.sealer).create(
             "web", name="Web", redirect_uris=[RP], grant_types=["authorization_code"],
-            scope="openid", auth_method="client_secret_jwt",
-            extra={"request_object_signing_alg": "HS256"})
-    yield app, secret
-    svc.engine.dispose()
+            scope="openid", **client)[1]
 
 
 def test_global_settings_require_par_and_signed_request_objects(strict):
@@ -386,3 +392,18 @@ def test_par_lifetime_must_stay_under_ten_minutes(tmp_path):
 
     with pytest.raises(ConfigError, match="par_lifetime"):
         load_settings({"instance_dir": str(tmp_path), "oidc": {"par_lifetime": 600}})
+
+
+def test_one_time_use_holds_on_redis(make_app, redis_url):
+    """The same promises with the store on Redis (``IDP_REDIS_URL``)."""
+    app = make_app(redis_url=redis_url,
+                   store={"redis_prefix": f"par-{secrets.token_hex(4)}:"})
+    secret = _alice_and_web(app)
+    c = app.test_client()
+    uri = push(c, _request()[0], secret=secret).json["request_uri"]
+    at = {"client_id": "web", "request_uri": uri}
+    c.get("/oauth2/authorize", query_string=at)  # presented before completion: still usable
+    assert "code" in follow(c, c.get("/oauth2/authorize", query_string=at))
+    _refused_page(c.get("/oauth2/authorize", query_string=at))
+    _refused_page(c.get("/oauth2/authorize", query_string={"client_id": "web",
+                                                           "request_uri": URN + "made-up"}))
