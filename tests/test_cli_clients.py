@@ -77,3 +77,24 @@ def test_par_and_request_object_flags(idp_env, capsys):
     assert snapshot(idp_env) == before
     back = ok_json(capsys, "clients", "update", "demo-app", "--no-require-par")
     assert back["require_pushed_authorization_requests"] is False
+
+
+def test_a_device_client_from_the_command_line(idp_env, capsys):
+    """`--grant-type urn:ietf:params:oauth:grant-type:device_code` (RFC 8628), no redirect URI."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    made = ok_json(capsys, "clients", "create", "--client-id", "tv", "--grant-type", device,
+                   "--auth-method", "none", "--scope", "openid profile")
+    assert "client_secret" not in made or made["client_secret"] is None
+    assert ok_json(capsys, "clients", "show", "tv")["grant_types"] == [device]
+
+
+def test_sender_constraint_flags(idp_env, capsys):
+    """`--dpop-bound` (RFC 9449 §5.2) and `--cert-bound` (RFC 8705 §3.4) set the metadata the
+    token endpoint enforces; `--no-...` clears them."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    updated = ok_json(capsys, "clients", "update", "demo-app", "--dpop-bound", "--cert-bound")
+    assert updated["dpop_bound_access_tokens"] is True
+    assert updated["tls_client_certificate_bound_access_tokens"] is True
+    cleared = ok_json(capsys, "clients", "update", "demo-app", "--no-dpop-bound")
+    assert cleared["dpop_bound_access_tokens"] is False

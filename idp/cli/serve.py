@@ -6,10 +6,12 @@ import errno
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
+from ..metrics import MULTIPROC_ENV, count_in_directory
 from ..settings import load_settings
 from .base import CliFailure, require_migrated
 
@@ -60,6 +62,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     workers = workers or settings.server.workers or default_workers()
     if not 0 < port < 65536:
         raise CliFailure(f"--port must be 1-65535, not {port}", 2)
+    # Each worker counts into files here, and whichever answers /metrics sums them all
+    # (chosen before anything is counted, in this process too).
+    count_in_directory(
+        Path(os.environ.get(MULTIPROC_ENV) or Path(settings.instance_dir) / "metrics")
+    )
     # Build the whole app once here, as each worker will: a broken install, a missing module
     # or template, an unreachable database or an unreadable key then fails in one line before
     # any worker starts, instead of as a traceback in every worker.

@@ -59,7 +59,9 @@ AUTH_METHODS = (
     "private_key_jwt",
     "none",
 )
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
 MAX_URI_LENGTH = 2000
 
 # Schemes a browser (or a misguided client library) would run or read locally.
@@ -362,6 +364,14 @@ def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
                     "client_secret_jwt (the only clients whose secret is kept)")
 
 
+def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9449 §5.2 ``dpop_bound_access_tokens`` and RFC 8705 §3.4
+    ``tls_client_certificate_bound_access_tokens``: booleans."""
+    for field in ("dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens"):
+        if field in meta and not isinstance(meta[field], bool):
+            raise _fail(field, "must be true or false")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -374,6 +384,7 @@ CHECKS: tuple[Check, ...] = (
     check_resources,
     check_own_settings,
     check_request_objects,
+    check_sender_constraints,
 )
 
 

@@ -34,7 +34,7 @@ from ..sso.stepup import required_acr_values
 from ..sso.users import account_usable, load_user
 from ..storage import audit as audit_rows
 from ..storage.models_oauth import Consent
-from . import jar, pushed
+from . import jar, pushed, sender
 from .claims import claims_release
 from .clients import OAuthClient, client_cache
 from .http import HttpRequest, Values
@@ -181,6 +181,12 @@ def check_resources(svc: Services, client: OAuthClient, values: list[str]) -> li
         return engine(svc).check_resources(client, values)
     except InvalidTargetError as exc:
         raise AuthorizationError("invalid_target", exc.description) from None
+
+
+def check_dpop_jkt(params: dict[str, str]) -> None:
+    """RFC 9449 §10: the thumbprint of the key the code will be redeemed with."""
+    if not sender.check_dpop_jkt(params.get("dpop_jkt")):
+        raise AuthorizationError("invalid_request", "dpop_jkt must be a JWK SHA-256 thumbprint")
 
 
 def _id_token_hint_sub(svc: Services, hint: str | None, client: OAuthClient) -> str | None:
@@ -370,6 +376,7 @@ def check_params(svc: Services, client: OAuthClient, params: dict[str, Any]
     max_age = check_max_age(params)
     claims_request = check_claims(params)
     resources = check_resources(svc, client, params.get("resource_list") or [])
+    check_dpop_jkt(params)
     hinted_sub = _id_token_hint_sub(svc, params.get("id_token_hint"), client)
     return prompt, max_age, claims_request, resources, hinted_sub
 

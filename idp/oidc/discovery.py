@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
-from ..core.client_metadata import REQUEST_OBJECT_ALGS
+from ..core.client_metadata import DEVICE_CODE_GRANT, REQUEST_OBJECT_ALGS
+from .dpop import DPOP_ALGS
 from .jar import ENCRYPTION_ALGS, ENCRYPTION_ENCS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
@@ -18,10 +19,12 @@ CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "
           "phone_number_verified", "address", "groups", "roles"]
 
 
-def metadata(issuer: str, oidc: Any = None) -> dict:
-    """``oidc``: the ``[oidc]`` settings, for what is required of every client."""
+def metadata(issuer: str, oidc: Any = None, *, mtls: bool = False) -> dict:
+    """``oidc``: the ``[oidc]`` settings, for what is required of every client; ``mtls``:
+    certificate-bound tokens are configured (``[mtls] client_cert_header``)."""
     confidential = [m for m in ALL_AUTH_METHODS if m != "none"]
-    return {
+    extra = {"tls_client_certificate_bound_access_tokens": True} if mtls else {}
+    return extra | {
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "token_endpoint": f"{issuer}/oauth2/token",
         "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
@@ -32,7 +35,9 @@ def metadata(issuer: str, oidc: Any = None) -> dict:
         "scopes_supported": list(STANDARD_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  DEVICE_CODE_GRANT],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
@@ -61,4 +66,5 @@ def metadata(issuer: str, oidc: Any = None) -> dict:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": True,
         "frontchannel_logout_session_supported": True,
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
     }

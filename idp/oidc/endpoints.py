@@ -10,9 +10,11 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from ..core import rbac
 from ..services import Services
 from .clients import OAuthClient
+from .dpop import nonce_headers
 from .http import HttpRequest
 from .permissions import service_account_grants
 from .results import BodyResult, JsonResult
+from .sender import token_request, token_type
 from .server import ALL_AUTH_METHODS, engine
 
 log = logging.getLogger("idp.oidc.endpoints")
@@ -43,11 +45,18 @@ def precheck(req: HttpRequest, repeatable: tuple[str, ...] = ()) -> JsonResult |
 
 
 def token(svc: Services, req: HttpRequest) -> JsonResult:
-    """The token endpoint (RFC 6749 §3.2): authlib runs the grant."""
+    """The token endpoint (RFC 6749 §3.2): the DPoP proof is checked (``idp.oidc.sender``),
+    then authlib runs the grant. A fresh ``DPoP-Nonce`` goes with every answer when nonces are
+    required (RFC 9449 §8.2)."""
     bad = precheck(req)
     if bad is not None:
         return bad
-    return engine(svc).server.create_token_response(req)
+    oauth_req = token_request(svc, req)
+    if isinstance(oauth_req, JsonResult):
+        return oauth_req
+    result = engine(svc).server.create_token_response(oauth_req)
+    result.headers.update(nonce_headers(svc))
+    return result
 
 
 def _client_and_token(svc: Services, req: HttpRequest,
@@ -81,9 +90,9 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
     if claims is not None:
         if not _may_introspect(svc, client, claims.get("client_id"), claims.get("aud")):
             return inactive
-        body = {"active": True, "token_type": "Bearer"}
+        body = {"active": True, "token_type": token_type(claims.get("cnf") or {})}
         body.update({k: claims[k] for k in ("scope", "client_id", "sub", "iss", "exp", "iat",
-                                            "aud", "jti", "auth_time", "acr", "sid")
+                                            "aud", "jti", "auth_time", "acr", "sid", "cnf")
                      if k in claims})
         return JsonResult(200, body, NO_STORE)
     row = eng.find_refresh_token(value)

@@ -48,8 +48,17 @@ from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
+from .device import install as install_device_flow
 from .http import HttpRequest, PlainJsonRequest, PlainOAuth2Request
 from .results import JsonResult
+from .sender import (
+    check_code_binding,
+    check_refresh_binding,
+    cnf_for,
+    refresh_cnf,
+    require_constraint,
+    token_type,
+)
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
 
 log = logging.getLogger("idp.oidc")
@@ -304,6 +313,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             self.engine.revoke_grant(data["grant_id"], audit_reason="code_wrong_client",
                                      request=self.request)
             return None
+        check_code_binding(data.get("dpop_jkt"), self.request)
         return AuthCode(data)
 
     def delete_authorization_code(self, authorization_code: AuthCode) -> None:
@@ -318,7 +328,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         client: OAuthClient = self.request.client
         granted = code.data.get("resource") or []
         ctx = dict(code.data, grant_resource=granted,
-                   resource=self.engine.token_resources(client, self.request, granted))
+                   resource=self.engine.token_resources(client, self.request, granted),
+                   cnf=cnf_for(client, self.request))
         return self.engine.issue(client, user, scope, ctx,
                                  include_refresh_token=include_refresh_token,
                                  audited=self.request)
@@ -340,6 +351,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         refused request leaves the client its refresh token. RFC 6749 §6: the scope must not
         exceed the grant; RFC 8707 §2.2: resource must be one of the grant's."""
         self._validate_token_scope(row)
+        check_refresh_binding(row.cnf, self.request)
         self.request.token_resources = self.engine.token_resources(
             self.request.client, self.request, row.resource or [])
 
@@ -359,7 +371,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                "resource": self.request.token_resources,
                "grant_resource": refresh_token.resource, "offline": refresh_token.offline,
                "expires_at": refresh_token.expires_at.timestamp(),
-               "client_id": client.client_id, "scope": scope}
+               "client_id": client.client_id, "scope": scope,
+               "cnf": cnf_for(client, self.request)}
         rotate = self.engine.rotates(client)
         token = self.engine.issue(client, user, scope, ctx, include_refresh_token=rotate)
         if not rotate:
@@ -389,7 +402,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         resources = self.server.engine.token_resources(self.request.client, self.request, [])
         return self.server.engine.issue(self.request.client, None, self.request.scope,
                                         {"client_id": self.request.client.client_id,
-                                         "resource": resources},
+                                         "resource": resources,
+                                         "cnf": cnf_for(self.request.client, self.request)},
                                         include_refresh_token=False,
                                         audited=self.request)
 
@@ -428,7 +442,8 @@ class AuthorizationServer(_AuthorizationServer):
         return JsonResult(status, body, out)
 
     def send_signal(self, name, *args, **kwargs) -> None:
-        return None
+        if name == "after_authenticate_client":  # before a code or refresh token is used up
+            require_constraint(kwargs["client"], kwargs["grant"].request)
 
     def handle_error_response(self, request, error):
         # A failed client authentication is always 401 with a challenge (RFC 6749 §5.2
@@ -457,6 +472,7 @@ class Engine:
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
+        install_device_flow(self)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -584,6 +600,9 @@ class Engine:
                 claims["sid"] = ctx["sid"]
             if ctx.get("grant_id"):
                 claims["gid"] = ctx["grant_id"]
+        cnf = ctx.get("cnf") or {}
+        if cnf:  # RFC 9449 §6, RFC 8705 §3.1: sender-constrained
+            claims["cnf"] = cnf
         fmt = client.setting("access_token_format", self.settings.access_token_format)
         if fmt == "opaque":
             access_token = secrets.token_urlsafe(32)
@@ -591,7 +610,8 @@ class Engine:
         else:
             alg = client.setting("access_token_signed_response_alg", "RS256")
             access_token = self.signer.sign(claims, alg, typ="at+jwt")
-        token = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
+        token = {"access_token": access_token, "token_type": token_type(cnf),
+                 "expires_in": lifetime,
                  "scope": scope}
         wanted = (ctx.get("claims") or {}).get("userinfo")
         if wanted and ctx.get("grant_id"):
@@ -640,6 +660,7 @@ class Engine:
                 sid=ctx.get("sid"), offline=offline, auth_time=ctx.get("auth_time"),
                 acr=ctx.get("acr"), amr=ctx.get("amr") or [],
                 resource=ctx.get("grant_resource", ctx.get("resource")) or [],
+                cnf=refresh_cnf(client, ctx.get("cnf") or {}),
                 created_at=now, last_used_at=now,
                 expires_at=expires))
             if issued is not None:
@@ -903,7 +924,8 @@ class Engine:
                "sub": user.uuid, "auth_time": result.auth_time, "acr": result.acr,
                "amr": result.amr, "sid": public_sid, "nonce": params.get("nonce"),
                "scope": params.get("scope", ""), "claims": params.get("claims_parsed"),
-               "resource": params.get("resource_list") or []}
+               "resource": params.get("resource_list") or [],
+               "dpop_jkt": params.get("dpop_jkt")}
         return ctx
 
 

@@ -60,6 +60,8 @@ EVENT_LABELS = {
     "email.changed": _l("E-mail address changed"),
     "consent.granted": _l("Application access granted"),
     "consent.revoked": _l("Application access revoked"),
+    "device.approved": _l("Device connected with a code"),
+    "device.denied": _l("Device sign-in with a code denied"),
     "token.issued": _l("Token issued to an application"),
     "token.revoked": _l("Token revoked"),
     "registration.created": _l("Account registered"),
@@ -134,6 +136,8 @@ SECURITY_EVENTS = (
     "email.changed",
     "consent.granted",
     "consent.revoked",
+    "device.approved",
+    "device.denied",
     "user.locked",
     "user.unlocked",
 )

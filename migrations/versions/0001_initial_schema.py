@@ -623,6 +623,7 @@ def upgrade() -> None:
     sa.Column('acr', sa.String(length=100), nullable=True),
     sa.Column('amr', sa.JSON(), nullable=False),
     sa.Column('resource', sa.JSON(), nullable=False),
+    sa.Column('cnf', sa.JSON(), nullable=True),
     sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('last_used_at', idp.storage.db.UTCDateTime(), nullable=False),
     sa.Column('expires_at', idp.storage.db.UTCDateTime(), nullable=False),

@@ -83,6 +83,8 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "require_signed_request_object": bool,
     "request_object_signing_alg": str,
     "request_uris": list,
+    "dpop_bound_access_tokens": bool,
+    "tls_client_certificate_bound_access_tokens": bool,
     "default_max_age": int,
     "require_auth_time": bool,
     "software_id": str,

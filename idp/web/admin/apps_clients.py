@@ -17,7 +17,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from ...core.client_metadata import AUTH_METHODS, GRANT_TYPES, MetadataError
+from ...core.client_metadata import AUTH_METHODS, DEVICE_CODE_GRANT, GRANT_TYPES, MetadataError
 from ...errors import Conflict, NotFound, ValidationError
 from ...manage import claim_rules, clients, roles
 from ...storage.clients import DEFAULT_SCOPE
@@ -53,6 +53,7 @@ GRANT_LABELS = {
     "authorization_code": _l("Authorization code"),
     "refresh_token": _l("Refresh token"),
     "client_credentials": _l("Client credentials"),
+    DEVICE_CODE_GRANT: _l("Device authorization (TVs, command-line tools)"),
 }
 # Form fields that hold metadata of the same name.
 URI_LISTS = ("redirect_uris", "post_logout_redirect_uris")

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    GRANT_TYPES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     URI_RULES,
@@ -92,7 +93,10 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
     return Annotated[list[_uri(field, kind)], Field(min_length=min_items, max_length=100)]
 
 
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GrantType = Literal[GRANT_TYPES]
+GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT_TYPES))]
+# The grants a client without redirect_uris may have.
+WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
 RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
 Lifetime = json_int(30, 86400)
@@ -147,7 +151,7 @@ class ClientMetadataIn(_Exact):
                                 "required": ["grant_types"],
                                 "properties": {
                                     "grant_types": {
-                                        "items": {"enum": ["refresh_token", "client_credentials"]}
+                                        "items": {"enum": WITHOUT_REDIRECT}
                                     }
                                 },
                             },
@@ -183,7 +187,7 @@ class ClientMetadataIn(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] = None
+    grant_types: GrantTypes = None
     token_endpoint_auth_method: Literal[AUTH_METHODS] = None
     scope: str = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") = None
@@ -204,6 +208,8 @@ class ClientMetadataIn(_Exact):
     require_signed_request_object: StrictBool = None
     request_object_signing_alg: RequestObjectAlg = None
     request_uris: _uris("request_uris", "fetched") = None
+    dpop_bound_access_tokens: StrictBool = None
+    tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -240,7 +246,7 @@ class ClientMetadataPatch(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) | None = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") | None = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] | None = None
+    grant_types: GrantTypes | None = None
     scope: str | None = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") | None = None
     backchannel_logout_session_required: StrictBool | None = None
@@ -260,6 +266,8 @@ class ClientMetadataPatch(_Exact):
     require_signed_request_object: StrictBool | None = None
     request_object_signing_alg: RequestObjectAlg | None = None
     request_uris: _uris("request_uris", "fetched") | None = None
+    dpop_bound_access_tokens: StrictBool | None = None
+    tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
