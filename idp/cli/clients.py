@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..core.client_metadata import GRANT_TYPES, REQUEST_OBJECT_ALGS, SIGNING_ALGS
+from ..errors import ValidationError
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -145,12 +146,16 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--jwks-uri", default=None, help="'' removes it.")
 @click.option("--resource", "resources", multiple=True,
               help="Replaces the RFC 8707 resource servers it may name (repeat; '' for none).")
+@click.option("--token-exchange", "token_exchange", default=None, metavar="JSON",
+              help="The RFC 8693 token exchange policy as a JSON object ('' removes it), e.g. "
+                   '\'{"accept_from": ["web"], "audiences": ["https://api.example.org/"], '
+                   '"delegation": true}\'.')
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
            require_par, require_signed_request_object, request_object_alg, dpop_bound,
            cert_bound, first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
+           backchannel_logout_uri, jwks_uri, resources, token_exchange, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -160,6 +165,7 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "backchannel_logout_uri": backchannel_logout_uri,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
+        "token_exchange": _policy(token_exchange),
     }
     changes = {
         "access_token_format": access_token_format,
@@ -188,6 +194,17 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         )
         result = manage_clients.public(row)
     click.echo(json.dumps(result) if as_json else f"updated client {client_id}")
+
+
+def _policy(raw: str | None) -> Any:
+    """``--token-exchange``: None (unchanged), "" (removed) or the parsed JSON object; the
+    metadata validator judges its members."""
+    if raw is None or raw == "":
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValidationError("--token-exchange must be a JSON object") from None
 
 
 @clients.command("show")

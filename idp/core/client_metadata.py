@@ -32,8 +32,8 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
 30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
 ``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
-``request_object_signing_alg``) are checked here too, since the engine reads them at every
-sign-in.
+``request_object_signing_alg``; the RFC 8693 ``token_exchange`` policy) are checked here too,
+since the engine reads them at every sign-in.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ AUTH_METHODS = (
 )
 # RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant name
+GRANT_TYPES = (
+    "authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT,
+    TOKEN_EXCHANGE,
+)
 MAX_URI_LENGTH = 2000
 
 # Schemes a browser (or a misguided client library) would run or read locally.
@@ -273,10 +277,9 @@ def check_auth_method(meta: Mapping[str, Any], policy: Policy) -> None:
     method = meta.get("token_endpoint_auth_method", "client_secret_basic")
     if method not in AUTH_METHODS:
         raise _fail("token_endpoint_auth_method", f"must be one of {', '.join(AUTH_METHODS)}")
-    if method == "none" and "client_credentials" in (meta.get("grant_types") or []):
-        raise _fail(
-            "token_endpoint_auth_method", "a public client (none) cannot use client_credentials"
-        )
+    for grant in ("client_credentials", TOKEN_EXCHANGE):
+        if method == "none" and grant in (meta.get("grant_types") or []):
+            raise _fail("token_endpoint_auth_method", f"a public client (none) cannot use {grant}")
     if method == "private_key_jwt" and not (meta.get("jwks_uri") or meta.get("jwks")):
         raise _fail("token_endpoint_auth_method", "private_key_jwt needs a jwks_uri (or jwks)")
 
@@ -372,6 +375,45 @@ def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
             raise _fail(field, "must be true or false")
 
 
+# RFC 8693 token exchange: the client's policy (docs/oidc.md, "Token exchange"). Default deny:
+# without it, or with empty lists and false flags, every exchange is refused.
+TOKEN_EXCHANGE_LISTS = ("accept_from", "audiences")
+TOKEN_EXCHANGE_FLAGS = ("delegation", "impersonation", "refresh_tokens")
+MAX_POLICY_ENTRIES = 50
+
+
+def check_token_exchange(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``token_exchange``: ``accept_from`` (client ids whose tokens may be exchanged),
+    ``audiences`` (audience / resource values it may ask for), ``delegation``,
+    ``impersonation``, ``refresh_tokens`` (booleans), ``max_lifetime`` (seconds)."""
+    field = "token_exchange"
+    value = meta.get(field)
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise _fail(field, "must be an object")
+    known = {*TOKEN_EXCHANGE_LISTS, *TOKEN_EXCHANGE_FLAGS, "max_lifetime"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _fail(field, f"{unknown[0]!r} is not a policy member ({', '.join(sorted(known))})")
+    for name in TOKEN_EXCHANGE_LISTS:
+        items = value.get(name, [])
+        if not isinstance(items, list) or len(items) > MAX_POLICY_ENTRIES or not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_URI_LENGTH and _PRINTABLE_ASCII.fullmatch(v)
+            for v in items
+        ):
+            raise _fail(field, f"{name} must be a list of at most {MAX_POLICY_ENTRIES} "
+                        "non-empty printable strings")
+    for name in TOKEN_EXCHANGE_FLAGS:
+        if name in value and not isinstance(value[name], bool):
+            raise _fail(field, f"{name} must be true or false")
+    lifetime = value.get("max_lifetime")
+    low, high = LIFETIME_RANGE
+    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)
+                                 or not low <= lifetime <= high):
+        raise _fail(field, f"max_lifetime must be a whole number of seconds from {low} to {high}")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -385,6 +427,7 @@ CHECKS: tuple[Check, ...] = (
     check_own_settings,
     check_request_objects,
     check_sender_constraints,
+    check_token_exchange,
 )
 
 

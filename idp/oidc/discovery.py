@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
-from ..core.client_metadata import DEVICE_CODE_GRANT, REQUEST_OBJECT_ALGS
+from ..core.client_metadata import DEVICE_CODE_GRANT, REQUEST_OBJECT_ALGS, TOKEN_EXCHANGE
 from .dpop import DPOP_ALGS
 from .jar import ENCRYPTION_ALGS, ENCRYPTION_ENCS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
@@ -37,7 +37,7 @@ def metadata(issuer: str, oidc: Any = None, *, mtls: bool = False) -> dict:
         "response_modes_supported": ["query", "form_post"],
         "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
-                                  DEVICE_CODE_GRANT],
+                                  DEVICE_CODE_GRANT, TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),

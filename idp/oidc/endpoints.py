@@ -92,7 +92,8 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
             return inactive
         body = {"active": True, "token_type": token_type(claims.get("cnf") or {})}
         body.update({k: claims[k] for k in ("scope", "client_id", "sub", "iss", "exp", "iat",
-                                            "aud", "jti", "auth_time", "acr", "sid", "cnf")
+                                            "aud", "jti", "auth_time", "acr", "sid", "cnf",
+                                            "act")
                      if k in claims})
         return JsonResult(200, body, NO_STORE)
     row = eng.find_refresh_token(value)

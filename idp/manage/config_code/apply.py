@@ -87,6 +87,7 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "tls_client_certificate_bound_access_tokens": bool,
     "default_max_age": int,
     "require_auth_time": bool,
+    "token_exchange": dict,
     "software_id": str,
     "software_version": str,
 }

@@ -21,8 +21,10 @@ from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
     GRANT_TYPES,
+    MAX_POLICY_ENTRIES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
+    TOKEN_EXCHANGE,
     URI_RULES,
     MetadataError,
     uri_problem,
@@ -131,6 +133,26 @@ class _Exact(Strict):
     )
 
 
+PolicyEntry = Annotated[str, *matching(anchored(r"[!-~]{1,2000}"))]
+PolicyList = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICY_ENTRIES)]
+
+
+class TokenExchangePolicy(_Exact):
+    """Which token exchanges (RFC 8693) the client may make (docs/oidc.md, "Token exchange").
+    Default deny: an empty list or a false flag allows nothing."""
+
+    accept_from: PolicyList = Field(
+        None, description="client ids whose tokens it may present as subject tokens"
+    )
+    audiences: PolicyList = Field(
+        None, description="audience / resource values it may ask the new token for"
+    )
+    delegation: StrictBool = Field(None, description="with an actor token: act claim")
+    impersonation: StrictBool = Field(None, description="without an actor token")
+    refresh_tokens: StrictBool = Field(None, description="requested_token_type refresh_token")
+    max_lifetime: Lifetime = Field(None, description="ceiling of the new token's lifetime")
+
+
 class ClientMetadataIn(_Exact):
     """RFC 7591 client metadata (and this IdP's own per-client settings, docs/oidc.md) of a new
     client. The rules between members are in the schema (``allOf``) and enforced as written:
@@ -157,15 +179,18 @@ class ClientMetadataIn(_Exact):
                             },
                         ]
                     },
-                    {
-                        "not": {
-                            "required": ["token_endpoint_auth_method", "grant_types"],
-                            "properties": {
-                                "token_endpoint_auth_method": {"const": "none"},
-                                "grant_types": {"contains": {"const": "client_credentials"}},
-                            },
+                    *(
+                        {
+                            "not": {
+                                "required": ["token_endpoint_auth_method", "grant_types"],
+                                "properties": {
+                                    "token_endpoint_auth_method": {"const": "none"},
+                                    "grant_types": {"contains": {"const": grant}},
+                                },
+                            }
                         }
-                    },
+                        for grant in ("client_credentials", TOKEN_EXCHANGE)
+                    ),
                     {
                         "anyOf": [
                             {
@@ -213,6 +238,7 @@ class ClientMetadataIn(_Exact):
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
+    token_exchange: TokenExchangePolicy = None
     logo_uri: _uri("logo_uri", "https") = None
     client_uri: _uri("client_uri", "https") = None
     policy_uri: _uri("policy_uri", "https") = None
@@ -228,10 +254,11 @@ class ClientMetadataIn(_Exact):
         method = self.token_endpoint_auth_method
         if "authorization_code" in grants and "redirect_uris" not in given:
             raise ValueError("redirect_uris: the authorization_code grant needs redirect URIs")
-        if method == "none" and "client_credentials" in grants:
-            raise ValueError(
-                "token_endpoint_auth_method: a public client (none) cannot use client_credentials"
-            )
+        for grant in ("client_credentials", TOKEN_EXCHANGE):
+            if method == "none" and grant in grants:
+                raise ValueError(
+                    f"token_endpoint_auth_method: a public client (none) cannot use {grant}"
+                )
         if method == "private_key_jwt" and not given & {"jwks_uri", "jwks"}:
             raise ValueError("token_endpoint_auth_method: private_key_jwt needs jwks_uri or jwks")
         if {"jwks", "jwks_uri"} <= given:
@@ -269,6 +296,7 @@ class ClientMetadataPatch(_Exact):
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
+    token_exchange: TokenExchangePolicy | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
     policy_uri: _uri("policy_uri", "https") | None = None
