@@ -25,6 +25,7 @@ from ...core.client_metadata import (
     ENCRYPTION_KTY,
     GRANT_TYPES,
     MAX_POLICY_ENTRIES,
+    REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     SUBJECT_TYPES,
     TOKEN_EXCHANGE,
@@ -104,6 +105,7 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 # The grants a client without redirect_uris may have.
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
+RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
 EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
 EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
 SubjectType = Literal[SUBJECT_TYPES]
@@ -292,6 +294,10 @@ class ClientMetadataIn(_Exact):
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
+    require_pushed_authorization_requests: StrictBool = None
+    require_signed_request_object: StrictBool = None
+    request_object_signing_alg: RequestObjectAlg = None
+    request_uris: _uris("request_uris", "fetched") = None
     dpop_bound_access_tokens: StrictBool = None
     tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
@@ -362,6 +368,10 @@ class ClientMetadataPatch(_Exact):
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
+    require_pushed_authorization_requests: StrictBool | None = None
+    require_signed_request_object: StrictBool | None = None
+    request_object_signing_alg: RequestObjectAlg | None = None
+    request_uris: _uris("request_uris", "fetched") | None = None
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
