@@ -73,6 +73,6 @@ def test_read_only_administrators_see_no_forms(app, svc):
     page = client.get("/admin/upstreams")
     assert page.status_code == 200
     assert 'action="/admin/upstreams"' not in page.get_data(as_text=True)
-    refused = _add(client, console_csrf(client, "/admin/"))
+    refused = _add(client, console_csrf(client, "/logout"))
     assert refused.status_code == 403
     assert audits(svc, "upstream.created") == []
