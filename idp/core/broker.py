@@ -24,10 +24,10 @@ ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 # Local user fields a mapping rule may fill, and the standard claims that fill them by default
-# (OIDC Core §5.1 names; a SAML upstream maps its attributes with rules).
+# (OIDC Core §5.1 names; a SAML upstream maps its attributes with rules). The e-mail address is
+# the upstream's own (``UpstreamIdentity.email``), never mapped: it decides account matching.
 USER_FIELDS = (
     "username",
-    "email",
     "given_name",
     "middle_name",
     "family_name",

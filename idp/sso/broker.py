@@ -30,7 +30,7 @@ from ..core.broker import (
 )
 from ..core.policy import ACCOUNT_OK
 from ..errors import NotFound
-from ..storage.directory import USERNAME_RE, Directory, NewUser
+from ..storage.directory import EMAIL_RE, USERNAME_RE, Directory, NewUser
 from ..storage.models import Client, SamlServiceProvider, User
 from ..storage.models_broker import UpstreamLink, UpstreamProvider
 from .users import state_of
@@ -237,10 +237,10 @@ def resolve(
         state = state_of(svc, user)
         if state != ACCOUNT_OK:
             return _refuse(db, audit, prov, f"account_{state}", target=user.uuid)
-        if prov.sync_mode == "force":
-            _apply_profile(db, user, map_identity(identity, parse_rules(prov.mapping)))
+        mapped = _synced(db, prov, identity, user)
         link.last_login_at = svc.clock.utcnow()
-        audit(db, "broker.login", actor=user.uuid, target=user.uuid, provider=prov.alias)
+        audit(db, "broker.login", actor=user.uuid, target=user.uuid, provider=prov.alias,
+              **mapped)
         return Resolution("signin", user)
     local = _user_by_email(db, identity.email)
     if local is not None:
@@ -253,9 +253,9 @@ def resolve(
         return Resolution("confirm", local)
     if not prov.create_users:
         return _refuse(db, audit, prov, REFUSED_NO_ACCOUNT)
-    user = _provision(svc, db, prov, identity)
+    user, mapped = _provision(svc, db, prov, identity)
     audit(db, "user.created", actor=user.uuid, target=user.uuid, source="broker",
-          provider=prov.alias)
+          provider=prov.alias, **mapped)
     return _linked(svc, db, prov, identity, user, audit, created=True)
 
 
@@ -282,11 +282,10 @@ def _linked(svc, db, prov, identity, user, audit, *, created: bool) -> Resolutio
     now = svc.clock.utcnow()
     db.add(UpstreamLink(user_id=user.id, provider_id=prov.id, subject=identity.subject,
                         linked_at=now, last_login_at=now))
-    if not created and prov.sync_mode == "force":
-        _apply_profile(db, user, map_identity(identity, parse_rules(prov.mapping)))
+    mapped = {} if created else _synced(db, prov, identity, user)
     db.flush()
     audit(db, "broker.linked", actor=user.uuid, target=user.uuid, provider=prov.alias,
-          confirmed=not created)
+          confirmed=not created, **mapped)
     audit(db, "broker.login", actor=user.uuid, target=user.uuid, provider=prov.alias)
     return Resolution("signin", user, created=created)
 
@@ -318,11 +317,21 @@ def _free_username(db: Session, wanted: str) -> str:
     return name
 
 
+def _synced(db: Session, prov: UpstreamProvider, identity: UpstreamIdentity,
+            user: User) -> dict[str, list[str]]:
+    """With ``sync_mode`` "force", the mapped profile applied again (what was applied)."""
+    if prov.sync_mode != "force":
+        return {}
+    return _apply_profile(db, user, map_identity(identity, parse_rules(prov.mapping)))
+
+
 def _provision(
     svc: Services, db: Session, prov: UpstreamProvider, identity: UpstreamIdentity
-) -> User:
+) -> tuple[User, dict[str, list[str]]]:
     profile = map_identity(identity, parse_rules(prov.mapping))
     email = identity.email.strip().lower() if identity.email else None
+    if email and not EMAIL_RE.match(email):
+        email = None  # not an address this directory can hold: the account goes without
     wanted = profile.fields.get("username") or (email.split("@")[0] if email else "")
     user = Directory(db, svc.clock).create_user(
         NewUser(username=_free_username(db, wanted or f"{prov.alias}-user"), email=email)
@@ -330,34 +339,39 @@ def _provision(
     user.email_verified = bool(email and identity.email_verified)
     user.source = "broker"
     user.external_id = f"{prov.alias}:{identity.subject}"[:255]
-    _apply_profile(db, user, profile, creating=True)
-    return user
+    return user, _apply_profile(db, user, profile)
 
 
 _PROFILE_FIELDS = ("given_name", "middle_name", "family_name", "display_name", "phone", "locale")
 
 
-def _apply_profile(db: Session, user: User, profile: MappedProfile, creating: bool = False):
-    """Copy the mapped fields (e-mail and username only when the account is new: they are
-    how people sign in) and add the mapped groups and roles. Groups or roles that do not exist
-    here are skipped and logged; memberships are added, never removed."""
+def _apply_profile(db: Session, user: User, profile: MappedProfile) -> dict[str, list[str]]:
+    """Copy the mapped fields (the username only when the account is new: people sign in with
+    it) and add the mapped groups and roles; the groups and roles applied, for the audit row.
+    Groups or roles that do not exist here are skipped and logged; memberships are added,
+    never removed."""
     for name in _PROFILE_FIELDS:
         value = profile.fields.get(name)
         if value:
             setattr(user, name, value[: User.__table__.c[name].type.length or 300])
     directory = Directory(db)
+    applied: dict[str, list[str]] = {}
     for path in profile.groups:
         try:
             directory.add_member(directory.group_by_path(path), user)
         except NotFound:
             log.warning("mapped group %r does not exist", path)
+            continue
+        applied.setdefault("mapped_groups", []).append(path)
     for name in profile.roles:
         try:
             directory.assign_role(user, directory.role_by_name(name))
         except NotFound:
             log.warning("mapped role %r does not exist", name)
-    if not creating:
-        db.flush()
+            continue
+        applied.setdefault("mapped_roles", []).append(name)
+    db.flush()
+    return applied
 
 
 # --- first-login linking waiting for proof ------------------------------------------------------

@@ -20,7 +20,7 @@ from support import base_overrides, init_database
 
 BROKER = "http://127.0.0.1:5999"
 RP = "https://rp.example.org/cb"
-ALIASES = ("corp", "gh", "other", "off")
+ALIASES = ("corp", "gh", "other", "off", "sync")
 
 
 def csrf(html: str) -> str:
@@ -69,6 +69,7 @@ def upstream_idp(tmp_path_factory) -> Iterator[Upstream]:
                 ("quin", "quin@corp.example", True, []),
                 ("ray", "ray@corp.example", True, []),
                 ("pat", "pat@corp.example", True, []),
+                ("sam", "sam@corp.example", True, ["admins"]),
             ]
             for name, email, verified, groups in people:
                 user = d.create_user(
@@ -100,8 +101,8 @@ class Broker:
 def broker_idp(tmp_path_factory, upstream: Upstream) -> Iterator[Broker]:
     """The brokering IdP: a downstream RP client, local users, and the upstreams ``corp``
     (OIDC, JIT on, HRD corp.example, a group mapping), ``gh`` (plain OAuth 2 over the
-    upstream's endpoints), ``other`` (allowed to no client but ``rp2``) and ``off``
-    (disabled)."""
+    upstream's endpoints), ``other`` (allowed to no client but ``rp2``), ``sync`` (profile
+    applied at every sign-in, hidden from the login page) and ``off`` (disabled)."""
     from idp.app import create_app
     from idp.backends.chain import password_hasher
     from idp.manage import Actor, transaction, upstreams
@@ -154,6 +155,11 @@ def broker_idp(tmp_path_factory, upstream: Upstream) -> Iterator[Broker]:
             }}, upstream.secret)
         upstreams.create(ctx, "other", "oidc", {
             "display_name": "Other", "config": oidc_config}, upstream.secret)
+        upstreams.create(ctx, "sync", "oidc", {
+            "display_name": "Synced", "config": oidc_config, "create_users": True,
+            "sync_mode": "force", "hide_on_login": True,
+            "mapping": [{"claim": "groups", "value": "admins", "group": "Admins"}]},
+            upstream.secret)
         upstreams.create(ctx, "off", "oidc", {
             "display_name": "Off", "config": oidc_config, "enabled": False}, upstream.secret)
     try:

@@ -90,7 +90,8 @@ def test_first_sign_in_creates_the_account_maps_it_and_reaches_the_rp(broker, up
     assert uma.source == "broker" and uma.email_verified and uma.given_name == "Uma"
     assert claims["sub"] == uma.uuid
     assert after["members"] == before["members"] + 1  # groups "admins" -> local "Admins"
-    assert audits(broker.svc, "user.created")[-1]["provider"] == "corp"
+    created = audits(broker.svc, "user.created")[-1]
+    assert created["provider"] == "corp" and created["mapped_groups"] == ["Admins"]
     assert audits(broker.svc, "broker.linked")[-1]["_target"] == uma.uuid
 
 
@@ -285,3 +286,25 @@ def test_plain_oauth2_upstream_signs_in_from_userinfo(broker, upstream):
     assert state_of(broker.svc)["users"] == before["users"] + 1
     pat = user_named(broker.svc, "pat")
     assert pat.external_id.startswith("gh:") and pat.email_verified
+
+
+def test_force_sync_applies_the_upstream_profile_at_every_sign_in(broker, upstream):
+    from idp.storage.models import User
+
+    client, resp, _v = _through_upstream(broker, upstream, "sam", alias="sync")
+    follow_to_rp(client, resp)
+    assert user_named(broker.svc, "sam").given_name == "Sam"
+    with upstream.live.svc.sessions.begin() as db:
+        db.query(User).filter(User.username == "sam").update({"given_name": "Samuel"})
+    client, resp, _v = _through_upstream(broker, upstream, "sam", alias="sync")
+    follow_to_rp(client, resp)
+    assert user_named(broker.svc, "sam").given_name == "Samuel"
+    assert audits(broker.svc, "broker.login")[-1]["mapped_groups"] == ["Admins"]
+
+
+def test_a_hidden_upstream_has_no_button_but_answers_its_hint(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client)
+    assert 'value="sync"' not in client.get(resp.headers["Location"]).get_data(as_text=True)
+    resp, _v = authorize(client, idp_hint="sync")
+    assert client.get(resp.headers["Location"]).headers["Location"].startswith(upstream.url)
