@@ -197,14 +197,13 @@ def take_flight(svc: Services, state: str | None, browser_secret: str | None) ->
 
 @dataclass
 class Resolution:
-    """``signin``: sign ``user`` in (``created``: just provisioned); ``confirm``: ``user``
-    has the upstream's verified e-mail, and linking waits for proof of that account;
-    ``refused``: ``reason`` says why (nothing was linked or created)."""
+    """``signin``: sign ``user`` in; ``confirm``: ``user`` has the upstream's verified e-mail,
+    and linking waits for proof of that account; ``refused``: ``reason`` says why (nothing was
+    linked or created)."""
 
     outcome: str
     user: User | None = None
     reason: str = ""
-    created: bool = False
 
 
 def _link_of(db: Session, prov: UpstreamProvider, subject: str) -> UpstreamLink | None:
@@ -287,7 +286,7 @@ def _linked(svc, db, prov, identity, user, audit, *, created: bool) -> Resolutio
     audit(db, "broker.linked", actor=user.uuid, target=user.uuid, provider=prov.alias,
           confirmed=not created, **mapped)
     audit(db, "broker.login", actor=user.uuid, target=user.uuid, provider=prov.alias)
-    return Resolution("signin", user, created=created)
+    return Resolution("signin", user)
 
 
 def _has_link(db: Session, prov: UpstreamProvider, user: User) -> bool:
