@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..broker import callback_url, protocol
+from ..broker import UpstreamError, callback_url, protocol
 from ..core.broker import ALIAS_RE, KINDS, SYNC_MODES, parse_domains, parse_rules
 from ..errors import Conflict, NotFound, ValidationError
 from ..storage.models import User
@@ -93,7 +93,7 @@ def _checked(kind: str, values: Mapping[str, Any], has_secret: bool) -> dict[str
             if not isinstance(values["config"], Mapping):
                 raise ValueError("config must be an object")
             out["config"] = protocol(kind).check_config(values["config"], has_secret)
-    except ValueError as exc:
+    except (ValueError, UpstreamError) as exc:
         raise ValidationError(str(exc)) from None
     return out
 
@@ -111,7 +111,7 @@ def create(ctx: Context, alias: str, kind: str, values: Mapping[str, Any],
         )
     try:
         protocol(kind)
-    except KeyError:
+    except UpstreamError:
         raise ValidationError(f"kind must be one of {', '.join(KINDS)}") from None
     if ctx.db.scalar(select(UpstreamProvider.id).where(UpstreamProvider.alias == alias)):
         raise Conflict(f"upstream identity provider {alias!r} already exists")

@@ -135,5 +135,8 @@ def upstream_logout(upstream: dict[str, Any] | None) -> str | None:
         prov = hub.provider(db, str(upstream.get("provider", "")))
     if prov is None or not prov.enabled:
         return None
-    return protocol(prov.kind).logout_url(svc(), prov, str(upstream["ref"]),
-                                          absolute("login.logout"))
+    try:
+        return protocol(prov.kind).logout_url(svc(), prov, str(upstream["ref"]),
+                                              absolute("login.logout"))
+    except UpstreamError:
+        return None
