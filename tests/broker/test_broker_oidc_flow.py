@@ -308,3 +308,36 @@ def test_a_hidden_upstream_has_no_button_but_answers_its_hint(broker, upstream):
     assert 'value="sync"' not in client.get(resp.headers["Location"]).get_data(as_text=True)
     resp, _v = authorize(client, idp_hint="sync")
     assert client.get(resp.headers["Location"]).headers["Location"].startswith(upstream.url)
+
+
+def test_a_saml_sp_request_resumes_after_the_upstream_sign_in(broker, upstream, tmp_path):
+    """The hub is protocol-neutral: a pysaml2 SP's AuthnRequest at the broker, "Sign in with
+    Corp", and the SAML Response pysaml2 accepts names the brokered user."""
+    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+    from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+    from saml_support import form_with, pysaml2_sp
+
+    from idp.saml.registry import SpRegistry
+
+    client = broker.client()
+    metadata = client.get("/saml/metadata").get_data(as_text=True)
+    sp, sp_metadata = pysaml2_sp(tmp_path, metadata, entity_id="https://sp.example.org/broker")
+    with broker.svc.sessions.begin() as db:
+        SpRegistry(db).add(sp_metadata, replace=True)
+    reqid, info = sp.prepare_for_authenticate(
+        entityid=f"{BROKER}/saml/metadata", relay_state="/after", binding=BINDING_HTTP_REDIRECT,
+        sigalg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)
+    resp = client.get(dict(info["headers"])["Location"].removeprefix(BROKER))
+    assert resp.status_code in (302, 303) and resp.headers["Location"].startswith("/login?r=")
+    started = choose(client, resp.headers["Location"], "corp")
+    returned = upstream_login(requests.Session(), started.headers["Location"], "tess")
+    resp = back(client, returned)
+    for _ in range(6):
+        if resp.status_code not in (302, 303):
+            break
+        resp = client.get(resp.headers["Location"].removeprefix(BROKER))
+    _, fields = form_with(resp.get_data(as_text=True), "SAMLResponse")
+    answer = sp.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST,
+                                             outstanding={reqid: "/after"})
+    assert answer.get_identity()["uid"] == ["tess"]
+    assert answer.get_identity()["mail"] == ["tess@corp.example"]
