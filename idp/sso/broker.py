@@ -153,7 +153,7 @@ class Flight:
         return asdict(self)
 
 
-def start_flight(
+def new_flight(
     svc: Services,
     alias: str,
     *,
@@ -161,9 +161,10 @@ def start_flight(
     next_url: str | None,
     browser_secret: str,
     login_hint: str | None = None,
-    data: dict[str, Any] | None = None,
 ) -> Flight:
-    flight = Flight(
+    """A flight with fresh state, nonce and PKCE verifier, not stored yet: the protocol's
+    ``begin`` may add to its ``data`` (a SAML request id) before ``save_flight``."""
+    return Flight(
         state=secrets.token_urlsafe(32),
         provider=alias,
         rid=rid,
@@ -172,10 +173,12 @@ def start_flight(
         nonce=secrets.token_urlsafe(32),
         verifier=secrets.token_urlsafe(48),
         login_hint=login_hint,
-        data=dict(data or {}),
     )
+
+
+def save_flight(svc: Services, flight: Flight) -> None:
+    """Keep the flight until the upstream answers (``[broker] flight_seconds``)."""
     svc.store.put(_FLIGHT + flight.state, flight.to_dict(), svc.settings.broker.flight_seconds)
-    return flight
 
 
 def take_flight(svc: Services, state: str | None, browser_secret: str | None) -> Flight | None:

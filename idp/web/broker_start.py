@@ -66,8 +66,8 @@ def start(prov: UpstreamProvider, rid: str | None, next_url: str | None,
           login_hint: str | None = None) -> Response:
     """Send the browser to ``prov`` for a sign-in that answers ``rid`` (or goes to
     ``next_url``)."""
-    flight = hub.start_flight(svc(), prov.alias, rid=rid, next_url=next_url,
-                              browser_secret=browser_secret(), login_hint=login_hint)
+    flight = hub.new_flight(svc(), prov.alias, rid=rid, next_url=next_url,
+                            browser_secret=browser_secret(), login_hint=login_hint)
     try:
         out = protocol(prov.kind).begin(svc(), prov, flight)
     except UpstreamError as exc:
@@ -75,6 +75,7 @@ def start(prov: UpstreamProvider, rid: str | None, next_url: str | None,
         with svc().sessions.begin() as db:
             audit(db, "broker.refused", provider=prov.alias, reason=exc.reason)
         return Response(*refused_page(502), mimetype="text/html")
+    hub.save_flight(svc(), flight)
     if out.form is None:
         return redirect(out.url, 303)
     page = render_template("form_post.html", action=out.url, fields=list(out.form.items()))
