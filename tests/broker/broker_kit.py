@@ -71,6 +71,7 @@ def upstream_idp(tmp_path_factory) -> Iterator[Upstream]:
                 ("pat", "pat@corp.example", True, []),
                 ("sam", "sam@corp.example", True, ["admins"]),
                 ("tess", "tess@corp.example", True, []),
+                ("mia", "mia@corp.example", True, []),
             ]
             for name, email, verified, groups in people:
                 user = d.create_user(

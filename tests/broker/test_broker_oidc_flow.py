@@ -106,6 +106,18 @@ def test_a_linked_account_signs_in_again_without_a_new_account(broker, upstream)
     assert audits(broker.svc, "broker.login")[-1]["_target"] == first["sub"]
 
 
+def test_the_local_mfa_policy_still_applies_after_the_upstream(broker, upstream):
+    from idp.storage.models import User
+
+    client, resp, _v = _through_upstream(broker, upstream, "mia")
+    follow_to_rp(client, resp)
+    with broker.svc.sessions.begin() as db:
+        db.query(User).filter(User.username == "mia").update({"require_mfa": True})
+    client, resp, _v = _through_upstream(broker, upstream, "mia")
+    assert resp.status_code in (302, 303)
+    assert resp.headers["Location"].endswith("/login/step")  # not the RP yet
+
+
 def test_verified_email_of_a_local_user_links_only_after_the_local_password(broker, upstream):
     before = state_of(broker.svc)
     client, resp, verifier = _through_upstream(broker, upstream, "walt")
