@@ -44,6 +44,7 @@ log = logging.getLogger("idp.broker")
 bp = Blueprint("broker", __name__)
 
 _LINK_KEY = "broker_link"
+_MAIL_SENT = "broker:linkmail:"
 REFUSALS = {
     hub.REFUSED_NO_ACCOUNT: _l(
         "There is no account here for the identity you signed in with, and none may be "
@@ -172,6 +173,9 @@ def link() -> Any:
             return _link_page(form, user, prov.display_name,
                               _("The form expired. Please try again."), 400)
         if form.mail.data:
+            # One mail a minute per pending link: the button must not flood the mailbox.
+            if not svc().store.add(_MAIL_SENT + key, 1, 60):
+                return _link_page(form, user, prov.display_name, sent=True)
             token = secrets.token_urlsafe(32)
             pending.mail_token = svc().hasher.hash(token)
             hub.save_link(svc(), pending, key)
