@@ -50,9 +50,12 @@ class UpstreamProtocol(Protocol):
         """The identity in the upstream's answer (the callback's parameters); UpstreamError."""
 
     def logout_url(
-        self, svc: Services, prov: UpstreamProvider, session_ref: str, return_to: str
+        self, svc: Services, prov: UpstreamProvider, session_ref: str, return_to: str,
+        state: str,
     ) -> str | None:
-        """Where to send the browser to end the upstream session too (None: not supported)."""
+        """Where to send the browser to end the upstream session too (None: not supported);
+        the upstream sends it back to ``return_to`` with ``state`` (OIDC ``state``, SAML
+        RelayState)."""
 
 
 def callback_url(svc: Services, alias: str) -> str:

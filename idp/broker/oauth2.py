@@ -202,5 +202,5 @@ class OAuth2Upstream:
         return None, False
 
     def logout_url(self, svc: Services, prov: UpstreamProvider, session_ref: str,
-                   return_to: str) -> str | None:
+                   return_to: str, state: str) -> str | None:
         return None

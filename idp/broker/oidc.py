@@ -175,7 +175,7 @@ class OidcUpstream(OAuth2Upstream):
         return claims
 
     def logout_url(self, svc: Services, prov: UpstreamProvider, session_ref: str,
-                   return_to: str) -> str | None:
+                   return_to: str, state: str) -> str | None:
         """OIDC RP-Initiated Logout 1.0 §2 at the upstream, when it has an end-session
         endpoint and the provider's ``logout`` is not off."""
         if prov.config.get("logout") is False:
@@ -187,5 +187,5 @@ class OidcUpstream(OAuth2Upstream):
         if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
             return None
         query = urlencode({"id_token_hint": session_ref, "post_logout_redirect_uri": return_to,
-                           "client_id": prov.config["client_id"]})
+                           "client_id": prov.config["client_id"], "state": state})
         return endpoint + ("&" if "?" in endpoint else "?") + query

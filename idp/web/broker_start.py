@@ -127,17 +127,34 @@ def start_button():
     return start(prov, rid, safe_next(request.form.get("next")))
 
 
-def upstream_logout(upstream: dict[str, Any] | None) -> str | None:
+_AFTER_LOGOUT = "broker:logout:"
+AFTER_LOGOUT_TTL = 600  # seconds the upstream has to send the browser back
+
+
+def upstream_logout(upstream: dict[str, Any] | None, then: str | None) -> str | None:
     """Where to send the browser to end the upstream session behind the SSO session that just
-    ended (RP-initiated logout with ``id_token_hint``), or None."""
+    ended (RP-initiated logout with ``id_token_hint``), or None. The upstream sends it back to
+    ``/logout`` with a ``state`` that leads on to ``then`` (a checked URL), if given."""
     if not upstream:
         return None
     with svc().sessions() as db:
         prov = hub.provider(db, str(upstream.get("provider", "")))
     if prov is None or not prov.enabled:
         return None
+    state = secrets.token_urlsafe(24)
     try:
-        return protocol(prov.kind).logout_url(svc(), prov, str(upstream["ref"]),
-                                              absolute("login.logout"))
+        away = protocol(prov.kind).logout_url(svc(), prov, str(upstream["ref"]),
+                                              absolute("login.logout"), state)
     except UpstreamError:
         return None
+    if away and then:
+        svc().store.put(_AFTER_LOGOUT + state, then, AFTER_LOGOUT_TTL)
+    return away
+
+
+def after_upstream_logout(state: str | None) -> str | None:
+    """Back from the upstream's logout: where the sign-out was going (once), or None."""
+    if not state or len(state) > 64:
+        return None
+    then = svc().store.take(_AFTER_LOGOUT + state)
+    return str(then) if then else None

@@ -761,6 +761,10 @@ def logout():
     form = ConfirmForm()
     if request.method == "GET" or current is None:
         if current is None:
+            # Back from an upstream's logout (docs/brokering.md): on to where sign-out was going.
+            onward = broker_start.after_upstream_logout(request.args.get("state"))
+            if onward:
+                return redirect(onward, 303)
             return render_template("logged_out.html", next_url=next_url)
         return render_template("logout.html", form=form, next_url=next_url)
     if not form.validate():
@@ -776,7 +780,7 @@ def logout():
         audit(db, "logout", actor=current.user_uuid, target=current.user_uuid)
     session.clear()
     # Signed in through an upstream that supports it: log out there too (it comes back here).
-    away = broker_start.upstream_logout(upstream) or next_url
+    away = broker_start.upstream_logout(upstream, next_url) or next_url
     resp = (
         redirect(away)
         if away

@@ -20,6 +20,7 @@ from support import base_overrides, init_database
 
 BROKER = "http://127.0.0.1:5999"
 RP = "https://rp.example.org/cb"
+RP_BYE = "https://rp.example.org/bye"
 ALIASES = ("corp", "gh", "other", "off", "sync")
 
 
@@ -72,6 +73,7 @@ def upstream_idp(tmp_path_factory) -> Iterator[Upstream]:
                 ("sam", "sam@corp.example", True, ["admins"]),
                 ("tess", "tess@corp.example", True, []),
                 ("mia", "mia@corp.example", True, []),
+                ("lou", "lou@corp.example", True, []),
             ]
             for name, email, verified, groups in people:
                 user = d.create_user(
@@ -131,6 +133,7 @@ def broker_idp(tmp_path_factory, upstream: Upstream) -> Iterator[Broker]:
             user.email_verified = verified
         reg = ClientRegistry(db, svc.hasher, svc.sealer)
         _, rp_secret = reg.create("rp", name="Downstream", redirect_uris=[RP],
+                                  post_logout_redirect_uris=[RP_BYE],
                                   grant_types=["authorization_code"],
                                   scope="openid profile email groups", first_party=True)
         reg.create("rp2", name="Only other", redirect_uris=[RP],

@@ -14,6 +14,7 @@ import requests
 from broker_kit import (
     BROKER,
     RP,
+    RP_BYE,
     audits,
     authorize,
     back,
@@ -293,6 +294,24 @@ def test_logout_here_visits_the_upstreams_end_session_endpoint(broker, upstream)
     done = requests.get(target, allow_redirects=False, timeout=10)  # accepted, back here
     assert done.status_code in (302, 303), done.text[:300]
     assert done.headers["Location"].startswith(f"{BROKER}/logout")
+    assert client.get(done.headers["Location"].removeprefix(BROKER)).status_code == 200
+
+
+def test_rp_initiated_logout_visits_the_upstream_then_returns_to_the_rp(broker, upstream):
+    client, resp, verifier = _through_upstream(broker, upstream, "lou")
+    answer = follow_to_rp(client, resp)
+    hint = _redeem(broker, client, answer["code"], verifier)["id_token"]
+    out = client.get("/oauth2/logout", query_string={
+        "id_token_hint": hint, "post_logout_redirect_uri": RP_BYE, "state": "rp-state"})
+    assert out.status_code == 303
+    assert out.headers["Location"].startswith(upstream.url)
+    back_here = requests.get(out.headers["Location"], allow_redirects=False, timeout=10)
+    assert back_here.headers["Location"].startswith(f"{BROKER}/logout?state=")
+    path = back_here.headers["Location"].removeprefix(BROKER)
+    onward = client.get(path)
+    assert onward.status_code == 303
+    assert onward.headers["Location"] == f"{RP_BYE}?state=rp-state"
+    assert client.get(path).status_code == 200  # the state leads on once
 
 
 def test_plain_oauth2_upstream_signs_in_from_userinfo(broker, upstream):
