@@ -171,3 +171,23 @@ def test_a_good_token_a_second_inside_the_skew_signs_in(env):
     assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
     assert state_of(svc)["users"] == before["users"] + 1
     assert audits(svc, "broker.login")[-1]["provider"] == "fake"
+
+
+@pytest.mark.parametrize(("wait", "signed_in"), [(599, True), (601, False)])
+def test_a_started_sign_in_waits_flight_seconds_for_the_callback(env, wait, signed_in):
+    app, svc, fake = env
+    client, state, nonce = _start(app)
+    svc.clock.advance(wait)
+    try:
+        fake.id_token = _signed(_claims(fake, nonce, iat=svc.clock.now(),
+                                        exp=svc.clock.now() + 300))
+        before = state_of(svc)
+        resp = client.get(f"/broker/fake/callback?code=c1&state={state}")
+        if signed_in:
+            assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
+        else:
+            assert resp.status_code == 400
+            assert audits(svc, "broker.refused")[-1]["reason"] == "unknown_state"
+            assert state_of(svc) == before
+    finally:
+        svc.clock.advance(-wait)
