@@ -94,6 +94,8 @@ def test_first_sign_in_creates_the_account_maps_it_and_reaches_the_rp(broker, up
     created = audits(broker.svc, "user.created")[-1]
     assert created["provider"] == "corp" and created["mapped_groups"] == ["Admins"]
     assert audits(broker.svc, "broker.linked")[-1]["_target"] == uma.uuid
+    exported = client.get("/account/export").get_json()  # the person's own data export
+    assert [link["provider"] for link in exported["upstream_links"]] == ["corp"]
 
 
 def test_a_linked_account_signs_in_again_without_a_new_account(broker, upstream):
