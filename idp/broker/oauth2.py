@@ -57,7 +57,15 @@ def _endpoint(config: Mapping[str, Any], name: str, required: bool = True) -> st
     return value
 
 
-def _check_common(config: Mapping[str, Any], has_secret: bool) -> dict[str, Any]:
+_COMMON_KEYS = {"client_id", "scopes", "token_endpoint_auth_method", "authorize_params"}
+
+
+def _check_common(config: Mapping[str, Any], has_secret: bool,
+                  own_keys: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(config) - _COMMON_KEYS - own_keys)
+    if unknown:
+        hint = " (the secret is given apart and kept sealed)" if "secret" in unknown[0] else ""
+        raise ValueError(f"unknown setting {unknown[0]!r}{hint}")
     client_id = config.get("client_id")
     if not isinstance(client_id, str) or not client_id.strip():
         raise ValueError("client_id is required")
@@ -89,7 +97,9 @@ class OAuth2Upstream:
     default_scopes = ""
 
     def check_config(self, config: Mapping[str, Any], has_secret: bool) -> dict[str, Any]:
-        out = _check_common(config, has_secret)
+        out = _check_common(config, has_secret, {
+            "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "emails_endpoint",
+            "subject_claim", "email_claim"})
         for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
             out[name] = _endpoint(config, name)
         emails = _endpoint(config, "emails_endpoint", required=False)

@@ -52,7 +52,7 @@ class OidcUpstream(OAuth2Upstream):
     default_scopes = "openid profile email"
 
     def check_config(self, config: Mapping[str, Any], has_secret: bool) -> dict[str, Any]:
-        out = _check_common(config, has_secret)
+        out = _check_common(config, has_secret, {"issuer", "discovery_url", "logout"})
         issuer = _endpoint(config, "issuer")
         assert issuer is not None
         out["issuer"] = issuer

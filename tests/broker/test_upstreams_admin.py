@@ -149,6 +149,8 @@ def test_api_create_read_patch_delete(app):
     (_body(config={"issuer": "ftp://x", "client_id": "c"}), 409, "issuer must be"),
     (_body(mapping=[{"claim": "x", "field": "password_hash"}]), 409, "field must be one of"),
     (_body(client_secret=None), 409, "client secret is required"),
+    (_body(config={"issuer": "https://a.example", "client_id": "c", "client_secret": "x"}), 409,
+     "unknown setting 'client_secret' (the secret is given apart"),
     (_body(config={"issuer": "https://a.example", "client_id": "c",
                    "authorize_params": {"redirect_uri": "https://evil.example"}}), 409,
      "must not set redirect_uri"),
