@@ -28,6 +28,7 @@ repeated, medians reported side by side:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -350,6 +351,8 @@ def main() -> None:
     parser.add_argument(
         "--server-threads", type=int, default=0, help="server.threads (default: the IdP's own)"
     )
+    parser.add_argument("--json", dest="json_out", default=None,
+                        help="also write the medians to this file (bench/run.py reads it)")
     args = parser.parse_args()
 
     modes = client_modes(args.client) if args.mode in ("both", "server") else []
@@ -369,8 +372,11 @@ def main() -> None:
 
     print(f"rounds={args.rounds}, medians")
     print(f"{'mode':52s} {'argon2id/s':>10s} {'logins/s':>9s} {'ratio':>7s}")
+    summary = []
     for label, hashes, logins, windows in rows:
         h, lg = statistics.median(hashes), statistics.median(logins)
+        summary.append({"mode": label, "argon2id_per_s": h, "logins_per_s": lg,
+                        "ratio": lg / h, "runs": logins})
         print(f"{label:52s} {h:10.1f} {lg:9.1f} {lg / h:7.1%}")
         if windows is not None:
             client = statistics.median(w["client_ms"] for w in windows)
@@ -381,6 +387,8 @@ def main() -> None:
                 f"{client:.2f} ms; errors {errors}; logins/s by round "
                 f"{', '.join(f'{x:.1f}' for x in logins)})"
             )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

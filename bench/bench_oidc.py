@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--json", dest="json_out", default=None,
+                        help="also write the medians to this file (bench/run.py reads it)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is missing (apt-get install -y wrk)")
@@ -165,6 +167,7 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{'case':18} {'server':20} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'errors':>7}")
+    summary = {}
     for name in cases:
         row = {}
         for server in ("idp", "node-oidc-provider"):
@@ -174,11 +177,20 @@ def main() -> None:
             rps = statistics.median(r["rps"] for r in runs)
             row[server] = rps
             errors = sum(r["non2xx_or_3xx"] + r["socket_errors"] for r in runs)
+            summary.setdefault(name, {})[server] = {
+                "rps": rps,
+                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                "errors": errors,
+                "runs": [r["rps"] for r in runs],
+            }
             print(f"{name:18} {server:20} {rps:15.0f} "
                   f"{statistics.median(r['p50_ms'] for r in runs):8.2f} "
                   f"{statistics.median(r['p99_ms'] for r in runs):8.2f} {errors:7d}")
         if len(row) == 2:
             print(f"{'':18} {'ratio idp/peer':20} {row['idp'] / row['node-oidc-provider']:15.2f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug import exceptions as http_errors
 from werkzeug.exceptions import HTTPException
 
-from . import errors, logs
+from . import errors, logs, metrics
 from .backends.backup_codes import BackupCodeFactor
 from .backends.otp_delivery import register_code_factors
 from .backends.totp import TotpFactor
@@ -44,6 +44,7 @@ access = logging.getLogger("idp.access")
 BLUEPRINTS = [
     ".web.assets",
     ".web.health",
+    ".web.metrics",
     ".web.wellknown",
     ".web.login",
     ".web.password",
@@ -62,6 +63,7 @@ BLUEPRINTS = [
     ".web.oidc.userinfo",
     ".web.oidc.logout",
     ".web.oidc.registration",
+    ".web.oidc.device",
     ".web.saml",
     ".web.api",
     ".web.scim",
@@ -125,9 +127,14 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
         app.wsgi_app,
         settings.server.trusted_proxies,
         parse_networks(settings.server.trusted_proxy_networks),
+        settings.mtls.client_cert_header,
     )
 
     _install_request_hooks(app, settings.logging.access_log)
+    if settings.tracing.enabled:
+        from .tracing import install as install_tracing
+
+        install_tracing(app, svc.engine, settings.tracing)
     live_settings.install(app, svc, overrides)
     netguard.install(app)  # after the live settings: the global rules are among them
     _install_error_handlers(app)
@@ -168,8 +175,13 @@ def _install_request_hooks(app: Flask, access_log: bool) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         # Set, not defaulted: one policy for every page, built in one place.
         response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce())
+        took = time.perf_counter() - g.get("started", time.perf_counter())
+        rule = request.url_rule
+        metrics.observe_request(
+            rule.rule if rule is not None else None, request.method, response.status_code, took
+        )
         if access_log:
-            took = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+            took *= 1000
             access.info(
                 "%s %s %s %.1fms",
                 request.method,
@@ -227,6 +239,7 @@ def _install_error_handlers(app: Flask) -> None:
             return _http(http_errors.Forbidden())
         if isinstance(exc, errors.NotFound):
             return _http(http_errors.NotFound())
+        _count_backend_error(exc)
         ref = new_reference()
         log.exception(
             "unhandled error", extra={"reference": ref, "request_id": g.get("request_id")}
@@ -244,6 +257,15 @@ def _install_error_handlers(app: Flask) -> None:
             message="An unexpected error occurred. Please try again later.",
             reference=ref,
         ), 500
+
+
+def _count_backend_error(exc: Exception) -> None:
+    """An unexpected error that came from the database or the store is counted as theirs."""
+    module = type(exc).__module__
+    if module.startswith(("sqlalchemy.", "psycopg", "sqlite3")):
+        metrics.backend_error("database")
+    elif module.startswith("redis."):
+        metrics.backend_error("store")
 
 
 def _slug(code: int | None) -> str:

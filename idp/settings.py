@@ -16,10 +16,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -247,14 +248,52 @@ def redact(key: str, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SentinelAddress:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`` (``rediss+``
+    for TLS to the master): the Sentinels to ask, the monitored service's name, the database."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def sentinel_address(url: str) -> SentinelAddress:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise ValueError(f"a Sentinel must be written host:port, not {entry!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError("a Sentinel URL names the service after the hosts: .../mymaster[/db]")
+    db = path[1] if len(path) == 2 else "0"
+    if not (db.isascii() and db.isdigit()):
+        raise ValueError(f"the database must be a number, not {db!r}")
+    username, _, password = userinfo.partition(":")
+    return SentinelAddress(
+        tuple(sentinels),
+        unquote(path[0]),
+        int(db),
+        unquote(username) or None,
+        unquote(password) or None,
+        parts.scheme.startswith("rediss"),
+    )
+
+
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.password:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    # The hosts as written (a Sentinel URL names several: h1:26379,h2:26379).
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
 
 
 Settings = Section
@@ -359,7 +398,16 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         )
 
     if s["redis_url"]:
-        _check_url("redis_url", s["redis_url"], {"redis", "rediss", "unix"})
+        _check_url(
+            "redis_url",
+            s["redis_url"],
+            {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"},
+        )
+        if "+sentinel" in s["redis_url"].partition(":")[0]:
+            try:
+                sentinel_address(s["redis_url"])
+            except ValueError as exc:
+                raise ConfigError(f"setting redis_url: {exc}") from None
     if s["smtp_url"]:
         _check_url("smtp_url", s["smtp_url"], {"smtp", "smtps"})
     if s["sms_url"]:
@@ -409,7 +457,16 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         if api[key] < 1:
             raise ConfigError(f"setting api.{key} must be at least 1")
 
+    tracing = s["tracing"]
+    if tracing["exporter"] not in ("otlp", "console"):
+        raise ConfigError('setting tracing.exporter must be "otlp" or "console"')
+    if not 0.0 <= tracing["sample_ratio"] <= 1.0:
+        raise ConfigError("setting tracing.sample_ratio must be between 0.0 and 1.0")
+    if tracing["exporter"] == "otlp":
+        _check_url("tracing.endpoint", tracing["endpoint"], {"http", "https"})
+
     for name in (
+        "metrics.allowed_networks",
         "admin.allowed_networks",
         "api.allowed_networks",
         "server.trusted_proxy_networks",
@@ -422,14 +479,47 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         except InvalidNetwork as exc:
             raise ConfigError(f"setting {name}: {exc}") from None
 
+    _validate_sender_constraints(s)
     _validate_ldap(s["ldap"])
     _derive_backends(s, explicit)
     _validate_mfa(s["mfa"])
     _validate_policies(s)
     _validate_risk(s["risk"])
+    if not 10 <= s["oidc"]["jarm_lifetime"] <= 600:
+        # JARM §2.1: the response JWT is short-lived; it is read at once by the redirect.
+        raise ConfigError("setting oidc.jarm_lifetime must be between 10 and 600 seconds")
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
     _validate_notifications(s)
+    _validate_device(s["device"])
+
+
+def _validate_device(d: dict[str, Any]) -> None:
+    """[device] (RFC 8628): lifetimes and limits a device and a person can live with."""
+    if not 60 <= d["code_lifetime"] <= 3600:
+        raise ConfigError("setting device.code_lifetime must be between 60 and 3600")
+    if not 1 <= d["interval"] <= 60:
+        raise ConfigError("setting device.interval must be between 1 and 60")
+    if d["max_user_code_attempts"] < 1:
+        raise ConfigError("setting device.max_user_code_attempts must be at least 1")
+    if d["user_code_lockout"] < 1:
+        raise ConfigError("setting device.user_code_lockout must be at least 1")
+
+
+def _validate_sender_constraints(s: dict[str, Any]) -> None:
+    """[dpop] windows; [mtls] a header name, and the proxies it may come from."""
+    dpop = s["dpop"]
+    if not 1 <= dpop["max_age"] <= 600:
+        raise ConfigError("setting dpop.max_age must be 1-600 seconds")
+    if not 0 <= dpop["leeway"] <= 60:
+        raise ConfigError("setting dpop.leeway must be 0-60 seconds")
+    header = s["mtls"]["client_cert_header"]
+    if header and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+        raise ConfigError("setting mtls.client_cert_header must be a header name (letters, "
+                          "digits, '-')")
+    if header and not s["server"]["trusted_proxy_networks"]:
+        raise ConfigError("setting mtls.client_cert_header needs server.trusted_proxy_networks: "
+                          "the certificate is believed only from those proxies")
 
 
 def _validate_gdpr(g: dict[str, Any]) -> None:

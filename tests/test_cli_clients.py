@@ -59,3 +59,54 @@ def test_resource_servers_from_the_command_line(idp_env, capsys):
                       "--resource", "urn:example:b")
     assert updated["resources"] == ["https://a.example.org/", "urn:example:b"]
     assert ok_json(capsys, "clients", "update", "svc", "--resource", "")["resources"] == []
+
+
+def test_a_device_client_from_the_command_line(idp_env, capsys):
+    """`--grant-type urn:ietf:params:oauth:grant-type:device_code` (RFC 8628), no redirect URI."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    made = ok_json(capsys, "clients", "create", "--client-id", "tv", "--grant-type", device,
+                   "--auth-method", "none", "--scope", "openid profile")
+    assert "client_secret" not in made or made["client_secret"] is None
+    assert ok_json(capsys, "clients", "show", "tv")["grant_types"] == [device]
+
+
+def test_sender_constraint_flags(idp_env, capsys):
+    """`--dpop-bound` (RFC 9449 §5.2) and `--cert-bound` (RFC 8705 §3.4) set the metadata the
+    token endpoint enforces; `--no-...` clears them."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    updated = ok_json(capsys, "clients", "update", "demo-app", "--dpop-bound", "--cert-bound")
+    assert updated["dpop_bound_access_tokens"] is True
+    assert updated["tls_client_certificate_bound_access_tokens"] is True
+    cleared = ok_json(capsys, "clients", "update", "demo-app", "--no-dpop-bound")
+    assert cleared["dpop_bound_access_tokens"] is False
+
+
+def test_token_exchange_grant_and_policy_from_the_command_line(idp_env, capsys, monkeypatch):
+    """`--grant-type` offers the RFC 8693 grant; `update --token-exchange JSON` sets the policy
+    through the one validator ('' removes it); bad JSON or a bad policy changes nothing."""
+    grant = "urn:ietf:params:oauth:grant-type:token-exchange"
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "api", "--grant-type", grant,
+                   "--scope", "openid email")
+    policy = '{"accept_from": ["web"], "audiences": ["https://api.example.org/"], ' \
+             '"delegation": true}'
+    updated = ok_json(capsys, "clients", "update", "api", "--token-exchange", policy)
+    assert updated["grant_types"] == [grant]
+    assert updated["token_exchange"] == {"accept_from": ["web"], "delegation": True,
+                                         "audiences": ["https://api.example.org/"]}
+    before = snapshot(idp_env)
+    assert "JSON object" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                  "{nope", code=1)
+    assert "token_exchange:" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                      '{"delegation": "yes"}', code=1)
+    assert snapshot(idp_env) == before
+    # Config as code carries the policy: an export applied to itself changes nothing.
+    code, exported, _err = run(capsys, "config", "export")
+    assert code == 0 and "token_exchange:" in exported
+    path = idp_env / "export.yaml"
+    path.write_text(exported)
+    monkeypatch.setenv("IDP_CLIENT_API_SECRET", made["client_secret"])
+    assert ok_json(capsys, "config", "apply", str(path))["changed"] is False
+    removed = ok_json(capsys, "clients", "update", "api", "--token-exchange", "")
+    assert "token_exchange" not in removed

@@ -207,15 +207,68 @@ def test_served_readiness_discovery_and_jwks(server):
     assert {k["kty"] for k in jwks["keys"]} >= {"RSA", "EC"}
 
 
-def test_two_worker_processes_serve(server):
-    """--workers 2 really starts two worker processes under the granian main process."""
+def _children(server) -> tuple[list[str], list[str]]:
+    """(pids of the granian workers, command lines of the provisioning pushers) under the
+    main process."""
     out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(server["proc"].pid)],
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server["proc"].pid)],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    assert len(out.split()) == 2, out
+    workers, pushers = [], []
+    for line in out.strip().splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "provisioning run --parent-pid" in args:
+            pushers.append(args)
+        else:
+            workers.append(pid)
+    return workers, pushers
+
+
+def test_two_worker_processes_serve(server):
+    """--workers 2 really starts two worker processes under the granian main process, and one
+    provisioning pusher beside them ([provisioning] serve_drain)."""
+    workers, pushers = _children(server)
+    assert len(workers) == 2 and len(pushers) == 1, (workers, pushers)
+
+
+def _healthz_requests(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "idp_http_requests_total" and sample.labels["endpoint"] == "/healthz"
+    )
+
+
+def test_metrics_add_up_over_both_workers(server, workdir: Path):
+    """Each worker counts into its own files under {instance}/metrics, and the worker that
+    answers a scrape sums them all: every scrape shows every request, whichever worker
+    answers it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = server["base"]
+    before = _healthz_requests(requests.get(f"{base}/metrics", timeout=5).text)
+
+    def hit(_):
+        return requests.get(f"{base}/healthz", headers={"Connection": "close"}, timeout=5)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert {r.status_code for r in pool.map(hit, range(120))} == {200}
+    seen = {
+        _healthz_requests(
+            requests.get(f"{base}/metrics", headers={"Connection": "close"}, timeout=5).text
+        ) - before
+        for _ in range(8)
+    }
+    assert seen == {120}
+    workers, _pushers = _children(server)
+    files = (workdir / "instance" / "metrics").glob("counter_*.db")
+    writers = {p.stem.rpartition("_")[2] for p in files}
+    assert writers == set(workers), (writers, workers)
 
 
 def _h2_settings_frame_back(port: int) -> bool:

@@ -33,6 +33,7 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from .. import metrics
 from ..settings import Section
 
 if TYPE_CHECKING:  # the container's type only: it is built above this layer
@@ -200,6 +201,7 @@ class LdapConnector:
         return up + sorted(down, key=lambda i: self._down_until[i])
 
     def _mark_down(self, index: int) -> None:
+        metrics.backend_error("ldap")
         with self._lock:
             self._down_until[index] = time.monotonic() + self.cfg.server_retry_seconds
 
@@ -282,6 +284,7 @@ class LdapConnector:
                 with self.service() as conn:
                     return operation(conn)
             except LDAPCommunicationError as exc:
+                metrics.backend_error("ldap")
                 if attempt:
                     raise DirectoryUnavailable(str(exc)) from None
             except LDAPException as exc:

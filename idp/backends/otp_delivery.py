@@ -22,6 +22,7 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import exists, select
 
+from .. import metrics
 from ..core.authn import AMR_OTP
 from ..core.steps import PendingLogin, register_factor
 from ..storage.models_mfa import MfaOtpChannel
@@ -58,6 +59,8 @@ def send_code(svc: Any, deliver: Deliver, kind: str, user: Any, destination: str
         deliver(kind, user, destination, code)
     except Exception as exc:  # any gateway error: the person gets a message, we get a log line
         svc.store.delete(key)
+        if kind == "sms":  # a mail's failure is counted by the mail transport
+            metrics.backend_error("sms")
         log.error("could not send %s code to user %s: %s", kind, user.id, exc)
         return FAILED
     return SENT

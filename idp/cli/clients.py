@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import SIGNING_ALGS
+from ..core.client_metadata import (
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
+    GRANT_TYPES,
+    SIGNING_ALGS,
+    SUBJECT_TYPES,
+)
+from ..errors import ValidationError
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -26,7 +33,7 @@ def clients() -> None:
     "--grant-type",
     "grant_types",
     multiple=True,
-    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+    type=click.Choice(GRANT_TYPES),
 )
 @click.option(
     "--auth-method",
@@ -53,6 +60,10 @@ def clients() -> None:
     multiple=True,
     help="A resource server (RFC 8707) the client may ask tokens for (repeat for several).",
 )
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None,
+              help="A JSON array listing the redirect URIs; its host is the pairwise sector.")
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
 @click.option("--json", "as_json", is_flag=True)
@@ -68,10 +79,17 @@ def clients_create(
     frontchannel_logout_uri,
     jwks_uri,
     resources,
+    subject_type,
+    sector_identifier_uri,
     roles,
     first_party,
     as_json,
 ) -> None:
+    extra = {
+        "resources": list(resources) or None,
+        "subject_type": subject_type,
+        "sector_identifier_uri": sector_identifier_uri,
+    }
     with as_operator(ready()) as ctx:
         client, secret = manage_clients.create(
             ctx,
@@ -87,7 +105,7 @@ def clients_create(
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,
-            extra={"resources": list(resources)} if resources else None,
+            extra={k: v for k, v in extra.items() if v is not None} or None,
         )
         result: dict[str, Any] = {"client_id": client.client_id}
     if secret:
@@ -124,6 +142,10 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--refresh-rotation/--no-refresh-rotation", default=None,
               help="Rotate refresh tokens on use (FAPI clients want no rotation).")
 @click.option("--require-pkce/--no-require-pkce", default=None)
+@click.option("--dpop-bound/--no-dpop-bound", default=None,
+              help="Refuse token requests without a DPoP proof (RFC 9449).")
+@click.option("--cert-bound/--no-cert-bound", default=None,
+              help="Bind access tokens to the client's TLS certificate (RFC 8705).")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -135,11 +157,28 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--jwks-uri", default=None, help="'' removes it.")
 @click.option("--resource", "resources", multiple=True,
               help="Replaces the RFC 8707 resource servers it may name (repeat; '' for none).")
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None, help="'' removes it.")
+@click.option("--authorization-alg", type=click.Choice(SIGNING_ALGS), default=None,
+              help="Signs JARM authorization responses (response_mode *.jwt).")
+@click.option("--authorization-encryption-alg",
+              type=click.Choice(AUTHORIZATION_ENCRYPTION_ALGS + ("none",)), default=None,
+              help="Encrypts JARM responses to the client's key (none: not encrypted).")
+@click.option("--authorization-encryption-enc", type=click.Choice(AUTHORIZATION_ENCRYPTION_ENCS),
+              default=None)
+@click.option("--token-exchange", "token_exchange", default=None, metavar="JSON",
+              help="The RFC 8693 token exchange policy as a JSON object ('' removes it), e.g. "
+                   '\'{"accept_from": ["web"], "audiences": ["https://api.example.org/"], '
+                   '"delegation": true}\'.')
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
+           dpop_bound, cert_bound, first_party, enable, redirect_uris, post_logout,
+           frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, token_exchange,
+           subject_type, sector_identifier_uri, authorization_alg, authorization_encryption_alg,
+           authorization_encryption_enc,
+           as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -149,7 +188,14 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "backchannel_logout_uri": backchannel_logout_uri,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
+        "token_exchange": _policy(token_exchange),
+        "sector_identifier_uri": sector_identifier_uri,
     }
+    if authorization_encryption_alg == "none":
+        uris["authorization_encrypted_response_alg"] = ""
+        uris["authorization_encrypted_response_enc"] = ""
+    elif authorization_encryption_alg:
+        uris["authorization_encrypted_response_alg"] = authorization_encryption_alg
     changes = {
         "access_token_format": access_token_format,
         "access_token_signed_response_alg": access_token_alg,
@@ -158,6 +204,11 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "id_token_lifetime": id_token_lifetime,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
+        "dpop_bound_access_tokens": dpop_bound,
+        "tls_client_certificate_bound_access_tokens": cert_bound,
+        "subject_type": subject_type,
+        "authorization_signed_response_alg": authorization_alg,
+        "authorization_encrypted_response_enc": authorization_encryption_enc,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(
@@ -172,6 +223,17 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         )
         result = manage_clients.public(row)
     click.echo(json.dumps(result) if as_json else f"updated client {client_id}")
+
+
+def _policy(raw: str | None) -> Any:
+    """``--token-exchange``: None (unchanged), "" (removed) or the parsed JSON object; the
+    metadata validator judges its members."""
+    if raw is None or raw == "":
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValidationError("--token-exchange must be a JSON object") from None
 
 
 @clients.command("show")

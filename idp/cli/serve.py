@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
+from ..metrics import MULTIPROC_ENV, count_in_directory
 from ..settings import load_settings
 from .base import CliFailure, require_migrated
 
@@ -60,6 +63,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     workers = workers or settings.server.workers or default_workers()
     if not 0 < port < 65536:
         raise CliFailure(f"--port must be 1-65535, not {port}", 2)
+    # Each worker counts into files here, and whichever answers /metrics sums them all
+    # (chosen before anything is counted, in this process too).
+    count_in_directory(
+        Path(os.environ.get(MULTIPROC_ENV) or Path(settings.instance_dir) / "metrics")
+    )
     # Build the whole app once here, as each worker will: a broken install, a missing module
     # or template, an unreachable database or an unreadable key then fails in one line before
     # any worker starts, instead of as a traceback in every worker.
@@ -91,15 +99,30 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     sys.stdout.flush()
     # Worker processes start fresh interpreters: the same quiet default for them.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    Granian(
-        target="idp.app:create_app",
-        factory=True,
-        interface=Interfaces.WSGI,
-        address=host,
-        port=port,
-        workers=workers,
-        blocking_threads=threads,
-        http=HTTPModes.http1 if settings.server.http == "1" else HTTPModes.auto,
-        log_access=False,
-        respawn_failed_workers=True,
-    ).serve()
+    pusher = _start_pusher() if settings.provisioning.serve_drain else None
+    try:
+        Granian(
+            target="idp.app:create_app",
+            factory=True,
+            interface=Interfaces.WSGI,
+            address=host,
+            port=port,
+            workers=workers,
+            blocking_threads=threads,
+            http=HTTPModes.http1 if settings.server.http == "1" else HTTPModes.auto,
+            log_access=False,
+            respawn_failed_workers=True,
+        ).serve()
+    finally:
+        if pusher is not None:
+            pusher.terminate()
+            pusher.wait(10)
+
+
+def _start_pusher() -> subprocess.Popen:
+    """The node's provisioning pusher (``idp provisioning run``), a process of its own beside
+    the workers (no thread of a process the workers are forked from): it ends with this one,
+    and notices when this one is killed."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and command
+        [sys.executable, "-m", "idp.cli", "provisioning", "run", "--parent-pid", str(os.getpid())]
+    )

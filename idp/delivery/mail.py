@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from .. import metrics
+
 log = logging.getLogger("idp.mail")
 
 # (template name, context) -> rendered text; the web layer passes Flask's render_template.
@@ -137,6 +139,7 @@ class Mailer:
         try:
             self.transport.send(msg)
         except (MailError, OSError) as exc:
+            metrics.backend_error("smtp")
             log.error("mail %s not delivered: %s", name, exc)
             return False
         log.info("mail %s sent", name, extra={"mail": name})
@@ -182,6 +185,7 @@ class MailQueue:
             self._reset()
         with self._lock:
             self._pending += 1
+            metrics.mail_queued(1)
             self._jobs.put((name, job))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
@@ -200,6 +204,7 @@ class MailQueue:
     def _done(self) -> None:
         with self._idle:
             self._pending -= 1
+            metrics.mail_queued(-1)
             self._idle.notify_all()
 
     def _run(self) -> None:
@@ -238,6 +243,7 @@ class MailQueue:
         try:
             self.transport.send(msg)
         except (MailError, OSError) as exc:
+            metrics.backend_error("smtp")
             if attempt >= self.attempts:
                 log.error(
                     "mail %s not delivered after %d attempts, given up: %s",

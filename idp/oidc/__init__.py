@@ -38,7 +38,16 @@ idp.oidc.logout
 idp.oidc.registration
     register(svc, req), manage(svc, req, client_id)   RFC 7591, RFC 7592
 idp.oidc.discovery
-    metadata(issuer)            OIDC Discovery §3 / RFC 8414 §2
+    metadata(issuer, mtls=)     OIDC Discovery §3 / RFC 8414 §2
+idp.oidc.dpop
+    verify_proof(svc, value, method=, htu=, access_token=) -> Proof   RFC 9449 §4.3 checks
+    new_nonce(svc), nonce_valid(svc, nonce), nonce_headers(svc)       RFC 9449 §8 nonces
+idp.oidc.mtls
+    certificate(value), thumbprint(cert), thumbprint_of(value)       RFC 8705 §3.1 x5t#S256
+idp.oidc.sender
+    token_request(svc, req)     the token endpoint's request with the DPoP / certificate keys
+    require_constraint, cnf_for, check_code_binding, check_refresh_binding   binding tokens
+    Presentation, check_holder(svc, claims, scheme, token, shown)   the checks at resources
 idp.oidc.claims
     user_claims(eng, ...), claims_release(eng, ...)   OIDC Core §5.4, §5.5
 """

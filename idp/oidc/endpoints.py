@@ -9,10 +9,12 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from ..core import rbac
 from ..services import Services
-from .clients import OAuthClient
+from .clients import OAuthClient, client_cache
+from .dpop import nonce_headers
 from .http import HttpRequest
 from .permissions import service_account_grants
 from .results import BodyResult, JsonResult
+from .sender import token_request, token_type
 from .server import ALL_AUTH_METHODS, engine
 
 log = logging.getLogger("idp.oidc.endpoints")
@@ -42,11 +44,18 @@ def precheck(req: HttpRequest) -> JsonResult | None:
 
 
 def token(svc: Services, req: HttpRequest) -> JsonResult:
-    """The token endpoint (RFC 6749 §3.2): authlib runs the grant."""
+    """The token endpoint (RFC 6749 §3.2): the DPoP proof is checked (``idp.oidc.sender``),
+    then authlib runs the grant. A fresh ``DPoP-Nonce`` goes with every answer when nonces are
+    required (RFC 9449 §8.2)."""
     bad = precheck(req)
     if bad is not None:
         return bad
-    return engine(svc).server.create_token_response(req)
+    oauth_req = token_request(svc, req)
+    if isinstance(oauth_req, JsonResult):
+        return oauth_req
+    result = engine(svc).server.create_token_response(oauth_req)
+    result.headers.update(nonce_headers(svc))
+    return result
 
 
 def _client_and_token(svc: Services, req: HttpRequest,
@@ -80,9 +89,10 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
     if claims is not None:
         if not _may_introspect(svc, client, claims.get("client_id"), claims.get("aud")):
             return inactive
-        body = {"active": True, "token_type": "Bearer"}
+        body = {"active": True, "token_type": token_type(claims.get("cnf") or {})}
         body.update({k: claims[k] for k in ("scope", "client_id", "sub", "iss", "exp", "iat",
-                                            "aud", "jti", "auth_time", "acr", "sid")
+                                            "aud", "jti", "auth_time", "acr", "sid", "cnf",
+                                            "act")
                      if k in claims})
         return JsonResult(200, body, _NO_STORE)
     row = eng.find_refresh_token(value)
@@ -95,7 +105,9 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
     if subject is None:
         return inactive
     return JsonResult(200, {"active": True, "token_type": "refresh_token", "scope": row.scope,
-                            "client_id": row.client_id, "sub": subject.uuid,
+                            "client_id": row.client_id,
+                            "sub": eng.subject(client_cache(svc).get(row.client_id),
+                                               subject.uuid),
                             "iss": eng.issuer, "exp": int(row.expires_at.timestamp())},
                       _NO_STORE)
 

@@ -12,11 +12,15 @@ from authlib.oauth2.rfc6749 import JsonPayload, JsonRequest, OAuth2Payload, OAut
 
 
 class Headers(dict[str, str]):
-    """Header names looked up in any case (RFC 9110 §5.1)."""
+    """Header names looked up in any case (RFC 9110 §5.1); a header sent several times is one
+    value, joined by commas (§5.3), so that a check for "one header" sees the others."""
 
     def __init__(self, items: Mapping[str, str] | Any = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        super().__init__((k.lower(), v) for k, v in pairs)
+        super().__init__()
+        for k, v in pairs:
+            key = k.lower()
+            super().__setitem__(key, f"{super().__getitem__(key)}, {v}" if key in self else v)
 
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
@@ -66,6 +70,8 @@ class HttpRequest:
     json: Any = None
     remote_addr: str | None = None  # the client's address (for audit rows)
     request_id: str | None = None  # the request's id (for audit rows)
+    # The client's TLS certificate as a trusted proxy passed it (RFC 8705; idp.web.proxies).
+    client_cert: str | None = None
 
     @property
     def args(self) -> Values:
@@ -109,7 +115,12 @@ class _Payload(OAuth2Payload):
 
 
 class PlainOAuth2Request(OAuth2Request):
-    """authlib's OAuth2Request over plain request data."""
+    """authlib's OAuth2Request over plain request data. At the token endpoint it carries
+    what sender-constrains the tokens (``idp.oidc.sender``): the DPoP proof's key thumbprint
+    and the client certificate's thumbprint."""
+
+    dpop_jkt: str | None = None
+    cert_thumbprint: str | None = None
 
     def __init__(self, req: HttpRequest) -> None:
         super().__init__(method=req.method, uri=req.uri, headers=req.headers)
@@ -152,3 +163,11 @@ class PlainJsonRequest(JsonRequest):
     def __init__(self, req: HttpRequest) -> None:
         super().__init__(req.method, req.uri, req.headers)
         self.payload = _JsonPayload(req.json)
+
+
+def request_stamp(request: Any) -> dict[str, str | None]:
+    """The ip, user agent and request id of a token request (plain request data, or authlib's
+    request over it) for its audit row; nothing for a request rebuilt without them."""
+    return {"ip": getattr(request, "remote_addr", None),
+            "user_agent": getattr(request, "user_agent", None),
+            "request_id": getattr(request, "request_id", None)}

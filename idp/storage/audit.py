@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, delete, event, func, insert, inspect,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .. import metrics
 from .models import AuditEvent
 from .models_audit import AuditChainHead, AuditCheckpoint
 
@@ -43,6 +44,7 @@ ERASED_ACTION = "user.erased"
 PRUNED_ACTION = "audit.pruned"
 SINK = "audit_sink"  # Session.info key: a callable taking the committed rows (list of dicts)
 _EMIT = "audit_emit"  # Session.info key: rows chained in the open transaction, for the sink
+_COUNT = "audit_count"  # Session.info key: (action, details) of rows to count once committed
 _USER_AGENT_MAX = 512
 
 _EVENTS = AuditEvent.__table__
@@ -147,6 +149,7 @@ def _append(db: Session, values: list[dict[str, Any]]) -> None:
     first, prev = _take_positions(conn, len(values))
     rows = _chain(values, first, prev)
     conn.execute(insert(_EVENTS), rows)
+    db.info.setdefault(_COUNT, []).extend((row["action"], row["details"]) for row in rows)
     if db.info.get(SINK) is not None:
         db.info.setdefault(_EMIT, []).extend(rows)
 
@@ -234,6 +237,8 @@ def _chain_pending(session: Session, _context: Any, _instances: Any) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _emit_committed(session: Session) -> None:
+    for action, details in session.info.pop(_COUNT, ()):
+        metrics.audited(action, details)
     rows = session.info.pop(_EMIT, None)
     sink: Callable[[list[dict[str, Any]]], None] | None = session.info.get(SINK)
     if not rows or sink is None:
@@ -247,6 +252,7 @@ def _emit_committed(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_EMIT, None)
+    session.info.pop(_COUNT, None)
 
 
 def stream_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -345,6 +351,7 @@ def prune(
     )
     rows = _chain([values], first, prev)
     conn.execute(insert(_EVENTS), rows)
+    db.info.setdefault(_COUNT, []).extend((row["action"], row["details"]) for row in rows)
     if db.info.get(SINK) is not None:
         db.info.setdefault(_EMIT, []).extend(rows)
     conn.execute(delete(_EVENTS).where(_EVENTS.c.id <= last.id))

@@ -33,6 +33,9 @@ class RefreshToken(Base):
     acr: Mapped[str | None] = mapped_column(String(100))
     amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     resource: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # A public client's token is bound to its DPoP key / certificate (RFC 9449 §5, RFC 8705
+    # §4): {"jkt": ...} / {"x5t#S256": ...}; None when not bound.
+    cnf: Mapped[dict[str, str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The family's absolute end, carried over on rotation.

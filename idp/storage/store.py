@@ -13,6 +13,7 @@ from sqlalchemy import Engine, bindparam, case, delete, null, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
+from ..settings import sentinel_address
 from .models import KVEntry
 
 _TABLE = KVEntry.__table__
@@ -194,12 +195,15 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "idp:", timeout: float = 5.0) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-        )
+        options = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 30,
+        }
+        if url.partition(":")[0].endswith("+sentinel"):
+            self._redis = _sentinel_master(url, options)
+        else:
+            self._redis = redis.Redis.from_url(url, **options)
         self._prefix = prefix
         self._incr = self._redis.register_script(_INCR_LUA)
 
@@ -244,6 +248,27 @@ class RedisStore:
 
     def ping(self) -> None:
         self._redis.ping()
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> Any:
+    """A client of whichever server the Sentinels name master now: after a failover its next
+    connection asks them again (redis-py's SentinelConnectionPool)."""
+    from redis.sentinel import Sentinel
+
+    address = sentinel_address(url)
+    sentinel = Sentinel(
+        list(address.sentinels),
+        socket_timeout=options["socket_timeout"],
+        socket_connect_timeout=options["socket_connect_timeout"],
+    )
+    return sentinel.master_for(
+        address.service,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        **options,
+    )
 
 
 def make_store(settings, engine: Engine, clock: Clock):

@@ -377,3 +377,13 @@ def test_rules_between_members_are_shown_beside_the_field_they_name(admin, svc):
     assert public_robot.status_code == 400
     assert "cannot use client_credentials" in public_robot.get_data(as_text=True)
     assert count(svc, Client) == before
+
+
+def test_the_device_grant_is_offered_and_needs_no_redirect_uri(admin, svc):
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    assert f'value="{device}"' in admin.get("/admin/clients/new").get_data(as_text=True)
+    form = dict(GOOD_FORM, client_id="tv", auth_method="none", grant_types=[device],
+                redirect_uris="", post_logout_redirect_uris="")
+    response = post(admin, "/admin/clients/new", form)
+    assert response.headers["Location"] == "/admin/clients/tv"
+    assert client_row(svc, "tv").meta["grant_types"] == [device]

@@ -596,3 +596,12 @@ def test_metadata_types_are_json_types_not_coerced(app, client, admin, field, va
     assert any(field in e["field"] for e in resp.json["errors"]), resp.json
     with app.extensions["idp"].sessions() as db:
         assert len(db.scalars(select(Client)).all()) == before
+
+
+def test_a_device_client_needs_no_redirect_uris(app, client, admin):
+    """RFC 8628: the device grant is one the API gives, to a public client too."""
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    made = create(client, admin, client_id="tv",
+                  metadata={"grant_types": [device], "token_endpoint_auth_method": "none"})
+    assert made["metadata"]["grant_types"] == [device]
+    assert row(app.extensions["idp"], "tv")["meta"]["grant_types"] == [device]

@@ -137,8 +137,10 @@ def serve_json(document: object) -> Iterator[str]:
 
 
 @contextmanager
-def build_env(tmp_path_factory, outbound: dict[str, bool]) -> Iterator[Env]:
-    """The module's app with its users and clients; ``outbound`` is the [outbound] section."""
+def build_env(tmp_path_factory, outbound: dict[str, bool], *, clock: Any = None,
+              **settings: Any) -> Iterator[Env]:
+    """The module's app with its users and clients; ``outbound`` is the [outbound] section,
+    ``settings`` more sections; ``clock`` a clock to inject (a FrozenClock)."""
     from idp.app import create_app
     from idp.backends.chain import password_hasher
     from idp.storage.clients import ClientRegistry
@@ -146,9 +148,9 @@ def build_env(tmp_path_factory, outbound: dict[str, bool]) -> Iterator[Env]:
 
     instance = tmp_path_factory.mktemp("oidc") / "instance"
     instance.mkdir()
-    overrides = base_overrides(instance, outbound=outbound)
+    overrides = base_overrides(instance, outbound=outbound, **settings)
     init_database(overrides)
-    app = create_app(overrides)
+    app = create_app(overrides, clock=clock)
     app.config["TESTING"] = True
     svc = app.extensions["idp"]
     hasher = password_hasher(svc)

@@ -20,6 +20,7 @@ NAV: list[tuple[str, str, object, str | None]] = [
     ("applications", "admin.saml_providers", _l("SAML providers"), "saml:providers:read"),
     ("applications", "admin.upstreams", _l("Upstream identity providers"),
      "broker:upstreams:read"),
+    ("applications", "admin.provisioning", _l("Provisioning"), "provisioning:targets:read"),
     ("system", "admin.settings", _l("Settings"), "config:policies:read"),
     ("system", "admin.audit", _l("Audit log"), "audit:log:read"),
     ("system", "admin.reports_index", _l("Compliance reports"), "reports:compliance:read"),

@@ -21,12 +21,20 @@ from ...core.broker import ALIAS_RE
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
+    ENCRYPTION_KTY,
+    GRANT_TYPES,
+    MAX_POLICY_ENTRIES,
     SIGNING_ALGS,
+    SUBJECT_TYPES,
+    TOKEN_EXCHANGE,
     URI_RULES,
     MetadataError,
     uri_problem,
 )
 from ...manage import clients
+from ...oidc.subjects import SectorDocumentError
 from ...storage.clients import DEFAULT_SCOPE
 from ...storage.models import Client
 from .common import (
@@ -92,8 +100,14 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
     return Annotated[list[_uri(field, kind)], Field(min_length=min_items, max_length=100)]
 
 
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GrantType = Literal[GRANT_TYPES]
+GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT_TYPES))]
+# The grants a client without redirect_uris may have.
+WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
+EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
+EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
+SubjectType = Literal[SUBJECT_TYPES]
 Lifetime = json_int(30, 86400)
 Upstreams = Annotated[
     list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]],
@@ -131,12 +145,68 @@ class _Exact(Strict):
     )
 
 
+PolicyEntry = Annotated[str, *matching(anchored(r"[!-~]{1,2000}"))]
+PolicyList = Annotated[list[PolicyEntry], Field(max_length=MAX_POLICY_ENTRIES)]
+
+
+class TokenExchangePolicy(_Exact):
+    """Which token exchanges (RFC 8693) the client may make (docs/oidc.md, "Token exchange").
+    Default deny: an empty list or a false flag allows nothing."""
+
+    accept_from: PolicyList = Field(
+        None, description="client ids whose tokens it may present as subject tokens"
+    )
+    audiences: PolicyList = Field(
+        None, description="audience / resource values it may ask the new token for"
+    )
+    delegation: StrictBool = Field(None, description="with an actor token: act claim")
+    impersonation: StrictBool = Field(None, description="without an actor token")
+    refresh_tokens: StrictBool = Field(None, description="requested_token_type refresh_token")
+    max_lifetime: Lifetime = Field(None, description="ceiling of the new token's lifetime")
+
+
+def _without(member: str) -> dict[str, Any]:
+    return {"not": {"required": [member]}}
+
+
+def _encryption_key_rules() -> list[dict[str, Any]]:
+    """JARM encryption (``idp.core.client_metadata.check_authorization_encryption``): the
+    algorithm needs the client's keys, and an inline ``jwks`` holds a key fit for the
+    algorithm (its key type, ``use`` enc when given, that ``alg`` when given, ``key_ops``
+    allowing encryption when given)."""
+    alg_member = "authorization_encrypted_response_alg"
+    rules: list[dict[str, Any]] = [
+        {"anyOf": [_without(alg_member), {"required": ["jwks_uri"]}, {"required": ["jwks"]}]},
+    ]
+    for alg, ktys in ENCRYPTION_KTY.items():
+        key = {
+            "type": "object",
+            "required": ["kty"],
+            "properties": {
+                "kty": {"enum": list(ktys)},
+                "use": {"const": "enc"},
+                "alg": {"const": alg},
+                "key_ops": {"type": "array", "contains": {"enum": ["encrypt", "wrapKey"]}},
+            },
+        }
+        rules.append(
+            {
+                "if": {"required": [alg_member, "jwks"],
+                       "properties": {alg_member: {"const": alg}}},
+                "then": {"properties": {"jwks": {"properties": {"keys": {"contains": key}}}}},
+            }
+        )
+    return rules
+
+
 class ClientMetadataIn(_Exact):
     """RFC 7591 client metadata (and this IdP's own per-client settings, docs/oidc.md) of a new
     client. The rules between members are in the schema (``allOf``) and enforced as written:
     the authorization_code grant (the default) needs ``redirect_uris``; a public client
     (``none``) cannot use client_credentials; ``private_key_jwt`` needs ``jwks_uri`` or
-    ``jwks``; ``jwks`` and ``jwks_uri`` exclude each other."""
+    ``jwks``; ``jwks`` and ``jwks_uri`` exclude each other; ``pairwise`` without a
+    ``sector_identifier_uri`` takes exactly one redirect URI here; JARM encryption needs keys
+    (inline ones fit for the algorithm) and ``..._enc`` needs ``..._alg``."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -151,21 +221,24 @@ class ClientMetadataIn(_Exact):
                                 "required": ["grant_types"],
                                 "properties": {
                                     "grant_types": {
-                                        "items": {"enum": ["refresh_token", "client_credentials"]}
+                                        "items": {"enum": WITHOUT_REDIRECT}
                                     }
                                 },
                             },
                         ]
                     },
-                    {
-                        "not": {
-                            "required": ["token_endpoint_auth_method", "grant_types"],
-                            "properties": {
-                                "token_endpoint_auth_method": {"const": "none"},
-                                "grant_types": {"contains": {"const": "client_credentials"}},
-                            },
+                    *(
+                        {
+                            "not": {
+                                "required": ["token_endpoint_auth_method", "grant_types"],
+                                "properties": {
+                                    "token_endpoint_auth_method": {"const": "none"},
+                                    "grant_types": {"contains": {"const": grant}},
+                                },
+                            }
                         }
-                    },
+                        for grant in ("client_credentials", TOKEN_EXCHANGE)
+                    ),
                     {
                         "anyOf": [
                             {
@@ -180,14 +253,30 @@ class ClientMetadataIn(_Exact):
                         ]
                     },
                     {"not": {"required": ["jwks", "jwks_uri"]}},
-                ]
+                    # Pairwise without a sector document: one redirect URI here (the one
+                    # validator takes several on one host; the schema cannot say "one host").
+                    {
+                        "anyOf": [
+                            {"not": {"required": ["subject_type"],
+                                     "properties": {"subject_type": {"const": "pairwise"}}}},
+                            {"required": ["sector_identifier_uri"]},
+                            {"required": ["redirect_uris"],
+                             "properties": {"redirect_uris": {"maxItems": 1}}},
+                        ]
+                    },
+                    *_encryption_key_rules(),
+                ],
+                # JARM: the content encryption needs the key management algorithm.
+                "dependentRequired": {
+                    "authorization_encrypted_response_enc": ["authorization_encrypted_response_alg"]
+                },
             }
         ),
     )
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] = None
+    grant_types: GrantTypes = None
     token_endpoint_auth_method: Literal[AUTH_METHODS] = None
     scope: str = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") = None
@@ -200,14 +289,22 @@ class ClientMetadataIn(_Exact):
     userinfo_signed_response_alg: SigningAlg = None
     access_token_signed_response_alg: SigningAlg = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] = None
+    authorization_signed_response_alg: SigningAlg = None
+    authorization_encrypted_response_alg: EncryptionAlg = None
+    authorization_encrypted_response_enc: EncryptionEnc = None
+    subject_type: SubjectType = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") = None
     access_token_lifetime: Lifetime = None
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
     allowed_upstreams: Upstreams = None
+    dpop_bound_access_tokens: StrictBool = None
+    tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
+    token_exchange: TokenExchangePolicy = None
     logo_uri: _uri("logo_uri", "https") = None
     client_uri: _uri("client_uri", "https") = None
     policy_uri: _uri("policy_uri", "https") = None
@@ -223,14 +320,24 @@ class ClientMetadataIn(_Exact):
         method = self.token_endpoint_auth_method
         if "authorization_code" in grants and "redirect_uris" not in given:
             raise ValueError("redirect_uris: the authorization_code grant needs redirect URIs")
-        if method == "none" and "client_credentials" in grants:
-            raise ValueError(
-                "token_endpoint_auth_method: a public client (none) cannot use client_credentials"
-            )
+        for grant in ("client_credentials", TOKEN_EXCHANGE):
+            if method == "none" and grant in grants:
+                raise ValueError(
+                    f"token_endpoint_auth_method: a public client (none) cannot use {grant}"
+                )
         if method == "private_key_jwt" and not given & {"jwks_uri", "jwks"}:
             raise ValueError("token_endpoint_auth_method: private_key_jwt needs jwks_uri or jwks")
         if {"jwks", "jwks_uri"} <= given:
             raise ValueError("jwks: jwks and jwks_uri exclude each other")
+        if (
+            self.subject_type == "pairwise"
+            and "sector_identifier_uri" not in given
+            and len(self.redirect_uris or []) != 1
+        ):
+            raise ValueError(
+                "subject_type: pairwise without a sector_identifier_uri needs exactly one "
+                "redirect URI"
+            )
         return self
 
 
@@ -241,7 +348,7 @@ class ClientMetadataPatch(_Exact):
 
     redirect_uris: _uris("redirect_uris", "redirect", 1) | None = None
     post_logout_redirect_uris: _uris("post_logout_redirect_uris", "browser") | None = None
-    grant_types: Annotated[list[GrantType], Field(min_length=1, max_length=3)] | None = None
+    grant_types: GrantTypes | None = None
     scope: str | None = Field(None, max_length=2000)
     backchannel_logout_uri: _uri("backchannel_logout_uri", "fetched") | None = None
     backchannel_logout_session_required: StrictBool | None = None
@@ -253,12 +360,20 @@ class ClientMetadataPatch(_Exact):
     userinfo_signed_response_alg: SigningAlg | None = None
     access_token_signed_response_alg: SigningAlg | None = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] | None = None
+    authorization_signed_response_alg: SigningAlg | None = None
+    authorization_encrypted_response_alg: EncryptionAlg | None = None
+    authorization_encrypted_response_enc: EncryptionEnc | None = None
+    subject_type: SubjectType | None = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") | None = None
     access_token_lifetime: Lifetime | None = None
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
     allowed_upstreams: Upstreams | None = None
+    dpop_bound_access_tokens: StrictBool | None = None
+    tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
+    token_exchange: TokenExchangePolicy | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
     policy_uri: _uri("policy_uri", "https") | None = None
@@ -364,7 +479,8 @@ def _location(client_id: str) -> str:
 
 def _refused(exc: MetadataError, status: int = 400) -> ApiProblem:
     """The validator's refusal as a problem naming the field under ``metadata``: 400 for a
-    new client, 409 for a patch whose result would break a rule given the stored metadata."""
+    new client, 409 for a patch whose result would break a rule given the stored metadata, or
+    when the client's sector document refuses it."""
     field = f"metadata.{exc.field}" if exc.field else "metadata"
     title, kind = (
         ("Invalid request", "invalid-request") if status == 400 else ("Conflict", "conflict")
@@ -406,7 +522,8 @@ def list_clients(call: Call) -> Reply:
     status=201,
     errors=(404, 409),
     description="Answers the client with its `client_secret`, shown this once. 404 names a "
-    "service role that does not exist; 409 a client_id that does.",
+    "service role that does not exist; 409 a client_id that does, or a `sector_identifier_uri` "
+    "document that cannot be fetched or does not list every redirect URI.",
 )
 def create_client(call: Call) -> Reply:
     body: ClientCreate = call.body
@@ -433,6 +550,9 @@ def create_client(call: Call) -> Reply:
                 **options,
             )
             out = _out(ctx, row)
+    except SectorDocumentError as exc:
+        # The request is well formed; the sector document (outside it) refuses it.
+        raise _refused(exc, 409) from None
     except MetadataError as exc:
         raise _refused(exc) from None
     return Reply(

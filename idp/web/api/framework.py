@@ -31,6 +31,7 @@ from ...errors import ValidationError as InputError
 from ...manage import Actor, Context, transaction
 from ...oidc.bearer import BearerCaller, BearerRefusal, authenticate
 from ..current import svc as current_services
+from ..oidc.respond import presentation
 from ..requestinfo import client_ip, user_agent
 
 log = logging.getLogger("idp.api")
@@ -169,20 +170,16 @@ def caller_actor(caller: BearerCaller) -> Actor:
 
 def bearer_actor(scope: str) -> Actor:
     """The caller of this request, or an :class:`ApiProblem` (401/403 with RFC 6750's header)."""
-    got = authenticate(current_services(), request.headers.get("Authorization"), scope)
+    got = authenticate(current_services(), request.headers.get("Authorization"), scope,
+                       presentation())
     if isinstance(got, BearerRefusal):
-        challenge = "Bearer"
-        if got.error:
-            challenge += f' error="{got.error}"'
-            if got.status == 403:
-                challenge += f', scope="{scope}"'
         title = "Unauthorized" if got.status == 401 else "Forbidden"
         raise ApiProblem(
             got.status,
             title,
             got.description,
             kind="unauthorized" if got.status == 401 else "insufficient-scope",
-            headers={"WWW-Authenticate": challenge},
+            headers={"WWW-Authenticate": got.challenge(scope), **got.headers},
         )
     return caller_actor(got)
 

@@ -15,7 +15,10 @@ from ...oidc.results import (
     Message,
     Redirect,
 )
+from ...oidc.sender import Presentation
 from ...sso.sessions import COOKIE
+from ..current import svc
+from ..proxies import CLIENT_CERT_KEY
 from ..requestinfo import client_ip
 
 
@@ -32,7 +35,17 @@ def plain_request(*, with_json: bool = False) -> HttpRequest:
         json=request.get_json(silent=True) if with_json else None,
         remote_addr=client_ip(),
         request_id=g.get("request_id"),
+        client_cert=request.environ.get(CLIENT_CERT_KEY),
     )
+
+
+def presentation() -> Presentation:
+    """What the current request shows besides its access token, for the IdP's own APIs (admin
+    API, SCIM): a DPoP proof must name this URL under the issuer (RFC 9449 §4.3)."""
+    dpop = request.headers.getlist("DPoP")
+    return Presentation(request.method, svc().settings.issuer + request.path,
+                        ", ".join(dpop) if dpop else None,
+                        request.environ.get(CLIENT_CERT_KEY))
 
 
 def session_id() -> str | None:

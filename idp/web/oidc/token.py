@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 from flask import Blueprint
 
+from ... import metrics
 from ...oidc import endpoints
 from ...oidc.http import HttpRequest
 from ...sso import network
@@ -28,7 +29,10 @@ def token():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    return to_response(endpoints.token(svc(), req))
+    response = to_response(endpoints.token(svc(), req))
+    if response.status_code == 200:
+        metrics.token_issued(req.post_form().get("grant_type") or "")
+    return response
 
 
 def claimed_client_id(req: HttpRequest) -> str | None:

@@ -23,6 +23,7 @@ from ...scim.mapping import Urls
 from ...scim.models import FullUser, Group
 from ..api.framework import caller_actor
 from ..current import svc
+from ..oidc.respond import presentation
 
 log = logging.getLogger("idp.scim")
 
@@ -68,7 +69,9 @@ class _Unauthorized(ScimError):
             challenge += f', error="{refusal.error}"'
             if refusal.status == 403:
                 challenge += ', scope="scim"'
-        self.headers = {"WWW-Authenticate": challenge}
+        if refusal.dpop:  # RFC 9449 §7.1
+            challenge = refusal.challenge("scim")
+        self.headers = {"WWW-Authenticate": challenge, **refusal.headers}
 
 
 @bp.errorhandler(Exception)
@@ -108,7 +111,7 @@ def _render(
 def _actor():
     """The caller (once per request): 401 / 403 before anything else is looked at."""
     if "scim_actor" not in g:
-        got = authenticate(svc(), request.headers.get("Authorization"), "scim")
+        got = authenticate(svc(), request.headers.get("Authorization"), "scim", presentation())
         if isinstance(got, BearerRefusal):
             raise _Unauthorized(got)
         g.scim_actor = caller_actor(got)
