@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ValidationError
+from .broker import ALIAS_RE
 
 # The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
 SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
@@ -474,6 +475,18 @@ def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
                     "client_secret_jwt (the only clients whose secret is kept)")
 
 
+def check_upstreams(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``allowed_upstreams``: the upstream identity providers offered to the client's sign-ins
+    (docs/brokering.md), as their aliases."""
+    value = meta.get("allowed_upstreams")
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(
+        isinstance(a, str) and ALIAS_RE.match(a) for a in value
+    ):
+        raise _fail("allowed_upstreams", "must be a list of upstream aliases")
+
+
 def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
     """RFC 9449 §5.2 ``dpop_bound_access_tokens`` and RFC 8705 §3.4
     ``tls_client_certificate_bound_access_tokens``: booleans."""
@@ -534,6 +547,7 @@ CHECKS: tuple[Check, ...] = (
     check_resources,
     check_own_settings,
     check_request_objects,
+    check_upstreams,
     check_sender_constraints,
     check_token_exchange,
 )

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ...core.broker import ALIAS_RE
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
@@ -110,6 +111,11 @@ EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
 EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
 SubjectType = Literal[SUBJECT_TYPES]
 Lifetime = json_int(30, 86400)
+Upstreams = Annotated[
+    list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]],
+    Field(max_length=100, description="aliases of the upstream identity providers offered to "
+                                      "its sign-ins (docs/brokering.md); absent = all enabled"),
+]
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
 Contacts = Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=20)]
@@ -298,6 +304,7 @@ class ClientMetadataIn(_Exact):
     require_signed_request_object: StrictBool = None
     request_object_signing_alg: RequestObjectAlg = None
     request_uris: _uris("request_uris", "fetched") = None
+    allowed_upstreams: Upstreams = None
     dpop_bound_access_tokens: StrictBool = None
     tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
@@ -372,6 +379,7 @@ class ClientMetadataPatch(_Exact):
     require_signed_request_object: StrictBool | None = None
     request_object_signing_alg: RequestObjectAlg | None = None
     request_uris: _uris("request_uris", "fetched") | None = None
+    allowed_upstreams: Upstreams | None = None
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
