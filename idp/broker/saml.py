@@ -336,10 +336,13 @@ def _algorithms(c: _Check) -> None:
     check_algorithms(c.root)
 
 
-def _structure(c: _Check) -> None:
+def _unique_ids(c: _Check) -> None:
     ids = [el.get("ID") for el in c.root.iter() if isinstance(el.tag, str) and el.get("ID")]
     if len(ids) != len(set(ids)):
         raise Refused("the Response has two elements with the same ID (signature wrapping)")
+
+
+def _one_assertion(c: _Check) -> None:
     found = list(c.root.iter(_ASSERTION, _ENCRYPTED_ASSERTION))
     if len(found) != 1 or found[0].getparent() is not c.root:
         raise Refused(
@@ -433,6 +436,10 @@ def _decrypt(c: _Check) -> None:
             continue
     if decrypted is None:
         raise Refused("the encrypted assertion cannot be decrypted with our keys")
+    if decrypted.tag != _ASSERTION or len(el) != 1:
+        raise Refused("the encrypted assertion holds no Assertion")
+    el.addprevious(decrypted)
+    c.root.remove(el)
     # The decrypted part passes the same XML gate as the message did, as a fresh document.
     try:
         msg = inspect(etree.tostring(c.root))
@@ -441,9 +448,10 @@ def _decrypt(c: _Check) -> None:
     assert msg.root is not None
     c.root = msg.root
     _algorithms(c)
-    _structure(c)
-    c.assertion = next(c.root.iter(_ASSERTION, _ENCRYPTED_ASSERTION))
-    if c.assertion.tag != _ASSERTION:
+    _unique_ids(c)
+    _one_assertion(c)
+    c.assertion = c.root.find(_ASSERTION)
+    if c.assertion is None:
         raise Refused("the encrypted assertion holds no Assertion")
 
 
@@ -613,9 +621,10 @@ def _remember_assertion(c: _Check) -> None:
 RESPONSE_CHECKS: tuple[Callable[[_Check], None], ...] = (
     _response_issuer,
     _algorithms,
-    _structure,
+    _unique_ids,
     _response_signature,
     _status,
+    _one_assertion,
     _destination_and_time,
     _in_response_to,
     _decrypt,
