@@ -53,6 +53,8 @@ BLUEPRINTS = [
     ".web.security_digest",
     ".web.mfa",
     ".web.webauthn",
+    ".web.broker_start",
+    ".web.broker",
     ".web.oidc.discovery",
     ".web.oidc.authorize",
     ".web.oidc.consent",

@@ -309,7 +309,8 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     want = AuthnRequest(
         protocol="oidc", resume_url="", client_id=client.client_id, client_name=client.name,
         prompt=prompt, max_age=max_age, acr_values=params.get("acr_values", "").split(),
-        login_hint=params.get("login_hint"), ui_locales=params.get("ui_locales", "").split())
+        login_hint=params.get("login_hint"), ui_locales=params.get("ui_locales", "").split(),
+        idp_hint=params.get("idp_hint"))
     if result is not None:
         # An MFA policy for this user at this client (idp.sso.stepup) raises the bar: a
         # single-factor session must not answer the request; the login steps up instead.

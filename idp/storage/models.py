@@ -493,6 +493,7 @@ class AuditEvent(Base):
 # Tables of other areas, kept in their own modules (imported so Alembic sees them).
 from . import models_audit as models_audit  # noqa: E402
 from . import models_auth as models_auth  # noqa: E402
+from . import models_broker as models_broker  # noqa: E402
 from . import models_config as models_config  # noqa: E402
 from . import models_devices as models_devices  # noqa: E402
 from . import models_gdpr as models_gdpr  # noqa: E402
