@@ -55,6 +55,7 @@ BLUEPRINTS = [
     ".web.webauthn",
     ".web.broker_start",
     ".web.broker",
+    ".web.broker_saml",
     ".web.oidc.discovery",
     ".web.oidc.authorize",
     ".web.oidc.consent",

@@ -70,8 +70,13 @@ def callback_url(svc: Services, alias: str) -> str:
 def protocol(kind: str) -> UpstreamProtocol:
     from .oauth2 import OAuth2Upstream
     from .oidc import OidcUpstream
+    from .saml_upstream import SamlUpstreamProtocol
 
-    found: dict[str, UpstreamProtocol] = {"oidc": OidcUpstream(), "oauth2": OAuth2Upstream()}
+    found: dict[str, UpstreamProtocol] = {
+        "oidc": OidcUpstream(),
+        "oauth2": OAuth2Upstream(),
+        "saml": SamlUpstreamProtocol(),
+    }
     if kind not in found:
         raise KeyError(kind)
     return found[kind]

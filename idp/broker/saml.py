@@ -100,7 +100,12 @@ _ISSUER = _q(SAML_NS, "Issuer")
 
 
 class Refused(Exception):
-    """A Response (or logout message) that is not accepted; the text is safe to show."""
+    """A Response (or logout message) that is not accepted; the text is safe to show and to
+    log, ``reason`` a short code for the audit row (``bad_signature``, ``wrong_audience``...)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # --- per-upstream configuration ----------------------------------------------------------------
@@ -287,13 +292,13 @@ def consume(
     or None when there is no such flight. Refused with the reason, having written nothing, or
     the identity, the Assertion's ID then in the replay cache."""
     if not saml_response:
-        raise Refused("no SAMLResponse in the request")
+        raise Refused("no SAMLResponse in the request", "bad_xml")
     try:
         msg = inspect(decode_post(saml_response))
     except BadMessage as exc:
-        raise Refused(str(exc)) from None
+        raise Refused(str(exc), "bad_xml") from None
     if msg.root_tag != "Response" or msg.root is None:
-        raise Refused("the message is not a SAML Response")
+        raise Refused("the message is not a SAML Response", "bad_xml")
     check = _Check(
         svc=svc,
         up=up,
@@ -303,8 +308,12 @@ def consume(
         now=svc.clock.now(),
         skew=float(svc.settings.saml.clock_skew),
     )
-    for step in RESPONSE_CHECKS:
-        step(check)
+    for reason, step in RESPONSE_CHECKS:
+        try:
+            step(check)
+        except Refused as exc:
+            exc.reason = exc.reason or reason
+            raise
     assert check.identity is not None
     _remember_assertion(check)
     return check.identity
@@ -326,10 +335,13 @@ def check_algorithms(root: etree._Element) -> None:
     try:
         check_signature_algorithms(root, what="the signature")
     except BadMessage as exc:
-        raise Refused(str(exc)) from None
+        raise Refused(str(exc), "weak_algorithm") from None
     for el in root.iter(_q(DSIG_NS, "Transform")):
         if el.get("Algorithm") not in _TRANSFORMS:
-            raise Refused(f"the signature uses the transform {el.get('Algorithm')}, not accepted")
+            raise Refused(
+                f"the signature uses the transform {el.get('Algorithm')}, not accepted",
+                "weak_algorithm",
+            )
 
 
 def _algorithms(c: _Check) -> None:
@@ -339,7 +351,10 @@ def _algorithms(c: _Check) -> None:
 def _unique_ids(c: _Check) -> None:
     ids = [el.get("ID") for el in c.root.iter() if isinstance(el.tag, str) and el.get("ID")]
     if len(ids) != len(set(ids)):
-        raise Refused("the Response has two elements with the same ID (signature wrapping)")
+        raise Refused(
+            "the Response has two elements with the same ID (signature wrapping)",
+            "signature_wrapping",
+        )
 
 
 def _one_assertion(c: _Check) -> None:
@@ -347,7 +362,8 @@ def _one_assertion(c: _Check) -> None:
     if len(found) != 1 or found[0].getparent() is not c.root:
         raise Refused(
             "the Response must carry exactly one assertion, directly inside it "
-            f"(it has {len(found)}: signature wrapping is refused)"
+            f"(it has {len(found)}: signature wrapping is refused)",
+            "signature_wrapping",
         )
 
 
@@ -363,7 +379,7 @@ def verify_signature(el: etree._Element, up: SamlUpstream, noun: str) -> bool:
             return True
         except ValidationError as exc:
             reason = str(exc)
-    raise Refused(reason or f"the signature of {noun} cannot be checked")
+    raise Refused(reason or f"the signature of {noun} cannot be checked", "bad_signature")
 
 
 def _response_signature(c: _Check) -> None:
@@ -382,13 +398,16 @@ def _status(c: _Check) -> None:
     raise Refused(f"the identity provider did not sign you in ({detail.rsplit(':', 1)[-1]}{said})")
 
 
-def _destination_and_time(c: _Check) -> None:
+def _destination(c: _Check) -> None:
     destination = c.root.get("Destination")
     if destination is None:
         if c.response_signed:
             raise Refused("the Response is signed but has no Destination (saml-bindings 3.5.5.2)")
     elif destination.strip() != c.ends.acs:
         raise Refused("the Response is addressed to another destination")
+
+
+def _issue_instant(c: _Check) -> None:
     issued = utc_instant(c.root.get("IssueInstant"))
     if issued is None:
         raise Refused("the Response has no valid IssueInstant")
@@ -509,8 +528,7 @@ def _subject_confirmation(c: _Check) -> None:
             continue
         expires = _time(until, "SubjectConfirmationData NotOnOrAfter")
         if c.now >= expires + c.skew:
-            problems.append("has expired")
-            continue
+            raise Refused("the Assertion's bearer subject confirmation has expired", "expired")
         irt = data.get("InResponseTo")
         if (irt or None) != c.request_id:
             problems.append("answers another request (InResponseTo)")
@@ -521,11 +539,16 @@ def _subject_confirmation(c: _Check) -> None:
     raise Refused(f"the Assertion's bearer subject confirmation {why}")
 
 
-def _conditions(c: _Check) -> None:
+def _conditions(c: _Check) -> etree._Element:
     assert c.assertion is not None
     cond = c.assertion.find(_q(SAML_NS, "Conditions"))
     if cond is None:
         raise Refused("the Assertion has no Conditions")
+    return cond
+
+
+def _validity(c: _Check) -> None:
+    cond = _conditions(c)
     if cond.get("NotBefore") is not None:
         if c.now + c.skew < _time(cond.get("NotBefore"), "Conditions NotBefore"):
             raise Refused("the Assertion is not valid yet (check the clocks)")
@@ -534,7 +557,10 @@ def _conditions(c: _Check) -> None:
         if c.now >= until + c.skew:
             raise Refused("the Assertion has expired")
         c.expires = max(c.expires, until)
-    restrictions = cond.findall(_q(SAML_NS, "AudienceRestriction"))
+
+
+def _audience(c: _Check) -> None:
+    restrictions = _conditions(c).findall(_q(SAML_NS, "AudienceRestriction"))
     if not restrictions:
         raise Refused("the Assertion has no AudienceRestriction")
     for restriction in restrictions:
@@ -615,22 +641,25 @@ def _remember_assertion(c: _Check) -> None:
     digest = hashlib.sha256(f"{c.up.idp.entity_id}\n{assertion_id}".encode()).hexdigest()
     ttl = max(60.0, c.expires + c.skew - c.now)
     if not c.svc.store.add(_SEEN + digest, 1, ttl):
-        raise Refused("this assertion was already used (replay)")
+        raise Refused("this assertion was already used (replay)", "replay")
 
 
-RESPONSE_CHECKS: tuple[Callable[[_Check], None], ...] = (
-    _response_issuer,
-    _algorithms,
-    _unique_ids,
-    _response_signature,
-    _status,
-    _one_assertion,
-    _destination_and_time,
-    _in_response_to,
-    _decrypt,
-    _assertion_signature,
-    _assertion_issuer,
-    _subject_confirmation,
-    _conditions,
-    _identity,
+# (audit reason, check), in order: see the module text.
+RESPONSE_CHECKS: tuple[tuple[str, Callable[[_Check], None]], ...] = (
+    ("wrong_issuer", _response_issuer),
+    ("weak_algorithm", _algorithms),
+    ("signature_wrapping", _unique_ids),
+    ("bad_signature", _response_signature),
+    ("error_from_upstream", _status),
+    ("signature_wrapping", _one_assertion),
+    ("wrong_destination", _destination),
+    ("expired", _issue_instant),
+    ("unknown_request", _in_response_to),
+    ("cannot_decrypt", _decrypt),
+    ("not_signed", _assertion_signature),
+    ("wrong_issuer", _assertion_issuer),
+    ("bad_subject_confirmation", _subject_confirmation),
+    ("expired", _validity),
+    ("wrong_audience", _audience),
+    ("no_subject", _identity),
 )

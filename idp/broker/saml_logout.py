@@ -10,16 +10,18 @@
   that came through it for that NameID (and SessionIndex), and answers with a signed
   LogoutResponse.
 
-Which local sessions came through which upstream session is kept by ``remember_session``
-when the broker signs someone in.
+Which local sessions came through which upstream subject is kept by the sign-in hub
+(``idp.sso.broker.remember_session`` / ``sessions_of``), with the session reference
+(``session_ref``: NameID and SessionIndex) of each; where the subject is an attribute rather
+than the NameID, ``remember_name_id`` keeps which subject a NameID stands for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
-from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 
@@ -36,6 +38,7 @@ from ..saml.response import build_logout_request, build_status_response
 from ..saml.results import PostForm, Received, Redirect
 from ..saml.validate import read_message
 from ..services import Services
+from ..sso import broker as hub
 from ..sso.sessions import session_manager
 from .saml import Refused, SamlUpstream, UpstreamNameId, check_algorithms, verify_signature
 from .saml_metadata import sp_endpoints
@@ -43,27 +46,39 @@ from .saml_metadata import sp_endpoints
 LOGOUT_TTL = 600
 STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 _SLO = "broker:saml:slo:"
-_BY_NAME = "broker:saml:sessions:"
+_SUBJECT_OF = "broker:saml:subject-of:"
 _SEEN = "broker:saml:seen-logout:"
 
 
-def _name_key(alias: str, name_id: str) -> str:
-    return _BY_NAME + hashlib.sha256(f"{alias}\n{name_id}".encode()).hexdigest()
+def _name_key(svc: Services, alias: str, name_id: str) -> str:
+    return _SUBJECT_OF + svc.hasher.hash(f"{alias}\n{name_id}")
 
 
-def remember_session(
-    svc: Services, alias: str, sid: str, name_id: UpstreamNameId | None, session_index: str | None
-) -> dict[str, Any] | None:
-    """Note that the local session ``sid`` came through the upstream ``alias`` as ``name_id``
-    in its session ``session_index``: an upstream LogoutRequest for them ends it. Returns what
-    the session must keep for a logout towards the upstream (None without a NameID)."""
+def remember_name_id(
+    svc: Services, alias: str, name_id: UpstreamNameId | None, subject: str
+) -> None:
+    """Keep the subject a NameID stands for, when it is not the NameID itself (a configured
+    subject attribute), as long as a session may last."""
+    if name_id is None or name_id.value == subject:
+        return
+    svc.store.put(_name_key(svc, alias, name_id.value), subject, hub.session_ttl(svc))
+
+
+def session_ref(name_id: UpstreamNameId | None, session_index: str | None) -> str | None:
+    """What a LogoutRequest to the upstream needs later: its NameID and SessionIndex."""
     if name_id is None:
         return None
-    key = _name_key(alias, name_id.value)
-    sessions = dict(svc.store.get(key) or {})
-    sessions[sid] = session_index
-    svc.store.put(key, sessions, svc.settings.session.max_hours * 3600)
-    return {"alias": alias, "name_id": name_id.to_dict(), "session_index": session_index}
+    return json.dumps(
+        {"name_id": name_id.to_dict(), "session_index": session_index}, sort_keys=True
+    )
+
+
+def read_session_ref(ref: str) -> tuple[UpstreamNameId, str | None] | None:
+    try:
+        data = json.loads(ref)
+        return UpstreamNameId.from_dict(data["name_id"]), data.get("session_index")
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _send(
@@ -75,7 +90,7 @@ def _send(
     return PostForm(location, field, b64(xml), relay)
 
 
-def _binding(up: SamlUpstream) -> str | None:
+def _response_binding(up: SamlUpstream) -> str | None:
     for binding in (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST):
         if binding in up.idp.slo:
             return binding
@@ -83,29 +98,30 @@ def _binding(up: SamlUpstream) -> str | None:
 
 
 def logout_request(
-    svc: Services, up: SamlUpstream, kept: dict[str, Any], then: str
-) -> PostForm | Redirect | None:
-    """The browser's way to the upstream's SingleLogoutService with a signed LogoutRequest
-    for the session ``kept`` (what ``remember_session`` returned); None when the upstream has
-    no SingleLogoutService. ``then`` is where the browser goes when the upstream answers."""
-    binding = _binding(up)
-    if binding is None or not kept.get("name_id"):
+    svc: Services, up: SamlUpstream, name_id: UpstreamNameId, session_index: str | None, then: str
+) -> Redirect | None:
+    """The browser's way to the upstream's SingleLogoutService (HTTP-Redirect) with a signed
+    LogoutRequest for ``name_id`` in its session ``session_index``; None when the upstream has
+    no SingleLogoutService by HTTP-Redirect. ``then`` is where the browser goes when the
+    upstream answers (taken once, by ``logout_response``)."""
+    if BINDING_HTTP_REDIRECT not in up.idp.slo:
         return None
-    location = up.idp.slo[binding][0]
+    location = up.idp.slo[BINDING_HTTP_REDIRECT][0]
     request_id, xml = build_logout_request(
         signer=saml_idp(svc).engine().server.sec.crypto,
         issuer=sp_endpoints(svc, up.alias).entity_id,
         destination=location,
-        name_id=UpstreamNameId.from_dict(kept["name_id"]),  # type: ignore[arg-type]
-        session_index=kept.get("session_index") or "",
+        name_id=name_id,  # type: ignore[arg-type]  (the same fields as an IssuedNameId)
+        session_index=session_index or "",
         now=svc.clock.now(),
-        sign=binding == BINDING_HTTP_POST,
+        sign=False,
     )
     relay = secrets.token_urlsafe(32)
     svc.store.put(
         _SLO + relay, {"alias": up.alias, "request_id": request_id, "then": then}, LOGOUT_TTL
     )
-    return _send(svc, binding, location, "SAMLRequest", xml, relay)
+    key = saml_idp(svc).engine().signing_key
+    return Redirect(redirect_url(location, "SAMLRequest", xml, relay, key))
 
 
 def _read(up: SamlUpstream, received: Received, field: str, tag: str) -> tuple[str | None, Inbound]:
@@ -188,21 +204,23 @@ def upstream_logout_request(
     if not svc.store.add(_SEEN + digest, 1, ttl):
         raise Refused("this LogoutRequest was already used (replay)")
     indexes = {(el.text or "").strip() for el in msg.root.findall(f"{{{SAMLP_NS}}}SessionIndex")}
-    key = _name_key(up.alias, name_el.text.strip())
-    sessions = dict(svc.store.get(key) or {})
+    name_id = name_el.text.strip()
+    subject = svc.store.get(_name_key(svc, up.alias, name_id)) or name_id
+    sessions = hub.sessions_of(svc, up.alias, str(subject))
     mgr = session_manager(svc)
     ended = 0
-    for sid, index in list(sessions.items()):
-        if indexes and index not in indexes:
+    kept: dict[str, str] = {}
+    for sid, ref in sessions.items():
+        read = read_session_ref(ref)
+        if read is None or read[0].value != name_id or (indexes and read[1] not in indexes):
+            kept[sid] = ref
             continue
+        hub.take_session(svc, sid)  # no LogoutRequest back to the upstream for this one
         if mgr.end(sid) is not None:
             ended += 1
-        del sessions[sid]
-    if sessions:
-        svc.store.put(key, sessions, svc.settings.session.max_hours * 3600)
-    else:
-        svc.store.delete(key)
-    binding = _binding(up)
+    for sid, ref in kept.items():
+        hub.remember_session(svc, sid, {"provider": up.alias, "ref": ref, "subject": subject})
+    binding = _response_binding(up)
     if binding is None:
         return ended, None
     location = up.idp.slo[binding][1]

@@ -22,11 +22,12 @@ from saml2.time_util import in_a_while
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256, KeyInfo, X509Certificate, X509Data
 
 from ..errors import ValidationError
-from ..oidc.fetch import OutboundError, outbound
+from ..oidc.fetch import OutboundError
 from ..saml.crypto import DSIG_NS
 from ..saml.engine import saml_idp
 from ..saml.registry import MD_NS, PROTOCOL, location_problem, parse_entity
 from ..services import Services
+from .http import fetcher
 
 # The bindings we send AuthnRequests and LogoutRequests by, in our order of preference.
 BINDINGS = (BINDING_HTTP_REDIRECT, BINDING_HTTP_POST)
@@ -54,12 +55,13 @@ def _pem(text: str | None) -> str | None:
 
 
 def parse_idp_metadata(
-    xml: str | bytes, *, now: datetime, allow_http: bool = False
+    xml: str | bytes, *, now: datetime | None, allow_http: bool = False
 ) -> UpstreamIdpMetadata:
     """Read an upstream IdP's EntityDescriptor (or an EntitiesDescriptor holding one), or
     ValidationError saying what is wrong: no DTD, a SAML 2.0 IDPSSODescriptor, a
     SingleSignOnService by HTTP-Redirect or HTTP-POST at an https Location (http only with
-    ``allow_http``), at least one signing certificate, and not past its validUntil."""
+    ``allow_http``), at least one signing certificate, and not past its validUntil (unless
+    ``now`` is None: checked when it is used)."""
     entity = parse_entity(xml)
     entity_id = (entity.get("entityID") or "").strip()
     if not entity_id or len(entity_id) > 1000:
@@ -73,7 +75,7 @@ def parse_idp_metadata(
             raise ValidationError("the metadata's validUntil is not a valid time") from None
         if valid_until.tzinfo is None:
             valid_until = valid_until.replace(tzinfo=UTC)
-        if valid_until <= now:
+        if now is not None and valid_until <= now:
             raise ValidationError(f"the metadata of {entity_id} expired at {until}")
     descriptor = next(
         (
@@ -140,10 +142,11 @@ def _endpoints(descriptor, name: str, allow_http: bool) -> dict[str, str]:
 
 def fetch_idp_metadata(svc: Services, url: str) -> str:
     """The metadata document at ``url``, fetched under the outbound policy (idp.oidc.fetch:
-    https only, no private addresses, no redirects, bounded time and size); ValidationError
-    with the reason when it cannot be had."""
+    https only, no private addresses, no redirects, bounded time and size; ``[broker]``
+    allow_http / allow_private_addresses); ValidationError with the reason when it cannot be
+    had."""
     try:
-        answer = outbound(svc).request(
+        answer = fetcher(svc).request(
             "GET", url, headers={"Accept": "application/samlmetadata+xml, application/xml"}
         )
     except OutboundError as exc:
