@@ -34,7 +34,7 @@ from idp.broker import saml as bs
 from idp.broker.saml_logout import (
     logout_request,
     logout_response,
-    remember_session,
+    session_ref,
     upstream_logout_request,
 )
 from idp.broker.saml_metadata import parse_idp_metadata, sp_endpoints, sp_metadata
@@ -101,10 +101,16 @@ class Env:
             request_id=bs.request_id_for(relay) if relay else None,
         )
 
-    def refused(self, xml: str, why: str, relay: str | None = "rs-1", **settings) -> None:
+    def refused(
+        self, xml: str, why: str, relay: str | None = "rs-1", reason: str | None = None, **settings
+    ) -> None:
+        """Refused with the message ``why`` (and the audit ``reason``), the store unchanged."""
         before = self.state()
-        with pytest.raises(bs.Refused, match=why):
+        with pytest.raises(bs.Refused, match=why) as caught:
             self.consume(xml, relay, **settings)
+        assert caught.value.reason
+        if reason:
+            assert caught.value.reason == reason
         assert self.state() == before
 
 
@@ -204,7 +210,7 @@ def test_unsigned_response_is_refused(env):
 
 def test_signed_with_another_key_is_refused(env):
     xml = env.response(issuer_server=env.impostor.server)
-    env.refused(xml, "does not verify")
+    env.refused(xml, "does not verify", reason="bad_signature")
 
 
 def test_altered_after_signing_is_refused(env):
@@ -238,11 +244,15 @@ def test_an_assertion_moved_out_of_its_response_is_refused(env):
 
 def test_wrong_audience_is_refused(env):
     other = sp_endpoints(env.svc, "other").entity_id
-    env.refused(env.response(audience=other), "another audience")
+    env.refused(env.response(audience=other), "another audience", reason="wrong_audience")
 
 
 def test_wrong_destination_is_refused(env):
-    env.refused(env.response(destination="https://evil.example.org/acs"), "another destination")
+    env.refused(
+        env.response(destination="https://evil.example.org/acs"),
+        "another destination",
+        reason="wrong_destination",
+    )
 
 
 def test_wrong_issuer_is_refused(env):
@@ -264,13 +274,13 @@ def test_expiry_one_second_either_side(env):
     env.clock._t = deadline - 1
     assert env.consume(early).subject == "ada-persistent-1"
     env.clock._t = deadline + 1
-    env.refused(late, "expired")
+    env.refused(late, "expired", reason="expired")
 
 
 def test_replayed_assertion_is_refused(env):
     xml = env.response()
     env.consume(xml)
-    env.refused(xml, "already used")
+    env.refused(xml, "already used", reason="replay")
 
 
 def test_in_response_to_an_unknown_request_is_refused(env):
@@ -284,7 +294,7 @@ def test_a_dtd_is_refused(env):
     xxe = '<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>' + body.replace(
         "ada-persistent-1", "&x;"
     )
-    env.refused(xxe, "DTD")
+    env.refused(xxe, "DTD", reason="bad_xml")
 
 
 def test_an_error_status_is_shown(env):
@@ -436,7 +446,10 @@ def test_upstream_logout_request_ends_the_sessions_that_came_through_it(env):
     got = env.consume(env.response())
     mine = mgr.create("u-1", ["fed"], "1").sid
     other = mgr.create("u-2", ["fed"], "1").sid
-    remember_session(env.svc, ALIAS, mine, got.name_id, got.session_ref)
+    from idp.sso import broker as hub
+
+    ref = session_ref(got.name_id, got.session_ref)
+    hub.remember_session(env.svc, mine, {"provider": ALIAS, "ref": ref, "subject": got.subject})
     req_id, req = env.idp.server.create_logout_request(
         env.ends.sls,
         env.ends.entity_id,
@@ -471,8 +484,9 @@ def test_upstream_logout_request_ends_the_sessions_that_came_through_it(env):
 
 def test_our_logout_request_and_the_upstreams_answer(env):
     got = env.consume(env.response())
-    kept = remember_session(env.svc, ALIAS, "sid-x", got.name_id, got.session_ref)
-    out = logout_request(env.svc, env.upstream(), kept, "https://idp.example.org/done")
+    out = logout_request(
+        env.svc, env.upstream(), got.name_id, got.session_ref, "https://idp.example.org/done"
+    )
     assert isinstance(out, Redirect)
     query = parse_qs(urlsplit(out.location).query)
     req = env.idp.server.parse_logout_request(query["SAMLRequest"][0], BINDING_HTTP_REDIRECT)

@@ -32,11 +32,20 @@ def broker(tmp_path_factory, upstream):
 
     with broker_idp(tmp_path_factory, upstream) as b:
         with transaction(b.svc, Actor.operator("test")) as ctx:
-            view = upstreams.create(ctx, ALIAS, "saml", {
-                "display_name": "Campus", "create_users": True, "config": {
-                    "metadata_url": f"{upstream.url}/saml/metadata",
-                    "allow_http": True, "trust_email": True,
-                }})
+            view = upstreams.create(
+                ctx,
+                ALIAS,
+                "saml",
+                {
+                    "display_name": "Campus",
+                    "create_users": True,
+                    "config": {
+                        "metadata_url": f"{upstream.url}/saml/metadata",
+                        "allow_http": True,
+                        "trust_email": True,
+                    },
+                },
+            )
         assert view["sp_metadata_url"] == f"{BROKER}/broker/{ALIAS}/saml/metadata"
         sp_md = b.client().get(f"/broker/{ALIAS}/saml/metadata")
         assert sp_md.status_code == 200
@@ -64,9 +73,16 @@ def upstream_sign_in(browser: requests.Session, url: str, username: str) -> tupl
         if urlsplit(target).path == "/login":
             page = browser.get(target)
             token = form_with(page.text, "csrf_token")[1]["csrf_token"]
-            resp = browser.post(target.split("?")[0], allow_redirects=False, data={
-                "csrf_token": token, "r": query(target).get("r", ""),
-                "username": username, "password": PASSWORD})
+            resp = browser.post(
+                target.split("?")[0],
+                allow_redirects=False,
+                data={
+                    "csrf_token": token,
+                    "r": query(target).get("r", ""),
+                    "username": username,
+                    "password": PASSWORD,
+                },
+            )
             continue
         resp = browser.get(target, allow_redirects=False)
     raise AssertionError("the upstream never answered with a SAML Response")
@@ -97,7 +113,8 @@ def last_refusal(broker) -> str | None:
 
     with broker.svc.sessions() as db:
         row = db.scalars(
-            select(AuditEvent).where(AuditEvent.action == "broker.refused")
+            select(AuditEvent)
+            .where(AuditEvent.action == "broker.refused")
             .order_by(AuditEvent.id.desc())
         ).first()
         return (row.details or {}).get("reason") if row else None
@@ -114,8 +131,7 @@ def assert_refused(broker, before, resp, reason: str) -> None:
     assert last_refusal(broker) == reason
     after = state(broker)
     assert after[1:] == before[1:]
-    assert set(after[0]) - _replay_markers(after[0]) == set(before[0]) - _replay_markers(
-        before[0])
+    assert set(after[0]) - _replay_markers(after[0]) == set(before[0]) - _replay_markers(before[0])
 
 
 def test_sign_in_through_the_upstream_saml_idp_reaches_the_rp(broker, upstream):
@@ -237,19 +253,45 @@ def test_the_cli_adds_a_saml_upstream_from_a_metadata_file(
     config.write_text(json.dumps({"allow_http": True}))
     monkeypatch.setenv("IDP_INSTANCE_DIR", str(broker.svc.settings.instance_dir))
     monkeypatch.setenv("IDP_ISSUER", BROKER)
-    code = main([
-        "upstreams", "add", "lab", "--kind", "saml", "--display-name", "Lab",
-        "--metadata", str(md), "--config", str(config), "--email-attribute", "mail",
-        "--name-id-format", "email", "--json"])
+    code = main(
+        [
+            "upstreams",
+            "add",
+            "lab",
+            "--kind",
+            "saml",
+            "--display-name",
+            "Lab",
+            "--metadata",
+            str(md),
+            "--config",
+            str(config),
+            "--email-attribute",
+            "mail",
+            "--name-id-format",
+            "email",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     view = json.loads(out)
     assert view["kind"] == "saml" and view["config"]["name_id_format"].endswith("emailAddress")
     assert view["acs_url"] == f"{BROKER}/broker/lab/saml/acs"
     before = state(broker)
-    code = main([
-        "upstreams", "add", "lab2", "--kind", "saml", "--display-name", "Lab",
-        "--metadata", str(config)])
+    code = main(
+        [
+            "upstreams",
+            "add",
+            "lab2",
+            "--kind",
+            "saml",
+            "--display-name",
+            "Lab",
+            "--metadata",
+            str(config),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code != 0 and out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert "metadata" in err
