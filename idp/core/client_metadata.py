@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ValidationError
+from .broker import ALIAS_RE
 
 # The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
 SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
@@ -340,6 +341,18 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
 
 
+def check_upstreams(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``allowed_upstreams``: the upstream identity providers offered to the client's sign-ins
+    (docs/brokering.md), as their aliases."""
+    value = meta.get("allowed_upstreams")
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(
+        isinstance(a, str) and ALIAS_RE.match(a) for a in value
+    ):
+        raise _fail("allowed_upstreams", "must be a list of upstream aliases")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -351,6 +364,7 @@ CHECKS: tuple[Check, ...] = (
     check_scope,
     check_resources,
     check_own_settings,
+    check_upstreams,
 )
 
 

@@ -68,6 +68,7 @@ def upstream_idp(tmp_path_factory) -> Iterator[Upstream]:
                 ("zoe", "zoe@corp.example", True, []),
                 ("quin", "quin@corp.example", True, []),
                 ("ray", "ray@corp.example", True, []),
+                ("pat", "pat@corp.example", True, []),
             ]
             for name, email, verified, groups in people:
                 user = d.create_user(
@@ -143,7 +144,9 @@ def broker_idp(tmp_path_factory, upstream: Upstream) -> Iterator[Broker]:
         }, upstream.secret)
         upstreams.create(ctx, "gh", "oauth2", {
             "display_name": "Hub", "create_users": True, "config": {
-                "client_id": "broker", "scopes": "profile email",
+                # This IdP's userinfo answers only tokens with openid: asked for, and the ID
+                # token that comes with it left unread (plain OAuth 2 has none).
+                "client_id": "broker", "scopes": "openid profile email",
                 "authorization_endpoint": f"{upstream.url}/oauth2/authorize",
                 "token_endpoint": f"{upstream.url}/oauth2/token",
                 "userinfo_endpoint": f"{upstream.url}/oauth2/userinfo",
@@ -191,7 +194,7 @@ def upstream_login(browser: requests.Session, url: str, username: str,
                    password: str = PASSWORD) -> str:
     """Follow ``url`` (the broker's redirect to the upstream) through the upstream's login as
     ``username``; return the upstream's redirect back to the broker."""
-    resp = browser.get(url, allow_redirects=False)
+    resp = browser.get(url, allow_redirects=False, timeout=10)
     for _ in range(8):
         location = resp.headers.get("Location", "")
         if location.startswith(BROKER):
@@ -199,12 +202,13 @@ def upstream_login(browser: requests.Session, url: str, username: str,
         assert resp.status_code in (302, 303), (resp.status_code, resp.text[:300])
         target = location if location.startswith("http") else browser_base(url) + location
         if urlsplit(target).path == "/login":
-            page = browser.get(target)
-            resp = browser.post(browser_base(url) + "/login", allow_redirects=False, data={
-                "csrf_token": csrf(page.text), "r": query(target).get("r", ""),
-                "username": username, "password": password})
+            page = browser.get(target, timeout=10)
+            form = {"csrf_token": csrf(page.text), "r": query(target).get("r", ""),
+                    "username": username, "password": password}
+            resp = browser.post(browser_base(url) + "/login", data=form, allow_redirects=False,
+                                timeout=10)
             continue
-        resp = browser.get(target, allow_redirects=False)
+        resp = browser.get(target, allow_redirects=False, timeout=10)
     raise AssertionError("the upstream never sent the browser back")
 
 
@@ -228,3 +232,45 @@ def follow_to_rp(client, resp) -> dict[str, str]:
             return query(location)
         resp = client.get(location)
     raise AssertionError("no answer to the RP")
+
+
+# --- what changed -----------------------------------------------------------------------------
+
+
+def state_of(svc) -> dict[str, Any]:
+    """Rows a refused sign-in must not change: users, links, group members."""
+    from sqlalchemy import func, select
+
+    from idp.storage.models import GroupMember, User
+    from idp.storage.models_broker import UpstreamLink
+
+    with svc.sessions() as db:
+        return {
+            "users": db.scalar(select(func.count()).select_from(User)),
+            "links": sorted(tuple(r) for r in db.execute(
+                select(UpstreamLink.user_id, UpstreamLink.subject)).all()),
+            "members": db.scalar(select(func.count()).select_from(GroupMember)),
+        }
+
+
+def audits(svc, action: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from idp.storage.models import AuditEvent
+
+    with svc.sessions() as db:
+        rows = db.scalars(select(AuditEvent).where(AuditEvent.action == action)
+                          .order_by(AuditEvent.id)).all()
+        return [dict(r.details or {}, _target=r.target) for r in rows]
+
+
+def user_named(svc, username: str):
+    from sqlalchemy import select
+
+    from idp.storage.models import User
+
+    with svc.sessions() as db:
+        user = db.scalar(select(User).where(User.username == username))
+        if user is not None:
+            db.expunge(user)
+        return user

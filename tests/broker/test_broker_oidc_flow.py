@@ -1,10 +1,12 @@
-"""Sign-in through an upstream OIDC provider, end to end: a second instance of this IdP serves
-as the upstream for real (loopback HTTP), our broker is its client, and a downstream RP's ID
-token from the broker is verified with PyJWT (not our code)."""
+"""Sign-in through an upstream OIDC (and plain OAuth 2) provider, end to end: a second instance
+of this IdP serves as the upstream for real (loopback HTTP), our broker is its client, and the
+downstream RP's ID token from the broker is verified with PyJWT (not our code). Every refusal
+also shows that nothing was linked or created."""
 
 from __future__ import annotations
 
 import base64
+import re
 
 import jwt
 import pytest
@@ -12,15 +14,22 @@ import requests
 from broker_kit import (
     BROKER,
     RP,
+    audits,
     authorize,
     back,
     broker_idp,
     choose,
+    csrf,
     follow_to_rp,
+    login_page,
+    query,
+    state_of,
     upstream_idp,
     upstream_login,
+    user_named,
 )
-from sqlalchemy import func, select
+from login_kit import link_in, outbox
+from oidc_support import PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -44,46 +53,235 @@ def _redeem(broker, client, code: str, verifier: str) -> dict:
     return resp.get_json()
 
 
-def _verified_id_token(broker, client, token: str) -> dict:
-    jwks = client.get("/jwks").get_json() if client.get("/jwks").status_code == 200 else \
-        client.get(client.get("/.well-known/openid-configuration").get_json()["jwks_uri"]
-                   .replace(BROKER, "")).get_json()
+def _rp_id_token(broker, client, answer: dict, verifier: str) -> dict:
+    """The RP's view: redeem the code, verify the ID token with PyJWT and the broker's JWKS."""
+    assert "code" in answer, answer
+    token = _redeem(broker, client, answer["code"], verifier)["id_token"]
+    doc = client.get("/.well-known/openid-configuration").get_json()
+    jwks = client.get(doc["jwks_uri"].removeprefix(BROKER)).get_json()
     header = jwt.get_unverified_header(token)
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
     return jwt.decode(token, jwt.PyJWK(key).key, algorithms=[header["alg"]], audience="rp",
                       issuer=BROKER)
 
 
-def _users(broker) -> int:
-    from idp.storage.models import User
-
-    with broker.svc.sessions() as db:
-        return db.scalar(select(func.count()).select_from(User))
-
-
-def _links(broker) -> list[tuple[str, str]]:
-    from idp.storage.models import User
-    from idp.storage.models_broker import UpstreamLink
-
-    with broker.svc.sessions() as db:
-        return sorted(db.execute(select(User.username, UpstreamLink.subject).join(
-            User, User.id == UpstreamLink.user_id)).all())
-
-
-def test_jit_sign_in_through_the_upstream_reaches_the_rp(broker, upstream):
+def _through_upstream(broker, upstream, username: str, alias: str = "corp", **extra):
+    """An RP request at the broker, "Sign in with <alias>", the upstream's login as
+    ``username``; (broker test client, the broker's answer to the callback, PKCE verifier)."""
     client = broker.client()
-    resp, verifier = authorize(client)
-    started = choose(client, resp.headers["Location"], "corp")
-    assert started.status_code == 303
-    assert started.headers["Location"].startswith(upstream.url + "/oauth2/authorize")
-    browser = requests.Session()
-    returned = upstream_login(browser, started.headers["Location"], "uma")
-    before = _users(broker)
-    answer = follow_to_rp(client, back(client, returned))
-    assert "code" in answer, answer
-    tokens = _redeem(broker, client, answer["code"], verifier)
-    claims = _verified_id_token(broker, client, tokens["id_token"])
+    resp, verifier = authorize(client, **extra)
+    started = choose(client, resp.headers["Location"], alias)
+    assert started.status_code == 303, started.get_data(as_text=True)[:300]
+    assert started.headers["Location"].startswith(upstream.url)
+    returned = upstream_login(requests.Session(), started.headers["Location"], username)
+    return client, back(client, returned), verifier
+
+
+def test_first_sign_in_creates_the_account_maps_it_and_reaches_the_rp(broker, upstream):
+    before = state_of(broker.svc)
+    client, resp, verifier = _through_upstream(broker, upstream, "uma")
+    claims = _rp_id_token(broker, client, follow_to_rp(client, resp), verifier)
     assert claims["amr"] == ["fed"]
     assert claims["email"] == "uma@corp.example"
-    assert _users(broker) == before + 1
-    assert ("uma", ) == tuple(u for u, _s in _links(broker) if u == "uma")
+    after = state_of(broker.svc)
+    assert after["users"] == before["users"] + 1
+    assert len(after["links"]) == len(before["links"]) + 1
+    uma = user_named(broker.svc, "uma")  # the mapping's username rule
+    assert uma.source == "broker" and uma.email_verified and uma.given_name == "Uma"
+    assert claims["sub"] == uma.uuid
+    assert after["members"] == before["members"] + 1  # groups "admins" -> local "Admins"
+    assert audits(broker.svc, "user.created")[-1]["provider"] == "corp"
+    assert audits(broker.svc, "broker.linked")[-1]["_target"] == uma.uuid
+
+
+def test_a_linked_account_signs_in_again_without_a_new_account(broker, upstream):
+    client, resp, verifier = _through_upstream(broker, upstream, "vic")
+    first = _rp_id_token(broker, client, follow_to_rp(client, resp), verifier)
+    before = state_of(broker.svc)
+    client, resp, verifier = _through_upstream(broker, upstream, "vic")
+    again = _rp_id_token(broker, client, follow_to_rp(client, resp), verifier)
+    assert again["sub"] == first["sub"]
+    assert state_of(broker.svc) == before
+    assert audits(broker.svc, "broker.login")[-1]["_target"] == first["sub"]
+
+
+def test_verified_email_of_a_local_user_links_only_after_the_local_password(broker, upstream):
+    before = state_of(broker.svc)
+    client, resp, verifier = _through_upstream(broker, upstream, "walt")
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/broker/link")
+    page = client.get("/broker/link")
+    assert "walt@corp.example" in page.get_data(as_text=True)
+    token = csrf(page.get_data(as_text=True))
+    wrong = client.post("/broker/link", data={"csrf_token": token, "password": "nope"})
+    assert wrong.status_code == 401
+    assert state_of(broker.svc) == before  # nothing linked on a wrong password
+    assert audits(broker.svc, "broker.link_refused")[-1]["reason"] == "wrong_password"
+    right = client.post("/broker/link", data={"csrf_token": token, "password": PASSWORD})
+    claims = _rp_id_token(broker, client, follow_to_rp(client, right), verifier)
+    assert claims["sub"] == user_named(broker.svc, "local-walt").uuid
+    after = state_of(broker.svc)
+    assert after["users"] == before["users"] and len(after["links"]) == len(before["links"]) + 1
+    assert audits(broker.svc, "broker.linked")[-1]["confirmed"] is True
+
+
+def test_verified_email_links_through_a_mailed_confirmation(broker, upstream):
+    client, resp, verifier = _through_upstream(broker, upstream, "ray")
+    page = client.get(resp.headers["Location"])
+    before = state_of(broker.svc)
+    sent = client.post("/broker/link", data={"csrf_token": csrf(page.get_data(as_text=True)),
+                                             "mail": "E-mail me a confirmation link"})
+    assert sent.status_code == 200
+    mail = [m for m in outbox(broker.svc) if m["To"] == "ray@corp.example"][-1]
+    link = link_in(mail, "/broker/link/mail")
+    assert state_of(broker.svc) == before  # mailing links nothing
+    other = broker.client()  # another browser cannot use the link
+    assert other.get(link.removeprefix(BROKER)).status_code == 400
+    assert client.get("/broker/link/mail?t=forged").status_code == 400
+    assert state_of(broker.svc) == before
+    done = client.get(link.removeprefix(BROKER))
+    claims = _rp_id_token(broker, client, follow_to_rp(client, done), verifier)
+    assert claims["sub"] == user_named(broker.svc, "local-ray").uuid
+
+
+def test_unverified_email_matching_a_local_user_is_refused_and_nothing_linked(broker, upstream):
+    before = state_of(broker.svc)
+    _client, resp, _v = _through_upstream(broker, upstream, "xena")
+    assert resp.status_code == 403
+    assert "did not confirm" in resp.get_data(as_text=True)
+    assert state_of(broker.svc) == before
+    assert audits(broker.svc, "broker.link_refused")[-1]["reason"] == "email_not_verified"
+
+
+def test_a_locked_linked_account_is_refused(broker, upstream):
+    from idp.storage.models import User
+
+    client, resp, verifier = _through_upstream(broker, upstream, "quin")
+    follow_to_rp(client, resp)
+    with broker.svc.sessions.begin() as db:
+        db.query(User).filter(User.username == "quin").update({"status": "locked"})
+    before = state_of(broker.svc)
+    _client, resp, _v = _through_upstream(broker, upstream, "quin")
+    assert resp.status_code == 403
+    assert state_of(broker.svc) == before
+    assert audits(broker.svc, "broker.refused")[-1]["reason"] == "account_locked"
+
+
+def test_home_realm_discovery_sends_a_corp_address_upstream(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client)
+    rid, token = login_page(client, resp.headers["Location"])
+    sent = client.post("/login", data={"csrf_token": token, "r": rid,
+                                       "username": "someone@Corp.Example", "password": ""})
+    assert sent.status_code == 303
+    target = sent.headers["Location"]
+    assert target.startswith(upstream.url + "/oauth2/authorize")
+    assert query(target)["login_hint"] == "someone@Corp.Example"
+    elsewhere = client.post("/login", data={"csrf_token": token, "r": rid,
+                                            "username": "someone@elsewhere.example",
+                                            "password": ""})
+    assert elsewhere.status_code == 400  # no upstream: the ordinary "fill in both fields"
+
+
+def test_idp_hint_goes_straight_to_the_upstream(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client, idp_hint="corp")
+    page = client.get(resp.headers["Location"])
+    assert page.status_code == 303
+    assert page.headers["Location"].startswith(upstream.url + "/oauth2/authorize")
+
+
+def test_the_login_page_offers_the_clients_upstreams_only(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client)
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert re.search(r'value="corp">Sign in with Corp', html)
+    assert 'value="other"' in html and 'value="off"' not in html
+    resp, _v = authorize(client, client_id="rp2", scope="openid")
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert 'value="other"' in html and 'value="corp"' not in html
+
+
+def test_an_upstream_not_allowed_for_the_client_is_refused(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client, client_id="rp2", scope="openid", idp_hint="corp")
+    page = client.get(resp.headers["Location"])
+    assert page.status_code == 200  # the hint is ignored: the login page shows
+    before = state_of(broker.svc)
+    refused = choose(client, resp.headers["Location"], "corp")
+    assert refused.status_code == 403
+    assert audits(broker.svc, "broker.refused")[-1]["reason"] == "upstream_not_allowed"
+    assert state_of(broker.svc) == before
+
+
+def test_a_disabled_upstream_is_refused(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client)
+    refused = choose(client, resp.headers["Location"], "off")
+    assert refused.status_code == 403
+    assert audits(broker.svc, "broker.refused")[-1]["reason"] == "upstream_disabled"
+
+
+def _callback_of(broker, upstream, username: str):
+    """A real callback URL from the upstream, not yet followed, and the browser it is for."""
+    client = broker.client()
+    resp, _v = authorize(client)
+    started = choose(client, resp.headers["Location"], "corp")
+    return client, upstream_login(requests.Session(), started.headers["Location"], username)
+
+
+def test_replayed_missing_and_foreign_state_are_refused(broker, upstream):
+    client, returned = _callback_of(broker, upstream, "yan")
+    path = returned.removeprefix(BROKER)
+    before = state_of(broker.svc)
+    stranger = broker.client()  # another browser with the victim's callback
+    assert stranger.get(path).status_code == 400
+    assert audits(broker.svc, "broker.refused")[-1]["reason"] == "unknown_state"
+    other, _mine = _callback_of(broker, upstream, "yan")  # one with a flight of its own
+    assert other.get(path).status_code == 400
+    no_state = re.sub(r"state=[^&]+&?", "", path)
+    assert client.get(no_state).status_code == 400
+    assert state_of(broker.svc) == before
+    client, returned = _callback_of(broker, upstream, "yan")
+    first = client.get(returned.removeprefix(BROKER))
+    assert first.status_code in (302, 303)
+    again = client.get(returned.removeprefix(BROKER))  # replay of a used callback
+    assert again.status_code == 400
+
+
+def test_an_error_from_the_upstream_is_refused(broker, upstream):
+    client = broker.client()
+    resp, _v = authorize(client)
+    started = choose(client, resp.headers["Location"], "corp")
+    state = query(started.headers["Location"])["state"]
+    before = state_of(broker.svc)
+    answer = client.get(f"/broker/corp/callback?error=access_denied&state={state}")
+    assert answer.status_code == 403
+    assert audits(broker.svc, "broker.refused")[-1]["reason"] == "error_from_upstream"
+    assert state_of(broker.svc) == before
+
+
+def test_logout_here_visits_the_upstreams_end_session_endpoint(broker, upstream):
+    client, resp, _v = _through_upstream(broker, upstream, "zoe")
+    follow_to_rp(client, resp)
+    page = client.get("/logout")
+    out = client.post("/logout", data={"csrf_token": csrf(page.get_data(as_text=True))})
+    assert out.status_code == 302
+    target = out.headers["Location"]
+    assert target.startswith(upstream.url)
+    params = query(target)
+    assert params["post_logout_redirect_uri"] == f"{BROKER}/logout"
+    hint = jwt.decode(params["id_token_hint"], options={"verify_signature": False})
+    assert hint["iss"] == upstream.url and hint["aud"] == "broker"
+    done = requests.get(target, allow_redirects=False, timeout=10)  # accepted, back here
+    assert done.status_code in (302, 303), done.text[:300]
+    assert done.headers["Location"].startswith(f"{BROKER}/logout")
+
+
+def test_plain_oauth2_upstream_signs_in_from_userinfo(broker, upstream):
+    before = state_of(broker.svc)
+    client, resp, verifier = _through_upstream(broker, upstream, "pat", alias="gh")
+    claims = _rp_id_token(broker, client, follow_to_rp(client, resp), verifier)
+    assert claims["amr"] == ["fed"]
+    assert state_of(broker.svc)["users"] == before["users"] + 1
+    pat = user_named(broker.svc, "pat")
+    assert pat.external_id.startswith("gh:") and pat.email_verified

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ...core.broker import ALIAS_RE
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
@@ -94,6 +95,11 @@ def _uris(field: str, kind: str, min_items: int = 0) -> Any:
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 SigningAlg = Literal[SIGNING_ALGS]
 Lifetime = json_int(30, 86400)
+Upstreams = Annotated[
+    list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]],
+    Field(max_length=100, description="aliases of the upstream identity providers offered to "
+                                      "its sign-ins (docs/brokering.md); absent = all enabled"),
+]
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
 Contacts = Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=20)]
@@ -198,6 +204,7 @@ class ClientMetadataIn(_Exact):
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
+    allowed_upstreams: Upstreams = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -250,6 +257,7 @@ class ClientMetadataPatch(_Exact):
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
+    allowed_upstreams: Upstreams | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
