@@ -7,6 +7,12 @@ IdPs"): our SP metadata (``/broker/<alias>/saml/metadata``), the assertion consu
 The ACS reads the flight behind the RelayState without taking it, has the Response judged, and
 takes the flight only once the Response passed: a refused Response changes nothing (but for
 the replay marker of an assertion that passed every check).
+
+The upstream's page posts the Response to us cross-site, and our session cookie is
+``SameSite=Lax``: a browser does not send it with that POST, so the flight's browser binding
+could not be checked. A POST that arrives without it is bounced once: an auto-submitted form on
+our own origin posts the same fields back to the ACS (with ``bounced``), and that same-site POST
+carries the cookie.
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    Response,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 
 from ..broker import UpstreamError, protocol
@@ -94,6 +109,8 @@ def acs(alias: str) -> Any:
         return _refuse(alias, hub.REFUSED_DISABLED)
     relay = request.form.get("RelayState")
     secret = session.get(BROWSER_KEY)
+    if secret is None and not request.form.get("bounced"):
+        return _bounce(alias)
     flight = hub.peek_flight(svc(), relay, secret)
     if flight is not None and flight.provider != alias:
         flight = None
@@ -108,6 +125,18 @@ def acs(alias: str) -> Any:
     if flight is not None and hub.take_flight(svc(), relay, secret) is None:
         return _refuse(alias, "unknown_state", "the flight was taken meanwhile")
     return complete(judged, identity)
+
+
+def _bounce(alias: str) -> Response:
+    fields = [(k, request.form[k]) for k in ("SAMLResponse", "RelayState") if k in request.form]
+    page = render_template(
+        "form_post.html",
+        action=url_for("broker_saml.acs", alias=alias),
+        fields=[*fields, ("bounced", "1")],
+    )
+    resp = Response(page, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def _error_page(message: str) -> tuple[str, int]:

@@ -154,7 +154,37 @@ def test_sign_in_through_the_upstream_saml_idp_reaches_the_rp(broker, upstream):
     assert state(broker)[1] == before[1] + 1
     # Posting the same Response and RelayState again: the flight is gone, the assertion seen.
     again = state(broker)
-    assert_refused(broker, again, client.post(_path(action), data=fields), "unknown_request")
+    assert_refused(broker, again, post_acs(client, action, fields), "unknown_request")
+
+
+def bounced(resp) -> dict:
+    """The fields of the same-origin form a cookieless POST to the ACS is bounced through."""
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    action, fields = form_with(resp.get_data(as_text=True), "SAMLResponse")
+    assert action == f"/broker/{ALIAS}/saml/acs" and fields["bounced"] == "1"
+    return fields
+
+
+def post_acs(client, action: str, fields: dict):
+    """POST to the ACS as a browser does, following the bounce when it comes."""
+    resp = client.post(_path(action), data=fields)
+    if resp.status_code == 200 and 'name="bounced"' in resp.get_data(as_text=True):
+        resp = client.post(_path(action), data=bounced(resp))
+    return resp
+
+
+def test_a_response_posted_without_our_cookie_is_bounced_through_our_origin(broker, upstream):
+    """The upstream's cross-site POST carries no SameSite=Lax cookie: the ACS answers with a
+    form posting the same fields to itself, which the browser sends with its cookie."""
+    client = broker.client()
+    url = start(broker, client)
+    action, fields = upstream_sign_in(requests.Session(), url, "yan")
+    cross_site = broker.app.test_client(use_cookies=False)
+    before = state(broker)
+    again = bounced(cross_site.post(_path(action), data=fields))
+    assert state(broker) == before
+    resp = client.post(_path(action), data=again)
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
 
 
 def test_a_response_posted_from_another_browser_is_refused(broker, upstream):
@@ -163,7 +193,7 @@ def test_a_response_posted_from_another_browser_is_refused(broker, upstream):
     action, fields = upstream_sign_in(requests.Session(), url, "uma")
     before = state(broker)
     stranger = broker.client()
-    assert_refused(broker, before, stranger.post(_path(action), data=fields), "unknown_request")
+    assert_refused(broker, before, post_acs(stranger, action, fields), "unknown_request")
     # The sign-in of the browser that started it is untouched and still completes.
     answer = follow_to_rp(client, client.post(_path(action), data=fields))
     assert "code" in answer, answer
