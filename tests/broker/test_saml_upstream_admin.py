@@ -6,6 +6,7 @@ nothing."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from broker_kit import audits
 from saml_upstream_kit import UPSTREAM, build_upstream
 
 _TESTS = Path(__file__).resolve().parent.parent
-if str(_TESTS / "api") not in sys.path:
-    sys.path.insert(0, str(_TESTS / "api"))
+for _folder in (_TESTS, _TESTS / "api"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,35 @@ def test_no_sp_endpoints_for_an_unknown_or_oidc_upstream(app):
     client = app.test_client()
     assert client.get("/broker/nobody/saml/metadata").status_code == 404
     assert client.post("/broker/nobody/saml/acs", data={"SAMLResponse": "x"}).status_code == 403
+
+
+def test_the_console_adds_a_saml_upstream_and_shows_what_to_register(app, svc, idp_metadata):
+    from admin_kit import console_csrf, make_admin, signed_in
+
+    make_admin(svc)
+    client = signed_in(app)
+    token = console_csrf(client, "/admin/upstreams")
+    form = {
+        "csrf_token": token,
+        "alias": "campus",
+        "kind": "saml",
+        "display_name": "Campus",
+        "client_secret": "",
+        "mapping": "[]",
+        "hrd_domains": "",
+        "sync_mode": "import",
+        "enabled": "1",
+        "config": json.dumps({"metadata_xml": "<nope/>"}),
+    }
+    refused = client.post("/admin/upstreams", data=form)
+    assert refused.status_code == 400
+    assert "EntityDescriptor" in refused.get_data(as_text=True)
+    assert audits(svc, "upstream.created") == []
+    made = client.post(
+        "/admin/upstreams",
+        data={**form, "config": json.dumps({"metadata_xml": idp_metadata, "trust_email": True})},
+    )
+    assert made.status_code == 303, made.get_data(as_text=True)[:300]
+    page = client.get(made.headers["Location"]).get_data(as_text=True)
+    assert "/broker/campus/saml/metadata" in page and "/broker/campus/saml/acs" in page
+    assert "/broker/campus/callback" not in page
