@@ -16,8 +16,9 @@ The Response is judged by ``RESPONSE_CHECKS``, in order, each a small function:
    metadata (and only those: a KeyInfo in the message is ignored);
 6. the Status is Success (else the upstream's refusal is shown);
 7. Destination is our ACS; IssueInstant is not in the future nor too old;
-8. InResponseTo is the ID of the AuthnRequest this RelayState was made for, in this browser;
-   a Response without one (IdP-initiated) only where the upstream ``allow_unsolicited``;
+8. InResponseTo is the ID of the AuthnRequest of the broker's flight that the RelayState names
+   in this browser (the caller finds it); a Response without one (IdP-initiated) only where the
+   upstream ``allow_unsolicited``;
 9. an EncryptedAssertion is decrypted with our key (RSA-OAEP, AES-GCM / AES-CBC only) and
    passes the XML gate again;
 10. the Assertion's own signature verifies; it must have one where ``want_assertions_signed``
@@ -30,7 +31,8 @@ The Response is judged by ``RESPONSE_CHECKS``, in order, each a small function:
 14. an AuthnStatement; the subject: the configured attribute, else a non-transient NameID.
 
 Only then is anything written: the Assertion ID goes into the replay cache (refused if it is
-there), and the pending request behind the RelayState is taken (single use).
+there); the caller then takes the flight (single use). Each check's refusal carries the short
+reason the audit row records (``RESPONSE_CHECKS`` pairs them).
 """
 
 from __future__ import annotations
@@ -264,7 +266,6 @@ class Asserted:
     attributes: dict[str, list[str]]
     session_ref: str | None  # the AuthnStatement's SessionIndex
     name_id: UpstreamNameId | None
-    authn_context: str | None
 
 
 @dataclass
@@ -617,7 +618,6 @@ def _identity(c: _Check) -> None:
     else:
         subject = name_id.value
     email = _first(attrs, c.up.email_attribute)
-    context = statement.findtext(f".//{_q(SAML_NS, 'AuthnContextClassRef')}")
     c.identity = Asserted(
         subject=subject,
         email=email,
@@ -628,7 +628,6 @@ def _identity(c: _Check) -> None:
         attributes=attrs,
         session_ref=statement.get("SessionIndex"),
         name_id=name_id,
-        authn_context=context.strip() if context else None,
     )
 
 
