@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import select
 
 from ..broker import callback_url, protocol
-from ..broker.saml_metadata import fetch_idp_metadata, sp_endpoints
 from ..core.broker import ALIAS_RE, KINDS, SYNC_MODES, parse_domains, parse_rules
 from ..errors import Conflict, NotFound, ValidationError
 from ..storage.models import User
@@ -53,6 +52,9 @@ def view(ctx: Context, prov: UpstreamProvider) -> dict[str, Any]:
 
 def _saml_endpoints(ctx: Context, alias: str) -> dict[str, str]:
     """What to register at a SAML upstream: our SP's metadata URL (its entityID), ACS, SLS."""
+    # Imported here: pysaml2 loads only when a SAML upstream is handled (the CLI starts without).
+    from ..broker.saml_metadata import sp_endpoints
+
     ends = sp_endpoints(ctx.svc, alias)
     return {"sp_metadata_url": ends.entity_id, "acs_url": ends.acs, "sls_url": ends.sls}
 
@@ -68,6 +70,8 @@ def _with_metadata(ctx: Context, kind: str, values: Mapping[str, Any]) -> Mappin
         or config.get("metadata_xml")
     ):
         return values
+    from ..broker.saml_metadata import fetch_idp_metadata
+
     xml = fetch_idp_metadata(ctx.svc, str(config["metadata_url"]))
     return {**values, "config": {**config, "metadata_xml": xml}}
 
