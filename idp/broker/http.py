@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from ..oidc.fetch import Outbound, OutboundError
 from ..services import Services
-from . import UpstreamError
+from .base import UpstreamError
 
 
 def fetcher(svc: Services) -> Outbound:

@@ -24,7 +24,7 @@ from ..core.client_metadata import safe_uri
 from ..services import Services
 from ..sso.broker import Flight
 from ..storage.models_broker import UpstreamProvider
-from . import Outgoing, UpstreamError, callback_url
+from .base import Outgoing, UpstreamError, callback_url
 from .http import call
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")

@@ -29,7 +29,7 @@ from ..core.broker import UpstreamIdentity, attributes_of
 from ..services import Services
 from ..sso.broker import Flight
 from ..storage.models_broker import UpstreamProvider
-from . import UpstreamError
+from .base import UpstreamError
 from .http import call
 from .oauth2 import OAuth2Upstream, _check_common, _endpoint
 

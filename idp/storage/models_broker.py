@@ -19,10 +19,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, UTCDateTime, utcnow
-from .models import Timestamps
 
 
-class UpstreamProvider(Timestamps, Base):
+class UpstreamProvider(Base):
     """An upstream identity provider. ``config`` holds the protocol's settings (OIDC: issuer,
     client_id, scopes...; OAuth 2: its endpoints; SAML: its metadata), never the client
     secret: that is ``secret_enc``, sealed (``Services.sealer``) and never shown back."""
@@ -52,6 +51,8 @@ class UpstreamProvider(Timestamps, Base):
     # A first login whose verified e-mail matches a local account may link to it, after the
     # person proves that account (its password, or a link mailed to it).
     link_by_email: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class UpstreamLink(Base):
