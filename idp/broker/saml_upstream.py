@@ -21,7 +21,7 @@ from ..services import Services
 from ..sso.broker import Flight
 from ..sso.sessions import session_manager
 from ..storage.models_broker import UpstreamProvider
-from . import Outgoing, UpstreamError
+from .base import Outgoing, UpstreamError
 from .saml import (
     SETTINGS,
     Asserted,
