@@ -56,6 +56,7 @@ BLUEPRINTS = [
     ".web.webauthn",
     ".web.broker_start",
     ".web.broker",
+    ".web.broker_saml",
     ".web.oidc.discovery",
     ".web.oidc.authorize",
     ".web.oidc.consent",

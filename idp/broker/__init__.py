@@ -20,8 +20,13 @@ def protocol(kind: str) -> UpstreamProtocol:
     does not have."""
     from .oauth2 import OAuth2Upstream
     from .oidc import OidcUpstream
+    from .saml_upstream import SamlUpstreamProtocol
 
-    found: dict[str, UpstreamProtocol] = {"oidc": OidcUpstream(), "oauth2": OAuth2Upstream()}
+    found: dict[str, UpstreamProtocol] = {
+        "oidc": OidcUpstream(),
+        "oauth2": OAuth2Upstream(),
+        "saml": SamlUpstreamProtocol(),
+    }
     if kind not in found:
         raise UpstreamError("unsupported_kind", kind)
     return found[kind]

@@ -54,10 +54,11 @@ def upstreams_group() -> None:
 
 @upstreams_group.command("add")
 @click.argument("alias")
-@click.option("--kind", type=click.Choice(["oidc", "oauth2"]), default="oidc", show_default=True)
+@click.option("--kind", type=click.Choice(["oidc", "oauth2", "saml"]), default="oidc",
+              show_default=True)
 @click.option("--display-name", required=True, help='shown as "Sign in with NAME"')
 @click.option("--issuer", help="OIDC: the upstream's issuer (discovery is read from it)")
-@click.option("--client-id", required=True)
+@click.option("--client-id", help="OIDC / OAuth 2: our client id there")
 @click.option("--client-secret-env", metavar="VAR", help="read the client secret from VAR")
 @click.option("--client-secret-stdin", is_flag=True, help="read the client secret from stdin")
 @click.option("--scopes", default="", help="space-separated scopes to ask for")
@@ -65,6 +66,13 @@ def upstreams_group() -> None:
 @click.option("--token-endpoint", help="OAuth 2: the token endpoint")
 @click.option("--userinfo-endpoint", help="OAuth 2: the user-info endpoint")
 @click.option("--emails-endpoint", help="OAuth 2: an e-mails endpoint (GitHub /user/emails)")
+@click.option("--metadata", "metadata_file", metavar="FILE", help="SAML: the IdP's metadata file")
+@click.option("--metadata-url", help="SAML: fetch the IdP's metadata from this URL")
+@click.option("--name-id-format", help="SAML: NameID format to ask for (persistent, email...)")
+@click.option("--subject-attribute", help="SAML: attribute holding the subject (not the NameID)")
+@click.option("--email-attribute", help="SAML: attribute holding the e-mail address (mail)")
+@click.option("--trust-email", is_flag=True, help="SAML: the IdP's e-mail addresses are verified")
+@click.option("--allow-unsolicited", is_flag=True, help="SAML: accept IdP-initiated sign-in")
 @click.option("--config", "config_file", metavar="FILE", help="more settings as a JSON object")
 @click.option("--mapping", "mapping_file", metavar="FILE", help="mapping rules (JSON list)")
 @click.option("--hrd-domain", "domains", multiple=True, help="home-realm domain; repeatable")
@@ -78,8 +86,10 @@ def upstreams_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def upstreams_add(alias, kind, display_name, issuer, client_id, client_secret_env,
                   client_secret_stdin, scopes, authorization_endpoint, token_endpoint,
-                  userinfo_endpoint, emails_endpoint, config_file, mapping_file, domains,
-                  create_users, no_link_by_email, sync_mode, hidden, disabled, as_json) -> None:
+                  userinfo_endpoint, emails_endpoint, metadata_file, metadata_url, name_id_format,
+                  subject_attribute, email_attribute, trust_email, allow_unsolicited,
+                  config_file, mapping_file, domains, create_users, no_link_by_email, sync_mode,
+                  hidden, disabled, as_json) -> None:
     """Add an upstream identity provider."""
     secret = _secret(client_secret_env, client_secret_stdin)
     config = _json_file(config_file, "--config") or {}
@@ -90,6 +100,16 @@ def upstreams_add(alias, kind, display_name, issuer, client_id, client_secret_en
         "authorization_endpoint": authorization_endpoint, "token_endpoint": token_endpoint,
         "userinfo_endpoint": userinfo_endpoint, "emails_endpoint": emails_endpoint,
     }
+    if metadata_file:
+        try:
+            given["metadata_xml"] = Path(metadata_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliFailure(f"--metadata: cannot read {metadata_file}: {exc}", 2) from None
+    given.update({
+        "metadata_url": metadata_url, "name_id_format": name_id_format,
+        "subject_attribute": subject_attribute, "email_attribute": email_attribute,
+        "trust_email": trust_email or None, "allow_unsolicited": allow_unsolicited or None,
+    })
     config.update({k: v for k, v in given.items() if v is not None})
     values: dict[str, Any] = {
         "display_name": display_name, "config": config, "hrd_domains": list(domains),
@@ -101,7 +121,11 @@ def upstreams_add(alias, kind, display_name, issuer, client_id, client_secret_en
         values["mapping"] = mapping
     with as_operator(ready()) as ctx:
         view = upstreams.create(ctx, alias, kind, values, secret)
-    out(as_json, view, f"{_text(view)}\nredirect URI to register there: {view['redirect_uri']}")
+    if kind == "saml":
+        register = f"our SP metadata to register there: {view['sp_metadata_url']}"
+    else:
+        register = f"redirect URI to register there: {view['redirect_uri']}"
+    out(as_json, view, f"{_text(view)}\n{register}")
 
 
 @upstreams_group.command("list")

@@ -46,7 +46,34 @@ def view(ctx: Context, prov: UpstreamProvider) -> dict[str, Any]:
         "create_users": prov.create_users,
         "link_by_email": prov.link_by_email,
         "redirect_uri": callback_url(ctx.svc, prov.alias),
+        **(_saml_endpoints(ctx, prov.alias) if prov.kind == "saml" else {}),
     }
+
+
+def _saml_endpoints(ctx: Context, alias: str) -> dict[str, str]:
+    """What to register at a SAML upstream: our SP's metadata URL (its entityID), ACS, SLS."""
+    # Imported here: pysaml2 loads only when a SAML upstream is handled (the CLI starts without).
+    from ..broker.saml_metadata import sp_endpoints
+
+    ends = sp_endpoints(ctx.svc, alias)
+    return {"sp_metadata_url": ends.entity_id, "acs_url": ends.acs, "sls_url": ends.sls}
+
+
+def _with_metadata(ctx: Context, kind: str, values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A SAML upstream's config naming ``metadata_url`` and no ``metadata_xml``: the metadata
+    fetched there (under the outbound policy of ``[broker]``)."""
+    config = values.get("config")
+    if (
+        kind != "saml"
+        or not isinstance(config, Mapping)
+        or not config.get("metadata_url")
+        or config.get("metadata_xml")
+    ):
+        return values
+    from ..broker.saml_metadata import fetch_idp_metadata
+
+    xml = fetch_idp_metadata(ctx.svc, str(config["metadata_url"]))
+    return {**values, "config": {**config, "metadata_xml": xml}}
 
 
 def _row(ctx: Context, alias: str) -> UpstreamProvider:
@@ -117,7 +144,7 @@ def create(ctx: Context, alias: str, kind: str, values: Mapping[str, Any],
         raise Conflict(f"upstream identity provider {alias!r} already exists")
     if "config" not in values or "display_name" not in values:
         raise ValidationError("display_name and config are required")
-    checked = _checked(kind, values, has_secret=bool(secret))
+    checked = _checked(kind, _with_metadata(ctx, kind, values), has_secret=bool(secret))
     row = UpstreamProvider(alias=alias, kind=kind, **checked)
     if secret:
         row.secret_enc = _seal(ctx, alias, secret)
@@ -137,7 +164,9 @@ def update(ctx: Context, alias: str, values: Mapping[str, Any],
     unknown = set(values) - set(FIELDS)
     if unknown:
         raise ValidationError(f"unknown field {sorted(unknown)[0]!r}")
-    checked = _checked(row.kind, values, has_secret=bool(secret or row.secret_enc))
+    checked = _checked(
+        row.kind, _with_metadata(ctx, row.kind, values), has_secret=bool(secret or row.secret_enc)
+    )
     changed = {k: v for k, v in checked.items() if getattr(row, k) != v}
     for name, value in changed.items():
         setattr(row, name, value)

@@ -184,9 +184,22 @@ def save_flight(svc: Services, flight: Flight) -> None:
 def take_flight(svc: Services, state: str | None, browser_secret: str | None) -> Flight | None:
     """The flight of ``state``, once (a replayed callback finds nothing), and only for the
     browser that started it."""
+    return _flight(svc, state, browser_secret, svc.store.take)
+
+
+def peek_flight(svc: Services, state: str | None, browser_secret: str | None) -> Flight | None:
+    """The flight of ``state`` for the browser that started it, left in place: SAML's ACS
+    judges the Response first and takes the flight only once it passed, so a refused Response
+    leaves the sign-in as it was."""
+    return _flight(svc, state, browser_secret, svc.store.get)
+
+
+def _flight(
+    svc: Services, state: str | None, browser_secret: str | None, read: Callable[[str], Any]
+) -> Flight | None:
     if not state or len(state) > 100 or not browser_secret:
         return None
-    data = svc.store.take(_FLIGHT + state)
+    data = read(_FLIGHT + state)
     if not data:
         return None
     flight = Flight(**data)
@@ -417,16 +430,35 @@ def drop_link(svc: Services, key: str) -> None:
 # --- upstream sessions, for upstream logout -----------------------------------------------------
 
 _SESSION = "broker:session:"
+_BY_SUBJECT = "broker:sessions-of:"
+
+
+def session_ttl(svc: Services) -> int:
+    cfg = svc.settings.session
+    return max(cfg.max_hours * 3600, cfg.remember_me_days * 86400)
 
 
 def remember_session(svc: Services, sid: str, upstream: dict[str, Any] | None) -> None:
     """Keep ``{"provider", "ref"}`` of the upstream sign-in that made SSO session ``sid`` (the
-    session's longest possible life), for logging out there too."""
+    session's longest possible life), for logging out there too; with ``subject``, the
+    session is also found by the upstream's subject (an upstream that ends the person's
+    session tells us: SAML's IdP-initiated logout)."""
     if not upstream or not upstream.get("ref"):
         return
-    cfg = svc.settings.session
-    ttl = max(cfg.max_hours * 3600, cfg.remember_me_days * 86400)
+    ttl = session_ttl(svc)
     svc.store.put(_SESSION + svc.hasher.hash(sid), upstream, ttl)
+    if upstream.get("subject"):
+        key = _BY_SUBJECT + svc.hasher.hash(f"{upstream['provider']}\n{upstream['subject']}")
+        sessions = dict(svc.store.get(key) or {})
+        sessions[sid] = upstream["ref"]
+        svc.store.put(key, sessions, ttl)
+
+
+def sessions_of(svc: Services, provider: str, subject: str) -> dict[str, str]:
+    """The SSO sessions (sid: the upstream's session reference) that came through
+    ``provider`` for ``subject``, taken: the caller ends them."""
+    key = _BY_SUBJECT + svc.hasher.hash(f"{provider}\n{subject}")
+    return dict(svc.store.take(key) or {})
 
 
 def take_session(svc: Services, sid: str) -> dict[str, Any] | None:

@@ -133,7 +133,8 @@ def _signed_in(db: Any, result: Resolution, identity: UpstreamIdentity, rid: str
         db.commit()
         return _refusal_page(result.reason)
     db.commit()
-    upstream = {"provider": identity.provider, "ref": identity.session_ref}
+    upstream = {"provider": identity.provider, "ref": identity.session_ref,
+                "subject": identity.subject}
     return start_pending(db, result.user, [AMR_FEDERATED], rid=rid, next_url=next_url,
                          local_password=False, data={"upstream": upstream})
 

@@ -145,7 +145,7 @@ def test_api_create_read_patch_delete(app):
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
     (_body(alias="Not An Alias"), 400, ""),
-    (_body(kind="saml"), 400, ""),
+    (_body(kind="ldap"), 400, ""),
     (_body(config={"issuer": "ftp://x", "client_id": "c"}), 409, "issuer must be"),
     (_body(mapping=[{"claim": "x", "field": "password_hash"}]), 409, "field must be one of"),
     (_body(client_secret=None), 409, "client secret is required"),

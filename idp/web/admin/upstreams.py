@@ -67,8 +67,12 @@ def upstreams():
                 made = manage_upstreams.create(
                     ctx, request.form.get("alias", "")[:64], request.form.get("kind", ""),
                     _values(request.form), request.form.get("client_secret") or None)
-            flash(_("Upstream identity provider added. Register this redirect URI there: "
-                    "%(uri)s", uri=made["redirect_uri"]), "success")
+            if made["kind"] == "saml":
+                flash(_("Upstream identity provider added. Register our SP metadata there: "
+                        "%(uri)s", uri=made["sp_metadata_url"]), "success")
+            else:
+                flash(_("Upstream identity provider added. Register this redirect URI there: "
+                        "%(uri)s", uri=made["redirect_uri"]), "success")
             return redirect(url_for("admin.upstream", alias=made["alias"]), 303)
         except (ValidationError, Conflict) as exc:
             error = str(exc)

@@ -23,7 +23,8 @@ Secret = Annotated[str, AS_SENT, Field(min_length=1, max_length=2000, pattern=r"
                                        description="the client secret (write-only)")]
 Config = Annotated[dict[str, Any], Field(
     description="protocol settings: OIDC `issuer`, `client_id`, `scopes`...; OAuth 2 its "
-                "endpoints (docs/brokering.md)")]
+                "endpoints; SAML `metadata_xml` or `metadata_url` and its settings "
+                "(docs/brokering.md)")]
 Rules = Annotated[list[dict[str, str]], Field(
     max_length=MAX_RULES, description='mapping rules, e.g. {"claim": "groups", "value": '
                                       '"admins", "group": "Admins"}')]
@@ -46,6 +47,10 @@ class UpstreamOut(BaseModel):
     create_users: bool
     link_by_email: bool
     redirect_uri: str
+    # SAML: what to register at the upstream IdP (our SP's metadata URL is its entityID).
+    sp_metadata_url: str | None = None
+    acs_url: str | None = None
+    sls_url: str | None = None
 
 
 class UpstreamPage(Page[UpstreamOut]):
@@ -54,7 +59,7 @@ class UpstreamPage(Page[UpstreamOut]):
 
 class UpstreamIn(Strict):
     alias: Alias
-    kind: Literal["oidc", "oauth2"]
+    kind: Literal["oidc", "oauth2", "saml"]
     display_name: Name
     config: Config
     client_secret: Secret | None = None
