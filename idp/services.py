@@ -143,6 +143,7 @@ class Services:
     oidc_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
     saml_engine: SamlIdp | None = field(default=None, kw_only=True)
     saml_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
+    broker_outbound: Outbound | None = field(default=None, kw_only=True)  # idp.broker.http
     # Discovery entries of the mounted OIDC surface (web/oidc/discovery.py), which
     # web/wellknown.py serves: the document never names an endpoint that is not mounted.
     discovery: dict[str, Any] = field(default_factory=dict)

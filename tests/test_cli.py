@@ -77,7 +77,7 @@ def initialised(idp_env, capsys) -> Path:
 def test_init_json_and_idempotent(idp_env, capsys):
     first = ok_json(capsys, "init", "--demo")
     assert first["admin"]["created"] is True and first["admin"]["password"]
-    assert len(first["keys_created"]) == 3
+    assert len(first["keys_created"]) == 5  # 3 signing, 2 request-object encryption keys
     assert first["demo"]["user"]["username"] == "demo"
     assert first["demo"]["client"]["client_id"]
     key_files = sorted(p.name for p in (idp_env / "keys").iterdir())
@@ -206,7 +206,8 @@ def test_groups_roles_users_clients_created_for_real(initialised, capsys):
 
 def test_keys_list_json(initialised, capsys):
     rows = ok_json(capsys, "keys", "list")["keys"]
-    assert sorted(r["kty"] for r in rows) == ["EC", "OKP", "RSA"]
+    assert sorted(r["kty"] for r in rows if r["use"] == "sig") == ["EC", "OKP", "RSA"]
+    assert sorted(r["alg"] for r in rows if r["use"] == "enc") == ["ECDH-ES", "RSA-OAEP-256"]
     assert all(r["status"] == "active" for r in rows)
 
 

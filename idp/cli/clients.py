@@ -12,6 +12,7 @@ from ..core.client_metadata import (
     AUTHORIZATION_ENCRYPTION_ALGS,
     AUTHORIZATION_ENCRYPTION_ENCS,
     GRANT_TYPES,
+    REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     SUBJECT_TYPES,
 )
@@ -142,6 +143,12 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--refresh-rotation/--no-refresh-rotation", default=None,
               help="Rotate refresh tokens on use (FAPI clients want no rotation).")
 @click.option("--require-pkce/--no-require-pkce", default=None)
+@click.option("--require-par/--no-require-par", default=None,
+              help="Accept only pushed authorization requests (RFC 9126).")
+@click.option("--require-signed-request-object/--no-require-signed-request-object",
+              default=None, help="Accept only signed request objects (RFC 9101).")
+@click.option("--request-object-alg", type=click.Choice(REQUEST_OBJECT_ALGS), default=None,
+              help="The one algorithm its request objects must be signed with.")
 @click.option("--dpop-bound/--no-dpop-bound", default=None,
               help="Refuse token requests without a DPoP proof (RFC 9449).")
 @click.option("--cert-bound/--no-cert-bound", default=None,
@@ -174,11 +181,11 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           dpop_bound, cert_bound, first_party, enable, redirect_uris, post_logout,
-           frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, token_exchange,
-           subject_type, sector_identifier_uri, authorization_alg, authorization_encryption_alg,
-           authorization_encryption_enc,
-           as_json) -> None:
+           require_par, require_signed_request_object, request_object_alg, dpop_bound,
+           cert_bound, first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
+           backchannel_logout_uri, jwks_uri, resources, token_exchange, subject_type,
+           sector_identifier_uri, authorization_alg, authorization_encryption_alg,
+           authorization_encryption_enc, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -204,6 +211,9 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "id_token_lifetime": id_token_lifetime,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
+        "require_pushed_authorization_requests": require_par,
+        "require_signed_request_object": require_signed_request_object,
+        "request_object_signing_alg": request_object_alg,
         "dpop_bound_access_tokens": dpop_bound,
         "tls_client_certificate_bound_access_tokens": cert_bound,
         "subject_type": subject_type,

@@ -29,6 +29,7 @@ from .provisioning import provisioning
 from .roles import roles
 from .saml import saml
 from .serve import serve
+from .upstreams import upstreams_group
 from .users import users
 from .users_bulk import users_export, users_import
 
@@ -47,6 +48,7 @@ users.add_command(users_erase)
 cli.add_command(audit)
 cli.add_command(notifications)
 cli.add_command(ip_rules)
+cli.add_command(upstreams_group)
 cli.add_command(provisioning)
 users.add_command(mfa)
 users.add_command(users_import)

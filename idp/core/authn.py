@@ -38,6 +38,7 @@ class AuthnRequest:
     ui_locales: list[str] = field(default_factory=list)
     force_authn: bool = False
     is_passive: bool = False
+    idp_hint: str | None = None  # the upstream identity provider to sign in with at once
     # Protocol-specific state the engine needs to resume; the login never reads it.
     params: dict[str, Any] = field(default_factory=dict)
 

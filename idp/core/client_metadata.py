@@ -15,7 +15,8 @@ field are a table (``URI_RULES``):
   (Front-Channel Logout 1.0 §2): the browser is sent there, so the redirect URI rules less the
   private-use schemes.
 - ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2), ``jwks_uri``,
-  ``sector_identifier_uri`` (OIDC Registration §2, §5): the IdP itself connects there, so https
+  ``sector_identifier_uri``, ``request_uris`` (OIDC Registration §2, §5; RFC 9101 §5.2, where
+  the IdP fetches request objects): the IdP itself connects there, so https
   only, unless ``[outbound] allow_http`` is on; an IP literal in a private range is refused
   unless ``[outbound] allow_private_addresses`` is on (the fetch checks resolved names again).
 - ``logo_uri``, ``client_uri``, ``policy_uri``, ``tos_uri``, ``initiate_login_uri``: shown or
@@ -29,9 +30,10 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 ``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
 ``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field; the
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
-30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
-booleans; the RFC 8693 ``token_exchange`` policy) are checked here too, since the token
-engine reads them at every sign-in. JARM (``authorization_signed_response_alg``,
+30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
+``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
+``request_object_signing_alg``; the RFC 8693 ``token_exchange`` policy) are checked here too,
+since the engine reads them at every sign-in. JARM (``authorization_signed_response_alg``,
 ``authorization_encrypted_response_alg`` / ``_enc``) and ``subject_type`` (``public`` |
 ``pairwise``) likewise.
 """
@@ -46,9 +48,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ValidationError
+from .broker import ALIAS_RE
 
 # The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
 SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+# What a client may sign its request objects with (RFC 9101): its keys, or its secret (HS*).
+REQUEST_OBJECT_ALGS = SIGNING_ALGS + ("HS256", "HS384", "HS512")
 
 AUTH_METHODS = (
     "client_secret_basic",
@@ -177,13 +182,14 @@ URI_RULES: dict[str, UriRule] = {
     "backchannel_logout_uri": UriRule("fetched"),
     "jwks_uri": UriRule("fetched"),
     "sector_identifier_uri": UriRule("fetched"),
+    "request_uris": UriRule("fetched"),
     "initiate_login_uri": UriRule("https"),
     "logo_uri": UriRule("https"),
     "client_uri": UriRule("https"),
     "policy_uri": UriRule("https"),
     "tos_uri": UriRule("https"),
 }
-LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris")
+LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "request_uris")
 
 
 def uri_problem(field: str, uri: Any, policy: Policy = Policy()) -> str | None:
@@ -445,12 +451,40 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         low, high = LIFETIME_RANGE
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _fail(field, f"must be a whole number of seconds from {low} to {high}")
-    for field in ("refresh_token_rotation", "require_pkce"):
+    for field in ("refresh_token_rotation", "require_pkce",
+                  "require_pushed_authorization_requests", "require_signed_request_object"):
         if field in meta and not isinstance(meta[field], bool):
             raise _fail(field, "must be true or false")
     fmt = meta.get("access_token_format")
     if fmt is not None and fmt not in ACCESS_TOKEN_FORMATS:
         raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
+
+
+def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9101 §10.5 / OIDC Registration §2: ``request_object_signing_alg`` is one we
+    verify; HMAC needs the client secret itself, which is kept (sealed) only for
+    ``client_secret_jwt`` clients."""
+    alg = meta.get("request_object_signing_alg")
+    if alg is None:
+        return
+    if alg not in REQUEST_OBJECT_ALGS:
+        raise _fail("request_object_signing_alg", f"must be one of "
+                    f"{', '.join(REQUEST_OBJECT_ALGS)}")
+    if alg.startswith("HS") and meta.get("token_endpoint_auth_method") != "client_secret_jwt":
+        raise _fail("request_object_signing_alg", "HMAC needs token_endpoint_auth_method "
+                    "client_secret_jwt (the only clients whose secret is kept)")
+
+
+def check_upstreams(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``allowed_upstreams``: the upstream identity providers offered to the client's sign-ins
+    (docs/brokering.md), as their aliases."""
+    value = meta.get("allowed_upstreams")
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(
+        isinstance(a, str) and ALIAS_RE.match(a) for a in value
+    ):
+        raise _fail("allowed_upstreams", "must be a list of upstream aliases")
 
 
 def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
@@ -512,6 +546,8 @@ CHECKS: tuple[Check, ...] = (
     check_scope,
     check_resources,
     check_own_settings,
+    check_request_objects,
+    check_upstreams,
     check_sender_constraints,
     check_token_exchange,
 )

@@ -1,5 +1,6 @@
 """Outbound HTTP: the one way the IdP connects to a URL someone else chose (a client's jwks_uri,
-sector_identifier_uri and back-channel logout URIs, SAML metadata URLs, outbound SCIM targets).
+sector_identifier_uri, back-channel logout URIs and registered request_uris, SAML metadata URLs,
+outbound SCIM targets).
 It sits below the engines so that every layer that connects out (``idp.oidc``, ``idp.manage``,
 ``idp.provisioning``) uses this same guard.
 
@@ -34,6 +35,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -265,21 +267,36 @@ class Outbound:
 
     def get_json(self, uri: str) -> Any:
         """GET a JSON document (200 only); failures are remembered for a while."""
+        return self._get(uri, "application/json", json.loads, "JSON")
+
+    def get_jwt(self, uri: str) -> str:
+        """GET a compact JWT (a request object, RFC 9101 §5.2; 200 only); failures are
+        remembered for a while."""
+        return self._get(uri, "application/oauth-authz-req+jwt", _compact_jwt, "a JWT")
+
+    def _get(self, uri: str, accept: str, parse: Callable[[bytes], Any], kind: str) -> Any:
         recent = self.failed_recently(uri)
         if recent:
             raise OutboundError(f"{recent} (failed recently, not tried again yet)")
         try:
-            answer = self.request("GET", uri, headers={"Accept": "application/json"})
+            answer = self.request("GET", uri, headers={"Accept": accept})
             if answer.status != 200:
                 raise OutboundError(f"the server answered HTTP {answer.status}")
             try:
-                return json.loads(answer.body)
+                return parse(answer.body)
             except ValueError:
-                raise OutboundError("the answer is not JSON") from None
+                raise OutboundError(f"the answer is not {kind}") from None
         except OutboundError as exc:
             log.info("outbound GET refused or failed: %s", exc.reason, extra={"uri": uri})
             self.remember_failure(uri, exc.reason)
             raise
+
+
+def _compact_jwt(body: bytes) -> str:
+    text = body.decode("ascii").strip()  # UnicodeDecodeError is a ValueError
+    if text.count(".") not in (2, 4):
+        raise ValueError("not a compact JWT")
+    return text
 
 
 def outbound(svc: Services) -> Outbound:

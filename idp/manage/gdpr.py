@@ -30,6 +30,7 @@ from ..storage import audit as audit_rows
 from ..storage import terms
 from ..storage.models import AuditEvent, Group, GroupMember, Role, User, UserRole
 from ..storage.models_auth import SsoSessionIndex
+from ..storage.models_broker import UpstreamLink, UpstreamProvider
 from ..storage.models_gdpr import DeletionRequest
 from ..storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaRememberedDevice, MfaTotp
 from ..storage.models_oauth import Consent, RefreshToken
@@ -343,6 +344,13 @@ def personal_data(
         .where(UserRole.user_id == user.id)
         .order_by(Role.name)
     ).all()
+    links = db.execute(
+        select(UpstreamProvider.alias, UpstreamLink.subject, UpstreamLink.linked_at,
+               UpstreamLink.last_login_at)
+        .join(UpstreamProvider, UpstreamProvider.id == UpstreamLink.provider_id)
+        .where(UpstreamLink.user_id == user.id)
+        .order_by(UpstreamProvider.alias)
+    ).all()
     totp = db.get(MfaTotp, user.id)
     keys = db.scalars(select(WebAuthnCredential).where(WebAuthnCredential.user_id == user.id))
     channels = db.scalars(select(MfaOtpChannel).where(MfaOtpChannel.user_id == user.id))
@@ -379,6 +387,11 @@ def personal_data(
         "roles": [
             {"name": n, "client_id": cid, "expires_at": _iso(e), "since": _iso(c)}
             for n, cid, e, c in roles
+        ],
+        # Accounts at upstream identity providers this account signs in with (brokering).
+        "upstream_links": [
+            {"provider": a, "subject": s, "linked_at": _iso(at), "last_login_at": _iso(last)}
+            for a, s, at, last in links
         ],
         "sessions": [
             {

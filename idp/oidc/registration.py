@@ -31,7 +31,10 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version",
          "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens",
          "authorization_signed_response_alg", "authorization_encrypted_response_alg",
-         "authorization_encrypted_response_enc")
+         "authorization_encrypted_response_enc",
+         # RFC 9126 §6, RFC 9101 §10.5, OIDC Registration §2: a client may only tighten these.
+         "require_pushed_authorization_requests", "require_signed_request_object",
+         "request_object_signing_alg", "request_uris")
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

@@ -111,7 +111,9 @@ SIG_RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
 DIGEST_SHA1 = "http://www.w3.org/2000/09/xmldsig#sha1"
 
 
-def check_signature_algorithms(root: etree._Element, *, allow_sha1: bool = False) -> None:
+def check_signature_algorithms(
+    root: etree._Element, *, allow_sha1: bool = False, what: str = "the request signature"
+) -> None:
     """Refuse an XML signature anywhere in the message made with an algorithm we do not
     accept (SHA-1 unless ``allow_sha1``), before any verification is attempted."""
     methods = _SIGNATURE_METHODS | ({SIG_RSA_SHA1} if allow_sha1 else set())
@@ -120,15 +122,11 @@ def check_signature_algorithms(root: etree._Element, *, allow_sha1: bool = False
         for el in sig.iter(f"{{{DSIG_NS}}}SignatureMethod"):
             alg = el.get("Algorithm")
             if alg not in methods:
-                raise BadMessage(
-                    f"the request signature is not valid: signature algorithm {alg} is not accepted"
-                )
+                raise BadMessage(f"{what} is not valid: signature algorithm {alg} is not accepted")
         for el in sig.iter(f"{{{DSIG_NS}}}DigestMethod"):
             alg = el.get("Algorithm")
             if alg not in digests:
-                raise BadMessage(
-                    f"the request signature is not valid: digest algorithm {alg} is not accepted"
-                )
+                raise BadMessage(f"{what} is not valid: digest algorithm {alg} is not accepted")
 
 
 def inspect(xml: bytes) -> Inbound:

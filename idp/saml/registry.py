@@ -22,6 +22,7 @@ from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..core.broker import ALIAS_RE
 from ..errors import Conflict, NotFound, ValidationError
 from ..settings import SAML_ENCRYPTION_ALGORITHMS
 from ..storage.models import SamlServiceProvider
@@ -58,6 +59,9 @@ SP_SETTINGS: dict[str, type | tuple[type, ...]] = {
     # Where IdP-initiated SSO lands at the SP (RelayState), and the launcher's label.
     "default_relay_state": str,
     "display_name": str,
+    # Aliases of the upstream identity providers offered to its sign-ins (docs/brokering.md);
+    # absent = every enabled one.
+    "allowed_upstreams": list,
 }
 
 
@@ -303,6 +307,10 @@ def validate_settings(values: dict[str, Any]) -> dict[str, Any]:
             raise ValidationError(
                 "encryption_algorithm must be one of " + ", ".join(ENCRYPTION_ALGORITHMS)
             )
+        if key == "allowed_upstreams" and not all(
+            isinstance(a, str) and ALIAS_RE.match(a) for a in value
+        ):
+            raise ValidationError("allowed_upstreams must be a list of upstream aliases")
         if key == "name_id_format" and value not in NAME_ID_FORMATS:
             raise ValidationError(
                 "name_id_format must be one of " + ", ".join(sorted(NAME_ID_FORMATS))

@@ -1,6 +1,7 @@
 """Every SAML message the IdP sends, written as text in canonical form: the Web SSO
 ``<Response>`` (saml-profiles 4.1.4.2), an error ``<Response>`` carrying only a status
-(saml-core 3.2.2), ``<LogoutRequest>`` (3.7.1) and ``<LogoutResponse>`` (3.7.2).
+(saml-core 3.2.2), ``<LogoutRequest>`` (3.7.1) and ``<LogoutResponse>`` (3.7.2); and, as the
+service provider of an upstream IdP when brokering (idp.broker.saml), ``<AuthnRequest>`` (3.4.1).
 
 pysaml2 builds a Response from its own element classes, serializes it, and hands the text to
 the crypto backend once per signature, which parses and re-serializes the whole document each
@@ -231,10 +232,13 @@ def _message(
     now: float,
     sign: bool,
     body: str,
+    message_id: str | None = None,
+    **extra: str | None,
 ) -> tuple[str, bytes]:
     """(ID, serialized document) of a protocol message ``samlp:<element>`` from ``issuer``
-    whose content after the Issuer (and the signature, when ``sign``) is ``body``."""
-    message_id = new_id()
+    whose content after the Issuer (and the signature, when ``sign``) is ``body``; ``extra``
+    are the element's own further attributes."""
+    message_id = message_id or new_id()
     head = (
         f'<samlp:{element} xmlns:samlp="{SAMLP_NS}"'
         + _attrs(
@@ -243,6 +247,7 @@ def _message(
             InResponseTo=in_response_to or None,
             IssueInstant=instant(now),
             Version="2.0",
+            **extra,
         )
         + ">"
         + _issuer(issuer, declare=True)
@@ -304,3 +309,37 @@ def build_logout_request(
         f"<samlp:SessionIndex>{_text(session_index)}</samlp:SessionIndex>"
     )
     return _message(signer, "LogoutRequest", issuer, destination, None, now, sign, body)
+
+
+def build_authn_request(
+    *,
+    signer: InProcessBackend,
+    request_id: str,
+    issuer: str,
+    destination: str,
+    acs_url: str,
+    name_id_format: str | None,
+    force_authn: bool,
+    now: float,
+    sign: bool,
+) -> bytes:
+    """The AuthnRequest ``request_id`` (saml-core 3.4.1) from the service provider ``issuer``
+    asking for a response by HTTP-POST at ``acs_url``, signed in the XML when ``sign``."""
+    body = (
+        f"<samlp:NameIDPolicy{_attrs(AllowCreate='true', Format=name_id_format)}>"
+        "</samlp:NameIDPolicy>"
+    )
+    return _message(
+        signer,
+        "AuthnRequest",
+        issuer,
+        destination,
+        None,
+        now,
+        sign,
+        body,
+        request_id,
+        AssertionConsumerServiceURL=acs_url,
+        ForceAuthn="true" if force_authn else None,
+        ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
+    )[1]

@@ -36,6 +36,7 @@ from ..core.policy import (
     plan_steps,
 )
 from ..core.steps import PendingLogin, StepContext, enrolled_factors
+from ..sso import broker as broker_hub
 from ..sso import network, notifications
 from ..sso.limits import session_slot
 from ..sso.sessions import COOKIE
@@ -43,7 +44,7 @@ from ..sso.users import find_user, state_of
 from ..storage import session_index, terms
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import known_devices, mfa, risk
+from . import broker_start, known_devices, mfa, risk
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -155,12 +156,14 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _page_extras() -> dict[str, Any]:
-    """What the login page shows besides its form, from the settings alone."""
+def _page_extras(upstreams: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """What the login page shows besides its form: the settings, and the upstream identity
+    providers offered to this request (docs/brokering.md)."""
     return {
         "registration": svc().settings.registration.enabled,
         "remember_days": remember_me_days(),
         "passkey_login": passkeys_usable(),
+        "upstreams": upstreams,
     }
 
 
@@ -170,7 +173,7 @@ def _login_page(form: LoginForm, error: str | None = None, status: int = 200):
         form=form,
         error=error,
         csrf_value=generate_csrf(),
-        **_page_extras(),
+        **_page_extras(broker_start.buttons(form.r.data or None)),
     ), status
 
 
@@ -190,6 +193,8 @@ def _fresh_login_page(rid: str | None, next_url: str | None, username: str | Non
         "here": request.full_path.rstrip("?"),
     }
 
+    upstreams = broker_start.buttons(rid)
+
     def context(v: dict[str, str | None]) -> dict[str, Any]:
         form = LoginForm(formdata=None, r=v["r"] or "", next=v["next"] or "")
         # An override written for {{ form.csrf_token }} gets the same value (or marker).
@@ -200,10 +205,10 @@ def _fresh_login_page(rid: str | None, next_url: str | None, username: str | Non
             "error": None,
             "csrf_value": v["csrf_value"],
             "here": v["here"],
-            **_page_extras(),
+            **_page_extras(upstreams),
         }
 
-    return render_kept("login.html", values, context)
+    return render_kept("login.html", values, context, shape=upstreams)
 
 
 def _save_pending(pending: PendingLogin) -> None:
@@ -265,9 +270,11 @@ def start_pending(
     local_password: bool,
     change_reason: str | None = None,
     remember_me: bool = False,
+    data: dict[str, Any] | None = None,
 ) -> Response:
     """After the first factor: plan the remaining steps and run them (or finish at once).
-    ``remember_me``: the person asked to stay signed in (honoured when the policy offers it)."""
+    ``remember_me``: the person asked to stay signed in (honoured when the policy offers it);
+    ``data``: kept with the pending login until it finishes (an upstream sign-in's session)."""
     # Store writes below use their own connection: on SQLite an open write transaction here
     # would block them, so whatever the caller changed is committed first.
     refusal = network.check_user(svc(), db, user.id, client_ip())
@@ -304,6 +311,7 @@ def start_pending(
         steps=[s for s in plan_steps(facts) if not (s == STEP_MFA and AMR_MFA in amr)],
         amr=list(amr),
         auth_time=int(svc().clock.now()),
+        data=dict(data or {}),
     )
     if (
         age.warn
@@ -375,6 +383,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
             ip=client_ip(),
             lifetime=lifetime,
         )
+        broker_hub.remember_session(svc(), result.sid, pending.data.get("upstream"))
         if old and same_person:
             # The same person signed in again: the old session's relying parties still get
             # logout.
@@ -450,9 +459,18 @@ def login():
                 return redirect(req.resume_url)
             if req is None and request.args.get("prompt") != "login":
                 return redirect(next_url or url_for("account.index"))
+        if req is not None and rid is not None:
+            hinted = broker_start.hinted(req, rid, next_url)
+            if hinted is not None:
+                return hinted
         return _fresh_login_page(rid, next_url, req.login_hint if req else None)
 
     username, password = request.form.get("username", ""), request.form.get("password", "")
+    if username.strip() and not password and _csrf_valid():
+        # Home-realm discovery: an address whose domain an upstream claims signs in there.
+        away = broker_start.home_realm(username, req, rid, next_url)
+        if away is not None:
+            return away
     if _plainly_valid(username, password):
         return _check_password(username, password, rid, next_url)
     # Anything else takes the form's own validation, for its messages next to the fields.
@@ -467,6 +485,10 @@ def _plainly_valid(username: str, password: str) -> bool:
     fields filled in and within their lengths, and the browser's CSRF token."""
     if not (username.strip() and password.strip()) or len(username) > 320 or len(password) > 1024:
         return False
+    return _csrf_valid()
+
+
+def _csrf_valid() -> bool:
     try:
         validate_csrf(request.form.get("csrf_token"))
     except ValidationError:
@@ -739,6 +761,10 @@ def logout():
     form = ConfirmForm()
     if request.method == "GET" or current is None:
         if current is None:
+            # Back from an upstream's logout (docs/brokering.md): on to where sign-out was going.
+            onward = broker_start.after_upstream_logout(request.args.get("state"))
+            if onward:
+                return redirect(onward, 303)
             return render_template("logged_out.html", next_url=next_url)
         return render_template("logout.html", form=form, next_url=next_url)
     if not form.validate():
@@ -748,13 +774,16 @@ def logout():
             next_url=next_url,
             error=_("The form expired. Please confirm again."),
         ), 400
+    upstream = broker_hub.take_session(svc(), current.sid)
     with svc().sessions.begin() as db:
         end_sso_session(current.sid, db=db)
         audit(db, "logout", actor=current.user_uuid, target=current.user_uuid)
     session.clear()
+    # Signed in through an upstream that supports it: log out there too (it comes back here).
+    away = broker_start.upstream_logout(upstream, next_url) or next_url
     resp = (
-        redirect(next_url)
-        if next_url
+        redirect(away)
+        if away
         else Response(render_template("logged_out.html", next_url=None), mimetype="text/html")
     )
     sessions().clear_cookie(resp)

@@ -196,6 +196,7 @@ def upgrade() -> None:
     op.create_table('signing_keys',
     sa.Column('kid', sa.String(length=64), nullable=False),
     sa.Column('kty', sa.String(length=8), nullable=False),
+    sa.Column('use', sa.String(length=3), server_default='sig', nullable=False),
     sa.Column('crv', sa.String(length=16), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('private_enc', sa.Text(), nullable=True),
@@ -207,11 +208,33 @@ def upgrade() -> None:
     sa.Column('retire_at', idp.storage.db.UTCDateTime(), nullable=True),
     sa.CheckConstraint("kty IN ('RSA','EC','OKP')", name=op.f('ck_signing_keys_kty')),
     sa.CheckConstraint("status IN ('next','active','previous','retired')", name=op.f('ck_signing_keys_status')),
+    sa.CheckConstraint("use IN ('sig','enc')", name=op.f('ck_signing_keys_use')),
     sa.PrimaryKeyConstraint('kid', name=op.f('pk_signing_keys'))
     )
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_signing_keys_status'), ['status'], unique=False)
 
+    op.create_table('upstream_providers',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('alias', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('display_name', sa.String(length=200), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('hide_on_login', sa.Boolean(), nullable=False),
+    sa.Column('config', sa.JSON(), nullable=False),
+    sa.Column('secret_enc', sa.Text(), nullable=True),
+    sa.Column('mapping', sa.JSON(), nullable=False),
+    sa.Column('hrd_domains', sa.JSON(), nullable=False),
+    sa.Column('sync_mode', sa.String(length=16), nullable=False),
+    sa.Column('create_users', sa.Boolean(), nullable=False),
+    sa.Column('link_by_email', sa.Boolean(), nullable=False),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint("kind IN ('oidc','oauth2','saml')", name=op.f('ck_upstream_providers_kind')),
+    sa.CheckConstraint("sync_mode IN ('import','force')", name=op.f('ck_upstream_providers_sync_mode')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_upstream_providers')),
+    sa.UniqueConstraint('alias', name=op.f('uq_upstream_providers_alias'))
+    )
     op.create_table('claim_rules',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.String(length=255), nullable=True),
@@ -765,6 +788,22 @@ def upgrade() -> None:
     with op.batch_alter_table('sso_session_index', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sso_session_index_user_id'), ['user_id'], unique=False)
 
+    op.create_table('upstream_links',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('provider_id', sa.Integer(), nullable=False),
+    sa.Column('subject', sa.String(length=255), nullable=False),
+    sa.Column('linked_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('last_login_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['provider_id'], ['upstream_providers.id'], name=op.f('fk_upstream_links_provider_id_upstream_providers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_upstream_links_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_upstream_links')),
+    sa.UniqueConstraint('provider_id', 'subject', name='uq_upstream_links_subject'),
+    sa.UniqueConstraint('provider_id', 'user_id', name='uq_upstream_links_user')
+    )
+    with op.batch_alter_table('upstream_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_upstream_links_user_id'), ['user_id'], unique=False)
+
     op.create_table('user_roles',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -839,6 +878,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_roles_role_id'))
 
     op.drop_table('user_roles')
+    with op.batch_alter_table('upstream_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_upstream_links_user_id'))
+
+    op.drop_table('upstream_links')
     with op.batch_alter_table('sso_session_index', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sso_session_index_user_id'))
 
@@ -970,6 +1013,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_claim_rules_client_id'))
 
     op.drop_table('claim_rules')
+    op.drop_table('upstream_providers')
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_signing_keys_status'))
 

@@ -27,6 +27,7 @@ from . import (  # noqa: F401
     session_limits,
     settings,
     stats,
+    upstreams,
     user_photo,
     users,
     users_batch,

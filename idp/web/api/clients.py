@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ...core.broker import ALIAS_RE
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
@@ -25,6 +26,7 @@ from ...core.client_metadata import (
     ENCRYPTION_KTY,
     GRANT_TYPES,
     MAX_POLICY_ENTRIES,
+    REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     SUBJECT_TYPES,
     TOKEN_EXCHANGE,
@@ -104,10 +106,16 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 # The grants a client without redirect_uris may have.
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
+RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
 EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
 EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
 SubjectType = Literal[SUBJECT_TYPES]
 Lifetime = json_int(30, 86400)
+Upstreams = Annotated[
+    list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]],
+    Field(max_length=100, description="aliases of the upstream identity providers offered to "
+                                      "its sign-ins (docs/brokering.md); absent = all enabled"),
+]
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
 Contacts = Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=20)]
@@ -292,6 +300,11 @@ class ClientMetadataIn(_Exact):
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
     require_pkce: StrictBool = None
+    require_pushed_authorization_requests: StrictBool = None
+    require_signed_request_object: StrictBool = None
+    request_object_signing_alg: RequestObjectAlg = None
+    request_uris: _uris("request_uris", "fetched") = None
+    allowed_upstreams: Upstreams = None
     dpop_bound_access_tokens: StrictBool = None
     tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
@@ -362,6 +375,11 @@ class ClientMetadataPatch(_Exact):
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
     require_pkce: StrictBool | None = None
+    require_pushed_authorization_requests: StrictBool | None = None
+    require_signed_request_object: StrictBool | None = None
+    request_object_signing_alg: RequestObjectAlg | None = None
+    request_uris: _uris("request_uris", "fetched") | None = None
+    allowed_upstreams: Upstreams | None = None
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None

@@ -11,7 +11,9 @@ from ...oidc import logout as engine
 from ...oidc.authorize import back_link
 from ...oidc.clients import client_cache
 from ...oidc.results import LoggedOut, LogoutConfirm, _
+from ...sso import broker as broker_hub
 from ...sso.sessions import COOKIE, session_manager
+from .. import broker_start
 from ..current import svc
 from .respond import page, plain_request, session_id, to_response
 
@@ -59,10 +61,14 @@ def end_session():
 
 
 def _logged_out(services, result: LoggedOut):
-    if result.target and not result.frames:
-        resp = redirect(result.target, 303)
+    # Signed in through an upstream (docs/brokering.md): its logout next, then on to the RP.
+    sid = session_id()
+    upstream = broker_hub.take_session(services, sid) if sid else None
+    target = broker_start.upstream_logout(upstream, result.target) or result.target
+    if target and not result.frames:
+        resp = redirect(target, 303)
     else:
-        resp = page("logged_out.html", frames=result.frames, target=result.target)
+        resp = page("logged_out.html", frames=result.frames, target=target)
     resp.delete_cookie(COOKIE, **session_manager(services).cookie_attributes())
     resp.headers["Cache-Control"] = "no-store"
     return resp
