@@ -2,7 +2,10 @@
 
 Lifecycle of a key: ``next`` (published in JWKS and SAML metadata, not yet signing) ->
 ``active`` (signs) -> ``previous`` (still published and verifying, until ``retire_at``) ->
-``retired``. There is one active key per key type (RSA, EC P-256, Ed25519).
+``retired``. There is one active signing key per key type (RSA, EC P-256, Ed25519), and one
+active encryption key (``use: enc``) per type in ``ENC_KTYS`` (RSA for RSA-OAEP-256, EC P-256 for
+ECDH-ES): published in JWKS for clients that encrypt request objects (RFC 9101 §6.1), never
+signing; a ``previous`` one still decrypts until it retires.
 
 Private keys are parsed once per worker and kept in a ``KeyRing``; a worker checks at most every
 ``keys.cache_seconds`` whether another process rotated keys (one small query).
@@ -36,6 +39,11 @@ KTYS = ("RSA", "EC", "OKP")
 ALG_KTY = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
 _DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 _JOSE = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
+# Encryption keys: key type -> the JWE key management algorithm it is published for.
+ENC_ALG = {"RSA": "RSA-OAEP-256", "EC": "ECDH-ES"}
+ENC_KTYS = tuple(ENC_ALG)
+# Every (key type, use) pair that has its own active key.
+KINDS = tuple((kty, "sig") for kty in KTYS) + tuple((kty, "enc") for kty in ENC_KTYS)
 
 
 class KeyUnavailable(IdPError):
@@ -81,16 +89,19 @@ class RingKey:
     public: dict[str, Any]
     certificate_pem: str | None
     retire_at: datetime | None
+    use: str = "sig"
 
 
 class KeyRing:
-    """The parsed keys of one moment: what signs and what is published."""
+    """The parsed keys of one moment: what signs (``keys``), what decrypts (``enc_keys``) and
+    what is published (both)."""
 
     def __init__(self, keys: list[RingKey], generation: str) -> None:
         self.generation = generation
-        self.keys = keys
-        self._by_kid = {k.kid: k for k in keys}
-        self._active = {k.kty: k for k in keys if k.status == "active"}
+        self.keys = [k for k in keys if k.use == "sig"]
+        self.enc_keys = [k for k in keys if k.use == "enc"]
+        self._by_kid = {k.kid: k for k in self.keys}
+        self._active = {k.kty: k for k in self.keys if k.status == "active"}
 
     def signing_key(self, alg: str) -> RingKey:
         kty = ALG_KTY.get(alg)
@@ -104,7 +115,7 @@ class KeyRing:
     def published(self, now: datetime) -> list[RingKey]:
         return [
             k
-            for k in self.keys
+            for k in self.keys + self.enc_keys
             if k.status in ("next", "active")
             or (k.status == "previous" and (k.retire_at is None or k.retire_at > now))
         ]
@@ -168,24 +179,27 @@ class KeyManager:
 
     # --- creation and rotation -----------------------------------------------------------------
 
-    def _new_row(self, kty: str, status: str) -> tuple[SigningKey, bytes]:
+    def _new_row(self, kty: str, status: str, use: str = "sig") -> tuple[SigningKey, bytes]:
         private = _generate(kty, self._settings.keys.rsa_bits)
         pem = _pem(private)
         jwk = _JOSE[kty].import_key(pem)
         kid = jwk.thumbprint()
         public = dict(jwk.as_dict(private=False))
-        public.update(kid=kid, use="sig")
-        if kty != "RSA":  # an RSA key signs both RS256 and PS256, so it names no single alg
+        public.update(kid=kid, use=use)
+        if use == "enc":
+            public["alg"] = ENC_ALG[kty]
+        elif kty != "RSA":  # an RSA key signs both RS256 and PS256, so it names no single alg
             public["alg"] = _DEFAULT_ALG[kty]
         now = self._clock.utcnow()
         cert = None
-        if kty == "RSA":
+        if kty == "RSA" and use == "sig":
             cert = _self_signed(
                 private, self._settings.issuer, now, self._settings.keys.saml_cert_days
             )
         row = SigningKey(
             kid=kid,
             kty=kty,
+            use=use,
             crv=public.get("crv"),
             status=status,
             public_jwk=public,
@@ -196,15 +210,17 @@ class KeyManager:
         return row, pem
 
     def ensure(self) -> list[str]:
-        """Create an active key for each type that has none; return the kids created."""
+        """Create an active key for each type and use that has none; return the kids
+        created."""
         created = []
         with self._sessions.begin() as db:
             self._check_readable(db)
-            have = set(db.scalars(select(SigningKey.kty).where(SigningKey.status == "active")))
-            for kty in KTYS:
-                if kty in have:
+            have = set(db.execute(select(SigningKey.kty, SigningKey.use)
+                                  .where(SigningKey.status == "active")).tuples())
+            for kty, use in KINDS:
+                if (kty, use) in have:
                     continue
-                row, pem = self._new_row(kty, "active")
+                row, pem = self._new_row(kty, "active", use)
                 self._store_private(row, pem)
                 db.add(row)
                 created.append(row.kid)
@@ -212,30 +228,34 @@ class KeyManager:
         return created
 
     def rotate(self, prepare: bool = False, ktys: tuple[str, ...] = KTYS) -> list[dict[str, str]]:
-        """``prepare``: publish a ``next`` key per type (no signing change).
+        """``prepare``: publish a ``next`` key per type and use (no signing change).
         Otherwise: the ``next`` key (or a new one) becomes active; the old active key stays
-        published as ``previous`` for ``keys.rotation_overlap_days``."""
+        published as ``previous`` for ``keys.rotation_overlap_days``. Signing keys come
+        first in the changes; encryption keys (``use: enc``) of the same types follow."""
         now = self._clock.utcnow()
         overlap = timedelta(days=self._settings.keys.rotation_overlap_days)
         changes = []
         with self._sessions.begin() as db:
             self._check_readable(db)
-            for kty in ktys:
+            for kty, use in KINDS:
+                if kty not in ktys:
+                    continue
                 rows = db.scalars(
                     select(SigningKey).where(
-                        SigningKey.kty == kty, SigningKey.status.in_(("next", "active"))
+                        SigningKey.kty == kty, SigningKey.use == use,
+                        SigningKey.status.in_(("next", "active"))
                     )
                 ).all()
                 nxt = next((r for r in rows if r.status == "next"), None)
                 if prepare:
                     if nxt is None:
-                        nxt, pem = self._new_row(kty, "next")
+                        nxt, pem = self._new_row(kty, "next", use)
                         self._store_private(nxt, pem)
                         db.add(nxt)
-                    changes.append({"kty": kty, "next": nxt.kid})
+                    changes.append({"kty": kty, "use": use, "next": nxt.kid})
                     continue
                 if nxt is None:
-                    nxt, pem = self._new_row(kty, "next")
+                    nxt, pem = self._new_row(kty, "next", use)
                     self._store_private(nxt, pem)
                     db.add(nxt)
                 for old in rows:
@@ -243,10 +263,10 @@ class KeyManager:
                         old.status = "previous"
                         old.deactivated_at = now
                         old.retire_at = now + overlap
-                        changes.append({"kty": kty, "previous": old.kid})
+                        changes.append({"kty": kty, "use": use, "previous": old.kid})
                 nxt.status = "active"
                 nxt.activated_at = now
-                changes.append({"kty": kty, "active": nxt.kid})
+                changes.append({"kty": kty, "use": use, "active": nxt.kid})
             # Keys past their overlap are retired for good.
             for old in db.scalars(select(SigningKey).where(SigningKey.status == "previous")):
                 if old.retire_at is not None and old.retire_at <= now:
@@ -261,6 +281,7 @@ class KeyManager:
             {
                 "kid": r.kid,
                 "kty": r.kty,
+                "use": r.use,
                 "alg": r.public_jwk.get("alg", _DEFAULT_ALG[r.kty]),
                 "status": r.status,
                 "created_at": r.created_at.isoformat(),
@@ -299,7 +320,7 @@ class KeyManager:
             for row in rows:
                 pem = self._load_private(row)
                 jwk = _JOSE[row.kty].import_key(
-                    pem, {"kid": row.kid, "use": "sig"}
+                    pem, {"kid": row.kid, "use": row.use}
                 )
                 keys.append(
                     RingKey(
@@ -310,9 +331,10 @@ class KeyManager:
                         dict(row.public_jwk),
                         row.certificate_pem,
                         row.retire_at,
+                        row.use,
                     )
                 )
-            if not any(k.status == "active" for k in keys):
+            if not any(k.status == "active" and k.use == "sig" for k in keys):
                 raise ConfigError("no active signing keys: run `idp init`")
             self._ring = KeyRing(keys, generation)
             self._checked = now

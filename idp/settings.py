@@ -438,6 +438,9 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         if keys[key] < 1:
             raise ConfigError(f"setting keys.{key} must be at least 1")
 
+    if not 0 < s["oidc"]["par_lifetime"] < 600:
+        raise ConfigError("setting oidc.par_lifetime must be 1-599 seconds")
+
     out = s["outbound"]
     if not 0 < out["timeout"] <= 60:
         raise ConfigError("setting outbound.timeout must be 1-60 seconds")

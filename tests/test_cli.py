@@ -206,7 +206,8 @@ def test_groups_roles_users_clients_created_for_real(initialised, capsys):
 
 def test_keys_list_json(initialised, capsys):
     rows = ok_json(capsys, "keys", "list")["keys"]
-    assert sorted(r["kty"] for r in rows) == ["EC", "OKP", "RSA"]
+    assert sorted(r["kty"] for r in rows if r["use"] == "sig") == ["EC", "OKP", "RSA"]
+    assert sorted(r["alg"] for r in rows if r["use"] == "enc") == ["ECDH-ES", "RSA-OAEP-256"]
     assert all(r["status"] == "active" for r in rows)
 
 

@@ -80,3 +80,19 @@ def test_sender_constraint_flags(idp_env, capsys):
     assert updated["tls_client_certificate_bound_access_tokens"] is True
     cleared = ok_json(capsys, "clients", "update", "demo-app", "--no-dpop-bound")
     assert cleared["dpop_bound_access_tokens"] is False
+def test_par_and_request_object_flags(idp_env, capsys):
+    """RFC 9126 §6 / RFC 9101 §10.5 per-client requirements; HMAC for a client whose secret is
+    not kept is refused and changes nothing."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    updated = ok_json(capsys, "clients", "update", "demo-app", "--require-par",
+                      "--require-signed-request-object", "--request-object-alg", "PS256")
+    assert updated["require_pushed_authorization_requests"] is True
+    assert updated["require_signed_request_object"] is True
+    assert updated["request_object_signing_alg"] == "PS256"
+    before = snapshot(idp_env)
+    assert "request_object_signing_alg" in fails(
+        capsys, "clients", "update", "demo-app", "--request-object-alg", "HS256", code=1)
+    fails(capsys, "clients", "update", "demo-app", "--request-object-alg", "none", code=2)
+    assert snapshot(idp_env) == before
+    back = ok_json(capsys, "clients", "update", "demo-app", "--no-require-par")
+    assert back["require_pushed_authorization_requests"] is False

@@ -66,14 +66,17 @@ def run_cli(capsys, *args: str) -> dict:
 def test_init_creates_rsa_ec_and_ed25519(make_app):
     client = make_app().test_client()
     keys = client.get("/jwks").json["keys"]
-    by_kty = {k["kty"]: k for k in keys}
+    by_kty = {k["kty"]: k for k in keys if k["use"] == "sig"}
     assert set(by_kty) == {"RSA", "EC", "OKP"}
     rsa_n = pyjwt.utils.base64url_decode(by_kty["RSA"]["n"])
     assert len(rsa_n) * 8 >= 2048
     assert by_kty["EC"]["crv"] == "P-256"
     assert by_kty["OKP"]["crv"] == "Ed25519"
+    # Request-object encryption keys (RFC 9101 §6.1) beside them, never signing.
+    assert {(k["kty"], k["alg"]) for k in keys if k["use"] == "enc"} == {
+        ("RSA", "RSA-OAEP-256"), ("EC", "ECDH-ES")}
     for k in keys:
-        assert k["use"] == "sig" and k["kid"]
+        assert k["use"] in ("sig", "enc") and k["kid"]
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(k), "private parts published"
 
 
@@ -112,7 +115,7 @@ def test_with_encryption_key_private_keys_are_sealed_in_the_database(make_app, i
 
     with svc.sessions() as db:
         sealed = db.scalars(select(SigningKey.private_enc)).all()
-    assert len(sealed) == 3 and all(s and s.startswith("v1:") for s in sealed)
+    assert len(sealed) == 5 and all(s and s.startswith("v1:") for s in sealed)
     assert all("PRIVATE KEY" not in s for s in sealed)
     token = sign(svc.keys.ring())
     assert verify(token, app.test_client().get("/jwks").json)["sub"] == "u1"
@@ -243,7 +246,7 @@ def test_jwks_publishes_next_active_previous_but_not_retired(make_app):
         "active",
         "next",
     ]
-    ec_kids = {k["kid"] for k in svc.keys.jwks()["keys"] if k["kty"] == "EC"}
+    ec_kids = {k["kid"] for k in svc.keys.jwks()["keys"] if k["kty"] == "EC" and k["use"] == "sig"}
     assert ec_kids == {nxt, active, second}
 
 

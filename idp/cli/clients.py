@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import GRANT_TYPES, SIGNING_ALGS
+from ..core.client_metadata import GRANT_TYPES, REQUEST_OBJECT_ALGS, SIGNING_ALGS
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -128,6 +128,12 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
               help="Refuse token requests without a DPoP proof (RFC 9449).")
 @click.option("--cert-bound/--no-cert-bound", default=None,
               help="Bind access tokens to the client's TLS certificate (RFC 8705).")
+@click.option("--require-par/--no-require-par", default=None,
+              help="Accept only pushed authorization requests (RFC 9126).")
+@click.option("--require-signed-request-object/--no-require-signed-request-object",
+              default=None, help="Accept only signed request objects (RFC 9101).")
+@click.option("--request-object-alg", type=click.Choice(REQUEST_OBJECT_ALGS), default=None,
+              help="The one algorithm its request objects must be signed with.")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -142,8 +148,10 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           dpop_bound, cert_bound, first_party, enable, redirect_uris, post_logout,
-           frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, as_json) -> None:
+           dpop_bound, cert_bound, require_par, require_signed_request_object,
+           request_object_alg, first_party,
+           enable, redirect_uris, post_logout, frontchannel_logout_uri, backchannel_logout_uri,
+           jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -164,6 +172,9 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "require_pkce": require_pkce,
         "dpop_bound_access_tokens": dpop_bound,
         "tls_client_certificate_bound_access_tokens": cert_bound,
+        "require_pushed_authorization_requests": require_par,
+        "require_signed_request_object": require_signed_request_object,
+        "request_object_signing_alg": request_object_alg,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(

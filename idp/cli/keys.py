@@ -1,4 +1,4 @@
-"""``idp keys``: signing keys (list, rotate)."""
+"""``idp keys``: signing keys and request-object encryption keys (list, rotate)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def keys_list(as_json: bool) -> None:
         return
     for r in rows:
         click.echo(
-            f"{r['kid']}  {r['kty']:3}  {r['alg']:6}  {r['status']:8}  "
+            f"{r['kid']}  {r['kty']:3}  {r['use']}  {r['alg']:12}  {r['status']:8}  "
             f"created {r['created_at']}" + (f"  retires {r['retire_at']}" if r["retire_at"] else "")
         )
 

@@ -15,7 +15,8 @@ field are a table (``URI_RULES``):
   (Front-Channel Logout 1.0 §2): the browser is sent there, so the redirect URI rules less the
   private-use schemes.
 - ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2), ``jwks_uri``,
-  ``sector_identifier_uri`` (OIDC Registration §2, §5): the IdP itself connects there, so https
+  ``sector_identifier_uri``, ``request_uris`` (OIDC Registration §2, §5; RFC 9101 §5.2, where
+  the IdP fetches request objects): the IdP itself connects there, so https
   only, unless ``[outbound] allow_http`` is on; an IP literal in a private range is refused
   unless ``[outbound] allow_private_addresses`` is on (the fetch checks resolved names again).
 - ``logo_uri``, ``client_uri``, ``policy_uri``, ``tos_uri``, ``initiate_login_uri``: shown or
@@ -29,8 +30,10 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 ``vbscript:``, ...). Other fields: RFC 7591 §2 and OIDC Registration §2, error
 ``invalid_client_metadata`` (RFC 7591 §3.2.2), with a description that names the field; the
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
-30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
-booleans) are checked here too, since the token engine reads them at every sign-in.
+30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
+``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
+``request_object_signing_alg``) are checked here too, since the engine reads them at every
+sign-in.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from ..errors import ValidationError
 
 # The JWS algorithms we sign and verify with (discovery advertises them; clients may pick one).
 SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+# What a client may sign its request objects with (RFC 9101): its keys, or its secret (HS*).
+REQUEST_OBJECT_ALGS = SIGNING_ALGS + ("HS256", "HS384", "HS512")
 
 AUTH_METHODS = (
     "client_secret_basic",
@@ -148,13 +153,14 @@ URI_RULES: dict[str, UriRule] = {
     "backchannel_logout_uri": UriRule("fetched"),
     "jwks_uri": UriRule("fetched"),
     "sector_identifier_uri": UriRule("fetched"),
+    "request_uris": UriRule("fetched"),
     "initiate_login_uri": UriRule("https"),
     "logo_uri": UriRule("https"),
     "client_uri": UriRule("https"),
     "policy_uri": UriRule("https"),
     "tos_uri": UriRule("https"),
 }
-LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris")
+LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "request_uris")
 
 
 def uri_problem(field: str, uri: Any, policy: Policy = Policy()) -> str | None:
@@ -334,7 +340,8 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         low, high = LIFETIME_RANGE
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _fail(field, f"must be a whole number of seconds from {low} to {high}")
-    for field in ("refresh_token_rotation", "require_pkce"):
+    for field in ("refresh_token_rotation", "require_pkce",
+                  "require_pushed_authorization_requests", "require_signed_request_object"):
         if field in meta and not isinstance(meta[field], bool):
             raise _fail(field, "must be true or false")
     fmt = meta.get("access_token_format")
@@ -348,6 +355,19 @@ def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
     for field in ("dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens"):
         if field in meta and not isinstance(meta[field], bool):
             raise _fail(field, "must be true or false")
+def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9101 §10.5 / OIDC Registration §2: ``request_object_signing_alg`` is one we
+    verify; HMAC needs the client secret itself, which is kept (sealed) only for
+    ``client_secret_jwt`` clients."""
+    alg = meta.get("request_object_signing_alg")
+    if alg is None:
+        return
+    if alg not in REQUEST_OBJECT_ALGS:
+        raise _fail("request_object_signing_alg", f"must be one of "
+                    f"{', '.join(REQUEST_OBJECT_ALGS)}")
+    if alg.startswith("HS") and meta.get("token_endpoint_auth_method") != "client_secret_jwt":
+        raise _fail("request_object_signing_alg", "HMAC needs token_endpoint_auth_method "
+                    "client_secret_jwt (the only clients whose secret is kept)")
 
 
 CHECKS: tuple[Check, ...] = (
@@ -362,6 +382,7 @@ CHECKS: tuple[Check, ...] = (
     check_resources,
     check_own_settings,
     check_sender_constraints,
+    check_request_objects,
 )
 
 

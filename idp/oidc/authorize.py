@@ -5,6 +5,13 @@ nonce) and then by the list of small checks below, in order. An error about the 
 redirect_uri is shown as a page and never redirected (RFC 6749 §4.1.2.1); every other error goes
 back to the client with ``state`` and ``iss`` (RFC 9207). Login is handed to the hosted pages
 through the protocol-neutral AuthnRequest, and the request resumes at ``/oauth2/authorize/resume``.
+
+A pushed request (RFC 9126 §4, ``request_uri`` from /oauth2/par) or a request object (RFC 9101
+§6.3, ``request``) replaces the query: only its parameters count, and ``client_id`` must match.
+A ``request_uri`` the client registered (``request_uris``) is fetched as a request object.
+An unknown, expired, completed or foreign pushed ``request_uri`` is refused with a page; a
+refused request object goes back to a redirect_uri registered for the client, else to a page.
+Parameters starting with ``_`` are the engine's own markers and are dropped from the query.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from ..sso.stepup import required_acr_values
 from ..sso.users import account_usable, load_user
 from ..storage import audit as audit_rows
 from ..storage.models_oauth import Consent
-from . import sender
+from . import jar, pushed, sender
 from .claims import claims_release
 from .clients import OAuthClient, client_cache
 from .http import HttpRequest, Values
@@ -38,6 +45,8 @@ from .tokens import InvalidToken
 log = logging.getLogger("idp.oidc.authorize")
 
 PROMPTS = {"none", "login", "consent", "select_account"}
+# Set on a request whose parameters came from a verified request object (RFC 9101).
+SIGNED = "_jar"
 RESPONSE_MODES = {"query", "form_post"}
 # How a claim consented to one by one is remembered among the consented scopes.
 CLAIM_CONSENT = "claim:"
@@ -91,7 +100,7 @@ def _single_valued(values: Values) -> dict[str, str]:
         items = values.getlist(key)
         if len(items) > 1:
             raise _Refused(_("The parameter %(name)s was sent more than once.", name=key))
-        if len(items[0]) > 4096:
+        if len(items[0]) > (jar.MAX_LENGTH if key == "request" else 4096):
             raise _Refused(_("The parameter %(name)s is too long.", name=key))
         params[key] = items[0]
     return params
@@ -103,13 +112,33 @@ def check_response_mode(params: dict[str, str]) -> None:
         raise AuthorizationError("invalid_request", "response_mode must be query or form_post")
 
 
-def check_request_objects(params: dict[str, str]) -> None:
-    # OIDC Core §6: allowed to refuse when not supported; never ignore silently.
-    if "request" in params:
-        raise AuthorizationError("request_not_supported", "request objects are not supported")
+def check_request_uri(params: dict[str, str]) -> None:
+    # OIDC Core §6.2: a request_uri neither pushed nor registered by the client (whose
+    # request objects are resolved before these checks) is refused, never ignored silently.
     if "request_uri" in params:
         raise AuthorizationError("request_uri_not_supported",
-                                 "request_uri is not supported")
+                                 "request_uri must come from the pushed authorization request "
+                                 "endpoint or be one of the client's registered request_uris")
+
+
+def check_pushed(svc: Services, client: OAuthClient, params: dict[str, Any]) -> None:
+    """RFC 9126 §5, §6: ``oidc.require_par`` or the client's
+    ``require_pushed_authorization_requests`` allows only pushed requests."""
+    if pushed.LOADED not in params and (
+            svc.settings.oidc.require_par
+            or client.setting("require_pushed_authorization_requests", False)):
+        raise AuthorizationError("invalid_request", "this client must use pushed "
+                                                    "authorization requests (RFC 9126)")
+
+
+def check_signed(svc: Services, client: OAuthClient, params: dict[str, Any]) -> None:
+    """RFC 9101 §10.5: ``oidc.require_signed_request_object`` or the client's
+    ``require_signed_request_object`` allows only requests from a signed request object."""
+    if not params.get(SIGNED) and (
+            svc.settings.oidc.require_signed_request_object
+            or client.setting("require_signed_request_object", False)):
+        raise AuthorizationError("invalid_request", "this client must send a signed "
+                                                    "request object (RFC 9101)")
 
 
 def check_prompt(params: dict[str, str]) -> list[str]:
@@ -193,7 +222,44 @@ def authorize(svc: Services, req: HttpRequest, session_id: str | None, *,
         return error_page(exc.message, exc.status)
     if resources:
         params["resource_list"] = resources
-    return process(svc, params, session_id, origin=origin)
+    params = {k: v for k, v in params.items() if not k.startswith("_")}
+    resolved = _from_request_objects(svc, params)
+    if not isinstance(resolved, dict):
+        return resolved
+    return process(svc, resolved, session_id, origin=origin)
+
+
+def _from_request_objects(svc: Services, params: dict[str, Any]) -> dict[str, Any] | Result:
+    """The request's parameters: those pushed before (RFC 9126 §4), those of a verified
+    request object (RFC 9101 §6.3), or the query's own; or why not."""
+    uri = params.get("request_uri")
+    if uri is None and "request" not in params:
+        return params
+    if isinstance(uri, str) and uri.startswith(pushed.PAR_URN):
+        loaded = pushed.load(svc, uri, params.get("client_id"))
+        if loaded is None or "request" in params:
+            return error_page(_("This sign-in request has expired or was already used. "
+                                "Go back to the application and start again."))
+        return loaded
+    client = client_cache(svc).get(params.get("client_id"))
+    registered = client is not None and uri in (client.setting("request_uris") or [])
+    if "request" not in params and not registered:
+        return params
+    try:
+        if client is None:
+            raise jar.RequestObjectError("unknown client")
+        if "request" in params and "request_uri" in params:
+            log.info("request object refused: request and request_uri are exclusive")
+            raise jar.RequestObjectError("request and request_uri are exclusive")
+        token = params["request"] if "request" in params else jar.fetch(svc, client, uri)
+        inner = jar.verify(svc, client, token)
+    except jar.RequestObjectError as exc:
+        checked = check_client_and_redirect(svc, params)
+        if isinstance(checked, ErrorPage):
+            return checked
+        return _respond(svc, checked[1], {"error": exc.error, "error_description":
+                                          exc.description, "state": params.get("state")}, None)
+    return dict(inner, client_id=client.client_id, **{SIGNED: True})
 
 
 def resume(svc: Services, rid: str, session_id: str | None, *, origin: Origin) -> Result:
@@ -299,17 +365,27 @@ def check_client_and_redirect(svc: Services, params: dict[str, Any]
     return client, uri
 
 
-def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,
-               params: dict[str, Any], session_id: str | None,
-               accepted_auth_time: int | None, consent_given: bool, origin: Origin) -> Result:
+def check_params(svc: Services, client: OAuthClient, params: dict[str, Any]
+                 ) -> tuple[list[str], int | None, dict | None, list[str], str | None]:
+    """The checks after authlib's, in order; also run when a request is pushed (RFC 9126
+    §2.1). Returns prompt, max_age, the claims request, resources and the hinted subject."""
     check_response_mode(params)
-    check_request_objects(params)
+    check_request_uri(params)
+    check_signed(svc, client, params)
     prompt = check_prompt(params)
     max_age = check_max_age(params)
     claims_request = check_claims(params)
     resources = check_resources(svc, client, params.get("resource_list") or [])
     check_dpop_jkt(params)
     hinted_sub = _id_token_hint_sub(svc, params.get("id_token_hint"), client)
+    return prompt, max_age, claims_request, resources, hinted_sub
+
+
+def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,
+               params: dict[str, Any], session_id: str | None,
+               accepted_auth_time: int | None, consent_given: bool, origin: Origin) -> Result:
+    check_pushed(svc, client, params)
+    prompt, max_age, claims_request, resources, hinted_sub = check_params(svc, client, params)
 
     mgr = session_manager(svc)
     now = svc.clock.now()
@@ -362,6 +438,8 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     params = dict(params, claims_parsed=claims_request, resource_list=resources, scope=scope)
     psid = public_sid(result.sid)
     oauth_req.code_context = eng.code_context(result, user, params, psid)
+    if pushed.LOADED in params and not pushed.complete(svc, params[pushed.LOADED]):
+        raise AuthorizationError("invalid_request", "the request_uri was used already")
     status, _, headers = grant.create_authorization_response(redirect_uri, user)
     location = dict(headers)["Location"]
     mgr.add_relying_party(result.sid, f"oidc:{client.client_id}", {

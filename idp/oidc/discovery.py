@@ -3,9 +3,12 @@ well-known documents served by ``idp.web.wellknown``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.authn import ACR_MFA, ACR_SINGLE
-from ..core.client_metadata import DEVICE_CODE_GRANT
+from ..core.client_metadata import DEVICE_CODE_GRANT, REQUEST_OBJECT_ALGS
 from .dpop import DPOP_ALGS
+from .jar import ENCRYPTION_ALGS, ENCRYPTION_ENCS
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -16,8 +19,9 @@ CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "
           "phone_number_verified", "address", "groups", "roles"]
 
 
-def metadata(issuer: str, *, mtls: bool = False) -> dict:
-    """``mtls``: certificate-bound tokens are configured (``[mtls] client_cert_header``)."""
+def metadata(issuer: str, oidc: Any = None, *, mtls: bool = False) -> dict:
+    """``oidc``: the ``[oidc]`` settings, for what is required of every client; ``mtls``:
+    certificate-bound tokens are configured (``[mtls] client_cert_header``)."""
     confidential = [m for m in ALL_AUTH_METHODS if m != "none"]
     extra = {"tls_client_certificate_bound_access_tokens": True} if mtls else {}
     return extra | {
@@ -46,9 +50,15 @@ def metadata(issuer: str, *, mtls: bool = False) -> dict:
         "claims_supported": CLAIMS,
         "claim_types_supported": ["normal"],
         "claims_parameter_supported": True,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
-        "require_request_uri_registration": False,
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
+        "require_pushed_authorization_requests": bool(oidc and oidc.require_par),
+        "request_parameter_supported": True,
+        "request_uri_parameter_supported": True,
+        "require_request_uri_registration": True,
+        "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+        "request_object_encryption_alg_values_supported": list(ENCRYPTION_ALGS),
+        "request_object_encryption_enc_values_supported": list(ENCRYPTION_ENCS),
+        "require_signed_request_object": bool(oidc and oidc.require_signed_request_object),
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "acr_values_supported": [ACR_SINGLE, ACR_MFA],

@@ -22,21 +22,22 @@ log = logging.getLogger("idp.oidc.endpoints")
 CONFIDENTIAL = [m for m in ALL_AUTH_METHODS if m != "none"]
 # A form body larger than this is not an OAuth request.
 MAX_FORM = 64 * 1024
-_NO_STORE = {"Cache-Control": "no-store"}
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def oauth_error(error: str, description: str, status: int = 400) -> JsonResult:
-    return JsonResult(status, {"error": error, "error_description": description}, _NO_STORE)
+    return JsonResult(status, {"error": error, "error_description": description}, NO_STORE)
 
 
-def precheck(req: HttpRequest) -> JsonResult | None:
-    """RFC 6749 §3.2: POST with form encoding; each parameter at most once."""
+def precheck(req: HttpRequest, repeatable: tuple[str, ...] = ()) -> JsonResult | None:
+    """RFC 6749 §3.2: POST with form encoding; each parameter at most once (but those
+    ``repeatable``, such as RFC 8707 ``resource``)."""
     if req.content_length and req.content_length > MAX_FORM:
         return oauth_error("invalid_request", "The request is too large.", 413)
     if req.content_type != "application/x-www-form-urlencoded":
         return oauth_error("invalid_request", "Use application/x-www-form-urlencoded.")
     for key, values in req.form.items():
-        if len(values) > 1:
+        if len(values) > 1 and key not in repeatable:
             return oauth_error("invalid_request", f"Parameter {key!r} sent more than once.")
     if req.query:
         return oauth_error("invalid_request", "Send parameters in the body, not the URL.")
@@ -83,7 +84,7 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
         return got
     client, value = got
     eng = engine(svc)
-    inactive = JsonResult(200, {"active": False}, _NO_STORE)
+    inactive = JsonResult(200, {"active": False}, NO_STORE)
     hint = req.post_form().get("token_type_hint")
     claims = None if hint == "refresh_token" else eng.validate_access_token(value)
     if claims is not None:
@@ -93,7 +94,7 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
         body.update({k: claims[k] for k in ("scope", "client_id", "sub", "iss", "exp", "iat",
                                             "aud", "jti", "auth_time", "acr", "sid", "cnf")
                      if k in claims})
-        return JsonResult(200, body, _NO_STORE)
+        return JsonResult(200, body, NO_STORE)
     row = eng.find_refresh_token(value)
     if row is None or row.revoked or row.used_at is not None:
         return inactive
@@ -106,7 +107,7 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
     return JsonResult(200, {"active": True, "token_type": "refresh_token", "scope": row.scope,
                             "client_id": row.client_id, "sub": subject.uuid,
                             "iss": eng.issuer, "exp": int(row.expires_at.timestamp())},
-                      _NO_STORE)
+                      NO_STORE)
 
 
 def _may_introspect(svc: Services, client: OAuthClient, token_client: str | None,
@@ -140,4 +141,4 @@ def revoke(svc: Services, req: HttpRequest) -> JsonResult | BodyResult:
         claims = eng.validate_access_token(value)
         if claims is not None and claims.get("client_id") == client.client_id:
             eng.revoke_access_token(value, request=req)
-    return BodyResult(200, "", None, _NO_STORE)
+    return BodyResult(200, "", None, NO_STORE)

@@ -1,5 +1,6 @@
 """Outbound HTTP on a client's behalf: the one way the IdP connects to a URL a client gave it
-(jwks_uri for private_key_jwt, sector_identifier_uri, back-channel logout POSTs).
+(jwks_uri for private_key_jwt, sector_identifier_uri, back-channel logout POSTs, registered
+request_uris of request objects).
 
 A client chooses these URLs, so without care they let anyone who can register a client make the
 IdP reach inside its own network (SSRF: cloud metadata at 169.254.169.254, admin ports on
@@ -262,21 +263,36 @@ class Outbound:
 
     def get_json(self, uri: str) -> Any:
         """GET a JSON document (200 only); failures are remembered for a while."""
+        return self._get(uri, "application/json", json.loads, "JSON")
+
+    def get_jwt(self, uri: str) -> str:
+        """GET a compact JWT (a request object, RFC 9101 §5.2; 200 only); failures are
+        remembered for a while."""
+        return self._get(uri, "application/oauth-authz-req+jwt", _compact_jwt, "a JWT")
+
+    def _get(self, uri: str, accept: str, parse: Callable[[bytes], Any], kind: str) -> Any:
         recent = self.failed_recently(uri)
         if recent:
             raise OutboundError(f"{recent} (failed recently, not tried again yet)")
         try:
-            answer = self.request("GET", uri, headers={"Accept": "application/json"})
+            answer = self.request("GET", uri, headers={"Accept": accept})
             if answer.status != 200:
                 raise OutboundError(f"the server answered HTTP {answer.status}")
             try:
-                return json.loads(answer.body)
+                return parse(answer.body)
             except ValueError:
-                raise OutboundError("the answer is not JSON") from None
+                raise OutboundError(f"the answer is not {kind}") from None
         except OutboundError as exc:
             log.info("outbound GET refused or failed: %s", exc.reason, extra={"uri": uri})
             self.remember_failure(uri, exc.reason)
             raise
+
+
+def _compact_jwt(body: bytes) -> str:
+    text = body.decode("ascii").strip()  # UnicodeDecodeError is a ValueError
+    if text.count(".") not in (2, 4):
+        raise ValueError("not a compact JWT")
+    return text
 
 
 def outbound(svc: Services) -> Outbound:

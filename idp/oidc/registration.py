@@ -29,7 +29,10 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "frontchannel_logout_uri", "frontchannel_logout_session_required",
          "backchannel_logout_session_required", "default_max_age", "require_auth_time",
          "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version",
-         "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens")
+         "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens",
+         # RFC 9126 §6, RFC 9101 §10.5, OIDC Registration §2: a client may only tighten these.
+         "require_pushed_authorization_requests", "require_signed_request_object",
+         "request_object_signing_alg", "request_uris")
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

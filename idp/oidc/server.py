@@ -158,7 +158,7 @@ class _JWTClientAuth(JWTBearerClientAssertion):
         # FAPI 2.0 / RFC 7523: the issuer identifier, and the token endpoint URL.
         issuer = self.engine.issuer
         return [issuer, f"{issuer}/oauth2/token", f"{issuer}/oauth2/introspect",
-                f"{issuer}/oauth2/revoke"]
+                f"{issuer}/oauth2/revoke", f"{issuer}/oauth2/par"]
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         ttl = max(60, int(claims.get("exp", 0) - self.engine.svc.clock.now()) + 60)

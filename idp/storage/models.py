@@ -53,17 +53,21 @@ class KVEntry(Base):
 
 
 class SigningKey(Base):
-    """A signing key pair. ``status``: next (published, not signing) -> active (signs) ->
-    previous (published, verifies until ``retire_at``) -> retired (kept for the record)."""
+    """A key pair of the IdP. ``status``: next (published, not signing) -> active (signs) ->
+    previous (published, verifies until ``retire_at``) -> retired (kept for the record).
+    ``use``: ``sig`` signs; ``enc`` is published for clients to encrypt request objects to
+    (RFC 9101 §6.1) and decrypts them, through the same lifecycle."""
 
     __tablename__ = "signing_keys"
     __table_args__ = (
         CheckConstraint("status IN ('next','active','previous','retired')", name="status"),
         CheckConstraint("kty IN ('RSA','EC','OKP')", name="kty"),
+        CheckConstraint("use IN ('sig','enc')", name="use"),
     )
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     kty: Mapped[str] = mapped_column(String(8))
+    use: Mapped[str] = mapped_column(String(3), default="sig", server_default="sig")
     crv: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), index=True)
     # The PKCS#8 private key: AES-GCM encrypted with the key-encryption key (base64), or None

@@ -31,6 +31,7 @@ _EXEMPT = ("/healthz", "/readyz", "/assets/", "/static/", "/favicon")
 # Programs, not people: a JSON answer (OAuth error JSON; the API's problem+json).
 _PROGRAMS = (
     "/oauth2/token",
+    "/oauth2/par",
     "/oauth2/introspect",
     "/oauth2/revoke",
     "/oauth2/userinfo",

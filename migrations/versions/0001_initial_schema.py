@@ -180,6 +180,7 @@ def upgrade() -> None:
     op.create_table('signing_keys',
     sa.Column('kid', sa.String(length=64), nullable=False),
     sa.Column('kty', sa.String(length=8), nullable=False),
+    sa.Column('use', sa.String(length=3), server_default='sig', nullable=False),
     sa.Column('crv', sa.String(length=16), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('private_enc', sa.Text(), nullable=True),
@@ -191,6 +192,7 @@ def upgrade() -> None:
     sa.Column('retire_at', idp.storage.db.UTCDateTime(), nullable=True),
     sa.CheckConstraint("kty IN ('RSA','EC','OKP')", name=op.f('ck_signing_keys_kty')),
     sa.CheckConstraint("status IN ('next','active','previous','retired')", name=op.f('ck_signing_keys_status')),
+    sa.CheckConstraint("use IN ('sig','enc')", name=op.f('ck_signing_keys_use')),
     sa.PrimaryKeyConstraint('kid', name=op.f('pk_signing_keys'))
     )
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:

@@ -62,6 +62,7 @@ GOOD_FORM = {
     "grant_types": ["authorization_code", "refresh_token"],
     "scope": "openid profile email",
     "require_pkce": "1",
+    "require_pushed_authorization_requests": "1",
     "access_token_lifetime": "600",
     "id_token_lifetime": "",
     "logo_uri": "https://portal.example.org/logo.png",
@@ -111,6 +112,8 @@ def test_create_shows_the_secret_once(admin, svc):
         "http://localhost:8080/cb",
     ]
     assert row.meta["access_token_lifetime"] == 600 and row.meta["require_pkce"] is True
+    assert row.meta["require_pushed_authorization_requests"] is True
+    assert row.meta["require_signed_request_object"] is False
     first = admin.get(show)
     assert first.status_code == 200 and first.headers["Cache-Control"] == "no-store"
     html = first.get_data(as_text=True)

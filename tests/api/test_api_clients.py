@@ -287,6 +287,9 @@ def test_patch_is_a_merge_patch_of_the_metadata(app, client, admin):
                 "logo_uri": None,
                 "access_token_lifetime": 120,
                 "require_pkce": True,
+                "require_pushed_authorization_requests": True,
+                "require_signed_request_object": True,
+                "request_object_signing_alg": "ES256",
             },
         },
     )
@@ -295,6 +298,9 @@ def test_patch_is_a_merge_patch_of_the_metadata(app, client, admin):
     assert body["name"] == "Renamed" and body["first_party"] is True
     meta = body["metadata"]
     assert "logo_uri" not in meta and meta["access_token_lifetime"] == 120
+    assert meta["require_pushed_authorization_requests"] is True
+    assert meta["require_signed_request_object"] is True
+    assert meta["request_object_signing_alg"] == "ES256"
     assert meta["redirect_uris"][1] == "http://127.0.0.1:8080/cb"
     assert meta["client_name"] == "Renamed"
     assert meta["token_endpoint_auth_method"] == "client_secret_basic"  # untouched
@@ -577,6 +583,9 @@ def test_setting_a_secret_ends_a_grace_period(app, client, admin):
     [
         ("require_pkce", 0.0),
         ("require_pkce", "true"),
+        ("require_pushed_authorization_requests", "true"),
+        ("require_signed_request_object", 1),
+        ("request_object_signing_alg", "none"),
         ("refresh_token_rotation", 1),
         ("default_max_age", "60"),
         ("access_token_lifetime", True),

@@ -71,7 +71,12 @@ def authorize(client, *, client_id: str = "web", redirect_uri: str = RP,
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
               "scope": scope, "state": "st-" + secrets.token_hex(4)}
     params.update(extra)
-    resp = client.get("/oauth2/authorize", query_string=params)
+    return follow(client, client.get("/oauth2/authorize", query_string=params), login_first)
+
+
+def follow(client, resp, login_first: bool = True) -> dict[str, str]:
+    """Follow an answer of /oauth2/authorize through the login (as alice) and consent pages
+    to the redirect back to the client; return that redirect's query parameters."""
     for _ in range(6):
         location = resp.headers.get("Location", "")
         if resp.status_code not in (302, 303):

@@ -63,7 +63,7 @@ def test_registered_query_uri_and_loopback_port_match(env):
     ({"response_type": "token"}, "unsupported_response_type"),
     ({"response_type": "code id_token"}, "unsupported_response_type"),
     ({"response_mode": "fragment"}, "invalid_request"),
-    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request_object"),  # alg none
     ({"request_uri": "https://rp.example.org/req"}, "request_uri_not_supported"),
     ({"prompt": "none login"}, "invalid_request"),
     ({"prompt": "bogus"}, "invalid_request"),

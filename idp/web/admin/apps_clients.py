@@ -105,6 +105,10 @@ def _summary(row) -> dict[str, Any]:
 # --- the form ----------------------------------------------------------------------------------
 
 
+# The per-client requirements the form shows as check boxes (docs/oidc.md).
+FLAGS = ("require_pkce", "require_pushed_authorization_requests", "require_signed_request_object")
+
+
 def _form_from_client(row) -> dict[str, Any]:
     meta = row.meta or {}
     return {
@@ -115,7 +119,7 @@ def _form_from_client(row) -> dict[str, Any]:
         "post_logout_redirect_uris": "\n".join(meta.get("post_logout_redirect_uris") or []),
         "grant_types": list(meta.get("grant_types") or ["authorization_code"]),
         "scope": meta.get("scope", DEFAULT_SCOPE),
-        "require_pkce": bool(meta.get("require_pkce", False)),
+        **{flag: bool(meta.get(flag, False)) for flag in FLAGS},
         "access_token_lifetime": str(meta.get("access_token_lifetime", "")),
         "id_token_lifetime": str(meta.get("id_token_lifetime", "")),
         "logo_uri": meta.get("logo_uri", ""),
@@ -141,7 +145,8 @@ def _form_from_request() -> dict[str, Any]:
     for key in URI_LISTS:
         values[key] = f.get(key, "").replace("\r\n", "\n").strip()
     values["grant_types"] = [g for g in f.getlist("grant_types") if g in GRANT_TYPES]
-    values["require_pkce"] = f.get("require_pkce") == "1"
+    for flag in FLAGS:
+        values[flag] = f.get(flag) == "1"
     values["first_party"] = f.get("first_party") == "1"
     return values
 
@@ -172,7 +177,8 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
             errors[key] = _("Give a whole number of seconds (30 to 86400).")
     meta["grant_types"] = values["grant_types"] or []
     meta["scope"] = values["scope"] or DEFAULT_SCOPE
-    meta["require_pkce"] = values["require_pkce"]
+    for flag in FLAGS:
+        meta[flag] = values[flag]
     return meta
 
 
@@ -237,6 +243,8 @@ def client_new():
             "grant_types": ["authorization_code", "refresh_token"],
             "scope": DEFAULT_SCOPE,
             "require_pkce": True,
+            "require_pushed_authorization_requests": False,
+            "require_signed_request_object": False,
             "access_token_lifetime": "",
             "id_token_lifetime": "",
             "logo_uri": "",

@@ -21,6 +21,7 @@ from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
     GRANT_TYPES,
+    REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     URI_RULES,
     MetadataError,
@@ -97,6 +98,7 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 # The grants a client without redirect_uris may have.
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
+RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
@@ -204,6 +206,10 @@ class ClientMetadataIn(_Exact):
     require_pkce: StrictBool = None
     dpop_bound_access_tokens: StrictBool = None
     tls_client_certificate_bound_access_tokens: StrictBool = None
+    require_pushed_authorization_requests: StrictBool = None
+    require_signed_request_object: StrictBool = None
+    request_object_signing_alg: RequestObjectAlg = None
+    request_uris: _uris("request_uris", "fetched") = None
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -258,6 +264,10 @@ class ClientMetadataPatch(_Exact):
     require_pkce: StrictBool | None = None
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
+    require_pushed_authorization_requests: StrictBool | None = None
+    require_signed_request_object: StrictBool | None = None
+    request_object_signing_alg: RequestObjectAlg | None = None
+    request_uris: _uris("request_uris", "fetched") | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None

@@ -4,7 +4,7 @@ response (``respond.to_response``).
 
 authorize       /oauth2/authorize, /oauth2/authorize/resume
 consent         /oauth2/consent (the page, and the account page's consent list)
-token           /oauth2/token, /oauth2/introspect, /oauth2/revoke
+token           /oauth2/token, /oauth2/par, /oauth2/introspect, /oauth2/revoke
 userinfo        /oauth2/userinfo
 logout          /oauth2/logout (and the back-channel logout listener)
 registration    /oauth2/register, /oauth2/register/<client_id>

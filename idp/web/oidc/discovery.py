@@ -13,5 +13,5 @@ bp = Blueprint("oidc_discovery", __name__)
 @bp.record_once
 def _register(state) -> None:
     svc = state.app.extensions["idp"]
-    svc.discovery.update(metadata(svc.settings.issuer,
+    svc.discovery.update(metadata(svc.settings.issuer, svc.settings.oidc,
                                   mtls=bool(svc.settings.mtls.client_cert_header)))

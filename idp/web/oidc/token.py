@@ -1,6 +1,7 @@
-"""The back-channel endpoints: token (RFC 6749 §3.2), introspection (RFC 7662) and
-revocation (RFC 7009); the work is ``idp.oidc.endpoints``'s. The token endpoint first applies
-the network rules of the client the request names (idp.sso.network)."""
+"""The back-channel endpoints: token (RFC 6749 §3.2), pushed authorization requests (RFC 9126),
+introspection (RFC 7662) and revocation (RFC 7009); the work is ``idp.oidc.endpoints``'s and
+``idp.oidc.par``'s. The token and PAR endpoints first apply the network rules of the client
+the request names (idp.sso.network)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from flask import Blueprint
 from ... import metrics
 from ...oidc import endpoints
 from ...oidc.http import HttpRequest
+from ...oidc.par import push
 from ...sso import network
 from ..current import svc
 from ..netguard import refused
@@ -33,6 +35,15 @@ def token():
     if response.status_code == 200:
         metrics.token_issued(req.post_form().get("grant_type") or "")
     return response
+
+
+@bp.post("/oauth2/par")
+def pushed_authorization_request():
+    req = plain_request()
+    refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
+    if refusal is not None:
+        return refused(refusal)
+    return to_response(push(svc(), req))
 
 
 def claimed_client_id(req: HttpRequest) -> str | None:
