@@ -8,7 +8,12 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import GRANT_TYPES, REQUEST_OBJECT_ALGS, SIGNING_ALGS
+from ..core.client_metadata import (
+    FAPI_PROFILES,
+    GRANT_TYPES,
+    REQUEST_OBJECT_ALGS,
+    SIGNING_ALGS,
+)
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -55,6 +60,9 @@ def clients() -> None:
 )
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
+@click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES), default=None,
+              help="Hold the client to the FAPI 2.0 Security Profile (private_key_jwt, PAR, "
+                   "PKCE, sender-constrained tokens).")
 @click.option("--json", "as_json", is_flag=True)
 def clients_create(
     client_id,
@@ -70,8 +78,12 @@ def clients_create(
     resources,
     roles,
     first_party,
+    fapi_profile,
     as_json,
 ) -> None:
+    extra: dict[str, Any] = {"resources": list(resources)} if resources else {}
+    if fapi_profile:
+        extra["fapi_profile"] = fapi_profile
     with as_operator(ready()) as ctx:
         client, secret = manage_clients.create(
             ctx,
@@ -87,7 +99,7 @@ def clients_create(
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,
-            extra={"resources": list(resources)} if resources else None,
+            extra=extra or None,
         )
         result: dict[str, Any] = {"client_id": client.client_id}
     if secret:
@@ -134,6 +146,8 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
               default=None, help="Accept only signed request objects (RFC 9101).")
 @click.option("--request-object-alg", type=click.Choice(REQUEST_OBJECT_ALGS), default=None,
               help="The one algorithm its request objects must be signed with.")
+@click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES + ("none",)), default=None,
+              help="Hold the client to the FAPI 2.0 Security Profile (none: no profile).")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -149,7 +163,7 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
            dpop_bound, cert_bound, require_par, require_signed_request_object,
-           request_object_alg, first_party,
+           request_object_alg, fapi_profile, first_party,
            enable, redirect_uris, post_logout, frontchannel_logout_uri, backchannel_logout_uri,
            jwks_uri, resources, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
@@ -161,6 +175,8 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "backchannel_logout_uri": backchannel_logout_uri,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
+        # Not a URI, but removed the same way ("").
+        "fapi_profile": "" if fapi_profile == "none" else fapi_profile,
     }
     changes = {
         "access_token_format": access_token_format,

@@ -33,11 +33,15 @@ IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``:
 30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
 ``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
 ``request_object_signing_alg``) are checked here too, since the engine reads them at every
-sign-in.
+sign-in. ``fapi_profile: "fapi2-security"`` (FAPI 2.0 Security Profile §5.3.2.1, §5.4; the
+engine's side is ``idp.oidc.fapi``) refuses what contradicts the profile: a client that is not
+``private_key_jwt``, a signing algorithm other than PS256 / ES256 / EdDSA, a symmetric or short
+RSA key in ``jwks``, and ``require_pkce`` / ``require_pushed_authorization_requests`` set false.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -59,6 +63,17 @@ AUTH_METHODS = (
     "private_key_jwt",
     "none",
 )
+# FAPI 2.0 Security Profile (docs/oidc.md "FAPI 2.0 profile"): the ``fapi_profile`` values, and
+# what the profile allows (§5.3.2.1-3 client authentication, §5.4.1 algorithms, §5.4.2 keys).
+FAPI2_SECURITY = "fapi2-security"
+FAPI_PROFILES = (FAPI2_SECURITY,)
+FAPI_AUTH_METHODS = ("private_key_jwt",)
+FAPI_ALGS = ("PS256", "ES256", "EdDSA")
+FAPI_MIN_RSA_BITS = 2048
+# Every member naming a JWS algorithm the client or we sign with (JARM's included).
+_ALG_FIELDS = ("id_token_signed_response_alg", "userinfo_signed_response_alg",
+               "access_token_signed_response_alg", "request_object_signing_alg",
+               "token_endpoint_auth_signing_alg", "authorization_signed_response_alg")
 # RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
@@ -370,6 +385,42 @@ def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
                     "client_secret_jwt (the only clients whose secret is kept)")
 
 
+def _rsa_bits(key: Mapping[str, Any]) -> int:
+    """The modulus length of an RSA JWK (RFC 7518 §6.3.1.1: ``n`` without leading zeros)."""
+    n = key.get("n")
+    try:
+        return int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))).bit_length()
+    except (TypeError, ValueError):
+        return 0
+
+
+def check_fapi_profile(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``fapi_profile``: one of FAPI_PROFILES; with it, what FAPI 2.0 forbids is refused here,
+    naming the member (a public or secret-based client, RS256 / HS* / none, weak keys, the
+    PKCE or PAR requirement switched off)."""
+    profile = meta.get("fapi_profile")
+    if profile is None:
+        return
+    if profile not in FAPI_PROFILES:
+        raise _fail("fapi_profile", f"must be one of {', '.join(FAPI_PROFILES)}")
+    method = meta.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in FAPI_AUTH_METHODS:
+        raise _fail("token_endpoint_auth_method", "the FAPI 2.0 profile allows only "
+                    f"{', '.join(FAPI_AUTH_METHODS)} (a confidential client holding a key)")
+    for field in _ALG_FIELDS:
+        if field in meta and meta[field] not in FAPI_ALGS:
+            raise _fail(field, f"the FAPI 2.0 profile allows only {', '.join(FAPI_ALGS)}")
+    for field in ("require_pkce", "require_pushed_authorization_requests"):
+        if meta.get(field) is False:
+            raise _fail(field, "the FAPI 2.0 profile requires it")
+    for key in (meta.get("jwks") or {}).get("keys") or []:
+        if not isinstance(key, Mapping) or key.get("kty") not in ("RSA", "EC", "OKP"):
+            raise _fail("jwks", "the FAPI 2.0 profile allows only RSA, EC and OKP keys")
+        if key["kty"] == "RSA" and _rsa_bits(key) < FAPI_MIN_RSA_BITS:
+            raise _fail("jwks", f"the FAPI 2.0 profile needs RSA keys of at least "
+                        f"{FAPI_MIN_RSA_BITS} bits")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -383,6 +434,7 @@ CHECKS: tuple[Check, ...] = (
     check_own_settings,
     check_sender_constraints,
     check_request_objects,
+    check_fapi_profile,
 )
 
 

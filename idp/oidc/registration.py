@@ -32,7 +32,7 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens",
          # RFC 9126 §6, RFC 9101 §10.5, OIDC Registration §2: a client may only tighten these.
          "require_pushed_authorization_requests", "require_signed_request_object",
-         "request_object_signing_alg", "request_uris")
+         "request_object_signing_alg", "request_uris", "fapi_profile")
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc6749 import AuthorizationServer as _AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
@@ -46,6 +47,7 @@ from ..sso.users import account_usable
 from ..storage import audit as audit_rows
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
+from . import fapi
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
 from .device import install as install_device_flow
@@ -147,11 +149,15 @@ class _JWTClientAuth(JWTBearerClientAssertion):
         data = request.form
         if data.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE:
             return None
-        _, claims = self.extract_assertion(data.get("client_assertion") or "")
+        header, claims = self.extract_assertion(data.get("client_assertion") or "")
         sub = claims.get("sub")
         client = query_client(sub) if isinstance(sub, str) else None
         if client is not None and client.auth_method != self.CLIENT_AUTH_METHOD:
             return None
+        refused = fapi.assertion_problem(client, header, claims, self.engine.issuer)
+        if refused:
+            log.info("client assertion refused: %s", refused)
+            raise InvalidClientError(description=refused)
         return super().__call__(query_client, request)
 
     def get_audiences(self) -> list[str]:
@@ -289,8 +295,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         ctx.update(client_id=request.client.client_id, redirect_uri=data.get("redirect_uri"),
                    scope=request.scope, code_challenge=data.get("code_challenge"),
                    code_challenge_method=data.get("code_challenge_method"))
-        self.engine.svc.store.put(_CODE + self.engine.hash(code), ctx,
-                                  self.engine.settings.code_lifetime)
+        self.engine.svc.store.put(_CODE + self.engine.hash(code), ctx, fapi.code_lifetime(
+            request.client, self.engine.settings.code_lifetime))
 
     def query_authorization_code(self, code: str, client: OAuthClient) -> AuthCode | None:
         if not isinstance(code, str) or len(code) > 200:
@@ -443,6 +449,7 @@ class AuthorizationServer(_AuthorizationServer):
 
     def send_signal(self, name, *args, **kwargs) -> None:
         if name == "after_authenticate_client":  # before a code or refresh token is used up
+            fapi.check_token_request(kwargs["client"], kwargs["grant"].request)
             require_constraint(kwargs["client"], kwargs["grant"].request)
 
     def handle_error_response(self, request, error):
@@ -542,7 +549,7 @@ class Engine:
         return kept
 
     def rotates(self, client: OAuthClient) -> bool:
-        return bool(client.setting("refresh_token_rotation", self.settings.refresh_rotation))
+        return fapi.refresh_rotation(client, self.settings.refresh_rotation)
 
     def permitted_scope(self, client: OAuthClient, user_id: int | None,
                         requested: str | None) -> str:
@@ -608,7 +615,7 @@ class Engine:
             access_token = secrets.token_urlsafe(32)
             self.svc.store.put(_OPAQUE + self.hash(access_token), claims, lifetime)
         else:
-            alg = client.setting("access_token_signed_response_alg", "RS256")
+            alg = fapi.signing_alg(client, "access_token_signed_response_alg")
             access_token = self.signer.sign(claims, alg, typ="at+jwt")
         token = {"access_token": access_token, "token_type": token_type(cnf),
                  "expires_in": lifetime,
@@ -670,7 +677,7 @@ class Engine:
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
                  access_token: str | None) -> str:
-        alg = client.setting("id_token_signed_response_alg", "RS256")
+        alg = fapi.signing_alg(client, "id_token_signed_response_alg")
         if alg not in SIGNING_ALGS:
             alg = "RS256"
         now = self.now()

@@ -85,6 +85,7 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "require_signed_request_object": bool,
     "request_object_signing_alg": str,
     "request_uris": list,
+    "fapi_profile": str,
     "default_max_age": int,
     "require_auth_time": bool,
     "software_id": str,

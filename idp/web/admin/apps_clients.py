@@ -17,7 +17,13 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from ...core.client_metadata import AUTH_METHODS, DEVICE_CODE_GRANT, GRANT_TYPES, MetadataError
+from ...core.client_metadata import (
+    AUTH_METHODS,
+    DEVICE_CODE_GRANT,
+    FAPI2_SECURITY,
+    GRANT_TYPES,
+    MetadataError,
+)
 from ...errors import Conflict, NotFound, ValidationError
 from ...manage import claim_rules, clients, roles
 from ...storage.clients import DEFAULT_SCOPE
@@ -54,6 +60,11 @@ GRANT_LABELS = {
     "refresh_token": _l("Refresh token"),
     "client_credentials": _l("Client credentials"),
     DEVICE_CODE_GRANT: _l("Device authorization (TVs, command-line tools)"),
+}
+# The security profiles a client may be held to ("": none).
+PROFILE_LABELS = {
+    "": _l("None"),
+    FAPI2_SECURITY: _l("FAPI 2.0 Security Profile"),
 }
 # Form fields that hold metadata of the same name.
 URI_LISTS = ("redirect_uris", "post_logout_redirect_uris")
@@ -125,6 +136,7 @@ def _form_from_client(row) -> dict[str, Any]:
         "logo_uri": meta.get("logo_uri", ""),
         "client_uri": meta.get("client_uri", ""),
         "jwks_uri": meta.get("jwks_uri", ""),
+        "fapi_profile": meta.get("fapi_profile", ""),
         "first_party": row.first_party,
     }
 
@@ -138,6 +150,7 @@ def _form_from_request() -> dict[str, Any]:
             "name",
             "auth_method",
             "scope",
+            "fapi_profile",
             *URI_ONE,
             *LIFETIMES,
         )
@@ -179,6 +192,7 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
     meta["scope"] = values["scope"] or DEFAULT_SCOPE
     for flag in FLAGS:
         meta[flag] = values[flag]
+    meta["fapi_profile"] = values["fapi_profile"] or None
     return meta
 
 
@@ -202,7 +216,8 @@ def _pydantic_errors(exc: pydantic.ValidationError, errors: dict[str, str]) -> N
 
 # Fields the form shows an error beside; a refusal about any other member goes in the alert.
 INLINE = frozenset(
-    {"client_id", "name", "auth_method", "grant_types", "scope", *URI_LISTS, *URI_ONE, *LIFETIMES}
+    {"client_id", "name", "auth_method", "grant_types", "scope", "fapi_profile", *URI_LISTS,
+     *URI_ONE, *LIFETIMES}
 )
 
 
@@ -223,6 +238,7 @@ def _render_form(values, errors, *, row=None, status=200):
             auth_labels=AUTH_LABELS,
             grant_types=GRANT_TYPES,
             grant_labels=GRANT_LABELS,
+            profile_labels=PROFILE_LABELS,
         ),
         status,
     )
@@ -250,6 +266,7 @@ def client_new():
             "logo_uri": "",
             "client_uri": "",
             "jwks_uri": "",
+            "fapi_profile": "",
             "first_party": False,
         }
         return _render_form(values, {})

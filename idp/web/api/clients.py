@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    FAPI_PROFILES,
     GRANT_TYPES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
@@ -99,6 +100,7 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
 RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
+FapiProfile = Literal[FAPI_PROFILES]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
@@ -210,6 +212,9 @@ class ClientMetadataIn(_Exact):
     require_signed_request_object: StrictBool = None
     request_object_signing_alg: RequestObjectAlg = None
     request_uris: _uris("request_uris", "fetched") = None
+    fapi_profile: FapiProfile = Field(
+        None, description="Hold the client to the FAPI 2.0 Security Profile (docs/oidc.md)"
+    )
     resources: _uris("resources", "https") = Field(
         None, description="RFC 8707 resource servers the client may name"
     )
@@ -268,6 +273,7 @@ class ClientMetadataPatch(_Exact):
     require_signed_request_object: StrictBool | None = None
     request_object_signing_alg: RequestObjectAlg | None = None
     request_uris: _uris("request_uris", "fetched") | None = None
+    fapi_profile: FapiProfile | None = None
     resources: _uris("resources", "https") | None = None
     logo_uri: _uri("logo_uri", "https") | None = None
     client_uri: _uri("client_uri", "https") | None = None
