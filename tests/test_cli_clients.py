@@ -96,3 +96,28 @@ def test_par_and_request_object_flags(idp_env, capsys):
     assert snapshot(idp_env) == before
     back = ok_json(capsys, "clients", "update", "demo-app", "--no-require-par")
     assert back["require_pushed_authorization_requests"] is False
+
+
+def test_fapi_profile_from_the_command_line(idp_env, capsys):
+    """`--fapi-profile fapi2-security` (docs/oidc.md "FAPI 2.0 profile") on create and update;
+    a client the profile forbids (a client secret, RS256) is refused naming the member and
+    nothing changes; `--fapi-profile none` takes the profile off."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "bank", "--auth-method",
+                   "private_key_jwt", "--jwks-uri", "https://bank.example.org/jwks",
+                   "--redirect-uri", "https://bank.example.org/cb", "--fapi-profile",
+                   "fapi2-security")
+    assert "client_secret" not in made
+    assert ok_json(capsys, "clients", "show", "bank")["fapi_profile"] == "fapi2-security"
+    before = snapshot(idp_env)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "update", "demo-app", "--fapi-profile", "fapi2-security", code=1)
+    assert "id_token_signed_response_alg" in fails(
+        capsys, "clients", "update", "bank", "--id-token-alg", "RS256", code=1)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "create", "--client-id", "bank2", "--redirect-uri",
+        "https://bank.example.org/cb", "--fapi-profile", "fapi2-security", code=1)
+    fails(capsys, "clients", "update", "bank", "--fapi-profile", "fapi1", code=2)
+    assert snapshot(idp_env) == before
+    assert "fapi_profile" not in ok_json(capsys, "clients", "update", "bank",
+                                         "--fapi-profile", "none")

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dpop_client import DPoPKey, claims_of
 from jwt.algorithms import RSAAlgorithm
 from mtls_client import escaped, make_cert, x5t
-from oidc_support import RP, build_env, follow, initial_access_token
+from oidc_support import RP, _csrf, build_env, follow, initial_access_token, login, query
 from sqlalchemy import func, select
 
 ISSUER = "http://127.0.0.1:5000"
@@ -52,13 +52,14 @@ def env(tmp_path_factory):
                    mtls={"client_cert_header": CERT_HEADER}) as built:
         with built.svc.sessions.begin() as db:
             reg = ClientRegistry(db, built.svc.hasher, built.svc.sealer)
+            # bankcert is a third party: its users see the consent page.
             for client_id, extra in (("bank", {}),
                                      ("bankcert", {"tls_client_certificate_bound_access_tokens":
                                                    True})):
                 reg.create(client_id, name="FAPI " + client_id, redirect_uris=[RP],
                            grant_types=["authorization_code", "refresh_token"],
                            auth_method="private_key_jwt", scope="openid profile email",
-                           first_party=True,
+                           first_party=client_id == "bank",
                            extra={"jwks": {"keys": [PUBLIC_JWK]}, **FAPI, **extra})
         client_cache(built.svc).bump()
         yield built
@@ -267,6 +268,29 @@ def test_push_refuses_what_the_profile_forbids(env, change, error):
     assert resp.json["error"] == error and resp.json["error_description"]
     assert "request_uri" not in resp.json
     assert state(env) == before
+
+
+def test_user_rejects_authentication(env):
+    """fapi2-security-profile-final-user-rejects-authentication: the person declines on the
+    consent page; the client gets access_denied with iss, no code, and the pushed request is
+    used up by nothing (a code was never issued)."""
+    c = env.client()
+    params, _ = authorization_request(client_id="bankcert", prompt="consent")
+    pushed = push(c, params)
+    resp = c.get("/oauth2/authorize", query_string={"client_id": "bankcert",
+                                                    "request_uri": pushed.json["request_uri"]})
+    resp = login(c, rid=query(resp.headers["Location"])["r"])
+    while resp.headers["Location"].startswith("/oauth2/authorize"):
+        resp = c.get(resp.headers["Location"])
+    consent = resp.headers["Location"]
+    assert consent.startswith("/oauth2/consent")
+    before = state(env)[1:]
+    page = c.get(consent).get_data(as_text=True)
+    denied = c.post(consent, data={"csrf_token": _csrf(page), "deny": "Deny"})
+    got = query(denied.headers["Location"])
+    assert got["error"] == "access_denied" and got["iss"] == ISSUER
+    assert got["state"] == params["state"] and "code" not in got
+    assert state(env)[1:] == before
 
 
 # --- client authentication ------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
     meta["scope"] = values["scope"] or DEFAULT_SCOPE
     for flag in FLAGS:
         meta[flag] = values[flag]
-    meta["fapi_profile"] = values["fapi_profile"] or None
+    if values["fapi_profile"] or patch:
+        meta["fapi_profile"] = values["fapi_profile"] or None
     return meta
 
 
