@@ -61,6 +61,24 @@ def test_resource_servers_from_the_command_line(idp_env, capsys):
     assert ok_json(capsys, "clients", "update", "svc", "--resource", "")["resources"] == []
 
 
+def test_par_and_request_object_flags(idp_env, capsys):
+    """RFC 9126 §6 / RFC 9101 §10.5 per-client requirements; HMAC for a client whose secret is
+    not kept is refused and changes nothing."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    updated = ok_json(capsys, "clients", "update", "demo-app", "--require-par",
+                      "--require-signed-request-object", "--request-object-alg", "PS256")
+    assert updated["require_pushed_authorization_requests"] is True
+    assert updated["require_signed_request_object"] is True
+    assert updated["request_object_signing_alg"] == "PS256"
+    before = snapshot(idp_env)
+    assert "request_object_signing_alg" in fails(
+        capsys, "clients", "update", "demo-app", "--request-object-alg", "HS256", code=1)
+    fails(capsys, "clients", "update", "demo-app", "--request-object-alg", "none", code=2)
+    assert snapshot(idp_env) == before
+    back = ok_json(capsys, "clients", "update", "demo-app", "--no-require-par")
+    assert back["require_pushed_authorization_requests"] is False
+
+
 def test_a_device_client_from_the_command_line(idp_env, capsys):
     """`--grant-type urn:ietf:params:oauth:grant-type:device_code` (RFC 8628), no redirect URI."""
     assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
@@ -80,22 +98,36 @@ def test_sender_constraint_flags(idp_env, capsys):
     assert updated["tls_client_certificate_bound_access_tokens"] is True
     cleared = ok_json(capsys, "clients", "update", "demo-app", "--no-dpop-bound")
     assert cleared["dpop_bound_access_tokens"] is False
-def test_par_and_request_object_flags(idp_env, capsys):
-    """RFC 9126 §6 / RFC 9101 §10.5 per-client requirements; HMAC for a client whose secret is
-    not kept is refused and changes nothing."""
-    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
-    updated = ok_json(capsys, "clients", "update", "demo-app", "--require-par",
-                      "--require-signed-request-object", "--request-object-alg", "PS256")
-    assert updated["require_pushed_authorization_requests"] is True
-    assert updated["require_signed_request_object"] is True
-    assert updated["request_object_signing_alg"] == "PS256"
+
+
+def test_token_exchange_grant_and_policy_from_the_command_line(idp_env, capsys, monkeypatch):
+    """`--grant-type` offers the RFC 8693 grant; `update --token-exchange JSON` sets the policy
+    through the one validator ('' removes it); bad JSON or a bad policy changes nothing."""
+    grant = "urn:ietf:params:oauth:grant-type:token-exchange"
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "api", "--grant-type", grant,
+                   "--scope", "openid email")
+    policy = '{"accept_from": ["web"], "audiences": ["https://api.example.org/"], ' \
+             '"delegation": true}'
+    updated = ok_json(capsys, "clients", "update", "api", "--token-exchange", policy)
+    assert updated["grant_types"] == [grant]
+    assert updated["token_exchange"] == {"accept_from": ["web"], "delegation": True,
+                                         "audiences": ["https://api.example.org/"]}
     before = snapshot(idp_env)
-    assert "request_object_signing_alg" in fails(
-        capsys, "clients", "update", "demo-app", "--request-object-alg", "HS256", code=1)
-    fails(capsys, "clients", "update", "demo-app", "--request-object-alg", "none", code=2)
+    assert "JSON object" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                  "{nope", code=1)
+    assert "token_exchange:" in fails(capsys, "clients", "update", "api", "--token-exchange",
+                                      '{"delegation": "yes"}', code=1)
     assert snapshot(idp_env) == before
-    back = ok_json(capsys, "clients", "update", "demo-app", "--no-require-par")
-    assert back["require_pushed_authorization_requests"] is False
+    # Config as code carries the policy: an export applied to itself changes nothing.
+    code, exported, _err = run(capsys, "config", "export")
+    assert code == 0 and "token_exchange:" in exported
+    path = idp_env / "export.yaml"
+    path.write_text(exported)
+    monkeypatch.setenv("IDP_CLIENT_API_SECRET", made["client_secret"])
+    assert ok_json(capsys, "config", "apply", str(path))["changed"] is False
+    removed = ok_json(capsys, "clients", "update", "api", "--token-exchange", "")
+    assert "token_exchange" not in removed
 
 
 def test_fapi_profile_from_the_command_line(idp_env, capsys):

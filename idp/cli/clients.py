@@ -9,11 +9,15 @@ from typing import Any
 import click
 
 from ..core.client_metadata import (
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
     FAPI_PROFILES,
     GRANT_TYPES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
+    SUBJECT_TYPES,
 )
+from ..errors import ValidationError
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
 
@@ -58,6 +62,10 @@ def clients() -> None:
     multiple=True,
     help="A resource server (RFC 8707) the client may ask tokens for (repeat for several).",
 )
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None,
+              help="A JSON array listing the redirect URIs; its host is the pairwise sector.")
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
 @click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES), default=None,
@@ -76,14 +84,19 @@ def clients_create(
     frontchannel_logout_uri,
     jwks_uri,
     resources,
+    subject_type,
+    sector_identifier_uri,
     roles,
     first_party,
     fapi_profile,
     as_json,
 ) -> None:
-    extra: dict[str, Any] = {"resources": list(resources)} if resources else {}
-    if fapi_profile:
-        extra["fapi_profile"] = fapi_profile
+    extra = {
+        "resources": list(resources) or None,
+        "subject_type": subject_type,
+        "sector_identifier_uri": sector_identifier_uri,
+        "fapi_profile": fapi_profile,
+    }
     with as_operator(ready()) as ctx:
         client, secret = manage_clients.create(
             ctx,
@@ -99,7 +112,7 @@ def clients_create(
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,
-            extra=extra or None,
+            extra={k: v for k, v in extra.items() if v is not None} or None,
         )
         result: dict[str, Any] = {"client_id": client.client_id}
     if secret:
@@ -136,16 +149,16 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--refresh-rotation/--no-refresh-rotation", default=None,
               help="Rotate refresh tokens on use (FAPI clients want no rotation).")
 @click.option("--require-pkce/--no-require-pkce", default=None)
-@click.option("--dpop-bound/--no-dpop-bound", default=None,
-              help="Refuse token requests without a DPoP proof (RFC 9449).")
-@click.option("--cert-bound/--no-cert-bound", default=None,
-              help="Bind access tokens to the client's TLS certificate (RFC 8705).")
 @click.option("--require-par/--no-require-par", default=None,
               help="Accept only pushed authorization requests (RFC 9126).")
 @click.option("--require-signed-request-object/--no-require-signed-request-object",
               default=None, help="Accept only signed request objects (RFC 9101).")
 @click.option("--request-object-alg", type=click.Choice(REQUEST_OBJECT_ALGS), default=None,
               help="The one algorithm its request objects must be signed with.")
+@click.option("--dpop-bound/--no-dpop-bound", default=None,
+              help="Refuse token requests without a DPoP proof (RFC 9449).")
+@click.option("--cert-bound/--no-cert-bound", default=None,
+              help="Bind access tokens to the client's TLS certificate (RFC 8705).")
 @click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES + ("none",)), default=None,
               help="Hold the client to the FAPI 2.0 Security Profile (none: no profile).")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
@@ -159,13 +172,28 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--jwks-uri", default=None, help="'' removes it.")
 @click.option("--resource", "resources", multiple=True,
               help="Replaces the RFC 8707 resource servers it may name (repeat; '' for none).")
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None, help="'' removes it.")
+@click.option("--authorization-alg", type=click.Choice(SIGNING_ALGS), default=None,
+              help="Signs JARM authorization responses (response_mode *.jwt).")
+@click.option("--authorization-encryption-alg",
+              type=click.Choice(AUTHORIZATION_ENCRYPTION_ALGS + ("none",)), default=None,
+              help="Encrypts JARM responses to the client's key (none: not encrypted).")
+@click.option("--authorization-encryption-enc", type=click.Choice(AUTHORIZATION_ENCRYPTION_ENCS),
+              default=None)
+@click.option("--token-exchange", "token_exchange", default=None, metavar="JSON",
+              help="The RFC 8693 token exchange policy as a JSON object ('' removes it), e.g. "
+                   '\'{"accept_from": ["web"], "audiences": ["https://api.example.org/"], '
+                   '"delegation": true}\'.')
 @click.option("--json", "as_json", is_flag=True)
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
-           dpop_bound, cert_bound, require_par, require_signed_request_object,
-           request_object_alg, fapi_profile, first_party,
-           enable, redirect_uris, post_logout, frontchannel_logout_uri, backchannel_logout_uri,
-           jwks_uri, resources, as_json) -> None:
+           require_par, require_signed_request_object, request_object_alg, dpop_bound,
+           cert_bound, fapi_profile, first_party, enable, redirect_uris, post_logout,
+           frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, token_exchange,
+           subject_type, sector_identifier_uri, authorization_alg, authorization_encryption_alg,
+           authorization_encryption_enc, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
     uris = {
@@ -175,9 +203,15 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "backchannel_logout_uri": backchannel_logout_uri,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
-        # Not a URI, but removed the same way ("").
+        "token_exchange": _policy(token_exchange),
+        "sector_identifier_uri": sector_identifier_uri,
         "fapi_profile": "" if fapi_profile == "none" else fapi_profile,
     }
+    if authorization_encryption_alg == "none":
+        uris["authorization_encrypted_response_alg"] = ""
+        uris["authorization_encrypted_response_enc"] = ""
+    elif authorization_encryption_alg:
+        uris["authorization_encrypted_response_alg"] = authorization_encryption_alg
     changes = {
         "access_token_format": access_token_format,
         "access_token_signed_response_alg": access_token_alg,
@@ -186,11 +220,14 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "id_token_lifetime": id_token_lifetime,
         "refresh_token_rotation": refresh_rotation,
         "require_pkce": require_pkce,
-        "dpop_bound_access_tokens": dpop_bound,
-        "tls_client_certificate_bound_access_tokens": cert_bound,
         "require_pushed_authorization_requests": require_par,
         "require_signed_request_object": require_signed_request_object,
         "request_object_signing_alg": request_object_alg,
+        "dpop_bound_access_tokens": dpop_bound,
+        "tls_client_certificate_bound_access_tokens": cert_bound,
+        "subject_type": subject_type,
+        "authorization_signed_response_alg": authorization_alg,
+        "authorization_encrypted_response_enc": authorization_encryption_enc,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(
@@ -205,6 +242,17 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         )
         result = manage_clients.public(row)
     click.echo(json.dumps(result) if as_json else f"updated client {client_id}")
+
+
+def _policy(raw: str | None) -> Any:
+    """``--token-exchange``: None (unchanged), "" (removed) or the parsed JSON object; the
+    metadata validator judges its members."""
+    if raw is None or raw == "":
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValidationError("--token-exchange must be a JSON object") from None
 
 
 @clients.command("show")

@@ -32,11 +32,14 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
 30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``,
 ``require_pushed_authorization_requests``, ``require_signed_request_object``: booleans;
-``request_object_signing_alg``) are checked here too, since the engine reads them at every
-sign-in. ``fapi_profile: "fapi2-security"`` (FAPI 2.0 Security Profile §5.3.2.1, §5.4; the
-engine's side is ``idp.oidc.fapi``) refuses what contradicts the profile: a client that is not
-``private_key_jwt``, a signing algorithm other than PS256 / ES256 / EdDSA, a symmetric or short
-RSA key in ``jwks``, and ``require_pkce`` / ``require_pushed_authorization_requests`` set false.
+``request_object_signing_alg``; the RFC 8693 ``token_exchange`` policy) are checked here too,
+since the engine reads them at every sign-in. JARM (``authorization_signed_response_alg``,
+``authorization_encrypted_response_alg`` / ``_enc``) and ``subject_type`` (``public`` |
+``pairwise``) likewise. ``fapi_profile: "fapi2-security"`` (FAPI 2.0 Security Profile
+§5.3.2.1, §5.4; the engine's side is ``idp.oidc.fapi``) refuses what contradicts the profile: a
+client that is not ``private_key_jwt``, a signing algorithm other than PS256 / ES256 / EdDSA, a
+symmetric or short RSA key in ``jwks``, and ``require_pkce`` /
+``require_pushed_authorization_requests`` set false.
 """
 
 from __future__ import annotations
@@ -76,7 +79,33 @@ _ALG_FIELDS = ("id_token_signed_response_alg", "userinfo_signed_response_alg",
                "token_endpoint_auth_signing_alg", "authorization_signed_response_alg")
 # RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant name
+GRANT_TYPES = (
+    "authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT,
+    TOKEN_EXCHANGE,
+)
+SUBJECT_TYPES = ("public", "pairwise")
+# JARM (JWT Secured Authorization Response Mode) §3: how a client may have its authorization
+# responses encrypted. No RSA1_5 (RFC 8725 §3.2) and no symmetric key wrapping (we hold no key
+# shared with the client to wrap with).
+AUTHORIZATION_ENCRYPTION_ALGS = (
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "ECDH-ES",
+    "ECDH-ES+A128KW",
+    "ECDH-ES+A256KW",
+)
+AUTHORIZATION_ENCRYPTION_ENCS = ("A128CBC-HS256", "A256CBC-HS512", "A128GCM", "A256GCM")
+# JARM §3: the content encryption when a client names only the key management algorithm.
+DEFAULT_AUTHORIZATION_ENC = "A128CBC-HS256"
+# The key type a client's encryption key needs for each key management algorithm.
+ENCRYPTION_KTY = {
+    "RSA-OAEP": ("RSA",),
+    "RSA-OAEP-256": ("RSA",),
+    "ECDH-ES": ("EC", "OKP"),
+    "ECDH-ES+A128KW": ("EC", "OKP"),
+    "ECDH-ES+A256KW": ("EC", "OKP"),
+}
 MAX_URI_LENGTH = 2000
 
 # Schemes a browser (or a misguided client library) would run or read locally.
@@ -288,10 +317,9 @@ def check_auth_method(meta: Mapping[str, Any], policy: Policy) -> None:
     method = meta.get("token_endpoint_auth_method", "client_secret_basic")
     if method not in AUTH_METHODS:
         raise _fail("token_endpoint_auth_method", f"must be one of {', '.join(AUTH_METHODS)}")
-    if method == "none" and "client_credentials" in (meta.get("grant_types") or []):
-        raise _fail(
-            "token_endpoint_auth_method", "a public client (none) cannot use client_credentials"
-        )
+    for grant in ("client_credentials", TOKEN_EXCHANGE):
+        if method == "none" and grant in (meta.get("grant_types") or []):
+            raise _fail("token_endpoint_auth_method", f"a public client (none) cannot use {grant}")
     if method == "private_key_jwt" and not (meta.get("jwks_uri") or meta.get("jwks")):
         raise _fail("token_endpoint_auth_method", "private_key_jwt needs a jwks_uri (or jwks)")
 
@@ -309,14 +337,97 @@ def check_algorithms(meta: Mapping[str, Any], policy: Policy) -> None:
         "id_token_signed_response_alg",
         "userinfo_signed_response_alg",
         "access_token_signed_response_alg",
+        "authorization_signed_response_alg",
     ):
         if field in meta and meta[field] not in SIGNING_ALGS:
             raise _fail(field, f"must be one of {', '.join(SIGNING_ALGS)}")
 
 
+def encryption_keys(jwks: Any, alg: str) -> list[dict[str, Any]]:
+    """The keys of a JWK Set a response may be encrypted to with ``alg``: of a fitting key
+    type, meant for encryption (``use: enc``, or no ``use``), without ``key_ops`` that exclude
+    it."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    fitting = []
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, dict) or key.get("kty") not in ENCRYPTION_KTY.get(alg, ()):
+            continue
+        if key.get("use", "enc") != "enc" or key.get("alg", alg) != alg:
+            continue
+        ops = key.get("key_ops")
+        if ops is not None and not (
+            isinstance(ops, list) and any(op in ("encrypt", "wrapKey") for op in ops)
+        ):
+            continue
+        fitting.append(key)
+    return fitting
+
+
+def check_authorization_encryption(meta: Mapping[str, Any], policy: Policy) -> None:
+    """JARM §3: ``authorization_encrypted_response_enc`` needs ``..._alg``; the client must
+    publish keys, and keys given inline (``jwks``) must hold one fit for the algorithm (keys
+    behind ``jwks_uri`` are looked at when a response is sent)."""
+    alg = meta.get("authorization_encrypted_response_alg")
+    enc = meta.get("authorization_encrypted_response_enc")
+    if alg is None:
+        if enc is not None:
+            raise _fail(
+                "authorization_encrypted_response_enc",
+                "needs authorization_encrypted_response_alg",
+            )
+        return
+    if alg not in AUTHORIZATION_ENCRYPTION_ALGS:
+        raise _fail(
+            "authorization_encrypted_response_alg",
+            f"must be one of {', '.join(AUTHORIZATION_ENCRYPTION_ALGS)}",
+        )
+    if enc is not None and enc not in AUTHORIZATION_ENCRYPTION_ENCS:
+        raise _fail(
+            "authorization_encrypted_response_enc",
+            f"must be one of {', '.join(AUTHORIZATION_ENCRYPTION_ENCS)}",
+        )
+    if not (meta.get("jwks") or meta.get("jwks_uri")):
+        raise _fail(
+            "authorization_encrypted_response_alg", "needs the client's keys (jwks_uri or jwks)"
+        )
+    if meta.get("jwks") and not encryption_keys(meta["jwks"], alg):
+        raise _fail(
+            "authorization_encrypted_response_alg",
+            f"jwks holds no encryption key (use: enc) for {alg}",
+        )
+
+
+def _host(uri: str) -> str:
+    parts = urlsplit(uri)
+    # A private-use scheme (RFC 8252 §7.1, a reverse domain name) names a native app's sector.
+    return (parts.hostname or parts.scheme).lower()
+
+
+def sector_of(meta: Mapping[str, Any]) -> str | None:
+    """OIDC Core §8.1: the sector of a pairwise client, the host of its
+    ``sector_identifier_uri``, else the one host all its redirect URIs share (None when they
+    have none or several)."""
+    uri = meta.get("sector_identifier_uri")
+    if isinstance(uri, str) and uri:
+        return _host(uri)
+    hosts = {_host(u) for u in meta.get("redirect_uris") or [] if isinstance(u, str)}
+    return hosts.pop() if len(hosts) == 1 else None
+
+
 def check_subject_type(meta: Mapping[str, Any], policy: Policy) -> None:
-    if meta.get("subject_type", "public") != "public":
-        raise _fail("subject_type", "only the public subject type is supported")
+    """OIDC Core §8, Registration §5: ``public`` or ``pairwise``; a pairwise client without a
+    ``sector_identifier_uri`` needs redirect URIs on one host (that host is its sector). The
+    document at ``sector_identifier_uri`` is fetched by the service that writes the client
+    (``idp.oidc.subjects.check_sector_document``), never here."""
+    kind = meta.get("subject_type", "public")
+    if kind not in SUBJECT_TYPES:
+        raise _fail("subject_type", f"must be one of {', '.join(SUBJECT_TYPES)}")
+    if kind == "pairwise" and sector_of(meta) is None:
+        raise _fail(
+            "subject_type",
+            "pairwise needs redirect URIs on one host, or a sector_identifier_uri listing "
+            "them all",
+        )
 
 
 def check_scope(meta: Mapping[str, Any], policy: Policy) -> None:
@@ -364,12 +475,6 @@ def check_own_settings(meta: Mapping[str, Any], policy: Policy) -> None:
         raise _fail("access_token_format", f"must be one of {', '.join(ACCESS_TOKEN_FORMATS)}")
 
 
-def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
-    """RFC 9449 §5.2 ``dpop_bound_access_tokens`` and RFC 8705 §3.4
-    ``tls_client_certificate_bound_access_tokens``: booleans."""
-    for field in ("dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens"):
-        if field in meta and not isinstance(meta[field], bool):
-            raise _fail(field, "must be true or false")
 def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
     """RFC 9101 §10.5 / OIDC Registration §2: ``request_object_signing_alg`` is one we
     verify; HMAC needs the client secret itself, which is kept (sealed) only for
@@ -383,6 +488,53 @@ def check_request_objects(meta: Mapping[str, Any], policy: Policy) -> None:
     if alg.startswith("HS") and meta.get("token_endpoint_auth_method") != "client_secret_jwt":
         raise _fail("request_object_signing_alg", "HMAC needs token_endpoint_auth_method "
                     "client_secret_jwt (the only clients whose secret is kept)")
+
+
+def check_sender_constraints(meta: Mapping[str, Any], policy: Policy) -> None:
+    """RFC 9449 §5.2 ``dpop_bound_access_tokens`` and RFC 8705 §3.4
+    ``tls_client_certificate_bound_access_tokens``: booleans."""
+    for field in ("dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens"):
+        if field in meta and not isinstance(meta[field], bool):
+            raise _fail(field, "must be true or false")
+
+
+# RFC 8693 token exchange: the client's policy (docs/oidc.md, "Token exchange"). Default deny:
+# without it, or with empty lists and false flags, every exchange is refused.
+TOKEN_EXCHANGE_LISTS = ("accept_from", "audiences")
+TOKEN_EXCHANGE_FLAGS = ("delegation", "impersonation", "refresh_tokens")
+MAX_POLICY_ENTRIES = 50
+
+
+def check_token_exchange(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``token_exchange``: ``accept_from`` (client ids whose tokens may be exchanged),
+    ``audiences`` (audience / resource values it may ask for), ``delegation``,
+    ``impersonation``, ``refresh_tokens`` (booleans), ``max_lifetime`` (seconds)."""
+    field = "token_exchange"
+    value = meta.get(field)
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise _fail(field, "must be an object")
+    known = {*TOKEN_EXCHANGE_LISTS, *TOKEN_EXCHANGE_FLAGS, "max_lifetime"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _fail(field, f"{unknown[0]!r} is not a policy member ({', '.join(sorted(known))})")
+    for name in TOKEN_EXCHANGE_LISTS:
+        items = value.get(name, [])
+        if not isinstance(items, list) or len(items) > MAX_POLICY_ENTRIES or not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_URI_LENGTH and _PRINTABLE_ASCII.fullmatch(v)
+            for v in items
+        ):
+            raise _fail(field, f"{name} must be a list of at most {MAX_POLICY_ENTRIES} "
+                        "non-empty printable strings")
+    for name in TOKEN_EXCHANGE_FLAGS:
+        if name in value and not isinstance(value[name], bool):
+            raise _fail(field, f"{name} must be true or false")
+    lifetime = value.get("max_lifetime")
+    low, high = LIFETIME_RANGE
+    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)
+                                 or not low <= lifetime <= high):
+        raise _fail(field, f"max_lifetime must be a whole number of seconds from {low} to {high}")
 
 
 def _rsa_bits(key: Mapping[str, Any]) -> int:
@@ -428,12 +580,14 @@ CHECKS: tuple[Check, ...] = (
     check_auth_method,
     check_keys,
     check_algorithms,
+    check_authorization_encryption,
     check_subject_type,
     check_scope,
     check_resources,
     check_own_settings,
-    check_sender_constraints,
     check_request_objects,
+    check_sender_constraints,
+    check_token_exchange,
     check_fapi_profile,
 )
 

@@ -163,3 +163,11 @@ class PlainJsonRequest(JsonRequest):
     def __init__(self, req: HttpRequest) -> None:
         super().__init__(req.method, req.uri, req.headers)
         self.payload = _JsonPayload(req.json)
+
+
+def request_stamp(request: Any) -> dict[str, str | None]:
+    """The ip, user agent and request id of a token request (plain request data, or authlib's
+    request over it) for its audit row; nothing for a request rebuilt without them."""
+    return {"ip": getattr(request, "remote_addr", None),
+            "user_agent": getattr(request, "user_agent", None),
+            "request_id": getattr(request, "request_id", None)}

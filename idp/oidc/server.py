@@ -52,6 +52,7 @@ from .claims import user_claims
 from .clients import OAuthClient, client_cache
 from .device import install as install_device_flow
 from .http import HttpRequest, PlainJsonRequest, PlainOAuth2Request
+from .http import request_stamp as _stamp
 from .results import JsonResult
 from .sender import (
     check_code_binding,
@@ -61,6 +62,8 @@ from .sender import (
     require_constraint,
     token_type,
 )
+from .subjects import is_pairwise, subject
+from .token_exchange import TokenExchangeGrant
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
 
 log = logging.getLogger("idp.oidc")
@@ -72,6 +75,8 @@ _AT_REVOKED = "atrevoked:"
 _OPAQUE = "at:"
 _JTI = "jti:"
 _CLAIMS_REQUEST = "claimsreq:"
+# The user behind a pairwise-subject access token (by jti), for userinfo and our own APIs.
+_PAIRWISE_USER = "atuser:"
 # Scopes that act on the IdP itself: granted only to holders of oauth:scope:<name>.
 PROTECTED_SCOPES = ("admin", "scim")
 STANDARD_SCOPES = ("openid", "profile", "email", "phone", "address", "offline_access",
@@ -480,6 +485,7 @@ class Engine:
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
         install_device_flow(self)
+        self.server.register_grant(TokenExchangeGrant)
         self._jwks_cache: dict[str, tuple[float, dict]] = {}
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -581,18 +587,20 @@ class Engine:
 
     def issue(self, client: OAuthClient, user: Subject | None, scope: str,
               ctx: dict[str, Any], include_refresh_token: bool,
-              audited: OAuth2Request | None = None) -> dict[str, Any]:
+              audited: OAuth2Request | None = None, *, lifetime: int | None = None,
+              fmt: str | None = None) -> dict[str, Any]:
         """The token response of a grant. With ``audited`` (the token request of an
         authorization_code or client_credentials grant; a refresh is not audited, it is too
         frequent) a ``token.issued`` row is written: in the refresh token's transaction when
         one is issued, else on its own with ``audit_now`` (one statement set, the hot path of
-        client_credentials)."""
+        client_credentials). A token exchange (``token_exchange.py``) sets a shorter
+        ``lifetime``, the format (``fmt``) and an ``act`` claim (``ctx["act"]``)."""
         now = self.now()
-        lifetime = self.access_token_lifetime(client)
+        lifetime = lifetime or self.access_token_lifetime(client)
         resource = ctx.get("resource") or []
         claims = {
             "iss": self.issuer,
-            "sub": user.uuid if user else client.client_id,
+            "sub": self.subject(client, user.uuid) if user else client.client_id,
             "aud": resource if len(resource) > 1 else (resource[0] if resource
                                                        else client.client_id),
             "client_id": client.client_id,
@@ -607,10 +615,14 @@ class Engine:
                 claims["sid"] = ctx["sid"]
             if ctx.get("grant_id"):
                 claims["gid"] = ctx["grant_id"]
+            if ctx.get("act"):
+                claims["act"] = ctx["act"]  # RFC 8693 §4.1
         cnf = ctx.get("cnf") or {}
         if cnf:  # RFC 9449 §6, RFC 8705 §3.1: sender-constrained
             claims["cnf"] = cnf
-        fmt = client.setting("access_token_format", self.settings.access_token_format)
+        if user is not None and claims["sub"] != user.uuid:
+            self.svc.store.put(_PAIRWISE_USER + claims["jti"], user.uuid, lifetime)
+        fmt = fmt or client.setting("access_token_format", self.settings.access_token_format)
         if fmt == "opaque":
             access_token = secrets.token_urlsafe(32)
             self.svc.store.put(_OPAQUE + self.hash(access_token), claims, lifetime)
@@ -676,7 +688,7 @@ class Engine:
         return value
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
-                 access_token: str | None) -> str:
+                 access_token: str | None, lifetime: int | None = None) -> str:
         alg = fapi.signing_alg(client, "id_token_signed_response_alg")
         if alg not in SIGNING_ALGS:
             alg = "RS256"
@@ -685,12 +697,12 @@ class Engine:
                              ctx.get("scope", "").split() or ["openid"],
                              (ctx.get("claims") or {}).get("id_token"))
         claims.update({
-            "iss": self.issuer, "sub": ctx["sub"], "aud": client.client_id,
+            "iss": self.issuer, "sub": self.subject(client, ctx["sub"]), "aud": client.client_id,
             "azp": client.client_id, "iat": now,
-            "exp": now + int(client.setting("id_token_lifetime",
-                                            self.settings.id_token_lifetime)),
+            "exp": now + (lifetime or int(client.setting("id_token_lifetime",
+                                                         self.settings.id_token_lifetime))),
         })
-        for key in ("auth_time", "acr", "amr", "sid", "nonce"):
+        for key in ("auth_time", "acr", "amr", "sid", "nonce", "act"):
             if ctx.get(key):
                 claims[key] = ctx[key]
         if access_token:
@@ -774,6 +786,21 @@ class Engine:
             return False
         return True
 
+    def live_refresh_token(self, value: str, client: OAuthClient) -> RefreshToken | None:
+        """The client's refresh token when it could be used now (not revoked, not used up,
+        its session or idle time, an account still usable), left as it is: a token exchange
+        (RFC 8693) reads it as a subject token without rotating it."""
+        if not isinstance(value, str) or len(value) > 200:
+            return None
+        with self.svc.sessions() as db:
+            row = db.get(RefreshToken, self.hash(value))
+            if (row is None or row.client_id != client.client_id or row.revoked
+                    or row.used_at is not None
+                    or not self._refreshable(db, row, self.svc.clock.utcnow())):
+                return None
+            db.expunge(row)
+            return row
+
     def narrow_refresh_token(self, token_hash: str, scope: str) -> None:
         with self.svc.sessions.begin() as db:
             db.execute(update(RefreshToken).where(RefreshToken.token_hash == token_hash)
@@ -783,20 +810,21 @@ class Engine:
         return session_manager(self.svc).alive(public_sid)
 
     def revoke_grants(self, grant_ids: set[str], *, audit_reason: str | None = None,
-                      request: Any = None) -> None:
+                      request: Any = None, actor: str | None = None) -> None:
         """Revoke whole families: their refresh tokens, and (through a marker the token
         checks read) every access token issued from them. The marker is written after the
         database commit: on SQLite a store write inside the transaction would wait on itself.
         With ``audit_reason`` (RFC 7009 revocation, a reused refresh token, a replayed code)
         each family gets a ``token.revoked`` row in the same transaction, stamped from
-        ``request``; sign-outs revoke without one (their session events record them)."""
+        ``request``; sign-outs revoke without one (their session events record them). The
+        rows name the family's client as actor, or ``actor`` (a person on the account page)."""
         if not grant_ids:
             return
         with self.svc.sessions.begin() as db:
             db.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids))
                        .values(revoked=True))
             if audit_reason is not None:
-                self._revoked_rows(db, grant_ids, audit_reason, request)
+                self._revoked_rows(db, grant_ids, audit_reason, request, actor)
         lifetime = max(self.settings.access_token_lifetime, 3600)
         for grant_id in grant_ids:
             self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
@@ -805,7 +833,8 @@ class Engine:
                      request: Any = None) -> None:
         self.revoke_grants({grant_id}, audit_reason=audit_reason, request=request)
 
-    def _revoked_rows(self, db, grant_ids: set[str], reason: str, request: Any) -> None:
+    def _revoked_rows(self, db, grant_ids: set[str], reason: str, request: Any,
+                      actor: str | None = None) -> None:
         """One ``token.revoked`` row per family: its user (target), client and whether it was
         offline; a family that never had a refresh token (a code replayed before) only by
         its grant id."""
@@ -820,7 +849,8 @@ class Engine:
             client_id, uuid, offline = found.get(
                 gid, (client.client_id if client is not None else None, None, None))
             audit_rows.audit(db, "token.revoked", at=at,
-                             actor=f"client:{client_id}" if client_id else None, target=uuid,
+                             actor=actor or (f"client:{client_id}" if client_id else None),
+                             target=uuid,
                              **stamp, kind="refresh_token", reason=reason, grant=gid,
                              client_id=client_id, offline=offline)
 
@@ -892,6 +922,19 @@ class Engine:
             return None
         return claims
 
+    def token_user(self, claims: dict[str, Any]) -> str | None:
+        """The uuid of the user an access token (its validated ``claims``) was issued for:
+        its ``sub``, or for a pairwise client's token the user recorded when it was issued
+        (None when that record is gone)."""
+        if is_pairwise(client_cache(self.svc).get(claims.get("client_id"))) \
+                and claims.get("sub") != claims.get("client_id"):
+            return self.svc.store.get(_PAIRWISE_USER + str(claims.get("jti")))
+        return claims.get("sub")
+
+    def subject(self, client: OAuthClient | None, user_uuid: str) -> str:
+        """The ``sub`` the client sees for this user (OIDC Core §8: public or pairwise)."""
+        return subject(self.svc, client, user_uuid)
+
     def userinfo_claims_request(self, token_claims: dict[str, Any]) -> dict | None:
         gid = token_claims.get("gid")
         return self.svc.store.get(_CLAIMS_REQUEST + gid) if gid else None
@@ -908,7 +951,8 @@ class Engine:
         if request is not None:
             with self.svc.sessions.begin() as db:
                 audit_rows.audit_now(db, "token.revoked", at=self.svc.clock.utcnow(),
-                                     actor=f"client:{claims['client_id']}", target=claims["sub"],
+                                     actor=f"client:{claims['client_id']}",
+                                     target=self.token_user(claims),
                                      **_stamp(request), kind="access_token",
                                      reason="revocation", jti=claims["jti"],
                                      client_id=claims["client_id"], grant=claims.get("gid"))
@@ -934,14 +978,6 @@ class Engine:
                "resource": params.get("resource_list") or [],
                "dpop_jkt": params.get("dpop_jkt")}
         return ctx
-
-
-def _stamp(request: Any) -> dict[str, str | None]:
-    """The ip, user agent and request id of a token request (plain request data, or authlib's
-    request over it) for its audit row; nothing for a request rebuilt without them."""
-    return {"ip": getattr(request, "remote_addr", None),
-            "user_agent": getattr(request, "user_agent", None),
-            "request_id": getattr(request, "request_id", None)}
 
 
 def engine(svc: Services) -> Engine:

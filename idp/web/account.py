@@ -30,6 +30,7 @@ from ..backends.chain import password_hasher
 from ..core.policy import may_change_now, normalize_answer
 from ..core.steps import enrolled_factors
 from ..manage import Actor, Context, gdpr, photos
+from ..oidc.offline import offline_access, revoke_offline_access
 from ..services import ConsentLister, ConsentRevoker, Services
 from ..sso.signout import sign_out_user
 from ..storage import session_index
@@ -40,7 +41,6 @@ from ..storage.models import (
     User,
 )
 from ..storage.models_auth import SecurityAnswer
-from ..storage.models_oauth import RefreshToken
 from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
 from .account_time import formatters
 from .admin.guard import may_open_console
@@ -59,7 +59,7 @@ from .password_policy import (
     set_password,
 )
 from .photo_text import refusal_text
-from .requestinfo import absolute, audit, client_ip, require_user
+from .requestinfo import absolute, audit, client_ip, require_user, user_agent
 from .scopes import scope_words
 from .sso import sessions
 
@@ -496,7 +496,7 @@ def sessions_page():
             if wanted == "others":
                 # Everywhere but this browser: the other sessions, every refresh token, and
                 # the offline access of each app the user did not tick to keep.
-                kept = set(request.form.getlist("keep")) & set(offline_apps(db, user.id))
+                kept = set(request.form.getlist("keep")) & set(offline_apps(user.id))
                 ended = sign_out_user(sessions(), db, user.id, keep_sid=g.sid, keep_clients=kept)
                 audit(
                     db,
@@ -523,7 +523,7 @@ def sessions_page():
             return redirect(url_for("account.sessions_page"))
         db.commit()  # pruned index rows
         cards = _session_cards(db, user, live)
-        apps = offline_apps(db, user.id)
+        apps = offline_apps(user.id)
         return _page(
             "account/sessions.html",
             user,
@@ -533,20 +533,10 @@ def sessions_page():
         )
 
 
-def offline_apps(db: Any, user_id: int) -> dict[str, str]:
-    """Client id -> name of each application holding offline access for the user (a live
-    offline refresh token): "sign out everywhere" offers to keep each signed in."""
-    rows = db.execute(
-        select(Client.client_id, Client.name)
-        .join(RefreshToken, RefreshToken.client_id == Client.client_id)
-        .where(
-            RefreshToken.user_id == user_id,
-            RefreshToken.offline.is_(True),
-            RefreshToken.revoked.is_(False),
-        )
-        .distinct()
-    )
-    return {cid: name or cid for cid, name in rows}
+def offline_apps(user_id: int) -> dict[str, str]:
+    """Client id -> name of each application holding offline access for the user:
+    "sign out everywhere" offers to keep each signed in."""
+    return {a.client_id: a.name for a in offline_access(svc(), user_id)}
 
 
 def _activity(db: Any, user: User, limit: int = 50) -> list[AuditEvent]:
@@ -663,7 +653,44 @@ def apps():
             dict(app, permissions=[scope_words(s) for s in app.get("scopes") or []])
             for app in _consents(user)
         ]
-        return _page("account/apps.html", user, apps=shown, form=form)
+        return _page(
+            "account/apps.html",
+            user,
+            apps=shown,
+            form=form,
+            offline=offline_access(svc(), user.id),
+        )
+
+
+@bp.route("/account/apps/offline", methods=["POST"])
+def revoke_offline():
+    """End one application's offline access for the signed-in person (idp.oidc.offline)."""
+    with svc().sessions() as db:
+        user = require_user(db)
+        if not isinstance(user, User):
+            return user
+        user_id, user_uuid = user.id, user.uuid
+    if not ConfirmForm().validate():
+        abort(400, _("The form expired. Please try again."))
+    client_id = request.form.get("client_id", "")[:255]
+    held = {a.client_id: a.name for a in offline_access(svc(), user_id)}
+    if client_id not in held:
+        flash(_("That application no longer had offline access."), "info")
+    else:
+        revoke_offline_access(
+            svc(),
+            user_id,
+            user_uuid,
+            client_id,
+            ip=client_ip(),
+            user_agent=user_agent(),
+            request_id=g.get("request_id"),
+        )
+        flash(
+            _("%(app)s no longer has offline access to your account.", app=held[client_id]),
+            "success",
+        )
+    return redirect(url_for("account.apps") + "#offline")
 
 
 @bp.route("/account/mfa")

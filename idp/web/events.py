@@ -64,6 +64,8 @@ EVENT_LABELS = {
     "device.denied": _l("Device sign-in with a code denied"),
     "token.issued": _l("Token issued to an application"),
     "token.revoked": _l("Token revoked"),
+    "token.exchanged": _l("Token exchanged by an application"),
+    "token.exchange_refused": _l("Token exchange refused"),
     "registration.created": _l("Account registered"),
     "registration.approved": _l("Registration approved"),
     "registration.rejected": _l("Registration rejected"),

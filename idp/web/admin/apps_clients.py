@@ -22,6 +22,9 @@ from ...core.client_metadata import (
     DEVICE_CODE_GRANT,
     FAPI2_SECURITY,
     GRANT_TYPES,
+    SIGNING_ALGS,
+    SUBJECT_TYPES,
+    TOKEN_EXCHANGE,
     MetadataError,
 )
 from ...errors import Conflict, NotFound, ValidationError
@@ -60,6 +63,7 @@ GRANT_LABELS = {
     "refresh_token": _l("Refresh token"),
     "client_credentials": _l("Client credentials"),
     DEVICE_CODE_GRANT: _l("Device authorization (TVs, command-line tools)"),
+    TOKEN_EXCHANGE: _l("Token exchange (RFC 8693)"),
 }
 # The security profiles a client may be held to ("": none).
 PROFILE_LABELS = {
@@ -68,8 +72,16 @@ PROFILE_LABELS = {
 }
 # Form fields that hold metadata of the same name.
 URI_LISTS = ("redirect_uris", "post_logout_redirect_uris")
-URI_ONE = ("logo_uri", "client_uri", "jwks_uri")
+URI_ONE = ("logo_uri", "client_uri", "jwks_uri", "sector_identifier_uri")
+SUBJECT_LABELS = {
+    "public": _l("Public: the same subject identifier for every application"),
+    "pairwise": _l("Pairwise: a subject identifier of its own for this application's sector"),
+}
 LIFETIMES = ("access_token_lifetime", "id_token_lifetime")
+# The token exchange policy (``token_exchange``), one form field per member.
+TE_LISTS = ("te_accept_from", "te_audiences")
+TE_FLAGS = ("te_delegation", "te_impersonation", "te_refresh_tokens")
+TE_LIFETIME = "te_max_lifetime"
 
 
 # --- list --------------------------------------------------------------------------------------
@@ -136,9 +148,20 @@ def _form_from_client(row) -> dict[str, Any]:
         "logo_uri": meta.get("logo_uri", ""),
         "client_uri": meta.get("client_uri", ""),
         "jwks_uri": meta.get("jwks_uri", ""),
+        "sector_identifier_uri": meta.get("sector_identifier_uri", ""),
+        "subject_type": meta.get("subject_type", "public"),
+        "authorization_alg": meta.get("authorization_signed_response_alg", ""),
         "fapi_profile": meta.get("fapi_profile", ""),
         "first_party": row.first_party,
+        **_policy_fields(meta.get("token_exchange") or {}),
     }
+
+
+def _policy_fields(policy: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {k: "\n".join(policy.get(k[3:]) or []) for k in TE_LISTS}
+    values.update({k: bool(policy.get(k[3:])) for k in TE_FLAGS})
+    values[TE_LIFETIME] = str(policy.get("max_lifetime", ""))
+    return values
 
 
 def _form_from_request() -> dict[str, Any]:
@@ -155,12 +178,17 @@ def _form_from_request() -> dict[str, Any]:
             *LIFETIMES,
         )
     }
-    for key in URI_LISTS:
+    for key in (*URI_LISTS, *TE_LISTS):
         values[key] = f.get(key, "").replace("\r\n", "\n").strip()
+    for key in TE_FLAGS:
+        values[key] = f.get(key) == "1"
+    values[TE_LIFETIME] = f.get(TE_LIFETIME, "").strip()
     values["grant_types"] = [g for g in f.getlist("grant_types") if g in GRANT_TYPES]
     for flag in FLAGS:
         values[flag] = f.get(flag) == "1"
     values["first_party"] = f.get("first_party") == "1"
+    values["subject_type"] = f.get("subject_type", "public")
+    values["authorization_alg"] = f.get("authorization_alg", "")
     return values
 
 
@@ -192,9 +220,37 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
     meta["scope"] = values["scope"] or DEFAULT_SCOPE
     for flag in FLAGS:
         meta[flag] = values[flag]
+    policy = _policy_from(values, errors)
+    if policy or patch:
+        meta["token_exchange"] = policy or None
+    # Defaults (public, RS256) are stored as the absence of the member.
+    if values["subject_type"] != "public" or patch:
+        meta["subject_type"] = None if values["subject_type"] == "public" else values[
+            "subject_type"]
+    if values["authorization_alg"] or patch:
+        meta["authorization_signed_response_alg"] = values["authorization_alg"] or None
     if values["fapi_profile"] or patch:
         meta["fapi_profile"] = values["fapi_profile"] or None
     return meta
+
+
+def _policy_from(values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """The token exchange policy the form gives; empty when no field is filled in."""
+    policy: dict[str, Any] = {}
+    for key in TE_LISTS:
+        lines = _lines(values[key])
+        if lines:
+            policy[key[3:]] = lines
+    for key in TE_FLAGS:
+        if values[key]:
+            policy[key[3:]] = True
+    raw = values[TE_LIFETIME]
+    if raw:
+        try:
+            policy["max_lifetime"] = int(raw)
+        except ValueError:
+            errors[TE_LIFETIME] = _("Give a whole number of seconds (30 to 86400).")
+    return policy
 
 
 def _pydantic_errors(exc: pydantic.ValidationError, errors: dict[str, str]) -> None:
@@ -203,6 +259,8 @@ def _pydantic_errors(exc: pydantic.ValidationError, errors: dict[str, str]) -> N
         loc = problem.get("loc") or ()
         message = str(problem.get("msg", "")).removeprefix("Value error, ")
         field = str(loc[0]) if loc else ""
+        if field == "token_exchange" and len(loc) > 1:
+            field, loc = f"te_{loc[1]}", loc[1:]
         if not field:
             # A rule between members: the message starts with the member's name.
             field, _sep, rest = message.partition(": ")
@@ -217,13 +275,30 @@ def _pydantic_errors(exc: pydantic.ValidationError, errors: dict[str, str]) -> N
 
 # Fields the form shows an error beside; a refusal about any other member goes in the alert.
 INLINE = frozenset(
-    {"client_id", "name", "auth_method", "grant_types", "scope", "fapi_profile", *URI_LISTS,
-     *URI_ONE, *LIFETIMES}
+    {
+        "client_id",
+        "name",
+        "auth_method",
+        "grant_types",
+        "scope",
+        "subject_type",
+        "authorization_alg",
+        "fapi_profile",
+        *URI_LISTS,
+        *URI_ONE,
+        *LIFETIMES,
+        *TE_LISTS,
+        TE_LIFETIME,
+    }
 )
+FIELD_OF = {
+    "token_endpoint_auth_method": "auth_method",
+    "authorization_signed_response_alg": "authorization_alg",
+}
 
 
 def _field_for(member: str) -> str:
-    field = "auth_method" if member == "token_endpoint_auth_method" else member
+    field = FIELD_OF.get(member, member)
     return field if field in INLINE else "form"
 
 
@@ -239,6 +314,9 @@ def _render_form(values, errors, *, row=None, status=200):
             auth_labels=AUTH_LABELS,
             grant_types=GRANT_TYPES,
             grant_labels=GRANT_LABELS,
+            subject_labels=SUBJECT_LABELS,
+            subject_types=SUBJECT_TYPES,
+            signing_algs=SIGNING_ALGS,
             profile_labels=PROFILE_LABELS,
         ),
         status,
@@ -267,8 +345,12 @@ def client_new():
             "logo_uri": "",
             "client_uri": "",
             "jwks_uri": "",
+            "sector_identifier_uri": "",
+            "subject_type": "public",
+            "authorization_alg": "",
             "fapi_profile": "",
             "first_party": False,
+            **_policy_fields({}),
         }
         return _render_form(values, {})
     values = _form_from_request()
@@ -414,6 +496,7 @@ def _detail(client_id: str, *, rule_errors=None, rule_values=None, status=200):
             auth_labels=AUTH_LABELS,
             grant_labels=GRANT_LABELS,
             source_types=SOURCE_TYPES,
+            subject_labels=SUBJECT_LABELS,
             rule_errors=rule_errors or {},
             rule_values=rule_values or {"enabled": "1"},
         ),
