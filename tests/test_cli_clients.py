@@ -153,3 +153,26 @@ def test_fapi_profile_from_the_command_line(idp_env, capsys):
     assert snapshot(idp_env) == before
     assert "fapi_profile" not in ok_json(capsys, "clients", "update", "bank",
                                          "--fapi-profile", "none")
+
+
+def test_mtls_client_authentication_from_the_command_line(idp_env, capsys):
+    """`--auth-method tls_client_auth --tls-subject-dn` (RFC 8705 §2.1.2); without a subject it is
+    refused in one line naming the member, nothing stored."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "robot", "--grant-type",
+                   "client_credentials", "--scope", "api", "--auth-method", "tls_client_auth",
+                   "--tls-subject-dn", "CN=robot,O=Example")
+    assert "client_secret" not in made
+    shown = ok_json(capsys, "clients", "show", "robot")
+    assert shown["tls_client_auth_subject_dn"] == "CN=robot,O=Example"
+    before = snapshot(idp_env)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "create", "--client-id", "robot2", "--grant-type",
+        "client_credentials", "--auth-method", "tls_client_auth", code=1)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "update", "robot", "--tls-san-dns", "robot.example.org", code=1)
+    assert snapshot(idp_env) == before
+    moved = ok_json(capsys, "clients", "update", "robot", "--tls-subject-dn", "",
+                    "--tls-san-dns", "robot.example.org")
+    assert moved["tls_client_auth_san_dns"] == "robot.example.org"
+    assert "tls_client_auth_subject_dn" not in moved

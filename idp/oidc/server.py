@@ -41,13 +41,14 @@ from joserfc.jwk import KeySet, OctKey
 from sqlalchemy import or_, select, update
 
 from ..core.authn import AuthnResult
+from ..core.client_metadata import TLS_AUTH_METHODS
 from ..services import Services
 from ..sso.sessions import session_manager
 from ..sso.users import account_usable
 from ..storage import audit as audit_rows
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
-from . import fapi
+from . import fapi, mtls
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
 from .device import install as install_device_flow
@@ -224,10 +225,43 @@ class PrivateKeyJWTAuth(_JWTClientAuth):
             raise InvalidClientError(description="The client's key set is not usable.") from None
 
 
+class TLSClientAuth:
+    """RFC 8705 §2: the client named by ``client_id`` authenticates with the TLS client
+    certificate the trusted proxy passed on: ``tls_client_auth`` by its registered subject DN
+    or SAN (the proxy verified the chain), ``self_signed_tls_client_auth`` by one of its
+    registered keys. Answers only for clients registered with this method."""
+
+    def __init__(self, engine: Engine, method: str) -> None:
+        self.engine = engine
+        self.method = method
+
+    def __call__(self, query_client, request):
+        client_id = request.form.get("client_id")
+        client = query_client(client_id) if isinstance(client_id, str) and client_id else None
+        if client is None or client.auth_method != self.method:
+            return None
+        cert = mtls.certificate(getattr(request, "client_cert", None))
+        if cert is None:
+            raise InvalidClientError(description="No client certificate was presented.")
+        if self.method == "tls_client_auth":
+            matches = mtls.subject_matches(cert, client.meta)
+        else:
+            try:
+                keys = KeySet.import_key_set(self.engine.client_jwks(client)).keys
+            except (JoseError, ValueError, TypeError, KeyError):
+                keys = []
+            matches = mtls.key_matches(cert, keys)
+        if not matches:
+            log.info("client certificate refused", extra={"client_id": client.client_id})
+            raise InvalidClientError(description="The client certificate does not match the "
+                                                 "client's registration.")
+        return client
+
+
 # --- grants -------------------------------------------------------------------------------------
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt",
-                    "private_key_jwt", "none"]
+                    "private_key_jwt", "none", *TLS_AUTH_METHODS]
 
 
 class S256Only(CodeChallenge):
@@ -397,7 +431,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post",
-                                   "client_secret_jwt", "private_key_jwt"]
+                                   "client_secret_jwt", "private_key_jwt", *TLS_AUTH_METHODS]
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -481,6 +515,8 @@ class Engine:
             ClientSecretJWTAuth.CLIENT_AUTH_METHOD, ClientSecretJWTAuth(self))
         self.server.register_client_auth_method(
             PrivateKeyJWTAuth.CLIENT_AUTH_METHOD, PrivateKeyJWTAuth(self))
+        for method in TLS_AUTH_METHODS:
+            self.server.register_client_auth_method(method, TLSClientAuth(self, method))
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)

@@ -416,3 +416,22 @@ def test_the_fapi_profile_is_chosen_in_the_form(admin, svc):
     off = post(admin, "/admin/clients/portal/edit", dict(form, fapi_profile=""))
     assert off.status_code == 302
     assert "fapi_profile" not in client_row(svc, "portal").meta
+
+
+def test_an_mtls_client_is_created_from_the_form(admin, svc):
+    """The dropdown offers both RFC 8705 methods; tls_client_auth needs the subject DN field
+    (refused beside the method without it) and makes no secret."""
+    page = admin.get("/admin/clients/new").get_data(as_text=True)
+    assert 'value="tls_client_auth"' in page and 'value="self_signed_tls_client_auth"' in page
+    form = dict(GOOD_FORM, client_id="robot", auth_method="tls_client_auth",
+                grant_types=["client_credentials"], redirect_uris="",
+                post_logout_redirect_uris="")
+    before = count(svc, Client)
+    refused = post(admin, "/admin/clients/new", form)
+    assert refused.status_code == 400
+    assert 'id="auth_method-error"' in refused.get_data(as_text=True)
+    assert count(svc, Client) == before
+    made = post(admin, "/admin/clients/new", dict(form, tls_client_auth_subject_dn="CN=robot"))
+    assert made.headers["Location"] == "/admin/clients/robot", made.get_data(as_text=True)[:500]
+    row = client_row(svc, "robot")
+    assert row.meta["tls_client_auth_subject_dn"] == "CN=robot" and row.secret_hash is None

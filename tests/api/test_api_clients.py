@@ -643,3 +643,27 @@ def test_fapi_profile_through_the_api(app, client, admin):
     resp = api(client, "PATCH", "/api/v1/clients/bank", admin,
                json={"metadata": {"fapi_profile": None}})
     assert resp.status_code == 200 and "fapi_profile" not in resp.get_json()["metadata"]
+
+
+def test_mtls_client_authentication_through_the_api(app, client, admin):
+    """RFC 8705 §2: tls_client_auth with exactly one subject member; none, two, or one on
+    another method is 400 naming the member, nothing stored."""
+    made = create(client, admin, client_id="robot", metadata={
+        "grant_types": ["client_credentials"], "token_endpoint_auth_method": "tls_client_auth",
+        "tls_client_auth_san_dns": "robot.example.org"})
+    assert made["client_secret"] is None
+    assert made["metadata"]["tls_client_auth_san_dns"] == "robot.example.org"
+    service = {"grant_types": ["client_credentials"]}
+    for metadata, field in (
+        ({"token_endpoint_auth_method": "tls_client_auth"}, "token_endpoint_auth_method"),
+        ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=a",
+          "tls_client_auth_san_uri": "https://a.example.org/"}, "token_endpoint_auth_method"),
+        ({"tls_client_auth_subject_dn": "CN=a"}, "tls_client_auth_subject_dn"),
+        ({"token_endpoint_auth_method": "self_signed_tls_client_auth"},
+         "token_endpoint_auth_method"),
+    ):
+        resp = api(client, "POST", "/api/v1/clients", admin,
+                   json={"client_id": "x", "metadata": {**service, **metadata}})
+        assert resp.status_code == 400 and resp.mimetype == PROBLEM, resp.get_json()
+        assert field in json.dumps(resp.get_json())
+        assert row(app.extensions["idp"], "x") is None

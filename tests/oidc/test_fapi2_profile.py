@@ -508,6 +508,18 @@ def test_registration_contradicting_the_profile_is_refused(env, change, field):
     assert _client_rows(env) == before
 
 
+def test_an_mtls_authenticated_client_may_take_the_profile(env):
+    """FAPI 2.0 §5.3.2.1-3: mTLS client authentication (RFC 8705 §2) is the profile's other
+    method."""
+    c = env.client()
+    made = c.post("/oauth2/register", json=_registration(
+        token_endpoint_auth_method="tls_client_auth", jwks=None,
+        tls_client_auth_subject_dn="CN=fapi client"),
+        headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert made.status_code == 201, made.json
+    assert made.json["fapi_profile"] == "fapi2-security"
+
+
 def test_registration_of_a_profile_client_and_an_update_that_breaks_it(env):
     """A native app's loopback redirect URI is allowed (FAPI 2.0 §5.3.2.2-9); an RFC 7592
     update that would contradict the profile changes nothing."""

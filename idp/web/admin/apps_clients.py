@@ -56,6 +56,8 @@ AUTH_LABELS = {
     "client_secret_post": _l("Client secret (in the form body)"),
     "client_secret_jwt": _l("Client secret JWT"),
     "private_key_jwt": _l("Private key JWT"),
+    "tls_client_auth": _l("TLS client certificate from a trusted CA (mTLS)"),
+    "self_signed_tls_client_auth": _l("Self-signed TLS client certificate (mTLS)"),
     "none": _l("None (public client, PKCE)"),
 }
 GRANT_LABELS = {
@@ -152,6 +154,7 @@ def _form_from_client(row) -> dict[str, Any]:
         "subject_type": meta.get("subject_type", "public"),
         "authorization_alg": meta.get("authorization_signed_response_alg", ""),
         "fapi_profile": meta.get("fapi_profile", ""),
+        "tls_client_auth_subject_dn": meta.get("tls_client_auth_subject_dn", ""),
         "first_party": row.first_party,
         **_policy_fields(meta.get("token_exchange") or {}),
     }
@@ -174,6 +177,7 @@ def _form_from_request() -> dict[str, Any]:
             "auth_method",
             "scope",
             "fapi_profile",
+            "tls_client_auth_subject_dn",
             *URI_ONE,
             *LIFETIMES,
         )
@@ -229,8 +233,9 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
             "subject_type"]
     if values["authorization_alg"] or patch:
         meta["authorization_signed_response_alg"] = values["authorization_alg"] or None
-    if values["fapi_profile"] or patch:
-        meta["fapi_profile"] = values["fapi_profile"] or None
+    for key in ("fapi_profile", "tls_client_auth_subject_dn"):
+        if values[key] or patch:
+            meta[key] = values[key] or None
     return meta
 
 
@@ -284,6 +289,7 @@ INLINE = frozenset(
         "subject_type",
         "authorization_alg",
         "fapi_profile",
+        "tls_client_auth_subject_dn",
         *URI_LISTS,
         *URI_ONE,
         *LIFETIMES,
@@ -349,6 +355,7 @@ def client_new():
             "subject_type": "public",
             "authorization_alg": "",
             "fapi_profile": "",
+            "tls_client_auth_subject_dn": "",
             "first_party": False,
             **_policy_fields({}),
         }
