@@ -77,7 +77,7 @@ def initialised(idp_env, capsys) -> Path:
 def test_init_json_and_idempotent(idp_env, capsys):
     first = ok_json(capsys, "init", "--demo")
     assert first["admin"]["created"] is True and first["admin"]["password"]
-    assert len(first["keys_created"]) == 3
+    assert len(first["keys_created"]) == 5  # 3 signing, 2 request-object encryption keys
     assert first["demo"]["user"]["username"] == "demo"
     assert first["demo"]["client"]["client_id"]
     key_files = sorted(p.name for p in (idp_env / "keys").iterdir())
