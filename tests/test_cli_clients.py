@@ -128,3 +128,51 @@ def test_token_exchange_grant_and_policy_from_the_command_line(idp_env, capsys, 
     assert ok_json(capsys, "config", "apply", str(path))["changed"] is False
     removed = ok_json(capsys, "clients", "update", "api", "--token-exchange", "")
     assert "token_exchange" not in removed
+
+
+def test_fapi_profile_from_the_command_line(idp_env, capsys):
+    """`--fapi-profile fapi2-security` (docs/oidc.md "FAPI 2.0 profile") on create and update;
+    a client the profile forbids (a client secret, RS256) is refused naming the member and
+    nothing changes; `--fapi-profile none` takes the profile off."""
+    assert run(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "bank", "--auth-method",
+                   "private_key_jwt", "--jwks-uri", "https://bank.example.org/jwks",
+                   "--redirect-uri", "https://bank.example.org/cb", "--fapi-profile",
+                   "fapi2-security")
+    assert "client_secret" not in made
+    assert ok_json(capsys, "clients", "show", "bank")["fapi_profile"] == "fapi2-security"
+    before = snapshot(idp_env)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "update", "demo-app", "--fapi-profile", "fapi2-security", code=1)
+    assert "id_token_signed_response_alg" in fails(
+        capsys, "clients", "update", "bank", "--id-token-alg", "RS256", code=1)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "create", "--client-id", "bank2", "--redirect-uri",
+        "https://bank.example.org/cb", "--fapi-profile", "fapi2-security", code=1)
+    fails(capsys, "clients", "update", "bank", "--fapi-profile", "fapi1", code=2)
+    assert snapshot(idp_env) == before
+    assert "fapi_profile" not in ok_json(capsys, "clients", "update", "bank",
+                                         "--fapi-profile", "none")
+
+
+def test_mtls_client_authentication_from_the_command_line(idp_env, capsys):
+    """`--auth-method tls_client_auth --tls-subject-dn` (RFC 8705 §2.1.2); without a subject it is
+    refused in one line naming the member, nothing stored."""
+    assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
+    made = ok_json(capsys, "clients", "create", "--client-id", "robot", "--grant-type",
+                   "client_credentials", "--scope", "api", "--auth-method", "tls_client_auth",
+                   "--tls-subject-dn", "CN=robot,O=Example")
+    assert "client_secret" not in made
+    shown = ok_json(capsys, "clients", "show", "robot")
+    assert shown["tls_client_auth_subject_dn"] == "CN=robot,O=Example"
+    before = snapshot(idp_env)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "create", "--client-id", "robot2", "--grant-type",
+        "client_credentials", "--auth-method", "tls_client_auth", code=1)
+    assert "token_endpoint_auth_method" in fails(
+        capsys, "clients", "update", "robot", "--tls-san-dns", "robot.example.org", code=1)
+    assert snapshot(idp_env) == before
+    moved = ok_json(capsys, "clients", "update", "robot", "--tls-subject-dn", "",
+                    "--tls-san-dns", "robot.example.org")
+    assert moved["tls_client_auth_san_dns"] == "robot.example.org"
+    assert "tls_client_auth_subject_dn" not in moved

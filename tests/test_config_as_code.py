@@ -393,6 +393,10 @@ BAD_FILES = {
         _bad(lambda d: d["clients"]["web"]["metadata"].update(require_pkce="yes")),
         "clients.web.metadata.require_pkce: must be true or false",
     ),
+    "a FAPI 2.0 client with a client secret": (
+        _bad(lambda d: d["clients"]["web"]["metadata"].update(fapi_profile="fapi2-security")),
+        "clients.web.metadata.token_endpoint_auth_method: the FAPI 2.0 profile allows only",
+    ),
     "wrong policy type": (
         _bad(lambda d: d["policies"]["password_policy"].update(min_length="12")),
         "password_policy.min_length must be an integer",

@@ -9,8 +9,10 @@ from typing import Any
 import click
 
 from ..core.client_metadata import (
+    AUTH_METHODS,
     AUTHORIZATION_ENCRYPTION_ALGS,
     AUTHORIZATION_ENCRYPTION_ENCS,
+    FAPI_PROFILES,
     GRANT_TYPES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
@@ -40,15 +42,7 @@ def clients() -> None:
     "--auth-method",
     default="client_secret_basic",
     show_default=True,
-    type=click.Choice(
-        [
-            "client_secret_basic",
-            "client_secret_post",
-            "client_secret_jwt",
-            "private_key_jwt",
-            "none",
-        ]
-    ),
+    type=click.Choice(AUTH_METHODS),
 )
 @click.option("--scope", default="openid profile email", show_default=True)
 @click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
@@ -67,6 +61,14 @@ def clients() -> None:
               help="A JSON array listing the redirect URIs; its host is the pairwise sector.")
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
+@click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES), default=None,
+              help="Hold the client to the FAPI 2.0 Security Profile (private_key_jwt, PAR, "
+                   "PKCE, sender-constrained tokens).")
+@click.option("--tls-subject-dn", default=None,
+              help="tls_client_auth (RFC 8705): the certificate's subject DN, e.g. "
+                   "'CN=bank,O=Example'.")
+@click.option("--tls-san-dns", default=None,
+              help="tls_client_auth (RFC 8705): a DNS name in the certificate's SAN instead.")
 @click.option("--json", "as_json", is_flag=True)
 def clients_create(
     client_id,
@@ -84,12 +86,18 @@ def clients_create(
     sector_identifier_uri,
     roles,
     first_party,
+    fapi_profile,
+    tls_subject_dn,
+    tls_san_dns,
     as_json,
 ) -> None:
     extra = {
         "resources": list(resources) or None,
         "subject_type": subject_type,
         "sector_identifier_uri": sector_identifier_uri,
+        "fapi_profile": fapi_profile,
+        "tls_client_auth_subject_dn": tls_subject_dn,
+        "tls_client_auth_san_dns": tls_san_dns,
     }
     with as_operator(ready()) as ctx:
         client, secret = manage_clients.create(
@@ -153,6 +161,10 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
               help="Refuse token requests without a DPoP proof (RFC 9449).")
 @click.option("--cert-bound/--no-cert-bound", default=None,
               help="Bind access tokens to the client's TLS certificate (RFC 8705).")
+@click.option("--fapi-profile", type=click.Choice(FAPI_PROFILES + ("none",)), default=None,
+              help="Hold the client to the FAPI 2.0 Security Profile (none: no profile).")
+@click.option("--tls-subject-dn", default=None, help="tls_client_auth subject DN ('' removes it).")
+@click.option("--tls-san-dns", default=None, help="tls_client_auth SAN DNS name ('' removes it).")
 @click.option("--first-party/--third-party", default=None, help="First party: no consent.")
 @click.option("--enable/--disable", default=None)
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
@@ -182,9 +194,10 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 def update(client_id, name, access_token_format, access_token_alg, id_token_alg, userinfo_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
            require_par, require_signed_request_object, request_object_alg, dpop_bound,
-           cert_bound, first_party, enable, redirect_uris, post_logout, frontchannel_logout_uri,
-           backchannel_logout_uri, jwks_uri, resources, token_exchange, subject_type,
-           sector_identifier_uri, authorization_alg, authorization_encryption_alg,
+           cert_bound, fapi_profile, tls_subject_dn, tls_san_dns, first_party, enable,
+           redirect_uris, post_logout, frontchannel_logout_uri, backchannel_logout_uri, jwks_uri,
+           resources, token_exchange, subject_type, sector_identifier_uri, authorization_alg,
+           authorization_encryption_alg,
            authorization_encryption_enc, as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
@@ -197,6 +210,9 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "resources": [u for u in resources if u] if resources else None,
         "token_exchange": _policy(token_exchange),
         "sector_identifier_uri": sector_identifier_uri,
+        "fapi_profile": "" if fapi_profile == "none" else fapi_profile,
+        "tls_client_auth_subject_dn": tls_subject_dn,
+        "tls_client_auth_san_dns": tls_san_dns,
     }
     if authorization_encryption_alg == "none":
         uris["authorization_encrypted_response_alg"] = ""

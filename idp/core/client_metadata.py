@@ -35,11 +35,18 @@ IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``:
 ``request_object_signing_alg``; the RFC 8693 ``token_exchange`` policy) are checked here too,
 since the engine reads them at every sign-in. JARM (``authorization_signed_response_alg``,
 ``authorization_encrypted_response_alg`` / ``_enc``) and ``subject_type`` (``public`` |
-``pairwise``) likewise.
+``pairwise``) likewise. ``tls_client_auth`` clients (RFC 8705 §2.1.2) register exactly one
+of ``TLS_SUBJECT_FIELDS``; ``self_signed_tls_client_auth`` ones (§2.2) a ``jwks`` or ``jwks_uri``.
+``fapi_profile: "fapi2-security"`` (FAPI 2.0 Security Profile §5.3.2.1, §5.4; the engine's side
+is ``idp.oidc.fapi``) refuses what contradicts the profile: a client that is neither
+``private_key_jwt`` nor mTLS-authenticated, a signing algorithm other than PS256 / ES256 /
+EdDSA, a symmetric or short RSA key in ``jwks``, and ``require_pkce`` /
+``require_pushed_authorization_requests`` set false.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -60,8 +67,27 @@ AUTH_METHODS = (
     "client_secret_post",
     "client_secret_jwt",
     "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
     "none",
 )
+# RFC 8705 §2: client authentication by the TLS client certificate the proxy passes on.
+TLS_AUTH_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
+# RFC 8705 §2.1.2: a tls_client_auth client registers exactly one of these.
+TLS_SUBJECT_FIELDS = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns",
+                      "tls_client_auth_san_uri", "tls_client_auth_san_ip",
+                      "tls_client_auth_san_email")
+# FAPI 2.0 Security Profile (docs/oidc.md "FAPI 2.0 profile"): the ``fapi_profile`` values, and
+# what the profile allows (§5.3.2.1-3 client authentication, §5.4.1 algorithms, §5.4.2 keys).
+FAPI2_SECURITY = "fapi2-security"
+FAPI_PROFILES = (FAPI2_SECURITY,)
+FAPI_AUTH_METHODS = ("private_key_jwt", *TLS_AUTH_METHODS)
+FAPI_ALGS = ("PS256", "ES256", "EdDSA")
+FAPI_MIN_RSA_BITS = 2048
+# Every member naming a JWS algorithm the client or we sign with (JARM's included).
+_ALG_FIELDS = ("id_token_signed_response_alg", "userinfo_signed_response_alg",
+               "access_token_signed_response_alg", "request_object_signing_alg",
+               "token_endpoint_auth_signing_alg", "authorization_signed_response_alg")
 # RFC 8628 §3.4: the device authorization grant (docs/oidc.md "Device flow").
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant name
@@ -305,8 +331,28 @@ def check_auth_method(meta: Mapping[str, Any], policy: Policy) -> None:
     for grant in ("client_credentials", TOKEN_EXCHANGE):
         if method == "none" and grant in (meta.get("grant_types") or []):
             raise _fail("token_endpoint_auth_method", f"a public client (none) cannot use {grant}")
-    if method == "private_key_jwt" and not (meta.get("jwks_uri") or meta.get("jwks")):
-        raise _fail("token_endpoint_auth_method", "private_key_jwt needs a jwks_uri (or jwks)")
+    if method in ("private_key_jwt", "self_signed_tls_client_auth") and not (
+            meta.get("jwks_uri") or meta.get("jwks")):
+        raise _fail("token_endpoint_auth_method", f"{method} needs a jwks_uri (or jwks)")
+    _check_tls_subject(meta, method)
+
+
+def _check_tls_subject(meta: Mapping[str, Any], method: str) -> None:
+    """RFC 8705 §2.1.2: a ``tls_client_auth`` client registers exactly one subject DN or SAN
+    value (a non-empty string without control characters); other clients none. (Such a client
+    authenticates only where ``[mtls] client_cert_header`` passes certificates on.)"""
+    given = [f for f in TLS_SUBJECT_FIELDS if meta.get(f) is not None]
+    for field in given:
+        value = meta[field]
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_URI_LENGTH or any(
+                c < " " or c == "\x7f" for c in value):
+            raise _fail(field, f"must be a string of 1-{MAX_URI_LENGTH} characters without "
+                        "control characters")
+    if given and method != "tls_client_auth":
+        raise _fail(given[0], "only for token_endpoint_auth_method tls_client_auth")
+    if method == "tls_client_auth" and len(given) != 1:
+        raise _fail("token_endpoint_auth_method", "tls_client_auth needs exactly one of "
+                    f"{', '.join(TLS_SUBJECT_FIELDS)}")
 
 
 def check_keys(meta: Mapping[str, Any], policy: Policy) -> None:
@@ -534,6 +580,42 @@ def check_token_exchange(meta: Mapping[str, Any], policy: Policy) -> None:
         raise _fail(field, f"max_lifetime must be a whole number of seconds from {low} to {high}")
 
 
+def _rsa_bits(key: Mapping[str, Any]) -> int:
+    """The modulus length of an RSA JWK (RFC 7518 §6.3.1.1: ``n`` without leading zeros)."""
+    n = key.get("n")
+    try:
+        return int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))).bit_length()
+    except (TypeError, ValueError):
+        return 0
+
+
+def check_fapi_profile(meta: Mapping[str, Any], policy: Policy) -> None:
+    """``fapi_profile``: one of FAPI_PROFILES; with it, what FAPI 2.0 forbids is refused here,
+    naming the member (a public or secret-based client, RS256 / HS* / none, weak keys, the
+    PKCE or PAR requirement switched off)."""
+    profile = meta.get("fapi_profile")
+    if profile is None:
+        return
+    if profile not in FAPI_PROFILES:
+        raise _fail("fapi_profile", f"must be one of {', '.join(FAPI_PROFILES)}")
+    method = meta.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in FAPI_AUTH_METHODS:
+        raise _fail("token_endpoint_auth_method", "the FAPI 2.0 profile allows only "
+                    f"{', '.join(FAPI_AUTH_METHODS)} (a confidential client holding a key)")
+    for field in _ALG_FIELDS:
+        if field in meta and meta[field] not in FAPI_ALGS:
+            raise _fail(field, f"the FAPI 2.0 profile allows only {', '.join(FAPI_ALGS)}")
+    for field in ("require_pkce", "require_pushed_authorization_requests"):
+        if meta.get(field) is False:
+            raise _fail(field, "the FAPI 2.0 profile requires it")
+    for key in (meta.get("jwks") or {}).get("keys") or []:
+        if not isinstance(key, Mapping) or key.get("kty") not in ("RSA", "EC", "OKP"):
+            raise _fail("jwks", "the FAPI 2.0 profile allows only RSA, EC and OKP keys")
+        if key["kty"] == "RSA" and _rsa_bits(key) < FAPI_MIN_RSA_BITS:
+            raise _fail("jwks", f"the FAPI 2.0 profile needs RSA keys of at least "
+                        f"{FAPI_MIN_RSA_BITS} bits")
+
+
 CHECKS: tuple[Check, ...] = (
     check_list_types,
     check_uris,
@@ -550,6 +632,7 @@ CHECKS: tuple[Check, ...] = (
     check_upstreams,
     check_sender_constraints,
     check_token_exchange,
+    check_fapi_profile,
 )
 
 

@@ -38,7 +38,7 @@ idp.oidc.logout
 idp.oidc.registration
     register(svc, req), manage(svc, req, client_id)   RFC 7591, RFC 7592
 idp.oidc.discovery
-    metadata(issuer, mtls=)     OIDC Discovery §3 / RFC 8414 §2
+    metadata(issuer, oidc, mtls=)   OIDC Discovery §3 / RFC 8414 §2
 idp.oidc.dpop
     verify_proof(svc, value, method=, htu=, access_token=) -> Proof   RFC 9449 §4.3 checks
     new_nonce(svc), nonce_valid(svc, nonce), nonce_headers(svc)       RFC 9449 §8 nonces

@@ -35,7 +35,7 @@ from ..sso.stepup import required_acr_values
 from ..sso.users import account_usable, load_user
 from ..storage import audit as audit_rows
 from ..storage.models_oauth import Consent
-from . import jar, pushed, sender
+from . import fapi, jar, pushed, sender
 from .claims import claims_release
 from .clients import OAuthClient, client_cache
 from .http import HttpRequest, Values
@@ -352,7 +352,7 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None, *, or
     try:
         return _authorize(svc, eng, grant, oauth_req, client, redirect_uri, params,
                           session_id, accepted_auth_time, consent_given, origin, how)
-    except AuthorizationError as exc:
+    except (AuthorizationError, fapi.ProfileError) as exc:
         return _respond(svc, redirect_uri, {"error": exc.error,
                                             "error_description": exc.description,
                                             "state": params.get("state")},
@@ -422,6 +422,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
                accepted_auth_time: int | None, consent_given: bool, origin: Origin,
                how: Responder | None) -> Result:
     check_pushed(svc, client, params)
+    fapi.check_authorization(client, params)
     prompt, max_age, claims_request, resources, hinted_sub = check_params(svc, client, params)
 
     mgr = session_manager(svc)

@@ -12,6 +12,7 @@ from ..core.client_metadata import (
     DEVICE_CODE_GRANT,
     REQUEST_OBJECT_ALGS,
     SUBJECT_TYPES,
+    TLS_AUTH_METHODS,
     TOKEN_EXCHANGE,
 )
 from .dpop import DPOP_ALGS
@@ -29,8 +30,11 @@ CLAIMS = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "sid", "
 
 def metadata(issuer: str, oidc: Any = None, *, mtls: bool = False) -> dict:
     """``oidc``: the ``[oidc]`` settings, for what is required of every client; ``mtls``:
-    certificate-bound tokens are configured (``[mtls] client_cert_header``)."""
-    confidential = [m for m in ALL_AUTH_METHODS if m != "none"]
+    client certificates reach us (``[mtls] client_cert_header``): certificate-bound tokens and
+    mTLS client authentication."""
+    # RFC 8705 §2 client authentication only where client certificates reach us.
+    methods = [m for m in ALL_AUTH_METHODS if mtls or m not in TLS_AUTH_METHODS]
+    confidential = [m for m in methods if m != "none"]
     extra = {"tls_client_certificate_bound_access_tokens": True} if mtls else {}
     return extra | {
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
@@ -53,7 +57,7 @@ def metadata(issuer: str, oidc: Any = None, *, mtls: bool = False) -> dict:
         "authorization_signing_alg_values_supported": list(SIGNING_ALGS),
         "authorization_encryption_alg_values_supported": list(AUTHORIZATION_ENCRYPTION_ALGS),
         "authorization_encryption_enc_values_supported": list(AUTHORIZATION_ENCRYPTION_ENCS),
-        "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": methods,
         "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGS)
         + ["HS256", "HS384", "HS512"],
         "introspection_endpoint_auth_methods_supported": confidential,

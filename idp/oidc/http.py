@@ -140,6 +140,11 @@ class PlainOAuth2Request(OAuth2Request):
         return self._req.remote_addr
 
     @property
+    def client_cert(self) -> str | None:
+        """The client certificate a trusted proxy passed on (RFC 8705 §2 client auth)."""
+        return self._req.client_cert
+
+    @property
     def request_id(self) -> str | None:
         return self._req.request_id
 

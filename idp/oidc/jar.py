@@ -39,6 +39,7 @@ from joserfc.jwk import KeySet, OctKey
 
 from ..core.client_metadata import REQUEST_OBJECT_ALGS
 from ..services import Services
+from . import fapi
 from .clients import OAuthClient
 from .fetch import OutboundError, outbound
 from .server import engine
@@ -156,6 +157,9 @@ def _verified_claims(svc: Services, client: OAuthClient, token: Any) -> dict[str
     except (JoseError, ValueError, TypeError):
         raise RequestObjectError("the signature does not verify") from None
     _check_claims(svc, client, claims)
+    refused = fapi.request_object_problem(client, alg, claims)
+    if refused:
+        raise RequestObjectError(refused)
     return claims
 
 

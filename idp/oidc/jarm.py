@@ -28,6 +28,7 @@ from joserfc.jwk import KeySet
 
 from ..core.client_metadata import DEFAULT_AUTHORIZATION_ENC, encryption_keys
 from ..services import Services
+from . import fapi
 from .clients import OAuthClient
 from .results import FormPost, Redirect
 from .server import engine
@@ -58,7 +59,7 @@ class Responder:
 def responder(svc: Services, client: OAuthClient) -> Responder:
     """The client's JARM settings with its encryption key fetched; JarmUnavailable when
     encryption is registered but no key fit for it can be had."""
-    alg = client.setting("authorization_signed_response_alg", "RS256")
+    alg = fapi.signing_alg(client, "authorization_signed_response_alg")
     enc_alg = client.setting("authorization_encrypted_response_alg")
     if not enc_alg:
         return Responder(client.client_id, alg)

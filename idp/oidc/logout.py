@@ -27,6 +27,7 @@ from ..core.client_metadata import safe_uri
 from ..errors import new_reference
 from ..services import Services
 from ..sso.sessions import UserSignout, session_manager
+from . import fapi
 from .clients import client_cache
 from .fetch import OutboundError, OutboundRefused, outbound
 from .http import Values
@@ -93,7 +94,7 @@ def logout_token(svc: Services, client_id: str, sub: str | None, sid: str | None
     if sid:
         claims["sid"] = sid
     client = client_cache(svc).get(client_id)
-    alg = client.setting("id_token_signed_response_alg", "RS256") if client else "RS256"
+    alg = fapi.signing_alg(client, "id_token_signed_response_alg") if client else "RS256"
     return eng.signer.sign(claims, alg, typ="logout+jwt")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from ..services import Services
-from . import jar, pushed
+from . import fapi, jar, pushed
 from .authorize import SIGNED, AuthorizationError, check_client_and_redirect, check_params
 from .endpoints import NO_STORE, oauth_error, precheck
 from .http import HttpRequest
@@ -76,6 +76,7 @@ def _validate(svc: Services, params: dict[str, Any]) -> JsonResult | None:
     try:
         eng.server.get_consent_grant(oauth_req, end_user=None)
         check_params(svc, client, params)
+        fapi.check_push(client, params)
     except OAuth2Error as exc:
         return oauth_error(exc.error, exc.description or exc.error)
     except AuthorizationError as exc:

@@ -10,7 +10,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from ..core.client_metadata import MetadataError, Policy, check_client_metadata
+from ..core.client_metadata import (
+    TLS_SUBJECT_FIELDS,
+    MetadataError,
+    Policy,
+    check_client_metadata,
+)
 from ..crypto import new_token
 from ..errors import Conflict, ValidationError
 from ..services import Services
@@ -34,7 +39,9 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "authorization_encrypted_response_enc",
          # RFC 9126 §6, RFC 9101 §10.5, OIDC Registration §2: a client may only tighten these.
          "require_pushed_authorization_requests", "require_signed_request_object",
-         "request_object_signing_alg", "request_uris")
+         "request_object_signing_alg", "request_uris", "fapi_profile",
+         # RFC 8705 §2.1.2: what a tls_client_auth client's certificate must carry.
+         *TLS_SUBJECT_FIELDS)
 
 
 _NO_STORE = {"Cache-Control": "no-store"}

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc6749 import AuthorizationServer as _AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
@@ -40,12 +41,14 @@ from joserfc.jwk import KeySet, OctKey
 from sqlalchemy import or_, select, update
 
 from ..core.authn import AuthnResult
+from ..core.client_metadata import TLS_AUTH_METHODS
 from ..services import Services
 from ..sso.sessions import session_manager
 from ..sso.users import account_usable
 from ..storage import audit as audit_rows
 from ..storage.models import User
 from ..storage.models_oauth import RefreshToken
+from . import fapi, mtls
 from .claims import user_claims
 from .clients import OAuthClient, client_cache
 from .device import install as install_device_flow
@@ -152,11 +155,15 @@ class _JWTClientAuth(JWTBearerClientAssertion):
         data = request.form
         if data.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE:
             return None
-        _, claims = self.extract_assertion(data.get("client_assertion") or "")
+        header, claims = self.extract_assertion(data.get("client_assertion") or "")
         sub = claims.get("sub")
         client = query_client(sub) if isinstance(sub, str) else None
         if client is not None and client.auth_method != self.CLIENT_AUTH_METHOD:
             return None
+        refused = fapi.assertion_problem(client, header, claims, self.engine.issuer)
+        if refused:
+            log.info("client assertion refused: %s", refused)
+            raise InvalidClientError(description=refused)
         return super().__call__(query_client, request)
 
     def get_audiences(self) -> list[str]:
@@ -218,10 +225,43 @@ class PrivateKeyJWTAuth(_JWTClientAuth):
             raise InvalidClientError(description="The client's key set is not usable.") from None
 
 
+class TLSClientAuth:
+    """RFC 8705 §2: the client named by ``client_id`` authenticates with the TLS client
+    certificate the trusted proxy passed on: ``tls_client_auth`` by its registered subject DN
+    or SAN (the proxy verified the chain), ``self_signed_tls_client_auth`` by one of its
+    registered keys. Answers only for clients registered with this method."""
+
+    def __init__(self, engine: Engine, method: str) -> None:
+        self.engine = engine
+        self.method = method
+
+    def __call__(self, query_client, request):
+        client_id = request.form.get("client_id")
+        client = query_client(client_id) if isinstance(client_id, str) and client_id else None
+        if client is None or client.auth_method != self.method:
+            return None
+        cert = mtls.certificate(getattr(request, "client_cert", None))
+        if cert is None:
+            raise InvalidClientError(description="No client certificate was presented.")
+        if self.method == "tls_client_auth":
+            matches = mtls.subject_matches(cert, client.meta)
+        else:
+            try:
+                keys = KeySet.import_key_set(self.engine.client_jwks(client)).keys
+            except (JoseError, ValueError, TypeError, KeyError):
+                keys = []
+            matches = mtls.key_matches(cert, keys)
+        if not matches:
+            log.info("client certificate refused", extra={"client_id": client.client_id})
+            raise InvalidClientError(description="The client certificate does not match the "
+                                                 "client's registration.")
+        return client
+
+
 # --- grants -------------------------------------------------------------------------------------
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt",
-                    "private_key_jwt", "none"]
+                    "private_key_jwt", "none", *TLS_AUTH_METHODS]
 
 
 class S256Only(CodeChallenge):
@@ -294,8 +334,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         ctx.update(client_id=request.client.client_id, redirect_uri=data.get("redirect_uri"),
                    scope=request.scope, code_challenge=data.get("code_challenge"),
                    code_challenge_method=data.get("code_challenge_method"))
-        self.engine.svc.store.put(_CODE + self.engine.hash(code), ctx,
-                                  self.engine.settings.code_lifetime)
+        self.engine.svc.store.put(_CODE + self.engine.hash(code), ctx, fapi.code_lifetime(
+            request.client, self.engine.settings.code_lifetime))
 
     def query_authorization_code(self, code: str, client: OAuthClient) -> AuthCode | None:
         if not isinstance(code, str) or len(code) > 200:
@@ -391,7 +431,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post",
-                                   "client_secret_jwt", "private_key_jwt"]
+                                   "client_secret_jwt", "private_key_jwt", *TLS_AUTH_METHODS]
 
     def validate_token_request(self):
         super().validate_token_request()
@@ -448,6 +488,7 @@ class AuthorizationServer(_AuthorizationServer):
 
     def send_signal(self, name, *args, **kwargs) -> None:
         if name == "after_authenticate_client":  # before a code or refresh token is used up
+            fapi.check_token_request(kwargs["client"], kwargs["grant"].request)
             require_constraint(kwargs["client"], kwargs["grant"].request)
 
     def handle_error_response(self, request, error):
@@ -474,6 +515,8 @@ class Engine:
             ClientSecretJWTAuth.CLIENT_AUTH_METHOD, ClientSecretJWTAuth(self))
         self.server.register_client_auth_method(
             PrivateKeyJWTAuth.CLIENT_AUTH_METHOD, PrivateKeyJWTAuth(self))
+        for method in TLS_AUTH_METHODS:
+            self.server.register_client_auth_method(method, TLSClientAuth(self, method))
         self.server.register_grant(AuthorizationCodeGrant, [S256Only(self), OIDCCode(self)])
         self.server.register_grant(RefreshTokenGrant)
         self.server.register_grant(ClientCredentialsGrant)
@@ -548,7 +591,7 @@ class Engine:
         return kept
 
     def rotates(self, client: OAuthClient) -> bool:
-        return bool(client.setting("refresh_token_rotation", self.settings.refresh_rotation))
+        return fapi.refresh_rotation(client, self.settings.refresh_rotation)
 
     def permitted_scope(self, client: OAuthClient, user_id: int | None,
                         requested: str | None) -> str:
@@ -620,7 +663,7 @@ class Engine:
             access_token = secrets.token_urlsafe(32)
             self.svc.store.put(_OPAQUE + self.hash(access_token), claims, lifetime)
         else:
-            alg = client.setting("access_token_signed_response_alg", "RS256")
+            alg = fapi.signing_alg(client, "access_token_signed_response_alg")
             access_token = self.signer.sign(claims, alg, typ="at+jwt")
         token = {"access_token": access_token, "token_type": token_type(cnf),
                  "expires_in": lifetime,
@@ -682,7 +725,7 @@ class Engine:
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
                  access_token: str | None, lifetime: int | None = None) -> str:
-        alg = client.setting("id_token_signed_response_alg", "RS256")
+        alg = fapi.signing_alg(client, "id_token_signed_response_alg")
         if alg not in SIGNING_ALGS:
             alg = "RS256"
         now = self.now()

@@ -390,3 +390,48 @@ def test_the_device_grant_is_offered_and_needs_no_redirect_uri(admin, svc):
     response = post(admin, "/admin/clients/new", form)
     assert response.headers["Location"] == "/admin/clients/tv"
     assert client_row(svc, "tv").meta["grant_types"] == [device]
+
+
+def test_the_fapi_profile_is_chosen_in_the_form(admin, svc):
+    """The security profile select (docs/oidc.md "FAPI 2.0 profile"): a client the profile
+    forbids is refused beside the field the validator names, nothing stored; a private key JWT
+    client takes it, the detail page shows it, and choosing none takes it off."""
+    assert 'value="fapi2-security"' in admin.get("/admin/clients/new").get_data(as_text=True)
+    before = (count(svc, Client), len(audit_actions(svc)))
+    secret_client = post(admin, "/admin/clients/new", dict(GOOD_FORM,
+                                                           fapi_profile="fapi2-security"))
+    assert secret_client.status_code == 400
+    html = secret_client.get_data(as_text=True)
+    assert 'id="auth_method-error"' in html and "FAPI 2.0" in html
+    unknown = post(admin, "/admin/clients/new", dict(GOOD_FORM, fapi_profile="fapi1"))
+    assert unknown.status_code == 400
+    assert 'id="fapi_profile-error"' in unknown.get_data(as_text=True)
+    assert (count(svc, Client), len(audit_actions(svc))) == before
+    form = dict(GOOD_FORM, auth_method="private_key_jwt", fapi_profile="fapi2-security",
+                jwks_uri="https://portal.example.org/jwks")
+    made = post(admin, "/admin/clients/new", form)
+    assert made.headers["Location"] == "/admin/clients/portal", made.get_data(as_text=True)[:500]
+    assert client_row(svc, "portal").meta["fapi_profile"] == "fapi2-security"
+    assert "FAPI 2.0 Security Profile" in admin.get("/admin/clients/portal").get_data(as_text=True)
+    off = post(admin, "/admin/clients/portal/edit", dict(form, fapi_profile=""))
+    assert off.status_code == 302
+    assert "fapi_profile" not in client_row(svc, "portal").meta
+
+
+def test_an_mtls_client_is_created_from_the_form(admin, svc):
+    """The dropdown offers both RFC 8705 methods; tls_client_auth needs the subject DN field
+    (refused beside the method without it) and makes no secret."""
+    page = admin.get("/admin/clients/new").get_data(as_text=True)
+    assert 'value="tls_client_auth"' in page and 'value="self_signed_tls_client_auth"' in page
+    form = dict(GOOD_FORM, client_id="robot", auth_method="tls_client_auth",
+                grant_types=["client_credentials"], redirect_uris="",
+                post_logout_redirect_uris="")
+    before = count(svc, Client)
+    refused = post(admin, "/admin/clients/new", form)
+    assert refused.status_code == 400
+    assert 'id="auth_method-error"' in refused.get_data(as_text=True)
+    assert count(svc, Client) == before
+    made = post(admin, "/admin/clients/new", dict(form, tls_client_auth_subject_dn="CN=robot"))
+    assert made.headers["Location"] == "/admin/clients/robot", made.get_data(as_text=True)[:500]
+    row = client_row(svc, "robot")
+    assert row.meta["tls_client_auth_subject_dn"] == "CN=robot" and row.secret_hash is None

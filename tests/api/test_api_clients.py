@@ -614,3 +614,56 @@ def test_a_device_client_needs_no_redirect_uris(app, client, admin):
                   metadata={"grant_types": [device], "token_endpoint_auth_method": "none"})
     assert made["metadata"]["grant_types"] == [device]
     assert row(app.extensions["idp"], "tv")["meta"]["grant_types"] == [device]
+
+
+def test_fapi_profile_through_the_api(app, client, admin):
+    """``fapi_profile`` (docs/oidc.md "FAPI 2.0 profile"): set on a private_key_jwt client;
+    a client secret client, an RS256 ID token or an unknown profile is refused naming the member
+    and nothing changes; ``null`` in a merge patch takes it off."""
+    svc = app.extensions["idp"]
+    jwks = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+                      "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                      "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}
+    made = create(client, admin, client_id="bank", metadata={
+        "redirect_uris": [CB], "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks,
+        "fapi_profile": "fapi2-security"})
+    assert made["metadata"]["fapi_profile"] == "fapi2-security" and made["client_secret"] is None
+    create(client, admin, client_id="plain")
+    before = (row(svc, "bank"), row(svc, "plain"))
+    for path, metadata, field in (
+        ("plain", {"fapi_profile": "fapi2-security"}, "token_endpoint_auth_method"),
+        ("bank", {"id_token_signed_response_alg": "RS256"}, "id_token_signed_response_alg"),
+        ("bank", {"fapi_profile": "fapi1"}, "fapi_profile"),
+    ):
+        resp = api(client, "PATCH", f"/api/v1/clients/{path}", admin,
+                   json={"metadata": metadata})
+        assert resp.status_code in (400, 409) and resp.mimetype == PROBLEM, resp.get_json()
+        assert field in json.dumps(resp.get_json()), resp.get_json()
+    assert (row(svc, "bank"), row(svc, "plain")) == before
+    resp = api(client, "PATCH", "/api/v1/clients/bank", admin,
+               json={"metadata": {"fapi_profile": None}})
+    assert resp.status_code == 200 and "fapi_profile" not in resp.get_json()["metadata"]
+
+
+def test_mtls_client_authentication_through_the_api(app, client, admin):
+    """RFC 8705 §2: tls_client_auth with exactly one subject member; none, two, or one on
+    another method is 400 naming the member, nothing stored."""
+    made = create(client, admin, client_id="robot", metadata={
+        "grant_types": ["client_credentials"], "token_endpoint_auth_method": "tls_client_auth",
+        "tls_client_auth_san_dns": "robot.example.org"})
+    assert made["client_secret"] is None
+    assert made["metadata"]["tls_client_auth_san_dns"] == "robot.example.org"
+    service = {"grant_types": ["client_credentials"]}
+    for metadata, field in (
+        ({"token_endpoint_auth_method": "tls_client_auth"}, "token_endpoint_auth_method"),
+        ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=a",
+          "tls_client_auth_san_uri": "https://a.example.org/"}, "token_endpoint_auth_method"),
+        ({"tls_client_auth_subject_dn": "CN=a"}, "tls_client_auth_subject_dn"),
+        ({"token_endpoint_auth_method": "self_signed_tls_client_auth"},
+         "token_endpoint_auth_method"),
+    ):
+        resp = api(client, "POST", "/api/v1/clients", admin,
+                   json={"client_id": "x", "metadata": {**service, **metadata}})
+        assert resp.status_code == 400 and resp.mimetype == PROBLEM, resp.get_json()
+        assert field in json.dumps(resp.get_json())
+        assert row(app.extensions["idp"], "x") is None

@@ -3,50 +3,26 @@ certificate arrives URL-encoded in ``[mtls] client_cert_header`` (nginx's
 ``$ssl_client_escaped_cert``) and is believed only from ``[server] trusted_proxy_networks``.
 Tokens of a client registered with ``tls_client_certificate_bound_access_tokens`` carry
 ``cnf["x5t#S256"]`` (computed here independently), and userinfo and the admin API accept them
-only with the same certificate."""
+only with the same certificate. mTLS client authentication (RFC 8705 §2): ``tls_client_auth``
+by the registered subject DN or SAN DNS name, ``self_signed_tls_client_auth`` by a registered
+key; every other certificate, none, or one from an untrusted peer is ``invalid_client``."""
 
 from __future__ import annotations
 
 import base64
-import datetime
-import hashlib
 from urllib.parse import quote
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from dpop_client import claims_of
-from oidc_support import RP, authorize, build_env
+from jwt.algorithms import ECAlgorithm
+from mtls_client import escaped, make_cert, x5t
+from oidc_support import RP, authorize, build_env, initial_access_token
 from sqlalchemy import func, select
 
 HEADER = "X-SSL-Client-Cert"
 UNTRUSTED = {"REMOTE_ADDR": "203.0.113.9"}
-
-
-def make_cert(name: str) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
-
-
-def escaped(cert: x509.Certificate) -> str:
-    """As nginx's $ssl_client_escaped_cert: the PEM, URL-encoded."""
-    return quote(cert.public_bytes(Encoding.PEM).decode(), safe="")
-
-
-def x5t(cert: x509.Certificate) -> str:
-    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
 CERT, OTHER = make_cert("client"), make_cert("someone else")
+SAN_CERT = make_cert("anything", san_dns="bank.example.org")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +41,14 @@ def env(tmp_path_factory):
             _, built.secrets["certweb"] = reg.create(
                 "certweb", name="Cert web", redirect_uris=[RP], scope="openid profile",
                 grant_types=["authorization_code", "refresh_token"], extra=bound)
+            service = {"grant_types": ["client_credentials"], "scope": "api"}
+            reg.create("tlsdn", auth_method="tls_client_auth", **service,
+                       extra={"tls_client_auth_subject_dn": "CN=client"})
+            reg.create("tlsdns", auth_method="tls_client_auth", **service,
+                       extra={"tls_client_auth_san_dns": "bank.example.org"})
+            own_key = ECAlgorithm.to_jwk(CERT.public_key(), as_dict=True)
+            reg.create("selfsig", auth_method="self_signed_tls_client_auth", **service,
+                       extra={"jwks": {"keys": [own_key]}})
         client_cache(built.svc).bump()
         yield built
 
@@ -182,3 +166,96 @@ def test_settings_refuse_a_header_nobody_vouches_for(tmp_path, mtls, server, mes
 
     with pytest.raises(ConfigError, match=message):
         load_settings({"instance_dir": str(tmp_path), "mtls": mtls, "server": server})
+
+
+# --- mTLS client authentication (RFC 8705 §2) ---------------------------------------------------
+
+def tls_token(c, client_id: str, cert, **kw):
+    headers = {HEADER: escaped(cert)} if cert is not None else {}
+    return c.post("/oauth2/token", data={"grant_type": "client_credentials",
+                                         "client_id": client_id}, headers=headers, **kw)
+
+
+@pytest.mark.parametrize("client_id,cert", [("tlsdn", CERT), ("tlsdns", SAN_CERT),
+                                            ("selfsig", CERT)])
+def test_mtls_client_authentication(env, client_id, cert):
+    """The registered subject DN, SAN DNS name or key authenticates; another certificate,
+    none, or the right one from a peer outside the proxies' networks is invalid_client with
+    nothing issued. No client secret exists for these clients."""
+    c = env.client()
+    ok = tls_token(c, client_id, cert)
+    assert ok.status_code == 200, ok.json
+    assert claims_of(ok.json["access_token"])["client_id"] == client_id
+    issued = issued_rows(env)
+    for bad, kw in ((OTHER, {}), (None, {}), (cert, {"environ_base": UNTRUSTED})):
+        refused = tls_token(c, client_id, bad, **kw)
+        assert refused.status_code == 401 and refused.json["error"] == "invalid_client"
+        assert "access_token" not in refused.json
+    assert issued_rows(env) == issued
+    with env.svc.sessions() as db:
+        from idp.storage.models import Client
+
+        assert db.get(Client, client_id).secret_hash is None
+
+
+def test_mtls_client_authenticates_at_introspection(env):
+    c = env.client()
+    token = tls_token(c, "tlsdn", CERT).json["access_token"]
+    answer = c.post("/oauth2/introspect", data={"token": token, "client_id": "tlsdn"},
+                    headers={HEADER: escaped(CERT)})
+    assert answer.status_code == 200 and answer.json["active"] is True
+    refused = c.post("/oauth2/introspect", data={"token": token, "client_id": "tlsdn"},
+                     headers={HEADER: escaped(OTHER)})
+    assert refused.status_code == 401
+
+
+def test_discovery_lists_mtls_client_auth_only_with_certificates(env):
+    from idp.oidc.discovery import metadata
+
+    doc = env.client().get("/.well-known/openid-configuration").json
+    for member in ("token_endpoint_auth_methods_supported",
+                   "introspection_endpoint_auth_methods_supported"):
+        assert {"tls_client_auth", "self_signed_tls_client_auth"} <= set(doc[member])
+    plain = metadata("https://idp.example.org")
+    assert not {"tls_client_auth", "self_signed_tls_client_auth"} & set(
+        plain["token_endpoint_auth_methods_supported"])
+
+
+@pytest.mark.parametrize("meta,field", [
+    ({"token_endpoint_auth_method": "tls_client_auth"}, "token_endpoint_auth_method"),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": "CN=a",
+      "tls_client_auth_san_dns": "a.example.org"}, "token_endpoint_auth_method"),
+    ({"tls_client_auth_subject_dn": "CN=a"}, "tls_client_auth_subject_dn"),
+    ({"token_endpoint_auth_method": "self_signed_tls_client_auth"},
+     "token_endpoint_auth_method"),
+    ({"token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_subject_dn": ""},
+     "tls_client_auth_subject_dn"),
+    ({"token_endpoint_auth_method": "tls_client_auth",
+      "tls_client_auth_san_dns": "a\nb.example.org"}, "tls_client_auth_san_dns"),
+])
+def test_mtls_client_metadata_is_refused_naming_the_member(env, meta, field):
+    from idp.storage.models import Client
+
+    c = env.client()
+    with env.svc.sessions() as db:
+        before = db.scalar(select(func.count()).select_from(Client))
+    body = {"grant_types": ["client_credentials"], "scope": "api", **meta}
+    resp = c.post("/oauth2/register", json=body,
+                  headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_client_metadata"
+    assert resp.json["error_description"].startswith(field), resp.json
+    with env.svc.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Client)) == before
+
+
+def test_registered_tls_client_keeps_its_subject(env):
+    c = env.client()
+    made = c.post("/oauth2/register", json={
+        "grant_types": ["client_credentials"], "scope": "api",
+        "token_endpoint_auth_method": "tls_client_auth",
+        "tls_client_auth_subject_dn": "CN=client"},
+        headers={"Authorization": f"Bearer {initial_access_token(env)}"})
+    assert made.status_code == 201, made.json
+    assert made.json["tls_client_auth_subject_dn"] == "CN=client"
+    assert "client_secret" not in made.json
+    assert tls_token(c, made.json["client_id"], CERT).status_code == 200

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from ...core import claims as core_claims
 from ...core import rbac
-from ...core.client_metadata import Policy, check_client_metadata
+from ...core.client_metadata import TLS_SUBJECT_FIELDS, Policy, check_client_metadata
 from ...errors import ConfigError, Conflict, Forbidden, IdPError, NotFound, ValidationError
 from ...saml.registry import parse_entity, standalone_xml, validate_settings
 from ...settings import applied_keys, env_name, load_defaults, load_settings
@@ -86,6 +86,8 @@ CLIENT_METADATA: dict[str, type | tuple[type, ...]] = {
     "require_signed_request_object": bool,
     "request_object_signing_alg": str,
     "request_uris": list,
+    **{field: str for field in TLS_SUBJECT_FIELDS},
+    "fapi_profile": str,
     "dpop_bound_access_tokens": bool,
     "tls_client_certificate_bound_access_tokens": bool,
     "default_max_age": int,

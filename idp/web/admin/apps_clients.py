@@ -20,6 +20,7 @@ from flask_babel import lazy_gettext as _l
 from ...core.client_metadata import (
     AUTH_METHODS,
     DEVICE_CODE_GRANT,
+    FAPI2_SECURITY,
     GRANT_TYPES,
     SIGNING_ALGS,
     SUBJECT_TYPES,
@@ -55,6 +56,8 @@ AUTH_LABELS = {
     "client_secret_post": _l("Client secret (in the form body)"),
     "client_secret_jwt": _l("Client secret JWT"),
     "private_key_jwt": _l("Private key JWT"),
+    "tls_client_auth": _l("TLS client certificate from a trusted CA (mTLS)"),
+    "self_signed_tls_client_auth": _l("Self-signed TLS client certificate (mTLS)"),
     "none": _l("None (public client, PKCE)"),
 }
 GRANT_LABELS = {
@@ -63,6 +66,11 @@ GRANT_LABELS = {
     "client_credentials": _l("Client credentials"),
     DEVICE_CODE_GRANT: _l("Device authorization (TVs, command-line tools)"),
     TOKEN_EXCHANGE: _l("Token exchange (RFC 8693)"),
+}
+# The security profiles a client may be held to ("": none).
+PROFILE_LABELS = {
+    "": _l("None"),
+    FAPI2_SECURITY: _l("FAPI 2.0 Security Profile"),
 }
 # Form fields that hold metadata of the same name.
 URI_LISTS = ("redirect_uris", "post_logout_redirect_uris")
@@ -145,6 +153,8 @@ def _form_from_client(row) -> dict[str, Any]:
         "sector_identifier_uri": meta.get("sector_identifier_uri", ""),
         "subject_type": meta.get("subject_type", "public"),
         "authorization_alg": meta.get("authorization_signed_response_alg", ""),
+        "fapi_profile": meta.get("fapi_profile", ""),
+        "tls_client_auth_subject_dn": meta.get("tls_client_auth_subject_dn", ""),
         "first_party": row.first_party,
         **_policy_fields(meta.get("token_exchange") or {}),
     }
@@ -166,6 +176,8 @@ def _form_from_request() -> dict[str, Any]:
             "name",
             "auth_method",
             "scope",
+            "fapi_profile",
+            "tls_client_auth_subject_dn",
             *URI_ONE,
             *LIFETIMES,
         )
@@ -221,6 +233,9 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
             "subject_type"]
     if values["authorization_alg"] or patch:
         meta["authorization_signed_response_alg"] = values["authorization_alg"] or None
+    for key in ("fapi_profile", "tls_client_auth_subject_dn"):
+        if values[key] or patch:
+            meta[key] = values[key] or None
     return meta
 
 
@@ -273,6 +288,8 @@ INLINE = frozenset(
         "scope",
         "subject_type",
         "authorization_alg",
+        "fapi_profile",
+        "tls_client_auth_subject_dn",
         *URI_LISTS,
         *URI_ONE,
         *LIFETIMES,
@@ -306,6 +323,7 @@ def _render_form(values, errors, *, row=None, status=200):
             subject_labels=SUBJECT_LABELS,
             subject_types=SUBJECT_TYPES,
             signing_algs=SIGNING_ALGS,
+            profile_labels=PROFILE_LABELS,
         ),
         status,
     )
@@ -336,6 +354,8 @@ def client_new():
             "sector_identifier_uri": "",
             "subject_type": "public",
             "authorization_alg": "",
+            "fapi_profile": "",
+            "tls_client_auth_subject_dn": "",
             "first_party": False,
             **_policy_fields({}),
         }

@@ -24,11 +24,13 @@ from ...core.client_metadata import (
     AUTHORIZATION_ENCRYPTION_ALGS,
     AUTHORIZATION_ENCRYPTION_ENCS,
     ENCRYPTION_KTY,
+    FAPI_PROFILES,
     GRANT_TYPES,
     MAX_POLICY_ENTRIES,
     REQUEST_OBJECT_ALGS,
     SIGNING_ALGS,
     SUBJECT_TYPES,
+    TLS_SUBJECT_FIELDS,
     TOKEN_EXCHANGE,
     URI_RULES,
     MetadataError,
@@ -107,6 +109,9 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
 RequestObjectAlg = Literal[REQUEST_OBJECT_ALGS]
+FapiProfile = Literal[FAPI_PROFILES]
+# RFC 8705 §2.1.2: a subject DN or SAN value of a tls_client_auth client's certificate.
+TlsSubject = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00-\x1f\x7f]+$")]
 EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
 EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
 SubjectType = Literal[SUBJECT_TYPES]
@@ -171,6 +176,17 @@ def _without(member: str) -> dict[str, Any]:
     return {"not": {"required": [member]}}
 
 
+def _tls_subject_rules() -> list[dict[str, Any]]:
+    """RFC 8705 §2.1.2: ``tls_client_auth`` takes exactly one subject DN or SAN member, and
+    no other method takes any."""
+    tls = {"required": ["token_endpoint_auth_method"],
+           "properties": {"token_endpoint_auth_method": {"const": "tls_client_auth"}}}
+    return [
+        {"anyOf": [{"not": tls}, {"oneOf": [{"required": [f]} for f in TLS_SUBJECT_FIELDS]}]},
+        *({"anyOf": [{"not": {"required": [f]}}, tls]} for f in TLS_SUBJECT_FIELDS),
+    ]
+
+
 def _encryption_key_rules() -> list[dict[str, Any]]:
     """JARM encryption (``idp.core.client_metadata.check_authorization_encryption``): the
     algorithm needs the client's keys, and an inline ``jwks`` holds a key fit for the
@@ -206,7 +222,9 @@ class ClientMetadataIn(_Exact):
     client. The rules between members are in the schema (``allOf``) and enforced as written:
     the authorization_code grant (the default) needs ``redirect_uris``; a public client
     (``none``) cannot use client_credentials; ``private_key_jwt`` needs ``jwks_uri`` or
-    ``jwks``; ``jwks`` and ``jwks_uri`` exclude each other; ``pairwise`` without a
+    ``jwks`` (and so does ``self_signed_tls_client_auth``); ``tls_client_auth`` takes exactly
+    one ``tls_client_auth_subject_dn`` / ``_san_*`` member (RFC 8705 §2.1.2) and no other
+    method any; ``jwks`` and ``jwks_uri`` exclude each other; ``pairwise`` without a
     ``sector_identifier_uri`` takes exactly one redirect URI here; JARM encryption needs keys
     (inline ones fit for the algorithm) and ``..._enc`` needs ``..._alg``."""
 
@@ -246,7 +264,8 @@ class ClientMetadataIn(_Exact):
                             {
                                 "properties": {
                                     "token_endpoint_auth_method": {
-                                        "enum": [m for m in AUTH_METHODS if m != "private_key_jwt"]
+                                        "enum": [m for m in AUTH_METHODS if m not in (
+                                            "private_key_jwt", "self_signed_tls_client_auth")]
                                     }
                                 }
                             },
@@ -255,6 +274,7 @@ class ClientMetadataIn(_Exact):
                         ]
                     },
                     {"not": {"required": ["jwks", "jwks_uri"]}},
+                    *_tls_subject_rules(),
                     # Pairwise without a sector document: one redirect URI here (the one
                     # validator takes several on one host; the schema cannot say "one host").
                     {
@@ -305,6 +325,14 @@ class ClientMetadataIn(_Exact):
     request_object_signing_alg: RequestObjectAlg = None
     request_uris: _uris("request_uris", "fetched") = None
     allowed_upstreams: Upstreams = None
+    fapi_profile: FapiProfile = Field(
+        None, description="Hold the client to the FAPI 2.0 Security Profile (docs/oidc.md)"
+    )
+    tls_client_auth_subject_dn: TlsSubject = None
+    tls_client_auth_san_dns: TlsSubject = None
+    tls_client_auth_san_uri: TlsSubject = None
+    tls_client_auth_san_ip: TlsSubject = None
+    tls_client_auth_san_email: TlsSubject = None
     dpop_bound_access_tokens: StrictBool = None
     tls_client_certificate_bound_access_tokens: StrictBool = None
     resources: _uris("resources", "https") = Field(
@@ -331,8 +359,15 @@ class ClientMetadataIn(_Exact):
                 raise ValueError(
                     f"token_endpoint_auth_method: a public client (none) cannot use {grant}"
                 )
-        if method == "private_key_jwt" and not given & {"jwks_uri", "jwks"}:
-            raise ValueError("token_endpoint_auth_method: private_key_jwt needs jwks_uri or jwks")
+        if method in ("private_key_jwt", "self_signed_tls_client_auth") and not (
+                given & {"jwks_uri", "jwks"}):
+            raise ValueError(f"token_endpoint_auth_method: {method} needs jwks_uri or jwks")
+        subjects = [f for f in TLS_SUBJECT_FIELDS if f in given]
+        if subjects and method != "tls_client_auth":
+            raise ValueError(f"{subjects[0]}: only for token_endpoint_auth_method tls_client_auth")
+        if method == "tls_client_auth" and len(subjects) != 1:
+            raise ValueError("token_endpoint_auth_method: tls_client_auth needs exactly one of "
+                             + ", ".join(TLS_SUBJECT_FIELDS))
         if {"jwks", "jwks_uri"} <= given:
             raise ValueError("jwks: jwks and jwks_uri exclude each other")
         if (
@@ -380,6 +415,12 @@ class ClientMetadataPatch(_Exact):
     request_object_signing_alg: RequestObjectAlg | None = None
     request_uris: _uris("request_uris", "fetched") | None = None
     allowed_upstreams: Upstreams | None = None
+    fapi_profile: FapiProfile | None = None
+    tls_client_auth_subject_dn: TlsSubject | None = None
+    tls_client_auth_san_dns: TlsSubject | None = None
+    tls_client_auth_san_uri: TlsSubject | None = None
+    tls_client_auth_san_ip: TlsSubject | None = None
+    tls_client_auth_san_email: TlsSubject | None = None
     dpop_bound_access_tokens: StrictBool | None = None
     tls_client_certificate_bound_access_tokens: StrictBool | None = None
     resources: _uris("resources", "https") | None = None
