@@ -485,6 +485,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_mfa(s["mfa"])
     _validate_policies(s)
     _validate_risk(s["risk"])
+    _validate_rate_limits(s["rate_limits"])
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
     _validate_notifications(s)
@@ -582,6 +583,15 @@ def _validate_policies(s: dict[str, Any]) -> None:
     for domain in s["registration"]["allowed_domains"]:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"setting registration.allowed_domains: {domain!r} is not a domain")
+
+
+def _validate_rate_limits(limits: dict[str, Any]) -> None:
+    """[rate_limits]: no negative limit, every window at least a second."""
+    for key, value in limits.items():
+        if key.endswith("_window_seconds") and value < 1:
+            raise ConfigError(f"setting rate_limits.{key} must be at least 1")
+        if not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"setting rate_limits.{key} must not be negative")
 
 
 def _validate_risk(risk: dict[str, Any]) -> None:

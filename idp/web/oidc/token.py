@@ -17,6 +17,7 @@ from ...oidc.http import HttpRequest
 from ...sso import network
 from ..current import svc
 from ..netguard import refused
+from ..ratelimit import client_auth_limited
 from ..requestinfo import client_ip
 from .respond import plain_request, to_response
 
@@ -29,7 +30,9 @@ def token():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    response = to_response(endpoints.token(svc(), req))
+    response = client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.token(svc(), req))
+    )
     if response.status_code == 200:
         metrics.token_issued(req.post_form().get("grant_type") or "")
     return response
@@ -64,9 +67,15 @@ def claimed_client_id(req: HttpRequest) -> str | None:
 
 @bp.post("/oauth2/introspect")
 def introspect():
-    return to_response(endpoints.introspect(svc(), plain_request()))
+    req = plain_request()
+    return client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.introspect(svc(), req))
+    )
 
 
 @bp.post("/oauth2/revoke")
 def revoke():
-    return to_response(endpoints.revoke(svc(), plain_request()))
+    req = plain_request()
+    return client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.revoke(svc(), req))
+    )

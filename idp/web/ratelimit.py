@@ -1,0 +1,124 @@
+"""Rate limits of the running app (``idp.storage.ratelimit`` under ``[rate_limits]``), and the
+429 answer with ``Retry-After`` in the form the path's caller reads: RFC 6749-style error JSON
+on the OAuth endpoints, RFC 9457 problem+json under ``/api/v1``, a SCIM error under
+``/scim/v2``, a page with a reference id everywhere else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+
+from flask import Response, g, render_template, request
+from flask_babel import ngettext
+
+from .. import metrics
+from ..core.ratelimit import Verdict, rules_from_settings
+from ..errors import new_reference
+from ..oidc.bearer import BearerRefusal
+from ..scim.errors import ScimError
+from ..storage.ratelimit import RateLimiter
+from .current import svc
+from .requestinfo import client_ip
+
+log = logging.getLogger("idp.ratelimit")
+
+_DETAIL = "Too many requests. Try again in {seconds} seconds."
+
+
+def limiter() -> RateLimiter:
+    """The counters on this app's store under its current ``[rate_limits]`` settings."""
+    s = svc()
+    return RateLimiter(s.store, s.clock, rules_from_settings(s.settings.rate_limits), s.hasher)
+
+
+def check(rule: str, account: str | None = None) -> Verdict | None:
+    """Before an attempt whose failures count (``RateLimiter.check``), from this client."""
+    return limiter().check(rule, client_ip(), account)
+
+
+def fail(rule: str, account: str | None = None) -> None:
+    limiter().fail(rule, client_ip(), account)
+
+
+def hit(rule: str, account: str | None = None) -> Verdict | None:
+    """Count a request that sends a message (``RateLimiter.hit``), from this client."""
+    return limiter().hit(rule, client_ip(), account)
+
+
+def too_many(verdict: Verdict) -> Response:
+    """The 429 answer to a refused request, counted and logged under a reference id."""
+    ref = new_reference()
+    metrics.rate_limited(verdict.rule)
+    log.warning(
+        "rate limit %s reached per %s on %s",
+        verdict.rule,
+        verdict.scope,
+        request.path,
+        extra={"reference": ref, "request_id": g.get("request_id")},
+    )
+    detail = _DETAIL.format(seconds=verdict.retry_after)
+    path = request.path
+    if path.startswith("/api/"):
+        from .api.framework import problem  # the API's module imports this one
+
+        resp = problem(429, "Too many requests", detail, kind="too-many-requests", reference=ref)
+    elif path.startswith("/scim/"):
+        resp = _json(ScimError(429, detail).body(), "application/scim+json")
+    elif path.startswith("/oauth2/"):
+        body = {"error": "too_many_requests", "error_description": detail, "reference": ref}
+        resp = _json(body, "application/json")
+    else:
+        minutes = math.ceil(verdict.retry_after / 60)
+        message = ngettext(
+            "Too many requests. Please try again in %(num)d minute.",
+            "Too many requests. Please try again in %(num)d minutes.",
+            minutes,
+        )
+        resp = Response(
+            render_template(
+                "error.html", code=429, title="Too Many Requests", message=message, reference=ref
+            ),
+            429,
+            mimetype="text/html",
+        )
+    resp.status_code = 429
+    resp.headers["Retry-After"] = str(verdict.retry_after)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _json(body: dict, mimetype: str) -> Response:
+    return Response(json.dumps(body), status=429, mimetype=mimetype)
+
+
+def client_auth_limited(client_id: str | None, answer: Callable[[], Response]) -> Response:
+    """An OAuth endpoint that authenticates a client (token, device authorization,
+    introspection, revocation): refused once the failures from this address, or for this
+    client_id, reached their limit; else ``answer()``, whose failures are counted. A failed
+    grant counts for the address only: a public client's many users share its client_id."""
+    refused = check("client_auth", client_id)
+    if refused is not None:
+        return too_many(refused)
+    resp = answer()
+    error = _oauth_error(resp)
+    if error == "invalid_client":
+        fail("client_auth", client_id)
+    elif error == "invalid_grant":
+        fail("client_auth")
+    return resp
+
+
+def _oauth_error(resp: Response) -> str | None:
+    if resp.status_code not in (400, 401) or not resp.is_json:
+        return None
+    body = resp.get_json(silent=True)
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def count_bearer_refusal(refusal: BearerRefusal) -> None:
+    """A token that was sent and refused (401) counts against the address; a request without
+    one (a probe, a health check) and a valid token without the scope (403) do not."""
+    if refusal.status == 401 and request.headers.get("Authorization"):
+        fail("bearer")
