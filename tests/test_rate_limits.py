@@ -388,3 +388,18 @@ def test_two_apps_on_one_redis_share_the_counts(make_app, clock, redis_url):
                                store={"redis_prefix": prefix})
     assert type(first.extensions["idp"].store).__name__ == "RedisStore"
     _shared_count(first, second)
+
+
+def test_an_erasure_drops_the_persons_counters(make_app, clock):
+    from idp.manage import gdpr
+
+    app = make_app(clock=clock, rate_limits={"reset_per_account": 1})
+    svc, client = app.extensions["idp"], app.test_client()
+    make_user(svc, "ann")
+    for typed in ("ann", "ann@example.org"):
+        assert _post(client, "/password/reset", {"email": typed}).status_code == 200
+    before = {k for k in _store(svc) if k.startswith("rl:reset:account:")}
+    assert len(before) == 2
+    with transaction(svc, Actor.operator("test")) as ctx:
+        gdpr.erase(ctx, ctx.db.scalar(select(User).where(User.username == "ann")))
+    assert not before & set(_store(svc))
