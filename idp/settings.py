@@ -727,6 +727,8 @@ def _validate_mfa(mfa: dict[str, Any]) -> None:
     for key in ("grace_days", "remember_days", "max_sends", "reauth_minutes"):
         if mfa[key] < 0:
             raise ConfigError(f"setting mfa.{key} must not be negative")
+    if mfa["send_window_seconds"] < 1:
+        raise ConfigError("setting mfa.send_window_seconds must be at least 1")
 
 
 def _validate_ldap(ldap: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import secrets
 
 import pytest
 from login_kit import company_with_control_word, csrf, make_user, outbox
+from mfa_kit import add_channel, password_then_step, step_page
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
@@ -325,6 +326,40 @@ def test_registration_per_account_and_nothing_created_on_refusal(make_app, clock
         assert db.scalar(select(func.count()).select_from(User)) == users
     clock.advance(3500)
     assert register("newbie", "new@example.org", A2).status_code == 200
+
+
+# --- e-mail / SMS sign-in codes ([mfa] max_sends per account, mfa_send_per_address) -------------
+
+
+def _signed_in_to_code_step(app, username: str, ip: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = ip
+    password_then_step(client, username)
+    return client
+
+
+def test_mfa_code_sends_per_address_across_accounts_and_per_account(make_app, clock):
+    app = make_app(clock=clock, mfa={"max_sends": 2}, rate_limits={"mfa_send_per_address": 3})
+    svc = app.extensions["idp"]
+    for name in ("ann", "bob", "cy", "dee"):
+        add_channel(svc, make_user(svc, name), "email", f"{name}@example.org")
+    # Per address: three people behind A1 get their codes, the fourth does not.
+    for name in ("ann", "bob", "cy"):
+        assert "We sent a code" in step_page(_signed_in_to_code_step(app, name, A1))
+    dee = _signed_in_to_code_step(app, "dee", A1)
+    before = _store(svc)
+    assert "Too many codes were sent" in step_page(dee)
+    assert len(outbox(svc)) == 3
+    assert all(k.startswith("rl:mfa_send:") for k in _changed_keys(before, _store(svc)))
+    assert "We sent a code" in step_page(_signed_in_to_code_step(app, "dee", A2))
+    # Per account, from several addresses: ann's second code from A3, no third from A4.
+    assert "We sent a code" in step_page(_signed_in_to_code_step(app, "ann", A3))
+    assert "Too many codes were sent" in step_page(_signed_in_to_code_step(app, "ann", A4))
+    assert len(outbox(svc)) == 5
+    clock.advance(799)  # the 900 s window began 100 s before the test
+    assert "Too many codes were sent" in step_page(_signed_in_to_code_step(app, "ann", A4))
+    clock.advance(1)
+    assert "We sent a code" in step_page(_signed_in_to_code_step(app, "ann", A4))
 
 
 # --- metrics, switching off ----------------------------------------------------------------------

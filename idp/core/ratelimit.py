@@ -31,6 +31,7 @@ RULES: dict[str, str] = {
     "reset": "sends",
     "magic_link": "sends",
     "registration": "sends",
+    "mfa_send": "sends",
 }
 # The settings' names of the account limits, where they are not ``<rule>_per_account``.
 _ACCOUNT_SETTING = {"client_auth": "per_client"}
@@ -98,11 +99,18 @@ def address_subject(ip: str | None) -> str | None:
     return str(address)
 
 
-def rules_from_settings(section: Mapping[str, Any]) -> dict[str, Rule]:
-    """The rules of a ``[rate_limits]`` section (all off when ``enabled`` is false)."""
+def rules_from_settings(settings: Mapping[str, Any]) -> dict[str, Rule]:
+    """The rules of the ``[rate_limits]`` settings (all off when ``enabled`` is false). The
+    e-mail / SMS code sends per account and their window are ``[mfa] max_sends`` and
+    ``send_window_seconds``, on whatever ``enabled`` says (they are the MFA policy's)."""
+    section, mfa = settings["rate_limits"], settings["mfa"]
     on = bool(section["enabled"])
     rules = {}
     for name in RULES:
+        if name == "mfa_send":
+            rules[name] = Rule(name, int(section["mfa_send_per_address"]) if on else 0,
+                               int(mfa["max_sends"]), int(mfa["send_window_seconds"]))
+            continue
         account = f"{name}_{_ACCOUNT_SETTING.get(name, 'per_account')}"
         rules[name] = Rule(
             name,

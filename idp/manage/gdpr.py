@@ -101,9 +101,7 @@ def _forget_in_store(ctx: Context, user: User) -> None:
     svc = ctx.svc
     OneTimeTokens(svc.store, svc.hasher, svc.settings.recovery.token_minutes).revoke_user(user.id)
     svc.store.delete(EMAIL_PENDING_PREFIX + user.uuid)
-    limits = RateLimiter(
-        svc.store, svc.clock, rules_from_settings(svc.settings.rate_limits), svc.hasher
-    )
+    limits = RateLimiter(svc.store, svc.clock, rules_from_settings(svc.settings), svc.hasher)
     for rule, typed in (("reset", user.username), ("reset", user.email),
                         ("magic_link", user.email), ("registration", user.email)):
         if typed:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 from flask import Response, g, render_template, request
 from flask_babel import ngettext
@@ -30,7 +31,7 @@ _DETAIL = "Too many requests. Try again in {seconds} seconds."
 def limiter() -> RateLimiter:
     """The counters on this app's store under its current ``[rate_limits]`` settings."""
     s = svc()
-    return RateLimiter(s.store, s.clock, rules_from_settings(s.settings.rate_limits), s.hasher)
+    return RateLimiter(s.store, s.clock, rules_from_settings(s.settings), s.hasher)
 
 
 def check(rule: str, account: str | None = None) -> Verdict | None:
@@ -47,8 +48,8 @@ def hit(rule: str, account: str | None = None) -> Verdict | None:
     return limiter().hit(rule, client_ip(), account)
 
 
-def too_many(verdict: Verdict) -> Response:
-    """The 429 answer to a refused request, counted and logged under a reference id."""
+def note(verdict: Verdict) -> str:
+    """Count and log a refusal; its reference id."""
     ref = new_reference()
     metrics.rate_limited(verdict.rule)
     log.warning(
@@ -58,6 +59,12 @@ def too_many(verdict: Verdict) -> Response:
         request.path,
         extra={"reference": ref, "request_id": g.get("request_id")},
     )
+    return ref
+
+
+def too_many(verdict: Verdict) -> Response:
+    """The 429 answer to a refused request, counted and logged under a reference id."""
+    ref = note(verdict)
     detail = _DETAIL.format(seconds=verdict.retry_after)
     path = request.path
     if path.startswith("/api/"):
@@ -115,6 +122,16 @@ def _oauth_error(resp: Response) -> str | None:
         return None
     body = resp.get_json(silent=True)
     return body.get("error") if isinstance(body, dict) else None
+
+
+def mfa_send_refused(user: Any) -> bool:
+    """The e-mail / SMS code factors' limit (``otp_delivery.Refused``): count this send for the
+    account and the address; True (counted and logged) when it is over a limit."""
+    verdict = hit("mfa_send", f"u{user.id}")
+    if verdict is None:
+        return False
+    note(verdict)
+    return True
 
 
 def count_bearer_refusal(refusal: BearerRefusal) -> None:
