@@ -102,18 +102,17 @@ def _json(body: dict, mimetype: str) -> Response:
 
 def client_auth_limited(client_id: str | None, answer: Callable[[], Response]) -> Response:
     """An OAuth endpoint that authenticates a client (token, device authorization,
-    introspection, revocation): refused once the failures from this address, or for this
-    client_id, reached their limit; else ``answer()``, whose failures are counted. A failed
-    grant counts for the address only: a public client's many users share its client_id."""
+    introspection, revocation): refused once the failed client authentications from this
+    address, or for this client_id, reached their limit; else ``answer()``, whose
+    ``invalid_client`` answers are counted. Failed grants (``invalid_grant``) are not: codes,
+    refresh and device codes are 256-bit random values, nothing to guess, while one relying
+    party's server refreshing for many people meets expired and revoked ones every day."""
     refused = check("client_auth", client_id)
     if refused is not None:
         return too_many(refused)
     resp = answer()
-    error = _oauth_error(resp)
-    if error == "invalid_client":
+    if _oauth_error(resp) == "invalid_client":
         fail("client_auth", client_id)
-    elif error == "invalid_grant":
-        fail("client_auth")
     return resp
 
 
