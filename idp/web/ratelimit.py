@@ -1,7 +1,8 @@
 """Rate limits of the running app (``idp.storage.ratelimit`` under ``[rate_limits]``), and the
 429 answer with ``Retry-After`` in the form the path's caller reads: RFC 6749-style error JSON
-on the OAuth endpoints, RFC 9457 problem+json under ``/api/v1``, a SCIM error under
-``/scim/v2``, a page with a reference id everywhere else."""
+on the OAuth endpoints, a SCIM error under ``/scim/v2``, a page with a reference id everywhere
+else (the admin API raises its own problem+json from :func:`note`, :func:`detail` and
+:func:`headers`: its module imports this one)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ from .current import svc
 from .requestinfo import client_ip
 
 log = logging.getLogger("idp.ratelimit")
-
-_DETAIL = "Too many requests. Try again in {seconds} seconds."
 
 
 def limiter() -> RateLimiter:
@@ -62,19 +61,23 @@ def note(verdict: Verdict) -> str:
     return ref
 
 
+def detail(verdict: Verdict) -> str:
+    return f"Too many requests. Try again in {verdict.retry_after} seconds."
+
+
+def headers(verdict: Verdict) -> dict[str, str]:
+    return {"Retry-After": str(verdict.retry_after), "Cache-Control": "no-store"}
+
+
 def too_many(verdict: Verdict) -> Response:
     """The 429 answer to a refused request, counted and logged under a reference id."""
     ref = note(verdict)
-    detail = _DETAIL.format(seconds=verdict.retry_after)
     path = request.path
-    if path.startswith("/api/"):
-        from .api.framework import problem  # the API's module imports this one
-
-        resp = problem(429, "Too many requests", detail, kind="too-many-requests", reference=ref)
-    elif path.startswith("/scim/"):
-        resp = _json(ScimError(429, detail).body(), "application/scim+json")
+    if path.startswith("/scim/"):
+        resp = _json(ScimError(429, detail(verdict)).body(), "application/scim+json")
     elif path.startswith("/oauth2/"):
-        body = {"error": "too_many_requests", "error_description": detail, "reference": ref}
+        body = {"error": "too_many_requests", "error_description": detail(verdict),
+                "reference": ref}
         resp = _json(body, "application/json")
     else:
         minutes = math.ceil(verdict.retry_after / 60)
@@ -91,8 +94,7 @@ def too_many(verdict: Verdict) -> Response:
             mimetype="text/html",
         )
     resp.status_code = 429
-    resp.headers["Retry-After"] = str(verdict.retry_after)
-    resp.headers["Cache-Control"] = "no-store"
+    resp.headers.update(headers(verdict))
     return resp
 
 

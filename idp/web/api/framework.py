@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ValidationError
 
 from ...errors import Conflict, Forbidden, IdPError, NotFound, new_reference
@@ -173,7 +173,14 @@ def bearer_actor(scope: str) -> Actor:
     """The caller of this request, or an :class:`ApiProblem` (401/403 with RFC 6750's header)."""
     refused = ratelimit.check("bearer")
     if refused is not None:
-        abort(ratelimit.too_many(refused))
+        raise ApiProblem(
+            429,
+            "Too many requests",
+            ratelimit.detail(refused),
+            kind="too-many-requests",
+            headers=ratelimit.headers(refused),
+            extensions={"reference": ratelimit.note(refused)},
+        )
     got = authenticate(current_services(), request.headers.get("Authorization"), scope,
                        presentation())
     if isinstance(got, BearerRefusal):
