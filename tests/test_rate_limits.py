@@ -437,3 +437,10 @@ def test_an_erasure_drops_the_persons_counters(make_app, clock):
     with transaction(svc, Actor.operator("test")) as ctx:
         gdpr.erase(ctx, ctx.db.scalar(select(User).where(User.username == "ann")))
     assert not before & set(_store(svc))
+
+
+@pytest.mark.postgres
+def test_two_apps_on_one_postgresql_share_the_counts(make_app, clock, pg_url):
+    first, second = _two_nodes(make_app, clock, database_url=pg_url)
+    assert first.extensions["idp"].engine.dialect.name == "postgresql"
+    _shared_count(first, second)
