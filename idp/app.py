@@ -31,6 +31,7 @@ from .web.assets import asset_url
 from .web.csp import content_security_policy, csp_nonce
 from .web.mfa import deliver_code
 from .web.proxies import TrustedProxies
+from .web.ratelimit import mfa_send_refused
 from .web.scim import PREFIX as SCIM_PREFIX
 from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
@@ -109,7 +110,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     # the web layer's mail templates and SMS sender.
     register_factor(svc, BackupCodeFactor())
     register_factor(svc, TotpFactor())
-    register_code_factors(svc, deliver_code)
+    register_code_factors(svc, deliver_code, mfa_send_refused)
     register_factor(svc, WebAuthnFactor())
 
     app = Flask("idp", template_folder=str(resource_dir("templates")))

@@ -18,6 +18,7 @@ What is counted, and where:
   every other audited action, where an audit row is written (``idp.storage.audit``): the
   audit log and the counters can never disagree;
 - tokens issued by grant type, at the token endpoint;
+- requests refused by a rate limit, by rule (``idp.web.ratelimit``);
 - errors of the parts the IdP depends on (database, store, LDAP, SMTP), where they are caught;
 - queue depths: mails waiting in the workers' queues, and the durable queues the ``/metrics``
   view reads from the database at scrape time.
@@ -70,6 +71,11 @@ BACKEND_ERRORS = Counter(
     "Failures of the parts the IdP depends on: database, store, ldap, smtp.",
     ["backend"],
 )
+RATE_LIMITED = Counter(
+    "idp_rate_limited_total",
+    "Requests refused with 429 by a [rate_limits] rule, by rule.",
+    ["rule"],
+)
 _MAIL_QUEUE = Gauge(
     "idp_mail_queue_depth",
     "Mails accepted and not yet sent or given up, over the live worker processes.",
@@ -99,6 +105,10 @@ def observe_request(endpoint: str | None, method: str, status: int, seconds: flo
 
 def token_issued(grant_type: str) -> None:
     TOKENS.labels(grant_type if grant_type in GRANT_TYPES else "other").inc()
+
+
+def rate_limited(rule: str) -> None:
+    RATE_LIMITED.labels(rule if _WORD.fullmatch(rule) else "other").inc()
 
 
 def mail_queued(change: int) -> None:

@@ -488,6 +488,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_mfa(s["mfa"])
     _validate_policies(s)
     _validate_risk(s["risk"])
+    _validate_rate_limits(s["rate_limits"])
     if not 10 <= s["oidc"]["jarm_lifetime"] <= 600:
         # JARM §2.1: the response JWT is short-lived; it is read at once by the redirect.
         raise ConfigError("setting oidc.jarm_lifetime must be between 10 and 600 seconds")
@@ -588,6 +589,15 @@ def _validate_policies(s: dict[str, Any]) -> None:
     for domain in s["registration"]["allowed_domains"]:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"setting registration.allowed_domains: {domain!r} is not a domain")
+
+
+def _validate_rate_limits(limits: dict[str, Any]) -> None:
+    """[rate_limits]: no negative limit, every window at least a second."""
+    for key, value in limits.items():
+        if key.endswith("_window_seconds") and value < 1:
+            raise ConfigError(f"setting rate_limits.{key} must be at least 1")
+        if not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"setting rate_limits.{key} must not be negative")
 
 
 def _validate_risk(risk: dict[str, Any]) -> None:
@@ -723,6 +733,8 @@ def _validate_mfa(mfa: dict[str, Any]) -> None:
     for key in ("grace_days", "remember_days", "max_sends", "reauth_minutes"):
         if mfa[key] < 0:
             raise ConfigError(f"setting mfa.{key} must not be negative")
+    if mfa["send_window_seconds"] < 1:
+        raise ConfigError("setting mfa.send_window_seconds must be at least 1")
 
 
 def _validate_ldap(ldap: dict[str, Any]) -> None:

@@ -217,7 +217,7 @@ def test_known_and_unknown_address_do_the_same_work(make_app, monkeypatch):
         assert other["sql"] == known["sql"]  # same statements, in the same order
         assert other["store"] == known["store"]  # same store calls (rate count, a token)
         assert other["jobs"] == known["jobs"] == ["reset"]  # one queued job each
-    assert ("incr", "mailrate") in known["store"] and ("put", "ott") in known["store"]
+    assert ("incr", "rl") in known["store"] and ("put", "ott") in known["store"]
     # The known address's job makes a mail; the others' make nothing.
     with app.app_context():
         assert known["fns"][0]() is not None

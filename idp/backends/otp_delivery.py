@@ -3,12 +3,13 @@
 A code is 6 random digits, lives ``[mfa] code_ttl_seconds`` (5 minutes by default; ASVS 5 6.6.2
 allows at most 10), is bound to the login it was sent for (the browser-bound pending login) and
 works once. Only its keyed hash is kept in the short-lived store. Sending is limited per user
-(``max_sends`` per ``send_window_seconds``) and a code is dropped after ``MAX_ATTEMPTS`` wrong
-guesses; the login's account lockout counts the wrong guesses too.
+(``max_sends`` per ``send_window_seconds``) and per client address (``[rate_limits]
+mfa_send_per_address``) by the rate-limit facility (idp.core.ratelimit), and a code is dropped
+after ``MAX_ATTEMPTS`` wrong guesses; the login's account lockout counts the wrong guesses too.
 
 The codes go out through a ``deliver(kind, user, destination, code)`` callable the web layer
 passes when the app is built (mail needs templates and the recipient's language; SMS a configured
-sender): ``register_code_factors(svc, deliver)`` in ``create_app``.
+sender): ``register_code_factors(svc, deliver, refused)`` in ``create_app``.
 """
 
 from __future__ import annotations
@@ -37,17 +38,23 @@ CODE_DIGITS = 6
 SENT, THROTTLED, FAILED = "sent", "throttled", "failed"
 
 Deliver = Callable[[str, Any, str, str], None]
+# Counts a send for the user against the rate limits; True when it is over one (the web
+# layer's idp.web.ratelimit.mfa_send_refused: [mfa] max_sends per account, and per address).
+Refused = Callable[[Any], bool]
 
 
 def _key(kind: str, user_id: int, bind: str) -> str:
     return f"mfacode:{kind}:{user_id}:{bind}"
 
 
-def send_code(svc: Any, deliver: Deliver, kind: str, user: Any, destination: str, bind: str) -> str:
+def send_code(
+    svc: Any, deliver: Deliver, refused: Refused, kind: str, user: Any, destination: str, bind: str
+) -> str:
     """Make a code for (kind, user, bind), replacing an earlier one, and send it. Returns
-    ``SENT``, ``THROTTLED`` (too many sends lately) or ``FAILED`` (the gateway refused)."""
+    ``SENT``, ``THROTTLED`` (too many sends lately: the earlier code still holds) or ``FAILED``
+    (the gateway refused)."""
     mfa = svc.settings.mfa
-    if svc.store.incr(f"mfasend:{user.id}", mfa.send_window_seconds) > mfa.max_sends:
+    if refused(user):
         return THROTTLED
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     key = _key(kind, user.id, bind)
@@ -104,12 +111,12 @@ def mask(kind: str, destination: str) -> str:
 class CodeFactor(ClauseEnrolled):
     """The e-mail (``kind="email"``) or SMS (``kind="sms"``) code factor."""
 
-    def __init__(self, kind: str, deliver: Deliver) -> None:
+    def __init__(self, kind: str, deliver: Deliver, refused: Refused) -> None:
         self.id = kind
         self.amr = AMR_OTP if kind == "email" else AMR_SMS
         self.label = _l("Code by e-mail") if kind == "email" else _l("Code by text message")
         self.manage_endpoint = f"mfa.{kind}"
-        self.deliver = deliver
+        self.deliver, self.refused = deliver, refused
 
     def enrolled_clause(self, svc: Any, user_id: Any) -> Any:
         return exists().where(MfaOtpChannel.user_id == user_id, MfaOtpChannel.kind == self.id)
@@ -122,7 +129,9 @@ class CodeFactor(ClauseEnrolled):
         status = SENT
         wants_new = pending.data.pop("resend", False)
         if wants_new or not has_live_code(svc, self.id, user.id, pending.browser):
-            status = send_code(svc, self.deliver, self.id, user, ch.destination, pending.browser)
+            status = send_code(
+                svc, self.deliver, self.refused, self.id, user, ch.destination, pending.browser
+            )
         notices = {
             SENT: _l("We sent a code to %(to)s. It is valid for %(minutes)s minutes."),
             THROTTLED: _l("Too many codes were sent. Wait a few minutes, then ask for a new one."),
@@ -149,8 +158,8 @@ class CodeFactor(ClauseEnrolled):
             db.delete(ch)
 
 
-def register_code_factors(svc: Any, deliver: Deliver) -> None:
-    """The e-mail and SMS code factors of ``svc``'s app, sending through ``deliver`` (called by
-    ``create_app`` with the web layer's delivery function)."""
-    register_factor(svc, CodeFactor("email", deliver))
-    register_factor(svc, CodeFactor("sms", deliver))
+def register_code_factors(svc: Any, deliver: Deliver, refused: Refused) -> None:
+    """The e-mail and SMS code factors of ``svc``'s app, sending through ``deliver`` within the
+    limits of ``refused`` (called by ``create_app`` with the web layer's functions)."""
+    register_factor(svc, CodeFactor("email", deliver, refused))
+    register_factor(svc, CodeFactor("sms", deliver, refused))

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, or_, select, update
 
 from ..backends.lockout import Lockout
 from ..core.policy import LockoutPolicy
+from ..core.ratelimit import rules_from_settings
 from ..errors import Conflict, NotFound, ValidationError
 from ..storage import audit as audit_rows
 from ..storage import terms
@@ -35,9 +36,10 @@ from ..storage.models_gdpr import DeletionRequest
 from ..storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaRememberedDevice, MfaTotp
 from ..storage.models_oauth import Consent, RefreshToken
 from ..storage.models_webauthn import WebAuthnCredential
+from ..storage.ratelimit import RateLimiter
 from ..storage.rbac import bump_generation
 from ..storage.session_index import SessionRecords, end_user_sessions, list_sessions
-from ..storage.tokens import EMAIL_PENDING_PREFIX, MAIL_RATE_PREFIX, OneTimeTokens
+from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
 from . import photos
 from .context import Context
 from .users import get as get_user
@@ -94,13 +96,17 @@ def _counts(ctx: Context, user_id: int) -> dict[str, int]:
 
 
 def _forget_in_store(ctx: Context, user: User) -> None:
-    """Mailed links (reset, verification, e-mail change...), the pending address change and the
-    failed-login counters: the short-lived store's part of the person."""
+    """Mailed links (reset, verification, e-mail change...), the pending address change, the
+    failed-login counters and the mail rate counters: the short-lived store's part of the
+    person."""
     svc = ctx.svc
     OneTimeTokens(svc.store, svc.hasher, svc.settings.recovery.token_minutes).revoke_user(user.id)
     svc.store.delete(EMAIL_PENDING_PREFIX + user.uuid)
-    if user.email:
-        svc.store.delete(MAIL_RATE_PREFIX + user.email.lower())
+    limits = RateLimiter(svc.store, svc.clock, rules_from_settings(svc.settings), svc.hasher)
+    for rule, typed in (("reset", user.username), ("reset", user.email),
+                        ("magic_link", user.email), ("registration", user.email)):
+        if typed:
+            limits.forget(rule, typed)
     Lockout(svc.store, LockoutPolicy.from_settings(svc.settings.lockout), svc.clock).unlock(user.id)
 
 

@@ -13,8 +13,6 @@ TOKEN_PURPOSES = ("reset", "magic", "verify", "approve")
 MAX_TOKEN_LENGTH = 100
 # The e-mail address a user asked to change to, waiting for the link in the mail to be opened.
 EMAIL_PENDING_PREFIX = "emailchange:"
-# How many mails (reset, verification...) an address was sent this hour, keyed by the address.
-MAIL_RATE_PREFIX = "mailrate:"
 # Which tokens were issued for a user (data with a "uid"): an erasure revokes them all, so no
 # mailed link and no address inside one outlives the account (the store is not enumerable).
 _USER_INDEX = "ott-user:"

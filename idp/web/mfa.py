@@ -33,6 +33,7 @@ from ..sso import stepup
 from ..sso.stepup import mfa_policy
 from ..storage.models import User
 from ..storage.models_mfa import MfaOtpChannel, MfaRememberedDevice, MfaTotp
+from . import ratelimit
 from .current import svc
 from .forms import CodeForm, ConfirmForm, TotpSetupForm
 from .guard import lockout
@@ -449,7 +450,9 @@ def _channel(kind: str):
                 error=_("Enter the number in international format, for example +491701234567."),
             )
         destination = destination.replace(" ", "")
-        sent = otp_delivery.send_code(svc(), deliver_code, kind, user, destination, bind)
+        sent = otp_delivery.send_code(
+            svc(), deliver_code, ratelimit.mfa_send_refused, kind, user, destination, bind
+        )
         if sent != otp_delivery.SENT:
             return _channel_page(
                 user,

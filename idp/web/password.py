@@ -23,7 +23,8 @@ from ..sso.users import find_user, state_of
 from ..storage.directory import Directory, NewUser
 from ..storage.models import Company, User
 from ..storage.models_auth import SecurityAnswer
-from ..storage.tokens import MAIL_RATE_PREFIX, OneTimeTokens
+from ..storage.tokens import OneTimeTokens
+from . import ratelimit
 from .current import svc
 from .forms import ApprovalForm, ConfirmForm, FirstLoginForm, RegisterForm, ResetRequestForm
 from .guard import lockout, unlock
@@ -36,8 +37,6 @@ from .sso import sessions
 
 bp = Blueprint("password", __name__)
 
-# Mails per address and hour for reset / magic links (stops mail bombing through our forms).
-MAILS_PER_HOUR = 5
 # Wrong security answers before a reset link is burnt.
 MAX_ANSWER_FAILURES = 3
 
@@ -66,10 +65,6 @@ def _tokens() -> OneTimeTokens:
     return OneTimeTokens(s.store, s.hasher, s.settings.recovery.token_minutes)
 
 
-def _mail_allowed(address: str) -> bool:
-    return svc().store.incr(MAIL_RATE_PREFIX + address.lower(), 3600) <= MAILS_PER_HOUR
-
-
 def _password_version(user: User) -> str:
     """Ties a reset token to the password it replaces: once the password changes, older reset
     links stop working even if they were never used."""
@@ -86,6 +81,11 @@ def reset_request():
         status = 400 if request.method == "POST" else 200
         return render_template("password_reset_request.html", form=form), status
     address = form.email.data.strip().lower()
+    # Counted by what was typed, known or not, before anything is looked up (stops mail
+    # bombing through this form; a refusal tells nothing about the account).
+    refused = ratelimit.hit("reset", address)
+    if refused is not None:
+        return ratelimit.too_many(refused)
     with svc().sessions() as db:
         # A username or an e-mail address, in one statement whichever it is (and whether or not
         # it exists): the answer and the work done must not tell (test_reset_timing).
@@ -95,16 +95,15 @@ def reset_request():
             and user.source in ("local", "scim")
             and state_of(svc(), user) == ACCOUNT_OK
         )
-        if _mail_allowed(address):
-            _mail_link(
-                db,
-                user if eligible else None,
-                "reset",
-                {"uid": user.id, "pv": _password_version(user)} if eligible else {},
-                "password.reset_confirm",
-                _l("Reset your password"),
-                "password.reset_requested",
-            )
+        _mail_link(
+            db,
+            user if eligible else None,
+            "reset",
+            {"uid": user.id, "pv": _password_version(user)} if eligible else {},
+            "password.reset_confirm",
+            _l("Reset your password"),
+            "password.reset_requested",
+        )
     return _message(
         _("Check your e-mail"),
         _(
@@ -198,6 +197,9 @@ def first_login():
         status = 400 if request.method == "POST" else 200
         return render_template("first_login.html", form=form), status
     address = form.email.data.strip().lower()
+    refused = ratelimit.hit("magic_link", address)
+    if refused is not None:
+        return ratelimit.too_many(refused)
     hasher = password_hasher(svc())
     with svc().sessions() as db:
         user = db.scalar(select(User).where(User.email == address))
@@ -214,17 +216,16 @@ def first_login():
         )
         if not word_ok:
             lockout().record_ip_failure(client_ip())
-        if _mail_allowed(address):
-            _mail_link(
-                db,
-                user if eligible else None,
-                "magic",
-                {"uid": user.id} if eligible else {},
-                "password.magic",
-                _l("Your sign-in link"),
-                "login.magic_link_sent",
-                template="magic_link",
-            )
+        _mail_link(
+            db,
+            user if eligible else None,
+            "magic",
+            {"uid": user.id} if eligible else {},
+            "password.magic",
+            _l("Your sign-in link"),
+            "login.magic_link_sent",
+            template="magic_link",
+        )
     return _message(
         _("Check your e-mail"),
         _(
@@ -416,6 +417,9 @@ def register():
     if not form.validate():
         return render_template("register.html", **page), 400
     address = form.email.data.strip().lower()
+    refused = ratelimit.hit("registration", address)
+    if refused is not None:
+        return ratelimit.too_many(refused)
     domain = address.rpartition("@")[2]
     if reg.allowed_domains and domain not in {d.lower() for d in reg.allowed_domains}:
         form.email.errors = [_("Accounts cannot be registered with this e-mail domain.")]

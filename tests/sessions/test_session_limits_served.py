@@ -40,11 +40,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(workdir: Path, action: str, **env_extra: str) -> Iterator[tuple[str, dict]]:
+def served(
+    workdir: Path, action: str, config_text: str = "", **env_extra: str
+) -> Iterator[tuple[str, dict]]:
+    """``idp serve --workers 2`` with user ann, the session limit's ``action`` and any more
+    ``config_text`` (TOML) in its configuration file."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = workdir / "idp.toml"
-    config.write_text(f'[session]\nmax_per_user = {LIMIT}\nlimit_action = "{action}"\n')
+    config.write_text(
+        f'[session]\nmax_per_user = {LIMIT}\nlimit_action = "{action}"\n' + config_text
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(
         IDP_INSTANCE_DIR=str(workdir / "instance"),

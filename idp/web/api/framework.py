@@ -30,6 +30,7 @@ from ...errors import Conflict, Forbidden, IdPError, NotFound, new_reference
 from ...errors import ValidationError as InputError
 from ...manage import Actor, Context, transaction
 from ...oidc.bearer import BearerCaller, BearerRefusal, authenticate
+from .. import ratelimit
 from ..current import svc as current_services
 from ..oidc.respond import presentation
 from ..requestinfo import client_ip, user_agent
@@ -170,9 +171,20 @@ def caller_actor(caller: BearerCaller) -> Actor:
 
 def bearer_actor(scope: str) -> Actor:
     """The caller of this request, or an :class:`ApiProblem` (401/403 with RFC 6750's header)."""
+    refused = ratelimit.check("bearer")
+    if refused is not None:
+        raise ApiProblem(
+            429,
+            "Too many requests",
+            ratelimit.detail(refused),
+            kind="too-many-requests",
+            headers=ratelimit.headers(refused),
+            extensions={"reference": ratelimit.note(refused)},
+        )
     got = authenticate(current_services(), request.headers.get("Authorization"), scope,
                        presentation())
     if isinstance(got, BearerRefusal):
+        ratelimit.count_bearer_refusal(got)
         title = "Unauthorized" if got.status == 401 else "Forbidden"
         raise ApiProblem(
             got.status,

@@ -17,6 +17,7 @@ from ...manage import reports
 from ...manage.user_sheet import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE
 from .common import Page, PageQuery, Strict
 from .framework import Call, Reply, operation
+from .shapes import Id
 
 TAG = "reports"
 FORMATS = ("application/json", CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE)
@@ -336,7 +337,7 @@ def failed_logins(call: Call) -> Reply:
 
 class ReviewIn(Strict):
     kind: Literal["role", "group"]
-    id: int = Field(ge=1, description="The role's or group's id")
+    id: Id = Field(description="The role's or group's id")
     title: str | None = Field(None, max_length=200)
 
 

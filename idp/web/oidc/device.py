@@ -19,6 +19,7 @@ from ...sso.users import load_user
 from ..current import svc
 from ..login import person_name
 from ..netguard import refused
+from ..ratelimit import client_auth_limited
 from ..requestinfo import client_ip, origin
 from ..scopes import scope_words
 from .respond import page, plain_request, session_id, text, to_response
@@ -46,7 +47,9 @@ def device_authorization():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    return to_response(engine.device_authorization(svc(), req))
+    return client_auth_limited(
+        claimed_client_id(req), lambda: to_response(engine.device_authorization(svc(), req))
+    )
 
 
 def _browser() -> str:

@@ -19,6 +19,7 @@ from ...oidc.par import push
 from ...sso import network
 from ..current import svc
 from ..netguard import refused
+from ..ratelimit import client_auth_limited
 from ..requestinfo import client_ip
 from .respond import plain_request, to_response
 
@@ -31,7 +32,9 @@ def token():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    response = to_response(endpoints.token(svc(), req))
+    response = client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.token(svc(), req))
+    )
     if response.status_code == 200:
         metrics.token_issued(req.post_form().get("grant_type") or "")
     return response
@@ -43,7 +46,7 @@ def pushed_authorization_request():
     refusal = network.check_client(svc(), claimed_client_id(req), client_ip())
     if refusal is not None:
         return refused(refusal)
-    return to_response(push(svc(), req))
+    return client_auth_limited(claimed_client_id(req), lambda: to_response(push(svc(), req)))
 
 
 def claimed_client_id(req: HttpRequest) -> str | None:
@@ -75,9 +78,15 @@ def claimed_client_id(req: HttpRequest) -> str | None:
 
 @bp.post("/oauth2/introspect")
 def introspect():
-    return to_response(endpoints.introspect(svc(), plain_request()))
+    req = plain_request()
+    return client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.introspect(svc(), req))
+    )
 
 
 @bp.post("/oauth2/revoke")
 def revoke():
-    return to_response(endpoints.revoke(svc(), plain_request()))
+    req = plain_request()
+    return client_auth_limited(
+        claimed_client_id(req), lambda: to_response(endpoints.revoke(svc(), req))
+    )

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, abort, g, request
 from scim2_models import Context as ScimContext
 from scim2_models import ListResponse, ResponseParameters
 
@@ -21,6 +21,7 @@ from ...scim import discovery, service
 from ...scim.errors import ScimError, invalid_value, scim_error
 from ...scim.mapping import Urls
 from ...scim.models import FullUser, Group
+from .. import ratelimit
 from ..api.framework import caller_actor
 from ..current import svc
 from ..oidc.respond import presentation
@@ -111,8 +112,12 @@ def _render(
 def _actor():
     """The caller (once per request): 401 / 403 before anything else is looked at."""
     if "scim_actor" not in g:
+        refused = ratelimit.check("bearer")
+        if refused is not None:
+            abort(ratelimit.too_many(refused))
         got = authenticate(svc(), request.headers.get("Authorization"), "scim", presentation())
         if isinstance(got, BearerRefusal):
+            ratelimit.count_bearer_refusal(got)
             raise _Unauthorized(got)
         g.scim_actor = caller_actor(got)
     return g.scim_actor
