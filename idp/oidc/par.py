@@ -21,6 +21,7 @@ from .authorize import SIGNED, AuthorizationError, check_client_and_redirect, ch
 from .endpoints import NO_STORE, oauth_error, precheck
 from .http import HttpRequest
 from .results import ErrorPage, JsonResult
+from .sender import proof_key
 from .server import ALL_AUTH_METHODS, DictRequest, engine
 
 # Client authentication parameters (RFC 6749 §2.3.1, RFC 7523 §2.2): not part of the request.
@@ -53,6 +54,15 @@ def push(svc: Services, req: HttpRequest) -> JsonResult:
         except jar.RequestObjectError as exc:
             return oauth_error(exc.error, exc.description)
     params["client_id"] = client.client_id
+    # RFC 9449 §10.1: a proof at PAR binds the code to its key, as dpop_jkt would.
+    jkt = proof_key(svc, req, "/oauth2/par")
+    if isinstance(jkt, JsonResult):
+        return jkt
+    if jkt is not None:
+        if params.get("dpop_jkt", jkt) != jkt:
+            return oauth_error("invalid_dpop_proof",
+                               "dpop_jkt is not the thumbprint of the DPoP proof's key.")
+        params["dpop_jkt"] = jkt
     refused = _validate(svc, params)
     if refused is not None:
         return refused

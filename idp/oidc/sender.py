@@ -45,20 +45,29 @@ def mtls_enabled(svc: Services) -> bool:
 
 # --- the token endpoint ---------------------------------------------------------------------------
 
+def proof_key(svc: Services, req: HttpRequest, path: str) -> str | None | JsonResult:
+    """The key thumbprint of the request's DPoP proof (None without one), or the 400 refusal
+    of a bad proof (RFC 9449 §5, §8) — at the token endpoint and at PAR (§10.1)."""
+    value = req.headers.get("DPoP")
+    if value is None:
+        return None
+    try:
+        return verify_proof(svc, value, method=req.method,
+                            htu=f"{svc.settings.issuer}{path}").jkt
+    except DPoPError as exc:
+        headers = {"Cache-Control": "no-store", **nonce_headers(svc)}
+        return JsonResult(400, {"error": exc.error, "error_description": exc.description},
+                          headers)
+
+
 def token_request(svc: Services, req: HttpRequest) -> PlainOAuth2Request | JsonResult:
     """authlib's request for the token endpoint, carrying the DPoP key and certificate
     thumbprints; or the refusal of a bad proof (400, RFC 9449 §5, §8)."""
     oauth_req = PlainOAuth2Request(req)
-    value = req.headers.get("DPoP")
-    if value is not None:
-        try:
-            proof = verify_proof(svc, value, method=req.method,
-                                 htu=f"{svc.settings.issuer}/oauth2/token")
-        except DPoPError as exc:
-            headers = {"Cache-Control": "no-store", **nonce_headers(svc)}
-            return JsonResult(400, {"error": exc.error, "error_description": exc.description},
-                              headers)
-        oauth_req.dpop_jkt = proof.jkt
+    jkt = proof_key(svc, req, "/oauth2/token")
+    if isinstance(jkt, JsonResult):
+        return jkt
+    oauth_req.dpop_jkt = jkt
     if mtls_enabled(svc):
         oauth_req.cert_thumbprint = mtls.thumbprint_of(req.client_cert)
     return oauth_req

@@ -539,3 +539,33 @@ def test_registration_of_a_profile_client_and_an_update_that_breaks_it(env):
     assert c.get(url, headers=token).json == {k: v for k, v in doc.items()
                                               if k not in ("client_secret",
                                                            "registration_access_token")}
+
+
+def test_a_dpop_proof_at_par_binds_the_code(env):
+    """RFC 9449 §10.1: a DPoP proof sent with the pushed request binds the code to its key as
+    dpop_jkt would: another key cannot redeem it, the proof's key can; a dpop_jkt that is not
+    the proof's key is refused and nothing is pushed."""
+    c = env.client()
+    key = DPoPKey()
+    par_url = TOKEN_URL.replace("/oauth2/token", "/oauth2/par")
+    params, verifier = authorization_request()
+    pushed = push(c, params, headers={"DPoP": key.proof("POST", par_url,
+                                                        iat=env.svc.clock.now())})
+    assert pushed.status_code == 201, pushed.json
+    code = sign_in(c, pushed.json["request_uri"])["code"]
+    other = redeem(c, env, code, verifier, DPoPKey())
+    assert other.status_code == 400 and other.json["error"] == "invalid_grant"
+    params, verifier = authorization_request()
+    pushed = push(c, params, headers={"DPoP": key.proof("POST", par_url,
+                                                        iat=env.svc.clock.now())})
+    code = sign_in(c, pushed.json["request_uri"])["code"]
+    ok = redeem(c, env, code, verifier, key)
+    assert ok.status_code == 200 and claims_of(ok.json["access_token"])["cnf"] == {"jkt": key.jkt}
+
+    before = state(env)
+    params, _ = authorization_request(dpop_jkt=DPoPKey().jkt)
+    mismatched = push(c, params, headers={"DPoP": key.proof("POST", par_url,
+                                                            iat=env.svc.clock.now())})
+    assert mismatched.status_code == 400 and mismatched.json["error"] == "invalid_dpop_proof"
+    assert state(env) == before
+
