@@ -1,6 +1,8 @@
-"""The fuzz tests reuse the SAML flow helpers (tests/flows/saml_support.py)."""
+"""The fuzz tests reuse the SAML flow helpers (tests/flows/saml_support.py) and the OIDC ones
+(tests/oidc/oidc_support.py)."""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "flows"))
+_TESTS = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(_TESTS / "flows"), str(_TESTS / "oidc")]
