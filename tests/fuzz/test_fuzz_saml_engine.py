@@ -25,7 +25,7 @@ from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
 from saml2.validate import valid_instance
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
-from saml_fuzz_kit import DS, SAML, SAMLP, deflate
+from saml_fuzz_kit import DS, SAML, SAMLP, deflate, hostile_documents
 from saml_support import pysaml2_sp
 from sqlalchemy import select
 from support import base_overrides, init_database
@@ -321,3 +321,41 @@ def test_logout_request_is_answered_or_refused_with_nothing_stored(engine, xml, 
     assert [k for k in after if k.startswith("saml:logout:")], after  # the replay cache
     if isinstance(answer, Redirect):
         assert answer.location.startswith("https://sp.example.org/slo?SAMLResponse=")
+
+
+# --- AuthnRequest: hostile documents through the whole SSO pipeline ------------------------------
+
+
+@settings(max_examples=120, **_BOUNDED)
+@given(
+    case=hostile_documents(),
+    issuer=st.sampled_from([SIGNED_SP, LAX_SP]),
+    binding=st.sampled_from([BINDING_HTTP_REDIRECT, BINDING_HTTP_POST]),
+)
+def test_hostile_authn_request_is_answered_or_refused_with_nothing_stored(
+    engine, case, issuer, binding
+):
+    """``idp.saml.sso.sso`` on the hostile documents of ``saml_fuzz_kit`` (from a known SP and
+    issued now, so that they get past the first checks): refused (400, one line, the store
+    unchanged), a SAML error status to the SP's ACS, or the login asked for; never an
+    exception."""
+    from idp.saml.results import LoginNeeded, PostForm, Received, Refused
+    from idp.saml.sso import sso
+    from idp.sso.network import Origin
+
+    svc, _, _, mgr = engine
+    data = case[0].replace(b"https://sp.example.org/metadata", issuer.encode())
+    data = data.replace(b"2026-11-21T10:00:00Z", _instant(0).encode())
+    encoded = deflate(data) if binding == BINDING_HTTP_REDIRECT else base64.b64encode(data).decode()
+    before = store_keys(svc)
+    answer = sso(
+        svc, Received(binding, encoded, None, b"", None), None, mgr, origin=Origin(ip="192.0.2.1")
+    )
+    event(type(answer).__name__)
+    if isinstance(answer, Refused):
+        assert answer.status == 400 and answer.message and "\n" not in answer.message
+        assert store_keys(svc) == before
+        return
+    assert isinstance(answer, LoginNeeded | PostForm), answer
+    if isinstance(answer, PostForm):
+        assert (answer.action, answer.field) == (ACS, "SAMLResponse")
