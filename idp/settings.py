@@ -11,6 +11,7 @@ kept in the database and passed in by the caller (``idp.services.load_effective_
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -122,6 +123,8 @@ def _coerce(name: str, default: Any, value: Any, from_text: bool = False) -> Any
         raise ConfigError(f"setting {name} must be an integer, not {value!r}")
     if not isinstance(value, kind):
         raise ConfigError(f"setting {name} must be {_type_name(default)}, not {value!r}")
+    if kind is float and not math.isfinite(value):  # "nan" or "inf" would pass every range check
+        raise ConfigError(f"setting {name} must be a finite number, not {value!r}")
     if kind is list:
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"setting {name} must be a list of strings")
@@ -288,7 +291,11 @@ def sentinel_address(url: str) -> SentinelAddress:
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable: show nothing that could be a password
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
     if not parts.password:
         return url
     # The hosts as written (a Sentinel URL names several: h1:26379,h2:26379).
@@ -359,11 +366,17 @@ def load_settings(
 
 
 def _check_url(name: str, value: str, schemes: set[str]) -> None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # "http://[x": an IPv6 literal that does not close
+        raise ConfigError(f"setting {name} is not a valid URL: {redact_url(value)!r}") from None
     if parts.scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
-        raise ConfigError(f"setting {name} must be a URL with scheme {allowed}, not {value!r}")
-    if parts.scheme in {"http", "https", "redis", "rediss", "smtp", "smtps"} and not parts.hostname:
+        raise ConfigError(
+            f"setting {name} must be a URL with scheme {allowed}, not {redact_url(value)!r}"
+        )
+    if parts.scheme in {"http", "https", "redis", "rediss", "smtp", "smtps"} and not host:
         raise ConfigError(f"setting {name} has no host: {redact_url(value)!r}")
 
 
@@ -375,8 +388,10 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
         raise ConfigError("setting issuer must not have a query or fragment")
     s["issuer"] = issuer
 
-    instance = Path(s["instance_dir"]).expanduser()
-    s["instance_dir"] = str(instance.resolve())
+    try:
+        s["instance_dir"] = str(Path(s["instance_dir"]).expanduser().resolve())
+    except (ValueError, OSError) as exc:  # a NUL byte, a path the system cannot resolve
+        raise ConfigError(f"setting instance_dir is not a usable path: {exc}") from None
 
     if not s["database_url"]:
         s["database_url"] = f"sqlite:///{Path(s['instance_dir']) / 'idp.db'}"
@@ -478,7 +493,7 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     ):
         section, key = name.split(".")
         try:
-            s[section][key] = canonical(str(n) for n in s[section][key])
+            s[section][key] = tuple(canonical(str(n) for n in s[section][key]))
         except InvalidNetwork as exc:
             raise ConfigError(f"setting {name}: {exc}") from None
 

@@ -476,7 +476,10 @@ def check_resources(meta: Mapping[str, Any], policy: Policy) -> None:
         if not _PRINTABLE_ASCII.fullmatch(uri) or len(uri) > MAX_URI_LENGTH:
             raise _fail("resources", f"{uri!r} is not a printable URI of at most "
                         f"{MAX_URI_LENGTH} characters")
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError:  # "http://[x": an IPv6 literal that does not close
+            raise _fail("resources", f"{uri!r} is not a valid URI") from None
         if not parts.scheme or (not parts.netloc and not parts.path):
             raise _fail("resources", f"{uri!r} is not an absolute URI")
         if "#" in uri:

@@ -13,7 +13,7 @@ from .clients import OAuthClient, client_cache
 from .dpop import nonce_headers
 from .http import HttpRequest
 from .permissions import service_account_grants
-from .results import BodyResult, JsonResult
+from .results import BodyResult, JsonResult, description_text
 from .sender import token_request, token_type
 from .server import ALL_AUTH_METHODS, engine
 
@@ -38,7 +38,9 @@ def precheck(req: HttpRequest, repeatable: tuple[str, ...] = ()) -> JsonResult |
         return oauth_error("invalid_request", "Use application/x-www-form-urlencoded.")
     for key, values in req.form.items():
         if len(values) > 1 and key not in repeatable:
-            return oauth_error("invalid_request", f"Parameter {key!r} sent more than once.")
+            return oauth_error(
+                "invalid_request", f"Parameter '{description_text(key, 64)}' sent more than once."
+            )
     if req.query:
         return oauth_error("invalid_request", "Send parameters in the body, not the URL.")
     return None

@@ -23,7 +23,7 @@ from ..storage.clients import ClientRegistry
 from ..storage.models import Client, InitialAccessToken
 from .clients import client_cache
 from .http import HttpRequest
-from .results import BodyResult, JsonResult
+from .results import BodyResult, JsonResult, description_text
 from .server import STANDARD_SCOPES
 from .subjects import check_sector_document
 
@@ -48,7 +48,8 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _error(error: str, description: str, status: int = 400) -> JsonResult:
-    return JsonResult(status, {"error": error, "error_description": description}, _NO_STORE)
+    return JsonResult(status, {"error": error, "error_description": description_text(description)},
+                      _NO_STORE)
 
 
 def _bearer(req: HttpRequest) -> str | None:

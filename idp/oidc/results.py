@@ -4,8 +4,18 @@ web layer translates: the engine knows no locale and no template engine."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# RFC 6749 §5.2: error_description holds %x20-21 / %x23-5B / %x5D-7E only.
+_NOT_NQSCHAR = re.compile(r"[^\x20-\x21\x23-\x5B\x5D-\x7E]")
+
+
+def description_text(text: str, limit: int = 500) -> str:
+    """``text`` fit for an error_description (it may quote client input): characters outside
+    the RFC 6749 §5.2 set become ``?``, and it is cut at ``limit``."""
+    return _NOT_NQSCHAR.sub("?", text[:limit])
 
 
 @dataclass(frozen=True, slots=True)
