@@ -24,7 +24,7 @@ from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services, load_effective_settings
-from .web import live_settings, netguard
+from .web import live_settings, mailing, netguard
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.assets import asset_url
@@ -129,6 +129,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     )
 
     _install_request_hooks(app, settings.logging.access_log)
+    mailing.install(app)
     if settings.tracing.enabled:
         from .tracing import install as install_tracing
 

@@ -72,9 +72,9 @@ BACKEND_ERRORS = Counter(
 )
 _MAIL_QUEUE = Gauge(
     "idp_mail_queue_depth",
-    "Mails accepted and not yet sent or given up, over the live worker processes.",
+    "Mails in the outbox table not yet sent or given up, as the workers' mail threads last saw it.",
     ["queue"],
-    multiprocess_mode="livesum",
+    multiprocess_mode="livemax",
 )
 
 GRANT_TYPES = frozenset({
@@ -101,8 +101,8 @@ def token_issued(grant_type: str) -> None:
     TOKENS.labels(grant_type if grant_type in GRANT_TYPES else "other").inc()
 
 
-def mail_queued(change: int) -> None:
-    _MAIL_QUEUE.labels("mail").inc(change)
+def mail_waiting(count: int) -> None:
+    _MAIL_QUEUE.labels("mail").set(count)
 
 
 def backend_error(backend: str) -> None:

@@ -165,14 +165,16 @@ def test_failed_mail_counted_as_smtp_error(app):
             raise MailError("SMTP delivery failed: connection refused")
 
     before = scrape(app.test_client())
-    queue = MailQueue(Down(), attempts=1, retry_seconds=1, timeout=5)
+    queue = MailQueue(
+        Down(), app.extensions["idp"].mail_queue.outbox, attempts=1, retry_seconds=1, timeout=5
+    )
     queue.put("test", lambda: app.extensions["idp"].mailer.compose("a@example.org", "s", "t"))
     assert queue.wait_idle(10)
     after = scrape(app.test_client())
     assert value(after, "idp_backend_errors_total", backend="smtp") - value(
         before, "idp_backend_errors_total", backend="smtp"
     ) == 1
-    # Accepted and given up: the queue depth is back where it was.
+    # Accepted and given up: the outbox holds nothing left to send.
     assert value(after, "idp_mail_queue_depth", queue="mail") == value(
         before, "idp_mail_queue_depth", queue="mail"
     )
