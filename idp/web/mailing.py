@@ -55,12 +55,12 @@ def queue_mail(
     to: str | None, name: str, subject: str, *, locale: str | None = None, **context: Any
 ) -> None:
     """:func:`send_mail` after the response, from the background queue: the request only puts a
-    job there, whatever the recipient. In a request the job is handed over when the view has
-    finished (its transaction is over; SQLite has one writer) and before the response leaves,
-    so the queue's row is committed before the page answers. ``to=None`` puts a job that sends nothing, for a request
+    job there, whatever the recipient. ``to=None`` puts a job that sends nothing, for a request
     that must look the same as one that mails (an unknown address): same work, same time.
-    The language is chosen now (it may be the page's); rendering and sending happen in the
-    queue's thread, under an app context of their own."""
+    In a request the job is handed over when the view has finished (its transaction is over:
+    SQLite has one writer) and before the response leaves, so the outbox row is committed
+    before the page answers. The language is chosen now (it may be the page's); rendering and
+    sending happen in the queue's thread, under an app context of their own."""
     app = current_app._get_current_object()
     job_context = {k: _detached(v) for k, v in context.items()}
     chosen = (locale or mail_locale(to, context.get("user"))) if to else None
