@@ -202,6 +202,7 @@ class MailQueue:
         self.poll_seconds = poll_seconds
         self._pid = -1
         self._persistent = False
+        self._stopped = False
         self._exit_hook = False
 
     def _reset(self) -> None:
@@ -231,6 +232,13 @@ class MailQueue:
         self._persistent = True
         self._ensure_thread()
 
+    def stop(self) -> None:
+        """End this process's mail thread after its current step (the app is going away);
+        what is still queued stays in the outbox for the next process that looks."""
+        self._stopped = True
+        if self._pid == os.getpid():
+            self._wake.set()
+
     def put(self, name: str, job: Job) -> None:
         if self._pid != os.getpid():
             self._reset()
@@ -256,7 +264,7 @@ class MailQueue:
             time.sleep(0.05)
 
     def _thread_done(self) -> bool:
-        if self._pid != os.getpid():
+        if self._pid != os.getpid() or self._stopped:
             return True
         with self._lock:
             if self._jobs or self._rendering:
@@ -273,13 +281,13 @@ class MailQueue:
             time.sleep(0.05)
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped:
             self._wake.clear()
             try:
                 self._render_waiting()
                 sent = self._send_due()
                 for name in self.outbox.abandoned():
-                    log.error("mail %s lost: %s", name, "its worker ended before rendering it",
+                    log.error("mail %s lost: its worker ended before rendering it", name,
                               extra={"mail": name})
                 waiting, due = self.outbox.pending()
             except Exception as exc:  # noqa: BLE001 - the database is away: look again later
