@@ -30,6 +30,7 @@ from .keys import KeyManager
 from .settings import Section, load_settings, redact_url
 from .storage.audit import SINK as AUDIT_SINK
 from .storage.db import make_engine, make_session_factory
+from .storage.provisioning import install as install_provisioning_hook
 from .storage.store import make_store
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ if TYPE_CHECKING:
     from .core.policy import MfaPolicy
     from .core.steps import Factor
     from .delivery.mail import Mailer, MailQueue
+    from .delivery.outbound import Outbound
     from .delivery.sms import SenderFactory, SmsSender
     from .oidc.clients import ClientCache
-    from .oidc.fetch import Outbound
     from .oidc.server import Engine as OidcEngine
     from .saml.engine import SamlIdp
     from .sso.sessions import SessionManager
@@ -131,14 +132,14 @@ class Services:
     wellknown_cache: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
     kept_pages: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     # The protocol engines' parts, each built once per app, on first use, by its package's one
-    # accessor (idp.oidc.server.engine, idp.oidc.clients.client_cache, idp.oidc.fetch.outbound,
-    # idp.oidc.logout's back-channel pool, idp.saml.engine.saml_idp, idp.saml.logout's SOAP
-    # pool): the container cannot
+    # accessor (idp.oidc.server.engine, idp.oidc.clients.client_cache, idp.oidc.logout's
+    # back-channel pool, idp.saml.engine.saml_idp, idp.saml.logout's SOAP pool; the outbound
+    # HTTP guard by idp.delivery.outbound.outbound): the container cannot
     # import the engines (they sit above it), and a command that signs no one in never builds
     # them.
     oidc_engine: OidcEngine | None = field(default=None, kw_only=True)
     oidc_client_cache: ClientCache | None = field(default=None, kw_only=True)
-    oidc_outbound: Outbound | None = field(default=None, kw_only=True)
+    outbound: Outbound | None = field(default=None, kw_only=True)
     oidc_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
     saml_engine: SamlIdp | None = field(default=None, kw_only=True)
     saml_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
@@ -231,6 +232,7 @@ def build_services(
         echo=db.echo,
     )
     sessions = make_session_factory(engine)
+    install_provisioning_hook(sessions, clock)
     audit_sink = make_audit_sink(settings.audit, settings.instance_dir)
     if audit_sink is not None:
         sessions.configure(info={AUDIT_SINK: audit_sink})

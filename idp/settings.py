@@ -485,6 +485,9 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     _validate_mfa(s["mfa"])
     _validate_policies(s)
     _validate_risk(s["risk"])
+    if not 10 <= s["oidc"]["jarm_lifetime"] <= 600:
+        # JARM §2.1: the response JWT is short-lived; it is read at once by the redirect.
+        raise ConfigError("setting oidc.jarm_lifetime must be between 10 and 600 seconds")
     _validate_gdpr(s["gdpr"])
     _validate_audit(s["audit"])
     _validate_notifications(s)

@@ -207,15 +207,30 @@ def test_served_readiness_discovery_and_jwks(server):
     assert {k["kty"] for k in jwks["keys"]} >= {"RSA", "EC"}
 
 
-def test_two_worker_processes_serve(server):
-    """--workers 2 really starts two worker processes under the granian main process."""
+def _children(server) -> tuple[list[str], list[str]]:
+    """(pids of the granian workers, command lines of the provisioning pushers) under the
+    main process."""
     out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(server["proc"].pid)],
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server["proc"].pid)],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    assert len(out.split()) == 2, out
+    workers, pushers = [], []
+    for line in out.strip().splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "provisioning run --parent-pid" in args:
+            pushers.append(args)
+        else:
+            workers.append(pid)
+    return workers, pushers
+
+
+def test_two_worker_processes_serve(server):
+    """--workers 2 really starts two worker processes under the granian main process, and one
+    provisioning pusher beside them ([provisioning] serve_drain)."""
+    workers, pushers = _children(server)
+    assert len(workers) == 2 and len(pushers) == 1, (workers, pushers)
 
 
 def _healthz_requests(text: str) -> float:
@@ -250,10 +265,7 @@ def test_metrics_add_up_over_both_workers(server, workdir: Path):
         for _ in range(8)
     }
     assert seen == {120}
-    workers = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(server["proc"].pid)],
-        capture_output=True, text=True, check=False,
-    ).stdout.split()
+    workers, _pushers = _children(server)
     files = (workdir / "instance" / "metrics").glob("counter_*.db")
     writers = {p.stem.rpartition("_")[2] for p in files}
     assert writers == set(workers), (writers, workers)

@@ -21,7 +21,7 @@ from idp.web.sso import BrowserSessions
 ENGINE_PARTS = {
     "oidc_engine",
     "oidc_client_cache",
-    "oidc_outbound",
+    "outbound",
     "oidc_backchannel_pool",
     "saml_backchannel_pool",
     "saml_engine",

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from ..core.client_metadata import GRANT_TYPES, SIGNING_ALGS
+from ..core.client_metadata import (
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
+    GRANT_TYPES,
+    SIGNING_ALGS,
+    SUBJECT_TYPES,
+)
 from ..errors import ValidationError
 from ..manage import clients as manage_clients
 from .base import as_operator, out, ready
@@ -54,6 +60,10 @@ def clients() -> None:
     multiple=True,
     help="A resource server (RFC 8707) the client may ask tokens for (repeat for several).",
 )
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None,
+              help="A JSON array listing the redirect URIs; its host is the pairwise sector.")
 @click.option("--role", "roles", multiple=True, help="Roles of the client's service account.")
 @click.option("--first-party", is_flag=True, help="Skip the consent screen for this client.")
 @click.option("--json", "as_json", is_flag=True)
@@ -69,10 +79,17 @@ def clients_create(
     frontchannel_logout_uri,
     jwks_uri,
     resources,
+    subject_type,
+    sector_identifier_uri,
     roles,
     first_party,
     as_json,
 ) -> None:
+    extra = {
+        "resources": list(resources) or None,
+        "subject_type": subject_type,
+        "sector_identifier_uri": sector_identifier_uri,
+    }
     with as_operator(ready()) as ctx:
         client, secret = manage_clients.create(
             ctx,
@@ -88,7 +105,7 @@ def clients_create(
             jwks_uri=jwks_uri,
             roles=list(roles),
             first_party=first_party,
-            extra={"resources": list(resources)} if resources else None,
+            extra={k: v for k, v in extra.items() if v is not None} or None,
         )
         result: dict[str, Any] = {"client_id": client.client_id}
     if secret:
@@ -140,6 +157,16 @@ def clients_iat(expires_in: int, as_json: bool) -> None:
 @click.option("--jwks-uri", default=None, help="'' removes it.")
 @click.option("--resource", "resources", multiple=True,
               help="Replaces the RFC 8707 resource servers it may name (repeat; '' for none).")
+@click.option("--subject-type", type=click.Choice(SUBJECT_TYPES), default=None,
+              help="pairwise: a sub of its own per sector (OIDC Core §8.1).")
+@click.option("--sector-identifier-uri", default=None, help="'' removes it.")
+@click.option("--authorization-alg", type=click.Choice(SIGNING_ALGS), default=None,
+              help="Signs JARM authorization responses (response_mode *.jwt).")
+@click.option("--authorization-encryption-alg",
+              type=click.Choice(AUTHORIZATION_ENCRYPTION_ALGS + ("none",)), default=None,
+              help="Encrypts JARM responses to the client's key (none: not encrypted).")
+@click.option("--authorization-encryption-enc", type=click.Choice(AUTHORIZATION_ENCRYPTION_ENCS),
+              default=None)
 @click.option("--token-exchange", "token_exchange", default=None, metavar="JSON",
               help="The RFC 8693 token exchange policy as a JSON object ('' removes it), e.g. "
                    '\'{"accept_from": ["web"], "audiences": ["https://api.example.org/"], '
@@ -149,6 +176,8 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
            access_token_lifetime, id_token_lifetime, refresh_rotation, require_pkce,
            dpop_bound, cert_bound, first_party, enable, redirect_uris, post_logout,
            frontchannel_logout_uri, backchannel_logout_uri, jwks_uri, resources, token_exchange,
+           subject_type, sector_identifier_uri, authorization_alg, authorization_encryption_alg,
+           authorization_encryption_enc,
            as_json) -> None:
     """Change a client's OIDC settings; every worker picks the change up within a second.
     The whole resulting metadata passes the same validator as RFC 7591 registration."""
@@ -160,7 +189,13 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "jwks_uri": jwks_uri,
         "resources": [u for u in resources if u] if resources else None,
         "token_exchange": _policy(token_exchange),
+        "sector_identifier_uri": sector_identifier_uri,
     }
+    if authorization_encryption_alg == "none":
+        uris["authorization_encrypted_response_alg"] = ""
+        uris["authorization_encrypted_response_enc"] = ""
+    elif authorization_encryption_alg:
+        uris["authorization_encrypted_response_alg"] = authorization_encryption_alg
     changes = {
         "access_token_format": access_token_format,
         "access_token_signed_response_alg": access_token_alg,
@@ -171,6 +206,9 @@ def update(client_id, name, access_token_format, access_token_alg, id_token_alg,
         "require_pkce": require_pkce,
         "dpop_bound_access_tokens": dpop_bound,
         "tls_client_certificate_bound_access_tokens": cert_bound,
+        "subject_type": subject_type,
+        "authorization_signed_response_alg": authorization_alg,
+        "authorization_encrypted_response_enc": authorization_encryption_enc,
     }
     with as_operator(ready()) as ctx:
         row = manage_clients.update(

@@ -25,6 +25,7 @@ from .ldap import ldap
 from .mfa import mfa
 from .notifications import notifications
 from .org import org
+from .provisioning import provisioning
 from .roles import roles
 from .saml import saml
 from .serve import serve
@@ -46,6 +47,7 @@ users.add_command(users_erase)
 cli.add_command(audit)
 cli.add_command(notifications)
 cli.add_command(ip_rules)
+cli.add_command(provisioning)
 users.add_command(mfa)
 users.add_command(users_import)
 users.add_command(users_export)

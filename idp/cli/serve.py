@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,15 +109,30 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     sys.stdout.flush()
     # Worker processes start fresh interpreters: the same quiet default for them.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    Granian(
-        target="idp.cli.serve:worker_app",
-        factory=True,
-        interface=Interfaces.WSGI,
-        address=host,
-        port=port,
-        workers=workers,
-        blocking_threads=threads,
-        http=HTTPModes.http1 if settings.server.http == "1" else HTTPModes.auto,
-        log_access=False,
-        respawn_failed_workers=True,
-    ).serve()
+    pusher = _start_pusher() if settings.provisioning.serve_drain else None
+    try:
+        Granian(
+            target="idp.cli.serve:worker_app",
+            factory=True,
+            interface=Interfaces.WSGI,
+            address=host,
+            port=port,
+            workers=workers,
+            blocking_threads=threads,
+            http=HTTPModes.http1 if settings.server.http == "1" else HTTPModes.auto,
+            log_access=False,
+            respawn_failed_workers=True,
+        ).serve()
+    finally:
+        if pusher is not None:
+            pusher.terminate()
+            pusher.wait(10)
+
+
+def _start_pusher() -> subprocess.Popen:
+    """The node's provisioning pusher (``idp provisioning run``), a process of its own beside
+    the workers (no thread of a process the workers are forked from): it ends with this one,
+    and notices when this one is killed."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and command
+        [sys.executable, "-m", "idp.cli", "provisioning", "run", "--parent-pid", str(os.getpid())]
+    )

@@ -31,7 +31,9 @@ a scheme that runs or reads something locally (``javascript:``, ``data:``, ``fil
 IdP's own per-client settings (``access_token_lifetime``, ``id_token_lifetime``: whole seconds
 30-86400; ``access_token_format``: jwt or opaque; ``refresh_token_rotation``, ``require_pkce``:
 booleans; the RFC 8693 ``token_exchange`` policy) are checked here too, since the token
-engine reads them at every sign-in.
+engine reads them at every sign-in. JARM (``authorization_signed_response_alg``,
+``authorization_encrypted_response_alg`` / ``_enc``) and ``subject_type`` (``public`` |
+``pairwise``) likewise.
 """
 
 from __future__ import annotations
@@ -62,6 +64,28 @@ GRANT_TYPES = (
     "authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT,
     TOKEN_EXCHANGE,
 )
+SUBJECT_TYPES = ("public", "pairwise")
+# JARM (JWT Secured Authorization Response Mode) §3: how a client may have its authorization
+# responses encrypted. No RSA1_5 (RFC 8725 §3.2) and no symmetric key wrapping (we hold no key
+# shared with the client to wrap with).
+AUTHORIZATION_ENCRYPTION_ALGS = (
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "ECDH-ES",
+    "ECDH-ES+A128KW",
+    "ECDH-ES+A256KW",
+)
+AUTHORIZATION_ENCRYPTION_ENCS = ("A128CBC-HS256", "A256CBC-HS512", "A128GCM", "A256GCM")
+# JARM §3: the content encryption when a client names only the key management algorithm.
+DEFAULT_AUTHORIZATION_ENC = "A128CBC-HS256"
+# The key type a client's encryption key needs for each key management algorithm.
+ENCRYPTION_KTY = {
+    "RSA-OAEP": ("RSA",),
+    "RSA-OAEP-256": ("RSA",),
+    "ECDH-ES": ("EC", "OKP"),
+    "ECDH-ES+A128KW": ("EC", "OKP"),
+    "ECDH-ES+A256KW": ("EC", "OKP"),
+}
 MAX_URI_LENGTH = 2000
 
 # Schemes a browser (or a misguided client library) would run or read locally.
@@ -292,14 +316,97 @@ def check_algorithms(meta: Mapping[str, Any], policy: Policy) -> None:
         "id_token_signed_response_alg",
         "userinfo_signed_response_alg",
         "access_token_signed_response_alg",
+        "authorization_signed_response_alg",
     ):
         if field in meta and meta[field] not in SIGNING_ALGS:
             raise _fail(field, f"must be one of {', '.join(SIGNING_ALGS)}")
 
 
+def encryption_keys(jwks: Any, alg: str) -> list[dict[str, Any]]:
+    """The keys of a JWK Set a response may be encrypted to with ``alg``: of a fitting key
+    type, meant for encryption (``use: enc``, or no ``use``), without ``key_ops`` that exclude
+    it."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    fitting = []
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, dict) or key.get("kty") not in ENCRYPTION_KTY.get(alg, ()):
+            continue
+        if key.get("use", "enc") != "enc" or key.get("alg", alg) != alg:
+            continue
+        ops = key.get("key_ops")
+        if ops is not None and not (
+            isinstance(ops, list) and any(op in ("encrypt", "wrapKey") for op in ops)
+        ):
+            continue
+        fitting.append(key)
+    return fitting
+
+
+def check_authorization_encryption(meta: Mapping[str, Any], policy: Policy) -> None:
+    """JARM §3: ``authorization_encrypted_response_enc`` needs ``..._alg``; the client must
+    publish keys, and keys given inline (``jwks``) must hold one fit for the algorithm (keys
+    behind ``jwks_uri`` are looked at when a response is sent)."""
+    alg = meta.get("authorization_encrypted_response_alg")
+    enc = meta.get("authorization_encrypted_response_enc")
+    if alg is None:
+        if enc is not None:
+            raise _fail(
+                "authorization_encrypted_response_enc",
+                "needs authorization_encrypted_response_alg",
+            )
+        return
+    if alg not in AUTHORIZATION_ENCRYPTION_ALGS:
+        raise _fail(
+            "authorization_encrypted_response_alg",
+            f"must be one of {', '.join(AUTHORIZATION_ENCRYPTION_ALGS)}",
+        )
+    if enc is not None and enc not in AUTHORIZATION_ENCRYPTION_ENCS:
+        raise _fail(
+            "authorization_encrypted_response_enc",
+            f"must be one of {', '.join(AUTHORIZATION_ENCRYPTION_ENCS)}",
+        )
+    if not (meta.get("jwks") or meta.get("jwks_uri")):
+        raise _fail(
+            "authorization_encrypted_response_alg", "needs the client's keys (jwks_uri or jwks)"
+        )
+    if meta.get("jwks") and not encryption_keys(meta["jwks"], alg):
+        raise _fail(
+            "authorization_encrypted_response_alg",
+            f"jwks holds no encryption key (use: enc) for {alg}",
+        )
+
+
+def _host(uri: str) -> str:
+    parts = urlsplit(uri)
+    # A private-use scheme (RFC 8252 §7.1, a reverse domain name) names a native app's sector.
+    return (parts.hostname or parts.scheme).lower()
+
+
+def sector_of(meta: Mapping[str, Any]) -> str | None:
+    """OIDC Core §8.1: the sector of a pairwise client, the host of its
+    ``sector_identifier_uri``, else the one host all its redirect URIs share (None when they
+    have none or several)."""
+    uri = meta.get("sector_identifier_uri")
+    if isinstance(uri, str) and uri:
+        return _host(uri)
+    hosts = {_host(u) for u in meta.get("redirect_uris") or [] if isinstance(u, str)}
+    return hosts.pop() if len(hosts) == 1 else None
+
+
 def check_subject_type(meta: Mapping[str, Any], policy: Policy) -> None:
-    if meta.get("subject_type", "public") != "public":
-        raise _fail("subject_type", "only the public subject type is supported")
+    """OIDC Core §8, Registration §5: ``public`` or ``pairwise``; a pairwise client without a
+    ``sector_identifier_uri`` needs redirect URIs on one host (that host is its sector). The
+    document at ``sector_identifier_uri`` is fetched by the service that writes the client
+    (``idp.oidc.subjects.check_sector_document``), never here."""
+    kind = meta.get("subject_type", "public")
+    if kind not in SUBJECT_TYPES:
+        raise _fail("subject_type", f"must be one of {', '.join(SUBJECT_TYPES)}")
+    if kind == "pairwise" and sector_of(meta) is None:
+        raise _fail(
+            "subject_type",
+            "pairwise needs redirect URIs on one host, or a sector_identifier_uri listing "
+            "them all",
+        )
 
 
 def check_scope(meta: Mapping[str, Any], policy: Policy) -> None:
@@ -400,6 +507,7 @@ CHECKS: tuple[Check, ...] = (
     check_auth_method,
     check_keys,
     check_algorithms,
+    check_authorization_encryption,
     check_subject_type,
     check_scope,
     check_resources,

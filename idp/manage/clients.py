@@ -5,7 +5,9 @@ Permissions: ``clients:clients:create`` / ``clients:clients:update`` / ``clients
 / ``clients:clients:delete`` (rotating the secret and setting service roles are updates),
 ``clients:registration:create`` for RFC 7591 initial access tokens. Service-account roles
 given to a client also need every permission they carry. Every written client passes the one
-metadata validator (``idp.core.client_metadata``); every worker sees a change within a second
+metadata validator (``idp.core.client_metadata``), and its ``sector_identifier_uri`` document
+(when new, or when the redirect URIs change) must list every redirect URI
+(``idp.oidc.subjects.check_sector_document``); every worker sees a change within a second
 (the client cache generation is bumped once the change has committed).
 
 Secret rotation: the new secret is returned once and only its keyed hash is stored. By default
@@ -29,6 +31,7 @@ from ..core.client_metadata import MetadataError, Policy, check_client_metadata
 from ..crypto import new_token
 from ..errors import Conflict, NotFound, ValidationError
 from ..oidc.clients import client_cache, previous_secret_key
+from ..oidc.subjects import check_sector_document, sector_changed
 from ..storage.clients import ClientRegistry
 from ..storage.models import Client, ClientServiceRole, Role
 from ..storage.rbac import bump_generation, role_grants
@@ -151,6 +154,11 @@ def create(
         role_ids = [r.id for r in _global_roles(ctx, list(roles))]
         ctx.require_holds(role_grants(ctx.db, role_ids, clock=ctx.svc.clock))
     svc = ctx.svc
+    # OIDC Registration §5, fetched before anything is written (no write lock held meanwhile).
+    check_sector_document(svc, {
+        "redirect_uris": options.get("redirect_uris") or [],
+        "sector_identifier_uri": (options.get("extra") or {}).get("sector_identifier_uri"),
+    })
     registry = ClientRegistry(ctx.db, svc.hasher, svc.sealer, Policy.from_settings(svc.settings))
     client, secret = registry.create(client_id, roles=list(roles), **options)
     ctx.audit(
@@ -175,8 +183,9 @@ def update(
     enabled: bool | None = None,
 ) -> Client:
     """Change a client's settings. ``changes`` are metadata values to set; ``uris`` are
-    URI-valued keys to replace (the value ``""`` removes the key); ``userinfo_alg`` "none"
-    removes signed userinfo. The whole resulting metadata passes the RFC 7591 validator."""
+    URI-valued keys (and others that can be unset) to replace (the value ``""`` removes the
+    key); ``userinfo_alg`` "none" removes signed userinfo. The whole resulting metadata passes
+    the RFC 7591 validator."""
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     uris = {k: v for k, v in (uris or {}).items() if v is not None}
     if (
@@ -201,6 +210,8 @@ def update(
     if name is not None:
         meta["client_name"] = name
     check_client_metadata(meta, Policy.from_settings(ctx.svc.settings))
+    if sector_changed(row.meta, meta):
+        check_sector_document(ctx.svc, meta)
     changed = sorted(k for k in set(meta) | set(row.meta) if meta.get(k) != row.meta.get(k))
     before = {k: row.meta.get(k) for k in changed}
     row.meta = meta
@@ -271,6 +282,8 @@ def patch(
             "token_endpoint_auth_method",
         )
     check_client_metadata(meta, Policy.from_settings(ctx.svc.settings))
+    if sector_changed(row.meta, meta):
+        check_sector_document(ctx.svc, meta)
     added: list[str] = []
     removed: list[str] = []
     if roles is not None:

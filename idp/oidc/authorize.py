@@ -3,7 +3,8 @@
 The request is checked by authlib's grant (client, redirect_uri, response_type, scope, PKCE,
 nonce) and then by the list of small checks below, in order. An error about the client or the
 redirect_uri is shown as a page and never redirected (RFC 6749 §4.1.2.1); every other error goes
-back to the client with ``state`` and ``iss`` (RFC 9207). Login is handed to the hosted pages
+back to the client with ``state`` and ``iss`` (RFC 9207), or as one JWT in the JARM response
+modes (``jarm.py``). Login is handed to the hosted pages
 through the protocol-neutral AuthnRequest, and the request resumes at ``/oauth2/authorize/resume``.
 """
 
@@ -31,6 +32,8 @@ from . import sender
 from .claims import claims_release
 from .clients import OAuthClient, client_cache
 from .http import HttpRequest, Values
+from .jarm import JWT_MODES, JarmUnavailable, Responder, responder
+from .jarm import respond as jarm_respond
 from .results import ConsentPrompt, ErrorPage, FormPost, Message, Redirect, Result, _
 from .server import DictRequest, InvalidTargetError, Subject, engine
 from .tokens import InvalidToken
@@ -38,7 +41,7 @@ from .tokens import InvalidToken
 log = logging.getLogger("idp.oidc.authorize")
 
 PROMPTS = {"none", "login", "consent", "select_account"}
-RESPONSE_MODES = {"query", "form_post"}
+RESPONSE_MODES = {"query", "form_post", *JWT_MODES}
 # How a claim consented to one by one is remembered among the consented scopes.
 CLAIM_CONSENT = "claim:"
 
@@ -64,14 +67,41 @@ class _Refused(Exception):
 # --- responses -----------------------------------------------------------------------------------
 
 def _respond(svc: Services, redirect_uri: str, params: dict[str, str],
-             response_mode: str | None) -> Redirect | FormPost:
+             response_mode: str | None,
+             jarm: Responder | None = None) -> Redirect | FormPost | ErrorPage:
+    """The authorization response; ``jarm``: set for the JARM modes (``*.jwt``)."""
     params = {k: v for k, v in params.items() if v is not None}
+    if jarm is not None and response_mode in JWT_MODES:
+        try:
+            return jarm_respond(svc, jarm, redirect_uri, response_mode, params)
+        except JarmUnavailable as exc:  # the key was read, yet encrypting to it failed
+            return _jarm_refused(jarm.client_id, exc)
     params["iss"] = svc.settings.issuer
     if response_mode == "form_post":
         return FormPost(redirect_uri, list(params.items()))
     parts = urlsplit(redirect_uri)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return Redirect(urlunsplit(parts._replace(query=urlencode(query))), 302, no_store=True)
+
+
+def _jarm_responder(svc: Services, client: OAuthClient,
+                    mode: str | None) -> Responder | ErrorPage | None:
+    """For a JARM mode, how the response is packed; an error page when it cannot be (the
+    client registered encryption and its keys cannot be had): the response is neither sent
+    unencrypted nor sent at all, so nothing (no code) is issued."""
+    if mode not in JWT_MODES:
+        return None
+    try:
+        return responder(svc, client)
+    except JarmUnavailable as exc:
+        return _jarm_refused(client.client_id, exc)
+
+
+def _jarm_refused(client_id: str, exc: JarmUnavailable) -> ErrorPage:
+    log.warning("JARM response cannot be encrypted: %s", exc.reason,
+                extra={"client_id": client_id})
+    return error_page(_("The application's keys cannot be used to protect the answer to "
+                        "this sign-in request. Contact the application's support."))
 
 
 def error_page(message: Message, status: int = 400, *, back: str | None = None) -> ErrorPage:
@@ -100,7 +130,8 @@ def _single_valued(values: Values) -> dict[str, str]:
 def check_response_mode(params: dict[str, str]) -> None:
     mode = params.get("response_mode")
     if mode is not None and mode not in RESPONSE_MODES:
-        raise AuthorizationError("invalid_request", "response_mode must be query or form_post")
+        raise AuthorizationError("invalid_request", "response_mode must be one of "
+                                 + ", ".join(sorted(RESPONSE_MODES)))
 
 
 def check_request_objects(params: dict[str, str]) -> None:
@@ -218,6 +249,11 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None, *, or
         return checked
     _client, verified_uri = checked
     mode = params.get("response_mode")
+    if mode not in RESPONSE_MODES:
+        mode = None  # refused below (check_response_mode), in the default mode
+    how = _jarm_responder(svc, _client, mode)
+    if isinstance(how, ErrorPage):
+        return how
     refusal = network.check_client(svc, _client.client_id, origin.ip)
     if refusal is not None:
         # The client and redirect_uri are verified: the refusal goes back there (RFC 6749
@@ -226,14 +262,14 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None, *, or
         return _respond(svc, verified_uri, {
             "error": "access_denied",
             "error_description": "sign-in from this network is not allowed for this client",
-            "state": params.get("state")}, mode if mode in RESPONSE_MODES else None)
+            "state": params.get("state")}, mode, how)
     if not params.get("response_type"):
         # RFC 6749 §4.1.2.1: with the client and redirect_uri verified, the other errors go back
         # to the client.
         return _respond(svc, verified_uri, {"error": "invalid_request",
                                             "error_description": "response_type is missing",
                                             "state": params.get("state")},
-                        mode if mode in RESPONSE_MODES else None)
+                        mode, how)
     oauth_req = DictRequest("GET", f"{svc.settings.issuer}/oauth2/authorize",
                             {k: v for k, v in params.items() if isinstance(v, str)})
     try:
@@ -244,17 +280,17 @@ def process(svc: Services, params: dict[str, Any], session_id: str | None, *, or
         return _respond(svc, exc.redirect_uri or verified_uri,
                         {"error": exc.error, "error_description": exc.description,
                          "state": params.get("state")},
-                        mode if mode in RESPONSE_MODES else None)
+                        mode, how)
     client: OAuthClient = oauth_req.client
     redirect_uri = grant.redirect_uri
     try:
         return _authorize(svc, eng, grant, oauth_req, client, redirect_uri, params,
-                          session_id, accepted_auth_time, consent_given, origin)
+                          session_id, accepted_auth_time, consent_given, origin, how)
     except AuthorizationError as exc:
         return _respond(svc, redirect_uri, {"error": exc.error,
                                             "error_description": exc.description,
                                             "state": params.get("state")},
-                        mode if mode in RESPONSE_MODES else None)
+                        mode, how)
 
 
 def back_link(client: OAuthClient) -> str | None:
@@ -301,7 +337,8 @@ def check_client_and_redirect(svc: Services, params: dict[str, Any]
 
 def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: str,
                params: dict[str, Any], session_id: str | None,
-               accepted_auth_time: int | None, consent_given: bool, origin: Origin) -> Result:
+               accepted_auth_time: int | None, consent_given: bool, origin: Origin,
+               how: Responder | None) -> Result:
     check_response_mode(params)
     check_request_objects(params)
     prompt = check_prompt(params)
@@ -329,7 +366,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
               and ACR_LEVELS.get(result.acr, 0) >= want.wanted_acr_level())
     else:
         ok = result is not None and session_satisfies(result, want, now)
-    if ok and hinted_sub is not None and result.user_uuid != hinted_sub:
+    if ok and hinted_sub is not None and eng.subject(client, result.user_uuid) != hinted_sub:
         ok = False
     if not ok:
         if "none" in prompt:
@@ -365,10 +402,10 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
     status, _, headers = grant.create_authorization_response(redirect_uri, user)
     location = dict(headers)["Location"]
     mgr.add_relying_party(result.sid, f"oidc:{client.client_id}", {
-        "client_id": client.client_id, "sub": user.uuid, "sid": psid})
+        "client_id": client.client_id, "sub": eng.subject(client, user.uuid), "sid": psid})
     query = dict(parse_qsl(urlsplit(location).query))
     return _respond(svc, redirect_uri, {"code": query["code"], "state": params.get("state")},
-                    params.get("response_mode"))
+                    params.get("response_mode"), how)
 
 
 def _to_login(mgr, want: AuthnRequest, params: dict[str, Any], now: float) -> Redirect:
@@ -450,10 +487,13 @@ def answer_consent(svc: Services, prompt: ConsentPrompt, session_id: str | None,
         redirect_uri = req.params.get("redirect_uri") or client.get_default_redirect_uri()
         if not redirect_uri or not client.check_redirect_uri(redirect_uri):
             return error_page(_("You declined the request."))
+        mode = req.params.get("response_mode")
+        how = _jarm_responder(svc, client, mode)
+        if isinstance(how, ErrorPage):
+            return how
         return _respond(svc, redirect_uri, {"error": "access_denied",
                                             "error_description": "The user declined.",
-                                            "state": req.params.get("state")},
-                        req.params.get("response_mode"))
+                                            "state": req.params.get("state")}, mode, how)
     remember_consent(svc, prompt.user.user_id, client.client_id,
                      prompt.scopes + [CLAIM_CONSENT + name for name in prompt.claims],
                      granted_by=(prompt.user.uuid, origin))

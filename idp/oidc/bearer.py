@@ -84,7 +84,7 @@ def authenticate(
     if sub == client_id:
         return BearerCaller(client_id, scopes)
     with svc.sessions() as db:
-        user = db.query(User).filter_by(uuid=sub).one_or_none()
+        user = db.query(User).filter_by(uuid=eng.token_user(claims)).one_or_none()
         if user is None or not account_usable(svc, user):
             return BearerRefusal(401, "invalid_token", "The user is no longer active.")
         return BearerCaller(client_id, scopes, user.id, user.uuid)

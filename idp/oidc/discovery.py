@@ -4,8 +4,15 @@ well-known documents served by ``idp.web.wellknown``."""
 from __future__ import annotations
 
 from ..core.authn import ACR_MFA, ACR_SINGLE
-from ..core.client_metadata import DEVICE_CODE_GRANT, TOKEN_EXCHANGE
+from ..core.client_metadata import (
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
+    DEVICE_CODE_GRANT,
+    SUBJECT_TYPES,
+    TOKEN_EXCHANGE,
+)
 from .dpop import DPOP_ALGS
+from .jarm import JWT_MODES
 from .server import ALL_AUTH_METHODS, STANDARD_SCOPES
 from .tokens import SIGNING_ALGS
 
@@ -30,13 +37,17 @@ def metadata(issuer: str, *, mtls: bool = False) -> dict:
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "scopes_supported": list(STANDARD_SCOPES),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "form_post"],
+        "response_modes_supported": ["query", "form_post", *JWT_MODES],
         "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                   DEVICE_CODE_GRANT, TOKEN_EXCHANGE],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": list(SUBJECT_TYPES),
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
+        # JARM §3
+        "authorization_signing_alg_values_supported": list(SIGNING_ALGS),
+        "authorization_encryption_alg_values_supported": list(AUTHORIZATION_ENCRYPTION_ALGS),
+        "authorization_encryption_enc_values_supported": list(AUTHORIZATION_ENCRYPTION_ENCS),
         "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGS)
         + ["HS256", "HS384", "HS512"],

@@ -9,7 +9,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from ..core import rbac
 from ..services import Services
-from .clients import OAuthClient
+from .clients import OAuthClient, client_cache
 from .dpop import nonce_headers
 from .http import HttpRequest
 from .permissions import service_account_grants
@@ -105,7 +105,9 @@ def introspect(svc: Services, req: HttpRequest) -> JsonResult:
     if subject is None:
         return inactive
     return JsonResult(200, {"active": True, "token_type": "refresh_token", "scope": row.scope,
-                            "client_id": row.client_id, "sub": subject.uuid,
+                            "client_id": row.client_id,
+                            "sub": eng.subject(client_cache(svc).get(row.client_id),
+                                               subject.uuid),
                             "iss": eng.issuer, "exp": int(row.expires_at.timestamp())},
                       _NO_STORE)
 

@@ -181,8 +181,9 @@ def end_session(svc: Services, values: Values, session_id: str | None,
             return refuse(_("The application asked to return to an address it has not "
                             "registered."))
     current = session_manager(svc).current_by_sid(session_id)
+    # The hint's sub is the one its client sees (pairwise clients: OIDC Core §8.1).
     hint_matches = hint_claims is not None and (
-        current is None or current.user_uuid == hint_claims.get("sub"))
+        current is None or eng.subject(client, current.user_uuid) == hint_claims.get("sub"))
     if not hint_matches:
         # Without proof that the RP knows this user's session, the user confirms (and no
         # redirect is made unless the hint was valid).

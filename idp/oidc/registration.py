@@ -17,10 +17,10 @@ from ..services import Services
 from ..storage.clients import ClientRegistry
 from ..storage.models import Client, InitialAccessToken
 from .clients import client_cache
-from .fetch import OutboundError, outbound
 from .http import HttpRequest
 from .results import BodyResult, JsonResult
 from .server import STANDARD_SCOPES
+from .subjects import check_sector_document
 
 log = logging.getLogger("idp.oidc.registration")
 
@@ -29,7 +29,9 @@ _KEPT = ("client_name", "logo_uri", "client_uri", "policy_uri", "tos_uri", "cont
          "frontchannel_logout_uri", "frontchannel_logout_session_required",
          "backchannel_logout_session_required", "default_max_age", "require_auth_time",
          "jwks", "sector_identifier_uri", "subject_type", "software_id", "software_version",
-         "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens")
+         "dpop_bound_access_tokens", "tls_client_certificate_bound_access_tokens",
+         "authorization_signed_response_alg", "authorization_encrypted_response_alg",
+         "authorization_encrypted_response_enc")
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -62,19 +64,10 @@ def validate_metadata(meta: Any, policy: Policy) -> dict[str, Any]:
 
 
 def check_sector(svc, meta: dict[str, Any]) -> None:
-    """OIDC Registration §5: the document at sector_identifier_uri (fetched through the
-    outbound guard, ``fetch.py``) lists every redirect URI."""
-    uri = meta["extra"].get("sector_identifier_uri")
-    if uri is None:
-        return
-    try:
-        listed = outbound(svc).get_json(uri)
-    except OutboundError as exc:
-        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
-                            f"cannot be fetched: {exc.reason}", "sector_identifier_uri") from None
-    if not isinstance(listed, list) or not set(meta["redirect_uris"]) <= set(listed):
-        raise MetadataError("invalid_client_metadata", "sector_identifier_uri: the document "
-                            "does not list every redirect URI", "sector_identifier_uri")
+    """OIDC Registration §5: the sector document lists every redirect URI (``subjects.py``)."""
+    check_sector_document(svc, {"redirect_uris": meta["redirect_uris"],
+                                "sector_identifier_uri":
+                                    meta["extra"].get("sector_identifier_uri")})
 
 
 def _take_initial_token(svc, token: str | None) -> bool:

@@ -60,6 +60,7 @@ from .sender import (
     require_constraint,
     token_type,
 )
+from .subjects import is_pairwise, subject
 from .token_exchange import TokenExchangeGrant
 from .tokens import SIGNING_ALGS, InvalidToken, Signer, half_hash, new_jti
 
@@ -72,6 +73,8 @@ _AT_REVOKED = "atrevoked:"
 _OPAQUE = "at:"
 _JTI = "jti:"
 _CLAIMS_REQUEST = "claimsreq:"
+# The user behind a pairwise-subject access token (by jti), for userinfo and our own APIs.
+_PAIRWISE_USER = "atuser:"
 # Scopes that act on the IdP itself: granted only to holders of oauth:scope:<name>.
 PROTECTED_SCOPES = ("admin", "scim")
 STANDARD_SCOPES = ("openid", "profile", "email", "phone", "address", "offline_access",
@@ -590,7 +593,7 @@ class Engine:
         resource = ctx.get("resource") or []
         claims = {
             "iss": self.issuer,
-            "sub": user.uuid if user else client.client_id,
+            "sub": self.subject(client, user.uuid) if user else client.client_id,
             "aud": resource if len(resource) > 1 else (resource[0] if resource
                                                        else client.client_id),
             "client_id": client.client_id,
@@ -610,6 +613,8 @@ class Engine:
         cnf = ctx.get("cnf") or {}
         if cnf:  # RFC 9449 §6, RFC 8705 §3.1: sender-constrained
             claims["cnf"] = cnf
+        if user is not None and claims["sub"] != user.uuid:
+            self.svc.store.put(_PAIRWISE_USER + claims["jti"], user.uuid, lifetime)
         fmt = fmt or client.setting("access_token_format", self.settings.access_token_format)
         if fmt == "opaque":
             access_token = secrets.token_urlsafe(32)
@@ -685,7 +690,7 @@ class Engine:
                              ctx.get("scope", "").split() or ["openid"],
                              (ctx.get("claims") or {}).get("id_token"))
         claims.update({
-            "iss": self.issuer, "sub": ctx["sub"], "aud": client.client_id,
+            "iss": self.issuer, "sub": self.subject(client, ctx["sub"]), "aud": client.client_id,
             "azp": client.client_id, "iat": now,
             "exp": now + (lifetime or int(client.setting("id_token_lifetime",
                                                          self.settings.id_token_lifetime))),
@@ -910,6 +915,19 @@ class Engine:
             return None
         return claims
 
+    def token_user(self, claims: dict[str, Any]) -> str | None:
+        """The uuid of the user an access token (its validated ``claims``) was issued for:
+        its ``sub``, or for a pairwise client's token the user recorded when it was issued
+        (None when that record is gone)."""
+        if is_pairwise(client_cache(self.svc).get(claims.get("client_id"))) \
+                and claims.get("sub") != claims.get("client_id"):
+            return self.svc.store.get(_PAIRWISE_USER + str(claims.get("jti")))
+        return claims.get("sub")
+
+    def subject(self, client: OAuthClient | None, user_uuid: str) -> str:
+        """The ``sub`` the client sees for this user (OIDC Core §8: public or pairwise)."""
+        return subject(self.svc, client, user_uuid)
+
     def userinfo_claims_request(self, token_claims: dict[str, Any]) -> dict | None:
         gid = token_claims.get("gid")
         return self.svc.store.get(_CLAIMS_REQUEST + gid) if gid else None
@@ -926,7 +944,8 @@ class Engine:
         if request is not None:
             with self.svc.sessions.begin() as db:
                 audit_rows.audit_now(db, "token.revoked", at=self.svc.clock.utcnow(),
-                                     actor=f"client:{claims['client_id']}", target=claims["sub"],
+                                     actor=f"client:{claims['client_id']}",
+                                     target=self.token_user(claims),
                                      **_stamp(request), kind="access_token",
                                      reason="revocation", jti=claims["jti"],
                                      client_id=claims["client_id"], grant=claims.get("gid"))

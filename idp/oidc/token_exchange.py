@@ -45,11 +45,13 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from ..core.client_metadata import AUTH_METHODS, TOKEN_EXCHANGE
+from ..sso.sessions import session_manager
 from ..storage import audit as audit_rows
 from ..storage.models import User
 from .clients import OAuthClient, client_cache
 from .http import request_stamp
 from .sender import cnf_for
+from .subjects import is_pairwise
 from .tokens import InvalidToken
 
 if TYPE_CHECKING:  # the engine registers this grant
@@ -125,8 +127,9 @@ def _from_access_token(eng: Engine, value: str) -> Presented | None:
     claims = eng.validate_access_token(value)
     if claims is None or not isinstance(claims.get("client_id"), str):
         return None
-    user = None if claims.get("sub") == claims["client_id"] else _account(eng, claims.get("sub"))
-    if user is None and claims.get("sub") != claims["client_id"]:
+    service = claims.get("sub") == claims["client_id"]
+    user = None if service else _account(eng, eng.token_user(claims))
+    if user is None and not service:
         return None  # a user's token whose account may no longer be used
     return Presented(claims["sub"], claims["client_id"], str(claims.get("scope", "")).split(),
                      claims.get("exp"), user, claims)
@@ -147,9 +150,23 @@ def _from_id_token(eng: Engine, value: str) -> Presented | None:
         return None
     if claims.get("sid") and not eng.session_alive(claims["sid"]):
         return None
-    user = _account(eng, claims["sub"])
+    user = _account(eng, _id_token_user(eng, client_id, claims))
     return None if user is None else Presented(claims["sub"], client_id, ["openid"],
                                                claims["exp"], user, claims)
+
+
+def _id_token_user(eng: Engine, client_id: str, claims: dict[str, Any]) -> str | None:
+    """The uuid behind an ID token's ``sub``: the sub itself, or for a pairwise client (OIDC
+    Core §8.1) the user of the token's session, when that user's pairwise sub is the token's."""
+    client = client_cache(eng.svc).get(client_id)
+    if not is_pairwise(client):
+        return claims["sub"]
+    sessions = session_manager(eng.svc)
+    sid = sessions.by_public_sid(str(claims.get("sid") or ""))
+    current = sessions.current_by_sid(sid) if sid else None
+    if current is None or eng.subject(client, current.user_uuid) != claims["sub"]:
+        return None
+    return current.user_uuid
 
 
 def _from_refresh_token(eng: Engine, value: str, client: OAuthClient) -> Presented | None:

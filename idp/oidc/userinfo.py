@@ -70,7 +70,7 @@ def userinfo(svc: Services, req: HttpRequest) -> JsonResult | BodyResult:
     if client is None:
         return bearer_error("invalid_token", "The client is no longer registered.", 401)
     with svc.sessions() as db:
-        user = db.query(User).filter_by(uuid=claims["sub"]).one_or_none()
+        user = db.query(User).filter_by(uuid=eng.token_user(claims)).one_or_none()
         if user is None or not eng.account_usable(user):
             return bearer_error("invalid_token", "The user is no longer active.", 401)
         user_id = user.id

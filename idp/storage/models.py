@@ -501,6 +501,7 @@ from . import models_ldap as models_ldap  # noqa: E402
 from . import models_mail as models_mail  # noqa: E402
 from . import models_mfa as models_mfa  # noqa: E402
 from . import models_oauth as models_oauth  # noqa: E402
+from . import models_provisioning as models_provisioning  # noqa: E402
 from . import models_reports as models_reports  # noqa: E402
 from . import models_risk as models_risk  # noqa: E402
 from . import models_saml as models_saml  # noqa: E402

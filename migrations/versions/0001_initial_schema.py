@@ -163,6 +163,22 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_permission_groups')),
     sa.UniqueConstraint('name', name=op.f('uq_permission_groups_name'))
     )
+    op.create_table('provisioning_targets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('base_url', sa.String(length=500), nullable=False),
+    sa.Column('token_sealed', sa.Text(), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('all_users', sa.Boolean(), nullable=False),
+    sa.Column('group_ids', sa.JSON(), nullable=False),
+    sa.Column('push_groups', sa.Boolean(), nullable=False),
+    sa.Column('mapping', sa.JSON(), nullable=False),
+    sa.Column('last_success_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_provisioning_targets')),
+    sa.UniqueConstraint('name', name=op.f('uq_provisioning_targets_name'))
+    )
     op.create_table('rbac_state',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('generation', sa.BigInteger(), nullable=False),
@@ -282,6 +298,42 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('positions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_positions_company_id'), ['company_id'], unique=False)
+
+    op.create_table('provisioning_objects',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('target_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('object_id', sa.String(length=64), nullable=False),
+    sa.Column('remote_id', sa.String(length=255), nullable=True),
+    sa.Column('last_synced_at', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('last_error', sa.String(length=1000), nullable=True),
+    sa.ForeignKeyConstraint(['target_id'], ['provisioning_targets.id'], name=op.f('fk_provisioning_objects_target_id_provisioning_targets'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_provisioning_objects')),
+    sa.UniqueConstraint('target_id', 'kind', 'object_id', name='uq_provisioning_object')
+    )
+    op.create_table('provisioning_queue',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('target_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('object_id', sa.String(length=64), nullable=False),
+    sa.Column('op', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=8), nullable=False),
+    sa.Column('again', sa.Boolean(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('lease_until', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('claimed_by', sa.String(length=64), nullable=True),
+    sa.Column('last_error', sa.String(length=1000), nullable=True),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.CheckConstraint("kind IN ('user','group')", name=op.f('ck_provisioning_queue_kind')),
+    sa.CheckConstraint("op IN ('create','update','deactivate','delete','membership')", name=op.f('ck_provisioning_queue_op')),
+    sa.CheckConstraint("state IN ('pending','running','failed')", name=op.f('ck_provisioning_queue_state')),
+    sa.ForeignKeyConstraint(['target_id'], ['provisioning_targets.id'], name=op.f('fk_provisioning_queue_target_id_provisioning_targets'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_provisioning_queue')),
+    sa.UniqueConstraint('target_id', 'kind', 'object_id', name='uq_provisioning_queue_object')
+    )
+    with op.batch_alter_table('provisioning_queue', schema=None) as batch_op:
+        batch_op.create_index('ix_provisioning_queue_due', ['state', 'next_attempt_at'], unique=False)
 
     op.create_table('roles',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -909,6 +961,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_roles_client_id'))
 
     op.drop_table('roles')
+    with op.batch_alter_table('provisioning_queue', schema=None) as batch_op:
+        batch_op.drop_index('ix_provisioning_queue_due')
+
+    op.drop_table('provisioning_queue')
+    op.drop_table('provisioning_objects')
     with op.batch_alter_table('positions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_positions_company_id'))
 
@@ -936,6 +993,7 @@ def downgrade() -> None:
     op.drop_table('saml_service_providers')
     op.drop_table('saml_federations')
     op.drop_table('rbac_state')
+    op.drop_table('provisioning_targets')
     op.drop_table('permission_groups')
     op.drop_table('notification_marks')
     with op.batch_alter_table('mail_outbox', schema=None) as batch_op:

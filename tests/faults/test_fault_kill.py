@@ -51,9 +51,18 @@ def served(tmp_path_factory):
 
 
 def _workers(served: Served) -> set[int]:
-    """The worker processes: the children of the `idp serve` process (granian's main)."""
+    """The granian workers: the children of the `idp serve` process but its provisioning
+    pusher."""
     pid = served.proc.pid
-    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children if b"provisioning" not in _cmdline(int(c))}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b"provisioning"
 
 
 def _sign_in(base: str, username: str) -> str | None:

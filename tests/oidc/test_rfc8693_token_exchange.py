@@ -55,11 +55,15 @@ def live(tmp_path_factory) -> Iterator[dict]:
                 "portal", name="Portal", redirect_uris=[PORTAL_CB], first_party=True,
                 grant_types=["authorization_code", "refresh_token"], scope=USER_SCOPE,
                 extra={"access_token_lifetime": 600})
+            _, made["pw-portal"] = reg.create(
+                "pw-portal", name="Pairwise portal", redirect_uris=[PORTAL_CB], first_party=True,
+                grant_types=["authorization_code"], scope=USER_SCOPE,
+                extra={"subject_type": "pairwise"})
             _, made["api"] = reg.create(
                 "api", name="Orders API", scope=USER_SCOPE,
                 grant_types=[GRANT, "client_credentials", "refresh_token"],
                 extra={"resources": [ORDERS], "token_exchange": _policy(
-                    ("portal", "api"), delegation=True, impersonation=True, refresh_tokens=True,
+                    ("portal", "api", "pw-portal"), delegation=True, impersonation=True, refresh_tokens=True,
                     max_lifetime=120)})
             _, made["worker"] = reg.create(
                 "worker", name="Worker", scope="openid email",
@@ -90,10 +94,11 @@ def live(tmp_path_factory) -> Iterator[dict]:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _sign_in(live, username: str = "alice", scope: str = USER_SCOPE) -> dict:
+def _sign_in(live, username: str = "alice", scope: str = USER_SCOPE,
+             client_id: str = "portal") -> dict:
     """A code flow for the portal: a browser signs in on /login, authlib redeems the code."""
-    rp = OAuth2Session("portal", live["secrets"]["portal"], scope=scope, redirect_uri=PORTAL_CB,
-                       code_challenge_method="S256")
+    rp = OAuth2Session(client_id, live["secrets"][client_id], scope=scope,
+                       redirect_uri=PORTAL_CB, code_challenge_method="S256")
     verifier = "v" * 50
     url, _state = rp.create_authorization_url(live["meta"]["authorization_endpoint"],
                                               code_verifier=verifier)
@@ -526,3 +531,20 @@ def test_a_dpop_proof_binds_the_exchanged_token(live):
     assert resp.status_code == 200, resp.text
     assert resp.json()["token_type"] == "DPoP"
     assert _claims(live, resp.json()["access_token"], ORDERS)["cnf"] == {"jkt": key.jkt}
+
+
+@pytest.mark.parametrize("kind", [AT, "urn:ietf:params:oauth:token-type:id_token"])
+def test_a_pairwise_clients_token_is_exchanged_for_its_user(live, kind):
+    """A subject token of a pairwise client (OIDC Core §8.1) names the user by a sub only that
+    client's sector sees; the exchange still finds the user, and the new token (for a public
+    client) carries the user's own sub."""
+    user = _sign_in(live, client_id="pw-portal")
+    seen = _claims(live, user["access_token"], "pw-portal")["sub"]
+    public = _claims(live, _sign_in(live)["access_token"], "portal")["sub"]
+    assert seen != public
+    subject = user["access_token"] if kind == AT else user["id_token"]
+    api = OAuth2Session("api", live["secrets"]["api"])
+    got = api.fetch_token(live["meta"]["token_endpoint"], grant_type=GRANT,
+                          subject_token=subject, subject_token_type=kind, resource=ORDERS,
+                          scope="openid")
+    assert _claims(live, got["access_token"], ORDERS)["sub"] == public

@@ -21,6 +21,8 @@ from ...core.client_metadata import (
     AUTH_METHODS,
     DEVICE_CODE_GRANT,
     GRANT_TYPES,
+    SIGNING_ALGS,
+    SUBJECT_TYPES,
     TOKEN_EXCHANGE,
     MetadataError,
 )
@@ -64,7 +66,11 @@ GRANT_LABELS = {
 }
 # Form fields that hold metadata of the same name.
 URI_LISTS = ("redirect_uris", "post_logout_redirect_uris")
-URI_ONE = ("logo_uri", "client_uri", "jwks_uri")
+URI_ONE = ("logo_uri", "client_uri", "jwks_uri", "sector_identifier_uri")
+SUBJECT_LABELS = {
+    "public": _l("Public: the same subject identifier for every application"),
+    "pairwise": _l("Pairwise: a subject identifier of its own for this application's sector"),
+}
 LIFETIMES = ("access_token_lifetime", "id_token_lifetime")
 # The token exchange policy (``token_exchange``), one form field per member.
 TE_LISTS = ("te_accept_from", "te_audiences")
@@ -132,6 +138,9 @@ def _form_from_client(row) -> dict[str, Any]:
         "logo_uri": meta.get("logo_uri", ""),
         "client_uri": meta.get("client_uri", ""),
         "jwks_uri": meta.get("jwks_uri", ""),
+        "sector_identifier_uri": meta.get("sector_identifier_uri", ""),
+        "subject_type": meta.get("subject_type", "public"),
+        "authorization_alg": meta.get("authorization_signed_response_alg", ""),
         "first_party": row.first_party,
         **_policy_fields(meta.get("token_exchange") or {}),
     }
@@ -165,6 +174,8 @@ def _form_from_request() -> dict[str, Any]:
     values["grant_types"] = [g for g in f.getlist("grant_types") if g in GRANT_TYPES]
     values["require_pkce"] = f.get("require_pkce") == "1"
     values["first_party"] = f.get("first_party") == "1"
+    values["subject_type"] = f.get("subject_type", "public")
+    values["authorization_alg"] = f.get("authorization_alg", "")
     return values
 
 
@@ -198,6 +209,12 @@ def _metadata(values: dict[str, Any], errors: dict[str, str], patch: bool) -> di
     policy = _policy_from(values, errors)
     if policy or patch:
         meta["token_exchange"] = policy or None
+    # Defaults (public, RS256) are stored as the absence of the member.
+    if values["subject_type"] != "public" or patch:
+        meta["subject_type"] = None if values["subject_type"] == "public" else values[
+            "subject_type"]
+    if values["authorization_alg"] or patch:
+        meta["authorization_signed_response_alg"] = values["authorization_alg"] or None
     return meta
 
 
@@ -248,6 +265,8 @@ INLINE = frozenset(
         "auth_method",
         "grant_types",
         "scope",
+        "subject_type",
+        "authorization_alg",
         *URI_LISTS,
         *URI_ONE,
         *LIFETIMES,
@@ -255,10 +274,14 @@ INLINE = frozenset(
         TE_LIFETIME,
     }
 )
+FIELD_OF = {
+    "token_endpoint_auth_method": "auth_method",
+    "authorization_signed_response_alg": "authorization_alg",
+}
 
 
 def _field_for(member: str) -> str:
-    field = "auth_method" if member == "token_endpoint_auth_method" else member
+    field = FIELD_OF.get(member, member)
     return field if field in INLINE else "form"
 
 
@@ -274,6 +297,9 @@ def _render_form(values, errors, *, row=None, status=200):
             auth_labels=AUTH_LABELS,
             grant_types=GRANT_TYPES,
             grant_labels=GRANT_LABELS,
+            subject_labels=SUBJECT_LABELS,
+            subject_types=SUBJECT_TYPES,
+            signing_algs=SIGNING_ALGS,
         ),
         status,
     )
@@ -299,6 +325,9 @@ def client_new():
             "logo_uri": "",
             "client_uri": "",
             "jwks_uri": "",
+            "sector_identifier_uri": "",
+            "subject_type": "public",
+            "authorization_alg": "",
             "first_party": False,
             **_policy_fields({}),
         }
@@ -446,6 +475,7 @@ def _detail(client_id: str, *, rule_errors=None, rule_values=None, status=200):
             auth_labels=AUTH_LABELS,
             grant_labels=GRANT_LABELS,
             source_types=SOURCE_TYPES,
+            subject_labels=SUBJECT_LABELS,
             rule_errors=rule_errors or {},
             rule_values=rule_values or {"enabled": "1"},
         ),

@@ -18,6 +18,7 @@ NAV: list[tuple[str, str, object, str | None]] = [
     ("access", "admin.deletion_requests", _l("Deletion requests"), "users:accounts:delete"),
     ("applications", "admin.clients", _l("OIDC clients"), "clients:clients:read"),
     ("applications", "admin.saml_providers", _l("SAML providers"), "saml:providers:read"),
+    ("applications", "admin.provisioning", _l("Provisioning"), "provisioning:targets:read"),
     ("system", "admin.settings", _l("Settings"), "config:policies:read"),
     ("system", "admin.audit", _l("Audit log"), "audit:log:read"),
     ("system", "admin.reports_index", _l("Compliance reports"), "reports:compliance:read"),

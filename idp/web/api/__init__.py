@@ -18,6 +18,7 @@ from . import (  # noqa: F401
     ip_rules,
     openapi,
     org,
+    provisioning,
     reports,
     role_holders,
     roles,

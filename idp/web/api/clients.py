@@ -20,15 +20,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, m
 from ...core.client_metadata import (
     ACCESS_TOKEN_FORMATS,
     AUTH_METHODS,
+    AUTHORIZATION_ENCRYPTION_ALGS,
+    AUTHORIZATION_ENCRYPTION_ENCS,
+    ENCRYPTION_KTY,
     GRANT_TYPES,
     MAX_POLICY_ENTRIES,
     SIGNING_ALGS,
+    SUBJECT_TYPES,
     TOKEN_EXCHANGE,
     URI_RULES,
     MetadataError,
     uri_problem,
 )
 from ...manage import clients
+from ...oidc.subjects import SectorDocumentError
 from ...storage.clients import DEFAULT_SCOPE
 from ...storage.models import Client
 from .common import (
@@ -99,6 +104,9 @@ GrantTypes = Annotated[list[GrantType], Field(min_length=1, max_length=len(GRANT
 # The grants a client without redirect_uris may have.
 WITHOUT_REDIRECT = [g for g in GRANT_TYPES if g != "authorization_code"]
 SigningAlg = Literal[SIGNING_ALGS]
+EncryptionAlg = Literal[AUTHORIZATION_ENCRYPTION_ALGS]
+EncryptionEnc = Literal[AUTHORIZATION_ENCRYPTION_ENCS]
+SubjectType = Literal[SUBJECT_TYPES]
 Lifetime = json_int(30, 86400)
 MaxAge = json_int(0, 10 * 365 * 86400)
 RoleName = Annotated[str, Field(max_length=200)]
@@ -151,12 +159,48 @@ class TokenExchangePolicy(_Exact):
     max_lifetime: Lifetime = Field(None, description="ceiling of the new token's lifetime")
 
 
+def _without(member: str) -> dict[str, Any]:
+    return {"not": {"required": [member]}}
+
+
+def _encryption_key_rules() -> list[dict[str, Any]]:
+    """JARM encryption (``idp.core.client_metadata.check_authorization_encryption``): the
+    algorithm needs the client's keys, and an inline ``jwks`` holds a key fit for the
+    algorithm (its key type, ``use`` enc when given, that ``alg`` when given, ``key_ops``
+    allowing encryption when given)."""
+    alg_member = "authorization_encrypted_response_alg"
+    rules: list[dict[str, Any]] = [
+        {"anyOf": [_without(alg_member), {"required": ["jwks_uri"]}, {"required": ["jwks"]}]},
+    ]
+    for alg, ktys in ENCRYPTION_KTY.items():
+        key = {
+            "type": "object",
+            "required": ["kty"],
+            "properties": {
+                "kty": {"enum": list(ktys)},
+                "use": {"const": "enc"},
+                "alg": {"const": alg},
+                "key_ops": {"type": "array", "contains": {"enum": ["encrypt", "wrapKey"]}},
+            },
+        }
+        rules.append(
+            {
+                "if": {"required": [alg_member, "jwks"],
+                       "properties": {alg_member: {"const": alg}}},
+                "then": {"properties": {"jwks": {"properties": {"keys": {"contains": key}}}}},
+            }
+        )
+    return rules
+
+
 class ClientMetadataIn(_Exact):
     """RFC 7591 client metadata (and this IdP's own per-client settings, docs/oidc.md) of a new
     client. The rules between members are in the schema (``allOf``) and enforced as written:
     the authorization_code grant (the default) needs ``redirect_uris``; a public client
     (``none``) cannot use client_credentials; ``private_key_jwt`` needs ``jwks_uri`` or
-    ``jwks``; ``jwks`` and ``jwks_uri`` exclude each other."""
+    ``jwks``; ``jwks`` and ``jwks_uri`` exclude each other; ``pairwise`` without a
+    ``sector_identifier_uri`` takes exactly one redirect URI here; JARM encryption needs keys
+    (inline ones fit for the algorithm) and ``..._enc`` needs ``..._alg``."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -203,7 +247,23 @@ class ClientMetadataIn(_Exact):
                         ]
                     },
                     {"not": {"required": ["jwks", "jwks_uri"]}},
-                ]
+                    # Pairwise without a sector document: one redirect URI here (the one
+                    # validator takes several on one host; the schema cannot say "one host").
+                    {
+                        "anyOf": [
+                            {"not": {"required": ["subject_type"],
+                                     "properties": {"subject_type": {"const": "pairwise"}}}},
+                            {"required": ["sector_identifier_uri"]},
+                            {"required": ["redirect_uris"],
+                             "properties": {"redirect_uris": {"maxItems": 1}}},
+                        ]
+                    },
+                    *_encryption_key_rules(),
+                ],
+                # JARM: the content encryption needs the key management algorithm.
+                "dependentRequired": {
+                    "authorization_encrypted_response_enc": ["authorization_encrypted_response_alg"]
+                },
             }
         ),
     )
@@ -223,6 +283,11 @@ class ClientMetadataIn(_Exact):
     userinfo_signed_response_alg: SigningAlg = None
     access_token_signed_response_alg: SigningAlg = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] = None
+    authorization_signed_response_alg: SigningAlg = None
+    authorization_encrypted_response_alg: EncryptionAlg = None
+    authorization_encrypted_response_enc: EncryptionEnc = None
+    subject_type: SubjectType = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") = None
     access_token_lifetime: Lifetime = None
     id_token_lifetime: Lifetime = None
     refresh_token_rotation: StrictBool = None
@@ -257,6 +322,15 @@ class ClientMetadataIn(_Exact):
             raise ValueError("token_endpoint_auth_method: private_key_jwt needs jwks_uri or jwks")
         if {"jwks", "jwks_uri"} <= given:
             raise ValueError("jwks: jwks and jwks_uri exclude each other")
+        if (
+            self.subject_type == "pairwise"
+            and "sector_identifier_uri" not in given
+            and len(self.redirect_uris or []) != 1
+        ):
+            raise ValueError(
+                "subject_type: pairwise without a sector_identifier_uri needs exactly one "
+                "redirect URI"
+            )
         return self
 
 
@@ -279,6 +353,11 @@ class ClientMetadataPatch(_Exact):
     userinfo_signed_response_alg: SigningAlg | None = None
     access_token_signed_response_alg: SigningAlg | None = None
     access_token_format: Literal[ACCESS_TOKEN_FORMATS] | None = None
+    authorization_signed_response_alg: SigningAlg | None = None
+    authorization_encrypted_response_alg: EncryptionAlg | None = None
+    authorization_encrypted_response_enc: EncryptionEnc | None = None
+    subject_type: SubjectType | None = None
+    sector_identifier_uri: _uri("sector_identifier_uri", "fetched") | None = None
     access_token_lifetime: Lifetime | None = None
     id_token_lifetime: Lifetime | None = None
     refresh_token_rotation: StrictBool | None = None
@@ -392,7 +471,8 @@ def _location(client_id: str) -> str:
 
 def _refused(exc: MetadataError, status: int = 400) -> ApiProblem:
     """The validator's refusal as a problem naming the field under ``metadata``: 400 for a
-    new client, 409 for a patch whose result would break a rule given the stored metadata."""
+    new client, 409 for a patch whose result would break a rule given the stored metadata, or
+    when the client's sector document refuses it."""
     field = f"metadata.{exc.field}" if exc.field else "metadata"
     title, kind = (
         ("Invalid request", "invalid-request") if status == 400 else ("Conflict", "conflict")
@@ -434,7 +514,8 @@ def list_clients(call: Call) -> Reply:
     status=201,
     errors=(404, 409),
     description="Answers the client with its `client_secret`, shown this once. 404 names a "
-    "service role that does not exist; 409 a client_id that does.",
+    "service role that does not exist; 409 a client_id that does, or a `sector_identifier_uri` "
+    "document that cannot be fetched or does not list every redirect URI.",
 )
 def create_client(call: Call) -> Reply:
     body: ClientCreate = call.body
@@ -461,6 +542,9 @@ def create_client(call: Call) -> Reply:
                 **options,
             )
             out = _out(ctx, row)
+    except SectorDocumentError as exc:
+        # The request is well formed; the sector document (outside it) refuses it.
+        raise _refused(exc, 409) from None
     except MetadataError as exc:
         raise _refused(exc) from None
     return Reply(
