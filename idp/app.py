@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, g, jsonify, make_response, render_template, request
 from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import exc as sa_exc
 from werkzeug import exceptions as http_errors
 from werkzeug.exceptions import HTTPException
 
@@ -279,13 +280,11 @@ OUTAGE_RETRY_AFTER = 5
 
 
 def _outage(exc: Exception) -> str | None:
-    """"database" or "store" when ``exc`` says that backend cannot be reached (connection
-    refused or lost, a timeout, SQLite busy), None for any other error."""
-    from sqlalchemy import exc as sa
-
-    if isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.TimeoutError):
+    """The backend ("database" or "store") that ``exc`` says cannot be reached (connection
+    refused or lost, a timeout, SQLite busy); None for any other error."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return "database"
-    if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return "database"
     module = type(exc).__module__
     if module.startswith(("psycopg", "sqlite3")) and type(exc).__name__ in (

@@ -4,10 +4,10 @@ A burst of sign-ins (each one spends a password hash's time inside the worker), 
 codes redeemed for tokens and client-credentials token requests runs while a worker is killed
 with SIGKILL, twice. The promise (docs/security.md, "Faults"): granian starts a new worker in
 its place and the server keeps answering; the requests the dead worker held are dropped (the
-client sees the connection close, with no answer or one cut short), and nothing is half made: every session a browser was given has its index row
-and its ``login.success`` audit row, every index row has its session, every token answered has
-its ``token.issued`` audit row (a refresh token row is written with it), and `idp audit verify`
-passes.
+client sees the connection close, with no answer or one cut short), and nothing is half made:
+every session a browser was given has its index row and its ``login.success`` audit row, every
+index row has its session, every token answered has its ``token.issued`` audit row (a refresh
+token row is written with it), and `idp audit verify` passes.
 """
 
 from __future__ import annotations
