@@ -9,8 +9,9 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, g, jsonify, make_response, render_template, request
 from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import exc as sa_exc
 from werkzeug import exceptions as http_errors
 from werkzeug.exceptions import HTTPException
 
@@ -24,7 +25,7 @@ from .core.steps import register_factor
 from .errors import new_reference
 from .resources import resource_dir
 from .services import Services, build_services, load_effective_settings
-from .web import live_settings, netguard
+from .web import live_settings, mailing, netguard
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.assets import asset_url
@@ -133,6 +134,7 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
     )
 
     _install_request_hooks(app, settings.logging.access_log)
+    mailing.install(app)
     if settings.tracing.enabled:
         from .tracing import install as install_tracing
 
@@ -232,6 +234,22 @@ def _install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        backend = _outage(exc)
+        if backend is not None:
+            # Refused, never let through: whatever the request needed (a lockout counter, a
+            # replay cache, the database) could not be checked. One line, no trace: the log
+            # fills fast during an outage, and the cause is the backend, not this code.
+            metrics.backend_error(backend)
+            log.error(
+                "%s unavailable on %s: %s",
+                backend,
+                request.path,
+                type(exc).__name__,
+                extra={"request_id": g.get("request_id")},
+            )
+            resp = make_response(_http(http_errors.ServiceUnavailable(OUTAGE_MESSAGE)))
+            resp.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER)
+            return resp
         if request.path.startswith(API_PREFIX + "/"):
             return problem_for(exc)
         if request.path.startswith(SCIM_PREFIX + "/"):
@@ -261,6 +279,32 @@ def _install_error_handlers(app: Flask) -> None:
         ), 500
 
 
+OUTAGE_MESSAGE = "The service is temporarily unavailable. Please try again in a moment."
+OUTAGE_RETRY_AFTER = 5
+
+
+def _outage(exc: Exception) -> str | None:
+    """The backend ("database" or "store") that ``exc`` says cannot be reached (connection
+    refused or lost, a timeout, SQLite busy); None for any other error."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return "database"
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return "database"
+    module = type(exc).__module__
+    if module.startswith(("psycopg", "sqlite3")) and type(exc).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+    ):
+        return "database"  # the embedded store speaks DBAPI directly
+    if module.startswith("redis."):
+        from redis.exceptions import ConnectionError as RedisDown
+        from redis.exceptions import TimeoutError as RedisSlow
+
+        if isinstance(exc, RedisDown | RedisSlow):
+            return "store"
+    return None
+
+
 def _count_backend_error(exc: Exception) -> None:
     """An unexpected error that came from the database or the store is counted as theirs."""
     module = type(exc).__module__
@@ -279,4 +323,5 @@ def _slug(code: int | None) -> str:
         405: "method_not_allowed",
         413: "request_too_large",
         429: "too_many_requests",
+        503: "temporarily_unavailable",
     }.get(code or 500, "server_error")

@@ -78,9 +78,9 @@ RATE_LIMITED = Counter(
 )
 _MAIL_QUEUE = Gauge(
     "idp_mail_queue_depth",
-    "Mails accepted and not yet sent or given up, over the live worker processes.",
+    "Mails in the outbox table not yet sent or given up, as the workers' mail threads last saw it.",
     ["queue"],
-    multiprocess_mode="livesum",
+    multiprocess_mode="livemax",
 )
 
 GRANT_TYPES = frozenset({
@@ -111,8 +111,8 @@ def rate_limited(rule: str) -> None:
     RATE_LIMITED.labels(rule if _WORD.fullmatch(rule) else "other").inc()
 
 
-def mail_queued(change: int) -> None:
-    _MAIL_QUEUE.labels("mail").inc(change)
+def mail_waiting(count: int) -> None:
+    _MAIL_QUEUE.labels("mail").set(count)
 
 
 def backend_error(backend: str) -> None:

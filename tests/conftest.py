@@ -61,6 +61,7 @@ def make_app(instance_dir: Path) -> Callable[..., Any]:
         queue = app.extensions["idp"].mail_queue
         if queue is not None:
             queue.wait_idle(15)
+            queue.stop()  # its thread must not outlive the test's database
         app.extensions["idp"].engine.dispose()
 
 

@@ -21,7 +21,9 @@ _NOT_DATA = {"kv_store"}
 
 
 def snapshot(svc) -> dict[str, list]:
-    """Every row of every table (but the short-lived store)."""
+    """Every row of every table (but the short-lived store), once the mail queued so far has
+    gone out (a queued mail is a row of mail_outbox until it is delivered)."""
+    assert svc.mail_queue.wait_idle(15), "mail still queued after 15 s"
     with svc.engine.connect() as conn:
         tables = sorted(set(inspect(conn).get_table_names()) - _NOT_DATA)
         # Table names come from the database's own catalogue, not from input.

@@ -122,3 +122,99 @@ def test_smtp_refuses_password_without_tls():
         assert inbox.messages == []
     finally:
         controller.stop()
+
+
+# --- the durable outbox (idp.storage.mail_outbox) ---------------------------------------------
+
+
+class _Counting:
+    """A transport that records each message it takes (by Message-ID), from any thread."""
+
+    def __init__(self):
+        import threading
+
+        self.sent = []
+        self._lock = threading.Lock()
+
+    def send(self, msg):
+        with self._lock:
+            self.sent.append(msg["Message-ID"])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_app(request, make_app):
+    if request.param == "sqlite":
+        return make_app()
+    return make_app(database_url=request.getfixturevalue("pg_url"))
+
+
+def test_two_workers_sharing_the_outbox_never_send_one_mail_twice(any_db_app):
+    """The lease is a conditional UPDATE: on SQLite and on PostgreSQL one worker wins a row."""
+    from idp.delivery.mail import MailQueue
+
+    svc = any_db_app.extensions["idp"]
+    outbox = svc.mail_queue.outbox
+    ids = []
+    for n in range(30):
+        msg = svc.mailer.compose(f"u{n}@example.org", "Hi", "text")
+        outbox.rendered(outbox.add("hello", "test"), bytes(msg))
+        ids.append(msg["Message-ID"])
+    transports = [_Counting(), _Counting()]
+    workers = [MailQueue(t, outbox, attempts=3, retry_seconds=0.1, timeout=5,
+                         poll_seconds=0.05) for t in transports]
+    for worker in workers:
+        worker.start()
+    try:
+        assert all(worker.wait_idle(20) for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+    sent = transports[0].sent + transports[1].sent
+    assert sorted(sent) == sorted(ids)  # every mail once, whichever worker took it
+    assert outbox.pending() == (0, None)
+
+
+def test_a_mail_whose_worker_died_before_rendering_it_is_marked_failed(make_app, capsys):
+    from sqlalchemy import select
+
+    from idp.clock import FrozenClock
+    from idp.storage.models_mail import MailOutbox
+
+    clock = FrozenClock()
+    svc = make_app(clock=clock).extensions["idp"]
+    outbox = svc.mail_queue.outbox
+    outbox.add("reset", "a-worker-that-was-killed")  # its job died with its process
+    clock.advance(outbox.lease.total_seconds() + 1)
+    svc.mail_queue.put("other", lambda: None)  # any worker's mail thread looks
+    assert svc.mail_queue.wait_idle(10)
+    with svc.sessions() as db:
+        rows = db.execute(select(MailOutbox.name, MailOutbox.state)).all()
+    assert rows == [("reset", "failed")]
+    assert "ERROR idp.mail mail reset lost: its worker ended before rendering it" in (
+        capsys.readouterr().err
+    )
+
+
+def test_mail_accepted_while_smtp_is_down_is_sent_by_the_next_process(make_app):
+    """The queue that accepted the mail goes away (a restart); a new one sends it."""
+    from idp.delivery.mail import MailError, MailQueue
+
+    class Down:
+        def send(self, msg):
+            raise MailError("connection refused")
+
+    svc = make_app().extensions["idp"]
+    outbox = svc.mail_queue.outbox
+    first = MailQueue(Down(), outbox, attempts=5, retry_seconds=0.1, timeout=5)
+    first.put("hello", lambda: svc.mailer.compose("ann@example.org", "Hi", "text"))
+    assert not first.wait_idle(0.5)  # still waiting for its next try
+    first.stop()
+    assert outbox.pending()[0] == 1
+    up = _Counting()
+    second = MailQueue(up, outbox, attempts=5, retry_seconds=0.1, timeout=5, poll_seconds=0.05)
+    second.start()
+    try:
+        assert second.wait_idle(10)
+    finally:
+        second.stop()
+    assert len(up.sent) == 1 and outbox.pending() == (0, None)

@@ -143,13 +143,13 @@ def test_disabled_is_not_found(make_app):
 
 
 def test_unusable_store_is_counted_as_a_store_error(make_app, app):
-    """Redis gone: the failed request is counted under backend=store (and answered 500 with a
-    reference, no trace)."""
+    """Redis gone: the failed request is counted under backend=store (and answered 503
+    temporarily_unavailable, no trace; tests/faults/test_fault_redis.py has the rest)."""
     before = scrape(app.test_client())
     broken = make_app(redis_url="redis://127.0.0.1:1/0")
     resp = broken.test_client().post("/oauth2/token", data={"grant_type": "client_credentials",
                                                            "client_id": "x", "client_secret": "y"})
-    assert resp.status_code == 500
+    assert resp.status_code == 503 and resp.json["error"] == "temporarily_unavailable"
     assert "Traceback" not in resp.get_data(as_text=True)
     after = scrape(app.test_client())
     assert value(after, "idp_backend_errors_total", backend="store") - value(
@@ -165,14 +165,16 @@ def test_failed_mail_counted_as_smtp_error(app):
             raise MailError("SMTP delivery failed: connection refused")
 
     before = scrape(app.test_client())
-    queue = MailQueue(Down(), attempts=1, retry_seconds=1, timeout=5)
+    queue = MailQueue(
+        Down(), app.extensions["idp"].mail_queue.outbox, attempts=1, retry_seconds=1, timeout=5
+    )
     queue.put("test", lambda: app.extensions["idp"].mailer.compose("a@example.org", "s", "t"))
     assert queue.wait_idle(10)
     after = scrape(app.test_client())
     assert value(after, "idp_backend_errors_total", backend="smtp") - value(
         before, "idp_backend_errors_total", backend="smtp"
     ) == 1
-    # Accepted and given up: the queue depth is back where it was.
+    # Accepted and given up: the outbox holds nothing left to send.
     assert value(after, "idp_mail_queue_depth", queue="mail") == value(
         before, "idp_mail_queue_depth", queue="mail"
     )

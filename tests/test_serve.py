@@ -397,11 +397,12 @@ def test_gunicorn_serves_wsgi_app_from_the_checkout(workdir: Path):
 
 def test_served_reset_mails_from_the_queue_and_logs_no_token(server, workdir: Path):
     """Through `idp serve`: a reset request answers at once, the worker's mail queue writes
-    the mail, and the mailed link's token appears in no line of the server's log (the access
-    line shows the route with [redacted])."""
+    the mail (and deletes its outbox row), and the mailed link's token appears in no line of
+    the server's log (the access line shows the route with [redacted])."""
     import email
     import email.policy
     import re
+    import sqlite3
 
     made = subprocess.run(
         [server["idp"], "users", "create", "--username", "resetme"]
@@ -435,6 +436,9 @@ def test_served_reset_mails_from_the_queue_and_logs_no_token(server, workdir: Pa
         time.sleep(0.2)
     assert link, "no reset mail in the outbox"
     assert browser.get(f"{server['base']}/password/reset/{link}", timeout=5).status_code == 200
+    # The queue's row went with the delivery: the mail_outbox table keeps nothing sent.
+    with sqlite3.connect(workdir / "instance" / "idp.db") as db:
+        assert db.execute("SELECT count(*) FROM mail_outbox").fetchone() == (0,)
     time.sleep(0.3)
     server["log"].flush()
     text = Path(server["log"].name).read_text()

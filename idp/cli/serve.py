@@ -43,6 +43,16 @@ def _check_port(host: str, port: int) -> None:
             raise CliFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def worker_app() -> Any:
+    """The app of one server worker: its mail thread keeps running, so mail queued by another
+    worker, or before a restart, goes out without waiting for a page to queue more."""
+    from ..app import create_app
+
+    app = create_app()
+    app.extensions["idp"].mail_queue.start()
+    return app
+
+
 @click.command()
 @click.option("--host", default=None, help="Default: server.host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default: server.port (5000).")
@@ -102,7 +112,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     pusher = _start_pusher() if settings.provisioning.serve_drain else None
     try:
         Granian(
-            target="idp.app:create_app",
+            target="idp.cli.serve:worker_app",
             factory=True,
             interface=Interfaces.WSGI,
             address=host,

@@ -6,22 +6,25 @@ multipart/alternative (text + HTML) rendered from ``templates/mail/<name>.txt|.h
 from ``{instance_dir}/templates/mail/``). Links in mails are built from the configured issuer by the
 caller, never from the request's Host header.
 
-Pages do not send: they put a job on the process's :class:`MailQueue`, whose background thread
-renders and sends it after the response (a slow or unreachable SMTP server never shows in a
-page's answer time, so it cannot tell whether an address has an account), retrying a failed
-delivery with doubling waits before it gives up with an error line in the log.
+Pages do not send: they put a job on the :class:`MailQueue`, which writes a row to the durable
+outbox table before the page answers and renders and sends the mail from a background thread
+after the response (a slow or unreachable SMTP server never shows in a page's answer time, so
+it cannot tell whether an address has an account), retrying a failed delivery with doubling
+waits before it gives up with an error line in the log. Queued mail survives an SMTP outage and
+a restart of the server (docs/deployment.md, "When a dependency fails").
 """
 
 from __future__ import annotations
 
 import atexit
-import heapq
-import itertools
+import collections
+import email
+import email.policy
 import logging
 import os
-import queue
 import secrets
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -146,100 +149,200 @@ class Mailer:
         return True
 
 
-# A job renders its message when the worker runs it; None = nothing to send (the job a request
-# for an unknown address puts on the queue, so both cases do the same work in the request).
+# A job renders its message when the mail thread runs it; None = nothing to send (the job a
+# request for an unknown address puts on the queue, so both cases do the same work in the request).
 Job = Callable[[], EmailMessage | None]
 
 
+class Outbox(Protocol):
+    """Where queued mail waits durably (``idp.storage.mail_outbox.SqlOutbox``)."""
+
+    def add(self, name: str, owner: str) -> int: ...
+    def rendered(self, row_id: int, message: bytes | None) -> None: ...
+    def claim(self, owner: str) -> tuple[int, str, bytes, int] | None: ...
+    def sent(self, row_id: int, owner: str) -> None: ...
+    def retry(self, row_id: int, owner: str, attempts: int, delay: float, error: str) -> None: ...
+    def failed(self, row_id: int, owner: str, attempts: int, error: str) -> None: ...
+    def abandoned(self) -> list[str]: ...
+    def pending(self) -> tuple[int, float | None]: ...
+
+
 class MailQueue:
-    """Mail sent by one background thread per process, after the response.
+    """Mail queued durably in the outbox table and sent by one thread per process.
 
-    A job that fails (``MailError``/``OSError`` from the transport) is tried again after
-    ``retry_seconds``, then twice that, ... up to ``attempts`` tries; then it is given up with an
-    error line. Jobs live in this process's memory: a process killed before its queue is empty
-    loses them (a normal exit waits up to ``timeout`` seconds for the queue). The thread starts
-    on the first job, again in a forked child, and ends after a minute without work."""
+    :meth:`put` writes the row (committed before the page answers, the same statement whatever
+    the job will make) and hands the job to this process's mail thread, which renders it into
+    the row and sends it. Any process's thread sends any due row: it takes a lease on the row
+    first (``Outbox.claim``), so no two send one mail. A delivery that fails (``MailError`` /
+    ``OSError`` from the transport) is tried again after ``retry_seconds``, then twice that, ...
+    up to ``attempts`` tries; then the row is marked failed with an error line in the log. Mail
+    queued while the SMTP server is down, or before a restart, goes out when a thread next
+    looks (every ``poll_seconds``). A process killed between the row and its rendering (a few
+    milliseconds) leaves a row that is marked failed with an error line once its lease ends.
 
-    IDLE_SECONDS = 60.0
+    The thread starts on the first job (again in a forked child) and, unless :meth:`start` made
+    it persistent (each ``idp serve`` worker), ends once the outbox has nothing left to send."""
 
-    def __init__(self, transport: Transport, attempts: int, retry_seconds: float, timeout: float):
+    BATCH = 20
+
+    def __init__(
+        self,
+        transport: Transport,
+        outbox: Outbox,
+        attempts: int,
+        retry_seconds: float,
+        timeout: float,
+        poll_seconds: float = 5.0,
+    ):
         self.transport = transport
+        self.outbox = outbox
         self.attempts = max(1, attempts)
         self.retry_seconds = retry_seconds
         self.timeout = timeout
+        self.poll_seconds = poll_seconds
         self._pid = -1
-        self._order = itertools.count()
+        self._persistent = False
+        self._stopped = False
         self._exit_hook = False
 
     def _reset(self) -> None:
-        # Fresh locks and queue per process: a fork copies them in whatever state they were.
+        # Fresh locks and lists per process: a fork copies them in whatever state they were.
         self._pid = os.getpid()
+        self._owner = f"{socket.gethostname()[:40]}:{self._pid}:{secrets.token_hex(4)}"
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._jobs: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
-        self._pending = 0
+        self._wake = threading.Event()
+        self._jobs: collections.deque[tuple[int, str, Job]] = collections.deque()
+        self._rendering = 0
         self._thread: threading.Thread | None = None
 
-    def put(self, name: str, job: Job) -> None:
+    def _ensure_thread(self) -> None:
         if self._pid != os.getpid():
             self._reset()
         with self._lock:
-            self._pending += 1
-            metrics.mail_queued(1)
-            self._jobs.put((name, job))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
                 self._thread.start()
             if not self._exit_hook:
                 self._exit_hook = True
-                atexit.register(self.wait_idle, self.timeout)
+                atexit.register(self._wait_rendered, self.timeout)
+
+    def start(self) -> None:
+        """Keep this process's mail thread running for good (a server worker): it sends what
+        other workers, or this server before a restart, queued."""
+        self._persistent = True
+        self._ensure_thread()
+
+    def stop(self) -> None:
+        """End this process's mail thread after its current step (the app is going away);
+        what is still queued stays in the outbox for the next process that looks."""
+        self._stopped = True
+        if self._pid == os.getpid():
+            self._wake.set()
+
+    def put(self, name: str, job: Job) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+        row_id = self.outbox.add(name, self._owner)
+        with self._lock:
+            self._jobs.append((row_id, name, job))
+        self._ensure_thread()
+        self._wake.set()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until every job was sent or given up; False when ``timeout`` passed first."""
-        if self._pid != os.getpid():
-            return True
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        """Wait until the outbox holds nothing left to send (every mail sent or given up) and a
+        thread that is not persistent has ended; False when ``timeout`` passed first."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                waiting = self.outbox.pending()[0]
+            except Exception:  # noqa: BLE001 - an unreachable database: not idle, look again
+                waiting = 1
+            if waiting == 0 and self._thread_done():
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
 
-    def _done(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            metrics.mail_queued(-1)
-            self._idle.notify_all()
+    def _thread_done(self) -> bool:
+        if self._pid != os.getpid() or self._stopped:
+            return True
+        with self._lock:
+            if self._jobs or self._rendering:
+                return False
+            return self._persistent or self._thread is None or not self._thread.is_alive()
+
+    def _wait_rendered(self, timeout: float) -> None:
+        # At exit only what is in memory matters: the rows themselves outlive the process.
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._jobs and not self._rendering:
+                    return
+            time.sleep(0.05)
 
     def _run(self) -> None:
-        retries: list[tuple[float, int, str, EmailMessage, int]] = []
-        while True:
-            wait = self.IDLE_SECONDS
-            if retries:
-                wait = max(0.0, retries[0][0] - time.monotonic())
+        while not self._stopped:
+            self._wake.clear()
             try:
-                name, job = self._jobs.get(timeout=wait)
-            except queue.Empty:
-                name = ""
-            if name:
-                self._first_attempt(name, job, retries)
-            while retries and retries[0][0] <= time.monotonic():
-                _, _, rname, msg, attempt = heapq.heappop(retries)
-                self._attempt(rname, msg, attempt, retries)
-            if not name and not retries:
+                self._render_waiting()
+                sent = self._send_due()
+                for name in self.outbox.abandoned():
+                    log.error("mail %s lost: its worker ended before rendering it", name,
+                              extra={"mail": name})
+                waiting, due = self.outbox.pending()
+            except Exception as exc:  # noqa: BLE001 - the database is away: look again later
+                metrics.backend_error("database")
+                log.warning("mail outbox not reachable, next look in %.0fs: %s",
+                            self.poll_seconds, exc)
+                waiting, due, sent = 1, self.poll_seconds, 0
+            metrics.mail_waiting(waiting)
+            if sent:
+                continue
+            with self._lock:
+                if waiting == 0 and not self._jobs and not self._persistent:
+                    self._thread = None
+                    return
+            self._wake.wait(self.poll_seconds if due is None else min(due, self.poll_seconds))
+
+    def _render_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    return
+                row_id, name, job = self._jobs.popleft()
+                self._rendering += 1
+            try:
+                try:
+                    msg = job()
+                except Exception:  # a broken template must not stop the thread for other mails
+                    log.exception("mail %s could not be rendered", name, extra={"mail": name})
+                    msg = None
+                try:
+                    self.outbox.rendered(row_id, None if msg is None else bytes(msg))
+                except Exception:
+                    with self._lock:  # kept in memory until the database answers again
+                        self._jobs.appendleft((row_id, name, lambda m=msg: m))
+                    raise
+            finally:
                 with self._lock:
-                    if self._jobs.empty():
-                        self._thread = None
-                        return
+                    self._rendering -= 1
 
-    def _first_attempt(self, name: str, job: Job, retries: list) -> None:
-        try:
-            msg = job()
-        except Exception:  # a broken template must not stop the thread for other mails
-            log.exception("mail %s could not be rendered", name, extra={"mail": name})
-            msg = None
-        if msg is None:
-            self._done()
-            return
-        self._attempt(name, msg, 1, retries)
+    def _send_due(self) -> int:
+        """Send what is due, one leased row at a time, rendering new jobs in between (their
+        rows are leased too, and must not wait behind a long run of slow deliveries)."""
+        sent = 0
+        while sent < self.BATCH:
+            row = self.outbox.claim(self._owner)
+            if row is None:
+                break
+            row_id, name, raw, tries = row
+            msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+            self._attempt(row_id, name, msg, tries + 1)
+            sent += 1
+            self._render_waiting()
+        return sent
 
-    def _attempt(self, name: str, msg: EmailMessage, attempt: int, retries: list) -> None:
+    def _attempt(self, row_id: int, name: str, msg: EmailMessage, attempt: int) -> None:
         try:
             self.transport.send(msg)
         except (MailError, OSError) as exc:
@@ -252,7 +355,7 @@ class MailQueue:
                     exc,
                     extra={"mail": name},
                 )
-                self._done()
+                self.outbox.failed(row_id, self._owner, attempt, str(exc))
                 return
             delay = self.retry_seconds * 2 ** (attempt - 1)
             log.warning(
@@ -263,11 +366,10 @@ class MailQueue:
                 exc,
                 extra={"mail": name},
             )
-            entry = (time.monotonic() + delay, next(self._order), name, msg, attempt + 1)
-            heapq.heappush(retries, entry)
+            self.outbox.retry(row_id, self._owner, attempt, delay, str(exc))
             return
+        self.outbox.sent(row_id, self._owner)
         log.info("mail %s sent", name, extra={"mail": name})
-        self._done()
 
 
 def make_transport(settings: Any) -> Transport:
@@ -276,9 +378,9 @@ def make_transport(settings: Any) -> Transport:
     return OutboxTransport(Path(settings.instance_dir) / "outbox")
 
 
-def make_queue(settings: Any, transport: Transport) -> MailQueue:
+def make_queue(settings: Any, transport: Transport, outbox: Outbox) -> MailQueue:
     m = settings.mail
-    return MailQueue(transport, m.attempts, m.retry_seconds, m.timeout)
+    return MailQueue(transport, outbox, m.attempts, m.retry_seconds, m.timeout, m.poll_seconds)
 
 
 def make_mailer(settings: Any) -> Mailer:

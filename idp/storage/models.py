@@ -503,6 +503,7 @@ from . import models_devices as models_devices  # noqa: E402
 from . import models_gdpr as models_gdpr  # noqa: E402
 from . import models_iprules as models_iprules  # noqa: E402
 from . import models_ldap as models_ldap  # noqa: E402
+from . import models_mail as models_mail  # noqa: E402
 from . import models_mfa as models_mfa  # noqa: E402
 from . import models_oauth as models_oauth  # noqa: E402
 from . import models_provisioning as models_provisioning  # noqa: E402

@@ -1,12 +1,12 @@
 """Mail from the web pages: templates rendered in the recipient's language, sent at once
-(:func:`send_mail`) or after the response from the per-process queue (:func:`queue_mail`)."""
+(:func:`send_mail`) or after the response from the durable queue (:func:`queue_mail`)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from flask import current_app, render_template
+from flask import Flask, current_app, g, render_template
 from flask_babel import force_locale, get_locale
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
@@ -57,8 +57,10 @@ def queue_mail(
     """:func:`send_mail` after the response, from the background queue: the request only puts a
     job there, whatever the recipient. ``to=None`` puts a job that sends nothing, for a request
     that must look the same as one that mails (an unknown address): same work, same time.
-    The language is chosen now (it may be the page's); rendering and sending happen in the
-    queue's thread, under an app context of their own."""
+    In a request the job is handed over when the view has finished (its transaction is over:
+    SQLite has one writer) and before the response leaves, so the outbox row is committed
+    before the page answers. The language is chosen now (it may be the page's); rendering and
+    sending happen in the queue's thread, under an app context of their own."""
     app = current_app._get_current_object()
     job_context = {k: _detached(v) for k, v in context.items()}
     chosen = (locale or mail_locale(to, context.get("user"))) if to else None
@@ -69,7 +71,25 @@ def queue_mail(
         with app.app_context(), force_locale(chosen):
             return mailer().render(render_template, to, name, str(subject), **job_context)
 
-    mail_queue().put(name, job)
+    waiting = g.get("mail_handover")
+    if waiting is None:
+        mail_queue().put(name, job)
+    else:
+        waiting.append((name, job))
+
+
+def install(app: Flask) -> None:
+    """Mail queued by a view is handed to the queue after the view (:func:`queue_mail`)."""
+
+    @app.before_request
+    def _collect() -> None:
+        g.mail_handover = []
+
+    @app.after_request
+    def _hand_over(response):
+        for name, job in g.pop("mail_handover", None) or ():
+            mail_queue().put(name, job)
+        return response
 
 
 _USER_COLUMNS = sa_inspect(User).column_attrs

@@ -131,6 +131,22 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ldap_sync_state')),
     sa.UniqueConstraint('name', name=op.f('uq_ldap_sync_state_name'))
     )
+    op.create_table('mail_outbox',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('message', sa.LargeBinary(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('due_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.Column('lease_owner', sa.String(length=80), nullable=True),
+    sa.Column('lease_until', idp.storage.db.UTCDateTime(), nullable=True),
+    sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('created_at', idp.storage.db.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mail_outbox'))
+    )
+    with op.batch_alter_table('mail_outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_mail_outbox_due', ['state', 'due_at'], unique=False)
+
     op.create_table('notification_marks',
     sa.Column('name', sa.String(length=50), nullable=False),
     sa.Column('last_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1024,6 +1040,10 @@ def downgrade() -> None:
     op.drop_table('provisioning_targets')
     op.drop_table('permission_groups')
     op.drop_table('notification_marks')
+    with op.batch_alter_table('mail_outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_mail_outbox_due')
+
+    op.drop_table('mail_outbox')
     op.drop_table('ldap_sync_state')
     with op.batch_alter_table('kv_store', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_kv_store_expires_at'))

@@ -119,7 +119,10 @@ def rich_user(app) -> dict:
 
 
 def traces(svc, words: list[str] | None = None) -> list[str]:
-    """Every table cell (any column type, JSON included) that contains one of ``words``."""
+    """Every table cell (any column type, JSON included) that contains one of ``words``, once
+    the mail queued so far has gone out: a mail to the person (telling them of the erasure)
+    holds their address in mail_outbox until it is delivered, and the row goes with it."""
+    assert svc.mail_queue.wait_idle(15), "mail still queued after 15 s"
     words = [w.lower() for w in (words or needles())]
     found = []
     with svc.engine.connect() as conn:

@@ -1,0 +1,9 @@
+"""Fault tests: the suite's helpers (tests/) and the OIDC set-up (tests/oidc/) are imported."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE.parent, HERE.parent / "oidc"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
