@@ -45,7 +45,7 @@ class Target:
 TARGETS: dict[str, Target] = {
     "lockout": Target(
         ("idp/backends/lockout.py",),
-        ("tests/test_lockout.py", "tests/test_boundaries.py"),
+        ("tests/test_lockout.py", "tests/test_boundaries.py", "tests/test_mfa_totp.py"),
     ),
     "totp": Target(
         ("idp/backends/totp.py",),

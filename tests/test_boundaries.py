@@ -103,6 +103,56 @@ def test_a_failure_counts_within_window_minutes_of_the_first(
         assert signed_in(client)
 
 
+def test_an_expired_lock_starts_a_fresh_count(app, svc, clock):
+    """The failures that locked the account do not outlive the lock: one more wrong password
+    after it ended (still inside the first failure's window) does not lock again."""
+    make_user(svc, "ann")
+    _fail(app, "ann", 3)
+    clock.advance(LOCK + 1)
+    _fail(app, "ann", 1)
+    assert login(app.test_client(), "ann", GOOD).status_code == 302
+
+
+def test_an_admin_unlock_clears_the_failures_counted(app, svc):
+    from idp.web.guard import unlock
+
+    uid = make_user(svc, "ann")
+    _fail(app, "ann", 2)
+    with app.app_context():
+        unlock(uid)
+    _fail(app, "ann", 2)  # 2 + 2 would lock; after the unlock only these two count
+    assert "login.lockout" not in audit_actions(svc)
+    assert login(app.test_client(), "ann", GOOD).status_code == 302
+
+
+def test_max_failures_one_locks_at_the_first_failure(make_app, clock):
+    app = make_app(clock=clock, lockout={"max_failures": 1, "lock_minutes": 10})
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    _fail(app, "ann", 1)
+    assert "login.lockout" in audit_actions(svc)
+    _refused_while_locked(app, svc, uid)
+
+
+@pytest.mark.parametrize(("after", "refused"), [(WINDOW - 1, True), (WINDOW + 1, False)])
+def test_an_address_failure_counts_within_window_minutes(make_app, clock, after, refused):
+    """[lockout] ip_max_failures counts one address's failures within window_minutes."""
+    app = make_app(clock=clock, lockout={"max_failures": 100, "window_minutes": 15,
+                                         "ip_delay_after": 0, "ip_max_failures": 2})
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    _fail(app, "a1", 1)
+    clock.advance(after)
+    _fail(app, "a2", 1)
+    client = app.test_client()
+    if refused:
+        before = _state(svc, uid)
+        assert login(client, "ann", GOOD).status_code == 429
+        assert _state(svc, uid) == before and not signed_in(client)
+    else:
+        assert login(client, "ann", GOOD).status_code == 302
+
+
 def test_the_lock_holds_at_the_second_factor_too(app, svc, clock):
     """A lock made while someone waits at the MFA step (after a right password) stops the
     right code too: the lock is checked again at the step, not only at the password."""
