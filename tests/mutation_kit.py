@@ -60,18 +60,17 @@ TARGETS: dict[str, Target] = {
     ),
     "client_auth": Target(
         ("idp/oidc/server.py",),
-        ("tests/oidc/test_tokens_and_clients.py", "tests/test_boundaries.py"),
+        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py"),
         ("idp.oidc.server.xǁ_JWTClientAuthǁ*",),
     ),
     "refresh": Target(
         ("idp/oidc/server.py",),
-        ("tests/oidc/test_tokens_and_clients.py", "tests/sessions/test_session_lifetimes.py",
-         "tests/test_boundaries.py"),
+        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py"),
         ("idp.oidc.server.xǁEngineǁuse_refresh_token*", "idp.oidc.server.xǁEngineǁ_refreshable*"),
     ),
     "redirect": Target(
         ("idp/core/client_metadata.py", "idp/oidc/clients.py"),
-        ("tests/oidc/test_client_metadata_validation.py", "tests/test_boundaries.py"),
+        ("tests/oidc/test_client_metadata_validation.py", "tests/oidc/test_oidc_boundaries.py"),
         ("idp.core.client_metadata.x_uri_problem*", "idp.core.client_metadata.x_is_loopback*",
          "idp.oidc.clients.xǁOAuthClientǁcheck_redirect_uri*"),
     ),
