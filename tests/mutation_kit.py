@@ -45,11 +45,11 @@ class Target:
 TARGETS: dict[str, Target] = {
     "lockout": Target(
         ("idp/backends/lockout.py",),
-        ("tests/test_lockout.py", "tests/test_boundaries.py", "tests/test_mfa_totp.py"),
+        ("tests/test_lockout_counters.py",),
     ),
     "totp": Target(
         ("idp/backends/totp.py",),
-        ("tests/test_mfa_totp.py", "tests/test_boundaries.py"),
+        ("tests/test_totp_steps.py", "tests/test_mfa_totp.py"),
         ("idp.backends.totp.x_matching_step*", "idp.backends.totp.x_check*",
          "idp.backends.totp.x_normalize*", "idp.backends.totp.x_save*"),
     ),

@@ -252,6 +252,13 @@ def test_totp_follows_the_configured_period(make_app, clock):
     assert submit_code(client, code).status_code == 302
 
 
+def test_a_totp_code_in_other_digits_is_refused_not_an_error(app, svc, clock):
+    """Arabic-Indic digits pass str.isdigit(); they once reached hmac.compare_digest, which
+    raises on non-ASCII text: a 500 at the MFA step."""
+    uid, _ = _totp_user(app, svc)
+    _code_refused(app, svc, uid, "١٢٣٤٥٦")
+
+
 def test_a_used_totp_code_is_refused_within_its_window(app, svc, clock):
     uid, totp = _totp_user(app, svc)
     code = totp.at(clock.now())
