@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -92,10 +91,10 @@ def shared_settings() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 
-def prepare(name: str) -> Path:
+def prepare(name: str, work: Path = WORK) -> Path:
     """The work directory of a target, its pyproject.toml narrowed to it."""
     target = TARGETS[name]
-    here = WORK / name
+    here = work / name
     here.mkdir(parents=True, exist_ok=True)
     for entry in LINKED:
         link = here / entry
@@ -111,14 +110,14 @@ def prepare(name: str) -> Path:
     return here
 
 
-def counts(name: str) -> dict[str, int]:
+def counts(name: str, work: Path = WORK) -> dict[str, int]:
     """Mutants of the target by outcome, from mutmut's own records (``*.meta``)."""
     from mutmut.stats import status_by_exit_code
 
     target = TARGETS[name]
     found: dict[str, int] = {}
     for file in target.files:
-        meta = WORK / name / "mutants" / (file + ".meta")
+        meta = work / name / "mutants" / (file + ".meta")
         if not meta.is_file():
             continue
         codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -138,19 +137,16 @@ def kill_rate(found: dict[str, int]) -> float:
     return killed / judged if judged else 0.0
 
 
-def run(name: str, max_children: int = 2, timeout: float | None = None) -> dict[str, int]:
-    here = prepare(name)
+def run(name: str, max_children: int = 2, timeout: float | None = None,
+        work: Path = WORK) -> dict[str, int]:
+    here = prepare(name, work)
     mutmut = Path(sys.executable).with_name("mutmut")
     with open(here / "mutmut.log", "w") as log:  # mutmut's progress, read when a run fails
         subprocess.run(
             [str(mutmut), "run", "--max-children", str(max_children), *TARGETS[name].functions],
             cwd=here, check=False, timeout=timeout, stdout=log, stderr=subprocess.STDOUT,
         )
-    return counts(name)
-
-
-def clean(name: str) -> None:
-    shutil.rmtree(WORK / name / "mutants", ignore_errors=True)
+    return counts(name, work)
 
 
 def main(argv: list[str]) -> int:

@@ -39,7 +39,8 @@ def _guard(store, clock, **policy) -> Lockout:
 def test_the_key_is_the_user_id_else_the_folded_login_name():
     assert lock_key(SimpleNamespace(id=7), "Whatever") == "u7"
     assert lock_key(None, "  Ann ") == lock_key(None, "ann") != lock_key(None, "bob")
-    assert lock_key(None, "ann") != "u7" and lock_key(None, "x" * 500) == lock_key(None, "x" * 250)
+    assert lock_key(None, "ann") != "u7"
+    assert lock_key(None, "x" * 200) == lock_key(None, "x" * 201) != lock_key(None, "x" * 199)
 
 
 @pytest.mark.parametrize(("after", "locked"), [(LOCK - 1, True), (LOCK + 1, False)])
@@ -75,8 +76,11 @@ def test_a_lock_and_an_unlock_clear_the_count(store, clock):
     assert [guard.record_failure("u1") for _ in range(3)] == [False, False, True]
     guard.unlock(1)
     assert not guard.is_locked("u1")
-    guard.clear_failures("u1")
+    guard.record_failure("u1")
+    guard.record_failure("u1")
+    guard.clear_failures("u1")  # a right password
     assert guard.state("u1") == (False, False)
+    assert guard.record_failure("u1") is False
 
 
 def test_one_failure_locks_at_max_failures_one_and_none_at_zero(store, clock):
@@ -109,7 +113,10 @@ def test_a_right_code_clears_the_code_count(store, clock):
     assert guard.record_code_failure("u1") is False
     assert guard.record_code_failure("u1") is True
     assert guard.state("u1") == (True, False)
-    clock.advance(LOCK + 1)
+    clock.advance(LOCK - 1)
+    assert guard.is_locked("u1")
+    clock.advance(2)
+    assert not guard.is_locked("u1")
     assert guard.record_code_failure("u1") is False  # the lock started a fresh count
 
 
@@ -132,7 +139,8 @@ def test_no_address_counts_nothing(store, clock):
     guard.record_ip_failure(None)
     guard.record_ip_failure("")
     assert guard.ip_failures(None) == guard.ip_failures("") == 0
-    assert guard.ip_failures_and(None, "k") == (0, None)
+    store.put("k", "a value", 60)
+    assert guard.ip_failures_and(None, "k") == (0, None)  # no address: nothing is read
     assert guard.ip_failures_and("", "k") == (0, None)
 
 
@@ -145,4 +153,5 @@ def test_address_failures_and_another_key_in_one_read(store, clock):
     guard.record_ip_failure("10.0.0.1")
     assert guard.ip_failures_and("10.0.0.1", "block:10.0.0.1") == (2, {"why": "stuffing"})
     assert guard.ip_failures_and("10.0.0.1", "nothing") == (2, None)
+    assert guard.ip_failures_and("10.0.0.1", None) == (2, None)
     assert guard.ip_failures_and("10.0.0.9", "block:10.0.0.1") == (0, {"why": "stuffing"})
