@@ -6,8 +6,10 @@ refusal also asserts that nothing changed."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from login_kit import GOOD, audit_actions, counts, login, make_user
+from login_kit import GOOD, audit_actions, counts, csrf, login, make_user
 from mfa_kit import audits, enrol_totp, mfa_counts, password_then_step, signed_in, submit_code
 from sqlalchemy import select
 
@@ -267,3 +269,28 @@ def test_a_used_totp_code_is_refused_within_its_window(app, svc, clock):
     assert submit_code(first, code).status_code == 302
     clock.advance(59)  # still inside the code's window: only the spent step refuses it
     _code_refused(app, svc, uid, code)
+
+
+# --- CSRF tokens: WTF_CSRF_TIME_LIMIT (3600 s) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("age", "good"), [(3600 - 1, True), (3600 + 1, False)])
+def test_a_form_token_lives_an_hour(app, svc, monkeypatch, age, good):
+    """Flask-WTF signs the token with itsdangerous, which reads time.time(), not our clock: the
+    token's age is moved on there."""
+    import itsdangerous.timed
+
+    now = [time.time()]
+    monkeypatch.setattr(itsdangerous.timed, "time", type("T", (), {
+        "time": staticmethod(lambda: now[0])}))
+    uid = make_user(svc, "ann")
+    client = app.test_client()
+    token = csrf(client.get("/login").get_data(as_text=True))
+    now[0] += age
+    before = _state(svc, uid)
+    resp = client.post("/login", data={"csrf_token": token, "username": "ann", "password": GOOD})
+    if good:
+        assert resp.status_code == 302 and signed_in(client)
+        return
+    assert resp.status_code == 400 and "Please fill in both fields" in resp.get_data(as_text=True)
+    assert _state(svc, uid) == before and not signed_in(client)
