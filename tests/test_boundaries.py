@@ -1,6 +1,6 @@
 """Sign-in time limits at their boundaries, one second either side on the frozen clock: how long
-a lock lasts, which failures count towards it, how far a TOTP code may be from the clock, and
-the lock checked again at the second factor. Written against the mutants that moved these
+a lock lasts, which failures count towards it, how far a TOTP code may be from the clock, the
+lock checked again at the second factor, a form's CSRF token, a reset link, an e-mailed code. Written against the mutants that moved these
 boundaries and survived the earlier tests (docs/development.md "Mutation testing"); every
 refusal also asserts that nothing changed."""
 
@@ -9,8 +9,28 @@ from __future__ import annotations
 import time
 
 import pytest
-from login_kit import GOOD, audit_actions, counts, csrf, login, make_user
-from mfa_kit import audits, enrol_totp, mfa_counts, password_then_step, signed_in, submit_code
+from login_kit import (
+    GOOD,
+    audit_actions,
+    counts,
+    csrf,
+    link_in,
+    login,
+    make_user,
+    outbox,
+    post_form,
+)
+from mfa_kit import (
+    add_channel,
+    audits,
+    enrol_totp,
+    last_mail_code,
+    mfa_counts,
+    password_then_step,
+    signed_in,
+    step_page,
+    submit_code,
+)
 from sqlalchemy import select
 
 from idp.clock import FrozenClock
@@ -87,15 +107,15 @@ def test_a_lock_lasts_lock_minutes_to_the_second(app, svc, clock, after, locked)
 # --- [lockout] window_minutes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("after", "counts_towards_lock"), [(WINDOW - 1, True), (WINDOW + 1, False)])
+@pytest.mark.parametrize(("after", "counted"), [(WINDOW - 1, True), (WINDOW + 1, False)])
 def test_a_failure_counts_within_window_minutes_of_the_first(
-    app, svc, clock, after, counts_towards_lock
+    app, svc, clock, after, counted
 ):
     uid = make_user(svc, "ann")
     _fail(app, "ann", 1)
     clock.advance(after)
     _fail(app, "ann", 2)  # the first failure plus these two make three only inside the window
-    if counts_towards_lock:
+    if counted:
         assert "login.lockout" in audit_actions(svc)
         _refused_while_locked(app, svc, uid)
     else:
@@ -294,3 +314,36 @@ def test_a_form_token_lives_an_hour(app, svc, monkeypatch, age, good):
         return
     assert resp.status_code == 400 and "Please fill in both fields" in resp.get_data(as_text=True)
     assert _state(svc, uid) == before and not signed_in(client)
+
+
+# --- [recovery] token_minutes, [mfa] code_ttl_seconds ----------------------------------------
+
+
+@pytest.mark.parametrize(("after", "good"), [(3600 - 1, True), (3600 + 1, False)])
+def test_a_reset_link_lives_token_minutes(app, svc, clock, after, good):
+    from urllib.parse import urlsplit
+
+    uid = make_user(svc, "ann")
+    post_form(app.test_client(), "/password/reset", {"email": "ann@example.org"})
+    path = urlsplit(link_in(outbox(svc)[0], "/password/reset/")).path
+    clock.advance(after)
+    before = _state(svc, uid)
+    assert app.test_client().get(path).status_code == (200 if good else 400)
+    assert _state(svc, uid) == before
+
+
+@pytest.mark.parametrize(("after", "good"), [(300 - 1, True), (300 + 1, False)])
+def test_an_emailed_code_lives_code_ttl_seconds(app, svc, clock, after, good):
+    uid = make_user(svc, "ann", email_verified=True)
+    add_channel(svc, uid, "email", "ann@example.org")
+    client = app.test_client()
+    password_then_step(client, "ann")
+    page = step_page(client)
+    code = last_mail_code(svc)
+    clock.advance(after)
+    if good:
+        assert submit_code(client, code, page=page).status_code == 302 and signed_in(client)
+        return
+    before = mfa_counts(svc)
+    resp = submit_code(client, code, page=page)
+    assert resp.status_code == 400 and mfa_counts(svc) == before and not signed_in(client)
