@@ -1,8 +1,8 @@
 """Sign-in time limits at their boundaries, one second either side on the frozen clock: how long
 a lock lasts, which failures count towards it, how far a TOTP code may be from the clock, the
-lock checked again at the second factor, a form's CSRF token, a reset link, an e-mailed code. Written against the mutants that moved these
-boundaries and survived the earlier tests (docs/development.md "Mutation testing"); every
-refusal also asserts that nothing changed."""
+lock checked again at the second factor, a form's CSRF token, a reset link, an e-mailed code.
+Written against the mutants that moved these boundaries and survived the earlier tests
+(docs/development.md "Mutation testing"); every refusal also asserts that nothing changed."""
 
 from __future__ import annotations
 
