@@ -69,7 +69,8 @@ TARGETS: dict[str, Target] = {
     ),
     "redirect": Target(
         ("idp/core/client_metadata.py", "idp/oidc/clients.py"),
-        ("tests/oidc/test_client_metadata_validation.py", "tests/oidc/test_oidc_boundaries.py"),
+        ("tests/oidc/test_redirect_uri_rules.py", "tests/oidc/test_authorization_endpoint.py",
+         "tests/oidc/test_oidc_boundaries.py"),
         ("idp.core.client_metadata.x_uri_problem*", "idp.core.client_metadata.x_is_loopback*",
          "idp.oidc.clients.xǁOAuthClientǁcheck_redirect_uri*"),
     ),
