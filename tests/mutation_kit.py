@@ -64,7 +64,8 @@ TARGETS: dict[str, Target] = {
     ),
     "refresh": Target(
         ("idp/oidc/server.py",),
-        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py"),
+        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py",
+         "tests/oidc/test_refresh_recompute.py", "tests/oidc/test_risk_refresh_replay.py"),
         ("idp.oidc.server.xǁEngineǁuse_refresh_token*", "idp.oidc.server.xǁEngineǁ_refreshable*"),
     ),
     "redirect": Target(

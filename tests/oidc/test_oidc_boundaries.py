@@ -112,7 +112,7 @@ def test_an_online_refresh_token_ends_with_its_idle_session(env, clock, after, g
 # --- [oidc] refresh_idle_days (offline access) -----------------------------------------------
 
 
-@pytest.mark.parametrize(("margin", "good"), [(-1, True), (1, False)])
+@pytest.mark.parametrize(("margin", "good"), [(-1, True), (0, False), (1, False)])
 def test_an_offline_refresh_token_lives_refresh_idle_days_unused(env, clock, margin, good):
     browser, code = _code(env, "openid offline_access")
     refresh = _redeem(env, browser, code).json["refresh_token"]
@@ -125,6 +125,20 @@ def test_an_offline_refresh_token_lives_refresh_idle_days_unused(env, clock, mar
         return
     assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
     assert _state(env)["tokens"] == before["tokens"]
+
+
+def test_an_unknown_or_another_clients_refresh_token_is_refused(env):
+    browser, code = _code(env)
+    refresh = _redeem(env, browser, code).json["refresh_token"]
+    before = _state(env)
+    for value, client in ((refresh + "x", "web"), ("x" * 201, "web"), (refresh, "web2")):
+        resp = token(env.client(), {"grant_type": "refresh_token", "refresh_token": value},
+                     auth=(client, env.secrets[client]))
+        assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
+    assert _state(env) == before  # web's token still unused, nothing revoked
+    again = token(env.client(), {"grant_type": "refresh_token", "refresh_token": refresh},
+                  auth=("web", env.secrets["web"]))
+    assert again.status_code == 200
 
 
 # --- [oidc] client_assertion_max_age ---------------------------------------------------------
