@@ -48,7 +48,7 @@ TARGETS: dict[str, Target] = {
     ),
     "totp": Target(
         ("idp/backends/totp.py",),
-        ("tests/test_totp_steps.py", "tests/test_mfa_totp.py"),
+        ("tests/test_totp_steps.py", "tests/test_mfa_totp.py", "tests/test_boundaries.py"),
         ("idp.backends.totp.x_matching_step*", "idp.backends.totp.x_check*",
          "idp.backends.totp.x_normalize*", "idp.backends.totp.x_save*"),
     ),

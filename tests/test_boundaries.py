@@ -281,6 +281,21 @@ def test_a_totp_code_in_other_digits_is_refused_not_an_error(app, svc, clock):
     _code_refused(app, svc, uid, "١٢٣٤٥٦")
 
 
+def test_no_seed_matches_nothing_and_a_new_seed_replaces_the_old(app, svc, clock):
+    from idp.backends import totp as totp_backend
+
+    uid = make_user(svc, "ann")
+    assert totp_backend.check(svc, uid, "123456") is False  # no seed: no code is right
+    old = enrol_totp(svc, uid)
+    new = enrol_totp(svc, uid)  # enrolling again replaces the seed, in the same row
+    with svc.sessions() as db:
+        rows = list(db.scalars(select(MfaTotp)))
+    assert len(rows) == 1 and rows[0].created_at is not None and rows[0].last_step is None
+    if old.at(clock.now()) != new.at(clock.now()):
+        assert totp_backend.check(svc, uid, old.at(clock.now())) is False
+    assert totp_backend.check(svc, uid, new.at(clock.now())) is True
+
+
 def test_a_used_totp_code_is_refused_within_its_window(app, svc, clock):
     uid, totp = _totp_user(app, svc)
     code = totp.at(clock.now())
