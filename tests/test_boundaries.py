@@ -294,6 +294,11 @@ def test_no_seed_matches_nothing_and_a_new_seed_replaces_the_old(app, svc, clock
     if old.at(clock.now()) != new.at(clock.now()):
         assert totp_backend.check(svc, uid, old.at(clock.now())) is False
     assert totp_backend.check(svc, uid, new.at(clock.now())) is True
+    # A seed sealed for another user (copied between rows) does not open: no code is right.
+    with svc.sessions.begin() as db:
+        db.get(MfaTotp, uid).secret_sealed = totp_backend.seal(svc, uid + 1, "JBSWY3DPEHPK3PXP")
+    clock.advance(30)
+    assert totp_backend.check(svc, uid, new.at(clock.now())) is False
 
 
 def test_a_used_totp_code_is_refused_within_its_window(app, svc, clock):
