@@ -16,7 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import base_overrides, init_database, require
+from support import IN_CI, base_overrides, init_database, require
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With CI=true a skip is a failure, whoever skips (require(), pytest.skip, a skip mark,
+    importorskip): CI must run every tier, so a missing one cannot pass unnoticed."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped under CI=true, which fails the run: {reason}"
 
 
 @pytest.fixture(autouse=True, scope="session")

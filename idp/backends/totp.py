@@ -77,7 +77,8 @@ def normalize(code: str) -> str:
 def matching_step(secret: str, code: str, digits: int, period: int, now: float) -> int | None:
     """The time step ``code`` belongs to within the allowed skew, or None."""
     code = normalize(code)
-    if len(code) != digits or not code.isdigit():
+    # ASCII only: other scripts' digits pass isdigit() and make compare_digest raise (a 500).
+    if len(code) != digits or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, digits=digits, interval=period)
     current = int(now // period)

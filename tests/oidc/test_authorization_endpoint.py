@@ -199,6 +199,38 @@ def test_pkce_downgrade_verifier_without_challenge_is_refused(env):
     assert resp.status_code == 400 and resp.json["error"] == "invalid_request"
 
 
+def _pkce_refused(env, client_id: str, description: str, **params) -> None:
+    c = env.client()
+    login(c)
+    before = _store_keys(env.svc)
+    resp = c.get("/oauth2/authorize", query_string=dict(BASE, client_id=client_id,
+                                                        redirect_uri=RP, **params))
+    got = query(resp.headers["Location"])
+    assert got["error"] == "invalid_request" and got["error_description"] == description
+    assert "code" not in got and _store_keys(env.svc) == before
+
+
+def test_pkce_challenge_without_a_method_is_refused_not_taken_as_s256(env):
+    """RFC 7636 §4.3 would default a missing method to plain; authlib defaults to S256. We
+    take neither: the method must be named."""
+    _pkce_refused(env, "web", "code_challenge_method must be S256", code_challenge=pkce()[1])
+
+
+def test_a_client_registered_with_require_pkce_needs_it(env):
+    from idp.oidc.clients import client_cache
+    from idp.storage.clients import ClientRegistry
+
+    with env.svc.sessions.begin() as db:
+        ClientRegistry(db, env.svc.hasher, env.svc.sealer).create(
+            "pkce-only", name="PKCE", redirect_uris=[RP], grant_types=["authorization_code"],
+            scope="openid", extra={"require_pkce": True})
+    client_cache(env.svc).bump()
+    _pkce_refused(env, "pkce-only", "PKCE (code_challenge with S256) is required")
+    got = authorize(env.client(), client_id="pkce-only", scope="openid",
+                    code_challenge=pkce()[1], code_challenge_method="S256")
+    assert "code" in got
+
+
 def test_error_pages_speak_the_browser_language(env):
     c = env.client()
     resp = c.get("/oauth2/authorize", query_string=dict(BASE, client_id="nope"),

@@ -1,0 +1,164 @@
+"""Mutation testing (mutmut 3) of the security-critical modules, one target at a time.
+
+mutmut reads one ``[tool.mutmut]`` table and runs every test of its selection that reaches a
+mutated function; over the whole suite a run would not end in a day. So each target below
+names its module(s), the functions worth mutating (mutmut's mutant-name globs) and the few test
+files that are about it; ``run(name)`` lays out a work directory under ``.mutation/<name>/``
+whose pyproject.toml is ours with ``[tool.mutmut]`` narrowed to that target, runs mutmut there
+and returns the counts. The shared settings stay in pyproject.toml ``[tool.mutmut]`` (its
+``only_mutate`` and test selection are the union of the targets: tests/test_mutation_tier.py
+checks that they agree).
+
+    .venv/bin/python tests/mutation_kit.py lockout [--max-children 2]
+    .venv/bin/python tests/mutation_kit.py all
+
+Results: ``.mutation/<name>/mutants/`` (``cd`` there and run ``mutmut results`` / ``mutmut show
+NAME`` to read a surviving mutant). docs/development.md "Mutation testing" has the last rates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutation"
+# What a run needs besides idp/ and tests/ (mutmut copies both into its mutants/ folder).
+LINKED = ("idp", "tests", "templates", "config", "migrations", "federation", "README.md")
+
+
+@dataclass(frozen=True)
+class Target:
+    files: tuple[str, ...]
+    tests: tuple[str, ...]
+    # mutmut mutant-name globs (module.x_function__mutmut_N); empty = every mutant of the files.
+    functions: tuple[str, ...] = ()
+
+
+TARGETS: dict[str, Target] = {
+    "lockout": Target(
+        ("idp/backends/lockout.py",),
+        ("tests/test_lockout_counters.py",),
+    ),
+    "totp": Target(
+        ("idp/backends/totp.py",),
+        ("tests/test_totp_steps.py", "tests/test_mfa_totp.py", "tests/test_boundaries.py"),
+        ("idp.backends.totp.x_matching_step*", "idp.backends.totp.x_check*",
+         "idp.backends.totp.x_normalize*", "idp.backends.totp.x_save*"),
+    ),
+    "pkce": Target(
+        ("idp/oidc/server.py",),
+        ("tests/oidc/test_authorization_endpoint.py",),
+        ("idp.oidc.server.xǁS256Onlyǁ*",),
+    ),
+    "client_auth": Target(
+        ("idp/oidc/server.py",),
+        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py"),
+        ("idp.oidc.server.xǁ_JWTClientAuthǁ*",),
+    ),
+    "refresh": Target(
+        ("idp/oidc/server.py",),
+        ("tests/oidc/test_tokens_and_clients.py", "tests/oidc/test_oidc_boundaries.py",
+         "tests/oidc/test_refresh_recompute.py", "tests/oidc/test_risk_refresh_replay.py"),
+        ("idp.oidc.server.xǁEngineǁuse_refresh_token*", "idp.oidc.server.xǁEngineǁ_refreshable*"),
+    ),
+    "redirect": Target(
+        ("idp/core/client_metadata.py", "idp/oidc/clients.py"),
+        ("tests/oidc/test_redirect_uri_rules.py", "tests/oidc/test_authorization_endpoint.py",
+         "tests/oidc/test_oidc_boundaries.py"),
+        ("idp.core.client_metadata.x_uri_problem*", "idp.core.client_metadata.x_is_loopback*",
+         "idp.oidc.clients.xǁOAuthClientǁcheck_redirect_uri*"),
+    ),
+    "saml_inbound": Target(
+        ("idp/saml/inbound.py", "idp/saml/validate.py"),
+        ("tests/flows/test_saml_hostile_requests.py", "tests/test_saml_authnrequest.py"),
+    ),
+}
+
+
+def _table(values: dict) -> str:
+    """A TOML table body of strings, numbers, booleans and lists of strings (JSON spells those
+    the way TOML does)."""
+    return "".join(f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+                   for key, value in values.items())
+
+
+def shared_settings() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def prepare(name: str, work: Path = WORK) -> Path:
+    """The work directory of a target, its pyproject.toml narrowed to it."""
+    target = TARGETS[name]
+    here = work / name
+    here.mkdir(parents=True, exist_ok=True)
+    for entry in LINKED:
+        link = here / entry
+        if not link.exists():
+            link.symlink_to(ROOT / entry)
+    settings = dict(shared_settings())
+    settings["only_mutate"] = list(target.files)
+    settings["pytest_add_cli_args_test_selection"] = list(target.tests)
+    ours = (ROOT / "pyproject.toml").read_text()
+    # Drop our [tool.mutmut] table (up to the next table header) and append the narrowed one.
+    narrowed = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[)", "", ours)
+    (here / "pyproject.toml").write_text(narrowed + "\n[tool.mutmut]\n" + _table(settings))
+    return here
+
+
+def counts(name: str, work: Path = WORK) -> dict[str, int]:
+    """Mutants of the target by outcome, from mutmut's own records (``*.meta``)."""
+    from mutmut.stats import status_by_exit_code
+
+    target = TARGETS[name]
+    found: dict[str, int] = {}
+    for file in target.files:
+        meta = work / name / "mutants" / (file + ".meta")
+        if not meta.is_file():
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        for key, code in codes.items():
+            if target.functions and not any(fnmatch(key, g) for g in target.functions):
+                continue
+            outcome = status_by_exit_code[code]
+            found[outcome] = found.get(outcome, 0) + 1
+    return found
+
+
+def kill_rate(found: dict[str, int]) -> float:
+    """Killed (a timeout is a kill: the test run did not pass) over every mutant that has
+    tests; mutants no test reaches count against the rate."""
+    killed = found.get("killed", 0) + found.get("timeout", 0)
+    judged = killed + found.get("survived", 0) + found.get("no tests", 0)
+    return killed / judged if judged else 0.0
+
+
+def run(name: str, max_children: int = 2, timeout: float | None = None,
+        work: Path = WORK) -> dict[str, int]:
+    here = prepare(name, work)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    with open(here / "mutmut.log", "w") as log:  # mutmut's progress, read when a run fails
+        subprocess.run(
+            [str(mutmut), "run", "--max-children", str(max_children), *TARGETS[name].functions],
+            cwd=here, check=False, timeout=timeout, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return counts(name, work)
+
+
+def main(argv: list[str]) -> int:
+    names = list(TARGETS) if argv[:1] == ["all"] else argv[:1]
+    children = int(argv[argv.index("--max-children") + 1]) if "--max-children" in argv else 2
+    for name in names:
+        found = run(name, children)
+        print(f"{name}: {kill_rate(found):.0%} killed {json.dumps(found, sort_keys=True)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
