@@ -25,6 +25,7 @@ ENGINE_PARTS = {
     "oidc_backchannel_pool",
     "saml_backchannel_pool",
     "saml_engine",
+    "broker_outbound",
 }
 # Every field but the settings, the registries and caches (which start empty or with the
 # built-ins) and the engines' parts: the parts built from settings.
@@ -72,6 +73,11 @@ def test_engine_parts_are_built_once_per_app_by_their_accessor(make_app):
     assert saml_idp(first) is saml_idp(first) is first.saml_engine
     assert engine(second) is not first.oidc_engine  # each app its own
     assert second.saml_engine is None
+    from idp.broker.http import fetcher
+
+    assert first.broker_outbound is None
+    assert fetcher(first) is fetcher(first) is first.broker_outbound
+    assert fetcher(first) is not fetcher(second)
 
 
 def test_services_without_an_app_get_the_plain_session_manager(instance_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from ..core.broker import UpstreamIdentity
 from ..errors import ValidationError
@@ -119,10 +120,12 @@ class SamlUpstreamProtocol:
         return identity_of(prov.alias, asserted)
 
     def logout_url(
-        self, svc: Services, prov: UpstreamProvider, session_ref: str, return_to: str
+        self, svc: Services, prov: UpstreamProvider, session_ref: str, return_to: str,
+        state: str,
     ) -> str | None:
         """A signed LogoutRequest by HTTP-Redirect to the upstream's SingleLogoutService (an
-        upstream offering only HTTP-POST there is not sent one)."""
+        upstream offering only HTTP-POST there is not sent one). The RelayState is our own
+        (``logout_request``); the browser comes back to ``return_to`` with ``state``."""
         kept = read_session_ref(session_ref)
         if kept is None:
             return None
@@ -130,5 +133,6 @@ class SamlUpstreamProtocol:
             up = self.upstream(svc, prov)
         except UpstreamError:
             return None
-        out = logout_request(svc, up, kept[0], kept[1], return_to)
+        back = f"{return_to}{'&' if '?' in return_to else '?'}{urlencode({'state': state})}"
+        out = logout_request(svc, up, kept[0], kept[1], back)
         return out.location if out is not None else None
