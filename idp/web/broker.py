@@ -154,19 +154,29 @@ def _link_page(form: LinkForm, user: User, provider_name: str, error: str | None
                            provider=provider_name, error=error, sent=sent), status
 
 
+def _parties(db: Any, key: str, pending: PendingLink) -> tuple[UpstreamIdentity, Any, User] | None:
+    """The upstream identity, its provider and the local user of a pending link; None (and
+    the pending link dropped) when the user or the provider is gone."""
+    identity = UpstreamIdentity.from_dict(pending.identity)
+    user = db.get(User, pending.user_id)
+    prov = hub.provider(db, identity.provider)
+    if user is None or prov is None:
+        hub.drop_link(svc(), key)
+        return None
+    return identity, prov, user
+
+
 @bp.route("/broker/link", methods=["GET", "POST"])
 def link() -> Any:
     found = _pending_link()
     if found is None:
         return _expired_request()
     key, pending = found
-    identity = UpstreamIdentity.from_dict(pending.identity)
     with svc().sessions() as db:
-        user = db.get(User, pending.user_id)
-        prov = hub.provider(db, identity.provider)
-        if user is None or prov is None:
-            hub.drop_link(svc(), key)
+        parties = _parties(db, key, pending)
+        if parties is None:
             return _expired_request()
+        identity, prov, user = parties
         form = LinkForm()
         if request.method == "GET":
             return _link_page(form, user, prov.display_name)
@@ -213,13 +223,11 @@ def link_mail() -> Any:
             or not svc().hasher.verify(token, found[1].mail_token):
         return _expired_request()
     key, pending = found
-    identity = UpstreamIdentity.from_dict(pending.identity)
     with svc().sessions() as db:
-        user = db.get(User, pending.user_id)
-        prov = hub.provider(db, identity.provider)
-        if user is None or prov is None:
-            hub.drop_link(svc(), key)
+        parties = _parties(db, key, pending)
+        if parties is None:
             return _expired_request()
+        identity, prov, user = parties
         return _confirmed(db, key, pending, identity, prov, user)
 
 
