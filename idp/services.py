@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .oidc.clients import ClientCache
     from .oidc.server import Engine as OidcEngine
     from .saml.engine import SamlIdp
+    from .sso.network import StoredRulesCache
     from .sso.sessions import SessionManager
 
 # A source of consented applications for /account/apps (the OIDC consent store is one):
@@ -139,6 +140,7 @@ class Services:
     # them.
     oidc_engine: OidcEngine | None = field(default=None, kw_only=True)
     oidc_client_cache: ClientCache | None = field(default=None, kw_only=True)
+    ip_rules_cache: StoredRulesCache | None = field(default=None, kw_only=True)  # idp.sso.network
     outbound: Outbound | None = field(default=None, kw_only=True)
     oidc_backchannel_pool: ThreadPoolExecutor | None = field(default=None, kw_only=True)
     saml_engine: SamlIdp | None = field(default=None, kw_only=True)

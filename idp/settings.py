@@ -434,6 +434,8 @@ def _derive_and_validate(s: dict[str, Any], explicit: AbstractSet[str] = frozens
     for key in ("workers", "threads", "trusted_proxies"):
         if srv[key] < 0:
             raise ConfigError(f"setting server.{key} must not be negative")
+    if not 0 <= srv["reload_poll_seconds"] <= 60:
+        raise ConfigError("setting server.reload_poll_seconds must be 0-60")
     if srv["http"] not in ("1", "auto"):
         raise ConfigError('setting server.http must be "1" or "auto"')
 

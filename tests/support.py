@@ -21,8 +21,14 @@ def require(condition: bool, reason: str) -> None:
 
 
 def base_overrides(instance: Path, **extra: Any) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"instance_dir": str(instance), "logging": {"access_log": False}}
+    # Settings changed by another app on the same database (a CLI run, a second "worker") are
+    # read before every request, as tests expect them at once; the poll window has its own test.
+    overrides: dict[str, Any] = {
+        "instance_dir": str(instance),
+        "logging": {"access_log": False},
+    }
     overrides.update(extra)
+    overrides["server"] = {"reload_poll_seconds": 0, **extra.get("server", {})}
     return overrides
 
 

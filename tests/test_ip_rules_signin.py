@@ -319,6 +319,41 @@ def test_a_client_rule_refuses_the_token_endpoint_and_issues_nothing(app):
         assert db.scalar(select(func.count()).select_from(RefreshToken)) == 0
 
 
+def test_client_rules_are_cached_per_worker_and_a_change_reaches_every_worker(
+    make_app, monkeypatch
+):
+    """The token endpoint reads a client's rules from the worker's cache; a change bumps the
+    shared generation: the worker that made it applies it at once, another one within
+    reload_poll_seconds (not before: no database read per request)."""
+    import idp.sso.network as network_module
+
+    now = [500.0]
+    monkeypatch.setattr(network_module.time, "monotonic", lambda: now[0])
+    polled = {"server": {"reload_poll_seconds": 5}}
+    app, other = make_app(**polled), make_app(**polled)  # two workers on one database
+    svc = app.extensions["idp"]
+    secret = _make_client(svc, "svc", grant_types=["client_credentials"])
+    basic = {"Authorization": "Basic " + base64.b64encode(f"svc:{secret}".encode()).decode()}
+    data = {"grant_type": "client_credentials"}
+
+    def status(a) -> int:
+        return client_from(a, HOME).post("/oauth2/token", data=data, headers=basic).status_code
+
+    assert status(app) == 200 and status(other) == 200  # both cached "no rules"
+    with op(svc) as ctx:
+        iprules.set_rules(ctx, "client", "svc", [], [HOME])
+    assert status(app) == 400  # the worker that changed them: at once
+    now[0] += 4.9
+    assert status(other) == 200  # inside its window the other still has its copy
+    now[0] += 0.2
+    assert status(other) == 400
+    with op(svc) as ctx:
+        manage_clients.delete(ctx, "svc")
+    secret = _make_client(svc, "svc", grant_types=["client_credentials"])
+    basic["Authorization"] = "Basic " + base64.b64encode(f"svc:{secret}".encode()).decode()
+    assert status(app) == 200  # a new client of the same id does not inherit the old rules
+
+
 def test_refusals_are_audited_once_per_minute_per_address(app):
     svc = app.extensions["idp"]
     _make_client(svc, "web")

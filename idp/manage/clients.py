@@ -32,6 +32,7 @@ from ..crypto import new_token
 from ..errors import Conflict, NotFound, ValidationError
 from ..oidc.clients import client_cache, previous_secret_key
 from ..oidc.subjects import check_sector_document, sector_changed
+from ..sso import network
 from ..storage.clients import ClientRegistry
 from ..storage.models import Client, ClientServiceRole, Role
 from ..storage.rbac import bump_generation, role_grants
@@ -155,10 +156,13 @@ def create(
         ctx.require_holds(role_grants(ctx.db, role_ids, clock=ctx.svc.clock))
     svc = ctx.svc
     # OIDC Registration §5, fetched before anything is written (no write lock held meanwhile).
-    check_sector_document(svc, {
-        "redirect_uris": options.get("redirect_uris") or [],
-        "sector_identifier_uri": (options.get("extra") or {}).get("sector_identifier_uri"),
-    })
+    check_sector_document(
+        svc,
+        {
+            "redirect_uris": options.get("redirect_uris") or [],
+            "sector_identifier_uri": (options.get("extra") or {}).get("sector_identifier_uri"),
+        },
+    )
     registry = ClientRegistry(ctx.db, svc.hasher, svc.sealer, Policy.from_settings(svc.settings))
     client, secret = registry.create(client_id, roles=list(roles), **options)
     ctx.audit(
@@ -369,6 +373,7 @@ def delete(ctx: Context, client_id: str) -> None:
     store = ctx.svc.store
     ctx.after_commit(lambda: store.delete(previous_secret_key(client_id)))
     ctx.after_commit(client_cache(ctx.svc).bump)
+    ctx.after_commit(lambda: network.rules_changed(ctx.svc))  # its rules went with it
 
 
 def rotate_secret(ctx: Context, client_id: str, *, grace_seconds: int = 0) -> str:

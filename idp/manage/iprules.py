@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..core.iprules import ALLOW, DENY, InvalidNetwork, canonical, parse_network
 from ..errors import NotFound, ValidationError
+from ..sso import network
 from ..storage import iprules as stored
 from ..storage.models import Client, Group, Role, SamlServiceProvider
 from . import policies
@@ -110,6 +111,7 @@ def set_rules(
     if old == new.as_dict():
         return new
     stored.replace_rules(ctx.db, kind, key, new.allow, new.deny)
+    ctx.after_commit(lambda: network.rules_changed(ctx.svc))
     ctx.audit("ip_rules.set", f"{kind}:{key}", scope=kind, old=old, new=new.as_dict())
     return new
 

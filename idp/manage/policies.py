@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
@@ -160,6 +161,7 @@ class LiveSettings:
         self.svc = svc
         self.overrides = dict(overrides or {})
         self.seen = -1
+        self.checked = float("-inf")  # time.monotonic() of the last read of the generation
 
     def locked(self) -> set[str]:
         """Dotted names set by the environment or the app's overrides: not changeable here."""
@@ -181,8 +183,14 @@ class LiveSettings:
         except SQLAlchemyError:
             self.seen = -1  # not migrated yet: the first request that can read it reloads
 
-    def check(self) -> bool:
-        """Reload when the stored generation moved; True when it did."""
+    def check(self, *, force: bool = False) -> bool:
+        """Reload when the stored generation moved; True when it did. Reads the generation at
+        most once per ``[server] reload_poll_seconds`` unless ``force`` (after a change this
+        worker made itself)."""
+        now = time.monotonic()
+        if not force and now - self.checked < self.svc.settings.server.reload_poll_seconds:
+            return False
+        self.checked = now
         try:
             with self.svc.sessions() as db:
                 current = applied_settings.generation(db)

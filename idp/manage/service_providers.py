@@ -27,6 +27,7 @@ from ..saml.registry import (
     signed_entity,
     validate_settings,
 )
+from ..sso import network
 from ..storage.models import SamlServiceProvider
 from .context import Context
 
@@ -146,6 +147,7 @@ def facts(row: SamlServiceProvider) -> MetadataFacts:
 def remove(ctx: Context, entity_id: str) -> None:
     ctx.require("saml:providers:delete")
     SpRegistry(ctx.db).remove(entity_id)
+    ctx.after_commit(lambda: network.rules_changed(ctx.svc))  # its rules went with it
     ctx.audit("saml.sp_removed", entity_id)
 
 

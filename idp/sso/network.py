@@ -19,6 +19,8 @@ network hammering an endpoint cannot flood the audit log."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -80,12 +82,67 @@ def check_networks(scope: str, allowed: Any, ip: str | None) -> Refusal | None:
     return None if setting_rules(allowed).permits(ip) else Refusal(scope)
 
 
+RULES_GENERATION_KEY = "gen:ip-rules"
+_GENERATION_TTL = 400 * 86400
+_CACHED_MAX = 10_000
+
+
+class StoredRulesCache:
+    """The stored rules of clients and SPs, parsed once per worker: the token endpoint and SSO
+    check them on every request. A worker reads a generation counter in the shared store at
+    most once per ``[server] reload_poll_seconds``; every change of stored rules bumps it once
+    committed (:func:`rules_changed`), and this worker drops its copies at once."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self._lock = threading.Lock()
+        self._rules: dict[tuple[str, str], Rules] = {}
+        self._generation: Any = None
+        self._checked = float("-inf")
+
+    def bump(self) -> None:
+        self.svc.store.incr(RULES_GENERATION_KEY, _GENERATION_TTL)
+        with self._lock:
+            self._rules.clear()
+            self._checked = float("-inf")
+
+    def get(self, kind: str, key: str) -> Rules:
+        now = time.monotonic()
+        if now - self._checked >= self.svc.settings.server.reload_poll_seconds:
+            generation = self.svc.store.get(RULES_GENERATION_KEY)
+            with self._lock:
+                if generation != self._generation:
+                    self._rules.clear()
+                    self._generation = generation
+                self._checked = now
+        found = self._rules.get((kind, key))
+        if found is None:
+            with self.svc.sessions() as db:
+                lists = stored.rules_of(db, kind, key)
+            found = Rules.of(lists["allow"], lists["deny"])
+            with self._lock:
+                if len(self._rules) >= _CACHED_MAX:
+                    self._rules.clear()
+                self._rules[(kind, key)] = found
+        return found
+
+
+def rules_cache(svc: Services) -> StoredRulesCache:
+    cache = svc.ip_rules_cache
+    if cache is None:
+        cache = svc.ip_rules_cache = StoredRulesCache(svc)
+    return cache
+
+
+def rules_changed(svc: Services) -> None:
+    """Call once a change of a client's or SP's stored rules is committed: every worker reloads."""
+    rules_cache(svc).bump()
+
+
 def _check_stored(svc: Services, kind: str, key: str | None, ip: str | None) -> Refusal | None:
     if not key:
         return None
-    with svc.sessions() as db:
-        found = stored.rules_of(db, kind, key)
-    rules = Rules.of(found["allow"], found["deny"])
+    rules = rules_cache(svc).get(kind, key)
     return None if rules.permits(ip) else Refusal(kind, key)
 
 

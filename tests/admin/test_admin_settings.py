@@ -102,6 +102,31 @@ def test_a_second_app_on_the_same_database_applies_the_change_without_a_restart(
     assert other_svc.mailer.product_name == "Acme ID"
 
 
+def test_other_workers_read_the_generation_once_per_poll_window(make_app, monkeypatch):
+    """Production reads the settings generation at most once per reload_poll_seconds (not a
+    database round trip on every request); the worker that made the change applies it at once,
+    another one once its window has passed."""
+    import idp.manage.policies as policies_module
+
+    now = [1000.0]
+    monkeypatch.setattr(policies_module.time, "monotonic", lambda: now[0])
+    polled = {"server": {"reload_poll_seconds": 5}}
+    app = make_app(**polled)
+    other = make_app(**polled)  # another worker / node on the same database
+    make_admin(app.extensions["idp"])
+    root = signed_in(app)
+    other.test_client().get("/login")  # its first read of the generation
+    assert _post(root, "/admin/settings/password_policy", PW_FORM).status_code == 302
+    assert app.extensions["idp"].settings.password_policy.min_length == 14  # its own: at once
+    other_svc = other.extensions["idp"]
+    now[0] += 4.9
+    other.test_client().get("/login")
+    assert other_svc.settings.password_policy.min_length == 10  # inside the window: not read
+    now[0] += 0.2
+    other.test_client().get("/login")
+    assert other_svc.settings.password_policy.min_length == 14
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

@@ -294,6 +294,7 @@ def settings_save(section: str):
             errors[exc.field or f"{section}.?"] = str(exc)
         else:
             if changed:
+                live_settings().check(force=True)  # this worker at once; the others poll
                 flash(
                     _(
                         "%(section)s saved: it applies from the next page, on every server.",

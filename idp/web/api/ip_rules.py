@@ -199,7 +199,7 @@ def replace_global_ip_rules(call: Call) -> Reply:
             kind="conflict",
             errors=[{"field": exc.field or "(body)", "message": str(exc)}],
         ) from None
-    live_settings().check()
+    live_settings().check(force=True)
     with call.transaction() as ctx:
         out = _global(ctx)
     return Reply(body=out)

@@ -131,5 +131,5 @@ def patch_settings(call: Call) -> Reply:
             kind="conflict",
             errors=[{"field": exc.field or "(body)", "message": str(exc)}],
         ) from None
-    live_settings().check()
+    live_settings().check(force=True)
     return Reply(body=_shape(call))
