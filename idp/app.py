@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, g, jsonify, make_response, render_template, request
@@ -29,7 +27,7 @@ from .web import live_settings, mailing, netguard
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.assets import asset_url
-from .web.csp import content_security_policy, csp_nonce
+from .web.csp import SECURITY_HEADERS, content_security_policy, csp_nonce
 from .web.mfa import deliver_code
 from .web.proxies import TrustedProxies
 from .web.ratelimit import mfa_send_refused
@@ -38,9 +36,9 @@ from .web.scim import error_response as scim_error_response
 from .web.sso import BrowserSessions
 from .web.ui import frame_context
 from .web.webauthn import WebAuthnFactor
+from .web.wellknown import DocumentsFastPath
 
 log = logging.getLogger("idp.app")
-access = logging.getLogger("idp.access")
 
 # Each module has a Blueprint named ``bp``; one line per surface.
 BLUEPRINTS = [
@@ -72,8 +70,6 @@ BLUEPRINTS = [
     ".web.scim",
     ".web.admin",
 ]
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.
 _JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")
@@ -145,6 +141,8 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 
     for module in BLUEPRINTS:
         app.register_blueprint(importlib.import_module(module, __package__).bp)
+    if not settings.tracing.enabled:  # traced requests go through Flask's instrumentation
+        app.wsgi_app = DocumentsFastPath(app, app.wsgi_app, settings.logging.access_log)
 
     # Globals, not context: macros imported without context ({% from ... import %}) use them.
     app.jinja_env.globals.update(asset=asset_url, script_nonce=csp_nonce)
@@ -165,18 +163,14 @@ def create_app(overrides: dict[str, Any] | None = None, *, clock: Clock | None =
 def _install_request_hooks(app: Flask, access_log: bool) -> None:
     @app.before_request
     def _start():
-        # A proxy's id is kept so log lines can be joined across hops, but only when it is a
-        # plain token: it is echoed in a header and written to every log line.
-        given = request.headers.get("X-Request-ID", "")[:64]
-        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = logs.request_id(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
 
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name, value)
         # Set, not defaulted: one policy for every page, built in one place.
         response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce())
         took = time.perf_counter() - g.get("started", time.perf_counter())
@@ -185,20 +179,8 @@ def _install_request_hooks(app: Flask, access_log: bool) -> None:
             rule.rule if rule is not None else None, request.method, response.status_code, took
         )
         if access_log:
-            took *= 1000
-            access.info(
-                "%s %s %s %.1fms",
-                request.method,
-                request.path,
-                response.status_code,
-                took,
-                extra={
-                    "request_id": g.get("request_id"),
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round(took, 1),
-                },
+            logs.access_line(
+                request.method, request.path, response.status_code, took * 1000, g.get("request_id")
             )
         return response
 

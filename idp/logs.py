@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 import time
+import uuid
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -42,6 +43,35 @@ SECRET_PARAMS = (
 )
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(r) for r in TOKEN_ROUTES) + r")[^/?#\s\"']+")
 _SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(SECRET_PARAMS) + r")=)[^&;#\s\"']*")
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
+access = logging.getLogger("idp.access")
+
+
+def request_id(given: str | None) -> str:
+    """A proxy's ``X-Request-ID`` when it is a plain token (it is echoed in a header and written
+    to every log line), so log lines can be joined across hops; else a new one."""
+    given = (given or "")[:64]
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def access_line(method: str, path: str, status: int, took_ms: float, rid: str | None) -> None:
+    """The one access-log line of a request (``[logging] access_log``)."""
+    access.info(
+        "%s %s %s %.1fms",
+        method,
+        path,
+        status,
+        took_ms,
+        extra={
+            "request_id": rid,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(took_ms, 1),
+        },
+    )
 
 
 def redact(text: str) -> str:

@@ -26,6 +26,7 @@ ENGINE_PARTS = {
     "saml_backchannel_pool",
     "saml_engine",
     "broker_outbound",
+    "ip_rules_cache",  # idp.sso.network.rules_cache
 }
 # Every field but the settings, the registries and caches (which start empty or with the
 # built-ins) and the engines' parts: the parts built from settings.
