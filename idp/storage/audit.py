@@ -29,11 +29,24 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, event, func, insert, inspect, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import metrics
+from .db import Precompiled
 from .models import AuditEvent
 from .models_audit import AuditChainHead, AuditCheckpoint
 
@@ -110,21 +123,51 @@ def audit_values(
 # --- writing -------------------------------------------------------------------------------
 
 
+class _HeadSql:
+    """The chain head's two statements, compiled once per dialect (they run on every audited
+    request: building them cost more than running them, ``db.Precompiled``)."""
+
+    _built: dict[str, _HeadSql] = {}
+
+    def __init__(self, dialect: Any) -> None:
+        self.take = Precompiled(
+            dialect,
+            update(_HEAD)
+            .where(_HEAD.c.id == 1)
+            .values(seq=_HEAD.c.seq + bindparam("count"))
+            .returning(_HEAD.c.seq),
+        )
+        self.prev = Precompiled(
+            dialect, select(_EVENTS.c.row_hash).where(_EVENTS.c.seq == bindparam("seq"))
+        )
+
+    @classmethod
+    def of(cls, conn: Connection) -> _HeadSql:
+        built = cls._built.get(conn.dialect.name)
+        if built is None:
+            built = cls._built[conn.dialect.name] = cls(conn.dialect)
+        return built
+
+
+def _scalar(conn: Connection, sql: Precompiled, **params: Any) -> Any:
+    return conn.exec_driver_sql(sql.text, sql.args(params)).scalar()
+
+
 def _take_positions(conn: Connection, count: int) -> tuple[int, str]:
     """Lock the chain head and take ``count`` positions: (the first position, the hash of the
     row before it). The lock is held until the transaction ends. The previous hash is read by
     a statement of its own: on PostgreSQL a statement that waited for the lock still reads
     with the snapshot it started with, which misses the row of the writer it waited for."""
-    take = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + count)
-    last = conn.scalar(take.returning(_HEAD.c.seq))
+    sql = _HeadSql.of(conn)
+    last = _scalar(conn, sql.take, count=count)
     if last is None:  # the first audit row of a new database
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(_HEAD).values(id=1, seq=0).on_conflict_do_nothing())
-        last = conn.scalar(take.returning(_HEAD.c.seq))
+        last = _scalar(conn, sql.take, count=count)
     first = last - count + 1
     if first == 1:
         return first, GENESIS
-    prev = conn.scalar(select(_EVENTS.c.row_hash).where(_EVENTS.c.seq == first - 1))
+    prev = _scalar(conn, sql.prev, seq=first - 1)
     # A missing previous row (deleted behind the chain's back) chains to zeros, which
     # verification reports where the rows went missing.
     return first, prev or GENESIS

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock
 from ..settings import sentinel_address
+from .db import Precompiled
 from .models import KVEntry
 
 _TABLE = KVEntry.__table__
@@ -21,26 +22,6 @@ _TABLE = KVEntry.__table__
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
-
-
-class _Sql:
-    """A statement compiled once for the engine's dialect and run from its SQL text: the store
-    sits on every request's path, and building and compiling (or finding in SQLAlchemy's
-    cache) the same statement each time cost several times more than running it."""
-
-    def __init__(self, engine: Engine, stmt: Any) -> None:
-        compiled = stmt.compile(dialect=engine.dialect)
-        self.text = str(compiled)
-        self._names = compiled.positiontup if compiled.positional else list(compiled.params)
-        self._positional = compiled.positional
-        self._fixed = {k: v for k, v in compiled.params.items() if v is not None}
-
-    def args(self, params: dict[str, Any]) -> Any:
-        """The driver's parameters: in order (SQLite) or by name (PostgreSQL)."""
-        given = {**self._fixed, **params}
-        if self._positional:
-            return tuple(given[n] for n in self._names)
-        return {n: given[n] for n in self._names}
 
 
 class SqlStore:
@@ -57,6 +38,10 @@ class SqlStore:
         self._purge_interval = purge_interval
         self._next_purge = 0.0
         insert = (postgresql if pg else sqlite).insert
+
+        def _sql(stmt: Any) -> Precompiled:
+            return Precompiled(engine.dialect, stmt)
+
         t = _TABLE.c
         now, key, exp, value = (bindparam(n) for n in ("now", "key", "exp", "value"))
 
@@ -66,21 +51,26 @@ class SqlStore:
 
         overwrite = {"value": value, "counter": 0, "expires_at": exp}
         expired = t.expires_at <= now
-        self._put = _Sql(engine, upsert(0, value, set_=overwrite))
+        self._put = _sql(upsert(0, value, set_=overwrite))
         # add: replace only an expired entry; a live one makes the statement update nothing.
-        self._add = _Sql(engine, upsert(0, value, set_=overwrite, where=expired).returning(t.key))
-        self._incr = _Sql(engine, upsert(1, null(), set_={
-            "counter": case((expired, 1), else_=t.counter + 1),
-            "expires_at": case((expired, exp), else_=t.expires_at),
-        }).returning(t.counter))
-        self._get = _Sql(engine, select(t.value, t.counter).where(t.key == key, t.expires_at > now))
-        self._take = _Sql(engine, delete(_TABLE).where(t.key == key)
-                          .returning(t.value, t.expires_at))
-        self._delete = _Sql(engine, delete(_TABLE).where(t.key == key))
-        self._purge = _Sql(engine, delete(_TABLE).where(expired))
-        self._get_many: dict[int, _Sql] = {}
+        self._add = _sql(upsert(0, value, set_=overwrite, where=expired).returning(t.key))
+        self._incr = _sql(
+            upsert(
+                1,
+                null(),
+                set_={
+                    "counter": case((expired, 1), else_=t.counter + 1),
+                    "expires_at": case((expired, exp), else_=t.expires_at),
+                },
+            ).returning(t.counter)
+        )
+        self._get = _sql(select(t.value, t.counter).where(t.key == key, t.expires_at > now))
+        self._take = _sql(delete(_TABLE).where(t.key == key).returning(t.value, t.expires_at))
+        self._delete = _sql(delete(_TABLE).where(t.key == key))
+        self._purge = _sql(delete(_TABLE).where(expired))
+        self._get_many: dict[int, Precompiled] = {}
 
-    def _run(self, sql: _Sql, now: float, **params: Any) -> Any:
+    def _run(self, sql: Precompiled, now: float, **params: Any) -> Any:
         """One statement in its own transaction; its first row, if it returns rows."""
         if sql is not self._get:
             self._maybe_purge(now)
@@ -152,15 +142,16 @@ class SqlStore:
             stmt = select(t.key, t.value, t.counter).where(
                 t.key.in_(names), t.expires_at > bindparam("now")
             )
-            sql = self._get_many[len(keys)] = _Sql(self._tx_engine, stmt)
+            sql = self._get_many[len(keys)] = Precompiled(self._tx_engine.dialect, stmt)
         args = sql.args({"now": self._clock.now(), **{f"k{i}": k for i, k in enumerate(keys)}})
         if self._sqlite:
             rows = self._sqlite_rows(sql.text, args)
         else:
             with self._engine.begin() as conn:
                 rows = conn.exec_driver_sql(sql.text, args).all()
-        found = {key: (counter if value is None else json.loads(value))
-                 for key, value, counter in rows}
+        found = {
+            key: (counter if value is None else json.loads(value)) for key, value, counter in rows
+        }
         return [found.get(k) for k in keys]
 
     def take(self, key: str) -> Any | None:
@@ -233,8 +224,10 @@ class RedisStore:
     def get_many(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
-        return [None if raw is None else json.loads(raw)
-                for raw in self._redis.mget([self._k(k) for k in keys])]
+        return [
+            None if raw is None else json.loads(raw)
+            for raw in self._redis.mget([self._k(k) for k in keys])
+        ]
 
     def take(self, key: str) -> Any | None:
         raw = self._redis.getdel(self._k(key))
