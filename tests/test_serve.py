@@ -227,10 +227,25 @@ def _children(server) -> tuple[list[str], list[str]]:
 
 
 def test_two_worker_processes_serve(server):
-    """--workers 2 really starts two worker processes under the granian main process, and one
-    provisioning pusher beside them ([provisioning] serve_drain)."""
+    """--workers 2 really starts two worker processes under the granian main process, and no
+    provisioning pusher process beside them: with [provisioning] serve_drain each worker runs
+    a pusher thread (a process of its own held ~100 MB for a loop that mostly sleeps)."""
     workers, pushers = _children(server)
-    assert len(workers) == 2 and len(pushers) == 1, (workers, pushers)
+    assert len(workers) == 2 and pushers == [], (workers, pushers)
+
+
+def _rss_kb(pid: int | str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+
+
+def test_the_main_process_holds_no_app(server):
+    """The app is built and checked once in a child that exits (``idp serve --check-only``),
+    not in granian's main process, which lives as long as the server: the main process stays a
+    fraction of a worker's memory (the app held there was a third of the server's PSS)."""
+    workers, _ = _children(server)
+    main = _rss_kb(server["proc"].pid)
+    assert main < 0.5 * min(_rss_kb(pid) for pid in workers), (main, workers)
 
 
 def _healthz_requests(text: str) -> float:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,13 @@ Q = ProvisioningQueueItem
 TOKEN_CONTEXT = "provisioning-token"  # noqa: S105 - the sealing context, not a secret
 # Attributes a PATCH replaces; those the payload leaves out are removed.
 _USER_ATTRIBUTES = (
-    "externalId", "name", "displayName", "locale", "timezone", "emails", "phoneNumbers",
+    "externalId",
+    "name",
+    "displayName",
+    "locale",
+    "timezone",
+    "emails",
+    "phoneNumbers",
 )
 
 
@@ -127,6 +134,19 @@ def run_forever(svc: Services, keep_going: Callable[[], bool]) -> None:
         time.sleep(float(svc.settings.provisioning.interval_seconds))
 
 
+def start_in_thread(
+    svc: Services, keep_going: Callable[[], bool] = lambda: True
+) -> threading.Thread:
+    """A pusher in a daemon thread of this process (each ``idp serve`` worker runs one when
+    ``[provisioning] serve_drain``): it sleeps between drains and claims rows like any other
+    pusher, so the workers of every node share the queue, with no process of its own."""
+    thread = threading.Thread(
+        target=run_forever, args=(svc, keep_going), name="idp-provisioning", daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def backoff(svc: Services, attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: doubling, capped, with jitter (half to all)."""
     cfg = svc.settings.provisioning
@@ -173,8 +193,9 @@ class Pusher:
 
     # --- users ----------------------------------------------------------------------------------
 
-    def _user(self, db: Session, client: ScimClient, target: ProvisioningTarget,
-              uuid: str) -> tuple[str | None, bool]:
+    def _user(
+        self, db: Session, client: ScimClient, target: ProvisioningTarget, uuid: str
+    ) -> tuple[str | None, bool]:
         remote = _remote_id(db, target.id, "user", uuid)
         user = db.scalar(select(User).where(User.uuid == uuid))
         if user is None:
@@ -208,16 +229,15 @@ class Pusher:
         self._queue_groups_of(db, target, user)
         return found, False
 
-    def _replace_user(self, client: ScimClient, target: ProvisioningTarget, remote: str,
-                      body: dict) -> bool:
+    def _replace_user(
+        self, client: ScimClient, target: ProvisioningTarget, remote: str, body: dict
+    ) -> bool:
         """Bring the target's user in line; False when the target no longer has it."""
         if self._patch_supported(client, target):
             ops: list[dict[str, Any]] = [
                 {"op": "replace", "value": {k: v for k, v in body.items() if k != "schemas"}}
             ]
-            ops += [
-                {"op": "remove", "path": name} for name in _USER_ATTRIBUTES if name not in body
-            ]
+            ops += [{"op": "remove", "path": name} for name in _USER_ATTRIBUTES if name not in body]
             reply = client.call("PATCH", f"/Users/{remote}", patch_body(ops), ok=(404,))
         else:
             reply = client.call("PUT", f"/Users/{remote}", {**body, "id": remote}, ok=(404,))
@@ -243,8 +263,9 @@ class Pusher:
 
     # --- groups ---------------------------------------------------------------------------------
 
-    def _group(self, db: Session, client: ScimClient, target: ProvisioningTarget,
-               object_id: str) -> tuple[str | None, bool]:
+    def _group(
+        self, db: Session, client: ScimClient, target: ProvisioningTarget, object_id: str
+    ) -> tuple[str | None, bool]:
         remote = _remote_id(db, target.id, "group", object_id)
         group = db.get(Group, int(object_id))
         scope = set(target.group_ids or [])
@@ -267,8 +288,9 @@ class Pusher:
         self._replace_group(client, target, found, body)
         return found, False
 
-    def _replace_group(self, client: ScimClient, target: ProvisioningTarget, remote: str,
-                       body: dict) -> bool:
+    def _replace_group(
+        self, client: ScimClient, target: ProvisioningTarget, remote: str, body: dict
+    ) -> bool:
         if self._patch_supported(client, target):
             ops: list[dict[str, Any]] = [
                 {"op": "replace", "path": "displayName", "value": body["displayName"]},
@@ -285,8 +307,9 @@ class Pusher:
 
     # --- outcomes -------------------------------------------------------------------------------
 
-    def _done(self, item_id: int, worker: str, remote_id: str | None, gone: bool,
-              report: DrainReport) -> None:
+    def _done(
+        self, item_id: int, worker: str, remote_id: str | None, gone: bool, report: DrainReport
+    ) -> None:
         now = self.svc.clock.utcnow()
         with self.svc.sessions.begin() as db:
             item = db.get(Q, item_id)
@@ -324,8 +347,10 @@ class Pusher:
             item.last_error = exc.reason[:1000]
             item.lease_until = None
             if exc.retry and item.attempts < cfg.max_attempts:
-                wait = exc.retry_after if exc.retry_after is not None else backoff(
-                    self.svc, item.attempts
+                wait = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else backoff(self.svc, item.attempts)
                 )
                 item.state = "pending"
                 item.next_attempt_at = now + timedelta(seconds=wait)

@@ -88,6 +88,31 @@ def test_user_lifecycle_reaches_the_downstream(app, downstream):
         assert db.scalar(select(func.count()).select_from(ProvisioningObject)) == 0
 
 
+def test_a_pusher_thread_pushes_without_being_asked(make_app, downstream):
+    """What each `idp serve` worker runs with [provisioning] serve_drain (idp.serving)."""
+    import threading
+    import time
+
+    from idp.provisioning.worker import start_in_thread
+
+    app = make_app(outbound=OUTBOUND_LOOPBACK, provisioning={"interval_seconds": 1})
+    svc = app.extensions["idp"]
+    add_target(svc, downstream.url, downstream.token)
+    stop = threading.Event()
+    thread = start_in_thread(svc, lambda: not stop.is_set())
+    try:
+        name = _name()
+        _create_user(svc, name)
+        deadline = time.monotonic() + 30
+        while downstream.user(name) is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert downstream.user(name) is not None and _queue(svc) == []
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive() and thread.name == "idp-provisioning"
+
+
 def test_a_sign_in_stamp_queues_nothing_and_updates_coalesce(app, downstream):
     svc = app.extensions["idp"]
     add_target(svc, downstream.url, downstream.token)
