@@ -821,6 +821,8 @@ def workers_run(inst: Instance, workdir: Path, duration: float, conns: int) -> d
     if not shutil.which("wrk"):
         raise SystemExit("bench: --workers-run needs wrk (apt-get install -y wrk)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    # The server runs this checkout's code, whichever checkout the venv was installed from.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH.parent), env.get("PYTHONPATH")]))
     env.update(
         IDP_INSTANCE_DIR=str(inst.overrides["instance_dir"]),
         IDP_LOGGING_ACCESS_LOG="false",
@@ -835,16 +837,22 @@ def workers_run(inst: Instance, workdir: Path, duration: float, conns: int) -> d
         port = suite.free_port()
         base = f"http://127.0.0.1:{port}"
         env["IDP_ISSUER"] = base
-        proc = subprocess.Popen(
-            [str(suite.IDP), "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        log = workdir / f"serve-{workers}.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen(
+                [str(suite.IDP), "serve", "--port", str(port), "--workers", str(workers)],
+                env=env,
+                cwd=workdir,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            suite.wait_ready(f"{base}/readyz", proc)
+            try:
+                suite.wait_ready(f"{base}/readyz", proc, timeout=180)
+            except SystemExit:
+                print(log.read_text()[-2000:], file=sys.stderr)
+                raise
             cases = {
                 "discovery GET": lambda d, b=base: suite.wrk(
                     f"{b}/.well-known/openid-configuration", d, req, conns=conns
