@@ -2,7 +2,7 @@
 production settings, beside the peers and the bare-framework ceilings, in one run.
 
     .venv/bin/python bench/run.py [--rounds 3] [--duration 8] [--backend sqlite|postgres|both]
-                                  [--only CASE ...] [--no-peers] [--skip-flows]
+                                  [--only CASE ...] [--no-peers] [--skip-flows] [--scale]
 
 What runs, each window bounded by --duration and driven by Debian's wrk (Lua under bench/wrk/):
 
@@ -439,6 +439,8 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--skip-flows", action="store_true",
                     help="leave out bench_oidc / bench_login / bench_saml")
+    ap.add_argument("--scale", action="store_true",
+                    help="also run bench/bench_scale.py (lookups at 1,000 / 100,000 users, plans)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is missing (apt-get install -y wrk)")
@@ -454,6 +456,11 @@ def main() -> None:
     try:
         for backend in backends:
             results["backends"][backend] = run_backend(backend, args, folder)
+        if args.scale:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")
+                   or k == "IDP_BENCH_DATABASE_URL"}
+            results["scale"] = external("bench_scale.py", ["--backend", args.backend], folder,
+                                        env)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     out_dir = BENCH / "results"

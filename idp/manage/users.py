@@ -238,8 +238,14 @@ def _order(sort: str) -> list[Any]:
         column = func.lower(User.username)
     desc = sort.startswith("-")
     key = column.desc() if desc else column.asc()
+    tie = User.id.desc() if desc else User.id.asc()
+    if name == "username":
+        # Never empty: without an "is empty" term first, the page is read in the order of
+        # the lower(username) index and stops after it, where that term sorted every user
+        # for each page (bench/bench_scale.py shows both plans).
+        return [key, tie]
     # Empty values last either way (both databases), then the id: a stable page order.
-    return [column.is_(None), key, User.id.desc() if desc else User.id.asc()]
+    return [column.is_(None), key, tie]
 
 
 def _select(ctx: Context, q: UserQuery, permission: str):
@@ -253,9 +259,19 @@ def search(ctx: Context, q: UserQuery) -> tuple[list[User], int]:
         raise ValidationError("page and per_page start at 1")
     stmt, where = _select(ctx, q, "users:accounts:read")
     total = int(ctx.db.scalar(select(func.count(User.id)).where(*where)) or 0)
-    stmt = stmt.order_by(*_order(q.sort))
+    order = _order(q.sort)
+    stmt = stmt.order_by(*order)
     if q.per_page is not None:
-        stmt = stmt.offset((q.page - 1) * q.per_page).limit(q.per_page)
+        offset = (q.page - 1) * q.per_page
+        if offset:
+            # A later page skips its offset on the ids alone, then reads its own rows: the
+            # skipped rows are not loaded nor joined to their department, company and
+            # position (the last of 100,000 users: 5x less work, bench/bench_scale.py).
+            ids = select(User.id).where(*where).order_by(*order).offset(offset)
+            stmt = select(User).where(User.id.in_(ids.limit(q.per_page).scalar_subquery()))
+            stmt = stmt.order_by(*order)
+        else:
+            stmt = stmt.limit(q.per_page)
     return list(ctx.db.scalars(stmt)), total
 
 
