@@ -780,3 +780,72 @@ def test_namespace_tricks_in_an_upstream_response_are_refused(broker):
     rebound = signed.replace(SAML, "urn:evil:assertion")
     assert rebound != signed
     broker.refused(client, relay, rebound)
+
+
+def _upstream_session(broker, subject: str) -> str:
+    """A session here that came through the upstream for ``subject`` (SessionIndex idx-1)."""
+    from idp.broker.saml import UpstreamNameId
+    from idp.broker.saml_logout import session_ref
+    from idp.sso import broker as hub
+    from idp.sso.sessions import session_manager
+
+    sid = session_manager(broker.svc).create(f"{subject}-uuid", ["fed"], "1").sid
+    ref = session_ref(UpstreamNameId(subject, NAMEID_FORMAT_PERSISTENT), "idx-1")
+    hub.remember_session(broker.svc, sid, {"provider": ALIAS, "ref": ref, "subject": subject})
+    return sid
+
+
+def _upstream_logout_request(broker, name_id: str) -> str:
+    from saml2.saml import NameID as Saml2NameID
+
+    _, signed = broker.upstream.server.create_logout_request(
+        broker.ends.sls,
+        broker.ends.entity_id,
+        name_id=Saml2NameID(format=NAMEID_FORMAT_PERSISTENT, text=name_id),
+        session_indexes=["idx-1"],
+        sign=True,
+        sign_alg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+    )
+    return str(signed)
+
+
+def test_a_genuine_upstream_logout_request_ends_the_session(broker):
+    """The control for the wrapping below: the upstream's own signed LogoutRequest for the
+    person ends their session here."""
+    from idp.sso.sessions import session_manager
+
+    sid = _upstream_session(broker, "leaver-subject")
+    signed = _upstream_logout_request(broker, "leaver-subject")
+    resp = broker.app.test_client().post(
+        f"/broker/{ALIAS}/saml/sls", data={"SAMLRequest": b64(signed), "RelayState": "lo"}
+    )
+    # The answer: a LogoutResponse to the upstream's SingleLogoutService (HTTP-Redirect).
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:400]
+    assert resp.headers["Location"].startswith("https://upstream.example.org/idp/slo?")
+    assert session_manager(broker.svc).peek(sid) is None
+
+
+@pytest.mark.parametrize("variant", CATALOGUE)
+def test_wrapping_an_upstream_logout_request_ends_no_session(broker, variant):
+    """The upstream signed a LogoutRequest for someone else; wrapped (XSW1-XSW8, request
+    analogues) so that the evil part names a person signed in here through it. Posted to
+    /broker/<alias>/saml/sls: the error page with a reference, that person's session alive,
+    the store unchanged."""
+    from idp.sso.sessions import session_manager
+
+    mgr = session_manager(broker.svc)
+    victim = _upstream_session(broker, "victim-subject")
+    signed = _upstream_logout_request(broker, "someone-else")
+    evil = xsw_request(str(signed), variant, set_name_id("victim-subject"))
+    before = broker.state()
+    resp = broker.app.test_client().post(
+        f"/broker/{ALIAS}/saml/sls", data={"SAMLRequest": b64(evil), "RelayState": "lo"}
+    )
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 400, (resp.status_code, text[:400])
+    assert re.search(r"Reference:\s*<code>[\w-]{6,}</code>", text)
+    assert "SAMLResponse" not in text and "Traceback" not in text
+    assert broker.state() == before
+    assert mgr.peek(victim) is not None
+    mgr.end(victim)
