@@ -34,6 +34,7 @@ from admin_kit import make_admin, signed_in  # noqa: E402
 from login_kit import GOOD, make_user  # noqa: E402
 
 ISSUER = "http://127.0.0.1:5000"
+RP = "https://rp.example.org/cb"
 FORM_RE = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.I | re.S)
 ATTR_RE = re.compile(r'([a-zA-Z_:-]+)\s*=\s*"([^"]*)"', re.S)
 FIELD_RE = re.compile(
@@ -49,8 +50,12 @@ def _attrs(text: str) -> dict[str, str]:
     return {k.lower(): html.unescape(v) for k, v in ATTR_RE.findall(text)}
 
 
-def post_forms(page: str) -> list[tuple[str, dict[str, str]]]:
-    """Every POST form of a page: (action, fields with their current values)."""
+BUTTON_RE = re.compile(r"<button\b([^>]*)>", re.I)
+
+
+def post_forms(page: str, with_button: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """Every POST form of a page: (action, fields with their current values; ``with_button``:
+    and the first named button's, as if it were clicked)."""
     out = []
     for fm in FORM_RE.finditer(page):
         attrs = _attrs(fm.group(1))
@@ -69,11 +74,19 @@ def post_forms(page: str) -> list[tuple[str, dict[str, str]]]:
                 fields[name] = chosen[0].get("value", "") if chosen else ""
             elif kind == "textarea":
                 fields[name] = html.unescape(inner or "")
+            elif a.get("type", "text").lower() in ("submit", "button", "image", "reset"):
+                continue  # a browser sends only the button clicked
             elif a.get("type", "text").lower() in ("checkbox", "radio"):
                 if "checked" in a:
                     fields[name] = a.get("value", "on")
             else:
                 fields[name] = a.get("value", "")
+        if with_button:
+            for raw in BUTTON_RE.findall(fm.group(2)):
+                a = _attrs(raw)
+                if a.get("name"):
+                    fields.setdefault(a["name"], a.get("value", ""))
+                    break
         out.append((attrs.get("action", ""), fields))
     return out
 
@@ -152,6 +165,17 @@ def site(tmp_path_factory):
     svc = app.extensions["idp"]
     make_admin(svc, "root")
     make_user(svc, "mallory", given_name="Mallory")
+    from idp.storage.clients import ClientRegistry
+
+    with svc.sessions.begin() as db:
+        ClientRegistry(db, svc.hasher, svc.sealer).create(
+            "web",
+            name="Web App",
+            redirect_uris=[RP],
+            grant_types=["authorization_code"],
+            scope="openid profile email",
+            post_logout_redirect_uris=["https://rp.example.org/bye"],
+        )
     yield Site(app)
     if svc.mail_queue is not None:
         svc.mail_queue.wait_idle(15)
@@ -181,7 +205,7 @@ def test_every_state_changing_form_refuses_a_missing_wrong_or_foreign_token(site
     for path, resp in site.pages().items():
         if resp.status_code != 200 or resp.mimetype != "text/html":
             continue
-        for action, fields in post_forms(resp.get_data(as_text=True)):
+        for action, fields in post_forms(resp.get_data(as_text=True), with_button=True):
             target = urljoin(path, action or path)
             if not target.startswith(("/account", "/admin")) or "csrf_token" not in fields:
                 continue
@@ -190,7 +214,8 @@ def test_every_state_changing_form_refuses_a_missing_wrong_or_foreign_token(site
     refused: set[str] = set()
     for (target, _), fields in sorted(forms.items()):
         for token in (None, "wrong-" + own[6:], foreign):
-            data = {k: v for k, v in fields.items() if k != "csrf_token"}
+            # Empty fields get a plausible value, so the post would change something if taken.
+            data = {k: v or "atk1" for k, v in fields.items() if k != "csrf_token"}
             if token is not None:
                 data["csrf_token"] = token
             before = fingerprint(site.svc)
@@ -213,8 +238,9 @@ def test_every_state_changing_form_refuses_a_missing_wrong_or_foreign_token(site
 
 
 def test_login_logout_and_consent_forms_refuse_a_missing_or_foreign_token(site):
-    """The signed-out forms: a sign-in with the right password but no / a foreign token
-    makes no session; a sign-out without a token ends none."""
+    """The sign-in, consent and sign-out forms: a sign-in with the right password but no / a
+    wrong / a foreign token makes no session; "Allow" on the consent page without the right
+    token gives no code and stores no consent; a sign-out without one ends no session."""
     foreign = _token_of(site.user())
     for token in (None, "wrong", foreign):
         client = site.app.test_client()
@@ -227,7 +253,29 @@ def test_login_logout_and_consent_forms_refuse_a_missing_or_foreign_token(site):
         assert resp.status_code in (400, 403) or resp.status_code == 200, resp.status_code
         assert "Location" not in resp.headers
         assert changed(before, fingerprint(site.svc)) == [], token
+    # Consent: the page of an authorization request, answered "Allow" without the right token.
     user = site.user()
+    asked = user.get(
+        "/oauth2/authorize",
+        query_string={"response_type": "code", "client_id": "web", "redirect_uri": RP,
+                      "scope": "openid email", "state": "s1"},
+    )  # fmt: skip
+    consent = asked.headers["Location"]
+    assert consent.startswith("/oauth2/consent"), consent
+    page = user.get(consent).get_data(as_text=True)
+    fields = dict(post_forms(page)[0][1])
+    for token in (None, "wrong", foreign):
+        data = {k: v for k, v in fields.items() if k != "csrf_token"} | {"approve": "Allow"}
+        if token:
+            data["csrf_token"] = token
+        before = fingerprint(site.svc)
+        resp = user.post(consent, data=data)
+        assert resp.status_code < 500
+        assert not resp.headers.get("Location", "").startswith(RP), token
+        assert changed(before, fingerprint(site.svc)) == [], token
+    # The control: the page's own token gives the code.
+    resp = user.post(consent, data=fields | {"approve": "Allow"})
+    assert resp.headers.get("Location", "").startswith(RP + "?code="), resp.status_code
     for token in (None, "wrong", foreign):
         before = fingerprint(site.svc)
         resp = user.post("/logout", data={"csrf_token": token} if token else {})
@@ -432,42 +480,58 @@ def test_a_forged_host_changes_no_issuer_link_or_redirect(site):
     """A forged Host, X-Forwarded-Host / -Proto and Forwarded (no trusted proxy configured):
     discovery's issuer and endpoints, the SAML metadata, the redirect after signing in and
     the link in a reset mail all name the configured issuer, never the forged host."""
+    _forged_host_changes_nothing(site.app, site.svc)
+
+
+def test_a_trusted_proxy_forwarding_a_forged_host_changes_nothing_either(make_app):
+    """Behind one trusted proxy (``[server] trusted_proxies = 1``) the forwarded Host is
+    believed for the request, yet every issuer, link and redirect still comes from the
+    configured issuer, never from the request's host."""
+    app = make_app(issuer=ISSUER, server={"trusted_proxies": 1})
+    svc = app.extensions["idp"]
+    make_user(svc, "mallory", given_name="Mallory")
+    _forged_host_changes_nothing(app, svc, {"X-Forwarded-For": "203.0.113.9"})
+
+
+def _forged_host_changes_nothing(app, svc, extra: dict[str, str] | None = None) -> None:
     from login_kit import outbox
 
-    client = site.app.test_client()
-    disco = client.get("/.well-known/openid-configuration", headers=FORGED).get_json()
+    forged = FORGED | (extra or {})
+
+    client = app.test_client()
+    disco = client.get("/.well-known/openid-configuration", headers=forged).get_json()
     assert disco["issuer"] == ISSUER
     assert all("evil" not in str(v) for v in disco.values())
-    md = client.get("/saml/metadata", headers=FORGED).get_data(as_text=True)
+    md = client.get("/saml/metadata", headers=forged).get_data(as_text=True)
     assert "evil.example" not in md and f"{ISSUER}/saml/sso" in md
-    page = client.get("/login", headers=FORGED).get_data(as_text=True)
+    page = client.get("/login", headers=forged).get_data(as_text=True)
     assert "evil.example" not in page
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     if token is None:
-        page = client.get("/login", headers=FORGED, follow_redirects=True).get_data(as_text=True)
+        page = client.get("/login", headers=forged, follow_redirects=True).get_data(as_text=True)
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     resp = client.post(
         "/login",
-        headers=FORGED,
+        headers=forged,
         data={"csrf_token": token.group(1), "username": "mallory", "password": GOOD},
     )
     assert resp.status_code in (302, 303)
     assert "evil" not in resp.headers["Location"]
-    sent = len(outbox(site.svc))
-    forgot = site.app.test_client()
-    page = forgot.get("/password/reset", headers=FORGED).get_data(as_text=True)
+    sent = len(outbox(svc))
+    forgot = app.test_client()
+    page = forgot.get("/password/reset", headers=forged).get_data(as_text=True)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     assert token, page[:300]
     forgot.post(
         "/password/reset",
-        headers=FORGED,
+        headers=forged,
         data={
             "csrf_token": token.group(1),
             "email": "mallory@example.org",
             "login": "mallory@example.org",
         },
     )
-    mails = outbox(site.svc)[sent:]
+    mails = outbox(svc)[sent:]
     assert mails, "no reset mail"
     body = mails[-1].get_body(preferencelist=("plain",)).get_content()
     assert ISSUER in body and "evil.example" not in body
