@@ -849,3 +849,37 @@ def test_wrapping_an_upstream_logout_request_ends_no_session(broker, variant):
     assert broker.state() == before
     assert mgr.peek(victim) is not None
     mgr.end(victim)
+
+
+def test_relay_state_is_escaped_in_the_post_form(idp_env):
+    """A script as the RelayState of a genuine signed request (SP-initiated, the signature
+    covering it) and of an IdP-initiated sign-in: carried back to the SP's registered ACS
+    only, escaped in the auto-posting form, which runs no script of its own but the nonced one."""
+    from saml_support import form_with
+
+    env = idp_env
+    payload = '"><script>alert(1)</script>'
+    _, info = env.client.prepare_for_authenticate(
+        entityid=env.idp.metadata_url,
+        binding=BINDING_HTTP_REDIRECT,
+        relay_state=payload,
+        sigalg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+    )
+    pages = [
+        env.browser.get(dict(info["headers"])["Location"], allow_redirects=False, timeout=10),
+        env.browser.get(
+            f"{env.url}/saml/init",
+            params={"sp": SP, "RelayState": payload[:40]},
+            allow_redirects=False,
+            timeout=10,
+        ),
+    ]
+    for page in pages:
+        assert page.status_code == 200, page.text[:400]
+        assert "<script>alert(1)" not in page.text
+        action, fields = form_with(page.text, "SAMLResponse")
+        assert action == ACS
+        assert fields["RelayState"] in (payload, payload[:40])
+        for script in re.findall(r"<script\b[^>]*>", page.text):
+            assert "nonce=" in script, script
