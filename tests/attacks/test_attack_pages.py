@@ -375,10 +375,11 @@ def assert_stays_here(location: str | None, what: str) -> None:
 
 @pytest.mark.parametrize("target", FOREIGN)
 def test_no_return_parameter_leaves_the_site(site, target):
-    """Every parameter a page takes a redirect from (grep of idp/web: ``next`` of /login,
-    /logout, /language, /broker/start and the MFA and passkey pages; ``then`` of
-    /saml/logout/pending; ``post_logout_redirect_uri`` of /oauth2/logout): with each foreign
-    spelling, the Location stays on this site (or there is none), and nothing is stored."""
+    """The parameters pages take a redirect from (grep of idp/web: ``next`` of /login,
+    /logout, /language and the MFA re-authentication; ``then`` of /saml/logout/pending;
+    ``post_logout_redirect_uri`` of /oauth2/logout): with each foreign spelling, the Location
+    stays on this site (or there is none), and nothing is stored. (``next`` of /broker/start
+    and of the passkey sign-in go through the same ``safe_next``.)"""
     user = site.user()
     before = fingerprint(site.svc)
     cases = [
@@ -402,6 +403,14 @@ def test_no_return_parameter_leaves_the_site(site, target):
     keys = set(before) - {"kv_entries"}
     after = fingerprint(site.svc)
     assert {k for k in keys if before[k] != after[k]} <= {"users"}  # the language preference
+    # The MFA page's password re-check, then on to ``next``.
+    user = site.user()
+    resp = user.post(
+        "/account/mfa/reauth",
+        data={"csrf_token": _token_of(user), "password": GOOD, "next": target},
+    )
+    assert resp.status_code in (302, 303), resp.status_code
+    assert_stays_here(resp.headers.get("Location"), "mfa reauth next")
     # Signed out: the logged-out page's onward link, and the sign-in's own return.
     anon = site.app.test_client()
     page = anon.get("/logout", query_string={"next": target})
@@ -425,6 +434,28 @@ def test_no_return_parameter_leaves_the_site(site, target):
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', signed.get_data(as_text=True))
     resp = anon.post("/logout", data={"csrf_token": token.group(1), "next": target})
     assert_stays_here(resp.headers.get("Location"), "after sign-out")
+
+
+def test_a_link_to_a_logout_endpoint_signs_nobody_out(site):
+    """Logout CSRF by a plain link (a top-level GET carries the SameSite=Lax cookie): the
+    pending-logout page (meant for browsers whose session ended elsewhere) and /oauth2/logout
+    without an ID token hint, opened by someone signed in. Found: the pending-logout page
+    cleared the cookie of a live session (signed out by any link, the session left behind
+    on the server). Now the person stays signed in, and nothing changes."""
+    for path, query in (
+        ("/saml/logout/pending", {"then": "/account/"}),
+        ("/oauth2/logout", {}),
+        ("/oauth2/logout", {"client_id": "web", "post_logout_redirect_uri": "https://rp.example.org/bye"}),
+    ):  # fmt: skip
+        user = site.user()
+        before = fingerprint(site.svc)
+        resp = user.get(path, query_string=query)
+        assert resp.status_code < 500, path
+        assert_stays_here(resp.headers.get("Location"), path)
+        cleared = [c for c in resp.headers.getlist("Set-Cookie") if "Expires=Thu, 01 Jan 1970" in c]
+        assert cleared == [], (path, cleared)
+        assert changed(before, fingerprint(site.svc)) == [], path
+        assert user.get("/account/profile").status_code == 200, path
 
 
 # --- reflected input -----------------------------------------------------------------------------
