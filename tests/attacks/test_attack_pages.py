@@ -26,6 +26,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from sqlalchemy import select
 
+pytestmark = pytest.mark.slow
+
 _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
@@ -168,7 +170,11 @@ def site(tmp_path_factory):
     from idp.storage.clients import ClientRegistry
 
     with svc.sessions.begin() as db:
-        ClientRegistry(db, svc.hasher, svc.sealer).create(
+        registry = ClientRegistry(db, svc.hasher, svc.sealer)
+        _, secret = registry.create(
+            "svc", name="Service", grant_types=["client_credentials"], scope="profile"
+        )
+        registry.create(
             "web",
             name="Web App",
             redirect_uris=[RP],
@@ -176,7 +182,9 @@ def site(tmp_path_factory):
             scope="openid profile email",
             post_logout_redirect_uris=["https://rp.example.org/bye"],
         )
-    yield Site(app)
+    site = Site(app)
+    site.secret = secret
+    yield site
     if svc.mail_queue is not None:
         svc.mail_queue.wait_idle(15)
         svc.mail_queue.stop()
@@ -337,6 +345,14 @@ def test_pages_with_personal_data_are_never_stored(site):
     assert token.status_code in (400, 401) and "no-store" in token.headers["Cache-Control"]
     info = client.get("/oauth2/userinfo", headers={"Authorization": "Bearer nope"})
     assert info.status_code == 401 and "no-store" in info.headers["Cache-Control"]
+    issued = client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "profile"},
+        auth=("svc", site.secret),
+    )
+    assert issued.status_code == 200, issued.get_json()
+    assert "access_token" in issued.get_json()
+    assert "no-store" in issued.headers["Cache-Control"]
 
 
 # --- open redirects ------------------------------------------------------------------------------
