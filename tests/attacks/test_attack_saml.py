@@ -883,3 +883,21 @@ def test_relay_state_is_escaped_in_the_post_form(idp_env):
         assert fields["RelayState"] in (payload, payload[:40])
         for script in re.findall(r"<script\b[^>]*>", page.text):
             assert "nonce=" in script, script
+
+
+def test_the_acs_bounce_page_escapes_what_it_posts_back(broker):
+    """A cross-site POST to the ACS without our cookie is bounced through a same-origin form
+    that posts the fields back: a script as RelayState and as SAMLResponse comes back escaped,
+    and the page writes nothing."""
+    payload = '"><script>alert(1)</script>'
+    before = broker.state()
+    resp = broker.app.test_client(use_cookies=False).post(
+        f"/broker/{ALIAS}/saml/acs", data={"SAMLResponse": payload, "RelayState": payload}
+    )
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 200, text[:400]
+    assert "<script>alert(1)" not in text
+    assert 'name="bounced"' in text and "no-store" in resp.headers["Cache-Control"]
+    for script in re.findall(r"<script\b[^>]*>", text):
+        assert "nonce=" in script, script
+    assert broker.state() == before
