@@ -301,3 +301,26 @@ def quadratic_blowup(size: int = 20_000, refs: int = 2_000) -> tuple[str, str]:
 
 def nested(depth: int, tag: str = "x") -> str:
     return f"<{tag}>" * depth + f"</{tag}>" * depth
+
+
+def sign_root(xml: str, key_file: str) -> str:
+    """``xml`` with an enveloped XML signature on its root (RSA-SHA256, exclusive c14n, a
+    single Reference to the root's ID), put after the Issuer as saml-core 5.4 wants: what an
+    SP signs a message with."""
+    import xmlsec
+
+    root = _parse(xml)
+    xmlsec.tree.add_ids(root, ["ID"])
+    sig = xmlsec.template.create(
+        root, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256, ns="ds"
+    )
+    _after_issuer(root, sig)
+    ref = xmlsec.template.add_reference(
+        sig, xmlsec.constants.TransformSha256, uri="#" + root.get("ID")
+    )
+    xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
+    xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+    ctx = xmlsec.SignatureContext()
+    ctx.key = xmlsec.Key.from_file(key_file, xmlsec.constants.KeyDataFormatPem)
+    ctx.sign(sig)
+    return _text(root)

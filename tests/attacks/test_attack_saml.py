@@ -17,6 +17,7 @@ test_saml_upstream_adapter.py (the Response checks one by one, in the adapter).
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import secrets
@@ -42,7 +43,9 @@ from saml_attack_kit import (
     nested,
     now_instant,
     quadratic_blowup,
+    set_attribute,
     set_name_id,
+    sign_root,
     xsw_assertion,
     xsw_message,
     xsw_request,
@@ -160,7 +163,7 @@ def idp_env(tmp_path_factory):
         resp = client.parse_authn_request_response(
             fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={reqid: "/"}
         )
-        yield IdpEnv(
+        env = IdpEnv(
             idp,
             client,
             browser,
@@ -168,6 +171,8 @@ def idp_env(tmp_path_factory):
             resp.assertion.subject.name_id.text,
             resp.assertion.authn_statement[0].session_index,
         )
+        env.sp_key = str(folder / "sp-sign.key")
+        yield env
 
 
 def test_genuine_signed_requests_are_answered(idp_env):
@@ -258,6 +263,55 @@ def test_comment_in_a_signed_name_id_is_refused(idp_env):
         "</saml:NameID></saml:Subject></samlp:AuthnRequest>",
     )
     env.assert_refused(env.send("/saml/sso", admin, "post"), before, "comments or elements")
+
+
+def test_signature_wrapping_of_a_logout_response_is_refused(idp_env):
+    """A logout this IdP started (someone signs out here; the SP gets our LogoutRequest) waits
+    for the SP's LogoutResponse. The SP's signed LogoutResponse wrapped (XSW1-XSW8, request
+    analogues) so that the evil part reports another status for another request: refused,
+    the logout still waiting (its state kept); then the genuine one completes it."""
+    import zlib
+    from urllib.parse import parse_qs, urlsplit
+
+    from saml_support import form_with
+
+    env = idp_env
+    browser = requests.Session()
+    env.idp.login(browser, env.idp.create_user(f"leaver{secrets.token_hex(3)}"))
+    reqid, info = env.client.prepare_for_authenticate(
+        entityid=env.idp.metadata_url,
+        binding=BINDING_HTTP_REDIRECT,
+        sigalg=SIG_RSA_SHA256,
+        digest_alg=DIGEST_SHA256,
+    )
+    r = browser.get(dict(info["headers"])["Location"], allow_redirects=False, timeout=10)
+    form_with(r.text, "SAMLResponse")
+    page = browser.get(f"{env.url}/saml/logout", timeout=10)
+    _, fields = form_with(page.text, "token")
+    out = browser.post(f"{env.url}/saml/logout", data=fields, allow_redirects=False, timeout=10)
+    assert out.status_code in (302, 303), out.text[:400]
+    query = parse_qs(urlsplit(out.headers["Location"]).query)
+    relay = query["RelayState"][0]
+    sent = etree.fromstring(zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15))
+    genuine = sign_root(
+        f"<samlp:LogoutResponse xmlns:samlp='{SAMLP}' xmlns:saml='{SAML}' "
+        f"ID='_{secrets.token_hex(8)}' Version='2.0' IssueInstant='{now_instant()}' "
+        f"Destination='{env.url}/saml/slo' InResponseTo='{sent.get('ID')}'>"
+        f"<saml:Issuer>{SP}</saml:Issuer><samlp:Status><samlp:StatusCode "
+        "Value='urn:oasis:names:tc:SAML:2.0:status:Success'/></samlp:Status>"
+        "</samlp:LogoutResponse>",
+        env.sp_key,
+    )
+    before = env.state()
+    assert f"saml:slo:{relay}" in before[0]
+    for variant in CATALOGUE:
+        evil = xsw_request(genuine, variant, set_attribute("InResponseTo", "_another"))
+        for binding in ("post", "redirect"):
+            r = env.send("/saml/slo", evil, binding, "SAMLResponse", RelayState=relay)
+            env.assert_refused(r, before)
+    r = env.send("/saml/slo", genuine, "post", "SAMLResponse", RelayState=relay)
+    assert r.status_code == 200, r.text[:400]
+    assert f"saml:slo:{relay}" not in env.state()[0]
 
 
 def _authn_xml(env, body: str = "", *, prolog: str = "", issuer: str = SP, attrs: str = "") -> str:
