@@ -171,6 +171,10 @@ def _install_request_hooks(app: Flask, access_log: bool) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         for name, value in SECURITY_HEADERS:
             response.headers.setdefault(name, value)
+        # Nothing is kept by a browser or a shared cache unless the route says it may be (assets,
+        # discovery, the JWKS, metadata): pages show names, addresses, sessions and audit rows,
+        # and the back button of a shared computer must not bring them back after sign-out.
+        response.headers.setdefault("Cache-Control", "no-store")
         # Set, not defaulted: one policy for every page, built in one place.
         response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce())
         took = time.perf_counter() - g.get("started", time.perf_counter())

@@ -53,8 +53,7 @@ SLO_TTL = 600
 _PENDING = "saml:slo:pending:"
 _SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 _SOAP_ENVELOPE = (
-    f'<soap11:Envelope xmlns:soap11="{_SOAP_NS}">'
-    "<soap11:Body>{}</soap11:Body></soap11:Envelope>"
+    f'<soap11:Envelope xmlns:soap11="{_SOAP_NS}"><soap11:Body>{{}}</soap11:Body></soap11:Envelope>'
 )
 _SOAP_HEADERS = {
     "Content-Type": "text/xml; charset=utf-8",
@@ -410,7 +409,13 @@ def has_pending_logout(svc: Services, sid: str) -> bool:
 
 def pending_logout(svc: Services, sid: str | None, then: str) -> Answer:
     """A browser whose session was ended elsewhere came back: send the LogoutRequests its SPs
-    still wait for, one after the other (HTTP-Redirect or POST), then go on to ``then``."""
+    still wait for, one after the other (HTTP-Redirect or POST), then go on to ``then``.
+
+    A session that is still alive has nothing pending and is not ended here: the page is a
+    plain GET any link can open (logout CSRF), so such a browser just goes on to ``then``
+    with its cookie kept."""
+    if sid and len(sid) <= 64 and session_manager(svc).peek(sid) is not None:
+        return Redirect(then)
     parties = svc.store.take(_PENDING + public_sid(sid)) if sid and len(sid) <= 64 else None
     state = {"pending": parties or [], "partial": False, "initiator": None, "then": then}
     return _continue_logout(saml_idp(svc), state)

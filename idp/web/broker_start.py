@@ -21,6 +21,7 @@ from wtforms.validators import ValidationError
 
 from ..broker import UpstreamError, protocol
 from ..core.authn import AuthnRequest
+from ..errors import new_reference
 from ..sso import broker as hub
 from ..storage.models_broker import UpstreamProvider
 from .current import svc
@@ -43,6 +44,10 @@ def browser_secret() -> str:
 
 
 def refused_page(status: int = 403) -> tuple[str, int]:
+    """The page of every refused upstream sign-in, with a reference id that is also logged
+    (the reason is in the log line before it and in the ``broker.refused`` audit row)."""
+    reference = new_reference()
+    log.info("upstream sign-in refused (%s)", status, extra={"reference": reference})
     return render_template(
         "message.html",
         title=_("Sign-in through this provider is not possible"),
@@ -50,6 +55,7 @@ def refused_page(status: int = 403) -> tuple[str, int]:
             "The identity provider you chose cannot be used to sign in here right now. "
             "Go back to the application and start again, or sign in another way."
         ),
+        reference=reference,
     ), status
 
 
