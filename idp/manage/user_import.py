@@ -273,7 +273,7 @@ def _value(col: str, raw: Any) -> Any:
         if text is None:
             return None
         email = text.lower()
-        if not EMAIL_RE.match(email):
+        if not EMAIL_RE.fullmatch(email):
             raise ValidationError(f"{text!r} is not an e-mail address")
         return email
     if col in ("email_verified", "active"):

@@ -1,0 +1,371 @@
+"""The attack suite, OAuth / OIDC part (issue 22). Each test tries an attack on the served or
+test-client app and asserts the safe outcome *and* that nothing changed: users, clients, refresh
+tokens, consents, audit rows, SSO sessions and the short-lived store's codes, pending requests
+and pushed requests are counted before and after (``State``).
+
+Attacks that older tests already prove to fail are not repeated here; docs/security.md
+("Attack suite: OAuth and OIDC") names them beside the ones below. Outbound fetches: the
+module's app has the tests' open [outbound] settings (http and loopback allowed), so a URL the
+server must never fetch (``jku``, ``x5u``) points at a local recorder that would see the hit;
+the SSRF tests use a second app with the default (strict) settings."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import RSAKey
+from oidc_support import PASSWORD, RP, authorize, build_env, login, pkce, query, token
+from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
+
+from idp.storage.models import AuditEvent, Client, KVEntry, User
+from idp.storage.models_auth import SsoSessionIndex
+from idp.storage.models_oauth import Consent, RefreshToken
+
+ISSUER = "http://127.0.0.1:5000"
+TOKEN_URL = f"{ISSUER}/oauth2/token"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+OPEN_OUTBOUND = {"allow_http": True, "allow_private_addresses": True, "timeout": 1}
+# Short-lived entries an attack must not leave behind (rate-limit counters and replay marks of
+# refused requests may be written: they are the defence, not the attacker's gain).
+STORED_PREFIXES = ("code:", "authreq:", "par", "oidc:", "device:", "devuser:")
+
+
+# --- state before and after ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class State:
+    users: tuple
+    clients: tuple
+    refresh_tokens: tuple
+    consents: int
+    audit: int
+    sso_sessions: int
+    stored: tuple
+
+    @classmethod
+    def of(cls, svc) -> State:
+        with svc.sessions() as db:
+            users = tuple(db.execute(select(User.id, User.username, User.email, User.status,
+                                            User.updated_at).order_by(User.id)).all())
+            clients = tuple(db.execute(select(Client.client_id, Client.updated_at)
+                                       .order_by(Client.client_id)).all())
+            refresh = tuple(db.execute(select(RefreshToken.token_hash, RefreshToken.used_at,
+                                              RefreshToken.revoked)
+                                       .order_by(RefreshToken.token_hash)).all())
+            consents = db.scalar(select(func.count()).select_from(Consent))
+            audit = db.scalar(select(func.count()).select_from(AuditEvent))
+            sso = db.scalar(select(func.count()).select_from(SsoSessionIndex))
+            stored = tuple(k for k in db.scalars(select(KVEntry.key).order_by(KVEntry.key))
+                           if k.startswith(STORED_PREFIXES))
+        return cls(users, clients, refresh, consents, audit, sso, stored)
+
+
+# --- the module's app ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with build_env(tmp_path_factory, OPEN_OUTBOUND) as built:
+        yield built
+
+
+class Recorder:
+    """A loopback HTTP server that answers ``body`` and records every request it gets."""
+
+    def __init__(self, body: bytes = b"{}") -> None:
+        self.hits: list[str] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                recorder.hits.append(f"{self.command} {self.path}")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _any  # noqa: N815 - http.server's names
+
+            def log_message(self, *args):
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Recorder:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- look-alike usernames (RFC 8265 PRECIS; Unicode TR 36 / TR 39) --------------------------------
+#
+# A username is ASCII letters, digits and . _ @ + - (USERNAME_RE), unique without regard to
+# case: stricter than PRECIS UsernameCaseMapped (RFC 8265 §3.3), whose width mapping and case
+# mapping it agrees with on ASCII. No other script, no compatibility form and no invisible
+# character can be part of one, so two accounts never look alike; a typed login is compared
+# after strip() and lower() only (what Keycloak does), never after NFKC, so a look-alike
+# typed at /login reaches no account. Each spelling below is refused wherever a username is
+# made or changed.
+
+LOOKALIKES = {
+    "full-width": "\uff41\uff4c\uff49\uff43\uff45",  # ａｌｉｃｅ
+    "cyrillic a": "\u0430lice",
+    "capital I with dot": "AL\u0130CE",
+    "dotless i": "al\u0131ce",
+    "zero-width space": "al\u200bice",
+    "combining acute": "alice\u0301",
+    "trailing newline": "alice\n",
+    "trailing space": "alice ",
+    "no-break space": "alice\u00a0",
+    "upper case": "ALICE",
+    "ligature fi": "\ufb01ona",
+    "mathematical bold": "\U0001d41a\U0001d425\U0001d422\U0001d41c\U0001d41e",
+    "kelvin sign": "\u212aate",
+}
+
+
+@pytest.fixture(scope="module")
+def admin_token(env):
+    from api_kit import service_token
+
+    from idp.backends.chain import password_hasher
+    from idp.storage.directory import Directory, NewUser
+
+    hasher = password_hasher(env.svc)
+    with env.svc.sessions.begin() as db:
+        d = Directory(db)
+        for name in ("fiona", "kate"):
+            d.create_user(NewUser(username=name, email=f"{name}@example.org",
+                                  password_hash=hasher.hash(PASSWORD)))
+    return {"admin": service_token(env.app, scope="admin"),
+            "scim": service_token(env.app, scope="scim")}
+
+
+def _api(env, method: str, path: str, token_: str, **kw):
+    headers = {"Authorization": f"Bearer {token_}", **kw.pop("headers", {})}
+    return env.client().open(path, method=method, headers=headers, **kw)
+
+
+@pytest.mark.parametrize("name", list(LOOKALIKES.values()), ids=list(LOOKALIKES))
+def test_lookalike_username_is_refused_on_every_path_that_makes_one(env, admin_token, name):
+    from scim_kit import SCIM, USER
+
+    from idp.errors import Conflict, ValidationError
+    from idp.manage import Actor, transaction
+    from idp.manage import users as manage_users
+    from idp.storage.directory import NewUser
+
+    before = State.of(env.svc)
+    # the service layer (the CLI, the console and self-registration call it)
+    with pytest.raises((ValidationError, Conflict)):
+        with transaction(env.svc, Actor.operator("test")) as ctx:
+            manage_users.create(ctx, NewUser(username=name, email="x1@example.org"))
+    # admin API
+    resp = _api(env, "POST", "/api/v1/users", admin_token["admin"],
+                json={"username": name, "email": "x2@example.org"})
+    assert resp.status_code in (400, 409, 422), resp.get_data(as_text=True)[:300]
+    assert resp.mimetype == "application/problem+json"
+    # SCIM (RFC 7644 §3.3)
+    resp = _api(env, "POST", "/scim/v2/Users", admin_token["scim"],
+                data=json.dumps({"schemas": [USER], "userName": name}),
+                headers={"Content-Type": SCIM})
+    assert resp.status_code in (400, 409), resp.get_data(as_text=True)[:300]
+    # CSV import
+    csv = f"username,email\n\"{name}\",x3@example.org\n".encode()
+    resp = _api(env, "POST", "/api/v1/users/import", admin_token["admin"],
+                content_type="multipart/form-data",
+                data={"file": (io.BytesIO(csv), "users.csv"), "match": "email",
+                      "dry_run": "false", "atomic": "true"})
+    assert resp.status_code in (200, 400, 409, 422), resp.get_data(as_text=True)[:300]
+    if resp.status_code == 200:
+        assert [row["status"] for row in resp.json["rows"]] != ["created"], resp.json
+    # renaming bob to the look-alike: admin API and SCIM PATCH
+    with env.svc.sessions() as db:
+        bob = db.scalar(select(User.uuid).where(User.username == "bob"))
+    resp = _api(env, "PATCH", f"/api/v1/users/{bob}", admin_token["admin"], json={"username": name})
+    assert resp.status_code in (400, 409, 422), resp.get_data(as_text=True)[:300]
+    resp = _api(env, "PATCH", f"/scim/v2/Users/{bob}", admin_token["scim"], headers={"Content-Type": SCIM},
+                data=json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                 "Operations": [{"op": "replace", "path": "userName",
+                                                 "value": name}]}))
+    assert resp.status_code in (400, 409), resp.get_data(as_text=True)[:300]
+    after = State.of(env.svc)
+    assert after.users == before.users and after.clients == before.clients
+    assert after.refresh_tokens == before.refresh_tokens
+
+
+@pytest.mark.parametrize("name", list(LOOKALIKES.values()), ids=list(LOOKALIKES))
+def test_lookalike_login_reaches_no_account(env, admin_token, name):
+    """alice's (fiona's, kate's) password with a look-alike of her name signs nobody in and
+    leaves her account as it was. Case, surrounding spaces and the Kelvin sign (whose lower
+    case is "k" in Unicode itself) are the same name: those sign her in, as in Keycloak."""
+    from idp.storage.directory import USERNAME_RE
+
+    c = env.client()
+    before = State.of(env.svc)
+    resp = login(c, username=name, password=PASSWORD)
+    same_name = name.strip().lower()
+    if USERNAME_RE.fullmatch(same_name):
+        assert resp.status_code in (302, 303), name  # the very account, spelt another way
+        return
+    assert resp.status_code in (200, 401) and "Location" not in resp.headers
+    account = c.get("/account/")
+    assert account.status_code in (302, 303) and "/login" in account.headers["Location"]
+    after = State.of(env.svc)
+    assert after.users == before.users and after.sso_sessions == before.sso_sessions
+
+
+# --- code and refresh replay, in parallel on a served app (RFC 6749 §4.1.2, RFC 9700 §4.14) ---
+
+
+@pytest.fixture
+def served_pg(pg_url, tmp_path_factory):
+    """The app on its own PostgreSQL database, served by a threaded werkzeug server on
+    loopback: parallel requests are parallel transactions."""
+    from werkzeug.serving import make_server
+
+    with build_env(tmp_path_factory, OPEN_OUTBOUND, database_url=pg_url) as built:
+        server = make_server("127.0.0.1", 0, built.app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield built, f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+def _race(base: str, data: dict, auth: tuple[str, str], n: int = 8) -> list:
+    """``n`` threads post the same token request at once; their answers."""
+    import requests
+
+    barrier = threading.Barrier(n)
+    answers: list = [None] * n
+
+    def one(i: int) -> None:
+        barrier.wait(10)
+        answers[i] = requests.post(f"{base}/oauth2/token", data=data, auth=auth, timeout=30)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+def _audit(svc, action: str) -> list[dict]:
+    with svc.sessions() as db:
+        return [dict(e.details or {}) for e in db.scalars(
+            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id))]
+
+
+def test_parallel_code_and_refresh_redemption_on_postgresql(served_pg):
+    """Eight redemptions of one code at once: one wins, seven get invalid_grant, and the
+    seven are replays that revoke what the winner got (its access token and refresh token
+    die). Then eight refreshes of one refresh token at once: one wins, the rest are reuse,
+    the whole family is revoked, the winner's new refresh token included."""
+    import requests
+
+    env, base = served_pg
+    auth = ("web", env.secrets["web"])
+    got = authorize(env.client(), scope="openid offline_access")
+    answers = _race(base, {"grant_type": "authorization_code", "code": got["code"],
+                           "redirect_uri": RP}, auth)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [400] * 7, [a.text[:200] for a in answers]
+    assert all(a.json()["error"] == "invalid_grant" for a in answers if a.status_code == 400)
+    won = next(a.json() for a in answers if a.status_code == 200)
+    info = requests.get(f"{base}/oauth2/userinfo", timeout=10,
+                        headers={"Authorization": f"Bearer {won['access_token']}"})
+    assert info.status_code == 401
+    again = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": won["refresh_token"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert any(e.get("reason") == "code_replay" for e in _audit(env.svc, "token.revoked"))
+
+    got = authorize(env.client(), scope="openid offline_access")
+    first = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
+        "grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP}).json()
+    answers = _race(base, {"grant_type": "refresh_token",
+                           "refresh_token": first["refresh_token"]}, auth)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [400] * 7, [a.text[:200] for a in answers]
+    won = next(a.json() for a in answers if a.status_code == 200)
+    again = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": won["refresh_token"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    with env.svc.sessions() as db:
+        rows = db.execute(select(RefreshToken.grant_id, RefreshToken.used_at,
+                                 RefreshToken.revoked, RefreshToken.created_at)).all()
+    assert rows and all(r.revoked for r in rows), rows  # every refresh token of both families is revoked
+    assert any(e.get("reason") == "refresh_token_reuse"
+               for e in _audit(env.svc, "token.revoked"))
+
+
+def test_a_replay_between_the_codes_take_and_its_tokens_revokes_them_for_good(env):
+    """The interleaving the parallel test hits by chance, made certain: a second redemption
+    runs right after the first took the code from the store, before the first saved its
+    tokens. The second is a replay (RFC 6749 §4.1.2: deny, revoke what the code issued), and
+    what the first then saves is revoked in the database too, not only by the store's
+    marker, which lives an hour: the refresh token still fails after that hour."""
+    from idp.clock import FrozenClock
+
+    svc = env.svc
+    auth = ("web", env.secrets["web"])
+    got = authorize(env.client(), scope="openid offline_access")
+    data = {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP}
+    real_take = svc.store.take
+    losers: list = []
+
+    def take(key: str):
+        value = real_take(key)
+        if key.startswith("code:") and not losers:
+            losers.append(None)
+            losers[0] = token(env.client(), data, auth=auth)
+        return value
+
+    svc.store.take = take
+    try:
+        won = token(env.client(), data, auth=auth)
+    finally:
+        del svc.store.take
+    assert won.status_code == 200, won.json
+    assert losers[0].status_code == 400 and losers[0].json["error"] == "invalid_grant"
+    with svc.sessions() as db:
+        grant = db.scalar(select(RefreshToken.grant_id).order_by(
+            RefreshToken.created_at.desc()).limit(1))
+        rows = db.scalars(select(RefreshToken.revoked).where(
+            RefreshToken.grant_id == grant)).all()
+    assert rows == [True]
+    real_clock, later = svc.clock, FrozenClock(svc.clock.now() + 3700)
+    svc.clock = svc.store._clock = later
+    try:
+        again = token(env.client(), {"grant_type": "refresh_token",
+                                     "refresh_token": won.json["refresh_token"]}, auth=auth)
+    finally:
+        svc.clock = svc.store._clock = real_clock
+    assert again.status_code == 400 and again.json["error"] == "invalid_grant"
