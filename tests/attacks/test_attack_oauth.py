@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
-from oidc_support import PASSWORD, RP, authorize, build_env, login, pkce, query, token
+from oidc_support import PASSWORD, RP, authorize, build_env, follow, login, pkce, query, token
 from sqlalchemy import func, select
 from werkzeug.datastructures import MultiDict
 
@@ -369,3 +369,268 @@ def test_a_replay_between_the_codes_take_and_its_tokens_revokes_them_for_good(en
     finally:
         svc.clock = svc.store._clock = real_clock
     assert again.status_code == 400 and again.json["error"] == "invalid_grant"
+
+
+# --- JWT: alg none, key confusion, jku / x5u / jwk / kid injection (RFC 8725 §2, §3.1) -----------
+#
+# Four places take a JWT from outside: private_key_jwt client assertions (RFC 7523), request
+# objects (RFC 9101), id_token_hint (at /oauth2/authorize and /oauth2/logout) and DPoP proofs
+# (RFC 9449). Each forged token below must be refused, with no request reaching the recorder
+# its jku / x5u names (the module's app may fetch from loopback: only the refusal to fetch a
+# header's URL keeps it away) and nothing stored.
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _by_hand(header: dict, claims: dict, secret: bytes | None = None) -> str:
+    """A JWS no library would make: ``alg`` none (empty signature) or HS256 keyed with
+    ``secret`` (a public key's PEM or JWK text: the key-confusion attack)."""
+    signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+    if secret is None:
+        return signing_input + "."
+    return signing_input + "." + _b64(hmac.new(secret, signing_input.encode(),
+                                               hashlib.sha256).digest())
+
+
+class Attacker:
+    """The attacker's own RSA key, published at a loopback recorder as a JWKS (and an x5u
+    URL): what a jku / x5u / embedded jwk header would make a careless verifier trust."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.jwk = dict(RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True),
+                        kid="evil-1", use="sig", alg="RS256")
+
+    def sign(self, header: dict, claims: dict) -> str:
+        import jwt as pyjwt
+
+        return pyjwt.encode(claims, self.private, algorithm="RS256", headers=header)
+
+
+def _server_public(env) -> tuple[bytes, bytes]:
+    """The IdP's own signing key as its PEM and its JWK text (from the published JWKS)."""
+    from cryptography.hazmat.primitives import serialization
+    from jwt.algorithms import RSAAlgorithm
+
+    jwks = env.client().get("/jwks").json
+    rsa_jwk = next(k for k in jwks["keys"] if k["kty"] == "RSA")
+    pem = RSAAlgorithm.from_jwk(rsa_jwk).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, json.dumps(rsa_jwk).encode()
+
+
+FORGERIES = [
+    "alg none", "alg None", "alg NONE", "HS256 with the server's public PEM",
+    "HS256 with the server's public JWK", "HS256 with the client's public PEM",
+    "HS256 with the client's public JWK", "jku to the attacker's JWKS",
+    "x5u to the attacker's certificate URL", "embedded jwk of the attacker",
+    "kid path traversal", "kid SQL", "kid of another client's key", "kid of the server's key",
+]
+
+
+def _forge(env, attacker: Attacker, recorder: Recorder, case: str, claims: dict,
+           legit_kid: str) -> str:
+    server_pem, server_jwk = _server_public(env)
+    client_pem = env.rp_key.as_pem(private=False)
+    client_jwk = json.dumps(env.rp_key.as_dict(private=False)).encode()
+    if case.startswith("alg "):
+        return _by_hand({"alg": case[4:], "kid": legit_kid}, claims)
+    if case.startswith("HS256"):
+        secret = {"server's public PEM": server_pem, "server's public JWK": server_jwk,
+                  "client's public PEM": client_pem, "client's public JWK": client_jwk}[
+            case.split(" with the ")[1]]
+        return _by_hand({"alg": "HS256", "kid": legit_kid, "typ": "JWT"}, claims, secret)
+    header = {
+        "jku to the attacker's JWKS": {"jku": f"{recorder.url}/jwks.json", "kid": "evil-1"},
+        "x5u to the attacker's certificate URL": {"x5u": f"{recorder.url}/cert.pem",
+                                                  "kid": "evil-1"},
+        "embedded jwk of the attacker": {"jwk": {k: v for k, v in attacker.jwk.items()
+                                                 if k in ("kty", "n", "e")}},
+        "kid path traversal": {"kid": "../../../../../../dev/null"},
+        "kid SQL": {"kid": "x' UNION SELECT 'secret' --"},
+        "kid of another client's key": {"kid": "other-1"},
+        "kid of the server's key": {"kid": json.loads(server_jwk)["kid"]},
+    }[case]
+    return attacker.sign(header, claims)
+
+
+@pytest.fixture(scope="module")
+def jwt_targets(env):
+    """A request-object client and a second key client whose key id the attacker borrows."""
+    from idp.oidc.clients import client_cache
+    from idp.storage.clients import ClientRegistry
+
+    jwks = {"keys": [env.rp_key.as_dict(private=False)]}
+    other = RSAKey.generate_key(2048, parameters={"kid": "other-1", "use": "sig"})
+    with env.svc.sessions.begin() as db:
+        reg = ClientRegistry(db, env.svc.hasher, env.svc.sealer)
+        _, env.secrets["jarx"] = reg.create(
+            "jarx", name="JAR", redirect_uris=[RP], grant_types=["authorization_code"],
+            scope="openid profile email", extra={"jwks": jwks})
+        reg.create("otherkey", name="Other key", grant_types=["client_credentials"],
+                   auth_method="private_key_jwt", scope="api",
+                   extra={"jwks": {"keys": [other.as_dict(private=False)]}})
+    client_cache(env.svc).bump()
+    attacker = Attacker()
+    body = json.dumps({"keys": [attacker.jwk]}).encode()
+    with Recorder(body) as recorder:
+        yield attacker, recorder
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize("case", FORGERIES)
+def test_forged_client_assertion_is_refused(env, jwt_targets, case):
+    attacker, recorder = jwt_targets
+    claims = {"iss": "jwtc", "sub": "jwtc", "aud": TOKEN_URL, "iat": _now(),
+              "exp": _now() + 60, "jti": uuid.uuid4().hex}
+    assertion = _forge(env, attacker, recorder, case, claims, "rp-1")
+    before = State.of(env.svc)
+    resp = env.client().post("/oauth2/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
+        "client_assertion": assertion})
+    assert resp.status_code == 401 and resp.json["error"] == "invalid_client", resp.json
+    assert "access_token" not in resp.json
+    assert recorder.hits == []
+    _unchanged_but_audit(env, before)
+
+
+def _unchanged_but_audit(env, before: State) -> None:
+    """Nothing issued or stored; only refusal rows (audit, never a token.issued) may be new."""
+    after = State.of(env.svc)
+    assert (after.users, after.clients, after.refresh_tokens, after.consents,
+            after.sso_sessions, after.stored) == (
+        before.users, before.clients, before.refresh_tokens, before.consents,
+        before.sso_sessions, before.stored)
+    with env.svc.sessions() as db:
+        issued = db.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "token.issued"))
+        new = db.scalars(select(AuditEvent.action).order_by(AuditEvent.id.desc())
+                         .limit(after.audit - before.audit)).all() if after.audit > before.audit \
+            else []
+    assert "token.issued" not in new, (new, issued)
+
+
+@pytest.mark.parametrize("case", FORGERIES)
+def test_forged_request_object_is_refused(env, jwt_targets, case):
+    attacker, recorder = jwt_targets
+    claims = {"iss": "jarx", "aud": ISSUER, "iat": _now(), "nbf": _now(), "exp": _now() + 300,
+              "jti": uuid.uuid4().hex, "client_id": "jarx", "response_type": "code",
+              "redirect_uri": RP, "scope": "openid email", "state": "ro-1"}
+    request_object = _forge(env, attacker, recorder, case, claims, "rp-1")
+    c = env.client()
+    login(c)
+    before = State.of(env.svc)
+    resp = c.get("/oauth2/authorize", query_string={
+        "client_id": "jarx", "redirect_uri": RP, "response_type": "code", "scope": "openid",
+        "request": request_object})
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
+    got = query(resp.headers["Location"])
+    assert resp.headers["Location"].startswith(RP + "?")
+    assert got["error"] == "invalid_request_object" and "code" not in got
+    assert recorder.hits == []
+    _unchanged_but_audit(env, before)
+
+
+def _signed_in(env):
+    """alice signed in at "web": her browser, her tokens, the ID token's claims."""
+    import jwt as pyjwt
+
+    c = env.client()
+    got = authorize(c, scope="openid profile")
+    tokens = token(c, {"grant_type": "authorization_code", "code": got["code"],
+                       "redirect_uri": RP}, auth=("web", env.secrets["web"])).json
+    return c, tokens, pyjwt.decode(tokens["id_token"], options={"verify_signature": False})
+
+
+@pytest.mark.parametrize("case", FORGERIES)
+def test_forged_id_token_hint_is_refused_at_authorize_and_logout(env, jwt_targets, case):
+    import jwt as pyjwt
+
+    attacker, recorder = jwt_targets
+    c, tokens, claims = _signed_in(env)
+    server_kid = pyjwt.get_unverified_header(tokens["id_token"])["kid"]
+    hint = _forge(env, attacker, recorder, case, dict(claims, exp=_now() + 600), server_kid)
+    before = State.of(env.svc)
+    resp = c.get("/oauth2/authorize", query_string={
+        "response_type": "code", "client_id": "web", "redirect_uri": RP, "scope": "openid",
+        "state": "h1", "prompt": "none", "id_token_hint": hint})
+    assert resp.status_code == 302
+    got = query(resp.headers["Location"])
+    assert got["error"] == "invalid_request" and "code" not in got, got
+    resp = c.get("/oauth2/logout", query_string={
+        "id_token_hint": hint, "post_logout_redirect_uri": "https://rp.example.org/bye"})
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert recorder.hits == []
+    _unchanged_but_audit(env, before)
+    # the session lives on: the real ID token still works as the hint
+    ok = c.get("/oauth2/authorize", query_string={
+        "response_type": "code", "client_id": "web", "redirect_uri": RP, "scope": "openid",
+        "prompt": "none", "id_token_hint": tokens["id_token"]})
+    assert "code" in query(ok.headers["Location"])
+
+
+DPOP_FORGERIES = ["jku to the attacker's JWKS", "x5u to the attacker's certificate URL",
+                  "kid path traversal", "kid SQL", "kid of the server's key", "alg none"]
+
+
+@pytest.mark.parametrize("case", DPOP_FORGERIES)
+def test_dpop_proof_without_its_own_jwk_is_refused(env, jwt_targets, case):
+    """A DPoP proof carries its key in ``jwk`` (RFC 9449 §4.2); one that names a key any
+    other way (jku, x5u, kid) instead is refused and no URL it names is fetched."""
+    attacker, recorder = jwt_targets
+    claims = {"jti": uuid.uuid4().hex, "htm": "POST", "htu": TOKEN_URL, "iat": _now()}
+    forged = _forge(env, attacker, recorder, case, claims, "rp-1")
+    header, rest = forged.split(".", 1)
+    fields = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    fields["typ"] = "dpop+jwt"
+    if case == "alg none":
+        proof = _by_hand(dict(fields, jwk={k: v for k, v in attacker.jwk.items()
+                                           if k in ("kty", "n", "e")}), claims)
+    else:
+        proof = attacker.sign({k: v for k, v in fields.items() if k != "alg"}, claims)
+    before = State.of(env.svc)
+    resp = env.client().post(
+        "/oauth2/token", data={"grant_type": "client_credentials", "scope": "admin"},
+        headers={"DPoP": proof, "Authorization": "Basic " + base64.b64encode(
+            f"svc:{env.secrets['svc']}".encode()).decode()})
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_dpop_proof", resp.json
+    assert recorder.hits == []
+    _unchanged_but_audit(env, before)
+
+
+def test_the_forgeries_claims_pass_when_signed_by_the_right_key(env, jwt_targets):
+    """The control: the same claims, signed as the client or the DPoP key holder should, are
+    taken. The refusals above are the forgery's doing, not the claims'."""
+    attacker, recorder = jwt_targets
+    claims = {"iss": "jwtc", "sub": "jwtc", "aud": TOKEN_URL, "iat": _now(),
+              "exp": _now() + 60, "jti": uuid.uuid4().hex}
+    good = jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, env.rp_key)
+    resp = env.client().post("/oauth2/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
+        "client_assertion": good})
+    assert resp.status_code == 200, resp.json
+    claims = {"iss": "jarx", "aud": ISSUER, "iat": _now(), "nbf": _now(), "exp": _now() + 300,
+              "jti": uuid.uuid4().hex, "client_id": "jarx", "response_type": "code",
+              "redirect_uri": RP, "scope": "openid email", "state": "ro-1"}
+    c = env.client()
+    resp = c.get("/oauth2/authorize", query_string={
+        "client_id": "jarx", "redirect_uri": RP, "response_type": "code", "scope": "openid",
+        "request": jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, env.rp_key)})
+    assert "code" in follow(c, resp)  # through the login and consent pages
+    jwk = {k: v for k, v in attacker.jwk.items() if k in ("kty", "n", "e")}
+    proof = attacker.sign({"typ": "dpop+jwt", "jwk": jwk}, {
+        "jti": uuid.uuid4().hex, "htm": "POST", "htu": TOKEN_URL, "iat": _now()})
+    resp = env.client().post(
+        "/oauth2/token", data={"grant_type": "client_credentials", "scope": "admin"},
+        headers={"DPoP": proof, "Authorization": "Basic " + base64.b64encode(
+            f"svc:{env.secrets['svc']}".encode()).decode()})
+    assert resp.status_code == 200 and resp.json["token_type"] == "DPoP", resp.json
+    assert recorder.hits == []
