@@ -94,7 +94,6 @@ class Recorder:
 
         class Handler(BaseHTTPRequestHandler):
             def _any(self):
-                recorder.hits.append(f"{self.command} {self.path}")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -106,8 +105,14 @@ class Recorder:
             def log_message(self, *args):
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def verify_request(self, request, client_address):
+                recorder.hits.append(f"connection from {client_address[0]}")  # TLS too
+                return True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -634,3 +639,130 @@ def test_the_forgeries_claims_pass_when_signed_by_the_right_key(env, jwt_targets
             f"svc:{env.secrets['svc']}".encode()).decode()})
     assert resp.status_code == 200 and resp.json["token_type"] == "DPoP", resp.json
     assert recorder.hits == []
+
+
+# --- SSRF through every URL a client can register ------------------------------------------------
+#
+# Fetched: jwks_uri (client authentication), sector_identifier_uri (at registration),
+# request_uris (at /oauth2/authorize), backchannel_logout_uri (at sign-out). Not fetched by the
+# server: logo_uri, policy_uri, tos_uri, client_uri, frontchannel_logout_uri (the browser loads
+# them; their rules are tests/oidc/test_client_metadata_validation.py's). The guard
+# (idp/delivery/outbound.py) checks every resolved address; the registration check refuses an
+# address it can see in the URL, every spelling the resolver would take for one included.
+
+NUMERIC_LOOPBACK = ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1",
+                    "017700000001", "0", "127.0.0.1."]
+NUMERIC_PRIVATE = ["167772161", "012.0.0.1", "0xa9.0xfe.0xa9.0xfe", "169.254.43518",
+                   "0xc0a80001", "[::ffff:7f00:1]", "[::ffff:a9fe:a9fe]", "[0:0:0:0:0:ffff:127.0.0.1]"]
+FETCHED_FIELDS = ["jwks_uri", "sector_identifier_uri", "request_uris", "backchannel_logout_uri"]
+
+
+@pytest.mark.parametrize("host", NUMERIC_LOOPBACK + NUMERIC_PRIVATE)
+def test_numeric_spellings_of_private_addresses_are_refused_in_client_metadata(host):
+    from idp.core.client_metadata import uri_problem
+
+    for field in ("jwks_uri", "sector_identifier_uri", "request_uris", "backchannel_logout_uri"):
+        assert uri_problem(field, f"https://{host}/x") == (
+            "must not point at a loopback or private address"), (field, host)
+    assert uri_problem("jwks_uri", "https://0xcafe.example.org/x") is None
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """The default [outbound] settings: https only, no loopback or private destinations."""
+    with build_env(tmp_path_factory, {}) as built:
+        yield built
+
+
+def _runtime_hosts(port: int) -> list[str]:
+    return [f"127.0.0.1:{port}", f"2130706433:{port}", f"0x7f.1:{port}", f"0177.0.0.1:{port}",
+            f"[::ffff:127.0.0.1]:{port}", f"localhost:{port}", f"loopback.attacker.test:{port}",
+            "169.254.169.254", "10.0.0.1", "[fd00::1]"]
+
+
+@pytest.mark.parametrize("field", FETCHED_FIELDS)
+def test_no_registered_url_reaches_a_loopback_listener(strict, monkeypatch, field):
+    """Each fetched field of a stored client (written as an old row or while [outbound] was
+    open) pointing at a listener on loopback, spelt every way: the fetch is refused, the
+    listener sees no connection, no other connection leaves the process, nothing is stored."""
+    from idp.core.client_metadata import Policy
+    from idp.oidc.clients import client_cache
+    from idp.oidc.logout import deliver
+    from idp.storage.clients import ClientRegistry
+
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+    attempts: list = []
+
+    def resolve(host, port, *args, **kwargs):
+        if host == "loopback.attacker.test":  # a DNS name that resolves to loopback
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port or 443))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def connect(address, *args, **kwargs):
+        attempts.append(address)
+        raise ConnectionRefusedError("test: the guard should have refused this")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with Recorder() as recorder:
+        monkeypatch.setattr(socket, "create_connection", connect)
+        for scheme in ("https", "http"):
+            for host in _runtime_hosts(recorder.port):
+                uri = f"{scheme}://{host}/x"
+                client_id = "ssrf-" + uuid.uuid4().hex[:8]
+                meta = {"jwks_uri": {"jwks_uri": uri}, "request_uris": {"request_uris": [uri]},
+                        "backchannel_logout_uri": {"backchannel_logout_uri": uri},
+                        "sector_identifier_uri": {}}[field]
+                with strict.svc.sessions.begin() as db:
+                    ClientRegistry(db, strict.svc.hasher, strict.svc.sealer,
+                                   Policy(True, True)).create(
+                        client_id, redirect_uris=[RP], scope="openid api",
+                        grant_types=["authorization_code", "client_credentials"],
+                        auth_method="private_key_jwt" if field == "jwks_uri"
+                        else "client_secret_basic", **({"jwks_uri": uri}
+                                                        if field == "jwks_uri" else {}),
+                        extra={k: v for k, v in meta.items() if k != "jwks_uri"})
+                client_cache(strict.svc).bump()
+                before = State.of(strict.svc)
+                if field == "jwks_uri":
+                    claims = {"iss": client_id, "sub": client_id, "aud": TOKEN_URL,
+                              "iat": _now(), "exp": _now() + 60, "jti": uuid.uuid4().hex}
+                    resp = strict.client().post("/oauth2/token", data={
+                        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
+                        "client_assertion": Attacker().sign({"kid": "evil-1"}, claims)})
+                    assert resp.status_code == 401 and resp.json["error"] == "invalid_client"
+                elif field == "request_uris":
+                    c = strict.client()
+                    resp = c.get("/oauth2/authorize", query_string={
+                        "client_id": client_id, "redirect_uri": RP, "response_type": "code",
+                        "scope": "openid", "request_uri": uri})
+                    location = resp.headers.get("Location", "")
+                    assert "code=" not in location, location
+                    assert resp.status_code == 400 or "error=invalid_request_uri" in location
+                elif field == "backchannel_logout_uri":
+                    assert deliver(strict.svc, client_id, uri, "a.logout.token") is False
+                else:
+                    resp = strict.client().post(
+                        "/oauth2/register",
+                        headers={"Authorization": f"Bearer {_initial_token(strict)}"},
+                        json={"redirect_uris": ["https://sector.example.org/cb"],
+                              "sector_identifier_uri": uri})
+                    assert resp.status_code == 400, (uri, resp.json)
+                    assert resp.json["error"] == "invalid_client_metadata"
+                    before = dataclass_replace(before, audit=State.of(strict.svc).audit)
+                after = State.of(strict.svc)
+                assert (after.clients, after.refresh_tokens, after.stored) == (
+                    before.clients, before.refresh_tokens, before.stored), uri
+        monkeypatch.setattr(socket, "create_connection", real_connect)
+    assert recorder.hits == [] and attempts == []
+
+
+def _initial_token(env) -> str:
+    from oidc_support import initial_access_token
+
+    return initial_access_token(env)
+
+
+def dataclass_replace(state: State, **changes: Any) -> State:
+    from dataclasses import replace
+
+    return replace(state, **changes)
