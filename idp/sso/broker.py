@@ -323,7 +323,7 @@ def _user_by_email(db: Session, email: str | None) -> User | None:
 
 
 def _free_username(db: Session, wanted: str) -> str:
-    base = wanted[:140] if valid_username(wanted[:140]) else ""
+    base = wanted[:140] if valid_username(wanted) else ""
     base = base or "user"
     name, n = base, 1
     while db.scalar(select(User.id).where(func.lower(User.username) == name.lower())):

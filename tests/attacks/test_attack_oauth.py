@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import io
 import json
-import secrets
 import socket
 import threading
 import time
@@ -61,18 +60,33 @@ class State:
     @classmethod
     def of(cls, svc) -> State:
         with svc.sessions() as db:
-            users = tuple(db.execute(select(User.id, User.username, User.email, User.status,
-                                            User.updated_at).order_by(User.id)).all())
-            clients = tuple(db.execute(select(Client.client_id, Client.updated_at)
-                                       .order_by(Client.client_id)).all())
-            refresh = tuple(db.execute(select(RefreshToken.token_hash, RefreshToken.used_at,
-                                              RefreshToken.revoked)
-                                       .order_by(RefreshToken.token_hash)).all())
+            users = tuple(
+                db.execute(
+                    select(
+                        User.id, User.username, User.email, User.status, User.updated_at
+                    ).order_by(User.id)
+                ).all()
+            )
+            clients = tuple(
+                db.execute(
+                    select(Client.client_id, Client.updated_at).order_by(Client.client_id)
+                ).all()
+            )
+            refresh = tuple(
+                db.execute(
+                    select(
+                        RefreshToken.token_hash, RefreshToken.used_at, RefreshToken.revoked
+                    ).order_by(RefreshToken.token_hash)
+                ).all()
+            )
             consents = db.scalar(select(func.count()).select_from(Consent))
             audit = db.scalar(select(func.count()).select_from(AuditEvent))
             sso = db.scalar(select(func.count()).select_from(SsoSessionIndex))
-            stored = tuple(k for k in db.scalars(select(KVEntry.key).order_by(KVEntry.key))
-                           if k.startswith(STORED_PREFIXES))
+            stored = tuple(
+                k
+                for k in db.scalars(select(KVEntry.key).order_by(KVEntry.key))
+                if k.startswith(STORED_PREFIXES)
+            )
         return cls(users, clients, refresh, consents, audit, sso, stored)
 
 
@@ -163,10 +177,15 @@ def admin_token(env):
     with env.svc.sessions.begin() as db:
         d = Directory(db)
         for name in ("fiona", "kate"):
-            d.create_user(NewUser(username=name, email=f"{name}@example.org",
-                                  password_hash=hasher.hash(PASSWORD)))
-    return {"admin": service_token(env.app, scope="admin"),
-            "scim": service_token(env.app, scope="scim")}
+            d.create_user(
+                NewUser(
+                    username=name, email=f"{name}@example.org", password_hash=hasher.hash(PASSWORD)
+                )
+            )
+    return {
+        "admin": service_token(env.app, scope="admin"),
+        "scim": service_token(env.app, scope="scim"),
+    }
 
 
 def _api(env, method: str, path: str, token_: str, **kw):
@@ -189,21 +208,40 @@ def test_lookalike_username_is_refused_on_every_path_that_makes_one(env, admin_t
         with transaction(env.svc, Actor.operator("test")) as ctx:
             manage_users.create(ctx, NewUser(username=name, email="x1@example.org"))
     # admin API
-    resp = _api(env, "POST", "/api/v1/users", admin_token["admin"],
-                json={"username": name, "email": "x2@example.org"})
+    resp = _api(
+        env,
+        "POST",
+        "/api/v1/users",
+        admin_token["admin"],
+        json={"username": name, "email": "x2@example.org"},
+    )
     assert resp.status_code in (400, 409, 422), resp.get_data(as_text=True)[:300]
     assert resp.mimetype == "application/problem+json"
     # SCIM (RFC 7644 §3.3)
-    resp = _api(env, "POST", "/scim/v2/Users", admin_token["scim"],
-                data=json.dumps({"schemas": [USER], "userName": name}),
-                headers={"Content-Type": SCIM})
+    resp = _api(
+        env,
+        "POST",
+        "/scim/v2/Users",
+        admin_token["scim"],
+        data=json.dumps({"schemas": [USER], "userName": name}),
+        headers={"Content-Type": SCIM},
+    )
     assert resp.status_code in (400, 409), resp.get_data(as_text=True)[:300]
     # CSV import
-    csv = f"username,email\n\"{name}\",x3@example.org\n".encode()
-    resp = _api(env, "POST", "/api/v1/users/import", admin_token["admin"],
-                content_type="multipart/form-data",
-                data={"file": (io.BytesIO(csv), "users.csv"), "match": "email",
-                      "dry_run": "false", "atomic": "true"})
+    csv = f'username,email\n"{name}",x3@example.org\n'.encode()
+    resp = _api(
+        env,
+        "POST",
+        "/api/v1/users/import",
+        admin_token["admin"],
+        content_type="multipart/form-data",
+        data={
+            "file": (io.BytesIO(csv), "users.csv"),
+            "match": "email",
+            "dry_run": "false",
+            "atomic": "true",
+        },
+    )
     assert resp.status_code in (200, 400, 409, 422), resp.get_data(as_text=True)[:300]
     if resp.status_code == 200:
         assert [row["status"] for row in resp.json["rows"]] != ["created"], resp.json
@@ -212,10 +250,19 @@ def test_lookalike_username_is_refused_on_every_path_that_makes_one(env, admin_t
         bob = db.scalar(select(User.uuid).where(User.username == "bob"))
     resp = _api(env, "PATCH", f"/api/v1/users/{bob}", admin_token["admin"], json={"username": name})
     assert resp.status_code in (400, 409, 422), resp.get_data(as_text=True)[:300]
-    resp = _api(env, "PATCH", f"/scim/v2/Users/{bob}", admin_token["scim"], headers={"Content-Type": SCIM},
-                data=json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                                 "Operations": [{"op": "replace", "path": "userName",
-                                                 "value": name}]}))
+    resp = _api(
+        env,
+        "PATCH",
+        f"/scim/v2/Users/{bob}",
+        admin_token["scim"],
+        headers={"Content-Type": SCIM},
+        data=json.dumps(
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "userName", "value": name}],
+            }
+        ),
+    )
     assert resp.status_code in (400, 409), resp.get_data(as_text=True)[:300]
     after = State.of(env.svc)
     assert after.users == before.users and after.clients == before.clients
@@ -284,8 +331,12 @@ def _race(base: str, data: dict, auth: tuple[str, str], n: int = 8) -> list:
 
 def _audit(svc, action: str) -> list[dict]:
     with svc.sessions() as db:
-        return [dict(e.details or {}) for e in db.scalars(
-            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id))]
+        return [
+            dict(e.details or {})
+            for e in db.scalars(
+                select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
+            )
+        ]
 
 
 def test_parallel_code_and_refresh_redemption_on_postgresql(served_pg):
@@ -298,37 +349,61 @@ def test_parallel_code_and_refresh_redemption_on_postgresql(served_pg):
     env, base = served_pg
     auth = ("web", env.secrets["web"])
     got = authorize(env.client(), scope="openid offline_access")
-    answers = _race(base, {"grant_type": "authorization_code", "code": got["code"],
-                           "redirect_uri": RP}, auth)
+    answers = _race(
+        base, {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP}, auth
+    )
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] + [400] * 7, [a.text[:200] for a in answers]
     assert all(a.json()["error"] == "invalid_grant" for a in answers if a.status_code == 400)
     won = next(a.json() for a in answers if a.status_code == 200)
-    info = requests.get(f"{base}/oauth2/userinfo", timeout=10,
-                        headers={"Authorization": f"Bearer {won['access_token']}"})
+    info = requests.get(
+        f"{base}/oauth2/userinfo",
+        timeout=10,
+        headers={"Authorization": f"Bearer {won['access_token']}"},
+    )
     assert info.status_code == 401
-    again = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
-        "grant_type": "refresh_token", "refresh_token": won["refresh_token"]})
+    again = requests.post(
+        f"{base}/oauth2/token",
+        auth=auth,
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": won["refresh_token"]},
+    )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert any(e.get("reason") == "code_replay" for e in _audit(env.svc, "token.revoked"))
 
     got = authorize(env.client(), scope="openid offline_access")
-    first = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
-        "grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP}).json()
-    answers = _race(base, {"grant_type": "refresh_token",
-                           "refresh_token": first["refresh_token"]}, auth)
+    first = requests.post(
+        f"{base}/oauth2/token",
+        auth=auth,
+        timeout=10,
+        data={"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP},
+    ).json()
+    answers = _race(
+        base, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, auth
+    )
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] + [400] * 7, [a.text[:200] for a in answers]
     won = next(a.json() for a in answers if a.status_code == 200)
-    again = requests.post(f"{base}/oauth2/token", auth=auth, timeout=10, data={
-        "grant_type": "refresh_token", "refresh_token": won["refresh_token"]})
+    again = requests.post(
+        f"{base}/oauth2/token",
+        auth=auth,
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": won["refresh_token"]},
+    )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     with env.svc.sessions() as db:
-        rows = db.execute(select(RefreshToken.grant_id, RefreshToken.used_at,
-                                 RefreshToken.revoked, RefreshToken.created_at)).all()
-    assert rows and all(r.revoked for r in rows), rows  # every refresh token of both families is revoked
-    assert any(e.get("reason") == "refresh_token_reuse"
-               for e in _audit(env.svc, "token.revoked"))
+        rows = db.execute(
+            select(
+                RefreshToken.grant_id,
+                RefreshToken.used_at,
+                RefreshToken.revoked,
+                RefreshToken.created_at,
+            )
+        ).all()
+    assert rows and all(r.revoked for r in rows), (
+        rows
+    )  # every refresh token of both families is revoked
+    assert any(e.get("reason") == "refresh_token_reuse" for e in _audit(env.svc, "token.revoked"))
 
 
 def test_a_replay_between_the_codes_take_and_its_tokens_revokes_them_for_good(env):
@@ -361,16 +436,19 @@ def test_a_replay_between_the_codes_take_and_its_tokens_revokes_them_for_good(en
     assert won.status_code == 200, won.json
     assert losers[0].status_code == 400 and losers[0].json["error"] == "invalid_grant"
     with svc.sessions() as db:
-        grant = db.scalar(select(RefreshToken.grant_id).order_by(
-            RefreshToken.created_at.desc()).limit(1))
-        rows = db.scalars(select(RefreshToken.revoked).where(
-            RefreshToken.grant_id == grant)).all()
+        grant = db.scalar(
+            select(RefreshToken.grant_id).order_by(RefreshToken.created_at.desc()).limit(1)
+        )
+        rows = db.scalars(select(RefreshToken.revoked).where(RefreshToken.grant_id == grant)).all()
     assert rows == [True]
     real_clock, later = svc.clock, FrozenClock(svc.clock.now() + 3700)
     svc.clock = svc.store._clock = later
     try:
-        again = token(env.client(), {"grant_type": "refresh_token",
-                                     "refresh_token": won.json["refresh_token"]}, auth=auth)
+        again = token(
+            env.client(),
+            {"grant_type": "refresh_token", "refresh_token": won.json["refresh_token"]},
+            auth=auth,
+        )
     finally:
         svc.clock = svc.store._clock = real_clock
     assert again.status_code == 400 and again.json["error"] == "invalid_grant"
@@ -395,8 +473,11 @@ def _by_hand(header: dict, claims: dict, secret: bytes | None = None) -> str:
     signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
     if secret is None:
         return signing_input + "."
-    return signing_input + "." + _b64(hmac.new(secret, signing_input.encode(),
-                                               hashlib.sha256).digest())
+    return (
+        signing_input
+        + "."
+        + _b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+    )
 
 
 class Attacker:
@@ -408,8 +489,12 @@ class Attacker:
         from jwt.algorithms import RSAAlgorithm
 
         self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.jwk = dict(RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True),
-                        kid="evil-1", use="sig", alg="RS256")
+        self.jwk = dict(
+            RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True),
+            kid="evil-1",
+            use="sig",
+            alg="RS256",
+        )
 
     def sign(self, header: dict, claims: dict) -> str:
         import jwt as pyjwt
@@ -425,37 +510,54 @@ def _server_public(env) -> tuple[bytes, bytes]:
     jwks = env.client().get("/jwks").json
     rsa_jwk = next(k for k in jwks["keys"] if k["kty"] == "RSA")
     pem = RSAAlgorithm.from_jwk(rsa_jwk).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return pem, json.dumps(rsa_jwk).encode()
 
 
 FORGERIES = [
-    "alg none", "alg None", "alg NONE", "HS256 with the server's public PEM",
-    "HS256 with the server's public JWK", "HS256 with the client's public PEM",
-    "HS256 with the client's public JWK", "jku to the attacker's JWKS",
-    "x5u to the attacker's certificate URL", "embedded jwk of the attacker",
-    "kid path traversal", "kid SQL", "kid of another client's key", "kid of the server's key",
+    "alg none",
+    "alg None",
+    "alg NONE",
+    "HS256 with the server's public PEM",
+    "HS256 with the server's public JWK",
+    "HS256 with the client's public PEM",
+    "HS256 with the client's public JWK",
+    "jku to the attacker's JWKS",
+    "x5u to the attacker's certificate URL",
+    "embedded jwk of the attacker",
+    "kid path traversal",
+    "kid SQL",
+    "kid of another client's key",
+    "kid of the server's key",
 ]
 
 
-def _forge(env, attacker: Attacker, recorder: Recorder, case: str, claims: dict,
-           legit_kid: str) -> str:
+def _forge(
+    env, attacker: Attacker, recorder: Recorder, case: str, claims: dict, legit_kid: str
+) -> str:
     server_pem, server_jwk = _server_public(env)
     client_pem = env.rp_key.as_pem(private=False)
     client_jwk = json.dumps(env.rp_key.as_dict(private=False)).encode()
     if case.startswith("alg "):
         return _by_hand({"alg": case[4:], "kid": legit_kid}, claims)
     if case.startswith("HS256"):
-        secret = {"server's public PEM": server_pem, "server's public JWK": server_jwk,
-                  "client's public PEM": client_pem, "client's public JWK": client_jwk}[
-            case.split(" with the ")[1]]
+        secret = {
+            "server's public PEM": server_pem,
+            "server's public JWK": server_jwk,
+            "client's public PEM": client_pem,
+            "client's public JWK": client_jwk,
+        }[case.split(" with the ")[1]]
         return _by_hand({"alg": "HS256", "kid": legit_kid, "typ": "JWT"}, claims, secret)
     header = {
         "jku to the attacker's JWKS": {"jku": f"{recorder.url}/jwks.json", "kid": "evil-1"},
-        "x5u to the attacker's certificate URL": {"x5u": f"{recorder.url}/cert.pem",
-                                                  "kid": "evil-1"},
-        "embedded jwk of the attacker": {"jwk": {k: v for k, v in attacker.jwk.items()
-                                                 if k in ("kty", "n", "e")}},
+        "x5u to the attacker's certificate URL": {
+            "x5u": f"{recorder.url}/cert.pem",
+            "kid": "evil-1",
+        },
+        "embedded jwk of the attacker": {
+            "jwk": {k: v for k, v in attacker.jwk.items() if k in ("kty", "n", "e")}
+        },
         "kid path traversal": {"kid": "../../../../../../dev/null"},
         "kid SQL": {"kid": "x' UNION SELECT 'secret' --"},
         "kid of another client's key": {"kid": "other-1"},
@@ -475,11 +577,21 @@ def jwt_targets(env):
     with env.svc.sessions.begin() as db:
         reg = ClientRegistry(db, env.svc.hasher, env.svc.sealer)
         _, env.secrets["jarx"] = reg.create(
-            "jarx", name="JAR", redirect_uris=[RP], grant_types=["authorization_code"],
-            scope="openid profile email", extra={"jwks": jwks})
-        reg.create("otherkey", name="Other key", grant_types=["client_credentials"],
-                   auth_method="private_key_jwt", scope="api",
-                   extra={"jwks": {"keys": [other.as_dict(private=False)]}})
+            "jarx",
+            name="JAR",
+            redirect_uris=[RP],
+            grant_types=["authorization_code"],
+            scope="openid profile email",
+            extra={"jwks": jwks},
+        )
+        reg.create(
+            "otherkey",
+            name="Other key",
+            grant_types=["client_credentials"],
+            auth_method="private_key_jwt",
+            scope="api",
+            extra={"jwks": {"keys": [other.as_dict(private=False)]}},
+        )
     client_cache(env.svc).bump()
     attacker = Attacker()
     body = json.dumps({"keys": [attacker.jwk]}).encode()
@@ -494,48 +606,92 @@ def _now() -> int:
 @pytest.mark.parametrize("case", FORGERIES)
 def test_forged_client_assertion_is_refused(env, jwt_targets, case):
     attacker, recorder = jwt_targets
-    claims = {"iss": "jwtc", "sub": "jwtc", "aud": TOKEN_URL, "iat": _now(),
-              "exp": _now() + 60, "jti": uuid.uuid4().hex}
+    claims = {
+        "iss": "jwtc",
+        "sub": "jwtc",
+        "aud": TOKEN_URL,
+        "iat": _now(),
+        "exp": _now() + 60,
+        "jti": uuid.uuid4().hex,
+    }
     assertion = _forge(env, attacker, recorder, case, claims, "rp-1")
     before = State.of(env.svc)
-    resp = env.client().post("/oauth2/token", data={
-        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
-        "client_assertion": assertion})
+    resp = env.client().post(
+        "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION,
+            "client_assertion": assertion,
+        },
+    )
     assert resp.status_code == 401 and resp.json["error"] == "invalid_client", resp.json
     assert "access_token" not in resp.json
     assert recorder.hits == []
     _unchanged_but_audit(env, before)
 
 
-def _unchanged_but_audit(env, before: State) -> None:
-    """Nothing issued or stored; only refusal rows (audit, never a token.issued) may be new."""
+def _unchanged_but_audit(env, before: State, spent: bool = False) -> None:
+    """Nothing issued or stored; only refusal rows (audit, never a token.issued) may be new.
+    ``spent``: the attacked code was used up by the refused attempt (and only that)."""
     after = State.of(env.svc)
-    assert (after.users, after.clients, after.refresh_tokens, after.consents,
-            after.sso_sessions, after.stored) == (
-        before.users, before.clients, before.refresh_tokens, before.consents,
-        before.sso_sessions, before.stored)
+    assert (
+        after.users,
+        after.clients,
+        after.refresh_tokens,
+        after.consents,
+        after.sso_sessions,
+    ) == (before.users, before.clients, before.refresh_tokens, before.consents, before.sso_sessions)
+    if spent:
+        assert set(after.stored) <= set(before.stored)
+        assert len(set(before.stored) - set(after.stored)) <= 1
+    else:
+        assert after.stored == before.stored
     with env.svc.sessions() as db:
-        issued = db.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == "token.issued"))
-        new = db.scalars(select(AuditEvent.action).order_by(AuditEvent.id.desc())
-                         .limit(after.audit - before.audit)).all() if after.audit > before.audit \
+        issued = db.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "token.issued")
+        )
+        new = (
+            db.scalars(
+                select(AuditEvent.action)
+                .order_by(AuditEvent.id.desc())
+                .limit(after.audit - before.audit)
+            ).all()
+            if after.audit > before.audit
             else []
+        )
     assert "token.issued" not in new, (new, issued)
 
 
 @pytest.mark.parametrize("case", FORGERIES)
 def test_forged_request_object_is_refused(env, jwt_targets, case):
     attacker, recorder = jwt_targets
-    claims = {"iss": "jarx", "aud": ISSUER, "iat": _now(), "nbf": _now(), "exp": _now() + 300,
-              "jti": uuid.uuid4().hex, "client_id": "jarx", "response_type": "code",
-              "redirect_uri": RP, "scope": "openid email", "state": "ro-1"}
+    claims = {
+        "iss": "jarx",
+        "aud": ISSUER,
+        "iat": _now(),
+        "nbf": _now(),
+        "exp": _now() + 300,
+        "jti": uuid.uuid4().hex,
+        "client_id": "jarx",
+        "response_type": "code",
+        "redirect_uri": RP,
+        "scope": "openid email",
+        "state": "ro-1",
+    }
     request_object = _forge(env, attacker, recorder, case, claims, "rp-1")
     c = env.client()
     login(c)
     before = State.of(env.svc)
-    resp = c.get("/oauth2/authorize", query_string={
-        "client_id": "jarx", "redirect_uri": RP, "response_type": "code", "scope": "openid",
-        "request": request_object})
+    resp = c.get(
+        "/oauth2/authorize",
+        query_string={
+            "client_id": "jarx",
+            "redirect_uri": RP,
+            "response_type": "code",
+            "scope": "openid",
+            "request": request_object,
+        },
+    )
     assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
     got = query(resp.headers["Location"])
     assert resp.headers["Location"].startswith(RP + "?")
@@ -550,8 +706,11 @@ def _signed_in(env):
 
     c = env.client()
     got = authorize(c, scope="openid profile")
-    tokens = token(c, {"grant_type": "authorization_code", "code": got["code"],
-                       "redirect_uri": RP}, auth=("web", env.secrets["web"])).json
+    tokens = token(
+        c,
+        {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP},
+        auth=("web", env.secrets["web"]),
+    ).json
     return c, tokens, pyjwt.decode(tokens["id_token"], options={"verify_signature": False})
 
 
@@ -564,26 +723,54 @@ def test_forged_id_token_hint_is_refused_at_authorize_and_logout(env, jwt_target
     server_kid = pyjwt.get_unverified_header(tokens["id_token"])["kid"]
     hint = _forge(env, attacker, recorder, case, dict(claims, exp=_now() + 600), server_kid)
     before = State.of(env.svc)
-    resp = c.get("/oauth2/authorize", query_string={
-        "response_type": "code", "client_id": "web", "redirect_uri": RP, "scope": "openid",
-        "state": "h1", "prompt": "none", "id_token_hint": hint})
+    resp = c.get(
+        "/oauth2/authorize",
+        query_string={
+            "response_type": "code",
+            "client_id": "web",
+            "redirect_uri": RP,
+            "scope": "openid",
+            "state": "h1",
+            "prompt": "none",
+            "id_token_hint": hint,
+        },
+    )
     assert resp.status_code == 302
     got = query(resp.headers["Location"])
     assert got["error"] == "invalid_request" and "code" not in got, got
-    resp = c.get("/oauth2/logout", query_string={
-        "id_token_hint": hint, "post_logout_redirect_uri": "https://rp.example.org/bye"})
+    resp = c.get(
+        "/oauth2/logout",
+        query_string={
+            "id_token_hint": hint,
+            "post_logout_redirect_uri": "https://rp.example.org/bye",
+        },
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert recorder.hits == []
     _unchanged_but_audit(env, before)
     # the session lives on: the real ID token still works as the hint
-    ok = c.get("/oauth2/authorize", query_string={
-        "response_type": "code", "client_id": "web", "redirect_uri": RP, "scope": "openid",
-        "prompt": "none", "id_token_hint": tokens["id_token"]})
+    ok = c.get(
+        "/oauth2/authorize",
+        query_string={
+            "response_type": "code",
+            "client_id": "web",
+            "redirect_uri": RP,
+            "scope": "openid",
+            "prompt": "none",
+            "id_token_hint": tokens["id_token"],
+        },
+    )
     assert "code" in query(ok.headers["Location"])
 
 
-DPOP_FORGERIES = ["jku to the attacker's JWKS", "x5u to the attacker's certificate URL",
-                  "kid path traversal", "kid SQL", "kid of the server's key", "alg none"]
+DPOP_FORGERIES = [
+    "jku to the attacker's JWKS",
+    "x5u to the attacker's certificate URL",
+    "kid path traversal",
+    "kid SQL",
+    "kid of the server's key",
+    "alg none",
+]
 
 
 @pytest.mark.parametrize("case", DPOP_FORGERIES)
@@ -597,15 +784,22 @@ def test_dpop_proof_without_its_own_jwk_is_refused(env, jwt_targets, case):
     fields = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     fields["typ"] = "dpop+jwt"
     if case == "alg none":
-        proof = _by_hand(dict(fields, jwk={k: v for k, v in attacker.jwk.items()
-                                           if k in ("kty", "n", "e")}), claims)
+        proof = _by_hand(
+            dict(fields, jwk={k: v for k, v in attacker.jwk.items() if k in ("kty", "n", "e")}),
+            claims,
+        )
     else:
         proof = attacker.sign({k: v for k, v in fields.items() if k != "alg"}, claims)
     before = State.of(env.svc)
     resp = env.client().post(
-        "/oauth2/token", data={"grant_type": "client_credentials", "scope": "admin"},
-        headers={"DPoP": proof, "Authorization": "Basic " + base64.b64encode(
-            f"svc:{env.secrets['svc']}".encode()).decode()})
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "admin"},
+        headers={
+            "DPoP": proof,
+            "Authorization": "Basic "
+            + base64.b64encode(f"svc:{env.secrets['svc']}".encode()).decode(),
+        },
+    )
     assert resp.status_code == 400 and resp.json["error"] == "invalid_dpop_proof", resp.json
     assert recorder.hits == []
     _unchanged_but_audit(env, before)
@@ -615,28 +809,63 @@ def test_the_forgeries_claims_pass_when_signed_by_the_right_key(env, jwt_targets
     """The control: the same claims, signed as the client or the DPoP key holder should, are
     taken. The refusals above are the forgery's doing, not the claims'."""
     attacker, recorder = jwt_targets
-    claims = {"iss": "jwtc", "sub": "jwtc", "aud": TOKEN_URL, "iat": _now(),
-              "exp": _now() + 60, "jti": uuid.uuid4().hex}
+    claims = {
+        "iss": "jwtc",
+        "sub": "jwtc",
+        "aud": TOKEN_URL,
+        "iat": _now(),
+        "exp": _now() + 60,
+        "jti": uuid.uuid4().hex,
+    }
     good = jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, env.rp_key)
-    resp = env.client().post("/oauth2/token", data={
-        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
-        "client_assertion": good})
+    resp = env.client().post(
+        "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION,
+            "client_assertion": good,
+        },
+    )
     assert resp.status_code == 200, resp.json
-    claims = {"iss": "jarx", "aud": ISSUER, "iat": _now(), "nbf": _now(), "exp": _now() + 300,
-              "jti": uuid.uuid4().hex, "client_id": "jarx", "response_type": "code",
-              "redirect_uri": RP, "scope": "openid email", "state": "ro-1"}
+    claims = {
+        "iss": "jarx",
+        "aud": ISSUER,
+        "iat": _now(),
+        "nbf": _now(),
+        "exp": _now() + 300,
+        "jti": uuid.uuid4().hex,
+        "client_id": "jarx",
+        "response_type": "code",
+        "redirect_uri": RP,
+        "scope": "openid email",
+        "state": "ro-1",
+    }
     c = env.client()
-    resp = c.get("/oauth2/authorize", query_string={
-        "client_id": "jarx", "redirect_uri": RP, "response_type": "code", "scope": "openid",
-        "request": jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, env.rp_key)})
+    resp = c.get(
+        "/oauth2/authorize",
+        query_string={
+            "client_id": "jarx",
+            "redirect_uri": RP,
+            "response_type": "code",
+            "scope": "openid",
+            "request": jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, env.rp_key),
+        },
+    )
     assert "code" in follow(c, resp)  # through the login and consent pages
     jwk = {k: v for k, v in attacker.jwk.items() if k in ("kty", "n", "e")}
-    proof = attacker.sign({"typ": "dpop+jwt", "jwk": jwk}, {
-        "jti": uuid.uuid4().hex, "htm": "POST", "htu": TOKEN_URL, "iat": _now()})
+    proof = attacker.sign(
+        {"typ": "dpop+jwt", "jwk": jwk},
+        {"jti": uuid.uuid4().hex, "htm": "POST", "htu": TOKEN_URL, "iat": _now()},
+    )
     resp = env.client().post(
-        "/oauth2/token", data={"grant_type": "client_credentials", "scope": "admin"},
-        headers={"DPoP": proof, "Authorization": "Basic " + base64.b64encode(
-            f"svc:{env.secrets['svc']}".encode()).decode()})
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "admin"},
+        headers={
+            "DPoP": proof,
+            "Authorization": "Basic "
+            + base64.b64encode(f"svc:{env.secrets['svc']}".encode()).decode(),
+        },
+    )
     assert resp.status_code == 200 and resp.json["token_type"] == "DPoP", resp.json
     assert recorder.hits == []
 
@@ -650,10 +879,26 @@ def test_the_forgeries_claims_pass_when_signed_by_the_right_key(env, jwt_targets
 # (idp/delivery/outbound.py) checks every resolved address; the registration check refuses an
 # address it can see in the URL, every spelling the resolver would take for one included.
 
-NUMERIC_LOOPBACK = ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1",
-                    "017700000001", "0", "127.0.0.1."]
-NUMERIC_PRIVATE = ["167772161", "012.0.0.1", "0xa9.0xfe.0xa9.0xfe", "169.254.43518",
-                   "0xc0a80001", "[::ffff:7f00:1]", "[::ffff:a9fe:a9fe]", "[0:0:0:0:0:ffff:127.0.0.1]"]
+NUMERIC_LOOPBACK = [
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "0x7f000001",
+    "127.1",
+    "017700000001",
+    "0",
+    "127.0.0.1.",
+]
+NUMERIC_PRIVATE = [
+    "167772161",
+    "012.0.0.1",
+    "0xa9.0xfe.0xa9.0xfe",
+    "169.254.43518",
+    "0xc0a80001",
+    "[::ffff:7f00:1]",
+    "[::ffff:a9fe:a9fe]",
+    "[0:0:0:0:0:ffff:127.0.0.1]",
+]
 FETCHED_FIELDS = ["jwks_uri", "sector_identifier_uri", "request_uris", "backchannel_logout_uri"]
 
 
@@ -663,7 +908,8 @@ def test_numeric_spellings_of_private_addresses_are_refused_in_client_metadata(h
 
     for field in ("jwks_uri", "sector_identifier_uri", "request_uris", "backchannel_logout_uri"):
         assert uri_problem(field, f"https://{host}/x") == (
-            "must not point at a loopback or private address"), (field, host)
+            "must not point at a loopback or private address"
+        ), (field, host)
     assert uri_problem("jwks_uri", "https://0xcafe.example.org/x") is None
 
 
@@ -675,9 +921,18 @@ def strict(tmp_path_factory):
 
 
 def _runtime_hosts(port: int) -> list[str]:
-    return [f"127.0.0.1:{port}", f"2130706433:{port}", f"0x7f.1:{port}", f"0177.0.0.1:{port}",
-            f"[::ffff:127.0.0.1]:{port}", f"localhost:{port}", f"loopback.attacker.test:{port}",
-            "169.254.169.254", "10.0.0.1", "[fd00::1]"]
+    return [
+        f"127.0.0.1:{port}",
+        f"2130706433:{port}",
+        f"0x7f.1:{port}",
+        f"0177.0.0.1:{port}",
+        f"[::ffff:127.0.0.1]:{port}",
+        f"localhost:{port}",
+        f"loopback.attacker.test:{port}",
+        "169.254.169.254",
+        "10.0.0.1",
+        "[fd00::1]",
+    ]
 
 
 @pytest.mark.parametrize("field", FETCHED_FIELDS)
@@ -709,32 +964,58 @@ def test_no_registered_url_reaches_a_loopback_listener(strict, monkeypatch, fiel
             for host in _runtime_hosts(recorder.port):
                 uri = f"{scheme}://{host}/x"
                 client_id = "ssrf-" + uuid.uuid4().hex[:8]
-                meta = {"jwks_uri": {"jwks_uri": uri}, "request_uris": {"request_uris": [uri]},
-                        "backchannel_logout_uri": {"backchannel_logout_uri": uri},
-                        "sector_identifier_uri": {}}[field]
+                meta = {
+                    "jwks_uri": {"jwks_uri": uri},
+                    "request_uris": {"request_uris": [uri]},
+                    "backchannel_logout_uri": {"backchannel_logout_uri": uri},
+                    "sector_identifier_uri": {},
+                }[field]
                 with strict.svc.sessions.begin() as db:
-                    ClientRegistry(db, strict.svc.hasher, strict.svc.sealer,
-                                   Policy(True, True)).create(
-                        client_id, redirect_uris=[RP], scope="openid api",
+                    ClientRegistry(
+                        db, strict.svc.hasher, strict.svc.sealer, Policy(True, True)
+                    ).create(
+                        client_id,
+                        redirect_uris=[RP],
+                        scope="openid api",
                         grant_types=["authorization_code", "client_credentials"],
-                        auth_method="private_key_jwt" if field == "jwks_uri"
-                        else "client_secret_basic", **({"jwks_uri": uri}
-                                                        if field == "jwks_uri" else {}),
-                        extra={k: v for k, v in meta.items() if k != "jwks_uri"})
+                        auth_method="private_key_jwt"
+                        if field == "jwks_uri"
+                        else "client_secret_basic",
+                        **({"jwks_uri": uri} if field == "jwks_uri" else {}),
+                        extra={k: v for k, v in meta.items() if k != "jwks_uri"},
+                    )
                 client_cache(strict.svc).bump()
                 before = State.of(strict.svc)
                 if field == "jwks_uri":
-                    claims = {"iss": client_id, "sub": client_id, "aud": TOKEN_URL,
-                              "iat": _now(), "exp": _now() + 60, "jti": uuid.uuid4().hex}
-                    resp = strict.client().post("/oauth2/token", data={
-                        "grant_type": "client_credentials", "client_assertion_type": ASSERTION,
-                        "client_assertion": Attacker().sign({"kid": "evil-1"}, claims)})
+                    claims = {
+                        "iss": client_id,
+                        "sub": client_id,
+                        "aud": TOKEN_URL,
+                        "iat": _now(),
+                        "exp": _now() + 60,
+                        "jti": uuid.uuid4().hex,
+                    }
+                    resp = strict.client().post(
+                        "/oauth2/token",
+                        data={
+                            "grant_type": "client_credentials",
+                            "client_assertion_type": ASSERTION,
+                            "client_assertion": Attacker().sign({"kid": "evil-1"}, claims),
+                        },
+                    )
                     assert resp.status_code == 401 and resp.json["error"] == "invalid_client"
                 elif field == "request_uris":
                     c = strict.client()
-                    resp = c.get("/oauth2/authorize", query_string={
-                        "client_id": client_id, "redirect_uri": RP, "response_type": "code",
-                        "scope": "openid", "request_uri": uri})
+                    resp = c.get(
+                        "/oauth2/authorize",
+                        query_string={
+                            "client_id": client_id,
+                            "redirect_uri": RP,
+                            "response_type": "code",
+                            "scope": "openid",
+                            "request_uri": uri,
+                        },
+                    )
                     location = resp.headers.get("Location", "")
                     assert "code=" not in location, location
                     assert resp.status_code == 400 or "error=invalid_request_uri" in location
@@ -744,14 +1025,20 @@ def test_no_registered_url_reaches_a_loopback_listener(strict, monkeypatch, fiel
                     resp = strict.client().post(
                         "/oauth2/register",
                         headers={"Authorization": f"Bearer {_initial_token(strict)}"},
-                        json={"redirect_uris": ["https://sector.example.org/cb"],
-                              "sector_identifier_uri": uri})
+                        json={
+                            "redirect_uris": ["https://sector.example.org/cb"],
+                            "sector_identifier_uri": uri,
+                        },
+                    )
                     assert resp.status_code == 400, (uri, resp.json)
                     assert resp.json["error"] == "invalid_client_metadata"
                     before = dataclass_replace(before, audit=State.of(strict.svc).audit)
                 after = State.of(strict.svc)
                 assert (after.clients, after.refresh_tokens, after.stored) == (
-                    before.clients, before.refresh_tokens, before.stored), uri
+                    before.clients,
+                    before.refresh_tokens,
+                    before.stored,
+                ), uri
         monkeypatch.setattr(socket, "create_connection", real_connect)
     assert recorder.hits == [] and attempts == []
 
@@ -766,3 +1053,244 @@ def dataclass_replace(state: State, **changes: Any) -> State:
     from dataclasses import replace
 
     return replace(state, **changes)
+
+
+# --- redirect_uri bypasses (RFC 9700 §4.1: exact string matching) --------------------------------
+# tests/oidc/test_authorization_endpoint.py already tries case, trailing slash, extra path,
+# changed and added query, userinfo, "%2f@", encoded characters, fragments, a look-alike
+# subdomain and javascript:. These are the other spellings that fooled other servers.
+
+AUTHORIZE = {"response_type": "code", "client_id": "web", "scope": "openid", "state": "s"}
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://rp.example.org/cb/../cb",
+        "https://rp.example.org/x/../cb",
+        "https://rp.example.org/cb/..;/evil",
+        "https://rp.example.org/cb%2f..%2fevil",
+        "https://rp.example.org\\@evil.example/cb",
+        "https://rp.example.org\\.evil.example/cb",
+        "https://evil.example\\@rp.example.org/cb",
+        "https://evil.example#@rp.example.org/cb",
+        "https://evil.example?@rp.example.org/cb",
+        "https://rp.example.org:443/cb",
+        "https://rp.example.org./cb",
+        "HTTPS://rp.example.org/cb",
+        "https://rp.ex\u0430mple.org/cb",
+        "https://rp.xn--exmple-4nf.org/cb",
+        "https://rp.example.org/cb%00",
+        "https://rp.example.org/cb\x00",
+        "https://rp.example.org/cb?x=1&x=2",
+        "https://rp.example.org/cb?x=1#",
+        "//evil.example/cb",
+        "https:rp.example.org/cb",
+        "http://127.0.0.1:9999/cb/../evil",
+        "http://127.0.0.1.evil.example:9999/cb",
+        "http://127.0.0.1:9999@evil.example/cb",
+        "http://127.0.0.1:9999\\@evil.example/cb",
+        "https://sub.rp.example.org/cb",
+    ],
+)
+def test_redirect_uri_spellings_are_refused_without_a_redirect(env, redirect_uri):
+    c = env.client()
+    login(c)
+    before = State.of(env.svc)
+    resp = c.get("/oauth2/authorize", query_string=dict(AUTHORIZE, redirect_uri=redirect_uri))
+    assert resp.status_code == 400, (resp.status_code, resp.headers.get("Location"))
+    assert "Location" not in resp.headers and "Reference" in resp.get_data(as_text=True)
+    _unchanged_but_audit(env, before)
+
+
+# --- PKCE downgrade (RFC 7636, RFC 9700 §2.1.1 and §4.8) ------------------------------------------
+
+
+def test_pkce_s256_code_redeemed_the_plain_way_is_refused(env):
+    """A code bound to an S256 challenge, redeemed with the challenge itself as the verifier
+    (what "plain" would compare) or with a verifier and code_challenge_method=plain: refused,
+    nothing issued, and the code is spent (the real client's redemption fails too)."""
+    verifier, challenge = pkce()
+    for attempt in (
+        {"code_verifier": challenge},
+        {"code_verifier": challenge, "code_challenge_method": "plain"},
+        {"code_verifier": verifier + "x"},
+        {},
+    ):
+        c = env.client()
+        got = authorize(
+            c,
+            client_id="spa",
+            redirect_uri="https://spa.example.org/cb",
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+        before = State.of(env.svc)
+        data = {
+            "grant_type": "authorization_code",
+            "code": got["code"],
+            "redirect_uri": "https://spa.example.org/cb",
+            "client_id": "spa",
+        }
+        resp = token(c, dict(data, **attempt))
+        assert resp.status_code == 400, attempt
+        assert resp.json["error"] in ("invalid_grant", "invalid_request"), resp.json
+        assert "access_token" not in resp.json
+        _unchanged_but_audit(env, before, spent=True)
+        late = token(c, dict(data, code_verifier=verifier))
+        assert late.status_code == 400 and late.json["error"] == "invalid_grant"
+
+
+def test_pkce_required_everywhere_refuses_a_confidential_client_without_it(tmp_path_factory):
+    """``oidc.require_pkce``: a confidential client that never sent a challenge gets
+    invalid_request back at /oauth2/authorize, and no code exists."""
+    with build_env(tmp_path_factory, OPEN_OUTBOUND, oidc={"require_pkce": True}) as strict_pkce:
+        c = strict_pkce.client()
+        login(c)
+        before = State.of(strict_pkce.svc)
+        resp = c.get("/oauth2/authorize", query_string=dict(AUTHORIZE, redirect_uri=RP))
+        got = query(resp.headers["Location"])
+        assert got["error"] == "invalid_request" and "code" not in got
+        assert "PKCE" in got["error_description"]
+        _unchanged_but_audit(strict_pkce, before)
+        verifier, challenge = pkce()
+        ok = authorize(c, code_challenge=challenge, code_challenge_method="S256")
+        assert "code" in ok
+
+
+# --- mix-up (RFC 9207) ---------------------------------------------------------------------------
+
+
+def test_every_authorization_response_names_the_issuer(env):
+    """The ``iss`` parameter on success and on error, in the query and in form_post, and the
+    discovery flag that tells clients to check it."""
+    c = env.client()
+    doc = c.get("/.well-known/openid-configuration").json
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert doc["issuer"] == ISSUER
+    assert authorize(c)["iss"] == ISSUER
+    denied = c.get(
+        "/oauth2/authorize", query_string=dict(AUTHORIZE, redirect_uri=RP, prompt="bogus")
+    )
+    assert query(denied.headers["Location"])["iss"] == ISSUER
+    posted = c.get(
+        "/oauth2/authorize",
+        query_string=dict(AUTHORIZE, redirect_uri=RP, response_mode="form_post"),
+    )
+    assert f'name="iss" value="{ISSUER}"' in posted.get_data(as_text=True)
+
+
+# --- oversized and duplicated parameters (RFC 6749 §3.1, §3.2) ----------------------------------
+
+BIG = "a" * 20000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "scope",
+        "state",
+        "redirect_uri",
+        "client_id",
+        "nonce",
+        "response_type",
+        "code_challenge",
+        "claims",
+        "login_hint",
+        "acr_values",
+        "max_age",
+        "ui_locales",
+        "prompt",
+    ],
+)
+def test_oversized_authorize_parameter_is_a_clear_error(env, name):
+    c = env.client()
+    login(c)
+    before = State.of(env.svc)
+    resp = c.get("/oauth2/authorize", query_string={**AUTHORIZE, "redirect_uri": RP, name: BIG})
+    assert resp.status_code in (302, 303, 400, 413, 414), resp.status_code
+    if resp.status_code in (302, 303):
+        location = resp.headers["Location"]
+        assert location.startswith(RP + "?"), location
+        assert query(location).get("error") and "code" not in query(location)
+    _unchanged_but_audit(env, before)
+
+
+@pytest.mark.parametrize("name", ["redirect_uri", "code", "code_verifier", "grant_type"])
+def test_oversized_token_parameter_is_a_clear_error(env, name):
+    """Every parameter the code grant reads, 20000 characters long (parameters it does not
+    read are ignored, RFC 6749 §3.2; the whole body is capped at 64 KiB: 413)."""
+    c = env.client()
+    got = authorize(c)
+    before = State.of(env.svc)
+    data = {
+        "grant_type": "authorization_code",
+        "code": got["code"],
+        "redirect_uri": RP,
+        name: "b" * 20000,
+    }
+    resp = token(c, data, auth=("web", env.secrets["web"]))
+    assert resp.status_code in (400, 401, 413), resp.status_code
+    assert resp.json["error"] in (
+        "invalid_request",
+        "invalid_grant",
+        "invalid_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    ), resp.json
+    assert "access_token" not in resp.json
+    _unchanged_but_audit(env, before, spent=True)
+
+
+@pytest.mark.parametrize(
+    "endpoint,params",
+    [
+        (
+            "/oauth2/authorize",
+            [
+                "client_id",
+                "redirect_uri",
+                "response_type",
+                "scope",
+                "code_challenge",
+                "nonce",
+                "request",
+            ],
+        ),
+        ("/oauth2/token", ["grant_type", "code", "redirect_uri", "code_verifier", "client_id"]),
+        ("/oauth2/par", ["client_id", "redirect_uri", "scope", "state"]),
+        ("/oauth2/introspect", ["token"]),
+        ("/oauth2/revoke", ["token"]),
+    ],
+)
+def test_a_parameter_sent_twice_is_invalid_request(env, endpoint, params):
+    c = env.client()
+    login(c)
+    for name in params:
+        before = State.of(env.svc)
+        pairs = [
+            ("response_type", "code"),
+            ("client_id", "web"),
+            ("redirect_uri", RP),
+            ("scope", "openid"),
+            ("state", "s"),
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("token", "x"),
+        ]
+        pairs = [(k, v) for k, v in pairs if k != name] + [(name, "one"), (name, "two")]
+        if endpoint == "/oauth2/authorize":
+            resp = c.get(endpoint, query_string=MultiDict(pairs))
+            assert resp.status_code == 400 and "Location" not in resp.headers, name
+        else:
+            resp = c.post(
+                endpoint,
+                data=MultiDict(pairs),
+                headers={
+                    "Authorization": "Basic "
+                    + base64.b64encode(f"web:{env.secrets['web']}".encode()).decode()
+                },
+            )
+            assert resp.status_code == 400, (endpoint, name, resp.status_code)
+            assert resp.json["error"] == "invalid_request", (endpoint, name, resp.json)
+        _unchanged_but_audit(env, before)
