@@ -293,13 +293,18 @@ def test_lookalike_login_reaches_no_account(env, admin_token, name):
 # --- code and refresh replay, in parallel on a served app (RFC 6749 §4.1.2, RFC 9700 §4.14) ---
 
 
-@pytest.fixture
-def served_pg(pg_url, tmp_path_factory):
-    """The app on its own PostgreSQL database, served by a threaded werkzeug server on
-    loopback: parallel requests are parallel transactions."""
+@pytest.fixture(params=["sql store", "redis store"])
+def served_pg(request, pg_url, tmp_path_factory):
+    """The app on its own PostgreSQL database (codes and markers in the SQL store or in Redis),
+    served by a threaded werkzeug server on loopback: parallel requests are parallel
+    transactions."""
     from werkzeug.serving import make_server
 
-    with build_env(tmp_path_factory, OPEN_OUTBOUND, database_url=pg_url) as built:
+    settings: dict[str, Any] = {"database_url": pg_url}
+    if request.param == "redis store":
+        settings["redis_url"] = request.getfixturevalue("redis_url")
+        settings["store"] = {"redis_prefix": f"atk-{uuid.uuid4().hex[:8]}:"}
+    with build_env(tmp_path_factory, OPEN_OUTBOUND, **settings) as built:
         server = make_server("127.0.0.1", 0, built.app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
