@@ -1299,3 +1299,63 @@ def test_a_parameter_sent_twice_is_invalid_request(env, endpoint, params):
             assert resp.status_code == 400, (endpoint, name, resp.status_code)
             assert resp.json["error"] == "invalid_request", (endpoint, name, resp.json)
         _unchanged_but_audit(env, before)
+
+
+@pytest.fixture(scope="module")
+def registration_env(tmp_path_factory):
+    """Self-registration open (and its rate limits out of the way of 13 tries)."""
+    with build_env(
+        tmp_path_factory,
+        OPEN_OUTBOUND,
+        registration={"enabled": True, "require_email_verification": False},
+        rate_limits={"registration_per_address": 1000, "registration_per_account": 1000},
+    ) as built:
+        yield built
+
+
+@pytest.mark.parametrize("name", list(LOOKALIKES.values()), ids=list(LOOKALIKES))
+def test_lookalike_username_is_refused_at_self_registration(registration_env, name):
+    from oidc_support import _csrf
+
+    env = registration_env
+    c = env.client()
+    before = State.of(env.svc)
+    page = c.get("/register")
+    assert page.status_code == 200
+    resp = c.post(
+        "/register",
+        data={
+            "csrf_token": _csrf(page.get_data(as_text=True)),
+            "username": name,
+            "email": f"new-{uuid.uuid4().hex[:6]}@example.org",
+            "given_name": "New",
+            "new_password": "Quite-Long-Passphrase-77",
+            "confirm": "Quite-Long-Passphrase-77",
+        },
+    )
+    assert resp.status_code == 400, resp.status_code
+    after = State.of(env.svc)
+    assert after.users == before.users and after.sso_sessions == before.sso_sessions
+
+
+def test_self_registration_takes_a_plain_new_name(registration_env):
+    """The control: the same form with a name nobody has creates the account."""
+    from oidc_support import _csrf
+
+    env = registration_env
+    c = env.client()
+    before = State.of(env.svc)
+    page = c.get("/register")
+    resp = c.post(
+        "/register",
+        data={
+            "csrf_token": _csrf(page.get_data(as_text=True)),
+            "username": "newcomer",
+            "email": "newcomer@example.org",
+            "given_name": "New",
+            "new_password": "Quite-Long-Passphrase-77",
+            "confirm": "Quite-Long-Passphrase-77",
+        },
+    )
+    assert resp.status_code in (200, 302, 303), resp.status_code
+    assert len(State.of(env.svc).users) == len(before.users) + 1
