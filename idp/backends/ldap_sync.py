@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import IdPError, NotFound, ValidationError
 from ..settings import Section
-from ..storage.directory import EMAIL_RE, Directory, NewUser, valid_username
+from ..storage.directory import EMAIL_RE, Directory, NewUser, username_key, valid_username
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.models_ldap import LdapAccount, LdapGroup, LdapSyncState
 from .ldap import DirectoryUnavailable, DirectoryUser, DirGroup, LdapConnector, ldap_connector
@@ -88,7 +88,7 @@ def _find_row(db: Session, du: DirectoryUser) -> User | None:
             return row
     row = db.scalar(ldap_users.where(func.lower(User.ldap_dn) == du.dn.lower()))
     if row is None:
-        row = db.scalar(ldap_users.where(func.lower(User.username) == du.username.lower()))
+        row = db.scalar(ldap_users.where(func.lower(User.username) == username_key(du.username)))
     return row
 
 
@@ -125,7 +125,7 @@ def apply_user(db: Session, cfg: Section, du: DirectoryUser, now: datetime) -> P
             return ProvisionOutcome(
                 None, "conflict", f"directory username {du.username!r} is not a valid username"
             )
-        if db.scalar(select(User.id).where(func.lower(User.username) == du.username.lower())):
+        if db.scalar(select(User.id).where(func.lower(User.username) == username_key(du.username))):
             return ProvisionOutcome(
                 None,
                 "conflict",
@@ -146,7 +146,7 @@ def apply_user(db: Session, cfg: Section, du: DirectoryUser, now: datetime) -> P
     if du.username.lower() != row.username.lower() or du.username != row.username:
         taken = db.scalar(
             select(User.id).where(
-                func.lower(User.username) == du.username.lower(), User.id != row.id
+                func.lower(User.username) == username_key(du.username), User.id != row.id
             )
         )
         if not taken and valid_username(du.username):

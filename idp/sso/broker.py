@@ -30,7 +30,7 @@ from ..core.broker import (
 )
 from ..core.policy import ACCOUNT_OK
 from ..errors import NotFound
-from ..storage.directory import EMAIL_RE, Directory, NewUser, valid_username
+from ..storage.directory import EMAIL_RE, Directory, NewUser, username_key, valid_username
 from ..storage.models import Client, SamlServiceProvider, User
 from ..storage.models_broker import UpstreamLink, UpstreamProvider
 from .users import state_of
@@ -326,7 +326,7 @@ def _free_username(db: Session, wanted: str) -> str:
     base = wanted[:140] if valid_username(wanted) else ""
     base = base or "user"
     name, n = base, 1
-    while db.scalar(select(User.id).where(func.lower(User.username) == name.lower())):
+    while db.scalar(select(User.id).where(func.lower(User.username) == username_key(name))):
         n += 1
         name = f"{base}-{n}"
     return name
