@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import IdPError, NotFound, ValidationError
 from ..settings import Section
-from ..storage.directory import EMAIL_RE, USERNAME_RE, Directory, NewUser
+from ..storage.directory import EMAIL_RE, Directory, NewUser, username_key, valid_username
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
 from ..storage.models_ldap import LdapAccount, LdapGroup, LdapSyncState
 from .ldap import DirectoryUnavailable, DirectoryUser, DirGroup, LdapConnector, ldap_connector
@@ -88,7 +88,7 @@ def _find_row(db: Session, du: DirectoryUser) -> User | None:
             return row
     row = db.scalar(ldap_users.where(func.lower(User.ldap_dn) == du.dn.lower()))
     if row is None:
-        row = db.scalar(ldap_users.where(func.lower(User.username) == du.username.lower()))
+        row = db.scalar(ldap_users.where(func.lower(User.username) == username_key(du.username)))
     return row
 
 
@@ -98,7 +98,7 @@ def _usable_email(db: Session, email: str | None, user_id: int | None) -> str | 
     if not email:
         return None
     email = email.strip().lower()
-    if not EMAIL_RE.match(email) or len(email) > 320:
+    if not EMAIL_RE.fullmatch(email) or len(email) > 320:
         return None
     owner = db.scalar(select(User.id).where(User.email == email))
     if owner is not None and owner != user_id:
@@ -121,11 +121,11 @@ def apply_user(db: Session, cfg: Section, du: DirectoryUser, now: datetime) -> P
     if row is None:
         if du.disabled:
             return ProvisionOutcome(None, "skipped")
-        if not USERNAME_RE.match(du.username):
+        if not valid_username(du.username):
             return ProvisionOutcome(
                 None, "conflict", f"directory username {du.username!r} is not a valid username"
             )
-        if db.scalar(select(User.id).where(func.lower(User.username) == du.username.lower())):
+        if db.scalar(select(User.id).where(func.lower(User.username) == username_key(du.username))):
             return ProvisionOutcome(
                 None,
                 "conflict",
@@ -146,10 +146,10 @@ def apply_user(db: Session, cfg: Section, du: DirectoryUser, now: datetime) -> P
     if du.username.lower() != row.username.lower() or du.username != row.username:
         taken = db.scalar(
             select(User.id).where(
-                func.lower(User.username) == du.username.lower(), User.id != row.id
+                func.lower(User.username) == username_key(du.username), User.id != row.id
             )
         )
-        if not taken and USERNAME_RE.match(du.username):
+        if not taken and valid_username(du.username):
             changed |= _set(row, "username", du.username)
     changed |= _set(row, "email", _usable_email(db, du.email, row.id))
     changed |= _set(row, "email_verified", bool(row.email) and cfg.trust_email)

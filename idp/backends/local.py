@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, or_, select, update
 
 from ..core.credentials import Outcome, Verdict
+from ..storage.directory import username_key
 from ..storage.models import User
 from .passwords import PasswordHasher
 
@@ -41,7 +42,7 @@ class LocalPasswordBackend:
         if user is None:
             # A plain connection, released before the hash: no ORM session for a read.
             with self.svc.engine.connect() as conn:
-                user = conn.execute(_BY_LOGIN, {"login": login.lower()}).first()
+                user = conn.execute(_BY_LOGIN, {"login": username_key(login)}).first()
         if user is None or user.source not in ("local", "scim"):
             # Equal cost for unknown users: a hash is computed either way.
             self.hasher.verify(secret, None)

@@ -24,13 +24,14 @@ def _app():
 
 
 def _find(db, login: str):
+    from ..storage.directory import username_key
     from ..storage.models import User
 
     login = login.strip()
     user = db.scalar(
         select(User).where(
             or_(
-                func.lower(User.username) == login.lower(),
+                func.lower(User.username) == username_key(login),
                 User.email == login.lower(),
                 User.uuid == login,
             )

@@ -182,13 +182,41 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+# What the C resolver (inet_aton) takes for an IPv4 address besides the dotted quad: one to
+# four parts, each decimal, octal (leading 0) or hex (0x): 2130706433, 0177.0.0.1, 0x7f.1.
+_NUMERIC_HOST = re.compile(r"^(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}$")
+
+
+def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address a resolver reads in ``host`` when it spells one the old numeric ways."""
+    if not _NUMERIC_HOST.match(host):
+        return None
+    parts = [int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p[:1] == "0" and p != "0"
+             else int(p) for p in (q if q.lower() != "0x" else "0x0" for q in host.split("."))]
+    *head, last = parts
+    if any(p > 255 for p in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for i, p in enumerate(head):
+        value += p << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
 def _private_literal(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
+    host = host[:-1] if host.endswith(".") else host  # the root's dot changes nothing
+    if host.lower() == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:
+            address = _numeric_ipv4(host)
+        except ValueError:  # an octal part with an 8 or 9: no address
+            address = None
+        if address is None:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return not address.is_global
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import False_
 
 from ..errors import Forbidden, IdPError, NotFound, ValidationError
-from ..storage.directory import EMAIL_RE, NewUser, coerce_field
+from ..storage.directory import EMAIL_RE, NewUser, coerce_field, username_key
 from ..storage.models import (
     USER_STATUSES,
     Company,
@@ -273,7 +273,7 @@ def _value(col: str, raw: Any) -> Any:
         if text is None:
             return None
         email = text.lower()
-        if not EMAIL_RE.match(email):
+        if not EMAIL_RE.fullmatch(email):
             raise ValidationError(f"{text!r} is not an e-mail address")
         return email
     if col in ("email_verified", "active"):
@@ -368,7 +368,7 @@ class _Run:
         if key == "email":
             cond = User.email == value
         else:
-            cond = func.lower(User.username) == value.lower()
+            cond = func.lower(User.username) == username_key(value)
         return self.ctx.db.scalar(select(User).where(cond, self.readable))
 
     def manager(self, username: str) -> User | None:

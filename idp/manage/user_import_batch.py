@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import IdPError
-from ..storage.directory import USERNAME_RE
+from ..storage.directory import valid_username
 from ..storage.models import Group, GroupMember, Role, User, UserRole
 from ..storage.rbac import role_grants
 from . import users as manage_users
@@ -140,7 +140,7 @@ class Lane:
         if keyval in self.found_keys:
             return None  # an update
         username, email = v.get("username"), v.get("email")
-        if not username or not USERNAME_RE.match(username):
+        if not username or not valid_username(username):
             return None
         if username.lower() in self.taken_names or (email and email in self.taken_emails):
             return None

@@ -38,7 +38,14 @@ from ..core.policy import LockoutPolicy, PasswordPolicy, Violation
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..storage.claims import explain as explain_paths
 from ..storage.claims import oidc_claims, saml_attributes
-from ..storage.directory import EMAIL_RE, LOCALE_RE, USERNAME_RE, NewUser, id_ref
+from ..storage.directory import (
+    EMAIL_RE,
+    LOCALE_RE,
+    NewUser,
+    id_ref,
+    username_key,
+    valid_username,
+)
 from ..storage.models import (
     Company,
     Department,
@@ -485,12 +492,14 @@ def _timezone(value: Any) -> str | None:
 def _normalized(ctx: Context, user: User, name: str, value: Any) -> Any:
     """``value`` checked and in the form the column keeps (None clears)."""
     if name == "username":
-        if not isinstance(value, str) or not USERNAME_RE.match(value):
+        if not valid_username(value):
             raise ValidationError(
                 "username: 1-150 letters, digits or . _ @ + - starting with a letter or digit"
             )
         taken = ctx.db.scalar(
-            select(User.id).where(func.lower(User.username) == value.lower(), User.id != user.id)
+            select(User.id).where(
+                func.lower(User.username) == username_key(value), User.id != user.id
+            )
         )
         if taken:
             raise Conflict(f"username: {value!r} is already used by another user")
@@ -498,7 +507,7 @@ def _normalized(ctx: Context, user: User, name: str, value: Any) -> Any:
     if name == "email":
         if value is None:
             return None
-        if not isinstance(value, str) or not EMAIL_RE.match(value.strip().lower()):
+        if not isinstance(value, str) or not EMAIL_RE.fullmatch(value.strip().lower()):
             raise ValidationError("email: not an e-mail address")
         value = value.strip().lower()
         if ctx.db.scalar(select(User.id).where(User.email == value, User.id != user.id)):
@@ -516,7 +525,7 @@ def _normalized(ctx: Context, user: User, name: str, value: Any) -> Any:
     if name == "locale":
         if value is None:
             return None
-        if not isinstance(value, str) or len(value) > 35 or not LOCALE_RE.match(value):
+        if not isinstance(value, str) or len(value) > 35 or not LOCALE_RE.fullmatch(value):
             raise ValidationError("locale: a language tag such as de or pt-BR")
         return value.replace("_", "-")
     if name == "timezone":

@@ -342,6 +342,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         key = self.engine.hash(code)
         store = self.engine.svc.store
+        # The use is remembered before the code is taken (long enough to catch a replay after
+        # the code would have expired): a redemption that finds the code gone always finds
+        # the mark, so each of N parallel redemptions but the one that takes the code is a
+        # replay that revokes what the code issues (RFC 6749 §4.1.2, RFC 9700 §4.14).
+        seen = store.get(_CODE + key)
+        if seen is not None:
+            store.put(_CODE_USED + key, {"grant_id": seen["grant_id"],
+                                         "client_id": seen["client_id"]}, 3600)
         data = store.take(_CODE + key)
         if data is None:
             used = store.get(_CODE_USED + key)
@@ -351,9 +359,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 self.engine.revoke_grant(used["grant_id"], audit_reason="code_replay",
                                          request=self.request)
             return None
-        # Remembered long enough to catch a replay after the code would have expired.
-        store.put(_CODE_USED + key, {"grant_id": data["grant_id"],
-                                     "client_id": data["client_id"]}, 3600)
+        if seen is None:  # stored between the look and the take: remember this use too
+            store.put(_CODE_USED + key, {"grant_id": data["grant_id"],
+                                         "client_id": data["client_id"]}, 3600)
         if data["client_id"] != client.client_id:
             self.engine.revoke_grant(data["grant_id"], audit_reason="code_wrong_client",
                                      request=self.request)
@@ -721,6 +729,12 @@ class Engine:
             if issued is not None:
                 db.flush()  # the token row first: the chain head is locked at the last moment
                 audit_rows.audit_now(db, **dict(issued, refresh_token=True, offline=offline))
+        if self.svc.store.get(_GRANT_REVOKED + ctx["grant_id"]):
+            # The family was revoked while this token was made (a parallel replay of its
+            # code or refresh token): the row is revoked too, for longer than the marker.
+            with self.svc.sessions.begin() as db:
+                db.execute(update(RefreshToken).where(RefreshToken.token_hash == self.hash(value))
+                           .values(revoked=True))
         return value
 
     def id_token(self, client: OAuthClient, ctx: dict[str, Any],
@@ -856,14 +870,17 @@ class Engine:
         rows name the family's client as actor, or ``actor`` (a person on the account page)."""
         if not grant_ids:
             return
+        # The marker first, the rows after: a refresh token saved meanwhile (the winner of a
+        # parallel redemption) either is among the rows or sees the marker when it checks
+        # after its commit (``_new_refresh_token``), so none outlives the marker unrevoked.
+        lifetime = max(self.settings.access_token_lifetime, 3600)
+        for grant_id in grant_ids:
+            self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
         with self.svc.sessions.begin() as db:
             db.execute(update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids))
                        .values(revoked=True))
             if audit_reason is not None:
                 self._revoked_rows(db, grant_ids, audit_reason, request, actor)
-        lifetime = max(self.settings.access_token_lifetime, 3600)
-        for grant_id in grant_ids:
-            self.svc.store.put(_GRANT_REVOKED + grant_id, 1, lifetime)
 
     def revoke_grant(self, grant_id: str, *, audit_reason: str | None = None,
                      request: Any = None) -> None:

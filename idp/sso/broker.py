@@ -30,7 +30,7 @@ from ..core.broker import (
 )
 from ..core.policy import ACCOUNT_OK
 from ..errors import NotFound
-from ..storage.directory import EMAIL_RE, USERNAME_RE, Directory, NewUser
+from ..storage.directory import EMAIL_RE, Directory, NewUser, username_key, valid_username
 from ..storage.models import Client, SamlServiceProvider, User
 from ..storage.models_broker import UpstreamLink, UpstreamProvider
 from .users import state_of
@@ -323,10 +323,10 @@ def _user_by_email(db: Session, email: str | None) -> User | None:
 
 
 def _free_username(db: Session, wanted: str) -> str:
-    base = wanted[:140] if USERNAME_RE.match(wanted) else ""
+    base = wanted[:140] if valid_username(wanted) else ""
     base = base or "user"
     name, n = base, 1
-    while db.scalar(select(User.id).where(func.lower(User.username) == name.lower())):
+    while db.scalar(select(User.id).where(func.lower(User.username) == username_key(name))):
         n += 1
         name = f"{base}-{n}"
     return name
@@ -345,7 +345,7 @@ def _provision(
 ) -> tuple[User, dict[str, list[str]]]:
     profile = map_identity(identity, parse_rules(prov.mapping))
     email = identity.email.strip().lower() if identity.email else None
-    if email and not EMAIL_RE.match(email):
+    if email and not EMAIL_RE.fullmatch(email):
         email = None  # not an address this directory can hold: the account goes without
     wanted = profile.fields.get("username") or (email.split("@")[0] if email else "")
     user = Directory(db, svc.clock).create_user(

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from ..core.policy import ACCOUNT_OK, account_state
+from ..storage.directory import username_key
 from ..storage.models import User
 
 if TYPE_CHECKING:  # the container's type only: it is built above the hub
@@ -38,10 +39,10 @@ _USER_BY_LOGIN = (
 
 def find_user(db: Session, login: str) -> User | None:
     """A user by username (case-insensitive) or e-mail address."""
-    login = login.strip()
-    if not login or len(login) > 320:
+    key = username_key(login)
+    if not key or len(key) > 320:
         return None
-    return db.scalar(_USER_BY_LOGIN, {"login": login.lower()})
+    return db.scalar(_USER_BY_LOGIN, {"login": key})
 
 
 def state_of(svc: Services, user: User) -> str:

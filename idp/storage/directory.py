@@ -39,6 +39,24 @@ from .rbac import Authorizer, bump_generation, subtree_range
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def valid_username(value: object) -> bool:
+    """Whether ``value`` may be a username: USERNAME_RE over the whole string. ASCII only, so
+    no look-alike of another script, compatibility form (full-width, ligatures) or invisible
+    character can make two accounts look the same (RFC 8265 §3.3 is laxer). ``fullmatch``:
+    with ``match``, "$" also matches before a final newline, which let a second "alice"
+    (ending in a newline) in beside "alice"."""
+    return isinstance(value, str) and USERNAME_RE.fullmatch(value) is not None
+
+
+def username_key(value: str) -> str:
+    """The one form usernames are compared in, for uniqueness and every lookup by a typed
+    login: surrounding spaces dropped, lower case (PRECIS UsernameCaseMapped agrees on ASCII).
+    No NFKC: a full-width or other look-alike spelling reaches no account."""
+    return value.strip().lower()
+
+
 # module:feature:action, each part a name or "*"; shorter forms ("users:*") allowed.
 PERMISSION_RE = rbac.GRANT_RE
 GROUP_NAME_RE = re.compile(r"^[^/\x00-\x1f]{1,200}$")
@@ -113,7 +131,7 @@ def _check_names(names: dict[str, str] | None) -> dict[str, str]:
     """Translations keyed by language tag ({"de": "Vertrieb", "pt-BR": "Vendas"})."""
     out: dict[str, str] = {}
     for tag, value in (names or {}).items():
-        if not LOCALE_RE.match(tag):
+        if not LOCALE_RE.fullmatch(tag):
             raise ValidationError(f"{tag!r} is not a language tag")
         out[tag.replace("_", "-")] = _check_name(value, f"name ({tag})")
     return out
@@ -203,17 +221,19 @@ class Directory:
     # --- users ---------------------------------------------------------------------------------
 
     def create_user(self, new: NewUser, groups: list[str] = (), roles: list[str] = ()) -> User:
-        if not USERNAME_RE.match(new.username):
+        if not valid_username(new.username):
             raise ValidationError(
                 "username must be 1-150 letters, digits or . _ @ + - "
                 "and start with a letter or digit"
             )
         email = new.email.strip().lower() if new.email else None
-        if email and not EMAIL_RE.match(email):
+        if email and not EMAIL_RE.fullmatch(email):
             raise ValidationError(f"{new.email!r} is not an e-mail address")
         if new.start_date and new.end_date and new.end_date < new.start_date:
             raise ValidationError("end date is before start date")
-        if self.db.scalar(select(User.id).where(func.lower(User.username) == new.username.lower())):
+        if self.db.scalar(
+            select(User.id).where(func.lower(User.username) == username_key(new.username))
+        ):
             raise Conflict(f"user {new.username!r} already exists")
         if email and self.db.scalar(select(User.id).where(User.email == email)):
             raise Conflict(f"e-mail {email!r} is already used by another user")
@@ -241,7 +261,9 @@ class Directory:
         return user
 
     def user_by_username(self, username: str) -> User:
-        user = self.db.scalar(select(User).where(func.lower(User.username) == username.lower()))
+        user = self.db.scalar(
+            select(User).where(func.lower(User.username) == username_key(username))
+        )
         if user is None:
             raise NotFound(f"no user {username!r}")
         return user
@@ -1242,7 +1264,7 @@ def coerce_field(f: CustomField, value: Any) -> Any:
             return date.fromisoformat(text).isoformat()
         except ValueError:
             raise ValidationError(f"{label} must be a date YYYY-MM-DD") from None
-    if f.type == "email" and not EMAIL_RE.match(text):
+    if f.type == "email" and not EMAIL_RE.fullmatch(text):
         raise ValidationError(f"{label} must be an e-mail address")
     if f.type == "url" and not URL_RE.match(text):
         raise ValidationError(f"{label} must be an http(s) URL")

@@ -360,9 +360,9 @@ def _create_local(form: dict[str, Any]):
     errors: dict[str, str] = {}
     if not form["username"]:
         errors["username"] = _("Enter a username.")
-    elif not users.USERNAME_RE.match(form["username"]):
+    elif not users.valid_username(form["username"]):
         errors["username"] = str(_KNOWN[(ValidationError, "username")])
-    if form["email"] and not users.EMAIL_RE.match(form["email"].lower()):
+    if form["email"] and not users.EMAIL_RE.fullmatch(form["email"].lower()):
         errors["email"] = str(_KNOWN[(ValidationError, "email")])
     start = _date_field(form, "start_date", errors)
     end = _date_field(form, "end_date", errors)
