@@ -101,6 +101,12 @@ TARGETS: dict[str, Target] = {
         ("tests/test_csrf_checks.py",),
         ("idp.web.admin.guard.x__check_csrf__mutmut_*", "idp.web.login.x__csrf_valid__mutmut_*",
          "idp.web.login.x__plainly_valid__mutmut_*", "idp.web.webauthn.x__guard__mutmut_*"),
+        ("idp.web.admin.guard.x__check_csrf__mutmut_8", "idp.web.admin.guard.x__check_csrf__mutmut_9",
+         "idp.web.login.x__plainly_valid__mutmut_5", "idp.web.login.x__plainly_valid__mutmut_7",
+         "idp.web.webauthn.x__guard__mutmut_4", "idp.web.webauthn.x__guard__mutmut_5",
+         "idp.web.webauthn.x__guard__mutmut_19", "idp.web.webauthn.x__guard__mutmut_21",
+         "idp.web.webauthn.x__guard__mutmut_23", "idp.web.webauthn.x__guard__mutmut_24",
+         "idp.web.webauthn.x__guard__mutmut_25"),
     ),
     "saml_inbound": Target(
         ("idp/saml/inbound.py", "idp/saml/validate.py"),

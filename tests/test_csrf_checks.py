@@ -16,10 +16,12 @@ from login_kit import GOOD, audit_actions, counts, csrf, make_user
 from sqlalchemy import func, select
 
 from idp.clock import FrozenClock
+from idp.manage import Actor, transaction, upstreams
 from idp.sso.sessions import COOKIE
 from idp.storage.models import Group
 
 ORIGIN = "http://127.0.0.1:5000"  # the default issuer's origin
+HUB = "https://hub.example.org"  # an upstream that claims corp.example (home-realm discovery)
 BAD_PASSWORD = "Please fill in both fields and try again."
 
 
@@ -34,6 +36,25 @@ def app(tmp_path_factory) -> Iterator:
     svc = app.extensions["idp"]
     make_user(svc, "ann")
     make_admin(svc)
+    with transaction(svc, Actor.operator("test")) as ctx:
+        upstreams.create(
+            ctx,
+            "hub",
+            "oauth2",
+            {
+                "display_name": "Hub",
+                "hrd_domains": ["corp.example"],
+                "config": {
+                    "client_id": "idp",
+                    "scopes": "openid",
+                    "authorization_endpoint": f"{HUB}/authorize",
+                    "token_endpoint": f"{HUB}/token",
+                    "userinfo_endpoint": f"{HUB}/userinfo",
+                    "subject_claim": "sub",
+                },
+            },
+            "s3cret",
+        )
     yield app
     svc.engine.dispose()
 
@@ -103,12 +124,19 @@ def test_the_fast_path_keeps_the_forms_lengths(app, svc, username, password, wit
 
 
 def test_a_name_alone_is_looked_up_only_with_the_token(app, svc):
-    """The home-realm step (a name without a password) reads the token like the full form."""
+    """The home-realm step (an address without a password) sends the browser to the upstream
+    that claims its domain only with the browser's token; without it, the form's message."""
     client = app.test_client()
-    client.get("/login")
+    token = csrf(client.get("/login").get_data(as_text=True))
     before = _state(svc)
-    resp = client.post("/login", data={"username": "ann@example.org"})
-    assert resp.status_code == 400 and _state(svc) == before
+    for data in ({}, {"csrf_token": ""}, {"csrf_token": "x"}):
+        resp = client.post("/login", data={"username": "someone@corp.example", **data})
+        assert resp.status_code == 400 and "Location" not in resp.headers, data
+        assert _state(svc) == before
+    sent = client.post("/login", data={"username": "someone@corp.example", "csrf_token": token})
+    assert sent.status_code == 303 and sent.headers["Location"].startswith(f"{HUB}/authorize")
+    elsewhere = client.post("/login", data={"username": "a@else.example", "csrf_token": token})
+    assert elsewhere.status_code == 400
 
 
 # --- the admin console ----------------------------------------------------------------------
@@ -147,6 +175,22 @@ def test_a_console_change_needs_the_token_in_the_form_or_the_header(app, svc, ad
     with svc.sessions() as db:
         names = set(db.scalars(select(Group.name)))
     assert {"g1", "g2", "g3"} <= names and "g" not in names
+
+
+def test_a_refused_console_change_says_why(admin, svc):
+    """The 400 names what was wrong with the token (flask-wtf's reason), as JSON for a script."""
+    console_csrf(admin, "/admin/groups")  # the session holds its token
+    before = _state(svc)
+    for data, why in (
+        ({}, "The CSRF token is missing."),
+        ({"csrf_token": "x"}, "The CSRF token is invalid."),
+    ):
+        resp = admin.post(
+            "/admin/groups", data={"name": "g", **data}, headers={"Accept": "application/json"}
+        )
+        assert resp.status_code == 400
+        assert resp.json["error_description"] == why and resp.json["reference"]
+    assert _state(svc) == before
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
