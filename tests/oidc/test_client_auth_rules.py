@@ -46,7 +46,10 @@ def env(tmp_path_factory, clock) -> Iterator[Env]:
     from idp.app import create_app
 
     instance = tmp_path_factory.mktemp("client-auth") / "instance"
-    app = create_app(initialised(instance, outbound=LOCAL_RPS), clock=clock)
+    # The refusals here are many and all from 127.0.0.1: the rate limit of refused client
+    # authentications (tests/test_rate_limits.py) is raised out of their way.
+    limits = {"client_auth_per_address": 1000, "client_auth_per_client": 1000}
+    app = create_app(initialised(instance, outbound=LOCAL_RPS, rate_limits=limits), clock=clock)
     app.config["TESTING"] = True
     svc = app.extensions["idp"]
     rp_key = RSAKey.generate_key(2048, parameters={"kid": "rp-1", "use": "sig"})
