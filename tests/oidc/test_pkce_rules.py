@@ -43,6 +43,31 @@ def _issued(env: Env) -> int:
         )
 
 
+def test_a_code_without_a_challenge_is_refused_to_a_client_that_became_public(env):
+    """First in the module: a mutation run maps the engine's construction (authlib's
+    ``required`` flag among it) to this test only."""
+    browser = env.client()
+    got = authorize(browser, client_id="turn", redirect_uri=TURN, scope="openid")
+    assert "code" in got, got
+    with env.svc.sessions.begin() as db:
+        row = db.get(Client, "turn")
+        row.meta = {**row.meta, "token_endpoint_auth_method": "none"}
+    client_cache(env.svc).bump()
+    before = _issued(env)
+    resp = token(
+        browser,
+        {
+            "grant_type": "authorization_code",
+            "code": got["code"],
+            "redirect_uri": TURN,
+            "client_id": "turn",
+        },
+    )
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_request", resp.json
+    assert "code_verifier" in resp.json["error_description"]
+    assert _issued(env) == before
+
+
 def _spa_code(browser) -> tuple[str, str, str]:
     verifier, challenge = pkce()
     got = authorize(
@@ -70,7 +95,6 @@ def _redeem(browser, code: str, **extra: str):
 
 
 def test_a_public_clients_code_is_redeemed_with_its_verifier_only(env):
-    """First in the module: a mutation run maps the engine's construction to this test."""
     browser = env.client()
     code, verifier, _ = _spa_code(browser)
     before = _issued(env)
@@ -92,27 +116,4 @@ def test_a_public_clients_code_without_its_verifier_is_refused(env, wrong):
     resp = _redeem(browser, code, **extra)
     assert resp.status_code == 400
     assert resp.json["error"] in ("invalid_request", "invalid_grant"), resp.json
-    assert _issued(env) == before
-
-
-def test_a_code_without_a_challenge_is_refused_to_a_client_that_became_public(env):
-    browser = env.client()
-    got = authorize(browser, client_id="turn", redirect_uri=TURN, scope="openid")
-    assert "code" in got, got
-    with env.svc.sessions.begin() as db:
-        row = db.get(Client, "turn")
-        row.meta = {**row.meta, "token_endpoint_auth_method": "none"}
-    client_cache(env.svc).bump()
-    before = _issued(env)
-    resp = token(
-        browser,
-        {
-            "grant_type": "authorization_code",
-            "code": got["code"],
-            "redirect_uri": TURN,
-            "client_id": "turn",
-        },
-    )
-    assert resp.status_code == 400 and resp.json["error"] == "invalid_request", resp.json
-    assert "code_verifier" in resp.json["error_description"]
     assert _issued(env) == before
