@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import secrets
 import threading
@@ -153,8 +154,15 @@ def build_env(tmp_path_factory, outbound: dict[str, bool], *, clock: Any = None,
 
     instance = tmp_path_factory.mktemp("oidc") / "instance"
     instance.mkdir()
-    overrides = base_overrides(instance, outbound=outbound, **settings)
-    init_database(overrides)
+    if os.environ.get("IDP_TEST_INSTANCE_TEMPLATE") and "database_url" not in settings:
+        # A mutation run (tests/mutation_kit.py) builds the env again for every mutant: the
+        # initialised instance is copied from one made once per process.
+        from instance_template import initialised
+
+        overrides = initialised(instance, outbound=outbound, **settings)
+    else:
+        overrides = base_overrides(instance, outbound=outbound, **settings)
+        init_database(overrides)
     app = create_app(overrides, clock=clock)
     app.config["TESTING"] = True
     svc = app.extensions["idp"]
