@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ...oidc import registration
+from .. import ratelimit
 from ..current import svc
 from .respond import plain_request, to_response
 
@@ -14,6 +15,12 @@ bp = Blueprint("oidc_registration", __name__)
 
 @bp.post("/oauth2/register")
 def register():
+    """Every registration counts against the address (``[rate_limits]
+    client_registration_per_address``), whether it makes a client or not: 429 with Retry-After
+    once over, before the request is read."""
+    refused = ratelimit.hit("client_registration")
+    if refused is not None:
+        return ratelimit.too_many(refused)
     return to_response(registration.register(svc(), plain_request(with_json=True)))
 
 
