@@ -30,30 +30,41 @@ def clock() -> FrozenClock:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, clock) -> Iterator[Env]:
-    with build_env(tmp_path_factory, {"allow_http": True, "allow_private_addresses": True},
-                   clock=clock, oidc={"id_token_lifetime": ID_TOKEN, "refresh_absolute_days": 3,
-                                      "refresh_idle_days": 2}) as built:
+    with build_env(
+        tmp_path_factory,
+        {"allow_http": True, "allow_private_addresses": True},
+        clock=clock,
+        oidc={"id_token_lifetime": ID_TOKEN, "refresh_absolute_days": 3, "refresh_idle_days": 2},
+    ) as built:
         yield built
 
 
 def _tokens(env: Env, scope: str) -> dict:
     browser = env.client()
     code = authorize(browser, scope=scope)["code"]
-    resp = token(browser, {"grant_type": "authorization_code", "code": code, "redirect_uri": RP},
-                 auth=("web", env.secrets["web"]))
+    resp = token(
+        browser,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": RP},
+        auth=("web", env.secrets["web"]),
+    )
     assert resp.status_code == 200, resp.json
     return resp.json
 
 
 def _refresh(env: Env, refresh: str):
-    return token(env.client(), {"grant_type": "refresh_token", "refresh_token": refresh},
-                 auth=("web", env.secrets["web"]))
+    return token(
+        env.client(),
+        {"grant_type": "refresh_token", "refresh_token": refresh},
+        auth=("web", env.secrets["web"]),
+    )
 
 
 def _rows(env: Env) -> dict:
     with env.svc.sessions() as db:
-        return {r.token_hash: (r.used_at, r.revoked, r.last_used_at, r.expires_at)
-                for r in db.scalars(select(RefreshToken))}
+        return {
+            r.token_hash: (r.used_at, r.revoked, r.last_used_at, r.expires_at)
+            for r in db.scalars(select(RefreshToken))
+        }
 
 
 # --- [oidc] id_token_lifetime -----------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""Account and sign-in time limits not held elsewhere, one second either side on the frozen clock:
+"remember this device" ([mfa] remember_days), the password re-entry that guards changes of
+second factors ([mfa] reauth_minutes), and the first-login / magic link ([recovery]
+token_minutes, the reset link's twin in tests/test_boundaries.py). Non-default values where the
+default would hide which setting is followed; a refusal changes nothing."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from login_kit import (
+    GOOD,
+    company_with_control_word,
+    counts,
+    csrf,
+    link_in,
+    login,
+    make_user,
+    outbox,
+    post_form,
+)
+from mfa_kit import code_at, enrol_totp, mfa_counts, password_then_step, signed_in, submit_code
+
+from idp.clock import FrozenClock
+
+START = 1_800_000_000.0
+
+
+@pytest.fixture
+def clock():
+    return FrozenClock(START)
+
+
+# --- [mfa] remember_days ---------------------------------------------------------------------
+
+REMEMBER = 12 * 86400
+
+
+@pytest.mark.parametrize(("after", "remembered"), [(REMEMBER - 1, True), (REMEMBER + 1, False)])
+def test_a_remembered_device_skips_the_factor_for_remember_days(make_app, clock, after, remembered):
+    app = make_app(clock=clock, mfa={"remember_days": 12})
+    svc = app.extensions["idp"]
+    totp = enrol_totp(svc, make_user(svc, "ann"))
+    first = app.test_client()
+    password_then_step(first, "ann")
+    assert submit_code(first, code_at(totp, clock), remember=True).status_code == 302
+    cookie = first.get_cookie("idp_mfa_device", path="/login").value
+    clock.advance(after)
+    later = app.test_client()
+    later.set_cookie("idp_mfa_device", cookie, path="/login")
+    where = password_then_step(later, "ann").headers["Location"]
+    assert where == ("/account/" if remembered else "/login/step")
+    assert signed_in(later) is remembered
+
+
+# --- [mfa] reauth_minutes --------------------------------------------------------------------
+
+REAUTH = 7 * 60
+
+
+@pytest.mark.parametrize(("after", "fresh"), [(REAUTH - 1, True), (REAUTH + 1, False)])
+def test_a_password_re_entry_opens_factor_changes_for_reauth_minutes(make_app, clock, after, fresh):
+    app = make_app(clock=clock, mfa={"reauth_minutes": 7})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    client = app.test_client()
+    assert login(client, "ann", GOOD).status_code == 302
+    page = client.get("/account/mfa/totp").get_data(as_text=True)
+    assert 'name="password"' in page  # asked first
+    resp = client.post(
+        "/account/mfa/reauth",
+        data={"csrf_token": csrf(page), "password": GOOD, "next": "/account/mfa/totp"},
+    )
+    assert resp.status_code in (302, 303)
+    clock.advance(after)
+    before = mfa_counts(svc)
+    page = client.get("/account/mfa/totp").get_data(as_text=True)
+    assert ('name="password"' not in page) is fresh
+    assert mfa_counts(svc) == before
+
+
+# --- [recovery] token_minutes: the first-login (magic) link ----------------------------------
+
+
+@pytest.mark.parametrize(("after", "good"), [(25 * 60 - 1, True), (25 * 60 + 1, False)])
+def test_a_first_login_link_lives_token_minutes(make_app, clock, after, good):
+    app = make_app(clock=clock, recovery={"token_minutes": 25})
+    svc = app.extensions["idp"]
+    cid = company_with_control_word(app)
+    make_user(svc, "newbie", password=None, company_id=cid)
+    asked = post_form(
+        app.test_client(),
+        "/login/first",
+        {"email": "newbie@example.org", "control_word": "Blue Harbour"},
+    )
+    assert asked.status_code == 200
+    path = urlsplit(link_in(outbox(svc)[-1], "/login/magic/")).path
+    clock.advance(after)
+    before = counts(svc)
+    resp = app.test_client().get(path)
+    assert resp.status_code == (200 if good else 400)
+    assert counts(svc) == before  # opening the link only shows it
