@@ -89,6 +89,32 @@ def test_a_locked_out_sign_in_is_429_with_the_rest_of_the_lock(make_app, clock, 
     assert login(app.test_client(), "ann", GOOD).status_code == 302
 
 
+def test_passkey_assertions_per_address_get_retry_after(make_app, clock):
+    """A passkey names its account only once verified: failed assertions count per address
+    ([lockout] ip_max_failures), then 429 with Retry-After on both passkey endpoints."""
+    from webauthn_kit import passkey_options, passkey_verify
+
+    app = make_app(
+        clock=clock, lockout={"ip_max_failures": 2, "ip_delay_after": 0, "window_minutes": 15}
+    )
+    svc = app.extensions["idp"]
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = A1
+    token, opts = passkey_options(client)
+    assert opts.status_code == 200
+    for _ in range(2):
+        resp = passkey_verify(client, token, {"id": "forged", "type": "public-key"})
+        assert resp.status_code == 401
+    store, rows = _store(svc), _rows(svc)
+    for resp in (passkey_verify(client, token, {"id": "forged"}), passkey_options(client)[1]):
+        _refused(resp, 900)
+        assert resp.get_json()["error"] == "throttled"
+    _only_counters_changed(svc, store, rows, None)
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = A2
+    assert passkey_options(other)[1].status_code == 200
+
+
 # --- wrong second-factor codes ([rate_limits] mfa_code) ------------------------------------------
 
 NO_LOCKOUT = {"max_failures": 0}  # the rule must hold by itself, with the account lockout off

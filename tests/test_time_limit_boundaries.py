@@ -101,3 +101,45 @@ def test_a_first_login_link_lives_token_minutes(make_app, clock, after, good):
     resp = app.test_client().get(path)
     assert resp.status_code == (200 if good else 400)
     assert counts(svc) == before  # opening the link only shows it
+
+
+# --- [webauthn] challenge_seconds: a passkey sign-in's challenge ---------------------------
+
+CHALLENGE = 200
+
+
+@pytest.mark.parametrize(("after", "good"), [(CHALLENGE - 1, True), (CHALLENGE + 1, False)])
+def test_a_passkey_challenge_lives_challenge_seconds(make_app, clock, after, good):
+    from webauthn_kit import ORIGIN, SoftAuthenticator, passkey_options, passkey_verify, register
+
+    app = make_app(clock=clock, webauthn={"challenge_seconds": CHALLENGE})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    ann = SoftAuthenticator(attachment="platform", transports=["internal"])
+    enrol = app.test_client()
+    assert login(enrol, "ann", GOOD).headers["Location"] == "/account/"
+    assert register(enrol, ann).status_code == 200
+    client = app.test_client()
+    token, opts = passkey_options(client)
+    assertion = ann.get(opts.get_json(), ORIGIN)
+    clock.advance(after)
+    before = _passkey_state(svc)
+    resp = passkey_verify(client, token, assertion)
+    if good:
+        assert resp.status_code == 200 and signed_in(client)
+        return
+    assert resp.status_code == 401 and not signed_in(client)
+    # Unchanged: the credential's counter and last use, users, sessions (the refusal counts
+    # only the address's failures, in the store).
+    assert _passkey_state(svc) == before
+
+
+def _passkey_state(svc) -> tuple:
+    from sqlalchemy import select
+
+    from idp.storage.models_webauthn import WebAuthnCredential
+
+    rows = {k: v for k, v in counts(svc).items() if k != "kv"}
+    with svc.sessions() as db:
+        creds = db.execute(select(WebAuthnCredential.sign_count, WebAuthnCredential.last_used_at))
+        return rows, sorted(tuple(r) for r in creds)
