@@ -143,3 +143,28 @@ def _passkey_state(svc) -> tuple:
     with svc.sessions() as db:
         creds = db.execute(select(WebAuthnCredential.sign_count, WebAuthnCredential.last_used_at))
         return rows, sorted(tuple(r) for r in creds)
+
+
+# --- [webauthn] reauth_minutes: adding a key needs a recent sign-in ------------------------
+
+KEY_REAUTH = 7 * 60
+
+
+@pytest.mark.parametrize(("after", "recent"), [(KEY_REAUTH - 1, True), (KEY_REAUTH + 1, False)])
+def test_adding_a_key_needs_a_sign_in_within_reauth_minutes(make_app, clock, after, recent):
+    from webauthn_kit import json_post
+
+    app = make_app(clock=clock, webauthn={"reauth_minutes": 7})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    client = app.test_client()
+    assert login(client, "ann", GOOD).status_code == 302
+    clock.advance(after)
+    before = _passkey_state(svc)
+    token = csrf(client.get("/account/profile").get_data(as_text=True))
+    resp = json_post(client, "/webauthn/register/options", token, {})
+    if recent:
+        assert resp.status_code == 200 and resp.get_json()["challenge"]
+        return
+    assert resp.status_code == 403 and resp.get_json()["error"] == "reauth"
+    assert _passkey_state(svc) == before
