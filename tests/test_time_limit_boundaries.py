@@ -168,3 +168,39 @@ def test_adding_a_key_needs_a_sign_in_within_reauth_minutes(make_app, clock, aft
         return
     assert resp.status_code == 403 and resp.get_json()["error"] == "reauth"
     assert _passkey_state(svc) == before
+
+
+# --- [recovery] approval_token_minutes: the administrator's approval link ------------------
+
+APPROVAL = 3 * 60
+
+
+@pytest.mark.parametrize(("after", "good"), [(APPROVAL * 60 - 1, True), (APPROVAL * 60 + 1, False)])
+def test_an_approval_link_lives_approval_token_minutes(make_app, clock, after, good):
+    app = make_app(
+        clock=clock,
+        recovery={"approval_token_minutes": APPROVAL},
+        registration={
+            "enabled": True,
+            "require_approval": True,
+            "admin_emails": ["boss@example.org"],
+        },
+    )
+    svc = app.extensions["idp"]
+    client = app.test_client()
+    password = "Correct-Horse-Battery-9"
+    form = {
+        "username": "reg1",
+        "email": "reg1@example.org",
+        "new_password": password,
+        "confirm": password,
+    }
+    assert post_form(client, "/register", form).status_code == 200
+    verify = urlsplit(link_in(outbox(svc)[-1], "/verify-email/")).path
+    assert post_form(client, verify, {}).status_code == 200
+    approve = urlsplit(link_in(outbox(svc)[-1], "/register/approve/")).path
+    clock.advance(after)
+    before = counts(svc)
+    resp = app.test_client().get(approve)
+    assert resp.status_code == (200 if good else 400)
+    assert counts(svc) == before
