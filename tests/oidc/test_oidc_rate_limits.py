@@ -127,3 +127,36 @@ def test_dynamic_registration_per_address(oidc):
     assert resp.json["error"] == "too_many_requests" and "client_id" not in resp.json
     _only_counters_changed(oidc.svc, store, rows, "client_registration")  # no client made
     assert _register(oidc, "203.0.113.32").status_code == 201
+
+
+def test_closed_registration_counts_refused_initial_tokens(tmp_path_factory):
+    """Registration with initial access tokens (the default): a valid one is a one-time token
+    the operator issued and never counts; refused ones do, and then even a valid one waits."""
+    from oidc_support import initial_access_token
+
+    local = {"allow_http": True, "allow_private_addresses": True}
+    with build_env(
+        tmp_path_factory,
+        local,
+        clock=FrozenClock(START),
+        rate_limits={"client_registration_per_address": 2},
+    ) as env:
+        ip, body = "203.0.113.41", {"redirect_uris": ["https://rp.example.org/cb"]}
+
+        def register(bearer: str, at: str = ip):
+            return env.client().post(
+                "/oauth2/register",
+                json=body,
+                headers={"Authorization": f"Bearer {bearer}"},
+                **_at(at),
+            )
+
+        for _ in range(3):
+            assert register(initial_access_token(env)).status_code == 201
+        for _ in range(2):
+            assert register("forged").status_code == 401
+        valid = initial_access_token(env)
+        store, rows = _store(env.svc), _rows(env.svc)
+        _refused(register(valid), 3500)
+        _only_counters_changed(env.svc, store, rows, None)  # the token not spent
+        assert register(valid, "203.0.113.42").status_code == 201

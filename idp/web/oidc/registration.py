@@ -15,13 +15,23 @@ bp = Blueprint("oidc_registration", __name__)
 
 @bp.post("/oauth2/register")
 def register():
-    """Every registration counts against the address (``[rate_limits]
-    client_registration_per_address``), whether it makes a client or not: 429 with Retry-After
-    once over, before the request is read."""
-    refused = ratelimit.hit("client_registration")
+    """Registrations count against the address (``[rate_limits]
+    client_registration_per_address``): with open registration every request, before it is
+    read; else only a request whose initial access token was refused (a valid one is a
+    one-time token the operator issued, so it needs no limit of its own). 429 with
+    Retry-After once over."""
+    if svc().settings.oidc.open_registration:
+        refused = ratelimit.hit("client_registration")
+        if refused is not None:
+            return ratelimit.too_many(refused)
+        return to_response(registration.register(svc(), plain_request(with_json=True)))
+    refused = ratelimit.check("client_registration")
     if refused is not None:
         return ratelimit.too_many(refused)
-    return to_response(registration.register(svc(), plain_request(with_json=True)))
+    resp = to_response(registration.register(svc(), plain_request(with_json=True)))
+    if resp.status_code == 401:
+        ratelimit.fail("client_registration")
+    return resp
 
 
 @bp.route("/oauth2/register/<client_id>", methods=["GET", "PUT", "DELETE"])
