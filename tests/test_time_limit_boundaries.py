@@ -204,3 +204,49 @@ def test_an_approval_link_lives_approval_token_minutes(make_app, clock, after, g
     resp = app.test_client().get(approve)
     assert resp.status_code == (200 if good else 400)
     assert counts(svc) == before
+
+
+# --- [password_policy] min_age_minutes: the shortest time between password changes ----------
+
+MIN_AGE = 45 * 60
+
+
+@pytest.mark.parametrize(("after", "allowed"), [(MIN_AGE - 1, False), (MIN_AGE + 1, True)])
+def test_a_password_may_change_again_after_min_age_minutes(make_app, clock, after, allowed):
+    from login_kit import user_row
+
+    app = make_app(
+        clock=clock, password_policy={"min_age_minutes": 45}, session={"idle_minutes": 120}
+    )
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")  # its password set now
+    client = app.test_client()
+    assert login(client, "ann", GOOD).status_code == 302
+    clock.advance(after)
+    page = client.get("/account/profile").get_data(as_text=True)  # the form may be held back
+    before_hash, before = user_row(svc, "ann").password_hash, _rows_and_keys(svc)
+    new = "Another-Horse-Battery-7"
+    resp = client.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf(page),
+            "current_password": GOOD,
+            "new_password": new,
+            "confirm": new,
+        },
+    )
+    if allowed:
+        assert user_row(svc, "ann").password_hash != before_hash
+        return
+    assert resp.status_code == 400
+    assert user_row(svc, "ann").password_hash == before_hash and _rows_and_keys(svc) == before
+
+
+def _rows_and_keys(svc) -> tuple:
+    from sqlalchemy import select
+
+    from idp.storage.models import KVEntry
+
+    with svc.sessions() as db:
+        keys = set(db.scalars(select(KVEntry.key)))
+    return {k: v for k, v in counts(svc).items() if k != "kv"}, keys
