@@ -250,3 +250,17 @@ def _rows_and_keys(svc) -> tuple:
     with svc.sessions() as db:
         keys = set(db.scalars(select(KVEntry.key)))
     return {k: v for k, v in counts(svc).items() if k != "kv"}, keys
+
+
+# --- [devices] cookie_days: the known-device cookie's own lifetime (the browser keeps it) -------
+
+
+def test_the_device_cookie_lasts_cookie_days(make_app, clock):
+    from idp.sso.devices import COOKIE
+
+    app = make_app(clock=clock, devices={"cookie_days": 40})
+    make_user(app.extensions["idp"], "ann")
+    resp = login(app.test_client(), "ann", GOOD)
+    assert resp.status_code == 302
+    cookies = [v for v in resp.headers.getlist("Set-Cookie") if v.startswith(f"{COOKIE}=")]
+    assert len(cookies) == 1 and f"Max-Age={40 * 86400}" in cookies[0]
