@@ -67,6 +67,7 @@ APPLIED_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "gdpr": None,
     "devices": None,
     "notifications": None,
+    "rate_limits": None,
 }
 # Security mails a user may be allowed to turn off ([notifications] user_may_disable).
 NOTIFICATION_KINDS = ("new_device", "password_expiry", "mfa_changes")

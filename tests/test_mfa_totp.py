@@ -118,7 +118,7 @@ def test_guessing_codes_locks_the_account_like_passwords(app, svc, clock):
     # Locked: the right password and the right code get nowhere now.
     client = app.test_client()
     resp = post_form(client, "/login", {"username": "ann", "password": GOOD})
-    assert resp.status_code == 200 and "Too many failed sign-in attempts" in resp.get_data(
+    assert resp.status_code == 429 and "Too many failed sign-in attempts" in resp.get_data(
         as_text=True
     )
     assert mfa_counts(svc)["sessions"] == 0

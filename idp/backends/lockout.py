@@ -4,6 +4,7 @@ and finally refuse its requests). The limits are ``[lockout]`` (core.policy.Lock
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..clock import Clock
@@ -27,10 +28,24 @@ class Lockout:
     def is_locked(self, key: str) -> bool:
         return self.store.get(f"lock:{key}") is not None
 
+    def locked_for(self, key: str) -> int | None:
+        """Whole seconds until the account's lock ends; None when it is not locked."""
+        lock = self.store.get(f"lock:{key}")
+        return None if lock is None else self.lock_retry_after(lock)
+
     def state(self, key: str) -> tuple[bool, bool]:
         """(locked, failures counted) for an account key, in one store round trip."""
         lock, fails = self.store.get_many([f"lock:{key}", f"fail:{key}"])
         return lock is not None, fails is not None
+
+    def lock_retry_after(self, lock: Any) -> int:
+        """Whole seconds until a lock (its stored value) ends under the current policy, at
+        least 1: the ``Retry-After`` of a locked-out sign-in (RFC 9110 §10.2.3)."""
+        at = lock.get("at") if isinstance(lock, dict) else None
+        length = self.policy.lock_minutes * 60
+        if not isinstance(at, int | float):
+            return max(1, length)
+        return max(1, min(length, math.ceil(at + length - self.clock.now())))
 
     def record_failure(self, key: str) -> bool:
         """Count a failed login for an account key; True when this failure locked it."""
@@ -68,6 +83,12 @@ class Lockout:
         """Lift a temporary lockout (admin action; also done by a completed password reset)."""
         self.store.delete(f"lock:u{user_id}")
         self.store.delete(f"fail:u{user_id}")
+
+    def ip_retry_after(self) -> int:
+        """Seconds an address refused for its failures waits (``Retry-After``): its readable
+        count lives ``window_minutes`` from its last failure, and a refusal counts none, so
+        it is gone by then at the latest."""
+        return max(1, self.policy.window_minutes * 60)
 
     def ip_failures(self, ip: str | None) -> int:
         if not ip:

@@ -32,6 +32,10 @@ RULES: dict[str, str] = {
     "magic_link": "sends",
     "registration": "sends",
     "mfa_send": "sends",
+    "mfa_code": "failures",
+    "userinfo": "failures",
+    "client_registration": "sends",
+    "email_link": "sends",
 }
 # The settings' names of the account limits, where they are not ``<rule>_per_account``.
 _ACCOUNT_SETTING = {"client_auth": "per_client"}

@@ -104,7 +104,8 @@ def _forget_in_store(ctx: Context, user: User) -> None:
     svc.store.delete(EMAIL_PENDING_PREFIX + user.uuid)
     limits = RateLimiter(svc.store, svc.clock, rules_from_settings(svc.settings), svc.hasher)
     for rule, typed in (("reset", user.username), ("reset", user.email),
-                        ("magic_link", user.email), ("registration", user.email)):
+                        ("magic_link", user.email), ("registration", user.email),
+                        ("mfa_code", f"u{user.id}"), ("email_link", f"u{user.id}")):
         if typed:
             limits.forget(rule, typed)
     Lockout(svc.store, LockoutPolicy.from_settings(svc.settings.lockout), svc.clock).unlock(user.id)

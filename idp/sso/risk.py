@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,6 +111,14 @@ class RiskEngine:
         if not ip or self.policy.stuffing_accounts <= 0:
             return None
         return f"risk:block:{ip}"
+
+    def block_retry_after(self, block: Any) -> int:
+        """Whole seconds until a stuffing block (its stored value) ends, at least 1."""
+        length = self.policy.stuffing_block_minutes * 60
+        at = block.get("at") if isinstance(block, dict) else None
+        if not isinstance(at, int | float):
+            return max(1, length)
+        return max(1, min(length, math.ceil(at + length - self.clock.now())))
 
     def password_failed(
         self, ip: str | None, login: str, user_id: int | None

@@ -42,6 +42,7 @@ from ..storage.models import (
 )
 from ..storage.models_auth import SecurityAnswer
 from ..storage.tokens import EMAIL_PENDING_PREFIX, OneTimeTokens
+from . import ratelimit
 from .account_time import formatters
 from .admin.guard import may_open_console
 from .current import svc
@@ -237,6 +238,10 @@ def resend_verification():
         if not isinstance(user, User):
             return user
         if ConfirmForm().validate() and user.email and not user.email_verified:
+            # Each link sent counts ([rate_limits] email_link, with the e-mail change's).
+            refused = ratelimit.hit("email_link", f"u{user.id}")
+            if refused is not None:
+                return ratelimit.too_many(refused)
             send_verification(user)
             flash(_("We have sent you a confirmation link."), "success")
     return redirect(url_for("account.profile"))
@@ -250,7 +255,6 @@ def resend_verification():
 
 _EMAIL_PURPOSE = "email-change"
 _EMAIL_PENDING = EMAIL_PENDING_PREFIX
-EMAIL_CHANGES_PER_HOUR = 5
 
 
 def _pending_email(user: User) -> str | None:
@@ -286,14 +290,18 @@ def email_change():
         if user.email and new.lower() == user.email.lower():
             form.new_email.errors = [_("This is already your e-mail address.")]
             return _profile_page(user, 400, email_form=form)
-        # Counted before the password check: this form is no password-guessing oracle.
-        if svc().store.incr(f"emailchange-rate:{user.uuid}", 3600) > EMAIL_CHANGES_PER_HOUR:
-            return _profile_page(
+        # Counted before the password check: this form is no password-guessing oracle; per
+        # account and per address ([rate_limits] email_link), Retry-After the window's rest.
+        refused = ratelimit.hit("email_link", f"u{user.id}")
+        if refused is not None:
+            ratelimit.note(refused)
+            page, status = _profile_page(
                 user,
                 429,
                 email_form=form,
                 email_error=_("Too many requests. Try again in an hour."),
             )
+            return page, status, ratelimit.headers(refused)
         if (
             user.password_hash
             and not password_hasher(svc()).verify(form.password.data or "", user.password_hash)[0]

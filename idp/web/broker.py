@@ -196,12 +196,14 @@ def link() -> Any:
             return _link_page(form, user, prov.display_name, sent=True)
         guard = lockout()
         lock = lock_key(user, user.username)
-        if guard.is_locked(lock):
+        locked_for = guard.locked_for(lock)
+        if locked_for is not None:
             audit(db, "broker.link_refused", provider=prov.alias, target=user.uuid,
                   reason="locked")
             db.commit()
-            return _link_page(form, user, prov.display_name,
-                              _("Too many wrong passwords. Try again later."), 429)
+            page, status = _link_page(form, user, prov.display_name,
+                                      _("Too many wrong passwords. Try again later."), 429)
+            return page, status, {"Retry-After": str(locked_for)}
         verdict = credential_chain(svc()).verify(user.username, form.password.data or "",
                                                  known=user)
         if verdict.outcome is not Outcome.VALID or verdict.user_id != user.id:

@@ -44,7 +44,7 @@ from ..sso.users import find_user, state_of
 from ..storage import session_index, terms
 from ..storage.models import User
 from ..storage.models_auth import SsoSessionIndex
-from . import broker_start, known_devices, mfa, risk
+from . import broker_start, known_devices, mfa, ratelimit, risk
 from .current import svc
 from .forms import ConfirmForm, LoginForm
 from .guard import lockout
@@ -509,7 +509,13 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
     # An address found stuffing credentials (docs/risk.md) is refused like one over the
     # failure limit: the password is not even checked, so the list being tried learns nothing.
     if policy.ip_refused(fails) or blocked is not None:
-        return _login_page(form(), _("Too many attempts from your network. Try again later."), 429)
+        page, status = _login_page(
+            form(), _("Too many attempts from your network. Try again later."), 429
+        )
+        waits = [guard.ip_retry_after()] if policy.ip_refused(fails) else []
+        if blocked is not None:
+            waits.append(risk.block_retry_after(blocked))
+        return _with_retry_after(page, status, max(waits))
     delay = policy.ip_delay(fails)
     if delay:
         time.sleep(delay)  # progressive delay: cheap for people, expensive for a guessing script
@@ -519,10 +525,16 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
         user = find_user(db, login_name)
         key = lock_key(user, login_name)
         locked, failures_counted = guard.state(key)
-        if locked:
+        locked_for = guard.locked_for(key) if locked else None
+        if locked_for is not None:
+            # 429 with Retry-After (the rest of the lock) for scripts, the page for people;
+            # unknown names lock like real ones, so the answer tells nothing about existence.
             audit(db, "login.locked", target=user.uuid if user else None)
             db.commit()
-            return _login_page(form(), str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 200)
+            page, status = _login_page(
+                form(), str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 429
+            )
+            return _with_retry_after(page, status, locked_for)
 
         verdict = credential_chain(svc()).verify(login_name, password, known=user)
         if verdict.outcome is Outcome.UNAVAILABLE:
@@ -553,6 +565,15 @@ def _check_password(username: str, password: str, rid: str | None, next_url: str
         )
 
 
+def _with_retry_after(page: str, status: int, seconds: int) -> Response:
+    return Response(
+        page,
+        status=status,
+        mimetype="text/html",
+        headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
+    )
+
+
 def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: str):
     guard = lockout()
     guard.record_ip_failure(client_ip())
@@ -579,8 +600,21 @@ def _failed(db: Any, form: LoginForm, user: User | None, key: str, login_name: s
 # --- /login/step --------------------------------------------------------------------------------
 
 
+def _code_guesses_refused() -> Response | None:
+    """A code posted at the MFA step from an address, or for an account, that reached its
+    ``[rate_limits] mfa_code`` limit of wrong codes: 429 with Retry-After, before the waiting
+    sign-in is taken (it still waits, nothing changed) or the code is looked at."""
+    pending = _pending(take=False)
+    if pending is None or pending.current not in (STEP_MFA, STEP_MFA_ENROLL):
+        return None
+    verdict = ratelimit.check("mfa_code", f"u{pending.user_id}")
+    return None if verdict is None else ratelimit.too_many(verdict)
+
+
 @bp.route("/login/step", methods=["GET", "POST"])
 def step():
+    if request.method == "POST" and (refused := _code_guesses_refused()) is not None:
+        return refused
     pending = _pending(take=request.method == "POST")
     if pending is None or pending.current not in STEPS:
         session.pop("login_p", None)
@@ -604,14 +638,19 @@ def step():
         guarded = handler.id in (STEP_MFA, STEP_MFA_ENROLL)
         guard = lockout()
         lock = lock_key(user, user.username)
-        if guarded and guard.is_locked(lock):
-            # Codes are guessed like passwords: the same account lockout covers both.
+        locked_for = guard.locked_for(lock) if guarded else None
+        if locked_for is not None:
+            # Codes are guessed like passwords: the same account lockout covers both (429 with
+            # the rest of the lock as Retry-After, as at the password).
             _drop_pending()
             audit(db, "login.locked", target=user.uuid, step=handler.id)
             db.commit()
             policy = guard.policy
             form = LoginForm(formdata=None, r=pending.rid or "", next=pending.next_url or "")
-            return _login_page(form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 401)
+            page, status = _login_page(
+                form, str(LOCKED_OUT) % {"minutes": policy.lock_minutes}, 429
+            )
+            return _with_retry_after(page, status, locked_for)
 
         form = handler.form_class()
         if not form.validate():
@@ -624,6 +663,8 @@ def step():
             db.rollback()  # a failed step changes nothing but the audit trail
             pending.failures += 1
             audit(db, f"login.step_failed.{handler.id}", target=user.uuid, reason=result.error)
+            if guarded and not result.abort:
+                ratelimit.fail("mfa_code", f"u{user.id}")
             locked_now = guarded and not result.abort and guard.record_code_failure(lock)
             if locked_now:
                 audit(

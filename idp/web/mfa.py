@@ -255,8 +255,10 @@ def reauth():
     if not form.validate():
         return _reauth_page(400, _("The form expired. Please try again."))
     guard = lockout()
-    if guard.is_locked(key):
-        return _reauth_page(429, _("Too many failed attempts. Try again later."))
+    locked_for = guard.locked_for(key)
+    if locked_for is not None:
+        page, status = _reauth_page(429, _("Too many failed attempts. Try again later."))
+        return page, status, {"Retry-After": str(locked_for), "Cache-Control": "no-store"}
     verdict = credential_chain(svc()).verify(user.username, request.form.get("password", ""))
     with svc().sessions() as db:
         if verdict.outcome is not Outcome.VALID or verdict.user_id != user.id:

@@ -113,12 +113,12 @@ def client_auth_limited(client_id: str | None, answer: Callable[[], Response]) -
     if refused is not None:
         return too_many(refused)
     resp = answer()
-    if _oauth_error(resp) == "invalid_client":
+    if oauth_error(resp) == "invalid_client":
         fail("client_auth", client_id)
     return resp
 
 
-def _oauth_error(resp: Response) -> str | None:
+def oauth_error(resp: Response) -> str | None:
     if resp.status_code not in (400, 401) or not resp.is_json:
         return None
     body = resp.get_json(silent=True)

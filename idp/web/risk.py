@@ -60,6 +60,11 @@ def block_key() -> str | None:
     return engine().block_key(client_ip())
 
 
+def block_retry_after(block: Any) -> int:
+    """Seconds until this address's credential-stuffing block (its stored value) ends."""
+    return engine().block_retry_after(block)
+
+
 def password_failed(db: Any, login: str, user: User | None) -> None:
     """After a wrong password: the counters, and the stuffing finding in ``db``'s unit of work."""
     events = engine().password_failed(client_ip(), login, user.id if user else None)

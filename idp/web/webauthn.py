@@ -121,6 +121,14 @@ def _error(code: str, status: int, **extra: Any) -> tuple[Response, int]:
     return jsonify(error=code, message=_message(code), **extra), status
 
 
+def _throttled(guard: Any) -> tuple[Response, int]:
+    """An address over ``[lockout] ip_max_failures``: 429 with ``Retry-After``."""
+    resp, status = _error("throttled", 429)
+    resp.headers["Retry-After"] = str(guard.ip_retry_after())
+    resp.headers["Cache-Control"] = "no-store"
+    return resp, status
+
+
 def _guard() -> tuple[Response, int] | None:
     """CSRF token and Origin for the JSON endpoints (ASVS 3.5.1-3.5.3)."""
     origin = request.headers.get("Origin")
@@ -247,7 +255,7 @@ def login_options():
         return refused
     guard = lockout()
     if guard.policy.ip_refused(guard.ip_failures(client_ip())):
-        return _error("throttled", 429)
+        return _throttled(guard)
     body = _body()
     rid = body.get("r") if isinstance(body.get("r"), str) else None
     if rid and sessions().load_request(rid) is None:
@@ -279,7 +287,7 @@ def login_verify():
     guard = lockout()
     ip = client_ip()
     if guard.policy.ip_refused(guard.ip_failures(ip)):
-        return _error("throttled", 429)
+        return _throttled(guard)
     secret = session.get("webauthn_b")
     with svc().sessions() as db:
         try:
@@ -306,13 +314,16 @@ def login_verify():
             audit(db, "login.denied", actor=user.uuid, target=user.uuid, state=state)
             db.commit()
             return jsonify(error=state, message=str(STATE_MESSAGES[state])), 403
-        if guard.is_locked(lock_key(user, user.username)):
+        locked_for = guard.locked_for(lock_key(user, user.username))
+        if locked_for is not None:
             db.rollback()
             audit(db, "login.locked", target=user.uuid, method="webauthn")
             db.commit()
             policy = guard.policy
             message = str(LOCKED_OUT) % {"minutes": policy.lock_minutes}
-            return jsonify(error="locked", message=message), 403
+            locked = jsonify(error="locked", message=message)
+            locked.headers["Retry-After"] = str(locked_for)
+            return locked, 429
         session.pop("webauthn_b", None)
         # A passkey with user verification is possession plus PIN or biometrics: two factors
         # (docs/webauthn.md), so no second-factor step follows.

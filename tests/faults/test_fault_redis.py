@@ -134,5 +134,5 @@ def test_lockout_counted_before_the_outage_still_holds_after_it(env, redis):
         os.killpg(proc.pid, signal.SIGCONT)
     before = row_counts(env.svc)
     locked = login(env.client(), "bob", PASSWORD)  # the right password, still locked
-    assert locked.status_code == 200 and LOCKED in locked.get_data(as_text=True)
+    assert locked.status_code == 429 and LOCKED in locked.get_data(as_text=True)
     assert row_counts(env.svc)["sso_session_index"] == before["sso_session_index"]

@@ -40,6 +40,7 @@ SECTIONS: dict[str, Any] = {
     "devices": _l("Known devices"),
     "notifications": _l("Security notifications"),
     "gdpr": _l("Privacy (GDPR)"),
+    "rate_limits": _l("Rate limits"),
 }
 
 LABELS: dict[str, Any] = {
@@ -138,6 +139,34 @@ LABELS: dict[str, Any] = {
     "gdpr.privacy_url": _l("Privacy policy link"),
     "gdpr.inactive_erase_days": _l("Erase deactivated accounts after (days, 0 = never)"),
     "gdpr.request_retention_days": _l("Keep ended deletion requests for (days)"),
+    "rate_limits.enabled": _l("Rate limits on"),
+    "rate_limits.client_auth_per_address": _l(
+        "Failed client authentications per address (0 = off)"
+    ),
+    "rate_limits.client_auth_per_client": _l("Failed client authentications per client (0 = off)"),
+    "rate_limits.client_auth_window_seconds": _l("Client authentication window (seconds)"),
+    "rate_limits.reset_per_address": _l("Password reset requests per address (0 = off)"),
+    "rate_limits.reset_per_account": _l("Password reset requests per account (0 = off)"),
+    "rate_limits.reset_window_seconds": _l("Password reset window (seconds)"),
+    "rate_limits.magic_link_per_address": _l("Sign-in link requests per address (0 = off)"),
+    "rate_limits.magic_link_per_account": _l("Sign-in link requests per e-mail address (0 = off)"),
+    "rate_limits.magic_link_window_seconds": _l("Sign-in link window (seconds)"),
+    "rate_limits.registration_per_address": _l("Self-registrations per address (0 = off)"),
+    "rate_limits.registration_per_account": _l("Self-registrations per e-mail address (0 = off)"),
+    "rate_limits.registration_window_seconds": _l("Self-registration window (seconds)"),
+    "rate_limits.mfa_send_per_address": _l("Sign-in codes sent per address (0 = off)"),
+    "rate_limits.bearer_per_address": _l("Refused API tokens per address (0 = off)"),
+    "rate_limits.bearer_window_seconds": _l("API token window (seconds)"),
+    "rate_limits.mfa_code_per_address": _l("Wrong second-factor codes per address (0 = off)"),
+    "rate_limits.mfa_code_per_account": _l("Wrong second-factor codes per account (0 = off)"),
+    "rate_limits.mfa_code_window_seconds": _l("Second-factor code window (seconds)"),
+    "rate_limits.userinfo_per_address": _l("Refused userinfo tokens per address (0 = off)"),
+    "rate_limits.userinfo_window_seconds": _l("Userinfo token window (seconds)"),
+    "rate_limits.client_registration_per_address": _l("Client registrations per address (0 = off)"),
+    "rate_limits.client_registration_window_seconds": _l("Client registration window (seconds)"),
+    "rate_limits.email_link_per_address": _l("Address confirmation mails per address (0 = off)"),
+    "rate_limits.email_link_per_account": _l("Address confirmation mails per account (0 = off)"),
+    "rate_limits.email_link_window_seconds": _l("Address confirmation mail window (seconds)"),
 }
 
 CHOICES: dict[str, list[tuple[str, Any]]] = {
