@@ -529,7 +529,7 @@ def test_console_profile_form_ignores_fields_it_does_not_show(realm):
         assert not db.scalars(select(UserRole).where(UserRole.user_id == after.id)).all()
 
 
-def test_console_role_page_names_no_json_shortcut(realm):
+def test_a_json_body_to_a_console_form_changes_nothing(realm):
     """A JSON body to a console form is not a second API: it is read as an empty form."""
     client = signed_in(realm.app, "lead", GOOD)
     ann = realm.uuids["ann"]
