@@ -293,9 +293,10 @@ def _sst(doctype: str, encoding: str = "utf-8") -> bytes:
 
 HOSTILE = {
     # name: (file bytes, words the problem's detail holds)
-    "one row numbered 1048576": (
+    "whole-sheet dimension and one row numbered 1048576": (
         lambda: _workbook(
-            HEADER + '<row r="1048576"><c r="A1048576" t="inlineStr"><is><t>x</t></is></c></row>'
+            HEADER + '<row r="1048576"><c r="A1048576" t="inlineStr"><is><t>x</t></is></c></row>',
+            dimension="A1:XFD1048576",
         ),
         "beyond row",
     ),
@@ -338,8 +339,10 @@ def test_hostile_workbook_is_refused_quickly_in_bounded_memory(app, case):
 
 
 def test_a_declared_dimension_of_a_whole_sheet_is_not_walked(app):
-    """``<dimension ref="A1:XFD1048576"/>`` over a header and one row: the claim is ignored,
-    the one row is read (a dry run) at once. Before the fix: 17 billion empty cells."""
+    """``<dimension ref="A1:XFD1048576"/>`` over a header and one row: the claim is ignored
+    (rows are not padded to 16384 cells), the one row is read (a dry run) at once. With a row
+    numbered 1048576 as well, the same claim was 17 billion empty cells before the fix (the
+    case in ``HOSTILE``)."""
     svc = app.extensions["idp"]
     token, client = service_token(app), app.test_client()
     data = _workbook(dimension="A1:XFD1048576")
