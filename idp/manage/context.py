@@ -157,6 +157,36 @@ class Context:
             if not any(covers(h, permission) for h in held):
                 raise Forbidden(f"you do not hold {permission}, so you cannot give it")
 
+    def require_holds_within(
+        self,
+        grants: Iterable[str],
+        *,
+        company_id: int | None = None,
+        department_id: int | None = None,
+    ) -> None:
+        """What is given applies to a whole scope (a role assignment's delegation scope, or
+        everywhere; a group's roles always apply everywhere): the actor must hold every
+        permission in ``grants`` over all of that scope. A delegated administrator holding a
+        role over their company cannot give it for another company or for everyone."""
+        needed = sorted(grants)
+        if not needed or self.actor.kind == "operator":
+            return
+        if self.actor.kind == "user" and self.actor.user_id is not None:
+            held: Iterable[str] = self._authorizer().held_within(
+                self.actor.user_id, company_id, department_id
+            )
+        elif self.actor.kind == "service":
+            held = self._service()
+        else:
+            held = ()
+        held = list(held)
+        for permission in needed:
+            if not any(covers(h, permission) for h in held):
+                where = "there" if company_id or department_id else "everywhere"
+                raise Forbidden(
+                    f"you do not hold {permission} {where}, so you cannot give it {where}"
+                )
+
     def require_kept(self, permission: str, target_user_id: int | None = None) -> None:
         """After a change in this transaction: refuse it (Conflict, so the transaction rolls
         back) when it took ``permission`` away from the actor who made it. Nobody locks

@@ -51,7 +51,10 @@ def add_member(
 ) -> GroupMember:
     """Add ``user`` to the group, permanently or until ``expires_at``."""
     ctx.require("users:groups:assign", user.id)
-    ctx.require_holds(group_grants(ctx, group.id), user.id)
+    grants = group_grants(ctx, group.id)
+    ctx.require_holds(grants, user.id)
+    # A group's roles apply to its members everywhere, not only inside the actor's scope.
+    ctx.require_holds_within(grants)
     row = ctx.directory.add_member(group, user, expires_at=expires_at, granted_by=ctx.actor.user_id)
     ctx.audit(
         "group.member_added",

@@ -64,6 +64,12 @@ XLSM_MAIN = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
 # The parts of an XLSX may unpack to at most this many times the upload size limit.
 XLSX_UNPACK_FACTOR = 16
 XLSX_MAX_PARTS = 10_000
+# A row may have at most this many cells (the columns, custom fields included, are far fewer).
+MAX_COLUMNS = 256
+# Blank rows a worksheet may hold besides its header and ``import_max_rows`` data rows: a sheet
+# whose row numbers run further is refused before the gap is walked (a 2 KB workbook with a row
+# numbered 1048576 would otherwise be a million empty rows to read).
+XLSX_BLANK_ROWS = 1000
 
 # OWASP: = + - @ tab CR start a formula in some spreadsheet program; and their full-width
 # forms, which some programs normalise. "'" is escaped too so that unescaping is exact.
@@ -156,7 +162,7 @@ def read_table(data: bytes, *, filename: str | None = None, max_bytes: int, max_
         raise FileRefused(f"the file is named .{claimed} but is not an XLSX workbook")
     if claimed == "csv" and kind != "csv":
         raise FileRefused("the file is named .csv but is a zip archive, not CSV text")
-    cells = _xlsx_cells(data, max_bytes) if kind == "xlsx" else _csv_cells(data)
+    cells = _xlsx_cells(data, max_bytes, max_rows) if kind == "xlsx" else _csv_cells(data)
     return _table(kind, cells, max_rows)
 
 
@@ -174,6 +180,8 @@ def _table(kind: str, cells: _Cells, max_rows: int) -> Table:
     header: list[str] | None = None
     rows: list[Row] = []
     for number, values, formula_idx in cells:
+        if len(values) > MAX_COLUMNS:
+            raise FileRefused(f"row {number} has more than {MAX_COLUMNS} columns")
         if header is None:
             if _blank(values):
                 continue  # blank rows above the header
@@ -187,6 +195,9 @@ def _table(kind: str, cells: _Cells, max_rows: int) -> Table:
             raise FileRefused(
                 f"the file has more than {max_rows} rows (setting api.import_max_rows)"
             )
+        if kind == "xlsx" and len(values) < len(header):
+            # A worksheet row ends at its last cell: the cells after it are empty ones.
+            values = values + [None] * (len(header) - len(values))
         row = Row(number, {})
         for i, value in enumerate(values):
             if i >= len(header) or not header[i]:
@@ -247,7 +258,7 @@ def _csv_cells(data: bytes) -> _Cells:
     return rows()
 
 
-def _xlsx_cells(data: bytes, max_bytes: int) -> _Cells:
+def _xlsx_cells(data: bytes, max_bytes: int, max_rows: int) -> _Cells:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
@@ -265,7 +276,8 @@ def _xlsx_cells(data: bytes, max_bytes: int) -> _Cells:
     try:
         types = archive.read("[Content_Types].xml")
         for info in infos:
-            if info.filename.endswith((".xml", ".rels", ".vml")) and _has_doctype(archive, info):
+            # Every part: [Content_Types].xml may declare any extension as XML.
+            if _has_doctype(archive, info):
                 raise FileRefused("the XLSX workbook holds XML with a DOCTYPE; refused")
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError):
         raise FileRefused("the file is a damaged zip archive, not an XLSX workbook") from None
@@ -286,9 +298,23 @@ def _xlsx_cells(data: bytes, max_bytes: int) -> _Cells:
         book.close()
         raise FileRefused("the XLSX workbook has no worksheet")
 
+    sheet = book.worksheets[0]
+    # The <dimension> a worksheet declares is the file's claim, not its content: read-only
+    # openpyxl pads every row to its width and adds empty rows up to its height (A1:XFD1048576
+    # is 17 billion cells from a 2 KB file). Forgotten, each row is as long as its cells.
+    sheet.reset_dimensions()
+    last_row = 1 + max_rows + XLSX_BLANK_ROWS
+
     def rows() -> _Cells:
         try:
-            for number, cells in enumerate(book.worksheets[0].iter_rows(), start=1):
+            for number, cells in enumerate(sheet.iter_rows(), start=1):
+                if number > last_row:
+                    raise FileRefused(
+                        f"the worksheet has rows beyond row {last_row}: more than {max_rows} "
+                        "rows (setting api.import_max_rows) or a gap of empty rows"
+                    )
+                if len(cells) > MAX_COLUMNS:
+                    raise FileRefused(f"row {number} has more than {MAX_COLUMNS} columns")
                 values = [c.value for c in cells]
                 formulas = {i for i, c in enumerate(cells) if c.data_type == "f"}
                 yield number, values, formulas
@@ -302,16 +328,23 @@ def _xlsx_cells(data: bytes, max_bytes: int) -> _Cells:
     return rows()
 
 
-_DOCTYPE = b"<!DOCTYPE"
+# "<!DOCTYPE" as UTF-8 and as the UTF-16 / UTF-32 an XML part may be written in (a parser
+# reads a UTF-16 part whose DOCTYPE a search for the UTF-8 bytes would miss).
+_DOCTYPES = tuple(
+    "<!DOCTYPE".encode(codec)
+    for codec in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+)
+_TAIL = max(len(d) for d in _DOCTYPES)
 
 
 def _has_doctype(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
     tail = b""
     with archive.open(info) as fh:
         while chunk := fh.read(65536):
-            if _DOCTYPE in (tail + chunk).upper():
+            window = (tail + chunk).upper()
+            if any(d in window for d in _DOCTYPES):
                 return True
-            tail = chunk[-len(_DOCTYPE) :]
+            tail = chunk[-_TAIL:]
     return False
 
 

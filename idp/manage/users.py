@@ -393,13 +393,16 @@ def create(
     if roles:
         ctx.require("users:roles:assign", user.id)
         role_ids = ctx.db.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id))
-        ctx.require_holds(role_grants(ctx.db, role_ids, clock=ctx.svc.clock), user.id)
+        grants = role_grants(ctx.db, role_ids, clock=ctx.svc.clock)
+        ctx.require_holds(grants, user.id)
+        ctx.require_holds_within(grants)  # assigned without a scope: they apply everywhere
     if groups:
         ctx.require("users:groups:assign", user.id)
         for group_id in ctx.db.scalars(
             select(GroupMember.group_id).where(GroupMember.user_id == user.id)
         ):
             ctx.require_holds(group_grants(ctx, group_id), user.id)
+            ctx.require_holds_within(group_grants(ctx, group_id))
     ctx.db.flush()
     ctx.audit(
         "user.created",
@@ -772,7 +775,13 @@ def assign_role(
 ) -> UserRole:
     """Give ``user`` the role (optionally scoped for delegation, optionally temporary)."""
     ctx.require("users:roles:assign", user.id)
-    ctx.require_holds(role_grants(ctx.db, [role.id], clock=ctx.svc.clock), user.id)
+    grants = role_grants(ctx.db, [role.id], clock=ctx.svc.clock)
+    ctx.require_holds(grants, user.id)
+    ctx.require_holds_within(
+        grants,
+        company_id=scope_company.id if scope_company is not None else None,
+        department_id=scope_department.id if scope_department is not None else None,
+    )
     before = assignments_of(ctx, user, role)
     row = ctx.directory.assign_role(
         user,

@@ -35,7 +35,7 @@ from .models import (
     User,
     UserRole,
 )
-from .rbac import Authorizer, bump_generation, subtree_range
+from .rbac import Authorizer, bump_generation, role_grants, subtree_range
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -1191,7 +1191,15 @@ class Directory:
         auth = Authorizer(self.db, store, self.clock)
         if not auth.authorize(approver.id, "users:access:approve", req.user_id):
             return False
-        return req.kind != "role" or auth.can_grant_role(approver.id, req.target_id, req.user_id)
+        if req.kind == "role":
+            # Approved, the role is assigned everywhere: a grant held over the user's company
+            # only does not reach the rest.
+            return auth.can_grant_role(
+                approver.id, req.target_id, req.user_id
+            ) and auth.holds_within(
+                approver.id, role_grants(self.db, [req.target_id], clock=self.clock)
+            )
+        return auth.can_grant_group(approver.id, req.target_id, req.user_id)
 
     def decide(
         self, req: AccessRequest, approver: User, approve: bool, store: Any

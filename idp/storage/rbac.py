@@ -338,6 +338,32 @@ class Authorizer:
                 held.add(p)
         return held
 
+    def held_within(
+        self, actor_id: int, company_id: int | None, department_id: int | None
+    ) -> set[str]:
+        """The actor's grants that apply to *everyone* inside a scope (a company, a department
+        subtree, or everywhere when both are None): global ones plus those of a scope that
+        contains the whole of it. What a grant scoped there gives, the actor must hold there
+        for all of it, not only over the one user who receives it."""
+        grants = self.grants(actor_id)
+        held = set(grants.everywhere)
+        if (company_id is None and department_id is None) or not grants.scoped:
+            return held
+        path = ""
+        if department_id is not None:
+            row = self.db.execute(
+                select(Department.company_id, Department.path).where(Department.id == department_id)
+            ).first()
+            if row is None:
+                return held
+            company_id, path = row.company_id, row.path or ""
+        for p, kind, sid in grants.scoped:
+            if (kind == "company" and sid == company_id) or (
+                kind == "department" and path and f"/{sid}/" in path
+            ):
+                held.add(p)
+        return held
+
     def authorize(self, actor_id: int, permission: str, target_user_id: int | None = None) -> bool:
         try:
             core.check_form(permission)
@@ -392,6 +418,37 @@ class Authorizer:
         needed = role_grants(self.db, [role_id], clock=self.clock)
         held = self.held_over(actor_id, target_user_id)
         return all(any(covers(a, n) for a in held) for n in needed)
+
+    def holds_within(
+        self,
+        actor_id: int,
+        needed: Iterable[str],
+        company_id: int | None = None,
+        department_id: int | None = None,
+    ) -> bool:
+        """Does the actor hold every permission in ``needed`` over the whole of a scope
+        (everywhere when both are None)? What an assignment there carries applies to all of
+        it, not only to the one user who receives it."""
+        held = self.held_within(actor_id, company_id, department_id)
+        return all(any(covers(a, n) for a in held) for n in needed)
+
+    def can_grant_group(self, actor_id: int, group_id: int, target_user_id: int) -> bool:
+        """Adding a member needs users:groups:assign over the target and every permission the
+        group's roles (its ancestors' included) carry, held everywhere (they apply everywhere)."""
+        if not self.authorize(actor_id, "users:groups:assign", target_user_id):
+            return False
+        path = self.db.scalar(select(Group.path).where(Group.id == group_id))
+        if path is None:
+            return False
+        parts = path.split("/")
+        paths = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        role_ids = self.db.scalars(
+            select(GroupRole.role_id)
+            .join(Group, Group.id == GroupRole.group_id)
+            .where(Group.path.in_(paths))
+        )
+        # Membership gives the group's roles everywhere: they must be held everywhere.
+        return self.holds_within(actor_id, role_grants(self.db, role_ids, clock=self.clock))
 
 
 def role_grants(
