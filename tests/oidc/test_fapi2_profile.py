@@ -25,6 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 from mtls_client import escaped, make_cert, x5t
 from oidc_support import RP, _csrf, build_env, follow, initial_access_token, login, query
 from sqlalchemy import func, select
+from support import clock_swapped
 
 ISSUER = "http://127.0.0.1:5000"
 TOKEN_URL = f"{ISSUER}/oauth2/token"
@@ -160,14 +161,8 @@ def frozen_at_now(env):
     """A clock of its own for a test that moves time (the module's stays where it was)."""
     from idp.clock import FrozenClock
 
-    svc = env.svc
-    real = svc.clock
-    clock = FrozenClock(real.now())
-    svc.clock = svc.store._clock = clock
-    try:
+    with clock_swapped(env.svc, FrozenClock(env.svc.clock.now())) as clock:
         yield clock
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 # --- the happy flow -------------------------------------------------------------------------------

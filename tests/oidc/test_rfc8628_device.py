@@ -21,15 +21,15 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from login_kit import GOOD, csrf, login, make_user
 from mfa_kit import code_at, enrol_totp, submit_code
-from sqlalchemy import func, or_, select
-from support import base_overrides, init_database
+from sqlalchemy import func, select
+from support import base_overrides, init_database, store_items
 from test_accessibility import problems
 from werkzeug.serving import make_server
 
 from idp.core.client_metadata import DEVICE_CODE_GRANT
 from idp.oidc.device import USER_CODE_ALPHABET, normalize_user_code
 from idp.sso.sessions import COOKIE, session_manager
-from idp.storage.models import AuditEvent, KVEntry
+from idp.storage.models import AuditEvent
 from idp.storage.models_oauth import RefreshToken
 
 SCOPE = "openid profile email offline_access"
@@ -180,8 +180,7 @@ def state(env) -> dict:
         return {
             "audit": db.scalar(select(func.count()).select_from(AuditEvent)),
             "refresh": db.scalar(select(func.count()).select_from(RefreshToken)),
-            "device": dict(db.execute(select(KVEntry.key, KVEntry.value).where(or_(
-                KVEntry.key.like("device:%"), KVEntry.key.like("devuser:%")))).all()),
+            "device": store_items(env.svc, "device:", "devuser:"),
         }
 
 

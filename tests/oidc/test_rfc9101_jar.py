@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey, RSAKey
 from oidc_support import RP, follow, initial_access_token, query, token
+from support import clock_swapped
 
 ISSUER = "http://127.0.0.1:5000"
 
@@ -229,20 +230,14 @@ def test_exp_one_second_either_side(env, offset, ok):
     from idp.clock import FrozenClock
 
     c = env.client()
-    svc = env.svc
-    real = svc.clock
-    now = int(real.now())
+    now = int(env.svc.clock.now())
     obj = _sign(env, _claims(exp=now + 30, nbf=now, iat=now))
-    frozen = FrozenClock(now + 30 + offset)
-    svc.clock = svc.store._clock = frozen
-    try:
+    with clock_swapped(env.svc, FrozenClock(now + 30 + offset)):
         if ok:
             resp = c.get("/oauth2/authorize", query_string={"client_id": "jar", "request": obj})
             assert resp.status_code == 303 and resp.headers["Location"].startswith("/login")
         else:
             assert "expired" in _refused(env, c, obj)["error_description"]
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 # --- per-client requirements, registration, discovery ----------------------------------------

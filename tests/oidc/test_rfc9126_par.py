@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey
 from oidc_support import PASSWORD, RP, follow, initial_access_token, query, token
+from support import clock_swapped
 
 ISSUER = "http://127.0.0.1:5000"
 URN = "urn:ietf:params:oauth:request_uri:"
@@ -238,10 +239,7 @@ def test_request_uri_expiry_one_second_either_side(env, offset, usable):
 
     c = env.client()
     svc = env.svc
-    real = svc.clock
-    start = FrozenClock(real.now())
-    svc.clock = svc.store._clock = start
-    try:
+    with clock_swapped(svc, FrozenClock(svc.clock.now())) as start:
         uri = push(c, _request()[0], secret=env.secrets["web"]).json["request_uri"]
         start.advance(60 + offset)
         before = _state(svc)
@@ -251,8 +249,6 @@ def test_request_uri_expiry_one_second_either_side(env, offset, usable):
         else:
             _refused_page(resp)
             assert _state(svc) == before
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 def test_request_uri_of_another_client_or_made_up_is_refused_with_a_page(env):
