@@ -18,7 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey, RSAKey
 from oidc_support import RP, follow, initial_access_token, query, token
-from support import clock_swapped
+from support import clock_swapped, store_keys
 
 ISSUER = "http://127.0.0.1:5000"
 
@@ -68,9 +68,7 @@ def _unsigned(claims: dict) -> str:
 
 def _state(svc) -> tuple:
     with svc.engine.connect() as conn:
-        keys = conn.exec_driver_sql(
-            "SELECT key FROM kv_store WHERE key LIKE 'par%' OR key LIKE 'code:%' "
-            "OR key LIKE 'authreq:%' OR key LIKE 'rojti:%' ORDER BY key").scalars().all()
+        keys = sorted(k for p in ("par", "code:", "authreq:", "rojti:") for k in store_keys(svc, p))
         tokens = conn.exec_driver_sql("SELECT count(*) FROM oauth_refresh_tokens").scalar()
     return tuple(keys), tokens
 

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey
 from oidc_support import PASSWORD, RP, follow, initial_access_token, query, token
-from support import clock_swapped
+from support import clock_swapped, store_keys
 
 ISSUER = "http://127.0.0.1:5000"
 URN = "urn:ietf:params:oauth:request_uri:"
@@ -68,9 +68,7 @@ def _state(svc) -> tuple:
     """What a refused request must leave alone: pushed requests and their used-markers,
     codes, pending sign-ins, request-object jtis; and the refresh tokens."""
     with svc.engine.connect() as conn:
-        keys = conn.exec_driver_sql(
-            "SELECT key FROM kv_store WHERE key LIKE 'par%' OR key LIKE 'code:%' "
-            "OR key LIKE 'authreq:%' OR key LIKE 'rojti:%' ORDER BY key").scalars().all()
+        keys = sorted(k for p in ("par", "code:", "authreq:", "rojti:") for k in store_keys(svc, p))
         tokens = conn.exec_driver_sql("SELECT count(*) FROM oauth_refresh_tokens").scalar()
     return tuple(keys), tokens
 
