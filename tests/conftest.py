@@ -63,7 +63,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", f"{pg_tier.MARK}: a test of the PostgreSQL + Redis tier")
-    mode = pg_tier.mode_from(config.getoption("--pg-tiers", None))
+    whole_suite = config.args_source is pytest.Config.ArgsSource.TESTPATHS
+    mode = pg_tier.mode_from(config.getoption("--pg-tiers", None), whole_suite=whole_suite)
     config.stash[_PG_MODE] = mode
     if mode != "off":
         from idp.clock import FrozenClock

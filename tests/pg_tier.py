@@ -2,7 +2,8 @@
 they build on PostgreSQL (a database of its own) and Redis (a key prefix of its own).
 
 Which tests: the files matching TIER_FILES. How it is switched on: ``--pg-tiers`` or
-``IDP_TEST_PG_TIERS`` ("off", "also", "only"; under CI=true the default is "also"):
+``IDP_TEST_PG_TIERS`` ("off", "also", "only"; the default is "also" for the whole-suite run
+under CI=true, i.e. the README's test command in CI):
 
 - also: every tier module is collected twice, as itself (SQLite, embedded store) and as a copy
   whose node ids carry ``::pg_redis::`` and the mark ``pg_tier`` (PostgreSQL + Redis);
@@ -67,11 +68,17 @@ def is_tier_file(path: Path) -> bool:
     return any(fnmatch.fnmatch(rel, pattern) for pattern in TIER_FILES)
 
 
-def mode_from(option: str | None, environ: dict[str, str] | None = None) -> str:
+def mode_from(
+    option: str | None, environ: dict[str, str] | None = None, whole_suite: bool = True
+) -> str:
+    """The option, else IDP_TEST_PG_TIERS, else "also" for a whole-suite run (no test paths
+    given: the README's test command) under CI=true, else "off". Runs of chosen files (the
+    mutation tier's, a developer's) are not doubled unless asked."""
     environ = dict(os.environ) if environ is None else environ
     value = (option or environ.get("IDP_TEST_PG_TIERS") or "").strip().lower()
     if not value:
-        value = "also" if environ.get("CI", "").lower() == "true" else "off"
+        ci = environ.get("CI", "").lower() == "true"
+        value = "also" if ci and whole_suite else "off"
     if value not in MODES:
         raise ValueError(f"--pg-tiers / IDP_TEST_PG_TIERS must be one of {MODES}, not {value!r}")
     return value

@@ -205,6 +205,7 @@ def test_tier_files_are_the_oidc_saml_and_mfa_tests():
 
 def test_ci_defaults():
     assert pg_tier.mode_from(None, {"CI": "true"}) == "also"
+    assert pg_tier.mode_from(None, {"CI": "true"}, whole_suite=False) == "off"
     assert pg_tier.mode_from(None, {}) == "off"
     assert pg_tier.mode_from(None, {"CI": "true", "IDP_TEST_PG_TIERS": "off"}) == "off"
     assert pg_tier.mode_from("only", {"IDP_TEST_PG_TIERS": "off"}) == "only"
