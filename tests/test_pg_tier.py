@@ -217,3 +217,47 @@ def test_ci_defaults():
     assert default_workers({"CI": "true", "IDP_TEST_WORKERS": "0"}) == 0
     assert default_workers({"IDP_TEST_WORKERS": "2"}) == 2
     assert default_workers({"IDP_TEST_WORKERS": "auto"}) == cpus
+
+
+WORKER_PROBE = """
+import os
+
+
+def test_where_it_runs():
+    with open(os.environ["TIER_OUT"], "a") as fh:
+        fh.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra,args,where",
+    [
+        ({"CI": "true"}, [], "gw"),  # the README's command in CI: workers
+        ({"CI": "true", "IDP_TEST_WORKERS": "0"}, [], "main"),
+        ({"CI": "true"}, ["test_probe.py"], "main"),  # a chosen file: as asked
+        ({}, [], "main"),  # a developer's whole-suite run without CI
+    ],
+)
+def test_the_whole_suite_run_spreads_over_workers_in_ci(tmp_path, extra, args, where):
+    for helper in ("conftest.py", "support.py", "pg_tier.py"):
+        shutil.copy(TESTS / helper, tmp_path / helper)
+    (tmp_path / "test_probe.py").write_text(WORKER_PROBE)
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["."]\n')
+    out = tmp_path / "where.txt"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CI", "IDP_TEST_WORKERS", "IDP_TEST_PG_TIERS", "PYTEST_XDIST_WORKER")
+    }
+    env.update(extra, TIER_OUT=str(out))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert out.read_text().startswith(where), run.stdout[-3000:]
