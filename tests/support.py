@@ -135,3 +135,11 @@ def set_instance_env(monkeypatch: Any, instance: Path) -> None:
     monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance))
     for name, value in backend_env(instance).items():
         monkeypatch.setenv(name, value)
+
+
+def boundary_step(svc: Any) -> int:
+    """How close to a store TTL a boundary test on a frozen clock may step: one second on the
+    SQL store (it reads the app's clock); 30 on Redis, whose TTLs also run on real time while
+    the test works (tests/pg_tier.py ages them when the frozen clock moves, but the seconds a
+    slow machine spends between two steps count too)."""
+    return 1 if hasattr(svc.store, "_clock") else 30
