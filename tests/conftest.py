@@ -5,6 +5,10 @@ Tiers that need outside services read them from the environment:
                          databases with; each test gets a fresh database that is dropped after.
   IDP_TEST_REDIS_URL     a Redis URL; each test uses its own key prefix.
 Without them those tests skip with the reason printed; with CI=true a skip is a failure.
+
+The OIDC, SAML and MFA tiers also run on PostgreSQL + Redis (tests/pg_tier.py, ``--pg-tiers``;
+under CI=true every tier module runs twice), and the whole-suite run is spread over worker
+processes with pytest-xdist under CI=true or IDP_TEST_WORKERS (pytest_cmdline_main below).
 """
 
 from __future__ import annotations
@@ -15,8 +19,158 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pg_tier
 import pytest
-from support import IN_CI, base_overrides, init_database, require
+from support import IN_CI, base_overrides, default_workers, init_database, require
+
+# --- worker processes ----------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The README's test command (`.venv/bin/pytest`, no arguments) runs under xdist in CI:
+    about 21 minutes on two CPUs instead of 46. Tests are handed out one module at a time
+    (--dist loadscope: a module's app is built once per worker that runs it, and the
+    PostgreSQL copy of a tier module is a scope of its own). Only when nothing chose otherwise:
+    not with -n / -p no:xdist / --pdb / explicit test paths (a developer running one file, the
+    nested pytest runs of the mutation tier and of test_ci_skips_fail.py), not in a worker."""
+    if not config.pluginmanager.hasplugin("xdist") or "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    if config.option.numprocesses is not None or config.getoption("usepdb", False):
+        return
+    if config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return
+    workers = default_workers()
+    if workers > 1:
+        config.option.numprocesses = workers
+        if config.option.dist == "no":
+            config.option.dist = "loadscope"
+
+
+# --- the PostgreSQL + Redis tier -----------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--pg-tiers",
+        choices=pg_tier.MODES,
+        default=None,
+        help="run the OIDC, SAML and MFA tiers on PostgreSQL + Redis: 'also' (a second copy of "
+        "each module, the default under CI=true), 'only' (instead of SQLite) or 'off'; "
+        "default from IDP_TEST_PG_TIERS",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{pg_tier.MARK}: a test of the PostgreSQL + Redis tier")
+    whole_suite = config.args_source is pytest.Config.ArgsSource.TESTPATHS
+    mode = pg_tier.mode_from(config.getoption("--pg-tiers", None), whole_suite=whole_suite)
+    config.stash[_PG_MODE] = mode
+    if mode != "off":
+        from idp.clock import FrozenClock
+
+        if not getattr(FrozenClock.advance, "_ages_redis", False):
+            original = FrozenClock.advance
+
+            def advance(self, seconds: float) -> None:
+                original(self, seconds)
+                pg_tier.age(seconds)
+
+            advance._ages_redis = True
+            FrozenClock.advance = advance
+
+
+_PG_MODE = pytest.StashKey[str]()
+
+
+def _pg_module(parent, path: Path, copy: bool) -> pytest.Module:
+    kw: dict[str, Any] = {}
+    if copy:
+        try:
+            rel = path.relative_to(parent.config.rootpath).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        kw["nodeid"] = f"{rel}::{pg_tier.COPY_NAME}"
+    module = pytest.Module.from_parent(parent, path=path, **kw)
+    module.add_marker(pg_tier.MARK)
+    module.stash[_ON_PG] = True
+    return module
+
+
+_ON_PG = pytest.StashKey[bool]()
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if parent.config.stash[_PG_MODE] == "only" and pg_tier.is_tier_file(module_path):
+        return _pg_module(parent, module_path, copy=False)
+    return None
+
+
+def pytest_collect_file(file_path, parent):
+    if (
+        parent.config.stash[_PG_MODE] == "also"
+        and file_path.suffix == ".py"
+        and pg_tier.is_tier_file(file_path)
+    ):
+        return _pg_module(parent, file_path, copy=True)
+    return None
+
+
+def _on_pg(item) -> bool:
+    module = item.getparent(pytest.Module)
+    return module is not None and module.stash.get(_ON_PG, False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The copy leaves out tests that choose their backend themselves (pg_url, redis_url):
+    they run with it in the module's first copy already."""
+    if config.stash[_PG_MODE] != "also":
+        return
+    keep, drop = [], []
+    for item in items:
+        chooses = pg_tier.OWN_BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))
+        (drop if _on_pg(item) and chooses else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    pg_tier.STATE.active = _on_pg(item)
+    try:
+        return (yield)
+    finally:
+        pg_tier.STATE.active = False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Which scope a database is taken in: the innermost fixture being set up."""
+    pg_tier.STATE.scopes.append(fixturedef.scope)
+    try:
+        return (yield)
+    finally:
+        pg_tier.STATE.scopes.pop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the test's fixtures are torn down, its databases and Redis prefixes go back to
+    the pool; the module's when the next test is in another module (or there is none)."""
+    try:
+        return (yield)
+    finally:
+        scopes = {"function"}
+        here = item.getparent(pytest.Module)
+        if nextitem is None or nextitem.getparent(pytest.Module) is not here:
+            scopes |= {"class", "module"}
+        if pg_tier.STATE.leases:
+            pg_tier.release(scopes)
+
+
+def pytest_sessionfinish(session):
+    pg_tier.drop_pool()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pyotp
 from login_kit import GOOD, csrf, login, outbox, text_of
 from sqlalchemy import func, select
+from support import store_keys
 
-from idp.storage.models import AuditEvent, KVEntry
+from idp.storage.models import AuditEvent
 from idp.storage.models_auth import SsoSessionIndex
 from idp.storage.models_mfa import MfaBackupCode, MfaOtpChannel, MfaRememberedDevice, MfaTotp
 
@@ -94,8 +95,7 @@ def mfa_counts(svc) -> dict[str, int]:
 
 
 def kv_keys(svc, prefix: str) -> list[str]:
-    with svc.sessions() as db:
-        return list(db.scalars(select(KVEntry.key).where(KVEntry.key.like(prefix + "%"))))
+    return store_keys(svc, prefix)
 
 
 def audits(svc, action: str) -> list[AuditEvent]:

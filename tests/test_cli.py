@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
+from support import database_url
 
 from idp.cli import main
 
@@ -48,15 +49,12 @@ def fails(capsys, *args: str, code: int | None = None) -> str:
 
 def snapshot(instance: Path) -> dict[str, list]:
     """Every row of every table: compared before and after a refused command."""
-    engine = create_engine(f"sqlite:///{instance / 'idp.db'}")
+    from sqlalchemy import inspect
+
+    engine = create_engine(database_url(instance))
     with engine.connect() as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                text("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
-            )
-        ]
-        # Table names come from sqlite_master, not from input.
+        tables = sorted(inspect(conn).get_table_names())
+        # Table names come from the database's catalogue, not from input.
         out = {
             t: sorted(map(repr, conn.execute(text(f'SELECT * FROM "{t}"'))))  # noqa: S608
             for t in tables

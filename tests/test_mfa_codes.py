@@ -22,6 +22,7 @@ from mfa_kit import (
     step_page,
     submit_code,
 )
+from support import backend_env
 
 from idp.backends import backup_codes
 
@@ -297,6 +298,7 @@ def test_admin_reset_is_audited_and_mailed(make_app, instance_dir):
         **os.environ,
         "IDP_INSTANCE_DIR": str(instance_dir),
         "IDP_DATABASE_URL": svc.settings.database_url,
+        **backend_env(instance_dir),
     }
     idp = str(Path(sys.executable).parent / "idp")
     run = subprocess.run(

@@ -20,6 +20,7 @@ from mfa_kit import (
     submit_code,
 )
 from sqlalchemy import select
+from support import backend_env
 
 from idp.sso.sessions import COOKIE, SessionManager
 from idp.storage.models_mfa import MfaTotp
@@ -210,6 +211,7 @@ def test_cli_enroll_totp_prints_a_seed_pyotp_can_use(make_app, instance_dir, tmp
         **os.environ,
         "IDP_INSTANCE_DIR": str(instance_dir),
         "IDP_DATABASE_URL": svc.settings.database_url,
+        **backend_env(instance_dir),
     }
     idp = str(Path(sys.executable).parent / "idp")  # the installed console script
     run = subprocess.run(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from federation_kit import IDP_ENTITY, MD, NOW, aggregate, keypair, refresh, sp_entity, sps
+from support import set_instance_env
 
 from idp.cli import main
 
@@ -110,7 +111,7 @@ def test_entity_filters(fed_env):
 
 @pytest.fixture
 def cli_env(monkeypatch, instance_dir, capsys):
-    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance_dir))
+    set_instance_env(monkeypatch, instance_dir)
     assert main(["init", "--admin-password", "x" * 16, "--json"]) == 0
     capsys.readouterr()
     return instance_dir

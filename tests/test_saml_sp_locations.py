@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from federation_kit import MD, NOW, aggregate, refresh, sp_entity, sps
 from sqlalchemy import select
+from support import set_instance_env
 
 from idp.cli import main
 
@@ -59,7 +60,7 @@ BAD = [
 
 @pytest.fixture
 def cli_env(monkeypatch, instance_dir, capsys):
-    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance_dir))
+    set_instance_env(monkeypatch, instance_dir)
     assert main(["init", "--admin-password", "x" * 16, "--json"]) == 0
     capsys.readouterr()
     return instance_dir

@@ -22,6 +22,7 @@ import jwt as pyjwt
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from support import backend_env
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def _free_port() -> int:
 def _env(instance: Path, issuer: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(IDP_INSTANCE_DIR=str(instance), IDP_ISSUER=issuer,
-               IDP_LOGGING_ACCESS_LOG="false")
+               IDP_LOGGING_ACCESS_LOG="false", **backend_env(instance))
     return env
 
 

@@ -14,6 +14,7 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from saml_support import form_with, live_idp, pysaml2_sp
 from sqlalchemy import func, select
+from support import store_keys
 
 pytestmark = pytest.mark.slow
 
@@ -59,11 +60,10 @@ def deflate(xml: str | bytes) -> str:
 
 def state(idp) -> tuple:
     """Everything a refused request must leave unchanged."""
-    from idp.storage.models import KVEntry
     from idp.storage.models_saml import SamlPersistentId
 
+    kv = tuple(store_keys(idp.svc))
     with idp.svc.sessions() as db:
-        kv = tuple(sorted(db.scalars(select(KVEntry.key)).all()))
         pids = db.scalar(select(func.count()).select_from(SamlPersistentId))
     return kv, pids
 

@@ -24,6 +24,7 @@ from saml2.time_util import in_a_while
 from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 from saml_support import form_with, live_idp, pysaml2_sp
 from sqlalchemy import func, select
+from support import store_keys
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,10 @@ ACS = "https://sp.example.org/acs"
 def state(idp) -> tuple:
     """What a refused message must leave unchanged: the short-lived store (replay cache,
     SSO sessions, pending logouts) and the stored NameIDs."""
-    from idp.storage.models import KVEntry
     from idp.storage.models_saml import SamlPersistentId
 
+    kv = tuple(store_keys(idp.svc))
     with idp.svc.sessions() as db:
-        kv = tuple(sorted(db.scalars(select(KVEntry.key)).all()))
         pids = db.scalar(select(func.count()).select_from(SamlPersistentId))
     return kv, pids
 

@@ -8,14 +8,13 @@ import time
 
 import pytest
 from oidc_support import RP, authorize, login, pkce, query, token
+from support import store_keys
 
 BASE = {"response_type": "code", "client_id": "web", "scope": "openid", "state": "s"}
 
 
 def _store_keys(svc) -> int:
-    with svc.engine.connect() as conn:
-        return conn.exec_driver_sql("SELECT count(*) FROM kv_store WHERE key LIKE 'code:%' "
-                                    "OR key LIKE 'authreq:%'").scalar()
+    return len(store_keys(svc, "code:")) + len(store_keys(svc, "authreq:"))
 
 
 @pytest.mark.parametrize("redirect_uri", [

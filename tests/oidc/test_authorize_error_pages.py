@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from oidc_support import RP, query
+from support import store_keys
 
 AUTHORIZE = "/oauth2/authorize"
 
@@ -17,10 +18,7 @@ def _main(resp) -> str:
 
 
 def _store_rows(svc) -> int:
-    with svc.engine.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT count(*) FROM kv_store WHERE key LIKE 'authreq:%' OR key LIKE 'code:%'"
-        ).scalar()
+    return len(store_keys(svc, "authreq:")) + len(store_keys(svc, "code:"))
 
 
 def test_no_parameters_at_all_is_invalid_request_client_id_missing(env):

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oidc_support import RP, authorize, build_env, initial_access_token, token
+from support import set_instance_env
 
 from idp.core.client_metadata import (
     FORBIDDEN_SCHEMES,
@@ -351,7 +352,7 @@ CLI_BAD = [
 def cli_instance(monkeypatch, instance_dir, capsys):
     from test_cli import ok_json
 
-    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance_dir))
+    set_instance_env(monkeypatch, instance_dir)
     ok_json(capsys, "init", "--demo", "--admin-password", "Admin-Password-123")
     return instance_dir
 

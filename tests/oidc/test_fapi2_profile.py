@@ -25,6 +25,7 @@ from jwt.algorithms import RSAAlgorithm
 from mtls_client import escaped, make_cert, x5t
 from oidc_support import RP, _csrf, build_env, follow, initial_access_token, login, query
 from sqlalchemy import func, select
+from support import clock_swapped, store_keys
 
 ISSUER = "http://127.0.0.1:5000"
 TOKEN_URL = f"{ISSUER}/oauth2/token"
@@ -63,6 +64,14 @@ def env(tmp_path_factory):
                            extra={"jwks": {"keys": [PUBLIC_JWK]}, **FAPI, **extra})
         client_cache(built.svc).bump()
         yield built
+
+
+@pytest.fixture(autouse=True)
+def _module_clock_at_real_now(env):
+    """The module's frozen clock starts each test at the real time: the client assertions and
+    DPoP proofs carry real times (the JWT library checks them against the real clock), and the
+    module may have run for longer than their 60 s leeway (slower on PostgreSQL + Redis)."""
+    env.svc.clock._t = float(int(time.time()))
 
 
 # --- the client application ---------------------------------------------------------------------
@@ -145,9 +154,8 @@ def state(env) -> tuple:
     from idp.storage.models import AuditEvent
 
     with env.svc.engine.connect() as conn:
-        keys = conn.exec_driver_sql(
-            "SELECT key FROM kv_store WHERE key LIKE 'par%' OR key LIKE 'code:%' "
-            "OR key LIKE 'authreq:%' OR key LIKE 'rojti:%' ORDER BY key").scalars().all()
+        keys = sorted(k for p in ("par", "code:", "authreq:", "rojti:")
+                      for k in store_keys(env.svc, p))
         tokens = conn.exec_driver_sql("SELECT count(*) FROM oauth_refresh_tokens").scalar()
     with env.svc.sessions() as db:
         issued = db.scalar(select(func.count()).select_from(AuditEvent)
@@ -160,14 +168,8 @@ def frozen_at_now(env):
     """A clock of its own for a test that moves time (the module's stays where it was)."""
     from idp.clock import FrozenClock
 
-    svc = env.svc
-    real = svc.clock
-    clock = FrozenClock(real.now())
-    svc.clock = svc.store._clock = clock
-    try:
+    with clock_swapped(env.svc, FrozenClock(env.svc.clock.now())) as clock:
         yield clock
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 # --- the happy flow -------------------------------------------------------------------------------

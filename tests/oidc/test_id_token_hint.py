@@ -10,6 +10,7 @@ from __future__ import annotations
 import jwt as pyjwt
 import pytest
 from oidc_support import RP, authorize, query, token
+from support import clock_swapped, store_keys
 
 
 def _sign_in(env):
@@ -39,14 +40,7 @@ def _alive(env, sid: str) -> bool:
 
 
 def _codes(env) -> int:
-    from sqlalchemy import func, select
-
-    from idp.storage.models import KVEntry
-
-    with env.svc.sessions() as db:
-        return db.scalar(
-            select(func.count()).select_from(KVEntry).where(KVEntry.key.like("code:%"))
-        )
+    return len(store_keys(env.svc, "code:"))
 
 
 @pytest.mark.parametrize("kind", ["access_token", "logout_token"])
@@ -116,12 +110,8 @@ def test_end_session_accepts_an_expired_id_token(env):
     from idp.clock import FrozenClock
 
     c, tokens, sid = _sign_in(env)
-    svc = env.svc
-    real = svc.clock
     exp = pyjwt.decode(tokens["id_token"], options={"verify_signature": False})["exp"]
-    later = FrozenClock(exp + 5)
-    svc.clock, svc.store._clock = later, later
-    try:
+    with clock_swapped(env.svc, FrozenClock(exp + 5)):
         assert _alive(env, sid)
         resp = c.get(
             "/oauth2/logout",
@@ -131,8 +121,6 @@ def test_end_session_accepts_an_expired_id_token(env):
                 "state": "s",
             },
         )
-    finally:
-        svc.clock, svc.store._clock = real, real
     assert resp.status_code == 303
     assert resp.headers["Location"] == "https://rp.example.org/bye?state=s"
     assert not _alive(env, sid)

@@ -19,11 +19,12 @@ from api_kit import service_token
 from joserfc import jwe
 from joserfc.jwk import ECKey, RSAKey
 from oidc_support import PASSWORD, RP, authorize, initial_access_token, login, serve_json, token
+from support import store_keys
 
 from idp.core.client_metadata import Policy
 from idp.oidc.clients import client_cache
 from idp.storage.clients import ClientRegistry
-from idp.storage.models import Client, KVEntry
+from idp.storage.models import Client
 
 ISSUER = "http://127.0.0.1:5000"
 RSA_ENC = RSAKey.generate_key(2048, parameters={"kid": "enc-rsa", "use": "enc"})
@@ -99,8 +100,7 @@ def _request(c, client_id: str, mode: str, **extra):
 
 
 def _code_keys(svc) -> int:
-    with svc.sessions() as db:
-        return db.query(KVEntry).filter(KVEntry.key.like("code:%")).count()
+    return len(store_keys(svc, "code:"))
 
 
 # --- discovery ----------------------------------------------------------------------------------

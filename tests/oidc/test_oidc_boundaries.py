@@ -15,9 +15,10 @@ import pytest
 from joserfc import jwt as jose_jwt
 from oidc_support import RP, Env, authorize, build_env, initial_access_token, token
 from sqlalchemy import func, select
+from support import store_keys
 
 from idp.clock import FrozenClock
-from idp.storage.models import Client, KVEntry
+from idp.storage.models import Client
 from idp.storage.models_oauth import RefreshToken
 
 LOCAL_RPS = {"allow_http": True, "allow_private_addresses": True}
@@ -46,7 +47,7 @@ def _state(env: Env) -> dict:
         tokens = {r.token_hash: (r.used_at, r.revoked, r.last_used_at)
                   for r in db.scalars(select(RefreshToken))}
         clients = db.scalar(select(func.count()).select_from(Client))
-        keys = set(db.scalars(select(KVEntry.key).where(KVEntry.expires_at > svc.clock.now())))
+    keys = set(store_keys(svc, live=True))
     # A refused client authentication is counted by the rate limits (tests/test_rate_limits.py):
     # that counter is the one thing a refusal may write.
     keys = {k for k in keys if not k.startswith("rl:client_auth:")}

@@ -21,6 +21,7 @@ import jwt as pyjwt
 import pytest
 from api_kit import service_token
 from oidc_support import PASSWORD, authorize, build_env, initial_access_token, login, query, token
+from support import set_instance_env
 
 from idp.storage.models import Client, User
 
@@ -355,7 +356,7 @@ def test_command_line_sets_the_subject_type(tmp_path, monkeypatch, capsys, site)
     from test_cli import fails, ok_json, run, snapshot
 
     instance = tmp_path / "instance"
-    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance))
+    set_instance_env(monkeypatch, instance)
     monkeypatch.setenv("IDP_OUTBOUND_ALLOW_HTTP", "true")
     monkeypatch.setenv("IDP_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
     assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0
@@ -418,7 +419,7 @@ def test_config_apply_fetches_the_sector_document(tmp_path, monkeypatch, capsys,
     from test_cli import fails, ok_json, run, snapshot
 
     instance = tmp_path / "instance"
-    monkeypatch.setenv("IDP_INSTANCE_DIR", str(instance))
+    set_instance_env(monkeypatch, instance)
     monkeypatch.setenv("IDP_OUTBOUND_ALLOW_HTTP", "true")
     monkeypatch.setenv("IDP_OUTBOUND_ALLOW_PRIVATE_ADDRESSES", "true")
     assert run(capsys, "init", "--admin-password", "Admin-Password-123")[0] == 0

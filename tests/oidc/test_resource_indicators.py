@@ -11,6 +11,7 @@ import jwt as pyjwt
 import pytest
 from oidc_support import RP, authorize, query, token
 from sqlalchemy import func, select
+from support import store_keys
 
 API = "https://api.example.org/"
 OTHER = "https://other-api.example.org/"
@@ -39,12 +40,7 @@ def _resources(env):
 
 
 def _codes(env) -> int:
-    from idp.storage.models import KVEntry
-
-    with env.svc.sessions() as db:
-        return db.scalar(
-            select(func.count()).select_from(KVEntry).where(KVEntry.key.like("code:%"))
-        )
+    return len(store_keys(env.svc, "code:"))
 
 
 def _refresh_rows(env) -> int:
@@ -106,11 +102,8 @@ def test_registered_and_configured_resources_become_the_audience(env):
 
 
 def test_client_credentials_refuses_unknown_resource_with_no_token(env):
-    from idp.storage.models import KVEntry
-
     c = env.client()
-    with env.svc.sessions() as db:
-        before = db.scalar(select(func.count()).select_from(KVEntry))
+    before = store_keys(env.svc)
     for resource in ("https://evil.example.org/", OTHER):  # OTHER is web's, not svc's
         bad = token(
             c,
@@ -119,8 +112,7 @@ def test_client_credentials_refuses_unknown_resource_with_no_token(env):
         )
         assert bad.status_code == 400 and bad.mimetype == "application/json"
         assert bad.json["error"] == "invalid_target" and "access_token" not in bad.json
-    with env.svc.sessions() as db:
-        assert db.scalar(select(func.count()).select_from(KVEntry)) == before
+    assert store_keys(env.svc) == before
     ok = token(
         c,
         {"grant_type": "client_credentials", "scope": "api", "resource": GLOBAL},

@@ -8,6 +8,7 @@ import threading
 import jwt as pyjwt
 import pytest
 from oidc_support import PASSWORD, RP, authorize, login, token
+from support import clock_swapped
 from werkzeug.datastructures import MultiDict
 
 from idp.storage.models_oauth import RefreshToken
@@ -132,17 +133,9 @@ def test_expired_code_is_refused(env):
 
     c = env.client()
     got = authorize(c)
-    svc = env.svc
-    real = svc.clock
-    frozen = FrozenClock(real.now() + 61)  # code_lifetime is 60 s
-    svc.clock = frozen
-    svc.store._clock = frozen
-    try:
+    with clock_swapped(env.svc, FrozenClock(env.svc.clock.now() + 61)):  # code_lifetime 60 s
         resp = token(c, {"grant_type": "authorization_code", "code": got["code"],
                          "redirect_uri": RP}, auth=("web", env.secrets["web"]))
-    finally:
-        svc.clock = real
-        svc.store._clock = real
     assert resp.json["error"] == "invalid_grant"
 
 

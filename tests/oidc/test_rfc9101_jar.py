@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey, RSAKey
 from oidc_support import RP, follow, initial_access_token, query, token
+from support import clock_swapped, store_keys
 
 ISSUER = "http://127.0.0.1:5000"
 
@@ -67,9 +68,7 @@ def _unsigned(claims: dict) -> str:
 
 def _state(svc) -> tuple:
     with svc.engine.connect() as conn:
-        keys = conn.exec_driver_sql(
-            "SELECT key FROM kv_store WHERE key LIKE 'par%' OR key LIKE 'code:%' "
-            "OR key LIKE 'authreq:%' OR key LIKE 'rojti:%' ORDER BY key").scalars().all()
+        keys = sorted(k for p in ("par", "code:", "authreq:", "rojti:") for k in store_keys(svc, p))
         tokens = conn.exec_driver_sql("SELECT count(*) FROM oauth_refresh_tokens").scalar()
     return tuple(keys), tokens
 
@@ -229,20 +228,14 @@ def test_exp_one_second_either_side(env, offset, ok):
     from idp.clock import FrozenClock
 
     c = env.client()
-    svc = env.svc
-    real = svc.clock
-    now = int(real.now())
+    now = int(env.svc.clock.now())
     obj = _sign(env, _claims(exp=now + 30, nbf=now, iat=now))
-    frozen = FrozenClock(now + 30 + offset)
-    svc.clock = svc.store._clock = frozen
-    try:
+    with clock_swapped(env.svc, FrozenClock(now + 30 + offset)):
         if ok:
             resp = c.get("/oauth2/authorize", query_string={"client_id": "jar", "request": obj})
             assert resp.status_code == 303 and resp.headers["Location"].startswith("/login")
         else:
             assert "expired" in _refused(env, c, obj)["error_description"]
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 # --- per-client requirements, registration, discovery ----------------------------------------

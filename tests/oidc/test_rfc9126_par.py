@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as josejwt
 from joserfc.jwk import OctKey
 from oidc_support import PASSWORD, RP, follow, initial_access_token, query, token
+from support import clock_swapped, store_keys
 
 ISSUER = "http://127.0.0.1:5000"
 URN = "urn:ietf:params:oauth:request_uri:"
@@ -67,9 +68,7 @@ def _state(svc) -> tuple:
     """What a refused request must leave alone: pushed requests and their used-markers,
     codes, pending sign-ins, request-object jtis; and the refresh tokens."""
     with svc.engine.connect() as conn:
-        keys = conn.exec_driver_sql(
-            "SELECT key FROM kv_store WHERE key LIKE 'par%' OR key LIKE 'code:%' "
-            "OR key LIKE 'authreq:%' OR key LIKE 'rojti:%' ORDER BY key").scalars().all()
+        keys = sorted(k for p in ("par", "code:", "authreq:", "rojti:") for k in store_keys(svc, p))
         tokens = conn.exec_driver_sql("SELECT count(*) FROM oauth_refresh_tokens").scalar()
     return tuple(keys), tokens
 
@@ -238,10 +237,7 @@ def test_request_uri_expiry_one_second_either_side(env, offset, usable):
 
     c = env.client()
     svc = env.svc
-    real = svc.clock
-    start = FrozenClock(real.now())
-    svc.clock = svc.store._clock = start
-    try:
+    with clock_swapped(svc, FrozenClock(svc.clock.now())) as start:
         uri = push(c, _request()[0], secret=env.secrets["web"]).json["request_uri"]
         start.advance(60 + offset)
         before = _state(svc)
@@ -251,8 +247,6 @@ def test_request_uri_expiry_one_second_either_side(env, offset, usable):
         else:
             _refused_page(resp)
             assert _state(svc) == before
-    finally:
-        svc.clock = svc.store._clock = real
 
 
 def test_request_uri_of_another_client_or_made_up_is_refused_with_a_page(env):
