@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import secret_watch
 from support import IN_CI, base_overrides, init_database, require
+
+
+def pytest_configure(config):
+    """Every log line of the session is kept and checked for secrets at its end
+    (tests/secret_watch.py)."""
+    config.pluginmanager.register(secret_watch.Plugin(config), "secret_watch")
 
 
 @pytest.hookimpl(hookwrapper=True)
