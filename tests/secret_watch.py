@@ -87,6 +87,8 @@ def register_json(data: object, keys: Iterable[str] = ()) -> None:
                         "client_secret",
                         "recovery_codes",
                         "codes",
+                        "backup_codes",
+                        "token",
                         "seed",
                         "totp_secret",
                     }
