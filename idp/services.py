@@ -256,7 +256,11 @@ def build_services(
         password_hasher=PasswordHasher(settings.auth.max_concurrent_hashes),
         mfa_policy=MfaPolicy.from_settings(settings.mfa),
         mailer=mailer,
-        mail_queue=make_queue(settings, mailer.transport, _mail_outbox(settings, sessions, clock)),
+        mail_queue=make_queue(
+            settings,
+            mailer.transport,
+            _mail_outbox(settings, sessions, clock, Sealer(derive_key(seal_master, "mail-outbox"))),
+        ),
         enrolment_query=EnrolmentQuery(),
         credential_backends=dict(BUILT_IN_BACKENDS),
         sms_senders=dict(BUILT_IN_SENDERS),
@@ -265,9 +269,13 @@ def build_services(
     return svc
 
 
-def _mail_outbox(settings: Section, sessions: sessionmaker[Session], clock: Clock) -> Any:
+def _mail_outbox(
+    settings: Section, sessions: sessionmaker[Session], clock: Clock, sealer: Sealer
+) -> Any:
     from .storage.mail_outbox import SqlOutbox
 
     # A lease outlasts one delivery (a few SMTP round trips, each up to the timeout) with room
     # to spare: a worker that ended mid-delivery hands its mail on once it runs out.
-    return SqlOutbox(sessions, clock.utcnow, lease_seconds=6 * settings.mail.timeout + 60)
+    return SqlOutbox(
+        sessions, clock.utcnow, lease_seconds=6 * settings.mail.timeout + 60, sealer=sealer
+    )

@@ -11,6 +11,7 @@ import base64
 import secrets
 from typing import Any
 
+import secret_watch
 from login_kit import login
 from oidc_flow import code_flow_token
 
@@ -42,6 +43,7 @@ def service_token(
             scope="admin scim",
             roles=list(roles),
         )
+    secret_watch.register(secret)
     resp = app.test_client().post(
         "/oauth2/token",
         data={"grant_type": "client_credentials", "scope": scope},
@@ -49,6 +51,7 @@ def service_token(
     )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert scope in resp.json["scope"].split(), resp.json
+    secret_watch.register(resp.json["access_token"])
     return resp.json["access_token"]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pg_tier
 import pytest
+import secret_watch
 from support import IN_CI, base_overrides, default_workers, init_database, require
 
 # --- worker processes ----------------------------------------------------------------------------
@@ -62,6 +63,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Every log line of the session is kept and checked for secrets at its end
+    # (tests/secret_watch.py).
+    config.pluginmanager.register(secret_watch.Plugin(config), "secret_watch")
     config.addinivalue_line("markers", f"{pg_tier.MARK}: a test of the PostgreSQL + Redis tier")
     whole_suite = config.args_source is pytest.Config.ArgsSource.TESTPATHS
     mode = pg_tier.mode_from(config.getoption("--pg-tiers", None), whole_suite=whole_suite)

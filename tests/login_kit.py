@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import secret_watch
 from sqlalchemy import func, select
 from support import store_keys
 
@@ -19,6 +20,7 @@ GOOD = "Tr0ub4dor-Horse-Battery"
 
 
 def make_user(svc, username: str, password: str | None = GOOD, **fields: Any) -> int:
+    secret_watch.register(password)
     with svc.sessions.begin() as db:
         user = Directory(db).create_user(
             NewUser(

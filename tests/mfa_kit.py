@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pyotp
+import secret_watch
 from login_kit import GOOD, csrf, login, outbox, text_of
 from sqlalchemy import func, select
 from support import store_keys
@@ -21,6 +22,7 @@ def enrol_totp(svc, user_id: int) -> pyotp.TOTP:
     from idp.backends import totp
 
     secret = totp.new_secret()
+    secret_watch.register(secret)
     with svc.sessions.begin() as db:
         totp.save(svc, db, user_id, secret)
     p = totp.params(svc)

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 from urllib.parse import parse_qs, urlsplit
 
+import secret_watch
 from login_kit import login
 
 CONSOLE_REDIRECT = "http://127.0.0.1:8765/cb"
@@ -32,6 +33,7 @@ def _console_client(app) -> tuple[str, str]:
             scope="openid profile email admin scim",
             first_party=True,
         )
+    secret_watch.register(secret)
     app.config["_test_console_client"] = ("test-console", secret)
     return "test-console", secret
 
@@ -72,4 +74,5 @@ def code_flow_token(app, username: str, password: str, scope: str = "openid admi
         headers={"Authorization": f"Basic {raw}"},
     )
     assert got.status_code == 200, got.get_data(as_text=True)
+    secret_watch.register(code, got.json)
     return got.json["access_token"]

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 import requests
+import secret_watch
 from authlib.integrations.requests_client import OAuth2Session
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -145,6 +146,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
             env = dict(shared, IDP_INSTANCE_DIR=str(workdir / node))
             log = (workdir / f"{node}.log").open("w+")
             logs.append(log)
+            secret_watch.watch_file(log.name)
             procs.append(subprocess.Popen(
                 [IDP, "serve", "--workers", "1", "--port", str(port)],
                 cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -152,6 +154,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
             ))
         _wait_ready(f"http://127.0.0.1:{port_a}")
         _wait_ready(f"http://127.0.0.1:{port_b}")
+        secret_watch.register(PASSWORD, made["client_secret"])
         yield Cluster(first.a, first.b, issuer, shared, workdir, made["client_id"],
                       made["client_secret"])
     finally:

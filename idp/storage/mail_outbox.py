@@ -3,12 +3,17 @@
 Every method is one short transaction of its own. A worker takes a row with a conditional
 ``UPDATE ... WHERE id = :id AND (lease_until IS NULL OR lease_until < :now)`` and owns it when
 exactly one row changed: plain SQL that SQLite and PostgreSQL both serialise, so two workers (or
-two nodes) never hold the same row at once."""
+two nodes) never hold the same row at once.
+
+A queued message may carry a one-time link (a password reset, a sign-in link) until it is sent:
+with a ``sealer`` it is kept sealed (AES-GCM, bound to its row), so a copy of the table holds no
+usable token. A row written before sealing (plain RFC 5322 bytes) is still read as it is."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,15 +21,31 @@ from sqlalchemy.orm import Session, sessionmaker
 from .models_mail import MailOutbox
 
 RENDERING, QUEUED, FAILED = "rendering", "queued", "failed"
+SEALED = b"v1:"  # idp.crypto.Sealer's prefix; an RFC 5322 message never starts with it
 
 
 class SqlOutbox:
     def __init__(
-        self, sessions: sessionmaker[Session], now: Callable[[], datetime], lease_seconds: float
+        self,
+        sessions: sessionmaker[Session],
+        now: Callable[[], datetime],
+        lease_seconds: float,
+        sealer: Any = None,
     ) -> None:
         self.sessions = sessions
         self.now = now
         self.lease = timedelta(seconds=lease_seconds)
+        self.sealer = sealer
+
+    def _seal(self, row_id: int, message: bytes) -> bytes:
+        if self.sealer is None:
+            return message
+        return self.sealer.seal(message, context=f"mail-outbox:{row_id}").encode()
+
+    def _open(self, row_id: int, stored: bytes) -> bytes:
+        if self.sealer is None or not stored.startswith(SEALED):
+            return stored
+        return self.sealer.open(stored.decode(), context=f"mail-outbox:{row_id}")
 
     def add(self, name: str, owner: str) -> int:
         """A row for a mail this worker is about to render (leased to it meanwhile)."""
@@ -51,7 +72,10 @@ class SqlOutbox:
                 update(MailOutbox)
                 .where(MailOutbox.id == row_id)
                 .values(
-                    state=QUEUED, message=message, due_at=self.now(), lease_owner=None,
+                    state=QUEUED,
+                    message=self._seal(row_id, message),
+                    due_at=self.now(),
+                    lease_owner=None,
                     lease_until=None,
                 )
             )
@@ -77,7 +101,16 @@ class SqlOutbox:
                 ).rowcount
                 if won == 1:
                     row = db.get(MailOutbox, row_id)
-                    return row.id, row.name, row.message, row.attempts
+                    try:
+                        return row.id, row.name, self._open(row.id, row.message), row.attempts
+                    except ValueError:  # sealed under another key: nobody can send it
+                        row.state, row.message, row.lease_owner, row.lease_until = (
+                            FAILED,
+                            None,
+                            None,
+                            None,
+                        )
+                        row.last_error = "sealed with a key this node does not have"
         return None
 
     def sent(self, row_id: int, owner: str) -> None:
@@ -88,7 +121,10 @@ class SqlOutbox:
 
     def retry(self, row_id: int, owner: str, attempts: int, delay: float, error: str) -> None:
         self._release(
-            row_id, owner, attempts=attempts, due_at=self.now() + timedelta(seconds=delay),
+            row_id,
+            owner,
+            attempts=attempts,
+            due_at=self.now() + timedelta(seconds=delay),
             last_error=error[:500],
         )
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import secret_watch
 from sqlalchemy import func, select
 from test_serve import clean_env, free_port, stop, wait_for
 
@@ -41,6 +42,7 @@ class Served:
         )
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "server.log"
+        secret_watch.watch_file(self.log_path)
 
     def idp(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(
@@ -52,7 +54,9 @@ class Served:
         return done
 
     def idp_json(self, *args: str) -> dict:
-        return json.loads(self.idp(*args, "--json").stdout)
+        out = json.loads(self.idp(*args, "--json").stdout)
+        secret_watch.register_json(out)  # client secrets, passwords, tokens it printed
+        return out
 
     def start(self) -> None:
         with self.log_path.open("a") as log:
