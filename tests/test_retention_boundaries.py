@@ -1,0 +1,122 @@
+"""Retention limits at their boundaries, one second either side on the frozen clock (the
+hardening issue: every time limit): ``[audit] retention_days`` (what ``idp audit prune`` without
+--before removes) and ``[gdpr] request_retention_days`` (ended erasure requests the retention job
+removes). Each run asserts both what went and what stayed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from idp.manage import Actor, transaction
+from idp.manage import audit as manage_audit
+from idp.manage import gdpr as manage_gdpr
+from idp.storage import audit as chain
+from idp.storage.models import AuditEvent
+from idp.storage.models_gdpr import DeletionRequest
+
+DAY = 86400
+
+
+@pytest.mark.parametrize(("age_margin", "pruned"), [(1, True), (-1, False)])
+def test_audit_rows_older_than_retention_days_are_pruned(make_app, clock, age_margin, pruned):
+    app = make_app(clock=clock, audit={"retention_days": 30})
+    svc = app.extensions["idp"]
+    written = clock.utcnow()
+    with svc.sessions.begin() as db:
+        chain.audit(db, "test.edge", at=written, target="edge")
+    clock.advance(30 * DAY + age_margin)  # the row is retention + margin seconds old
+    with transaction(svc, Actor.operator("test")) as ctx:
+        result = manage_audit.prune_before(ctx, None)
+    assert result.before == clock.utcnow() - timedelta(days=30)
+    with svc.sessions() as db:
+        left = db.scalars(select(AuditEvent.action).where(AuditEvent.action == "test.edge")).all()
+    assert (left == []) is pruned
+    assert chain.verify_chain(svc.engine).ok
+
+
+@pytest.mark.parametrize(("age_margin", "removed"), [(1, True), (-1, False)])
+def test_ended_erasure_requests_older_than_request_retention_days_go(
+    make_app, clock, age_margin, removed
+):
+    app = make_app(clock=clock, gdpr={"request_retention_days": 90})
+    svc = app.extensions["idp"]
+    with svc.sessions.begin() as db:
+        db.add(DeletionRequest(user_uuid="u-ended", status="rejected", created_at=clock.utcnow()))
+        db.add(DeletionRequest(user_uuid="u-open", status="pending", created_at=clock.utcnow()))
+    clock.advance(90 * DAY + age_margin)
+    with transaction(svc, Actor.operator("test")) as ctx:
+        report = manage_gdpr.purge(ctx)
+    with svc.sessions() as db:
+        left = sorted(db.scalars(select(DeletionRequest.user_uuid)).all())
+    assert report.requests_removed == (1 if removed else 0)
+    # A pending request is never removed, however old.
+    assert left == (["u-open"] if removed else ["u-ended", "u-open"])
+
+
+# --- the risk rules' windows (idp.sso.risk.RiskEngine on the app's store and frozen clock) ---
+
+
+def _engine(svc, **policy):
+    from idp.core.risk import RiskPolicy
+    from idp.sso.risk import RiskEngine
+
+    return RiskEngine(svc.store, svc.clock, RiskPolicy(**policy), svc.geoip)
+
+
+@pytest.mark.parametrize(("gap", "found"), [(5 * 60 - 1, True), (5 * 60 + 1, False)])
+def test_credential_stuffing_counts_names_within_stuffing_window_minutes(app, clock, gap, found):
+    """Three names failing from one address: found when the third comes within the window of
+    the first, not when the first has left it."""
+    engine = _engine(app.extensions["idp"], stuffing_accounts=3, stuffing_window_minutes=5)
+    assert engine.password_failed("203.0.113.9", "ann", None) == []
+    clock.advance(gap - 1)
+    assert engine.password_failed("203.0.113.9", "bob", None) == []
+    clock.advance(1)
+    events = engine.password_failed("203.0.113.9", "cid", None)
+    assert bool(events) is found
+    block = app.extensions["idp"].store.get("risk:block:203.0.113.9")
+    assert (block is not None) is found
+
+
+@pytest.mark.parametrize(("after", "blocked"), [(15 * 60 - 1, True), (15 * 60 + 1, False)])
+def test_a_stuffing_block_lasts_stuffing_block_minutes(app, clock, after, blocked):
+    svc = app.extensions["idp"]
+    engine = _engine(svc, stuffing_accounts=2, stuffing_block_minutes=15)
+    engine.password_failed("203.0.113.7", "ann", None)
+    assert engine.password_failed("203.0.113.7", "bob", None)  # found: blocked from now
+    block_key = engine.block_key("203.0.113.7")
+    assert engine.block_retry_after(svc.store.get(block_key)) == 15 * 60
+    clock.advance(after)
+    assert (svc.store.get(block_key) is not None) is blocked
+
+
+@pytest.mark.parametrize(("gap", "found"), [(10 * 60 - 1, True), (10 * 60 + 1, False)])
+def test_an_mfa_burst_counts_within_mfa_burst_window_minutes(app, clock, gap, found):
+    engine = _engine(app.extensions["idp"], mfa_burst_failures=2, mfa_burst_window_minutes=10)
+    assert engine.mfa_failed(42) == []
+    clock.advance(gap)
+    assert bool(engine.mfa_failed(42)) is found
+
+
+# --- the SAML metadata's validity (a value: what we write) ----------------------------------
+
+
+@pytest.mark.parametrize("valid", [3600, 86400 * 7])
+def test_our_saml_metadata_is_valid_for_metadata_valid_seconds(make_app, valid):
+    import time
+    from datetime import UTC, datetime
+
+    from lxml import etree
+
+    app = make_app(saml={"metadata_valid_seconds": valid})
+    before = time.time()
+    body = app.test_client().get("/saml/metadata").get_data()
+    after = time.time()
+    root = etree.fromstring(body)
+    until = datetime.strptime(root.get("validUntil")[:19], "%Y-%m-%dT%H:%M:%S")
+    until = until.replace(tzinfo=UTC).timestamp()
+    assert int(before) + valid - 1 <= until <= after + valid + 1
+    assert root.get("cacheDuration") == f"PT{max(60, valid // 10)}S"
