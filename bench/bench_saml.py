@@ -45,6 +45,7 @@ import multiprocessing as mp
 import os
 import re
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -449,15 +450,17 @@ def start_idp(folder: Path, port: int, redis_url: str = "", workers: int = 2, th
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(folder / "serve.log").open("wb"),
+        start_new_session=True,  # its workers go with it (os.killpg)
     )
-    for _ in range(100):
+    for _ in range(300):
         try:
             if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return server, env
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    server.terminate()
+    os.killpg(server.pid, signal.SIGTERM)  # the server this script started, by its PID
+    server.wait(30)
     raise SystemExit("idp serve did not become ready")
 
 
@@ -666,11 +669,11 @@ def main() -> None:
                     runs.append(res)
                     print(json.dumps(res), flush=True)
         finally:
-            server.terminate()
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by PID
             try:
                 server.wait(15)
             except subprocess.TimeoutExpired:
-                server.kill()
+                os.killpg(server.pid, signal.SIGKILL)
             if args.redis_url:
                 drop_redis_keys(args.redis_url, env["IDP_STORE_REDIS_PREFIX"])
     summary = summarize(runs, modes)

@@ -29,6 +29,10 @@ def _remove(path: Path, owner: int) -> None:
 def initialised(instance: Path, **settings: Any) -> dict[str, Any]:
     """``base_overrides(instance, **settings)`` with ``instance`` initialised as by `idp init`."""
     global _template
+    overrides = base_overrides(instance, **settings)
+    if "database_url" in overrides:  # the PostgreSQL tier: the instance's own database
+        init_database(overrides)
+        return overrides
     if _template is None or not _template.is_dir():
         template = Path(tempfile.mkdtemp(prefix="idp-instance-")) / "instance"
         template.mkdir()
@@ -36,4 +40,4 @@ def initialised(instance: Path, **settings: Any) -> dict[str, Any]:
         atexit.register(_remove, template, os.getpid())
         _template = template
     shutil.copytree(_template, instance, dirs_exist_ok=True)
-    return base_overrides(instance, **settings)
+    return overrides

@@ -130,17 +130,23 @@ def scan(text: str, secrets_: Iterable[str]) -> list[str]:
     def line_of(pos: int) -> int:
         return text.count("\n", 0, pos) + 1
 
+    def before(pos: int) -> str:
+        """Up to 80 characters of the line before the leak (its logger and message start),
+        never the value itself: enough to find what wrote it."""
+        start = text.rfind("\n", 0, pos) + 1
+        return text[max(start, pos - 80) : pos].strip()
+
     atoms = set(_ATOM.findall(text))
     for secret in {s for s in secrets_ if s}:
         if not all(a in atoms for a in _ATOM.findall(secret)):
             continue
         pos = text.find(secret)
         while pos != -1:
-            out.add((line_of(pos), "a registered secret"))
+            out.add((line_of(pos), f"a registered secret, after {before(pos)!r}"))
             pos = text.find(secret, pos + 1)
     for name, pattern in PATTERNS.items():
         for found in pattern.finditer(text):
-            out.add((line_of(found.start()), f"a {name}"))
+            out.add((line_of(found.start()), f"a {name}, after {before(found.start())!r}"))
     return [f"line {number}: {what}" for number, what in sorted(out)]
 
 

@@ -34,7 +34,7 @@ def test_passes():
 
 @pytest.fixture
 def skipping_suite(tmp_path: Path) -> Path:
-    for helper in ("conftest.py", "support.py", "pg_tier.py"):
+    for helper in ("conftest.py", "support.py", "pg_tier.py", "secret_watch.py"):
         shutil.copy(TESTS / helper, tmp_path / helper)
     (tmp_path / "test_skipping.py").write_text(SKIPPING)
     return tmp_path

@@ -155,3 +155,25 @@ def test_address_failures_and_another_key_in_one_read(store, clock):
     assert guard.ip_failures_and("10.0.0.1", "nothing") == (2, None)
     assert guard.ip_failures_and("10.0.0.1", None) == (2, None)
     assert guard.ip_failures_and("10.0.0.9", "block:10.0.0.1") == (0, {"why": "stuffing"})
+
+
+def test_the_retry_after_of_a_lock_is_the_rest_of_it_in_whole_seconds(store, clock):
+    guard = _guard(store, clock)
+    assert guard.locked_for("u1") is None
+    assert [guard.record_failure("u1") for _ in range(3)][-1] is True
+    assert guard.locked_for("u1") == LOCK
+    clock.advance(10.5)
+    assert guard.locked_for("u1") == LOCK - 10  # rounded up: never early
+    clock.advance(LOCK - 11)
+    assert guard.locked_for("u1") == 1
+    now = clock.now()
+    assert guard.lock_retry_after({"at": now - 5}) == LOCK - 5
+    assert guard.lock_retry_after({"at": now - LOCK - 60}) == 1  # at least one second
+    assert guard.lock_retry_after({"at": now + 60}) == LOCK  # never more than a lock
+    assert guard.lock_retry_after({}) == LOCK == guard.lock_retry_after({"at": "x"})
+    assert guard.lock_retry_after(None) == LOCK
+
+
+def test_an_address_refused_for_its_failures_waits_window_minutes(store, clock):
+    assert _guard(store, clock).ip_retry_after() == WINDOW
+    assert _guard(store, clock, window_minutes=0).ip_retry_after() == 1

@@ -340,10 +340,22 @@ def test_a_group_with_roles_is_as_strong_as_its_roles(realm):
 def test_a_delegated_admin_acts_inside_their_department_only(realm):
     lead = as_user(realm, "lead")
     helpdesk = "Helpdesk"
-    allowed(
+    # Given only within the department the lead holds it over: for every department it would
+    # be more than the lead holds (tests/attacks/test_attack_admin.py, privilege escalation).
+    refused(
         realm,
         lead,
         lambda ctx: users.assign_role(ctx, _user(ctx, "dev"), ctx.directory.role_by_name(helpdesk)),
+    )
+    allowed(
+        realm,
+        lead,
+        lambda ctx: users.assign_role(
+            ctx,
+            _user(ctx, "dev"),
+            ctx.directory.role_by_name(helpdesk),
+            scope_department=_user(ctx, "dev").department,
+        ),
         "user.role_assigned",
     )
     refused(

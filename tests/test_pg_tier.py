@@ -98,7 +98,7 @@ def test_a_second_test_gets_an_empty_database(request, make_app, clock):
 
 @pytest.fixture
 def tier_suite(tmp_path: Path) -> Path:
-    for helper in ("conftest.py", "support.py", "pg_tier.py"):
+    for helper in ("conftest.py", "support.py", "pg_tier.py", "secret_watch.py"):
         shutil.copy(TESTS / helper, tmp_path / helper)
     (tmp_path / "test_mfa_tier_probe.py").write_text(TIER_MODULE)
     return tmp_path
@@ -240,7 +240,7 @@ def test_where_it_runs():
     ],
 )
 def test_the_whole_suite_run_spreads_over_workers_in_ci(tmp_path, extra, args, where):
-    for helper in ("conftest.py", "support.py", "pg_tier.py"):
+    for helper in ("conftest.py", "support.py", "pg_tier.py", "secret_watch.py"):
         shutil.copy(TESTS / helper, tmp_path / helper)
     (tmp_path / "test_probe.py").write_text(WORKER_PROBE)
     (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["."]\n')
