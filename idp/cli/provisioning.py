@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from ..provisioning.worker import drain, run_forever
@@ -18,8 +16,7 @@ def provisioning() -> None:
 @provisioning.command("run")
 @click.option("--once", is_flag=True, help="Push what is due now, then exit.")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--parent-pid", type=int, hidden=True, help="Exit when this process is gone.")
-def provisioning_run(once: bool, as_json: bool, parent_pid: int | None) -> None:
+def provisioning_run(once: bool, as_json: bool) -> None:
     """Push due items to their targets; without --once keep doing so every
     [provisioning] interval_seconds. Several pushers (on one node or many) may run at once:
     each item is claimed by one of them."""
@@ -32,4 +29,4 @@ def provisioning_run(once: bool, as_json: bool, parent_pid: int | None) -> None:
             f"pushed {report.pushed}, to retry {report.retried}, failed {report.failed}",
         )
         return
-    run_forever(svc, lambda: parent_pid is None or os.getppid() == parent_pid)
+    run_forever(svc, lambda: True)

@@ -89,7 +89,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             "(browsers refuse an IP address); set IDP_ISSUER, e.g. http://localhost:PORT"
         )
     sys.stdout.flush()
-    # Worker processes start fresh interpreters: the same quiet default for them.
+    # The exec'd main process and the workers it forks read warnings settings afresh: the same
+    # quiet default for them.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     options = {
         "host": host,
