@@ -17,9 +17,9 @@ from sqlalchemy import select
 from ..core.client_metadata import is_loopback_host, safe_uri
 from ..services import Services
 from ..storage.models import Client, ClientServiceRole
+from ..storage.store import GenerationWatch
 
 GENERATION_KEY = "gen:clients"
-_GENERATION_TTL = 400 * 86400
 
 
 def previous_secret_key(client_id: str) -> str:
@@ -79,10 +79,13 @@ class OAuthClient(ClientMixin):
             return False
         for registered in self.redirect_uris:
             reg = urlsplit(registered)
-            if (reg.scheme == "http" and reg.hostname == parts.hostname
-                    and urlunsplit(reg._replace(netloc=reg.hostname or ""))
-                    == urlunsplit(parts._replace(netloc=parts.hostname or ""))
-                    and "@" not in parts.netloc):
+            if (
+                reg.scheme == "http"
+                and reg.hostname == parts.hostname
+                and urlunsplit(reg._replace(netloc=reg.hostname or ""))
+                == urlunsplit(parts._replace(netloc=parts.hostname or ""))
+                and "@" not in parts.netloc
+            ):
                 return True
         return False
 
@@ -119,24 +122,19 @@ class ClientCache:
         self.svc = svc
         self._lock = threading.Lock()
         self._clients: dict[str, OAuthClient | None] = {}
-        self._generation: Any = None
-        self._checked = 0.0
+        # Once a second by the app's clock (tests move it), whatever reload_poll_seconds says.
+        self._watch = GenerationWatch(
+            svc.store, GENERATION_KEY, lambda: svc.clock.now(), lambda: 1.0
+        )
 
     def bump(self) -> None:
         """Call after any change to any client: every worker reloads."""
-        self.svc.store.incr(GENERATION_KEY, _GENERATION_TTL)
-        self._checked = 0.0
+        self._watch.bump()
 
     def _fresh(self) -> None:
-        now = self.svc.clock.now()
-        if now - self._checked < 1.0:
-            return
-        generation = self.svc.store.get(GENERATION_KEY)
-        with self._lock:
-            if generation != self._generation:
+        if self._watch.moved():
+            with self._lock:
                 self._clients.clear()
-                self._generation = generation
-            self._checked = now
 
     def get(self, client_id: str | None) -> OAuthClient | None:
         if not client_id or not isinstance(client_id, str) or len(client_id) > 255:
@@ -148,11 +146,24 @@ class ClientCache:
             row = db.get(Client, client_id)
             client = None
             if row is not None and row.enabled:
-                roles = list(db.scalars(select(ClientServiceRole.role_id).where(
-                    ClientServiceRole.client_id == client_id)))
-                client = OAuthClient(row.client_id, row.name or row.client_id, dict(row.meta),
-                                     row.secret_hash, row.secret_enc, row.first_party, roles,
-                                     self.svc.hasher, self.svc.store)
+                roles = list(
+                    db.scalars(
+                        select(ClientServiceRole.role_id).where(
+                            ClientServiceRole.client_id == client_id
+                        )
+                    )
+                )
+                client = OAuthClient(
+                    row.client_id,
+                    row.name or row.client_id,
+                    dict(row.meta),
+                    row.secret_hash,
+                    row.secret_enc,
+                    row.first_party,
+                    roles,
+                    self.svc.hasher,
+                    self.svc.store,
+                )
         with self._lock:
             if len(self._clients) > 10000:
                 self._clients.clear()

@@ -33,6 +33,7 @@ from ..errors import new_reference
 from ..storage import audit as audit_rows
 from ..storage import iprules as stored
 from ..storage.rbac import cached_graph
+from ..storage.store import GenerationWatch
 
 if TYPE_CHECKING:  # the container's type only: it is built above the hub
     from ..services import Services
@@ -83,7 +84,6 @@ def check_networks(scope: str, allowed: Any, ip: str | None) -> Refusal | None:
 
 
 RULES_GENERATION_KEY = "gen:ip-rules"
-_GENERATION_TTL = 400 * 86400
 _CACHED_MAX = 10_000
 
 
@@ -97,24 +97,22 @@ class StoredRulesCache:
         self.svc = svc
         self._lock = threading.Lock()
         self._rules: dict[tuple[str, str], Rules] = {}
-        self._generation: Any = None
-        self._checked = float("-inf")
+        self._watch = GenerationWatch(
+            svc.store,
+            RULES_GENERATION_KEY,
+            lambda: time.monotonic(),  # read at each look (tests replace it)
+            lambda: svc.settings.server.reload_poll_seconds,
+        )
 
     def bump(self) -> None:
-        self.svc.store.incr(RULES_GENERATION_KEY, _GENERATION_TTL)
+        self._watch.bump()
         with self._lock:
             self._rules.clear()
-            self._checked = float("-inf")
 
     def get(self, kind: str, key: str) -> Rules:
-        now = time.monotonic()
-        if now - self._checked >= self.svc.settings.server.reload_poll_seconds:
-            generation = self.svc.store.get(RULES_GENERATION_KEY)
+        if self._watch.moved():
             with self._lock:
-                if generation != self._generation:
-                    self._rules.clear()
-                    self._generation = generation
-                self._checked = now
+                self._rules.clear()
         found = self._rules.get((kind, key))
         if found is None:
             with self.svc.sessions() as db:

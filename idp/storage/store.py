@@ -7,6 +7,7 @@ Both are correct across worker processes and nodes: every operation is one atomi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, case, delete, null, select, text
@@ -272,3 +273,34 @@ def make_store(settings, engine: Engine, clock: Clock):
             timeout=settings.database.connect_timeout,
         )
     return SqlStore(engine, clock, settings.store.purge_interval)
+
+
+class GenerationWatch:
+    """A counter in the shared store that every change of something the workers keep copies of
+    bumps (``key``). :meth:`moved` looks at it at most once per ``window()`` seconds of
+    ``now()`` and says whether it moved since the last look, so each worker drops its copies
+    within that time; :meth:`bump` moves it and makes this worker look at once."""
+
+    TTL = 400 * 86400
+
+    def __init__(
+        self, store: Any, key: str, now: Callable[[], float], window: Callable[[], float]
+    ) -> None:
+        self._store, self._key, self._now, self._window = store, key, now, window
+        self._seen: Any = None
+        self._checked = float("-inf")
+
+    def moved(self) -> bool:
+        now = self._now()
+        if now - self._checked < self._window():
+            return False
+        generation = self._store.get(self._key)
+        self._checked = now
+        if generation == self._seen:
+            return False
+        self._seen = generation
+        return True
+
+    def bump(self) -> None:
+        self._store.incr(self._key, self.TTL)
+        self._checked = float("-inf")
