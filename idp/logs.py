@@ -43,6 +43,11 @@ SECRET_PARAMS = (
 )
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(r) for r in TOKEN_ROUTES) + r")[^/?#\s\"']+")
 _SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(SECRET_PARAMS) + r")=)[^&;#\s\"']*")
+# Credential-looking assignments anywhere in a line (an exception message, a traceback's source
+# line): ``password=...`` is never a thing a log line needs to show, wherever it stands.
+_SECRET_ASSIGN = re.compile(
+    r"(\b(?:password|passwd|client_secret|secret_key)=)(?![*\[])[^&;#\s\"',)]+", re.I
+)
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,64}")
@@ -79,7 +84,11 @@ def redact(text: str) -> str:
     the route and the parameter's name stay, so a line still says what was asked."""
     if "/" not in text and "=" not in text:
         return text
-    return _SECRET_QUERY.sub(r"\1" + REDACTED, _TOKEN_PATH.sub(r"\1" + REDACTED, text))
+    text = _SECRET_QUERY.sub(r"\1" + REDACTED, _TOKEN_PATH.sub(r"\1" + REDACTED, text))
+    return _SECRET_ASSIGN.sub(r"\1" + REDACTED, text)
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 class Redactor(logging.Filter):
@@ -94,6 +103,10 @@ class Redactor(logging.Filter):
         for key, value in record.__dict__.items():
             if key not in _STD and isinstance(value, str):
                 record.__dict__[key] = redact(value)
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes exception messages and source lines: formatted once here and
+            # redacted like the message (formatters use a record's exc_text when it is set).
+            record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
         return True
 
 
@@ -108,7 +121,7 @@ class JsonFormatter(logging.Formatter):
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in _STD})
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 

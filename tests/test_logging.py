@@ -105,6 +105,9 @@ def test_unexpected_error_logged_with_reference_not_shown(make_app, capsys):
     records = [json.loads(line) for line in err.splitlines() if line.strip()]
     failure = next(r for r in records if r["msg"] == "unhandled error")
     assert failure["reference"] == body["reference"]
+    # The traceback is logged, redacted like a message: it quotes the exception and its source.
+    assert "RuntimeError: internal detail password=[redacted]" in failure["exc"]
+    assert "hunter2" not in err
 
 
 def test_settings_repr_in_logs_is_redacted(make_app, capsys):
