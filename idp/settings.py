@@ -641,6 +641,8 @@ def _validate_notifications(s: dict[str, Any]) -> None:
     """[devices] and [notifications]: known kinds, addresses and sane ranges."""
     if not 1 <= s["devices"]["cookie_days"] <= 3650:
         raise ConfigError("setting devices.cookie_days must be between 1 and 3650")
+    if not 1 <= s["devices"]["max_per_user"] <= 1000:
+        raise ConfigError("setting devices.max_per_user must be between 1 and 1000")
     n = s["notifications"]
     for kind in n["user_may_disable"]:
         if kind not in NOTIFICATION_KINDS:

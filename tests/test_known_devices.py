@@ -262,3 +262,35 @@ def test_session_cookie_untouched_by_device_cookie(app):
     sign_in(client)
     assert client.get_cookie(SESSION_COOKIE).value != client.get_cookie(COOKIE).value
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", client.get_cookie(COOKIE).value)
+
+
+def test_a_user_keeps_at_most_max_per_user_devices_the_least_recently_seen_forgotten(
+    make_app, clock
+):
+    """Browsers that never keep cookies (or a script) add a device at every sign-in: the rows
+    stay bounded by ``[devices] max_per_user``; the one dropped is the one seen least recently,
+    and its sessions go on."""
+    app = make_app(clock=clock, devices={"max_per_user": 3})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann")
+    kept = browser(app)
+    sign_in(kept)
+    others = []
+    for _ in range(3):
+        clock.advance(60)
+        others.append(browser(app, IPHONE))
+        sign_in(others[-1])
+    # Four browsers, three kept: the first browser (seen least recently) was forgotten.
+    rows = device_rows(svc)
+    assert len(rows) == 3 and all("iPhone" in r.name for r in rows)
+    assert kept.get("/account/").status_code == 200  # its session goes on
+    clock.advance(60)
+    sign_in(others[0])  # seen again: now the most recent of the three
+    clock.advance(60)
+    sign_in(kept)  # new again: forgets others[1], seen least recently
+    rows = device_rows(svc)
+    assert len(rows) == 3 and sum("Chrome" in r.name for r in rows) == 1
+    with svc.sessions() as db:
+        links = db.scalar(select(func.count()).select_from(KnownDeviceSession))
+    assert links == 6 - 2  # the links of the two forgotten devices went with them
+    assert len(new_device_mails(svc)) == 4  # three phones, then the forgotten first browser

@@ -218,3 +218,59 @@ def test_mail_accepted_while_smtp_is_down_is_sent_by_the_next_process(make_app):
     finally:
         second.stop()
     assert len(up.sent) == 1 and outbox.pending() == (0, None)
+
+
+def test_the_worker_that_renders_a_mail_sends_it_without_claiming_it_back(make_app):
+    """A mail goes out from the memory of the thread that rendered it: its row stays leased to
+    that thread (no other worker can take it meanwhile) and no claim is made for it."""
+    from idp.delivery.mail import MailQueue
+
+    svc = make_app().extensions["idp"]
+    outbox = svc.mail_queue.outbox
+    claims, leases = [], []
+
+    class Watching:
+        def __getattr__(self, name):
+            return getattr(outbox, name)
+
+        def claim(self, owner):
+            row = outbox.claim(owner)
+            claims.append(row)
+            return row
+
+    class Looking(_Counting):
+        def send(self, msg):
+            leases.append(outbox.claim("another-worker"))  # the row is not free to take
+            super().send(msg)
+
+    transport = Looking()
+    queue = MailQueue(transport, Watching(), attempts=3, retry_seconds=0.1, timeout=5)
+    for n in range(3):
+        queue.put("hello", lambda n=n: svc.mailer.compose(f"u{n}@example.org", "Hi", "text"))
+    assert queue.wait_idle(10)
+    assert len(transport.sent) == 3 and outbox.pending() == (0, None)
+    assert leases == [None, None, None]
+    assert [c for c in claims if c is not None] == []
+
+
+def test_a_rendered_mail_whose_worker_died_before_sending_is_sent_once_its_lease_ends(make_app):
+    from idp.clock import FrozenClock
+    from idp.delivery.mail import MailQueue
+
+    clock = FrozenClock()
+    svc = make_app(clock=clock).extensions["idp"]
+    outbox = svc.mail_queue.outbox
+    msg = svc.mailer.compose("ann@example.org", "Hi", "text")
+    # Rendered and leased by a worker that was killed before it sent the message.
+    outbox.rendered(outbox.add("hello", "killed"), bytes(msg), owner="killed")
+    up = _Counting()
+    other = MailQueue(up, outbox, attempts=3, retry_seconds=0.1, timeout=5, poll_seconds=0.05)
+    other.start()
+    try:
+        assert not other.wait_idle(0.5)  # still leased to the dead worker: nobody sends it
+        assert up.sent == []
+        clock.advance(outbox.lease.total_seconds() + 1)
+        assert other.wait_idle(10)
+    finally:
+        other.stop()
+    assert up.sent == [msg["Message-ID"]] and outbox.pending() == (0, None)

@@ -21,6 +21,7 @@ import collections
 import email
 import email.policy
 import logging
+import math
 import os
 import secrets
 import smtplib
@@ -29,6 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -157,8 +159,11 @@ Job = Callable[[], EmailMessage | None]
 class Outbox(Protocol):
     """Where queued mail waits durably (``idp.storage.mail_outbox.SqlOutbox``)."""
 
+    lease: timedelta  # how long a row stays with the worker that leased it
+
     def add(self, name: str, owner: str) -> int: ...
-    def rendered(self, row_id: int, message: bytes | None) -> None: ...
+    def rendered(self, row_id: int, message: bytes | None, owner: str | None = None) -> None: ...
+    def release(self, row_id: int, owner: str) -> None: ...
     def claim(self, owner: str) -> tuple[int, str, bytes, int] | None: ...
     def sent(self, row_id: int, owner: str) -> None: ...
     def retry(self, row_id: int, owner: str, attempts: int, delay: float, error: str) -> None: ...
@@ -200,6 +205,7 @@ class MailQueue:
         self.retry_seconds = retry_seconds
         self.timeout = timeout
         self.poll_seconds = poll_seconds
+        self._send_within = outbox.lease.total_seconds() / 2
         self._pid = -1
         self._persistent = False
         self._stopped = False
@@ -281,22 +287,30 @@ class MailQueue:
             time.sleep(0.05)
 
     def _run(self) -> None:
+        swept = -math.inf
         while not self._stopped:
             self._wake.clear()
             try:
-                self._render_waiting()
-                sent = self._send_due()
-                for name in self.outbox.abandoned():
-                    log.error("mail %s lost: its worker ended before rendering it", name,
-                              extra={"mail": name})
+                self._send_rendered(self._render_waiting())
+                if time.monotonic() - swept >= self.poll_seconds:
+                    # Leases run for minutes: once a poll window is often enough to look.
+                    swept = time.monotonic()
+                    for name in self.outbox.abandoned():
+                        log.error("mail %s lost: its worker ended before rendering it", name,
+                                  extra={"mail": name})
                 waiting, due = self.outbox.pending()
+                more = 0
+                if due == 0:
+                    # Rows due that no thread holds (queued elsewhere, or a retry's time came).
+                    more = self._send_due()
+                    due = due if more else None  # others took them all: wait a poll
             except Exception as exc:  # noqa: BLE001 - the database is away: look again later
                 metrics.backend_error("database")
                 log.warning("mail outbox not reachable, next look in %.0fs: %s",
                             self.poll_seconds, exc)
-                waiting, due, sent = 1, self.poll_seconds, 0
+                waiting, due, more = 1, self.poll_seconds, 0
             metrics.mail_waiting(waiting)
-            if sent:
+            if more:
                 continue
             with self._lock:
                 if waiting == 0 and not self._jobs and not self._persistent:
@@ -304,11 +318,14 @@ class MailQueue:
                     return
             self._wake.wait(self.poll_seconds if due is None else min(due, self.poll_seconds))
 
-    def _render_waiting(self) -> None:
+    def _render_waiting(self) -> list[tuple[int, str, EmailMessage, float]]:
+        """Render every job waiting in memory into its row (durable from then on), each row
+        still leased to this thread: (row id, name, message, send-by time) to send from memory."""
+        ready: list[tuple[int, str, EmailMessage, float]] = []
         while True:
             with self._lock:
                 if not self._jobs:
-                    return
+                    return ready
                 row_id, name, job = self._jobs.popleft()
                 self._rendering += 1
             try:
@@ -318,14 +335,39 @@ class MailQueue:
                     log.exception("mail %s could not be rendered", name, extra={"mail": name})
                     msg = None
                 try:
-                    self.outbox.rendered(row_id, None if msg is None else bytes(msg))
+                    self.outbox.rendered(
+                        row_id, None if msg is None else bytes(msg), owner=self._owner
+                    )
                 except Exception:
                     with self._lock:  # kept in memory until the database answers again
                         self._jobs.appendleft((row_id, name, lambda m=msg: m))
+                    for done in ready:  # rendered and leased: another worker takes them
+                        self._release_quietly(done[0])
                     raise
+                if msg is not None:
+                    # Half the lease: past it the row goes back to the outbox, so a run of slow
+                    # deliveries never lets a lease end while its mail still waits here.
+                    ready.append((row_id, name, msg, time.monotonic() + self._send_within))
             finally:
                 with self._lock:
                     self._rendering -= 1
+
+    def _send_rendered(self, ready: list[tuple[int, str, EmailMessage, float]]) -> int:
+        """Send what this thread just rendered, without claiming the rows back."""
+        sent = 0
+        for row_id, name, msg, send_by in ready:
+            if self._stopped or time.monotonic() > send_by:
+                self._release_quietly(row_id)
+                continue
+            self._attempt(row_id, name, msg, 1)
+            sent += 1
+        return sent
+
+    def _release_quietly(self, row_id: int) -> None:
+        try:
+            self.outbox.release(row_id, self._owner)
+        except Exception:  # noqa: BLE001 - the lease runs out by itself; then it is claimable
+            log.warning("mail row %d not released; claimable when its lease ends", row_id)
 
     def _send_due(self) -> int:
         """Send what is due, one leased row at a time, rendering new jobs in between (their
@@ -339,7 +381,7 @@ class MailQueue:
             msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
             self._attempt(row_id, name, msg, tries + 1)
             sent += 1
-            self._render_waiting()
+            sent += self._send_rendered(self._render_waiting())
         return sent
 
     def _attempt(self, row_id: int, name: str, msg: EmailMessage, attempt: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..storage.models_devices import KnownDevice, KnownDeviceSession
@@ -68,14 +68,18 @@ def record_sign_in(
     *,
     signed_in_before: bool,
     sid: str | None = None,
+    keep: int = 50,
 ) -> Sighting:
     """Recognise the browser of a sign-in (or add it), update when and where it was last seen
-    and tie the new SSO session ``sid`` to it. Plain statements sent at once: this runs on
-    every sign-in."""
+    and tie the new SSO session ``sid`` to it. A user keeps at most ``keep`` devices: a new
+    one beyond that forgets those seen least recently (their sessions go on). Plain statements
+    sent at once: this runs on every sign-in."""
     given = usable(cookie)
     wanted = cookie_hash(hasher, given) if given else None
     rows = db.execute(
-        select(KnownDevice.id, KnownDevice.cookie_hash).where(KnownDevice.user_id == user_id)
+        select(KnownDevice.id, KnownDevice.cookie_hash, KnownDevice.last_seen_at).where(
+            KnownDevice.user_id == user_id
+        )
     ).all()
     match = next((r.id for r in rows if wanted is not None and r.cookie_hash == wanted), None)
     facts = {
@@ -95,6 +99,9 @@ def record_sign_in(
         if value is None:
             value = new_cookie_value()
         wanted = cookie_hash(hasher, value)
+        if len(rows) >= keep:
+            oldest = sorted(rows, key=lambda r: (r.last_seen_at, r.id))[: len(rows) - keep + 1]
+            conn.execute(delete(KnownDevice).where(KnownDevice.id.in_([r.id for r in oldest])))
         device_id = conn.execute(
             insert(KnownDevice)
             .values(user_id=user_id, cookie_hash=wanted, first_seen_at=seen.at, **facts)

@@ -62,8 +62,11 @@ class SqlOutbox:
             db.add(row)
         return row.id
 
-    def rendered(self, row_id: int, message: bytes | None) -> None:
-        """The message is ready (queued, due now), or there is none to send (row gone)."""
+    def rendered(self, row_id: int, message: bytes | None, owner: str | None = None) -> None:
+        """The message is ready (queued, due now), or there is none to send (row gone). With
+        ``owner`` the row stays leased to it for a new lease: the worker that rendered it sends
+        it from memory without claiming it back (another takes it once that lease runs out)."""
+        now = self.now()
         with self.sessions.begin() as db:
             if message is None:
                 db.execute(delete(MailOutbox).where(MailOutbox.id == row_id))
@@ -74,9 +77,9 @@ class SqlOutbox:
                 .values(
                     state=QUEUED,
                     message=self._seal(row_id, message),
-                    due_at=self.now(),
-                    lease_owner=None,
-                    lease_until=None,
+                    due_at=now,
+                    lease_owner=owner,
+                    lease_until=None if owner is None else now + self.lease,
                 )
             )
 
@@ -133,6 +136,10 @@ class SqlOutbox:
         self._release(
             row_id, owner, state=FAILED, message=None, attempts=attempts, last_error=error[:500]
         )
+
+    def release(self, row_id: int, owner: str) -> None:
+        """Give a leased row back unsent: any worker may claim it now."""
+        self._release(row_id, owner)
 
     def _release(self, row_id: int, owner: str, **values) -> None:
         with self.sessions.begin() as db:

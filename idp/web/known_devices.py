@@ -67,6 +67,7 @@ def on_sign_in(db: Any, user: User, sid: str, *, signed_in_before: bool) -> Sign
         seen,
         signed_in_before=signed_in_before,
         sid=sid,
+        keep=s.settings.devices.max_per_user,
     )
     if sighting.new:
         audit_now(

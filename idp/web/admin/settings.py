@@ -124,6 +124,7 @@ LABELS: dict[str, Any] = {
     "risk.address_failures": _l("Failed passwords from the address that count (0 = off)"),
     "risk.failure_window_minutes": _l("Failed passwords count for (minutes)"),
     "devices.cookie_days": _l("Days a device cookie lasts"),
+    "devices.max_per_user": _l("Known devices kept per user"),
     "notifications.user_may_disable": _l(
         "Security mails users may turn off (one per line: new_device, password_expiry, "
         "mfa_changes)"
