@@ -241,6 +241,37 @@ def test_a_role_rule_is_checked_again_when_an_sso_session_is_reused(app):
     assert denied_rows(svc)[-1].details["scope"] == "role"
 
 
+def test_whether_any_role_has_rules_is_cached_per_worker_and_a_change_reaches_every_worker(
+    make_app, monkeypatch
+):
+    """Sign-in looks at the user's roles and groups only when some role or group has rules;
+    whether any has is cached per worker like the client rules: the first rule applies at once
+    on the worker that set it, on another within reload_poll_seconds."""
+    import idp.sso.network as network_module
+
+    now = [500.0]
+    monkeypatch.setattr(network_module.time, "monotonic", lambda: now[0])
+    polled = {"server": {"reload_poll_seconds": 5}}
+    app, other = make_app(**polled), make_app(**polled)  # two workers on one database
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "dave")
+    assert login(client_from(other, HOME), "dave", GOOD).status_code in (302, 303)  # "none"
+    with op(svc) as ctx:
+        role = manage_roles.create(ctx, "dave-role", [])
+        ctx.directory.assign_role(ctx.db.get(User, uid), role)
+        iprules.set_rules(ctx, "role", role.id, [OFFICE], [])
+    assert login(client_from(app, HOME), "dave", GOOD).status_code == 403  # at once
+    now[0] += 4.9
+    assert login(client_from(other, HOME), "dave", GOOD).status_code in (302, 303)
+    now[0] += 0.2
+    before = session_count(svc)
+    assert login(client_from(other, HOME), "dave", GOOD).status_code == 403
+    assert session_count(svc) == before
+    with op(svc) as ctx:
+        iprules.set_rules(ctx, "role", role.id, [], [])
+    assert login(client_from(app, HOME), "dave", GOOD).status_code in (302, 303)
+
+
 # --- client rules ----------------------------------------------------------------------------
 
 

@@ -88,15 +88,17 @@ _CACHED_MAX = 10_000
 
 
 class StoredRulesCache:
-    """The stored rules of clients and SPs, parsed once per worker: the token endpoint and SSO
-    check them on every request. A worker reads a generation counter in the shared store at
-    most once per ``[server] reload_poll_seconds``; every change of stored rules bumps it once
-    committed (:func:`rules_changed`), and this worker drops its copies at once."""
+    """The stored rules of clients and SPs, parsed once per worker, and whether any role or
+    group has rules: the token endpoint, sign-in and SSO check them on every request. A worker
+    reads a generation counter in the shared store at most once per ``[server]
+    reload_poll_seconds``; every change of stored rules bumps it once committed
+    (:func:`rules_changed`), and this worker drops its copies at once."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self._lock = threading.Lock()
         self._rules: dict[tuple[str, str], Rules] = {}
+        self._holders: bool | None = None
         self._watch = GenerationWatch(
             svc.store,
             RULES_GENERATION_KEY,
@@ -106,13 +108,30 @@ class StoredRulesCache:
 
     def bump(self) -> None:
         self._watch.bump()
+        self._forget()
+
+    def _forget(self) -> None:
         with self._lock:
             self._rules.clear()
+            self._holders = None
+
+    def _look(self) -> None:
+        if self._watch.moved():
+            self._forget()
+
+    def any_holder_rules(self, db: Session) -> bool:
+        """Does any role or group carry a rule? (Most installations: none, and then a sign-in
+        needs no look at the user's roles and groups.) Cached like the rules themselves."""
+        self._look()
+        found = self._holders
+        if found is None:
+            found = stored.any_holder_rules(db)
+            with self._lock:
+                self._holders = found
+        return found
 
     def get(self, kind: str, key: str) -> Rules:
-        if self._watch.moved():
-            with self._lock:
-                self._rules.clear()
+        self._look()
         found = self._rules.get((kind, key))
         if found is None:
             with self.svc.sessions() as db:
@@ -154,7 +173,7 @@ def check_sp(svc: Services, entity_id: str | None, ip: str | None) -> Refusal | 
 
 def check_user(svc: Services, db: Session, user_id: int, ip: str | None) -> Refusal | None:
     """The rules of the user's roles and groups: each scope that has rules must permit ``ip``."""
-    if not stored.any_holder_rules(db):
+    if not rules_cache(svc).any_holder_rules(db):
         return None
     graph = cached_graph(db, user_id)
     now = svc.clock.utcnow()
