@@ -3,6 +3,7 @@ for ID tokens and UserInfo alike. Claims come from the claims mapper (``storage.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 from ..core.claims import REGISTERED_CLAIMS
@@ -27,14 +28,18 @@ def user_claims(
     client: OAuthClient,
     scopes: list[str],
     claims_request: dict | None,
+    *,
+    db: Any = None,
+    user: Any = None,
 ) -> dict[str, Any]:
     """The user's claims released to this client for these scopes (never ``sub``). Claims
     named in the ``claims`` request are released only when their scope is one the client may
-    be granted now (OIDC Core §5.5 does not widen what the client is allowed)."""
+    be granted now (OIDC Core §5.5 does not widen what the client is allowed). ``db`` and
+    ``user``: the caller's session and the user it loaded already (userinfo)."""
     requestable = None
     if claims_request:
         requestable = eng.permitted_scope(client, user_id, None).split()
-    with eng.svc.sessions() as db:
+    with nullcontext(db) if db is not None else eng.svc.sessions() as db:
         return oidc_claims(
             db,
             user_id,
@@ -42,6 +47,7 @@ def user_claims(
             scopes=scopes,
             claims_request=claims_request,
             requestable_scopes=requestable or [],
+            user=user,
         )
 
 

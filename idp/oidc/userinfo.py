@@ -5,6 +5,8 @@ from the claims mapper (``claims.py``); sender constraints are checked by ``send
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from ..services import Services
 from ..storage.models import User
 from .claims import user_claims
@@ -70,11 +72,12 @@ def userinfo(svc: Services, req: HttpRequest) -> JsonResult | BodyResult:
     if client is None:
         return bearer_error("invalid_token", "The client is no longer registered.", 401)
     with svc.sessions() as db:
-        user = db.query(User).filter_by(uuid=eng.token_user(claims)).one_or_none()
+        user = db.scalar(select(User).where(User.uuid == eng.token_user(claims)))
         if user is None or not eng.account_usable(user):
             return bearer_error("invalid_token", "The user is no longer active.", 401)
-        user_id = user.id
-    body = user_claims(eng, user_id, client, scopes, eng.userinfo_claims_request(claims))
+        body = user_claims(
+            eng, user.id, client, scopes, eng.userinfo_claims_request(claims), db=db, user=user
+        )
     body["sub"] = claims["sub"]
     alg = client.setting("userinfo_signed_response_alg")
     headers = {"Cache-Control": "no-store", **(nonce_headers(svc) if scheme == "dpop" else {})}

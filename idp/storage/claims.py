@@ -285,6 +285,7 @@ def oidc_claims(
     claims_request: dict | None = None,
     requestable_scopes: list[str] | None = None,
     clock: Clock | None = None,
+    user: Any = None,
 ) -> dict:
     """Claims for an ID token or userinfo response. ``claims_request`` is the member of the
     OIDC ``claims`` parameter for the token being built (its ``id_token`` or ``userinfo``
@@ -293,7 +294,7 @@ def oidc_claims(
     None: any). Never returns ``sub`` or another registered claim: the token service sets
     those."""
     rules = _rules_for(db, client_id=client_id)
-    subject = load_subject(db, user_id, clock=clock)
+    subject = load_subject(db, user_id, clock=clock, user=user)
     requested = list(claims_request) if isinstance(claims_request, dict) else []
     return core.map_oidc(
         rules,
