@@ -1,9 +1,10 @@
 """Retention limits at their boundaries, one second either side on the frozen clock (the
 hardening issue: every time limit): ``[audit] retention_days`` (what ``idp audit prune`` without
---before removes) and ``[gdpr] request_retention_days`` (ended erasure requests the retention job
-removes), ``[risk] history_days`` (the sign-ins the risk rules compare with) and ``[saml]
-min_refresh_seconds`` (the soonest a federation aggregate is fetched again). Each run asserts
-both what went and what stayed."""
+--before removes), ``[gdpr] request_retention_days`` (ended erasure requests the retention job
+removes) and ``inactive_erase_days`` (inactive accounts erased), ``[risk] history_days`` (the
+sign-ins the risk rules compare with), ``failure_window_minutes`` and the other rule windows,
+and ``[saml] min_refresh_seconds`` (the soonest a federation aggregate is fetched again). Each
+run asserts both what went and what stayed."""
 
 from __future__ import annotations
 
@@ -58,6 +59,30 @@ def test_ended_erasure_requests_older_than_request_retention_days_go(
     assert left == (["u-open"] if removed else ["u-ended", "u-open"])
 
 
+@pytest.mark.parametrize(("age_margin", "erased"), [(1, True), (-1, False)])
+def test_accounts_inactive_longer_than_inactive_erase_days_are_erased(
+    make_app, clock, age_margin, erased
+):
+    from login_kit import make_user
+
+    from idp.storage.models import User
+
+    app = make_app(clock=clock, gdpr={"inactive_erase_days": 30})
+    svc = app.extensions["idp"]
+    make_user(svc, "root")  # an active account stays whatever its age
+    uid = make_user(svc, "gone")
+    with svc.sessions.begin() as db:
+        user = db.get(User, uid)
+        user.status, user.updated_at = "inactive", clock.utcnow()
+    clock.advance(30 * DAY + age_margin)
+    with transaction(svc, Actor.operator("test")) as ctx:
+        report = manage_gdpr.purge(ctx)
+    with svc.sessions() as db:
+        left = sorted(db.scalars(select(User.username)).all())
+    assert len(report.inactive_erased) == (1 if erased else 0)
+    assert left == (["root"] if erased else ["gone", "root"])
+
+
 # --- the risk rules' windows (idp.sso.risk.RiskEngine on the app's store and frozen clock) ---
 
 
@@ -101,6 +126,24 @@ def test_an_mfa_burst_counts_within_mfa_burst_window_minutes(app, clock, gap, fo
     assert engine.mfa_failed(42) == []
     clock.advance(gap)
     assert bool(engine.mfa_failed(42)) is found
+
+
+@pytest.mark.parametrize(("side", "counted"), [(-1, True), (1, False)])
+def test_a_failed_password_counts_for_failure_window_minutes(make_app, clock, side, counted):
+    """``[risk] failure_window_minutes`` (7 here, not the default 60) from the app's settings:
+    the account's and the address's failures still count just inside it, not just after."""
+    from support import boundary_step
+
+    from idp.core.risk import RiskPolicy
+    from idp.sso.risk import RiskEngine
+
+    app = make_app(clock=clock, risk={"adaptive": True, "failure_window_minutes": 7})
+    svc = app.extensions["idp"]
+    engine = RiskEngine(svc.store, svc.clock, RiskPolicy.from_settings(svc.settings.risk), None)
+    engine.password_failed("203.0.113.5", "ann", 42)
+    engine.password_failed("203.0.113.5", "ann", 42)
+    clock.advance(7 * 60 + side * boundary_step(svc))
+    assert engine._failures("203.0.113.5", 42) == ((2, 2) if counted else (0, 0))
 
 
 # --- the SAML metadata's validity (a value: what we write) ----------------------------------
