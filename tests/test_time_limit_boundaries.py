@@ -288,3 +288,34 @@ def test_a_new_account_is_in_grace_for_grace_days(make_app, clock, after, in_gra
     where = password_then_step(client, "ann").headers["Location"]
     assert where == ("/account/" if in_grace else "/login/step")
     assert signed_in(client) is in_grace
+
+
+# --- [password_policy] max_age_days and warn_days ---------------------------------------------
+
+MAX_AGE, WARN = 20 * 86400, 6 * 86400
+
+
+@pytest.mark.parametrize(
+    ("age", "step", "said"),
+    [
+        (MAX_AGE - WARN - 1, False, None),  # 6 days and a second left: no warning yet
+        (MAX_AGE - WARN + 1, True, "expires in 6 days"),
+        (MAX_AGE - 1, True, "expires in 1 day"),
+        (MAX_AGE + 1, True, "has expired"),
+    ],
+)
+def test_a_password_warns_for_warn_days_and_expires_after_max_age_days(
+    make_app, clock, age, step, said
+):
+    from datetime import timedelta
+
+    app = make_app(clock=clock, password_policy={"max_age_days": 20, "warn_days": 6})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann", password_changed_at=clock.utcnow() - timedelta(seconds=age))
+    client = app.test_client()
+    where = login(client, "ann", GOOD).headers["Location"]
+    assert where == ("/login/step" if step else "/account/")
+    if said:
+        page = client.get("/login/step").get_data(as_text=True)
+        assert said in page
+        assert ("has expired" in page) is (age > MAX_AGE)
