@@ -3,8 +3,9 @@ hardening issue: every time limit): ``[audit] retention_days`` (what ``idp audit
 --before removes), ``[gdpr] request_retention_days`` (ended erasure requests the retention job
 removes) and ``inactive_erase_days`` (inactive accounts erased), ``[risk] history_days`` (the
 sign-ins the risk rules compare with), ``failure_window_minutes`` and the other rule windows,
-and ``[saml] min_refresh_seconds`` (the soonest a federation aggregate is fetched again). Each
-run asserts both what went and what stayed."""
+``[notifications] digest_minutes`` (a digest's batching period) and ``[saml]
+min_refresh_seconds`` (the soonest a federation aggregate is fetched again). Each run asserts
+both what went and what stayed."""
 
 from __future__ import annotations
 
@@ -144,6 +145,34 @@ def test_a_failed_password_counts_for_failure_window_minutes(make_app, clock, si
     engine.password_failed("203.0.113.5", "ann", 42)
     clock.advance(7 * 60 + side * boundary_step(svc))
     assert engine._failures("203.0.113.5", 42) == ((2, 2) if counted else (0, 0))
+
+
+# --- [notifications] digest_minutes: events after a digest wait for the period's end -------
+
+
+@pytest.mark.parametrize(("after", "mailed"), [(9 * 60 - 1, False), (9 * 60 + 1, True)])
+def test_a_security_digest_batches_events_for_digest_minutes(make_app, clock, after, mailed):
+    from admin_kit import make_admin
+
+    from idp.manage.security_digest import claim
+
+    app = make_app(clock=clock, notifications={"digest_minutes": 9})
+    svc = app.extensions["idp"]
+    make_admin(svc, "root")
+
+    def event_then_claim():
+        with svc.sessions.begin() as db:
+            chain.audit(db, "security.credential_stuffing", at=clock.utcnow(), ip="81.2.69.1")
+        with svc.sessions.begin() as db:
+            return claim(db, svc)
+
+    first = event_then_claim()
+    assert first.digest is not None and first.digest.total == 1  # the first goes out at once
+    sent = clock.utcnow()
+    clock.advance(after)
+    later = event_then_claim()
+    assert (later.digest is not None) is mailed
+    assert later.due_at == (None if mailed else sent + timedelta(minutes=9))
 
 
 # --- the SAML metadata's validity (a value: what we write) ----------------------------------
