@@ -136,6 +136,22 @@ def test_refused_file_is_one_line_and_changes_nothing(svc, capsys, tmp_path, con
     assert counts(svc) == before
 
 
+def test_a_workbook_of_a_million_shared_strings_is_one_line_at_once(svc, capsys, tmp_path):
+    import time
+
+    from xlsx_kit import shared_strings_workbook
+
+    path = tmp_path / "users.xlsx"
+    path.write_bytes(shared_strings_workbook(1_000_000))
+    before = counts(svc)
+    started = time.monotonic()
+    code, out, err = run(capsys, "users", "import", str(path))
+    assert time.monotonic() - started < 5
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("idp: ") and "shared strings" in err, err
+    assert counts(svc) == before
+
+
 def test_file_over_the_limit_is_refused_before_reading(svc, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("IDP_API_IMPORT_MAX_BYTES", "100")
     rows = [["username", "email"]] + [[f"u{i}", f"u{i}@example.org"] for i in range(20)]

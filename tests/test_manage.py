@@ -347,6 +347,29 @@ def test_a_delegated_admin_acts_inside_their_department_only(realm):
         lead,
         lambda ctx: users.assign_role(ctx, _user(ctx, "dev"), ctx.directory.role_by_name(helpdesk)),
     )
+
+    def in_the_department(ctx):
+        return users.assign_role(
+            ctx,
+            _user(ctx, "dev"),
+            ctx.directory.role_by_name(helpdesk),
+            scope_department=_user(ctx, "dev").department,
+        )
+
+    # The lead's grants cover Helpdesk's permissions there, but not the role itself: a delegated
+    # administrator gives only roles they hold (tests/test_delegation.py).
+    message = refused(realm, lead, in_the_department)
+    assert "you do not hold the role Helpdesk" in message
+    call(
+        realm,
+        Actor.operator(),
+        lambda ctx: users.assign_role(
+            ctx,
+            _user(ctx, "lead"),
+            ctx.directory.role_by_name(helpdesk),
+            scope_department=_user(ctx, "dev").department,
+        ),
+    )
     allowed(
         realm,
         lead,

@@ -252,7 +252,8 @@ def test_access_requests_are_approved_by_the_manager_or_an_admin(realm):
     store = realm.svc.store
     with realm.session() as db:
         d = Directory(db, realm.clock)
-        boss = d.create_user(NewUser("boss"))
+        # The manager holds Auditor (what the contractors group gives), not Helpdesk.
+        boss = d.create_user(NewUser("boss"), roles=["Auditor"])
         dana = d.create_user(NewUser("dana"))
         eve = d.create_user(NewUser("eve"))
         admin = d.create_user(NewUser("root"), roles=["Administrator"])
@@ -273,6 +274,14 @@ def test_access_requests_are_approved_by_the_manager_or_an_admin(realm):
             with pytest.raises(ValidationError):
                 d.decide(req, d.user_by_username(who), True, store)
     assert realm.count(GroupMember) == 0
+    # The manager hands out only roles they hold: not Helpdesk.
+    with realm.session() as db:
+        d = Directory(db, realm.clock)
+        with pytest.raises(ValidationError):
+            d.decide(db.get(AccessRequest, ids["req2"]), d.user_by_username("boss"), True, store)
+    with realm.session() as db:
+        assert db.get(AccessRequest, ids["req2"]).status == "pending"
+        assert not api.has_permission(db, store, ids["dana"], "users:accounts:read")
     with realm.session() as db:
         d = Directory(db, realm.clock)
         with pytest.raises(Conflict):

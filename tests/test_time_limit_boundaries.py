@@ -1,8 +1,9 @@
 """Account and sign-in time limits not held elsewhere, one second either side on the frozen clock:
-"remember this device" ([mfa] remember_days), the password re-entry that guards changes of
-second factors ([mfa] reauth_minutes), and the first-login / magic link ([recovery]
-token_minutes, the reset link's twin in tests/test_boundaries.py). Non-default values where the
-default would hide which setting is followed; a refusal changes nothing."""
+"remember this device" ([mfa] remember_days), the grace period of new accounts ([mfa]
+grace_days), the password re-entry that guards changes of second factors ([mfa]
+reauth_minutes), and the first-login / magic link ([recovery] token_minutes, the reset link's
+twin in tests/test_boundaries.py). Non-default values where the default would hide which
+setting is followed; a refusal changes nothing."""
 
 from __future__ import annotations
 
@@ -264,3 +265,57 @@ def test_the_device_cookie_lasts_cookie_days(make_app, clock):
     assert resp.status_code == 302
     cookies = [v for v in resp.headers.getlist("Set-Cookie") if v.startswith(f"{COOKIE}=")]
     assert len(cookies) == 1 and f"Max-Age={40 * 86400}" in cookies[0]
+
+
+# --- [mfa] grace_days: a new account signs in without a second factor for a while ----------
+
+GRACE = 5 * 86400
+
+
+@pytest.mark.parametrize(("after", "in_grace"), [(GRACE - 1, True), (GRACE + 1, False)])
+def test_a_new_account_is_in_grace_for_grace_days(make_app, clock, after, in_grace):
+    """``required = true`` with ``grace_days = 5``: the password alone signs ann in until five
+    days after her account was made; a second later she is sent to set a factor up."""
+    from idp.storage.models import User
+
+    app = make_app(clock=clock, mfa={"required": True, "grace_days": 5, "enroll_at_login": True})
+    svc = app.extensions["idp"]
+    uid = make_user(svc, "ann")
+    with svc.sessions.begin() as db:
+        db.get(User, uid).created_at = clock.utcnow()
+    clock.advance(after)
+    client = app.test_client()
+    where = password_then_step(client, "ann").headers["Location"]
+    assert where == ("/account/" if in_grace else "/login/step")
+    assert signed_in(client) is in_grace
+
+
+# --- [password_policy] max_age_days and warn_days ---------------------------------------------
+
+MAX_AGE, WARN = 20 * 86400, 6 * 86400
+
+
+@pytest.mark.parametrize(
+    ("age", "step", "said"),
+    [
+        (MAX_AGE - WARN - 1, False, None),  # 6 days and a second left: no warning yet
+        (MAX_AGE - WARN + 1, True, "expires in 6 days"),
+        (MAX_AGE - 1, True, "expires in 1 day"),
+        (MAX_AGE + 1, True, "has expired"),
+    ],
+)
+def test_a_password_warns_for_warn_days_and_expires_after_max_age_days(
+    make_app, clock, age, step, said
+):
+    from datetime import timedelta
+
+    app = make_app(clock=clock, password_policy={"max_age_days": 20, "warn_days": 6})
+    svc = app.extensions["idp"]
+    make_user(svc, "ann", password_changed_at=clock.utcnow() - timedelta(seconds=age))
+    client = app.test_client()
+    where = login(client, "ann", GOOD).headers["Location"]
+    assert where == ("/login/step" if step else "/account/")
+    if said:
+        page = client.get("/login/step").get_data(as_text=True)
+        assert said in page
+        assert ("has expired" in page) is (age > MAX_AGE)

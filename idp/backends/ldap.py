@@ -31,10 +31,10 @@ from ldap3.core.exceptions import (
     LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
 
 from .. import metrics
 from ..settings import Section
+from . import ldap_dn
 
 if TYPE_CHECKING:  # the container's type only: it is built above this layer
     from ..services import Services
@@ -404,15 +404,15 @@ class LdapConnector:
             )
         else:
             direct = self._direct_groups(conn, base, user.dn, cache)
-        found = {g.dn.lower(): g for g in direct}
+        found = {ldap_dn.normalized(g.dn): g for g in direct}
         if mode == "recursive":
             frontier = list(direct)
             for _ in range(cfg.nested_groups_max_depth):
                 next_frontier = []
                 for group in frontier:
                     for parent in self._parents(conn, base, group.dn, cache):
-                        if parent.dn.lower() not in found:
-                            found[parent.dn.lower()] = parent
+                        if ldap_dn.normalized(parent.dn) not in found:
+                            found[ldap_dn.normalized(parent.dn)] = parent
                             next_frontier.append(parent)
                 if not next_frontier:
                     break
@@ -449,9 +449,11 @@ class LdapConnector:
     ) -> list[DirGroup]:
         groups = []
         for dn in dns:
-            if not dn.lower().endswith(base.lower()):
-                continue  # memberOf lists every group; only those under the group base count
-            key = "name:" + dn.lower()
+            # memberOf lists every group; only those under the group base count, compared RDN
+            # by RDN: "cn=x,ou=a\\,ou=groups,dc=corp" is not under "ou=groups,dc=corp".
+            if not ldap_dn.within(dn, base):
+                continue
+            key = "name:" + ldap_dn.normalized(dn)
             if key not in cache:
                 cache[key] = [DirGroup(dn, self._group_name(conn, dn))]
             groups.extend(g for g in cache[key] if g.name)
@@ -459,7 +461,7 @@ class LdapConnector:
 
     def _group_name(self, conn: Connection, dn: str) -> str:
         attr = self.cfg.group_name_attribute
-        rdn_attr, rdn_value, _ = parse_dn(dn)[0]
+        rdn_attr, rdn_value = ldap_dn.first_value(dn)
         if rdn_attr.lower() == attr.lower():
             return rdn_value
         conn.search(dn, "(objectClass=*)", BASE, attributes=[attr])

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..core import rbac
@@ -22,6 +23,7 @@ from ..errors import Conflict, Forbidden
 from ..services import Services
 from ..storage import audit as audit_rows
 from ..storage.directory import Directory
+from ..storage.models import Role
 from ..storage.rbac import Authorizer, covers, service_account_grants
 
 ActorKind = Literal["operator", "user", "service"]
@@ -186,6 +188,27 @@ class Context:
                 raise Forbidden(
                     f"you do not hold {permission} {where}, so you cannot give it {where}"
                 )
+
+    def require_holds_roles(
+        self, role_ids: Iterable[int], target_user_id: int | None, everywhere: str
+    ) -> None:
+        """A delegated administrator gives only roles they hold themselves (over the target):
+        an application's role carries no IdP permission, so ``require_holds`` alone would let
+        anyone with users:roles:assign in a company hand out every role. Whoever holds
+        ``everywhere`` unscoped (a global administrator), the operator and service accounts
+        (whose grants are global) are not limited by it."""
+        ids = sorted(set(role_ids))
+        if not ids or self.actor.kind != "user" or self.actor.user_id is None:
+            return
+        missing = self._authorizer().may_give_roles(
+            self.actor.user_id, ids, target_user_id, everywhere
+        )
+        if missing:
+            names = sorted(self.db.scalars(select(Role.name).where(Role.id.in_(missing))).all())
+            raise Forbidden(
+                f"you do not hold the role {', '.join(names)}, so you cannot give it "
+                "(a delegated administrator gives only roles they hold)"
+            )
 
     def require_kept(self, permission: str, target_user_id: int | None = None) -> None:
         """After a change in this transaction: refuse it (Conflict, so the transaction rolls

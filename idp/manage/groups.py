@@ -17,23 +17,13 @@ from sqlalchemy import ColumnElement, false, func, select, true
 
 from ..errors import NotFound, ValidationError
 from ..storage.models import Group, GroupMember, GroupRole, Role, User
-from ..storage.rbac import Authorizer, role_grants
+from ..storage.rbac import Authorizer, group_role_ids, role_grants
 from .context import UNSET, Context, Unset
 
 
 def group_grants(ctx: Context, group_id: int) -> frozenset[str]:
     """The permissions membership of the group gives: its roles and its ancestors' roles."""
-    path = ctx.db.scalar(select(Group.path).where(Group.id == group_id))
-    if path is None:
-        return frozenset()
-    parts = path.split("/")
-    paths = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    role_ids = ctx.db.scalars(
-        select(GroupRole.role_id)
-        .join(Group, Group.id == GroupRole.group_id)
-        .where(Group.path.in_(paths))
-    )
-    return role_grants(ctx.db, role_ids, clock=ctx.svc.clock)
+    return role_grants(ctx.db, group_role_ids(ctx.db, group_id) or [], clock=ctx.svc.clock)
 
 
 def create(
@@ -55,6 +45,7 @@ def add_member(
     ctx.require_holds(grants, user.id)
     # A group's roles apply to its members everywhere, not only inside the actor's scope.
     ctx.require_holds_within(grants)
+    ctx.require_holds_roles(group_role_ids(ctx.db, group.id) or [], user.id, "users:groups:assign")
     row = ctx.directory.add_member(group, user, expires_at=expires_at, granted_by=ctx.actor.user_id)
     ctx.audit(
         "group.member_added",

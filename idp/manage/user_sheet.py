@@ -8,7 +8,10 @@ kind is decided by the bytes (an XLSX is a zip whose ``[Content_Types].xml`` dec
 spreadsheet; a PNG or a Word file renamed ``.xlsx`` is not one), and a file name that says
 ``.xlsx`` or ``.csv`` must match what the bytes are. Zip bombs (parts that unpack to more than
 ``XLSX_UNPACK_FACTOR`` times the size limit), encrypted or macro-enabled workbooks and XML
-with a DOCTYPE (entity expansion) are refused too.
+with a DOCTYPE (entity expansion) are refused too, and so is a shared-strings table larger than
+the first worksheet's cells could use (openpyxl reads the whole table before the first row, about
+20 µs a string: a 300 KB workbook of a million strings was 20-100 s of one worker). Reading a
+workbook has a wall-clock budget besides (``XLSX_READ_SECONDS``).
 
 Formula injection (OWASP "CSV injection"): text that starts with ``= + - @``, a tab or a
 carriage return (or their full-width forms) is written with a leading ``'``, so that no
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 import re
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +75,21 @@ MAX_COLUMNS = 256
 # whose row numbers run further is refused before the gap is walked (a 2 KB workbook with a row
 # numbered 1048576 would otherwise be a million empty rows to read).
 XLSX_BLANK_ROWS = 1000
+# The shared-strings table may hold at most this many XML tags per cell of the first worksheet
+# (the one imported), plus the slack: a plain string is four (<si><t>..</t></si>), rich text a
+# few more per run. A table is written for the cells that use it; a larger one is work (openpyxl
+# reads it whole before the first row) without rows.
+XLSX_SHARED_TAGS_PER_CELL = 16
+XLSX_SHARED_TAGS_SLACK = 10_000
+# Seconds a workbook may take to read (openpyxl's parsing and the rows); past them the file is
+# refused. A backstop for what the counts above let through (a first sheet of a million empty
+# cells), above what the largest legitimate import takes to read.
+XLSX_READ_SECONDS = 120.0
+SHARED_STRINGS_TYPE = (
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+)
+# A cell element, with or without a namespace prefix (<c r="A1">, <x:c/>).
+_CELL_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,64}:)?c[\s/>]")
 
 # OWASP: = + - @ tab CR start a formula in some spreadsheet program; and their full-width
 # forms, which some programs normalise. "'" is escaped too so that unescaping is exact.
@@ -279,20 +299,29 @@ def _xlsx_cells(data: bytes, max_bytes: int, max_rows: int) -> _Cells:
             # Every part: [Content_Types].xml may declare any extension as XML.
             if _has_doctype(archive, info):
                 raise FileRefused("the XLSX workbook holds XML with a DOCTYPE; refused")
+        shared, sheet = _parts_of(archive, types)
+        tags = _count(archive, shared, _TAG)
+        cells = _count(archive, sheet, _CELL_TAG)
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError):
         raise FileRefused("the file is a damaged zip archive, not an XLSX workbook") from None
     if XLSM_MAIN.encode() in types:
         raise FileRefused("macro-enabled workbooks (.xlsm) are not accepted; save as .xlsx")
     if XLSX_MAIN.encode() not in types:
         raise FileRefused("the file is a zip archive but not an XLSX workbook")
+    if tags > XLSX_SHARED_TAGS_PER_CELL * cells + XLSX_SHARED_TAGS_SLACK:
+        raise FileRefused(
+            "the XLSX workbook's shared strings are far more than its cells use; refused "
+            "(save the sheet again, or as CSV)"
+        )
 
     import openpyxl
 
+    source = _Budgeted(data, time.monotonic() + XLSX_READ_SECONDS)
     try:
-        book = openpyxl.load_workbook(
-            io.BytesIO(data), read_only=True, data_only=False, keep_links=False
-        )
+        book = openpyxl.load_workbook(source, read_only=True, data_only=False, keep_links=False)
     except Exception as exc:  # openpyxl raises many kinds on a malformed workbook
+        if source.spent:
+            raise _too_slow() from None
         raise FileRefused(f"the XLSX workbook cannot be read ({type(exc).__name__})") from None
     if not book.worksheets:
         book.close()
@@ -308,6 +337,7 @@ def _xlsx_cells(data: bytes, max_bytes: int, max_rows: int) -> _Cells:
     def rows() -> _Cells:
         try:
             for number, cells in enumerate(sheet.iter_rows(), start=1):
+                source.check()
                 if number > last_row:
                     raise FileRefused(
                         f"the worksheet has rows beyond row {last_row}: more than {max_rows} "
@@ -321,6 +351,8 @@ def _xlsx_cells(data: bytes, max_bytes: int, max_rows: int) -> _Cells:
         except FileRefused:
             raise
         except Exception as exc:
+            if source.spent:
+                raise _too_slow() from None
             raise FileRefused(f"the XLSX workbook cannot be read ({type(exc).__name__})") from None
         finally:
             book.close()
@@ -337,15 +369,115 @@ _DOCTYPES = tuple(
 _TAIL = max(len(d) for d in _DOCTYPES)
 
 
+_TAG = re.compile(rb"<")  # any tag, in UTF-8 or UTF-16 alike
+
+
 def _has_doctype(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    return _scan(archive, info, None)[0]
+
+
+def _scan(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, pattern: re.Pattern[bytes] | None
+) -> tuple[bool, int]:
+    """Whether the part holds a DOCTYPE; and how often ``pattern`` occurs in it (a count for a
+    bound: a match across two 64 KB chunks is not counted)."""
     tail = b""
+    found = 0
     with archive.open(info) as fh:
         while chunk := fh.read(65536):
             window = (tail + chunk).upper()
             if any(d in window for d in _DOCTYPES):
-                return True
+                return True, found
+            if pattern is not None:
+                found += len(pattern.findall(chunk))
             tail = chunk[-_TAIL:]
-    return False
+    return False, found
+
+
+def _count(archive: zipfile.ZipFile, name: str, pattern: re.Pattern[bytes]) -> int:
+    if not name or name not in archive.namelist():
+        return 0
+    return _scan(archive, archive.getinfo(name), pattern)[1]
+
+
+def _parts_of(archive: zipfile.ZipFile, types: bytes) -> tuple[str, str]:
+    """The shared-strings part openpyxl reads (the first one ``[Content_Types].xml``
+    declares) and the first worksheet (the one imported), as zip member names; "" for none.
+    Every part read here was checked for a DOCTYPE first."""
+    root = _xml(types)
+    shared = next(
+        (
+            item.get("PartName", "")[1:]
+            for item in root
+            if item.tag.endswith("}Override") and item.get("ContentType") == SHARED_STRINGS_TYPE
+        ),
+        "",
+    )
+    book = _target(archive, "", "_rels/.rels", "/officeDocument")
+    if not book:
+        return shared, ""
+    folder = book.rsplit("/", 1)[0] + "/" if "/" in book else ""
+    first = next((e for e in _xml(archive.read(book)).iter() if e.tag.endswith("}sheet")), None)
+    rid = first.get(f"{{{R_NS}}}id") if first is not None else None
+    rels = f"{folder}_rels/{book.rsplit('/', 1)[-1]}.rels"
+    return shared, _target(archive, folder, rels, "/worksheet", rid) if rid else ""
+
+
+R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def _target(
+    archive: zipfile.ZipFile, folder: str, rels: str, kind: str, rid: str | None = None
+) -> str:
+    """The member a relationship of ``rels`` points to: the first of type ``kind``, or the one
+    with the id ``rid``; "" when there is none."""
+    if rels not in archive.namelist():
+        return ""
+    for rel in _xml(archive.read(rels)):
+        if rel.get("Type", "").endswith(kind) and (rid is None or rel.get("Id") == rid):
+            target = rel.get("Target", "")
+            path = target.lstrip("/") if target.startswith("/") else folder + target
+            return posixpath.normpath(path)
+    return ""
+
+
+def _xml(data: bytes) -> Any:
+    from xml.etree.ElementTree import ParseError, fromstring
+
+    try:
+        return fromstring(data)  # noqa: S314 - no DOCTYPE (refused before), so no entities
+    except ParseError:
+        raise FileRefused("the file is a zip archive but not an XLSX workbook") from None
+
+
+class _OutOfTime(Exception):
+    """The wall-clock budget of reading a workbook is spent."""
+
+
+class _Budgeted(io.BytesIO):
+    """The upload as openpyxl reads it, refusing to be read past ``deadline``: openpyxl's
+    parsing reads the zip as it goes, so a parse that takes too long stops at its next read."""
+
+    def __init__(self, data: bytes, deadline: float) -> None:
+        super().__init__(data)
+        self.deadline = deadline
+        self.spent = False
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            self.spent = True
+            raise _OutOfTime
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.check()
+        return super().read(size)
+
+
+def _too_slow() -> FileRefused:
+    return FileRefused(
+        f"the XLSX workbook took more than {XLSX_READ_SECONDS:g} s to read; refused "
+        "(save it as CSV, or import it in parts)"
+    )
 
 
 # --- cell values ------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ from ..storage.rbac import (
     bump_generation,
     covers,
     grants_for,
+    group_role_ids,
     role_grants,
 )
 from ..storage.session_index import SessionRecords, end_user_sessions
@@ -392,10 +393,11 @@ def create(
     user.email_verified = bool(email_verified)
     if roles:
         ctx.require("users:roles:assign", user.id)
-        role_ids = ctx.db.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id))
+        role_ids = list(ctx.db.scalars(select(UserRole.role_id).where(UserRole.user_id == user.id)))
         grants = role_grants(ctx.db, role_ids, clock=ctx.svc.clock)
         ctx.require_holds(grants, user.id)
         ctx.require_holds_within(grants)  # assigned without a scope: they apply everywhere
+        ctx.require_holds_roles(role_ids, user.id, "users:roles:assign")
     if groups:
         ctx.require("users:groups:assign", user.id)
         for group_id in ctx.db.scalars(
@@ -403,6 +405,8 @@ def create(
         ):
             ctx.require_holds(group_grants(ctx, group_id), user.id)
             ctx.require_holds_within(group_grants(ctx, group_id))
+            given = group_role_ids(ctx.db, group_id) or []
+            ctx.require_holds_roles(given, user.id, "users:groups:assign")
     ctx.db.flush()
     ctx.audit(
         "user.created",
@@ -782,6 +786,7 @@ def assign_role(
         company_id=scope_company.id if scope_company is not None else None,
         department_id=scope_department.id if scope_department is not None else None,
     )
+    ctx.require_holds_roles([role.id], user.id, "users:roles:assign")
     before = assignments_of(ctx, user, role)
     row = ctx.directory.assign_role(
         user,

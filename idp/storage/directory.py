@@ -35,7 +35,7 @@ from .models import (
     User,
     UserRole,
 )
-from .rbac import Authorizer, bump_generation, role_grants, subtree_range
+from .rbac import Authorizer, bump_generation, group_role_ids, role_grants, subtree_range
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -1182,24 +1182,30 @@ class Directory:
 
     def may_decide(self, req: AccessRequest, approver: User, store: Any) -> bool:
         """The user's manager, or someone allowed users:access:approve over the user (and, for
-        a role, allowed to grant it). Nobody decides their own request."""
+        a role, allowed to grant it). Nobody decides their own request. Either way what is
+        approved is held: its permissions everywhere (it is assigned everywhere), and the role
+        itself (the group's roles) unless the approver holds users:access:approve unscoped —
+        a delegated approver, and a manager, hand out only roles they have."""
         if approver.id in (req.user_id, req.requested_by) or approver.status != "active":
             return False
         user = self.db.get(User, req.user_id)
-        if user is not None and user.manager_id == approver.id:
-            return True
+        manager = user is not None and user.manager_id == approver.id
         auth = Authorizer(self.db, store, self.clock)
-        if not auth.authorize(approver.id, "users:access:approve", req.user_id):
+        if not manager and not auth.authorize(approver.id, "users:access:approve", req.user_id):
             return False
         if req.kind == "role":
-            # Approved, the role is assigned everywhere: a grant held over the user's company
-            # only does not reach the rest.
-            return auth.can_grant_role(
-                approver.id, req.target_id, req.user_id
-            ) and auth.holds_within(
-                approver.id, role_grants(self.db, [req.target_id], clock=self.clock)
-            )
-        return auth.can_grant_group(approver.id, req.target_id, req.user_id)
+            role_ids = [req.target_id]
+            if not manager and not auth.can_grant_role(approver.id, req.target_id, req.user_id):
+                return False
+        else:
+            role_ids = group_role_ids(self.db, req.target_id) or []
+            if not manager and not auth.can_grant_group(approver.id, req.target_id, req.user_id):
+                return False
+        # Approved, the role (the membership's roles) applies everywhere: a grant held over
+        # the user's company only does not reach the rest.
+        if not auth.holds_within(approver.id, role_grants(self.db, role_ids, clock=self.clock)):
+            return False
+        return not auth.may_give_roles(approver.id, role_ids, req.user_id, "users:access:approve")
 
     def decide(
         self, req: AccessRequest, approver: User, approve: bool, store: Any

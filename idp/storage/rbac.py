@@ -437,18 +437,62 @@ class Authorizer:
         group's roles (its ancestors' included) carry, held everywhere (they apply everywhere)."""
         if not self.authorize(actor_id, "users:groups:assign", target_user_id):
             return False
-        path = self.db.scalar(select(Group.path).where(Group.id == group_id))
-        if path is None:
+        role_ids = group_role_ids(self.db, group_id)
+        if role_ids is None:
             return False
-        parts = path.split("/")
-        paths = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        role_ids = self.db.scalars(
+        # Membership gives the group's roles everywhere: they must be held everywhere.
+        return self.holds_within(actor_id, role_grants(self.db, role_ids, clock=self.clock))
+
+    def holds_role_over(self, actor_id: int, role_id: int, target_user_id: int | None) -> bool:
+        """Does the actor hold the role (directly, through a group or a composite, not expired)
+        in a way that reaches the target: unscoped, or scoped to the target's company or a
+        department subtree the target is in?"""
+        scopes = core.held_roles(cached_graph(self.db, actor_id), _now(self.clock)).get(role_id)
+        if not scopes:
+            return False
+        if None in scopes:
+            return True
+        if target_user_id is None:
+            return False
+        target = self.db.execute(
+            select(User.company_id, User.department_id).where(User.id == target_user_id)
+        ).first()
+        if target is None:
+            return False
+        path = _department_path(self.db, target.department_id) or ""
+        return any(
+            (kind == "company" and sid == target.company_id)
+            or (kind == "department" and f"/{sid}/" in path)
+            for kind, sid in (s for s in scopes if s is not None)
+        )
+
+    def may_give_roles(
+        self, actor_id: int, role_ids: Iterable[int], target_user_id: int | None, everywhere: str
+    ) -> list[int]:
+        """The roles of ``role_ids`` the actor may *not* give to the target: none for a global
+        administrator (one holding ``everywhere`` unscoped, such as users:roles:assign); for a
+        delegated one, those they do not hold themselves over the target (Keycloak's
+        fine-grained "map-roles": a role is handed out only by someone who has it)."""
+        if self.grants(actor_id).allows(everywhere):
+            return []
+        return [r for r in role_ids if not self.holds_role_over(actor_id, r, target_user_id)]
+
+
+def group_role_ids(db: Session, group_id: int) -> list[int] | None:
+    """The roles membership of the group gives: its own and its ancestors' (None: no such
+    group)."""
+    path = db.scalar(select(Group.path).where(Group.id == group_id))
+    if path is None:
+        return None
+    parts = path.split("/")
+    paths = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return list(
+        db.scalars(
             select(GroupRole.role_id)
             .join(Group, Group.id == GroupRole.group_id)
             .where(Group.path.in_(paths))
         )
-        # Membership gives the group's roles everywhere: they must be held everywhere.
-        return self.holds_within(actor_id, role_grants(self.db, role_ids, clock=self.clock))
+    )
 
 
 def role_grants(

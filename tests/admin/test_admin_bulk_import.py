@@ -156,6 +156,23 @@ def test_a_file_that_is_not_csv_or_xlsx_is_refused_with_the_reason(root, svc):
     assert state(svc) == before
 
 
+def test_a_workbook_of_a_million_shared_strings_is_refused_at_once(root, svc):
+    import time
+
+    from xlsx_kit import shared_strings_workbook
+
+    before = state(svc)
+    started = time.monotonic()
+    response = upload(root, shared_strings_workbook(1_000_000), filename="users.xlsx")
+    assert time.monotonic() - started < 5
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "The file was refused" in page and "shared strings" in page
+    assert state(svc) == before
+    kept = import_jobs_root(svc)
+    assert not kept.exists() or not any(kept.iterdir())
+
+
 def test_an_unknown_column_is_refused_naming_it(root, svc):
     response = upload(root, csv_file([["username", "email", "shoe_size"], ["x", "x@e.org", 9]]))
     assert response.status_code == 400

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from api_kit import api, service_token, user_token
+from directory_api_kit import snapshot
 from login_kit import GOOD, make_user
 from sqlalchemy import select
 
@@ -166,6 +167,21 @@ def test_the_manager_decides_without_any_permission(app, client, world):
     resp = api(client, "POST", f"/api/v1/access-requests/{req}/approve", token)
     assert resp.status_code == 200 and resp.get_json()["status"] == "approved"
     assert len(_grants_of(app, world["ann"][0])[1]) == 1
+
+
+def test_the_manager_approves_only_roles_they_hold(app, client, world):
+    """boss holds "API access", not Helpdesk: ann's request for Helpdesk is 403 and nothing
+    changes (a manager is no global administrator); the one for "API access" is approved."""
+    held = _request(app, "ann", role="API access")
+    not_held = _request(app, "ann", role="Helpdesk")
+    token = token_of(app, "boss")
+    before = snapshot(app.extensions["idp"])
+    resp = api(client, "POST", f"/api/v1/access-requests/{not_held}/approve", token)
+    assert resp.status_code == 403 and resp.mimetype == PROBLEM
+    assert snapshot(app.extensions["idp"]) == before and _status(app, not_held) == "pending"
+    done = api(client, "POST", f"/api/v1/access-requests/{held}/approve", token)
+    assert done.status_code == 200, done.get_json()
+    assert len(_grants_of(app, world["ann"][0])[0]) == 1
 
 
 def test_a_service_account_cannot_decide(app, client, world):

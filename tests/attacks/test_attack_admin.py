@@ -27,13 +27,13 @@ import json
 import pytest
 from admin_attack_kit import Realm, Scim, build_realm, patch_op
 from admin_kit import console_csrf, signed_in
-from api_kit import api, service_token
-from directory_api_kit import PROBLEM, snapshot
-from login_kit import GOOD
+from api_kit import api, service_token, user_token
+from directory_api_kit import PROBLEM, Caller, snapshot
+from login_kit import GOOD, make_user
 from sqlalchemy import select
 
 from idp.storage.directory import Directory
-from idp.storage.models import GroupMember, User, UserRole
+from idp.storage.models import GroupMember, Role, User, UserRole
 
 SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -344,6 +344,101 @@ def test_approving_an_access_request_beyond_ones_scope_is_refused(realm):
         )
         assert resp.mimetype == PROBLEM
     assert "ann" not in _member_names(realm, "ops")
+
+
+# --- roles a delegated administrator does not hold (Keycloak's "map-roles") ------------------
+
+
+def _payroll(realm: Realm) -> dict[str, int]:
+    """An application role "Payroll" carrying no IdP permission (nothing for the check of
+    permissions to catch), a group "payroll" giving it, and ann's requests for both."""
+    with realm.svc.sessions.begin() as db:
+        d = Directory(db)
+        role = d.create_role("Payroll", [])
+        group = d.create_group("payroll")
+        d.assign_group_role(group, role)
+        ann = d.user_by_username("ann")
+        ids = {
+            "role": role.id,
+            "group": group.id,
+            "role_req": d.request_access(ann, role=role).id,
+            "group_req": d.request_access(ann, group=group).id,
+        }
+    realm.groups["payroll"] = ids["group"]
+    return ids
+
+
+def _payroll_holders(realm: Realm) -> set[str]:
+    with realm.svc.sessions() as db:
+        return set(
+            db.scalars(
+                select(User.username)
+                .join(UserRole, UserRole.user_id == User.id)
+                .join(Role, Role.id == UserRole.role_id)
+                .where(Role.name == "Payroll")
+            )
+        )
+
+
+def test_a_delegated_admin_cannot_give_or_approve_a_role_they_do_not_hold(realm):
+    """lead (User Manager over acme) does not hold Payroll: assigning it to ann (everywhere or
+    over acme), adding her to the payroll group (API, SCIM, console) and approving her requests
+    for either are refused with the reason, and nothing changes."""
+    ids = _payroll(realm)
+    a = realm.api()
+    ann = realm.uuids["ann"]
+    said = "you do not hold the role Payroll"
+    for body in ({"role": "Payroll"}, {"role": "Payroll", "scope_company": "acme"}):
+        resp = _unchanged(realm, lambda b=body: a.post(f"/users/{ann}/roles", b), 403)
+        assert (
+            resp.mimetype == PROBLEM and "you do not hold the role Payroll" in resp.json["detail"]
+        )
+    gid = ids["group"]
+    resp = _unchanged(realm, lambda: a.put(f"/groups/{gid}/members/{ann}", {}), 403)
+    assert resp.mimetype == PROBLEM and said in resp.json["detail"]
+    add = patch_op({"op": "add", "path": "members", "value": [{"value": ann}]})
+    s = Scim(realm.app, realm.token)
+    _scim_error(_unchanged(realm, lambda: s.patch(f"/Groups/{gid}", add), 403), 403)
+    for req in (ids["role_req"], ids["group_req"]):
+        resp = _unchanged(realm, lambda r=req: a.post(f"/access-requests/{r}/approve", {}), 403)
+        assert resp.mimetype == PROBLEM
+    client = signed_in(realm.app, "lead", GOOD)
+    csrf = console_csrf(client, f"/admin/users/{ann}")
+    for path, data in (
+        (f"/admin/roles/{ids['role']}/holders", {"username": "ann", "scope": ""}),
+        (f"/admin/groups/{gid}/members", {"username": "ann"}),
+    ):
+        resp = _unchanged(
+            realm, lambda p=path, d=data: client.post(p, data={"csrf_token": csrf, **d}), 400, 403
+        )
+        assert said.encode() in resp.data
+    assert _payroll_holders(realm) == set() and "ann" not in _member_names(realm, "payroll")
+
+
+def test_holding_the_role_lets_the_delegated_admin_give_it_and_a_global_admin_always_can(realm):
+    """The controls: once lead holds Payroll (over acme), the same assignment and approval
+    work; a global administrator (users:roles:assign everywhere) gives it without holding it."""
+    ids = _payroll(realm)
+    ann, gus = realm.uuids["ann"], realm.uuids["gus"]
+    with realm.svc.sessions.begin() as db:
+        d = Directory(db)
+        d.assign_role(
+            d.user_by_username("lead"), d.role_by_name("Payroll"), scope_company=d.company("acme")
+        )
+    a = realm.api()
+    assert a.post(f"/users/{ann}/roles", {"role": "Payroll"}).status_code == 200
+    approved = a.post(f"/access-requests/{ids['group_req']}/approve", {})
+    assert approved.status_code == 200, approved.json
+    assert "ann" in _member_names(realm, "payroll")
+    # Held over acme only: not for a globex user (out of lead's reach anyway).
+    _unchanged(realm, lambda: a.post(f"/users/{gus}/roles", {"role": "Payroll"}), 403, 404)
+    make_user(realm.svc, "root")
+    with realm.svc.sessions.begin() as db:
+        d = Directory(db)
+        d.assign_role(d.user_by_username("root"), d.role_by_name("Administrator"))
+    root = Caller(realm.app.test_client(), user_token(realm.app, "root", GOOD))
+    assert root.post(f"/users/{gus}/roles", {"role": "Payroll"}).status_code == 200
+    assert _payroll_holders(realm) == {"lead", "ann", "gus"}
 
 
 def test_a_narrow_service_token_cannot_call_wider_operations(realm):

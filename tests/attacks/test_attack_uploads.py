@@ -16,7 +16,9 @@ Found here and fixed in ``idp.manage.user_sheet``: a 1.5 KB workbook whose works
 ``<dimension ref="A1:XFD1048576"/>`` (or holds one row numbered 1048576) made the import walk
 17 billion empty cells (read-only openpyxl pads to the declared size), hanging a worker; a
 DOCTYPE in a UTF-16 part, or in a part whose name does not end in ``.xml``, passed the
-DOCTYPE check (the XML parser refused it only because defusedxml happens to be installed).
+DOCTYPE check (the XML parser refused it only because defusedxml happens to be installed); a
+40 KB workbook of a million shared strings behind two rows held a worker for 20-100 s (openpyxl
+reads the whole table before the first row).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pytest
 from api_kit import api, service_token
 from directory_api_kit import PROBLEM, snapshot
 from login_kit import login
+from xlsx_kit import shared_strings_workbook
 
 from idp.manage.user_sheet import FORMULA_START
 
@@ -335,6 +338,46 @@ def test_hostile_workbook_is_refused_quickly_in_bounded_memory(app, case):
     assert resp.mimetype == PROBLEM and words in resp.json["detail"], resp.json
     assert took < 30, took
     assert peak < 200 * MB, peak
+    assert snapshot(svc) == before
+
+
+@pytest.mark.parametrize(
+    ("empty_cells", "on_sheet"), [(0, 1), (1_000_000, 2)], ids=["two rows", "cells on sheet 2"]
+)
+def test_a_million_shared_strings_are_refused_before_they_are_parsed(app, empty_cells, on_sheet):
+    """A million shared strings behind a sheet of two rows, also with a second worksheet of a
+    million empty cells to "use" them (only the first sheet is imported, so only its cells
+    count): refused at once, nothing imported (not a dry run)."""
+    started = time.monotonic()
+    data = shared_strings_workbook(1_000_000, empty_cells, on_sheet)
+    assert time.monotonic() - started < 2 and len(data) < 100_000
+    svc = app.extensions["idp"]
+    token, client = service_token(app), app.test_client()
+    before = snapshot(svc)
+    resp, took, _peak = _measured(lambda: _import(client, token, data, "users.xlsx"))
+    assert resp.status_code == 409, resp.get_data(as_text=True)[:400]
+    assert resp.mimetype == PROBLEM and "shared strings" in resp.json["detail"], resp.json
+    assert took < 5, took
+    assert snapshot(svc) == before
+
+
+def test_a_workbook_read_past_its_time_budget_is_refused(app, monkeypatch):
+    """A first sheet with a row of a million empty cells lets a million shared strings through
+    the count; openpyxl's parse of them is stopped by the reading budget (1 s here), nothing
+    imported. The same file within the budget is the user mallory."""
+    from idp.manage import user_sheet
+
+    monkeypatch.setattr(user_sheet, "XLSX_READ_SECONDS", 1.0)
+    data = shared_strings_workbook(1_000_000, 1_000_000, on_sheet=1)
+    svc = app.extensions["idp"]
+    token, client = service_token(app), app.test_client()
+    before = snapshot(svc)
+    started = time.monotonic()  # not under tracemalloc, which slows the parse it stops
+    resp = _import(client, token, data, "users.xlsx")
+    took = time.monotonic() - started
+    assert resp.status_code == 409, resp.get_data(as_text=True)[:400]
+    assert resp.mimetype == PROBLEM and "more than 1 s to read" in resp.json["detail"], resp.json
+    assert took < 8, took
     assert snapshot(svc) == before
 
 

@@ -158,6 +158,36 @@ def test_memberof_mode_and_group_parent(ldap_app):
     ]
 
 
+def test_memberof_groups_outside_the_group_base_do_not_count_however_spelled(ldap_app, slapd):
+    """memberOf mode: bob is put into "admins" of the OU ``x,ou=groups`` beside the group base:
+    not under the base, so no group and no role. (slapd writes that memberOf value with the
+    comma as ``\\2C``; Active Directory's ``\\,``, whose text ends with the base, is in
+    tests/ldap/test_ldap_dn.py.) The base written in capitals with spaces still finds his real
+    group, which a comparison of the text missed."""
+    hostile_ou = "ou=x\\,ou=groups," + s.SUFFIX
+    hostile = "cn=admins," + hostile_ou
+    admin = slapd.admin()
+    try:
+        assert admin.add(hostile_ou, ["organizationalUnit"], {"ou": "x,ou=groups"})
+        assert admin.add(hostile, ["groupOfNames"], {"cn": "admins", "member": s.user_dn("bob")})
+        admin.search(s.user_dn("bob"), "(objectClass=*)", attributes=["memberOf"])
+        listed = [str(v) for v in admin.entries[0].memberOf.values]
+        assert sorted(v.split(",")[0] for v in listed) == ["cn=admins", "cn=ops"]
+        app = ldap_app(group_membership="memberof", group_base_dn="OU=Groups , DC=Example, DC=Org")
+        svc = app.extensions["idp"]
+        verdict = credential_chain(svc).verify("bob", s.PASSWORDS["bob"])
+        assert verdict.outcome is Outcome.VALID
+        assert _groups(svc, verdict.user_id) == ["ops"]
+        assert _group_roles(svc, verdict.user_id) == ["ops"]
+        with svc.sessions() as db:
+            assert db.scalar(select(Group).where(Group.name == "admins")) is None
+            assert db.scalar(select(Role).where(Role.name == "admins")) is None
+    finally:
+        admin.delete(hostile)
+        admin.delete(hostile_ou)
+        admin.unbind()
+
+
 def test_nested_groups_off_gives_direct_groups_only(ldap_app):
     svc = ldap_app(nested_groups="off").extensions["idp"]
     verdict = credential_chain(svc).verify("alice", s.PASSWORDS["alice"])

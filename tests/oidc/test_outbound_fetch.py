@@ -308,6 +308,32 @@ def test_a_failed_destination_is_not_tried_again_for_a_while(make_app, clock):
         assert len(server.hits) == 2
 
 
+@pytest.mark.parametrize(("side", "fetched_again"), [(-1, False), (1, True)])
+def test_a_failed_destination_is_remembered_for_failure_cache_seconds(
+    make_app, clock, side, fetched_again
+):
+    """``[outbound] failure_cache_seconds = 45`` (not the default 30), one step either side
+    (a second on the SQL store; support.boundary_step on Redis)."""
+    from support import boundary_step
+
+    app = make_app(
+        clock=clock,
+        outbound={"allow_http": True, "allow_private_addresses": True, "failure_cache_seconds": 45},
+    )
+
+    class Env:
+        svc = app.extensions["idp"]
+        client = app.test_client
+
+    with Recorder(lambda h: (503, b"", {})) as server:
+        client_id = _key_client(Env, f"http://127.0.0.1:{server.port}/jwks")
+        _assert_invalid_client(_token(Env, client_id))
+        assert len(server.hits) == 1
+        clock.advance(45 + side * boundary_step(Env.svc))
+        _assert_invalid_client(_token(Env, client_id))
+        assert len(server.hits) == (2 if fetched_again else 1)
+
+
 # --- back-channel logout and sector identifier documents go through the same guard ------------
 
 
