@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from sqlalchemy import select
 
-from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
+from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..services import Services
 from ..sso import network
@@ -475,7 +475,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
         return Redirect(f"/oauth2/consent?r={rid}", 303)
 
     params = dict(params, claims_parsed=claims_request, resource_list=resources, scope=scope)
-    psid = public_sid(result.sid)
+    psid = result.sid  # the session id: a hash of the cookie, published as the sid claim
     oauth_req.code_context = eng.code_context(result, user, params, psid)
     if pushed.LOADED in params and not pushed.complete(svc, params[pushed.LOADED]):
         raise AuthorizationError("invalid_request", "the request_uri was used already")
