@@ -4,9 +4,9 @@ Permissions: ``users:accounts:read`` to list, ``users:sessions:revoke`` to end, 
 user. The sessions live in the short-lived store; the ``sso_session_index`` table says which
 are the user's. The session store is passed in (``SessionRecords``: the SSO session manager the
 running app built, whose ``destroy`` tells every protocol's logout listener), so this layer
-needs no web framework. Sessions are shown by their public id (OIDC ``sid`` / SAML
-SessionIndex): the hash of the cookie value that is also the session's key in the store and
-the index, never the cookie value itself (idp.sso.sessions).
+needs no web framework. Sessions are shown by their id, the OIDC ``sid``: a hash of the cookie
+value that is also the session's key in the store and the index, never the cookie value itself
+(idp.sso.sessions).
 """
 
 from __future__ import annotations

@@ -305,10 +305,10 @@ def resume(svc: Services, rid: str, session_id: str | None, *, origin: Origin) -
 
 def process(svc: Services, params: dict[str, Any], session_id: str | None, *, origin: Origin,
             accepted_auth_time: int | None = None, consent_given: bool = False) -> Result:
-    """Answer an authorization request. ``session_id``: the SSO session cookie's value.
-    ``accepted_auth_time``: set when resuming (after the
-    login, or after consent): a session whose login is at least that recent is accepted
-    without re-checking prompt=login / max_age, which that login has just satisfied."""
+    """Answer an authorization request. ``session_id``: the browser's SSO session id (a hash
+    of its cookie). ``accepted_auth_time``: set when resuming (after the login, or after
+    consent): a session whose login is at least that recent is accepted without re-checking
+    prompt=login / max_age, which that login has just satisfied."""
     eng = engine(svc)
     checked = check_client_and_redirect(svc, params)
     if isinstance(checked, ErrorPage):
