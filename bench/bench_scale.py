@@ -226,7 +226,7 @@ def open_instance(overrides: dict[str, Any], drop_first: bool = False) -> Instan
     inst.password_hash = svc.password_hasher.hash(PASSWORD)  # the one argon2id run
     manager = SessionManager(svc)
     made = manager.create("template", ["pwd"], "1", user_agent="bench", ip="127.0.0.1")
-    inst.session_template = svc.store.get("sso:" + made.sid)
+    inst.session_template = svc.store.get("ssoh:" + made.result.sid)
     return inst
 
 
@@ -357,29 +357,18 @@ def grow(inst: Instance, users: int, clients: int) -> float:
         _rows(
             KVEntry.__table__,
             (
-                row
+                {
+                    "key": "ssoh:" + sid(i),
+                    "value": json.dumps(
+                        dict(
+                            record,
+                            result=dict(record["result"], user_uuid=str(uuid_for(i)), sid=sid(i)),
+                        )
+                    ),
+                    "counter": 0,
+                    "expires_at": clock + 3600,
+                }
                 for i in new
-                for row in (
-                    {
-                        "key": "sso:" + sid(i),
-                        "value": json.dumps(
-                            dict(
-                                record,
-                                result=dict(
-                                    record["result"], user_uuid=str(uuid_for(i)), sid=sid(i)
-                                ),
-                            )
-                        ),
-                        "counter": 0,
-                        "expires_at": clock + 3600,
-                    },
-                    {
-                        "key": f"sidmap:{sid(i)[:22]}",
-                        "value": json.dumps(sid(i)),
-                        "counter": 0,
-                        "expires_at": clock + 3600,
-                    },
-                )
             ),
             conn,
         )

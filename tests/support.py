@@ -126,6 +126,25 @@ def store_items(svc: Any, *prefixes: str) -> dict[str, Any]:
     return {k: svc.store.get(k) for p in prefixes for k in store_keys(svc, p)}
 
 
+def database_dump(svc: Any) -> str:
+    """Every value of every row of every table of the app's database (the embedded store's
+    table included), as text; bytes decoded leniently."""
+    from sqlalchemy import text
+
+    from idp.storage.models import Base
+
+    parts = []
+    with svc.engine.connect() as conn:
+        for name in Base.metadata.tables:
+            for row in conn.execute(text(f'SELECT * FROM "{name}"')):  # noqa: S608 (our names)
+                for value in row:
+                    if isinstance(value, (bytes, memoryview)):
+                        parts.append(bytes(value).decode("utf-8", "replace"))
+                    elif value is not None:
+                        parts.append(str(value))
+    return "\n".join(parts)
+
+
 def database_url(instance: Path) -> str:
     """The database of the apps and ``idp`` commands of ``instance``: the tier's PostgreSQL
     database, else the SQLite file in it."""

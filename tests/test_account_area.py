@@ -11,7 +11,7 @@ import pytest
 from login_kit import GOOD, audit_actions, csrf, login, make_user, outbox, text_of, user_row
 from sqlalchemy import func, select
 
-from idp.sso.sessions import COOKIE
+from idp.sso.sessions import COOKIE, session_id_of
 from idp.storage.audit import audit
 from idp.storage.models import AuditEvent, Client, User
 from idp.storage.models_mfa import MfaTotp
@@ -227,7 +227,7 @@ def test_session_cards_name_devices_apps_and_buttons(app, svc, client):
     phone = _client(app, ua=IPHONE)
     with svc.sessions.begin() as db:
         db.add(Client(client_id="wiki", name="Team Wiki", meta={}))
-    sid = phone.get_cookie(COOKIE).value
+    sid = session_id_of(phone.get_cookie(COOKIE).value)
     with app.test_request_context():
         svc.sso_sessions.add_relying_party(sid, "oidc:wiki", {"client_id": "wiki"})
         svc.sso_sessions.add_relying_party(sid, "saml:https://sp.example.org", {})

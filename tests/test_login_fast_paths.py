@@ -245,6 +245,7 @@ def test_imported_hash_upgraded_by_the_column_only_password_check(make_app, data
 
 def test_login_end_writes_index_audit_and_last_login(make_app, database):
     from idp.clock import FrozenClock
+    from idp.sso.sessions import session_id_of
     from idp.storage.models import AuditEvent
     from idp.storage.models_auth import SsoSessionIndex
 
@@ -255,7 +256,7 @@ def test_login_end_writes_index_audit_and_last_login(make_app, database):
     client = app.test_client()
     resp = login(client, "ann", GOOD)
     assert resp.headers["Location"] == "/account/"
-    sid = client.get_cookie("idp_session").value
+    sid = session_id_of(client.get_cookie("idp_session").value)
     with svc.sessions() as db:
         row = db.get(SsoSessionIndex, sid)
         assert (row.user_id, row.amr, row.ip) == (uid, "pwd", "127.0.0.1")
@@ -274,7 +275,7 @@ def test_login_end_writes_index_audit_and_last_login(make_app, database):
         "/login", data={"csrf_token": csrf(page), "username": "ann", "password": GOOD}
     )
     assert resp.headers["Location"] == "/account/"
-    new_sid = client.get_cookie("idp_session").value
+    new_sid = session_id_of(client.get_cookie("idp_session").value)
     assert new_sid != sid
     with svc.sessions() as db:
         assert db.get(SsoSessionIndex, sid) is None

@@ -7,7 +7,7 @@ from login_kit import GOOD, audit_actions, counts, csrf, login, make_user, post_
 
 from idp.core.authn import AuthnRequest
 from idp.core.steps import register_factor
-from idp.sso.sessions import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE, SessionManager, session_id_of
 
 
 @pytest.fixture
@@ -26,6 +26,11 @@ def _save_request(app, **kw) -> str:
 def _cookie(client):
     c = client.get_cookie(COOKIE)
     return c.value if c else None
+
+
+def _sid(client):
+    """The id the server keeps of the browser's session (a hash of the cookie)."""
+    return session_id_of(_cookie(client))
 
 
 def test_login_success_goes_to_account_and_sets_session(app, svc):
@@ -122,7 +127,8 @@ def test_session_id_is_new_on_every_login(app, svc):
     second = _cookie(client)
     assert first and second and first != second
     with app.test_request_context():
-        assert SessionManager(svc)._record(first) is None  # the old one ended
+        assert SessionManager(svc)._record(session_id_of(first)) is None  # the old one ended
+        assert SessionManager(svc)._record(session_id_of(second)) is not None
 
 
 @pytest.mark.parametrize(
@@ -267,7 +273,7 @@ def test_mfa_step_runs_for_enrolled_users(app, svc, factor):
     resp = client.post("/login/step", data={"csrf_token": csrf(page), "code": "123456"})
     assert resp.status_code == 302 and _cookie(client)
     with app.test_request_context():
-        rec = SessionManager(svc)._record(_cookie(client))
+        rec = SessionManager(svc)._record(_sid(client))
     assert rec["result"]["amr"] == ["pwd", "otp"]
     assert rec["result"]["acr"] == "urn:idp:acr:mfa"
 
@@ -309,7 +315,7 @@ def test_logout_needs_csrf_and_ends_the_session(app, svc):
     make_user(svc, "ann")
     client = app.test_client()
     login(client, "ann", GOOD)
-    sid = _cookie(client)
+    sid = _sid(client)
     assert "Sign out?" in client.get("/logout").get_data(as_text=True)
     assert client.post("/logout").status_code == 400
     with app.test_request_context():
@@ -328,7 +334,7 @@ def test_end_sso_session_for_rp_initiated_logout(app, svc):
     make_user(svc, "ann")
     client = app.test_client()
     login(client, "ann", GOOD)
-    sid = _cookie(client)
+    sid = _sid(client)
     with app.test_request_context():
         record = end_sso_session(sid)
         assert record["result"]["user_uuid"] == user_row(svc, "ann").uuid

@@ -18,7 +18,7 @@ from mfa_kit import (
 from sqlalchemy import select
 
 from idp.backends import backup_codes
-from idp.sso.sessions import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE, SessionManager, session_id_of
 from idp.storage.directory import Directory
 from idp.storage.models import GroupMember
 from idp.storage.models_mfa import MfaBackupCode
@@ -46,7 +46,8 @@ def _amr(app, client):
     cookie = client.get_cookie(COOKIE)
     assert cookie is not None
     with app.test_request_context():
-        return SessionManager(app.extensions["idp"])._record(cookie.value)["result"]["amr"]
+        record = SessionManager(app.extensions["idp"])._record(session_id_of(cookie.value))
+        return record["result"]["amr"]
 
 
 def test_backup_code_in_the_totp_field_signs_in_once(app, svc, clock):

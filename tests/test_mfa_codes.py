@@ -178,7 +178,9 @@ def test_sms_code_to_outbox_files(app, svc, clock):
     import idp.sso.sessions as sso
 
     with app.test_request_context():
-        rec = sso.SessionManager(svc)._record(client.get_cookie(sso.COOKIE).value)
+        rec = sso.SessionManager(svc)._record(
+            sso.session_id_of(client.get_cookie(sso.COOKIE).value)
+        )
     assert rec["result"]["amr"] == ["pwd", "sms"] and rec["result"]["acr"] == "urn:idp:acr:mfa"
 
 

@@ -11,7 +11,7 @@ from mfa_kit import add_channel, audits, mfa_counts, password_then_step, signed_
 
 from idp.core.policy import STEP_MFA, STEP_MFA_ENROLL, LoginFacts, plan_steps
 from idp.settings import load_settings
-from idp.sso.sessions import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE, SessionManager, session_id_of
 from idp.storage.directory import Directory
 
 
@@ -19,7 +19,7 @@ def _session_record(app, client):
     cookie = client.get_cookie(COOKIE)
     assert cookie is not None, "no SSO session cookie"
     with app.test_request_context():
-        return SessionManager(app.extensions["idp"])._record(cookie.value)
+        return SessionManager(app.extensions["idp"])._record(session_id_of(cookie.value))
 
 
 def _secret(page: str) -> str:

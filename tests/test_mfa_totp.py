@@ -22,13 +22,15 @@ from mfa_kit import (
 from sqlalchemy import select
 from support import backend_env
 
-from idp.sso.sessions import COOKIE, SessionManager
+from idp.sso.sessions import COOKIE, SessionManager, session_id_of
 from idp.storage.models_mfa import MfaTotp
 
 
 def _session(app, client):
     with app.test_request_context():
-        return SessionManager(app.extensions["idp"])._record(client.get_cookie(COOKIE).value)
+        return SessionManager(app.extensions["idp"])._record(
+            session_id_of(client.get_cookie(COOKIE).value)
+        )
 
 
 def test_login_with_totp_sets_amr_and_acr(app, svc, clock):

@@ -2,7 +2,8 @@
 
 The IdP makes or takes passwords, client secrets (client_secret_basic and client_secret_jwt,
 created and rotated), TOTP seeds, backup codes, authorization codes, access and refresh tokens,
-password-reset tokens, RFC 7591 initial access tokens and upstream client secrets: none of them
+password-reset tokens, RFC 7591 initial access tokens, upstream client secrets and SSO session
+cookies (tests/sessions/test_session_ids_hashed.py looks at sessions closely): none of them
 may be read back from a copy of the database (every column of every table, the embedded store's
 table included). A mail waiting in the durable outbox carries a one-time link: it is kept
 sealed until it is sent, and still delivered intact (a row written before sealing too).
@@ -18,7 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import secret_watch
 from login_kit import GOOD, login, make_user
 from mfa_kit import enrol_totp
-from sqlalchemy import select, text
+from sqlalchemy import select
+from support import database_dump
+
+from idp.sso.sessions import COOKIE
 
 REDIRECT = "http://127.0.0.1:8765/cb"
 
@@ -38,24 +42,9 @@ class _Up:
         self.sent.append(msg)
 
 
-def _dump(svc) -> str:
-    """Every value of every row of every table, as text (bytes decoded leniently too)."""
-    from idp.storage.models import Base
-
-    parts = []
-    with svc.engine.connect() as conn:
-        for name in Base.metadata.tables:
-            for row in conn.execute(text(f'SELECT * FROM "{name}"')):  # noqa: S608 (our names)
-                for value in row:
-                    if isinstance(value, (bytes, memoryview)):
-                        parts.append(bytes(value).decode("utf-8", "replace"))
-                    elif value is not None:
-                        parts.append(str(value))
-    return "\n".join(parts)
-
-
 def _code_flow(app, client_id: str, secret: str) -> dict:
-    """Sign in on the hosted page, authorize, redeem the code: (code, tokens)."""
+    """Sign in on the hosted page, authorize, redeem the code: the code, the tokens and the
+    browser's SSO session cookie."""
     c = app.test_client()
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
@@ -87,7 +76,7 @@ def _code_flow(app, client_id: str, secret: str) -> dict:
     )
     assert got.status_code == 200, got.get_data(as_text=True)
     assert got.json["refresh_token"]
-    return {"code": code, **got.json}
+    return {"code": code, "session cookie": c.get_cookie(COOKIE).value, **got.json}
 
 
 def test_no_secret_the_idp_made_or_took_can_be_read_from_its_database(make_app):
@@ -143,12 +132,12 @@ def test_no_secret_the_idp_made_or_took_can_be_read_from_its_database(make_app):
         found["rotated jwt secret"] = manage_clients.rotate_secret(ctx, "jwt-rp")
         found["rotated basic secret"] = manage_clients.rotate_secret(ctx, "rp", grace_seconds=600)
     tokens = _code_flow(app, "rp", found["rotated basic secret"])
-    for name in ("code", "access_token", "refresh_token", "id_token"):
+    for name in ("code", "access_token", "refresh_token", "id_token", "session cookie"):
         found[name] = tokens[name]
     found["reset token"] = OneTimeTokens(svc.store, svc.hasher, 30).issue("reset", {"uid": uid})
     secret_watch.register(list(found.values()))
 
-    dump = _dump(svc)
+    dump = database_dump(svc)
     assert len(dump) > 10_000 and "ann@example.org" in dump  # the tables were read
     assert "upstream-client-secret" not in dump
     readable = [name for name, value in found.items() if value in dump]

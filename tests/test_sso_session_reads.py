@@ -16,7 +16,7 @@ class CountingStore:
         self.session_reads = 0
 
     def get(self, key):
-        if key.startswith("sso:"):
+        if key.startswith("ssoh:"):
             self.session_reads += 1
         return self._store.get(key)
 
@@ -31,8 +31,9 @@ def test_one_store_read_per_request_and_writes_are_seen_by_the_next(make_app):
     worker = SessionManager(svc)
     worker.store = counting
     other_worker = SessionManager(svc)  # its own manager, the plain store
-    sid = other_worker.create("user-uuid", ["pwd"], "urn:idp:acr:1fa").sid
-    headers = {"Cookie": f"{COOKIE}={sid}"}
+    made = other_worker.create("user-uuid", ["pwd"], "urn:idp:acr:1fa")
+    sid = made.sid
+    headers = {"Cookie": f"{COOKIE}={made.cookie}"}
 
     with app.test_request_context("/saml/sso", headers=headers):
         current = worker.current()

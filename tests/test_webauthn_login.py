@@ -26,7 +26,7 @@ from webauthn_kit import (
 )
 
 from idp.clock import FrozenClock
-from idp.sso.sessions import COOKIE
+from idp.sso.sessions import COOKIE, session_id_of
 from idp.storage.models import AuditEvent
 from idp.storage.models_auth import SsoSessionIndex
 from idp.storage.models_webauthn import WebAuthnCredential
@@ -88,7 +88,7 @@ def snapshot(svc) -> dict:
 def session_amr(svc, client) -> list[str]:
     """The amr of the SSO session whose cookie ``client`` holds."""
     with svc.sessions() as db:
-        return db.get(SsoSessionIndex, client.get_cookie(COOKIE).value).amr.split()
+        return db.get(SsoSessionIndex, session_id_of(client.get_cookie(COOKIE).value)).amr.split()
 
 
 def counter(svc, username: str) -> int:

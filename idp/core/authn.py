@@ -76,10 +76,13 @@ class AuthnResult:
 
 
 def public_sid(session_id: str) -> str:
-    """The session id we publish (OIDC ``sid``, SAML SessionIndex): derived from the secret
-    cookie value, never the value itself."""
+    """The id of the SSO session whose browser cookie holds ``session_id`` (idp.sso.sessions):
+    a SHA-256 of the cookie value (144 bits of it, base64url), the only form the server keeps
+    (store key, index rows) or shows (OIDC ``sid``, session lists). Not reversible: an id read
+    from the database is no cookie."""
     return base64.urlsafe_b64encode(
-        hashlib.sha256(b"sid:" + session_id.encode()).digest()[:18]).decode()
+        hashlib.sha256(b"sid:" + session_id.encode()).digest()[:18]
+    ).decode()
 
 
 def acr_for(amr: list[str]) -> str:

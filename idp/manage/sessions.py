@@ -4,8 +4,9 @@ Permissions: ``users:accounts:read`` to list, ``users:sessions:revoke`` to end, 
 user. The sessions live in the short-lived store; the ``sso_session_index`` table says which
 are the user's. The session store is passed in (``SessionRecords``: the SSO session manager the
 running app built, whose ``destroy`` tells every protocol's logout listener), so this layer
-needs no web framework. Sessions are shown by their public id (OIDC ``sid`` / SAML
-SessionIndex), never by the secret cookie value.
+needs no web framework. Sessions are shown by their id, the OIDC ``sid``: a hash of the cookie
+value that is also the session's key in the store and the index, never the cookie value itself
+(idp.sso.sessions).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..core.authn import public_sid
 from ..sso.sessions import SessionManager
 from ..sso.signout import sign_out_user
 from ..storage import session_index
@@ -40,7 +40,7 @@ def list_for_user(ctx: Context, user: User, sessions: SessionRecords) -> list[Se
         seen = (sessions.peek(s.sid) or {}).get("last_seen")
         out.append(
             SessionInfo(
-                public_sid(s.sid),
+                s.sid,
                 s.created_at,
                 s.ip,
                 s.user_agent,
@@ -84,7 +84,7 @@ def end_one(ctx: Context, user: User, sessions: SessionRecords, session_id: str)
     user has no live session of that id (ended meanwhile, or never theirs)."""
     ctx.require("users:sessions:revoke", user.id)
     live = session_index.list_sessions(ctx.db, sessions, user.id, None)
-    chosen = {s.sid for s in live if public_sid(s.sid) == session_id}
+    chosen = {s.sid for s in live if s.sid == session_id}
     if not chosen:
         return False
     ended = session_index.end_user_sessions(ctx.db, sessions, user.id, only=chosen)

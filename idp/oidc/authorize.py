@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from sqlalchemy import select
 
-from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
+from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..services import Services
 from ..sso import network
@@ -305,10 +305,10 @@ def resume(svc: Services, rid: str, session_id: str | None, *, origin: Origin) -
 
 def process(svc: Services, params: dict[str, Any], session_id: str | None, *, origin: Origin,
             accepted_auth_time: int | None = None, consent_given: bool = False) -> Result:
-    """Answer an authorization request. ``session_id``: the SSO session cookie's value.
-    ``accepted_auth_time``: set when resuming (after the
-    login, or after consent): a session whose login is at least that recent is accepted
-    without re-checking prompt=login / max_age, which that login has just satisfied."""
+    """Answer an authorization request. ``session_id``: the browser's SSO session id (a hash
+    of its cookie). ``accepted_auth_time``: set when resuming (after the login, or after
+    consent): a session whose login is at least that recent is accepted without re-checking
+    prompt=login / max_age, which that login has just satisfied."""
     eng = engine(svc)
     checked = check_client_and_redirect(svc, params)
     if isinstance(checked, ErrorPage):
@@ -475,7 +475,7 @@ def _authorize(svc, eng, grant, oauth_req, client: OAuthClient, redirect_uri: st
         return Redirect(f"/oauth2/consent?r={rid}", 303)
 
     params = dict(params, claims_parsed=claims_request, resource_list=resources, scope=scope)
-    psid = public_sid(result.sid)
+    psid = result.sid  # the session id: a hash of the cookie, published as the sid claim
     oauth_req.code_context = eng.code_context(result, user, params, psid)
     if pushed.LOADED in params and not pushed.complete(svc, params[pushed.LOADED]):
         raise AuthorizationError("invalid_request", "the request_uri was used already")

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, public_sid, session_satisfies
+from ..core.authn import ACR_LEVELS, AuthnRequest, AuthnResult, session_satisfies
 from ..errors import new_reference
 from ..services import Services
 from ..sso import network
@@ -206,7 +206,7 @@ def answer_device(svc: Services, rid: str, session_id: str | None, approve: bool
     eng = engine(svc)
     now = svc.clock.now()
     scope = eng.permitted_scope(client, user.user_id, record["scope"])
-    psid = public_sid(result.sid)
+    psid = result.sid  # the session id: a hash of the cookie, published as the sid claim
     with svc.sessions.begin() as db:
         audit_rows.audit(db, "device.approved" if approve else "device.denied",
                          at=svc.clock.utcnow(), actor=user.uuid, target=user.uuid, ip=origin.ip,

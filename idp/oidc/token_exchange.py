@@ -162,8 +162,7 @@ def _id_token_user(eng: Engine, client_id: str, claims: dict[str, Any]) -> str |
     if not is_pairwise(client):
         return claims["sub"]
     sessions = session_manager(eng.svc)
-    sid = sessions.by_public_sid(str(claims.get("sid") or ""))
-    current = sessions.current_by_sid(sid) if sid else None
+    current = sessions.current_by_sid(str(claims.get("sid") or ""))
     if current is None or eng.subject(client, current.user_uuid) != claims["sub"]:
         return None
     return current.user_uuid

@@ -28,7 +28,6 @@ from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP
 from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_SUCCESS
 
-from ..core.authn import public_sid
 from ..services import Services
 from ..sso.sessions import SessionManager, session_manager
 from .crypto import parse_xml
@@ -404,7 +403,7 @@ def _soap_body(answer: bytes) -> bytes:
 
 
 def has_pending_logout(svc: Services, sid: str) -> bool:
-    return svc.store.get(_PENDING + public_sid(sid)) is not None
+    return svc.store.get(_PENDING + sid) is not None
 
 
 def pending_logout(svc: Services, sid: str | None, then: str) -> Answer:
@@ -416,6 +415,6 @@ def pending_logout(svc: Services, sid: str | None, then: str) -> Answer:
     with its cookie kept."""
     if sid and len(sid) <= 64 and session_manager(svc).peek(sid) is not None:
         return Redirect(then)
-    parties = svc.store.take(_PENDING + public_sid(sid)) if sid and len(sid) <= 64 else None
+    parties = svc.store.take(_PENDING + sid) if sid and len(sid) <= 64 else None
     state = {"pending": parties or [], "partial": False, "initiator": None, "then": then}
     return _continue_logout(saml_idp(svc), state)

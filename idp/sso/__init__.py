@@ -4,21 +4,22 @@ import-linter contract in pyproject.toml holds this); the web layer reads cookie
 and passes plain values (idp.web.sso).
 
 idp.sso.sessions
-    COOKIE                      name of the browser cookie holding the session id
+    COOKIE                      name of the browser cookie (its value is kept nowhere)
+    session_id_of(cookie)       the session id: a SHA-256 of the cookie value (None: no cookie)
     AUTHREQ_TTL                 seconds a pending AuthnRequest waits for the login
     SessionManager(svc, request_cache=None)
       .save_request(req)        store a pending AuthnRequest; ``{rid}`` in resume_url -> its id
       .load_request(rid)        the pending request, or None (left in place)
       .finish_request(rid)      take the pending request once (no replay)
-      .create(uuid, amr, acr, auth_time=, user_agent=, ip=)  a new session -> AuthnResult
+      .create(uuid, amr, acr, auth_time=, user_agent=, ip=)  a new session -> NewSession
+                                (.result: AuthnResult with the session id, .cookie: its value)
       .peek(sid)                the live session record, idle timer untouched
       .current_by_sid(sid)      the session as an AuthnResult, idle timer refreshed
       .add_relying_party(sid, key, info)  remember an RP served in the session
       .relying_parties(sid)     the RPs served in the session
       .destroy(sid, propagate=True)  end the session in the store, tell the logout listeners
       .end(sid, db=None)        destroy + drop the per-user index row (logout)
-      .by_public_sid(psid)      the secret sid behind a published sid, if alive
-      .alive(psid)              whether the session behind a published sid is alive
+      .alive(sid)               whether the session (a published sid) is alive
       .cookie_attributes()      path / secure / samesite for setting and clearing COOKIE
       .logout_listeners         LogoutListeners told about every ended session
     LogoutListeners             .add(listener) at app set-up; .notify(record) on destroy

@@ -1,13 +1,22 @@
 """SSO sessions (server-side, in the short-lived store) and pending authentication requests.
 
-The browser holds only a random 256-bit session id in an HttpOnly cookie (named ``COOKIE``;
-the web layer sets and clears it, idp.web.sso). The server-side record carries the AuthnResult
-plus the relying parties that received tokens or assertions in this session (for logout
-propagation). Idle and absolute lifetimes come from ``[session]``.
+The browser holds a random 256-bit value in an HttpOnly cookie (named ``COOKIE``; the web
+layer sets and clears it, idp.web.sso). That value is kept nowhere on the server: the session's
+id (``sid``) is a SHA-256 of it (``session_id_of``), and only the id is stored — the store key
+``ssoh:<sid>``, the per-user index, known-device links, refresh tokens — and published (OIDC
+``sid``, the admin's session lists). Someone who reads the database or the store learns ids,
+none of which is a cookie: a cookie is hashed before it is looked up. The server-side record
+carries the AuthnResult plus the relying parties that received tokens or assertions in this
+session (for logout propagation). Idle and absolute lifetimes come from ``[session]``.
 
-Nothing here reads a web request: callers pass the session id. A caller that serves requests
-may give the manager a ``request_cache`` (a dict per request, None outside one) so a request
-reads a session record from the store once; the web layer does (idp.web.sso.BrowserSessions).
+Sessions of a version that kept the cookie value itself (store key ``sso:<cookie>``) are not
+found under ``ssoh:``: their browsers are signed out once, their index rows are pruned when
+read and their store entries expire on their own (docs/security.md).
+
+Nothing here reads a web request: callers pass the session id (the web layer hashes the
+browser's cookie, ``session_id_of``). A caller that serves requests may give the manager a
+``request_cache`` (a dict per request, None outside one) so a request reads a session record
+from the store once; the web layer does (idp.web.sso.BrowserSessions).
 """
 
 from __future__ import annotations
@@ -30,10 +39,19 @@ if TYPE_CHECKING:  # the container's type only: it is built above the hub
 log = logging.getLogger("idp.sso")
 
 COOKIE = "idp_session"
-_SSO = "sso:"
+_SSO = "ssoh:"  # + the session id (a hash of the cookie); "sso:" held the cookie value itself
 _AUTHREQ = "authreq:"
-_PUBLIC = "sidmap:"
 AUTHREQ_TTL = 1800
+MAX_COOKIE = 64  # a longer cookie value is no session of ours
+
+
+def session_id_of(cookie: str | None) -> str | None:
+    """The session id behind a browser's cookie value (None for no or an overlong cookie): a
+    SHA-256 of it, the only form in which the server keeps or shows it."""
+    if not cookie or len(cookie) > MAX_COOKIE:
+        return None
+    return public_sid(cookie)
+
 
 LogoutListener = Callable[[dict[str, Any]], None]
 SignoutListener = Callable[["UserSignout"], None]
@@ -93,6 +111,20 @@ class SignoutListeners:
                 log.exception("sign-out listener failed")
 
 
+@dataclass(frozen=True)
+class NewSession:
+    """A session just made: its ``result`` (``result.sid``: the session id) and the value for
+    the browser's cookie, which exists nowhere else (never stored, never logged)."""
+
+    result: AuthnResult
+    cookie: str = field(repr=False)
+
+    @property
+    def sid(self) -> str:
+        """The session's id (what the server keeps and shows)."""
+        return self.result.sid
+
+
 class SessionManager:
     def __init__(self, svc: Services, request_cache: RequestCache | None = None) -> None:
         self.svc = svc
@@ -136,11 +168,12 @@ class SessionManager:
         user_agent: str | None = None,
         ip: str | None = None,
         lifetime: int | None = None,
-    ) -> AuthnResult:
+    ) -> NewSession:
         """A new session. ``lifetime`` (seconds): a "keep me signed in" session, which lasts
         that long whether used or not, in place of the [session] idle and absolute limits."""
         now = int(self.svc.clock.now())
-        sid = secrets.token_urlsafe(32)
+        cookie = secrets.token_urlsafe(32)
+        sid = public_sid(cookie)
         result = AuthnResult(
             user_uuid=user_uuid, auth_time=auth_time or now, amr=amr, acr=acr, sid=sid
         )
@@ -155,13 +188,8 @@ class SessionManager:
         if lifetime:
             record["idle"] = record["absolute"] = lifetime
         idle, absolute = self.limits(record)
-        self.store.put_many(
-            [
-                (_SSO + sid, record, min(idle, absolute)),
-                (_PUBLIC + public_sid(sid), sid, absolute),
-            ]
-        )
-        return result
+        self.store.put(_SSO + sid, record, min(idle, absolute))
+        return NewSession(result, cookie)
 
     def limits(self, rec: dict[str, Any]) -> tuple[int, int]:
         """The idle and absolute lifetimes of a session record (seconds): its own for a
@@ -192,7 +220,8 @@ class SessionManager:
         return self._record(sid)
 
     def current_by_sid(self, sid: str | None) -> AuthnResult | None:
-        """The session ``sid`` (the browser's cookie), refreshed (idle timer) when found."""
+        """The session ``sid`` (``session_id_of`` the browser's cookie, or a published sid),
+        refreshed (idle timer) when found."""
         rec = self._record(sid)
         if rec is None:
             return None
@@ -230,17 +259,15 @@ class SessionManager:
         logout listener (OIDC back-channel, SAML SLO...) is told, whoever ended the session.
         ``handled`` names a protocol ("saml") whose caller tells its own parties in this
         browser (an SP-initiated Single Logout): its listener leaves the record alone."""
-        if not sid:
+        if not sid or len(sid) > 64:
             return None
-        self.store.delete(_PUBLIC + public_sid(sid))
         record = self.store.take(_SSO + sid)
         memo = self._request_cache()
         if memo is not None:
             memo[sid] = None
         if record is None:
             return None
-        record["sid"] = sid
-        record["public_sid"] = public_sid(sid)
+        record["sid"] = record["public_sid"] = sid
         record["handled"] = handled
         if propagate:
             self.logout_listeners.notify(record)
@@ -260,15 +287,9 @@ class SessionManager:
             db.execute(delete(SsoSessionIndex).where(SsoSessionIndex.sid == sid))
         return record
 
-    def by_public_sid(self, psid: str) -> str | None:
-        """The secret session id behind a published sid, if that session is still alive."""
-        if not psid or len(psid) > 64:
-            return None
-        sid = self.store.get(_PUBLIC + psid)
-        return sid if sid and self._record(sid) is not None else None
-
-    def alive(self, psid: str) -> bool:
-        return self.by_public_sid(psid) is not None
+    def alive(self, sid: str) -> bool:
+        """Is the session with this (published) id still alive? Its idle timer is untouched."""
+        return self._record(sid) is not None
 
     def cookie_attributes(self) -> dict[str, Any]:
         """Where and how the browser keeps ``COOKIE`` (besides HttpOnly and its lifetime,

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from ..core.authn import public_sid
 from ..storage import session_index
 from .sessions import SessionManager, UserSignout
 
@@ -29,7 +28,7 @@ def sign_out_user(
     keep_clients: Iterable[str] = (),
 ) -> int:
     """End every session of the user (``mgr``: the app's session manager) but ``keep_sid``
-    (the secret id of the browser that asked, if it stays signed in) and revoke their refresh
+    (the session id of the browser that asked, if it stays signed in) and revoke their refresh
     tokens: online ones of every other session, offline ones too when ``offline``, except
     those of the client ids in ``keep_clients``.
     Returns how many SSO sessions ended.
@@ -40,7 +39,7 @@ def sign_out_user(
     mgr.signout_listeners.notify(
         UserSignout(
             user_id,
-            keep_sid=public_sid(keep_sid) if keep_sid else None,
+            keep_sid=keep_sid,
             offline=offline,
             keep_clients=frozenset(keep_clients),
         )

@@ -37,7 +37,9 @@ class SecurityAnswer(Base):
 class SsoSessionIndex(Base):
     """Which SSO sessions a user has. The sessions themselves live in the short-lived store (keyed
     by id, not enumerable by user); this index lets a password change end the others and the
-    account page list and revoke them. A row whose session expired is pruned when read."""
+    account page list and revoke them. A row whose session expired is pruned when read.
+    ``sid`` is the session id (a SHA-256 of the cookie value, idp.sso.sessions), never the
+    cookie value itself."""
 
     __tablename__ = "sso_session_index"
 

@@ -35,7 +35,8 @@ class KnownDevice(Base):
 
 class KnownDeviceSession(Base):
     """An SSO session that began on a known device, so "forget this device" can also end the
-    sessions that run on it. Rows of ended sessions are harmless and go with the device."""
+    sessions that run on it. Rows of ended sessions are harmless and go with the device.
+    ``sid``: the session id (a hash of the cookie value), never the cookie value."""
 
     __tablename__ = "known_device_sessions"
 

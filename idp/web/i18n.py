@@ -18,7 +18,7 @@ from wtforms.i18n import messages_path
 from ..core.authn import AuthnResult
 from ..storage.models import User
 from .current import svc
-from .sso import COOKIE, sessions
+from .sso import browser_sid, sessions
 
 TRANSLATIONS = Path(__file__).resolve().parent.parent / "translations"
 # The language picked with the switcher of the signed-out pages (idp.web.login.language).
@@ -46,7 +46,7 @@ def _session_user_locale() -> str | None:
     """The profile language of the browser's signed-in user on pages that did not load the user
     themselves (consent, logout, the login page while signed in). Reads the session record
     without refreshing its idle timer: choosing a language is not activity."""
-    sid = request.cookies.get(COOKIE)
+    sid = browser_sid()
     rec = sessions().peek(sid) if sid else None
     if rec is None:
         return None

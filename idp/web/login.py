@@ -39,7 +39,6 @@ from ..core.steps import PendingLogin, StepContext, enrolled_factors
 from ..sso import broker as broker_hub
 from ..sso import network, notifications
 from ..sso.limits import session_slot
-from ..sso.sessions import COOKIE
 from ..sso.users import find_user, state_of
 from ..storage import session_index, terms
 from ..storage.models import User
@@ -62,7 +61,7 @@ from .mailing import queue_mail
 from .netguard import refused
 from .password_policy import password_policy
 from .requestinfo import absolute, audit, audit_now, client_ip, safe_next
-from .sso import sessions
+from .sso import browser_sid, sessions
 
 log = logging.getLogger("idp.login")
 
@@ -358,11 +357,11 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
     release_write_lock(db)  # before the store writes (see start_pending)
     signed_in_before = user.last_login_at is not None  # read before this sign-in sets it
     mgr = sessions()
-    old_sid = request.cookies.get(COOKIE)
+    old_sid = browser_sid()
     # The same person signing in again (prompt=login, max_age, a step-up) keeps the relying
     # parties of the old session (carried over below): they must not be told it ended.
     # Another person taking over the browser ends the old session with logout propagation.
-    previous = mgr.peek(old_sid) if old_sid and len(old_sid) <= 64 else None
+    previous = mgr.peek(old_sid) if old_sid else None
     same_person = bool(previous) and previous["result"]["user_uuid"] == user.uuid
     # This browser's own session is replaced, so it does not count against the limit.
     with session_slot(mgr, db, user.id, old_sid if same_person else None) as slot:
@@ -374,7 +373,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
         old = mgr.destroy(old_sid, propagate=not same_person) if previous else None
         days = remember_me_days() if pending.data.get("remember_me") else 0
         lifetime = days * 86400 if days > 0 else None
-        result = mgr.create(
+        made = mgr.create(
             user.uuid,
             pending.amr,
             acr_for(pending.amr),
@@ -383,6 +382,7 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
             ip=client_ip(),
             lifetime=lifetime,
         )
+        result = made.result
         broker_hub.remember_session(svc(), result.sid, pending.data.get("upstream"))
         if old and same_person:
             # The same person signed in again: the old session's relying parties still get
@@ -405,20 +405,16 @@ def _finish(db: Any, pending: PendingLogin, user: User) -> Response | tuple[str,
         )
         db.connection().execute(_LAST_LOGIN, {"uid": user.id, "at": svc().clock.utcnow()})
         scored = {"risk": pending.data["risk"]} if "risk" in pending.data else {}
-        audit_now(
-            db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored
-        )
+        audit_now(db, "login.success", actor=user.uuid, target=user.uuid, amr=pending.amr, **scored)
         risk.record_sign_in(db, user)
-        device = known_devices.on_sign_in(
-            db, user, result.sid, signed_in_before=signed_in_before
-        )
+        device = known_devices.on_sign_in(db, user, result.sid, signed_in_before=signed_in_before)
         db.commit()
     known_devices.announce(db, user, device)
     req = _request_of(pending.rid)
     target = req.resume_url if req else (pending.next_url or url_for("account.index"))
     session.clear()
     resp = redirect(target)
-    mgr.set_cookie(resp, result, lifetime)
+    mgr.set_cookie(resp, made, lifetime)
     known_devices.set_cookie(resp, device)
     if pending.data.get("remember"):
         mfa.remember_device(db, user, resp)

@@ -9,8 +9,14 @@ from flask import Response, g, has_request_context, request
 
 from ..core.authn import AuthnResult
 from ..services import Services
-from ..sso.sessions import COOKIE, SessionManager
+from ..sso.sessions import COOKIE, NewSession, SessionManager, session_id_of
 from .current import svc
+
+
+def browser_sid() -> str | None:
+    """The id of this browser's SSO session: a hash of its cookie (None without one). The
+    cookie value itself goes no further than this."""
+    return session_id_of(request.cookies.get(COOKIE))
 
 
 def request_records() -> dict[str, Any] | None:
@@ -33,16 +39,14 @@ class BrowserSessions(SessionManager):
 
     def current(self) -> AuthnResult | None:
         """The session of this browser, refreshed (idle timer) when found."""
-        return self.current_by_sid(request.cookies.get(COOKIE))
+        return self.current_by_sid(browser_sid())
 
-    def set_cookie(
-        self, response: Response, result: AuthnResult, lifetime: int | None = None
-    ) -> None:
+    def set_cookie(self, response: Response, made: NewSession, lifetime: int | None = None) -> None:
         """The session cookie: kept by the browser for ``lifetime`` seconds ("keep me signed
         in"), else a browser-session cookie, gone when the browser closes (the server-side
         record ends by the [session] limits either way)."""
         response.set_cookie(
-            COOKIE, result.sid, httponly=True, max_age=lifetime, **self.cookie_attributes()
+            COOKIE, made.cookie, httponly=True, max_age=lifetime, **self.cookie_attributes()
         )
 
     def clear_cookie(self, response: Response) -> None:

@@ -217,7 +217,7 @@ def test_an_altered_response_is_refused(broker, upstream):
 
 
 def test_sign_out_here_signs_out_at_the_upstream_too(broker, upstream):
-    from idp.sso.sessions import COOKIE
+    from idp.sso.sessions import COOKIE, session_id_of
 
     client = broker.client()
     url = start(broker, client)
@@ -231,13 +231,13 @@ def test_sign_out_here_signs_out_at_the_upstream_too(broker, upstream):
     to_upstream = out.headers["Location"]
     assert to_upstream.startswith(f"{upstream.url}/saml/slo?SAMLRequest=")
     assert "Signature=" in to_upstream
-    upstream_cookie = browser.cookies.get(COOKIE)
-    assert upstream_cookie and upstream.live.svc.sso_sessions.peek(upstream_cookie) is not None
+    upstream_sid = session_id_of(browser.cookies.get(COOKIE))
+    assert upstream_sid and upstream.live.svc.sso_sessions.peek(upstream_sid) is not None
     answer = browser.get(to_upstream, allow_redirects=False)
     assert answer.status_code in (302, 303), answer.text[:300]
     back = answer.headers["Location"]
     assert back.startswith(f"{BROKER}/broker/{ALIAS}/saml/sls?SAMLResponse=")
-    assert upstream.live.svc.sso_sessions.peek(upstream_cookie) is None
+    assert upstream.live.svc.sso_sessions.peek(upstream_sid) is None
     done = client.get(_path(back))
     # Back to /logout with the state the sign-out left for the upstream's return.
     assert done.status_code == 303 and "/logout?state=" in done.headers["Location"]
@@ -246,14 +246,14 @@ def test_sign_out_here_signs_out_at_the_upstream_too(broker, upstream):
 
 
 def test_the_upstream_signing_out_ends_the_session_here(broker, upstream):
-    from idp.sso.sessions import COOKIE
+    from idp.sso.sessions import COOKIE, session_id_of
 
     client = broker.client()
     url = start(broker, client)
     browser = requests.Session()
     action, fields = upstream_sign_in(browser, url, "quin")
     follow_to_rp(client, client.post(_path(action), data=fields))
-    sid = client.get_cookie(COOKIE).value
+    sid = session_id_of(client.get_cookie(COOKIE).value)
     assert broker.svc.sso_sessions.peek(sid) is not None
     page = browser.get(f"{upstream.url}/saml/logout")
     form_action, form = form_with(page.text, "token")

@@ -20,6 +20,7 @@ def localhost_server(instance_dir):
 
 
 def test_enrol_a_passkey_then_sign_in_with_it_alone(localhost_server, page):
+    from idp.sso.sessions import session_id_of
     from idp.storage.models_auth import SsoSessionIndex
     from idp.storage.models_webauthn import WebAuthnCredential
 
@@ -77,8 +78,8 @@ def test_enrol_a_passkey_then_sign_in_with_it_alone(localhost_server, page):
     shot(page, "webauthn-03-signed-in-with-passkey")
     assert "Ann" in page.content()
     with svc.sessions() as db:
-        sid = next(c["value"] for c in page.context.cookies() if c["name"] == "idp_session")
-        assert db.get(SsoSessionIndex, sid).amr.split() == ["swk", "mfa"]
+        cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "idp_session")
+        assert db.get(SsoSessionIndex, session_id_of(cookie)).amr.split() == ["swk", "mfa"]
         assert db.scalars(select(WebAuthnCredential)).one().last_used_at is not None
 
     # The button, as in a browser without conditional UI (the check answers false there).

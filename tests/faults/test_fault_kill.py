@@ -28,6 +28,8 @@ from fault_kit import Served
 from sqlalchemy import create_engine, text
 from test_serve import wait_for
 
+from idp.sso.sessions import session_id_of
+
 pytestmark = pytest.mark.slow
 
 PASSWORD = "Tr0ub4dor-Horse-Battery"
@@ -164,8 +166,8 @@ def test_killed_workers_leave_nothing_half_made(served):
     try:
         with engine.connect() as conn:
             indexed = set(conn.execute(text("SELECT sid FROM sso_session_index")).scalars())
-            stored = {key.removeprefix("sso:") for key in conn.execute(
-                text("SELECT key FROM kv_store WHERE key LIKE 'sso:%'")).scalars()}
+            stored = {key.removeprefix("ssoh:") for key in conn.execute(
+                text("SELECT key FROM kv_store WHERE key LIKE 'ssoh:%'")).scalars()}
             logins = conn.execute(text(
                 "SELECT count(*) FROM audit_events WHERE action = 'login.success'")).scalar()
             issued = [json.loads(d) for d in conn.execute(text(
@@ -173,7 +175,7 @@ def test_killed_workers_leave_nothing_half_made(served):
             grants = list(conn.execute(text("SELECT grant_id FROM oauth_refresh_tokens")).scalars())
     finally:
         engine.dispose()
-    given = set(sids)
+    given = {session_id_of(cookie) for cookie in sids}  # what the server keeps of a cookie
     assert given <= indexed and given <= stored  # each session handed out is whole
     assert indexed <= stored  # no index row without its session
     assert logins >= len(indexed)  # each indexed session has its audit row

@@ -113,15 +113,16 @@ class LiveIdP:
             return user.uuid
 
     def login(self, browser: requests.Session, user_uuid: str, amr=("pwd",)) -> str:
-        """Establish an SSO session in-process and give its cookie to the browser."""
+        """Establish an SSO session in-process and give its cookie to the browser; the
+        session's id (a hash of the cookie: what the server keeps)."""
         from idp.core.authn import acr_for
         from idp.sso.sessions import COOKIE
         from idp.web.sso import sessions
 
         with self.app.test_request_context("/"):
-            result = sessions().create(user_uuid, list(amr), acr_for(list(amr)))
-        browser.cookies.set(COOKIE, result.sid, domain="127.0.0.1", path="/")
-        return result.sid
+            made = sessions().create(user_uuid, list(amr), acr_for(list(amr)))
+        browser.cookies.set(COOKIE, made.cookie, domain="127.0.0.1", path="/")
+        return made.sid
 
     def register_sp(self, metadata_xml: str, **settings: Any) -> str:
         from idp.saml.registry import SpRegistry

@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 from idp.core.client_metadata import DEVICE_CODE_GRANT
 from idp.oidc.device import USER_CODE_ALPHABET, normalize_user_code
-from idp.sso.sessions import COOKIE, session_manager
+from idp.sso.sessions import COOKIE, session_id_of, session_manager
 from idp.storage.models import AuditEvent
 from idp.storage.models_oauth import RefreshToken
 
@@ -300,7 +300,9 @@ def test_approved_device_gets_tokens_like_a_code_flow(env):
     # The refresh token is an offline one of the approving session; the session lists the
     # device's client for logout.
     assert row.offline is True and row.sid == claims["sid"]
-    served = session_manager(env.svc).relying_parties(browser.get_cookie(COOKIE).value)
+    served = session_manager(env.svc).relying_parties(
+        session_id_of(browser.get_cookie(COOKIE).value)
+    )
     assert served["oidc:tv"]["sid"] == claims["sid"]
     rows = actions(env, "token.issued")
     assert len(rows) == issued_before + 1

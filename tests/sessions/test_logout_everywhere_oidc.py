@@ -19,7 +19,7 @@ from api_kit import service_token
 from oidc_support import PASSWORD, RP, Env, _csrf, authorize, build_env, login, token
 from sqlalchemy import select
 
-from idp.sso.sessions import COOKIE
+from idp.sso.sessions import COOKIE, session_id_of
 
 LOCAL_RPS = {"allow_http": True, "allow_private_addresses": True}
 OTHER = "https://other.example.org/cb"
@@ -111,7 +111,7 @@ def refresh(env: Env, client_id: str, refresh_token: str):
 
 
 def signed_in(env: Env, browser) -> bool:
-    return env.svc.sso_sessions.peek(browser.get_cookie(COOKIE).value) is not None
+    return env.svc.sso_sessions.peek(session_id_of(browser.get_cookie(COOKIE).value)) is not None
 
 
 def live_offline_clients(env: Env, username: str) -> set[str]:
@@ -185,7 +185,7 @@ def test_refresh_tokens_of_a_session_that_expired_are_revoked_too(env):
     here, gone = env.client(), env.client()
     login(here)
     online = tokens(env, gone, "web2")
-    env.svc.store.delete("sso:" + gone.get_cookie(COOKIE).value)  # expired in the store
+    env.svc.store.delete("ssoh:" + session_id_of(gone.get_cookie(COOKIE).value))  # expired
     page = here.get("/account/sessions").get_data(as_text=True)
     here.post("/account/sessions", data={"csrf_token": _csrf(page), "session": "others"})
     assert refresh(env, "web2", online["refresh_token"]).json["error"] == "invalid_grant"

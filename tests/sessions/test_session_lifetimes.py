@@ -9,7 +9,7 @@ import pytest
 from login_kit import GOOD, make_user, post_form
 from oidc_support import PASSWORD, RP, authorize, token
 
-from idp.sso.sessions import COOKIE
+from idp.sso.sessions import COOKIE, session_id_of
 
 IDLE = 30 * 60
 ABSOLUTE = 10 * 3600
@@ -129,4 +129,4 @@ def test_made_up_stolen_and_expired_cookies_sign_nobody_in(app, clock):
     replay = app.test_client()
     replay.set_cookie(COOKIE, old)
     assert not signed_in(replay)
-    assert app.extensions["idp"].sso_sessions.peek(old) is None
+    assert app.extensions["idp"].sso_sessions.peek(session_id_of(old)) is None

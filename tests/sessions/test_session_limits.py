@@ -10,7 +10,7 @@ import pytest
 from login_kit import GOOD, audit_actions, login, make_user, post_form
 from sqlalchemy import func, select
 
-from idp.sso.sessions import COOKIE
+from idp.sso.sessions import COOKIE, session_id_of
 from idp.storage.models_auth import SsoSessionIndex
 
 
@@ -34,7 +34,7 @@ def sign_in(app, clock, username: str = "ann"):
 
 def alive(svc, browser) -> bool:
     cookie = browser.get_cookie(COOKIE)
-    return cookie is not None and svc.sso_sessions.peek(cookie.value) is not None
+    return cookie is not None and svc.sso_sessions.peek(session_id_of(cookie.value)) is not None
 
 
 def test_end_oldest_ends_the_oldest_session_at_the_user_limit(make_app, clock):
@@ -47,7 +47,7 @@ def test_end_oldest_ends_the_oldest_session_at_the_user_limit(make_app, clock):
     assert resp.status_code == 302
     assert not alive(svc, first) and alive(svc, second) and alive(svc, third)
     assert sorted(index_rows(svc, uid)) == sorted(
-        [second.get_cookie(COOKIE).value, third.get_cookie(COOKIE).value]
+        [session_id_of(b.get_cookie(COOKIE).value) for b in (second, third)]
     )
 
 
@@ -202,4 +202,4 @@ def test_a_role_limit_set_by_the_api_applies_at_sign_in(make_app, clock):
     first, ok = sign_in(app, clock)
     _, refused = sign_in(app, clock)
     assert ok.status_code == 302 and refused.status_code == 403
-    assert index_rows(svc, uid) == [first.get_cookie(COOKIE).value]
+    assert index_rows(svc, uid) == [session_id_of(first.get_cookie(COOKIE).value)]

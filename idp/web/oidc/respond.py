@@ -16,10 +16,10 @@ from ...oidc.results import (
     Redirect,
 )
 from ...oidc.sender import Presentation
-from ...sso.sessions import COOKIE
 from ..current import svc
 from ..proxies import CLIENT_CERT_KEY
 from ..requestinfo import client_ip
+from ..sso import browser_sid
 
 
 def plain_request(*, with_json: bool = False) -> HttpRequest:
@@ -43,14 +43,17 @@ def presentation() -> Presentation:
     """What the current request shows besides its access token, for the IdP's own APIs (admin
     API, SCIM): a DPoP proof must name this URL under the issuer (RFC 9449 §4.3)."""
     dpop = request.headers.getlist("DPoP")
-    return Presentation(request.method, svc().settings.issuer + request.path,
-                        ", ".join(dpop) if dpop else None,
-                        request.environ.get(CLIENT_CERT_KEY))
+    return Presentation(
+        request.method,
+        svc().settings.issuer + request.path,
+        ", ".join(dpop) if dpop else None,
+        request.environ.get(CLIENT_CERT_KEY),
+    )
 
 
 def session_id() -> str | None:
-    """The SSO session cookie's value."""
-    return request.cookies.get(COOKIE)
+    """The id of the browser's SSO session (a hash of its cookie, never the cookie itself)."""
+    return browser_sid()
 
 
 def text(message: Message) -> str:

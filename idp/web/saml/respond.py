@@ -22,11 +22,10 @@ from ...saml.results import (
     Xml,
 )
 from ...saml.sso import NOT_ALLOWED
-from ...sso.sessions import COOKIE
 from ..i18n import locale_hints
 from ..kept import render_kept
 from ..netguard import not_allowed_page
-from ..sso import sessions
+from ..sso import browser_sid, sessions
 
 log = logging.getLogger("idp.saml")
 
@@ -51,8 +50,8 @@ def received(field: str) -> Received:
 
 
 def session_id() -> str | None:
-    """The browser's SSO session id (its cookie)."""
-    return request.cookies.get(COOKIE)
+    """The id of the browser's SSO session (a hash of its cookie, never the cookie itself)."""
+    return browser_sid()
 
 
 def respond(answer: Answer) -> Response | tuple[str, int]:
