@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
-from oidc_support import RP, Env, authorize, build_env, token
-from sqlalchemy import select
+from oidc_support import RP, Env, authorize, build_env, pkce, token
+from sqlalchemy import select, update
 
 from idp.clock import FrozenClock
 from idp.oidc.server import engine as oidc_engine
@@ -26,6 +27,7 @@ from idp.storage.models import AuditEvent
 from idp.storage.models_oauth import RefreshToken
 
 DAY = 86400
+SPA_RP = "https://spa.example.org/cb"
 IDLE_DAYS, ABSOLUTE_DAYS, ACCESS = 1, 3, 7200
 
 
@@ -50,12 +52,16 @@ def env(tmp_path_factory, clock) -> Iterator[Env]:
 _BROWSER: list = []  # [(env, its browser)]
 
 
+def _browser(env: Env):
+    if not _BROWSER or _BROWSER[0][0] is not env:
+        _BROWSER[:] = [(env, env.client())]
+    return _BROWSER[0][1]
+
+
 def _login(env: Env, client_id: str = "web", scope: str = "openid offline_access") -> dict:
     """A code flow to the token response. One browser per app: its SSO session is reused
     while it lives (a new grant each time, no password check), a new sign-in once it ended."""
-    if not _BROWSER or _BROWSER[0][0] is not env:
-        _BROWSER[:] = [(env, env.client())]
-    browser = _BROWSER[0][1]
+    browser = _browser(env)
     got = authorize(browser, client_id=client_id, scope=scope)
     resp = token(
         browser,
@@ -66,9 +72,12 @@ def _login(env: Env, client_id: str = "web", scope: str = "openid offline_access
     return resp.json
 
 
-def _refresh(env: Env, value: str, client_id: str = "web"):
+def _refresh(env: Env, value: str, client_id: str = "web", ip: str | None = None):
+    browser = env.client()
+    if ip:
+        browser.environ_base["REMOTE_ADDR"] = ip
     return token(
-        env.client(),
+        browser,
         {"grant_type": "refresh_token", "refresh_token": value},
         auth=(client_id, env.secrets[client_id]),
     )
@@ -87,10 +96,10 @@ def _family(env: Env, value: str) -> str:
         return db.get(RefreshToken, oidc_engine(env.svc).hash(value)).grant_id
 
 
-def _refused(env: Env, value: str, client_id: str = "web") -> None:
+def _refused(env: Env, value: str, client_id: str = "web", ip: str | None = None) -> None:
     """The token is refused (invalid_grant) and no refresh-token row changed."""
     before = _rows(env)
-    resp = _refresh(env, value, client_id)
+    resp = _refresh(env, value, client_id, ip)
     assert resp.status_code == 400 and resp.json["error"] == "invalid_grant", resp.json
     assert _rows(env) == before
 
@@ -126,20 +135,30 @@ def test_a_use_rotates_the_token_within_its_family(env, clock):
     )
 
 
-def test_a_reused_token_revokes_its_family_and_only_that_family(env, clock):
+def test_a_reused_token_revokes_its_family_and_only_that_family(env, clock, caplog):
     other = _login(env)  # the same user and client, another login: another family
     first = _login(env)
     second = _refresh(env, first["refresh_token"]).json
     before = _rows(env)
-    reuse = _refresh(env, first["refresh_token"])
+    with caplog.at_level(logging.WARNING, logger="idp.oidc"):
+        reuse = _refresh(env, first["refresh_token"], ip="198.51.100.7")
     assert reuse.status_code == 400 and reuse.json["error"] == "invalid_grant"
+    said = [
+        (r.getMessage(), getattr(r, "client_id", None))
+        for r in caplog.records
+        if r.name == "idp.oidc" and r.levelno == logging.WARNING
+    ]
+    assert said == [("refresh token reused; revoking its family", "web")]
     family = _family(env, first["refresh_token"])
     after = _rows(env)
     assert {h for h, row in after.items() if row[2]} - {
         h for h, row in before.items() if row[2]
     } == {h for h, row in after.items() if row[0] == family}  # exactly the family, revoked
-    _refused(env, second["refresh_token"])
-    assert [e.details["kind"] for e in _replay_events(env, family)] == ["rotated", "revoked"]
+    _refused(env, second["refresh_token"], ip="198.51.100.8")
+    assert [(e.details["kind"], e.ip) for e in _replay_events(env, family)] == [
+        ("rotated", "198.51.100.7"),
+        ("revoked", "198.51.100.8"),
+    ]
     # Its access tokens are refused for as long as they would live (access_token_lifetime
     # 7200 s here, longer than the one-hour floor of the revocation marker).
     clock.advance(ACCESS - 1)
@@ -200,6 +219,34 @@ def test_offline_access_ended_by_the_user_is_audited_as_theirs(env):
     assert [(r.actor, r.target, r.ip) for r in rows] == [(uuid, uuid, "192.0.2.44")]
 
 
+def test_of_two_uses_at_once_the_one_that_comes_second_is_a_reuse(env, monkeypatch):
+    """Two requests read the same unused token; the other one rotates it first (simulated by
+    using it up between this request's read and its update). This one is then a reuse: the
+    atomic update finds the token used, the request is refused and the family revoked."""
+    from idp.storage.db import utcnow
+
+    first = _login(env)
+    engine = oidc_engine(env.svc)
+    rotates = engine.rotates
+
+    def used_meanwhile(client):
+        with env.svc.sessions.begin() as db:
+            db.execute(
+                update(RefreshToken)
+                .where(RefreshToken.token_hash == engine.hash(first["refresh_token"]))
+                .values(used_at=utcnow())
+            )
+        return rotates(client)
+
+    monkeypatch.setattr(engine, "rotates", used_meanwhile)
+    resp = _refresh(env, first["refresh_token"])
+    monkeypatch.undo()
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_grant"
+    family = _family(env, first["refresh_token"])
+    assert all(row[2] for row in _rows(env).values() if row[0] == family)
+    assert [e.details["kind"] for e in _replay_events(env, family)] == ["rotated"]
+
+
 def test_a_token_of_another_client_or_too_long_is_refused_unused(env):
     first = _login(env)
     _refused(env, first["refresh_token"], "web2")
@@ -208,7 +255,7 @@ def test_a_token_of_another_client_or_too_long_is_refused_unused(env):
     assert _refresh(env, first["refresh_token"]).status_code == 200  # not used up above
 
 
-def test_a_token_issued_into_a_family_revoked_meanwhile_is_dead(env):
+def test_a_token_issued_into_a_family_revoked_meanwhile_is_dead(env, clock):
     """Two parallel redemptions of one code or token: the loser revokes the family while the
     winner saves its new token; the winner's token must not outlive the revocation."""
     from idp.oidc.clients import client_cache
@@ -228,6 +275,10 @@ def test_a_token_issued_into_a_family_revoked_meanwhile_is_dead(env):
         {"grant_id": family, "user_id": user_id, "sid": sid},
         include_refresh_token=True,
     )
+    _refused(env, late["refresh_token"])
+    # Its own row is revoked: it stays refused after the revocation marker is gone
+    # (max(access_token_lifetime, 3600) s).
+    clock.advance(ACCESS + 1)
     _refused(env, late["refresh_token"])
 
 
@@ -329,6 +380,77 @@ def test_an_offline_token_outlives_the_sso_session(env, clock):
 
 
 # --- what the family carries -------------------------------------------------------------------
+
+
+def test_a_public_clients_refresh_token_stays_bound_to_its_dpop_key(env):
+    """RFC 9449 §5: a public client's refresh token is bound to the DPoP key of the code
+    redemption, and its successor to the same key."""
+    from dpop_client import DPoPKey
+
+    key, thief = DPoPKey(), DPoPKey()
+
+    def dpop(proof_key, data):
+        url = f"{env.svc.settings.issuer}/oauth2/token"
+        proof = proof_key.proof("POST", url, iat=env.svc.clock.now())
+        return env.client().post(
+            "/oauth2/token", data={**data, "client_id": "spa"}, headers={"DPoP": proof}
+        )
+
+    verifier, challenge = pkce()
+    got = authorize(
+        _browser(env),
+        client_id="spa",
+        redirect_uri=SPA_RP,
+        scope="openid offline_access",
+        code_challenge=challenge,
+        code_challenge_method="S256",
+        dpop_jkt=key.jkt,
+    )
+    first = dpop(
+        key,
+        {
+            "grant_type": "authorization_code",
+            "code": got["code"],
+            "redirect_uri": SPA_RP,
+            "code_verifier": verifier,
+        },
+    )
+    assert first.status_code == 200, first.json
+    before = _rows(env)
+    stolen = dpop(
+        thief, {"grant_type": "refresh_token", "refresh_token": first.json["refresh_token"]}
+    )
+    assert stolen.status_code == 400 and stolen.json["error"] == "invalid_grant"
+    assert _rows(env) == before  # refused, not used up
+    second = dpop(
+        key, {"grant_type": "refresh_token", "refresh_token": first.json["refresh_token"]}
+    )
+    assert second.status_code == 200, second.json
+    before = _rows(env)
+    stolen = dpop(
+        thief, {"grant_type": "refresh_token", "refresh_token": second.json["refresh_token"]}
+    )
+    assert stolen.status_code == 400 and stolen.json["error"] == "invalid_grant"
+    assert _rows(env) == before
+
+
+def test_offline_access_shows_when_it_was_granted_and_last_used(env, clock):
+    from idp.oidc.offline import offline_access, revoke_offline_access
+    from idp.storage.models import User
+
+    with env.svc.sessions() as db:
+        user = db.scalar(select(User).where(User.username == "alice"))
+        user_id, uuid = user.id, user.uuid
+    revoke_offline_access(env.svc, user_id, uuid, "web")  # the families of earlier tests
+    granted = clock.utcnow().replace(microsecond=0)
+    first = _login(env)
+    clock.advance(600)
+    assert _refresh(env, first["refresh_token"]).status_code == 200
+    held = {a.client_id: a for a in offline_access(env.svc, user_id)}
+    assert (held["web"].granted_at, held["web"].last_used_at) == (
+        granted,
+        granted + timedelta(seconds=600),
+    )
 
 
 def test_a_refreshed_id_token_keeps_what_the_login_established(env, clock):
