@@ -27,6 +27,7 @@ from idp.storage.models import AuditEvent
 from idp.storage.models_oauth import RefreshToken
 
 DAY = 86400
+API, OTHER = "https://api.example.org/", "https://other.example.org/"
 SPA_RP = "https://spa.example.org/cb"
 IDLE_DAYS, ABSOLUTE_DAYS, ACCESS = 1, 3, 7200
 
@@ -46,6 +47,13 @@ def env(tmp_path_factory, clock) -> Iterator[Env]:
     with build_env(
         tmp_path_factory, {}, clock=clock, oidc=oidc, session={"idle_minutes": 30, "max_hours": 10}
     ) as built:
+        from idp.oidc.clients import client_cache
+        from idp.storage.models import Client
+
+        with built.svc.sessions.begin() as db:  # web may ask for two resource servers
+            row = db.get(Client, "web")
+            row.meta = dict(row.meta, resources=[API, OTHER])
+        client_cache(built.svc).bump()
         yield built
 
 
@@ -451,6 +459,25 @@ def test_offline_access_shows_when_it_was_granted_and_last_used(env, clock):
         granted,
         granted + timedelta(seconds=600),
     )
+
+
+def test_a_family_keeps_the_resources_of_its_grant(env):
+    """RFC 8707: a refresh may narrow one access token to one of the granted resources; the
+    family still holds the whole grant."""
+    got = authorize(_browser(env), scope="openid offline_access", resource=[API, OTHER])
+    web = ("web", env.secrets["web"])
+    code = {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP}
+    first = token(env.client(), code, auth=web).json
+    assert _claims(first["access_token"])["aud"] == [API, OTHER]
+    value = first["refresh_token"]
+    for asked, aud in ((API, API), (OTHER, OTHER), (None, [API, OTHER])):
+        data = {"grant_type": "refresh_token", "refresh_token": value}
+        if asked:
+            data["resource"] = asked
+        resp = token(env.client(), data, auth=web)
+        assert resp.status_code == 200, resp.json
+        assert _claims(resp.json["access_token"])["aud"] == aud
+        value = resp.json["refresh_token"]
 
 
 def test_a_refreshed_id_token_keeps_what_the_login_established(env, clock):
