@@ -148,6 +148,7 @@ TARGETS: dict[str, Target] = {
          "idp.saml.inbound.x_decode_post__mutmut_5", "idp.saml.inbound.x_decode_post__mutmut_6",
          "idp.saml.inbound.x_decode_post__mutmut_7",
          "idp.saml.inbound.x_decode_redirect__mutmut_13",
+         "idp.saml.inbound.x_inspect__mutmut_21",
          "idp.saml.inbound.x_inspect__mutmut_27", "idp.saml.inbound.x_inspect__mutmut_30",
          "idp.saml.inbound.x_inspect__mutmut_31", "idp.saml.inbound.x_inspect__mutmut_32",
          "idp.saml.inbound.x_inspect__mutmut_33", "idp.saml.inbound.x_inspect__mutmut_36",
