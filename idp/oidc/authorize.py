@@ -123,15 +123,21 @@ def error_page(message: Message, status: int = 400, *, back: str | None = None) 
 
 # --- the checks ----------------------------------------------------------------------------------
 
+# RFC 8707 §2: "Multiple resource parameters MAY be used" (the authorize endpoint reads them
+# with getlist; PAR and the token endpoint let them repeat too).
+_REPEATABLE = ("resource",)
+
+
 def _single_valued(values: Values) -> dict[str, str]:
-    """Every parameter at most once (RFC 6749 §3.1)."""
+    """Every parameter at most once (RFC 6749 §3.1), but ``resource``; each one bounded."""
     params: dict[str, str] = {}
     for key in values:
         items = values.getlist(key)
-        if len(items) > 1:
+        if len(items) > 1 and key not in _REPEATABLE:
             raise _Refused(_("The parameter %(name)s was sent more than once.", name=key))
-        if len(items[0]) > (jar.MAX_LENGTH if key == "request" else 4096):
-            raise _Refused(_("The parameter %(name)s is too long.", name=key))
+        for item in items:
+            if len(item) > (jar.MAX_LENGTH if key == "request" else 4096):
+                raise _Refused(_("The parameter %(name)s is too long.", name=key))
         params[key] = items[0]
     return params
 

@@ -101,6 +101,25 @@ def test_registered_and_configured_resources_become_the_audience(env):
     assert _aud(body["access_token"]) == GLOBAL
 
 
+def test_several_resources_at_authorize_become_the_audience(env):
+    """RFC 8707 §2: "Multiple resource parameters MAY be used". /authorize refused a repeated
+    ``resource`` as a duplicated parameter (found by the refresh mutation target); one of them
+    unknown is still invalid_target, with no code stored."""
+    c = env.client()
+    got = authorize(c, scope="openid", resource=[API, OTHER])
+    assert "code" in got, got
+    body = token(
+        c,
+        {"grant_type": "authorization_code", "code": got["code"], "redirect_uri": RP},
+        auth=("web", env.secrets["web"]),
+    ).json
+    assert _aud(body["access_token"]) == [API, OTHER]
+    before = _codes(env)
+    bad = authorize(c, scope="openid", resource=[API, "https://evil.example.org/"])
+    assert bad["error"] == "invalid_target" and "code" not in bad
+    assert _codes(env) == before
+
+
 def test_client_credentials_refuses_unknown_resource_with_no_token(env):
     c = env.client()
     before = store_keys(env.svc)
