@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-PREFIX = "/scim/v2"
+from .paths import PREFIX
 
 bp = Blueprint("scim", __name__, url_prefix=PREFIX)
 

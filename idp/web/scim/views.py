@@ -28,7 +28,7 @@ from .. import ratelimit
 from ..api.framework import caller_actor
 from ..current import svc
 from ..oidc.respond import presentation
-from . import PREFIX
+from .paths import PREFIX
 
 log = logging.getLogger("idp.scim")
 
