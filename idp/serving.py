@@ -1,10 +1,13 @@
 """granian's main process and the workers' app factory for ``idp serve``.
 
-``idp serve`` checks everything (in a child), prints its URLs and then replaces itself
-(``exec``, same process id) with ``python -m idp.serving``: the main process lives as long
-as the server, and the command line's imports (about a thousand modules, ~100 MB) would stay
-in its memory for nothing. This module imports granian and the standard library only; each
-worker imports the app through :func:`worker_app`.
+``idp serve`` checks the instance (settings, database, keys: the services, not a whole app),
+prints its URLs and then replaces itself (``exec``, same process id) with ``python -m
+idp.serving``: the main process lives as long as the server, and the command line's imports
+(about a thousand modules) would stay in its memory for nothing. This module imports granian
+and the standard library only; each worker builds the app through :func:`worker_app`, the one
+full build of a start. Modules few requests need (pysaml2's signature layer and XML schema,
+scim2-models, ldap3, Pillow, segno, openpyxl, OpenTelemetry when tracing is off) are imported
+by the first request that needs them (tests/test_lean_imports.py).
 """
 
 from __future__ import annotations
