@@ -1,7 +1,8 @@
 """A server worker starts without the modules few requests need (docs/performance.md, "Cold
 start and memory"): spreadsheets, images, QR codes, LDAP, OpenTelemetry, pysaml2's signature
 layer with its XML schema, scim2-models. Each is imported by the request that needs it, which
-still works. ``idp serve`` checks the instance without building the app a second time.
+still works. ``idp serve`` checks the instance without building the app a second time, and
+without importing the other commands.
 
 The workers are built in a fresh interpreter (``python -c``): what other tests of this process
 imported would hide an eager import."""
@@ -96,11 +97,13 @@ _CHECK = """
 import sys
 from idp.cli.serve import _check_start
 _check_start()
-print(sorted(m for m in ("idp.app", "idp.web.api", "idp.web.login", "flask") if m in sys.modules))
+watch = ("idp.app", "idp.web.api", "idp.web.login", "flask", "idp.manage", "idp.cli.users")
+print(sorted(m for m in watch if m in sys.modules))
 """
 
 
 def test_serve_checks_the_instance_without_building_the_app(instance: Path):
+    """Nor does ``idp serve`` import the other command groups or the management layer."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     clean.update(IDP_INSTANCE_DIR=str(instance), PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
     proc = subprocess.run(
