@@ -35,6 +35,7 @@ DEFERRED = (
     "scim2_models",  # SCIM 2.0 (inbound and outbound provisioning)
     "idp.web.scim.views",
     "requests",  # the SMS gateways
+    "webauthn",  # passkeys and security keys: their ceremonies
 )
 
 _PROBE = """
