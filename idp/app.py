@@ -27,6 +27,7 @@ from .web import live_settings, mailing, netguard
 from .web.api.framework import PREFIX as API_PREFIX
 from .web.api.framework import http_problem, problem_for
 from .web.assets import asset_url
+from .web.blueprints import BLUEPRINTS
 from .web.csp import SECURITY_HEADERS, content_security_policy, csp_nonce
 from .web.mfa import deliver_code
 from .web.proxies import TrustedProxies
@@ -39,37 +40,6 @@ from .web.webauthn import WebAuthnFactor
 from .web.wellknown import DocumentsFastPath
 
 log = logging.getLogger("idp.app")
-
-# Each module has a Blueprint named ``bp``; one line per surface.
-BLUEPRINTS = [
-    ".web.assets",
-    ".web.health",
-    ".web.metrics",
-    ".web.wellknown",
-    ".web.login",
-    ".web.password",
-    ".web.account",
-    ".web.account_gdpr",
-    ".web.account_devices",
-    ".web.security_digest",
-    ".web.mfa",
-    ".web.webauthn",
-    ".web.broker_start",
-    ".web.broker",
-    ".web.broker_saml",
-    ".web.oidc.discovery",
-    ".web.oidc.authorize",
-    ".web.oidc.consent",
-    ".web.oidc.token",
-    ".web.oidc.userinfo",
-    ".web.oidc.logout",
-    ".web.oidc.registration",
-    ".web.oidc.device",
-    ".web.saml",
-    ".web.api",
-    ".web.scim",
-    ".web.admin",
-]
 
 # Paths whose clients are programs: errors there are JSON, never an HTML page.
 _JSON_PREFIXES = ("/api/", "/scim/", "/oauth2/", "/.well-known/", "/jwks", "/healthz", "/readyz")

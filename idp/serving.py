@@ -1,14 +1,18 @@
 """granian's main process and the workers' app factory for ``idp serve``.
 
-``idp serve`` checks everything (in a child), prints its URLs and then replaces itself
-(``exec``, same process id) with ``python -m idp.serving``: the main process lives as long
-as the server, and the command line's imports (about a thousand modules, ~100 MB) would stay
-in its memory for nothing. This module imports granian and the standard library only; each
-worker imports the app through :func:`worker_app`.
+``idp serve`` checks the instance (settings, database, keys: the services, not a whole app),
+prints its URLs and then replaces itself (``exec``, same process id) with ``python -m
+idp.serving``: the main process lives as long as the server, and the command line's imports
+(about a thousand modules) would stay in its memory for nothing. This module imports granian
+and the standard library only; each worker builds the app through :func:`worker_app`, the one
+full build of a start. Modules few requests need (pysaml2's signature layer and XML schema,
+scim2-models, ldap3, Pillow, segno, openpyxl, OpenTelemetry when tracing is off) are imported
+by the first request that needs them (tests/test_lean_imports.py).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from typing import Any
@@ -19,9 +23,20 @@ def worker_app() -> Any:
     worker, or before a restart, goes out without waiting for a page to queue more; and with
     ``[provisioning] serve_drain`` a provisioning pusher thread (a process of its own held
     ~100 MB for a loop that mostly sleeps)."""
-    from .app import create_app
+    # The cyclic garbage collector is off while the app is built: the build creates several
+    # hundred thousand objects that all live as long as the worker, and the collector would walk
+    # them again and again (~10 % of a worker's start). Afterwards they are frozen (``gc.freeze``,
+    # after one collection for the little garbage the build left): every later collection in
+    # this worker skips them.
+    gc.disable()
+    try:
+        from .app import create_app
 
-    app = create_app()
+        app = create_app()
+    finally:
+        gc.enable()
+    gc.collect()
+    gc.freeze()
     svc = app.extensions["idp"]
     svc.mail_queue.start()
     if svc.settings.provisioning.serve_drain:

@@ -18,6 +18,39 @@ class TracingUnavailable(ConfigError):
     """Tracing is on but OpenTelemetry is not installed."""
 
 
+_PACKAGES = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.instrumentation.flask",
+    "opentelemetry.instrumentation.sqlalchemy",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.trace.sampling",
+)
+
+
+def _unavailable(name: str | None) -> TracingUnavailable:
+    return TracingUnavailable(
+        f"tracing is on but OpenTelemetry is not installed ({name}): "
+        "pip install 'idp[otel]', or set [tracing] enabled = false"
+    )
+
+
+def check_installed() -> None:
+    """TracingUnavailable unless every package ``install`` imports can be found (found, not
+    imported: ``idp serve`` checks this before its workers start, in a process that keeps
+    nothing)."""
+    import importlib.util
+
+    for name in _PACKAGES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found:
+            raise _unavailable(name)
+
+
 def install(app: Any, engine: Any, cfg: Any) -> Any:
     """Instrument ``app`` and ``engine``; returns the tracer provider (flushed at exit)."""
     try:
@@ -29,10 +62,7 @@ def install(app: Any, engine: Any, cfg: Any) -> Any:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError as exc:
-        raise TracingUnavailable(
-            f"tracing is on but OpenTelemetry is not installed ({exc.name}): "
-            "pip install 'idp[otel]', or set [tracing] enabled = false"
-        ) from None
+        raise _unavailable(exc.name) from None
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": cfg.service_name}),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from idp.saml.crypto import InProcessBackend
+from idp.saml.pysaml import InProcessBackend
 from idp.saml.response import _NOT_XML, build_logout_request, build_status_response
 from idp.saml.subject import IssuedNameId
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from idp.saml.crypto import InProcessBackend
+from idp.saml.pysaml import InProcessBackend
 from idp.saml.response import _NOT_XML, Statement, build_response
 from idp.saml.subject import Attr, IssuedNameId
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyotp
-import segno
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import exists, or_, update
 
@@ -59,6 +58,8 @@ def provisioning_uri(svc: Any, account_name: str, secret: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The URI as an inline SVG QR code (no image request, no third-party QR service)."""
+    import segno  # the enrolment page only, not every worker at start
+
     return segno.make(uri, error="m").svg_inline(scale=5, border=2, dark="#000", light="#fff")
 
 

@@ -18,36 +18,21 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    parse_client_data_json,
-)
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AttestationConveyancePreference,
-    AuthenticatorAttachment,
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from ..errors import ConfigError
 from ..storage.models_webauthn import WebAuthnCredential
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
+# py_webauthn (with cbor2, pyasn1 and its attestation formats: ~100 modules, ~4 MB) is imported
+# by the functions that check or build a ceremony, not with this module: every worker imports
+# this module at start for the login's factor list.
 
 AMR_HARDWARE_KEY = "hwk"
 AMR_SOFTWARE_KEY = "swk"
@@ -179,6 +164,8 @@ def method_of(attachment: str | None, transports: list[str], backup_eligible: bo
 
 def issue_challenge(svc: Any, purpose: str, binding: dict[str, Any]) -> bytes:
     """A fresh 32-byte challenge stored with what it is for and whom it is bound to."""
+    from webauthn.helpers import bytes_to_base64url
+
     challenge = secrets.token_bytes(32)
     record = {"purpose": purpose, **binding}
     svc.store.put(
@@ -206,6 +193,9 @@ def take_challenge(
 ) -> tuple[bytes, dict[str, Any]]:
     """Consume the challenge the response answers. Of two uses of one challenge exactly one
     gets the record; the other (a replay) gets WebAuthnError("expired")."""
+    from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, parse_client_data_json
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         client_data = parse_client_data_json(
             base64url_to_bytes(str(response["response"]["clientDataJSON"]))
@@ -248,6 +238,9 @@ def count_credentials(db: Session, user_id: int) -> int:
 
 
 def _descriptor(cred: WebAuthnCredential) -> PublicKeyCredentialDescriptor:
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
+
     transports = []
     for t in cred.transports or []:
         try:
@@ -267,6 +260,15 @@ def registration_options(
 ) -> dict[str, Any]:
     """PublicKeyCredentialCreationOptions as JSON for ``navigator.credentials.create``. The
     user's existing credentials are excluded so one authenticator is not registered twice."""
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import (
+        AttestationConveyancePreference,
+        AuthenticatorAttachment,
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     rp = relying_party(svc)
     existing = credentials_of(db, user.id)
     if len(existing) >= rp.max_credentials:
@@ -301,6 +303,10 @@ def verify_registration(
     svc: Any, db: Session, user: Any, response: dict[str, Any], challenge: bytes, name: str
 ) -> WebAuthnCredential:
     """Check the attestation and add the credential to ``db`` (the caller commits)."""
+    from webauthn import verify_registration_response
+    from webauthn.helpers import bytes_to_base64url
+    from webauthn.helpers.exceptions import WebAuthnException
+
     rp = relying_party(svc)
     try:
         verified = verify_registration_response(
@@ -357,6 +363,9 @@ def authentication_options(
 ) -> dict[str, Any]:
     """PublicKeyCredentialRequestOptions as JSON. With a user: their credentials are allowed
     (second factor); without: an empty list, so the browser offers discoverable credentials."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     rp = relying_party(svc)
     allow = [_descriptor(c) for c in credentials_of(db, user.id)] if user is not None else []
     options = generate_authentication_options(
@@ -389,6 +398,10 @@ def verify_authentication(
     """Check an assertion and record the new counter and last use in ``db`` (the caller
     commits). ``user_id`` is the user the login already identified (second factor); None for a
     passwordless login, where the credential's user handle must name its owner."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.exceptions import WebAuthnException
+
     rp = relying_party(svc)
     cred_id = response.get("rawId") or response.get("id")
     if not isinstance(cred_id, str) or not cred_id or len(cred_id) > 1400:

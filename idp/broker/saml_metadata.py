@@ -17,7 +17,6 @@ import isodate
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, md
-from saml2.metadata import sign_entity_descriptor
 from saml2.time_util import in_a_while
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256, KeyInfo, X509Certificate, X509Data
 
@@ -225,6 +224,8 @@ def sp_metadata(
         cache_duration=f"PT{max(60, cfg.metadata_valid_seconds // 10)}S",
     )
     sec = saml_idp(svc).engine().server.sec
+    from saml2.metadata import sign_entity_descriptor  # with the engine: pysaml2's sigver
+
     _, xml = sign_entity_descriptor(
         entd, None, sec, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256
     )

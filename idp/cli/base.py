@@ -7,16 +7,15 @@ import json
 import re
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ValidationError
-from ..manage import Actor, Context, transaction
 from ..services import Services, build_services, load_effective_settings
 
-# The local operator: every permission (they own the machine and the database).
-OPERATOR = Actor.operator("cli")
+if TYPE_CHECKING:  # the management layer is imported by the commands that use it (not serve)
+    from ..manage import Context
 
 
 class CliFailure(Exception):
@@ -73,8 +72,11 @@ def drain(svc: Services) -> None:
 
 
 def as_operator(svc: Services) -> AbstractContextManager[Context]:
-    """A management transaction acting as the local operator."""
-    return transaction(svc, OPERATOR)
+    """A management transaction acting as the local operator (every permission: they own the
+    machine and the database)."""
+    from ..manage import Actor, transaction
+
+    return transaction(svc, Actor.operator("cli"))
 
 
 def out(as_json: bool, obj: dict[str, Any], text: str) -> None:

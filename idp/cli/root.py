@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
@@ -10,49 +11,67 @@ import click
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, IdPError
-from .audit import audit
 from .base import CliFailure, one_line
-from .claims import claims
-from .clients import clients
-from .config import config
-from .db import db
-from .gdpr import gdpr, users_erase
-from .groups import groups
-from .init import init
-from .iprules import ip_rules
-from .keys import keys
-from .ldap import ldap
-from .mfa import mfa
-from .notifications import notifications
-from .org import org
-from .provisioning import provisioning
-from .roles import roles
-from .saml import saml
-from .serve import serve
-from .upstreams import upstreams_group
-from .users import users
-from .users_bulk import users_export, users_import
+
+# Each command group, by name: (its module in idp.cli, the click object there). Imported when it
+# runs or when help lists it, not with ``idp``: ``idp serve`` imports none of the others, and
+# their imports (the management layer and what it drives) were a third of its start.
+COMMANDS = {
+    "audit": ("audit", "audit"),
+    "claims": ("claims", "claims"),
+    "clients": ("clients", "clients"),
+    "config": ("config", "config"),
+    "db": ("db", "db"),
+    "gdpr": ("gdpr", "gdpr"),
+    "groups": ("groups", "groups"),
+    "init": ("init", "init"),
+    "ip-rules": ("iprules", "ip_rules"),
+    "keys": ("keys", "keys"),
+    "ldap": ("ldap", "ldap"),
+    "notifications": ("notifications", "notifications"),
+    "org": ("org", "org"),
+    "provisioning": ("provisioning", "provisioning"),
+    "roles": ("roles", "roles"),
+    "saml": ("saml", "saml"),
+    "serve": ("serve", "serve"),
+    "upstreams": ("upstreams", "upstreams_group"),
+    "users": ("users", "users"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _users_group() -> click.Group:
+    """``idp users`` with the commands other modules add to it (erase, mfa, import, export)."""
+    from .gdpr import users_erase
+    from .mfa import mfa
+    from .users import users
+    from .users_bulk import users_export, users_import
+
+    for command in (users_erase, mfa, users_import, users_export):
+        users.add_command(command)
+    return users
+
+
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        if name not in self.commands:
+            if name == "users":
+                command = _users_group()
+            else:
+                module, attr = COMMANDS[name]
+                command = getattr(importlib.import_module(f".{module}", __package__), attr)
+            self.add_command(command, name)
+        return self.commands[name]
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="idp")
 def cli() -> None:
     """A standalone OpenID Connect and SAML 2.0 identity provider."""
-
-
-for command in (init, serve, db, keys, users, groups, roles, org, claims, clients, saml, ldap):
-    cli.add_command(command)
-cli.add_command(config)
-cli.add_command(gdpr)
-users.add_command(users_erase)
-cli.add_command(audit)
-cli.add_command(notifications)
-cli.add_command(ip_rules)
-cli.add_command(upstreams_group)
-cli.add_command(provisioning)
-users.add_command(mfa)
-users.add_command(users_import)
-users.add_command(users_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         raise CliFailure(f"--port must be 1-65535, not {port}", 2)
     # Checked here, in the process that then becomes granian's main process by exec, which
     # leaves all of this behind.
-    _build_and_check()
+    _check_start()
     # Each worker counts into files here, and whichever answers /metrics sums them all
     # (chosen before anything is counted, in this process too).
     count_in_directory(
@@ -100,20 +100,39 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         "http": settings.server.http,
     }
     # This process becomes granian's main process (idp.serving): same process id, and none of
-    # this command line's imports or the app built above (about a third of the server's memory
-    # for as long as it runs).
+    # this command line's imports or the services built above (they would stay in its memory
+    # for as long as the server runs).
     argv = [sys.executable, "-m", "idp.serving", json.dumps(options)]
     os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and module
 
 
-def _build_and_check() -> None:
-    """Build the whole app once, as each worker will: a broken install, a missing module or
-    template, an unreachable database or an unreadable key then fails in one line before any
-    worker starts, instead of as a traceback in every worker."""
-    from ..app import create_app
+def _check_start() -> None:
+    """Check what a worker needs from this instance before any worker starts, so that a wrong
+    setting, an unreachable or unmigrated database, an unreadable key or [geoip] database, or
+    tracing without its packages fails in one line instead of as a traceback in every worker.
 
-    svc = create_app().extensions["idp"]
+    The services are built, not the whole app: building the app here as well (every blueprint,
+    ~1,300 modules) doubled the time to the first answer, and this process then ``exec``s
+    granian, which throws it all away. What the app adds over the services is this
+    installation's code, the same in every worker; its modules are found here (not executed)."""
+    import importlib.util
+
+    from ..resources import resource_dir
+    from ..services import build_services, load_effective_settings
+    from ..web.blueprints import BLUEPRINTS
+
+    settings = load_effective_settings()
+    svc = build_services(settings)
+    svc.geoip  # noqa: B018 - a named [geoip] database that cannot be read stops the start here
     svc.check_database()
     require_migrated(svc)
     svc.keys.ring()
     svc.engine.dispose()
+    resource_dir("templates")
+    for module in BLUEPRINTS:
+        if importlib.util.find_spec(module, "idp") is None:
+            raise CliFailure(f"this installation is incomplete: module idp{module} is missing")
+    if settings.tracing.enabled:
+        from ..tracing import check_installed
+
+        check_installed()

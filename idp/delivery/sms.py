@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-
 log = logging.getLogger("idp.sms")
 
 
@@ -59,6 +57,8 @@ class WebhookSms:
         self.url, self.timeout = url, timeout
 
     def send(self, to: str, text: str) -> None:
+        import requests  # with the first SMS, not at every worker's start
+
         try:
             resp = requests.post(self.url, json={"to": to, "text": text}, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -75,6 +75,8 @@ class TwilioSms:
         self.url, self.auth, self.sender, self.timeout = url, (username, password), sender, timeout
 
     def send(self, to: str, text: str) -> None:
+        import requests
+
         try:
             resp = requests.post(
                 self.url,

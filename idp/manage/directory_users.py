@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.ldap_sync import provision_by_username, refresh
 from ..errors import Conflict
 from ..services import Services
 from . import users
@@ -47,6 +46,8 @@ def add(svc: Services, actor: Actor, username: str) -> Added:
     with transaction(svc, actor) as ctx:
         ctx.require("users:accounts:create")
         _configured(svc)
+    from ..backends.ldap_sync import provision_by_username  # ldap3: only with a directory
+
     outcome = provision_by_username(svc, username)
     with transaction(svc, actor) as ctx:
         user = users.get(ctx, outcome["uuid"])
@@ -63,6 +64,8 @@ def refresh_user(svc: Services, actor: Actor, uuid: str) -> dict[str, Any]:
             raise NotADirectoryUser(f"user {target.username!r} is not a directory user")
         _configured(svc)
         username = target.username
+    from ..backends.ldap_sync import refresh  # ldap3: only with a directory
+
     result = refresh(svc, username)
     with transaction(svc, actor) as ctx:
         ctx.audit("user.ldap_refreshed", uuid, change=result["change"])

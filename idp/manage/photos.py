@@ -13,13 +13,15 @@ from __future__ import annotations
 import io
 import secrets
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
 from ..services import Services
 from ..storage.models import User
 from .context import Context
+
+if TYPE_CHECKING:  # Pillow is imported by the upload that needs it, not by every worker
+    from PIL import Image
 
 MAX_BYTES = 2 * 1024 * 1024
 MIN_PX = 200
@@ -41,6 +43,8 @@ def directory(svc: Services) -> Path:
 
 
 def _square(data: bytes) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
     if len(data) > MAX_BYTES:
         raise PhotoRefused("too_big", "the picture is larger than 2 MB")
     try:

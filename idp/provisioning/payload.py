@@ -13,18 +13,18 @@
 
 The per-target ``mapping`` (:data:`DEFAULT_MAPPING`) picks where ``userName`` and
 ``externalId`` come from and whether the Enterprise extension is sent.
+
+The SCIM resource models (scim2-models) are imported by the two payload builders, not with
+this module: the management API and the console check a target's mapping here in every worker.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from scim2_models import Context as ScimContext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..scim.mapping import Urls, user_resource
-from ..scim.models import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from ..storage.models import Group, GroupMember, User
 from ..storage.models_provisioning import ProvisioningObject, ProvisioningTarget
 
@@ -60,6 +60,11 @@ def user_name(user: User, mapping: dict[str, Any]) -> str | None:
 
 
 def user_payload(db: Session, user: User, target: ProvisioningTarget, *, covered: bool) -> dict:
+    from scim2_models import Context as ScimContext
+
+    from ..scim.mapping import Urls, user_resource
+    from ..scim.models import ENTERPRISE_SCHEMA, USER_SCHEMA
+
     mapping = mapping_of(target)
     resource = user_resource(db, user, Urls(""))
     body = resource.model_dump(scim_ctx=ScimContext.RESOURCE_CREATION_REQUEST)
@@ -83,6 +88,8 @@ def user_payload(db: Session, user: User, target: ProvisioningTarget, *, covered
 
 def group_payload(db: Session, group: Group, target: ProvisioningTarget) -> dict:
     """The group with the members the target holds (by their ids there)."""
+    from ..scim.models import GROUP_SCHEMA
+
     remote_ids = db.scalars(
         select(ProvisioningObject.remote_id)
         .join(User, User.uuid == ProvisioningObject.object_id)

@@ -14,23 +14,18 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.attribute_converter import ac_factory
-from saml2.config import IdPConfig
-from saml2.mdstore import InMemoryMetaData, MetadataStore
-from saml2.metadata import entity_descriptor, sign_entity_descriptor
-from saml2.server import Server
-from saml2.sigver import get_pem_wrapped_unwrapped, get_xmlsec_binary
 from saml2.time_util import in_a_while
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 from sqlalchemy import func, select
 
 from ..services import Services
 from ..storage.models import SamlServiceProvider
-from .crypto import AES128_CBC, AES128_GCM, AES256_CBC, AES256_GCM, InProcessBackend
+from .crypto import AES128_CBC, AES128_GCM, AES256_CBC, AES256_GCM
 from .registry import NAME_ID_FORMATS
 from .response import (
     Statement,
@@ -40,6 +35,11 @@ from .response import (
 )
 from .subject import Attr, IssuedNameId
 
+if TYPE_CHECKING:  # pysaml2's sigver (and its XML schema) loads with the engine's first build
+    from saml2.mdstore import InMemoryMetaData
+
+    from .pysaml import IdpServer
+
 log = logging.getLogger("idp.saml")
 
 ENC_ALGORITHMS = {
@@ -48,18 +48,6 @@ ENC_ALGORITHMS = {
     "aes128-cbc": AES128_CBC,
     "aes256-cbc": AES256_CBC,
 }
-
-
-class _IdpServer(Server):
-    """pysaml2's Server without the in-memory assertion store (pysaml2 keeps every assertion
-    forever for AssertionIDRequest, which we don't serve). Web SSO responses are built by
-    ``idp.saml.response``; this server parses requests and builds logout and error messages."""
-
-    def support_AssertionIDRequest(self) -> bool:  # noqa: N802 (pysaml2's name)
-        return False
-
-    def support_AuthnQuery(self) -> bool:  # noqa: N802
-        return False
 
 
 @dataclass
@@ -78,7 +66,7 @@ class SpInfo:
 class Engine:
     """What one worker built: the pysaml2 server and what it needs beside it."""
 
-    server: _IdpServer
+    server: IdpServer
     key_generation: str
     signing_key: Any  # cryptography RSA private key, for HTTP-Redirect query signatures
     sps: dict[str, SpInfo] = field(default_factory=dict)
@@ -99,7 +87,7 @@ class SamlIdp:
         self.slo_url = f"{svc.settings.issuer}/saml/slo"
         self._lock = threading.Lock()
         self._engine: Engine | None = None
-        self._xmlsec = get_xmlsec_binary(["/usr/bin", "/usr/local/bin"])
+        self._xmlsec: str | None = None  # found by the first build
 
     # --- building --------------------------------------------------------------------------------
 
@@ -120,13 +108,21 @@ class SamlIdp:
         return eng
 
     def _build(self, ring) -> Engine:
+        from saml2.config import IdPConfig
+        from saml2.mdstore import MetadataStore
+        from saml2.sigver import get_xmlsec_binary
+
+        from .pysaml import IdpServer, InProcessBackend
+
+        if self._xmlsec is None:
+            self._xmlsec = get_xmlsec_binary(["/usr/bin", "/usr/local/bin"])
         active = ring.signing_key("RS256")
         pem = active.jwk.as_pem(private=True)
         cert = active.certificate_pem.encode()
         cert_file = self._write_public(f"idp-{active.kid}.crt", cert)
         conf = IdPConfig()
         conf.load(self._config(cert_file))
-        server = _IdpServer(config=conf)
+        server = IdpServer(config=conf)
         mds = MetadataStore(ac_factory(), conf, disable_ssl_certificate_validation=False)
         server.metadata = mds
         server.config.metadata = mds
@@ -206,6 +202,8 @@ class SamlIdp:
         return conf
 
     def _refresh_sps(self, eng: Engine) -> None:
+        from saml2.mdstore import InMemoryMetaData
+
         with self.svc.sessions() as db:
             gen = db.execute(select(func.count(), func.max(SamlServiceProvider.updated_at))).one()
             gen = tuple(gen)
@@ -418,6 +416,7 @@ class SamlIdp:
 
     def _signed_metadata(self, eng: Engine) -> str:
         from saml2 import md
+        from saml2.metadata import entity_descriptor, sign_entity_descriptor
         from saml2.xmldsig import KeyInfo, X509Certificate, X509Data
 
         conf = eng.server.config
@@ -464,6 +463,8 @@ def _encryption_cert(md: InMemoryMetaData, entity_id: str) -> bytes | None:
         return None
     if not certs:
         return None
+    from saml2.sigver import get_pem_wrapped_unwrapped
+
     wrapped, _ = get_pem_wrapped_unwrapped(certs[0][1])
     return wrapped.encode("ascii")
 

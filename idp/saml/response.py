@@ -27,9 +27,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .crypto import InProcessBackend
 from .subject import Attr, IssuedNameId
+
+if TYPE_CHECKING:
+    from .pysaml import InProcessBackend
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"

@@ -13,22 +13,22 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from flask import request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...errors import NotFound
 from ...manage import access
-from .common import EXACT_QUERY, UUID, Page, PageQuery, matching
+from .common import EXACT_QUERY, UUID, ApiModel, Page, PageQuery, matching
 from .framework import Call, Reply, operation
 
 UserId = Annotated[str, *matching(UUID)]
 
 
-class PartyOut(BaseModel):
+class PartyOut(ApiModel):
     id: str = Field(description="the user's id (uuid)")
     username: str
 
 
-class AccessRequestOut(BaseModel):
+class AccessRequestOut(ApiModel):
     id: int
     user: PartyOut
     kind: Literal["role", "group"]
@@ -56,7 +56,7 @@ class AccessRequestsQuery(PageQuery):
     kind: Literal["role", "group"] = None
 
 
-class GrantOut(BaseModel):
+class GrantOut(ApiModel):
     id: str = Field(description='"role-<assignment>" or "group-<group>-<user>"')
     kind: Literal["role", "group"]
     user: PartyOut

@@ -8,11 +8,11 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BeforeValidator, Field
 
 from ...manage import audit
 from ..audit_export import stream
-from .common import Page, PageQuery, QueryDateTime, Strict
+from .common import ApiModel, Page, PageQuery, QueryDateTime, Strict
 from .framework import Call, Reply, operation
 
 
@@ -26,7 +26,7 @@ class AuditEventsQuery(PageQuery):
     until: QueryDateTime | None = Field(None, description="RFC 3339, exclusive")
 
 
-class AuditEventOut(BaseModel):
+class AuditEventOut(ApiModel):
     id: int
     at: datetime
     actor: str | None
@@ -119,7 +119,7 @@ def export_audit_events(call: Call) -> Reply:
     return Reply(raw=stream(rows, q.format))
 
 
-class ChainReportOut(BaseModel):
+class ChainReportOut(ApiModel):
     ok: bool = Field(description="true when every row is where the chain says")
     rows: int = Field(description="rows checked")
     head_seq: int = Field(description="the chain head: position of the newest row")
@@ -169,7 +169,7 @@ class AuditPruneIn(Strict):
     dry_run: bool = Field(False, description="only count the events that would be deleted")
 
 
-class AuditPruneOut(BaseModel):
+class AuditPruneOut(ApiModel):
     dry_run: bool
     before: datetime = Field(description="the cutoff used")
     rows: int = Field(description="events deleted (or that would be), the oldest first")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import Field, StrictBool
 
 from ...errors import NotFound, ValidationError
 from ...manage import claim_rules, clients
 from ...manage import service_providers as sps
 from ...storage.models import ClaimRule
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import PREFIX, ApiProblem, Call, Reply, operation
 from .saml_providers import entity_id_of
 from .shapes import json_int
@@ -40,7 +40,7 @@ class ClaimRuleIn(Strict):
     sort_order: json_int(0, 1_000_000) = 1000
 
 
-class ClaimRuleOut(BaseModel):
+class ClaimRuleOut(ApiModel):
     id: int
     rule: dict[str, Any]
     scope: str | None
@@ -48,7 +48,7 @@ class ClaimRuleOut(BaseModel):
     sort_order: int
 
 
-class ClaimRuleList(BaseModel):
+class ClaimRuleList(ApiModel):
     items: list[ClaimRuleOut]
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
 
 from ...core.broker import ALIAS_RE
 from ...core.client_metadata import (
@@ -42,6 +42,7 @@ from ...storage.clients import DEFAULT_SCOPE
 from ...storage.models import Client
 from .common import (
     EXACT_QUERY,
+    ApiModel,
     Page,
     PageQuery,
     Strict,
@@ -126,7 +127,7 @@ RoleName = Annotated[str, Field(max_length=200)]
 Contacts = Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=20)]
 
 
-class JwkSet(BaseModel):
+class JwkSet(ApiModel):
     """A JWK Set (RFC 7517 §5)."""
 
     model_config = ConfigDict(extra="allow")
@@ -465,7 +466,7 @@ class ClientPatch(_Exact):
     metadata: ClientMetadataPatch = None
 
 
-class ClientOut(BaseModel):
+class ClientOut(ApiModel):
     client_id: str
     name: str | None
     enabled: bool
@@ -505,7 +506,7 @@ class SecretQuery(Strict):
     )
 
 
-class SecretOut(BaseModel):
+class SecretOut(ApiModel):
     client_id: str
     client_secret: str
     previous_secret_valid_until: datetime | None

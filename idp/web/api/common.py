@@ -19,7 +19,15 @@ from pydantic import (
 T = TypeVar("T")
 
 
-class Strict(BaseModel):
+class ApiModel(BaseModel):
+    """Every model of the API: its validator and serializer are built on first use, not when
+    the module is imported (``defer_build``). A worker imports all of the API's ~250 models at
+    start, and most of them never serve a request in that worker's life."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(ApiModel):
     """A request body: unknown fields are refused (no mass assignment of ids, hashes, roles)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -61,7 +69,7 @@ QueryDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterVa
 """A date-time in a query string: RFC 3339 text with an offset, taken in UTC."""
 
 
-class Page(BaseModel, Generic[T]):
+class Page(ApiModel, Generic[T]):
     items: list[T]
     total: int
     page: int
@@ -81,7 +89,10 @@ def drop_null_defaults(schema: dict[str, Any]) -> None:
 # ``Strict`` strips surrounding whitespace first, so a value longer than its maxLength, or not
 # matching its pattern, could be accepted once stripped.
 EXACT_QUERY = ConfigDict(
-    extra="forbid", str_strip_whitespace=False, json_schema_extra=drop_null_defaults
+    extra="forbid",
+    str_strip_whitespace=False,
+    json_schema_extra=drop_null_defaults,
+    defer_build=True,
 )
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...errors import NotFound
 from ...manage import devices as manage_devices
 from ...manage import users
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import Call, Reply, operation
 
 TAG = "Users"
 
 
-class DeviceOut(BaseModel):
+class DeviceOut(ApiModel):
     id: int = Field(description="The device's id (for DELETE); never the cookie value")
     name: str = Field(description='Browser and system, e.g. "Chrome 120 on Linux"')
     user_agent: str | None = Field(description="The User-Agent of the last sign-in")
@@ -34,7 +34,7 @@ class ForgetQuery(Strict):
     )
 
 
-class DeviceList(BaseModel):
+class DeviceList(ApiModel):
     items: list[DeviceOut] = Field(description="Most recently seen first")
 
 

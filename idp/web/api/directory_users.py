@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ...backends.ldap import DirectoryUnavailable
 from ...errors import ValidationError
 from ...manage import directory_users, users
-from .common import EXACT_QUERY, Strict
+from .common import EXACT_QUERY, ApiModel, Strict
 from .framework import PREFIX, ApiProblem, Call, Reply, operation
 from .users import UserOut, render
 
@@ -29,7 +28,7 @@ class FromDirectory(Strict):
     )
 
 
-class DirectoryRefreshOut(BaseModel):
+class DirectoryRefreshOut(ApiModel):
     username: str
     change: str = Field(description="created, updated, unchanged, deactivated or conflict")
     status: str = Field(description="the user's status afterwards")
@@ -63,6 +62,8 @@ def _unavailable() -> ApiProblem:
     "directory cannot be reached.",
 )
 def add_user_from_directory(call: Call) -> Reply:
+    from ...backends.ldap import DirectoryUnavailable  # ldap3: on first use, not at start
+
     body: FromDirectory = call.body
     try:
         added = directory_users.add(call.svc, call.actor, body.username)
@@ -88,6 +89,8 @@ def add_user_from_directory(call: Call) -> Reply:
     "configured; 503 when the directory cannot be reached.",
 )
 def refresh_directory_user(call: Call, user_id: str) -> Reply:
+    from ...backends.ldap import DirectoryUnavailable  # ldap3: on first use, not at start
+
     try:
         result = directory_users.refresh_user(call.svc, call.actor, user_id)
     except DirectoryUnavailable:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...manage import federations
+from .common import ApiModel
 from .framework import Call, Reply, operation
 
 
-class FederationOut(BaseModel):
+class FederationOut(ApiModel):
     name: str
     url: str
     entity_count: int = Field(description="service providers imported at the last refresh")
@@ -28,16 +29,16 @@ class FederationOut(BaseModel):
     last_error: str | None = Field(description="why the last refresh failed; null when it worked")
 
 
-class FederationList(BaseModel):
+class FederationList(ApiModel):
     items: list[FederationOut]
 
 
-class Refused(BaseModel):
+class Refused(ApiModel):
     entity_id: str
     reason: str
 
 
-class RefreshOut(BaseModel):
+class RefreshOut(ApiModel):
     federation: str
     ok: bool = Field(description="false when the aggregate was not fetched or not trusted")
     error: str | None

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import Field, RootModel
 
 from ...manage import fields as manage_fields
 from ...storage.models import CustomField
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
 from .shapes import AS_SENT, Flag, Name, Names, created, data_refusal, given, json_int
 
@@ -33,7 +33,7 @@ Choices = Annotated[list[Name], Field(max_length=200, description="the allowed v
 SortOrder = json_int(-1_000_000, 1_000_000)
 
 
-class FieldOut(BaseModel):
+class FieldOut(ApiModel):
     id: int
     name: str
     label: str

@@ -8,18 +8,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...manage import gdpr, users
 from ..gdpr_mail import tell_decision
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, operation
 from .shapes import path_id
 
 TAG = "gdpr"
 
 
-class UserDataOut(BaseModel):
+class UserDataOut(ApiModel):
     profile: dict[str, Any]
     groups: list[dict[str, Any]]
     roles: list[dict[str, Any]]
@@ -50,7 +50,7 @@ def export_user(call: Call, user_id: str) -> Reply:
     return Reply(body=UserDataOut(**data))
 
 
-class RequestOut(BaseModel):
+class RequestOut(ApiModel):
     id: int
     user_id: str = Field(description="The user's id (uuid); kept after the erasure")
     username: str | None = Field(description="None once the account was erased")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...errors import NotFound
 from ...manage import Context
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
 from ...storage.models import Group, GroupMember, User
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
 from .shapes import (
     DateTimeIn,
@@ -40,13 +40,13 @@ class GroupsQuery(PageQuery):
     top_level: bool = Field(False, description="only groups without a parent")
 
 
-class RoleRef(BaseModel):
+class RoleRef(ApiModel):
     id: int
     name: str
     client_id: str | None
 
 
-class GroupOut(BaseModel):
+class GroupOut(ApiModel):
     id: int
     name: str
     path: str = Field(description='the names from the root, "/"-joined: staff/it')
@@ -74,7 +74,7 @@ class GroupPatch(Strict):
     description: Description | None = None
 
 
-class MemberOut(BaseModel):
+class MemberOut(ApiModel):
     user_id: str = Field(description="the user's public id (uuid)")
     username: str
     display_name: str | None

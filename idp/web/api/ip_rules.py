@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import Field, StrictStr
 
 from ...manage import Context, iprules, policies
 from ..live_settings import live_settings
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import ApiProblem, Call, Reply, etag_of, operation
 from .saml_providers import entity_id_of
 from .shapes import path_id
@@ -38,7 +38,7 @@ class IpRulesIn(Strict):
     deny: Entries = Field(description="refused even when an allow entry matches")
 
 
-class IpRulesOut(BaseModel):
+class IpRulesOut(ApiModel):
     allow: list[str] = Field(description="canonical CIDR, in the order given")
     deny: list[str]
 

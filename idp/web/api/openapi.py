@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ..current import svc as current_services
+from .common import ApiModel
 from .framework import OPERATIONS, PREFIX, PROBLEM, Operation, bp
 
 _REF = "#/components/schemas/{model}"
@@ -29,7 +30,7 @@ _STATUS_TEXT = {
 }
 
 
-class Problem(BaseModel):
+class Problem(ApiModel):
     """RFC 9457 problem details."""
 
     type: str

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...manage import Context
 from ...manage import org as manage_org
 from ...storage.models import Company, Department, Position
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
 from .shapes import AS_SENT, Id, Name, Names, QueryId, Text, created, data_refusal, given
 
@@ -26,7 +26,7 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 # --- shapes --------------------------------------------------------------------------------------
 
 
-class CompanyOut(BaseModel):
+class CompanyOut(ApiModel):
     id: int
     slug: str
     name: str
@@ -54,7 +54,7 @@ class CompanyPatch(Strict):
     names: Names = Field(None)
 
 
-class DepartmentOut(BaseModel):
+class DepartmentOut(ApiModel):
     id: int
     company_id: int
     company: str = Field(description="the company's slug")
@@ -77,7 +77,7 @@ class DepartmentsQuery(PageQuery):
     q: Text | None = Field(None, max_length=200, description="contained in the name")
 
 
-class DepartmentNode(BaseModel):
+class DepartmentNode(ApiModel):
     id: int
     name: str
     names: dict[str, str]
@@ -85,7 +85,7 @@ class DepartmentNode(BaseModel):
     children: list[DepartmentNode]
 
 
-class DepartmentTree(BaseModel):
+class DepartmentTree(ApiModel):
     company: CompanyOut
     departments: list[DepartmentNode] = Field(description="the roots, children by name")
 
@@ -106,7 +106,7 @@ class DepartmentPatch(Strict):
     parent_id: Id | None = None
 
 
-class PositionOut(BaseModel):
+class PositionOut(ApiModel):
     id: int
     company_id: int
     company: str

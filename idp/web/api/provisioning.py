@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...provisioning import targets
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import Call, Reply, operation
 from .shapes import created, path_id
 
@@ -65,7 +65,7 @@ class NewTarget(TargetIn):
     )
 
 
-class TargetOut(BaseModel):
+class TargetOut(ApiModel):
     id: int
     name: str
     base_url: str
@@ -78,16 +78,16 @@ class TargetOut(BaseModel):
     last_success_at: str | None
 
 
-class TargetList(BaseModel):
+class TargetList(ApiModel):
     items: list[TargetOut]
 
 
-class QueueCounts(BaseModel):
+class QueueCounts(ApiModel):
     pending: int
     failed: int
 
 
-class FailedItem(BaseModel):
+class FailedItem(ApiModel):
     id: int
     kind: str
     object_id: str
@@ -97,7 +97,7 @@ class FailedItem(BaseModel):
     error: str | None
 
 
-class TargetStatus(BaseModel):
+class TargetStatus(ApiModel):
     target: TargetOut
     queue: QueueCounts
     objects: int = Field(description="Objects the target holds (pushed at least once)")
@@ -108,7 +108,7 @@ class RetryIn(Strict):
     item_id: int | None = Field(None, ge=1, description="One failed item; none: all of them")
 
 
-class Queued(BaseModel):
+class Queued(ApiModel):
     queued: int
 
 

@@ -9,13 +9,13 @@ from datetime import date, datetime
 from typing import Literal
 
 from flask import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from werkzeug.wsgi import FileWrapper
 
 from ...errors import NotFound
 from ...manage import reports
 from ...manage.user_sheet import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, operation
 from .shapes import Id
 
@@ -72,7 +72,7 @@ def _download(call: Call, report: str, fmt: str, **params) -> Reply:
 # --- users without MFA ---------------------------------------------------------------------------
 
 
-class NoMfaOut(BaseModel):
+class NoMfaOut(ApiModel):
     id: str = Field(description="The user's uuid")
     username: str
     display_name: str | None
@@ -147,7 +147,7 @@ class DormantQuery(FilterQuery):
     )
 
 
-class DormantOut(BaseModel):
+class DormantOut(ApiModel):
     id: str
     username: str
     display_name: str | None
@@ -220,7 +220,7 @@ class ReportQuery(PageQuery):
     format: Format = Field("json", description="json (one page), or csv / xlsx (every row)")
 
 
-class PrivilegedOut(BaseModel):
+class PrivilegedOut(ApiModel):
     id: str
     username: str
     display_name: str | None
@@ -282,19 +282,19 @@ class TrendQuery(Strict):
     )
 
 
-class DayOut(BaseModel):
+class DayOut(ApiModel):
     day: date
     total: int
     by_reason: dict[str, int]
 
 
-class CountOut(BaseModel):
+class CountOut(ApiModel):
     key: str = Field(description="The address, or the account's uuid")
     username: str | None = None
     failures: int
 
 
-class TrendOut(BaseModel):
+class TrendOut(ApiModel):
     start: date
     total: int
     days: list[DayOut]
@@ -341,7 +341,7 @@ class ReviewIn(Strict):
     title: str | None = Field(None, max_length=200)
 
 
-class ReviewOut(BaseModel):
+class ReviewOut(ApiModel):
     id: int
     kind: str
     subject: str = Field(description="The role's name or the group's path")
@@ -359,7 +359,7 @@ class ReviewPage(Page[ReviewOut]):
     pass
 
 
-class ItemOut(BaseModel):
+class ItemOut(ApiModel):
     id: int
     user_id: str
     username: str

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...manage import roles as manage_roles
-from .common import Page, PageQuery
+from .common import ApiModel, Page, PageQuery
 from .framework import Call, Reply, operation
 from .shapes import path_id
 
 
-class RoleHolderOut(BaseModel):
+class RoleHolderOut(ApiModel):
     user_id: str = Field(description="The user's id (uuid)")
     username: str
     scope_company_id: int | None = Field(description="Only over this company's users")

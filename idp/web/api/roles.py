@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...errors import NotFound
 from ...manage import Context
@@ -14,7 +14,7 @@ from ...manage import permission_groups as manage_pgs
 from ...manage import roles as manage_roles
 from ...storage.directory import RoleInUse
 from ...storage.models import PermissionGroup, Role
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import ApiProblem, Call, Reply, etag_of, operation
 from .shapes import Description, Name, Permission, Text, created, given, path_id
 
@@ -32,18 +32,18 @@ class RolesQuery(PageQuery):
     )
 
 
-class RoleRef(BaseModel):
+class RoleRef(ApiModel):
     id: int
     name: str
     client_id: str | None
 
 
-class PermissionGroupRef(BaseModel):
+class PermissionGroupRef(ApiModel):
     id: int
     name: str
 
 
-class RoleSummary(BaseModel):
+class RoleSummary(ApiModel):
     id: int
     name: str
     description: str | None
@@ -82,7 +82,7 @@ class PermissionsIn(Strict):
     permissions: list[Permission] = Field(min_length=1, max_length=100)
 
 
-class RoleUsage(BaseModel):
+class RoleUsage(ApiModel):
     users: list[str]
     groups: list[str]
     included_by_roles: list[str]
@@ -98,7 +98,7 @@ class PermissionGroupsQuery(PageQuery):
     q: Text | None = Field(None, max_length=200, description="contained in the name")
 
 
-class PermissionGroupOut(BaseModel):
+class PermissionGroupOut(ApiModel):
     id: int
     name: str
     description: str | None

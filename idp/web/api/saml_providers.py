@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ...errors import Conflict, NotFound
 from ...errors import ValidationError as InputError
@@ -27,6 +27,7 @@ from ...saml.registry import ENCRYPTION_ALGORITHMS, NAME_ID_FORMATS, parse_entit
 from ...storage.models import SamlServiceProvider
 from .common import (
     EXACT_QUERY,
+    ApiModel,
     Page,
     PageQuery,
     Strict,
@@ -125,13 +126,13 @@ def _attribute(pattern: str | None = None, **kw: Any) -> Any:
     return Field(json_schema_extra=extra, **kw)
 
 
-class AssertionConsumerService(BaseModel):
+class AssertionConsumerService(ApiModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_xml())
 
     Location: str = _attribute(max_length=2000, pattern=LOCATION_PATTERN)
 
 
-class SPSSODescriptor(BaseModel):
+class SPSSODescriptor(ApiModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_xml())
 
     protocolSupportEnumeration: str = _attribute(
@@ -140,7 +141,7 @@ class SPSSODescriptor(BaseModel):
     AssertionConsumerService: AssertionConsumerService
 
 
-class EntityDescriptor(BaseModel):
+class EntityDescriptor(ApiModel):
     """SAML 2.0 metadata of one service provider (saml-metadata 2.3.2), sent as
     ``application/samlmetadata+xml``. The schema shows what the IdP requires: an absolute
     entityID, an SPSSODescriptor for the SAML 2.0 protocol and an AssertionConsumerService
@@ -182,7 +183,7 @@ class SpPatch(Strict):
     settings: SpSettings = None
 
 
-class EndpointOut(BaseModel):
+class EndpointOut(ApiModel):
     binding: str
     location: str
     response_location: str | None
@@ -190,13 +191,13 @@ class EndpointOut(BaseModel):
     is_default: bool | None
 
 
-class CertificateOut(BaseModel):
+class CertificateOut(ApiModel):
     use: str
     subject: str | None
     not_after: datetime | None
 
 
-class SpOut(BaseModel):
+class SpOut(ApiModel):
     id: str = Field(description="base64url (unpadded) of the entity_id: use it in paths")
     entity_id: str
     name: str | None

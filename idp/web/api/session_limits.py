@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from ...manage import groups as manage_groups
 from ...manage import roles as manage_roles
 from ...manage import session_limits as manage_limits
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import Call, Reply, operation
 from .shapes import path_id
 
 
-class SessionLimitOut(BaseModel):
+class SessionLimitOut(ApiModel):
     max_sessions: int | None = Field(
         description="Most SSO sessions each holder / member may have at once; null = none"
     )

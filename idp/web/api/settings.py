@@ -18,18 +18,18 @@ from pydantic import (
 from ...manage import policies
 from ...settings import applied_keys, load_defaults, redact
 from ..live_settings import live_settings
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import ApiProblem, Call, Reply, operation
 from .shapes import json_int
 
 
-class SettingOut(BaseModel):
+class SettingOut(ApiModel):
     value: Any = Field(description="the value in effect (secrets redacted)")
     source: str = Field(description='"environment", "database" or "file" (file or default)')
     editable: bool = Field(description="false when an environment variable sets it")
 
 
-class SettingsOut(BaseModel):
+class SettingsOut(ApiModel):
     sections: dict[str, dict[str, SettingOut]]
 
 

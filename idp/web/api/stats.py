@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...manage import stats
+from .common import ApiModel
 from .framework import Call, Reply, operation
 
 
-class BucketOut(BaseModel):
+class BucketOut(ApiModel):
     start: datetime = Field(description="Start of the hour (day), UTC")
     sign_ins: int
     failures: int
 
 
-class EventOut(BaseModel):
+class EventOut(ApiModel):
     at: datetime
     action: str
     actor: str | None
@@ -25,7 +26,7 @@ class EventOut(BaseModel):
     ip: str | None
 
 
-class StatsOut(BaseModel):
+class StatsOut(ApiModel):
     now: datetime
     users_by_status: dict[str, int] | None = Field(
         description="Readable users per status (null without users:accounts:read)"

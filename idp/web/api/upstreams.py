@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ...core.broker import ALIAS_RE, MAX_RULES
 from ...manage import upstreams as manage_upstreams
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import Call, Reply, etag_of, operation
 from .shapes import AS_SENT, Flag, Name, created, data_refusal, given, path_id
 
@@ -33,7 +33,7 @@ Domains = Annotated[list[Annotated[str, Field(max_length=253)]], Field(
 SyncMode = Literal["import", "force"]
 
 
-class UpstreamOut(BaseModel):
+class UpstreamOut(ApiModel):
     alias: str
     kind: str
     display_name: str
@@ -88,14 +88,14 @@ class UpstreamPatch(Strict):
     link_by_email: Flag = Field(None)
 
 
-class LinkOut(BaseModel):
+class LinkOut(ApiModel):
     provider: str
     subject: str
     linked_at: datetime
     last_login_at: datetime | None
 
 
-class LinkList(BaseModel):
+class LinkList(ApiModel):
     items: list[LinkOut]
 
 

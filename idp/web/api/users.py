@@ -31,7 +31,7 @@ from ...manage import sessions as manage_sessions
 from ...storage.directory import LOCALE_RE, USERNAME_RE, NewUser
 from ...storage.models import Company, Department, Position, User
 from ..devices import SessionView, session_views
-from .common import Page, PageQuery, Strict
+from .common import ApiModel, Page, PageQuery, Strict
 from .framework import PREFIX, Call, Reply, etag_of, operation
 
 TAG = "users"
@@ -39,7 +39,7 @@ TAG = "users"
 # --- representations ---------------------------------------------------------------------------
 
 
-class UserOut(BaseModel):
+class UserOut(ApiModel):
     """A user as the API shows them (no password hash, no secrets)."""
 
     id: str = Field(description="The user's stable id (uuid; the OIDC sub, the SCIM id)")
@@ -687,7 +687,7 @@ def set_password(call: Call, user_id: str) -> Reply:
     return Reply(status=204)
 
 
-class MfaResetOut(BaseModel):
+class MfaResetOut(ApiModel):
     removed: int = Field(description="How many second factors were removed")
 
 
@@ -719,7 +719,7 @@ def reset_mfa(call: Call, user_id: str) -> Reply:
 # --- sessions ------------------------------------------------------------------------------------
 
 
-class SessionOut(BaseModel):
+class SessionOut(ApiModel):
     id: str = Field(description="The public session id (OIDC sid), never the cookie value")
     created_at: datetime | None = Field(description="When the user signed in")
     ip: str | None = Field(description="The address they signed in from")
@@ -734,7 +734,7 @@ class SessionOut(BaseModel):
     last_activity: datetime | None = Field(description="The last request in the session")
 
 
-class SessionList(BaseModel):
+class SessionList(ApiModel):
     items: list[SessionOut] = Field(description="Live sessions, newest first")
 
 
@@ -744,7 +744,7 @@ class EndSessionsQuery(Strict):
     )
 
 
-class SessionsEnded(BaseModel):
+class SessionsEnded(ApiModel):
     ended: int = Field(description="How many sessions ended")
 
 
@@ -796,9 +796,7 @@ def end_sessions(call: Call, user_id: str) -> Reply:
     keep_offline = call.query.keep_offline
     with call.transaction() as ctx:
         user = users.get(ctx, user_id, "users:sessions:revoke")
-        ended = manage_sessions.end_all(
-            ctx, user, call.svc.sso_sessions, keep_offline=keep_offline
-        )
+        ended = manage_sessions.end_all(ctx, user, call.svc.sso_sessions, keep_offline=keep_offline)
     return Reply(body=SessionsEnded(ended=ended))
 
 
@@ -823,7 +821,7 @@ def end_session(call: Call, user_id: str, session_id: str) -> Reply:
 # --- roles and permissions ------------------------------------------------------------------
 
 
-class RoleAssignmentOut(BaseModel):
+class RoleAssignmentOut(ApiModel):
     role: str = Field(description="Role name")
     client_id: str | None = Field(description="Set for a client's own role")
     scope_company: str | None = Field(description="Only over this company's users (slug)")
@@ -832,7 +830,7 @@ class RoleAssignmentOut(BaseModel):
     created_at: datetime | None = Field(description="When it was assigned")
 
 
-class RoleAssignmentList(BaseModel):
+class RoleAssignmentList(ApiModel):
     items: list[RoleAssignmentOut] = Field(description="Direct assignments, by role name")
 
 
@@ -974,19 +972,19 @@ class PermissionsQuery(Exact):
     )
 
 
-class ScopedPermission(BaseModel):
+class ScopedPermission(ApiModel):
     permission: str = Field(description="module:feature:action (wildcards kept)")
     scope: Literal["company", "department"] = Field(description="Where it applies")
     scope_id: int = Field(description="The company's or the department's id")
 
 
-class Explanation(BaseModel):
+class Explanation(ApiModel):
     permission: str = Field(description="The permission asked about")
     granted: bool = Field(description="The user holds it (everywhere)")
     paths: list[str] = Field(description="One line per path: group -> role -> permission")
 
 
-class PermissionsOut(BaseModel):
+class PermissionsOut(ApiModel):
     permissions: list[str] = Field(description="Held everywhere (wildcards kept)")
     scoped: list[ScopedPermission] = Field(description="Held only over a company / subtree")
     explain: Explanation | None = Field(None, description="With ?explain=: why (not)")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import Field, RootModel
 
 from ...manage import users_batch
 from ..password import send_reset_link
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import Call, Reply, operation
 
 # A value with no control characters that is not blank (a blank role would be refused by data).
@@ -57,14 +57,14 @@ class BatchIn(
     """What to do for every user: ``action`` and what that action needs."""
 
 
-class BatchUserOut(BaseModel):
+class BatchUserOut(ApiModel):
     id: str = Field(description="The user id as sent")
     username: str | None = Field(description="null when the user was not found")
     ok: bool
     error: str | None = Field(description="Why it failed for this user")
 
 
-class BatchOut(BaseModel):
+class BatchOut(ApiModel):
     action: str
     done: int
     failed: int

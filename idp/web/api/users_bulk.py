@@ -9,12 +9,12 @@ from datetime import date
 from typing import Any, Literal
 
 from flask import Response, request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from werkzeug.wsgi import FileWrapper
 
 from ...manage import user_export, user_import
 from ...manage.user_sheet import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, FileRefused, FileTooLarge
-from .common import Strict
+from .common import ApiModel, Strict
 from .framework import ApiProblem, Call, Reply, operation
 from .users import Sort, UsersQuery, user_query
 
@@ -41,13 +41,13 @@ class ImportUpload(ImportForm):
     )
 
 
-class ImportRowOut(BaseModel):
+class ImportRowOut(ApiModel):
     row: int = Field(description="the row as a spreadsheet shows it (the header is row 1)")
     status: Literal["created", "updated", "unchanged", "failed"]
     errors: list[str]
 
 
-class ImportResultOut(BaseModel):
+class ImportResultOut(ApiModel):
     created: int
     updated: int
     unchanged: int

@@ -1,369 +1,64 @@
-"""SCIM 2.0 at ``/scim/v2`` (RFC 7644; docs/scim.md): parse the request, authenticate the
-Bearer token (scope ``scim``), run one :mod:`idp.scim.service` operation in one management
-transaction, render ``application/scim+json``. Every refusal is a SCIM error (RFC 7644 §3.12:
-``status`` as a string, ``scimType`` where one applies), built in :func:`error_response`."""
+"""SCIM 2.0 at ``/scim/v2`` (RFC 7644; docs/scim.md). The routes are listed here, in one
+blueprint named ``scim``; their views (:mod:`idp.web.scim.views`, with scim2-models and the
+SCIM resource models) are imported on a worker's first SCIM request, not by every worker at
+start: most workers of most deployments never see one."""
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, request
-from scim2_models import Context as ScimContext
-from scim2_models import ListResponse, ResponseParameters
+from flask import Blueprint, Response
 
-from ...errors import new_reference
-from ...manage import transaction
-from ...oidc.bearer import BearerRefusal, authenticate
-from ...scim import discovery, service
-from ...scim.errors import ScimError, invalid_value, scim_error
-from ...scim.mapping import Urls
-from ...scim.models import FullUser, Group
-from .. import ratelimit
-from ..api.framework import caller_actor
-from ..current import svc
-from ..oidc.respond import presentation
-
-log = logging.getLogger("idp.scim")
-
-PREFIX = "/scim/v2"
-SCIM_JSON = "application/scim+json"
-_BODY_TYPES = (SCIM_JSON, "application/json")
+from .paths import PREFIX
 
 bp = Blueprint("scim", __name__, url_prefix=PREFIX)
 
+# (method, rule, view in idp.web.scim.views): the endpoint is named after the view.
+ROUTES = [
+    ("GET", "/ServiceProviderConfig", "service_provider_config"),
+    ("GET", "/ResourceTypes", "resource_types"),
+    ("GET", "/ResourceTypes/<path:key>", "resource_type"),
+    ("GET", "/Schemas", "schemas"),
+    ("GET", "/Schemas/<path:key>", "schema"),
+    ("POST", "/.search", "search_all"),
+    ("GET", "/Users", "list_users"),
+    ("POST", "/Users/.search", "search_users"),
+    ("POST", "/Users", "create_user"),
+    ("GET", "/Users/<user_id>", "get_user"),
+    ("PUT", "/Users/<user_id>", "replace_user"),
+    ("PATCH", "/Users/<user_id>", "patch_user"),
+    ("DELETE", "/Users/<user_id>", "delete_user"),
+    ("GET", "/Groups", "list_groups"),
+    ("POST", "/Groups/.search", "search_groups"),
+    ("POST", "/Groups", "create_group"),
+    ("GET", "/Groups/<group_id>", "get_group"),
+    ("PUT", "/Groups/<group_id>", "replace_group"),
+    ("PATCH", "/Groups/<group_id>", "patch_group"),
+    ("DELETE", "/Groups/<group_id>", "delete_group"),
+]
 
-# --- responses ------------------------------------------------------------------------------------
+
+def _lazy(name: str):
+    def view(**kwargs: Any) -> Response:
+        from . import views
+
+        return getattr(views, name)(**kwargs)
+
+    view.__name__ = view.__qualname__ = name
+    return view
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    resp = Response(json.dumps(data), status=status, mimetype=SCIM_JSON)
-    resp.headers["Cache-Control"] = "no-store"
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
+for _method, _rule, _name in ROUTES:
+    bp.add_url_rule(_rule, endpoint=_name, view_func=_lazy(_name), methods=[_method])
 
 
 def error_response(exc: BaseException) -> Response:
     """The one place where an error becomes a response under ``/scim/v2``."""
-    err = scim_error(exc)
-    if err is None:
-        from werkzeug.exceptions import HTTPException
+    from .views import error_response as respond
 
-        if isinstance(exc, HTTPException):
-            err = ScimError(exc.code or 500, exc.description or exc.name)
-        else:
-            ref = new_reference()
-            log.exception("scim error", extra={"reference": ref, "request_id": g.get("request_id")})
-            err = ScimError(500, f"An unexpected error occurred (reference {ref}).")
-    headers = dict(getattr(exc, "headers", None) or {})
-    return _json(err.body(), err.status, headers)
-
-
-class _Unauthorized(ScimError):
-    def __init__(self, refusal: BearerRefusal) -> None:
-        super().__init__(refusal.status, refusal.description)
-        challenge = 'Bearer realm="scim"'
-        if refusal.error:
-            challenge += f', error="{refusal.error}"'
-            if refusal.status == 403:
-                challenge += ', scope="scim"'
-        if refusal.dpop:  # RFC 9449 §7.1
-            challenge = refusal.challenge("scim")
-        self.headers = {"WWW-Authenticate": challenge, **refusal.headers}
+    return respond(exc)
 
 
 @bp.errorhandler(Exception)
 def _any_error(exc: Exception) -> Response:
     return error_response(exc)
-
-
-def _urls() -> Urls:
-    return Urls(svc().settings.issuer.rstrip("/") + PREFIX)
-
-
-def _render(
-    resource: Any,
-    *,
-    status: int = 200,
-    params: ResponseParameters | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    ctx = (
-        ScimContext.RESOURCE_CREATION_RESPONSE
-        if status == 201
-        else (ScimContext.RESOURCE_QUERY_RESPONSE)
-    )
-    data = resource.model_dump(scim_ctx=ctx, response_parameters=params)
-    out = dict(headers or {})
-    meta = getattr(resource, "meta", None)
-    if meta is not None and meta.version:
-        out["ETag"] = meta.version
-    if status == 201 and meta is not None and meta.location:
-        out["Location"] = meta.location
-    return _json(data, status, out)
-
-
-# --- the request ----------------------------------------------------------------------------------
-
-
-def _actor():
-    """The caller (once per request): 401 / 403 before anything else is looked at."""
-    if "scim_actor" not in g:
-        refused = ratelimit.check("bearer")
-        if refused is not None:
-            abort(ratelimit.too_many(refused))
-        got = authenticate(svc(), request.headers.get("Authorization"), "scim", presentation())
-        if isinstance(got, BearerRefusal):
-            ratelimit.count_bearer_refusal(got)
-            raise _Unauthorized(got)
-        g.scim_actor = caller_actor(got)
-    return g.scim_actor
-
-
-def _body() -> Any:
-    _actor()
-    if request.mimetype not in _BODY_TYPES:
-        raise ScimError(415, f"Send the body as {SCIM_JSON} (or application/json).")
-    try:
-        return json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ScimError(400, "The body is not valid JSON.", "invalidSyntax") from None
-
-
-def _int(name: str, value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise invalid_value(f"{name}: an integer")
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise invalid_value(f"{name}: an integer") from None
-
-
-def _list_query(src: dict[str, Any]) -> service.ListQuery:
-    start = _int("startIndex", src.get("startIndex"))
-    count = _int("count", src.get("count"))
-    for name in ("filter", "sortBy", "sortOrder"):
-        if src.get(name) is not None and not isinstance(src.get(name), str):
-            raise invalid_value(f"{name}: a string")
-    return service.ListQuery(
-        filter=src.get("filter") or None,
-        sort_by=src.get("sortBy") or None,
-        sort_order=src.get("sortOrder") or None,
-        start_index=1 if start is None else start,
-        count=count,
-    )
-
-
-def _params(model: Any, src: dict[str, Any]) -> ResponseParameters | None:
-    attributes, excluded = src.get("attributes"), src.get("excludedAttributes")
-    if not attributes and not excluded:
-        return None
-    try:
-        return ResponseParameters[model].model_validate(
-            {"attributes": attributes or None, "excludedAttributes": excluded or None}
-        )
-    except Exception as exc:  # noqa: BLE001 - an unreadable attribute list is the client's error
-        raise invalid_value(f"attributes: {exc}") from None
-
-
-def _query_args() -> dict[str, Any]:
-    return {k: request.args.get(k) for k in request.args}
-
-
-def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    actor = _actor()
-    with transaction(svc(), actor) as ctx:
-        return fn(ctx, _urls(), *args)
-
-
-def _list(model: Any, fn: Callable[..., Any], src: dict[str, Any]) -> Response:
-    query = _list_query(src)
-    params = _params(model, src)
-    resources, total, start = _run(fn, query)
-    page = ListResponse[model](
-        total_results=total,
-        start_index=start,
-        items_per_page=len(resources),
-        resources=resources,
-    )
-    data = page.model_dump(scim_ctx=ScimContext.SEARCH_RESPONSE, response_parameters=params)
-    data.setdefault("Resources", [])
-    return _json(data)
-
-
-def _one(resource: Any, model: Any, *, status: int = 200) -> Response:
-    if status == 200 and request.method == "GET":
-        tag = resource.meta.version if resource.meta else None
-        wanted = request.headers.get("If-None-Match")
-        if (
-            tag
-            and wanted
-            and any(
-                t.strip().removeprefix("W/") == tag.removeprefix("W/") for t in wanted.split(",")
-            )
-        ):
-            return Response(status=304, headers={"ETag": tag})
-    return _render(resource, status=status, params=_params(model, _query_args()))
-
-
-# --- discovery ------------------------------------------------------------------------------------
-
-
-@bp.get("/ServiceProviderConfig")
-def service_provider_config() -> Response:
-    _actor()
-    return _render(discovery.service_provider_config(_urls().base))
-
-
-def _discovery_list(items: list[Any]) -> Response:
-    data = {
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-        "totalResults": len(items),
-        "startIndex": 1,
-        "itemsPerPage": len(items),
-        "Resources": [i.model_dump(scim_ctx=ScimContext.RESOURCE_QUERY_RESPONSE) for i in items],
-    }
-    return _json(data)
-
-
-def _discovery_one(items: list[Any], key: str) -> Response:
-    found = discovery.find(items, key)
-    if found is None:
-        raise ScimError(404, f"no such resource {key}")
-    return _render(found)
-
-
-@bp.get("/ResourceTypes")
-def resource_types() -> Response:
-    _actor()
-    return _discovery_list(discovery.resource_types(_urls().base))
-
-
-@bp.get("/ResourceTypes/<path:key>")
-def resource_type(key: str) -> Response:
-    _actor()
-    return _discovery_one(discovery.resource_types(_urls().base), key)
-
-
-@bp.get("/Schemas")
-def schemas() -> Response:
-    _actor()
-    return _discovery_list(discovery.schemas(_urls().base))
-
-
-@bp.get("/Schemas/<path:key>")
-def schema(key: str) -> Response:
-    _actor()
-    return _discovery_one(discovery.schemas(_urls().base), key)
-
-
-@bp.post("/.search")
-def search_all() -> Response:
-    return _list(FullUser | Group, service.search_all, _search_body())
-
-
-# --- Users ---------------------------------------------------------------------------------------
-
-
-@bp.get("/Users")
-def list_users() -> Response:
-    return _list(FullUser, service.list_users, _query_args())
-
-
-@bp.post("/Users/.search")
-def search_users() -> Response:
-    return _list(FullUser, service.list_users, _search_body())
-
-
-def _search_body() -> dict[str, Any]:
-    body = _body()
-    if not isinstance(body, dict):
-        raise ScimError(400, "The body must be a JSON object.", "invalidSyntax")
-    schemas = body.get("schemas")
-    if schemas != ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]:
-        raise ScimError(400, "schemas: the SearchRequest URN", "invalidSyntax")
-    out = dict(body)
-    for key in ("attributes", "excludedAttributes"):
-        if isinstance(out.get(key), list):
-            out[key] = ",".join(str(v) for v in out[key])
-    return out
-
-
-@bp.post("/Users")
-def create_user() -> Response:
-    body = _body()
-    return _one(_run(service.create_user, body), FullUser, status=201)
-
-
-@bp.get("/Users/<user_id>")
-def get_user(user_id: str) -> Response:
-    return _one(_run(service.get_user, user_id), FullUser)
-
-
-@bp.put("/Users/<user_id>")
-def replace_user(user_id: str) -> Response:
-    body = _body()
-    return _one(
-        _run(service.replace_user, user_id, body, request.headers.get("If-Match")), FullUser
-    )
-
-
-@bp.patch("/Users/<user_id>")
-def patch_user(user_id: str) -> Response:
-    body = _body()
-    return _one(_run(service.patch_user, user_id, body, request.headers.get("If-Match")), FullUser)
-
-
-@bp.delete("/Users/<user_id>")
-def delete_user(user_id: str) -> Response:
-    _run(service.delete_user, user_id, request.headers.get("If-Match"))
-    return Response(status=204)
-
-
-# --- Groups --------------------------------------------------------------------------------------
-
-
-@bp.get("/Groups")
-def list_groups() -> Response:
-    return _list(Group, service.list_groups, _query_args())
-
-
-@bp.post("/Groups/.search")
-def search_groups() -> Response:
-    return _list(Group, service.list_groups, _search_body())
-
-
-@bp.post("/Groups")
-def create_group() -> Response:
-    body = _body()
-    return _one(_run(service.create_group, body), Group, status=201)
-
-
-@bp.get("/Groups/<group_id>")
-def get_group(group_id: str) -> Response:
-    return _one(_run(service.get_group, group_id), Group)
-
-
-@bp.put("/Groups/<group_id>")
-def replace_group(group_id: str) -> Response:
-    body = _body()
-    return _one(_run(service.replace_group, group_id, body, request.headers.get("If-Match")), Group)
-
-
-@bp.patch("/Groups/<group_id>")
-def patch_group(group_id: str) -> Response:
-    body = _body()
-    return _one(_run(service.patch_group, group_id, body, request.headers.get("If-Match")), Group)
-
-
-@bp.delete("/Groups/<group_id>")
-def delete_group(group_id: str) -> Response:
-    _run(service.delete_group, group_id, request.headers.get("If-Match"))
-    return Response(status=204)
