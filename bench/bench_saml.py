@@ -54,6 +54,7 @@ import tempfile
 import time
 import urllib.parse
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from html import unescape
 from pathlib import Path
 
@@ -320,18 +321,26 @@ def run_wrk_window(
     with tempfile.TemporaryDirectory(prefix="bench-saml-wrk-") as tmp:
         folder = Path(tmp)
         headers = []
+        warm_urls = []
         for i in range(connections):
             with requests.Session() as http:
                 if cookies:
                     headers.append(f"idp_session={cookies[i]}")
-                    # One flow per session before the clock, as in python mode.
-                    warm = factory.batch(1)[0][0]
-                    http.cookies.set("idp_session", cookies[i], domain="127.0.0.1", path="/")
-                    http.get(factory.origin + warm, timeout=60)
+                    warm_urls.append((cookies[i], factory.batch(1)[0][0]))
                 else:
                     if not ssp_login(sp_client(md_file), http, idp_entity):
                         raise SystemExit("SimpleSAMLphp login failed")
                     headers.append("; ".join(f"{c.name}={c.value}" for c in http.cookies))
+
+        def warm(pair: tuple[str, str]) -> None:
+            with requests.Session() as http:
+                http.cookies.set("idp_session", pair[0], domain="127.0.0.1", path="/")
+                http.get(factory.origin + pair[1], timeout=60)
+
+        # One flow per session before the clock, as in python mode, all at once: every worker
+        # gets some, so none loads the SAML libraries (on first use) inside the window.
+        with ThreadPoolExecutor(max(1, len(warm_urls))) as pool:
+            list(pool.map(warm, warm_urls))
         per_thread = math.ceil(n_urls / connections)
         ids: set[str] = set()
         gen_start = time.perf_counter()
@@ -483,7 +492,7 @@ def make_sessions(env, n):
         "svc=build_services(load_settings())\n"
         "with svc.sessions() as db: u=Directory(db).user_by_username('student').uuid\n"
         "m=SessionManager(svc)\n"
-        f"print(json.dumps([m.create(u,['pwd'],'urn:idp:acr:1fa').sid for _ in range({n})]))\n"
+        f"print(json.dumps([m.create(u,['pwd'],'urn:idp:acr:1fa').cookie for _ in range({n})]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
