@@ -286,6 +286,15 @@ def grants_for(db: Session, store: Any, user_id: int, *, clock: Clock | None = N
 # --- the permission-check service --------------------------------------------------------------
 
 
+def _inside(place: tuple[int | None, str], kind: str, scope_id: int) -> bool:
+    """Is a user at ``place`` (:meth:`Authorizer._place_of`) inside the scope ``kind`` /
+    ``scope_id``: their company, or a department on their department's path?"""
+    company_id, path = place
+    return (kind == "company" and scope_id == company_id) or (
+        kind == "department" and f"/{scope_id}/" in path
+    )
+
+
 def _department_path(db: Session, department_id: int | None) -> str | None:
     if department_id is None:
         return None
@@ -325,18 +334,20 @@ class Authorizer:
         held = set(grants.everywhere)
         if target_user_id is None or not grants.scoped:
             return held
-        target = self.db.execute(
-            select(User.company_id, User.department_id).where(User.id == target_user_id)
-        ).first()
-        if target is None:
+        place = self._place_of(target_user_id)
+        if place is None:
             return held
-        path = _department_path(self.db, target.department_id) or ""
-        for p, kind, sid in grants.scoped:
-            if (kind == "company" and sid == target.company_id) or (
-                kind == "department" and f"/{sid}/" in path
-            ):
-                held.add(p)
+        held.update(p for p, kind, sid in grants.scoped if _inside(place, kind, sid))
         return held
+
+    def _place_of(self, user_id: int) -> tuple[int | None, str] | None:
+        """(company id, department path) of a user; None when there is no such user."""
+        row = self.db.execute(
+            select(User.company_id, User.department_id).where(User.id == user_id)
+        ).first()
+        if row is None:
+            return None
+        return row.company_id, _department_path(self.db, row.department_id) or ""
 
     def held_within(
         self, actor_id: int, company_id: int | None, department_id: int | None
@@ -454,17 +465,10 @@ class Authorizer:
             return True
         if target_user_id is None:
             return False
-        target = self.db.execute(
-            select(User.company_id, User.department_id).where(User.id == target_user_id)
-        ).first()
-        if target is None:
+        place = self._place_of(target_user_id)
+        if place is None:
             return False
-        path = _department_path(self.db, target.department_id) or ""
-        return any(
-            (kind == "company" and sid == target.company_id)
-            or (kind == "department" and f"/{sid}/" in path)
-            for kind, sid in (s for s in scopes if s is not None)
-        )
+        return any(_inside(place, kind, sid) for kind, sid in (s for s in scopes if s is not None))
 
     def may_give_roles(
         self, actor_id: int, role_ids: Iterable[int], target_user_id: int | None, everywhere: str
