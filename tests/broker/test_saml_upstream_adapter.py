@@ -460,7 +460,12 @@ def test_upstream_logout_request_ends_the_sessions_that_came_through_it(env):
     )
     received = Received(BINDING_HTTP_POST, b64(str(req)), "lo-1")
     # Unsigned: refused, nothing ended.
-    unsigned = re.sub(r"<ns\d:Signature\b.*?</ns\d:Signature>", "", str(req), flags=re.S)
+    # The signature element removed whatever prefix pysaml2 gave its namespace (ns0, ds...:
+    # it depends on what other tests of the process registered).
+    unsigned = re.sub(
+        r"<((?:\w+:)?)Signature\b[^>]*>.*?</\1Signature>", "", str(req), flags=re.S
+    )
+    assert "Signature" not in unsigned
     before = env.state()
     with pytest.raises(bs.Refused, match="not signed"):
         upstream_logout_request(
