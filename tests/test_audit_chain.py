@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -313,3 +314,154 @@ def test_a_rolled_back_change_leaves_no_row_and_no_position(svc, capsys):
         raise RuntimeError("the change failed")
     assert head(svc) == seq
     assert verify(capsys)[0] == 0
+
+
+def alone(svc, n: int, **extra) -> None:
+    chain.audit_alone(
+        svc.sessions,
+        "token.issued",
+        at=T0 + timedelta(minutes=n),
+        actor=f"client:c{n}",
+        target=f"client:c{n}",
+        ip="2001:db8::7",
+        user_agent="Bench/1.0",
+        request_id=f"alone-{n}",
+        grant_type="client_credentials",
+        scopes=["api", "ümlaut"],
+        **extra,
+    )
+
+
+def test_rows_written_alone_chain_read_back_and_reach_the_stream(svc, capsys, monkeypatch):
+    """audit_alone (the client_credentials hot path: a DBAPI connection on SQLite, no ORM
+    session) writes what the unit of work would: the same values read back, chained between
+    the rows around it, counted, and handed to the SIEM stream once committed."""
+    streamed: list[dict] = []
+    svc.sessions.configure(info={chain.SINK: streamed.extend})
+    counted: list[str] = []
+    monkeypatch.setattr(chain.metrics, "audited", lambda action, details: counted.append(action))
+    write(svc, 4)
+    for n in range(3):
+        alone(svc, n)
+    write(svc, 4, start=T0 + timedelta(days=1))
+    code, report = verify(capsys)
+    assert code == 0 and report["rows"] == head(svc) == len(ids(svc))
+    with svc.sessions() as db:
+        rows = list(
+            db.scalars(
+                select(AuditEvent).where(AuditEvent.actor.like("client:c%")).order_by(AuditEvent.seq)
+            )
+        )
+    assert [r.at for r in rows] == [T0 + timedelta(minutes=n) for n in range(3)]
+    assert [r.request_id for r in rows] == ["alone-0", "alone-1", "alone-2"]
+    assert all(r.ip == "2001:db8::7" and r.user_agent == "Bench/1.0" for r in rows)
+    assert all(r.details == {"grant_type": "client_credentials", "scopes": ["api", "ümlaut"]}
+               for r in rows)
+    mine = [row for row in streamed if row["actor"].startswith("client:c")]
+    assert [(r["seq"], r["row_hash"]) for r in mine] == [(r.seq, r.row_hash) for r in rows]
+    assert counted.count("token.issued") == 3
+
+
+def test_the_first_row_of_a_database_written_alone_makes_the_chain_head(svc, capsys):
+    sql(svc, "DELETE FROM audit_events")
+    sql(svc, "DELETE FROM audit_chain_head")
+    alone(svc, 1)
+    alone(svc, 2)
+    code, report = verify(capsys)
+    assert (code, report["rows"], head(svc)) == (0, 2, 2)
+
+
+def test_writers_alone_and_in_transactions_at_once_share_one_chain(svc, capsys):
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(20):
+                if n % 2:
+                    alone(svc, n * 100 + i)
+                else:
+                    with svc.sessions.begin() as db:
+                        chain.audit(db, "user.updated", at=T0, actor=f"w{n}", target=str(i))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    code, report = verify(capsys)
+    assert code == 0 and report["rows"] == head(svc) == len(ids(svc))
+    with svc.engine.connect() as conn:
+        seqs = list(conn.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)))
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def _hold_write_lock(svc, seconds: float, taken: threading.Event, let_go: list) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(svc.engine.url.database, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        taken.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        let_go.append(time.monotonic())
+    finally:
+        conn.close()
+
+
+def _busy_timeout(svc, ms: int | None = None) -> int:
+    """The busy timeout of the pool's one connection (set to ``ms`` when given)."""
+    raw = svc.engine.raw_connection()
+    try:
+        if ms is not None:
+            raw.cursor().execute(f"PRAGMA busy_timeout = {ms}")
+        return raw.cursor().execute("PRAGMA busy_timeout").fetchone()[0]
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("svc", ["sqlite"], indirect=True)  # SQLite's write lock
+def test_a_row_written_alone_waits_for_another_writer_in_short_steps(svc, capsys):
+    """The write lock held by another connection delays the row, which follows within a few
+    ms of the lock being let go (SQLite's own busy handler would sleep on for up to 90 ms:
+    it wakes 103 and 128 ms after the first try, the lock goes at 240)."""
+    write(svc, 1)
+    seq = head(svc)
+    taken, let_go = threading.Event(), []
+    holder = threading.Thread(target=_hold_write_lock, args=(svc, 0.24, taken, let_go))
+    holder.start()
+    assert taken.wait(5)
+    alone(svc, 1)
+    written = time.monotonic()
+    holder.join()
+    assert written - let_go[0] < 0.04, written - let_go[0]
+    assert head(svc) == seq + 1
+    assert verify(capsys)[0] == 0
+
+
+@pytest.mark.parametrize("svc", ["sqlite"], indirect=True)  # SQLite's write lock
+def test_a_write_lock_held_past_the_busy_timeout_refuses_the_row_and_writes_nothing(
+    svc, capsys
+):
+    import sqlite3
+
+    write(svc, 1)
+    before, seq = ids(svc), head(svc)
+    svc.engine.dispose()  # from here on the pool holds one connection
+    assert _busy_timeout(svc, 200) == 200
+    taken, let_go = threading.Event(), []
+    holder = threading.Thread(target=_hold_write_lock, args=(svc, 1.0, taken, let_go))
+    holder.start()
+    assert taken.wait(5)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        alone(svc, 1)
+    assert 0.2 <= time.monotonic() - started < 0.5
+    holder.join()
+    assert (ids(svc), head(svc)) == (before, seq)
+    assert _busy_timeout(svc) == 200  # the connection's own timeout is back
+    alone(svc, 2)
+    assert head(svc) == seq + 1 and verify(capsys)[0] == 0

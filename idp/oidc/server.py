@@ -686,8 +686,7 @@ class Engine:
         if include_refresh_token and user is not None and ctx.get("grant_id"):
             token["refresh_token"] = self._new_refresh_token(client, user, scope, ctx, issued)
         elif issued is not None:
-            with self.svc.sessions.begin() as db:
-                audit_rows.audit_now(db, **issued)
+            audit_rows.audit_alone(self.svc.sessions, **issued)
         return token
 
     def _issued_row(self, request: OAuth2Request, client: OAuthClient, user: Subject | None,

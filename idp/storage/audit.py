@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -43,10 +45,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from .. import metrics
-from .db import Precompiled
+from .db import Precompiled, dbapi_transaction
 from .models import AuditEvent
 from .models_audit import AuditChainHead, AuditCheckpoint
 
@@ -61,6 +63,9 @@ _COUNT = "audit_count"  # Session.info key: (action, details) of rows to count o
 _USER_AGENT_MAX = 512
 
 _EVENTS = AuditEvent.__table__
+# The columns a chained row sets (``_chain``); ``id`` comes from the database.
+_ROW_FIELDS = ("at", "actor", "action", "target", "ip", "user_agent", "request_id", "details",
+               "seq", "prev_hash", "personal_digest", "erased_at", "row_hash")
 _HEAD = AuditChainHead.__table__
 _CHECKPOINTS = AuditCheckpoint.__table__
 
@@ -140,12 +145,32 @@ class _HeadSql:
         self.prev = Precompiled(
             dialect, select(_EVENTS.c.row_hash).where(_EVENTS.c.seq == bindparam("seq"))
         )
+        self.insert = insert(_EVENTS)  # built once: found in the compiled cache by identity
+        # audit_alone's insert, run on the DBAPI connection: each value through its column
+        # type's bind processor, as SQLAlchemy would (timestamps, JSON).
+        self.insert_raw = Precompiled(
+            dialect, insert(_EVENTS).values({name: bindparam(name) for name in _ROW_FIELDS})
+        )
+        self._process = {
+            name: _EVENTS.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in _ROW_FIELDS
+        }
+
+    def bind(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            name: row[name] if process is None else process(row[name])
+            for name, process in self._process.items()
+        }
 
     @classmethod
     def of(cls, conn: Connection) -> _HeadSql:
-        built = cls._built.get(conn.dialect.name)
+        return cls.for_dialect(conn.dialect)
+
+    @classmethod
+    def for_dialect(cls, dialect: Any) -> _HeadSql:
+        built = cls._built.get(dialect.name)
         if built is None:
-            built = cls._built[conn.dialect.name] = cls(conn.dialect)
+            built = cls._built[dialect.name] = cls(dialect)
         return built
 
 
@@ -191,14 +216,13 @@ def _append(db: Session, values: list[dict[str, Any]]) -> None:
     conn = db.connection()
     first, prev = _take_positions(conn, len(values))
     rows = _chain(values, first, prev)
-    conn.execute(insert(_EVENTS), rows)
+    conn.execute(_HeadSql.of(conn).insert, rows)
     db.info.setdefault(_COUNT, []).extend((row["action"], row["details"]) for row in rows)
     if db.info.get(SINK) is not None:
         db.info.setdefault(_EMIT, []).extend(rows)
 
 
-def audit(
-    db: Session,
+def _values_of(
     action: str,
     *,
     at: datetime,
@@ -208,10 +232,9 @@ def audit(
     user_agent: str | None = None,
     request_id: str | None = None,
     **details: Any,
-) -> None:
-    """Add an audit row to ``db``'s unit of work (chained and committed with the change it
-    records)."""
-    values = audit_values(
+) -> dict[str, Any]:
+    """:func:`audit_values` from the keywords the writers below take."""
+    return audit_values(
         action,
         at=at,
         actor=actor,
@@ -221,35 +244,90 @@ def audit(
         request_id=request_id,
         details=details,
     )
-    db.add(AuditEvent(**values))
 
 
-def audit_now(
-    db: Session,
-    action: str,
-    *,
-    at: datetime,
-    actor: str | None = None,
-    target: str | None = None,
-    ip: str | None = None,
-    user_agent: str | None = None,
-    request_id: str | None = None,
-    **details: Any,
-) -> None:
+def audit(db: Session, action: str, **fields: Any) -> None:
+    """Add an audit row to ``db``'s unit of work (chained and committed with the change it
+    records). ``fields``: ``at`` (required), ``actor``, ``target``, ``ip``, ``user_agent``,
+    ``request_id``; any other keyword is a detail."""
+    db.add(AuditEvent(**_values_of(action, **fields)))
+
+
+def audit_now(db: Session, action: str, **fields: Any) -> None:
     """:func:`audit` chained and sent at once on the session's connection: no unit of work to
     flush at the commit (for hot paths). It takes the chain head's lock (SQLite's write lock),
     so call it when the transaction is about to commit, after any store write."""
-    values = audit_values(
-        action,
-        at=at,
-        actor=actor,
-        target=target,
-        ip=ip,
-        user_agent=user_agent,
-        request_id=request_id,
-        details=details,
-    )
-    _append(db, [values])
+    _append(db, [_values_of(action, **fields)])
+
+
+def _begin_immediate(cursor: Any) -> None:
+    """Take SQLite's write lock, waiting for another writer in steps of 0.1 ms growing to 2 ms,
+    as long as the connection's busy timeout. SQLite's own busy handler sleeps 1, 2, 5, 10 ...
+    ms between tries, against a lock held for some 50 us by each of these transactions: under
+    load a worker slept through a millisecond or more for nothing at every few grants."""
+    waits_ms = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+    cursor.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + waits_ms / 1000
+        pause = 0.0001
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {int(waits_ms)}")
+
+
+def _append_raw(engine: Engine, values: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Chain and insert one row in a transaction of its own on a pooled DBAPI connection (SQLite:
+    the database is a file of this machine, no connection to lose); the chained row, or None
+    (nothing written) while the chain head row does not exist yet."""
+    sql = _HeadSql.for_dialect(engine.dialect)
+    with dbapi_transaction(engine) as cursor:
+        _begin_immediate(cursor)
+        cursor.execute(sql.take.text, sql.take.args({"count": 1}))
+        found = cursor.fetchone()
+        if found is None:
+            return None  # (the update changed nothing: the commit writes nothing)
+        first = found[0]
+        prev = GENESIS
+        if first > 1:
+            cursor.execute(sql.prev.text, sql.prev.args({"seq": first - 1}))
+            found = cursor.fetchone()
+            prev = (found[0] if found else None) or GENESIS
+        rows = _chain([values], first, prev)
+        cursor.execute(sql.insert_raw.text, sql.insert_raw.args(sql.bind(rows[0])))
+    return rows
+
+
+def audit_alone(sessions: sessionmaker[Session], action: str, **fields: Any) -> None:
+    """:func:`audit_now` for a row that records no other change: its own short transaction on
+    a connection of ``sessions``' engine, without an ORM session and its unit of work (the hot
+    path of client_credentials grants, where that machinery cost several times the three
+    statements). Committed before this returns; then counted and handed to the session
+    factory's sink like any other row."""
+    values = _values_of(action, **fields)
+    engine: Engine = sessions.kw["bind"]
+    # On SQLite straight on the DBAPI connection (as the store does). Elsewhere on a SQLAlchemy
+    # connection, which tells a dropped connection from other errors and replaces it.
+    rows = _append_raw(engine, values) if engine.dialect.name == "sqlite" else None
+    if rows is None:  # (or the database's first audit row: the head row is made on the way)
+        with engine.begin() as conn:
+            first, prev = _take_positions(conn, 1)
+            rows = _chain([values], first, prev)
+            conn.execute(_HeadSql.of(conn).insert, rows)
+    metrics.audited(action, values["details"])
+    sink = (sessions.kw.get("info") or {}).get(SINK)
+    if sink is not None:
+        try:
+            sink(rows)
+        except Exception:  # as _emit_committed: a SIEM that is down fails nothing
+            log.exception("audit stream: %d row(s) not sent", len(rows))
 
 
 @event.listens_for(Session, "before_flush")

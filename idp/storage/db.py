@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +81,27 @@ def make_engine(
         pool_recycle=1800,
         connect_args={"connect_timeout": connect_timeout},
     )
+
+
+@contextmanager
+def dbapi_transaction(engine: Engine) -> Iterator[Any]:
+    """A cursor on a pooled DBAPI connection, committed at the end (rolled back on an error):
+    for the few statements on every request's path (the SQLite store, the client_credentials
+    audit row), where SQLAlchemy's connection, transaction and result objects cost several
+    times the statements themselves."""
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -25,12 +25,19 @@ from .current import svc
 from .requestinfo import client_ip
 
 log = logging.getLogger("idp.ratelimit")
+_LIMITER = "_rate_limiter"  # Services.__dict__ key: (the parts it was built from, RateLimiter)
 
 
 def limiter() -> RateLimiter:
-    """The counters on this app's store under its current ``[rate_limits]`` settings."""
+    """The counters on this app's store under its current ``[rate_limits]`` settings (built
+    again only when the settings, or a part it uses, were replaced)."""
     s = svc()
-    return RateLimiter(s.store, s.clock, rules_from_settings(s.settings), s.hasher)
+    parts = (s.settings, s.store, s.clock, s.hasher)
+    built = s.__dict__.get(_LIMITER)
+    if built is None or any(a is not b for a, b in zip(built[0], parts, strict=True)):
+        rules = rules_from_settings(s.settings)
+        built = s.__dict__[_LIMITER] = (parts, RateLimiter(s.store, s.clock, rules, s.hasher))
+    return built[1]
 
 
 def check(rule: str, account: str | None = None) -> Verdict | None:

@@ -21,14 +21,24 @@ from .current import svc
 from .i18n import locale_hints
 from .sso import sessions
 
+_CLIENT_IP = "idp.client_ip"  # environ key: (the REMOTE_ADDR it was read from, the address)
+
 
 def client_ip() -> str | None:
     """The client's address, the one every part of the app uses (audit, sessions, lockout,
     rate limits, network rules): the peer, or what a trusted proxy said it is
     (``idp.web.proxies``, which has checked it). An IPv4 peer of a dual-stack socket
-    (``::ffff:192.0.2.1``) is written as the IPv4 address."""
-    address = parse_address(request.remote_addr)
-    return str(address) if address is not None else None
+    (``::ffff:192.0.2.1``) is written as the IPv4 address. Worked out once per request (a
+    token request asks four times)."""
+    environ = request.environ
+    peer = environ.get("REMOTE_ADDR")
+    known = environ.get(_CLIENT_IP)
+    if known is not None and known[0] == peer:
+        return known[1]
+    address = parse_address(peer)
+    found = str(address) if address is not None else None
+    environ[_CLIENT_IP] = (peer, found)
+    return found
 
 
 def origin() -> Origin:
