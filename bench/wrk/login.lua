@@ -2,10 +2,12 @@
 -- session cookie) then POST /login -> 302 to /account/, each login a fresh browser.
 --
 -- wrk -t N -c N -d <s> --timeout <s> -s login.lua http://host:port -- <user prefix> <password>
+--     [<device cookie of user 0>,<of user 1>,...]
 --
 -- One Lua state per wrk thread, so use one connection per thread (-t N -c N): each thread
 -- alternates GET and POST on its connection; thread i (1-based) logs in as <prefix><i-1>.
--- The POST carries the cookies of the GET's response only. wrk hands response() a table of
+-- The POST carries the cookies of the GET's response only, plus, with the third argument, the
+-- user's device cookie (idp_device) on both requests: a returning browser, a known device. wrk hands response() a table of
 -- header name -> value in which a repeated name keeps only its last value, so the script checks
 -- with a Python client that GET /login sets one cookie before it uses this.
 -- A login counts on 302 with a Location ending in /account/; anything else is an error and the
@@ -24,7 +26,7 @@ end
 logins, errors, bad_get, bad_post, lost = 0, 0, 0, 0, 0
 first_error = ""
 
-local user, password, get_req, token, cookie
+local user, password, get_req, token, cookie, device
 local phase, waiting, seen = "get", nil, 0
 
 local function enc(s)
@@ -54,7 +56,16 @@ end
 function init(args)
   user = args[1] .. (id - 1)
   password = args[2]
-  get_req = wrk.format("GET", "/login", {})
+  if args[3] and args[3] ~= "" then
+    local i = 1
+    for value in string.gmatch(args[3], "[^,]+") do
+      if i == id then
+        device = "idp_device=" .. value
+      end
+      i = i + 1
+    end
+  end
+  get_req = wrk.format("GET", "/login", device and { ["Cookie"] = device } or {})
 end
 
 function request()
@@ -88,6 +99,9 @@ function response(status, headers, body)
       jar[#jar + 1] = string.match(v, "^%s*([^;]+)")
     end
     if token and #jar > 0 then
+      if device then
+        jar[#jar + 1] = device
+      end
       cookie = table.concat(jar, "; ")
       phase = "post"
     else
