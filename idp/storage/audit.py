@@ -310,7 +310,9 @@ def audit_alone(sessions: sessionmaker[Session], action: str, **fields: Any) -> 
     a connection of ``sessions``' engine, without an ORM session and its unit of work (the hot
     path of client_credentials grants, where that machinery cost several times the three
     statements). Committed before this returns; then counted and handed to the session
-    factory's sink like any other row."""
+    factory's sink like any other row. On SQLite the engine's ``before_execute`` listeners do
+    not see the insert (the security digest watches for its kinds of rows there): only for
+    actions no such listener waits for (``token.issued``)."""
     values = _values_of(action, **fields)
     engine: Engine = sessions.kw["bind"]
     # On SQLite straight on the DBAPI connection (as the store does). Elsewhere on a SQLAlchemy
