@@ -362,6 +362,14 @@ def test_rows_written_alone_chain_read_back_and_reach_the_stream(svc, capsys, mo
     assert counted.count("token.issued") == 3
 
 
+def test_only_rows_no_listener_watches_for_are_written_alone(svc):
+    seq, before = head(svc), ids(svc)
+    for action in ("login.lockout", "security.refresh_token_replay", "user.role_assigned"):
+        with pytest.raises(ValueError, match="audit\\(\\) or audit_now\\(\\)"):
+            chain.audit_alone(svc.sessions, action, at=T0, actor="x")
+    assert (head(svc), ids(svc)) == (seq, before)
+
+
 def test_the_first_row_of_a_database_written_alone_makes_the_chain_head(svc, capsys):
     sql(svc, "DELETE FROM audit_events")
     sql(svc, "DELETE FROM audit_chain_head")

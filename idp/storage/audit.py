@@ -61,6 +61,8 @@ SINK = "audit_sink"  # Session.info key: a callable taking the committed rows (l
 _EMIT = "audit_emit"  # Session.info key: rows chained in the open transaction, for the sink
 _COUNT = "audit_count"  # Session.info key: (action, details) of rows to count once committed
 _USER_AGENT_MAX = 512
+# What audit_alone may write: rows no engine listener watches for (the security digest's kinds).
+ALONE_ACTIONS = frozenset({"token.issued"})
 
 _EVENTS = AuditEvent.__table__
 # The columns a chained row sets (``_chain``); ``id`` comes from the database.
@@ -312,7 +314,9 @@ def audit_alone(sessions: sessionmaker[Session], action: str, **fields: Any) -> 
     statements). Committed before this returns; then counted and handed to the session
     factory's sink like any other row. On SQLite the engine's ``before_execute`` listeners do
     not see the insert (the security digest watches for its kinds of rows there): only for
-    actions no such listener waits for (``token.issued``)."""
+    actions no such listener waits for (``ALONE_ACTIONS``)."""
+    if action not in ALONE_ACTIONS:
+        raise ValueError(f"{action} rows are written with audit() or audit_now()")
     values = _values_of(action, **fields)
     engine: Engine = sessions.kw["bind"]
     # On SQLite straight on the DBAPI connection (as the store does). Elsewhere on a SQLAlchemy
