@@ -215,8 +215,8 @@ class KeyManager:
         created = []
         with self._sessions.begin() as db:
             self._check_readable(db)
-            have = set(db.execute(select(SigningKey.kty, SigningKey.use)
-                                  .where(SigningKey.status == "active")).tuples())
+            have = {(kty, use) for kty, use in db.execute(
+                select(SigningKey.kty, SigningKey.use).where(SigningKey.status == "active"))}
             for kty, use in KINDS:
                 if (kty, use) in have:
                     continue

@@ -54,7 +54,6 @@ def view(ctx: Context, target: ProvisioningTarget) -> dict[str, Any]:
     """A target as shown (never its token)."""
     paths = dict(
         ctx.db.execute(select(Group.id, Group.path).where(Group.id.in_(target.group_ids or [])))
-        .tuples()
         .all()
     )
     return {
@@ -102,7 +101,7 @@ def _check_url(ctx: Context, url: str) -> str:
 
 def _group_ids(ctx: Context, paths: list[str]) -> list[int]:
     found = dict(
-        ctx.db.execute(select(Group.path, Group.id).where(Group.path.in_(paths))).tuples().all()
+        ctx.db.execute(select(Group.path, Group.id).where(Group.path.in_(paths))).all()
     )
     missing = [p for p in paths if p not in found]
     if missing:
@@ -197,7 +196,7 @@ def status(ctx: Context, target_id: int) -> dict[str, Any]:
     counts = dict(
         ctx.db.execute(
             select(Q.state, func.count()).where(Q.target_id == target.id).group_by(Q.state)
-        ).tuples().all()
+        ).all()
     )
     failed = ctx.db.scalars(
         select(Q).where(Q.target_id == target.id, Q.state == "failed").order_by(Q.id)
@@ -208,7 +207,7 @@ def status(ctx: Context, target_id: int) -> dict[str, Any]:
             select(User.uuid, User.username).where(
                 User.uuid.in_([f.object_id for f in failed if f.kind == "user"])
             )
-        ).tuples().all()
+        ).all()
     )
     held = ctx.db.scalar(
         select(func.count()).select_from(ProvisioningObject).where(
