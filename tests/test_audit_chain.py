@@ -270,26 +270,37 @@ def test_prune_refuses_without_a_cutoff_and_changes_nothing(svc, capsys):
     assert ids(svc) == before
 
 
-def test_concurrent_writers_chain_in_commit_order(svc, capsys):
-    """Writers on their own connections at once: every row gets its own place, and the chain
-    verifies (the head row serialises them)."""
+def at_once(worker, count: int) -> None:
+    """``worker(0)`` … ``worker(count - 1)`` on threads of their own, all at once; the first
+    error any of them raised is raised here."""
     errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
+    def run(n: int) -> None:
         try:
-            for i in range(15):
-                with svc.sessions.begin() as db:
-                    chain.audit(db, "token.issued", at=T0, actor=f"w{n}", target=str(i))
-                    chain.audit_now(db, "token.revoked", at=T0, actor=f"w{n}", target=str(i))
-        except BaseException as exc:  # reported below
+            worker(n)
+        except BaseException as exc:  # raised below, in the test's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    if errors:
+        raise errors[0]
+
+
+def test_concurrent_writers_chain_in_commit_order(svc, capsys):
+    """Writers on their own connections at once: every row gets its own place, and the chain
+    verifies (the head row serialises them)."""
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            with svc.sessions.begin() as db:
+                chain.audit(db, "token.issued", at=T0, actor=f"w{n}", target=str(i))
+                chain.audit_now(db, "token.revoked", at=T0, actor=f"w{n}", target=str(i))
+
+    at_once(worker, 4)
     code, report = verify(capsys)
     assert code == 0 and report["rows"] == head(svc) == len(ids(svc))
     with svc.engine.connect() as conn:
@@ -380,25 +391,15 @@ def test_the_first_row_of_a_database_written_alone_makes_the_chain_head(svc, cap
 
 
 def test_writers_alone_and_in_transactions_at_once_share_one_chain(svc, capsys):
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(20):
-                if n % 2:
-                    alone(svc, n * 100 + i)
-                else:
-                    with svc.sessions.begin() as db:
-                        chain.audit(db, "user.updated", at=T0, actor=f"w{n}", target=str(i))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(20):
+            if n % 2:
+                alone(svc, n * 100 + i)
+            else:
+                with svc.sessions.begin() as db:
+                    chain.audit(db, "user.updated", at=T0, actor=f"w{n}", target=str(i))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    at_once(worker, 4)
     code, report = verify(capsys)
     assert code == 0 and report["rows"] == head(svc) == len(ids(svc))
     with svc.engine.connect() as conn:
