@@ -636,7 +636,7 @@ class Engine:
         """The token response of a grant. With ``audited`` (the token request of an
         authorization_code or client_credentials grant; a refresh is not audited, it is too
         frequent) a ``token.issued`` row is written: in the refresh token's transaction when
-        one is issued, else on its own with ``audit_now`` (one statement set, the hot path of
+        one is issued, else on its own with ``audit_alone`` (no ORM session: the hot path of
         client_credentials). A token exchange (``token_exchange.py``) sets a shorter
         ``lifetime``, the format (``fmt``) and an ``act`` claim (``ctx["act"]``)."""
         now = self.now()

@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,9 +63,8 @@ _USER_AGENT_MAX = 512
 ALONE_ACTIONS = frozenset({"token.issued"})
 
 _EVENTS = AuditEvent.__table__
-# The columns a chained row sets (``_chain``); ``id`` comes from the database.
-_ROW_FIELDS = ("at", "actor", "action", "target", "ip", "user_agent", "request_id", "details",
-               "seq", "prev_hash", "personal_digest", "erased_at", "row_hash")
+# The columns a chained row sets (``_chain``): all but ``id``, which the database gives.
+_ROW_FIELDS = tuple(c.name for c in _EVENTS.c if c.name != "id")
 _HEAD = AuditChainHead.__table__
 _CHECKPOINTS = AuditCheckpoint.__table__
 
@@ -131,8 +128,9 @@ def audit_values(
 
 
 class _HeadSql:
-    """The chain head's two statements, compiled once per dialect (they run on every audited
-    request: building them cost more than running them, ``db.Precompiled``)."""
+    """The statements that chain a row (take a position, read the previous hash, insert),
+    built once per dialect (they run on every audited request: building them cost more than
+    running them, ``db.Precompiled``)."""
 
     _built: dict[str, _HeadSql] = {}
 
@@ -213,12 +211,17 @@ def _chain(values: list[dict[str, Any]], first: int, prev: str) -> list[dict[str
     return chained
 
 
-def _append(db: Session, values: list[dict[str, Any]]) -> None:
-    """Chain and insert ``values`` in ``db``'s transaction."""
-    conn = db.connection()
+def _insert_chained(conn: Connection, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chain and insert ``values`` in ``conn``'s transaction; the rows as inserted."""
     first, prev = _take_positions(conn, len(values))
     rows = _chain(values, first, prev)
     conn.execute(_HeadSql.of(conn).insert, rows)
+    return rows
+
+
+def _append(db: Session, values: list[dict[str, Any]]) -> None:
+    """Chain and insert ``values`` in ``db``'s transaction."""
+    rows = _insert_chained(db.connection(), values)
     db.info.setdefault(_COUNT, []).extend((row["action"], row["details"]) for row in rows)
     if db.info.get(SINK) is not None:
         db.info.setdefault(_EMIT, []).extend(rows)
@@ -262,36 +265,12 @@ def audit_now(db: Session, action: str, **fields: Any) -> None:
     _append(db, [_values_of(action, **fields)])
 
 
-def _begin_immediate(cursor: Any) -> None:
-    """Take SQLite's write lock, waiting for another writer in steps of 0.1 ms growing to 2 ms,
-    as long as the connection's busy timeout. SQLite's own busy handler sleeps 1, 2, 5, 10 ...
-    ms between tries, against a lock held for some 50 us by each of these transactions: under
-    load a worker slept through a millisecond or more for nothing at every few grants."""
-    waits_ms = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
-    cursor.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline = time.monotonic() + waits_ms / 1000
-        pause = 0.0001
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout = {int(waits_ms)}")
-
-
 def _append_raw(engine: Engine, values: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Chain and insert one row in a transaction of its own on a pooled DBAPI connection (SQLite:
     the database is a file of this machine, no connection to lose); the chained row, or None
     (nothing written) while the chain head row does not exist yet."""
     sql = _HeadSql.for_dialect(engine.dialect)
-    with dbapi_transaction(engine) as cursor:
-        _begin_immediate(cursor)
+    with dbapi_transaction(engine, immediate=True) as cursor:
         cursor.execute(sql.take.text, sql.take.args({"count": 1}))
         found = cursor.fetchone()
         if found is None:
@@ -324,16 +303,8 @@ def audit_alone(sessions: sessionmaker[Session], action: str, **fields: Any) -> 
     rows = _append_raw(engine, values) if engine.dialect.name == "sqlite" else None
     if rows is None:  # (or the database's first audit row: the head row is made on the way)
         with engine.begin() as conn:
-            first, prev = _take_positions(conn, 1)
-            rows = _chain([values], first, prev)
-            conn.execute(_HeadSql.of(conn).insert, rows)
-    metrics.audited(action, values["details"])
-    sink = (sessions.kw.get("info") or {}).get(SINK)
-    if sink is not None:
-        try:
-            sink(rows)
-        except Exception:  # as _emit_committed: a SIEM that is down fails nothing
-            log.exception("audit stream: %d row(s) not sent", len(rows))
+            rows = _insert_chained(conn, [values])
+    _committed([(action, values["details"])], rows, (sessions.kw.get("info") or {}).get(SINK))
 
 
 @event.listens_for(Session, "before_flush")
@@ -362,18 +333,28 @@ def _chain_pending(session: Session, _context: Any, _instances: Any) -> None:
     _append(session, values)
 
 
-@event.listens_for(Session, "after_commit")
-def _emit_committed(session: Session) -> None:
-    for action, details in session.info.pop(_COUNT, ()):
+def _committed(
+    counted: Iterable[tuple[str, Any]],
+    rows: list[dict[str, Any]] | None,
+    sink: Callable[[list[dict[str, Any]]], None] | None,
+) -> None:
+    """Once rows are committed: count them (``counted``: their action and details) and hand
+    ``rows`` to the SIEM stream's ``sink``, when there is one."""
+    for action, details in counted:
         metrics.audited(action, details)
-    rows = session.info.pop(_EMIT, None)
-    sink: Callable[[list[dict[str, Any]]], None] | None = session.info.get(SINK)
     if not rows or sink is None:
         return
     try:
         sink(rows)
     except Exception:  # a SIEM that is down never fails the change that was committed
         log.exception("audit stream: %d row(s) not sent", len(rows))
+
+
+@event.listens_for(Session, "after_commit")
+def _emit_committed(session: Session) -> None:
+    _committed(
+        session.info.pop(_COUNT, ()), session.info.pop(_EMIT, None), session.info.get(SINK)
+    )
 
 
 @event.listens_for(Session, "after_rollback")
