@@ -44,6 +44,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from wrkbench import client_modes, run_wrk, tree_cpu
 
@@ -173,6 +174,20 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
+def sign_in(browser: Any, base: str, name: str) -> None:
+    """GET + POST /login as ``name`` in ``browser`` (a ``requests.Session``); stops the bench
+    unless it ends in the redirect to /account/."""
+    page = browser.get(f"{base}/login", timeout=30).text
+    resp = browser.post(
+        f"{base}/login",
+        data={"csrf_token": CSRF.search(page).group(1), "username": name, "password": PASSWORD},
+        allow_redirects=False,
+        timeout=30,
+    )
+    if resp.status_code != 302 or not resp.headers["Location"].endswith("/account/"):
+        raise SystemExit(f"login failed: {resp.status_code}")
+
+
 def server_login_rate(
     base: str, users: list[str], n: int, clients: int, limit: float
 ) -> tuple[int, float]:
@@ -186,19 +201,7 @@ def server_login_rate(
         if time.monotonic() > deadline:
             return False
         with requests.Session() as s:
-            page = s.get(f"{base}/login", timeout=30).text
-            resp = s.post(
-                f"{base}/login",
-                data={
-                    "csrf_token": CSRF.search(page).group(1),
-                    "username": users[i % len(users)],
-                    "password": PASSWORD,
-                },
-                allow_redirects=False,
-                timeout=30,
-            )
-        if resp.status_code != 302 or not resp.headers["Location"].endswith("/account/"):
-            raise SystemExit(f"login failed: {resp.status_code}")
+            sign_in(s, base, users[i % len(users)])
         return True
 
     started = time.perf_counter()
@@ -244,9 +247,7 @@ def device_cookies(base: str, users: list[str]) -> list[str]:
     cookies = []
     for name in users:
         with requests.Session() as s:
-            page = s.get(f"{base}/login", timeout=30).text
-            s.post(f"{base}/login", timeout=30, allow_redirects=False, data={
-                "csrf_token": CSRF.search(page).group(1), "username": name, "password": PASSWORD})
+            sign_in(s, base, name)
             value = s.cookies.get("idp_device")
         if not value:
             raise SystemExit(f"no device cookie after signing in as {name}")
@@ -341,10 +342,9 @@ def run_server(args, modes: list[str]) -> tuple[list[float], dict[str, list[dict
                         hashes.append(process_hash_rate(pool, args.server_n, 2))
                     elif window == "python":
                         logins["python"].append(python_window(args, base, users, proc.pid))
-                    elif window == "wrk":
-                        logins["wrk"].append(wrk_window(args, base, proc.pid))
                     else:
-                        logins[window].append(wrk_window(args, base, proc.pid, devices))
+                        known = devices if window == "wrk-returning" else None
+                        logins[window].append(wrk_window(args, base, proc.pid, known))
         return hashes, logins
     finally:
         if proc is not None:

@@ -7,9 +7,10 @@
 -- One Lua state per wrk thread, so use one connection per thread (-t N -c N): each thread
 -- alternates GET and POST on its connection; thread i (1-based) logs in as <prefix><i-1>.
 -- The POST carries the cookies of the GET's response only, plus, with the third argument, the
--- user's device cookie (idp_device) on both requests: a returning browser, a known device. wrk hands response() a table of
--- header name -> value in which a repeated name keeps only its last value, so the script checks
--- with a Python client that GET /login sets one cookie before it uses this.
+-- user's device cookie (idp_device) on both requests: a returning browser, a known device.
+-- wrk hands response() a table of header name -> value in which a repeated name keeps only its
+-- last value, so the script checks with a Python client that GET /login sets one cookie before
+-- it uses this.
 -- A login counts on 302 with a Location ending in /account/; anything else is an error and the
 -- thread starts a new login. done() prints one line:
 -- WRK_RESULT {"logins":..,"errors":..,"bad_get":..,"bad_post":..,"lost":..,...}
